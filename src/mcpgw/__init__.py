@@ -1,0 +1,1 @@
+"""mcpgw: one governed MCP server in front of many."""

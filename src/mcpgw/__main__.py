@@ -1,0 +1,3 @@
+from mcpgw.cli import main
+
+main()

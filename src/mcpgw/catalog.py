@@ -1,0 +1,215 @@
+"""The merged, namespaced catalog of every ready upstream.
+
+Owns: exposed names (`<namespace>__<name>`, or an alias), the rule that every
+exposed tool name matches `^[A-Za-z0-9_-]{1,64}$`, collision and length
+problems (each with its fix), reversible rewriting of resource URIs
+(`mcpgw://<namespace>/<upstream uri>`), and routing an exposed name or URI back
+to its upstream. A `Catalog` is immutable: the gateway builds a new one when an
+upstream's lists change, so readers never see a half-built catalog.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcpgw.config import SEPARATOR, TOOL_NAME_RE
+from mcpgw.errors import NotFound
+from mcpgw.upstream import Upstream
+
+URI_SCHEME = "mcpgw"
+_URI_PREFIX = f"{URI_SCHEME}://"
+_TEMPLATE_VAR = re.compile(r"\{[^}]*\}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something in an upstream's lists that the catalog could not expose as is."""
+
+    server: str
+    kind: str
+    name: str
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.server}: {self.kind} {self.name!r}: {self.message} (fix: {self.fix})"
+
+
+@dataclass(frozen=True)
+class Route:
+    upstream: Upstream
+    name: str
+    """The name (or URI) the upstream knows it by."""
+
+
+def expose_uri(namespace: str, uri: str) -> str:
+    return f"{_URI_PREFIX}{namespace}/{uri}" if namespace else uri
+
+
+def split_uri(uri: str) -> tuple[str, str] | None:
+    """`mcpgw://ns/<uri>` -> `(ns, <uri>)`; None for a URI the gateway did not rewrite."""
+    if not uri.startswith(_URI_PREFIX):
+        return None
+    namespace, sep, original = uri[len(_URI_PREFIX) :].partition("/")
+    if not sep or not original:
+        return None
+    return namespace, original
+
+
+def _template_regex(template: str) -> re.Pattern[str]:
+    parts = _TEMPLATE_VAR.split(template)
+    return re.compile("^" + ".+?".join(re.escape(p) for p in parts) + "$")
+
+
+@dataclass
+class Catalog:
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    resource_templates: list[dict[str, Any]] = field(default_factory=list)
+    prompts: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    tool_routes: dict[str, Route] = field(default_factory=dict)
+    prompt_routes: dict[str, Route] = field(default_factory=dict)
+    resource_routes: dict[str, Route] = field(default_factory=dict)
+    namespaces: dict[str, Upstream] = field(default_factory=dict)
+    unprefixed: list[Upstream] = field(default_factory=list)
+    _templates: list[tuple[re.Pattern[str], Upstream]] = field(default_factory=list)
+
+    # --- routing ---------------------------------------------------------------------------------
+
+    def tool(self, name: str) -> Route:
+        route = self.tool_routes.get(name)
+        if route is None:
+            raise NotFound(f"Unknown tool: {name}")
+        return route
+
+    def prompt(self, name: str) -> Route:
+        route = self.prompt_routes.get(name)
+        if route is None:
+            raise NotFound(f"Unknown prompt: {name}")
+        return route
+
+    def resource(self, uri: str) -> Route:
+        """The upstream and upstream URI for an exposed resource URI (listed or from a template)."""
+        route = self.resource_routes.get(uri)
+        if route is not None:
+            return route
+        split = split_uri(uri)
+        if split is not None and split[0] in self.namespaces:
+            return Route(self.namespaces[split[0]], split[1])
+        for pattern, upstream in self._templates:
+            if pattern.match(uri):
+                return Route(upstream, uri)
+        if len(self.unprefixed) == 1 and split is None:
+            return Route(self.unprefixed[0], uri)
+        raise NotFound(f"Unknown resource: {uri}")
+
+    def namespace_of(self, upstream: Upstream) -> str:
+        for namespace, candidate in self.namespaces.items():
+            if candidate is upstream:
+                return namespace
+        return ""
+
+
+def build(upstreams: Iterable[tuple[str, Upstream]]) -> Catalog:
+    """A catalog over `(namespace, upstream)` pairs, in registry order; only ready upstreams count."""
+    catalog = Catalog()
+    for namespace, upstream in upstreams:
+        if namespace:
+            catalog.namespaces[namespace] = upstream
+        else:
+            catalog.unprefixed.append(upstream)
+        if upstream.state != "ready":
+            continue
+        _add_tools(catalog, namespace, upstream)
+        _add_prompts(catalog, namespace, upstream)
+        _add_resources(catalog, namespace, upstream)
+    return catalog
+
+
+def _exposed(namespace: str, name: str) -> str:
+    return f"{namespace}{SEPARATOR}{name}" if namespace else name
+
+
+def _add_tools(catalog: Catalog, namespace: str, upstream: Upstream) -> None:
+    aliases = upstream.config.aliases
+    for tool in upstream.lists["tools"]:
+        original = str(tool.get("name", ""))
+        exposed = aliases.get(original) or _exposed(namespace, original)
+        fix = f'add `aliases = {{ "{original}" = "<short_name>" }}` to [servers.{upstream.name}]'
+        if not TOOL_NAME_RE.match(exposed):
+            why = (
+                f"exposed name {exposed!r} is {len(exposed)} characters (max 64)"
+                if len(exposed) > 64
+                else f"exposed name {exposed!r} has characters outside A-Z a-z 0-9 _ -"
+            )
+            catalog.problems.append(Problem(upstream.name, "tool", original, why, fix))
+            continue
+        if exposed in catalog.tool_routes:
+            other = catalog.tool_routes[exposed].upstream.name
+            catalog.problems.append(
+                Problem(upstream.name, "tool", original, f"exposed name {exposed!r} is already taken by {other}", fix)
+            )
+            continue
+        catalog.tool_routes[exposed] = Route(upstream, original)
+        catalog.tools.append({**tool, "name": exposed})
+
+
+def _add_prompts(catalog: Catalog, namespace: str, upstream: Upstream) -> None:
+    for prompt in upstream.lists["prompts"]:
+        original = str(prompt.get("name", ""))
+        exposed = _exposed(namespace, original)
+        if exposed in catalog.prompt_routes:
+            other = catalog.prompt_routes[exposed].upstream.name
+            catalog.problems.append(
+                Problem(upstream.name, "prompt", original, f"exposed name {exposed!r} is already taken by {other}",
+                        f"give [servers.{upstream.name}] another namespace")
+            )
+            continue
+        catalog.prompt_routes[exposed] = Route(upstream, original)
+        catalog.prompts.append({**prompt, "name": exposed})
+
+
+def _add_resources(catalog: Catalog, namespace: str, upstream: Upstream) -> None:
+    for resource in upstream.lists["resources"]:
+        original = str(resource.get("uri", ""))
+        exposed = expose_uri(namespace, original)
+        if exposed in catalog.resource_routes:
+            other = catalog.resource_routes[exposed].upstream.name
+            catalog.problems.append(
+                Problem(upstream.name, "resource", original, f"URI is already served by {other}",
+                        f"give [servers.{upstream.name}] a namespace")
+            )
+            continue
+        catalog.resource_routes[exposed] = Route(upstream, original)
+        catalog.resources.append({**resource, "uri": exposed})
+    for template in upstream.lists["resource_templates"]:
+        original = str(template.get("uriTemplate", ""))
+        exposed = expose_uri(namespace, original)
+        catalog.resource_templates.append({**template, "uriTemplate": exposed})
+        if not namespace:
+            catalog._templates.append((_template_regex(original), upstream))
+
+
+# --- rewriting URIs inside results ---------------------------------------------------------------
+
+
+def rewrite_content_uris(items: list[Any], namespace: str) -> list[Any]:
+    """Expose the URIs of resource links and embedded resources in a content list."""
+    if not namespace:
+        return items
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, dict):
+            kind = item.get("type")
+            if kind == "resource_link" and isinstance(item.get("uri"), str):
+                item = {**item, "uri": expose_uri(namespace, item["uri"])}
+            elif kind == "resource" and isinstance(item.get("resource"), dict):
+                inner = item["resource"]
+                if isinstance(inner.get("uri"), str):
+                    item = {**item, "resource": {**inner, "uri": expose_uri(namespace, inner["uri"])}}
+        out.append(item)
+    return out

@@ -1,0 +1,385 @@
+"""The `mcpgw` command: a thin layer over config, registry, gateway and server.
+
+Owns: arguments, output (rich tables on a terminal, `--json` for scripts), and
+the one place a `GatewayError` becomes a message on stderr plus its exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from mcpgw import config as config_mod
+from mcpgw import registry as registry_mod
+from mcpgw.config import Registry, ServerConfig
+from mcpgw.errors import GatewayError, RegistryError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+def config_option(func: F) -> F:
+    return click.option(
+        "--config",
+        "-c",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help=f"Registry file (default: ${config_mod.ENV_CONFIG}, else ./servers.toml, else the shipped default).",
+    )(func)
+
+
+def _load(config_path: Path | None) -> tuple[Registry, Path | None]:
+    return config_mod.load(config_path)
+
+
+def _edit_path(config_path: Path | None) -> Path:
+    return config_path or config_mod.default_path()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mcpgw-gateway", prog_name="mcpgw")
+def cli() -> None:
+    """mcpgw: one governed MCP server in front of many."""
+
+
+# --- serve ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@config_option
+@click.option("--transport", "-t", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True)
+@click.option("--host", default=None, help="HTTP address (default: [gateway].host, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="HTTP port (default: [gateway].port, 8765; 0 picks one).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
+def serve(config_path: Path | None, transport: str, host: str | None, port: int | None, log_level: str) -> None:
+    """Serve the merged catalog over stdio (for Claude Desktop, IDEs) or streamable HTTP."""
+    from mcpgw.gateway import Gateway
+    from mcpgw.server import serve_http, serve_stdio, stderr_logging
+
+    stderr_logging(getattr(logging, log_level.upper()))
+    registry, path = _load(config_path)
+    gateway = Gateway(registry)
+    source = str(path) if path else "the shipped default registry"
+    if transport == "stdio":
+        logging.getLogger("mcpgw").info("serving %s over stdio", source)
+        anyio.run(serve_stdio, gateway)
+        return
+
+    async def ready(url: str) -> None:
+        await gateway.wait_started()
+        err.print(f"[bold green]mcpgw[/] serving {source} at [bold]{url}[/]")
+        _print_servers(gateway, err)
+        _print_tools(gateway, err)
+        err.print("Press Ctrl+C to stop.")
+
+    anyio.run(
+        lambda: serve_http(
+            gateway, host=host or registry.gateway.host, port=registry.gateway.port if port is None else port,
+            on_ready=ready,
+        )
+    )
+
+
+# --- catalog views -------------------------------------------------------------------------------
+
+
+async def _started_gateway(registry: Registry, body: Callable[[Any], None]) -> None:
+    from mcpgw.gateway import Gateway
+
+    gateway = Gateway(registry)
+    async with gateway.running():
+        await gateway.wait_started()
+        body(gateway)
+
+
+@cli.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def tools(config_path: Path | None, as_json: bool) -> None:
+    """Start every server and print the merged tool catalog."""
+    registry, _ = _load(config_path)
+
+    def show(gateway: Any) -> None:
+        if as_json:
+            out.print_json(data={"tools": gateway.catalog.tools, "problems": [str(p) for p in gateway.catalog.problems]})
+        else:
+            _print_tools(gateway, out)
+
+    _quiet_logs()
+    anyio.run(_started_gateway, registry, show)
+
+
+@cli.command("list-servers")
+@config_option
+@click.option("--check", is_flag=True, help="Connect to each enabled server and show its status.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_servers(config_path: Path | None, check: bool, as_json: bool) -> None:
+    """List the servers in the registry."""
+    registry, path = _load(config_path)
+    if not check:
+        rows = [
+            {"name": name, "kind": s.kind, "target": _target(s), "enabled": s.enabled,
+             "namespace": config_mod.namespace_of(name, s)}
+            for name, s in registry.servers.items()
+        ]
+        if as_json:
+            out.print_json(data={"servers": rows})
+            return
+        table = Table(title=f"servers in {path or 'the shipped default registry'}")
+        for column in ("name", "kind", "target", "enabled", "namespace"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*(str(row[c]) for c in ("name", "kind", "target", "enabled", "namespace")))
+        out.print(table)
+        return
+
+    def show(gateway: Any) -> None:
+        if as_json:
+            out.print_json(data={"servers": _status_rows(gateway, registry),
+                                 "problems": [str(p) for p in gateway.catalog.problems]})
+        else:
+            _print_servers(gateway, out, registry=registry)
+            _print_problems(gateway, out)
+
+    _quiet_logs()
+    anyio.run(_started_gateway, registry, show)
+
+
+def _target(server: ServerConfig) -> str:
+    if server.command is not None:
+        return " ".join([server.command, *server.args])
+    return server.url or ""
+
+
+def _status_rows(gateway: Any, registry: Registry) -> list[dict[str, Any]]:
+    rows = []
+    for name, server in registry.servers.items():
+        upstream = gateway.upstreams.get(name)
+        rows.append({
+            "name": name,
+            "kind": server.kind,
+            "status": upstream.state if upstream else "disabled",
+            "protocol": upstream.protocol_version if upstream else None,
+            "era": upstream.era if upstream else None,
+            "tools": len(upstream.lists["tools"]) if upstream else None,
+            "error": upstream.error if upstream else None,
+        })
+    return rows
+
+
+def _print_servers(gateway: Any, console: Console, *, registry: Registry | None = None) -> None:
+    table = Table(title="upstream servers")
+    for column in ("server", "kind", "status", "protocol", "tools", "error"):
+        table.add_column(column)
+    colours = {"ready": "green", "failed": "red", "disabled": "dim"}
+    for row in _status_rows(gateway, registry or gateway.registry):
+        status = f"[{colours.get(row['status'], 'yellow')}]{row['status']}[/]"
+        protocol = f"{row['protocol']} ({row['era']})" if row["protocol"] else "-"
+        table.add_row(row["name"], row["kind"], status, protocol,
+                      "-" if row["tools"] is None else str(row["tools"]), escape(row["error"] or ""))
+    console.print(table)
+
+
+def _print_tools(gateway: Any, console: Console) -> None:
+    table = Table(title=f"catalog: {len(gateway.catalog.tools)} tools, {len(gateway.catalog.resources)} "
+                        f"resources, {len(gateway.catalog.prompts)} prompts")
+    table.add_column("tool")
+    table.add_column("description", overflow="fold")
+    for tool in gateway.catalog.tools:
+        description = (tool.get("description") or "").strip().splitlines()
+        table.add_row(tool["name"], escape(description[0][:100]) if description else "")
+    console.print(table)
+    _print_problems(gateway, console)
+
+
+def _print_problems(gateway: Any, console: Console) -> None:
+    for problem in gateway.catalog.problems:
+        console.print(f"[yellow]warning:[/] {escape(str(problem))}")
+
+
+def _quiet_logs() -> None:
+    from mcpgw.server import stderr_logging
+
+    stderr_logging(logging.ERROR)
+
+
+# --- registry edits ------------------------------------------------------------------------------
+
+
+def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
+    result = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise RegistryError(f"{what} {value!r} must look like KEY=VALUE")
+        result[key] = val
+    return result
+
+
+@cli.command("add-server", context_settings={"ignore_unknown_options": True})
+@config_option
+@click.argument("name")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("--url", help="Streamable HTTP (or with --sse, legacy SSE) endpoint.")
+@click.option("--header", "headers", multiple=True, help="HTTP header KEY=VALUE (values may use ${VAR}).")
+@click.option("--sse", is_flag=True, help="The URL is a legacy SSE endpoint.")
+@click.option("--env", "env", multiple=True, help="Environment KEY=VALUE for a command (values may use ${VAR}).")
+@click.option("--cwd", help="Working directory for a command.")
+@click.option("--namespace", help="Prefix of exposed names (default: NAME; '' for none).")
+@click.option("--timeout", type=float, help="Seconds per call.")
+@click.option("--no-check", is_flag=True, help="Do not connect to the server before adding it.")
+def add_server(
+    config_path: Path | None, name: str, command: tuple[str, ...], url: str | None, headers: tuple[str, ...],
+    sse: bool, env: tuple[str, ...], cwd: str | None, namespace: str | None, timeout: float | None, no_check: bool,
+) -> None:
+    """Add a server: `add-server NAME -- COMMAND ARGS...` or `add-server NAME --url URL`."""
+    fields: dict[str, Any] = {}
+    if command and url:
+        raise RegistryError("give either a command (after --) or --url, not both")
+    if command:
+        fields.update(command=command[0], args=list(command[1:]))
+        if env:
+            fields["env"] = _pairs(env, "--env")
+        if cwd:
+            fields["cwd"] = cwd
+    elif url:
+        fields["url"] = url
+        if headers:
+            fields["headers"] = _pairs(headers, "--header")
+        if sse:
+            fields["transport"] = "sse"
+    else:
+        raise RegistryError("give a command (add-server NAME -- COMMAND ARGS...) or --url URL")
+    if namespace is not None:
+        fields["namespace"] = namespace
+    if timeout is not None:
+        fields["timeout"] = timeout
+    try:
+        server = ServerConfig(**fields)
+    except ValueError as exc:
+        raise RegistryError(f"server {name!r}: {exc}") from None
+    path = _edit_path(config_path)
+    if not no_check:
+        tools_seen = anyio.run(_check_server, name, server)
+        err.print(f"checked {name}: {tools_seen} tools")
+    registry_mod.add_server(path, name, server)
+    err.print(f"added [bold]{name}[/] to {path}")
+
+
+async def _check_server(name: str, server: ServerConfig) -> int:
+    from mcpgw.upstream import Upstream
+
+    upstream = Upstream(name=name, config=server, timeout=server.timeout or 30.0, startup_timeout=30.0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(upstream.run)
+        await upstream.wait_settled()
+        count = len(upstream.lists["tools"])
+        state, error = upstream.state, upstream.error
+        upstream.stop()
+    if state != "ready":
+        raise RegistryError(f"server {name!r} did not start: {error} (use --no-check to add it anyway)")
+    return count
+
+
+@cli.command("remove-server")
+@config_option
+@click.argument("name")
+def remove_server(config_path: Path | None, name: str) -> None:
+    """Remove a server from the registry."""
+    path = _edit_path(config_path)
+    registry_mod.remove_server(path, name)
+    err.print(f"removed {name} from {path}")
+
+
+@cli.command()
+@config_option
+@click.argument("name")
+def enable(config_path: Path | None, name: str) -> None:
+    """Enable a server."""
+    registry_mod.set_enabled(_edit_path(config_path), name, True)
+    err.print(f"enabled {name}")
+
+
+@cli.command()
+@config_option
+@click.argument("name")
+def disable(config_path: Path | None, name: str) -> None:
+    """Disable a server (kept in the file, not started)."""
+    registry_mod.set_enabled(_edit_path(config_path), name, False)
+    err.print(f"disabled {name}")
+
+
+# --- Claude Desktop ------------------------------------------------------------------------------
+
+
+@cli.group()
+def install() -> None:
+    """Put mcpgw into a client's configuration."""
+
+
+@install.command("claude-desktop")
+@config_option
+@click.option("--write", "write_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Merge the entry into this Claude Desktop config file.")
+@click.option("--name", default="mcpgw", show_default=True, help="Entry name in mcpServers.")
+def install_claude_desktop(config_path: Path | None, write_file: Path | None, name: str) -> None:
+    """Print (or merge with --write) the Claude Desktop entry that starts mcpgw."""
+    path = config_path or (config_mod.default_path() if config_mod.default_path().exists() else None)
+    entry = registry_mod.claude_desktop_entry(path, name=name)
+    if write_file is None:
+        out.print_json(data={"mcpServers": entry})
+        return
+    registry_mod.merge_into_claude_desktop(write_file, entry)
+    err.print(f"wrote the {name!r} entry into {write_file}")
+
+
+@cli.group("import")
+def import_() -> None:
+    """Import servers from another client's configuration."""
+
+
+@import_.command("claude-desktop")
+@config_option
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def import_claude_desktop(config_path: Path | None, file: Path) -> None:
+    """Turn the mcpServers block of a Claude Desktop config FILE into registry entries."""
+    path = _edit_path(config_path)
+    added, skipped = registry_mod.import_claude_desktop(path, file)
+    for name in added:
+        err.print(f"added {name}")
+    for reason in skipped:
+        err.print(f"skipped {reason}")
+    err.print(f"{len(added)} added, {len(skipped)} skipped, in {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: the one place errors become a message and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="mcpgw", standalone_mode=False)
+    except GatewayError as exc:
+        err.print(f"[red]mcpgw: error:[/] {escape(str(exc))}")
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""The registry file, `servers.toml`, as validated pydantic models.
+
+Owns: the schema of the file (unknown keys rejected everywhere), where the file
+is found, `${VAR}` expansion, and turning TOML and validation failures into a
+`ConfigError` that names the file, the key and the reason. Editing the file
+(keeping comments and order) belongs to `registry`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tomllib
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mcpgw.errors import ConfigError
+
+SEPARATOR = "__"
+"""Joins a namespace and an upstream name: `github__create_issue`."""
+
+TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""What Claude's and other clients' APIs accept as a tool name."""
+
+SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
+NAMESPACE_RE = re.compile(r"^[A-Za-z0-9-]+(_[A-Za-z0-9-]+)*$")
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+DEFAULT_CONFIG_NAME = "servers.toml"
+ENV_CONFIG = "MCPGW_CONFIG"
+
+Transport = Literal["stdio", "http", "sse"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Strict):
+    """One upstream MCP server: a stdio command, or a URL (streamable HTTP or legacy SSE)."""
+
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    transport: Transport | None = None
+    enabled: bool = True
+    timeout: Annotated[float, Field(gt=0)] | None = None
+    """Seconds one call may take; the gateway default when absent."""
+    namespace: str | None = None
+    """Prefix of every exposed name; defaults to the table name; `""` exposes names unprefixed."""
+    roots: list[str] = Field(default_factory=list)
+    """Roots answered to this upstream's `roots/list` (URIs, or paths made `file://` URIs)."""
+    aliases: dict[str, str] = Field(default_factory=dict)
+    """Upstream tool name -> exposed name (after the namespace), to fix long or invalid names."""
+    description: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        if not parts.netloc:
+            raise ValueError(f"{url!r} has no host")
+        return url
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_shape(cls, namespace: str | None) -> str | None:
+        if namespace and not NAMESPACE_RE.match(namespace):
+            raise ValueError(
+                f"namespace {namespace!r} must be letters, digits, '-' and single '_' "
+                f"(never '{SEPARATOR}', which separates it from the tool name)"
+            )
+        return namespace
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases_shape(cls, aliases: dict[str, str]) -> dict[str, str]:
+        for original, alias in aliases.items():
+            if not TOOL_NAME_RE.match(alias):
+                raise ValueError(f"alias {alias!r} for {original!r} must match {TOOL_NAME_RE.pattern}")
+        return aliases
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ServerConfig:
+        if self.command is None and self.url is None:
+            raise ValueError("needs either 'command' (a stdio server) or 'url' (an HTTP server)")
+        if self.command is not None and self.url is not None:
+            raise ValueError("has both 'command' and 'url'; a server is one or the other")
+        if self.command is not None:
+            if self.transport not in (None, "stdio"):
+                raise ValueError(f"transport {self.transport!r} needs 'url', not 'command'")
+            if self.headers:
+                raise ValueError("'headers' applies to URL servers; use 'env' for a command")
+        else:
+            if self.transport == "stdio":
+                raise ValueError("transport 'stdio' needs 'command', not 'url'")
+            if self.args or self.env or self.cwd:
+                raise ValueError("'args', 'env' and 'cwd' apply to command servers, not URL servers")
+        if self.command is not None and not self.command.strip():
+            raise ValueError("'command' is empty")
+        return self
+
+    @property
+    def kind(self) -> Transport:
+        if self.command is not None:
+            return "stdio"
+        return self.transport or "http"
+
+
+class GatewaySettings(_Strict):
+    """`[gateway]`: settings of the gateway itself."""
+
+    name: str = "mcpgw"
+    timeout: Annotated[float, Field(gt=0)] = 60.0
+    """Default seconds per upstream call."""
+    startup_timeout: Annotated[float, Field(gt=0)] = 30.0
+    """Seconds an upstream may take to start and answer its first listing."""
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8765
+
+
+class Registry(_Strict):
+    """The whole registry file."""
+
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    servers: dict[str, ServerConfig] = Field(default_factory=dict)
+
+    @field_validator("servers")
+    @classmethod
+    def _names_and_namespaces(cls, servers: dict[str, ServerConfig]) -> dict[str, ServerConfig]:
+        seen: dict[str, str] = {}
+        for name, server in servers.items():
+            if not SERVER_NAME_RE.match(name):
+                raise ValueError(f"server name {name!r} must be letters, digits, '-' or '_' (max 48)")
+            namespace = namespace_of(name, server)
+            if not server.enabled or namespace == "":
+                continue
+            if namespace in seen:
+                raise ValueError(f"servers {seen[namespace]!r} and {name!r} share the namespace {namespace!r}")
+            seen[namespace] = name
+        return servers
+
+    def enabled_servers(self) -> dict[str, ServerConfig]:
+        return {name: server for name, server in self.servers.items() if server.enabled}
+
+
+def namespace_of(name: str, server: ServerConfig) -> str:
+    return name if server.namespace is None else server.namespace
+
+
+def call_timeout(registry: Registry, server: ServerConfig) -> float:
+    return server.timeout if server.timeout is not None else registry.gateway.timeout
+
+
+# --- finding and loading the file ---------------------------------------------------------------
+
+
+def default_path() -> Path:
+    """Where the CLI reads and edits the registry when `--config` is not given."""
+    if env := os.environ.get(ENV_CONFIG):
+        return Path(env)
+    return Path(DEFAULT_CONFIG_NAME)
+
+
+def embedded_default_text() -> str:
+    """The registry shipped inside the package: works on a fresh machine."""
+    return resources.files("mcpgw").joinpath("default_servers.toml").read_text(encoding="utf-8")
+
+
+def load(path: Path | None = None) -> tuple[Registry, Path | None]:
+    """Load and validate the registry; `(registry, path)` with `path=None` for the embedded default.
+
+    An explicit path that does not exist is an error; the default location
+    falls back to the embedded registry so `mcpgw serve` works out of the box.
+    """
+    if path is None:
+        candidate = default_path()
+        if not candidate.exists() and ENV_CONFIG not in os.environ:
+            return parse(embedded_default_text(), source="<embedded servers.toml>"), None
+        path = candidate
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from exc
+    return parse(text, source=str(path)), path
+
+
+def parse(text: str, *, source: str) -> Registry:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", file=source) from exc
+    return validate(data, source=source)
+
+
+def validate(data: Mapping[str, Any], *, source: str) -> Registry:
+    try:
+        return Registry.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc, source) from None
+
+
+def _config_error(exc: ValidationError, source: str) -> ConfigError:
+    problems = []
+    for error in exc.errors(include_url=False):
+        key = ".".join(str(part) for part in error["loc"])
+        reason = _reason(error)
+        problems.append((key, reason))
+    key, reason = problems[0]
+    if len(problems) > 1:
+        reason += "".join(f"\n  {k or '(top level)'}: {r}" for k, r in problems[1:])
+    return ConfigError(reason, file=source, key=key or None)
+
+
+def _reason(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    if error["type"] == "missing":
+        return "required key is missing"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+# --- environment expansion ----------------------------------------------------------------------
+
+
+def expand(value: str, *, key: str, environ: Mapping[str, str] | None = None) -> str:
+    """Replace `${VAR}` and `${VAR:-default}`; an unset variable without default is a `ConfigError`."""
+    env = os.environ if environ is None else environ
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"environment variable {name} is not set", key=key)
+
+    return _ENV_RE.sub(substitute, value)
+
+
+def resolved_command(command: str) -> str:
+    """A bare command is looked up on PATH, then beside the gateway's own Python (its venv's bin)."""
+    if os.sep in command:
+        return command
+    import shutil
+
+    found = shutil.which(command)
+    if found:
+        return found
+    beside = shutil.which(command, path=str(Path(sys.executable).parent))
+    return beside or command

@@ -1,0 +1,88 @@
+"""The one error tree of mcpgw.
+
+Every error the gateway raises on purpose is a `GatewayError`. Each subclass
+knows the JSON-RPC code a downstream client receives and the exit code the CLI
+returns, so the two places a user sees an error (an MCP error from the server,
+a message from the CLI) never have to guess.
+
+    GatewayError                      (-32603 / exit 1)
+    ├── ConfigError                   a bad servers.toml: file, key, reason (exit 2)
+    ├── RegistryError                 an edit the registry refuses (exit 2)
+    ├── UpstreamError                 an upstream failed; names the server (exit 3)
+    │   ├── UpstreamUnavailable       not connected / failed to start
+    │   └── UpstreamTimeout           a call exceeded its timeout
+    ├── NotFound                      unknown tool, resource or prompt (-32602)
+    └── InvalidRequest                bad arguments from the client (-32602)
+
+Errors from other libraries are translated into these at one boundary each:
+mcp client errors in `upstream`, TOML and pydantic errors in `config`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+
+
+class GatewayError(Exception):
+    """Base of every error mcpgw raises on purpose."""
+
+    jsonrpc_code: ClassVar[int] = INTERNAL_ERROR
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(GatewayError):
+    """The registry file cannot be used: names the file, the key and the reason."""
+
+    exit_code = 2
+
+    def __init__(self, reason: str, *, file: str | None = None, key: str | None = None) -> None:
+        where = ": ".join(part for part in (file, key) if part)
+        super().__init__(f"{where}: {reason}" if where else reason)
+        self.file = file
+        self.key = key
+        self.reason = reason
+
+
+class RegistryError(GatewayError):
+    """A registry edit that is refused (name collision, unknown server, ...)."""
+
+    exit_code = 2
+
+
+class UpstreamError(GatewayError):
+    """An upstream server failed; the message always names the server."""
+
+    exit_code = 3
+
+    def __init__(self, server: str, message: str) -> None:
+        super().__init__(f"upstream '{server}': {message}")
+        self.server = server
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The upstream is not connected (failed to start, or died)."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """A request to the upstream took longer than its timeout."""
+
+
+class NotFound(GatewayError):
+    """A tool, resource or prompt that the catalog does not hold."""
+
+    jsonrpc_code = INVALID_PARAMS
+
+
+class InvalidRequest(GatewayError):
+    """The client's request is malformed (bad arguments, bad URI)."""
+
+    jsonrpc_code = INVALID_PARAMS

@@ -1,0 +1,194 @@
+"""The gateway: its upstreams, its current catalog, and forwarding requests to them.
+
+Owns: starting every enabled upstream at once, rebuilding the catalog when an
+upstream becomes ready, fails, or says its lists changed, telling listeners
+(the server's transports) what changed, and the forwarding of calls, reads,
+prompt gets and completions with their arguments, `_meta` and progress.
+Transport concerns (stdio, HTTP, eras on the wire) belong to `server`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+
+from mcpgw import catalog as catalog_mod
+from mcpgw.catalog import Catalog, Problem
+from mcpgw.config import Registry, call_timeout, namespace_of
+from mcpgw.errors import InvalidRequest, NotFound
+from mcpgw.upstream import ListKind, ProgressRelay, Upstream, forwardable_meta
+
+logger = logging.getLogger("mcpgw.gateway")
+
+ChangeListener = Callable[[set[str]], Awaitable[None]]
+"""Called with the changed list names: a subset of {"tools", "resources", "prompts"}."""
+
+_LIST_OF: dict[ListKind, str] = {
+    "tools": "tools",
+    "resources": "resources",
+    "resource_templates": "resources",
+    "prompts": "prompts",
+}
+
+
+class Gateway:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.upstreams: dict[str, Upstream] = {}
+        self._namespaces: list[tuple[str, Upstream]] = []
+        for name, server in registry.enabled_servers().items():
+            upstream = Upstream(
+                name=name,
+                config=server,
+                timeout=call_timeout(registry, server),
+                startup_timeout=registry.gateway.startup_timeout,
+                on_change=self._upstream_changed,
+                roots=list(server.roots),
+            )
+            self.upstreams[name] = upstream
+            self._namespaces.append((namespace_of(name, server), upstream))
+        self.catalog: Catalog = catalog_mod.build(self._namespaces)
+        self._listeners: list[ChangeListener] = []
+        self._started = anyio.Event()
+        self._reported: set[Problem] = set()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Gateway]:
+        """Start every upstream in parallel; stop them all on exit, however it happens."""
+        async with anyio.create_task_group() as tg:
+            for upstream in self.upstreams.values():
+                tg.start_soon(upstream.run)
+            tg.start_soon(self._watch_startup)
+            try:
+                yield self
+            finally:
+                for upstream in self.upstreams.values():
+                    upstream.stop()
+
+    async def _watch_startup(self) -> None:
+        async with anyio.create_task_group() as tg:
+            for upstream in self.upstreams.values():
+                tg.start_soon(upstream.wait_settled)
+        self._rebuild()
+        self._started.set()
+
+    async def wait_started(self) -> None:
+        """Wait until every upstream is ready or has failed (each is bounded by its start-up timeout)."""
+        await self._started.wait()
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    def _rebuild(self) -> Catalog:
+        self.catalog = catalog_mod.build(self._namespaces)
+        for problem in self.catalog.problems:
+            if problem not in self._reported:
+                self._reported.add(problem)
+                logger.warning("catalog: %s", problem)
+        return self.catalog
+
+    async def _upstream_changed(self, upstream: Upstream, kinds: tuple[ListKind, ...]) -> None:
+        before = self.catalog
+        after = self._rebuild()
+        if not self._started.is_set():
+            return  # nobody has listed yet: nothing to announce
+        changed = {
+            _LIST_OF[kind]
+            for kind in kinds
+            if getattr(before, kind) != getattr(after, kind)
+        }
+        for listener in list(self._listeners):
+            try:
+                await listener(changed)
+            except Exception:  # noqa: BLE001 - one broken listener must not stop the others
+                logger.exception("announcing a catalog change failed")
+
+    # --- forwarding ------------------------------------------------------------------------------
+
+    async def call_tool(
+        self, params: Mapping[str, Any], *, on_progress: ProgressRelay | None = None
+    ) -> dict[str, Any]:
+        name = params.get("name")
+        if not isinstance(name, str):
+            raise InvalidRequest("tools/call needs a tool name")
+        route = self.catalog.tool(name)
+        arguments = params.get("arguments")
+        if arguments is not None and not isinstance(arguments, dict):
+            raise InvalidRequest(f"arguments of {name} must be an object")
+        upstream_params = _with_extras({"name": route.name}, params)
+        if arguments is not None:
+            upstream_params["arguments"] = arguments
+        result = await route.upstream.request("tools/call", upstream_params, on_progress=on_progress)
+        namespace = self.catalog.namespace_of(route.upstream)
+        if namespace and isinstance(result.get("content"), list):
+            result["content"] = catalog_mod.rewrite_content_uris(result["content"], namespace)
+        return result
+
+    async def read_resource(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        uri = params.get("uri")
+        if not isinstance(uri, str):
+            raise InvalidRequest("resources/read needs a uri")
+        route = self.catalog.resource(uri)
+        result = await route.upstream.request("resources/read", _with_extras({"uri": route.name}, params))
+        namespace = self.catalog.namespace_of(route.upstream)
+        if namespace:
+            result["contents"] = [
+                {**item, "uri": catalog_mod.expose_uri(namespace, item["uri"])}
+                if isinstance(item, dict) and isinstance(item.get("uri"), str)
+                else item
+                for item in result.get("contents") or []
+            ]
+        return result
+
+    async def get_prompt(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        name = params.get("name")
+        if not isinstance(name, str):
+            raise InvalidRequest("prompts/get needs a prompt name")
+        route = self.catalog.prompt(name)
+        upstream_params = _with_extras({"name": route.name}, params)
+        if params.get("arguments") is not None:
+            upstream_params["arguments"] = params["arguments"]
+        result = await route.upstream.request("prompts/get", upstream_params)
+        namespace = self.catalog.namespace_of(route.upstream)
+        if namespace:
+            for message in result.get("messages") or []:
+                if isinstance(message, dict) and isinstance(message.get("content"), dict):
+                    message["content"] = catalog_mod.rewrite_content_uris([message["content"]], namespace)[0]
+        return result
+
+    async def complete(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        ref = params.get("ref")
+        if not isinstance(ref, dict):
+            raise InvalidRequest("completion/complete needs a ref")
+        if ref.get("type") == "ref/prompt":
+            route = self.catalog.prompt(str(ref.get("name")))
+            upstream_ref = {**ref, "name": route.name}
+        elif ref.get("type") == "ref/resource":
+            route = self.catalog.resource(str(ref.get("uri")))
+            upstream_ref = {**ref, "uri": route.name}
+        else:
+            raise NotFound(f"Unknown completion reference type: {ref.get('type')}")
+        if "completions" not in route.upstream.capabilities:
+            return {"completion": {"values": [], "hasMore": False}}
+        upstream_params = _with_extras({"ref": upstream_ref}, params)
+        for key in ("argument", "context"):
+            if key in params:
+                upstream_params[key] = params[key]
+        return await route.upstream.request("completion/complete", upstream_params)
+
+
+def _with_extras(base: dict[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """Carry the client's own `_meta` keys and 2026 multi-round-trip fields upstream."""
+    meta = forwardable_meta(params.get("_meta"))
+    if meta:
+        base["_meta"] = meta
+    for key in ("inputResponses", "requestState"):
+        if key in params:
+            base[key] = params[key]
+    return base

@@ -1,0 +1,450 @@
+"""Connections to upstream MCP servers: one long-lived session each, shared by every client.
+
+Owns: starting an upstream (stdio child in its own process group, streamable
+HTTP over one pooled HTTP client, or legacy SSE), negotiating its protocol era
+(`server/discover` with fallback to the `initialize` handshake), keeping its
+lists, relaying requests as raw dicts so nothing the upstream sent is dropped,
+and translating the mcp client's errors into `UpstreamError`s at this one
+boundary.
+
+Why not fastmcp's proxy provider: measured on fastmcp 4.2.3, it validated
+handshake-era list results against 2026-only fields (dropping server-everything's
+tools), re-spawned stdio upstreams when client eras switched, opened a new HTTP
+session per call and started upstreams lazily. mcpgw keeps one session per
+upstream, opened at start, on the mcp SDK's `ClientSession` directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import anyio
+import mcp_types as types
+from mcp.client._probe import negotiate_auto
+from mcp.client.session import ClientSession
+from mcp.client.sse import sse_client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import TypeAdapter, ValidationError
+
+from mcpgw.config import ServerConfig, expand, resolved_command
+from mcpgw.errors import ConfigError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+
+logger = logging.getLogger("mcpgw.upstream")
+
+State = Literal["starting", "ready", "failed", "stopped", "disabled"]
+ListKind = Literal["tools", "resources", "resource_templates", "prompts"]
+
+_RAW = TypeAdapter(dict[str, Any])
+_LIST_METHODS: dict[ListKind, tuple[str, str]] = {
+    "tools": ("tools/list", "tools"),
+    "resources": ("resources/list", "resources"),
+    "resource_templates": ("resources/templates/list", "resourceTemplates"),
+    "prompts": ("prompts/list", "prompts"),
+}
+_CAPABILITY_OF: dict[ListKind, str] = {
+    "tools": "tools",
+    "resources": "resources",
+    "resource_templates": "resources",
+    "prompts": "prompts",
+}
+_CHANGED: dict[str, tuple[ListKind, ...]] = {
+    "notifications/tools/list_changed": ("tools",),
+    "notifications/resources/list_changed": ("resources", "resource_templates"),
+    "notifications/prompts/list_changed": ("prompts",),
+}
+ALL_LISTS: tuple[ListKind, ...] = ("tools", "resources", "resource_templates", "prompts")
+_RESERVED_META_PREFIX = "io.modelcontextprotocol/"
+MAX_LIST_PAGES = 100
+
+ProgressRelay = Callable[[float, float | None, str | None], Awaitable[None]]
+
+
+def era_of(protocol_version: str | None) -> str:
+    if protocol_version is None:
+        return "-"
+    return "stateless" if protocol_version in MODERN_PROTOCOL_VERSIONS else "handshake"
+
+
+def forwardable_meta(meta: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A downstream request's `_meta` minus what belongs to the downstream hop.
+
+    The protocol's own keys (version, client info, capabilities) and the
+    progress token are per-connection; the upstream session stamps its own.
+    """
+    if not meta:
+        return None
+    kept = {k: v for k, v in meta.items() if k != "progressToken" and not k.startswith(_RESERVED_META_PREFIX)}
+    return kept or None
+
+
+class _StderrPump:
+    """A pipe whose read end is copied line by line into the gateway's log.
+
+    The SDK's stdio transport wants a real file for the child's stderr; this
+    gives it one whose lines land in `logging`, never on our own stdio channel.
+    """
+
+    def __init__(self, server: str) -> None:
+        read_fd, write_fd = os.pipe()
+        self.writer: TextIO = os.fdopen(write_fd, "w")
+        self._reader = os.fdopen(read_fd, "r", errors="replace")
+        self._log = logging.getLogger(f"mcpgw.upstream.{server}")
+        self._thread = threading.Thread(target=self._pump, name=f"stderr-{server}", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for line in self._reader:
+                self._log.info("%s", line.rstrip())
+        with contextlib.suppress(OSError):
+            self._reader.close()
+
+    def close(self) -> None:
+        # Closing our copy of the write end lets the pump see EOF once the child exits.
+        with contextlib.suppress(OSError):
+            self.writer.close()
+
+
+def _session_leader_children() -> set[int]:
+    """Pids of our direct children that lead their own session (our stdio upstreams)."""
+    me = os.getpid()
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        # fields: state ppid pgrp session ...
+        if len(fields) > 3 and int(fields[1]) == me and int(fields[3]) == int(entry.name):
+            found.add(int(entry.name))
+    return found
+
+
+_SPAWN_LOCK: anyio.Lock | None = None
+
+
+def _spawn_lock() -> anyio.Lock:
+    global _SPAWN_LOCK
+    if _SPAWN_LOCK is None:
+        _SPAWN_LOCK = anyio.Lock()
+    return _SPAWN_LOCK
+
+
+def kill_process_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+@dataclass
+class Upstream:
+    """One upstream server and its kept-alive session."""
+
+    name: str
+    config: ServerConfig
+    timeout: float
+    startup_timeout: float = 30.0
+    on_change: Callable[[Upstream, tuple[ListKind, ...]], Awaitable[None]] | None = None
+    roots: list[str] = field(default_factory=list)
+
+    state: State = "starting"
+    error: str | None = None
+    protocol_version: str | None = None
+    server_info: dict[str, Any] | None = None
+    instructions: str | None = None
+    capabilities: dict[str, Any] = field(default_factory=dict)
+    lists: dict[ListKind, list[dict[str, Any]]] = field(
+        default_factory=lambda: {"tools": [], "resources": [], "resource_templates": [], "prompts": []}
+    )
+    pgid: int | None = None
+
+    _session: ClientSession | None = field(default=None, repr=False)
+    _wakeup: anyio.Event = field(default_factory=anyio.Event, repr=False)
+    _stopping: bool = field(default=False, repr=False)
+    _settled: anyio.Event = field(default_factory=anyio.Event, repr=False)
+    _task_group: anyio.abc.TaskGroup | None = field(default=None, repr=False)
+    _session_was_ready: bool = field(default=False, repr=False)
+
+    @property
+    def era(self) -> str:
+        return era_of(self.protocol_version)
+
+    async def wait_settled(self) -> None:
+        await self._settled.wait()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Owner task: connect, list, serve until `stop()`; records failures instead of raising."""
+        try:
+            # One scope around the whole exit stack: the transport's task groups are entered inside
+            # it and must be exited inside it too. Its deadline bounds start-up only.
+            with anyio.CancelScope(deadline=anyio.current_time() + self.startup_timeout) as startup:
+                async with AsyncExitStack() as stack:
+                    session = await self._connect(stack)
+                    await self._refresh_all(session)
+                    startup.deadline = math.inf
+                    self._session = session
+                    self._session_was_ready = True
+                    self.state = "ready"
+                    self.error = None
+                    self._settled.set()
+                    logger.info(
+                        "upstream %s ready (%s, protocol %s, %d tools)",
+                        self.name, self.config.kind, self.protocol_version, len(self.lists["tools"]),
+                    )
+                    async with anyio.create_task_group() as tg:
+                        self._task_group = tg
+                        if self.on_change is not None:
+                            tg.start_soon(self.on_change, self, ALL_LISTS)
+                        await self._wakeup.wait()
+                        tg.cancel_scope.cancel()
+            if startup.cancelled_caught and self.state == "starting":
+                raise TimeoutError
+        except TimeoutError:
+            self._fail(f"did not start within {self.startup_timeout:g}s")
+        except ConfigError as exc:
+            self._fail(str(exc))
+        except Exception as exc:  # noqa: BLE001 - any failure of one upstream must not stop the others
+            self._fail(describe(exc))
+        finally:
+            self._session = None
+            if self.pgid is not None:
+                # The SDK kills the group only when the child outlives stdin EOF; grandchildren of a
+                # child that exited on its own would survive, so the whole group goes here.
+                kill_process_group(self.pgid)
+            was_ready = self.state == "ready" or (self.state == "failed" and self._session_was_ready)
+            if self.state == "ready":
+                self.state = "stopped"
+            self._settled.set()
+            if was_ready and not self._stopping and self.on_change is not None:
+                # It died on its own: its names leave the catalog, and clients are told.
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await self.on_change(self, ALL_LISTS)
+
+    def _fail(self, message: str) -> None:
+        if self.state == "ready":
+            logger.error("upstream %s failed: %s", self.name, message)
+        else:
+            logger.error("upstream %s failed to start: %s", self.name, message)
+        self.state = "failed"
+        self.error = message
+        self._wakeup.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wakeup.set()
+
+    async def _connect(self, stack: AsyncExitStack) -> ClientSession:
+        read, write = await self._open_transport(stack)
+        session = ClientSession(
+            read,
+            write,
+            message_handler=self._on_message,
+            list_roots_callback=self._list_roots if self.roots else None,
+            client_info=types.Implementation(name="mcpgw", version=_version()),
+        )
+        # The gateway passes results through as the upstream sent them; validating
+        # structured output is the downstream client's business, not ours.
+        session.validate_tool_result = _no_validation  # type: ignore[method-assign]
+        session = await stack.enter_async_context(session)
+        await negotiate_auto(session)
+        self.protocol_version = session.protocol_version
+        info = session.server_info
+        self.server_info = info.model_dump(by_alias=True, exclude_none=True) if info else None
+        self.instructions = session.instructions
+        caps = session.server_capabilities
+        self.capabilities = caps.model_dump(by_alias=True, exclude_none=True) if caps else {}
+        return session
+
+    async def _open_transport(self, stack: AsyncExitStack) -> tuple[Any, Any]:
+        config = self.config
+        if config.kind == "stdio":
+            assert config.command is not None
+            params = StdioServerParameters(
+                command=resolved_command(expand(config.command, key=f"servers.{self.name}.command")),
+                args=[expand(a, key=f"servers.{self.name}.args") for a in config.args],
+                env={k: expand(v, key=f"servers.{self.name}.env.{k}") for k, v in config.env.items()} or None,
+                cwd=expand(config.cwd, key=f"servers.{self.name}.cwd") if config.cwd else None,
+            )
+            pump = _StderrPump(self.name)
+            stack.callback(pump.close)
+            # Spawns are serialised so the child that appears is ours: the SDK does not expose its pid,
+            # and we need its process group to clean up after it (see `run`).
+            async with _spawn_lock():
+                before = _session_leader_children()
+                streams = await stack.enter_async_context(stdio_client(params, errlog=pump.writer))
+                new = _session_leader_children() - before
+            if len(new) == 1:
+                self.pgid = new.pop()
+            return streams
+        assert config.url is not None
+        url = expand(config.url, key=f"servers.{self.name}.url")
+        headers = {k: expand(v, key=f"servers.{self.name}.headers.{k}") for k, v in config.headers.items()}
+        if config.kind == "sse":
+            return await stack.enter_async_context(sse_client(url, headers=headers or None))
+        # One pooled HTTP client for the life of the session: no new TLS context per call.
+        http = await stack.enter_async_context(create_mcp_http_client(headers=headers or None))
+        return await stack.enter_async_context(streamable_http_client(url, http_client=http))
+
+    # --- lists -----------------------------------------------------------------------------------
+
+    def _supports(self, kind: ListKind) -> bool:
+        return _CAPABILITY_OF[kind] in self.capabilities
+
+    async def _refresh_all(self, session: ClientSession) -> None:
+        async with anyio.create_task_group() as tg:
+            for kind in _LIST_METHODS:
+                if self._supports(kind):
+                    tg.start_soon(self._refresh, session, kind)
+
+    async def _refresh(self, session: ClientSession, kind: ListKind) -> None:
+        method, key = _LIST_METHODS[kind]
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        for _ in range(MAX_LIST_PAGES):
+            params = {"cursor": cursor} if cursor else None
+            try:
+                page = await self._send(session, method, params, timeout=self.timeout)
+            except UpstreamError as exc:
+                if kind != "tools" and isinstance(exc.__cause__, MCPError):
+                    # A server that advertises a capability but lacks one list method is tolerated.
+                    logger.warning("upstream %s: %s failed: %s", self.name, method, exc)
+                    break
+                raise
+            items.extend(page.get(key) or [])
+            cursor = page.get("nextCursor")
+            if not cursor:
+                break
+        self.lists[kind] = items
+
+    async def refresh(self, kinds: tuple[ListKind, ...]) -> None:
+        session = self._session
+        if session is None:
+            return
+        for kind in kinds:
+            if self._supports(kind):
+                await self._refresh(session, kind)
+        if self.on_change is not None:
+            await self.on_change(self, kinds)
+
+    async def _on_message(self, message: Any) -> None:
+        if isinstance(message, Exception):
+            logger.warning("upstream %s sent an unreadable message: %s", self.name, message)
+            return
+        method = getattr(message, "method", None)
+        kinds = _CHANGED.get(method or "")
+        if kinds and self._task_group is not None:
+            # Re-list off the session's receive loop: a request awaited here would deadlock it.
+            self._task_group.start_soon(self._refresh_quietly, kinds)
+
+    async def _refresh_quietly(self, kinds: tuple[ListKind, ...]) -> None:
+        try:
+            await self.refresh(kinds)
+        except UpstreamError as exc:
+            logger.warning("upstream %s: refreshing %s failed: %s", self.name, ", ".join(kinds), exc)
+
+    async def _list_roots(self, ctx: Any) -> types.ListRootsResult:
+        return types.ListRootsResult(roots=[types.Root(uri=_as_uri(r)) for r in self.roots])
+
+    # --- requests --------------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressRelay | None = None,
+    ) -> dict[str, Any]:
+        """Send one request and return the raw result dict."""
+        session = self._session
+        if session is None or self.state != "ready":
+            reason = f": {self.error}" if self.error else ""
+            raise UpstreamUnavailable(self.name, f"not connected ({self.state}){reason}")
+        return await self._send(session, method, params, timeout=timeout or self.timeout, on_progress=on_progress)
+
+    async def _send(
+        self,
+        session: ClientSession,
+        method: str,
+        params: dict[str, Any] | None,
+        *,
+        timeout: float,
+        on_progress: ProgressRelay | None = None,
+    ) -> dict[str, Any]:
+        request: types.Request[Any, Any] = types.Request[dict[str, Any], str](method=method, params=params or {})
+        try:
+            return await session.send_request(
+                request, _RAW, request_read_timeout_seconds=timeout, progress_callback=on_progress
+            )
+        except MCPError as exc:
+            if exc.code == types.REQUEST_TIMEOUT:
+                raise UpstreamTimeout(self.name, f"{method} timed out after {timeout:g}s") from exc
+            if exc.code == types.CONNECTION_CLOSED:
+                self._fail("connection closed")
+                raise UpstreamUnavailable(self.name, "connection closed") from exc
+            raise UpstreamReplyError(self.name, exc.error) from exc
+        except ValidationError as exc:
+            raise UpstreamError(self.name, f"sent an invalid {method} result: {exc.error_count()} problems") from exc
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
+            self._fail("connection closed")
+            raise UpstreamUnavailable(self.name, "connection closed") from exc
+
+
+class UpstreamReplyError(UpstreamError):
+    """The upstream answered with a JSON-RPC error; relayed downstream with its own code."""
+
+    def __init__(self, server: str, error: types.ErrorData) -> None:
+        super().__init__(server, error.message)
+        self.error = error
+        self.jsonrpc_code = error.code  # type: ignore[misc]
+
+
+async def _no_validation(name: str, result: types.CallToolResult) -> None:
+    return None
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason for a failure, looking through exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, MCPError):
+        return exc.error.message
+    if isinstance(exc, FileNotFoundError):
+        return f"command not found: {exc.filename or exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def _as_uri(root: str) -> str:
+    if "://" in root:
+        return root
+    return Path(root).expanduser().resolve().as_uri()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mcpgw-gateway")
+    except PackageNotFoundError:
+        return "0"

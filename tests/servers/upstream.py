@@ -1,0 +1,147 @@
+"""A small FastMCP upstream used by the tests and the benchmark.
+
+Runs over stdio (default) or streamable HTTP (`--http PORT`). It exercises
+every content type, structured output, errors, progress, cancellation, list
+changes, resources, templates and prompts. `--tools N` adds N generated tools
+(for big-catalog measurements); `--name` changes the server name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+
+import anyio
+import mcp_types as types
+from fastmcp import Context, FastMCP
+from fastmcp.tools import ToolResult
+from fastmcp.utilities.types import Audio, Image
+
+PNG_1x1 = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+WAV = b"RIFF$\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00D\xac\x00\x00\x88X\x01\x00\x02\x00\x10\x00data\x00\x00\x00\x00"
+
+
+def build(name: str = "upstream", extra_tools: int = 0) -> FastMCP:
+    mcp = FastMCP(name, instructions="Test upstream for mcpgw.")
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    def echo(message: str) -> str:
+        """Echo the message back."""
+        return message
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    def add(a: int, b: int) -> dict[str, int]:
+        """Add two integers; structured output."""
+        return {"sum": a + b}
+
+    @mcp.tool
+    def image() -> Image:
+        """Return a 1x1 PNG."""
+        return Image(data=PNG_1x1, format="png")
+
+    @mcp.tool
+    def audio() -> Audio:
+        """Return a tiny WAV."""
+        return Audio(data=WAV, format="wav")
+
+    @mcp.tool
+    def mixed() -> ToolResult:
+        """Text, embedded resource and resource link in one result, with _meta."""
+        return ToolResult(
+            content=[
+                types.TextContent(type="text", text="mixed"),
+                types.EmbeddedResource(
+                    type="resource",
+                    resource=types.TextResourceContents(uri="test://embedded", mime_type="text/plain", text="inside"),
+                ),
+                types.ResourceLink(type="resource_link", uri="test://static", name="static"),
+            ],
+            meta={"test/tag": "mixed-meta"},
+        )
+
+    @mcp.tool
+    def fail(reason: str = "it failed") -> str:
+        """Always raises: the result has isError=true."""
+        raise ValueError(reason)
+
+    @mcp.tool
+    async def slow(steps: int = 3, delay: float = 0.05, ctx: Context | None = None) -> str:
+        """Report progress `steps` times."""
+        for i in range(steps):
+            if ctx is not None:
+                await ctx.report_progress(i + 1, steps, f"step {i + 1}")
+            await anyio.sleep(delay)
+        return f"done after {steps} steps"
+
+    @mcp.tool
+    async def sleep(seconds: float) -> str:
+        """Sleep; used for timeouts and cancellation."""
+        try:
+            await anyio.sleep(seconds)
+        except anyio.get_cancelled_exc_class():
+            marker = os.environ.get("UPSTREAM_CANCEL_MARKER")
+            if marker:
+                with open(marker, "a") as handle:
+                    handle.write("cancelled\n")
+            raise
+        return f"slept {seconds}"
+
+    @mcp.tool
+    def pid() -> int:
+        """The process id of this upstream."""
+        return os.getpid()
+
+    @mcp.tool
+    async def grow(tool_name: str, ctx: Context) -> str:
+        """Add a tool at run time and announce the list change."""
+
+        def added() -> str:
+            return "added tool"
+
+        mcp.tool(name=tool_name)(added)
+        await ctx.send_notification(types.ToolListChangedNotification())
+        return f"added {tool_name}"
+
+    for i in range(extra_tools):
+
+        def generated(x: int = 0, _i: int = i) -> str:
+            return f"tool {_i}: {x}"
+
+        mcp.tool(name=f"gen_{i:04d}", description=f"Generated tool number {i} for catalog benchmarks.")(generated)
+
+    @mcp.resource("test://static", mime_type="text/plain")
+    def static() -> str:
+        """A static text resource."""
+        return "static text"
+
+    @mcp.resource("test://items/{item_id}", mime_type="application/json")
+    def item(item_id: str) -> dict[str, str]:
+        """An item by id."""
+        return {"id": item_id}
+
+    @mcp.prompt
+    def greet(name: str) -> str:
+        """Greet someone."""
+        return f"Hello, {name}!"
+
+    return mcp
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--http", type=int, default=None, help="serve streamable HTTP on this port")
+    parser.add_argument("--tools", type=int, default=0)
+    parser.add_argument("--name", default="upstream")
+    args = parser.parse_args()
+    mcp = build(args.name, args.tools)
+    if args.http is not None:
+        mcp.run(transport="http", host="127.0.0.1", port=args.http, show_banner=False)
+    else:
+        mcp.run(transport="stdio", show_banner=False)
+
+
+if __name__ == "__main__":
+    main()
