@@ -65,6 +65,13 @@ def _raw(ctx: Ctx) -> dict[str, Any]:
     return dict(ctx.params or {})
 
 
+def _shaped(ctx: Ctx, result: dict[str, Any]) -> dict[str, Any]:
+    """2026-07-28 results must say their `resultType`; the SDK adds it to typed results, not dicts."""
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS and "resultType" not in result:
+        result["resultType"] = "complete"
+    return result
+
+
 def _progress_relay(ctx: Ctx) -> Callable[[float, float | None, str | None], Awaitable[None]] | None:
     meta = (ctx.params or {}).get("_meta")
     token = meta.get("progressToken") if isinstance(meta, dict) else None
@@ -117,19 +124,19 @@ def build_server(gateway: Gateway) -> tuple[Server[Any], Announcer]:
 
     async def list_tools(ctx: Ctx, params: Any) -> dict[str, Any]:
         await gateway.wait_started()
-        return {"tools": gateway.catalog.tools}
+        return _shaped(ctx, {"tools": gateway.catalog.tools})
 
     async def list_resources(ctx: Ctx, params: Any) -> dict[str, Any]:
         await gateway.wait_started()
-        return {"resources": gateway.catalog.resources}
+        return _shaped(ctx, {"resources": gateway.catalog.resources})
 
     async def list_resource_templates(ctx: Ctx, params: Any) -> dict[str, Any]:
         await gateway.wait_started()
-        return {"resourceTemplates": gateway.catalog.resource_templates}
+        return _shaped(ctx, {"resourceTemplates": gateway.catalog.resource_templates})
 
     async def list_prompts(ctx: Ctx, params: Any) -> dict[str, Any]:
         await gateway.wait_started()
-        return {"prompts": gateway.catalog.prompts}
+        return _shaped(ctx, {"prompts": gateway.catalog.prompts})
 
     async def call_tool(ctx: Ctx, params: Any) -> dict[str, Any]:
         async def work() -> dict[str, Any]:
@@ -137,7 +144,7 @@ def build_server(gateway: Gateway) -> tuple[Server[Any], Announcer]:
                 await gateway.wait_started()
             result = await gateway.call_tool(_raw(ctx), on_progress=_progress_relay(ctx))
             _check_era(ctx, result)
-            return result
+            return _shaped(ctx, result)
 
         return await _guarded(work)
 
@@ -146,7 +153,7 @@ def build_server(gateway: Gateway) -> tuple[Server[Any], Announcer]:
             await gateway.wait_started()
             result = await gateway.read_resource(_raw(ctx))
             _check_era(ctx, result)
-            return result
+            return _shaped(ctx, result)
 
         return await _guarded(work)
 
@@ -155,12 +162,12 @@ def build_server(gateway: Gateway) -> tuple[Server[Any], Announcer]:
             await gateway.wait_started()
             result = await gateway.get_prompt(_raw(ctx))
             _check_era(ctx, result)
-            return result
+            return _shaped(ctx, result)
 
         return await _guarded(work)
 
     async def complete(ctx: Ctx, params: Any) -> dict[str, Any]:
-        return await _guarded(lambda: gateway.complete(_raw(ctx)))
+        return _shaped(ctx, await _guarded(lambda: gateway.complete(_raw(ctx))))
 
     announcer = Announcer()
     server: Server[Any] = Server(
@@ -291,3 +298,6 @@ def stderr_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # The SDK's per-session INFO lines would drown the gateway's own.
+    for noisy in ("mcp", "uvicorn", "httpx", "httpx2"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

@@ -391,7 +391,7 @@ class Upstream:
     ) -> dict[str, Any]:
         request: types.Request[Any, Any] = types.Request[dict[str, Any], str](method=method, params=params or {})
         try:
-            return await session.send_request(
+            result = await session.send_request(
                 request, _RAW, request_read_timeout_seconds=timeout, progress_callback=on_progress
             )
         except MCPError as exc:
@@ -406,6 +406,16 @@ class Upstream:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
             self._fail("connection closed")
             raise UpstreamUnavailable(self.name, "connection closed") from exc
+        meta = result.get("_meta")
+        if isinstance(meta, dict) and any(k.startswith(_RESERVED_META_PREFIX) for k in meta):
+            # The upstream's own protocol stamps (its serverInfo) describe the upstream hop;
+            # the client is talking to mcpgw, which stamps its own.
+            kept = {k: v for k, v in meta.items() if not k.startswith(_RESERVED_META_PREFIX)}
+            if kept:
+                result["_meta"] = kept
+            else:
+                del result["_meta"]
+        return result
 
 
 class UpstreamReplyError(UpstreamError):

