@@ -6,9 +6,7 @@ the one place a `GatewayError` becomes a message on stderr plus its exit code.
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,7 +47,26 @@ def _edit_path(config_path: Path | None) -> Path:
     return config_path or config_mod.default_path()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _GatewayFailure(click.ClickException):
+    """A `GatewayError` as the CLI shows it: one line on stderr and the error's own exit code."""
+
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+    def show(self, file: Any = None) -> None:
+        err.print(f"[red]mcpgw: error:[/] {escape(self.message)}")
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GatewayError as exc:
+            raise _GatewayFailure(exc) from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mcpgw-gateway", prog_name="mcpgw")
 def cli() -> None:
     """mcpgw: one governed MCP server in front of many."""
@@ -366,19 +383,8 @@ def import_claude_desktop(config_path: Path | None, file: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: the one place errors become a message and an exit code."""
-    try:
-        cli.main(args=argv, prog_name="mcpgw", standalone_mode=False)
-    except GatewayError as exc:
-        err.print(f"[red]mcpgw: error:[/] {escape(str(exc))}")
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    """Entry point; errors are shown once, by `_GatewayFailure`, with their exit code."""
+    cli.main(args=argv, prog_name="mcpgw")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,9 @@ DEFAULT_CONFIG_NAME = "servers.toml"
 ENV_CONFIG = "MCPGW_CONFIG"
 
 Transport = Literal["stdio", "http", "sse"]
+Era = Literal["auto", "handshake", "stateless"]
+"""How mcpgw speaks to an upstream: probe (`server/discover`, falling back to `initialize`),
+the `initialize` handshake (2025-11-25 and earlier), or the stateless 2026-07-28 revision."""
 
 
 class _Strict(BaseModel):
@@ -62,6 +65,7 @@ class ServerConfig(_Strict):
     aliases: dict[str, str] = Field(default_factory=dict)
     """Upstream tool name -> exposed name (after the namespace), to fix long or invalid names."""
     description: str | None = None
+    era: Era = "auto"
 
     @field_validator("url")
     @classmethod

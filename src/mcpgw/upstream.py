@@ -264,7 +264,12 @@ class Upstream:
         # structured output is the downstream client's business, not ours.
         session.validate_tool_result = _no_validation  # type: ignore[method-assign]
         session = await stack.enter_async_context(session)
-        await negotiate_auto(session)
+        if self.config.era == "handshake":
+            await session.initialize()
+        elif self.config.era == "stateless":
+            await session.discover()
+        else:
+            await negotiate_auto(session)
         self.protocol_version = session.protocol_version
         info = session.server_info
         self.server_info = info.model_dump(by_alias=True, exclude_none=True) if info else None

@@ -95,6 +95,11 @@ def build(name: str = "upstream", extra_tools: int = 0) -> FastMCP:
         return os.getpid()
 
     @mcp.tool
+    async def roots(ctx: Context) -> list[str]:
+        """The roots the client (mcpgw) answers to roots/list."""
+        return [str(root.uri) for root in await ctx.list_roots()]
+
+    @mcp.tool
     async def grow(tool_name: str, ctx: Context) -> str:
         """Add a tool at run time and announce the list change."""
 
