@@ -97,7 +97,8 @@ def build(name: str = "upstream", extra_tools: int = 0) -> FastMCP:
     @mcp.tool
     async def roots(ctx: Context) -> list[str]:
         """The roots the client (mcpgw) answers to roots/list."""
-        return [str(root.uri) for root in await ctx.list_roots()]
+        result = await ctx.session.list_roots()
+        return [str(root.uri) for root in result.roots]
 
     @mcp.tool
     async def grow(tool_name: str, ctx: Context) -> str:

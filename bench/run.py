@@ -1,0 +1,638 @@
+"""mcpgw benchmark: the gateway against the same upstream reached directly, measured in one run.
+
+    python bench/run.py [--quick] [--calls N] [--mode auto|legacy] [--json FILE]
+
+Every figure is a pair measured in the same run (interleaved where that makes
+sense, so machine noise hits both sides alike) and reported as a ratio
+gateway/direct against its target:
+
+  1. stdio tool-call latency, p50 of sequential `echo` calls        <= 1.25x
+  2. stdio throughput, 16 calls in flight (calls/s)                 >= 0.85x
+  3. the same two over streamable HTTP (gateway and direct clients share one HTTP upstream)
+  4. cold start to the first tools/list: gateway with 10 stdio upstreams
+     versus one upstream started directly (median of a few runs)    <= 1.3x
+  5. tools/list over a 500-tool upstream (median)                   <= 0.5x
+  6. gateway RSS (VmRSS of the `python -m mcpgw` process, not its children)
+     after the stdio benchmark, upstream still connected            <= 80 MiB
+
+It is a measurement, not a test: a missed target does not change the exit
+status. The exit status is 1 only when a section could not be measured.
+Every process it starts is stopped before it exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+ROOT = Path(__file__).resolve().parent.parent
+UPSTREAM = ROOT / "tests" / "servers" / "upstream.py"
+PYTHON = sys.executable
+TOKEN = f"mcpgwbench-{os.getpid()}-{secrets.token_hex(4)}"
+"""Put in every command line this run starts, so leftovers can be found (and only ours)."""
+
+INFLIGHT = 16
+COLD_UPSTREAMS = 10
+BIG_CATALOG = 500
+
+
+# --- results --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    metric: str
+    unit: str
+    direct: float | None
+    gateway: float | None
+    target: str = "-"
+    """'<= X' or '>= X' on the ratio, or '<= X MiB' on the gateway value; '-' for information."""
+    note: str = ""
+    samples: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.direct is None or self.gateway is None or self.direct == 0:
+            return None
+        return self.gateway / self.direct
+
+    @property
+    def passed(self) -> bool | None:
+        if self.target == "-":
+            return None
+        op, raw, *unit = self.target.split()
+        limit = float(raw.rstrip("x"))
+        value = self.gateway if unit else self.ratio
+        if value is None:
+            return None
+        return value <= limit if op == "<=" else value >= limit
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric, "unit": self.unit, "direct": self.direct, "gateway": self.gateway,
+            "ratio": self.ratio, "target": self.target, "pass": self.passed, "note": self.note,
+            "samples": self.samples,
+        }
+
+
+@dataclass
+class Results:
+    rows: list[Row] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        print(f"  {row.metric}: direct {_fmt(row.direct)} {row.unit}, gateway {_fmt(row.gateway)} {row.unit}"
+              + (f", ratio {row.ratio:.2f}x" if row.ratio is not None and row.unit != "MiB" else ""), flush=True)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def summary(samples_s: list[float]) -> dict[str, Any]:
+    """Milliseconds: n, p50, p95, mean, min, max."""
+    ms = sorted(s * 1000 for s in samples_s)
+    return {
+        "n": len(ms),
+        "p50_ms": statistics.median(ms),
+        "p95_ms": ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))],
+        "mean_ms": statistics.fmean(ms),
+        "min_ms": ms[0],
+        "max_ms": ms[-1],
+    }
+
+
+def print_table(results: Results) -> None:
+    headers = ("metric", "direct", "gateway", "ratio", "target", "result")
+    lines = []
+    for row in results.rows:
+        unit = f" {row.unit}"
+        ratio = "-" if row.ratio is None or row.unit == "MiB" else f"{row.ratio:.2f}x"
+        verdict = {True: "pass", False: "MISS", None: "-"}[row.passed]
+        lines.append((row.metric, _fmt(row.direct) + (unit if row.direct is not None else ""),
+                      _fmt(row.gateway) + (unit if row.gateway is not None else ""), ratio, row.target, verdict))
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(headers)]
+    def fmt_line(cells: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    print()
+    print(fmt_line(headers))
+    print("  ".join("-" * w for w in widths))
+    for line in lines:
+        print(fmt_line(line))
+    for row in results.rows:
+        if row.note:
+            print(f"  note: {row.metric}: {row.note}")
+    for section, error in results.errors.items():
+        print(f"  ERROR in {section}: {error}")
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def pids_matching(needle: str) -> list[int]:
+    """Pids (not ours) whose command line contains `needle`."""
+    me = os.getpid()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != me and needle in _cmdline(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def _state(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[0]
+
+
+def _alive(pid: int) -> bool:
+    state = _state(pid)
+    return state is not None and state != "Z"
+
+
+def rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def find_gateway_pid(config: Path) -> int:
+    """The `python -m mcpgw serve --config <config>` process (the only one with this unique path)."""
+    pids = [pid for pid in pids_matching(str(config)) if "mcpgw" in _cmdline(pid) and _alive(pid)]
+    if len(pids) != 1:
+        raise RuntimeError(f"expected one gateway process for {config}, found {pids}")
+    return pids[0]
+
+
+def wait_gone(needle: str, timeout: float = 10.0) -> list[int]:
+    """Wait for every process of ours matching `needle` to exit; returns the ones still alive."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [pid for pid in pids_matching(needle) if _alive(pid)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def kill_pids(pids: list[int]) -> None:
+    """SIGKILL each (its whole group when it leads one)."""
+    for pid in pids:
+        try:
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def reap(needle: str, timeout: float = 10.0) -> None:
+    """Make sure nothing matching `needle` outlives its section: wait, then kill stragglers by pid."""
+    left = wait_gone(needle, timeout)
+    if left:
+        print(f"  warning: killing {len(left)} leftover process(es): {left}", file=sys.stderr)
+        kill_pids(left)
+        wait_gone(needle, 5.0)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[Any], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{' '.join(map(str, process.args))} exited with {process.returncode} "
+                               f"before listening on {port}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout}s")
+
+
+@contextmanager
+def background(command: list[str], log: Path, *, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process in its own session for the length of a block; its group is killed after."""
+    with log.open("ab") as errfile:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=errfile, stderr=errfile,
+                                   start_new_session=True, cwd=ROOT)
+    try:
+        wait_for_port(port, process)
+        yield process
+    finally:
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                with_suppressed_lookup(lambda: os.killpg(process.pid, signal.SIGKILL))
+                process.wait(5)
+
+
+def with_suppressed_lookup(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except ProcessLookupError:
+        pass
+
+
+# --- registries and clients ----------------------------------------------------------------------
+
+
+def _toml_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def write_registry(path: Path, servers: dict[str, dict[str, Any]]) -> Path:
+    lines = []
+    for name, entry in servers.items():
+        lines.append(f"[servers.{name}]")
+        for key, value in entry.items():
+            if isinstance(value, list):
+                lines.append(f"{key} = [{', '.join(_toml_str(v) for v in value)}]")
+            else:
+                lines.append(f"{key} = {_toml_str(value)}")
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+def upstream_args(name: str, *extra: str) -> list[str]:
+    return [str(UPSTREAM), "--name", f"{TOKEN}-{name}", *extra]
+
+
+def stdio_entry(name: str, *extra: str) -> dict[str, Any]:
+    return {"command": PYTHON, "args": upstream_args(name, *extra)}
+
+
+def gateway_args(config: Path, *extra: str) -> list[str]:
+    return ["-m", "mcpgw", "serve", "--config", str(config), "--log-level", "warning", *extra]
+
+
+@asynccontextmanager
+async def stdio_client_of(args: list[str], mode: str, errlog: IO[str]) -> AsyncIterator[Client]:
+    """The mcp Client over stdio to `python ARGS` (the child's stderr goes to `errlog`)."""
+    params = StdioServerParameters(command=PYTHON, args=args, env=dict(os.environ), cwd=str(ROOT))
+    # Same as Client(params, ...) but with the child's stderr kept off the terminal.
+    async with Client(stdio_client(params, errlog=errlog), mode=mode, cache=None) as client:  # type: ignore[arg-type]
+        yield client
+
+
+@asynccontextmanager
+async def http_client_of(url: str, mode: str) -> AsyncIterator[Client]:
+    async with Client(url, mode=mode, cache=None) as client:  # type: ignore[arg-type]
+        yield client
+
+
+# --- measurements ---------------------------------------------------------------------------------
+
+
+Call = Callable[[], Awaitable[None]]
+
+
+def echo_call(client: Client, tool: str) -> Call:
+    async def call() -> None:
+        result = await client.call_tool(tool, {"message": "ping"})
+        if result.is_error:
+            raise RuntimeError(f"{tool} returned an error: {result.content}")
+
+    return call
+
+
+async def check_echo(client: Client, tool: str) -> None:
+    tools = await client.list_tools()  # a 2026-07-28 client must list before calling
+    if tool not in {t.name for t in tools.tools}:
+        raise RuntimeError(f"{tool} not in the listing: {[t.name for t in tools.tools][:20]}")
+    result = await client.call_tool(tool, {"message": "hello"})
+    text = getattr(result.content[0], "text", None) if result.content else None
+    if result.is_error or text != "hello":
+        raise RuntimeError(f"{tool} echoed {result.content!r}")
+
+
+async def latencies(direct: Call, gateway: Call, calls: int, warmup: int) -> tuple[list[float], list[float]]:
+    """Sequential calls, alternating direct and gateway call by call (and which goes first)."""
+    for _ in range(warmup):
+        await direct()
+        await gateway()
+    d: list[float] = []
+    g: list[float] = []
+    clock = time.perf_counter
+    for i in range(calls):
+        order = ((direct, d), (gateway, g)) if i % 2 == 0 else ((gateway, g), (direct, d))
+        for call, out in order:
+            start = clock()
+            await call()
+            out.append(clock() - start)
+    return d, g
+
+
+async def burst(call: Call, total: int, inflight: int) -> float:
+    """calls/s for `total` calls with `inflight` of them outstanding at all times."""
+    remaining = total
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await call()
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(inflight):
+            tg.start_soon(worker)
+    return total / (time.perf_counter() - start)
+
+
+async def throughputs(direct: Call, gateway: Call, rounds: int, per_round: int) -> tuple[list[float], list[float]]:
+    await burst(direct, INFLIGHT * 2, INFLIGHT)
+    await burst(gateway, INFLIGHT * 2, INFLIGHT)
+    d: list[float] = []
+    g: list[float] = []
+    for i in range(rounds):
+        order = ((direct, d), (gateway, g)) if i % 2 == 0 else ((gateway, g), (direct, d))
+        for call, out in order:
+            out.append(await burst(call, per_round, INFLIGHT))
+    return d, g
+
+
+def call_rows(results: Results, transport: str, d_lat: list[float], g_lat: list[float],
+              d_tput: list[float], g_tput: list[float]) -> None:
+    ds, gs = summary(d_lat), summary(g_lat)
+    results.add(Row(f"{transport} call p50", "ms", ds["p50_ms"], gs["p50_ms"], "<= 1.25x",
+                    samples={"direct": ds, "gateway": gs}))
+    results.add(Row(f"{transport} call p95", "ms", ds["p95_ms"], gs["p95_ms"]))
+    results.add(Row(f"{transport} throughput x{INFLIGHT}", "calls/s", statistics.median(d_tput),
+                    statistics.median(g_tput), ">= 0.85x",
+                    samples={"direct_rounds": d_tput, "gateway_rounds": g_tput}))
+
+
+@dataclass
+class Settings:
+    mode: str
+    calls: int
+    warmup: int
+    rounds: int
+    per_round: int
+    cold_reps: int
+    list_reps: int
+
+
+async def bench_stdio(s: Settings, tmp: Path, results: Results, errlog: IO[str]) -> None:
+    config = write_registry(tmp / "stdio.toml", {"up": stdio_entry("stdio-gw")})
+    async with (
+        stdio_client_of(upstream_args("stdio-direct"), s.mode, errlog) as direct,
+        stdio_client_of(gateway_args(config), s.mode, errlog) as gateway,
+    ):
+        results.info["stdio_protocol"] = {"direct": direct.protocol_version, "gateway": gateway.protocol_version}
+        await check_echo(direct, "echo")
+        await check_echo(gateway, "up__echo")
+        d_call, g_call = echo_call(direct, "echo"), echo_call(gateway, "up__echo")
+        d_lat, g_lat = await latencies(d_call, g_call, s.calls, s.warmup)
+        d_tput, g_tput = await throughputs(d_call, g_call, s.rounds, s.per_round)
+        call_rows(results, "stdio", d_lat, g_lat, d_tput, g_tput)
+
+        gw_pid = find_gateway_pid(config)
+        gw_rss = rss_mib(gw_pid)
+        up_pids = [p for p in pids_matching(f"{TOKEN}-stdio-direct") if _alive(p)]
+        up_rss = rss_mib(up_pids[0]) if len(up_pids) == 1 else None
+        results.add(Row("gateway RSS (stdio, upstream connected)", "MiB", None, gw_rss, "<= 80 MiB",
+                        note=f"for scale, the direct upstream process itself: {_fmt(up_rss)} MiB",
+                        samples={"gateway_pid": gw_pid, "upstream_rss_mib": up_rss}))
+    reap(TOKEN + "-stdio")
+    reap(str(config))
+
+
+async def bench_http(s: Settings, tmp: Path, results: Results) -> None:
+    up_port, gw_port = free_port(), free_port()
+    up_url = f"http://127.0.0.1:{up_port}/mcp"
+    config = write_registry(tmp / "http.toml", {"up": {"url": up_url}})
+    up_cmd = [PYTHON, *upstream_args("http", "--http", str(up_port))]
+    gw_cmd = [PYTHON, *gateway_args(config, "--transport", "http", "--host", "127.0.0.1", "--port", str(gw_port))]
+    with (
+        background(up_cmd, tmp / "http-upstream.log", port=up_port),
+        background(gw_cmd, tmp / "http-gateway.log", port=gw_port),
+    ):
+        async with (
+            http_client_of(up_url, s.mode) as direct,
+            http_client_of(f"http://127.0.0.1:{gw_port}/mcp", s.mode) as gateway,
+        ):
+            results.info["http_protocol"] = {"direct": direct.protocol_version, "gateway": gateway.protocol_version}
+            await check_echo(direct, "echo")
+            await check_echo(gateway, "up__echo")
+            d_call, g_call = echo_call(direct, "echo"), echo_call(gateway, "up__echo")
+            d_lat, g_lat = await latencies(d_call, g_call, s.calls, s.warmup)
+            d_tput, g_tput = await throughputs(d_call, g_call, s.rounds, s.per_round)
+            call_rows(results, "http", d_lat, g_lat, d_tput, g_tput)
+            gw_pid = find_gateway_pid(config)
+            results.info["http_gateway_rss_mib"] = rss_mib(gw_pid)
+    reap(TOKEN + "-http")
+    reap(str(config))
+
+
+async def bench_big_list(s: Settings, tmp: Path, results: Results, errlog: IO[str]) -> None:
+    config = write_registry(tmp / "big.toml", {"big": stdio_entry("big-gw", "--tools", str(BIG_CATALOG))})
+    async with (
+        stdio_client_of(upstream_args("big-direct", "--tools", str(BIG_CATALOG)), s.mode, errlog) as direct,
+        stdio_client_of(gateway_args(config), s.mode, errlog) as gateway,
+    ):
+        expected = len((await direct.list_tools()).tools)
+        through = len((await gateway.list_tools()).tools)
+        if expected < BIG_CATALOG or through != expected:
+            raise RuntimeError(f"the gateway listed {through} tools, the upstream {expected}")
+
+        async def list_direct() -> None:
+            await direct.list_tools()
+
+        async def list_gateway() -> None:
+            await gateway.list_tools()
+
+        d, g = await latencies(list_direct, list_gateway, s.list_reps, 2)
+    ds, gs = summary(d), summary(g)
+    results.add(Row(f"tools/list {expected} tools p50", "ms", ds["p50_ms"], gs["p50_ms"], "<= 0.5x",
+                    samples={"direct": ds, "gateway": gs}))
+    reap(TOKEN + "-big")
+    reap(str(config))
+
+
+async def bench_cold_start(s: Settings, tmp: Path, results: Results, errlog: IO[str]) -> None:
+    """Client connect + first tools/list, from nothing: gateway over 10 upstreams vs one upstream."""
+    d: list[float] = []
+    g: list[float] = []
+    per_upstream = 0
+    last_count = 0
+
+    async def once(rep: int, kind: str) -> float:
+        tag = f"{TOKEN}-cold{rep}{kind}"
+        if kind == "g":
+            config = write_registry(tmp / f"cold{rep}.toml",
+                                    {f"u{i}": stdio_entry(f"cold{rep}g-{i}") for i in range(COLD_UPSTREAMS)})
+            args, want = gateway_args(config), COLD_UPSTREAMS * per_upstream
+        else:
+            config, args, want = None, upstream_args(f"cold{rep}d"), per_upstream
+        start = time.perf_counter()
+        async with stdio_client_of(args, s.mode, errlog) as client:
+            tools = await client.list_tools()
+            elapsed = time.perf_counter() - start
+        if want and len(tools.tools) != want:
+            raise RuntimeError(f"cold start listed {len(tools.tools)} tools, expected {want}")
+        nonlocal last_count
+        last_count = len(tools.tools)
+        # The next start must not compete with this one's shutdown for the CPU.
+        reap(tag)
+        if config is not None:
+            reap(str(config))
+        return elapsed
+
+    await once(0, "d")  # warm the page cache and bytecode for both kinds of start
+    per_upstream = last_count
+    await once(0, "g")
+    for rep in range(1, s.cold_reps + 1):
+        order = (("d", d), ("g", g)) if rep % 2 else (("g", g), ("d", d))
+        for kind, out in order:
+            out.append(await once(rep, kind))
+    results.add(Row(f"cold start to tools/list ({COLD_UPSTREAMS} upstreams vs 1)", "ms",
+                    statistics.median(d) * 1000, statistics.median(g) * 1000, "<= 1.3x",
+                    note=f"medians of {s.cold_reps}; direct {[round(x * 1000) for x in d]} ms, "
+                         f"gateway {[round(x * 1000) for x in g]} ms",
+                    samples={"direct_ms": [x * 1000 for x in d], "gateway_ms": [x * 1000 for x in g]}))
+
+
+def innermost(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="smaller numbers: a smoke run in ~30 s")
+    parser.add_argument("--calls", type=int, default=None, help="sequential calls per side (default 300; quick 60)")
+    parser.add_argument("--mode", choices=("auto", "legacy"), default="auto",
+                        help="mcp Client mode: auto negotiates 2026-07-28, legacy forces the initialize handshake")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
+    parser.add_argument("--only", choices=("stdio", "http", "list", "cold"), action="append",
+                        help="run only these sections (repeatable)")
+    return parser.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    if args.quick:
+        s = Settings(args.mode, calls=60, warmup=10, rounds=2, per_round=64, cold_reps=2, list_reps=8)
+    else:
+        s = Settings(args.mode, calls=300, warmup=30, rounds=5, per_round=160, cold_reps=5, list_reps=30)
+    if args.calls is not None:
+        s.calls = max(1, args.calls)
+    return s
+
+
+async def run(s: Settings, sections: list[str], results: Results) -> None:
+    with tempfile.TemporaryDirectory(prefix=f"{TOKEN}-") as tmpdir:
+        tmp = Path(tmpdir)
+        with (tmp / "stderr.log").open("w") as errlog:
+            plan = {
+                "stdio": lambda: bench_stdio(s, tmp, results, errlog),
+                "http": lambda: bench_http(s, tmp, results),
+                "list": lambda: bench_big_list(s, tmp, results, errlog),
+                "cold": lambda: bench_cold_start(s, tmp, results, errlog),
+            }
+            for name in sections:
+                print(f"[{name}]", flush=True)
+                started = time.perf_counter()
+                try:
+                    await plan[name]()
+                except Exception as exc:  # noqa: BLE001 - report it, go on with the other sections
+                    results.errors[name] = innermost(exc)
+                    traceback.print_exc()
+                    for log in sorted(tmp.glob("*.log")):
+                        tail = log.read_text(errors="replace").splitlines()[-15:]
+                        if tail:
+                            print(f"--- last lines of {log.name}:\n" + "\n".join(tail), file=sys.stderr)
+                finally:
+                    reap(TOKEN, timeout=5.0)
+                results.info.setdefault("section_seconds", {})[name] = round(time.perf_counter() - started, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    s = settings_from(args)
+    sections = args.only or ["stdio", "http", "list", "cold"]
+    results = Results()
+    results.info.update(
+        mode=s.mode, settings=s.__dict__, python=platform.python_version(), machine=platform.machine(),
+        cpus=os.cpu_count(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    print(f"mcpgw benchmark: mode={s.mode}, {s.calls} sequential calls (+{s.warmup} warm-up), "
+          f"{s.rounds}x{s.per_round} calls at {INFLIGHT} in flight, {s.cold_reps} cold starts, "
+          f"{s.list_reps} big listings; {os.cpu_count()} CPUs", flush=True)
+    started = time.perf_counter()
+    try:
+        anyio.run(run, s, sections, results, backend="asyncio")
+    finally:
+        reap(TOKEN, timeout=5.0)  # belt and braces: nothing of ours survives the run
+    results.info["total_seconds"] = round(time.perf_counter() - started, 1)
+    for key in ("stdio_protocol", "http_protocol"):
+        if key in results.info:
+            print(f"  negotiated {key.split('_')[0]}: direct {results.info[key]['direct']}, "
+                  f"gateway {results.info[key]['gateway']}")
+    print_table(results)
+    print(f"\ntotal {results.info['total_seconds']} s")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"info": results.info, "rows": [r.as_json() for r in results.rows],
+                                         "errors": results.errors}, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 1 if results.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
