@@ -15,8 +15,10 @@ handlers return the upstream's raw result dicts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import weakref
@@ -229,14 +231,47 @@ async def _cancel_on_signals(scope: anyio.CancelScope) -> None:
             return
 
 
+class _PipeLines:
+    """Lines of stdin read through the event loop, so a signal can cancel the read.
+
+    The SDK's stdio server reads stdin in a worker thread that cancellation
+    cannot interrupt: on SIGTERM the gateway would wait for the client's next
+    line before it could stop its upstreams.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+
+    def __aiter__(self) -> _PipeLines:
+        return self
+
+    async def __anext__(self) -> str:
+        line = await self._reader.readline()
+        if not line:
+            raise StopAsyncIteration
+        return line.decode("utf-8", errors="replace")
+
+
+async def _cancellable_stdin() -> _PipeLines | None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
+    try:
+        stdin = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
+    except (OSError, ValueError):
+        return None  # a regular file or no stdin at all: the SDK's reader copes with those
+    return _PipeLines(reader)
+
+
 async def serve_stdio(gateway: Gateway) -> None:
     """Serve one client over stdin/stdout until it closes stdin or a signal arrives."""
     from mcp.server.stdio import stdio_server
 
     server, _ = build_server(gateway)
+    stdin = await _cancellable_stdin()
     async with gateway.running(), anyio.create_task_group() as tg:
         tg.start_soon(_cancel_on_signals, tg.cancel_scope)
-        async with stdio_server() as (read, write):
+        async with stdio_server(stdin=stdin) as (read, write):  # type: ignore[arg-type]
             await server.run(read, write, server.create_initialization_options(notification_options()))
         tg.cancel_scope.cancel()
 

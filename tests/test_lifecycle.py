@@ -1,0 +1,227 @@
+"""Process life: children gone however the gateway exits, stderr kept off stdout, broken upstreams tolerated.
+
+These drive `mcpgw serve` over raw stdio pipes, so every byte it writes to
+stdout is checked to be JSON-RPC.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import SERVERS, mcpgw_command, stop_group, upstream_server
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+class RawGateway:
+    """`mcpgw serve` over pipes, speaking JSON-RPC lines (2025-11-25 handshake)."""
+
+    def __init__(self, config: Path, *extra: str) -> None:
+        # stderr goes to a file: a pipe nobody reads could fill and block the gateway's logging
+        self._log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            mcpgw_command("serve", "--config", str(config), *extra),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, start_new_session=True,
+        )
+        self._id = 0
+
+    def send(self, message: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write((json.dumps(message) + "\n").encode())
+        self.process.stdin.flush()
+
+    def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        self._id += 1
+        self.send({"jsonrpc": "2.0", "id": self._id, "method": method, "params": params or {}})
+        assert self.process.stdout is not None
+        while True:
+            line = self.process.stdout.readline()
+            assert line, "the gateway closed stdout"
+            message = json.loads(line)  # every stdout line must be JSON-RPC
+            assert message["jsonrpc"] == "2.0"
+            if message.get("id") == self._id:
+                return message
+
+    def initialize(self) -> None:
+        reply = self.request("initialize", {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"},
+        })
+        assert reply["result"]["serverInfo"]["name"] == "mcpgw"
+        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    def call(self, name: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.request("tools/call", {"name": name, "arguments": arguments or {}})
+
+    def upstream_pid(self, name: str) -> int:
+        reply = self.call(f"{name}__pid")
+        return int(reply["result"]["structuredContent"]["result"])
+
+    def close(self) -> None:
+        stop_group(self.process)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()
+
+    def log(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode()
+
+
+@pytest.fixture
+def two_upstreams(registry_file: Any) -> Path:
+    path: Path = registry_file({"a": upstream_server("--name", "A"), "b": upstream_server("--name", "B")})
+    return path
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "stdin closed"])
+def test_children_are_gone_however_the_gateway_exits(two_upstreams: Path, how: str) -> None:
+    gateway = RawGateway(two_upstreams)
+    try:
+        gateway.initialize()
+        pids = [gateway.upstream_pid("a"), gateway.upstream_pid("b")]
+        assert all(alive(pid) for pid in pids)
+        if how == "stdin closed":
+            assert gateway.process.stdin is not None
+            gateway.process.stdin.close()
+        else:
+            gateway.process.send_signal(getattr(signal, how))
+        assert gateway.process.wait(15) == 0, gateway.log()
+        assert wait_until(lambda: not any(alive(pid) for pid in pids), 5), f"left behind: {pids}"
+    finally:
+        gateway.close()
+
+
+def test_grandchildren_of_an_upstream_are_gone_too(registry_file: Any, tmp_path: Path) -> None:
+    script = tmp_path / "spawner.py"
+    pidfile = tmp_path / "grandchild.pid"
+    script.write_text(
+        "import subprocess, sys\n"
+        f"p = subprocess.Popen(['sleep', '300'])\nopen({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+        f"sys.argv = ['upstream.py']\nsys.path.insert(0, {str(SERVERS)!r})\n"
+        "from upstream import build\nbuild('spawner').run(transport='stdio', show_banner=False)\n"
+    )
+    config = registry_file({"s": {"command": sys.executable, "args": [str(script)]}})
+    gateway = RawGateway(config)
+    try:
+        gateway.initialize()
+        assert gateway.call("s__echo", {"message": "x"})["result"]["content"][0]["text"] == "x"
+        grandchild = int(pidfile.read_text())
+        assert alive(grandchild)
+        gateway.process.send_signal(signal.SIGTERM)
+        gateway.process.wait(15)
+        assert wait_until(lambda: not alive(grandchild), 5)
+    finally:
+        gateway.close()
+
+
+def test_upstream_stderr_goes_to_the_log_never_to_stdout(registry_file: Any) -> None:
+    config = registry_file({"noisy": {"command": sys.executable, "args": [str(SERVERS / "bad.py"), "noisy"]}})
+    gateway = RawGateway(config, "--log-level", "info")
+    try:
+        gateway.initialize()  # reads stdout line by line and parses each as JSON-RPC
+        assert gateway.call("noisy__echo", {"message": "ok"})["result"]["content"][0]["text"] == "ok"
+    finally:
+        gateway.close()
+    log = gateway.log()
+    assert "STDERR-MARKER from the noisy upstream" in log
+    assert "mcpgw.upstream.noisy" in log
+
+
+def test_broken_upstreams_do_not_stop_the_rest(registry_file: Any, tmp_path: Path) -> None:
+    bad = str(SERVERS / "bad.py")
+    config = registry_file(
+        {
+            "good": upstream_server(),
+            "exits": {"command": sys.executable, "args": [bad, "exit"]},
+            "garbage": {"command": sys.executable, "args": [bad, "garbage"]},
+            "silent": {"command": sys.executable, "args": [bad, "silent"]},
+            "missing": {"command": str(tmp_path / "no-such-binary")},
+            "nohost": {"url": "http://127.0.0.1:9/mcp"},
+            "unset": {**upstream_server(), "env": {"TOKEN": "${MCPGW_TEST_UNSET_VARIABLE}"}},
+        },
+        startup_timeout=3,
+    )
+    gateway = RawGateway(config)
+    started = time.monotonic()
+    try:
+        gateway.initialize()
+        tools = [t["name"] for t in gateway.request("tools/list")["result"]["tools"]]
+        assert time.monotonic() - started < 15
+        assert "good__echo" in tools
+        # a server that prints garbage before its first message still serves
+        assert "garbage__echo" in tools
+        assert not [t for t in tools if t.split("__")[0] in ("exits", "silent", "missing", "nohost", "unset")]
+        assert gateway.call("good__echo", {"message": "fine"})["result"]["content"][0]["text"] == "fine"
+        error = gateway.call("exits__echo", {"message": "x"})["error"]
+        assert error["code"] == -32602 and "Unknown tool: exits__echo" in error["message"]
+    finally:
+        gateway.close()
+    log = gateway.log()
+    assert "upstream exits failed to start" in log
+    assert "upstream silent failed to start: did not start within 3s" in log
+    assert "no-such-binary" in log
+    assert "environment variable MCPGW_TEST_UNSET_VARIABLE is not set" in log
+
+
+def test_an_upstream_that_dies_fails_fast_and_names_the_server(two_upstreams: Path) -> None:
+    gateway = RawGateway(two_upstreams)
+    try:
+        gateway.initialize()
+        pid = gateway.upstream_pid("a")
+        os.kill(pid, signal.SIGKILL)
+        assert wait_until(lambda: not alive(pid), 5)
+        started = time.monotonic()
+        reply = gateway.call("a__echo", {"message": "x"})
+        assert time.monotonic() - started < 5
+        message = reply.get("error", {}).get("message", "")
+        assert "upstream 'a'" in message or "Unknown tool: a__echo" in message, reply
+        # the other upstream is untouched, and the dead one's tools leave the catalog
+        assert gateway.call("b__echo", {"message": "y"})["result"]["content"][0]["text"] == "y"
+        assert wait_until(lambda: not any(
+            t["name"].startswith("a__") for t in gateway.request("tools/list")["result"]["tools"]), 5)
+    finally:
+        gateway.close()
+
+
+def test_malformed_requests_get_jsonrpc_errors(two_upstreams: Path) -> None:
+    gateway = RawGateway(two_upstreams)
+    try:
+        gateway.initialize()
+        reply = gateway.request("tools/call", {"name": "a__echo", "arguments": "not-an-object"})
+        assert reply["error"]["code"] == -32602
+        reply = gateway.request("tools/call", {"arguments": {}})
+        assert reply["error"]["code"] == -32602
+        reply = gateway.request("no/such/method")
+        assert reply["error"]["code"] == -32601
+        assert gateway.call("a__echo", {"message": "still"})["result"]["content"][0]["text"] == "still"
+    finally:
+        gateway.close()
