@@ -5,6 +5,7 @@ Everything listens on 127.0.0.1 only, and every process a test starts, it stops.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -67,8 +68,9 @@ def mcpgw_command(*args: str) -> list[str]:
 
 
 @asynccontextmanager
-async def gateway_stdio(config: Path, *, mode: str = "auto", extra: tuple[str, ...] = (), **kwargs: Any
-                        ) -> AsyncIterator[Client]:
+async def gateway_stdio(
+    config: Path, *, mode: str = "auto", extra: tuple[str, ...] = (), **kwargs: Any
+) -> AsyncIterator[Client]:
     """A real mcp client talking to `mcpgw serve` over stdio."""
     command = mcpgw_command("serve", "--config", str(config), "--log-level", "warning", *extra)
     params = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
@@ -103,12 +105,17 @@ def wait_for_port(port: int, *, timeout: float = 30.0, process: subprocess.Popen
 
 
 @contextmanager
-def background(command: list[str], *, port: int | None = None, env: dict[str, str] | None = None,
-               timeout: float = 30.0) -> Iterator[subprocess.Popen[bytes]]:
+def background(
+    command: list[str], *, port: int | None = None, env: dict[str, str] | None = None, timeout: float = 30.0
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run a process for the length of a block (waiting for its port), then stop it and its group."""
     process = subprocess.Popen(
-        command, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        command,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         if port is not None:
@@ -120,10 +127,8 @@ def background(command: list[str], *, port: int | None = None, env: dict[str, st
 
 def stop_group(process: subprocess.Popen[Any], *, grace: float = 5.0) -> None:
     if process.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, 15)
-        except ProcessLookupError:
-            pass
         try:
             process.wait(grace)
         except subprocess.TimeoutExpired:
@@ -155,7 +160,8 @@ def _npm_install(prefix: Path, *packages: str) -> Path:
     prefix.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--loglevel=error", *packages],
-        check=True, timeout=600,
+        check=True,
+        timeout=600,
     )
     marker.write_text(wanted)
     return prefix

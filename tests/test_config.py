@@ -17,7 +17,9 @@ def load_text(tmp_path: Path, text: str) -> config.Registry:
 
 
 def test_valid_registry_of_every_kind(tmp_path: Path) -> None:
-    registry = load_text(tmp_path, """
+    registry = load_text(
+        tmp_path,
+        """
 [gateway]
 timeout = 5
 [servers.files]
@@ -33,7 +35,8 @@ namespace = "gh"
 url = "http://127.0.0.1:9/sse"
 transport = "sse"
 enabled = false
-""")
+""",
+    )
     assert registry.servers["files"].kind == "stdio"
     assert registry.servers["github"].kind == "http"
     assert registry.servers["legacy"].kind == "sse"
@@ -54,13 +57,19 @@ enabled = false
         ("[servers.a]\ncommand = 'x'\nurl = 'http://h/mcp'\n", "servers.a", "has both"),
         ("[servers.a]\ncommand = 'x'\ntimeout = -1\n", "servers.a.timeout", "greater than 0"),
         ("[servers.a]\ncommand = 'x'\nnamespace = 'a__b'\n", "servers.a.namespace", "never '__'"),
-        ("[servers.a]\ncommand = 'x'\n[servers.b]\ncommand = 'y'\nnamespace = 'a'\n", "servers", "share the namespace"),
+        (
+            "[servers.a]\ncommand = 'x'\n[servers.b]\ncommand = 'y'\nnamespace = 'a'\n",
+            "servers",
+            "share the namespace",
+        ),
         ("[servers.a]\ncommand = 'x'\naliases = { long = 'bad name' }\n", "servers.a.aliases", "must match"),
         ("[gateway]\nport = 'http'\n", "gateway.port", "valid integer"),
         ("[server.a]\ncommand = 'x'\n", "server", "unknown key"),
     ],
 )
-def test_broken_file_names_file_key_and_reason(tmp_path: Path, text: str, key: str | None, reason: str) -> None:
+def test_broken_file_names_file_key_and_reason(
+    tmp_path: Path, text: str, key: str | None, reason: str
+) -> None:
     path = tmp_path / "servers.toml"
     path.write_text(text)
     with pytest.raises(ConfigError) as caught:
@@ -77,7 +86,9 @@ def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
         config.load(tmp_path / "nope.toml")
 
 
-def test_default_location_falls_back_to_the_shipped_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_location_falls_back_to_the_shipped_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(config.ENV_CONFIG, raising=False)
     registry, path = config.load(None)

@@ -17,7 +17,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from conftest import UPSTREAM, gateway_stdio, registry_file, upstream_server  # noqa: F401
+from conftest import UPSTREAM, gateway_stdio, upstream_server
 
 pytestmark = pytest.mark.anyio
 
@@ -119,7 +119,9 @@ async def test_parity_direct_versus_gateway(
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_resource_links_in_results_are_readable_through_the_gateway(mode: str, registry_file: Any) -> None:
+async def test_resource_links_in_results_are_readable_through_the_gateway(
+    mode: str, registry_file: Any
+) -> None:
     config = registry_file({"up": upstream_server()})
     async with gateway_stdio(config, mode=mode) as gateway:
         result = await gateway.call_tool("up__mixed", {})
@@ -144,7 +146,9 @@ async def test_unknown_names_get_a_clear_error(mode: str, registry_file: Any) ->
         with pytest.raises(MCPError, match="Unknown resource"):
             await gateway.read_resource("file:///etc/passwd")
         # the session is still fine afterwards
-        assert (await gateway.call_tool("up__echo", {"message": "still here"})).content[0].text == "still here"  # type: ignore[union-attr]
+        assert (await gateway.call_tool("up__echo", {"message": "still here"})).content[
+            0
+        ].text == "still here"  # type: ignore[union-attr]
 
 
 async def test_two_upstreams_one_catalog_and_the_same_tool_name_in_each(registry_file: Any) -> None:
@@ -162,16 +166,21 @@ async def test_two_upstreams_one_catalog_and_the_same_tool_name_in_each(registry
 
 async def test_timeout_is_reported_and_cancelled_upstream(registry_file: Any, tmp_path: Path) -> None:
     marker = tmp_path / "cancelled.txt"
-    config = registry_file({
-        "slow": {**upstream_server(), "timeout": 0.5, "env": {"UPSTREAM_CANCEL_MARKER": str(marker)}},
-        "fast": upstream_server(),
-    })
+    config = registry_file(
+        {
+            "slow": {**upstream_server(), "timeout": 0.5, "env": {"UPSTREAM_CANCEL_MARKER": str(marker)}},
+            "fast": upstream_server(),
+        }
+    )
     async with gateway_stdio(config) as gateway:
         started = anyio.current_time()
         with pytest.raises(MCPError) as caught:
             await gateway.call_tool("slow__sleep", {"seconds": 10})
         assert anyio.current_time() - started < 5
-        assert "upstream 'slow'" in caught.value.error.message and "timed out after 0.5s" in caught.value.error.message
+        assert (
+            "upstream 'slow'" in caught.value.error.message
+            and "timed out after 0.5s" in caught.value.error.message
+        )
         with anyio.fail_after(5):
             while not marker.exists():
                 await anyio.sleep(0.05)
@@ -180,7 +189,9 @@ async def test_timeout_is_reported_and_cancelled_upstream(registry_file: Any, tm
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_downstream_cancellation_reaches_the_upstream(mode: str, registry_file: Any, tmp_path: Path) -> None:
+async def test_downstream_cancellation_reaches_the_upstream(
+    mode: str, registry_file: Any, tmp_path: Path
+) -> None:
     marker = tmp_path / "cancelled.txt"
     config = registry_file({"up": {**upstream_server(), "env": {"UPSTREAM_CANCEL_MARKER": str(marker)}}})
     async with gateway_stdio(config, mode=mode) as gateway:
@@ -223,8 +234,9 @@ async def test_list_change_is_announced_to_stateless_listeners(registry_file: An
 
 
 async def test_roots_come_from_the_registry_entry(registry_file: Any, tmp_path: Path) -> None:
-    config = registry_file({"up": {**upstream_server(), "era": "handshake",
-                                   "roots": [str(tmp_path), "file:///srv/data"]}})
+    config = registry_file(
+        {"up": {**upstream_server(), "era": "handshake", "roots": [str(tmp_path), "file:///srv/data"]}}
+    )
     async with gateway_stdio(config) as gateway:
         result = await gateway.call_tool("up__roots", {})
         assert result.structured_content == {"result": [tmp_path.as_uri(), "file:///srv/data"]}
@@ -235,7 +247,9 @@ async def test_era_option_pins_the_upstream_protocol(tmp_path: Path) -> None:
     from mcpgw.upstream import Upstream
 
     for era, expected in (("handshake", "2025-11-25"), ("stateless", "2026-07-28"), ("auto", "2026-07-28")):
-        upstream = Upstream("up", ServerConfig(command=sys.executable, args=[str(UPSTREAM)], era=era), timeout=10)
+        upstream = Upstream(
+            "up", ServerConfig(command=sys.executable, args=[str(UPSTREAM)], era=era), timeout=10
+        )
         async with anyio.create_task_group() as tg:
             tg.start_soon(upstream.run)
             await upstream.wait_settled()

@@ -46,10 +46,13 @@ class RawGateway:
 
     def __init__(self, config: Path, *extra: str) -> None:
         # stderr goes to a file: a pipe nobody reads could fill and block the gateway's logging
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
         self.process = subprocess.Popen(
             mcpgw_command("serve", "--config", str(config), *extra),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, start_new_session=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            start_new_session=True,
         )
         self._id = 0
 
@@ -71,9 +74,14 @@ class RawGateway:
                 return message
 
     def initialize(self) -> None:
-        reply = self.request("initialize", {
-            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"},
-        })
+        reply = self.request(
+            "initialize",
+            {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "0"},
+            },
+        )
         assert reply["result"]["serverInfo"]["name"] == "mcpgw"
         self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
@@ -206,8 +214,12 @@ def test_an_upstream_that_dies_fails_fast_and_names_the_server(two_upstreams: Pa
         assert "upstream 'a'" in message or "Unknown tool: a__echo" in message, reply
         # the other upstream is untouched, and the dead one's tools leave the catalog
         assert gateway.call("b__echo", {"message": "y"})["result"]["content"][0]["text"] == "y"
-        assert wait_until(lambda: not any(
-            t["name"].startswith("a__") for t in gateway.request("tools/list")["result"]["tools"]), 5)
+        assert wait_until(
+            lambda: (
+                not any(t["name"].startswith("a__") for t in gateway.request("tools/list")["result"]["tools"])
+            ),
+            5,
+        )
     finally:
         gateway.close()
 
@@ -223,5 +235,18 @@ def test_malformed_requests_get_jsonrpc_errors(two_upstreams: Path) -> None:
         reply = gateway.request("no/such/method")
         assert reply["error"]["code"] == -32601
         assert gateway.call("a__echo", {"message": "still"})["result"]["content"][0]["text"] == "still"
+    finally:
+        gateway.close()
+
+
+def test_a_call_to_a_server_still_starting_waits_for_it(registry_file: Any) -> None:
+    slow = f"sleep 2; exec {sys.executable} {SERVERS / 'upstream.py'}"
+    config = registry_file({"up": upstream_server(), "slow": {"command": "/bin/sh", "args": ["-c", slow]}})
+    gateway = RawGateway(config)
+    try:
+        gateway.initialize()
+        # no tools/list first: a client that remembers names from an earlier session calls at once
+        assert gateway.call("up__echo", {"message": "a"})["result"]["content"][0]["text"] == "a"
+        assert gateway.call("slow__echo", {"message": "b"})["result"]["content"][0]["text"] == "b"
     finally:
         gateway.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -35,11 +36,12 @@ def run(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def run_json(*args: str) -> tuple[int, dict]:
+def run_json(*args: str) -> dict[str, Any]:
     """Exit code and the JSON document printed on stdout (logs go to stderr)."""
     result = CliRunner().invoke(cli, list(args))
     assert result.exit_code == 0, result.output
-    return result.exit_code, json.loads(result.stdout)
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
 
 
 @pytest.fixture
@@ -50,8 +52,20 @@ def registry(tmp_path: Path) -> Path:
 
 
 def test_add_server_keeps_comments_and_order(registry: Path) -> None:
-    code, output = run("add-server", "--config", str(registry), "--no-check", "--env", "A=1",
-                       "local", "--", "python", "-m", "thing", "--flag")
+    code, output = run(
+        "add-server",
+        "--config",
+        str(registry),
+        "--no-check",
+        "--env",
+        "A=1",
+        "local",
+        "--",
+        "python",
+        "-m",
+        "thing",
+        "--flag",
+    )
     assert code == 0, output
     text = registry.read_text()
     assert text.startswith(COMMENTED.rstrip("\n"))  # everything before is untouched, comments included
@@ -61,8 +75,18 @@ def test_add_server_keeps_comments_and_order(registry: Path) -> None:
 
 
 def test_add_url_server_with_headers_and_sse(registry: Path) -> None:
-    code, output = run("add-server", "-c", str(registry), "--no-check", "remote", "--url",
-                       "http://127.0.0.1:9/sse", "--sse", "--header", "X-Key=${KEY}")
+    code, output = run(
+        "add-server",
+        "-c",
+        str(registry),
+        "--no-check",
+        "remote",
+        "--url",
+        "http://127.0.0.1:9/sse",
+        "--sse",
+        "--header",
+        "X-Key=${KEY}",
+    )
     assert code == 0, output
     server = config.load(registry)[0].servers["remote"]
     assert server.kind == "sse" and server.headers == {"X-Key": "${KEY}"}
@@ -77,7 +101,9 @@ def test_add_server_refuses_a_colliding_name(registry: Path) -> None:
 
 
 def test_add_server_refuses_a_colliding_namespace(registry: Path) -> None:
-    code, output = run("add-server", "-c", str(registry), "--no-check", "gh2", "--namespace", "files", "--", "echo")
+    code, output = run(
+        "add-server", "-c", str(registry), "--no-check", "gh2", "--namespace", "files", "--", "echo"
+    )
     assert code == 2
     assert "namespace 'files' is already used by server 'files'" in output
 
@@ -134,7 +160,7 @@ def test_add_server_creates_a_new_file(tmp_path: Path) -> None:
 
 
 def test_list_servers_plain_and_json(registry: Path) -> None:
-    code, data = run_json("list-servers", "-c", str(registry), "--json")
+    data = run_json("list-servers", "-c", str(registry), "--json")
     rows = data["servers"]
     assert [r["name"] for r in rows] == ["github", "files"]
     assert rows[0]["kind"] == "http" and rows[1]["kind"] == "stdio"
@@ -149,12 +175,12 @@ def test_list_servers_check_reports_status_era_tools_and_errors(tmp_path: Path) 
 command = "{sys.executable}"
 args = ["{UPSTREAM}"]
 [servers.dead]
-command = "{tmp_path / 'missing-binary'}"
+command = "{tmp_path / "missing-binary"}"
 [servers.off]
 command = "echo"
 enabled = false
 """)
-    code, data = run_json("list-servers", "-c", str(path), "--check", "--json")
+    data = run_json("list-servers", "-c", str(path), "--check", "--json")
     rows = {r["name"]: r for r in data["servers"]}
     assert rows["up"]["status"] == "ready" and rows["up"]["tools"] == 11
     assert rows["up"]["protocol"] == "2026-07-28" and rows["up"]["era"] == "stateless"
@@ -172,13 +198,13 @@ args = ["{UPSTREAM}"]
 command = "{sys.executable}"
 args = ["{UPSTREAM}", "--name", "second"]
 """)
-    code, data = run_json("tools", "-c", str(path), "--json")
+    data = run_json("tools", "-c", str(path), "--json")
     names = [t["name"] for t in data["tools"]]
     assert "a__echo" in names and "b__echo" in names and len(names) == 22
 
 
 def test_install_claude_desktop_prints_and_merges(registry: Path, tmp_path: Path) -> None:
-    code, data = run_json("install", "claude-desktop", "-c", str(registry))
+    data = run_json("install", "claude-desktop", "-c", str(registry))
     entry = data["mcpServers"]["mcpgw"]
     assert entry["args"][-2:] == ["--config", str(registry.resolve())]
     assert "serve" in entry["args"]
@@ -201,12 +227,22 @@ def test_install_refuses_to_touch_a_broken_desktop_file(registry: Path, tmp_path
 
 def test_import_claude_desktop(registry: Path, tmp_path: Path) -> None:
     desktop = tmp_path / "claude_desktop_config.json"
-    desktop.write_text(json.dumps({"mcpServers": {
-        "sqlite db": {"command": "uvx", "args": ["mcp-server-sqlite"], "env": {"DB": "/tmp/x.db"}},
-        "remote": {"url": "https://example.com/mcp", "headers": {"X": "1"}},
-        "files": {"command": "npx", "args": ["x"]},
-        "mcpgw": {"command": "/usr/bin/mcpgw", "args": ["serve"]},
-    }}))
+    desktop.write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "sqlite db": {
+                        "command": "uvx",
+                        "args": ["mcp-server-sqlite"],
+                        "env": {"DB": "/tmp/x.db"},
+                    },
+                    "remote": {"url": "https://example.com/mcp", "headers": {"X": "1"}},
+                    "files": {"command": "npx", "args": ["x"]},
+                    "mcpgw": {"command": "/usr/bin/mcpgw", "args": ["serve"]},
+                }
+            }
+        )
+    )
     code, output = run("import", "claude-desktop", "-c", str(registry), str(desktop))
     assert code == 0, output
     servers = config.load(registry)[0].servers

@@ -151,7 +151,13 @@ def _add_tools(catalog: Catalog, namespace: str, upstream: Upstream) -> None:
         if exposed in catalog.tool_routes:
             other = catalog.tool_routes[exposed].upstream.name
             catalog.problems.append(
-                Problem(upstream.name, "tool", original, f"exposed name {exposed!r} is already taken by {other}", fix)
+                Problem(
+                    upstream.name,
+                    "tool",
+                    original,
+                    f"exposed name {exposed!r} is already taken by {other}",
+                    fix,
+                )
             )
             continue
         catalog.tool_routes[exposed] = Route(upstream, original)
@@ -165,8 +171,13 @@ def _add_prompts(catalog: Catalog, namespace: str, upstream: Upstream) -> None:
         if exposed in catalog.prompt_routes:
             other = catalog.prompt_routes[exposed].upstream.name
             catalog.problems.append(
-                Problem(upstream.name, "prompt", original, f"exposed name {exposed!r} is already taken by {other}",
-                        f"give [servers.{upstream.name}] another namespace")
+                Problem(
+                    upstream.name,
+                    "prompt",
+                    original,
+                    f"exposed name {exposed!r} is already taken by {other}",
+                    f"give [servers.{upstream.name}] another namespace",
+                )
             )
             continue
         catalog.prompt_routes[exposed] = Route(upstream, original)
@@ -180,8 +191,13 @@ def _add_resources(catalog: Catalog, namespace: str, upstream: Upstream) -> None
         if exposed in catalog.resource_routes:
             other = catalog.resource_routes[exposed].upstream.name
             catalog.problems.append(
-                Problem(upstream.name, "resource", original, f"URI is already served by {other}",
-                        f"give [servers.{upstream.name}] a namespace")
+                Problem(
+                    upstream.name,
+                    "resource",
+                    original,
+                    f"URI is already served by {other}",
+                    f"give [servers.{upstream.name}] a namespace",
+                )
             )
             continue
         catalog.resource_routes[exposed] = Route(upstream, original)

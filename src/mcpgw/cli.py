@@ -35,7 +35,8 @@ def config_option(func: F) -> F:
         "config_path",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
-        help=f"Registry file (default: ${config_mod.ENV_CONFIG}, else ./servers.toml, else the shipped default).",
+        help=f"Registry file (default: ${config_mod.ENV_CONFIG}, else ./servers.toml, "
+        "else the shipped default).",
     )(func)
 
 
@@ -52,7 +53,7 @@ class _GatewayFailure(click.ClickException):
 
     def __init__(self, error: GatewayError) -> None:
         super().__init__(str(error))
-        self.exit_code = error.exit_code
+        self.exit_code = error.exit_code  # type: ignore[misc]
 
     def show(self, file: Any = None) -> None:
         err.print(f"[red]mcpgw: error:[/] {escape(self.message)}")
@@ -79,9 +80,13 @@ def cli() -> None:
 @config_option
 @click.option("--transport", "-t", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True)
 @click.option("--host", default=None, help="HTTP address (default: [gateway].host, 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="HTTP port (default: [gateway].port, 8765; 0 picks one).")
+@click.option(
+    "--port", type=int, default=None, help="HTTP port (default: [gateway].port, 8765; 0 picks one)."
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
-def serve(config_path: Path | None, transport: str, host: str | None, port: int | None, log_level: str) -> None:
+def serve(
+    config_path: Path | None, transport: str, host: str | None, port: int | None, log_level: str
+) -> None:
     """Serve the merged catalog over stdio (for Claude Desktop, IDEs) or streamable HTTP."""
     from mcpgw.gateway import Gateway
     from mcpgw.server import serve_http, serve_stdio, stderr_logging
@@ -104,7 +109,9 @@ def serve(config_path: Path | None, transport: str, host: str | None, port: int 
 
     anyio.run(
         lambda: serve_http(
-            gateway, host=host or registry.gateway.host, port=registry.gateway.port if port is None else port,
+            gateway,
+            host=host or registry.gateway.host,
+            port=registry.gateway.port if port is None else port,
             on_ready=ready,
         )
     )
@@ -131,7 +138,9 @@ def tools(config_path: Path | None, as_json: bool) -> None:
 
     def show(gateway: Any) -> None:
         if as_json:
-            out.print_json(data={"tools": gateway.catalog.tools, "problems": [str(p) for p in gateway.catalog.problems]})
+            out.print_json(
+                data={"tools": gateway.catalog.tools, "problems": [str(p) for p in gateway.catalog.problems]}
+            )
         else:
             _print_tools(gateway, out)
 
@@ -148,8 +157,13 @@ def list_servers(config_path: Path | None, check: bool, as_json: bool) -> None:
     registry, path = _load(config_path)
     if not check:
         rows = [
-            {"name": name, "kind": s.kind, "target": _target(s), "enabled": s.enabled,
-             "namespace": config_mod.namespace_of(name, s)}
+            {
+                "name": name,
+                "kind": s.kind,
+                "target": _target(s),
+                "enabled": s.enabled,
+                "namespace": config_mod.namespace_of(name, s),
+            }
             for name, s in registry.servers.items()
         ]
         if as_json:
@@ -165,8 +179,12 @@ def list_servers(config_path: Path | None, check: bool, as_json: bool) -> None:
 
     def show(gateway: Any) -> None:
         if as_json:
-            out.print_json(data={"servers": _status_rows(gateway, registry),
-                                 "problems": [str(p) for p in gateway.catalog.problems]})
+            out.print_json(
+                data={
+                    "servers": _status_rows(gateway, registry),
+                    "problems": [str(p) for p in gateway.catalog.problems],
+                }
+            )
         else:
             _print_servers(gateway, out, registry=registry)
             _print_problems(gateway, out)
@@ -185,15 +203,17 @@ def _status_rows(gateway: Any, registry: Registry) -> list[dict[str, Any]]:
     rows = []
     for name, server in registry.servers.items():
         upstream = gateway.upstreams.get(name)
-        rows.append({
-            "name": name,
-            "kind": server.kind,
-            "status": upstream.state if upstream else "disabled",
-            "protocol": upstream.protocol_version if upstream else None,
-            "era": upstream.era if upstream else None,
-            "tools": len(upstream.lists["tools"]) if upstream else None,
-            "error": upstream.error if upstream else None,
-        })
+        rows.append(
+            {
+                "name": name,
+                "kind": server.kind,
+                "status": upstream.state if upstream else "disabled",
+                "protocol": upstream.protocol_version if upstream else None,
+                "era": upstream.era if upstream else None,
+                "tools": len(upstream.lists["tools"]) if upstream else None,
+                "error": upstream.error if upstream else None,
+            }
+        )
     return rows
 
 
@@ -205,14 +225,22 @@ def _print_servers(gateway: Any, console: Console, *, registry: Registry | None 
     for row in _status_rows(gateway, registry or gateway.registry):
         status = f"[{colours.get(row['status'], 'yellow')}]{row['status']}[/]"
         protocol = f"{row['protocol']} ({row['era']})" if row["protocol"] else "-"
-        table.add_row(row["name"], row["kind"], status, protocol,
-                      "-" if row["tools"] is None else str(row["tools"]), escape(row["error"] or ""))
+        table.add_row(
+            row["name"],
+            row["kind"],
+            status,
+            protocol,
+            "-" if row["tools"] is None else str(row["tools"]),
+            escape(row["error"] or ""),
+        )
     console.print(table)
 
 
 def _print_tools(gateway: Any, console: Console) -> None:
-    table = Table(title=f"catalog: {len(gateway.catalog.tools)} tools, {len(gateway.catalog.resources)} "
-                        f"resources, {len(gateway.catalog.prompts)} prompts")
+    table = Table(
+        title=f"catalog: {len(gateway.catalog.tools)} tools, {len(gateway.catalog.resources)} "
+        f"resources, {len(gateway.catalog.prompts)} prompts"
+    )
     table.add_column("tool")
     table.add_column("description", overflow="fold")
     for tool in gateway.catalog.tools:
@@ -253,14 +281,25 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 @click.option("--url", help="Streamable HTTP (or with --sse, legacy SSE) endpoint.")
 @click.option("--header", "headers", multiple=True, help="HTTP header KEY=VALUE (values may use ${VAR}).")
 @click.option("--sse", is_flag=True, help="The URL is a legacy SSE endpoint.")
-@click.option("--env", "env", multiple=True, help="Environment KEY=VALUE for a command (values may use ${VAR}).")
+@click.option(
+    "--env", "env", multiple=True, help="Environment KEY=VALUE for a command (values may use ${VAR})."
+)
 @click.option("--cwd", help="Working directory for a command.")
 @click.option("--namespace", help="Prefix of exposed names (default: NAME; '' for none).")
 @click.option("--timeout", type=float, help="Seconds per call.")
 @click.option("--no-check", is_flag=True, help="Do not connect to the server before adding it.")
 def add_server(
-    config_path: Path | None, name: str, command: tuple[str, ...], url: str | None, headers: tuple[str, ...],
-    sse: bool, env: tuple[str, ...], cwd: str | None, namespace: str | None, timeout: float | None, no_check: bool,
+    config_path: Path | None,
+    name: str,
+    command: tuple[str, ...],
+    url: str | None,
+    headers: tuple[str, ...],
+    sse: bool,
+    env: tuple[str, ...],
+    cwd: str | None,
+    namespace: str | None,
+    timeout: float | None,
+    no_check: bool,
 ) -> None:
     """Add a server: `add-server NAME -- COMMAND ARGS...` or `add-server NAME --url URL`."""
     fields: dict[str, Any] = {}
@@ -349,8 +388,12 @@ def install() -> None:
 
 @install.command("claude-desktop")
 @config_option
-@click.option("--write", "write_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Merge the entry into this Claude Desktop config file.")
+@click.option(
+    "--write",
+    "write_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Merge the entry into this Claude Desktop config file.",
+)
 @click.option("--name", default="mcpgw", show_default=True, help="Entry name in mcpServers.")
 def install_claude_desktop(config_path: Path | None, write_file: Path | None, name: str) -> None:
     """Print (or merge with --write) the Claude Desktop entry that starts mcpgw."""

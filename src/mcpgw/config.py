@@ -153,7 +153,9 @@ class Registry(_Strict):
             if not server.enabled or namespace == "":
                 continue
             if namespace in seen:
-                raise ValueError(f"servers {seen[namespace]!r} and {name!r} share the namespace {namespace!r}")
+                raise ValueError(
+                    f"servers {seen[namespace]!r} and {name!r} share the namespace {namespace!r}"
+                )
             seen[namespace] = name
         return servers
 

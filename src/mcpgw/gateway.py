@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 
 from mcpgw import catalog as catalog_mod
-from mcpgw.catalog import Catalog, Problem
+from mcpgw.catalog import Catalog, Problem, Route
 from mcpgw.config import Registry, call_timeout, namespace_of
 from mcpgw.errors import InvalidRequest, NotFound
 from mcpgw.upstream import ListKind, ProgressRelay, Upstream, forwardable_meta
@@ -98,18 +98,24 @@ class Gateway:
         after = self._rebuild()
         if not self._started.is_set():
             return  # nobody has listed yet: nothing to announce
-        changed = {
-            _LIST_OF[kind]
-            for kind in kinds
-            if getattr(before, kind) != getattr(after, kind)
-        }
+        changed = {_LIST_OF[kind] for kind in kinds if getattr(before, kind) != getattr(after, kind)}
         for listener in list(self._listeners):
             try:
                 await listener(changed)
-            except Exception:  # noqa: BLE001 - one broken listener must not stop the others
+            except Exception:
                 logger.exception("announcing a catalog change failed")
 
     # --- forwarding ------------------------------------------------------------------------------
+
+    async def _route(self, lookup: Callable[[Catalog], Route]) -> Route:
+        """Look a name up; a name not (yet) known while upstreams are still starting waits for them."""
+        try:
+            return lookup(self.catalog)
+        except NotFound:
+            if self._started.is_set():
+                raise
+        await self.wait_started()
+        return lookup(self.catalog)
 
     async def call_tool(
         self, params: Mapping[str, Any], *, on_progress: ProgressRelay | None = None
@@ -117,7 +123,7 @@ class Gateway:
         name = params.get("name")
         if not isinstance(name, str):
             raise InvalidRequest("tools/call needs a tool name")
-        route = self.catalog.tool(name)
+        route = await self._route(lambda c: c.tool(name))
         arguments = params.get("arguments")
         if arguments is not None and not isinstance(arguments, dict):
             raise InvalidRequest(f"arguments of {name} must be an object")
@@ -134,7 +140,7 @@ class Gateway:
         uri = params.get("uri")
         if not isinstance(uri, str):
             raise InvalidRequest("resources/read needs a uri")
-        route = self.catalog.resource(uri)
+        route = await self._route(lambda c: c.resource(uri))
         result = await route.upstream.request("resources/read", _with_extras({"uri": route.name}, params))
         namespace = self.catalog.namespace_of(route.upstream)
         if namespace:
@@ -150,7 +156,7 @@ class Gateway:
         name = params.get("name")
         if not isinstance(name, str):
             raise InvalidRequest("prompts/get needs a prompt name")
-        route = self.catalog.prompt(name)
+        route = await self._route(lambda c: c.prompt(name))
         upstream_params = _with_extras({"name": route.name}, params)
         if params.get("arguments") is not None:
             upstream_params["arguments"] = params["arguments"]
@@ -167,10 +173,10 @@ class Gateway:
         if not isinstance(ref, dict):
             raise InvalidRequest("completion/complete needs a ref")
         if ref.get("type") == "ref/prompt":
-            route = self.catalog.prompt(str(ref.get("name")))
+            route = await self._route(lambda c: c.prompt(str(ref.get("name"))))
             upstream_ref = {**ref, "name": route.name}
         elif ref.get("type") == "ref/resource":
-            route = self.catalog.resource(str(ref.get("uri")))
+            route = await self._route(lambda c: c.resource(str(ref.get("uri"))))
             upstream_ref = {**ref, "uri": route.name}
         else:
             raise NotFound(f"Unknown completion reference type: {ref.get('type')}")

@@ -180,7 +180,9 @@ def import_claude_desktop(path: Path, source: Path) -> tuple[list[str], list[str
     return added, skipped
 
 
-def claude_desktop_entry(config: Path | None, *, name: str = "mcpgw", extra_args: list[str] | None = None) -> dict[str, Any]:
+def claude_desktop_entry(
+    config: Path | None, *, name: str = "mcpgw", extra_args: list[str] | None = None
+) -> dict[str, Any]:
     """The `mcpServers` entry that starts this mcpgw over stdio."""
     exe = Path(sys.executable).parent / "mcpgw"
     args = ["serve", "--transport", "stdio"]

@@ -23,23 +23,25 @@ import signal
 import sys
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 import mcp_types as types
-from mcp.server.caching import CACHEABLE_METHODS, CacheHint
+from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
-from mcp.server.lowlevel.server import NotificationOptions, Server
+from mcp.server.lowlevel.server import NotificationOptions, RequestHandler, Server
 from mcp.server.subscriptions import (
     InMemorySubscriptionBus,
     ListenHandler,
     PromptsListChanged,
     ResourcesListChanged,
+    ServerEvent,
     ToolsListChanged,
 )
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel
 
 from mcpgw.errors import GatewayError
 from mcpgw.gateway import Gateway
@@ -60,7 +62,9 @@ async def _guarded(work: Callable[[], Awaitable[T]]) -> T:
         raise
     except Exception as exc:
         logger.exception("internal error while serving a request")
-        raise MCPError(code=types.INTERNAL_ERROR, message="mcpgw internal error (see the gateway log)") from exc
+        raise MCPError(
+            code=types.INTERNAL_ERROR, message="mcpgw internal error (see the gateway log)"
+        ) from exc
 
 
 def _raw(ctx: Ctx) -> dict[str, Any]:
@@ -109,7 +113,11 @@ class Announcer:
         return await call_next(ctx)
 
     async def __call__(self, changed: set[str]) -> None:
-        events = {"tools": ToolsListChanged(), "resources": ResourcesListChanged(), "prompts": PromptsListChanged()}
+        events: dict[str, ServerEvent] = {
+            "tools": ToolsListChanged(),
+            "resources": ResourcesListChanged(),
+            "prompts": PromptsListChanged(),
+        }
         for kind in sorted(changed):
             await self.bus.publish(events[kind])
         for connection in list(self._connections):
@@ -142,8 +150,6 @@ def build_server(gateway: Gateway) -> tuple[Server[Any], Announcer]:
 
     async def call_tool(ctx: Ctx, params: Any) -> dict[str, Any]:
         async def work() -> dict[str, Any]:
-            if not gateway.catalog.tool_routes:
-                await gateway.wait_started()
             result = await gateway.call_tool(_raw(ctx), on_progress=_progress_relay(ctx))
             _check_era(ctx, result)
             return _shaped(ctx, result)
@@ -152,7 +158,6 @@ def build_server(gateway: Gateway) -> tuple[Server[Any], Announcer]:
 
     async def read_resource(ctx: Ctx, params: Any) -> dict[str, Any]:
         async def work() -> dict[str, Any]:
-            await gateway.wait_started()
             result = await gateway.read_resource(_raw(ctx))
             _check_era(ctx, result)
             return _shaped(ctx, result)
@@ -161,7 +166,6 @@ def build_server(gateway: Gateway) -> tuple[Server[Any], Announcer]:
 
     async def get_prompt(ctx: Ctx, params: Any) -> dict[str, Any]:
         async def work() -> dict[str, Any]:
-            await gateway.wait_started()
             result = await gateway.get_prompt(_raw(ctx))
             _check_era(ctx, result)
             return _shaped(ctx, result)
@@ -172,21 +176,28 @@ def build_server(gateway: Gateway) -> tuple[Server[Any], Announcer]:
         return _shaped(ctx, await _guarded(lambda: gateway.complete(_raw(ctx))))
 
     announcer = Announcer()
+    hints = {cast(CacheableMethod, m): CacheHint(ttl_ms=0, scope="private") for m in CACHEABLE_METHODS}
     server: Server[Any] = Server(
         gateway.registry.gateway.name,
         version=_version(),
         instructions=_instructions(gateway),
-        cache_hints={method: CacheHint(ttl_ms=0, scope="private") for method in CACHEABLE_METHODS},
-        on_list_tools=list_tools,
-        on_call_tool=call_tool,
-        on_list_resources=list_resources,
-        on_list_resource_templates=list_resource_templates,
-        on_read_resource=read_resource,
-        on_list_prompts=list_prompts,
-        on_get_prompt=get_prompt,
-        on_completion=complete,
+        cache_hints=hints,
         on_subscriptions_listen=announcer.listen,
     )
+    # Registered through `add_request_handler` because these handlers return the upstream's raw
+    # dicts (which the runner shapes per protocol version), not the typed results `on_*` declare.
+    handlers: list[tuple[str, type[BaseModel], RequestHandler[Any, Any]]] = [
+        ("tools/list", types.PaginatedRequestParams, list_tools),
+        ("tools/call", types.CallToolRequestParams, call_tool),
+        ("resources/list", types.PaginatedRequestParams, list_resources),
+        ("resources/templates/list", types.PaginatedRequestParams, list_resource_templates),
+        ("resources/read", types.ReadResourceRequestParams, read_resource),
+        ("prompts/list", types.PaginatedRequestParams, list_prompts),
+        ("prompts/get", types.GetPromptRequestParams, get_prompt),
+        ("completion/complete", types.CompleteRequestParams, complete),
+    ]
+    for method, params_type, handler in handlers:
+        server.add_request_handler(method, params_type, handler)
     # Replaces the default OpenTelemetry middleware: the call path stays lean (see module docstring).
     server.middleware = [announcer.track]
     gateway.add_listener(announcer)

@@ -22,20 +22,21 @@ import math
 import os
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, cast
 
 import anyio
 import mcp_types as types
 from mcp.client._probe import negotiate_auto
-from mcp.client.session import ClientSession
+from mcp.client.session import ClientSession, ListRootsFnT
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter, ValidationError
@@ -160,7 +161,7 @@ class Upstream:
     config: ServerConfig
     timeout: float
     startup_timeout: float = 30.0
-    on_change: Callable[[Upstream, tuple[ListKind, ...]], Awaitable[None]] | None = None
+    on_change: Callable[[Upstream, tuple[ListKind, ...]], Coroutine[Any, Any, None]] | None = None
     roots: list[str] = field(default_factory=list)
 
     state: State = "starting"
@@ -207,7 +208,10 @@ class Upstream:
                     self._settled.set()
                     logger.info(
                         "upstream %s ready (%s, protocol %s, %d tools)",
-                        self.name, self.config.kind, self.protocol_version, len(self.lists["tools"]),
+                        self.name,
+                        self.config.kind,
+                        self.protocol_version,
+                        len(self.lists["tools"]),
                     )
                     async with anyio.create_task_group() as tg:
                         self._task_group = tg
@@ -221,7 +225,7 @@ class Upstream:
             self._fail(f"did not start within {self.startup_timeout:g}s")
         except ConfigError as exc:
             self._fail(str(exc))
-        except Exception as exc:  # noqa: BLE001 - any failure of one upstream must not stop the others
+        except Exception as exc:
             self._fail(describe(exc))
         finally:
             self._session = None
@@ -257,7 +261,7 @@ class Upstream:
             read,
             write,
             message_handler=self._on_message,
-            list_roots_callback=self._list_roots if self.roots else None,
+            list_roots_callback=cast(ListRootsFnT, self._list_roots) if self.roots else None,
             client_info=types.Implementation(name="mcpgw", version=_version()),
         )
         # The gateway passes results through as the upstream sent them; validating
@@ -366,7 +370,9 @@ class Upstream:
             logger.warning("upstream %s: refreshing %s failed: %s", self.name, ", ".join(kinds), exc)
 
     async def _list_roots(self, ctx: Any) -> types.ListRootsResult:
-        return types.ListRootsResult(roots=[types.Root(uri=_as_uri(r)) for r in self.roots])
+        return types.ListRootsResult(
+            roots=[types.Root.model_validate({"uri": _as_uri(r)}) for r in self.roots]
+        )
 
     # --- requests --------------------------------------------------------------------------------
 
@@ -378,12 +384,16 @@ class Upstream:
         timeout: float | None = None,
         on_progress: ProgressRelay | None = None,
     ) -> dict[str, Any]:
-        """Send one request and return the raw result dict."""
+        """Send one request and return the raw result dict (waiting for a still-starting upstream)."""
+        if self.state == "starting":
+            await self._settled.wait()
         session = self._session
         if session is None or self.state != "ready":
             reason = f": {self.error}" if self.error else ""
             raise UpstreamUnavailable(self.name, f"not connected ({self.state}){reason}")
-        return await self._send(session, method, params, timeout=timeout or self.timeout, on_progress=on_progress)
+        return await self._send(
+            session, method, params, timeout=timeout or self.timeout, on_progress=on_progress
+        )
 
     async def _send(
         self,
@@ -394,10 +404,15 @@ class Upstream:
         timeout: float,
         on_progress: ProgressRelay | None = None,
     ) -> dict[str, Any]:
-        request: types.Request[Any, Any] = types.Request[dict[str, Any], str](method=method, params=params or {})
+        request: types.Request[Any, Any] = types.Request[dict[str, Any], str](
+            method=method, params=params or {}
+        )
         try:
-            result = await session.send_request(
-                request, _RAW, request_read_timeout_seconds=timeout, progress_callback=on_progress
+            result: dict[str, Any] = await session.send_request(  # type: ignore[type-var]
+                request,
+                _RAW,
+                request_read_timeout_seconds=timeout,
+                progress_callback=cast(ProgressFnT, on_progress),
             )
         except MCPError as exc:
             if exc.code == types.REQUEST_TIMEOUT:
@@ -407,7 +422,9 @@ class Upstream:
                 raise UpstreamUnavailable(self.name, "connection closed") from exc
             raise UpstreamReplyError(self.name, exc.error) from exc
         except ValidationError as exc:
-            raise UpstreamError(self.name, f"sent an invalid {method} result: {exc.error_count()} problems") from exc
+            raise UpstreamError(
+                self.name, f"sent an invalid {method} result: {exc.error_count()} problems"
+            ) from exc
         except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
             self._fail("connection closed")
             raise UpstreamUnavailable(self.name, "connection closed") from exc

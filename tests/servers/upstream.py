@@ -21,7 +21,10 @@ from fastmcp.utilities.types import Audio, Image
 PNG_1x1 = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 )
-WAV = b"RIFF$\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00D\xac\x00\x00\x88X\x01\x00\x02\x00\x10\x00data\x00\x00\x00\x00"
+WAV = (
+    b"RIFF$\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00"
+    b"D\xac\x00\x00\x88X\x01\x00\x02\x00\x10\x00data\x00\x00\x00\x00"
+)
 
 
 def build(name: str = "upstream", extra_tools: int = 0) -> FastMCP:
@@ -55,7 +58,9 @@ def build(name: str = "upstream", extra_tools: int = 0) -> FastMCP:
                 types.TextContent(type="text", text="mixed"),
                 types.EmbeddedResource(
                     type="resource",
-                    resource=types.TextResourceContents(uri="test://embedded", mime_type="text/plain", text="inside"),
+                    resource=types.TextResourceContents(
+                        uri="test://embedded", mime_type="text/plain", text="inside"
+                    ),
                 ),
                 types.ResourceLink(type="resource_link", uri="test://static", name="static"),
             ],
@@ -116,7 +121,9 @@ def build(name: str = "upstream", extra_tools: int = 0) -> FastMCP:
         def generated(x: int = 0, _i: int = i) -> str:
             return f"tool {_i}: {x}"
 
-        mcp.tool(name=f"gen_{i:04d}", description=f"Generated tool number {i} for catalog benchmarks.")(generated)
+        mcp.tool(name=f"gen_{i:04d}", description=f"Generated tool number {i} for catalog benchmarks.")(
+            generated
+        )
 
     @mcp.resource("test://static", mime_type="text/plain")
     def static() -> str:
