@@ -1,0 +1,91 @@
+"""Exposed names: the 64-character rule, collisions reported with their fix, aliases, reversible URIs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import upstream_server, write_registry
+from mcpgw import config
+from mcpgw.catalog import expose_uri, split_uri
+from mcpgw.cli import cli
+from mcpgw.errors import NotFound
+from mcpgw.gateway import Gateway
+
+pytestmark = pytest.mark.anyio
+
+LONG = "n" * 58  # "<58>__echo" is 64 characters; "<58>__image" is 65
+
+
+async def catalog_of(servers: dict[str, dict[str, Any]]) -> Gateway:
+    registry = config.validate({"servers": servers}, source="test")
+    gateway = Gateway(registry)
+    async with gateway.running():
+        await gateway.wait_started()
+    return gateway
+
+
+async def test_names_over_64_characters_are_withheld_and_reported_with_the_fix() -> None:
+    gateway = await catalog_of({"up": {**upstream_server(), "namespace": LONG}})
+    names = {t["name"] for t in gateway.catalog.tools}
+    assert f"{LONG}__echo" in names
+    assert f"{LONG}__image" not in names
+    problem = next(p for p in gateway.catalog.problems if p.name == "image")
+    assert "65 characters (max 64)" in problem.message
+    assert 'aliases = { "image" = "<short_name>" }' in problem.fix and "[servers.up]" in problem.fix
+
+
+async def test_an_alias_fixes_a_long_name() -> None:
+    entry = {**upstream_server(), "namespace": LONG, "aliases": {"image": "up_image", "audio": "up_audio"}}
+    gateway = await catalog_of({"up": entry})
+    names = {t["name"] for t in gateway.catalog.tools}
+    assert {"up_image", "up_audio"} <= names
+    assert gateway.catalog.tool("up_image").name == "image"
+
+
+async def test_collisions_are_reported_and_the_first_server_keeps_the_name() -> None:
+    gateway = await catalog_of(
+        {
+            "a": {**upstream_server("--name", "A"), "namespace": ""},
+            "b": {**upstream_server("--name", "B"), "aliases": {"pid": "echo"}},
+        }
+    )
+    assert gateway.catalog.tool("echo").upstream.name == "a"
+    assert gateway.catalog.tool("b__echo").upstream.name == "b"
+    collision = [p for p in gateway.catalog.problems if p.server == "b" and p.name == "pid"]
+    assert collision and "already taken by a" in collision[0].message
+
+
+async def test_unprefixed_servers_keep_their_names_and_uris() -> None:
+    gateway = await catalog_of({"bare": {**upstream_server(), "namespace": ""}})
+    assert "echo" in {t["name"] for t in gateway.catalog.tools}
+    assert [r["uri"] for r in gateway.catalog.resources] == ["test://static"]
+    assert gateway.catalog.resource("test://items/7").name == "test://items/7"
+
+
+async def test_unknown_names_raise_not_found() -> None:
+    gateway = await catalog_of({"up": upstream_server()})
+    for lookup in (
+        lambda: gateway.catalog.tool("up__nope"),
+        lambda: gateway.catalog.prompt("nope"),
+        lambda: gateway.catalog.resource("mcpgw://other/x://y"),
+    ):
+        with pytest.raises(NotFound):
+            lookup()
+
+
+def test_uri_rewriting_is_reversible() -> None:
+    for uri in ("file:///etc/hosts", "test://items/{id}", "https://example.com/a?b=c#d", "demo://x/y/z"):
+        assert split_uri(expose_uri("ns", uri)) == ("ns", uri)
+    assert expose_uri("", "file:///x") == "file:///x"
+    assert split_uri("file:///x") is None
+
+
+def test_list_servers_check_shows_name_problems(tmp_path: Any) -> None:
+    path = write_registry(tmp_path / "servers.toml", {"up": {**upstream_server(), "namespace": LONG}})
+    result = CliRunner().invoke(cli, ["list-servers", "-c", str(path), "--check"])
+    assert result.exit_code == 0, result.output
+    assert "65 characters (max 64)" in result.output
+    assert "aliases" in result.output
