@@ -132,48 +132,23 @@ class Announcer:
 def build_server(gateway: Gateway) -> tuple[Server[Any], Announcer]:
     """The MCP server that serves `gateway`'s catalog."""
 
-    async def list_tools(ctx: Ctx, params: Any) -> dict[str, Any]:
-        await gateway.wait_started()
-        return _shaped(ctx, {"tools": gateway.catalog.tools})
+    def listing(key: str, attribute: str) -> RequestHandler[Any, Any]:
+        async def handler(ctx: Ctx, params: Any) -> dict[str, Any]:
+            await gateway.wait_started()
+            return _shaped(ctx, {key: getattr(gateway.catalog, attribute)})
 
-    async def list_resources(ctx: Ctx, params: Any) -> dict[str, Any]:
-        await gateway.wait_started()
-        return _shaped(ctx, {"resources": gateway.catalog.resources})
+        return handler
 
-    async def list_resource_templates(ctx: Ctx, params: Any) -> dict[str, Any]:
-        await gateway.wait_started()
-        return _shaped(ctx, {"resourceTemplates": gateway.catalog.resource_templates})
+    def forwarding(forward: Callable[[Ctx], Awaitable[dict[str, Any]]]) -> RequestHandler[Any, Any]:
+        async def handler(ctx: Ctx, params: Any) -> dict[str, Any]:
+            async def work() -> dict[str, Any]:
+                result = await forward(ctx)
+                _check_era(ctx, result)
+                return _shaped(ctx, result)
 
-    async def list_prompts(ctx: Ctx, params: Any) -> dict[str, Any]:
-        await gateway.wait_started()
-        return _shaped(ctx, {"prompts": gateway.catalog.prompts})
+            return await _guarded(work)
 
-    async def call_tool(ctx: Ctx, params: Any) -> dict[str, Any]:
-        async def work() -> dict[str, Any]:
-            result = await gateway.call_tool(_raw(ctx), on_progress=_progress_relay(ctx))
-            _check_era(ctx, result)
-            return _shaped(ctx, result)
-
-        return await _guarded(work)
-
-    async def read_resource(ctx: Ctx, params: Any) -> dict[str, Any]:
-        async def work() -> dict[str, Any]:
-            result = await gateway.read_resource(_raw(ctx))
-            _check_era(ctx, result)
-            return _shaped(ctx, result)
-
-        return await _guarded(work)
-
-    async def get_prompt(ctx: Ctx, params: Any) -> dict[str, Any]:
-        async def work() -> dict[str, Any]:
-            result = await gateway.get_prompt(_raw(ctx))
-            _check_era(ctx, result)
-            return _shaped(ctx, result)
-
-        return await _guarded(work)
-
-    async def complete(ctx: Ctx, params: Any) -> dict[str, Any]:
-        return _shaped(ctx, await _guarded(lambda: gateway.complete(_raw(ctx))))
+        return handler
 
     announcer = Announcer()
     hints = {cast(CacheableMethod, m): CacheHint(ttl_ms=0, scope="private") for m in CACHEABLE_METHODS}
@@ -187,14 +162,30 @@ def build_server(gateway: Gateway) -> tuple[Server[Any], Announcer]:
     # Registered through `add_request_handler` because these handlers return the upstream's raw
     # dicts (which the runner shapes per protocol version), not the typed results `on_*` declare.
     handlers: list[tuple[str, type[BaseModel], RequestHandler[Any, Any]]] = [
-        ("tools/list", types.PaginatedRequestParams, list_tools),
-        ("tools/call", types.CallToolRequestParams, call_tool),
-        ("resources/list", types.PaginatedRequestParams, list_resources),
-        ("resources/templates/list", types.PaginatedRequestParams, list_resource_templates),
-        ("resources/read", types.ReadResourceRequestParams, read_resource),
-        ("prompts/list", types.PaginatedRequestParams, list_prompts),
-        ("prompts/get", types.GetPromptRequestParams, get_prompt),
-        ("completion/complete", types.CompleteRequestParams, complete),
+        ("tools/list", types.PaginatedRequestParams, listing("tools", "tools")),
+        ("resources/list", types.PaginatedRequestParams, listing("resources", "resources")),
+        (
+            "resources/templates/list",
+            types.PaginatedRequestParams,
+            listing("resourceTemplates", "resource_templates"),
+        ),
+        ("prompts/list", types.PaginatedRequestParams, listing("prompts", "prompts")),
+        (
+            "tools/call",
+            types.CallToolRequestParams,
+            forwarding(lambda ctx: gateway.call_tool(_raw(ctx), on_progress=_progress_relay(ctx))),
+        ),
+        (
+            "resources/read",
+            types.ReadResourceRequestParams,
+            forwarding(lambda ctx: gateway.read_resource(_raw(ctx))),
+        ),
+        ("prompts/get", types.GetPromptRequestParams, forwarding(lambda ctx: gateway.get_prompt(_raw(ctx)))),
+        (
+            "completion/complete",
+            types.CompleteRequestParams,
+            forwarding(lambda ctx: gateway.complete(_raw(ctx))),
+        ),
     ]
     for method, params_type, handler in handlers:
         server.add_request_handler(method, params_type, handler)
