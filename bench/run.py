@@ -23,6 +23,7 @@ Every process it starts is stopped before it exits.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -36,7 +37,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -52,6 +53,7 @@ TOKEN = f"mcpgwbench-{os.getpid()}-{secrets.token_hex(4)}"
 """Put in every command line this run starts, so leftovers can be found (and only ours)."""
 
 INFLIGHT = 16
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 COLD_UPSTREAMS = 10
 BIG_CATALOG = 500
 
@@ -89,8 +91,14 @@ class Row:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "metric": self.metric, "unit": self.unit, "direct": self.direct, "gateway": self.gateway,
-            "ratio": self.ratio, "target": self.target, "pass": self.passed, "note": self.note,
+            "metric": self.metric,
+            "unit": self.unit,
+            "direct": self.direct,
+            "gateway": self.gateway,
+            "ratio": self.ratio,
+            "target": self.target,
+            "pass": self.passed,
+            "note": self.note,
             "samples": self.samples,
         }
 
@@ -103,8 +111,9 @@ class Results:
 
     def add(self, row: Row) -> None:
         self.rows.append(row)
-        print(f"  {row.metric}: direct {_fmt(row.direct)} {row.unit}, gateway {_fmt(row.gateway)} {row.unit}"
-              + (f", ratio {row.ratio:.2f}x" if row.ratio is not None and row.unit != "MiB" else ""), flush=True)
+        direct = f"direct {_fmt(row.direct)} {row.unit}, " if row.direct is not None else ""
+        ratio = f", ratio {row.ratio:.2f}x" if row.ratio is not None else ""
+        print(f"  {row.metric}: {direct}gateway {_fmt(row.gateway)} {row.unit}{ratio}", flush=True)
 
 
 def _fmt(value: float | None) -> str:
@@ -137,11 +146,26 @@ def print_table(results: Results) -> None:
         unit = f" {row.unit}"
         ratio = "-" if row.ratio is None or row.unit == "MiB" else f"{row.ratio:.2f}x"
         verdict = {True: "pass", False: "MISS", None: "-"}[row.passed]
-        lines.append((row.metric, _fmt(row.direct) + (unit if row.direct is not None else ""),
-                      _fmt(row.gateway) + (unit if row.gateway is not None else ""), ratio, row.target, verdict))
-    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(headers)]
+        lines.append(
+            (
+                row.metric,
+                _fmt(row.direct) + (unit if row.direct is not None else ""),
+                _fmt(row.gateway) + (unit if row.gateway is not None else ""),
+                ratio,
+                row.target,
+                verdict,
+            )
+        )
+    widths = [
+        max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(headers)
+    ]
+
     def fmt_line(cells: tuple[str, ...]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        padded = (
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+        return "  ".join(padded)
+
     print()
     print(fmt_line(headers))
     print("  ".join("-" * w for w in widths))
@@ -205,6 +229,26 @@ def find_gateway_pid(config: Path) -> int:
     return pids[0]
 
 
+def the_upstream(name: str) -> int:
+    """The pid of the one live test upstream started with `--name TOKEN-<name>`."""
+    pids = [pid for pid in pids_matching(f"{TOKEN}-{name} ") if _alive(pid)]
+    if len(pids) != 1:
+        raise RuntimeError(f"expected one upstream named {name}, found {pids}")
+    return pids[0]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """user + system CPU of these processes (all their threads), from /proc/PID/stat."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICKS
+
+
 def wait_gone(needle: str, timeout: float = 10.0) -> list[int]:
     """Wait for every process of ours matching `needle` to exit; returns the ones still alive."""
     deadline = time.monotonic() + timeout
@@ -218,13 +262,11 @@ def wait_gone(needle: str, timeout: float = 10.0) -> list[int]:
 def kill_pids(pids: list[int]) -> None:
     """SIGKILL each (its whole group when it leads one)."""
     for pid in pids:
-        try:
+        with suppress(ProcessLookupError, PermissionError):
             if os.getpgid(pid) == pid:
                 os.killpg(pid, signal.SIGKILL)
             else:
                 os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def reap(needle: str, timeout: float = 10.0) -> None:
@@ -243,11 +285,11 @@ def free_port() -> int:
 
 
 def wait_for_port(port: int, process: subprocess.Popen[Any], timeout: float = 30.0) -> None:
+    command = " ".join(str(a) for a in process.args) if isinstance(process.args, list) else str(process.args)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{' '.join(map(str, process.args))} exited with {process.returncode} "
-                               f"before listening on {port}")
+            raise RuntimeError(f"{command} exited with {process.returncode} before listening on {port}")
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -259,29 +301,27 @@ def wait_for_port(port: int, process: subprocess.Popen[Any], timeout: float = 30
 def background(command: list[str], log: Path, *, port: int) -> Iterator[subprocess.Popen[bytes]]:
     """A server process in its own session for the length of a block; its group is killed after."""
     with log.open("ab") as errfile:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=errfile, stderr=errfile,
-                                   start_new_session=True, cwd=ROOT)
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=errfile,
+            stderr=errfile,
+            start_new_session=True,
+            cwd=ROOT,
+        )
     try:
         wait_for_port(port, process)
         yield process
     finally:
         if process.poll() is None:
-            try:
+            with suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             try:
                 process.wait(10)
             except subprocess.TimeoutExpired:
-                with_suppressed_lookup(lambda: os.killpg(process.pid, signal.SIGKILL))
+                with suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
                 process.wait(5)
-
-
-def with_suppressed_lookup(fn: Callable[[], None]) -> None:
-    try:
-        fn()
-    except ProcessLookupError:
-        pass
 
 
 # --- registries and clients ----------------------------------------------------------------------
@@ -328,7 +368,7 @@ async def stdio_client_of(args: list[str], mode: str, errlog: IO[str]) -> AsyncI
 
 @asynccontextmanager
 async def http_client_of(url: str, mode: str) -> AsyncIterator[Client]:
-    async with Client(url, mode=mode, cache=None) as client:  # type: ignore[arg-type]
+    async with Client(url, mode=mode, cache=None) as client:
         yield client
 
 
@@ -357,20 +397,36 @@ async def check_echo(client: Client, tool: str) -> None:
         raise RuntimeError(f"{tool} echoed {result.content!r}")
 
 
-async def latencies(direct: Call, gateway: Call, calls: int, warmup: int) -> tuple[list[float], list[float]]:
-    """Sequential calls, alternating direct and gateway call by call (and which goes first)."""
+async def latencies(
+    direct: Call, gateway: Call, calls: int, warmup: int, *, collect_every: int = 25
+) -> tuple[list[float], list[float]]:
+    """Sequential calls, alternating direct and gateway call by call (and which goes first).
+
+    The benchmark's own garbage collector is kept out of the timings: it is off while timing and
+    run between samples every `collect_every` pairs. Left on, its pauses (tens of ms after big
+    listings) land with a fixed period and so, with strict alternation, mostly on one side.
+    """
     for _ in range(warmup):
         await direct()
         await gateway()
     d: list[float] = []
     g: list[float] = []
     clock = time.perf_counter
-    for i in range(calls):
-        order = ((direct, d), (gateway, g)) if i % 2 == 0 else ((gateway, g), (direct, d))
-        for call, out in order:
-            start = clock()
-            await call()
-            out.append(clock() - start)
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(calls):
+            order = ((direct, d), (gateway, g)) if i % 2 == 0 else ((gateway, g), (direct, d))
+            for call, out in order:
+                start = clock()
+                await call()
+                out.append(clock() - start)
+            if (i + 1) % collect_every == 0:
+                gc.collect()
+    finally:
+        if was_enabled:
+            gc.enable()
     return d, g
 
 
@@ -391,27 +447,77 @@ async def burst(call: Call, total: int, inflight: int) -> float:
     return total / (time.perf_counter() - start)
 
 
-async def throughputs(direct: Call, gateway: Call, rounds: int, per_round: int) -> tuple[list[float], list[float]]:
+@dataclass
+class Throughput:
+    direct: list[float] = field(default_factory=list)
+    """calls/s of each direct round"""
+    gateway: list[float] = field(default_factory=list)
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+    """CPU seconds per call (as ms) of the server processes over the measured rounds, by role."""
+
+
+async def throughputs(
+    direct: Call, gateway: Call, rounds: int, per_round: int, cpu_of: dict[str, list[int]] | None = None
+) -> Throughput:
+    """Alternating rounds of `per_round` calls at INFLIGHT in flight.
+
+    `cpu_of` maps a role ("direct", "gateway", "gateway process") to the pids whose CPU time is
+    charged to it; each round is charged to the side that ran it, so a shared upstream is fine.
+    """
     await burst(direct, INFLIGHT * 2, INFLIGHT)
     await burst(gateway, INFLIGHT * 2, INFLIGHT)
-    d: list[float] = []
-    g: list[float] = []
+    out = Throughput()
+    spent = {role: 0.0 for role in cpu_of or {}}
     for i in range(rounds):
-        order = ((direct, d), (gateway, g)) if i % 2 == 0 else ((gateway, g), (direct, d))
-        for call, out in order:
-            out.append(await burst(call, per_round, INFLIGHT))
-    return d, g
+        order = (("direct", direct, out.direct), ("gateway", gateway, out.gateway))
+        for side, call, rates in order if i % 2 == 0 else order[::-1]:
+            before = {
+                role: cpu_seconds(pids) for role, pids in (cpu_of or {}).items() if role.startswith(side)
+            }
+            rates.append(await burst(call, per_round, INFLIGHT))
+            for role, start in before.items():
+                spent[role] += cpu_seconds((cpu_of or {})[role]) - start
+    out.cpu_ms = {role: seconds / (rounds * per_round) * 1000 for role, seconds in spent.items()}
+    return out
 
 
-def call_rows(results: Results, transport: str, d_lat: list[float], g_lat: list[float],
-              d_tput: list[float], g_tput: list[float]) -> None:
+def call_rows(
+    results: Results, transport: str, d_lat: list[float], g_lat: list[float], tp: Throughput
+) -> None:
     ds, gs = summary(d_lat), summary(g_lat)
-    results.add(Row(f"{transport} call p50", "ms", ds["p50_ms"], gs["p50_ms"], "<= 1.25x",
-                    samples={"direct": ds, "gateway": gs}))
+    results.add(
+        Row(
+            f"{transport} call p50",
+            "ms",
+            ds["p50_ms"],
+            gs["p50_ms"],
+            "<= 1.25x",
+            samples={"direct": ds, "gateway": gs},
+        )
+    )
     results.add(Row(f"{transport} call p95", "ms", ds["p95_ms"], gs["p95_ms"]))
-    results.add(Row(f"{transport} throughput x{INFLIGHT}", "calls/s", statistics.median(d_tput),
-                    statistics.median(g_tput), ">= 0.85x",
-                    samples={"direct_rounds": d_tput, "gateway_rounds": g_tput}))
+    results.add(
+        Row(
+            f"{transport} throughput x{INFLIGHT}",
+            "calls/s",
+            statistics.median(tp.direct),
+            statistics.median(tp.gateway),
+            ">= 0.85x",
+            samples={"direct_rounds": tp.direct, "gateway_rounds": tp.gateway},
+        )
+    )
+    if tp.cpu_ms:
+        results.add(
+            Row(
+                f"{transport} server CPU per call",
+                "ms",
+                tp.cpu_ms.get("direct"),
+                tp.cpu_ms.get("gateway"),
+                note=f"servers' CPU over the throughput rounds (upstream; gateway + upstream); "
+                f"the gateway process alone: {_fmt(tp.cpu_ms.get('gateway process'))} ms/call",
+                samples=dict(tp.cpu_ms),
+            )
+        )
 
 
 @dataclass
@@ -431,21 +537,38 @@ async def bench_stdio(s: Settings, tmp: Path, results: Results, errlog: IO[str])
         stdio_client_of(upstream_args("stdio-direct"), s.mode, errlog) as direct,
         stdio_client_of(gateway_args(config), s.mode, errlog) as gateway,
     ):
-        results.info["stdio_protocol"] = {"direct": direct.protocol_version, "gateway": gateway.protocol_version}
+        results.info["stdio_protocol"] = {
+            "direct": direct.protocol_version,
+            "gateway": gateway.protocol_version,
+        }
         await check_echo(direct, "echo")
         await check_echo(gateway, "up__echo")
+        gw_pid = find_gateway_pid(config)
+        direct_up, gateway_up = the_upstream("stdio-direct"), the_upstream("stdio-gw")
         d_call, g_call = echo_call(direct, "echo"), echo_call(gateway, "up__echo")
         d_lat, g_lat = await latencies(d_call, g_call, s.calls, s.warmup)
-        d_tput, g_tput = await throughputs(d_call, g_call, s.rounds, s.per_round)
-        call_rows(results, "stdio", d_lat, g_lat, d_tput, g_tput)
+        tp = await throughputs(
+            d_call,
+            g_call,
+            s.rounds,
+            s.per_round,
+            cpu_of={"direct": [direct_up], "gateway": [gw_pid, gateway_up], "gateway process": [gw_pid]},
+        )
+        call_rows(results, "stdio", d_lat, g_lat, tp)
 
-        gw_pid = find_gateway_pid(config)
         gw_rss = rss_mib(gw_pid)
-        up_pids = [p for p in pids_matching(f"{TOKEN}-stdio-direct") if _alive(p)]
-        up_rss = rss_mib(up_pids[0]) if len(up_pids) == 1 else None
-        results.add(Row("gateway RSS (stdio, upstream connected)", "MiB", None, gw_rss, "<= 80 MiB",
-                        note=f"for scale, the direct upstream process itself: {_fmt(up_rss)} MiB",
-                        samples={"gateway_pid": gw_pid, "upstream_rss_mib": up_rss}))
+        up_rss = rss_mib(direct_up)
+        results.add(
+            Row(
+                "gateway RSS (stdio, upstream connected)",
+                "MiB",
+                None,
+                gw_rss,
+                "<= 80 MiB",
+                note=f"for scale, the direct upstream process itself: {_fmt(up_rss)} MiB",
+                samples={"gateway_pid": gw_pid, "upstream_rss_mib": up_rss},
+            )
+        )
     reap(TOKEN + "-stdio")
     reap(str(config))
 
@@ -455,23 +578,39 @@ async def bench_http(s: Settings, tmp: Path, results: Results) -> None:
     up_url = f"http://127.0.0.1:{up_port}/mcp"
     config = write_registry(tmp / "http.toml", {"up": {"url": up_url}})
     up_cmd = [PYTHON, *upstream_args("http", "--http", str(up_port))]
-    gw_cmd = [PYTHON, *gateway_args(config, "--transport", "http", "--host", "127.0.0.1", "--port", str(gw_port))]
+    gw_cmd = [
+        PYTHON,
+        *gateway_args(config, "--transport", "http", "--host", "127.0.0.1", "--port", str(gw_port)),
+    ]
     with (
-        background(up_cmd, tmp / "http-upstream.log", port=up_port),
-        background(gw_cmd, tmp / "http-gateway.log", port=gw_port),
+        background(up_cmd, tmp / "http-upstream.log", port=up_port) as up_process,
+        background(gw_cmd, tmp / "http-gateway.log", port=gw_port) as gw_process,
     ):
         async with (
             http_client_of(up_url, s.mode) as direct,
             http_client_of(f"http://127.0.0.1:{gw_port}/mcp", s.mode) as gateway,
         ):
-            results.info["http_protocol"] = {"direct": direct.protocol_version, "gateway": gateway.protocol_version}
+            results.info["http_protocol"] = {
+                "direct": direct.protocol_version,
+                "gateway": gateway.protocol_version,
+            }
             await check_echo(direct, "echo")
             await check_echo(gateway, "up__echo")
+            gw_pid = gw_process.pid  # started directly: `python -m mcpgw`, no wrapper in between
             d_call, g_call = echo_call(direct, "echo"), echo_call(gateway, "up__echo")
             d_lat, g_lat = await latencies(d_call, g_call, s.calls, s.warmup)
-            d_tput, g_tput = await throughputs(d_call, g_call, s.rounds, s.per_round)
-            call_rows(results, "http", d_lat, g_lat, d_tput, g_tput)
-            gw_pid = find_gateway_pid(config)
+            tp = await throughputs(
+                d_call,
+                g_call,
+                s.rounds,
+                s.per_round,
+                cpu_of={
+                    "direct": [up_process.pid],
+                    "gateway": [gw_pid, up_process.pid],
+                    "gateway process": [gw_pid],
+                },
+            )
+            call_rows(results, "http", d_lat, g_lat, tp)
             results.info["http_gateway_rss_mib"] = rss_mib(gw_pid)
     reap(TOKEN + "-http")
     reap(str(config))
@@ -494,10 +633,18 @@ async def bench_big_list(s: Settings, tmp: Path, results: Results, errlog: IO[st
         async def list_gateway() -> None:
             await gateway.list_tools()
 
-        d, g = await latencies(list_direct, list_gateway, s.list_reps, 2)
+        d, g = await latencies(list_direct, list_gateway, s.list_reps, 2, collect_every=1)
     ds, gs = summary(d), summary(g)
-    results.add(Row(f"tools/list {expected} tools p50", "ms", ds["p50_ms"], gs["p50_ms"], "<= 0.5x",
-                    samples={"direct": ds, "gateway": gs}))
+    results.add(
+        Row(
+            f"tools/list {expected} tools p50",
+            "ms",
+            ds["p50_ms"],
+            gs["p50_ms"],
+            "<= 0.5x",
+            samples={"direct": ds, "gateway": gs},
+        )
+    )
     reap(TOKEN + "-big")
     reap(str(config))
 
@@ -512,8 +659,10 @@ async def bench_cold_start(s: Settings, tmp: Path, results: Results, errlog: IO[
     async def once(rep: int, kind: str) -> float:
         tag = f"{TOKEN}-cold{rep}{kind}"
         if kind == "g":
-            config = write_registry(tmp / f"cold{rep}.toml",
-                                    {f"u{i}": stdio_entry(f"cold{rep}g-{i}") for i in range(COLD_UPSTREAMS)})
+            config = write_registry(
+                tmp / f"cold{rep}.toml",
+                {f"u{i}": stdio_entry(f"cold{rep}g-{i}") for i in range(COLD_UPSTREAMS)},
+            )
             args, want = gateway_args(config), COLD_UPSTREAMS * per_upstream
         else:
             config, args, want = None, upstream_args(f"cold{rep}d"), per_upstream
@@ -538,11 +687,18 @@ async def bench_cold_start(s: Settings, tmp: Path, results: Results, errlog: IO[
         order = (("d", d), ("g", g)) if rep % 2 else (("g", g), ("d", d))
         for kind, out in order:
             out.append(await once(rep, kind))
-    results.add(Row(f"cold start to tools/list ({COLD_UPSTREAMS} upstreams vs 1)", "ms",
-                    statistics.median(d) * 1000, statistics.median(g) * 1000, "<= 1.3x",
-                    note=f"medians of {s.cold_reps}; direct {[round(x * 1000) for x in d]} ms, "
-                         f"gateway {[round(x * 1000) for x in g]} ms",
-                    samples={"direct_ms": [x * 1000 for x in d], "gateway_ms": [x * 1000 for x in g]}))
+    results.add(
+        Row(
+            f"cold start to tools/list ({COLD_UPSTREAMS} upstreams vs 1)",
+            "ms",
+            statistics.median(d) * 1000,
+            statistics.median(g) * 1000,
+            "<= 1.3x",
+            note=f"medians of {s.cold_reps}; direct {[round(x * 1000) for x in d]} ms, "
+            f"gateway {[round(x * 1000) for x in g]} ms",
+            samples={"direct_ms": [x * 1000 for x in d], "gateway_ms": [x * 1000 for x in g]},
+        )
+    )
 
 
 def innermost(exc: BaseException) -> str:
@@ -556,13 +712,23 @@ def innermost(exc: BaseException) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="smaller numbers: a smoke run in ~30 s")
-    parser.add_argument("--calls", type=int, default=None, help="sequential calls per side (default 300; quick 60)")
-    parser.add_argument("--mode", choices=("auto", "legacy"), default="auto",
-                        help="mcp Client mode: auto negotiates 2026-07-28, legacy forces the initialize handshake")
+    parser.add_argument("--quick", action="store_true", help="smaller numbers: a smoke run in about 40 s")
+    parser.add_argument(
+        "--calls", type=int, default=None, help="sequential calls per side (default 300; quick 60)"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("auto", "legacy"),
+        default="auto",
+        help="mcp Client mode: auto negotiates 2026-07-28, legacy forces the initialize handshake",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
-    parser.add_argument("--only", choices=("stdio", "http", "list", "cold"), action="append",
-                        help="run only these sections (repeatable)")
+    parser.add_argument(
+        "--only",
+        choices=("stdio", "http", "list", "cold"),
+        action="append",
+        help="run only these sections (repeatable)",
+    )
     return parser.parse_args(argv)
 
 
@@ -591,7 +757,7 @@ async def run(s: Settings, sections: list[str], results: Results) -> None:
                 started = time.perf_counter()
                 try:
                     await plan[name]()
-                except Exception as exc:  # noqa: BLE001 - report it, go on with the other sections
+                except Exception as exc:
                     results.errors[name] = innermost(exc)
                     traceback.print_exc()
                     for log in sorted(tmp.glob("*.log")):
@@ -609,12 +775,19 @@ def main(argv: list[str] | None = None) -> int:
     sections = args.only or ["stdio", "http", "list", "cold"]
     results = Results()
     results.info.update(
-        mode=s.mode, settings=s.__dict__, python=platform.python_version(), machine=platform.machine(),
-        cpus=os.cpu_count(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        mode=s.mode,
+        settings=s.__dict__,
+        python=platform.python_version(),
+        machine=platform.machine(),
+        cpus=os.cpu_count(),
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    print(f"mcpgw benchmark: mode={s.mode}, {s.calls} sequential calls (+{s.warmup} warm-up), "
-          f"{s.rounds}x{s.per_round} calls at {INFLIGHT} in flight, {s.cold_reps} cold starts, "
-          f"{s.list_reps} big listings; {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"mcpgw benchmark: mode={s.mode}, {s.calls} sequential calls (+{s.warmup} warm-up), "
+        f"{s.rounds}x{s.per_round} calls at {INFLIGHT} in flight, {s.cold_reps} cold starts, "
+        f"{s.list_reps} big listings; {os.cpu_count()} CPUs",
+        flush=True,
+    )
     started = time.perf_counter()
     try:
         anyio.run(run, s, sections, results, backend="asyncio")
@@ -623,13 +796,20 @@ def main(argv: list[str] | None = None) -> int:
     results.info["total_seconds"] = round(time.perf_counter() - started, 1)
     for key in ("stdio_protocol", "http_protocol"):
         if key in results.info:
-            print(f"  negotiated {key.split('_')[0]}: direct {results.info[key]['direct']}, "
-                  f"gateway {results.info[key]['gateway']}")
+            print(
+                f"  negotiated {key.split('_')[0]}: direct {results.info[key]['direct']}, "
+                f"gateway {results.info[key]['gateway']}"
+            )
     print_table(results)
     print(f"\ntotal {results.info['total_seconds']} s")
     if args.json is not None:
-        args.json.write_text(json.dumps({"info": results.info, "rows": [r.as_json() for r in results.rows],
-                                         "errors": results.errors}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {"info": results.info, "rows": [r.as_json() for r in results.rows], "errors": results.errors},
+                indent=2,
+            )
+            + "\n"
+        )
         print(f"wrote {args.json}")
     return 1 if results.errors else 0
 
