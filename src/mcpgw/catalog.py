@@ -80,6 +80,13 @@ class Catalog:
 
     # --- routing ---------------------------------------------------------------------------------
 
+    def input_schema(self, name: str) -> dict[str, Any] | None:
+        for tool in self.tools:
+            if tool["name"] == name:
+                schema = tool.get("inputSchema")
+                return schema if isinstance(schema, dict) else None
+        return None
+
     def tool(self, name: str) -> Route:
         route = self.tool_routes.get(name)
         if route is None:
