@@ -298,7 +298,10 @@ class Upstream:
             # and we need its process group to clean up after it (see `run`).
             async with _spawn_lock():
                 before = _session_leader_children()
-                streams = await stack.enter_async_context(stdio_client(params, errlog=pump.writer))
+                try:
+                    streams = await stack.enter_async_context(stdio_client(params, errlog=pump.writer))
+                except FileNotFoundError as exc:  # uvloop leaves the filename out
+                    raise FileNotFoundError(exc.errno, exc.strerror, params.command) from exc
                 new = _session_leader_children() - before
             if len(new) == 1:
                 self.pgid = new.pop()
