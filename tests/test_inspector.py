@@ -52,8 +52,19 @@ def inspector(node22: str, inspector_js: str, tmp_path: Path) -> Any:
     async def run(target: Sequence[str], *options: str, era: str = "legacy") -> Run:
         # The target goes after `--` so variadic options (--tool-arg) and the gateway's own
         # options (--config) are never taken for the inspector's.
-        command = [node22, inspector_js, "--cli", "-q", "--format", "json", "--protocol-era", era,
-                   *options, "--", *target]
+        command = [
+            node22,
+            inspector_js,
+            "--cli",
+            "-q",
+            "--format",
+            "json",
+            "--protocol-era",
+            era,
+            *options,
+            "--",
+            *target,
+        ]
         with anyio.fail_after(30):
             done = await anyio.run_process(command, check=False, env={**os.environ, **env})
         return Run(done.returncode, done.stdout.decode(), done.stderr.decode())
@@ -89,8 +100,9 @@ async def test_inspector_against_gateway_over_stdio(era: str, inspector: Any, re
 
     check_listing((await inspector(gateway, "--method", "tools/list", era=era)).result())
 
-    call = await inspector(gateway, "--method", "tools/call", "--tool-name", "up__echo",
-                           "--tool-arg", "message=hi", era=era)
+    call = await inspector(
+        gateway, "--method", "tools/call", "--tool-name", "up__echo", "--tool-arg", "message=hi", era=era
+    )
     check_echo(call.result(), era)
 
     unknown = await inspector(gateway, "--method", "tools/call", "--tool-name", "up__nope", era=era)
@@ -98,8 +110,16 @@ async def test_inspector_against_gateway_over_stdio(era: str, inspector: Any, re
     assert unknown.error()["code"] == "tool_not_found"
     assert unknown.stdout == ""
 
-    failing = await inspector(gateway, "--method", "tools/call", "--tool-name", "up__fail",
-                              "--tool-arg", "reason=on purpose", era=era)
+    failing = await inspector(
+        gateway,
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "up__fail",
+        "--tool-arg",
+        "reason=on purpose",
+        era=era,
+    )
     assert failing.code == 5
     assert failing.error()["code"] == "tool_is_error"
 
@@ -115,8 +135,9 @@ async def test_inspector_against_gateway_over_http(era: str, inspector: Any, reg
     with background(command, port=port):
         check_listing((await inspector([url], "--method", "tools/list", era=era)).result())
 
-        call = await inspector([url], "--method", "tools/call", "--tool-name", "up__echo",
-                               "--tool-arg", "message=hi", era=era)
+        call = await inspector(
+            [url], "--method", "tools/call", "--tool-name", "up__echo", "--tool-arg", "message=hi", era=era
+        )
         check_echo(call.result(), era)
 
         unknown = await inspector([url], "--method", "tools/call", "--tool-name", "up__nope", era=era)

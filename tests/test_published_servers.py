@@ -36,9 +36,18 @@ pytestmark = pytest.mark.anyio
 MODES = ["auto", "legacy"]
 
 EVERYTHING_TOOLS = {
-    "echo", "get-annotated-message", "get-env", "get-resource-links", "get-resource-reference",
-    "get-structured-content", "get-sum", "get-tiny-image", "gzip-file-as-resource",
-    "toggle-simulated-logging", "toggle-subscriber-updates", "trigger-long-running-operation",
+    "echo",
+    "get-annotated-message",
+    "get-env",
+    "get-resource-links",
+    "get-resource-reference",
+    "get-structured-content",
+    "get-sum",
+    "get-tiny-image",
+    "gzip-file-as-resource",
+    "toggle-simulated-logging",
+    "toggle-subscriber-updates",
+    "trigger-long-running-operation",
     "simulate-research-query",
 }
 EVERYTHING_PROMPTS = {"simple-prompt", "args-prompt", "completable-prompt", "resource-prompt"}
@@ -346,8 +355,13 @@ async def test_mixed_era_clients_share_upstreams_over_http(
     ids=["streamable-http", "sse"],
 )
 async def test_everything_over_http_upstreams(
-    everything_transport: str, path: str, registry_transport: str | None,
-    registry_file: Any, node: str, everything_js: str, tmp_path: Path,
+    everything_transport: str,
+    path: str,
+    registry_transport: str | None,
+    registry_file: Any,
+    node: str,
+    everything_js: str,
+    tmp_path: Path,
 ) -> None:
     preload = tmp_path / "loopback.cjs"
     preload.write_text(LOOPBACK_PRELOAD)
