@@ -65,6 +65,14 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except GatewayError as exc:
             raise _GatewayFailure(exc) from exc
+        except BaseExceptionGroup as group:
+            # An error raised inside the serving task groups arrives wrapped.
+            matched: BaseException | None = group.split(GatewayError)[0]
+            while isinstance(matched, BaseExceptionGroup):
+                matched = matched.exceptions[0]
+            if isinstance(matched, GatewayError):
+                raise _GatewayFailure(matched) from group
+            raise
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,9 +91,15 @@ def cli() -> None:
 @click.option(
     "--port", type=int, default=None, help="HTTP port (default: [gateway].port, 8765; 0 picks one)."
 )
+@click.option("--persona", "-p", default=None, help="stdio: serve this persona (HTTP: /personas/NAME/mcp).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 def serve(
-    config_path: Path | None, transport: str, host: str | None, port: int | None, log_level: str
+    config_path: Path | None,
+    transport: str,
+    host: str | None,
+    port: int | None,
+    persona: str | None,
+    log_level: str,
 ) -> None:
     """Serve the merged catalog over stdio (for Claude Desktop, IDEs) or streamable HTTP."""
     from mcpgw.gateway import Gateway
@@ -94,15 +108,22 @@ def serve(
     stderr_logging(getattr(logging, log_level.upper()))
     registry, path = _load(config_path)
     gateway = Gateway(registry)
+    gateway.resolve_persona(persona)
     source = str(path) if path else "the shipped default registry"
     if transport == "stdio":
         logging.getLogger("mcpgw").info("serving %s over stdio", source)
-        anyio.run(serve_stdio, gateway, backend_options=_loop_options())
+        anyio.run(serve_stdio, gateway, persona, backend_options=_loop_options())
         return
+    if persona is not None:
+        raise RegistryError(
+            "--persona applies to stdio; over HTTP each persona has its own /personas/NAME/mcp"
+        )
 
     async def ready(url: str) -> None:
         await gateway.wait_started()
         err.print(f"[bold green]mcpgw[/] serving {source} at [bold]{url}[/]")
+        for name in registry.personas:
+            err.print(f"  persona [bold]{name}[/]: {url.removesuffix('/mcp')}/personas/{name}/mcp")
         _print_servers(gateway, err)
         _print_tools(gateway, err)
         err.print("Press Ctrl+C to stop.")
@@ -246,14 +267,15 @@ def _print_servers(gateway: Any, console: Console, *, registry: Registry | None 
     console.print(table)
 
 
-def _print_tools(gateway: Any, console: Console) -> None:
+def _print_tools(gateway: Any, console: Console, *, tools: list[dict[str, Any]] | None = None) -> None:
+    listed = gateway.catalog.tools if tools is None else tools
     table = Table(
-        title=f"catalog: {len(gateway.catalog.tools)} tools, {len(gateway.catalog.resources)} "
+        title=f"catalog: {len(listed)} tools, {len(gateway.catalog.resources)} "
         f"resources, {len(gateway.catalog.prompts)} prompts"
     )
     table.add_column("tool")
     table.add_column("description", overflow="fold")
-    for tool in gateway.catalog.tools:
+    for tool in listed:
         description = (tool.get("description") or "").strip().splitlines()
         table.add_row(tool["name"], escape(description[0][:100]) if description else "")
     console.print(table)
@@ -405,10 +427,21 @@ def install() -> None:
     help="Merge the entry into this Claude Desktop config file.",
 )
 @click.option("--name", default="mcpgw", show_default=True, help="Entry name in mcpServers.")
-def install_claude_desktop(config_path: Path | None, write_file: Path | None, name: str) -> None:
+@click.option("--persona", "-p", default=None, help="The persona the entry serves.")
+def install_claude_desktop(
+    config_path: Path | None, write_file: Path | None, name: str, persona: str | None
+) -> None:
     """Print (or merge with --write) the Claude Desktop entry that starts mcpgw."""
     path = config_path or (config_mod.default_path() if config_mod.default_path().exists() else None)
-    entry = registry_mod.claude_desktop_entry(path, name=name)
+    if persona is not None:
+        registry, _ = _load(path)
+        if persona not in registry.personas:
+            raise RegistryError(
+                f"unknown persona {persona!r} (known: {', '.join(registry.personas) or 'none'})"
+            )
+    entry = registry_mod.claude_desktop_entry(
+        path, name=name, extra_args=["--persona", persona] if persona else None
+    )
     if write_file is None:
         out.print_json(data={"mcpServers": entry})
         return

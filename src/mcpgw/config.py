@@ -136,11 +136,71 @@ class GatewaySettings(_Strict):
     port: Annotated[int, Field(ge=0, le=65535)] = 8765
 
 
+class Filter(_Strict):
+    """Glob rules over exposed names (or URIs): allowed unless denied; deny wins."""
+
+    allow: list[str] = Field(default_factory=lambda: ["*"])
+    deny: list[str] = Field(default_factory=list)
+
+
+class ToolOverride(_Strict):
+    """How one tool looks to a persona. Keyed by the tool's exposed catalog name."""
+
+    name: str | None = None
+    description: str | None = None
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    """Argument values the gateway injects; the client never sees or sets them."""
+    narrow: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Argument name -> JSON schema that replaces its property (e.g. an enum); enforced on calls."""
+
+    @field_validator("name")
+    @classmethod
+    def _name_shape(cls, name: str | None) -> str | None:
+        if name is not None and not TOOL_NAME_RE.match(name):
+            raise ValueError(f"tool name {name!r} must match {TOOL_NAME_RE.pattern}")
+        return name
+
+
+class PersonaConfig(_Strict):
+    """`[personas.NAME]`: a least-privilege view of the catalog."""
+
+    description: str | None = None
+    servers: list[str] | None = None
+    """Servers whose names this persona may see; all when absent."""
+    allow: list[str] = Field(default_factory=lambda: ["*"])
+    deny: list[str] = Field(default_factory=list)
+    read_only: bool = False
+    """Only tools annotated read-only and not destructive."""
+    resources: Filter = Field(default_factory=Filter)
+    prompts: Filter = Field(default_factory=Filter)
+    tools: dict[str, ToolOverride] = Field(default_factory=dict)
+    catalog: Literal["full", "search"] = "full"
+    """`search`: the client sees a search tool and a call tool instead of the whole list."""
+
+
+DEFAULT_PERSONA = "default"
+PERSONA_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
 class Registry(_Strict):
     """The whole registry file."""
 
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
+    personas: dict[str, PersonaConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _personas_name_servers(self) -> Registry:
+        for name, persona in self.personas.items():
+            if not PERSONA_NAME_RE.match(name):
+                raise ValueError(f"persona name {name!r} must be letters, digits, '.', '-' or '_'")
+            for server in persona.servers or []:
+                if server not in self.servers:
+                    raise ValueError(f"persona {name!r} names server {server!r}, which is not in [servers]")
+            renamed = [o.name for o in persona.tools.values() if o.name]
+            if len(renamed) != len(set(renamed)):
+                raise ValueError(f"persona {name!r} renames two tools to the same name")
+        return self
 
     @field_validator("servers")
     @classmethod

@@ -12,6 +12,7 @@ a message from the CLI) never have to guess.
     │   ├── UpstreamUnavailable       not connected / failed to start
     │   └── UpstreamTimeout           a call exceeded its timeout
     ├── NotFound                      unknown tool, resource or prompt (-32602)
+    │   └── UnknownPersona            a persona not in the registry (404 on HTTP)
     └── InvalidRequest                bad arguments from the client (-32602)
 
 Errors from other libraries are translated into these at one boundary each:
@@ -86,3 +87,9 @@ class InvalidRequest(GatewayError):
     """The client's request is malformed (bad arguments, bad URI)."""
 
     jsonrpc_code = INVALID_PARAMS
+
+
+class UnknownPersona(NotFound):
+    """A persona name that the registry does not define."""
+
+    exit_code = 2

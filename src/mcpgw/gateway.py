@@ -9,20 +9,25 @@ Transport concerns (stdio, HTTP, eras on the wire) belong to `server`.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
 from mcpgw import catalog as catalog_mod
+from mcpgw import personas as personas_mod
 from mcpgw.catalog import Catalog, Problem, Route
-from mcpgw.config import Registry, call_timeout, namespace_of
-from mcpgw.errors import InvalidRequest, NotFound
+from mcpgw.config import DEFAULT_PERSONA, Registry, call_timeout, namespace_of
+from mcpgw.errors import InvalidRequest, NotFound, UnknownPersona
+from mcpgw.personas import View
 from mcpgw.upstream import ListKind, ProgressRelay, Upstream, forwardable_meta
 
 logger = logging.getLogger("mcpgw.gateway")
+
+T = TypeVar("T")
 
 ChangeListener = Callable[[set[str]], Awaitable[None]]
 """Called with the changed list names: a subset of {"tools", "resources", "prompts"}."""
@@ -55,6 +60,8 @@ class Gateway:
         self._listeners: list[ChangeListener] = []
         self._started = anyio.Event()
         self._reported: set[Problem] = set()
+        self._views_of: Catalog | None = None
+        self._views: dict[str | None, View] = {}
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -105,41 +112,123 @@ class Gateway:
             except Exception:
                 logger.exception("announcing a catalog change failed")
 
-    # --- forwarding ------------------------------------------------------------------------------
+    # --- personas --------------------------------------------------------------------------------
 
-    async def _route(self, lookup: Callable[[Catalog], Route]) -> Route:
-        """Look a name up; a name not (yet) known while upstreams are still starting waits for them."""
+    def resolve_persona(self, persona: str | None) -> str | None:
+        """The persona a request gets: the one chosen, else `default` if configured, else none."""
+        if persona is None:
+            return DEFAULT_PERSONA if DEFAULT_PERSONA in self.registry.personas else None
+        if persona not in self.registry.personas:
+            known = ", ".join(self.registry.personas) or "none are configured"
+            raise UnknownPersona(f"unknown persona {persona!r} (known: {known})")
+        return persona
+
+    def view(self, persona: str | None) -> View:
+        """The persona's view of the current catalog, built once per catalog."""
+        name = self.resolve_persona(persona)
+        catalog = self.catalog
+        if catalog is not self._views_of:
+            self._views_of, self._views = catalog, {}
+        view = self._views.get(name)
+        if view is None:
+            if name is None:
+                view = personas_mod.full_view(catalog)
+            else:
+                view = personas_mod.build_view(name, self.registry.personas[name], catalog, self.registry)
+            self._views[name] = view
+        return view
+
+    def check_personas(self) -> list[str]:
+        """Build every persona's view now; warnings are returned, a broken override raises `ConfigError`."""
+        warnings: list[str] = []
+        for name in self.registry.personas:
+            warnings.extend(self.view(name).warnings)
+        if self.registry.personas and DEFAULT_PERSONA not in self.registry.personas:
+            warnings.append(
+                "personas are configured but none is named 'default': "
+                "clients that choose no persona see the whole catalog"
+            )
+        return warnings
+
+    def input_schema(self, name: str) -> dict[str, Any] | None:
+        """A tool's listed input schema by any exposed name (full catalog first, then personas)."""
+        schema = self.catalog.input_schema(name)
+        if schema is None:
+            for view in list(self._views.values()):
+                schema = view.input_schema(name)
+                if schema is not None:
+                    break
+        return schema
+
+    async def _resolve(self, persona: str | None, lookup: Callable[[View], T]) -> tuple[View, T]:
+        """Look a name up in the persona's view; while upstreams are still starting, wait and retry."""
         try:
-            return lookup(self.catalog)
+            view = self.view(persona)
+            return view, lookup(view)
         except NotFound:
             if self._started.is_set():
                 raise
         await self.wait_started()
-        return lookup(self.catalog)
+        view = self.view(persona)
+        return view, lookup(view)
+
+    # --- forwarding ------------------------------------------------------------------------------
 
     async def call_tool(
-        self, params: Mapping[str, Any], *, on_progress: ProgressRelay | None = None
+        self,
+        params: Mapping[str, Any],
+        *,
+        persona: str | None = None,
+        on_progress: ProgressRelay | None = None,
     ) -> dict[str, Any]:
         name = params.get("name")
         if not isinstance(name, str):
             raise InvalidRequest("tools/call needs a tool name")
-        route = await self._route(lambda c: c.tool(name))
         arguments = params.get("arguments")
         if arguments is not None and not isinstance(arguments, dict):
             raise InvalidRequest(f"arguments of {name} must be an object")
+        view = self.view(persona)
+        if view.search and name == personas_mod.SEARCH_TOOL:
+            return await self._search(persona, arguments or {})
+        if view.search:
+            if name != personas_mod.CALL_TOOL:
+                raise NotFound(f"Unknown tool: {name}")
+            inner = (arguments or {}).get("name")
+            if not isinstance(inner, str):
+                raise InvalidRequest(f"{personas_mod.CALL_TOOL} needs the name of a tool found by search")
+            name, arguments = inner, (arguments or {}).get("arguments")
+            if arguments is not None and not isinstance(arguments, dict):
+                raise InvalidRequest(f"arguments of {name} must be an object")
+        view, entry = await self._resolve(persona, lambda v: v.tool(name))
+        route = self.catalog.tool(entry.target)
         upstream_params = _with_extras({"name": route.name}, params)
-        if arguments is not None:
-            upstream_params["arguments"] = arguments
+        sent = view.arguments(entry, arguments)
+        if sent is not None:
+            upstream_params["arguments"] = sent
         result = await route.upstream.request("tools/call", upstream_params, on_progress=on_progress)
         namespace = self.catalog.namespace_of(route.upstream)
         if namespace and isinstance(result.get("content"), list):
             result["content"] = catalog_mod.rewrite_content_uris(result["content"], namespace)
         return result
 
-    async def read_resource(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    async def _search(self, persona: str | None, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        query = arguments.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidRequest(f"{personas_mod.SEARCH_TOOL} needs a query")
+        limit = arguments.get("limit", personas_mod.SEARCH_LIMIT)
+        await self.wait_started()
+        found = self.view(persona).search_tools(
+            query, limit if isinstance(limit, int) else personas_mod.SEARCH_LIMIT
+        )
+        tools = [{k: tool[k] for k in ("name", "description", "inputSchema") if k in tool} for tool in found]
+        text = json.dumps({"tools": tools}, ensure_ascii=False)
+        return {"content": [{"type": "text", "text": text}], "structuredContent": {"tools": tools}}
+
+    async def read_resource(self, params: Mapping[str, Any], *, persona: str | None = None) -> dict[str, Any]:
         uri = params.get("uri")
         if not isinstance(uri, str):
             raise InvalidRequest("resources/read needs a uri")
+        await self._resolve(persona, lambda v: v.check_resource(uri, self.catalog))
         route = await self._route(lambda c: c.resource(uri))
         result = await route.upstream.request("resources/read", _with_extras({"uri": route.name}, params))
         namespace = self.catalog.namespace_of(route.upstream)
@@ -152,10 +241,11 @@ class Gateway:
             ]
         return result
 
-    async def get_prompt(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    async def get_prompt(self, params: Mapping[str, Any], *, persona: str | None = None) -> dict[str, Any]:
         name = params.get("name")
         if not isinstance(name, str):
             raise InvalidRequest("prompts/get needs a prompt name")
+        await self._resolve(persona, lambda v: v.check_prompt(name))
         route = await self._route(lambda c: c.prompt(name))
         upstream_params = _with_extras({"name": route.name}, params)
         if params.get("arguments") is not None:
@@ -168,15 +258,19 @@ class Gateway:
                     message["content"] = catalog_mod.rewrite_content_uris([message["content"]], namespace)[0]
         return result
 
-    async def complete(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    async def complete(self, params: Mapping[str, Any], *, persona: str | None = None) -> dict[str, Any]:
         ref = params.get("ref")
         if not isinstance(ref, dict):
             raise InvalidRequest("completion/complete needs a ref")
         if ref.get("type") == "ref/prompt":
-            route = await self._route(lambda c: c.prompt(str(ref.get("name"))))
+            name = str(ref.get("name"))
+            await self._resolve(persona, lambda v: v.check_prompt(name))
+            route = await self._route(lambda c: c.prompt(name))
             upstream_ref = {**ref, "name": route.name}
         elif ref.get("type") == "ref/resource":
-            route = await self._route(lambda c: c.resource(str(ref.get("uri"))))
+            uri = str(ref.get("uri"))
+            await self._resolve(persona, lambda v: _check_completion_uri(v, uri))
+            route = await self._route(lambda c: c.resource(uri))
             upstream_ref = {**ref, "uri": route.name}
         else:
             raise NotFound(f"Unknown completion reference type: {ref.get('type')}")
@@ -187,6 +281,22 @@ class Gateway:
             if key in params:
                 upstream_params[key] = params[key]
         return await route.upstream.request("completion/complete", upstream_params)
+
+    async def _route(self, lookup: Callable[[Catalog], Route]) -> Route:
+        """Look a name up in the full catalog (after the persona allowed it), waiting out start-up."""
+        try:
+            return lookup(self.catalog)
+        except NotFound:
+            if self._started.is_set():
+                raise
+        await self.wait_started()
+        return lookup(self.catalog)
+
+
+def _check_completion_uri(view: View, uri: str) -> None:
+    listed = {r["uri"] for r in view.resources} | {str(t.get("uriTemplate")) for t in view.resource_templates}
+    if uri not in listed:
+        raise NotFound(f"Unknown resource: {uri}")
 
 
 def _with_extras(base: dict[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:

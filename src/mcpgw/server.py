@@ -141,10 +141,11 @@ class ListingCache:
 
     METHODS = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list"})
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, persona_of: Callable[[Ctx], str | None]) -> None:
         self._gateway = gateway
+        self._persona_of = persona_of
         self._catalog: object = None
-        self._shaped: dict[tuple[str, str], dict[str, Any]] = {}
+        self._shaped: dict[tuple[str, str, str | None], dict[str, Any]] = {}
 
     async def __call__(self, ctx: Ctx, call_next: Callable[[Ctx], Awaitable[Any]]) -> Any:
         if ctx.method not in self.METHODS or (ctx.params or {}).get("cursor"):
@@ -153,7 +154,7 @@ class ListingCache:
         catalog = self._gateway.catalog
         if catalog is not self._catalog:
             self._catalog, self._shaped = catalog, {}
-        key = (ctx.method, ctx.protocol_version)
+        key = (ctx.method, ctx.protocol_version, self._persona_of(ctx))
         cached = self._shaped.get(key)
         if cached is None:
             cached = await call_next(ctx)
@@ -162,20 +163,40 @@ class ListingCache:
         return cached
 
 
-def build_server(gateway: Gateway) -> tuple[Server[Any], Announcer]:
-    """The MCP server that serves `gateway`'s catalog."""
+PERSONA_PATH_PARAM = "persona"
+
+
+def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Server[Any], Announcer]:
+    """The MCP server that serves `gateway`'s catalog.
+
+    On stdio the persona is fixed by `persona`; on HTTP each request's persona
+    comes from its URL path (`/personas/<name>/mcp`), never from session state,
+    so one session cannot carry a persona across endpoints.
+    """
+
+    def persona_of(ctx: Ctx) -> str | None:
+        request = ctx.request
+        path_params = getattr(request, "path_params", None)
+        if path_params and PERSONA_PATH_PARAM in path_params:
+            return str(path_params[PERSONA_PATH_PARAM])
+        return persona
 
     def listing(key: str, attribute: str) -> RequestHandler[Any, Any]:
         async def handler(ctx: Ctx, params: Any) -> dict[str, Any]:
-            await gateway.wait_started()
-            return _shaped(ctx, {key: getattr(gateway.catalog, attribute)})
+            async def work() -> dict[str, Any]:
+                await gateway.wait_started()
+                return _shaped(ctx, {key: getattr(gateway.view(persona_of(ctx)), attribute)})
+
+            return await _guarded(work)
 
         return handler
 
-    def forwarding(forward: Callable[[Ctx], Awaitable[dict[str, Any]]]) -> RequestHandler[Any, Any]:
+    def forwarding(
+        forward: Callable[[Ctx, str | None], Awaitable[dict[str, Any]]],
+    ) -> RequestHandler[Any, Any]:
         async def handler(ctx: Ctx, params: Any) -> dict[str, Any]:
             async def work() -> dict[str, Any]:
-                result = await forward(ctx)
+                result = await forward(ctx, persona_of(ctx))
                 _check_era(ctx, result)
                 return _shaped(ctx, result)
 
@@ -192,12 +213,12 @@ def build_server(gateway: Gateway) -> tuple[Server[Any], Announcer]:
         cache_hints=hints,
         on_subscriptions_listen=announcer.listen,
         # Mcp-Param header checks on 2026 HTTP would otherwise run the whole tools/list per call.
-        get_tool_input_schema=lambda name: gateway.catalog.input_schema(name),
+        get_tool_input_schema=lambda name: gateway.input_schema(name),
     )
     # Registered through `add_request_handler` because these handlers return the upstream's raw
     # dicts (which the runner shapes per protocol version), not the typed results `on_*` declare.
     handlers: list[tuple[str, type[BaseModel], RequestHandler[Any, Any]]] = [
-        ("tools/list", types.PaginatedRequestParams, listing("tools", "tools")),
+        ("tools/list", types.PaginatedRequestParams, listing("tools", "listed_tools")),
         ("resources/list", types.PaginatedRequestParams, listing("resources", "resources")),
         (
             "resources/templates/list",
@@ -208,24 +229,30 @@ def build_server(gateway: Gateway) -> tuple[Server[Any], Announcer]:
         (
             "tools/call",
             types.CallToolRequestParams,
-            forwarding(lambda ctx: gateway.call_tool(_raw(ctx), on_progress=_progress_relay(ctx))),
+            forwarding(
+                lambda ctx, p: gateway.call_tool(_raw(ctx), persona=p, on_progress=_progress_relay(ctx))
+            ),
         ),
         (
             "resources/read",
             types.ReadResourceRequestParams,
-            forwarding(lambda ctx: gateway.read_resource(_raw(ctx))),
+            forwarding(lambda ctx, p: gateway.read_resource(_raw(ctx), persona=p)),
         ),
-        ("prompts/get", types.GetPromptRequestParams, forwarding(lambda ctx: gateway.get_prompt(_raw(ctx)))),
+        (
+            "prompts/get",
+            types.GetPromptRequestParams,
+            forwarding(lambda ctx, p: gateway.get_prompt(_raw(ctx), persona=p)),
+        ),
         (
             "completion/complete",
             types.CompleteRequestParams,
-            forwarding(lambda ctx: gateway.complete(_raw(ctx))),
+            forwarding(lambda ctx, p: gateway.complete(_raw(ctx), persona=p)),
         ),
     ]
     for method, params_type, handler in handlers:
         server.add_request_handler(method, params_type, handler)
     # Replaces the default OpenTelemetry middleware: the call path stays lean (see module docstring).
-    server.middleware = [announcer.track, ListingCache(gateway)]
+    server.middleware = [announcer.track, ListingCache(gateway, persona_of)]
     gateway.add_listener(announcer)
     return server, announcer
 
@@ -323,11 +350,12 @@ async def _cancellable_stdin() -> _PipeLines | None:
     return _PipeLines(reader)
 
 
-async def serve_stdio(gateway: Gateway) -> None:
+async def serve_stdio(gateway: Gateway, persona: str | None = None) -> None:
     """Serve one client over stdin/stdout until it closes stdin or a signal arrives."""
     from mcp.server.stdio import stdio_server
 
-    server, _ = build_server(gateway)
+    gateway.resolve_persona(persona)
+    server, _ = build_server(gateway, persona=persona)
     stdin = await _cancellable_stdin()
     stdout = await _event_loop_stdout()
     if stdin is not None and stdout is not None:
@@ -337,14 +365,41 @@ async def serve_stdio(gateway: Gateway) -> None:
         os.dup2(sys.stderr.fileno(), 1)
     async with gateway.running(), anyio.create_task_group() as tg:
         tg.start_soon(_cancel_on_signals, tg.cancel_scope)
+        tg.start_soon(_check_personas, gateway)
         async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):  # type: ignore[arg-type]
             await server.run(read, write, server.create_initialization_options(notification_options()))
         tg.cancel_scope.cancel()
 
 
 def http_app(gateway: Gateway, *, host: str) -> Any:
+    """`/mcp` for the default persona (or everything), `/personas/<name>/mcp` for each persona."""
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
     server, _ = build_server(gateway)
-    return server.streamable_http_app(streamable_http_path="/mcp", host=host)
+    app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
+    endpoint = next(r.endpoint for r in app.routes if isinstance(r, Route) and r.path == "/mcp")
+
+    async def persona_endpoint(scope: Any, receive: Any, send: Any) -> None:
+        name = scope.get("path_params", {}).get(PERSONA_PATH_PARAM)
+        if name not in gateway.registry.personas:
+            known = sorted(gateway.registry.personas)
+            response = JSONResponse(
+                {"error": f"unknown persona {name!r}", "personas": known}, status_code=404
+            )
+            await response(scope, receive, send)
+            return
+        await endpoint(scope, receive, send)
+
+    app.router.routes.append(Route(f"/personas/{{{PERSONA_PATH_PARAM}}}/mcp", endpoint=persona_endpoint))
+    return app
+
+
+async def _check_personas(gateway: Gateway) -> None:
+    """Once upstreams have started, every persona must resolve; a broken one stops the gateway."""
+    await gateway.wait_started()
+    for warning in gateway.check_personas():
+        logger.warning("%s", warning)
 
 
 async def serve_http(
@@ -381,6 +436,7 @@ async def serve_http(
                 await on_ready(url)
 
         tg.start_soon(stop_on_signal)
+        tg.start_soon(_check_personas, gateway)
         tg.start_soon(announce)
         await web.serve()
         tg.cancel_scope.cancel()
