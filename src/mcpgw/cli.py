@@ -162,18 +162,22 @@ async def _started_gateway(registry: Registry, body: Callable[[Any], None]) -> N
 
 @cli.command()
 @config_option
+@click.option("--persona", "-p", default=None, help="Show what this persona sees.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def tools(config_path: Path | None, as_json: bool) -> None:
-    """Start every server and print the merged tool catalog."""
+def tools(config_path: Path | None, persona: str | None, as_json: bool) -> None:
+    """Start every server and print the merged tool catalog (or a persona's view of it)."""
     registry, _ = _load(config_path)
 
     def show(gateway: Any) -> None:
+        warnings = gateway.check_personas()
+        view = gateway.view(persona)
         if as_json:
-            out.print_json(
-                data={"tools": gateway.catalog.tools, "problems": [str(p) for p in gateway.catalog.problems]}
-            )
+            problems = [str(p) for p in gateway.catalog.problems] + warnings
+            out.print_json(data={"tools": view.listed_tools, "problems": problems})
         else:
-            _print_tools(gateway, out)
+            _print_tools(gateway, out, tools=view.listed_tools)
+            for warning in warnings:
+                out.print(f"[yellow]warning:[/] {escape(warning)}")
 
     _quiet_logs()
     anyio.run(_started_gateway, registry, show)

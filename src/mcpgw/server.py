@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import signal
+import stat
 import sys
 import weakref
 from collections.abc import Awaitable, Callable
@@ -329,8 +330,19 @@ class _PipeWriter:
         await self._writer.drain()
 
 
+def _is_pipe(fd: int) -> bool:
+    """Only pipes and sockets go on the event loop (uvloop aborts on /dev/null, files cannot be polled)."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
 async def _event_loop_stdout() -> _PipeWriter | None:
     loop = asyncio.get_running_loop()
+    if not _is_pipe(sys.stdout.fileno()):
+        return None
     try:
         stdout = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
         transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, stdout)
@@ -341,6 +353,8 @@ async def _event_loop_stdout() -> _PipeWriter | None:
 
 async def _cancellable_stdin() -> _PipeLines | None:
     loop = asyncio.get_running_loop()
+    if not _is_pipe(sys.stdin.fileno()):
+        return None
     reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
     try:
         stdin = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
@@ -380,18 +394,21 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
     app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
     endpoint = next(r.endpoint for r in app.routes if isinstance(r, Route) and r.path == "/mcp")
 
-    async def persona_endpoint(scope: Any, receive: Any, send: Any) -> None:
-        name = scope.get("path_params", {}).get(PERSONA_PATH_PARAM)
-        if name not in gateway.registry.personas:
-            known = sorted(gateway.registry.personas)
-            response = JSONResponse(
-                {"error": f"unknown persona {name!r}", "personas": known}, status_code=404
-            )
-            await response(scope, receive, send)
-            return
-        await endpoint(scope, receive, send)
+    class PersonaEndpoint:
+        """The `/mcp` app behind a check of the persona in the path (an ASGI app, so every method routes)."""
 
-    app.router.routes.append(Route(f"/personas/{{{PERSONA_PATH_PARAM}}}/mcp", endpoint=persona_endpoint))
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            name = scope.get("path_params", {}).get(PERSONA_PATH_PARAM)
+            if name not in gateway.registry.personas:
+                known = sorted(gateway.registry.personas)
+                response = JSONResponse(
+                    {"error": f"unknown persona {name!r}", "personas": known}, status_code=404
+                )
+                await response(scope, receive, send)
+                return
+            await endpoint(scope, receive, send)
+
+    app.router.routes.append(Route(f"/personas/{{{PERSONA_PATH_PARAM}}}/mcp", endpoint=PersonaEndpoint()))
     return app
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 
 import anyio
 import mcp_types as types
 from fastmcp import Context, FastMCP
+from fastmcp.server.middleware import Middleware
 from fastmcp.tools import ToolResult
 from fastmcp.utilities.types import Audio, Image
 
@@ -27,8 +29,24 @@ WAV = (
 )
 
 
+class CallLog(Middleware):
+    """Appends every call this upstream receives (name and arguments) to $UPSTREAM_CALL_LOG."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    async def on_call_tool(self, context, call_next):  # type: ignore[no-untyped-def]
+        with open(self.path, "a") as handle:
+            handle.write(
+                json.dumps({"name": context.message.name, "arguments": context.message.arguments}) + "\n"
+            )
+        return await call_next(context)
+
+
 def build(name: str = "upstream", extra_tools: int = 0) -> FastMCP:
     mcp = FastMCP(name, instructions="Test upstream for mcpgw.")
+    if log := os.environ.get("UPSTREAM_CALL_LOG"):
+        mcp.add_middleware(CallLog(log))
 
     @mcp.tool(annotations={"readOnlyHint": True})
     def echo(message: str) -> str:
