@@ -273,3 +273,59 @@ def test_persona_naming_an_unknown_server_is_a_config_error(tmp_path: Path) -> N
     )
     assert done.returncode == 2
     assert "persona 'p' names server 'github', which is not in [servers]" in done.stderr
+
+
+def test_personas_command_lists_counts(config: Path) -> None:
+    done = subprocess.run(
+        mcpgw_command("personas", "--config", str(config), "--json"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {row["persona"]: row for row in json.loads(done.stdout)["personas"]}
+    assert set(rows) == set(PERSONAS)
+    assert rows["reader"]["tools"] == 4 and rows["reader"]["read_only"] is True
+    assert rows["triage"]["servers"] == ["up"] and rows["triage"]["prompts"] == 0
+    assert rows["triage"]["resource_templates"] == 1 and rows["triage"]["overrides"] == 2
+    assert rows["finder"]["catalog"] == "search"
+
+
+def test_install_claude_desktop_with_a_persona(config: Path) -> None:
+    done = subprocess.run(
+        mcpgw_command("install", "claude-desktop", "--config", str(config), "--persona", "triage"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    args = json.loads(done.stdout)["mcpServers"]["mcpgw"]["args"]
+    assert args[-2:] == ["--persona", "triage"]
+    done = subprocess.run(
+        mcpgw_command("install", "claude-desktop", "--config", str(config), "--persona", "nope"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "unknown persona 'nope'" in done.stderr
+
+
+async def test_no_probing_through_completions(config: Path, calls: Path) -> None:
+    from mcp_types import PromptReference, ResourceTemplateReference
+
+    async with gateway_stdio(config, extra=("--persona", "triage")) as client:
+        with pytest.raises(MCPError, match="Unknown prompt: up__greet"):
+            await client.complete(
+                PromptReference(type="ref/prompt", name="up__greet"), {"name": "name", "value": "A"}
+            )
+        with pytest.raises(MCPError, match="Unknown resource"):
+            await client.complete(
+                ResourceTemplateReference(type="ref/resource", uri="mcpgw://other/test://items/{item_id}"),
+                {"name": "item_id", "value": "1"},
+            )
+        allowed = await client.complete(
+            ResourceTemplateReference(type="ref/resource", uri="mcpgw://up/test://items/{item_id}"),
+            {"name": "item_id", "value": "1"},
+        )
+        assert allowed.completion.values == []
+    assert upstream_calls(calls) == []

@@ -183,6 +183,58 @@ def tools(config_path: Path | None, persona: str | None, as_json: bool) -> None:
     anyio.run(_started_gateway, registry, show)
 
 
+@cli.command("personas")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def personas(config_path: Path | None, as_json: bool) -> None:
+    """Start every server and list the personas with what each one sees."""
+    registry, _ = _load(config_path)
+
+    def show(gateway: Any) -> None:
+        warnings = gateway.check_personas()
+        rows: list[dict[str, Any]] = []
+        for name, persona in registry.personas.items():
+            view = gateway.view(name)
+            rows.append(
+                {
+                    "persona": name,
+                    "catalog": persona.catalog,
+                    "read_only": persona.read_only,
+                    "servers": persona.servers or sorted(gateway.upstreams),
+                    "tools": len(view.tools),
+                    "resources": len(view.resources),
+                    "resource_templates": len(view.resource_templates),
+                    "prompts": len(view.prompts),
+                    "overrides": len(persona.tools),
+                    "description": persona.description,
+                }
+            )
+        if as_json:
+            out.print_json(data={"personas": rows, "warnings": warnings})
+            return
+        table = Table(title=f"personas ({len(gateway.catalog.tools)} tools in the full catalog)")
+        for column in ("persona", "catalog", "servers", "tools", "resources", "prompts", "overrides"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(
+                row["persona"],
+                row["catalog"] + (", read-only" if row["read_only"] else ""),
+                ", ".join(row["servers"]),
+                str(row["tools"]),
+                str(row["resources"] + row["resource_templates"]),
+                str(row["prompts"]),
+                str(row["overrides"]),
+            )
+        out.print(table)
+        if not rows:
+            out.print("no personas configured: every client sees the whole catalog")
+        for warning in warnings:
+            out.print(f"[yellow]warning:[/] {escape(warning)}")
+
+    _quiet_logs()
+    anyio.run(_started_gateway, registry, show)
+
+
 @cli.command("list-servers")
 @config_option
 @click.option("--check", is_flag=True, help="Connect to each enabled server and show its status.")
