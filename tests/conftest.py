@@ -198,3 +198,11 @@ def node() -> str:
     if found is None:
         pytest.fail("node is needed for the Node-based test servers")
     return found
+
+
+@pytest.fixture(autouse=True)
+def audit_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test's gateways log to a database of their own, never to the user's data directory."""
+    path = tmp_path / "audit.db"
+    monkeypatch.setenv("MCPGW_AUDIT_DB", str(path))
+    return path

@@ -6,6 +6,7 @@ the one place a `GatewayError` becomes a message on stderr plus its exit code.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -102,22 +103,20 @@ def serve(
     log_level: str,
 ) -> None:
     """Serve the merged catalog over stdio (for Claude Desktop, IDEs) or streamable HTTP."""
+    from mcpgw import audit
     from mcpgw.gateway import Gateway
     from mcpgw.server import serve_http, serve_stdio, stderr_logging
 
     stderr_logging(getattr(logging, log_level.upper()))
     registry, path = _load(config_path)
-    gateway = Gateway(registry)
-    gateway.resolve_persona(persona)
     source = str(path) if path else "the shipped default registry"
-    if transport == "stdio":
-        logging.getLogger("mcpgw").info("serving %s over stdio", source)
-        anyio.run(serve_stdio, gateway, persona, backend_options=_loop_options())
-        return
-    if persona is not None:
+    Gateway(registry).resolve_persona(persona)
+    if persona is not None and transport == "http":
         raise RegistryError(
             "--persona applies to stdio; over HTTP each persona has its own /personas/NAME/mcp"
         )
+    audit_log = audit.open_for(registry.audit, source=source)
+    gateway = Gateway(registry, audit=audit_log)
 
     async def ready(url: str) -> None:
         await gateway.wait_started()
@@ -126,17 +125,27 @@ def serve(
             err.print(f"  persona [bold]{name}[/]: {url.removesuffix('/mcp')}/personas/{name}/mcp")
         _print_servers(gateway, err)
         _print_tools(gateway, err)
+        if audit_log is not None:
+            err.print(f"audit log: {audit_log.path} (see `mcpgw logs`)")
         err.print("Press Ctrl+C to stop.")
 
-    anyio.run(
-        lambda: serve_http(
-            gateway,
-            host=host or registry.gateway.host,
-            port=registry.gateway.port if port is None else port,
-            on_ready=ready,
-        ),
-        backend_options=_loop_options(),
-    )
+    try:
+        if transport == "stdio":
+            logging.getLogger("mcpgw").info("serving %s over stdio", source)
+            anyio.run(serve_stdio, gateway, persona, backend_options=_loop_options())
+        else:
+            anyio.run(
+                lambda: serve_http(
+                    gateway,
+                    host=host or registry.gateway.host,
+                    port=registry.gateway.port if port is None else port,
+                    on_ready=ready,
+                ),
+                backend_options=_loop_options(),
+            )
+    finally:
+        if audit_log is not None:
+            audit_log.close()
 
 
 def _loop_options() -> dict[str, Any]:
@@ -233,6 +242,114 @@ def personas(config_path: Path | None, as_json: bool) -> None:
 
     _quiet_logs()
     anyio.run(_started_gateway, registry, show)
+
+
+@cli.command()
+@config_option
+@click.option("--persona", help="Only this persona.")
+@click.option("--server", help="Only this upstream server.")
+@click.option("--tool", help="Only this tool, resource or prompt (as the client named it).")
+@click.option("--outcome", type=click.Choice(["ok", "error", "denied", "timeout", "cancelled"]))
+@click.option("--since", help="ISO time (UTC), e.g. 2026-11-25T10:00.")
+@click.option("--until", help="ISO time (UTC).")
+@click.option("--limit", "-n", type=int, default=50, show_default=True)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new rows.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--prune", type=float, metavar="DAYS", help="Delete rows older than DAYS, then exit.")
+def logs(
+    config_path: Path | None,
+    persona: str | None,
+    server: str | None,
+    tool: str | None,
+    outcome: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    follow: bool,
+    as_json: bool,
+    prune: float | None,
+) -> None:
+    """The audit log, newest first."""
+    import time
+
+    from mcpgw import audit
+
+    registry, _ = _load(config_path)
+    db = audit.open_for_reading(audit.path_for(registry.audit))
+    if prune is not None:
+        removed = audit.prune(db, prune)
+        err.print(f"pruned {removed} rows older than {prune:g} days")
+        return
+    filters: dict[str, Any] = {"persona": persona, "server": server, "tool": tool, "outcome": outcome}
+    rows = audit.query(db, since=since, until=until, limit=limit, **filters)
+    _print_log_rows(list(reversed(rows)) if follow else rows, as_json)
+    if not follow:
+        return
+    last = max((r["id"] for r in rows), default=0)
+    try:
+        while True:
+            time.sleep(0.5)
+            new = audit.query(db, after_id=last, limit=1000, newest_first=False, **filters)
+            if new:
+                _print_log_rows(new, as_json)
+                last = new[-1]["id"]
+    except KeyboardInterrupt:
+        return
+
+
+def _print_log_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        for row in rows:
+            out.print(json.dumps(row, ensure_ascii=False), highlight=False, soft_wrap=True)
+        return
+    table = Table()
+    for column in ("time", "kind", "persona", "server", "name", "outcome", "ms", "client", "error"):
+        table.add_column(column, overflow="fold")
+    colours = {"ok": "green", "denied": "yellow", "cancelled": "dim"}
+    for row in rows:
+        outcome = f"[{colours.get(row['outcome'], 'red')}]{row['outcome']}[/]"
+        latency = "" if row["latency_ms"] is None else f"{row['latency_ms']:.1f}"
+        table.add_row(
+            str(row["ts"])[:23].replace("T", " "),
+            row["kind"],
+            row["persona"] or "",
+            row["server"] or "",
+            escape(row["name"] or ""),
+            outcome,
+            latency,
+            escape(row["client"] or ""),
+            escape(row["error"] or ""),
+        )
+    out.print(table)
+
+
+@cli.command()
+@config_option
+@click.option("--since", help="ISO time (UTC).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def stats(config_path: Path | None, since: str | None, as_json: bool) -> None:
+    """Calls, errors and p50/p95 latency per persona, server and tool."""
+    from mcpgw import audit
+
+    registry, _ = _load(config_path)
+    db = audit.open_for_reading(audit.path_for(registry.audit))
+    data = audit.stats(db, since=since)
+    if as_json:
+        out.print_json(data=data)
+        return
+    for group, title in (("persona", "per persona"), ("server", "per server"), ("name", "per tool")):
+        table = Table(title=title)
+        for column in (group if group != "name" else "tool", "calls", "errors", "p50 ms", "p95 ms"):
+            table.add_column(column)
+        for row in data[group]:
+            table.add_row(
+                escape(row["key"]),
+                str(row["calls"]),
+                str(row["errors"]),
+                str(row["p50_ms"] or "-"),
+                str(row["p95_ms"] or "-"),
+            )
+        out.print(table)
 
 
 @cli.command("list-servers")

@@ -178,6 +178,32 @@ class PersonaConfig(_Strict):
     """`search`: the client sees a search tool and a call tool instead of the whole list."""
 
 
+class AuditSettings(_Strict):
+    """`[audit]`: the SQLite audit log."""
+
+    enabled: bool = True
+    path: str | None = None
+    """Database file; default $MCPGW_AUDIT_DB, else ~/.local/share/mcpgw/audit.db."""
+    retention_days: Annotated[float, Field(ge=0)] = 30
+    """Rows older than this are deleted when the gateway starts; 0 keeps everything."""
+    max_buffer: Annotated[int, Field(ge=1000)] = 100_000
+    """Rows kept in memory while the disk fails; beyond this they are dropped and counted."""
+    redact_keys: list[str] = Field(default_factory=list)
+    """Extra argument names whose values are never stored (password, token, ... always are)."""
+    redact_patterns: list[str] = Field(default_factory=list)
+    """Extra regular expressions replaced wherever they match."""
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from None
+        return patterns
+
+
 DEFAULT_PERSONA = "default"
 PERSONA_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -188,6 +214,7 @@ class Registry(_Strict):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
     personas: dict[str, PersonaConfig] = Field(default_factory=dict)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     @model_validator(mode="after")
     def _personas_name_servers(self) -> Registry:

@@ -17,8 +17,10 @@ from typing import Any, TypeVar
 
 import anyio
 
+from mcpgw import audit
 from mcpgw import catalog as catalog_mod
 from mcpgw import personas as personas_mod
+from mcpgw.audit import AuditLog
 from mcpgw.catalog import Catalog, Problem, Route
 from mcpgw.config import DEFAULT_PERSONA, Registry, call_timeout, namespace_of
 from mcpgw.errors import InvalidRequest, NotFound, UnknownPersona
@@ -41,8 +43,9 @@ _LIST_OF: dict[ListKind, str] = {
 
 
 class Gateway:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, *, audit: AuditLog | None = None) -> None:
         self.registry = registry
+        self.audit = audit
         self.upstreams: dict[str, Upstream] = {}
         self._namespaces: list[tuple[str, Upstream]] = []
         for name, server in registry.enabled_servers().items():
@@ -53,6 +56,7 @@ class Gateway:
                 startup_timeout=registry.gateway.startup_timeout,
                 on_change=self._upstream_changed,
                 roots=list(server.roots),
+                on_state=self._upstream_state,
             )
             self.upstreams[name] = upstream
             self._namespaces.append((namespace_of(name, server), upstream))
@@ -77,6 +81,17 @@ class Gateway:
             finally:
                 for upstream in self.upstreams.values():
                     upstream.stop()
+
+    def _upstream_state(self, upstream: Upstream) -> None:
+        if self.audit is not None:
+            outcome = "ok" if upstream.state in ("ready", "stopped") else "error"
+            self.audit.event(
+                "upstream",
+                server=upstream.name,
+                name=upstream.state,
+                outcome=outcome,
+                error=upstream.error if outcome == "error" else None,
+            )
 
     async def _watch_startup(self) -> None:
         async with anyio.create_task_group() as tg:
@@ -161,16 +176,32 @@ class Gateway:
         return schema
 
     async def _resolve(self, persona: str | None, lookup: Callable[[View], T]) -> tuple[View, T]:
-        """Look a name up in the persona's view; while upstreams are still starting, wait and retry."""
+        """Look a name up in the persona's view; while upstreams are still starting, wait and retry.
+
+        A name the full catalog has but the view hides is recorded as `denied` in the audit log;
+        the client gets the same error either way.
+        """
         try:
             view = self.view(persona)
             return view, lookup(view)
         except NotFound:
             if self._started.is_set():
+                self._note_denied(lookup)
                 raise
         await self.wait_started()
         view = self.view(persona)
-        return view, lookup(view)
+        try:
+            return view, lookup(view)
+        except NotFound:
+            self._note_denied(lookup)
+            raise
+
+    def _note_denied(self, lookup: Callable[[View], Any]) -> None:
+        try:
+            lookup(personas_mod.full_view(self.catalog))
+        except NotFound:
+            return  # unknown everywhere: an error, not a denial
+        audit.note(outcome="denied")
 
     # --- forwarding ------------------------------------------------------------------------------
 
@@ -201,6 +232,7 @@ class Gateway:
                 raise InvalidRequest(f"arguments of {name} must be an object")
         view, entry = await self._resolve(persona, lambda v: v.tool(name))
         route = self.catalog.tool(entry.target)
+        audit.note(server=route.upstream.name)
         upstream_params = _with_extras({"name": route.name}, params)
         sent = view.arguments(entry, arguments)
         if sent is not None:
@@ -230,6 +262,7 @@ class Gateway:
             raise InvalidRequest("resources/read needs a uri")
         await self._resolve(persona, lambda v: v.check_resource(uri, self.catalog))
         route = await self._route(lambda c: c.resource(uri))
+        audit.note(server=route.upstream.name)
         result = await route.upstream.request("resources/read", _with_extras({"uri": route.name}, params))
         namespace = self.catalog.namespace_of(route.upstream)
         if namespace:
@@ -247,6 +280,7 @@ class Gateway:
             raise InvalidRequest("prompts/get needs a prompt name")
         await self._resolve(persona, lambda v: v.check_prompt(name))
         route = await self._route(lambda c: c.prompt(name))
+        audit.note(server=route.upstream.name)
         upstream_params = _with_extras({"name": route.name}, params)
         if params.get("arguments") is not None:
             upstream_params["arguments"] = params["arguments"]

@@ -44,7 +44,8 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
-from mcpgw.errors import GatewayError
+from mcpgw import audit
+from mcpgw.errors import GatewayError, UpstreamTimeout
 from mcpgw.gateway import Gateway
 
 logger = logging.getLogger("mcpgw.server")
@@ -66,6 +67,75 @@ async def _guarded(work: Callable[[], Awaitable[T]]) -> T:
         raise MCPError(
             code=types.INTERNAL_ERROR, message="mcpgw internal error (see the gateway log)"
         ) from exc
+
+
+_NAME_KEYS = {"call": "name", "prompt": "name", "read": "uri"}
+
+
+async def _recorded(
+    gateway: Gateway, ctx: Ctx, kind: str, persona: str | None, work: Callable[[], Awaitable[dict[str, Any]]]
+) -> dict[str, Any]:
+    """Serve one request as one audit step: what, for whom, from which client, how it ended."""
+    if gateway.audit is None:
+        return await _guarded(work)
+    raw = ctx.params or {}
+    step = audit.Step(
+        kind=kind,
+        method=ctx.method,
+        persona=_persona_label(gateway, persona),
+        client=_client_name(ctx),
+        protocol=ctx.protocol_version,
+    )
+    if kind in _NAME_KEYS:
+        step.name = str(raw.get(_NAME_KEYS[kind]))
+    elif kind == "list":
+        step.name = ctx.method
+    if kind in ("call", "prompt"):
+        step.arguments = raw.get("arguments")
+    token = audit._current.set(step)
+    try:
+        result = await _guarded(work)
+        if result.get("isError"):
+            step.outcome = "error"
+            step.error = _first_text(result)
+        if kind == "call":
+            step.result = result.get("structuredContent") or _first_text(result)
+        return result
+    except MCPError as exc:
+        if step.outcome == "ok":
+            step.outcome = "timeout" if isinstance(exc.__cause__, UpstreamTimeout) else "error"
+        step.error = exc.error.message
+        raise
+    except BaseException:
+        step.outcome, step.error = "cancelled", "cancelled by the client or at shutdown"
+        raise
+    finally:
+        audit._current.reset(token)
+        gateway.audit.record_step(step)
+
+
+def _persona_label(gateway: Gateway, persona: str | None) -> str | None:
+    try:
+        return gateway.resolve_persona(persona)
+    except GatewayError:
+        return persona
+
+
+def _client_name(ctx: Ctx) -> str | None:
+    meta = (ctx.params or {}).get("_meta")
+    if isinstance(meta, dict):
+        info = meta.get("io.modelcontextprotocol/clientInfo")
+        if isinstance(info, dict) and info.get("name"):
+            return str(info["name"])
+    params = ctx.session.client_params
+    return params.client_info.name if params is not None else None
+
+
+def _first_text(result: dict[str, Any]) -> str | None:
+    for item in result.get("content") or []:
+        if isinstance(item, dict) and item.get("type") == "text":
+            return str(item.get("text"))[:2000]
+    return None
 
 
 def _raw(ctx: Ctx) -> dict[str, Any]:
@@ -188,12 +258,12 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
                 await gateway.wait_started()
                 return _shaped(ctx, {key: getattr(gateway.view(persona_of(ctx)), attribute)})
 
-            return await _guarded(work)
+            return await _recorded(gateway, ctx, "list", persona_of(ctx), work)
 
         return handler
 
     def forwarding(
-        forward: Callable[[Ctx, str | None], Awaitable[dict[str, Any]]],
+        kind: str, forward: Callable[[Ctx, str | None], Awaitable[dict[str, Any]]]
     ) -> RequestHandler[Any, Any]:
         async def handler(ctx: Ctx, params: Any) -> dict[str, Any]:
             async def work() -> dict[str, Any]:
@@ -201,7 +271,7 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
                 _check_era(ctx, result)
                 return _shaped(ctx, result)
 
-            return await _guarded(work)
+            return await _recorded(gateway, ctx, kind, persona_of(ctx), work)
 
         return handler
 
@@ -231,23 +301,24 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
             "tools/call",
             types.CallToolRequestParams,
             forwarding(
-                lambda ctx, p: gateway.call_tool(_raw(ctx), persona=p, on_progress=_progress_relay(ctx))
+                "call",
+                lambda ctx, p: gateway.call_tool(_raw(ctx), persona=p, on_progress=_progress_relay(ctx)),
             ),
         ),
         (
             "resources/read",
             types.ReadResourceRequestParams,
-            forwarding(lambda ctx, p: gateway.read_resource(_raw(ctx), persona=p)),
+            forwarding("read", lambda ctx, p: gateway.read_resource(_raw(ctx), persona=p)),
         ),
         (
             "prompts/get",
             types.GetPromptRequestParams,
-            forwarding(lambda ctx, p: gateway.get_prompt(_raw(ctx), persona=p)),
+            forwarding("prompt", lambda ctx, p: gateway.get_prompt(_raw(ctx), persona=p)),
         ),
         (
             "completion/complete",
             types.CompleteRequestParams,
-            forwarding(lambda ctx, p: gateway.complete(_raw(ctx), persona=p)),
+            forwarding("complete", lambda ctx, p: gateway.complete(_raw(ctx), persona=p)),
         ),
     ]
     for method, params_type, handler in handlers:

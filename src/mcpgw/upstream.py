@@ -163,6 +163,8 @@ class Upstream:
     startup_timeout: float = 30.0
     on_change: Callable[[Upstream, tuple[ListKind, ...]], Coroutine[Any, Any, None]] | None = None
     roots: list[str] = field(default_factory=list)
+    on_state: Callable[[Upstream], None] | None = None
+    """Told of every state change (ready, failed, stopped): the audit log records them."""
 
     state: State = "starting"
     error: str | None = None
@@ -205,6 +207,7 @@ class Upstream:
                     self._session_was_ready = True
                     self.state = "ready"
                     self.error = None
+                    self._tell_state()
                     self._settled.set()
                     logger.info(
                         "upstream %s ready (%s, protocol %s, %d tools)",
@@ -236,6 +239,7 @@ class Upstream:
             was_ready = self.state == "ready" or (self.state == "failed" and self._session_was_ready)
             if self.state == "ready":
                 self.state = "stopped"
+                self._tell_state()
             self._settled.set()
             if was_ready and not self._stopping and self.on_change is not None:
                 # It died on its own: its names leave the catalog, and clients are told.
@@ -249,7 +253,12 @@ class Upstream:
             logger.error("upstream %s failed to start: %s", self.name, message)
         self.state = "failed"
         self.error = message
+        self._tell_state()
         self._wakeup.set()
+
+    def _tell_state(self) -> None:
+        if self.on_state is not None:
+            self.on_state(self)
 
     def stop(self) -> None:
         self._stopping = True
