@@ -86,6 +86,8 @@ class Step:
     arguments: Any = None
     result: Any = None
     started: float = field(default_factory=time.perf_counter)
+    ts: str = field(default_factory=lambda: now())
+    latency_ms: float = 0.0
 
 
 _current: contextvars.ContextVar[Step | None] = contextvars.ContextVar("mcpgw_step", default=None)
@@ -112,7 +114,7 @@ class AuditLog:
         self.max_buffer = max_buffer
         self.dropped = 0
         self.written = 0
-        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[dict[str, Any] | Step | None] = queue.SimpleQueue()
         self._pending: deque[dict[str, Any]] = deque()
         self._failing = False
         self._thread: threading.Thread | None = None
@@ -148,30 +150,33 @@ class AuditLog:
         self._queue.put(row)
 
     def record_step(self, step: Step) -> None:
-        latency = (time.perf_counter() - step.started) * 1000
+        """Queue a finished step; turning it into a redacted row happens on the writer thread."""
+        step.latency_ms = (time.perf_counter() - step.started) * 1000
+        self._queue.put(step)
+
+    def _row(self, step: Step) -> dict[str, Any]:
+        secrets = self.redactor.secret_values(step.arguments) if step.arguments is not None else []
         arguments = _dump(self.redactor.value(step.arguments)) if step.arguments is not None else None
-        result = _dump(step.result) if step.result is not None else None
-        self.record(
-            {
-                "ts": now(),
-                "request_id": step.request_id,
-                "kind": step.kind,
-                "method": step.method,
-                "persona": step.persona,
-                "principal": None,
-                "client": step.client,
-                "protocol": step.protocol,
-                "server": step.server,
-                "name": step.name,
-                "outcome": step.outcome,
-                "error": self.redactor.text(step.error)[:2000] if step.error else None,
-                "latency_ms": round(latency, 3),
-                "arg_bytes": len(arguments.encode()) if arguments else 0,
-                "result_bytes": len(result.encode()) if result else 0,
-                "arguments": arguments[:4000] if arguments else None,
-                "result": self.redactor.text(result[:SUMMARY_CHARS]) if result else None,
-            }
-        )
+        result = _dump(step.result)[: SUMMARY_CHARS * 4] if step.result is not None else None
+        return {
+            "ts": step.ts,
+            "request_id": step.request_id,
+            "kind": step.kind,
+            "method": step.method,
+            "persona": step.persona,
+            "principal": None,
+            "client": step.client,
+            "protocol": step.protocol,
+            "server": step.server,
+            "name": step.name,
+            "outcome": step.outcome,
+            "error": self.redactor.text(step.error, secrets)[:2000] if step.error else None,
+            "latency_ms": round(step.latency_ms, 3),
+            "arg_bytes": len(arguments.encode()) if arguments else 0,
+            "result_bytes": len(result.encode()) if result else 0,
+            "arguments": arguments[:4000] if arguments else None,
+            "result": self.redactor.text(result, secrets)[:SUMMARY_CHARS] if result else None,
+        }
 
     def event(
         self,
@@ -234,7 +239,7 @@ class AuditLog:
         while True:
             if item is None:
                 return batch, True
-            batch.append(item)
+            batch.append(self._row(item) if isinstance(item, Step) else item)
             if len(batch) >= _BATCH:
                 return batch, False
             try:

@@ -54,10 +54,27 @@ class Redactor:
         lowered = key.lower()
         return any(k in lowered for k in self._keys)
 
-    def text(self, value: str) -> str:
+    def text(self, value: str, literals: Iterable[str] = ()) -> str:
+        """Secret-looking spans replaced, and any of `literals` (known secret values) wherever they appear."""
+        for literal in literals:
+            value = value.replace(literal, "[REDACTED:key]")
         for name, pattern in self._rules:
             value = pattern.sub(f"[REDACTED:{name}]", value)
         return value
+
+    def secret_values(self, value: Any) -> list[str]:
+        """The string values held under secret keys: an upstream may echo them back in an error."""
+        found: list[str] = []
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if self.secret_key(str(k)) and isinstance(v, str | int | float) and len(str(v)) >= 4:
+                    found.append(str(v))
+                else:
+                    found.extend(self.secret_values(v))
+        elif isinstance(value, list):
+            for v in value:
+                found.extend(self.secret_values(v))
+        return found
 
     def value(self, value: Any) -> Any:
         """A JSON-like value with secret keys and secret-looking strings replaced."""

@@ -1,0 +1,259 @@
+"""The audit log: real calls through the gateway, then assertions on the rows in the SQLite file."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import sqlite_utils
+import tomlkit
+from click.testing import CliRunner
+from mcp.shared.exceptions import MCPError
+
+from conftest import background, free_port, gateway_stdio, mcpgw_command, upstream_server, write_registry
+from mcpgw.cli import cli
+
+pytestmark = pytest.mark.anyio
+
+GITHUB_TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+HEADER_SECRET = "Bearer header-secret-0123456789abcdef"
+
+
+def rows(db_path: Path, **where: Any) -> list[dict[str, Any]]:
+    db = sqlite_utils.Database(db_path)
+    clause = " and ".join(f"{k} = ?" for k in where) or "1"
+    return list(db.query(f"select * from events where {clause} order by id", list(where.values())))
+
+
+def registry_with_personas(
+    path: Path, servers: dict[str, Any], personas: dict[str, Any], audit: dict[str, Any] | None = None
+) -> Path:
+    write_registry(path, servers)
+    doc = tomlkit.parse(path.read_text())
+    doc["personas"] = personas
+    if audit:
+        doc["audit"] = audit
+    path.write_text(tomlkit.dumps(doc))
+    return path
+
+
+async def test_every_kind_of_step_is_recorded(tmp_path: Path, audit_db: Path) -> None:
+    config = registry_with_personas(
+        tmp_path / "servers.toml",
+        {"up": {**upstream_server(), "timeout": 0.5}, "broken": {"command": str(tmp_path / "missing")}},
+        {"default": {"deny": ["up__pid"]}},
+    )
+    async with gateway_stdio(config, mode="legacy") as client:
+        await client.list_tools()
+        await client.call_tool("up__echo", {"message": "hi"})
+        await client.call_tool("up__fail", {})
+        for name in ("up__pid", "up__nothing"):
+            with pytest.raises(MCPError):
+                await client.call_tool(name, {})
+        with pytest.raises(MCPError):
+            await client.call_tool("up__sleep", {"seconds": 5})
+        await client.read_resource("mcpgw://up/test://static")
+        await client.get_prompt("up__greet", {"name": "Ann"})
+        with anyio.move_on_after(0.3):
+            await client.call_tool("up__slow", {"steps": 10, "delay": 0.2})
+        await client.call_tool("up__echo", {"message": "after"})
+
+    calls = {(r["name"], r["outcome"]) for r in rows(audit_db, kind="call")}
+    assert {
+        ("up__echo", "ok"),
+        ("up__fail", "error"),
+        ("up__pid", "denied"),
+        ("up__nothing", "error"),
+        ("up__sleep", "timeout"),
+        ("up__slow", "cancelled"),
+    } <= calls
+    echo = rows(audit_db, kind="call", name="up__echo")[0]
+    assert echo["persona"] == "default" and echo["server"] == "up" and echo["client"] == "mcp"
+    assert echo["protocol"] == "2025-11-25" and echo["latency_ms"] > 0
+    assert json.loads(echo["arguments"]) == {"message": "hi"} and echo["arg_bytes"] > 0
+    assert "upstream 'up'" in rows(audit_db, kind="call", name="up__sleep")[0]["error"]
+    assert rows(audit_db, kind="read")[0]["name"] == "mcpgw://up/test://static"
+    assert rows(audit_db, kind="prompt")[0]["outcome"] == "ok"
+    assert rows(audit_db, kind="list", name="tools/list")
+    states = {(r["server"], r["name"], r["outcome"]) for r in rows(audit_db, kind="upstream")}
+    assert {("up", "ready", "ok"), ("broken", "failed", "error"), ("up", "stopped", "ok")} <= states
+    assert rows(audit_db, kind="config")[0]["name"] == str(config)
+    request_ids = [r["request_id"] for r in rows(audit_db)]
+    assert len(request_ids) == len(set(request_ids))
+
+
+async def test_secrets_never_reach_the_database_file(
+    tmp_path: Path, audit_db: Path, http_upstream: str
+) -> None:
+    config = registry_with_personas(
+        tmp_path / "servers.toml",
+        {"up": {"url": http_upstream, "headers": {"Authorization": HEADER_SECRET}}},
+        {},
+        audit={"redact_keys": ["message_key"]},
+    )
+    async with gateway_stdio(config) as client:
+        result = await client.call_tool("up__echo", {"message": f"my token is {GITHUB_TOKEN}"})
+        assert GITHUB_TOKEN in result.content[0].text  # type: ignore[union-attr]  # the client still gets it
+        await client.call_tool("up__echo", {"message": "x", "password": "hunter2-plain"})
+    echo = rows(audit_db, kind="call", name="up__echo")[0]
+    assert "[REDACTED:github-token]" in echo["arguments"] and "[REDACTED:github-token]" in echo["result"]
+    data = b"".join(p.read_bytes() for p in tmp_path.glob("audit.db*"))
+    for secret in (GITHUB_TOKEN, "hunter2-plain", "header-secret-0123456789abcdef"):
+        assert secret.encode() not in data, secret
+
+
+def test_an_unwritable_database_is_a_clear_error_at_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    config = registry_with_personas(
+        tmp_path / "servers.toml", {"up": upstream_server()}, {}, audit={"path": str(blocker / "audit.db")}
+    )
+    done = subprocess.run(
+        mcpgw_command("serve", "--config", str(config)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2
+    assert "cannot open the audit database" in done.stderr and "audit.path" in done.stderr
+
+
+async def test_a_locked_database_does_not_stop_calls_and_loses_nothing(
+    tmp_path: Path, audit_db: Path
+) -> None:
+    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    async with gateway_stdio(config) as client:
+        await client.call_tool("up__echo", {"message": "before"})
+        await anyio.sleep(0.3)
+        lock = sqlite3.connect(audit_db, timeout=5)
+        lock.execute("BEGIN EXCLUSIVE")
+        try:
+            with anyio.fail_after(10):  # calls go on while the writer cannot write
+                for i in range(30):
+                    await client.call_tool("up__echo", {"message": f"during {i}"})
+            await anyio.sleep(1.5)
+        finally:
+            lock.rollback()
+            lock.close()
+        await client.call_tool("up__echo", {"message": "after"})
+    assert len(rows(audit_db, kind="call")) == 32
+
+
+def test_ten_thousand_calls_from_16_clients_then_sigterm(tmp_path: Path, audit_db: Path) -> None:
+    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    with background(
+        mcpgw_command(
+            "serve", "-t", "http", "--port", str(port), "--config", str(config), "--log-level", "warning"
+        ),
+        port=port,
+        timeout=60,
+    ) as gateway:
+        done = subprocess.run(
+            [sys.executable, str(Path(__file__).parent / "servers" / "load.py"), url, "16", "625"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "10000 ok"
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(60) == 0
+    assert len(rows(audit_db, kind="call")) == 10_000
+
+
+def test_logs_and_stats_commands(tmp_path: Path, audit_db: Path) -> None:
+    db = sqlite_utils.Database(audit_db)
+    from mcpgw.audit import COLUMNS, ensure_schema
+
+    ensure_schema(db)
+    base = {k: None for k in COLUMNS}
+    db["events"].insert_all(
+        [
+            {
+                **base,
+                "ts": "2020-01-01T00:00:00+00:00",
+                "kind": "call",
+                "persona": "a",
+                "server": "s",
+                "name": "s__t",
+                "outcome": "ok",
+                "latency_ms": 5.0,
+                "request_id": "old",
+            },
+            {
+                **base,
+                "ts": "2099-01-01T00:00:00+00:00",
+                "kind": "call",
+                "persona": "a",
+                "server": "s",
+                "name": "s__t",
+                "outcome": "error",
+                "latency_ms": 15.0,
+                "request_id": "new1",
+                "error": "boom",
+            },
+            {
+                **base,
+                "ts": "2099-01-01T00:00:01+00:00",
+                "kind": "call",
+                "persona": "b",
+                "server": "s",
+                "name": "s__u",
+                "outcome": "ok",
+                "latency_ms": 1.0,
+                "request_id": "new2",
+            },
+        ]
+    )
+    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    runner = CliRunner()
+    result = runner.invoke(cli, ["logs", "-c", str(config), "--json", "--persona", "a"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["request_id"] for r in lines] == ["new1", "old"]  # newest first
+    result = runner.invoke(cli, ["logs", "-c", str(config), "--json", "--outcome", "error"])
+    assert [json.loads(line)["error"] for line in result.stdout.splitlines()] == ["boom"]
+    result = runner.invoke(cli, ["stats", "-c", str(config), "--json"])
+    data = json.loads(result.stdout)
+    persona_a = next(r for r in data["persona"] if r["key"] == "a")
+    assert persona_a["calls"] == 2 and persona_a["errors"] == 1
+    result = runner.invoke(cli, ["logs", "-c", str(config), "--prune", "30"])
+    assert result.exit_code == 0 and "pruned 1 rows" in result.output
+    assert [r["request_id"] for r in rows(audit_db)] == ["new1", "new2"]
+
+
+def test_logs_without_a_database_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCPGW_AUDIT_DB", str(tmp_path / "none.db"))
+    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    result = CliRunner().invoke(cli, ["logs", "-c", str(config)])
+    assert result.exit_code == 2 and "no audit database" in result.output
+
+
+async def test_the_database_opens_with_the_sqlite_utils_cli(tmp_path: Path, audit_db: Path) -> None:
+    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    async with gateway_stdio(config) as client:
+        await client.call_tool("up__echo", {"message": "hi"})
+    sqlite_utils_cli = Path(sys.executable).parent / "sqlite-utils"
+    done = subprocess.run(
+        [
+            str(sqlite_utils_cli),
+            "query",
+            str(audit_db),
+            "select kind, name, outcome from events where kind = 'call'",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [{"kind": "call", "name": "up__echo", "outcome": "ok"}]
