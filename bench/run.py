@@ -725,7 +725,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     parser.add_argument(
         "--only",
-        choices=("stdio", "http", "list", "cold"),
+        choices=("stdio", "http", "list", "cold", "audit"),
         action="append",
         help="run only these sections (repeatable)",
     )
@@ -742,11 +742,46 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return s
 
 
+async def bench_audit(s: Settings, tmp: Path, results: Results, errlog: IO[str]) -> None:
+    """The cost of the audit log: the same gateway with logging on and off, side by side."""
+    off = write_registry(tmp / "audit-off.toml", {"up": stdio_entry("audit-off")})
+    off.write_text(off.read_text() + "\n[audit]\nenabled = false\n")
+    on = write_registry(tmp / "audit-on.toml", {"up": stdio_entry("audit-on")})
+    on.write_text(on.read_text() + f"\n[audit]\npath = {_toml_str(str(tmp / 'bench-audit.db'))}\n")
+    async with (
+        stdio_client_of(gateway_args(off), s.mode, errlog) as without,
+        stdio_client_of(gateway_args(on), s.mode, errlog) as with_log,
+    ):
+        await check_echo(without, "up__echo")
+        await check_echo(with_log, "up__echo")
+        d_call, g_call = echo_call(without, "up__echo"), echo_call(with_log, "up__echo")
+        d_lat, g_lat = await latencies(d_call, g_call, s.calls, s.warmup)
+        tp = await throughputs(d_call, g_call, s.rounds, s.per_round)
+    ds, gs = summary(d_lat), summary(g_lat)
+    note = "'direct' here is the same gateway with [audit] enabled = false"
+    results.add(
+        Row("audit on vs off: stdio call p50", "ms", ds["p50_ms"], gs["p50_ms"], "<= 1.05x", note=note)
+    )
+    results.add(
+        Row(
+            f"audit off vs on: throughput x{INFLIGHT}",
+            "calls/s",
+            statistics.median(tp.gateway),
+            statistics.median(tp.direct),
+            "<= 1.05x",
+            note="ratio = calls/s with logging off / with logging on",
+        )
+    )
+
+
 async def run(s: Settings, sections: list[str], results: Results) -> None:
     with tempfile.TemporaryDirectory(prefix=f"{TOKEN}-") as tmpdir:
         tmp = Path(tmpdir)
+        # The gateways under test log to a database of their own, never to the user's.
+        os.environ["MCPGW_AUDIT_DB"] = str(tmp / "audit.db")
         with (tmp / "stderr.log").open("w") as errlog:
             plan = {
+                "audit": lambda: bench_audit(s, tmp, results, errlog),
                 "stdio": lambda: bench_stdio(s, tmp, results, errlog),
                 "http": lambda: bench_http(s, tmp, results),
                 "list": lambda: bench_big_list(s, tmp, results, errlog),
@@ -772,7 +807,7 @@ async def run(s: Settings, sections: list[str], results: Results) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     s = settings_from(args)
-    sections = args.only or ["stdio", "http", "list", "cold"]
+    sections = args.only or ["stdio", "http", "list", "cold", "audit"]
     results = Results()
     results.info.update(
         mode=s.mode,

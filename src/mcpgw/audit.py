@@ -137,6 +137,8 @@ class AuditLog:
 
         db = sqlite_utils.Database(sqlite3.connect(str(self.path), timeout=1.0, check_same_thread=False))
         db.enable_wal()
+        # With WAL, NORMAL survives a crash of the process; only an OS crash can lose the last commits.
+        db.execute("PRAGMA synchronous=NORMAL")
         return db
 
     def start(self) -> AuditLog:
@@ -231,17 +233,18 @@ class AuditLog:
             db.conn.close()
 
     def _take(self) -> tuple[list[dict[str, Any]], bool]:
+        """Wait for a row, then let more gather for a moment: one commit per interval, not per call."""
         batch: list[dict[str, Any]] = []
         try:
-            item = self._queue.get(timeout=_INTERVAL if not self._failing else 1.0)
+            item = self._queue.get(timeout=1.0)
         except queue.Empty:
             return batch, False
+        if item is not None:
+            time.sleep(_INTERVAL if not self._failing else 1.0)
         while True:
             if item is None:
                 return batch, True
             batch.append(self._row(item) if isinstance(item, Step) else item)
-            if len(batch) >= _BATCH:
-                return batch, False
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
