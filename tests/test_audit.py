@@ -257,3 +257,33 @@ async def test_the_database_opens_with_the_sqlite_utils_cli(tmp_path: Path, audi
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [{"kind": "call", "name": "up__echo", "outcome": "ok"}]
+
+
+def test_logs_follow_prints_new_rows(tmp_path: Path, audit_db: Path) -> None:
+    from mcpgw.audit import COLUMNS, ensure_schema
+
+    db = sqlite_utils.Database(audit_db)
+    ensure_schema(db)
+    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    with subprocess.Popen(
+        mcpgw_command("logs", "-c", str(config), "--follow", "--json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as follower:
+        try:
+            db["events"].insert(
+                {
+                    **{k: None for k in COLUMNS},
+                    "ts": "2099-01-01T00:00:00+00:00",
+                    "kind": "call",
+                    "name": "live__tool",
+                    "outcome": "ok",
+                    "request_id": "live",
+                }
+            )
+            assert follower.stdout is not None
+            line = follower.stdout.readline()
+            assert json.loads(line)["request_id"] == "live"
+        finally:
+            follower.terminate()
