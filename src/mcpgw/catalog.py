@@ -81,11 +81,7 @@ class Catalog:
     # --- routing ---------------------------------------------------------------------------------
 
     def input_schema(self, name: str) -> dict[str, Any] | None:
-        for tool in self.tools:
-            if tool["name"] == name:
-                schema = tool.get("inputSchema")
-                return schema if isinstance(schema, dict) else None
-        return None
+        return input_schema(self.tools, name)
 
     def tool(self, name: str) -> Route:
         route = self.tool_routes.get(name)
@@ -119,6 +115,15 @@ class Catalog:
             if candidate is upstream:
                 return namespace
         return ""
+
+
+def input_schema(tools: Iterable[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    """The input schema of the tool named `name` in a listing, if it is there and is an object."""
+    for tool in tools:
+        if tool["name"] == name:
+            schema = tool.get("inputSchema")
+            return schema if isinstance(schema, dict) else None
+    return None
 
 
 def build(upstreams: Iterable[tuple[str, Upstream]]) -> Catalog:

@@ -110,13 +110,13 @@ def serve(
     stderr_logging(getattr(logging, log_level.upper()))
     registry, path = _load(config_path)
     source = str(path) if path else "the shipped default registry"
-    Gateway(registry).resolve_persona(persona)
+    gateway = Gateway(registry)
+    gateway.resolve_persona(persona)
     if persona is not None and transport == "http":
         raise RegistryError(
             "--persona applies to stdio; over HTTP each persona has its own /personas/NAME/mcp"
         )
-    audit_log = audit.open_for(registry.audit, source=source)
-    gateway = Gateway(registry, audit=audit_log)
+    audit_log = gateway.audit = audit.open_for(registry.audit, source=source)
 
     async def ready(url: str) -> None:
         await gateway.wait_started()

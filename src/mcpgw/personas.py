@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mcpgw.catalog import Catalog, split_uri
+from mcpgw.catalog import Catalog, input_schema, split_uri
 from mcpgw.config import PersonaConfig, Registry, namespace_of
 from mcpgw.errors import ConfigError, InvalidRequest, NotFound
 
@@ -75,11 +75,7 @@ class View:
         return _search_tools() if self.search else self.tools
 
     def input_schema(self, name: str) -> dict[str, Any] | None:
-        for tool in self.listed_tools:
-            if tool["name"] == name:
-                schema = tool.get("inputSchema")
-                return schema if isinstance(schema, dict) else None
-        return None
+        return input_schema(self.listed_tools, name)
 
     # --- enforcement ------------------------------------------------------------------------------
 
