@@ -200,7 +200,7 @@ def test_broken_upstreams_do_not_stop_the_rest(registry_file: Any, tmp_path: Pat
     assert "environment variable MCPGW_TEST_UNSET_VARIABLE is not set" in log
 
 
-def test_an_upstream_that_dies_fails_fast_and_names_the_server(two_upstreams: Path) -> None:
+def test_an_upstream_that_dies_fails_fast_then_comes_back(two_upstreams: Path) -> None:
     gateway = RawGateway(two_upstreams)
     try:
         gateway.initialize()
@@ -210,18 +210,48 @@ def test_an_upstream_that_dies_fails_fast_and_names_the_server(two_upstreams: Pa
         started = time.monotonic()
         reply = gateway.call("a__echo", {"message": "x"})
         assert time.monotonic() - started < 5
-        message = reply.get("error", {}).get("message", "")
-        assert "upstream 'a'" in message or "Unknown tool: a__echo" in message, reply
-        # the other upstream is untouched, and the dead one's tools leave the catalog
+        if "error" in reply:  # fails fast and names the server (or its tools have already left)
+            message = reply["error"]["message"]
+            assert "upstream 'a'" in message or "Unknown tool: a__echo" in message, reply
+        # the other upstream is untouched
         assert gateway.call("b__echo", {"message": "y"})["result"]["content"][0]["text"] == "y"
-        assert wait_until(
-            lambda: (
-                not any(t["name"].startswith("a__") for t in gateway.request("tools/list")["result"]["tools"])
-            ),
-            5,
-        )
+
+        def restarted() -> bool:
+            reply = gateway.call("a__pid")
+            return "result" in reply and reply["result"]["structuredContent"]["result"] != pid
+
+        assert wait_until(restarted, 15), "the upstream was not restarted"
+        assert not alive(pid)
     finally:
         gateway.close()
+    assert "restarting in" in gateway.log()
+
+
+def test_kill_loop_every_call_answers_and_nothing_is_left_behind(registry_file: Any) -> None:
+    config = registry_file({"a": upstream_server("--name", "A")}, restart_backoff_max=0.5)
+    gateway = RawGateway(config)
+    pids: set[int] = set()
+    try:
+        gateway.initialize()
+        for _ in range(20):
+            pid = None
+            assert wait_until(lambda: "result" in gateway.call("a__echo", {"message": "up?"}), 15)
+            pid = gateway.upstream_pid("a")
+            pids.add(pid)
+            os.kill(pid, signal.SIGKILL)
+            for _ in range(3):  # calls around the death: a result or a clear error, never a hang
+                started = time.monotonic()
+                reply = gateway.call("a__echo", {"message": "during"})
+                assert time.monotonic() - started < 5
+                assert "result" in reply or "error" in reply
+        assert wait_until(lambda: "result" in gateway.call("a__echo", {"message": "end"}), 15)
+        pids.add(gateway.upstream_pid("a"))
+        gateway.process.send_signal(signal.SIGTERM)
+        assert gateway.process.wait(15) == 0
+    finally:
+        gateway.close()
+    assert len(pids) == 21
+    assert wait_until(lambda: not any(alive(p) for p in pids), 5), [p for p in pids if alive(p)]
 
 
 def test_malformed_requests_get_jsonrpc_errors(two_upstreams: Path) -> None:

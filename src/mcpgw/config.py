@@ -66,6 +66,8 @@ class ServerConfig(_Strict):
     """Upstream tool name -> exposed name (after the namespace), to fix long or invalid names."""
     description: str | None = None
     era: Era = "auto"
+    restart: bool = True
+    """Restart (with exponential backoff and jitter) when it fails to start or dies."""
 
     @field_validator("url")
     @classmethod
@@ -134,6 +136,8 @@ class GatewaySettings(_Strict):
     """Seconds an upstream may take to start and answer its first listing."""
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8765
+    restart_backoff_max: Annotated[float, Field(gt=0)] = 30.0
+    """The longest wait between two restarts of a failing upstream."""
 
 
 class Filter(_Strict):

@@ -30,6 +30,7 @@ from mcpgw.upstream import ListKind, ProgressRelay, Upstream, forwardable_meta
 logger = logging.getLogger("mcpgw.gateway")
 
 T = TypeVar("T")
+STOP_GRACE = 5.0
 
 ChangeListener = Callable[[set[str]], Awaitable[None]]
 """Called with the changed list names: a subset of {"tools", "resources", "prompts"}."""
@@ -57,6 +58,8 @@ class Gateway:
                 on_change=self._upstream_changed,
                 roots=list(server.roots),
                 on_state=self._upstream_state,
+                restart=server.restart,
+                backoff_max=registry.gateway.restart_backoff_max,
             )
             self.upstreams[name] = upstream
             self._namespaces.append((namespace_of(name, server), upstream))
@@ -81,6 +84,12 @@ class Gateway:
             finally:
                 for upstream in self.upstreams.values():
                     upstream.stop()
+                # One still starting (or restarting) would hold shutdown up to its start-up timeout;
+                # the stdio transport's own shutdown is shielded, so its child is still stopped.
+                with anyio.move_on_after(STOP_GRACE):
+                    while any(u.connected for u in self.upstreams.values()):
+                        await anyio.sleep(0.01)
+                tg.cancel_scope.cancel()
 
     def _upstream_state(self, upstream: Upstream) -> None:
         if self.audit is not None:

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import math
 import os
+import random
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -46,7 +47,12 @@ from mcpgw.errors import ConfigError, UpstreamError, UpstreamTimeout, UpstreamUn
 
 logger = logging.getLogger("mcpgw.upstream")
 
-State = Literal["starting", "ready", "failed", "stopped", "disabled"]
+State = Literal["starting", "ready", "failed", "restarting", "stopped", "disabled"]
+
+RESTART_BASE = 0.5
+"""Seconds before the first restart; doubled per failure (with jitter) up to `backoff_max`."""
+RESTART_RESET_AFTER = 30.0
+PROCESS_POLL = 0.25
 ListKind = Literal["tools", "resources", "resource_templates", "prompts"]
 
 _RAW = TypeAdapter(dict[str, Any])
@@ -148,6 +154,14 @@ def _spawn_lock() -> anyio.Lock:
     return _SPAWN_LOCK
 
 
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def kill_process_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
@@ -163,6 +177,8 @@ class Upstream:
     startup_timeout: float = 30.0
     on_change: Callable[[Upstream, tuple[ListKind, ...]], Coroutine[Any, Any, None]] | None = None
     roots: list[str] = field(default_factory=list)
+    restart: bool = True
+    backoff_max: float = 30.0
     on_state: Callable[[Upstream], None] | None = None
     """Told of every state change (ready, failed, stopped): the audit log records them."""
 
@@ -185,6 +201,10 @@ class Upstream:
     _session_was_ready: bool = field(default=False, repr=False)
 
     @property
+    def connected(self) -> bool:
+        return self._session is not None
+
+    @property
     def era(self) -> str:
         return era_of(self.protocol_version)
 
@@ -194,7 +214,37 @@ class Upstream:
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Owner task: connect, list, serve until `stop()`; records failures instead of raising."""
+        """Owner task: run the upstream until `stop()`, restarting it with backoff when it fails."""
+        attempt = 0
+        while True:
+            began = anyio.current_time()
+            await self._run_once()
+            if self._stopping or not self.restart or self.state != "failed":
+                return
+            if anyio.current_time() - began > RESTART_RESET_AFTER:
+                attempt = 0  # it ran well for a while: start the backoff over
+            delay = min(self.backoff_max, RESTART_BASE * 2**attempt) * random.uniform(0.5, 1.0)
+            attempt += 1
+            logger.info("upstream %s: restarting in %.1fs (attempt %d)", self.name, delay, attempt)
+            self._wakeup = anyio.Event()
+            with anyio.move_on_after(delay):
+                await self._wakeup.wait()  # `stop()` ends the wait
+            if self._stopping:
+                return
+            self.state = "restarting"
+            self.pgid = None
+            self._tell_state()
+
+    async def _watch_process(self) -> None:
+        """A stdio child that exits is noticed at once, not at the next call."""
+        while self.pgid is not None and self.state == "ready":
+            if not _alive(self.pgid):
+                self._fail("the process exited")
+                return
+            await anyio.sleep(PROCESS_POLL)
+
+    async def _run_once(self) -> None:
+        """One life of the upstream: connect, list, serve; failures are recorded, not raised."""
         try:
             # One scope around the whole exit stack: the transport's task groups are entered inside
             # it and must be exited inside it too. Its deadline bounds start-up only.
@@ -220,9 +270,10 @@ class Upstream:
                         self._task_group = tg
                         if self.on_change is not None:
                             tg.start_soon(self.on_change, self, ALL_LISTS)
+                        tg.start_soon(self._watch_process)
                         await self._wakeup.wait()
                         tg.cancel_scope.cancel()
-            if startup.cancelled_caught and self.state == "starting":
+            if startup.cancelled_caught and self.state in ("starting", "restarting"):
                 raise TimeoutError
         except TimeoutError:
             self._fail(f"did not start within {self.startup_timeout:g}s")
