@@ -280,3 +280,34 @@ def test_a_call_to_a_server_still_starting_waits_for_it(registry_file: Any) -> N
         assert gateway.call("slow__echo", {"message": "b"})["result"]["content"][0]["text"] == "b"
     finally:
         gateway.close()
+
+
+def test_health_endpoint_reports_each_upstream(registry_file: Any, tmp_path: Path) -> None:
+    import httpx
+
+    from conftest import background, free_port
+
+    config = registry_file({"good": upstream_server(), "bad": {"command": str(tmp_path / "missing")}})
+    port = free_port()
+    with background(
+        mcpgw_command("serve", "-t", "http", "--port", str(port), "--config", str(config)), port=port
+    ):
+        assert wait_until(
+            lambda: (
+                httpx.get(f"http://127.0.0.1:{port}/healthz").json()["upstreams"]["good"]["state"] == "ready"
+            ),
+            15,
+        )
+        response = httpx.get(f"http://127.0.0.1:{port}/healthz")
+        assert response.status_code == 503
+        body = response.json()
+        assert body["status"] == "degraded"
+        assert (
+            body["upstreams"]["bad"]["state"] in ("failed", "restarting")
+            and "missing" in body["upstreams"]["bad"]["error"]
+        )
+    healthy = registry_file({"good": upstream_server()})
+    with background(
+        mcpgw_command("serve", "-t", "http", "--port", str(port), "--config", str(healthy)), port=port
+    ):
+        assert wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200, 15)

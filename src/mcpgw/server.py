@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -372,20 +373,65 @@ class _PipeLines:
 
     The SDK's stdio server reads stdin in a worker thread that cancellation
     cannot interrupt: on SIGTERM the gateway would wait for the client's next
-    line before it could stop its upstreams.
+    line before it could stop its upstreams. Lines that are not JSON, or not a
+    JSON-RPC 2.0 envelope, are answered here with -32700 / -32600 (the SDK
+    would drop them silently, leaving a client waiting for an answer).
     """
 
-    def __init__(self, reader: asyncio.StreamReader) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, reply: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
         self._reader = reader
+        self.reply = reply
 
     def __aiter__(self) -> _PipeLines:
         return self
 
     async def __anext__(self) -> str:
-        line = await self._reader.readline()
-        if not line:
-            raise StopAsyncIteration
-        return line.decode("utf-8", errors="replace")
+        while True:
+            raw = await self._reader.readline()
+            if not raw:
+                raise StopAsyncIteration
+            line = raw.decode("utf-8", errors="replace")
+            problem = _envelope_problem(line) if self.reply is not None else None
+            if problem is None:
+                return line
+            assert self.reply is not None
+            self.reply(problem)
+
+
+def _envelope_problem(line: str) -> dict[str, Any] | None:
+    """The error reply for a line that is not a JSON-RPC 2.0 message; None for one that is."""
+    if not line.strip():
+        return None
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return _error(None, types.PARSE_ERROR, "Parse error: not JSON")
+    if not isinstance(message, dict):
+        return _error(
+            None, types.INVALID_REQUEST, "Invalid Request: batches and non-objects are not accepted"
+        )
+    raw_id = message.get("id")
+    valid_id = isinstance(raw_id, str | int) and not isinstance(raw_id, bool)
+    reply_id = raw_id if valid_id else None
+    if message.get("jsonrpc") != "2.0":
+        return _error(reply_id, types.INVALID_REQUEST, 'Invalid Request: jsonrpc must be "2.0"')
+    if "method" in message:
+        if not isinstance(message["method"], str):
+            return _error(reply_id, types.INVALID_REQUEST, "Invalid Request: method must be a string")
+        if "id" in message and not valid_id:
+            return _error(None, types.INVALID_REQUEST, "Invalid Request: id must be a string or an integer")
+        if "params" in message and not isinstance(message["params"], dict):
+            return _error(reply_id, types.INVALID_REQUEST, "Invalid Request: params must be an object")
+        return None
+    if valid_id and ("result" in message or "error" in message):
+        return None  # a client's response to a request of ours
+    return _error(reply_id, types.INVALID_REQUEST, "Invalid Request: neither a request nor a response")
+
+
+def _error(request_id: str | int | None, code: int, message: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
 
 
 class _PipeWriter:
@@ -399,6 +445,10 @@ class _PipeWriter:
 
     async def flush(self) -> None:
         await self._writer.drain()
+
+    def send_now(self, message: dict[str, Any]) -> None:
+        """Write one whole line (the event loop's transport keeps whole writes whole)."""
+        self._writer.write((json.dumps(message) + "\n").encode("utf-8"))
 
 
 def _is_pipe(fd: int) -> bool:
@@ -444,6 +494,8 @@ async def serve_stdio(gateway: Gateway, persona: str | None = None) -> None:
     stdin = await _cancellable_stdin()
     stdout = await _event_loop_stdout()
     if stdin is not None and stdout is not None:
+        stdin.reply = stdout.send_now
+    if stdin is not None and stdout is not None:
         # The channel now lives on duplicated descriptors; stray reads of fd 0 see EOF and stray
         # writes to fd 1 land in the log, as the SDK's own stdio server arranges.
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
@@ -480,6 +532,23 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
             await endpoint(scope, receive, send)
 
     app.router.routes.append(Route(f"/personas/{{{PERSONA_PATH_PARAM}}}/mcp", endpoint=PersonaEndpoint()))
+
+    async def health(request: Any) -> JSONResponse:
+        """For load balancers and monitors: 200 when every upstream is ready, else 503, with each state."""
+        upstreams = {
+            name: {
+                "state": u.state,
+                "protocol": u.protocol_version,
+                "tools": len(u.lists["tools"]),
+                "error": u.error,
+            }
+            for name, u in gateway.upstreams.items()
+        }
+        healthy = all(u["state"] == "ready" for u in upstreams.values())
+        body = {"status": "ok" if healthy else "degraded", "upstreams": upstreams}
+        return JSONResponse(body, status_code=200 if healthy else 503)
+
+    app.router.routes.append(Route("/healthz", endpoint=health, methods=["GET"]))
     return app
 
 

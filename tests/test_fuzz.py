@@ -1,0 +1,125 @@
+"""Malformed JSON-RPC into `mcpgw serve` over stdio: no crash, no hang, every reply well-formed.
+
+After each fuzzed line a `ping` with a known id must come back, so a gateway
+that hung or died fails the test at once. Bounded: a fixed number of cases.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import upstream_server
+from test_lifecycle import RawGateway
+
+METHODS = [
+    "tools/call",
+    "tools/list",
+    "resources/read",
+    "prompts/get",
+    "completion/complete",
+    "resources/templates/list",
+    "server/discover",
+    "initialize",
+    "ping",
+    "nope/nope",
+    "",
+]
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+MESSAGES = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "jsonrpc": st.sampled_from(["2.0", "1.0", 2]),
+            "method": st.sampled_from(METHODS) | st.text(max_size=12),
+        },
+        optional={
+            "id": st.integers() | st.text(max_size=6) | st.none() | st.floats(allow_nan=False),
+            "params": JSON
+            | st.fixed_dictionaries(
+                {"name": st.text(max_size=10) | st.sampled_from(["up__echo", "up__add"]), "arguments": JSON}
+            ),
+        },
+    ).map(json.dumps),
+    JSON.map(json.dumps),
+    st.text(max_size=60).filter(lambda t: "\n" not in t and "\r" not in t),
+)
+
+
+def expects_reply(line: str) -> bool:
+    """JSON-RPC 2.0: every request and every malformed message is answered; valid notifications are not."""
+    if not line.strip():
+        return False
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return True
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        return True
+    if not isinstance(message.get("method"), str):
+        return True
+    if "params" in message and not isinstance(message["params"], dict):
+        return True
+    return "id" in message
+
+
+def well_formed(message: dict[str, Any]) -> bool:
+    if message.get("jsonrpc") != "2.0":
+        return False
+    if "method" in message:
+        return isinstance(message["method"], str)
+    if "error" in message:
+        error = message["error"]
+        return isinstance(error.get("code"), int) and isinstance(error.get("message"), str)
+    return "result" in message and "id" in message
+
+
+def test_fuzzed_stdio_input(registry_file: Any) -> None:
+    config: Path = registry_file({"up": upstream_server()})
+    gateway = RawGateway(config)
+    try:
+        gateway.initialize()
+        seen = {"count": 0}
+
+        @settings(
+            max_examples=150,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        )
+        @given(MESSAGES)
+        def one(line: str) -> None:
+            assert gateway.process.stdin is not None and gateway.process.stdout is not None
+            gateway.process.stdin.write((line + "\n").encode())
+            gateway.process.stdin.flush()
+            seen["count"] += 1
+            marker = f"probe-{seen['count']}"
+            gateway.send({"jsonrpc": "2.0", "id": marker, "method": "ping"})
+            replies = []
+            while True:
+                raw = gateway.process.stdout.readline()
+                assert raw, f"the gateway closed stdout after {line!r}\n{gateway.log()[-2000:]}"
+                message = json.loads(raw)
+                assert well_formed(message), (line, message)
+                if message.get("id") == marker:
+                    assert "result" in message
+                    break
+                if "method" not in message:  # notifications (e.g. list changes) are not replies
+                    replies.append(message)
+            assert len(replies) == (1 if expects_reply(line) else 0), (line, replies)
+
+        one()
+        # still a working gateway afterwards
+        assert gateway.call("up__echo", {"message": "alive"})["result"]["content"][0]["text"] == "alive"
+        assert gateway.process.poll() is None
+    finally:
+        gateway.close()
