@@ -198,7 +198,6 @@ class Upstream:
     _stopping: bool = field(default=False, repr=False)
     _settled: anyio.Event = field(default_factory=anyio.Event, repr=False)
     _task_group: anyio.abc.TaskGroup | None = field(default=None, repr=False)
-    _session_was_ready: bool = field(default=False, repr=False)
 
     @property
     def connected(self) -> bool:
@@ -245,6 +244,7 @@ class Upstream:
 
     async def _run_once(self) -> None:
         """One life of the upstream: connect, list, serve; failures are recorded, not raised."""
+        became_ready = False
         try:
             # One scope around the whole exit stack: the transport's task groups are entered inside
             # it and must be exited inside it too. Its deadline bounds start-up only.
@@ -254,7 +254,7 @@ class Upstream:
                     await self._refresh_all(session)
                     startup.deadline = math.inf
                     self._session = session
-                    self._session_was_ready = True
+                    became_ready = True
                     self.state = "ready"
                     self.error = None
                     self._tell_state()
@@ -287,12 +287,12 @@ class Upstream:
                 # The SDK kills the group only when the child outlives stdin EOF; grandchildren of a
                 # child that exited on its own would survive, so the whole group goes here.
                 kill_process_group(self.pgid)
-            was_ready = self.state == "ready" or (self.state == "failed" and self._session_was_ready)
             if self.state == "ready":
                 self.state = "stopped"
                 self._tell_state()
             self._settled.set()
-            if was_ready and not self._stopping and self.on_change is not None:
+            # Only an attempt that served had names in the catalog; a failed restart changes nothing.
+            if became_ready and not self._stopping and self.on_change is not None:
                 # It died on its own: its names leave the catalog, and clients are told.
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await self.on_change(self, ALL_LISTS)
