@@ -45,7 +45,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
-from mcpgw import audit
+from mcpgw import audit, version
 from mcpgw.errors import GatewayError, UpstreamTimeout
 from mcpgw.gateway import Gateway
 
@@ -280,7 +280,7 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
     hints = {cast(CacheableMethod, m): CacheHint(ttl_ms=0, scope="private") for m in CACHEABLE_METHODS}
     server: Server[Any] = Server(
         gateway.registry.gateway.name,
-        version=_version(),
+        version=version(),
         instructions=_instructions(gateway),
         cache_hints=hints,
         on_subscriptions_listen=announcer.listen,
@@ -345,12 +345,6 @@ def _instructions(gateway: Gateway) -> str:
         "mcpgw gateway. Tools and prompts are named <server>__<name>; "
         f"resources of a server are mcpgw://<server>/<uri>. Servers: {names}."
     )
-
-
-def _version() -> str:
-    from mcpgw.upstream import _version as upstream_version
-
-    return upstream_version()
 
 
 def notification_options() -> NotificationOptions:

@@ -42,6 +42,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter, ValidationError
 
+from mcpgw import version
 from mcpgw.config import ServerConfig, expand, resolved_command
 from mcpgw.errors import ConfigError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 
@@ -322,7 +323,7 @@ class Upstream:
             write,
             message_handler=self._on_message,
             list_roots_callback=cast(ListRootsFnT, self._list_roots) if self.roots else None,
-            client_info=types.Implementation(name="mcpgw", version=_version()),
+            client_info=types.Implementation(name="mcpgw", version=version()),
         )
         # The gateway passes results through as the upstream sent them; validating
         # structured output is the downstream client's business, not ours.
@@ -534,12 +535,3 @@ def _as_uri(root: str) -> str:
     if "://" in root:
         return root
     return Path(root).expanduser().resolve().as_uri()
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("mcpgw-gateway")
-    except PackageNotFoundError:
-        return "0"
