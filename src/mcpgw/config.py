@@ -37,6 +37,8 @@ ENV_CONFIG = "MCPGW_CONFIG"
 
 Transport = Literal["stdio", "http", "sse"]
 Era = Literal["auto", "handshake", "stateless"]
+Mode = Literal["prototype", "production"]
+"""`prototype`: security findings are warnings; `production`: they are refusals."""
 """How mcpgw speaks to an upstream: probe (`server/discover`, falling back to `initialize`),
 the `initialize` handshake (2025-11-25 and earlier), or the stateless 2026-07-28 revision."""
 
@@ -138,6 +140,8 @@ class GatewaySettings(_Strict):
     port: Annotated[int, Field(ge=0, le=65535)] = 8765
     restart_backoff_max: Annotated[float, Field(gt=0)] = 30.0
     """The longest wait between two restarts of a failing upstream."""
+    mode: Mode = "prototype"
+    """`production` turns security warnings (unpinned tools, poisoning, no auth) into refusals."""
 
 
 class Filter(_Strict):
