@@ -123,3 +123,61 @@ def test_fuzzed_stdio_input(registry_file: Any) -> None:
         assert gateway.process.poll() is None
     finally:
         gateway.close()
+
+
+def _http_messages(response: Any) -> list[dict[str, Any]]:
+    """The JSON-RPC messages in a response body: plain JSON, or the data lines of an SSE stream."""
+    if not response.content:
+        return []
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        return [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
+    body = response.json()
+    return body if isinstance(body, list) else [body]
+
+
+def test_fuzzed_http_input(registry_file: Any) -> None:
+    import httpx
+
+    from conftest import background, free_port, mcpgw_command
+
+    config: Path = registry_file({"up": upstream_server()})
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    modern = {"MCP-Protocol-Version": "2026-07-28"}
+    base = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    ping = {
+        "jsonrpc": "2.0",
+        "id": "probe",
+        "method": "server/discover",
+        "params": {
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": {"name": "fuzz", "version": "0"},
+                "io.modelcontextprotocol/clientCapabilities": {},
+            }
+        },
+    }
+    command = mcpgw_command("serve", "-t", "http", "--port", str(port), "--config", str(config))
+    with background(command, port=port) as gateway, httpx.Client(timeout=10) as http:
+
+        @settings(
+            max_examples=150,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        )
+        @given(MESSAGES, st.booleans())
+        def one(body: str, stateless: bool) -> None:
+            headers = {**base, **(modern if stateless else {})}
+            response = http.post(url, content=body.encode(), headers=headers)
+            assert response.status_code < 500, (body, response.status_code, response.text)
+            messages = _http_messages(response)
+            for message in messages:
+                assert well_formed(message), (body, message)
+            if response.status_code >= 400:
+                assert messages and all("error" in m for m in messages), (body, response.text)
+            alive = http.post(url, json=ping, headers={**base, **modern, "Mcp-Method": "server/discover"})
+            assert alive.status_code == 200 and "result" in _http_messages(alive)[0], alive.text
+
+        one()
+        assert gateway.poll() is None

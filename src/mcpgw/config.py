@@ -70,6 +70,10 @@ class ServerConfig(_Strict):
     era: Era = "auto"
     restart: bool = True
     """Restart (with exponential backoff and jitter) when it fails to start or dies."""
+    tool_timeouts: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    """Upstream tool name -> seconds one call of it may take, overriding `timeout`."""
+    max_concurrent: Annotated[int, Field(ge=1)] | None = None
+    """Calls in flight to this upstream at once; more wait their turn. The gateway default when absent."""
 
     @field_validator("url")
     @classmethod
@@ -140,6 +144,17 @@ class GatewaySettings(_Strict):
     port: Annotated[int, Field(ge=0, le=65535)] = 8765
     restart_backoff_max: Annotated[float, Field(gt=0)] = 30.0
     """The longest wait between two restarts of a failing upstream."""
+    ping_interval: Annotated[float, Field(ge=0)] = 30.0
+    """Seconds between pings of each ready upstream; one that does not answer is restarted. 0: never."""
+    ping_timeout: Annotated[float, Field(gt=0)] = 10.0
+    drain_grace: Annotated[float, Field(ge=0)] = 10.0
+    """On SIGTERM, seconds in-flight calls may take to finish before everything stops."""
+    max_concurrent: Annotated[int, Field(ge=1)] = 64
+    """Default calls in flight per upstream; beyond it calls queue, within their timeout."""
+    max_request_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    """The largest request a client may send (one stdio line, one HTTP body)."""
+    max_result_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024 * 1024
+    """The largest result (text and binary content) an upstream may return through the gateway."""
     mode: Mode = "prototype"
     """`production` turns security warnings (unpinned tools, poisoning, no auth) into refusals."""
 

@@ -13,7 +13,8 @@ a message from the CLI) never have to guess.
     │   └── UpstreamTimeout           a call exceeded its timeout
     ├── NotFound                      unknown tool, resource or prompt (-32602)
     │   └── UnknownPersona            a persona not in the registry (404 on HTTP)
-    └── InvalidRequest                bad arguments from the client (-32602)
+    ├── InvalidRequest                bad arguments from the client (-32602)
+    └── Unavailable                   the gateway takes no new requests (shutting down)
 
 Errors from other libraries are translated into these at one boundary each:
 mcp client errors in `upstream`, TOML and pydantic errors in `config`.
@@ -93,3 +94,7 @@ class UnknownPersona(NotFound):
     """A persona name that the registry does not define."""
 
     exit_code = 2
+
+
+class Unavailable(GatewayError):
+    """The gateway cannot take the request now: it is draining in-flight calls before it stops."""

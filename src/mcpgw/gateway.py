@@ -23,7 +23,7 @@ from mcpgw import personas as personas_mod
 from mcpgw.audit import AuditLog
 from mcpgw.catalog import Catalog, Problem, Route
 from mcpgw.config import DEFAULT_PERSONA, Registry, call_timeout, namespace_of
-from mcpgw.errors import InvalidRequest, NotFound, UnknownPersona
+from mcpgw.errors import InvalidRequest, NotFound, Unavailable, UnknownPersona
 from mcpgw.personas import View
 from mcpgw.upstream import ListKind, ProgressRelay, Upstream, forwardable_meta
 
@@ -60,6 +60,10 @@ class Gateway:
                 on_state=self._upstream_state,
                 restart=server.restart,
                 backoff_max=registry.gateway.restart_backoff_max,
+                ping_interval=registry.gateway.ping_interval,
+                ping_timeout=registry.gateway.ping_timeout,
+                max_concurrent=server.max_concurrent or registry.gateway.max_concurrent,
+                max_result_bytes=registry.gateway.max_result_bytes,
             )
             self.upstreams[name] = upstream
             self._namespaces.append((namespace_of(name, server), upstream))
@@ -69,6 +73,9 @@ class Gateway:
         self._reported: set[Problem] = set()
         self._views_of: Catalog | None = None
         self._views: dict[str | None, View] = {}
+        self._in_flight = 0
+        self._idle = anyio.Event()
+        self.draining = False
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -90,6 +97,29 @@ class Gateway:
                     while any(u.connected for u in self.upstreams.values()):
                         await anyio.sleep(0.01)
                 tg.cancel_scope.cancel()
+
+    async def drain(self, grace: float) -> int:
+        """Refuse new requests, wait up to `grace` seconds for those in flight; return how many are left."""
+        self.draining = True
+        if self._in_flight:
+            logger.info("draining %d in-flight request(s), up to %gs", self._in_flight, grace)
+            with anyio.move_on_after(grace):
+                await self._idle.wait()
+        return self._in_flight
+
+    @asynccontextmanager
+    async def _tracked(self) -> AsyncIterator[None]:
+        if self.draining:
+            raise Unavailable("mcpgw is shutting down and takes no new requests")
+        if self._in_flight == 0:
+            self._idle = anyio.Event()
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
 
     def _upstream_state(self, upstream: Upstream) -> None:
         if self.audit is not None:
@@ -246,7 +276,11 @@ class Gateway:
         sent = view.arguments(entry, arguments)
         if sent is not None:
             upstream_params["arguments"] = sent
-        result = await route.upstream.request("tools/call", upstream_params, on_progress=on_progress)
+        timeout = route.upstream.config.tool_timeouts.get(route.name)
+        async with self._tracked():
+            result = await route.upstream.request(
+                "tools/call", upstream_params, timeout=timeout, on_progress=on_progress
+            )
         namespace = self.catalog.namespace_of(route.upstream)
         if namespace and isinstance(result.get("content"), list):
             result["content"] = catalog_mod.rewrite_content_uris(result["content"], namespace)
@@ -272,7 +306,8 @@ class Gateway:
         await self._resolve(persona, lambda v: v.check_resource(uri, self.catalog))
         route = await self._route(lambda c: c.resource(uri))
         audit.note(server=route.upstream.name)
-        result = await route.upstream.request("resources/read", _with_extras({"uri": route.name}, params))
+        async with self._tracked():
+            result = await route.upstream.request("resources/read", _with_extras({"uri": route.name}, params))
         namespace = self.catalog.namespace_of(route.upstream)
         if namespace:
             result["contents"] = [
@@ -293,7 +328,8 @@ class Gateway:
         upstream_params = _with_extras({"name": route.name}, params)
         if params.get("arguments") is not None:
             upstream_params["arguments"] = params["arguments"]
-        result = await route.upstream.request("prompts/get", upstream_params)
+        async with self._tracked():
+            result = await route.upstream.request("prompts/get", upstream_params)
         namespace = self.catalog.namespace_of(route.upstream)
         if namespace:
             for message in result.get("messages") or []:
@@ -323,7 +359,8 @@ class Gateway:
         for key in ("argument", "context"):
             if key in params:
                 upstream_params[key] = params[key]
-        return await route.upstream.request("completion/complete", upstream_params)
+        async with self._tracked():
+            return await route.upstream.request("completion/complete", upstream_params)
 
     async def _route(self, lookup: Callable[[Catalog], Route]) -> Route:
         """Look a name up in the full catalog (after the persona allowed it), waiting out start-up."""

@@ -354,11 +354,29 @@ def notification_options() -> NotificationOptions:
 # --- transports ----------------------------------------------------------------------------------
 
 
-async def _cancel_on_signals(scope: anyio.CancelScope) -> None:
+async def _stop_on_signals(gateway: Gateway, stop: Callable[[], None]) -> None:
+    """On SIGTERM, SIGINT or SIGHUP: drain in-flight requests up to the grace period, then `stop()`.
+
+    A second signal during the drain stops at once.
+    """
+    grace = gateway.registry.gateway.drain_grace
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             logger.info("received %s; shutting down", signal.Signals(signum).name)
-            scope.cancel()
+            async with anyio.create_task_group() as tg:
+
+                async def on_second_signal() -> None:
+                    async for _ in signals:
+                        logger.info("second signal: stopping without waiting for in-flight requests")
+                        tg.cancel_scope.cancel()
+                        return
+
+                tg.start_soon(on_second_signal)
+                left = await gateway.drain(grace)
+                if left:
+                    logger.warning("%d request(s) still in flight after %gs; stopping them", left, grace)
+                tg.cancel_scope.cancel()
+            stop()
             return
 
 
@@ -373,17 +391,41 @@ class _PipeLines:
     """
 
     def __init__(
-        self, reader: asyncio.StreamReader, reply: Callable[[dict[str, Any]], None] | None = None
+        self,
+        reader: asyncio.StreamReader,
+        reply: Callable[[dict[str, Any]], None] | None = None,
+        *,
+        limit: int,
     ) -> None:
         self._reader = reader
         self.reply = reply
+        self._limit = limit
+
+    async def _readline(self) -> bytes | None:
+        """The next line, `b""` at EOF, or None for a line over the limit (skipped, never buffered)."""
+        too_long = False
+        while True:
+            try:
+                line = await self._reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError as exc:
+                return None if too_long and exc.partial else exc.partial
+            except asyncio.LimitOverrunError as exc:
+                # Drop what is buffered so far and keep reading until the line ends.
+                await self._reader.readexactly(exc.consumed)
+                too_long = True
+                continue
+            return None if too_long else line
 
     def __aiter__(self) -> _PipeLines:
         return self
 
     async def __anext__(self) -> str:
         while True:
-            raw = await self._reader.readline()
+            raw = await self._readline()
+            if raw is None:
+                if self.reply is not None:
+                    self.reply(_too_large(self._limit))
+                continue
             if not raw:
                 raise StopAsyncIteration
             line = raw.decode("utf-8", errors="replace")
@@ -422,6 +464,12 @@ def _envelope_problem(line: str) -> dict[str, Any] | None:
     if valid_id and ("result" in message or "error" in message):
         return None  # a client's response to a request of ours
     return _error(reply_id, types.INVALID_REQUEST, "Invalid Request: neither a request nor a response")
+
+
+def _too_large(limit: int) -> dict[str, Any]:
+    return _error(
+        None, types.INVALID_REQUEST, f"Request too large: over {limit} bytes ([gateway] max_request_bytes)"
+    )
 
 
 def _error(request_id: str | int | None, code: int, message: str) -> dict[str, Any]:
@@ -466,17 +514,17 @@ async def _event_loop_stdout() -> _PipeWriter | None:
     return _PipeWriter(asyncio.StreamWriter(transport, protocol, None, loop))
 
 
-async def _cancellable_stdin() -> _PipeLines | None:
+async def _cancellable_stdin(limit: int) -> _PipeLines | None:
     loop = asyncio.get_running_loop()
     if not _is_pipe(sys.stdin.fileno()):
         return None
-    reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
+    reader = asyncio.StreamReader(limit=limit)
     try:
         stdin = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
     except (OSError, ValueError):
         return None  # a regular file or no stdin at all: the SDK's reader copes with those
-    return _PipeLines(reader)
+    return _PipeLines(reader, limit=limit)
 
 
 async def serve_stdio(gateway: Gateway, persona: str | None = None) -> None:
@@ -485,7 +533,7 @@ async def serve_stdio(gateway: Gateway, persona: str | None = None) -> None:
 
     gateway.resolve_persona(persona)
     server, _ = build_server(gateway, persona=persona)
-    stdin = await _cancellable_stdin()
+    stdin = await _cancellable_stdin(gateway.registry.gateway.max_request_bytes)
     stdout = await _event_loop_stdout()
     if stdin is not None and stdout is not None:
         stdin.reply = stdout.send_now
@@ -495,7 +543,7 @@ async def serve_stdio(gateway: Gateway, persona: str | None = None) -> None:
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         os.dup2(sys.stderr.fileno(), 1)
     async with gateway.running(), anyio.create_task_group() as tg:
-        tg.start_soon(_cancel_on_signals, tg.cancel_scope)
+        tg.start_soon(_stop_on_signals, gateway, tg.cancel_scope.cancel)
         tg.start_soon(_check_personas, gateway)
         async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):  # type: ignore[arg-type]
             await server.run(read, write, server.create_initialization_options(notification_options()))
@@ -543,7 +591,63 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     app.router.routes.append(Route("/healthz", endpoint=health, methods=["GET"]))
+    app.add_middleware(BodyLimit, limit=gateway.registry.gateway.max_request_bytes)
     return app
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413 and a JSON-RPC error, never buffered whole.
+
+    A declared Content-Length is checked up front; a chunked body is collected only up to the limit.
+    """
+
+    def __init__(self, app: Any, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            if declared.isdigit() and int(declared) <= self.limit:
+                await self.app(scope, receive, send)
+            else:
+                await self._refuse(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Any, receive: Any, send: Any) -> None:
+        from starlette.responses import JSONResponse
+
+        response = JSONResponse(_too_large(self.limit), status_code=413)
+        await response(scope, receive, send)
 
 
 async def _check_personas(gateway: Gateway) -> None:
@@ -571,11 +675,8 @@ async def serve_http(
     web.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     async with gateway.running(), anyio.create_task_group() as tg:
 
-        async def stop_on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-                async for _ in signals:
-                    web.should_exit = True
-                    return
+        def stop() -> None:
+            web.should_exit = True
 
         async def announce() -> None:
             while not web.started:
@@ -586,7 +687,7 @@ async def serve_http(
             if on_ready is not None:
                 await on_ready(url)
 
-        tg.start_soon(stop_on_signal)
+        tg.start_soon(_stop_on_signals, gateway, stop)
         tg.start_soon(_check_personas, gateway)
         tg.start_soon(announce)
         await web.serve()

@@ -182,6 +182,10 @@ class Upstream:
     backoff_max: float = 30.0
     on_state: Callable[[Upstream], None] | None = None
     """Told of every state change (ready, failed, stopped): the audit log records them."""
+    ping_interval: float = 0.0
+    ping_timeout: float = 10.0
+    max_concurrent: int = 64
+    max_result_bytes: int = 32 * 1024 * 1024
 
     state: State = "starting"
     error: str | None = None
@@ -199,6 +203,10 @@ class Upstream:
     _stopping: bool = field(default=False, repr=False)
     _settled: anyio.Event = field(default_factory=anyio.Event, repr=False)
     _task_group: anyio.abc.TaskGroup | None = field(default=None, repr=False)
+    _slots: anyio.CapacityLimiter | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._slots = anyio.CapacityLimiter(self.max_concurrent)
 
     @property
     def connected(self) -> bool:
@@ -243,6 +251,21 @@ class Upstream:
                 return
             await anyio.sleep(PROCESS_POLL)
 
+    async def _ping(self, session: ClientSession) -> None:
+        """A cheap periodic `ping`: an HTTP upstream gone away, or a hung child, is noticed and restarted."""
+        # 2026-07-28 has no `ping`; `server/discover` is its cheapest request.
+        method = "server/discover" if self.era == "stateless" else "ping"
+        while self.state == "ready":
+            await anyio.sleep(self.ping_interval)
+            try:
+                await self._send(session, method, None, timeout=self.ping_timeout)
+            except UpstreamReplyError:
+                continue  # it answered, if only with an error: it is alive
+            except UpstreamError as exc:
+                if self.state == "ready":
+                    self._fail(f"did not answer a ping ({str(exc).split(': ', 1)[-1]})")
+                return
+
     async def _run_once(self) -> None:
         """One life of the upstream: connect, list, serve; failures are recorded, not raised."""
         became_ready = False
@@ -272,6 +295,8 @@ class Upstream:
                         if self.on_change is not None:
                             tg.start_soon(self.on_change, self, ALL_LISTS)
                         tg.start_soon(self._watch_process)
+                        if self.ping_interval > 0:
+                            tg.start_soon(self._ping, session)
                         await self._wakeup.wait()
                         tg.cancel_scope.cancel()
             if startup.cancelled_caught and self.state in ("starting", "restarting"):
@@ -455,9 +480,38 @@ class Upstream:
         if session is None or self.state != "ready":
             reason = f": {self.error}" if self.error else ""
             raise UpstreamUnavailable(self.name, f"not connected ({self.state}){reason}")
-        return await self._send(
-            session, method, params, timeout=timeout or self.timeout, on_progress=on_progress
-        )
+        timeout = timeout or self.timeout
+        slots = self._slots
+        assert slots is not None
+        if slots.available_tokens == 0:
+            return await self._queued(slots, session, method, params, timeout, on_progress)
+        async with slots:
+            return await self._send(session, method, params, timeout=timeout, on_progress=on_progress)
+
+    async def _queued(
+        self,
+        slots: anyio.CapacityLimiter,
+        session: ClientSession,
+        method: str,
+        params: dict[str, Any] | None,
+        timeout: float,
+        on_progress: ProgressRelay | None,
+    ) -> dict[str, Any]:
+        """Wait for a free call slot within the call's own timeout, then send with what time is left."""
+        began = anyio.current_time()
+        with anyio.move_on_after(timeout):
+            await slots.acquire()
+        if anyio.current_time() - began >= timeout:
+            raise UpstreamTimeout(
+                self.name,
+                f"{method} waited {timeout:g}s for one of its {self.max_concurrent} call slots "
+                "(max_concurrent) and was not sent",
+            )
+        try:
+            left = max(timeout - (anyio.current_time() - began), 0.001)
+            return await self._send(session, method, params, timeout=left, on_progress=on_progress)
+        finally:
+            slots.release()
 
     async def _send(
         self,
@@ -492,6 +546,12 @@ class Upstream:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
             self._fail("connection closed")
             raise UpstreamUnavailable(self.name, "connection closed") from exc
+        if method not in ("ping", "server/discover") and _content_size(result) > self.max_result_bytes:
+            raise UpstreamError(
+                self.name,
+                f"{method} returned more than {self.max_result_bytes} bytes of content "
+                "([gateway] max_result_bytes); the result was dropped",
+            )
         meta = result.get("_meta")
         if isinstance(meta, dict) and any(k.startswith(_RESERVED_META_PREFIX) for k in meta):
             # The upstream's own protocol stamps (its serverInfo) describe the upstream hop;
@@ -511,6 +571,20 @@ class UpstreamReplyError(UpstreamError):
         super().__init__(server, error.message)
         self.error = error
         self.jsonrpc_code = error.code  # type: ignore[misc]
+
+
+def _content_size(result: dict[str, Any]) -> int:
+    """Characters of text and base64 data a result carries: cheap to count, and what makes results large."""
+    size = 0
+    for key in ("content", "contents", "messages"):
+        items = result.get(key)
+        for item in items if isinstance(items, list) else ():
+            if not isinstance(item, dict):
+                continue
+            for part in (item, item.get("resource"), item.get("content")):
+                if isinstance(part, dict):
+                    size += sum(len(v) for k in ("text", "data", "blob") if isinstance(v := part.get(k), str))
+    return size
 
 
 async def _no_validation(name: str, result: types.CallToolResult) -> None:

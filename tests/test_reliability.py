@@ -1,0 +1,387 @@
+"""Faults and limits against real upstream processes: kill loops, drains, timeouts, queues, sizes, reconnects.
+
+Most of these use `servers/tiny.py`, a standard-library MCP server that starts
+in milliseconds, so a hundred restarts measure the gateway's supervision
+rather than Python imports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import sqlite_utils
+from mcp.shared.exceptions import MCPError
+
+from conftest import SERVERS, UPSTREAM, background, free_port, gateway_stdio, mcpgw_command, upstream_server
+from test_lifecycle import RawGateway, alive, wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+def tiny(tag: str = "", **options: Any) -> dict[str, Any]:
+    """A registry entry for the tiny upstream; `tag` marks its processes so a test can count them."""
+    return {"command": sys.executable, "args": [str(SERVERS / "tiny.py"), tag], "era": "handshake", **options}
+
+
+def processes_tagged(tag: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if tag.encode() in cmdline and alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_kill_9_a_hundred_times_in_the_middle_of_calls(registry_file: Any) -> None:
+    tag = f"kill-loop-{uuid.uuid4().hex}"
+    config = registry_file({"a": tiny(tag, timeout=10)}, restart_backoff_max=0.1)
+    gateway = RawGateway(config)
+    pids: set[int] = set()
+    outcomes = {"result": 0, "error": 0}
+    try:
+        gateway.initialize()
+        for i in range(100):
+            assert wait_until(lambda: "result" in gateway.call("a__echo", {"message": "up?"}), 15)
+            pid = gateway.upstream_pid("a")
+            pids.add(pid)
+            in_flight = f"in-flight-{i}"
+            gateway.send(
+                {
+                    "jsonrpc": "2.0",
+                    "id": in_flight,
+                    "method": "tools/call",
+                    "params": {"name": "a__sleep", "arguments": {"seconds": 5}},
+                }
+            )
+            time.sleep(0.02)
+            os.kill(pid, signal.SIGKILL)
+            started = time.monotonic()
+            reply = gateway.reply(in_flight)
+            assert time.monotonic() - started < 5, "the call in flight was not answered at once"
+            assert "upstream 'a'" in reply["error"]["message"], reply
+            for _ in range(2):  # calls right after the death: a result or a clear error, never a hang
+                started = time.monotonic()
+                reply = gateway.call("a__echo", {"message": "during"})
+                assert time.monotonic() - started < 10
+                if "error" in reply:
+                    message = reply["error"]["message"]
+                    assert "upstream 'a'" in message or "Unknown tool: a__echo" in message, reply
+                    outcomes["error"] += 1
+                else:
+                    outcomes["result"] += 1
+        assert wait_until(lambda: "result" in gateway.call("a__echo", {"message": "end"}), 15)
+        pids.add(gateway.upstream_pid("a"))
+        assert len(processes_tagged(tag)) == 1  # exactly the live upstream: no leaked children
+        gateway.process.send_signal(signal.SIGTERM)
+        assert gateway.process.wait(15) == 0
+    finally:
+        gateway.close()
+    assert len(pids) == 101
+    assert wait_until(lambda: not processes_tagged(tag), 5), processes_tagged(tag)
+    assert outcomes["error"] > 0  # the loop did catch the upstream down
+
+
+def test_sigterm_lets_calls_in_flight_finish_and_refuses_new_ones(registry_file: Any) -> None:
+    tag = f"drain-{uuid.uuid4().hex}"
+    config = registry_file({"a": tiny(tag)}, drain_grace=10)
+    gateway = RawGateway(config)
+    try:
+        gateway.initialize()
+        gateway.send(
+            {
+                "jsonrpc": "2.0",
+                "id": "slow",
+                "method": "tools/call",
+                "params": {"name": "a__sleep", "arguments": {"seconds": 1.5}},
+            }
+        )
+        time.sleep(0.3)
+        gateway.process.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        refused = gateway.call("a__echo", {"message": "late"})
+        assert "shutting down" in refused["error"]["message"]
+        finished = gateway.reply("slow")
+        assert finished["result"]["content"][0]["text"] == "slept 1.5"
+        assert gateway.process.wait(10) == 0
+    finally:
+        gateway.close()
+    assert wait_until(lambda: not processes_tagged(tag), 5)
+
+
+def test_the_drain_grace_bounds_shutdown(registry_file: Any) -> None:
+    tag = f"grace-{uuid.uuid4().hex}"
+    config = registry_file({"a": tiny(tag)}, drain_grace=0.5)
+    gateway = RawGateway(config)
+    try:
+        gateway.initialize()
+        gateway.send(
+            {
+                "jsonrpc": "2.0",
+                "id": "stuck",
+                "method": "tools/call",
+                "params": {"name": "a__sleep", "arguments": {"seconds": 60}},
+            }
+        )
+        time.sleep(0.3)
+        stopped = time.monotonic()
+        gateway.process.send_signal(signal.SIGTERM)
+        assert gateway.process.wait(10) == 0
+        assert time.monotonic() - stopped < 5
+    finally:
+        gateway.close()
+    assert "still in flight after 0.5s" in gateway.log()
+    assert wait_until(lambda: not processes_tagged(tag), 5)
+
+
+async def test_a_tool_timeout_overrides_the_server_timeout(registry_file: Any, tmp_path: Path) -> None:
+    marker = tmp_path / "cancelled.txt"
+    config = registry_file(
+        {
+            "slow": {
+                **upstream_server(),
+                "timeout": 30,
+                "tool_timeouts": {"sleep": 0.5},
+                "env": {"UPSTREAM_CANCEL_MARKER": str(marker)},
+            },
+            "other": tiny(),
+        }
+    )
+    async with gateway_stdio(config) as gateway:
+        started = anyio.current_time()
+        with pytest.raises(MCPError) as caught:
+            await gateway.call_tool("slow__sleep", {"seconds": 10})
+        assert anyio.current_time() - started < 5
+        assert "upstream 'slow': tools/call timed out after 0.5s" in caught.value.error.message
+        with anyio.fail_after(5):  # the upstream was told to cancel
+            while not marker.exists():
+                await anyio.sleep(0.05)
+        # other tools of the same server keep the server's timeout; other servers are untouched
+        result = await gateway.call_tool("slow__slow", {"steps": 4, "delay": 0.25})
+        assert not result.is_error
+        assert (await gateway.call_tool("other__echo", {"message": "ok"})).content[0].text == "ok"  # type: ignore[union-attr]
+
+
+def test_calls_beyond_max_concurrent_wait_their_turn(registry_file: Any) -> None:
+    config = registry_file(
+        {
+            "a": tiny(max_concurrent=2),
+            "q": tiny(max_concurrent=1, timeout=10, tool_timeouts={"echo": 0.5}),
+        }
+    )
+    gateway = RawGateway(config)
+    try:
+        gateway.initialize()
+        for i in range(6):
+            gateway.send(
+                {
+                    "jsonrpc": "2.0",
+                    "id": f"s{i}",
+                    "method": "tools/call",
+                    "params": {"name": "a__sleep", "arguments": {"seconds": 0.3}},
+                }
+            )
+        for i in range(6):
+            assert gateway.reply(f"s{i}")["result"]["content"][0]["text"] == "slept 0.3"
+        assert gateway.call("a__peak")["result"]["content"][0]["text"] == "2"
+        # A queued call waits within its own timeout, then says why it was never sent.
+        gateway.send(
+            {
+                "jsonrpc": "2.0",
+                "id": "hog",
+                "method": "tools/call",
+                "params": {"name": "q__sleep", "arguments": {"seconds": 2}},
+            }
+        )
+        time.sleep(0.2)
+        queued = gateway.call("q__echo", {"message": "me too"})
+        assert "waited 0.5s for one of its 1 call slots" in queued["error"]["message"], queued
+        assert gateway.reply("hog")["result"]["content"][0]["text"] == "slept 2.0"
+        assert gateway.call("q__echo", {"message": "now"})["result"]["content"][0]["text"] == "now"
+    finally:
+        gateway.close()
+
+
+def test_oversized_requests_and_results_are_refused(registry_file: Any) -> None:
+    config = registry_file({"a": tiny()}, max_request_bytes=2048, max_result_bytes=4096)
+    gateway = RawGateway(config)
+    try:
+        gateway.initialize()
+        huge = {
+            "jsonrpc": "2.0",
+            "id": "huge",
+            "method": "tools/call",
+            "params": {"name": "a__echo", "arguments": {"message": "x" * 100_000}},
+        }
+        gateway.send(huge)
+        refused = gateway.reply(None)  # too large to read its id: answered with id null
+        assert refused["error"]["code"] == -32600
+        assert "Request too large: over 2048 bytes" in refused["error"]["message"]
+        assert gateway.call("a__echo", {"message": "small"})["result"]["content"][0]["text"] == "small"
+        too_big = gateway.call("a__big", {"size": 5000})
+        assert "upstream 'a'" in too_big["error"]["message"]
+        assert "max_result_bytes" in too_big["error"]["message"]
+        assert len(gateway.call("a__big", {"size": 3000})["result"]["content"][0]["text"]) == 3000
+    finally:
+        gateway.close()
+
+    port = free_port()
+    command = mcpgw_command("serve", "-t", "http", "--port", str(port), "--config", str(config))
+    with background(command, port=port):
+        url = f"http://127.0.0.1:{port}/mcp"
+        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        body = json.dumps(huge).encode()
+        response = httpx.post(url, content=body, headers=headers)
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == -32600
+
+        def chunks() -> Any:  # no Content-Length: the limit is counted as the body arrives
+            for start in range(0, len(body), 1000):
+                yield body[start : start + 1000]
+
+        response = httpx.post(url, content=chunks(), headers=headers)
+        assert response.status_code == 413
+        assert response.json()["error"]["message"].startswith("Request too large")
+        assert _http_echo(url, "a__echo")["result"]["content"][0]["text"] == "x"  # and the gateway serves on
+
+
+def test_a_dropped_http_upstream_is_noticed_by_ping_and_reconnected(registry_file: Any) -> None:
+    port = free_port()
+    upstream = [sys.executable, str(UPSTREAM), "--http", str(port)]
+    config = registry_file(
+        {"h": {"url": f"http://127.0.0.1:{port}/mcp", "timeout": 5}},
+        ping_interval=0.3,
+        ping_timeout=1,
+        restart_backoff_max=0.5,
+    )
+    with background(upstream, port=port):
+        gateway = RawGateway(config)
+        gateway.initialize()
+        first = gateway.call("h__echo", {"message": "one"})
+        assert first["result"]["content"][0]["text"] == "one", first
+    try:
+        # Gone: the ping notices without any call; the tools leave the catalog, calls fail fast.
+        assert wait_until(lambda: "h__echo" not in json.dumps(gateway.request("tools/list")), 10)
+        reply = gateway.call("h__echo", {"message": "two"})
+        assert "error" in reply
+        with background(upstream, port=port):
+            assert wait_until(lambda: "result" in gateway.call("h__echo", {"message": "three"}), 20)
+    finally:
+        gateway.close()
+    assert gateway.log().count("upstream h ready") >= 2
+
+
+def test_a_hung_upstream_is_noticed_by_ping_and_restarted(registry_file: Any) -> None:
+    config = registry_file({"a": tiny()}, ping_interval=0.3, ping_timeout=0.5, restart_backoff_max=0.2)
+    gateway = RawGateway(config)
+    try:
+        gateway.initialize()
+        pid = gateway.upstream_pid("a")
+        os.kill(pid, signal.SIGSTOP)  # alive, but answers nothing
+        assert wait_until(lambda: not alive(pid), 10), "the hung upstream was not replaced"
+        assert wait_until(lambda: "result" in gateway.call("a__echo", {"message": "back"}), 10)
+        assert gateway.upstream_pid("a") != pid
+    finally:
+        gateway.close()
+    assert "did not answer a ping" in gateway.log()
+
+
+def test_16_clients_10000_calls_with_upstream_restarts_lose_nothing(
+    registry_file: Any, audit_db: Path
+) -> None:
+    """Nothing lost: every call answered, every call in the audit log, memory back near its start."""
+    tag = f"load-{uuid.uuid4().hex}"
+    config = registry_file({"up": tiny(tag, timeout=10)}, restart_backoff_max=0.2)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    load = [sys.executable, str(SERVERS / "load.py"), url]
+    command = mcpgw_command("serve", "-t", "http", "--port", str(port), "--config", str(config))
+    with background(command, port=port, timeout=60) as gateway:
+        warm = subprocess.run([*load, "16", "50"], capture_output=True, text=True, timeout=120)
+        assert warm.stdout.strip() == "800 ok", warm.stderr
+        rss_start = rss_kib(gateway.pid)
+        kills = 0
+        running = subprocess.Popen(
+            [*load, "16", "625", "--tolerate-errors"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+        def restart_upstream_now_and_then() -> None:
+            nonlocal kills
+            while running.poll() is None:
+                time.sleep(random.uniform(1.0, 3.0))
+                for pid in processes_tagged(tag):
+                    if running.poll() is None:
+                        os.kill(pid, signal.SIGKILL)
+                        kills += 1
+
+        killer = threading.Thread(target=restart_upstream_now_and_then)
+        killer.start()
+        try:
+            out, err = running.communicate(timeout=240)
+        finally:
+            killer.join()
+        answered, _, ok, _, errors, _ = out.split()
+        assert running.returncode == 0, err
+        assert int(answered) == 10_000  # every call got a result or an error
+        assert kills >= 3 and int(errors) > 0 and int(ok) > 5_000, out
+        assert wait_until(lambda: "result" in _http_echo(url), 15)
+        rss_end = rss_kib(gateway.pid)
+        print(f"RSS {rss_start / 1024:.1f} -> {rss_end / 1024:.1f} MiB after {kills} restarts; {out.strip()}")
+        assert rss_end - rss_start < 40 * 1024, (rss_start, rss_end)
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(60) == 0
+    assert wait_until(lambda: not processes_tagged(tag), 5)
+    calls = (
+        sqlite_utils.Database(audit_db)
+        .execute("select count(*) from events where kind = 'call' and name = 'up__echo'")
+        .fetchone()[0]
+    )
+    assert calls == 10_000 + 800 + 1  # the load, the warm-up and the last check
+
+
+def _http_echo(url: str, tool: str = "up__echo") -> dict[str, Any]:
+    headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2026-07-28"}
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    request = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": {"message": "x"}, "_meta": meta},
+    }
+    response = httpx.post(
+        url, json=request, headers={**headers, "Mcp-Method": "tools/call", "Mcp-Name": tool}
+    )
+    try:
+        return dict(response.json())
+    except ValueError:
+        return {"error": response.text}
