@@ -64,6 +64,17 @@ enabled = false
         ),
         ("[servers.a]\ncommand = 'x'\naliases = { long = 'bad name' }\n", "servers.a.aliases", "must match"),
         ("[gateway]\nport = 'http'\n", "gateway.port", "valid integer"),
+        (
+            "[servers.a]\ncommand = 'x'\ntool_timeouts = { slow = 0 }\n",
+            "servers.a.tool_timeouts.slow",
+            "greater than 0",
+        ),
+        (
+            "[servers.a]\ncommand = 'x'\nmax_concurrent = 0\n",
+            "servers.a.max_concurrent",
+            "greater than or equal to 1",
+        ),
+        ("[gateway]\nmax_request_bytes = 10\n", "gateway.max_request_bytes", "greater than or equal to 1024"),
         ("[server.a]\ncommand = 'x'\n", "server", "unknown key"),
     ],
 )
