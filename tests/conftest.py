@@ -150,6 +150,9 @@ def http_upstream() -> Iterator[str]:
 
 
 def _npm_install(prefix: Path, *packages: str) -> Path:
+    """Install once per machine; a lock keeps parallel test workers from installing over each other."""
+    import fcntl
+
     marker = prefix / ".installed"
     wanted = " ".join(packages)
     if marker.exists() and marker.read_text() == wanted:
@@ -158,12 +161,25 @@ def _npm_install(prefix: Path, *packages: str) -> Path:
     if npm is None:
         pytest.fail("npm is needed for the Node-based test servers and clients; install Node.js and npm")
     prefix.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--loglevel=error", *packages],
-        check=True,
-        timeout=600,
-    )
-    marker.write_text(wanted)
+    with (prefix.parent / f".{prefix.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists() and marker.read_text() == wanted:
+            return prefix
+        subprocess.run(
+            [
+                npm,
+                "install",
+                "--prefix",
+                str(prefix),
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                *packages,
+            ],
+            check=True,
+            timeout=600,
+        )
+        marker.write_text(wanted)
     return prefix
 
 

@@ -419,7 +419,11 @@ class Upstream:
         for _ in range(MAX_LIST_PAGES):
             params = {"cursor": cursor} if cursor else None
             try:
-                page = await self._send(session, method, params, timeout=self.timeout)
+                # Listing is bounded like start-up, not like a call: a short per-call timeout
+                # must not keep a slow-to-list server out of the catalog.
+                page = await self._send(
+                    session, method, params, timeout=max(self.timeout, self.startup_timeout)
+                )
             except UpstreamError as exc:
                 if kind != "tools" and isinstance(exc.__cause__, MCPError):
                     # A server that advertises a capability but lacks one list method is tolerated.
