@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from mcpgw import audit
+from mcpgw import audit, credentials
 from mcpgw import catalog as catalog_mod
 from mcpgw import personas as personas_mod
 from mcpgw.audit import AuditLog
@@ -49,6 +49,7 @@ class Gateway:
         self.audit = audit
         self.upstreams: dict[str, Upstream] = {}
         self._namespaces: list[tuple[str, Upstream]] = []
+        secrets = credentials.load_secrets(registry.gateway)
         for name, server in registry.enabled_servers().items():
             upstream = Upstream(
                 name=name,
@@ -60,6 +61,7 @@ class Gateway:
                 on_state=self._upstream_state,
                 restart=server.restart,
                 backoff_max=registry.gateway.restart_backoff_max,
+                secrets=secrets,
             )
             self.upstreams[name] = upstream
             self._namespaces.append((namespace_of(name, server), upstream))
