@@ -43,6 +43,7 @@ ECHO_CALL = {
     "method": "tools/call",
     "params": {"name": "up__echo", "arguments": {"message": "should never arrive"}},
 }
+BROWSER_ORIGIN = "http://localhost:6274"
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
@@ -127,7 +128,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     registry = _registry(
         tmp / "servers.toml",
         {
-            "gateway": {"secrets_file": str(secrets)},
+            "gateway": {"secrets_file": str(secrets), "cors_origins": [BROWSER_ORIGIN]},
             "servers": {
                 "up": {
                     "url": upstream,
@@ -270,6 +271,93 @@ def test_unknown_key_ids_refetch_the_jwks_at_a_bounded_rate(stack: Stack) -> Non
     assert 1 <= fetched <= 1 + elapsed / 0.5, (fetched, elapsed)
 
 
+def test_cors_lets_a_listed_browser_origin_read_the_challenge(stack: Stack) -> None:
+    preflight = httpx.options(
+        f"{stack.gateway}/mcp",
+        headers={
+            "Origin": BROWSER_ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == BROWSER_ORIGIN
+    refused = httpx.post(
+        f"{stack.gateway}/mcp", json=ECHO_CALL, headers={**MCP_HEADERS, "Origin": BROWSER_ORIGIN}
+    )
+    assert refused.status_code == 401
+    assert "www-authenticate" in refused.headers["access-control-expose-headers"].lower()
+    other = httpx.options(
+        f"{stack.gateway}/mcp",
+        headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in other.headers
+
+
+async def test_unreachable_jwks_refuses_tokens() -> None:
+    from mcpgw import auth
+
+    settings = config.AuthSettings(
+        issuer="http://127.0.0.1:9",
+        jwks_url=f"http://127.0.0.1:{free_port()}/jwks",
+        public_url="http://127.0.0.1:8765",
+    )
+    verifier = auth.JWTVerifier(settings)
+    header = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0"  # {"alg":"RS256","kid":"k1"}
+    token = f"{header}.e30.c2ln"
+    assert await verifier.verify_token(token) is None
+    with pytest.raises(auth.TokenRejected, match="JWKS unavailable"):
+        await verifier.check(token)
+
+
+def test_persona_from_a_scope_prefix_or_a_mapped_group() -> None:
+    from mcpgw import auth
+
+    base = {"issuer": "https://a", "jwks_url": "https://a/jwks", "public_url": "https://gw"}
+    by_scope = config.AuthSettings(**base, persona_claim="scope", persona_prefix="mcpgw:persona:")
+    claims = {"scope": "mcp:tools mcpgw:persona:dev mcpgw:persona:ghost reader"}
+    assert auth.granted_personas(by_scope, claims, ["dev", "reader"]) == ["dev"]
+    by_group = config.AuthSettings(**base, persona_claim="groups", persona_map={"eng-oncall": "dev"})
+    claims = {"groups": ["staff", "eng-oncall", "reader"]}
+    assert auth.granted_personas(by_group, claims, ["dev", "reader"]) == ["dev", "reader"]
+    assert auth.granted_personas(by_group, {"groups": 7}, ["dev"]) == []
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+async def test_inspector_cli_with_a_bearer_header(
+    stack: Stack, era: str, node22: str, inspector_js: str
+) -> None:
+    token = stack.mint(mcpgw_persona="reader")
+    command = [
+        node22,
+        inspector_js,
+        "--cli",
+        "-q",
+        "--format",
+        "json",
+        "--protocol-era",
+        era,
+        "--header",
+        f"Authorization: Bearer {token}",
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "up__echo",
+        "--tool-arg",
+        f"message=inspector {era}",
+        "--",
+        f"{stack.gateway}/mcp",
+    ]
+    with anyio.fail_after(60):
+        done = await anyio.run_process(
+            command, check=False, env={**os.environ, "HOME": str(stack.calls.parent)}
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    result = json.loads(done.stdout)["result"]
+    assert result["content"] == [{"type": "text", "text": f"inspector {era}"}]
+    assert [c for c in stack.upstream_calls() if c["arguments"] == {"message": f"inspector {era}"}]
+
+
 # --- personas and the principal ---------------------------------------------------------------
 
 
@@ -288,7 +376,8 @@ async def test_valid_token_reaches_its_persona_and_is_audited(stack: Stack) -> N
     for _ in range(100):
         with sqlite3.connect(stack.audit) as db:
             rows = db.execute(
-                "SELECT persona, principal FROM events WHERE kind = 'call' AND name = 'up__echo'"
+                "SELECT persona, principal FROM events"
+                " WHERE kind = 'call' AND arguments LIKE '%hello from alice%'"
             ).fetchall()
         if rows:
             break
