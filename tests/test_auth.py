@@ -44,6 +44,7 @@ ECHO_CALL = {
     "params": {"name": "up__echo", "arguments": {"message": "should never arrive"}},
 }
 BROWSER_ORIGIN = "http://localhost:6274"
+PUBLIC_ORIGIN = "https://inspector.example.com"
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
@@ -128,7 +129,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     registry = _registry(
         tmp / "servers.toml",
         {
-            "gateway": {"secrets_file": str(secrets), "cors_origins": [BROWSER_ORIGIN]},
+            "gateway": {"secrets_file": str(secrets), "cors_origins": [BROWSER_ORIGIN, PUBLIC_ORIGIN]},
             "servers": {
                 "up": {
                     "url": upstream,
@@ -292,6 +293,51 @@ def test_cors_lets_a_listed_browser_origin_read_the_challenge(stack: Stack) -> N
         headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
     )
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_listed_origins_pass_the_dns_rebinding_check_and_others_do_not(stack: Stack) -> None:
+    token = stack.mint(mcpgw_persona="reader")
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {token}"}
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "browser", "version": "1"},
+        },
+    }
+    allowed = httpx.post(
+        f"{stack.gateway}/mcp", json=initialize, headers={**headers, "Origin": PUBLIC_ORIGIN}
+    )
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.headers["access-control-allow-origin"] == PUBLIC_ORIGIN
+    evil = httpx.post(
+        f"{stack.gateway}/mcp", json=initialize, headers={**headers, "Origin": "https://evil.example"}
+    )
+    assert evil.status_code == 403
+    assert evil.text == "Invalid Origin header"
+
+
+def test_behind_a_proxy_the_public_host_is_accepted() -> None:
+    from mcpgw import auth
+
+    registry = config.Registry.model_validate(
+        {
+            "auth": {
+                "issuer": "https://a",
+                "jwks_url": "https://a/jwks",
+                "public_url": "https://mcp.example.com",
+            }
+        }
+    )
+    security = auth.transport_security(registry, host="127.0.0.1")
+    assert security is not None
+    assert "mcp.example.com" in security.allowed_hosts
+    assert "https://mcp.example.com" in security.allowed_origins
+    assert auth.transport_security(registry, host="10.1.2.3") is None
+    assert auth.transport_security(config.Registry(), host="127.0.0.1") is None
 
 
 async def test_unreachable_jwks_refuses_tokens() -> None:

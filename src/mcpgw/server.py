@@ -519,7 +519,12 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
     from starlette.routing import Route
 
     server, _ = build_server(gateway)
-    app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
+    security = None
+    if gateway.registry.auth is not None or gateway.registry.gateway.cors_origins:
+        from mcpgw import auth
+
+        security = auth.transport_security(gateway.registry, host=host)
+    app = server.streamable_http_app(streamable_http_path="/mcp", host=host, transport_security=security)
     endpoint = next(r.endpoint for r in app.routes if isinstance(r, Route) and r.path == "/mcp")
 
     class PersonaEndpoint:
@@ -555,8 +560,6 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
 
     app.router.routes.append(Route("/healthz", endpoint=health, methods=["GET"]))
     if gateway.registry.auth is not None or gateway.registry.gateway.cors_origins:
-        from mcpgw import auth
-
         auth.install(
             app, gateway.registry, mcp_path="/mcp", persona_path=f"/personas/{{{PERSONA_PATH_PARAM}}}/mcp"
         )
