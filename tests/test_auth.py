@@ -217,25 +217,43 @@ def test_missing_token_gets_401_with_resource_metadata(stack: Stack) -> None:
         assert f'resource_metadata="{stack.gateway}/.well-known/oauth-protected-resource{path}"' in challenge
         assert "error=" not in challenge  # RFC 6750 §3.1: no error code when no credentials were sent
     assert stack.upstream_calls() == []
+    rows = audit_rows(
+        stack, "SELECT method, persona FROM events WHERE kind = 'auth' AND error = 'no bearer token'"
+    )
+    assert ("POST /personas/dev/mcp", "dev") in rows
 
 
-BAD_TOKENS: dict[str, dict[str, Any]] = {
-    "expired": {"exp": -120, "iat": -400},
-    "not yet valid": {"nbf": 600},
-    "wrong issuer": {"iss": "http://127.0.0.1:9/"},
-    "wrong audience": {"aud": "http://127.0.0.1:9/mcp"},
-    "bad signature": {"forge": "foreign"},
-    "alg none": {"forge": "none"},
-    "HS256 keyed with the public key": {"forge": "hs"},
-    "unknown key": {"forge": "unknown-kid"},
-    "no expiry": {"drop": ("exp",)},
-    "not a JWT": {"raw": "not-a-jwt"},
+BAD_TOKENS: dict[str, tuple[dict[str, Any], str]] = {
+    # case: (how the token is made, why the audit log says it was refused)
+    "expired": ({"exp": -120, "iat": -400}, "ExpiredTokenError"),
+    "not yet valid": ({"nbf": 600}, "not yet valid"),
+    "wrong issuer": ({"iss": "http://127.0.0.1:9/"}, "'iss'"),
+    "wrong audience": ({"aud": "http://127.0.0.1:9/mcp"}, "'aud'"),
+    "bad signature": ({"forge": "foreign"}, "BadSignatureError"),
+    "alg none": ({"forge": "none"}, "algorithm 'none' is not among"),
+    "HS256 keyed with the public key": ({"forge": "hs"}, "algorithm 'HS256' is not among"),
+    "unknown key": ({"forge": "unknown-kid"}, "unknown key id"),
+    "no expiry": ({"drop": ("exp",)}, "MissingClaimError"),
+    "not a JWT": ({"raw": "not-a-jwt"}, "not a signed JWT"),
 }
+
+
+def audit_rows(stack: Stack, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Rows of the gateway's audit log, waiting out its writer's batching."""
+    rows: list[tuple[Any, ...]] = []
+    for _ in range(100):
+        with sqlite3.connect(stack.audit) as db:
+            rows = db.execute(sql, params).fetchall()
+        if rows:
+            break
+        time.sleep(0.05)
+    return rows
 
 
 @pytest.mark.parametrize("case", BAD_TOKENS)
 def test_bad_token_gets_401_and_no_upstream_call(stack: Stack, case: str) -> None:
-    spec = dict(BAD_TOKENS[case])
+    made, reason = BAD_TOKENS[case]
+    spec = dict(made)
     if "raw" in spec:
         token = spec["raw"]
     else:
@@ -250,6 +268,10 @@ def test_bad_token_gets_401_and_no_upstream_call(stack: Stack, case: str) -> Non
     assert f'resource_metadata="{stack.gateway}/.well-known/oauth-protected-resource/mcp"' in challenge
     assert response.json()["error"] == "invalid_token"
     assert [c for c in stack.upstream_calls() if c["arguments"].get("message") == "should never arrive"] == []
+    rows = audit_rows(
+        stack, "SELECT outcome, method, error FROM events WHERE kind = 'auth' AND error LIKE ?", f"%{reason}%"
+    )
+    assert rows and rows[-1][:2] == ("denied", "POST /mcp"), rows
 
 
 def test_missing_scope_gets_403_insufficient_scope(stack: Stack) -> None:
@@ -258,6 +280,10 @@ def test_missing_scope_gets_403_insufficient_scope(stack: Stack) -> None:
     challenge = response.headers["www-authenticate"]
     assert 'error="insufficient_scope"' in challenge
     assert f"Required scope: {SCOPE}" in challenge
+    rows = audit_rows(
+        stack, "SELECT principal, error FROM events WHERE kind = 'auth' AND error LIKE '%scopes%'"
+    )
+    assert rows == [("sub=alice client_id=cli-1", f"token lacks the required scopes ['{SCOPE}']")]
     assert f'resource_metadata="{stack.gateway}/.well-known/oauth-protected-resource/mcp"' in challenge
     assert [c for c in stack.upstream_calls() if c["arguments"].get("message") == "should never arrive"] == []
 
@@ -437,6 +463,10 @@ async def test_persona_endpoint_cannot_escape_the_tokens_persona(stack: Stack) -
     assert response.status_code == 403
     assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
     assert "does not grant persona 'dev'" in response.json()["error_description"]
+    rows = audit_rows(
+        stack, "SELECT persona, outcome FROM events WHERE kind = 'auth' AND error LIKE '%grant persona%'"
+    )
+    assert rows == [("dev", "denied")]
     both = stack.mint(mcpgw_persona="dev reader")
     assert _post(f"{stack.gateway}/mcp", both).status_code == 403  # ambiguous: pick one by URL
     assert "up__add" in await _tools(f"{stack.gateway}/personas/dev/mcp", both)

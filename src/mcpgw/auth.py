@@ -26,6 +26,7 @@ relayed as MCP messages, never as HTTP requests with the caller's headers.
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import logging
 import time
@@ -56,18 +57,25 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mcpgw.audit import AuditLog, Step
 from mcpgw.config import AuthSettings, Registry
 from mcpgw.errors import ConfigError
 
 logger = logging.getLogger("mcpgw.auth")
 
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
+_PASSED = "mcpgw.auth.passed"
+"""Set in the ASGI scope once token and scopes are accepted (refusals before it are audited after)."""
 PERSONA_PARAM = "persona"
 _KEY_TYPE = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 
 
 class TokenRejected(Exception):
     """Why one token was refused; logged, never sent (the client sees 401 invalid_token)."""
+
+
+_rejection: contextvars.ContextVar[str | None] = contextvars.ContextVar("mcpgw_rejection", default=None)
+"""Why this request's token was refused, for its audit row (the SDK's backend only sees None)."""
 
 
 # --- keys --------------------------------------------------------------------------------------
@@ -158,6 +166,7 @@ class JWTVerifier(TokenVerifier):
             return await self.check(token)
         except TokenRejected as exc:
             logger.info("bearer token refused: %s", exc)
+            _rejection.set(str(exc))
             return None
 
     async def check(self, token: str) -> AccessToken:
@@ -252,10 +261,13 @@ class Guard:
     serves `<name>` only if the token grants it.
     """
 
-    def __init__(self, app: ASGIApp, *, settings: AuthSettings, registry: Registry) -> None:
+    def __init__(
+        self, app: ASGIApp, *, settings: AuthSettings, registry: Registry, audit: AuditLog | None = None
+    ) -> None:
         self.app = app
         self.settings = settings
         self.registry = registry
+        self.audit = audit
         self.base = settings.public_url.rstrip("/")
 
     def metadata_url(self, persona: str | None) -> AnyHttpUrl:
@@ -270,8 +282,36 @@ class Guard:
             self.metadata_url(requested if requested in self.registry.personas else None),
         )
         await check(scope, receive, send)
+        if not scope.get(_PASSED):
+            self._denied(scope, self._why_refused(scope))
+
+    def _why_refused(self, scope: Scope) -> str:
+        user = scope.get("user")
+        if isinstance(user, AuthenticatedUser):
+            missing = sorted(set(self.settings.required_scopes) - set(user.access_token.scopes))
+            return f"token lacks the required scopes {missing}"
+        if not any(
+            k == b"authorization" and v[:7].lower() == b"bearer " for k, v in scope.get("headers", [])
+        ):
+            return "no bearer token"
+        return f"invalid token: {_rejection.get() or 'refused by the verifier'}"
+
+    def _denied(self, scope: Scope, reason: str) -> None:
+        """One audit row per refused request: who (if known), where, and why."""
+        if self.audit is None:
+            return
+        step = Step(
+            kind="auth",
+            method=f"{scope.get('method', '')} {scope.get('path', '')}",
+            persona=scope.get("path_params", {}).get(PERSONA_PARAM),
+            principal=principal(scope),
+            outcome="denied",
+            error=reason,
+        )
+        self.audit.record_step(step)
 
     async def _persona_gate(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[_PASSED] = True
         if self.settings.persona_claim is None:
             await self.app(scope, receive, send)
             return
@@ -292,6 +332,7 @@ class Guard:
             problem = f"the token grants personas {granted}; use /personas/<name>/mcp to pick one"
         if problem is not None:
             logger.info("refused %s: %s", principal(scope), problem)
+            self._denied(scope, problem)
             deny = RequireAuthMiddleware(self.app, [], self.metadata_url(requested))
             await deny._send_auth_error(send, 403, "insufficient_scope", problem)
             return
@@ -305,7 +346,9 @@ def _metadata_route(path: str, metadata: ProtectedResourceMetadata) -> Route:
     )
 
 
-def install(app: Starlette, registry: Registry, *, mcp_path: str, persona_path: str) -> JWTVerifier | None:
+def install(
+    app: Starlette, registry: Registry, *, mcp_path: str, persona_path: str, audit: AuditLog | None = None
+) -> JWTVerifier | None:
     """Put `[auth]` in front of the MCP endpoints of `app` (none without `[auth]`) and add CORS."""
     settings = registry.auth
     verifier: JWTVerifier | None = None
@@ -346,7 +389,7 @@ def install(app: Starlette, registry: Registry, *, mcp_path: str, persona_path: 
         )
         for route in app.router.routes:
             if isinstance(route, Route) and route.path in (mcp_path, persona_path):
-                route.app = Guard(route.app, settings=settings, registry=registry)
+                route.app = Guard(route.app, settings=settings, registry=registry, audit=audit)
         app.router.routes[:0] = routes
         app.add_middleware(AuthContextMiddleware)
         app.add_middleware(AuthenticationMiddleware, backend=BearerAuthBackend(verifier))

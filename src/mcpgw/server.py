@@ -561,7 +561,11 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
     app.router.routes.append(Route("/healthz", endpoint=health, methods=["GET"]))
     if gateway.registry.auth is not None or gateway.registry.gateway.cors_origins:
         auth.install(
-            app, gateway.registry, mcp_path="/mcp", persona_path=f"/personas/{{{PERSONA_PATH_PARAM}}}/mcp"
+            app,
+            gateway.registry,
+            mcp_path="/mcp",
+            persona_path=f"/personas/{{{PERSONA_PATH_PARAM}}}/mcp",
+            audit=gateway.audit,
         )
     return app
 
