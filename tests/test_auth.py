@@ -218,7 +218,9 @@ def test_missing_token_gets_401_with_resource_metadata(stack: Stack) -> None:
         assert "error=" not in challenge  # RFC 6750 §3.1: no error code when no credentials were sent
     assert stack.upstream_calls() == []
     rows = audit_rows(
-        stack, "SELECT method, persona FROM events WHERE kind = 'auth' AND error = 'no bearer token'"
+        stack,
+        "SELECT method, persona FROM events WHERE kind = 'auth' AND error = 'no bearer token'",
+        at_least=2,
     )
     assert ("POST /personas/dev/mcp", "dev") in rows
 
@@ -238,13 +240,13 @@ BAD_TOKENS: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
-def audit_rows(stack: Stack, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+def audit_rows(stack: Stack, sql: str, *params: Any, at_least: int = 1) -> list[tuple[Any, ...]]:
     """Rows of the gateway's audit log, waiting out its writer's batching."""
     rows: list[tuple[Any, ...]] = []
     for _ in range(100):
         with sqlite3.connect(stack.audit) as db:
             rows = db.execute(sql, params).fetchall()
-        if rows:
+        if len(rows) >= at_least:
             break
         time.sleep(0.05)
     return rows
@@ -627,3 +629,50 @@ def test_environment_wins_over_the_secrets_file(tmp_path: Path, monkeypatch: pyt
     env = credentials.environ(values)
     assert config.expand("${TOKEN}/${OTHER}", key="k", environ=env) == "from-env/file-only"
     assert os.environ["TOKEN"] == "from-env"
+
+
+async def test_upstream_401_gets_one_retry_with_a_new_token(stack: Stack) -> None:
+    """Run last: two rotations drop the key of every token issued so far from the issuer's JWKS."""
+    import httpx2
+
+    from mcpgw import credentials
+
+    oauth = config.UpstreamOAuth(
+        token_url=f"{stack.issuer}/token", client_id="mcpgw", client_secret="s3cret", resource=stack.upstream
+    )
+    tokens = credentials.ClientCredentials("up", oauth, {})
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+    }
+    try:
+        async with httpx2.AsyncClient(auth=tokens) as http:
+            assert (await http.post(stack.upstream, json=initialize, headers=MCP_HEADERS)).status_code == 200
+            assert tokens.fetched == 1
+            for _ in range(2):
+                httpx.post(f"{stack.issuer}/rotate").raise_for_status()
+            # A token by the newest key makes the upstream refetch the JWKS, which has lost the first key.
+            fresh = httpx.post(
+                f"{stack.issuer}/token",
+                data={"grant_type": "client_credentials", "resource": stack.upstream},
+                auth=("mcpgw", "s3cret"),
+            ).json()["access_token"]
+            direct = httpx.post(
+                stack.upstream, json=initialize, headers={**MCP_HEADERS, "Authorization": f"Bearer {fresh}"}
+            )
+            assert direct.status_code == 200
+            # The cached token is still fresh by its clock, but the upstream no longer knows its key.
+            assert (await http.post(stack.upstream, json=initialize, headers=MCP_HEADERS)).status_code == 200
+            assert tokens.fetched == 2
+        # The gateway's own session recovers the same way.
+        async with Client(f"{stack.gateway}/mcp", auth=stack.mint(mcpgw_persona="dev")) as client:
+            result = await client.call_tool("up__echo", {"message": "after two rotations"})
+        assert result.content[0].text == "after two rotations"  # type: ignore[union-attr]
+    finally:
+        await tokens.aclose()

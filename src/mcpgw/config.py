@@ -63,7 +63,7 @@ class UpstreamOAuth(_Strict):
     """Sent as `audience` for authorization servers that want it instead of `resource` (Auth0)."""
     auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
     refresh_before: Annotated[float, Field(ge=0)] = 60.0
-    """Seconds before expiry at which the token is replaced."""
+    """Seconds before expiry at which the token is replaced (at most half its lifetime)."""
 
     @field_validator("token_url")
     @classmethod

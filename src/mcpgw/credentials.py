@@ -91,9 +91,16 @@ class ClientCredentials(httpx2.Auth):
         """A token valid for at least `refresh_before` more seconds (a new one when `renew`)."""
         async with self._lock:
             current: Any = self._client.token
-            if renew or not current or current.is_expired(leeway=int(self.refresh_before)):
+            if renew or not current or current.is_expired(leeway=self._leeway(current)):
                 await self._fetch()
             return str(self._client.token["access_token"])
+
+    def _leeway(self, token: Any) -> int:
+        """`refresh_before`, at most half the lifetime: short-lived tokens are not refetched per call."""
+        lifetime = token.get("expires_in")
+        if isinstance(lifetime, int | float) and lifetime > 0:
+            return int(min(self.refresh_before, lifetime / 2))
+        return int(self.refresh_before)
 
     async def _fetch(self) -> None:
         from authlib.common.errors import AuthlibBaseError
