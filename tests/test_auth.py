@@ -368,20 +368,20 @@ def test_behind_a_proxy_the_public_host_is_accepted() -> None:
     assert auth.transport_security(config.Registry(), host="127.0.0.1") is None
 
 
-async def test_unreachable_jwks_refuses_tokens() -> None:
+async def test_jwks_outage_refuses_tokens_and_is_not_refetched_per_request(stack: Stack) -> None:
     from mcpgw import auth
 
     settings = config.AuthSettings(
-        issuer="http://127.0.0.1:9",
-        jwks_url=f"http://127.0.0.1:{free_port()}/jwks",
-        public_url="http://127.0.0.1:8765",
+        issuer=stack.issuer, jwks_url=f"{stack.issuer}/broken-jwks", public_url=stack.gateway
     )
     verifier = auth.JWTVerifier(settings)
-    header = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0"  # {"alg":"RS256","kid":"k1"}
-    token = f"{header}.e30.c2ln"
+    token = stack.mint()
+    before = stack.stats()["broken_jwks_fetches"]
     assert await verifier.verify_token(token) is None
-    with pytest.raises(auth.TokenRejected, match="JWKS unavailable"):
-        await verifier.check(token)
+    for _ in range(5):
+        with pytest.raises(auth.TokenRejected, match=r"JWKS unavailable: .*503"):
+            await verifier.check(token)
+    assert stack.stats()["broken_jwks_fetches"] == before + 1
 
 
 def test_persona_from_a_scope_prefix_or_a_mapped_group() -> None:

@@ -84,19 +84,20 @@ _rejection: contextvars.ContextVar[str | None] = contextvars.ContextVar("mcpgw_r
 class JWKSCache:
     """The issuer's signing keys: fetched once, kept `cache_seconds`, refetched on an unknown key id.
 
-    An unknown key id refetches at most every `min_refresh` seconds, so forged
-    key ids cannot turn requests into fetches; a key rotated in by the issuer is
-    picked up on the first token that names it.
+    Every fetch, failed or not, is at least `min_refresh` seconds after the
+    previous one, so forged key ids or a JWKS outage cannot turn requests into
+    fetches; a key rotated in by the issuer is picked up on the first token
+    that names it.
     """
 
     def __init__(self, url: str, *, cache_seconds: float, min_refresh: float) -> None:
         self.url = url
         self.cache_seconds = cache_seconds
         self.min_refresh = min_refresh
-        self.fetches = 0
         self._keys: KeySet | None = None
         self._fetched_at = -float("inf")
         self._tried_at = -float("inf")
+        self._error: str | None = None
         self._lock = anyio.Lock()
 
     def _lookup(self, kid: str | None) -> Key | None:
@@ -113,12 +114,14 @@ class JWKSCache:
         async with self._lock:
             if (found := self._lookup(kid)) is not None:
                 return found
-            stale = self._keys is None or time.monotonic() - self._fetched_at > self.cache_seconds
-            if not stale and time.monotonic() - self._tried_at < self.min_refresh:
+            if time.monotonic() - self._tried_at >= self.min_refresh:
+                await self._fetch()
+            elif self._error is None:
                 raise TokenRejected(
                     f"unknown key id {kid!r} (JWKS refetched less than {self.min_refresh}s ago)"
                 )
-            await self._fetch()
+        if self._error is not None:
+            raise TokenRejected(f"JWKS unavailable: {self._error}")
         if (found := self._lookup(kid)) is not None:
             return found
         if kid is None:
@@ -127,16 +130,16 @@ class JWKSCache:
 
     async def _fetch(self) -> None:
         self._tried_at = time.monotonic()
-        self.fetches += 1
         try:
             async with httpx2.AsyncClient(timeout=10.0) as client:
                 response = await client.get(self.url)
                 response.raise_for_status()
                 keys = KeySet.import_key_set(response.json())
-        except (httpx2.HTTPError, ValueError, JoseError) as exc:
+        except (httpx2.HTTPError, ValueError, KeyError, TypeError, JoseError) as exc:
             logger.error("fetching the JWKS from %s failed: %s", self.url, exc)
-            raise TokenRejected(f"JWKS unavailable: {exc}") from exc
-        self._keys, self._fetched_at = keys, time.monotonic()
+            self._error = str(exc) or type(exc).__name__
+            return
+        self._keys, self._fetched_at, self._error = keys, time.monotonic(), None
 
 
 # --- tokens ------------------------------------------------------------------------------------
