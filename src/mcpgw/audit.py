@@ -78,6 +78,8 @@ class Step:
     persona: str | None = None
     client: str | None = None
     protocol: str | None = None
+    principal: str | None = None
+    """Who the bearer token says called (`sub=... client_id=...`), over HTTP with `[auth]`."""
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     server: str | None = None
     name: str | None = None
@@ -166,7 +168,7 @@ class AuditLog:
             "kind": step.kind,
             "method": step.method,
             "persona": step.persona,
-            "principal": None,
+            "principal": step.principal,
             "client": step.client,
             "protocol": step.protocol,
             "server": step.server,

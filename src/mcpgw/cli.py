@@ -123,6 +123,11 @@ def serve(
         err.print(f"[bold green]mcpgw[/] serving {source} at [bold]{url}[/]")
         for name in registry.personas:
             err.print(f"  persona [bold]{name}[/]: {url.removesuffix('/mcp')}/personas/{name}/mcp")
+        if registry.auth is not None:
+            metadata = f"{registry.auth.public_url.rstrip('/')}/.well-known/oauth-protected-resource/mcp"
+            err.print(f"auth: bearer tokens from {registry.auth.issuer} (metadata: {metadata})")
+        else:
+            err.print("auth: none (no \\[auth] section: any client that reaches the port may call)")
         _print_servers(gateway, err)
         _print_tools(gateway, err)
         if audit_log is not None:

@@ -47,6 +47,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class UpstreamOAuth(_Strict):
+    """`[servers.X.oauth]`: the OAuth 2.1 client-credentials grant mcpgw uses for an HTTP upstream.
+
+    Values may use `${VAR}`, resolved from the environment or `[gateway] secrets_file`.
+    """
+
+    token_url: str
+    client_id: str
+    client_secret: str
+    scope: str | None = None
+    resource: str | None = None
+    """RFC 8707 resource indicator sent with the token request (the upstream's URL, usually)."""
+    audience: str | None = None
+    """Sent as `audience` for authorization servers that want it instead of `resource` (Auth0)."""
+    auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    refresh_before: Annotated[float, Field(ge=0)] = 60.0
+    """Seconds before expiry at which the token is replaced (at most half its lifetime)."""
+
+    @field_validator("token_url")
+    @classmethod
+    def _token_url_is_http(cls, url: str) -> str:
+        if "${" not in url and urlsplit(url).scheme not in ("http", "https"):
+            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return url
+
+
 class ServerConfig(_Strict):
     """One upstream MCP server: a stdio command, or a URL (streamable HTTP or legacy SSE)."""
 
@@ -74,6 +100,8 @@ class ServerConfig(_Strict):
     """Upstream tool name -> seconds one call of it may take, overriding `timeout`."""
     max_concurrent: Annotated[int, Field(ge=1)] | None = None
     """Calls in flight to this upstream at once; more wait their turn. The gateway default when absent."""
+    oauth: UpstreamOAuth | None = None
+    """URL servers behind OAuth: mcpgw's own client-credentials token, never the caller's."""
 
     @field_validator("url")
     @classmethod
@@ -121,6 +149,8 @@ class ServerConfig(_Strict):
                 raise ValueError("transport 'stdio' needs 'command', not 'url'")
             if self.args or self.env or self.cwd:
                 raise ValueError("'args', 'env' and 'cwd' apply to command servers, not URL servers")
+        if self.oauth is not None and self.command is not None:
+            raise ValueError("'oauth' applies to URL servers; a command server gets credentials via 'env'")
         if self.command is not None and not self.command.strip():
             raise ValueError("'command' is empty")
         return self
@@ -157,6 +187,11 @@ class GatewaySettings(_Strict):
     """The largest result (text and binary content) an upstream may return through the gateway."""
     mode: Mode = "prototype"
     """`production` turns security warnings (unpinned tools, poisoning, no auth) into refusals."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Browser origins allowed to call the HTTP endpoints; `production` refuses `*`."""
+    secrets_file: str | None = None
+    """A dotenv file (`NAME=value`) read for `${NAME}` in upstream env, headers and oauth; the
+    environment wins over it."""
 
 
 class Filter(_Strict):
@@ -227,6 +262,66 @@ class AuditSettings(_Strict):
         return patterns
 
 
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"}
+)
+"""Signature algorithms a bearer token may use: public-key ones only, checked against the JWKS."""
+
+
+class AuthSettings(_Strict):
+    """`[auth]`: over HTTP, mcpgw is an OAuth 2.1 resource server that accepts only JWTs issued for it."""
+
+    issuer: str
+    """The authorization server: the token's `iss` must equal it exactly."""
+    jwks_url: str
+    """Where the issuer publishes its signing keys (fetched, cached, refreshed on an unknown key id)."""
+    public_url: str
+    """mcpgw's own base URL as clients reach it; its resources are `<public_url>/mcp` and
+    `<public_url>/personas/<name>/mcp`."""
+    audience: list[str] = Field(default_factory=list)
+    """Accepted `aud` values; default: `public_url` and each of its resource URLs."""
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256"])
+    required_scopes: list[str] = Field(default_factory=list)
+    """Scopes every token needs; a token short of them gets 403 insufficient_scope."""
+    clock_skew: Annotated[float, Field(ge=0, le=300)] = 30.0
+    """Seconds of leeway on `exp`, `nbf` and `iat`."""
+    jwks_cache_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    jwks_min_refresh_seconds: Annotated[float, Field(ge=0)] = 30.0
+    """An unknown key id refetches the JWKS at most this often (forged key ids cost nothing)."""
+    persona_claim: str | None = None
+    """Claim naming the caller's persona(s): a string (space-separated) or a list, e.g.
+    `mcpgw_persona`, `groups` or `scope`. Unset: the token does not choose the persona."""
+    persona_prefix: str = ""
+    """Only claim values with this prefix count, prefix removed (e.g. `mcpgw:persona:` in `scope`)."""
+    persona_map: dict[str, str] = Field(default_factory=dict)
+    """Claim value -> persona name, for claims such as groups whose values are not persona names."""
+
+    @field_validator("issuer", "jwks_url", "public_url")
+    @classmethod
+    def _is_http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return url
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, algorithms: list[str]) -> list[str]:
+        if not algorithms:
+            raise ValueError('at least one algorithm is needed, e.g. ["RS256"]')
+        for algorithm in algorithms:
+            if algorithm.lower() == "none":
+                raise ValueError("'none' is never accepted: an unsigned token proves nothing")
+            if algorithm.upper().startswith("HS"):
+                raise ValueError(
+                    f"{algorithm!r} is a shared-secret algorithm; tokens are checked against the "
+                    "issuer's public keys, and accepting HS* there invites key confusion"
+                )
+            if algorithm not in ASYMMETRIC_ALGORITHMS:
+                raise ValueError(f"unknown algorithm {algorithm!r} (use {sorted(ASYMMETRIC_ALGORITHMS)})")
+        return algorithms
+
+
 DEFAULT_PERSONA = "default"
 PERSONA_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -238,6 +333,17 @@ class Registry(_Strict):
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
     personas: dict[str, PersonaConfig] = Field(default_factory=dict)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    auth: AuthSettings | None = None
+
+    @model_validator(mode="after")
+    def _auth_personas_exist(self) -> Registry:
+        if self.auth is not None:
+            for value, persona in self.auth.persona_map.items():
+                if persona not in self.personas:
+                    raise ValueError(
+                        f"auth.persona_map maps {value!r} to {persona!r}, which is not a persona"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _personas_name_servers(self) -> Registry:

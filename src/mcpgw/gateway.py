@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from mcpgw import audit
+from mcpgw import audit, credentials
 from mcpgw import catalog as catalog_mod
 from mcpgw import personas as personas_mod
 from mcpgw.audit import AuditLog
@@ -49,6 +49,7 @@ class Gateway:
         self.audit = audit
         self.upstreams: dict[str, Upstream] = {}
         self._namespaces: list[tuple[str, Upstream]] = []
+        secrets = credentials.load_secrets(registry.gateway)
         for name, server in registry.enabled_servers().items():
             upstream = Upstream(
                 name=name,
@@ -64,6 +65,7 @@ class Gateway:
                 ping_timeout=registry.gateway.ping_timeout,
                 max_concurrent=server.max_concurrent or registry.gateway.max_concurrent,
                 max_result_bytes=registry.gateway.max_result_bytes,
+                secrets=secrets,
             )
             self.upstreams[name] = upstream
             self._namespaces.append((namespace_of(name, server), upstream))

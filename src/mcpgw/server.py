@@ -86,6 +86,7 @@ async def _recorded(
         persona=_persona_label(gateway, persona),
         client=_client_name(ctx),
         protocol=ctx.protocol_version,
+        principal=_principal(ctx),
     )
     if kind in _NAME_KEYS:
         step.name = str(raw.get(_NAME_KEYS[kind]))
@@ -130,6 +131,16 @@ def _client_name(ctx: Ctx) -> str | None:
             return str(info["name"])
     params = ctx.session.client_params
     return params.client_info.name if params is not None else None
+
+
+def _principal(ctx: Ctx) -> str | None:
+    """The token's subject and client over HTTP with `[auth]`; None otherwise."""
+    scope = getattr(ctx.request, "scope", None)
+    if not isinstance(scope, dict) or "user" not in scope:
+        return None
+    from mcpgw import auth
+
+    return auth.principal(scope)
 
 
 def _first_text(result: dict[str, Any]) -> str | None:
@@ -556,7 +567,12 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
     from starlette.routing import Route
 
     server, _ = build_server(gateway)
-    app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
+    security = None
+    if gateway.registry.auth is not None or gateway.registry.gateway.cors_origins:
+        from mcpgw import auth
+
+        security = auth.transport_security(gateway.registry, host=host)
+    app = server.streamable_http_app(streamable_http_path="/mcp", host=host, transport_security=security)
     endpoint = next(r.endpoint for r in app.routes if isinstance(r, Route) and r.path == "/mcp")
 
     class PersonaEndpoint:
@@ -592,6 +608,14 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
 
     app.router.routes.append(Route("/healthz", endpoint=health, methods=["GET"]))
     app.add_middleware(BodyLimit, limit=gateway.registry.gateway.max_request_bytes)
+    if gateway.registry.auth is not None or gateway.registry.gateway.cors_origins:
+        auth.install(
+            app,
+            gateway.registry,
+            mcp_path="/mcp",
+            persona_path=f"/personas/{{{PERSONA_PATH_PARAM}}}/mcp",
+            audit=gateway.audit,
+        )
     return app
 
 
@@ -667,6 +691,9 @@ async def serve_http(
     """Serve streamable HTTP at http://host:port/mcp until a signal arrives."""
     import uvicorn
 
+    from mcpgw import auth
+
+    auth.check_exposure(gateway.registry, host=host)
     app = http_app(gateway, host=host)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     web = uvicorn.Server(config)

@@ -42,7 +42,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter, ValidationError
 
-from mcpgw import version
+from mcpgw import credentials, version
 from mcpgw.config import ServerConfig, expand, resolved_command
 from mcpgw.errors import ConfigError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 
@@ -186,6 +186,8 @@ class Upstream:
     ping_timeout: float = 10.0
     max_concurrent: int = 64
     max_result_bytes: int = 32 * 1024 * 1024
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    """`[gateway] secrets_file` values, for `${NAME}` the environment does not define."""
 
     state: State = "starting"
     error: str | None = None
@@ -370,12 +372,17 @@ class Upstream:
 
     async def _open_transport(self, stack: AsyncExitStack) -> tuple[Any, Any]:
         config = self.config
+        env = credentials.environ(self.secrets) if self.secrets else None
         if config.kind == "stdio":
             assert config.command is not None
             params = StdioServerParameters(
                 command=resolved_command(expand(config.command, key=f"servers.{self.name}.command")),
                 args=[expand(a, key=f"servers.{self.name}.args") for a in config.args],
-                env={k: expand(v, key=f"servers.{self.name}.env.{k}") for k, v in config.env.items()} or None,
+                env={
+                    k: expand(v, key=f"servers.{self.name}.env.{k}", environ=env)
+                    for k, v in config.env.items()
+                }
+                or None,
                 cwd=expand(config.cwd, key=f"servers.{self.name}.cwd") if config.cwd else None,
             )
             pump = _StderrPump(self.name)
@@ -394,11 +401,19 @@ class Upstream:
             return streams
         assert config.url is not None
         url = expand(config.url, key=f"servers.{self.name}.url")
-        headers = {k: expand(v, key=f"servers.{self.name}.headers.{k}") for k, v in config.headers.items()}
+        headers = {
+            k: expand(v, key=f"servers.{self.name}.headers.{k}", environ=env)
+            for k, v in config.headers.items()
+        }
+        oauth: credentials.ClientCredentials | None = None
+        if config.oauth is not None:
+            oauth = credentials.ClientCredentials(self.name, config.oauth, env or os.environ)
+            stack.push_async_callback(oauth.aclose)
+            await oauth.token()  # a bad client secret fails the start with the token endpoint's answer
         if config.kind == "sse":
-            return await stack.enter_async_context(sse_client(url, headers=headers or None))
+            return await stack.enter_async_context(sse_client(url, headers=headers or None, auth=oauth))
         # One pooled HTTP client for the life of the session: no new TLS context per call.
-        http = await stack.enter_async_context(create_mcp_http_client(headers=headers or None))
+        http = await stack.enter_async_context(create_mcp_http_client(headers=headers or None, auth=oauth))
         return await stack.enter_async_context(streamable_http_client(url, http_client=http))
 
     # --- lists -----------------------------------------------------------------------------------

@@ -36,15 +36,34 @@ class CallLog(Middleware):
         self.path = path
 
     async def on_call_tool(self, context, call_next):  # type: ignore[no-untyped-def]
+        entry = {"name": context.message.name, "arguments": context.message.arguments}
+        if os.environ.get("UPSTREAM_JWKS_URL"):
+            from fastmcp.server.dependencies import get_access_token
+
+            token = get_access_token()
+            entry["token"] = token.claims.get("jti") if token is not None else None
+            entry["bearer"] = token.token if token is not None else None
         with open(self.path, "a") as handle:
-            handle.write(
-                json.dumps({"name": context.message.name, "arguments": context.message.arguments}) + "\n"
-            )
+            handle.write(json.dumps(entry) + "\n")
         return await call_next(context)
 
 
+def _auth():  # type: ignore[no-untyped-def]
+    """With $UPSTREAM_JWKS_URL: accept only JWTs from that issuer for $UPSTREAM_AUDIENCE (OAuth tests)."""
+    if not os.environ.get("UPSTREAM_JWKS_URL"):
+        return None
+    from fastmcp.server.auth.providers.jwt import JWTVerifier
+
+    return JWTVerifier(
+        jwks_uri=os.environ["UPSTREAM_JWKS_URL"],
+        issuer=os.environ["UPSTREAM_ISSUER"],
+        audience=os.environ["UPSTREAM_AUDIENCE"],
+        jwks_refresh_interval=0,
+    )
+
+
 def build(name: str = "upstream", extra_tools: int = 0) -> FastMCP:
-    mcp = FastMCP(name, instructions="Test upstream for mcpgw.")
+    mcp = FastMCP(name, instructions="Test upstream for mcpgw.", auth=_auth())
     if log := os.environ.get("UPSTREAM_CALL_LOG"):
         mcp.add_middleware(CallLog(log))
 
