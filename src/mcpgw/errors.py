@@ -13,7 +13,8 @@ a message from the CLI) never have to guess.
     │   └── UpstreamTimeout           a call exceeded its timeout
     ├── NotFound                      unknown tool, resource or prompt (-32602)
     │   └── UnknownPersona            a persona not in the registry (404 on HTTP)
-    └── InvalidRequest                bad arguments from the client (-32602)
+    ├── InvalidRequest                bad arguments from the client (-32602)
+    └── DataBlocked                   a data rule refused a call or withheld a result (-32030)
 
 Errors from other libraries are translated into these at one boundary each:
 mcp client errors in `upstream`, TOML and pydantic errors in `config`.
@@ -93,3 +94,10 @@ class UnknownPersona(NotFound):
     """A persona name that the registry does not define."""
 
     exit_code = 2
+
+
+class DataBlocked(GatewayError):
+    """A data rule refused arguments, a result or a sampling request (names detectors, never values)."""
+
+    jsonrpc_code = -32030
+    """In the JSON-RPC range reserved for implementation-defined server errors."""
