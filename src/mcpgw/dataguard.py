@@ -33,7 +33,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from mcpgw.errors import DataBlocked
@@ -53,35 +53,47 @@ def marker(name: str) -> str:
 
 @dataclass(frozen=True)
 class Detector:
-    """A named pattern, with an optional check a match must also pass (a checksum, a decode)."""
+    """A named pattern, with an optional check a match must also pass (a checksum, a decode).
+
+    `prefilter`: literals one of which any match contains; a text with none of them is skipped
+    without running the pattern (on 1 MB that is ~0.1 ms instead of ~30 ms). A pattern with a
+    group reports the group's span. `finder` replaces the pattern's own search when one is faster.
+    """
 
     name: str
     pattern: re.Pattern[str]
     check: Callable[[str], bool] | None = None
+    prefilter: tuple[str, ...] = ()
+    finder: Callable[[str], Iterator[tuple[int, int]]] | None = None
 
     def spans(self, text: str) -> Iterator[tuple[int, int]]:
-        for match in self.pattern.finditer(text):
-            if self.check is None or self.check(match.group()):
-                yield match.span()
+        if self.prefilter and not any(literal in text for literal in self.prefilter):
+            return
+        if self.finder is not None:
+            found: Iterable[tuple[int, int]] = self.finder(text)
+        elif self.pattern.groups:
+            found = (match.span(1) for match in self.pattern.finditer(text))
+        else:
+            found = (match.span() for match in self.pattern.finditer(text))
+        for start, end in found:
+            if self.check is None or self.check(text[start:end]):
+                yield start, end
 
     def found(self, text: str) -> bool:
         return next(self.spans(text), None) is not None
 
     def sub(self, text: str) -> tuple[str, int]:
         """`text` with every match replaced by this detector's marker, and how many there were."""
-        if self.check is None:
-            return self.pattern.subn(marker(self.name), text)
-        count = 0
-        check = self.check
-
-        def replace(match: re.Match[str]) -> str:
-            nonlocal count
-            if check(match.group()):
-                count += 1
-                return marker(self.name)
-            return match.group()
-
-        return self.pattern.sub(replace, text), count
+        pieces: list[str] = []
+        last = 0
+        for start, end in self.spans(text):
+            pieces.append(text[last:start])
+            pieces.append(marker(self.name))
+            last = end
+        if not pieces:
+            return text, 0
+        pieces.append(text[last:])
+        return "".join(pieces), len(pieces) // 2
 
 
 def luhn(candidate: str) -> bool:
@@ -113,20 +125,49 @@ SECRET_DETECTORS: tuple[Detector, ...] = (
     Detector(
         "private-key",
         re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", re.S),
+        prefilter=("PRIVATE KEY",),
     ),
-    Detector("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), _jwt_header),
-    Detector("bearer", re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}")),
-    Detector("aws-key", re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")),
-    Detector("github-token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})")),
-    Detector("slack-token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
-    Detector("url-password", re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)")),
+    Detector(
+        "jwt",
+        re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+        _jwt_header,
+        prefilter=("eyJ",),
+    ),
+    Detector(
+        "bearer",
+        re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}"),
+        prefilter=("earer", "EARER"),
+    ),
+    Detector("aws-key", re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), prefilter=("AKIA", "ASIA")),
+    Detector(
+        "github-token",
+        re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"),
+        prefilter=("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+    ),
+    Detector("slack-token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"), prefilter=("xox",)),
+    Detector("url-password", re.compile(r"://([^/\s:@]+:[^/\s@]+)@"), prefilter=("://",)),
 )
 """Credentials: always redacted in the audit log."""
 
-CARD = Detector("card", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), luhn)
-EMAIL = Detector(
-    "email", re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
-)
+_EMAIL_DOMAIN = re.compile(r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+_EMAIL_LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
+
+
+def _emails(text: str) -> Iterator[tuple[int, int]]:
+    """Find each `@domain.tld`, then extend left over the local part: far faster than a pattern
+    that starts its attempt at every word of a long text."""
+    for match in _EMAIL_DOMAIN.finditer(text):
+        start = match.start()
+        while start > 0 and text[start - 1] in _EMAIL_LOCAL:
+            start -= 1
+        if start < match.start():
+            yield start, match.end()
+
+
+# The card pattern starts with a character class (not a look-behind) so the regex engine can skip
+# ahead to the next digit: about 6 ms instead of 45 ms on 1 MB of prose.
+CARD = Detector("card", re.compile(r"[0-9](?<![0-9-][0-9])(?:[ -]?[0-9]){12,18}(?![0-9-])"), luhn)
+EMAIL = Detector("email", _EMAIL_DOMAIN, prefilter=("@",), finder=_emails)
 BUILTIN: dict[str, Detector] = {d.name: d for d in (*SECRET_DETECTORS, CARD, EMAIL)}
 """Every built-in detector by name; `[security.detectors]` adds custom ones."""
 
@@ -140,6 +181,8 @@ def custom_detectors(patterns: Mapping[str, str]) -> dict[str, Detector]:
 
 # --- applying rules -------------------------------------------------------------------------------
 
+_REMEMBER = 4096
+"""Texts longer than this are remembered within one check (see `Scan.done`)."""
 _SKIPPED_KEYS = frozenset({"type", "mimeType", "blob", "data", "_meta", "resultType"})
 """Keys whose values are not text a detector should read (types, base64 payloads, metadata)."""
 
@@ -155,6 +198,9 @@ class Plan:
 class Scan:
     counts: dict[str, int]
     blocked: list[str]
+    done: dict[str, tuple[str, dict[str, int]]] = field(default_factory=dict)
+    """Long texts already checked in this value: a tool's text content and its structured content
+    often carry the same text, which is then scanned once."""
 
 
 class Guard:
@@ -257,7 +303,14 @@ def _walk(value: Any, plan: Plan, scan: Scan) -> Any:
 
 
 def _text(text: str, plan: Plan, scan: Scan) -> str:
+    remembered = scan.done.get(text) if len(text) > _REMEMBER else None
+    if remembered is not None:
+        out, counts = remembered
+        for name, count in counts.items():
+            scan.counts[name] = scan.counts.get(name, 0) + count
+        return out
     out = text
+    counts = {}
     for detector, action in plan.steps:
         if action == "redact":
             out, count = detector.sub(out)
@@ -266,5 +319,9 @@ def _text(text: str, plan: Plan, scan: Scan) -> str:
             if count and action == "block":
                 scan.blocked.append(detector.name)
         if count:
+            counts[detector.name] = count
             scan.counts[detector.name] = scan.counts.get(detector.name, 0) + count
-    return text if out == text else out
+    out = text if out == text else out
+    if len(text) > _REMEMBER:
+        scan.done[text] = (out, counts)
+    return out
