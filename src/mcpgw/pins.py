@@ -297,11 +297,11 @@ class Trust:
     def _judge(
         self, server: str, list_name: str, name: str, item: Mapping[str, Any]
     ) -> tuple[Status, list[poisoning.Finding], str]:
-        pin = pin_of(list_name, item)
-        key = (server, list_name, name, pin.sha256)
+        sha256 = digest(definition(list_name, item))  # only the digest: this runs on every rebuild
+        key = (server, list_name, name, sha256)
         judged = self._judged.get(key)
         if judged is not None:
-            return (*judged, pin.sha256)
+            return (*judged, sha256)
         findings = poisoning.scan_item(
             server, KIND_OF[list_name].replace(" ", "_"), name, item, max_length=self.max_description
         )
@@ -312,9 +312,9 @@ class Trust:
             status = "unpinned"
         else:
             pinned = self.lock[server].get(list_name, {}).get(name)
-            status = "new" if pinned is None else "pinned" if pinned.sha256 == pin.sha256 else "changed"
+            status = "new" if pinned is None else "pinned" if pinned.sha256 == sha256 else "changed"
         self._judged[key] = (status, findings)
-        return status, findings, pin.sha256
+        return status, findings, sha256
 
     def _verdict(
         self, server: str, list_name: str, name: str, exposed: str, item: Mapping[str, Any]
