@@ -725,7 +725,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     parser.add_argument(
         "--only",
-        choices=("stdio", "http", "list", "cold", "audit"),
+        choices=("stdio", "http", "list", "cold", "audit", "redact"),
         action="append",
         help="run only these sections (repeatable)",
     )
@@ -774,6 +774,60 @@ async def bench_audit(s: Settings, tmp: Path, results: Results, errlog: IO[str])
     )
 
 
+REDACT_BYTES = 1_000_000
+
+
+async def bench_redact(s: Settings, tmp: Path, results: Results, errlog: IO[str]) -> None:
+    """The cost of data rules on big results: 1 MB text results through a gateway with and without them."""
+    off = write_registry(tmp / "redact-off.toml", {"up": stdio_entry("redact-off", "--lorem")})
+    on = write_registry(tmp / "redact-on.toml", {"up": stdio_entry("redact-on", "--lorem")})
+    # Every built-in detector redacts results: the text has an e-mail address and a card number per ~1 kB.
+    names = ["aws-key", "github-token", "slack-token", "private-key", "jwt", "bearer", "url-password"]
+    detectors = ", ".join(_toml_str(d) for d in [*names, "card", "email"])
+    on.write_text(
+        on.read_text() + f'\n[[security.rules]]\ndetectors = [{detectors}]\naction = "redact"\n'
+        'directions = ["results"]\n'
+    )
+    async with (
+        stdio_client_of(gateway_args(off), s.mode, errlog) as without,
+        stdio_client_of(gateway_args(on), s.mode, errlog) as guarded,
+    ):
+        await check_echo(without, "up__echo")
+        await check_echo(guarded, "up__echo")
+
+        def big(client: Client) -> Call:
+            async def call() -> None:
+                result = await client.call_tool("up__lorem", {"size": REDACT_BYTES})
+                text = getattr(result.content[0], "text", "") if result.content else ""
+                if result.is_error or len(text) < REDACT_BYTES // 2:
+                    raise RuntimeError(f"up__lorem returned {str(result.content)[:200]}")
+
+            return call
+
+        plain = (await without.call_tool("up__lorem", {"size": 2000})).content[0]
+        redacted = (await guarded.call_tool("up__lorem", {"size": 2000})).content[0]
+        if "[REDACTED:email]" not in getattr(redacted, "text", "") or "[REDACTED" in getattr(
+            plain, "text", ""
+        ):
+            raise RuntimeError("the guarded gateway did not redact, or the plain one did")
+        calls, warmup = max(10, s.calls // 15), 3
+        d_lat, g_lat = await latencies(big(without), big(guarded), calls, warmup, collect_every=5)
+        tp = await throughputs(big(without), big(guarded), max(2, s.rounds // 2), INFLIGHT * 2)
+    ds, gs = summary(d_lat), summary(g_lat)
+    note = "'direct' here is the same gateway without data rules; results are 1 MB of text"
+    results.add(Row("redaction on vs off: 1 MB result p50", "ms", ds["p50_ms"], gs["p50_ms"], note=note))
+    results.add(
+        Row(
+            f"redaction off vs on: 1 MB results throughput x{INFLIGHT}",
+            "calls/s",
+            statistics.median(tp.gateway),
+            statistics.median(tp.direct),
+            note="ratio = calls/s without data rules / with every detector redacting results",
+            samples={"without_rounds": tp.direct, "with_rounds": tp.gateway},
+        )
+    )
+
+
 async def run(s: Settings, sections: list[str], results: Results) -> None:
     with tempfile.TemporaryDirectory(prefix=f"{TOKEN}-") as tmpdir:
         tmp = Path(tmpdir)
@@ -782,6 +836,7 @@ async def run(s: Settings, sections: list[str], results: Results) -> None:
         with (tmp / "stderr.log").open("w") as errlog:
             plan = {
                 "audit": lambda: bench_audit(s, tmp, results, errlog),
+                "redact": lambda: bench_redact(s, tmp, results, errlog),
                 "stdio": lambda: bench_stdio(s, tmp, results, errlog),
                 "http": lambda: bench_http(s, tmp, results),
                 "list": lambda: bench_big_list(s, tmp, results, errlog),
@@ -807,7 +862,7 @@ async def run(s: Settings, sections: list[str], results: Results) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     s = settings_from(args)
-    sections = args.only or ["stdio", "http", "list", "cold", "audit"]
+    sections = args.only or ["stdio", "http", "list", "cold", "audit", "redact"]
     results = Results()
     results.info.update(
         mode=s.mode,

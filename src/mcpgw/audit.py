@@ -21,11 +21,13 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from mcpgw.dataguard import Detector
 from mcpgw.errors import ConfigError
 from mcpgw.redact import Redactor
 
@@ -51,6 +53,7 @@ COLUMNS: dict[str, type] = {
     "result_bytes": int,
     "arguments": str,
     "result": str,
+    "findings": str,
 }
 INDEXES = [["ts"], ["persona", "ts"], ["server", "ts"], ["name", "ts"], ["outcome", "ts"], ["request_id"]]
 SUMMARY_CHARS = 300
@@ -87,6 +90,8 @@ class Step:
     error: str | None = None
     arguments: Any = None
     result: Any = None
+    findings: str | None = None
+    """What data rules found (detector names and counts, never values)."""
     started: float = field(default_factory=time.perf_counter)
     ts: str = field(default_factory=lambda: now())
     latency_ms: float = 0.0
@@ -180,6 +185,7 @@ class AuditLog:
             "result_bytes": len(result.encode()) if result else 0,
             "arguments": arguments[:4000] if arguments else None,
             "result": self.redactor.text(result, secrets)[:SUMMARY_CHARS] if result else None,
+            "findings": step.findings,
         }
 
     def event(
@@ -211,6 +217,7 @@ class AuditLog:
                 "result_bytes": 0,
                 "arguments": None,
                 "result": None,
+                "findings": None,
             }
         )
 
@@ -288,14 +295,16 @@ class AuditLog:
         self._thread = None
 
 
-def open_for(settings: Any, *, source: str) -> AuditLog | None:
+def open_for(settings: Any, *, source: str, detectors: Iterable[Detector] = ()) -> AuditLog | None:
     """The gateway's audit log per `[audit]`: created, pruned, writer started; None when disabled."""
     if not settings.enabled:
         return None
     path = Path(settings.path).expanduser() if settings.path else default_path()
     log = AuditLog(
         path,
-        redactor=Redactor(extra_keys=settings.redact_keys, extra_patterns=settings.redact_patterns),
+        redactor=Redactor(
+            extra_keys=settings.redact_keys, extra_patterns=settings.redact_patterns, detectors=detectors
+        ),
         max_buffer=settings.max_buffer,
     )
     if settings.retention_days:

@@ -77,6 +77,8 @@ class Catalog:
     namespaces: dict[str, Upstream] = field(default_factory=dict)
     unprefixed: list[Upstream] = field(default_factory=list)
     _templates: list[tuple[re.Pattern[str], Upstream]] = field(default_factory=list)
+    withheld: dict[str, str] = field(default_factory=dict)
+    """Exposed names a security policy keeps out of this catalog, with the reason (see `pins`)."""
 
     # --- routing ---------------------------------------------------------------------------------
 

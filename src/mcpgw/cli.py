@@ -116,7 +116,13 @@ def serve(
         raise RegistryError(
             "--persona applies to stdio; over HTTP each persona has its own /personas/NAME/mcp"
         )
-    audit_log = gateway.audit = audit.open_for(registry.audit, source=source)
+    from mcpgw.dataguard import Guard
+    from mcpgw.pins import Trust
+
+    guard = gateway.guard = Guard.from_registry(registry)
+    detectors = guard.detectors_in_rules() if guard is not None else ()
+    audit_log = gateway.audit = audit.open_for(registry.audit, source=source, detectors=detectors)
+    Trust.install(gateway, path)
 
     async def ready(url: str) -> None:
         await gateway.wait_started()
@@ -254,7 +260,10 @@ def personas(config_path: Path | None, as_json: bool) -> None:
 @click.option("--persona", help="Only this persona.")
 @click.option("--server", help="Only this upstream server.")
 @click.option("--tool", help="Only this tool, resource or prompt (as the client named it).")
-@click.option("--outcome", type=click.Choice(["ok", "error", "denied", "timeout", "cancelled"]))
+@click.option(
+    "--outcome",
+    type=click.Choice(["ok", "error", "denied", "timeout", "cancelled", "blocked", "warning", "withheld"]),
+)
 @click.option("--since", help="ISO time (UTC), e.g. 2026-11-25T10:00.")
 @click.option("--until", help="ISO time (UTC).")
 @click.option("--limit", "-n", type=int, default=50, show_default=True)
@@ -554,10 +563,143 @@ async def _check_server(name: str, server: ServerConfig) -> int:
         await upstream.wait_settled()
         count = len(upstream.lists["tools"])
         state, error = upstream.state, upstream.error
+        _warn_findings(name, upstream.lists)
         upstream.stop()
     if state != "ready":
         raise RegistryError(f"server {name!r} did not start: {error} (use --no-check to add it anyway)")
     return count
+
+
+def _warn_findings(name: str, lists: Any, max_length: int = 2000) -> None:
+    from mcpgw.poisoning import scan_lists
+
+    for finding in scan_lists(name, lists, max_length=max_length):
+        err.print(f"[yellow]warning: possible tool poisoning:[/] {escape(str(finding))}")
+
+
+# --- pinned definitions --------------------------------------------------------------------------
+
+
+@cli.command()
+@config_option
+@click.argument("server", required=False)
+@click.option(
+    "--diff", "show_diff", is_flag=True, help="Show what changed since the pins (old vs new); write nothing."
+)
+@click.option(
+    "--approve", is_flag=True, help="Accept the current definitions (changed, new, removed and flagged ones)."
+)
+def pin(config_path: Path | None, server: str | None, show_diff: bool, approve: bool) -> None:
+    """Pin the tool, prompt and resource-template definitions of SERVER (or every server) in the lock file.
+
+    A server with no pins yet is pinned as it is (items the poisoning checks flag are left out);
+    after that, any difference is accepted only with --approve, after reviewing it with --diff.
+    """
+    from mcpgw import pins
+    from mcpgw.poisoning import scan_lists
+
+    if show_diff and approve:
+        raise RegistryError("--diff shows, --approve accepts: give one of them")
+    registry, path = _load(config_path)
+    if server is not None and server not in registry.servers:
+        raise RegistryError(f"no server named {server!r} (known: {', '.join(registry.servers) or 'none'})")
+    if server is not None and not registry.servers[server].enabled:
+        raise RegistryError(f"server {server!r} is disabled; enable it to pin it")
+    names = [server] if server is not None else list(registry.enabled_servers())
+    lock_file = pins.lock_path(registry, path)
+    lock = pins.read_lock(lock_file) or {}
+    _quiet_logs()
+    lists = anyio.run(_collect_lists, registry, names)
+    max_length = registry.security.max_description
+    changed = False
+    for name in names:
+        current = pins.snapshot(lists[name])
+        findings = scan_lists(name, lists[name], max_length=max_length)
+        differences = pins.changes(name, lock.get(name), current)
+        for finding in findings:
+            err.print(f"[yellow]warning: possible tool poisoning:[/] {escape(str(finding))}")
+        if show_diff:
+            if name not in lock:
+                out.print(f"{name}: not pinned yet ({_counts(current)}); `mcpgw pin {name}` pins it")
+            for difference in differences if name in lock else []:
+                out.print(f"[bold]{escape(str(difference))}[/]")
+                out.print(escape(difference.diff()), end="", highlight=False)
+            if name in lock and not differences:
+                out.print(f"{name}: up to date")
+            continue
+        if approve:
+            for difference in differences:
+                out.print(f"accepted: {escape(str(difference))}")
+            if differences or name not in lock:
+                lock[name] = current
+                changed = True
+            out.print(f"{name}: {_counts(current)} pinned")
+            continue
+        if name in lock:
+            if differences:
+                out.print(
+                    f"{name}: {len(differences)} differences from its pins; review with "
+                    f"`mcpgw pin --diff {name}`, accept with `mcpgw pin --approve {name}`"
+                )
+            else:
+                out.print(f"{name}: up to date")
+            continue
+        flagged = {(_LIST_OF_KIND[f.kind], f.name) for f in findings if f.kind in _LIST_OF_KIND}
+        kept = {
+            list_name: {item: p for item, p in entries.items() if (list_name, item) not in flagged}
+            for list_name, entries in current.items()
+        }
+        lock[name] = kept
+        changed = True
+        out.print(f"{name}: {_counts(kept)} pinned")
+        for list_name, item in sorted(flagged):
+            out.print(
+                f"{name}: {pins.KIND_OF[list_name]} {item!r} flagged, not pinned; review it, then "
+                f"`mcpgw pin --approve {name}`"
+            )
+    if changed:
+        pins.write_lock(lock_file, lock)
+        err.print(f"wrote {lock_file}")
+
+
+_LIST_OF_KIND = {"tool": "tools", "prompt": "prompts", "resource_template": "resource_templates"}
+
+
+def _counts(pinned: Any) -> str:
+    return ", ".join(
+        f"{len(pinned.get(k, {}))} {k.replace('_', ' ')}" for k in ("tools", "prompts", "resource_templates")
+    )
+
+
+async def _collect_lists(registry: Registry, names: list[str]) -> dict[str, Any]:
+    """Start the named servers, take their lists, stop them; a server that does not start is an error."""
+    from mcpgw.errors import UpstreamUnavailable
+    from mcpgw.upstream import Upstream
+
+    upstreams = [
+        Upstream(
+            name=name,
+            config=registry.servers[name],
+            timeout=config_mod.call_timeout(registry, registry.servers[name]),
+            startup_timeout=registry.gateway.startup_timeout,
+            restart=False,
+        )
+        for name in names
+    ]
+    async with anyio.create_task_group() as tg:
+        for upstream in upstreams:
+            tg.start_soon(upstream.run)
+        for upstream in upstreams:
+            await upstream.wait_settled()
+        failed = [u for u in upstreams if u.state != "ready"]
+        lists = {u.name: {k: list(v) for k, v in u.lists.items()} for u in upstreams}
+        for upstream in upstreams:
+            upstream.stop()
+    if failed:
+        raise UpstreamUnavailable(
+            failed[0].name, f"did not start ({failed[0].error}); the lock file is unchanged"
+        )
+    return lists
 
 
 @cli.command("remove-server")

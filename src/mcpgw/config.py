@@ -322,6 +322,70 @@ class AuthSettings(_Strict):
         return algorithms
 
 
+Direction = Literal["arguments", "results", "sampling"]
+"""Tool-call arguments going up, results coming back, sampling prompts going to a model."""
+DIRECTIONS: tuple[Direction, ...] = ("arguments", "results", "sampling")
+DETECTOR_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
+
+
+class DataRule(_Strict):
+    """`[[security.rules]]`: what to do when detectors fire on one direction of traffic."""
+
+    detectors: Annotated[list[str], Field(min_length=1)]
+    """Built-in detector names (aws-key, github-token, slack-token, private-key, jwt, bearer,
+    url-password, card, email) or names from `[security.detectors]`."""
+    action: Literal["monitor", "redact", "block"]
+    directions: list[Direction] = Field(default_factory=lambda: list(DIRECTIONS))
+    personas: list[str] | None = None
+    """Personas the rule applies to; every request (with or without a persona) when absent."""
+    tools: list[str] = Field(default_factory=lambda: ["*"])
+    """Globs over exposed tool names (and resource URIs, prompt names for results)."""
+
+
+class SecuritySettings(_Strict):
+    """`[security]`: pinned definitions, poisoning checks and data rules."""
+
+    lock: str | None = None
+    """The lock file of pinned definitions; default: the registry's name with `.lock` (servers.lock)."""
+    max_description: Annotated[int, Field(ge=1)] = 2000
+    """Longer descriptions (tools, prompts, resources, schema fields) are flagged as possible poisoning."""
+    detectors: dict[str, str] = Field(default_factory=dict)
+    """Custom detectors: name -> regular expression."""
+    rules: list[DataRule] = Field(default_factory=list)
+
+    @field_validator("detectors")
+    @classmethod
+    def _detectors_compile(cls, detectors: dict[str, str]) -> dict[str, str]:
+        from mcpgw.dataguard import BUILTIN
+
+        for name, pattern in detectors.items():
+            if not DETECTOR_NAME_RE.match(name):
+                raise ValueError(f"detector name {name!r} must be lower-case letters, digits and '-'")
+            if name in BUILTIN:
+                raise ValueError(f"detector {name!r} is built in; give the custom one another name")
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"detector {name!r}: {pattern!r} is not a valid regular expression: {exc}"
+                ) from None
+        return detectors
+
+    @model_validator(mode="after")
+    def _rules_name_detectors(self) -> SecuritySettings:
+        from mcpgw.dataguard import BUILTIN
+
+        known = {*BUILTIN, *self.detectors}
+        for i, rule in enumerate(self.rules):
+            for name in rule.detectors:
+                if name not in known:
+                    raise ValueError(
+                        f"rules[{i}] names detector {name!r}, which is neither built in "
+                        f"({', '.join(sorted(BUILTIN))}) nor in [security.detectors]"
+                    )
+        return self
+
+
 DEFAULT_PERSONA = "default"
 PERSONA_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -334,6 +398,7 @@ class Registry(_Strict):
     personas: dict[str, PersonaConfig] = Field(default_factory=dict)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     auth: AuthSettings | None = None
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     @model_validator(mode="after")
     def _auth_personas_exist(self) -> Registry:
@@ -342,6 +407,16 @@ class Registry(_Strict):
                 if persona not in self.personas:
                     raise ValueError(
                         f"auth.persona_map maps {value!r} to {persona!r}, which is not a persona"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _rules_name_personas(self) -> Registry:
+        for i, rule in enumerate(self.security.rules):
+            for persona in rule.personas or []:
+                if persona not in self.personas:
+                    raise ValueError(
+                        f"security.rules[{i}] names persona {persona!r}, which is not in [personas]"
                     )
         return self
 

@@ -14,7 +14,8 @@ a message from the CLI) never have to guess.
     ├── NotFound                      unknown tool, resource or prompt (-32602)
     │   └── UnknownPersona            a persona not in the registry (404 on HTTP)
     ├── InvalidRequest                bad arguments from the client (-32602)
-    └── Unavailable                   the gateway takes no new requests (shutting down)
+    ├── Unavailable                   the gateway takes no new requests (shutting down)
+    └── DataBlocked                   a data rule refused a call or withheld a result (-32030)
 
 Errors from other libraries are translated into these at one boundary each:
 mcp client errors in `upstream`, TOML and pydantic errors in `config`.
@@ -98,3 +99,10 @@ class UnknownPersona(NotFound):
 
 class Unavailable(GatewayError):
     """The gateway cannot take the request now: it is draining in-flight calls before it stops."""
+
+
+class DataBlocked(GatewayError):
+    """A data rule refused arguments, a result or a sampling request (names detectors, never values)."""
+
+    jsonrpc_code = -32030
+    """In the JSON-RPC range reserved for implementation-defined server errors."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ from mcpgw import personas as personas_mod
 from mcpgw.audit import AuditLog
 from mcpgw.catalog import Catalog, Problem, Route
 from mcpgw.config import DEFAULT_PERSONA, Registry, call_timeout, namespace_of
+from mcpgw.dataguard import Guard
 from mcpgw.errors import InvalidRequest, NotFound, Unavailable, UnknownPersona
 from mcpgw.personas import View
 from mcpgw.upstream import ListKind, ProgressRelay, Upstream, forwardable_meta
@@ -78,6 +79,12 @@ class Gateway:
         self._in_flight = 0
         self._idle = anyio.Event()
         self.draining = False
+        self.catalog_filter: Callable[[Catalog], Catalog] | None = None
+        """Applied to every catalog built (pinned definitions, poisoning checks: see `pins.Trust`)."""
+        self.guard: Guard | None = None
+        """Data rules on arguments and results (`dataguard`); None when there are none."""
+        self.background: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        """Tasks that run for as long as the gateway does (e.g. watching the lock file)."""
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -88,6 +95,8 @@ class Gateway:
             for upstream in self.upstreams.values():
                 tg.start_soon(upstream.run)
             tg.start_soon(self._watch_startup)
+            for task in self.background:
+                tg.start_soon(task)
             try:
                 yield self
             finally:
@@ -149,14 +158,19 @@ class Gateway:
         self._listeners.append(listener)
 
     def _rebuild(self) -> Catalog:
-        self.catalog = catalog_mod.build(self._namespaces)
+        catalog = catalog_mod.build(self._namespaces)
+        self.catalog = self.catalog_filter(catalog) if self.catalog_filter is not None else catalog
         for problem in self.catalog.problems:
             if problem not in self._reported:
                 self._reported.add(problem)
                 logger.warning("catalog: %s", problem)
         return self.catalog
 
-    async def _upstream_changed(self, upstream: Upstream, kinds: tuple[ListKind, ...]) -> None:
+    async def refresh(self) -> None:
+        """Rebuild the catalog now (e.g. the lock file changed) and announce what changed."""
+        await self._upstream_changed(None, ("tools", "resources", "resource_templates", "prompts"))
+
+    async def _upstream_changed(self, upstream: Upstream | None, kinds: tuple[ListKind, ...]) -> None:
         before = self.catalog
         after = self._rebuild()
         if not self._started.is_set():
@@ -276,6 +290,9 @@ class Gateway:
         audit.note(server=route.upstream.name)
         upstream_params = _with_extras({"name": route.name}, params)
         sent = view.arguments(entry, arguments)
+        guard = self.guard
+        if guard is not None and sent is not None:
+            sent = guard.check("arguments", view.persona, entry.target, sent)
         if sent is not None:
             upstream_params["arguments"] = sent
         timeout = route.upstream.config.tool_timeouts.get(route.name)
@@ -286,6 +303,8 @@ class Gateway:
         namespace = self.catalog.namespace_of(route.upstream)
         if namespace and isinstance(result.get("content"), list):
             result["content"] = catalog_mod.rewrite_content_uris(result["content"], namespace)
+        if guard is not None:
+            result = guard.check("results", view.persona, entry.target, result)
         return result
 
     async def _search(self, persona: str | None, arguments: Mapping[str, Any]) -> dict[str, Any]:
@@ -318,6 +337,8 @@ class Gateway:
                 else item
                 for item in result.get("contents") or []
             ]
+        if self.guard is not None:
+            result = self.guard.check("results", self._persona_name(persona), uri, result)
         return result
 
     async def get_prompt(self, params: Mapping[str, Any], *, persona: str | None = None) -> dict[str, Any]:
@@ -337,6 +358,8 @@ class Gateway:
             for message in result.get("messages") or []:
                 if isinstance(message, dict) and isinstance(message.get("content"), dict):
                     message["content"] = catalog_mod.rewrite_content_uris([message["content"]], namespace)[0]
+        if self.guard is not None:
+            result = self.guard.check("results", self._persona_name(persona), name, result)
         return result
 
     async def complete(self, params: Mapping[str, Any], *, persona: str | None = None) -> dict[str, Any]:
@@ -363,6 +386,9 @@ class Gateway:
                 upstream_params[key] = params[key]
         async with self._tracked():
             return await route.upstream.request("completion/complete", upstream_params)
+
+    def _persona_name(self, persona: str | None) -> str | None:
+        return self.resolve_persona(persona)
 
     async def _route(self, lookup: Callable[[Catalog], Route]) -> Route:
         """Look a name up in the full catalog (after the persona allowed it), waiting out start-up."""

@@ -303,6 +303,11 @@ def _check_overrides(name: str, persona: PersonaConfig, catalog: Catalog, view: 
     for tool_name in persona.tools:
         if tool_name in catalog.tool_routes:
             continue
+        if tool_name in catalog.withheld:
+            view.warnings.append(
+                f"persona {name!r}: override of {tool_name!r} not checked: the tool is withheld"
+            )
+            continue
         namespace = tool_name.split("__", 1)[0] if "__" in tool_name else ""
         upstream = catalog.namespaces.get(namespace)
         if upstream is not None and upstream.state != "ready":

@@ -5,6 +5,9 @@ secret (password, token, authorization, api_key, ...) have their values
 replaced; values that look like a credential (bearer tokens, cloud and GitHub
 and Slack keys, JWTs, private keys, passwords in URLs) are replaced wherever
 they appear. The marker names the rule, so a reader knows what was there.
+The detectors themselves live in `dataguard` (one set for the audit log and the
+data rules); payment card numbers are always redacted here too, and so is
+whatever a data rule of the registry looks for.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Any
+
+from mcpgw.dataguard import AUDIT_ALWAYS, Detector
 
 DEFAULT_SECRET_KEYS = (
     "password",
@@ -31,24 +36,19 @@ DEFAULT_SECRET_KEYS = (
     "session",
 )
 
-_VALUE_RULES: list[tuple[str, re.Pattern[str]]] = [
-    (
-        "private-key",
-        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", re.S),
-    ),
-    ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
-    ("bearer", re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}")),
-    ("aws-key", re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")),
-    ("github-token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})")),
-    ("slack-token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
-    ("url-password", re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)")),
-]
-
 
 class Redactor:
-    def __init__(self, *, extra_keys: Iterable[str] = (), extra_patterns: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        extra_keys: Iterable[str] = (),
+        extra_patterns: Iterable[str] = (),
+        detectors: Iterable[Detector] = (),
+    ) -> None:
         self._keys = tuple(k.lower() for k in (*DEFAULT_SECRET_KEYS, *extra_keys))
-        self._rules = [*_VALUE_RULES, *(("custom", re.compile(p)) for p in extra_patterns)]
+        extra = [d for d in detectors if d not in AUDIT_ALWAYS]
+        custom = [Detector("custom", re.compile(p)) for p in extra_patterns]
+        self._rules: list[Detector] = [*AUDIT_ALWAYS, *extra, *custom]
 
     def secret_key(self, key: str) -> bool:
         lowered = key.lower()
@@ -58,8 +58,8 @@ class Redactor:
         """Secret-looking spans replaced, and any of `literals` (known secret values) wherever they appear."""
         for literal in literals:
             value = value.replace(literal, "[REDACTED:key]")
-        for name, pattern in self._rules:
-            value = pattern.sub(f"[REDACTED:{name}]", value)
+        for detector in self._rules:
+            value = detector.sub(value)[0]
         return value
 
     def secret_values(self, value: Any) -> list[str]:

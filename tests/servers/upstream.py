@@ -62,7 +62,7 @@ def _auth():  # type: ignore[no-untyped-def]
     )
 
 
-def build(name: str = "upstream", extra_tools: int = 0) -> FastMCP:
+def build(name: str = "upstream", extra_tools: int = 0, lorem: bool = False) -> FastMCP:
     mcp = FastMCP(name, instructions="Test upstream for mcpgw.", auth=_auth())
     if log := os.environ.get("UPSTREAM_CALL_LOG"):
         mcp.add_middleware(CallLog(log))
@@ -153,6 +153,18 @@ def build(name: str = "upstream", extra_tools: int = 0) -> FastMCP:
         await ctx.send_notification(types.ToolListChangedNotification())
         return f"added {tool_name}"
 
+    def lorem_text(size: int = 1000) -> str:
+        """About `size` characters of text, one e-mail address and card number per ~1 kB (benchmarks)."""
+        line = (
+            "Order shipped to ann@example.com, paid with 4111 1111 1111 1111; "
+            + "the quick brown fox jumps over the lazy dog. " * 20
+            + "\n"
+        )
+        return (line * (size // len(line) + 1))[:size]
+
+    if lorem:
+        mcp.tool(name="lorem")(lorem_text)
+
     for i in range(extra_tools):
 
         def generated(x: int = 0, _i: int = i) -> str:
@@ -185,8 +197,9 @@ def main() -> None:
     parser.add_argument("--http", type=int, default=None, help="serve streamable HTTP on this port")
     parser.add_argument("--tools", type=int, default=0)
     parser.add_argument("--name", default="upstream")
+    parser.add_argument("--lorem", action="store_true", help="add `lorem`, big text results (benchmarks)")
     args = parser.parse_args()
-    mcp = build(args.name, args.tools)
+    mcp = build(args.name, args.tools, args.lorem)
     if args.http is not None:
         mcp.run(transport="http", host="127.0.0.1", port=args.http, show_banner=False)
     else:
