@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import anyio
+from mcp_types import LOG_LEVEL_META_KEY
 
 from mcpgw import audit
 from mcpgw import catalog as catalog_mod
@@ -24,6 +25,7 @@ from mcpgw.audit import AuditLog
 from mcpgw.catalog import Catalog, Problem, Route
 from mcpgw.config import DEFAULT_PERSONA, Registry, call_timeout, namespace_of
 from mcpgw.errors import InvalidRequest, NotFound, UnknownPersona
+from mcpgw.logrelay import LogRelay, LogSink
 from mcpgw.personas import View
 from mcpgw.upstream import ListKind, ProgressRelay, Upstream, forwardable_meta
 
@@ -48,6 +50,7 @@ class Gateway:
         self.registry = registry
         self.audit = audit
         self.upstreams: dict[str, Upstream] = {}
+        self.logs = LogRelay()
         self._namespaces: list[tuple[str, Upstream]] = []
         for name, server in registry.enabled_servers().items():
             upstream = Upstream(
@@ -60,6 +63,7 @@ class Gateway:
                 on_state=self._upstream_state,
                 restart=server.restart,
                 backoff_max=registry.gateway.restart_backoff_max,
+                on_log=self.logs.deliver,
             )
             self.upstreams[name] = upstream
             self._namespaces.append((namespace_of(name, server), upstream))
@@ -220,6 +224,7 @@ class Gateway:
         *,
         persona: str | None = None,
         on_progress: ProgressRelay | None = None,
+        on_log: LogSink | None = None,
     ) -> dict[str, Any]:
         name = params.get("name")
         if not isinstance(name, str):
@@ -246,7 +251,11 @@ class Gateway:
         sent = view.arguments(entry, arguments)
         if sent is not None:
             upstream_params["arguments"] = sent
-        result = await route.upstream.request("tools/call", upstream_params, on_progress=on_progress)
+        if on_log is not None and route.upstream.era == "stateless":
+            # A 2026-07-28 upstream logs only for a request that opts in; mcpgw filters per client.
+            upstream_params.setdefault("_meta", {})[LOG_LEVEL_META_KEY] = "debug"
+        with self.logs.calling(route.upstream.name, on_log):
+            result = await route.upstream.request("tools/call", upstream_params, on_progress=on_progress)
         namespace = self.catalog.namespace_of(route.upstream)
         if namespace and isinstance(result.get("content"), list):
             result["content"] = catalog_mod.rewrite_content_uris(result["content"], namespace)

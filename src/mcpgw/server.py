@@ -48,6 +48,7 @@ from pydantic import BaseModel
 from mcpgw import audit, version
 from mcpgw.errors import GatewayError, UpstreamTimeout
 from mcpgw.gateway import Gateway
+from mcpgw.logrelay import LogLevels, LogSink
 
 logger = logging.getLogger("mcpgw.server")
 
@@ -168,6 +169,21 @@ def _progress_relay(ctx: Ctx) -> Callable[[float, float | None, str | None], Awa
     return relay
 
 
+def _log_sink(ctx: Ctx, levels: LogLevels) -> LogSink:
+    """Where an upstream's log lines for this call go: this call's own stream, at the client's level."""
+    connection = getattr(ctx.session, "_connection", None)
+
+    async def sink(level: str, data: Any, name: str | None) -> None:
+        if connection is not None and not levels.wants(connection, level):
+            return
+        # The SDK itself drops what a 2026-07-28 request did not opt in to (its `_meta` log level).
+        await ctx.session.send_log_message(
+            cast(types.LoggingLevel, level), data, logger=name, related_request_id=ctx.request_id
+        )
+
+    return sink
+
+
 class Announcer:
     """Tells connected clients that lists changed, in each client's era."""
 
@@ -277,6 +293,15 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
         return handler
 
     announcer = Announcer()
+    log_levels = LogLevels()
+
+    async def set_level(ctx: Ctx, params: types.SetLevelRequestParams) -> dict[str, Any]:
+        """`logging/setLevel` (handshake era): the least severe upstream log line this connection gets."""
+        connection = getattr(ctx.session, "_connection", None)
+        if connection is not None:
+            log_levels.set(connection, params.level)
+        return {}
+
     hints = {cast(CacheableMethod, m): CacheHint(ttl_ms=0, scope="private") for m in CACHEABLE_METHODS}
     server: Server[Any] = Server(
         gateway.registry.gateway.name,
@@ -303,7 +328,9 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
             types.CallToolRequestParams,
             forwarding(
                 "call",
-                lambda ctx, p: gateway.call_tool(_raw(ctx), persona=p, on_progress=_progress_relay(ctx)),
+                lambda ctx, p: gateway.call_tool(
+                    _raw(ctx), persona=p, on_progress=_progress_relay(ctx), on_log=_log_sink(ctx, log_levels)
+                ),
             ),
         ),
         (
@@ -324,6 +351,7 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
     ]
     for method, params_type, handler in handlers:
         server.add_request_handler(method, params_type, handler)
+    server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
     # Replaces the default OpenTelemetry middleware: the call path stays lean (see module docstring).
     server.middleware = [announcer.track, ListingCache(gateway, persona_of)]
     gateway.add_listener(announcer)

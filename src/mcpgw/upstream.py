@@ -182,6 +182,8 @@ class Upstream:
     backoff_max: float = 30.0
     on_state: Callable[[Upstream], None] | None = None
     """Told of every state change (ready, failed, stopped): the audit log records them."""
+    on_log: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
+    """Told of every `notifications/message` the upstream sends (its name and the params)."""
 
     state: State = "starting"
     error: str | None = None
@@ -422,6 +424,12 @@ class Upstream:
             logger.warning("upstream %s sent an unreadable message: %s", self.name, message)
             return
         method = getattr(message, "method", None)
+        if method == "notifications/message" and self.on_log is not None:
+            params = getattr(message, "params", None)
+            await self.on_log(
+                self.name, params.model_dump(by_alias=True, exclude_none=True) if params else {}
+            )
+            return
         kinds = _CHANGED.get(method or "")
         if kinds and self._task_group is not None:
             # Re-list off the session's receive loop: a request awaited here would deadlock it.
