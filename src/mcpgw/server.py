@@ -48,6 +48,7 @@ from pydantic import BaseModel
 from mcpgw import audit, version
 from mcpgw.errors import GatewayError, UpstreamTimeout
 from mcpgw.gateway import Gateway
+from mcpgw.hostcheck import transport_security
 from mcpgw.logrelay import LogLevels, LogSink
 
 logger = logging.getLogger("mcpgw.server")
@@ -536,7 +537,8 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
     from starlette.routing import Route
 
     server, _ = build_server(gateway)
-    app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
+    security = transport_security(gateway.registry.gateway, bind=host)
+    app = server.streamable_http_app(streamable_http_path="/mcp", host=host, transport_security=security)
     endpoint = next(r.endpoint for r in app.routes if isinstance(r, Route) and r.path == "/mcp")
 
     class PersonaEndpoint:
