@@ -36,6 +36,15 @@ from mcp.client.session import ClientSession, ListRootsFnT
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import (
+    ListenNotSupportedError,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ServerEvent,
+    SubscriptionLost,
+    ToolsListChanged,
+    listen,
+)
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
@@ -73,6 +82,12 @@ _CHANGED: dict[str, tuple[ListKind, ...]] = {
     "notifications/tools/list_changed": ("tools",),
     "notifications/resources/list_changed": ("resources", "resource_templates"),
     "notifications/prompts/list_changed": ("prompts",),
+}
+_LISTEN_KINDS = ("tools", "resources", "prompts")
+_EVENT_KINDS: dict[type[ServerEvent], tuple[ListKind, ...]] = {
+    ToolsListChanged: ("tools",),
+    ResourcesListChanged: ("resources", "resource_templates"),
+    PromptsListChanged: ("prompts",),
 }
 ALL_LISTS: tuple[ListKind, ...] = ("tools", "resources", "resource_templates", "prompts")
 _RESERVED_META_PREFIX = "io.modelcontextprotocol/"
@@ -274,6 +289,8 @@ class Upstream:
                         if self.on_change is not None:
                             tg.start_soon(self.on_change, self, ALL_LISTS)
                         tg.start_soon(self._watch_process)
+                        if self.era == "stateless":
+                            tg.start_soon(self._listen, session)
                         await self._wakeup.wait()
                         tg.cancel_scope.cancel()
             if startup.cancelled_caught and self.state in ("starting", "restarting"):
@@ -434,6 +451,25 @@ class Upstream:
         if kinds and self._task_group is not None:
             # Re-list off the session's receive loop: a request awaited here would deadlock it.
             self._task_group.start_soon(self._refresh_quietly, kinds)
+
+    async def _listen(self, session: ClientSession) -> None:
+        """A 2026-07-28 upstream announces list changes only on a `subscriptions/listen` stream."""
+        changing = {k: bool((self.capabilities.get(k) or {}).get("listChanged")) for k in _LISTEN_KINDS}
+        if not any(changing.values()):
+            return
+        try:
+            async with listen(
+                session,
+                tools_list_changed=changing["tools"],
+                resources_list_changed=changing["resources"],
+                prompts_list_changed=changing["prompts"],
+            ) as subscription:
+                async for event in subscription:
+                    kinds = _EVENT_KINDS.get(type(event))
+                    if kinds:
+                        await self._refresh_quietly(kinds)
+        except (MCPError, SubscriptionLost, ListenNotSupportedError, TimeoutError) as exc:
+            logger.warning("upstream %s: list changes will not be seen: %s", self.name, describe(exc))
 
     async def _refresh_quietly(self, kinds: tuple[ListKind, ...]) -> None:
         try:

@@ -27,6 +27,7 @@ import mcp_types as types
 from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions, Server
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
@@ -214,6 +215,7 @@ class Fixture:
         self.tools = list(TOOLS)
         self.log_levels: dict[int, str] = {}
         self.subscriptions: set[str] = set()
+        self.bus = InMemorySubscriptionBus()
 
     # --- tools -----------------------------------------------------------------------------------
 
@@ -320,7 +322,10 @@ class Fixture:
             added = str(args["name"])
             if all(t["name"] != added for t in self.tools):
                 self.tools.append(_tool(added, "Added at run time"))
-            await ctx.session.send_tool_list_changed()
+            if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                await self.bus.publish(ToolsListChanged())  # to `subscriptions/listen` streams
+            else:
+                await ctx.session.send_tool_list_changed()
             return _result(_text(f"added {added}"))
         if name == "era_ask":
             schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
@@ -448,7 +453,11 @@ def build(protocol: str | None = None) -> Server[Any]:
     fixture = Fixture()
     hints = {cast(CacheableMethod, m): CacheHint(ttl_ms=0, scope="private") for m in CACHEABLE_METHODS}
     server: Server[Any] = Server(
-        "conformance-fixture", version="1.0.0", instructions="mcpgw conformance fixture", cache_hints=hints
+        "conformance-fixture",
+        version="1.0.0",
+        instructions="mcpgw conformance fixture",
+        cache_hints=hints,
+        on_subscriptions_listen=ListenHandler(fixture.bus),
     )
     handlers: list[tuple[str, Any, Any]] = [
         ("tools/list", types.PaginatedRequestParams, fixture.list_tools),
@@ -516,12 +525,18 @@ def main() -> None:
     args = parser.parse_args()
     server = build(args.protocol)
     if args.http is None:
+        from mcp.server.runner import serve_loop
         from mcp.server.stdio import stdio_server
 
         async def serve_stdio() -> None:
             async with stdio_server() as (read, write):
                 options = server.create_initialization_options(NotificationOptions(tools_changed=True))
-                await server.run(read, write, options)
+                if args.protocol in HANDSHAKE_PROTOCOL_VERSIONS:
+                    # The handshake-only loop: the first request does not get to choose the 2026 era.
+                    async with server.lifespan(server) as state:
+                        await serve_loop(server, read, write, lifespan_state=state, init_options=options)
+                else:
+                    await server.run(read, write, options)
 
         anyio.run(serve_stdio)
         return
