@@ -152,3 +152,36 @@ async def test_fixture_checks_through_mcpgw_over_stdio(mode: str, registry_file:
             await client.call_tool("no_such_tool", {})
         assert "no_such_tool" in caught.value.error.message
         assert not (await client.call_tool("test_simple_text", {})).is_error
+
+
+@pytest.mark.parametrize("upstream_era", ["2025-11-25", "2026-07-28"])
+async def test_resource_updates_reach_the_subscriber_and_stop_after_unsubscribe(
+    upstream_era: str, registry_file: Any
+) -> None:
+    """resources/subscribe through mcpgw: forwarded to a handshake upstream, a listen stream on a 2026 one."""
+    updated: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            updated.append(str(message.params.uri))
+
+    fixture = {**FIXTURE, "args": [*FIXTURE["args"], "--protocol", upstream_era]}
+    config = registry_file({"fixture": fixture})
+    async with gateway_stdio(config, mode="legacy", message_handler=on_message) as client:
+        await client.subscribe_resource("test://watched-resource")
+        await client.call_tool("era_touch", {})
+        with anyio.fail_after(5):
+            while not updated:
+                await anyio.sleep(0.02)
+        assert updated == ["test://watched-resource"]
+
+        await client.unsubscribe_resource("test://watched-resource")
+        await client.call_tool("era_touch", {})
+        await anyio.sleep(0.3)
+        await client.send_ping()
+        assert updated == ["test://watched-resource"], "no news after unsubscribing"
+
+        if upstream_era != "2026-07-28":  # a listen stream takes any URI; resources/subscribe may refuse
+            with pytest.raises(MCPError) as caught:
+                await client.subscribe_resource("test://no-such-resource")
+            assert "Resource not found: test://no-such-resource" in caught.value.error.message

@@ -27,6 +27,7 @@ from mcpgw.config import DEFAULT_PERSONA, Registry, call_timeout, namespace_of
 from mcpgw.errors import InvalidRequest, NotFound, UnknownPersona
 from mcpgw.logrelay import LogRelay, LogSink
 from mcpgw.personas import View
+from mcpgw.resourcewatch import ResourceWatch, Subscriber
 from mcpgw.upstream import ListKind, ProgressRelay, Upstream, forwardable_meta
 
 logger = logging.getLogger("mcpgw.gateway")
@@ -51,6 +52,7 @@ class Gateway:
         self.audit = audit
         self.upstreams: dict[str, Upstream] = {}
         self.logs = LogRelay()
+        self.watch = ResourceWatch()
         self._namespaces: list[tuple[str, Upstream]] = []
         for name, server in registry.enabled_servers().items():
             upstream = Upstream(
@@ -64,6 +66,7 @@ class Gateway:
                 restart=server.restart,
                 backoff_max=registry.gateway.restart_backoff_max,
                 on_log=self.logs.deliver,
+                on_resource_updated=self._resource_updated,
             )
             self.upstreams[name] = upstream
             self._namespaces.append((namespace_of(name, server), upstream))
@@ -291,6 +294,28 @@ class Gateway:
                 for item in result.get("contents") or []
             ]
         return result
+
+    async def subscribe(
+        self, params: Mapping[str, Any], *, persona: str | None, connection: Subscriber, on: bool = True
+    ) -> dict[str, Any]:
+        """`resources/subscribe` (or, with `on=False`, `unsubscribe`) for one downstream connection."""
+        uri = params.get("uri")
+        if not isinstance(uri, str):
+            raise InvalidRequest(f"resources/{'subscribe' if on else 'unsubscribe'} needs a uri")
+        await self._resolve(persona, lambda v: v.check_resource(uri, self.catalog))
+        route = await self._route(lambda c: c.resource(uri))
+        audit.note(server=route.upstream.name)
+        if on:
+            await self.watch.subscribe(route.upstream, route.name, uri, connection)
+        else:
+            await self.watch.unsubscribe(route.upstream, route.name, connection)
+        return {}
+
+    async def _resource_updated(self, upstream: str, uri: str) -> None:
+        namespace = (
+            self.catalog.namespace_of(self.upstreams[upstream]) if upstream in self.upstreams else None
+        )
+        await self.watch.updated(upstream, uri, namespace)
 
     async def get_prompt(self, params: Mapping[str, Any], *, persona: str | None = None) -> dict[str, Any]:
         name = params.get("name")

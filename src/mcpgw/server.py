@@ -72,7 +72,7 @@ async def _guarded(work: Callable[[], Awaitable[T]]) -> T:
         ) from exc
 
 
-_NAME_KEYS = {"call": "name", "prompt": "name", "read": "uri"}
+_NAME_KEYS = {"call": "name", "prompt": "name", "read": "uri", "subscribe": "uri"}
 
 
 async def _recorded(
@@ -353,10 +353,32 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
     for method, params_type, handler in handlers:
         server.add_request_handler(method, params_type, handler)
     server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
+    for method, on in (("resources/subscribe", True), ("resources/unsubscribe", False)):
+        server.add_request_handler(
+            method, types.SubscribeRequestParams, _subscription(gateway, persona_of, on)
+        )
     # Replaces the default OpenTelemetry middleware: the call path stays lean (see module docstring).
     server.middleware = [announcer.track, ListingCache(gateway, persona_of)]
     gateway.add_listener(announcer)
     return server, announcer
+
+
+def _subscription(
+    gateway: Gateway, persona_of: Callable[[Ctx], str | None], on: bool
+) -> RequestHandler[Any, Any]:
+    """`resources/subscribe` and `unsubscribe` (handshake era): updates go to this connection."""
+
+    async def handler(ctx: Ctx, params: Any) -> dict[str, Any]:
+        connection = getattr(ctx.session, "_connection", None)
+
+        async def work() -> dict[str, Any]:
+            if connection is None:
+                raise MCPError(code=types.INVALID_REQUEST, message="resource subscriptions need a connection")
+            return await gateway.subscribe(_raw(ctx), persona=persona_of(ctx), connection=connection, on=on)
+
+        return await _recorded(gateway, ctx, "subscribe", persona_of(ctx), work)
+
+    return handler
 
 
 def _check_era(ctx: Ctx, result: dict[str, Any]) -> None:

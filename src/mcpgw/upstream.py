@@ -40,6 +40,7 @@ from mcp.client.subscriptions import (
     ListenNotSupportedError,
     PromptsListChanged,
     ResourcesListChanged,
+    ResourceUpdated,
     ServerEvent,
     SubscriptionLost,
     ToolsListChanged,
@@ -199,6 +200,8 @@ class Upstream:
     """Told of every state change (ready, failed, stopped): the audit log records them."""
     on_log: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
     """Told of every `notifications/message` the upstream sends (its name and the params)."""
+    on_resource_updated: Callable[[str, str], Awaitable[None]] | None = None
+    """Told (upstream name, upstream URI) when a watched resource changed."""
 
     state: State = "starting"
     error: str | None = None
@@ -216,6 +219,8 @@ class Upstream:
     _stopping: bool = field(default=False, repr=False)
     _settled: anyio.Event = field(default_factory=anyio.Event, repr=False)
     _task_group: anyio.abc.TaskGroup | None = field(default=None, repr=False)
+    _watched: set[str] = field(default_factory=set, repr=False)
+    _watch_scope: anyio.CancelScope | None = field(default=None, repr=False)
 
     @property
     def connected(self) -> bool:
@@ -441,6 +446,16 @@ class Upstream:
             logger.warning("upstream %s sent an unreadable message: %s", self.name, message)
             return
         method = getattr(message, "method", None)
+        # A 2026-07-28 upstream's updates arrive on the watch's listen stream (see `_watch_resources`).
+        if (
+            method == "notifications/resources/updated"
+            and self.on_resource_updated
+            and self.era != "stateless"
+        ):
+            uri = getattr(getattr(message, "params", None), "uri", None)
+            if uri is not None:
+                await self.on_resource_updated(self.name, str(uri))
+            return
         if method == "notifications/message" and self.on_log is not None:
             params = getattr(message, "params", None)
             await self.on_log(
@@ -470,6 +485,49 @@ class Upstream:
                         await self._refresh_quietly(kinds)
         except (MCPError, SubscriptionLost, ListenNotSupportedError, TimeoutError) as exc:
             logger.warning("upstream %s: list changes will not be seen: %s", self.name, describe(exc))
+
+    async def watch(self, uri: str) -> None:
+        """Ask the upstream to say when `uri` changes (`resources/subscribe`, or its listen stream)."""
+        if self.state == "starting":
+            await self._settled.wait()  # its era is known once it has started
+        if self.era != "stateless":
+            await self.request("resources/subscribe", {"uri": uri})
+            self._watched.add(uri)
+            return
+        if self._session is None or self._task_group is None:
+            raise UpstreamUnavailable(self.name, f"not connected ({self.state})")
+        self._watched.add(uri)
+        self._restart_watch()
+
+    async def unwatch(self, uri: str) -> None:
+        self._watched.discard(uri)
+        if self.era != "stateless":
+            await self.request("resources/unsubscribe", {"uri": uri})
+            return
+        self._restart_watch()
+
+    def _restart_watch(self) -> None:
+        """One listen stream carries every watched URI; a changed set means a new stream."""
+        if self._watch_scope is not None:
+            self._watch_scope.cancel()
+            self._watch_scope = None
+        if self._watched and self._session is not None and self._task_group is not None:
+            self._watch_scope = anyio.CancelScope()
+            self._task_group.start_soon(
+                self._watch_resources, self._session, self._watch_scope, sorted(self._watched)
+            )
+
+    async def _watch_resources(
+        self, session: ClientSession, scope: anyio.CancelScope, uris: list[str]
+    ) -> None:
+        with scope:
+            try:
+                async with listen(session, resource_subscriptions=uris) as subscription:
+                    async for event in subscription:
+                        if isinstance(event, ResourceUpdated) and self.on_resource_updated is not None:
+                            await self.on_resource_updated(self.name, event.uri)
+            except (MCPError, SubscriptionLost, ListenNotSupportedError, TimeoutError) as exc:
+                logger.warning("upstream %s: resource updates will not be seen: %s", self.name, describe(exc))
 
     async def _refresh_quietly(self, kinds: tuple[ListKind, ...]) -> None:
         try:

@@ -27,7 +27,7 @@ import mcp_types as types
 from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions, Server
-from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourceUpdated, ToolsListChanged
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
@@ -135,6 +135,7 @@ TOOLS: list[dict[str, Any]] = [
     _tool("json_schema_2020_12_tool", "Tool with JSON Schema 2020-12 features", SCHEMA_2020_12),
     _tool("test_reconnection", "Closes its SSE stream mid-call so the client resumes"),
     # Not called by the suite: the era-matrix and stdio tests use these.
+    _tool("era_touch", "Changes test://watched-resource and tells its subscribers"),
     _tool(
         "era_sleep",
         "Sleeps (for cancellation)",
@@ -327,6 +328,13 @@ class Fixture:
             else:
                 await ctx.session.send_tool_list_changed()
             return _result(_text(f"added {added}"))
+        if name == "era_touch":
+            uri = "test://watched-resource"
+            if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                await self.bus.publish(ResourceUpdated(uri=uri))  # to listen streams that watch it
+            elif uri in self.subscriptions:
+                await ctx.session.send_resource_updated(uri)
+            return _result(_text(f"touched {uri}"))
         if name == "era_ask":
             schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
             answer = await self._elicit(ctx, params, str(args["question"]), schema)
@@ -401,6 +409,8 @@ class Fixture:
         return {"contents": [item]}
 
     async def subscribe(self, ctx: Ctx, params: types.SubscribeRequestParams) -> dict[str, Any]:
+        if str(params.uri) not in {r["uri"] for r in RESOURCES}:
+            raise MCPError(code=-32002, message=f"Resource not found: {params.uri}")
         self.subscriptions.add(str(params.uri))
         return {}
 
