@@ -349,7 +349,7 @@ def test_listed_origins_pass_the_dns_rebinding_check_and_others_do_not(stack: St
 
 
 def test_behind_a_proxy_the_public_host_is_accepted() -> None:
-    from mcpgw import auth
+    from mcpgw.hostcheck import transport_security
 
     registry = config.Registry.model_validate(
         {
@@ -360,12 +360,12 @@ def test_behind_a_proxy_the_public_host_is_accepted() -> None:
             }
         }
     )
-    security = auth.transport_security(registry, host="127.0.0.1")
-    assert security is not None
+    security = transport_security(registry, bind="127.0.0.1")
     assert "mcp.example.com" in security.allowed_hosts
     assert "https://mcp.example.com" in security.allowed_origins
-    assert auth.transport_security(registry, host="10.1.2.3") is None
-    assert auth.transport_security(config.Registry(), host="127.0.0.1") is None
+    bare = transport_security(config.Registry(), bind="127.0.0.1")
+    assert "mcp.example.com" not in bare.allowed_hosts
+    assert not [o for o in bare.allowed_origins if "example.com" in o]
 
 
 async def test_jwks_outage_refuses_tokens_and_is_not_refetched_per_request(stack: Stack) -> None:

@@ -32,7 +32,6 @@ import logging
 import time
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import httpx2
@@ -46,7 +45,6 @@ from mcp.server.auth.handlers.metadata import ProtectedResourceMetadataHandler
 from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, BearerAuthBackend
 from mcp.server.auth.routes import cors_middleware
-from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.auth import ProtectedResourceMetadata
 from pydantic import AnyHttpUrl
 from starlette.applications import Starlette
@@ -405,26 +403,6 @@ def install(
             expose_headers=["Mcp-Session-Id", "WWW-Authenticate"],
         )
     return verifier
-
-
-def transport_security(registry: Registry, *, host: str) -> TransportSecuritySettings | None:
-    """The SDK's DNS-rebinding checks, widened to `public_url`'s host and the CORS origins.
-
-    On loopback the SDK accepts only loopback Host and Origin headers: a reverse proxy passing the
-    public host, or a browser on a listed origin, would be refused (421/403). None: the SDK default.
-    """
-    if not is_loopback(host) or (registry.auth is None and not registry.gateway.cors_origins):
-        return None
-    hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
-    origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
-    if registry.auth is not None:
-        public = urlsplit(registry.auth.public_url)
-        hosts.append(public.netloc)
-        origins.append(f"{public.scheme}://{public.netloc}")
-    origins.extend(registry.gateway.cors_origins)
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
-    )
 
 
 # --- modes -------------------------------------------------------------------------------------

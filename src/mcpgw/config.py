@@ -192,6 +192,29 @@ class GatewaySettings(_Strict):
     secrets_file: str | None = None
     """A dotenv file (`NAME=value`) read for `${NAME}` in upstream env, headers and oauth; the
     environment wins over it."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """HTTP `Host` values accepted besides loopback (`name`, `name:port`, `name:*`); against DNS rebinding."""
+    allowed_origins: list[str] = Field(default_factory=list)
+    """HTTP `Origin` values accepted besides loopback ones (`https://app.example.com`, `http://name:*`)."""
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts_shape(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if not host or "/" in host or any(c.isspace() for c in host):
+                raise ValueError(f"{host!r} is not a host name with an optional ':port' or ':*'")
+        return hosts
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_shape(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            parts = urlsplit(origin.removesuffix(":*"))
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+                raise ValueError(
+                    f"{origin!r} is not an origin like 'https://app.example.com' or 'http://name:*'"
+                )
+        return origins
 
 
 class Filter(_Strict):

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import anyio
+from mcp_types import LOG_LEVEL_META_KEY
 
 from mcpgw import audit, credentials
 from mcpgw import catalog as catalog_mod
@@ -25,7 +26,9 @@ from mcpgw.catalog import Catalog, Problem, Route
 from mcpgw.config import DEFAULT_PERSONA, Registry, call_timeout, namespace_of
 from mcpgw.dataguard import Guard
 from mcpgw.errors import InvalidRequest, NotFound, Unavailable, UnknownPersona
+from mcpgw.logrelay import LogRelay, LogSink
 from mcpgw.personas import View
+from mcpgw.resourcewatch import ResourceWatch, Subscriber
 from mcpgw.upstream import ListKind, ProgressRelay, Upstream, forwardable_meta
 
 logger = logging.getLogger("mcpgw.gateway")
@@ -49,6 +52,8 @@ class Gateway:
         self.registry = registry
         self.audit = audit
         self.upstreams: dict[str, Upstream] = {}
+        self.logs = LogRelay()
+        self.watch = ResourceWatch()
         self._namespaces: list[tuple[str, Upstream]] = []
         secrets = credentials.load_secrets(registry.gateway)
         for name, server in registry.enabled_servers().items():
@@ -67,6 +72,8 @@ class Gateway:
                 max_concurrent=server.max_concurrent or registry.gateway.max_concurrent,
                 max_result_bytes=registry.gateway.max_result_bytes,
                 secrets=secrets,
+                on_log=self.logs.deliver,
+                on_resource_updated=self._resource_updated,
             )
             self.upstreams[name] = upstream
             self._namespaces.append((namespace_of(name, server), upstream))
@@ -266,6 +273,7 @@ class Gateway:
         *,
         persona: str | None = None,
         on_progress: ProgressRelay | None = None,
+        on_log: LogSink | None = None,
     ) -> dict[str, Any]:
         name = params.get("name")
         if not isinstance(name, str):
@@ -296,10 +304,14 @@ class Gateway:
         if sent is not None:
             upstream_params["arguments"] = sent
         timeout = route.upstream.config.tool_timeouts.get(route.name)
+        if on_log is not None and route.upstream.era == "stateless":
+            # A 2026-07-28 upstream logs only for a request that opts in; mcpgw filters per client.
+            upstream_params.setdefault("_meta", {})[LOG_LEVEL_META_KEY] = "debug"
         async with self._tracked():
-            result = await route.upstream.request(
-                "tools/call", upstream_params, timeout=timeout, on_progress=on_progress
-            )
+            with self.logs.calling(route.upstream.name, on_log):
+                result = await route.upstream.request(
+                    "tools/call", upstream_params, timeout=timeout, on_progress=on_progress
+                )
         namespace = self.catalog.namespace_of(route.upstream)
         if namespace and isinstance(result.get("content"), list):
             result["content"] = catalog_mod.rewrite_content_uris(result["content"], namespace)
@@ -340,6 +352,28 @@ class Gateway:
         if self.guard is not None:
             result = self.guard.check("results", self._persona_name(persona), uri, result)
         return result
+
+    async def subscribe(
+        self, params: Mapping[str, Any], *, persona: str | None, connection: Subscriber, on: bool = True
+    ) -> dict[str, Any]:
+        """`resources/subscribe` (or, with `on=False`, `unsubscribe`) for one downstream connection."""
+        uri = params.get("uri")
+        if not isinstance(uri, str):
+            raise InvalidRequest(f"resources/{'subscribe' if on else 'unsubscribe'} needs a uri")
+        await self._resolve(persona, lambda v: v.check_resource(uri, self.catalog))
+        route = await self._route(lambda c: c.resource(uri))
+        audit.note(server=route.upstream.name)
+        if on:
+            await self.watch.subscribe(route.upstream, route.name, uri, connection)
+        else:
+            await self.watch.unsubscribe(route.upstream, route.name, connection)
+        return {}
+
+    async def _resource_updated(self, upstream: str, uri: str) -> None:
+        namespace = (
+            self.catalog.namespace_of(self.upstreams[upstream]) if upstream in self.upstreams else None
+        )
+        await self.watch.updated(upstream, uri, namespace)
 
     async def get_prompt(self, params: Mapping[str, Any], *, persona: str | None = None) -> dict[str, Any]:
         name = params.get("name")

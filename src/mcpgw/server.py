@@ -48,6 +48,8 @@ from pydantic import BaseModel
 from mcpgw import audit, version
 from mcpgw.errors import GatewayError, UpstreamTimeout
 from mcpgw.gateway import Gateway
+from mcpgw.hostcheck import transport_security
+from mcpgw.logrelay import LogLevels, LogSink
 
 logger = logging.getLogger("mcpgw.server")
 
@@ -70,7 +72,7 @@ async def _guarded(work: Callable[[], Awaitable[T]]) -> T:
         ) from exc
 
 
-_NAME_KEYS = {"call": "name", "prompt": "name", "read": "uri"}
+_NAME_KEYS = {"call": "name", "prompt": "name", "read": "uri", "subscribe": "uri"}
 
 
 async def _recorded(
@@ -177,6 +179,21 @@ def _progress_relay(ctx: Ctx) -> Callable[[float, float | None, str | None], Awa
         )
 
     return relay
+
+
+def _log_sink(ctx: Ctx, levels: LogLevels) -> LogSink:
+    """Where an upstream's log lines for this call go: this call's own stream, at the client's level."""
+    connection = getattr(ctx.session, "_connection", None)
+
+    async def sink(level: str, data: Any, name: str | None) -> None:
+        if connection is not None and not levels.wants(connection, level):
+            return
+        # The SDK itself drops what a 2026-07-28 request did not opt in to (its `_meta` log level).
+        await ctx.session.send_log_message(
+            cast(types.LoggingLevel, level), data, logger=name, related_request_id=ctx.request_id
+        )
+
+    return sink
 
 
 class Announcer:
@@ -288,6 +305,15 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
         return handler
 
     announcer = Announcer()
+    log_levels = LogLevels()
+
+    async def set_level(ctx: Ctx, params: types.SetLevelRequestParams) -> dict[str, Any]:
+        """`logging/setLevel` (handshake era): the least severe upstream log line this connection gets."""
+        connection = getattr(ctx.session, "_connection", None)
+        if connection is not None:
+            log_levels.set(connection, params.level)
+        return {}
+
     hints = {cast(CacheableMethod, m): CacheHint(ttl_ms=0, scope="private") for m in CACHEABLE_METHODS}
     server: Server[Any] = Server(
         gateway.registry.gateway.name,
@@ -314,7 +340,9 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
             types.CallToolRequestParams,
             forwarding(
                 "call",
-                lambda ctx, p: gateway.call_tool(_raw(ctx), persona=p, on_progress=_progress_relay(ctx)),
+                lambda ctx, p: gateway.call_tool(
+                    _raw(ctx), persona=p, on_progress=_progress_relay(ctx), on_log=_log_sink(ctx, log_levels)
+                ),
             ),
         ),
         (
@@ -335,10 +363,33 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
     ]
     for method, params_type, handler in handlers:
         server.add_request_handler(method, params_type, handler)
+    server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
+    for method, on in (("resources/subscribe", True), ("resources/unsubscribe", False)):
+        server.add_request_handler(
+            method, types.SubscribeRequestParams, _subscription(gateway, persona_of, on)
+        )
     # Replaces the default OpenTelemetry middleware: the call path stays lean (see module docstring).
     server.middleware = [announcer.track, ListingCache(gateway, persona_of)]
     gateway.add_listener(announcer)
     return server, announcer
+
+
+def _subscription(
+    gateway: Gateway, persona_of: Callable[[Ctx], str | None], on: bool
+) -> RequestHandler[Any, Any]:
+    """`resources/subscribe` and `unsubscribe` (handshake era): updates go to this connection."""
+
+    async def handler(ctx: Ctx, params: Any) -> dict[str, Any]:
+        connection = getattr(ctx.session, "_connection", None)
+
+        async def work() -> dict[str, Any]:
+            if connection is None:
+                raise MCPError(code=types.INVALID_REQUEST, message="resource subscriptions need a connection")
+            return await gateway.subscribe(_raw(ctx), persona=persona_of(ctx), connection=connection, on=on)
+
+        return await _recorded(gateway, ctx, "subscribe", persona_of(ctx), work)
+
+    return handler
 
 
 def _check_era(ctx: Ctx, result: dict[str, Any]) -> None:
@@ -567,11 +618,7 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
     from starlette.routing import Route
 
     server, _ = build_server(gateway)
-    security = None
-    if gateway.registry.auth is not None or gateway.registry.gateway.cors_origins:
-        from mcpgw import auth
-
-        security = auth.transport_security(gateway.registry, host=host)
+    security = transport_security(gateway.registry, bind=host)
     app = server.streamable_http_app(streamable_http_path="/mcp", host=host, transport_security=security)
     endpoint = next(r.endpoint for r in app.routes if isinstance(r, Route) and r.path == "/mcp")
 
@@ -609,6 +656,8 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
     app.router.routes.append(Route("/healthz", endpoint=health, methods=["GET"]))
     app.add_middleware(BodyLimit, limit=gateway.registry.gateway.max_request_bytes)
     if gateway.registry.auth is not None or gateway.registry.gateway.cors_origins:
+        from mcpgw import auth
+
         auth.install(
             app,
             gateway.registry,

@@ -36,6 +36,16 @@ from mcp.client.session import ClientSession, ListRootsFnT
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import (
+    ListenNotSupportedError,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ServerEvent,
+    SubscriptionLost,
+    ToolsListChanged,
+    listen,
+)
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
@@ -73,6 +83,12 @@ _CHANGED: dict[str, tuple[ListKind, ...]] = {
     "notifications/tools/list_changed": ("tools",),
     "notifications/resources/list_changed": ("resources", "resource_templates"),
     "notifications/prompts/list_changed": ("prompts",),
+}
+_LISTEN_KINDS = ("tools", "resources", "prompts")
+_EVENT_KINDS: dict[type[ServerEvent], tuple[ListKind, ...]] = {
+    ToolsListChanged: ("tools",),
+    ResourcesListChanged: ("resources", "resource_templates"),
+    PromptsListChanged: ("prompts",),
 }
 ALL_LISTS: tuple[ListKind, ...] = ("tools", "resources", "resource_templates", "prompts")
 _RESERVED_META_PREFIX = "io.modelcontextprotocol/"
@@ -188,6 +204,10 @@ class Upstream:
     max_result_bytes: int = 32 * 1024 * 1024
     secrets: Mapping[str, str] = field(default_factory=dict)
     """`[gateway] secrets_file` values, for `${NAME}` the environment does not define."""
+    on_log: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
+    """Told of every `notifications/message` the upstream sends (its name and the params)."""
+    on_resource_updated: Callable[[str, str], Awaitable[None]] | None = None
+    """Told (upstream name, upstream URI) when a watched resource changed."""
 
     state: State = "starting"
     error: str | None = None
@@ -209,6 +229,9 @@ class Upstream:
 
     def __post_init__(self) -> None:
         self._slots = anyio.CapacityLimiter(self.max_concurrent)
+
+    _watched: set[str] = field(default_factory=set, repr=False)
+    _watch_scope: anyio.CancelScope | None = field(default=None, repr=False)
 
     @property
     def connected(self) -> bool:
@@ -299,6 +322,8 @@ class Upstream:
                         tg.start_soon(self._watch_process)
                         if self.ping_interval > 0:
                             tg.start_soon(self._ping, session)
+                        if self.era == "stateless":
+                            tg.start_soon(self._listen, session)
                         await self._wakeup.wait()
                         tg.cancel_scope.cancel()
             if startup.cancelled_caught and self.state in ("starting", "restarting"):
@@ -466,10 +491,88 @@ class Upstream:
             logger.warning("upstream %s sent an unreadable message: %s", self.name, message)
             return
         method = getattr(message, "method", None)
+        # A 2026-07-28 upstream's updates arrive on the watch's listen stream (see `_watch_resources`).
+        if (
+            method == "notifications/resources/updated"
+            and self.on_resource_updated
+            and self.era != "stateless"
+        ):
+            uri = getattr(getattr(message, "params", None), "uri", None)
+            if uri is not None:
+                await self.on_resource_updated(self.name, str(uri))
+            return
+        if method == "notifications/message" and self.on_log is not None:
+            params = getattr(message, "params", None)
+            await self.on_log(
+                self.name, params.model_dump(by_alias=True, exclude_none=True) if params else {}
+            )
+            return
         kinds = _CHANGED.get(method or "")
         if kinds and self._task_group is not None:
             # Re-list off the session's receive loop: a request awaited here would deadlock it.
             self._task_group.start_soon(self._refresh_quietly, kinds)
+
+    async def _listen(self, session: ClientSession) -> None:
+        """A 2026-07-28 upstream announces list changes only on a `subscriptions/listen` stream."""
+        changing = {k: bool((self.capabilities.get(k) or {}).get("listChanged")) for k in _LISTEN_KINDS}
+        if not any(changing.values()):
+            return
+        try:
+            async with listen(
+                session,
+                tools_list_changed=changing["tools"],
+                resources_list_changed=changing["resources"],
+                prompts_list_changed=changing["prompts"],
+            ) as subscription:
+                async for event in subscription:
+                    kinds = _EVENT_KINDS.get(type(event))
+                    if kinds:
+                        await self._refresh_quietly(kinds)
+        except (MCPError, SubscriptionLost, ListenNotSupportedError, TimeoutError) as exc:
+            logger.warning("upstream %s: list changes will not be seen: %s", self.name, describe(exc))
+
+    async def watch(self, uri: str) -> None:
+        """Ask the upstream to say when `uri` changes (`resources/subscribe`, or its listen stream)."""
+        if self.state == "starting":
+            await self._settled.wait()  # its era is known once it has started
+        if self.era != "stateless":
+            await self.request("resources/subscribe", {"uri": uri})
+            self._watched.add(uri)
+            return
+        if self._session is None or self._task_group is None:
+            raise UpstreamUnavailable(self.name, f"not connected ({self.state})")
+        self._watched.add(uri)
+        self._restart_watch()
+
+    async def unwatch(self, uri: str) -> None:
+        self._watched.discard(uri)
+        if self.era != "stateless":
+            await self.request("resources/unsubscribe", {"uri": uri})
+            return
+        self._restart_watch()
+
+    def _restart_watch(self) -> None:
+        """One listen stream carries every watched URI; a changed set means a new stream."""
+        if self._watch_scope is not None:
+            self._watch_scope.cancel()
+            self._watch_scope = None
+        if self._watched and self._session is not None and self._task_group is not None:
+            self._watch_scope = anyio.CancelScope()
+            self._task_group.start_soon(
+                self._watch_resources, self._session, self._watch_scope, sorted(self._watched)
+            )
+
+    async def _watch_resources(
+        self, session: ClientSession, scope: anyio.CancelScope, uris: list[str]
+    ) -> None:
+        with scope:
+            try:
+                async with listen(session, resource_subscriptions=uris) as subscription:
+                    async for event in subscription:
+                        if isinstance(event, ResourceUpdated) and self.on_resource_updated is not None:
+                            await self.on_resource_updated(self.name, event.uri)
+            except (MCPError, SubscriptionLost, ListenNotSupportedError, TimeoutError) as exc:
+                logger.warning("upstream %s: resource updates will not be seen: %s", self.name, describe(exc))
 
     async def _refresh_quietly(self, kinds: tuple[ListKind, ...]) -> None:
         try:

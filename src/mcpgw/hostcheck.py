@@ -1,0 +1,70 @@
+"""Host and Origin checks on the HTTP transport, against DNS rebinding.
+
+Owns: which `Host` and `Origin` header values the HTTP endpoints accept. A web
+page on evil.example.com whose name resolves to 127.0.0.1 makes the browser
+send `Host: evil.example.com` (and that Origin); such requests are refused
+(421 for the Host, 403 for the Origin) before any MCP handling. Loopback names
+(localhost, 127.0.0.1, [::1], any port) are always accepted; so is the address
+the gateway was told to bind, when it is a specific one; `[gateway]
+allowed_hosts` / `allowed_origins` add more (a reverse proxy's public name), and
+so do `[auth] public_url` (its host and origin) and `[gateway] cors_origins`.
+
+The check itself is the mcp SDK's `TransportSecurityMiddleware`, which the
+streamable HTTP app runs for every request; this module only builds its
+settings, so the check is always on (the SDK turns it off for non-loopback
+binds).
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from mcp.server.transport_security import TransportSecuritySettings
+
+from mcpgw.config import Registry
+
+logger = logging.getLogger("mcpgw.hostcheck")
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+WILDCARD_BINDS = ("0.0.0.0", "::", "")
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _host_patterns(host: str) -> list[str]:
+    """A configured host as the SDK matches it: exact `name:port`, or `name` with and without any port."""
+    if host.endswith(":*") or (host.rsplit(":", 1)[-1].isdigit() and not host.endswith("]")):
+        return [host]
+    return [host, f"{host}:*"]
+
+
+def transport_security(registry: Registry, *, bind: str) -> TransportSecuritySettings:
+    settings = registry.gateway
+    hosts = [f"{h}:*" for h in LOOPBACK_HOSTS] + list(LOOPBACK_HOSTS)
+    origins = [
+        f"{scheme}://{h}{port}" for scheme in ("http", "https") for h in LOOPBACK_HOSTS for port in ("", ":*")
+    ]
+    if bind not in WILDCARD_BINDS and _bracketed(bind) not in LOOPBACK_HOSTS:
+        hosts += _host_patterns(_bracketed(bind))
+        origins += [
+            f"{scheme}://{_bracketed(bind)}{port}" for scheme in ("http", "https") for port in ("", ":*")
+        ]
+    for host in settings.allowed_hosts:
+        hosts += _host_patterns(host)
+    origins += settings.allowed_origins
+    if registry.auth is not None:  # the gateway as clients reach it, e.g. through a reverse proxy
+        public = urlsplit(registry.auth.public_url)
+        hosts.append(public.netloc)
+        origins.append(f"{public.scheme}://{public.netloc}")
+    origins += settings.cors_origins
+    if bind in WILDCARD_BINDS and not settings.allowed_hosts:
+        logger.warning(
+            "listening on every address, but only loopback Host headers are accepted "
+            "(DNS-rebinding guard); name this machine in [gateway].allowed_hosts to serve other clients"
+        )
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+    )

@@ -1,0 +1,72 @@
+"""Resource subscriptions through the gateway: `resources/subscribe` and `resources/unsubscribe`.
+
+Owns: which downstream connections watch which exposed resource URI, one
+upstream subscription per watched URI however many clients watch it (taken
+with the first subscriber, dropped with the last), and relaying the upstream's
+"updated" news to exactly the connections that subscribed, under the URI they
+know (`mcpgw://<namespace>/...` or unprefixed).
+
+A handshake-era upstream is asked with `resources/subscribe`; a 2026-07-28
+upstream, which has no such method, on its `subscriptions/listen` stream (see
+`Upstream.watch`). Handshake-era clients subscribe this way; 2026-07-28 clients
+would ask on their own listen stream, which is not bridged yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mcpgw import catalog as catalog_mod
+
+if TYPE_CHECKING:
+    from mcpgw.upstream import Upstream
+
+logger = logging.getLogger("mcpgw.resourcewatch")
+
+
+class Subscriber(Protocol):
+    """A downstream connection (the SDK's `Connection`)."""
+
+    async def send_resource_updated(self, uri: str) -> None: ...
+
+
+class ResourceWatch:
+    def __init__(self) -> None:
+        self._watchers: dict[tuple[str, str], weakref.WeakSet[Any]] = {}
+        """(upstream name, upstream URI) -> connections; the exposed URI is derived when relaying."""
+        self._exposed: dict[tuple[str, str], str] = {}
+
+    async def subscribe(
+        self, upstream: Upstream, upstream_uri: str, exposed_uri: str, connection: Subscriber
+    ) -> None:
+        key = (upstream.name, upstream_uri)
+        watchers = self._watchers.get(key)
+        if not watchers:
+            await upstream.watch(upstream_uri)
+            watchers = self._watchers[key] = weakref.WeakSet()
+        watchers.add(connection)
+        self._exposed[key] = exposed_uri
+
+    async def unsubscribe(self, upstream: Upstream, upstream_uri: str, connection: Subscriber) -> None:
+        key = (upstream.name, upstream_uri)
+        watchers = self._watchers.get(key)
+        if watchers is None:
+            return
+        watchers.discard(connection)
+        if not watchers:
+            del self._watchers[key]
+            await upstream.unwatch(upstream_uri)
+
+    async def updated(self, upstream: str, upstream_uri: str, namespace: str | None) -> None:
+        """The upstream says `upstream_uri` changed: tell the connections watching it."""
+        key = (upstream, upstream_uri)
+        exposed = self._exposed.get(key)
+        if exposed is None:
+            exposed = catalog_mod.expose_uri(namespace, upstream_uri) if namespace else upstream_uri
+        for connection in list(self._watchers.get(key) or ()):
+            try:
+                await connection.send_resource_updated(exposed)
+            except Exception as exc:  # a gone client must not stop the others' news
+                logger.debug("resource update for %s not delivered: %s", exposed, exc)

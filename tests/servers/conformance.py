@@ -1,0 +1,563 @@
+"""The fixture server the MCP conformance suite's server scenarios call, on the mcp lowlevel `Server`.
+
+The suite (npm `@modelcontextprotocol/conformance`) calls fixed names:
+`test_simple_text`, `test://static-text`, `test_prompt_with_arguments`, ...
+Its reference fixture is not published as a package, so this is ours, written
+from the scenario descriptions in the installed suite. A few extra names
+(`era_*`) serve the era-matrix tests: a sleep to cancel, a tool that adds a
+tool (list change), an elicitation that works in both eras.
+
+Runs over streamable HTTP (`--http PORT`) or stdio (default). `--protocol V`
+pins the one protocol version it speaks (2025-06-18, 2025-11-25 or
+2026-07-28) so the era matrix can put an upstream of exactly one era behind
+mcpgw; without it, it speaks every version the SDK does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import warnings
+from typing import Any, cast
+
+import anyio
+import mcp_types as types
+from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import NotificationOptions, Server
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourceUpdated, ToolsListChanged
+from mcp.shared.exceptions import MCPError
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+
+# Logging, sampling and server-to-client requests are what the 2025 scenarios test; the SDK warns
+# that they are deprecated as of 2026-07-28, which is noise here.
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+warnings.filterwarnings("ignore", message=".*deprecated as of 2026-07-28.*")
+
+Ctx = ServerRequestContext[Any, Any]
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+WAV = base64.b64encode(
+    b"RIFF$\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00"
+    b"D\xac\x00\x00\x88X\x01\x00\x02\x00\x10\x00data\x00\x00\x00\x00"
+).decode()
+LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
+
+NO_ARGS: dict[str, Any] = {"type": "object", "properties": {}}
+ELICIT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "username": {"type": "string", "description": "User's response"},
+        "email": {"type": "string", "description": "User's email address"},
+    },
+    "required": ["username", "email"],
+}
+DEFAULTS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "default": "John Doe"},
+        "age": {"type": "integer", "default": 30},
+        "score": {"type": "number", "default": 95.5},
+        "status": {"type": "string", "enum": ["active", "inactive", "pending"], "default": "active"},
+        "verified": {"type": "boolean", "default": True},
+    },
+}
+ENUMS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "untitledSingle": {"type": "string", "enum": ["option1", "option2", "option3"]},
+        "titledSingle": {
+            "type": "string",
+            "oneOf": [
+                {"const": "value1", "title": "First Option"},
+                {"const": "value2", "title": "Second Option"},
+                {"const": "value3", "title": "Third Option"},
+            ],
+        },
+        "legacyEnum": {
+            "type": "string",
+            "enum": ["opt1", "opt2", "opt3"],
+            "enumNames": ["Option One", "Option Two", "Option Three"],
+        },
+        "untitledMulti": {
+            "type": "array",
+            "items": {"type": "string", "enum": ["option1", "option2", "option3"]},
+        },
+        "titledMulti": {
+            "type": "array",
+            "items": {
+                "anyOf": [
+                    {"const": "value1", "title": "First Choice"},
+                    {"const": "value2", "title": "Second Choice"},
+                    {"const": "value3", "title": "Third Choice"},
+                ]
+            },
+        },
+    },
+}
+SCHEMA_2020_12: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "$defs": {
+        "address": {
+            "type": "object",
+            "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
+        }
+    },
+    "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+    "additionalProperties": False,
+}
+
+
+def _tool(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "description": description, "inputSchema": schema or NO_ARGS}
+
+
+def _string_args(*names: str) -> dict[str, Any]:
+    return {"type": "object", "properties": {n: {"type": "string"} for n in names}, "required": list(names)}
+
+
+TOOLS: list[dict[str, Any]] = [
+    _tool("test_simple_text", "Returns simple text"),
+    _tool("test_image_content", "Returns a 1x1 PNG image"),
+    _tool("test_audio_content", "Returns a tiny WAV"),
+    _tool("test_embedded_resource", "Returns an embedded text resource"),
+    _tool("test_multiple_content_types", "Returns text, image and an embedded resource"),
+    _tool("test_tool_with_logging", "Sends three info log messages while it runs"),
+    _tool("test_tool_with_progress", "Reports progress 0, 50 and 100 of 100"),
+    _tool("test_error_handling", "Always fails with isError"),
+    _tool("test_sampling", "Asks the client to sample an LLM", _string_args("prompt")),
+    _tool("test_elicitation", "Asks the user for a username and an email", _string_args("message")),
+    _tool("test_elicitation_sep1034_defaults", "Elicitation whose fields have defaults"),
+    _tool("test_elicitation_sep1330_enums", "Elicitation with every enum shape"),
+    _tool("json_schema_2020_12_tool", "Tool with JSON Schema 2020-12 features", SCHEMA_2020_12),
+    _tool("test_reconnection", "Closes its SSE stream mid-call so the client resumes"),
+    # Not called by the suite: the era-matrix and stdio tests use these.
+    _tool("era_touch", "Changes test://watched-resource and tells its subscribers"),
+    _tool(
+        "era_sleep",
+        "Sleeps (for cancellation)",
+        {"type": "object", "properties": {"seconds": {"type": "number"}}, "required": ["seconds"]},
+    ),
+    _tool("era_add_tool", "Adds a tool named by `name` and announces the list change", _string_args("name")),
+    _tool(
+        "era_ask",
+        "Asks the user a question (server request or input_required, by era)",
+        _string_args("question"),
+    ),
+]
+
+RESOURCES: list[dict[str, Any]] = [
+    {
+        "uri": "test://static-text",
+        "name": "static-text",
+        "description": "A static text resource",
+        "mimeType": "text/plain",
+    },
+    {
+        "uri": "test://static-binary",
+        "name": "static-binary",
+        "description": "A static binary resource (a PNG)",
+        "mimeType": "image/png",
+    },
+    {
+        "uri": "test://watched-resource",
+        "name": "watched-resource",
+        "description": "A resource clients may subscribe to",
+        "mimeType": "text/plain",
+    },
+]
+TEMPLATES: list[dict[str, Any]] = [
+    {
+        "uriTemplate": "test://template/{id}/data",
+        "name": "template-data",
+        "description": "Data for an id",
+        "mimeType": "application/json",
+    }
+]
+PROMPTS: list[dict[str, Any]] = [
+    {"name": "test_simple_prompt", "description": "A prompt without arguments"},
+    {
+        "name": "test_prompt_with_arguments",
+        "description": "A prompt with two arguments",
+        "arguments": [
+            {"name": "arg1", "description": "First test argument", "required": True},
+            {"name": "arg2", "description": "Second test argument", "required": True},
+        ],
+    },
+    {
+        "name": "test_prompt_with_embedded_resource",
+        "description": "A prompt that embeds a resource",
+        "arguments": [
+            {"name": "resourceUri", "description": "URI of the resource to embed", "required": True}
+        ],
+    },
+    {"name": "test_prompt_with_image", "description": "A prompt with an image"},
+]
+
+
+def _text(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
+def _result(*content: dict[str, Any], is_error: bool = False) -> dict[str, Any]:
+    result: dict[str, Any] = {"content": list(content)}
+    if is_error:
+        result["isError"] = True
+    return result
+
+
+class Fixture:
+    """State shared by the connections of one fixture process."""
+
+    def __init__(self) -> None:
+        self.tools = list(TOOLS)
+        self.log_levels: dict[int, str] = {}
+        self.subscriptions: set[str] = set()
+        self.bus = InMemorySubscriptionBus()
+
+    # --- tools -----------------------------------------------------------------------------------
+
+    async def list_tools(self, ctx: Ctx, params: Any) -> dict[str, Any]:
+        return {"tools": self.tools}
+
+    async def call_tool(self, ctx: Ctx, params: types.CallToolRequestParams) -> dict[str, Any]:
+        name, args = params.name, params.arguments or {}
+        if name == "test_simple_text":
+            return _result(_text("This is a simple text response for testing."))
+        if name == "test_image_content":
+            return _result({"type": "image", "data": PNG, "mimeType": "image/png"})
+        if name == "test_audio_content":
+            return _result({"type": "audio", "data": WAV, "mimeType": "audio/wav"})
+        if name == "test_embedded_resource":
+            resource = {
+                "uri": "test://embedded-resource",
+                "mimeType": "text/plain",
+                "text": "This is an embedded resource content.",
+            }
+            return _result({"type": "resource", "resource": resource})
+        if name == "test_multiple_content_types":
+            resource = {
+                "uri": "test://mixed-content-resource",
+                "mimeType": "application/json",
+                "text": json.dumps({"test": "data", "value": 123}),
+            }
+            return _result(
+                _text("Multiple content types test:"),
+                {"type": "image", "data": PNG, "mimeType": "image/png"},
+                {"type": "resource", "resource": resource},
+            )
+        if name == "test_tool_with_logging":
+            for i, message in enumerate(
+                ["Tool execution started", "Tool processing data", "Tool execution completed"]
+            ):
+                if i:
+                    await anyio.sleep(0.05)
+                await self._log(ctx, "info", message)
+            return _result(_text("Tool with logging executed successfully"))
+        if name == "test_tool_with_progress":
+            for i, progress in enumerate((0, 50, 100)):
+                if i:
+                    await anyio.sleep(0.05)
+                await self._progress(ctx, progress)
+            return _result(_text("Tool with progress executed successfully"))
+        if name == "test_error_handling":
+            return _result(_text("This tool intentionally returns an error for testing"), is_error=True)
+        if name == "test_sampling":
+            message = types.SamplingMessage(
+                role="user", content=types.TextContent(type="text", text=args["prompt"])
+            )
+            if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                # 2026-07-28 has no server-to-client requests: the client samples and retries.
+                sampled = (params.input_responses or {}).get("sample")
+                if not isinstance(sampled, types.CreateMessageResult):
+                    request = types.CreateMessageRequest(
+                        params=types.CreateMessageRequestParams(messages=[message], max_tokens=100)
+                    )
+                    required = types.InputRequiredResult(input_requests={"sample": request})
+                    return required.model_dump(by_alias=True, mode="json", exclude_none=True)
+                reply: types.CreateMessageResult | types.CreateMessageResultWithTools = sampled
+            else:
+                reply = await ctx.session.create_message(
+                    [message], max_tokens=100, related_request_id=ctx.request_id
+                )
+            content = reply.content
+            text = content.text if isinstance(content, types.TextContent) else str(content)
+            return _result(_text(f"LLM response: {text}"))
+        if name == "test_elicitation":
+            answer = await self._elicit(ctx, params, str(args.get("message", "")), ELICIT_SCHEMA)
+            if isinstance(answer, types.InputRequiredResult):
+                return answer.model_dump(by_alias=True, mode="json", exclude_none=True)
+            return _result(
+                _text(f"User response: action={answer.action}, content={json.dumps(answer.content)}")
+            )
+        if name in ("test_elicitation_sep1034_defaults", "test_elicitation_sep1330_enums"):
+            schema = DEFAULTS_SCHEMA if name.endswith("defaults") else ENUMS_SCHEMA
+            answer = await self._elicit(ctx, params, "Please review and update the form fields", schema)
+            if isinstance(answer, types.InputRequiredResult):
+                return answer.model_dump(by_alias=True, mode="json", exclude_none=True)
+            return _result(
+                _text(f"Elicitation completed: action={answer.action}, content={json.dumps(answer.content)}")
+            )
+        if name == "json_schema_2020_12_tool":
+            return _result(_text(f"Received: {json.dumps(args)}"))
+        if name == "test_reconnection":
+            await anyio.sleep(0.05)
+            if ctx.close_sse_stream is not None:
+                await ctx.close_sse_stream()  # the client resumes with Last-Event-ID and gets the result
+                await anyio.sleep(0.2)
+            return _result(_text("Reconnection test completed"))
+        if name == "era_sleep":
+            seconds = float(args.get("seconds", 1))
+            try:
+                await anyio.sleep(seconds)
+            except anyio.get_cancelled_exc_class():
+                if marker := os.environ.get("FIXTURE_CANCEL_MARKER"):
+                    with open(marker, "a") as handle:
+                        handle.write("cancelled\n")
+                raise
+            return _result(_text(f"slept {seconds}"))
+        if name == "era_add_tool":
+            added = str(args["name"])
+            if all(t["name"] != added for t in self.tools):
+                self.tools.append(_tool(added, "Added at run time"))
+            if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                await self.bus.publish(ToolsListChanged())  # to `subscriptions/listen` streams
+            else:
+                await ctx.session.send_tool_list_changed()
+            return _result(_text(f"added {added}"))
+        if name == "era_touch":
+            uri = "test://watched-resource"
+            if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                await self.bus.publish(ResourceUpdated(uri=uri))  # to listen streams that watch it
+            elif uri in self.subscriptions:
+                await ctx.session.send_resource_updated(uri)
+            return _result(_text(f"touched {uri}"))
+        if name == "era_ask":
+            schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+            answer = await self._elicit(ctx, params, str(args["question"]), schema)
+            if isinstance(answer, types.InputRequiredResult):
+                return answer.model_dump(by_alias=True, mode="json", exclude_none=True)
+            return _result(_text(f"{answer.action}: {json.dumps(answer.content)}"))
+        raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {name}")
+
+    async def _log(self, ctx: Ctx, level: str, message: str) -> None:
+        wanted = self.log_levels.get(id(ctx.session), "debug")
+        if LEVELS.index(level) >= LEVELS.index(wanted):
+            await ctx.session.send_log_message(
+                level,  # type: ignore[arg-type]
+                message,
+                logger="conformance-fixture",
+                related_request_id=ctx.request_id,
+            )
+
+    async def _progress(self, ctx: Ctx, progress: float) -> None:
+        token = ctx.meta.get("progressToken") if ctx.meta else None
+        if token is None:
+            token = (ctx.params or {}).get("_meta", {}).get("progressToken")
+        if token is not None:
+            await ctx.session.send_progress_notification(
+                progress_token=token,
+                progress=progress,
+                total=100,
+                related_request_id=str(ctx.request_id) if ctx.request_id is not None else None,
+            )
+
+    async def _elicit(
+        self, ctx: Ctx, params: types.CallToolRequestParams, message: str, schema: dict[str, Any]
+    ) -> types.ElicitResult | types.InputRequiredResult:
+        """A server-to-client request in the handshake era; an input_required round trip in 2026-07-28."""
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            responses = params.input_responses or {}
+            answer = responses.get("form")
+            if isinstance(answer, types.ElicitResult):
+                return answer
+            request = types.ElicitRequest(
+                params=types.ElicitRequestFormParams(message=message, requested_schema=schema)
+            )
+            return types.InputRequiredResult(input_requests={"form": request})
+        return await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)
+
+    # --- resources -------------------------------------------------------------------------------
+
+    async def list_resources(self, ctx: Ctx, params: Any) -> dict[str, Any]:
+        return {"resources": RESOURCES}
+
+    async def list_templates(self, ctx: Ctx, params: Any) -> dict[str, Any]:
+        return {"resourceTemplates": TEMPLATES}
+
+    async def read_resource(self, ctx: Ctx, params: types.ReadResourceRequestParams) -> dict[str, Any]:
+        uri = str(params.uri)
+        if uri == "test://static-text":
+            item = {
+                "uri": uri,
+                "mimeType": "text/plain",
+                "text": "This is the content of the static text resource.",
+            }
+        elif uri == "test://static-binary":
+            item = {"uri": uri, "mimeType": "image/png", "blob": PNG}
+        elif uri == "test://watched-resource":
+            item = {"uri": uri, "mimeType": "text/plain", "text": "Watched resource content."}
+        elif uri.startswith("test://template/") and uri.endswith("/data"):
+            ident = uri.removeprefix("test://template/").removesuffix("/data")
+            text = json.dumps({"id": ident, "templateTest": True, "data": f"Data for ID: {ident}"})
+            item = {"uri": uri, "mimeType": "application/json", "text": text}
+        else:
+            raise MCPError(code=-32002, message=f"Resource not found: {uri}")
+        return {"contents": [item]}
+
+    async def subscribe(self, ctx: Ctx, params: types.SubscribeRequestParams) -> dict[str, Any]:
+        if str(params.uri) not in {r["uri"] for r in RESOURCES}:
+            raise MCPError(code=-32002, message=f"Resource not found: {params.uri}")
+        self.subscriptions.add(str(params.uri))
+        return {}
+
+    async def unsubscribe(self, ctx: Ctx, params: types.UnsubscribeRequestParams) -> dict[str, Any]:
+        self.subscriptions.discard(str(params.uri))
+        return {}
+
+    # --- prompts and completion ------------------------------------------------------------------
+
+    async def list_prompts(self, ctx: Ctx, params: Any) -> dict[str, Any]:
+        return {"prompts": PROMPTS}
+
+    async def get_prompt(self, ctx: Ctx, params: types.GetPromptRequestParams) -> dict[str, Any]:
+        args = params.arguments or {}
+        if params.name == "test_simple_prompt":
+            messages = [{"role": "user", "content": _text("This is a simple prompt for testing.")}]
+        elif params.name == "test_prompt_with_arguments":
+            text = f"Prompt with arguments: arg1='{args.get('arg1')}', arg2='{args.get('arg2')}'"
+            messages = [{"role": "user", "content": _text(text)}]
+        elif params.name == "test_prompt_with_embedded_resource":
+            resource = {
+                "uri": args.get("resourceUri", "test://example-resource"),
+                "mimeType": "text/plain",
+                "text": "Embedded resource content for testing.",
+            }
+            messages = [
+                {"role": "user", "content": {"type": "resource", "resource": resource}},
+                {"role": "user", "content": _text("Please process the embedded resource above.")},
+            ]
+        elif params.name == "test_prompt_with_image":
+            messages = [
+                {"role": "user", "content": {"type": "image", "data": PNG, "mimeType": "image/png"}},
+                {"role": "user", "content": _text("Please analyze the image above.")},
+            ]
+        else:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown prompt: {params.name}")
+        return {"messages": messages}
+
+    async def complete(self, ctx: Ctx, params: types.CompleteRequestParams) -> dict[str, Any]:
+        words = ["paris", "park", "party"]
+        values = [w for w in words if w.startswith(params.argument.value)] or words
+        return {"completion": {"values": values, "total": len(values), "hasMore": False}}
+
+    async def set_level(self, ctx: Ctx, params: types.SetLevelRequestParams) -> dict[str, Any]:
+        self.log_levels[id(ctx.session)] = params.level
+        return {}
+
+
+def build(protocol: str | None = None) -> Server[Any]:
+    fixture = Fixture()
+    hints = {cast(CacheableMethod, m): CacheHint(ttl_ms=0, scope="private") for m in CACHEABLE_METHODS}
+    server: Server[Any] = Server(
+        "conformance-fixture",
+        version="1.0.0",
+        instructions="mcpgw conformance fixture",
+        cache_hints=hints,
+        on_subscriptions_listen=ListenHandler(fixture.bus),
+    )
+    handlers: list[tuple[str, Any, Any]] = [
+        ("tools/list", types.PaginatedRequestParams, fixture.list_tools),
+        ("tools/call", types.CallToolRequestParams, fixture.call_tool),
+        ("resources/list", types.PaginatedRequestParams, fixture.list_resources),
+        ("resources/templates/list", types.PaginatedRequestParams, fixture.list_templates),
+        ("resources/read", types.ReadResourceRequestParams, fixture.read_resource),
+        ("resources/subscribe", types.SubscribeRequestParams, fixture.subscribe),
+        ("resources/unsubscribe", types.UnsubscribeRequestParams, fixture.unsubscribe),
+        ("prompts/list", types.PaginatedRequestParams, fixture.list_prompts),
+        ("prompts/get", types.GetPromptRequestParams, fixture.get_prompt),
+        ("completion/complete", types.CompleteRequestParams, fixture.complete),
+        ("logging/setLevel", types.SetLevelRequestParams, fixture.set_level),
+    ]
+    for method, params_type, handler in handlers:
+        server.add_request_handler(method, params_type, _typed_result(handler))
+    if protocol is not None:
+        _pin(server, protocol)
+    return server
+
+
+def _typed_result(handler: Any) -> Any:
+    """2026-07-28 results say their `resultType`; the SDK adds it to typed results, not to dicts."""
+
+    async def wrapped(ctx: Ctx, params: Any) -> Any:
+        result = await handler(ctx, params)
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS and isinstance(result, dict):
+            result.setdefault("resultType", "complete")
+        return result
+
+    return wrapped
+
+
+def _pin(server: Server[Any], protocol: str) -> None:
+    """Speak exactly `protocol`: the other era's entry point is refused, as a one-era server would."""
+    import mcp.server.runner as runner
+
+    if protocol in HANDSHAKE_PROTOCOL_VERSIONS:
+        # The handshake answers every client with this version (the client then accepts or hangs up).
+        runner.HANDSHAKE_PROTOCOL_VERSIONS = (protocol,)  # type: ignore[misc]
+        runner.LATEST_HANDSHAKE_VERSION = protocol  # type: ignore[misc]
+        refused, error = "server/discover", MCPError(code=types.METHOD_NOT_FOUND, message="Method not found")
+    elif protocol in MODERN_PROTOCOL_VERSIONS:
+        refused = "initialize"
+        error = MCPError(
+            code=types.UNSUPPORTED_PROTOCOL_VERSION,
+            message="this server speaks only 2026-07-28",
+            data={"supported": [protocol], "requested": None},
+        )
+    else:
+        raise SystemExit(f"unknown protocol version {protocol}")
+
+    async def refuse(ctx: Ctx, call_next: Any) -> Any:
+        if ctx.method == refused:
+            raise error
+        return await call_next(ctx)
+
+    server.middleware = [refuse, *server.middleware]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--http", type=int, default=None, help="serve streamable HTTP on this port")
+    parser.add_argument("--protocol", default=None, help="the one protocol version to speak")
+    args = parser.parse_args()
+    server = build(args.protocol)
+    if args.http is None:
+        from mcp.server.runner import serve_loop
+        from mcp.server.stdio import stdio_server
+
+        async def serve_stdio() -> None:
+            async with stdio_server() as (read, write):
+                options = server.create_initialization_options(NotificationOptions(tools_changed=True))
+                if args.protocol in HANDSHAKE_PROTOCOL_VERSIONS:
+                    # The handshake-only loop: the first request does not get to choose the 2026 era.
+                    async with server.lifespan(server) as state:
+                        await serve_loop(server, read, write, lifespan_state=state, init_options=options)
+                else:
+                    await server.run(read, write, options)
+
+        anyio.run(serve_stdio)
+        return
+
+    import uvicorn
+    from fastmcp.server.event_store import EventStore
+
+    # An event store makes SSE streams resumable: `test_reconnection` closes its stream mid-call.
+    app = server.streamable_http_app(host="127.0.0.1", event_store=EventStore(), retry_interval=100)
+    uvicorn.run(app, host="127.0.0.1", port=args.http, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""DNS-rebinding guard on `mcpgw serve --transport http`: Host and Origin headers are checked.
+
+The conformance suite's `dns-rebinding-protection` scenario checks the default
+(loopback only); these tests add what it does not: a bad Origin with a good
+Host, names added in `[gateway]`, persona endpoints, and a broken setting.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import SERVERS, background, free_port, mcpgw_command, write_registry
+from mcpgw import config
+from mcpgw.errors import ConfigError
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def gateway_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    folder = tmp_path_factory.mktemp("hostcheck")
+    fixture = {"command": sys.executable, "args": [str(SERVERS / "conformance.py")]}
+    config_file = write_registry(
+        folder / "servers.toml",
+        {"fixture": fixture},
+        allowed_hosts=["mcp.example.test"],
+        allowed_origins=["https://app.example.test"],
+    )
+    with (config_file.parent / "servers.toml").open("a") as handle:
+        handle.write('\n[personas.ops]\nallow = ["*"]\n')
+    port = free_port()
+    command = mcpgw_command(
+        "serve",
+        "--config",
+        str(config_file),
+        "--transport",
+        "http",
+        "--port",
+        str(port),
+        "--log-level",
+        "error",
+    )
+    with background(command, port=port, env={"MCPGW_AUDIT_DB": str(folder / "audit.db")}):
+        yield port
+
+
+def post(port: int, *, host: str, origin: str | None = None, path: str = "/mcp") -> httpx.Response:
+    headers = {"Host": host, "Accept": "application/json, text/event-stream"}
+    if origin is not None:
+        headers["Origin"] = origin
+    return httpx.post(f"http://127.0.0.1:{port}{path}", json=INITIALIZE, headers=headers, timeout=10)
+
+
+def test_loopback_hosts_and_origins_are_served(gateway_port: int) -> None:
+    for host in (f"127.0.0.1:{gateway_port}", f"localhost:{gateway_port}", "localhost"):
+        response = post(gateway_port, host=host, origin=f"http://{host}")
+        assert response.status_code == 200, (host, response.text)
+
+
+def test_a_foreign_host_is_refused(gateway_port: int) -> None:
+    response = post(gateway_port, host="evil.example.com", origin="http://evil.example.com")
+    assert response.status_code == 421
+    assert "Host" in response.text
+
+
+def test_a_foreign_origin_with_a_loopback_host_is_refused(gateway_port: int) -> None:
+    response = post(gateway_port, host=f"127.0.0.1:{gateway_port}", origin="http://evil.example.com")
+    assert response.status_code == 403
+    assert "Origin" in response.text
+
+
+def test_persona_endpoints_are_guarded_too(gateway_port: int) -> None:
+    path = "/personas/ops/mcp"
+    assert post(gateway_port, host="evil.example.com", path=path).status_code == 421
+    assert post(gateway_port, host=f"localhost:{gateway_port}", path=path).status_code == 200
+
+
+def test_hosts_and_origins_named_in_gateway_settings_are_served(gateway_port: int) -> None:
+    assert post(gateway_port, host="mcp.example.test").status_code == 200
+    assert (
+        post(gateway_port, host="mcp.example.test:443", origin="https://app.example.test").status_code == 200
+    )
+    assert post(gateway_port, host="mcp.example.test", origin="https://other.example.test").status_code == 403
+    assert post(gateway_port, host="other.example.test").status_code == 421
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("allowed_origins", "app.example.test"),
+        ("allowed_origins", "https://app.test/path"),
+        ("allowed_hosts", ""),
+    ],
+)
+def test_a_malformed_allowed_value_is_a_config_error(tmp_path: Path, key: str, value: str) -> None:
+    path = tmp_path / "servers.toml"
+    path.write_text(f'[gateway]\n{key} = ["{value}"]\n[servers.x]\ncommand = "x"\n')
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    assert key in str(caught.value)
