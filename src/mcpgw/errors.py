@@ -13,17 +13,21 @@ a message from the CLI) never have to guess.
     │   └── UpstreamTimeout           a call exceeded its timeout
     ├── NotFound                      unknown tool, resource or prompt (-32602)
     │   └── UnknownPersona            a persona not in the registry (404 on HTTP)
-    └── InvalidRequest                bad arguments from the client (-32602)
+    ├── InvalidRequest                bad arguments from the client (-32602)
+    └── SamplingError                 an upstream's sampling/elicitation request not answered
+        ├── SamplingRefused           denied by policy, budget spent, client cannot answer
+        └── SamplingFailed            every route failed, or a route cannot be used
 
 Errors from other libraries are translated into these at one boundary each:
-mcp client errors in `upstream`, TOML and pydantic errors in `config`.
+mcp client errors in `upstream`, TOML and pydantic errors in `config`, litellm
+errors in `sampling`.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST
 
 
 class GatewayError(Exception):
@@ -93,3 +97,17 @@ class UnknownPersona(NotFound):
     """A persona name that the registry does not define."""
 
     exit_code = 2
+
+
+class SamplingError(GatewayError):
+    """An upstream's sampling or elicitation request that mcpgw could not answer."""
+
+
+class SamplingRefused(SamplingError):
+    """Refused before anything was sent: policy `deny`, a spent budget, a client that cannot answer."""
+
+    jsonrpc_code = INVALID_REQUEST
+
+
+class SamplingFailed(SamplingError):
+    """The model could not be reached: every route failed, or a route lacks its API key."""

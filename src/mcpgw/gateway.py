@@ -25,7 +25,9 @@ from mcpgw.catalog import Catalog, Problem, Route
 from mcpgw.config import DEFAULT_PERSONA, Registry, call_timeout, namespace_of
 from mcpgw.errors import InvalidRequest, NotFound, UnknownPersona
 from mcpgw.personas import View
+from mcpgw.sampling import Caller, ClientChannel, Sampler
 from mcpgw.upstream import ListKind, ProgressRelay, Upstream, forwardable_meta
+from mcpgw.upstream import _as_uri as as_uri
 
 logger = logging.getLogger("mcpgw.gateway")
 
@@ -49,6 +51,9 @@ class Gateway:
         self.audit = audit
         self.upstreams: dict[str, Upstream] = {}
         self._namespaces: list[tuple[str, Upstream]] = []
+        self.sampler = Sampler(
+            registry, audit=lambda: self.audit, instructions=self._instructions_of, roots=self._roots_of
+        )
         for name, server in registry.enabled_servers().items():
             upstream = Upstream(
                 name=name,
@@ -60,6 +65,10 @@ class Gateway:
                 on_state=self._upstream_state,
                 restart=server.restart,
                 backoff_max=registry.gateway.restart_backoff_max,
+                on_sampling=self.sampler.on_sampling if self.sampler.answers_sampling(name) else None,
+                on_elicitation=self.sampler.on_elicitation
+                if self.sampler.answers_elicitation(name)
+                else None,
             )
             self.upstreams[name] = upstream
             self._namespaces.append((namespace_of(name, server), upstream))
@@ -220,6 +229,7 @@ class Gateway:
         *,
         persona: str | None = None,
         on_progress: ProgressRelay | None = None,
+        client: ClientChannel | None = None,
     ) -> dict[str, Any]:
         name = params.get("name")
         if not isinstance(name, str):
@@ -246,11 +256,61 @@ class Gateway:
         sent = view.arguments(entry, arguments)
         if sent is not None:
             upstream_params["arguments"] = sent
-        result = await route.upstream.request("tools/call", upstream_params, on_progress=on_progress)
+        result = await self._request_with_input(
+            route.upstream,
+            "tools/call",
+            upstream_params,
+            persona=persona,
+            client=client,
+            on_progress=on_progress,
+        )
         namespace = self.catalog.namespace_of(route.upstream)
         if namespace and isinstance(result.get("content"), list):
             result["content"] = catalog_mod.rewrite_content_uris(result["content"], namespace)
         return result
+
+    async def _request_with_input(
+        self,
+        upstream: Upstream,
+        method: str,
+        params: dict[str, Any],
+        *,
+        persona: str | None,
+        client: ClientChannel | None,
+        on_progress: ProgressRelay | None = None,
+    ) -> dict[str, Any]:
+        """Send a request whose upstream may ask for sampling or elicitation, in either era, on the way."""
+        caller = Caller(persona=self.resolve_persona(persona), client=client)
+        with self.sampler.calling(upstream.name, caller):
+            result = await upstream.request(method, params, on_progress=on_progress)
+            if result.get("resultType") != "input_required":
+                return result
+
+            async def retry(responses: dict[str, Any], state: str | None) -> dict[str, Any]:
+                again = {**params, "inputResponses": responses}
+                if state is not None:
+                    again["requestState"] = state
+                else:
+                    again.pop("requestState", None)
+                return await upstream.request(method, again, on_progress=on_progress)
+
+            return await self.sampler.fulfil(upstream.name, result, caller, retry)
+
+    def _instructions_of(self, server: str | None) -> str:
+        """`includeContext`: what mcpgw knows of one upstream (or all): its instructions and tools."""
+        chosen = [u for u in self.upstreams.values() if server is None or u.name == server]
+        parts = []
+        for upstream in chosen:
+            tools = ", ".join(str(t.get("name")) for t in upstream.lists["tools"])
+            text = f"MCP server {upstream.name}" + (
+                f": {upstream.instructions}" if upstream.instructions else ""
+            )
+            parts.append(text + (f" (tools: {tools})" if tools else ""))
+        return "\n".join(parts)
+
+    def _roots_of(self, server: str) -> list[dict[str, Any]]:
+        upstream = self.upstreams.get(server)
+        return [{"uri": as_uri(root)} for root in upstream.roots] if upstream is not None else []
 
     async def _search(self, persona: str | None, arguments: Mapping[str, Any]) -> dict[str, Any]:
         query = arguments.get("query")
