@@ -108,6 +108,7 @@ def shared(
             },
             "fallbacks": ["main", "fancy"],
             "timeout": 1.5,
+            "elicitation": "relay",
             "personas": {
                 "failover": {"routes": ["broken", "main"]},
                 "slowpoke": {"routes": ["slow", "main"]},

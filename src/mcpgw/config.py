@@ -267,8 +267,9 @@ class SamplingSettings(_Strict):
     """`[sampling]`: how mcpgw answers upstreams' sampling and elicitation requests."""
 
     policy: SamplingPolicy = "auto"
-    elicitation: Literal["relay", "deny"] = "relay"
-    """`relay`: elicitation requests go to the client (refused clearly when it cannot answer)."""
+    elicitation: Literal["auto", "relay", "deny"] = "auto"
+    """`auto`: elicitation requests go to clients that can answer; `relay` also declares elicitation to
+    upstreams (so handshake-era servers offer their elicitation tools); `deny` refuses them."""
     routes: dict[str, SamplingRoute] = Field(default_factory=dict)
     fallbacks: list[str] | None = None
     """Ordered chain tried after the chosen route fails; all routes in file order when absent."""

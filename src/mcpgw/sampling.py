@@ -149,12 +149,23 @@ class Sampler:
         return chosen[0] if chosen else self.settings.policy
 
     def answers_sampling(self, server: str) -> bool:
-        """Whether mcpgw declares sampling to this upstream (so it registers its sampling tools)."""
-        return self.policy(server, None) != "deny" or any(
+        """Whether mcpgw declares sampling to this upstream (so it offers its sampling tools).
+
+        Only when something can answer for some caller: a route for `llm`/`auto`, or an explicit
+        `relay`. Without routes, `auto` can only relay, and most clients cannot sample, so
+        declaring it would list tools that fail for them.
+        """
+        if self.policy(server, None) == "deny" and not any(
             s.policy not in (None, "deny") for s in self.settings.personas.values()
-        )
+        ):
+            return False
+        if self.settings.routes:
+            return True
+        scopes = [self.settings.servers.get(server), *self.settings.personas.values()]
+        return self.settings.policy == "relay" or any(s is not None and s.policy == "relay" for s in scopes)
 
     def answers_elicitation(self, server: str) -> bool:
+        """Whether mcpgw declares elicitation to this upstream: `elicitation = "relay"` only."""
         return self.settings.elicitation == "relay" and self.policy(server, None) != "deny"
 
     # --- attribution -----------------------------------------------------------------------------
@@ -199,14 +210,13 @@ class Sampler:
         client = caller.client
         if client is None or not client.modern:
             return False
+        policy = self.policy(server, caller.persona)
         for request in (result.get("inputRequests") or {}).values():
             method = request.get("method") if isinstance(request, dict) else None
             if method == ELICITATION and client.can_elicit:
+                return self.settings.elicitation != "deny" and policy != "deny"
+            if method == SAMPLING and (policy == "relay" or (policy == "auto" and client.can_sample)):
                 return True
-            if method == SAMPLING:
-                policy = self.policy(server, caller.persona)
-                if policy == "relay" or (policy == "auto" and client.can_sample):
-                    return True
         return False
 
     async def fulfil(
@@ -246,7 +256,7 @@ class Sampler:
     # --- answering -------------------------------------------------------------------------------
 
     async def elicit(self, server: str, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        if not self.answers_elicitation(server):
+        if self.settings.elicitation == "deny" or self.policy(server, caller.persona) == "deny":
             raise SamplingRefused(f"elicitation from upstream '{server}' is denied by [sampling] policy")
         client = caller.client
         if client is None or not client.can_elicit or client.send is None:
