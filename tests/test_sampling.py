@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import mcp_types as types
 import pytest
@@ -148,6 +149,12 @@ def sampling_rows(db: Path, persona: str | None = None) -> list[dict[str, Any]]:
     return [{**dict(r), "detail": json.loads(r["result"])} for r in rows]
 
 
+def all_rows(db: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute("select * from events order by id")]
+
+
 async def call_error(client: Client, name: str, arguments: dict[str, Any]) -> str:
     try:
         result = await client.call_tool(name, arguments)
@@ -159,8 +166,6 @@ async def call_error(client: Client, name: str, arguments: dict[str, Any]) -> st
 
 async def wait_rows(shared: Shared, persona: str, count: int) -> list[dict[str, Any]]:
     """The audit writer commits in batches: wait (briefly) for the rows to land."""
-    import anyio
-
     for _ in range(100):
         rows = shared.rows(persona)
         if len(rows) >= count:
@@ -199,6 +204,14 @@ async def test_everything_sampling_is_answered_by_the_model(shared: Shared, mode
     assert SECRET not in json.dumps(sent)  # the key travels in a header, never in the body
     [row] = [r for r in await wait_rows(shared, "default", 1) if r["server"] == "everything"]
     assert row["name"] == "main" and row["outcome"] == "ok"
+    for _ in range(100):  # the call's own row is written once the call has finished
+        calls = [
+            r for r in all_rows(shared.db) if r["request_id"] == row["request_id"] and r["kind"] == "call"
+        ]
+        if calls:
+            break
+        await anyio.sleep(0.05)
+    assert [c["name"] for c in calls] == ["everything__trigger-sampling-request"]  # the row names its call
     assert row["detail"]["tried"] == ["main"] and row["detail"]["input_tokens"] > 0
     assert row["detail"]["cost_usd"] > 0
 
@@ -221,8 +234,12 @@ async def test_modern_upstream_sampling_hints_priorities_and_tools(
     ]
     sent = model.requests()
     assert [s["model"] for s in sent] == ["good", "fancy-model", "tools-model"]
-    assert sent[0]["messages"][0] == {"role": "system", "content": "Summarize in one line."}
+    # includeContext "thisServer": what mcpgw knows of that upstream joins the system prompt.
+    system = sent[0]["messages"][0]
+    assert system["role"] == "system" and system["content"].startswith("Summarize in one line.\n\n")
+    assert "MCP server modern (tools: summarize, weather_agent, confirm)" in system["content"]
     assert sent[0]["max_tokens"] == 50
+    assert sent[2]["stop"] == ["END"] and sent[2]["temperature"] == 0.1
     assert sent[2]["tool_choice"] == "required"
     assert sent[2]["tools"][0]["function"]["name"] == "get_weather"
 

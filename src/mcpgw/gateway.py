@@ -280,7 +280,12 @@ class Gateway:
         on_progress: ProgressRelay | None = None,
     ) -> dict[str, Any]:
         """Send a request whose upstream may ask for sampling or elicitation, in either era, on the way."""
-        caller = Caller(persona=self.resolve_persona(persona), client=client)
+        step = audit.current()
+        caller = Caller(
+            persona=self.resolve_persona(persona),
+            client=client,
+            request_id=step.request_id if step is not None else None,
+        )
         with self.sampler.calling(upstream.name, caller):
             result = await upstream.request(method, params, on_progress=on_progress)
             if result.get("resultType") != "input_required":

@@ -70,6 +70,8 @@ class Caller:
 
     persona: str | None
     client: ClientChannel | None = None
+    request_id: str | None = None
+    """The audit id of the downstream request: its sampling rows carry the same id."""
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
@@ -79,6 +81,7 @@ class Record:
 
     server: str
     persona: str | None
+    request_id: str | None = None
     route: str | None = None
     model: str | None = None
     tried: list[str] = field(default_factory=list)
@@ -191,7 +194,8 @@ class Sampler:
                 "mcpgw cannot tell whose call it belongs to, so it refuses rather than charge the wrong one"
             )
         if len(callers) > 1:
-            return Caller(persona=callers[0].persona)  # which client asked is unknown: no relay
+            # Which of the calls (and so which client) asked is unknown: charge the persona, relay to nobody.
+            return Caller(persona=callers[0].persona)
         return callers[0]
 
     # --- handshake era: requests sent to mcpgw's upstream session --------------------------------
@@ -271,7 +275,7 @@ class Sampler:
         policy = self.policy(server, caller.persona)
         client = caller.client
         can_relay = client is not None and client.can_sample and client.send is not None
-        record = Record(server=server, persona=caller.persona)
+        record = Record(server=server, persona=caller.persona, request_id=caller.request_id)
         try:
             if policy == "deny":
                 raise SamplingRefused(f"sampling for upstream '{server}' is denied by [sampling] policy")
@@ -474,7 +478,7 @@ class Sampler:
         log.record(
             {
                 "ts": audit_mod.now(),
-                "request_id": uuid.uuid4().hex,
+                "request_id": record.request_id or uuid.uuid4().hex,
                 "kind": "sampling",
                 "method": SAMPLING,
                 "persona": record.persona or DEFAULT_PERSONA,

@@ -65,7 +65,10 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
                 {
                     "messages": [{"role": "user", "content": {"type": "text", "text": arguments["text"]}}],
                     "systemPrompt": "Summarize in one line.",
+                    "includeContext": "thisServer",
                     "maxTokens": 50,
+                    "stopSequences": ["END"],
+                    "temperature": 0.1,
                     "modelPreferences": {"hints": [{"name": arguments.get("hint", "")}]}
                     if arguments.get("hint")
                     else None,
@@ -88,6 +91,8 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
                         }
                     ],
                     "maxTokens": 50,
+                    "stopSequences": ["END"],
+                    "temperature": 0.1,
                     "modelPreferences": {"intelligencePriority": 1.0, "costPriority": 0.2},
                     "tools": [
                         {
