@@ -342,14 +342,23 @@ async def test_elicitation_is_relayed_or_refused(shared: Shared) -> None:
     async def answer(context: Any, params: Any) -> types.ElicitResult:
         return types.ElicitResult(action="accept", content={"ok": True})
 
-    async with Client(
-        shared.persona("default"), mode="legacy", cache=None, elicitation_callback=answer
-    ) as client:
+    async def decline(context: Any, params: Any) -> types.ElicitResult:
+        return types.ElicitResult(action="decline")
+
+    url = shared.persona("default")
+    async with Client(url, mode="legacy", cache=None, elicitation_callback=answer) as client:
         result = await client.call_tool("modern__confirm", {"question": "sure?"})
         assert json.loads(text_of(result)) == {"action": "accept", "content": {"ok": True}}
-    async with Client(shared.persona("default"), mode="legacy", cache=None) as client:
+    async with Client(url, mode="legacy", cache=None, elicitation_callback=decline) as client:
+        # server-everything (handshake era) offers this tool because mcpgw declared elicitation.
+        result = await client.call_tool("everything__trigger-elicitation-request", {})
+        texts = [c.text for c in result.content if isinstance(c, types.TextContent)]
+        assert any("declined" in text for text in texts), texts
+    async with Client(url, mode="legacy", cache=None) as client:
         message = await call_error(client, "modern__confirm", {"question": "sure?"})
-    assert "this client cannot answer elicitation requests" in message
+        assert "this client cannot answer elicitation requests" in message
+        message = await call_error(client, "everything__trigger-elicitation-request", {})
+        assert "this client cannot answer elicitation requests" in message
 
 
 # --- configuration and reporting ------------------------------------------------------------------
@@ -413,3 +422,26 @@ async def test_stats_shows_spend_per_persona_and_route(shared: Shared, model: St
         env={**os.environ, "MCPGW_AUDIT_DB": str(shared.db), "COLUMNS": "200"},
     )
     assert "sampling per persona" in table.stdout and "sampling per route" in table.stdout
+
+
+async def test_sampling_during_calls_of_two_personas_is_refused_not_misbilled() -> None:
+    from mcpgw import config as config_mod
+    from mcpgw.errors import SamplingRefused
+    from mcpgw.sampling import Caller, Sampler
+
+    registry = config_mod.validate(
+        {
+            "servers": {"up": {"command": "true"}},
+            "personas": {"a": {}, "b": {}},
+            "sampling": {"routes": {"main": {"model": "openai/x"}}},
+        },
+        source="test",
+    )
+    sampler = Sampler(registry)
+    with (
+        sampler.calling("up", Caller(persona="a")),
+        sampler.calling("up", Caller(persona="b")),
+        pytest.raises(SamplingRefused, match="calls from several personas were in flight"),
+    ):
+        await sampler.on_sampling("up", {"messages": [], "maxTokens": 5})
+    assert [(r.persona, r.outcome) for r in sampler.records] == [(None, "refused")]

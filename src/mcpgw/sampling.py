@@ -202,7 +202,12 @@ class Sampler:
 
     async def on_sampling(self, server: str, params: dict[str, Any]) -> dict[str, Any]:
         """Answer an upstream's `sampling/createMessage` (raises `SamplingError` when it cannot)."""
-        return await self.sample(server, params, self._caller_of(server))
+        try:
+            caller = self._caller_of(server)
+        except SamplingRefused as exc:
+            self._account(Record(server=server, persona=None, outcome="refused", error=str(exc)))
+            raise
+        return await self.sample(server, params, caller)
 
     async def on_elicitation(self, server: str, params: dict[str, Any]) -> dict[str, Any]:
         return await self.elicit(server, params, self._caller_of(server))
