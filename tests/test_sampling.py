@@ -327,8 +327,13 @@ async def test_relay_asks_the_client_in_either_era(shared: Shared, model: StandI
         # 2026-07-28 on both sides: the input_required result travels to the client, which answers it.
         result = await client.call_tool("modern__summarize", {"text": "passed through"})
         assert text_of(result) == "the client says: passed through"
+        # Handshake-era upstream, 2026-07-28 client: mcpgw answers the call with input_required,
+        # keeps the upstream waiting, and hands it the client's answer from the retry.
+        result = await client.call_tool("everything__trigger-sampling-request", {"prompt": "via results"})
+        assert "the client says: Resource trigger-sampling-request context: via results" in text_of(result)
     assert model.requests() == []
-    assert [r["detail"]["answered_by"] for r in await wait_rows(shared, "relayer", 2)] == ["client", "client"]
+    rows = await wait_rows(shared, "relayer", 3)
+    assert [r["detail"]["answered_by"] for r in rows] == ["client", "client", "client"]
 
 
 async def test_relay_to_a_client_that_cannot_sample_is_a_clear_error(shared: Shared, model: StandIn) -> None:
@@ -351,6 +356,11 @@ async def test_elicitation_is_relayed_or_refused(shared: Shared) -> None:
         assert json.loads(text_of(result)) == {"action": "accept", "content": {"ok": True}}
     async with Client(url, mode="legacy", cache=None, elicitation_callback=decline) as client:
         # server-everything (handshake era) offers this tool because mcpgw declared elicitation.
+        result = await client.call_tool("everything__trigger-elicitation-request", {})
+        texts = [c.text for c in result.content if isinstance(c, types.TextContent)]
+        assert any("declined" in text for text in texts), texts
+    async with Client(url, mode="auto", cache=None, elicitation_callback=decline) as client:
+        # The same upstream request reaches a 2026-07-28 client as an input_required result.
         result = await client.call_tool("everything__trigger-elicitation-request", {})
         texts = [c.text for c in result.content if isinstance(c, types.TextContent)]
         assert any("declined" in text for text in texts), texts

@@ -25,7 +25,7 @@ from mcpgw.catalog import Catalog, Problem, Route
 from mcpgw.config import DEFAULT_PERSONA, Registry, call_timeout, namespace_of
 from mcpgw.errors import InvalidRequest, NotFound, UnknownPersona
 from mcpgw.personas import View
-from mcpgw.sampling import Caller, ClientChannel, Sampler
+from mcpgw.sampling import Caller, ClientChannel, Exchange, Sampler
 from mcpgw.upstream import ListKind, ProgressRelay, Upstream, forwardable_meta
 from mcpgw.upstream import _as_uri as as_uri
 
@@ -78,6 +78,8 @@ class Gateway:
         self._reported: set[Problem] = set()
         self._views_of: Catalog | None = None
         self._views: dict[str | None, View] = {}
+        self._tasks: anyio.abc.TaskGroup | None = None
+        """The gateway's own tasks: calls that outlive one downstream request (`sampling.Exchange`)."""
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -88,6 +90,7 @@ class Gateway:
             for upstream in self.upstreams.values():
                 tg.start_soon(upstream.run)
             tg.start_soon(self._watch_startup)
+            self._tasks = tg
             try:
                 yield self
             finally:
@@ -286,6 +289,25 @@ class Gateway:
             client=client,
             request_id=step.request_id if step is not None else None,
         )
+        exchange = self.sampler.resumed(params, caller.persona)
+        if exchange is not None:
+            return await self.sampler.next_of(exchange)
+        if self._tasks is not None and self.sampler.needs_exchange(upstream.name, upstream.era, caller):
+            exchange, runs_as = self.sampler.open_exchange(caller, timeout=upstream.timeout)
+
+            async def run(exchange: Exchange = exchange) -> None:
+                result: dict[str, Any] | None = None
+                error: BaseException | None = None
+                try:
+                    with self.sampler.calling(upstream.name, runs_as):
+                        result = await upstream.request(method, params)
+                except Exception as exc:
+                    error = exc
+                finally:
+                    exchange.finish(result, error)
+
+            self._tasks.start_soon(run)
+            return await self.sampler.next_of(exchange)
         with self.sampler.calling(upstream.name, caller):
             result = await upstream.request(method, params, on_progress=on_progress)
             if result.get("resultType") != "input_required":

@@ -50,6 +50,8 @@ ELICITATION = "elicitation/create"
 ROOTS = "roots/list"
 
 Send = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+EXCHANGE_KEEP = 300.0
+"""Seconds a finished exchange waits for its client's last retry before it is forgotten."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,81 @@ class Record:
         }
 
 
+@dataclass
+class _Pending:
+    request: dict[str, Any]
+    answered: Any  # anyio.Event
+    response: dict[str, Any] | None = None
+
+
+class Exchange:
+    """A 2026-07-28 client's call whose handshake-era upstream asks for sampling or elicitation.
+
+    Such a client cannot be sent requests; it answers `input_required` results. The upstream
+    call keeps running in the gateway's task group; each request it sends mcpgw is handed to
+    the client in an `input_required` result (`requestState` names this exchange), and the
+    client's retry carries the answers back to the waiting upstream.
+    """
+
+    def __init__(self, persona: str | None, *, timeout: float) -> None:
+        import anyio
+
+        self.token = "mcpgw-" + uuid.uuid4().hex
+        self.persona = persona
+        self.timeout = timeout
+        self.pending: dict[str, _Pending] = {}
+        self.changed = anyio.Event()
+        self.result: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+        self.done = False
+        self.finished_at: float | None = None
+
+    async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """The `ClientChannel.send` of the upstream call: waits for the client's retry."""
+        import anyio
+
+        key = f"mcpgw-{len(self.pending) + 1}"
+        pending = _Pending({"method": method, "params": params}, anyio.Event())
+        self.pending[key] = pending
+        self.changed.set()
+        with anyio.move_on_after(self.timeout):
+            await pending.answered.wait()
+        if pending.response is None:
+            raise SamplingRefused(
+                f"the client did not answer the upstream's {method} within {self.timeout:g}s"
+            )
+        return pending.response
+
+    def answer(self, responses: Mapping[str, Any]) -> None:
+        for key, response in responses.items():
+            pending = self.pending.get(key)
+            if pending is not None and not pending.answered.is_set() and isinstance(response, dict):
+                pending.response = response
+                pending.answered.set()
+
+    def finish(self, result: dict[str, Any] | None, error: BaseException | None) -> None:
+        self.result, self.error, self.done = result, error, True
+        self.finished_at = time.monotonic()
+        self.changed.set()
+
+    async def next(self) -> dict[str, Any]:
+        """The call's result once the upstream finishes, or `input_required` while it waits on the client."""
+        import anyio
+
+        while True:
+            self.changed = anyio.Event()
+            if self.done:
+                if self.error is not None:
+                    raise self.error
+                if self.result is None:
+                    raise SamplingFailed("the upstream call was cancelled (the gateway is stopping)")
+                return self.result
+            asked = {k: p.request for k, p in self.pending.items() if not p.answered.is_set()}
+            if asked:
+                return {"resultType": "input_required", "inputRequests": asked, "requestState": self.token}
+            await self.changed.wait()
+
+
 def _today() -> str:
     return datetime.now(UTC).date().isoformat()
 
@@ -127,6 +204,7 @@ class Sampler:
         self._roots = roots
         self._inflight: dict[str, dict[str, Caller]] = {}
         self._router: Any = None
+        self._exchanges: dict[str, Exchange] = {}
         self._spent: dict[tuple[str, str], list[float]] = {}
         """(persona, UTC day) -> [tokens, usd]; seeded from the audit log at first use."""
         self.records: list[Record] = []
@@ -260,6 +338,50 @@ class Sampler:
                         f"upstream '{server}' asked for {method!r}, which mcpgw cannot answer"
                     )
             result = await retry(responses, result.get("requestState"))
+        return result
+
+    # --- handshake-era upstream, 2026-07-28 client ------------------------------------------------
+
+    def needs_exchange(self, server: str, upstream_era: str, caller: Caller) -> bool:
+        """Whether this call must be able to hand upstream requests to a 2026-07-28 client."""
+        client = caller.client
+        if client is None or not client.modern or upstream_era != "handshake":
+            return False
+        policy = self.policy(server, caller.persona)
+        samples = client.can_sample and policy in ("relay", "auto") and self.answers_sampling(server)
+        elicits = (
+            client.can_elicit and self.settings.elicitation != "deny" and self.answers_elicitation(server)
+        )
+        return samples or elicits
+
+    def open_exchange(self, caller: Caller, *, timeout: float) -> tuple[Exchange, Caller]:
+        """A new exchange, and the caller the upstream call runs as (its client answers via the exchange)."""
+        now = time.monotonic()
+        for token, old in list(self._exchanges.items()):
+            if old.finished_at is not None and now - old.finished_at > EXCHANGE_KEEP:
+                del self._exchanges[token]  # finished, and its client never came back for the result
+        exchange = Exchange(caller.persona, timeout=timeout)
+        self._exchanges[exchange.token] = exchange
+        client = caller.client
+        assert client is not None
+        relayed = ClientChannel(can_sample=client.can_sample, can_elicit=client.can_elicit, send=exchange.ask)
+        return exchange, Caller(persona=caller.persona, client=relayed, request_id=caller.request_id)
+
+    def resumed(self, params: Mapping[str, Any], persona: str | None) -> Exchange | None:
+        """The exchange a client's retry continues (its `requestState`), with the answers delivered."""
+        state = params.get("requestState")
+        exchange = self._exchanges.get(state) if isinstance(state, str) else None
+        if exchange is None:
+            return None
+        if exchange.persona != persona:
+            raise SamplingRefused("this requestState belongs to a call of another persona")
+        exchange.answer(params.get("inputResponses") or {})
+        return exchange
+
+    async def next_of(self, exchange: Exchange) -> dict[str, Any]:
+        result = await exchange.next()
+        if result.get("resultType") != "input_required":
+            self._exchanges.pop(exchange.token, None)
         return result
 
     # --- answering -------------------------------------------------------------------------------
