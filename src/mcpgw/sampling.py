@@ -37,6 +37,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from mcpgw.config import DEFAULT_PERSONA, Registry, SamplingPolicy, SamplingRoute, SamplingScope
 from mcpgw.errors import GatewayError, SamplingFailed, SamplingRefused
 
@@ -110,7 +112,7 @@ class Record:
 @dataclass
 class _Pending:
     request: dict[str, Any]
-    answered: Any  # anyio.Event
+    answered: anyio.Event
     response: dict[str, Any] | None = None
 
 
@@ -124,8 +126,6 @@ class Exchange:
     """
 
     def __init__(self, persona: str | None, *, timeout: float) -> None:
-        import anyio
-
         self.token = "mcpgw-" + uuid.uuid4().hex
         self.persona = persona
         self.timeout = timeout
@@ -138,8 +138,6 @@ class Exchange:
 
     async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """The `ClientChannel.send` of the upstream call: waits for the client's retry."""
-        import anyio
-
         key = f"mcpgw-{len(self.pending) + 1}"
         pending = _Pending({"method": method, "params": params}, anyio.Event())
         self.pending[key] = pending
@@ -166,8 +164,6 @@ class Exchange:
 
     async def next(self) -> dict[str, Any]:
         """The call's result once the upstream finishes, or `input_required` while it waits on the client."""
-        import anyio
-
         while True:
             self.changed = anyio.Event()
             if self.done:
