@@ -36,7 +36,7 @@ MODERN = {"command": sys.executable, "args": [str(SERVERS / "modern.py")]}
 KEY_VAR = "MCPGW_TEST_LLM_KEY"
 UNSET_VAR = "MCPGW_TEST_UNSET_KEY"
 SECRET = "sk-test-secret-4242"
-PERSONAS = ["default", "failover", "slowpoke", "thrifty", "denied", "relayer", "nokey"]
+PERSONAS = ["default", "failover", "slowpoke", "thrifty", "pricey", "denied", "relayer", "nokey"]
 
 
 class StandIn:
@@ -114,6 +114,7 @@ def shared(
                 "failover": {"routes": ["broken", "main"]},
                 "slowpoke": {"routes": ["slow", "main"]},
                 "thrifty": {"tokens_per_day": 10},
+                "pricey": {"usd_per_day": 0.000001},
                 "denied": {"policy": "deny"},
                 "relayer": {"policy": "relay"},
                 "nokey": {"routes": ["nokey", "broken"]},
@@ -284,6 +285,15 @@ async def test_budget_refuses_before_sending_and_survives_a_restart(
     async with gateway_stdio(config, mode="legacy", extra=("--persona", "thrifty")) as client:
         message = await call_error(client, "modern__summarize", {"text": "after restart"})
     assert "persona 'thrifty' has used its sampling budget for today" in message
+    assert len(model.requests()) == 1
+
+
+async def test_money_budget_refuses_once_spent(shared: Shared, model: StandIn) -> None:
+    async with Client(shared.persona("pricey"), mode="legacy", cache=None) as client:
+        await client.call_tool("modern__summarize", {"text": "costs more than a micro-dollar"})
+        message = await call_error(client, "modern__summarize", {"text": "again"})
+    assert "persona 'pricey' has used its sampling budget for today ($0.000" in message
+    assert "of $0.000001); it renews at 00:00 UTC" in message
     assert len(model.requests()) == 1
 
 

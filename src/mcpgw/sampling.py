@@ -178,6 +178,11 @@ class Exchange:
             await self.changed.wait()
 
 
+def _usd(amount: float) -> str:
+    """Dollars as people read them: cents for real budgets, micro-dollars for tiny ones."""
+    return f"{amount:.2f}" if amount >= 0.01 else f"{amount:.6f}"
+
+
 def _today() -> str:
     return datetime.now(UTC).date().isoformat()
 
@@ -500,7 +505,7 @@ class Sampler:
         if scope.usd_per_day is not None and usd >= scope.usd_per_day:
             raise SamplingRefused(
                 f"persona {name!r} has used its sampling budget for today "
-                f"(${usd:.4f} of ${scope.usd_per_day:g}); it renews at 00:00 UTC"
+                f"(${_usd(usd)} of ${_usd(scope.usd_per_day)}); it renews at 00:00 UTC"
             )
 
     # --- the model call --------------------------------------------------------------------------
