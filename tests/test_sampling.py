@@ -228,13 +228,18 @@ async def test_modern_upstream_sampling_hints_priorities_and_tools(
         hinted = await client.call_tool("modern__summarize", {"text": "t2", "hint": "smart"})
         assert text_of(hinted) == "stand-in answer from fancy-model: t2"
         agent = await client.call_tool("modern__weather_agent", {"city": "Paris"})
+        # prompts/get asks for sampling the same way.
+        poem = await client.get_prompt("modern__poem", {"topic": "rain"})
+        assert poem.messages[0].content == types.TextContent(
+            type="text", text="stand-in answer from good: rain"
+        )
     answer = json.loads(text_of(agent))
     assert answer["stopReason"] == "toolUse"
     assert answer["content"] == [
         {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}}
     ]
     sent = model.requests()
-    assert [s["model"] for s in sent] == ["good", "fancy-model", "tools-model"]
+    assert [s["model"] for s in sent] == ["good", "fancy-model", "tools-model", "good"]
     # includeContext "thisServer": what mcpgw knows of that upstream joins the system prompt.
     system = sent[0]["messages"][0]
     assert system["role"] == "system" and system["content"].startswith("Summarize in one line.\n\n")

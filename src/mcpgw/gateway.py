@@ -352,14 +352,22 @@ class Gateway:
         text = json.dumps({"tools": tools}, ensure_ascii=False)
         return {"content": [{"type": "text", "text": text}], "structuredContent": {"tools": tools}}
 
-    async def read_resource(self, params: Mapping[str, Any], *, persona: str | None = None) -> dict[str, Any]:
+    async def read_resource(
+        self, params: Mapping[str, Any], *, persona: str | None = None, client: ClientChannel | None = None
+    ) -> dict[str, Any]:
         uri = params.get("uri")
         if not isinstance(uri, str):
             raise InvalidRequest("resources/read needs a uri")
         await self._resolve(persona, lambda v: v.check_resource(uri, self.catalog))
         route = await self._route(lambda c: c.resource(uri))
         audit.note(server=route.upstream.name)
-        result = await route.upstream.request("resources/read", _with_extras({"uri": route.name}, params))
+        result = await self._request_with_input(
+            route.upstream,
+            "resources/read",
+            _with_extras({"uri": route.name}, params),
+            persona=persona,
+            client=client,
+        )
         namespace = self.catalog.namespace_of(route.upstream)
         if namespace:
             result["contents"] = [
@@ -370,7 +378,9 @@ class Gateway:
             ]
         return result
 
-    async def get_prompt(self, params: Mapping[str, Any], *, persona: str | None = None) -> dict[str, Any]:
+    async def get_prompt(
+        self, params: Mapping[str, Any], *, persona: str | None = None, client: ClientChannel | None = None
+    ) -> dict[str, Any]:
         name = params.get("name")
         if not isinstance(name, str):
             raise InvalidRequest("prompts/get needs a prompt name")
@@ -380,7 +390,9 @@ class Gateway:
         upstream_params = _with_extras({"name": route.name}, params)
         if params.get("arguments") is not None:
             upstream_params["arguments"] = params["arguments"]
-        result = await route.upstream.request("prompts/get", upstream_params)
+        result = await self._request_with_input(
+            route.upstream, "prompts/get", upstream_params, persona=persona, client=client
+        )
         namespace = self.catalog.namespace_of(route.upstream)
         if namespace:
             for message in result.get("messages") or []:

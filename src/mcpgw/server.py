@@ -339,12 +339,17 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
         (
             "resources/read",
             types.ReadResourceRequestParams,
-            forwarding("read", lambda ctx, p: gateway.read_resource(_raw(ctx), persona=p)),
+            forwarding(
+                "read",
+                lambda ctx, p: gateway.read_resource(_raw(ctx), persona=p, client=_client_channel(ctx)),
+            ),
         ),
         (
             "prompts/get",
             types.GetPromptRequestParams,
-            forwarding("prompt", lambda ctx, p: gateway.get_prompt(_raw(ctx), persona=p)),
+            forwarding(
+                "prompt", lambda ctx, p: gateway.get_prompt(_raw(ctx), persona=p, client=_client_channel(ctx))
+            ),
         ),
         (
             "completion/complete",

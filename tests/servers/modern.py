@@ -7,7 +7,8 @@ revision's multi-round-trip flow has it:
 
 - `summarize(text)`: asks for one sampling completion and returns its text;
 - `weather_agent(city)`: sampling with a tool offered (`get_weather`), returns the tool use asked for;
-- `confirm(question)`: asks the client for an elicitation and returns the answer.
+- `confirm(question)`: asks the client for an elicitation and returns the answer;
+- prompt `poem(topic)`: asks for one sampling completion and returns it as the prompt's message.
 """
 
 from __future__ import annotations
@@ -122,8 +123,37 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
     raise ValueError(f"unknown tool {params.name}")
 
 
+POEM = types.Prompt(
+    name="poem",
+    description="A poem written by the client's model.",
+    arguments=[types.PromptArgument(name="topic")],
+)
+
+
+async def list_prompts(ctx: Any, params: Any) -> types.ListPromptsResult:
+    return types.ListPromptsResult(prompts=[POEM])
+
+
+async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> Any:
+    answer = (params.input_responses or {}).get("llm")
+    if answer is None:
+        topic = (params.arguments or {}).get("topic", "the sea")
+        return _sampling(
+            {"messages": [{"role": "user", "content": {"type": "text", "text": topic}}], "maxTokens": 20}
+        )
+    content = answer.model_dump(by_alias=True, exclude_none=True)["content"]
+    message = types.PromptMessage(role="user", content=types.TextContent(type="text", text=content["text"]))
+    return types.GetPromptResult(messages=[message])
+
+
 async def main() -> None:
-    server: Server[Any] = Server("modern", on_list_tools=list_tools, on_call_tool=call_tool)
+    server: Server[Any] = Server(
+        "modern",
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_list_prompts=list_prompts,
+        on_get_prompt=get_prompt,
+    )
     async with stdio_server() as (read, write):
         await server.run(read, write, server.create_initialization_options())
 
