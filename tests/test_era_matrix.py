@@ -8,10 +8,9 @@ streamable HTTP. One gateway per upstream era and transport (six), shared by
 the module, serving HTTP; each cell connects its own pinned client.
 
 Each cell checks: list, a call with progress, cancellation reaching the
-upstream, a resource read, a prompt, a list change, and an elicitation. Cells
-whose elicitation needs the sampling/elicitation relay (built on its own
-branch) are strict xfails naming that missing piece: they fail the run the
-day they start passing, so the marks cannot go stale.
+upstream, a resource read, a prompt, a list change, and an elicitation relayed
+to the client in its own era (a server request for handshake-era clients, an
+input_required round trip for 2026-07-28 ones).
 """
 
 from __future__ import annotations
@@ -42,12 +41,6 @@ ERAS = ["2025-06-18", "2025-11-25", "2026-07-28"]
 TRANSPORTS = ["stdio", "http"]
 HANDSHAKE = ("2025-06-18", "2025-11-25")
 CELLS = [(c, u, t) for c in ERAS for u in ERAS for t in TRANSPORTS]
-
-ELICITATION_RELAY = (
-    "missing piece: the sampling/elicitation relay. A handshake-era upstream's elicitation/create "
-    "reaches mcpgw's upstream session, which has no elicitation handler, and a 2026-07-28 "
-    "upstream's input_required result cannot reach a handshake-era client"
-)
 
 
 @dataclass
@@ -114,6 +107,8 @@ def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[st
                 else:
                     entry = {"url": fixtures[era][0]}
                 config = write_registry(folder / f"servers-{transport}-{era}.toml", {"up": entry})
+                # Declare elicitation to handshake-era upstreams too, so they may ask at all.
+                config.write_text(config.read_text() + '\n[sampling]\nelicitation = "relay"\n')
                 port = free_port()
                 command = mcpgw_command(
                     "serve", "--config", str(config), "--transport", "http", "--port", str(port)
@@ -197,14 +192,7 @@ async def test_cell(cell: tuple[str, str, str], gateways: dict[tuple[str, str], 
                 await anyio.sleep(0.1)
 
 
-def _elicitation_marks(cell: tuple[str, str, str]) -> list[pytest.MarkDecorator]:
-    client_era, upstream_era, _ = cell
-    if client_era == upstream_era == "2026-07-28":
-        return []  # input_required passes through mcpgw untouched, and the client answers it
-    return [pytest.mark.xfail(reason=ELICITATION_RELAY, strict=True)]
-
-
-@pytest.mark.parametrize("cell", [pytest.param(c, id=cell_id(c), marks=_elicitation_marks(c)) for c in CELLS])
+@pytest.mark.parametrize("cell", [pytest.param(c, id=cell_id(c)) for c in CELLS])
 async def test_cell_elicitation(cell: tuple[str, str, str], gateways: dict[tuple[str, str], Gateway]) -> None:
     client_era, upstream_era, transport = cell
     asked: list[str] = []

@@ -342,14 +342,17 @@ def _print_log_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
 @click.option("--since", help="ISO time (UTC).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def stats(config_path: Path | None, since: str | None, as_json: bool) -> None:
-    """Calls, errors and p50/p95 latency per persona, server and tool."""
+    """Calls, errors and p50/p95 latency per persona, server and tool; sampling spend per persona, route."""
     from mcpgw import audit
 
     registry, _ = _load(config_path)
     db = audit.open_for_reading(audit.path_for(registry.audit))
     data = audit.stats(db, since=since)
+    from mcpgw import sampling
+
+    spend = sampling.spend(db, since=since)
     if as_json:
-        out.print_json(data=data)
+        out.print_json(data={**data, "sampling": spend})
         return
     for group, title in (("persona", "per persona"), ("server", "per server"), ("name", "per tool")):
         table = Table(title=title)
@@ -362,6 +365,21 @@ def stats(config_path: Path | None, since: str | None, as_json: bool) -> None:
                 str(row["errors"]),
                 str(row["p50_ms"] or "-"),
                 str(row["p95_ms"] or "-"),
+            )
+        out.print(table)
+    for group, title in (("persona", "sampling per persona"), ("route", "sampling per route")):
+        if not spend[group]:
+            continue
+        table = Table(title=title)
+        for column in (group, "requests", "errors", "tokens", "cost USD"):
+            table.add_column(column)
+        for row in spend[group]:
+            table.add_row(
+                escape(row["key"]),
+                str(row["requests"]),
+                str(row["errors"]),
+                str(row["tokens"]),
+                f"{row['cost_usd']:.6f}",
             )
         out.print(table)
 

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationInfo as ValidationInfo
 
 from mcpgw.errors import ConfigError
 
@@ -409,6 +410,106 @@ class SecuritySettings(_Strict):
         return self
 
 
+SamplingPolicy = Literal["auto", "llm", "relay", "deny"]
+"""Who answers an upstream's sampling request: the client (`relay`), litellm (`llm`), the client when it
+can sample and else litellm (`auto`), or nobody (`deny`)."""
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class SamplingRoute(_Strict):
+    """`[sampling.routes.NAME]`: one model reached through litellm."""
+
+    model: str
+    """A litellm model string, e.g. `openai/gpt-4o-mini` or `anthropic/claude-sonnet-4-5`."""
+    api_base: str | None = None
+    api_key_env: str | None = None
+    """Name of the environment variable holding the API key (read at first use, never logged)."""
+    input_cost_per_token: Annotated[float, Field(ge=0)] | None = None
+    output_cost_per_token: Annotated[float, Field(ge=0)] | None = None
+    """Prices in USD for models litellm's price map does not know."""
+    hints: list[str] = Field(default_factory=list)
+    """Extra model-hint substrings that pick this route (its name and model always match)."""
+    cost: Annotated[float, Field(ge=0, le=1)] = 0.5
+    speed: Annotated[float, Field(ge=0, le=1)] = 0.5
+    intelligence: Annotated[float, Field(ge=0, le=1)] = 0.5
+    """How cheap, fast and capable the route is (0..1), weighed against a request's priorities."""
+
+    @field_validator("model")
+    @classmethod
+    def _model_shape(cls, model: str) -> str:
+        if "/" not in model or model.startswith("/") or model.endswith("/"):
+            raise ValueError(f"model {model!r} must be a litellm model string 'provider/model'")
+        return model
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, name: str | None) -> str | None:
+        if name is not None and not ENV_NAME_RE.match(name):
+            raise ValueError(f"{name!r} is not an environment variable name (give the name, not the key)")
+        return name
+
+
+class SamplingScope(_Strict):
+    """`[sampling.servers.NAME]` or `[sampling.personas.NAME]`: policy and limits for one of them."""
+
+    policy: SamplingPolicy | None = None
+    routes: list[str] | None = None
+    """Routes this persona (or server) may use; all when absent."""
+    tokens_per_day: Annotated[int, Field(gt=0)] | None = None
+    usd_per_day: Annotated[float, Field(gt=0)] | None = None
+    """Daily budgets (UTC days), per persona; a request once they are spent is refused unsent."""
+
+
+class SamplingSettings(_Strict):
+    """`[sampling]`: how mcpgw answers upstreams' sampling and elicitation requests."""
+
+    policy: SamplingPolicy = "auto"
+    elicitation: Literal["auto", "relay", "deny"] = "auto"
+    """`auto`: elicitation requests go to clients that can answer; `relay` also declares elicitation to
+    upstreams (so handshake-era servers offer their elicitation tools); `deny` refuses them."""
+    routes: dict[str, SamplingRoute] = Field(default_factory=dict)
+    fallbacks: list[str] | None = None
+    """Ordered chain tried after the chosen route fails; all routes in file order when absent."""
+    timeout: Annotated[float, Field(gt=0)] = 60.0
+    """Seconds one model call may take before the next route is tried."""
+    retries: Annotated[int, Field(ge=0, le=10)] = 0
+    """Retries of a route before falling back."""
+    cooldown: Annotated[float, Field(ge=0)] = 30.0
+    """Seconds a failing route is skipped (litellm Router cooldown)."""
+    max_rounds: Annotated[int, Field(ge=1, le=50)] = 10
+    """Input-required rounds mcpgw fulfils for one 2026-07-28 call before giving up."""
+    servers: dict[str, SamplingScope] = Field(default_factory=dict)
+    personas: dict[str, SamplingScope] = Field(default_factory=dict)
+
+    @field_validator("fallbacks")
+    @classmethod
+    def _fallbacks_known(cls, fallbacks: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        _routes_known(fallbacks, info.data.get("routes"), "")
+        return fallbacks
+
+    @field_validator("servers", "personas")
+    @classmethod
+    def _scopes_known(
+        cls, scopes: dict[str, SamplingScope], info: ValidationInfo
+    ) -> dict[str, SamplingScope]:
+        for name, scope in scopes.items():
+            _routes_known(scope.routes, info.data.get("routes"), f"{name}.routes ")
+            if info.field_name == "servers" and (scope.tokens_per_day or scope.usd_per_day):
+                raise ValueError(
+                    f"{name}: budgets are per persona ([sampling.personas.NAME]), not per server"
+                )
+        return scopes
+
+
+def _routes_known(names: list[str] | None, routes: dict[str, SamplingRoute] | None, where: str) -> None:
+    for name in names or []:
+        if routes is None or name not in routes:
+            known = ", ".join(routes or {}) or "none are defined"
+            raise ValueError(
+                f"{where}names route {name!r}, which is not in [sampling.routes] (known: {known})"
+            )
+
+
 DEFAULT_PERSONA = "default"
 PERSONA_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -422,6 +523,7 @@ class Registry(_Strict):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     auth: AuthSettings | None = None
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
 
     @model_validator(mode="after")
     def _auth_personas_exist(self) -> Registry:
@@ -454,6 +556,16 @@ class Registry(_Strict):
             renamed = [o.name for o in persona.tools.values() if o.name]
             if len(renamed) != len(set(renamed)):
                 raise ValueError(f"persona {name!r} renames two tools to the same name")
+        return self
+
+    @model_validator(mode="after")
+    def _sampling_names_known(self) -> Registry:
+        for server in self.sampling.servers:
+            if server not in self.servers:
+                raise ValueError(f"sampling.servers names server {server!r}, which is not in [servers]")
+        for persona in self.sampling.personas:
+            if persona not in self.personas and persona != DEFAULT_PERSONA:
+                raise ValueError(f"sampling.personas names persona {persona!r}, which is not in [personas]")
         return self
 
     @field_validator("servers")

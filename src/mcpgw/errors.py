@@ -15,17 +15,21 @@ a message from the CLI) never have to guess.
     │   └── UnknownPersona            a persona not in the registry (404 on HTTP)
     ├── InvalidRequest                bad arguments from the client (-32602)
     ├── Unavailable                   the gateway takes no new requests (shutting down)
-    └── DataBlocked                   a data rule refused a call or withheld a result (-32030)
+    ├── DataBlocked                   a data rule refused a call or withheld a result (-32030)
+    └── SamplingError                 an upstream's sampling/elicitation request not answered
+        ├── SamplingRefused           denied by policy, budget spent, client cannot answer
+        └── SamplingFailed            every route failed, or a route cannot be used
 
 Errors from other libraries are translated into these at one boundary each:
-mcp client errors in `upstream`, TOML and pydantic errors in `config`.
+mcp client errors in `upstream`, TOML and pydantic errors in `config`, litellm
+errors in `sampling`.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST
 
 
 class GatewayError(Exception):
@@ -106,3 +110,17 @@ class DataBlocked(GatewayError):
 
     jsonrpc_code = -32030
     """In the JSON-RPC range reserved for implementation-defined server errors."""
+
+
+class SamplingError(GatewayError):
+    """An upstream's sampling or elicitation request that mcpgw could not answer."""
+
+
+class SamplingRefused(SamplingError):
+    """Refused before anything was sent: policy `deny`, a spent budget, a client that cannot answer."""
+
+    jsonrpc_code = INVALID_REQUEST
+
+
+class SamplingFailed(SamplingError):
+    """The model could not be reached: every route failed, or a route lacks its API key."""

@@ -29,7 +29,9 @@ from mcpgw.errors import InvalidRequest, NotFound, Unavailable, UnknownPersona
 from mcpgw.logrelay import LogRelay, LogSink
 from mcpgw.personas import View
 from mcpgw.resourcewatch import ResourceWatch, Subscriber
+from mcpgw.sampling import Caller, ClientChannel, Exchange, Sampler
 from mcpgw.upstream import ListKind, ProgressRelay, Upstream, forwardable_meta
+from mcpgw.upstream import _as_uri as as_uri
 
 logger = logging.getLogger("mcpgw.gateway")
 
@@ -56,6 +58,13 @@ class Gateway:
         self.watch = ResourceWatch()
         self._namespaces: list[tuple[str, Upstream]] = []
         secrets = credentials.load_secrets(registry.gateway)
+        self.sampler = Sampler(
+            registry,
+            audit=lambda: self.audit,
+            instructions=self._instructions_of,
+            roots=self._roots_of,
+            guard=lambda: self.guard,
+        )
         for name, server in registry.enabled_servers().items():
             upstream = Upstream(
                 name=name,
@@ -74,6 +83,10 @@ class Gateway:
                 secrets=secrets,
                 on_log=self.logs.deliver,
                 on_resource_updated=self._resource_updated,
+                on_sampling=self.sampler.on_sampling if self.sampler.answers_sampling(name) else None,
+                on_elicitation=self.sampler.on_elicitation
+                if self.sampler.answers_elicitation(name)
+                else None,
             )
             self.upstreams[name] = upstream
             self._namespaces.append((namespace_of(name, server), upstream))
@@ -92,6 +105,8 @@ class Gateway:
         """Data rules on arguments and results (`dataguard`); None when there are none."""
         self.background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         """Tasks that run for as long as the gateway does (e.g. watching the lock file)."""
+        self._tasks: anyio.abc.TaskGroup | None = None
+        """The gateway's own tasks: calls that outlive one downstream request (`sampling.Exchange`)."""
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -104,6 +119,7 @@ class Gateway:
             tg.start_soon(self._watch_startup)
             for task in self.background:
                 tg.start_soon(task)
+            self._tasks = tg
             try:
                 yield self
             finally:
@@ -274,6 +290,7 @@ class Gateway:
         persona: str | None = None,
         on_progress: ProgressRelay | None = None,
         on_log: LogSink | None = None,
+        client: ClientChannel | None = None,
     ) -> dict[str, Any]:
         name = params.get("name")
         if not isinstance(name, str):
@@ -309,8 +326,14 @@ class Gateway:
             upstream_params.setdefault("_meta", {})[LOG_LEVEL_META_KEY] = "debug"
         async with self._tracked():
             with self.logs.calling(route.upstream.name, on_log):
-                result = await route.upstream.request(
-                    "tools/call", upstream_params, timeout=timeout, on_progress=on_progress
+                result = await self._request_with_input(
+                    route.upstream,
+                    "tools/call",
+                    upstream_params,
+                    persona=persona,
+                    client=client,
+                    on_progress=on_progress,
+                    timeout=timeout,
                 )
         namespace = self.catalog.namespace_of(route.upstream)
         if namespace and isinstance(result.get("content"), list):
@@ -318,6 +341,74 @@ class Gateway:
         if guard is not None:
             result = guard.check("results", view.persona, entry.target, result)
         return result
+
+    async def _request_with_input(
+        self,
+        upstream: Upstream,
+        method: str,
+        params: dict[str, Any],
+        *,
+        persona: str | None,
+        client: ClientChannel | None,
+        on_progress: ProgressRelay | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Send a request whose upstream may ask for sampling or elicitation, in either era, on the way."""
+        step = audit.current()
+        caller = Caller(
+            persona=self.resolve_persona(persona),
+            client=client,
+            request_id=step.request_id if step is not None else None,
+        )
+        exchange = self.sampler.resumed(params, caller.persona)
+        if exchange is not None:
+            return await self.sampler.next_of(exchange)
+        if self._tasks is not None and self.sampler.needs_exchange(upstream.name, upstream.era, caller):
+            exchange, runs_as = self.sampler.open_exchange(caller, timeout=timeout or upstream.timeout)
+
+            async def run(exchange: Exchange = exchange) -> None:
+                result: dict[str, Any] | None = None
+                error: BaseException | None = None
+                try:
+                    with self.sampler.calling(upstream.name, runs_as):
+                        result = await upstream.request(method, params, timeout=timeout)
+                except Exception as exc:
+                    error = exc
+                finally:
+                    exchange.finish(result, error)
+
+            self._tasks.start_soon(run)
+            return await self.sampler.next_of(exchange)
+        with self.sampler.calling(upstream.name, caller):
+            result = await upstream.request(method, params, timeout=timeout, on_progress=on_progress)
+            if result.get("resultType") != "input_required":
+                return result
+
+            async def retry(responses: dict[str, Any], state: str | None) -> dict[str, Any]:
+                again = {**params, "inputResponses": responses}
+                if state is not None:
+                    again["requestState"] = state
+                else:
+                    again.pop("requestState", None)
+                return await upstream.request(method, again, timeout=timeout, on_progress=on_progress)
+
+            return await self.sampler.fulfil(upstream.name, result, caller, retry)
+
+    def _instructions_of(self, server: str | None) -> str:
+        """`includeContext`: what mcpgw knows of one upstream (or all): its instructions and tools."""
+        chosen = [u for u in self.upstreams.values() if server is None or u.name == server]
+        parts = []
+        for upstream in chosen:
+            tools = ", ".join(str(t.get("name")) for t in upstream.lists["tools"])
+            text = f"MCP server {upstream.name}" + (
+                f": {upstream.instructions}" if upstream.instructions else ""
+            )
+            parts.append(text + (f" (tools: {tools})" if tools else ""))
+        return "\n".join(parts)
+
+    def _roots_of(self, server: str) -> list[dict[str, Any]]:
+        upstream = self.upstreams.get(server)
+        return [{"uri": as_uri(root)} for root in upstream.roots] if upstream is not None else []
 
     async def _search(self, persona: str | None, arguments: Mapping[str, Any]) -> dict[str, Any]:
         query = arguments.get("query")
@@ -332,7 +423,9 @@ class Gateway:
         text = json.dumps({"tools": tools}, ensure_ascii=False)
         return {"content": [{"type": "text", "text": text}], "structuredContent": {"tools": tools}}
 
-    async def read_resource(self, params: Mapping[str, Any], *, persona: str | None = None) -> dict[str, Any]:
+    async def read_resource(
+        self, params: Mapping[str, Any], *, persona: str | None = None, client: ClientChannel | None = None
+    ) -> dict[str, Any]:
         uri = params.get("uri")
         if not isinstance(uri, str):
             raise InvalidRequest("resources/read needs a uri")
@@ -340,7 +433,13 @@ class Gateway:
         route = await self._route(lambda c: c.resource(uri))
         audit.note(server=route.upstream.name)
         async with self._tracked():
-            result = await route.upstream.request("resources/read", _with_extras({"uri": route.name}, params))
+            result = await self._request_with_input(
+                route.upstream,
+                "resources/read",
+                _with_extras({"uri": route.name}, params),
+                persona=persona,
+                client=client,
+            )
         namespace = self.catalog.namespace_of(route.upstream)
         if namespace:
             result["contents"] = [
@@ -375,7 +474,9 @@ class Gateway:
         )
         await self.watch.updated(upstream, uri, namespace)
 
-    async def get_prompt(self, params: Mapping[str, Any], *, persona: str | None = None) -> dict[str, Any]:
+    async def get_prompt(
+        self, params: Mapping[str, Any], *, persona: str | None = None, client: ClientChannel | None = None
+    ) -> dict[str, Any]:
         name = params.get("name")
         if not isinstance(name, str):
             raise InvalidRequest("prompts/get needs a prompt name")
@@ -386,7 +487,9 @@ class Gateway:
         if params.get("arguments") is not None:
             upstream_params["arguments"] = params["arguments"]
         async with self._tracked():
-            result = await route.upstream.request("prompts/get", upstream_params)
+            result = await self._request_with_input(
+                route.upstream, "prompts/get", upstream_params, persona=persona, client=client
+            )
         namespace = self.catalog.namespace_of(route.upstream)
         if namespace:
             for message in result.get("messages") or []:

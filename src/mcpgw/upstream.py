@@ -54,7 +54,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from mcpgw import credentials, version
 from mcpgw.config import ServerConfig, expand, resolved_command
-from mcpgw.errors import ConfigError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from mcpgw.errors import ConfigError, GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 
 logger = logging.getLogger("mcpgw.upstream")
 
@@ -95,6 +95,11 @@ _RESERVED_META_PREFIX = "io.modelcontextprotocol/"
 MAX_LIST_PAGES = 100
 
 ProgressRelay = Callable[[float, float | None, str | None], Awaitable[None]]
+InputAnswer = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+"""Answers a request an upstream sends mcpgw (server name, raw params) -> raw result."""
+_SAMPLING_CAPABILITY = types.SamplingCapability(
+    context=types.SamplingContextCapability(), tools=types.SamplingToolsCapability()
+)
 
 
 def era_of(protocol_version: str | None) -> str:
@@ -208,6 +213,10 @@ class Upstream:
     """Told of every `notifications/message` the upstream sends (its name and the params)."""
     on_resource_updated: Callable[[str, str], Awaitable[None]] | None = None
     """Told (upstream name, upstream URI) when a watched resource changed."""
+    on_sampling: InputAnswer | None = None
+    """Answers the upstream's `sampling/createMessage`; when set, mcpgw declares sampling to it."""
+    on_elicitation: InputAnswer | None = None
+    """Answers the upstream's `elicitation/create`; when set, mcpgw declares elicitation to it."""
 
     state: State = "starting"
     error: str | None = None
@@ -376,6 +385,9 @@ class Upstream:
             message_handler=self._on_message,
             list_roots_callback=cast(ListRootsFnT, self._list_roots) if self.roots else None,
             client_info=types.Implementation(name="mcpgw", version=version()),
+            sampling_callback=self._sample if self.on_sampling is not None else None,
+            elicitation_callback=self._elicit if self.on_elicitation is not None else None,
+            sampling_capabilities=_SAMPLING_CAPABILITY if self.on_sampling is not None else None,
         )
         # The gateway passes results through as the upstream sent them; validating
         # structured output is the downstream client's business, not ours.
@@ -584,6 +596,37 @@ class Upstream:
         return types.ListRootsResult(
             roots=[types.Root.model_validate({"uri": _as_uri(r)}) for r in self.roots]
         )
+
+    async def _sample(
+        self, context: Any, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData:
+        assert self.on_sampling is not None
+        answer = await self._answer(self.on_sampling, params)
+        if isinstance(answer, types.ErrorData):
+            return answer
+        if params.tools or isinstance(answer.get("content"), list):
+            return types.CreateMessageResultWithTools.model_validate(answer)
+        return types.CreateMessageResult.model_validate(answer)
+
+    async def _elicit(
+        self, context: Any, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData:
+        assert self.on_elicitation is not None
+        answer = await self._answer(self.on_elicitation, params)
+        return answer if isinstance(answer, types.ErrorData) else types.ElicitResult.model_validate(answer)
+
+    async def _answer(self, answer: InputAnswer, params: Any) -> dict[str, Any] | types.ErrorData:
+        """Run a handler for a request the upstream sent us; its failures become JSON-RPC errors for it."""
+        try:
+            return await answer(self.name, params.model_dump(by_alias=True, exclude_none=True, mode="json"))
+        except GatewayError as exc:
+            return types.ErrorData(code=exc.jsonrpc_code, message=str(exc))
+        except MCPError as exc:  # the client we relayed to refused
+            return exc.error
+        except ValidationError as exc:
+            return types.ErrorData(
+                code=types.INTERNAL_ERROR, message=f"invalid answer: {exc.error_count()} problems"
+            )
 
     # --- requests --------------------------------------------------------------------------------
 
