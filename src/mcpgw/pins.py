@@ -43,7 +43,7 @@ import anyio
 import tomlkit
 
 from mcpgw import poisoning
-from mcpgw.catalog import Catalog, split_uri
+from mcpgw.catalog import Catalog, _template_regex, split_uri
 from mcpgw.config import Mode, Registry
 from mcpgw.errors import ConfigError
 
@@ -379,6 +379,7 @@ class Trust:
             else:
                 withheld[prompt["name"]] = reason
         templates = []
+        unrouted: set[tuple[str, str]] = set()  # (upstream, regex) of unprefixed withheld templates
         for template in catalog.resource_templates:
             exposed = str(template.get("uriTemplate", ""))
             upstream, original = _template_origin(catalog, exposed)
@@ -390,6 +391,8 @@ class Trust:
                 templates.append(template)
             else:
                 withheld[exposed] = reason
+                if upstream is not None and original == exposed:
+                    unrouted.add((upstream.name, _template_regex(original).pattern))
         for resource in catalog.resources:
             route = catalog.resource_routes[resource["uri"]]
             for finding in poisoning.scan_item(
@@ -405,14 +408,27 @@ class Trust:
         self.withheld = withheld
         if not withheld:
             return catalog
+        # One set per kind: a tool and a prompt may share an exposed name.
+        withheld_tools = frozenset(t["name"] for t in catalog.tools) - {t["name"] for t in tools}
+        withheld_prompts = frozenset(p["name"] for p in catalog.prompts) - {p["name"] for p in prompts}
+        served = {str(t.get("uriTemplate", "")) for t in templates}
+        withheld_templates = tuple(
+            str(t.get("uriTemplate", ""))
+            for t in catalog.resource_templates
+            if str(t.get("uriTemplate", "")) not in served
+        )
         return replace(
             catalog,
             tools=tools,
-            tool_routes={k: v for k, v in catalog.tool_routes.items() if k not in withheld},
+            tool_routes={k: v for k, v in catalog.tool_routes.items() if k not in withheld_tools},
             prompts=prompts,
-            prompt_routes={k: v for k, v in catalog.prompt_routes.items() if k not in withheld},
+            prompt_routes={k: v for k, v in catalog.prompt_routes.items() if k not in withheld_prompts},
             resource_templates=templates,
+            _templates=[(p, u) for p, u in catalog._templates if (u.name, p.pattern) not in unrouted],
             withheld=dict(withheld),
+            withheld_tools=withheld_tools,
+            withheld_prompts=withheld_prompts,
+            withheld_templates=withheld_templates,
         )
 
     # --- the lock file changing under a running gateway ------------------------------------------

@@ -1,0 +1,154 @@
+"""Withheld items cannot be reached by a client that knows their names, through a real gateway.
+
+A production gateway withholds what is not pinned; a client that learned a
+withheld tool, prompt or resource template elsewhere (an earlier listing, the
+upstream's docs) must get exactly the error of a name that does not exist,
+and the audit log records the request as `withheld`. The lock file here pins
+two copies of our test upstream (one namespaced, one not) minus `echo`,
+`greet` and the `test://items/{item_id}` template.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlite_utils
+import tomlkit
+from click.testing import CliRunner
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+from mcp_types import PromptReference, ResourceTemplateReference
+
+from conftest import gateway_stdio, upstream_server, write_registry
+from mcpgw import pins
+from mcpgw.cli import cli
+
+pytestmark = pytest.mark.anyio
+
+TEMPLATE = "test://items/{item_id}"
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(registry, upstream call log): production mode, pinned, with echo/greet/the template unpinned."""
+    tmp = tmp_path_factory.mktemp("withheld")
+    calls = tmp / "upstream-calls.jsonl"
+    up = {**upstream_server(), "env": {"UPSTREAM_CALL_LOG": str(calls)}}
+    raw = {**upstream_server("--name", "raw"), "namespace": ""}
+    config = write_registry(tmp / "servers.toml", {"up": up, "raw": raw}, mode="production")
+    parsed = tomlkit.parse(config.read_text())
+    parsed["personas"] = {"reader": {"description": "sees everything that is served"}}
+    config.write_text(tomlkit.dumps(parsed))
+    pinned = CliRunner().invoke(cli, ["pin", "--config", str(config)])
+    assert pinned.exit_code == 0, pinned.output
+    lock_file = tmp / "servers.lock"
+    lock = pins.read_lock(lock_file)
+    assert lock is not None
+    del lock["up"]["tools"]["echo"], lock["up"]["prompts"]["greet"]
+    del lock["up"]["resource_templates"][TEMPLATE], lock["raw"]["resource_templates"][TEMPLATE]
+    pins.write_lock(lock_file, lock)
+    return config, calls
+
+
+async def error_of(call: Any) -> tuple[int, str]:
+    with pytest.raises(MCPError) as caught:
+        await call
+    return caught.value.error.code, caught.value.error.message
+
+
+async def assert_withheld_refused(client: Client, *, subscribe: bool) -> None:
+    listed = await client.list_tools()
+    names = {t.name for t in listed.tools}
+    assert "up__add" in names and "echo" in names and "up__echo" not in names
+    assert [t.uri_template for t in (await client.list_resource_templates()).resource_templates] == []
+    assert "up__greet" not in {p.name for p in (await client.list_prompts()).prompts}
+
+    # tools/call: a withheld tool fails like one that never existed
+    code, message = await error_of(client.call_tool("up__nope", {"message": "x"}))
+    assert await error_of(client.call_tool("up__echo", {"message": "x"})) == (
+        code,
+        message.replace("up__nope", "up__echo"),
+    )
+    assert message == "Unknown tool: up__nope"
+
+    # prompts/get and completions of its arguments
+    code, message = await error_of(client.get_prompt("up__nope", {"name": "A"}))
+    assert await error_of(client.get_prompt("up__greet", {"name": "A"})) == (
+        code,
+        message.replace("up__nope", "up__greet"),
+    )
+    greet = PromptReference(type="ref/prompt", name="up__greet")
+    assert await error_of(client.complete(greet, {"name": "name", "value": "A"})) == (
+        code,
+        "Unknown prompt: up__greet",
+    )
+
+    # resources/read of a URI under a withheld template: the error of a URI no template serves
+    code, message = await error_of(client.read_resource("mcpgw://nowhere/test://items/7"))
+    assert message == "Unknown resource: mcpgw://nowhere/test://items/7"
+    for uri in ("mcpgw://up/test://items/7", "test://items/7"):
+        assert await error_of(client.read_resource(uri)) == (code, f"Unknown resource: {uri}")
+        if subscribe:  # handshake era only (2026-07-28 has no resources/subscribe)
+            assert await error_of(client.subscribe_resource(uri)) == (code, f"Unknown resource: {uri}")
+    for template in (f"mcpgw://up/{TEMPLATE}", TEMPLATE):
+        ref = ResourceTemplateReference(type="ref/resource", uri=template)
+        assert await error_of(client.complete(ref, {"name": "item_id", "value": "1"})) == (
+            code,
+            f"Unknown resource: {template}",
+        )
+
+    # what is pinned is still served
+    assert (await client.call_tool("up__add", {"a": 1, "b": 2})).structured_content == {"sum": 3}
+    static = await client.read_resource("mcpgw://up/test://static")
+    assert static.contents[0].text == "static text"  # type: ignore[union-attr]
+    assert (await client.read_resource("test://static")).contents[0].text == "static text"  # type: ignore[union-attr]
+
+
+def withheld_rows(db: Path) -> list[tuple[str, str | None]]:
+    rows = sqlite_utils.Database(db).query(
+        "select method, name from events where kind != 'security' and outcome = 'withheld' order by id"
+    )
+    return [(r["method"], r["name"]) for r in rows]
+
+
+EXPECTED_ROWS = [
+    ("tools/call", "up__echo"),
+    ("prompts/get", "up__greet"),
+    ("completion/complete", None),
+    ("resources/read", "mcpgw://up/test://items/7"),
+    ("resources/subscribe", "mcpgw://up/test://items/7"),
+    ("resources/read", "test://items/7"),
+    ("resources/subscribe", "test://items/7"),
+    ("completion/complete", None),
+    ("completion/complete", None),
+]
+
+
+async def test_withheld_items_cannot_be_called_read_or_completed(
+    secured: tuple[Path, Path], audit_db: Path
+) -> None:
+    config, calls = secured
+    async with gateway_stdio(config, mode="legacy") as client:
+        await assert_withheld_refused(client, subscribe=True)
+    upstream_calls = [json.loads(line)["name"] for line in calls.read_text().splitlines()]
+    assert "echo" not in upstream_calls and "add" in upstream_calls
+    assert [(m, n if m != "completion/complete" else None) for m, n in withheld_rows(audit_db)] == (
+        EXPECTED_ROWS
+    )
+    unknown = sqlite_utils.Database(audit_db).query(
+        "select outcome from events where name in ('up__nope', 'mcpgw://nowhere/test://items/7')"
+    )
+    assert {r["outcome"] for r in unknown} == {"error"}  # unknown is an error, not a withholding
+
+
+async def test_a_persona_cannot_reach_withheld_items_either(
+    secured: tuple[Path, Path], audit_db: Path
+) -> None:
+    config, _ = secured
+    async with gateway_stdio(config, extra=("--persona", "reader")) as client:  # 2026-07-28 era
+        await assert_withheld_refused(client, subscribe=False)
+    expected = [row for row in EXPECTED_ROWS if row[0] != "resources/subscribe"]
+    assert [(m, n if m != "completion/complete" else None) for m, n in withheld_rows(audit_db)] == expected
