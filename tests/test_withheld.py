@@ -40,7 +40,10 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     raw = {**upstream_server("--name", "raw"), "namespace": ""}
     config = write_registry(tmp / "servers.toml", {"up": up, "raw": raw}, mode="production")
     parsed = tomlkit.parse(config.read_text())
-    parsed["personas"] = {"reader": {"description": "sees everything that is served"}}
+    parsed["personas"] = {
+        "reader": {"description": "sees everything that is served"},
+        "rawonly": {"servers": ["raw"]},
+    }
     config.write_text(tomlkit.dumps(parsed))
     pinned = CliRunner().invoke(cli, ["pin", "--config", str(config)])
     assert pinned.exit_code == 0, pinned.output
@@ -152,3 +155,43 @@ async def test_a_persona_cannot_reach_withheld_items_either(
         await assert_withheld_refused(client, subscribe=False)
     expected = [row for row in EXPECTED_ROWS if row[0] != "resources/subscribe"]
     assert [(m, n if m != "completion/complete" else None) for m, n in withheld_rows(audit_db)] == expected
+
+
+def cli_json(*args: str) -> Any:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_listings_apply_the_policy_and_say_what_is_withheld(secured: tuple[Path, Path]) -> None:
+    config = str(secured[0])
+    up_items = [
+        ("tool", "up__echo", "up"),
+        ("prompt", "up__greet", "up"),
+        ("resource template", f"mcpgw://up/{TEMPLATE}", "up"),
+    ]
+    everything = {*up_items, ("resource template", TEMPLATE, "raw")}
+
+    listed = cli_json("tools", "--config", config, "--json")
+    names = {t["name"] for t in listed["tools"]}
+    assert "up__add" in names and "echo" in names and "up__echo" not in names
+    assert {(w["kind"], w["name"], w["server"]) for w in listed["withheld"]} == everything
+    assert all("it is not pinned" in w["reason"] for w in listed["withheld"])
+    only_raw = cli_json("tools", "--config", config, "--json", "--persona", "rawonly")
+    assert [(w["name"], w["server"]) for w in only_raw["withheld"]] == [(TEMPLATE, "raw")]
+    assert "up__add" not in {t["name"] for t in only_raw["tools"]}
+
+    text = CliRunner().invoke(cli, ["tools", "--config", config])
+    assert text.exit_code == 0, text.output
+    assert "withheld: 4 (clients do not see these" in text.output
+
+    personas = {p["persona"]: p for p in cli_json("personas", "--config", config, "--json")["personas"]}
+    assert {(w["kind"], w["name"], w["server"]) for w in personas["reader"]["withheld"]} == everything
+    assert [w["name"] for w in personas["rawonly"]["withheld"]] == [TEMPLATE]
+    assert personas["reader"]["resource_templates"] == 0 and personas["reader"]["prompts"] == 1  # raw greet
+    text = CliRunner().invoke(cli, ["personas", "--config", config])
+    assert "4 items withheld" in text.output
+
+    servers = cli_json("list-servers", "--config", config, "--check", "--json")
+    assert {s["name"]: s["withheld"] for s in servers["servers"]} == {"up": 3, "raw": 1}
+    assert {(w["kind"], w["name"], w["server"]) for w in servers["withheld"]} == everything

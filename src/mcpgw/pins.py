@@ -46,6 +46,7 @@ from mcpgw import poisoning
 from mcpgw.catalog import Catalog, _template_regex, split_uri
 from mcpgw.config import Mode, Registry
 from mcpgw.errors import ConfigError
+from mcpgw.personas import build_view
 
 if TYPE_CHECKING:
     from mcpgw.gateway import Gateway
@@ -250,6 +251,16 @@ def changes(server: str, pinned: ServerPins | None, current: ServerPins) -> list
 # --- the run-time filter ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class WithheldItem:
+    server: str
+    kind: str
+    """tool, prompt or resource template."""
+    name: str
+    """As a client would know it (exposed name or URI template)."""
+    reason: str
+
+
 class Trust:
     """Judges every catalog the gateway builds against the lock file and the poisoning checks."""
 
@@ -266,10 +277,20 @@ class Trust:
         self._reported: set[tuple[Any, ...]] = set()
         self.withheld: dict[str, str] = {}
         """Exposed name -> why, for the catalog last filtered."""
+        self.withheld_items: list[WithheldItem] = []
+        """What the catalog last filtered lost, with server, kind and reason (for listings)."""
+        self.unfiltered: Catalog | None = None
+        """The catalog last filtered, as built: what a persona would see if nothing were withheld."""
+        self.reporting = True
+        """Log and audit each new problem; off for the CLI's listings, which show them instead."""
 
     @classmethod
-    def install(cls, gateway: Gateway, registry_path: Path | None) -> Trust:
-        """Filter `gateway`'s catalogs from now on, and watch the lock file while it runs."""
+    def install(cls, gateway: Gateway, registry_path: Path | None, *, listing: bool = False) -> Trust:
+        """Filter `gateway`'s catalogs from now on, and watch the lock file while it runs.
+
+        `listing`: for a one-shot look at the catalog (`mcpgw tools`): the same policy, but no
+        watching, and nothing logged or audited (the listing shows what is withheld and why).
+        """
         registry = gateway.registry
         trust = cls(
             lock_path(registry, registry_path),
@@ -278,6 +299,9 @@ class Trust:
             gateway=gateway,
         )
         gateway.catalog_filter = trust.apply
+        if listing:
+            trust.reporting = False
+            return trust
         gateway.background.append(lambda: trust.watch(gateway.refresh))
         if trust.lock is None:
             if trust.mode == "production":
@@ -349,7 +373,7 @@ class Trust:
         return reason if production else None
 
     def _report(self, key: tuple[Any, ...], message: str, *, server: str, name: str, outcome: str) -> None:
-        if key in self._reported:
+        if key in self._reported or not self.reporting:
             return
         self._reported.add(key)
         (logger.error if outcome == "withheld" else logger.warning)("%s", message)
@@ -360,6 +384,7 @@ class Trust:
     def apply(self, catalog: Catalog) -> Catalog:
         """`catalog` without what the policy withholds (the same object when nothing is)."""
         withheld: dict[str, str] = {}
+        items: list[WithheldItem] = []
         tools = []
         for tool in catalog.tools:
             route = catalog.tool_routes[tool["name"]]
@@ -369,6 +394,7 @@ class Trust:
                 tools.append(tool)
             else:
                 withheld[tool["name"]] = reason
+                items.append(WithheldItem(route.upstream.name, "tool", tool["name"], reason))
         prompts = []
         for prompt in catalog.prompts:
             route = catalog.prompt_routes[prompt["name"]]
@@ -378,6 +404,7 @@ class Trust:
                 prompts.append(prompt)
             else:
                 withheld[prompt["name"]] = reason
+                items.append(WithheldItem(route.upstream.name, "prompt", prompt["name"], reason))
         templates = []
         unrouted: set[tuple[str, str]] = set()  # (upstream, regex) of unprefixed withheld templates
         for template in catalog.resource_templates:
@@ -391,6 +418,8 @@ class Trust:
                 templates.append(template)
             else:
                 withheld[exposed] = reason
+                server = upstream.name if upstream is not None else ""
+                items.append(WithheldItem(server, "resource template", exposed, reason))
                 if upstream is not None and original == exposed:
                     unrouted.add((upstream.name, _template_regex(original).pattern))
         for resource in catalog.resources:
@@ -405,7 +434,7 @@ class Trust:
                     name=resource["uri"],
                     outcome="warning",
                 )
-        self.withheld = withheld
+        self.withheld, self.withheld_items, self.unfiltered = withheld, items, catalog
         if not withheld:
             return catalog
         # One set per kind: a tool and a prompt may share an exposed name.
@@ -430,6 +459,17 @@ class Trust:
             withheld_prompts=withheld_prompts,
             withheld_templates=withheld_templates,
         )
+
+    def withheld_from(self, gateway: Gateway, persona: str | None) -> list[WithheldItem]:
+        """The withheld items `persona` (resolved as a request would be) would see if they were served."""
+        name = gateway.resolve_persona(persona)
+        if name is None or not self.withheld_items or self.unfiltered is None:
+            return list(self.withheld_items)
+        view = build_view(name, gateway.registry.personas[name], self.unfiltered, gateway.registry)
+        visible = {entry.target for entry in view.entries.values()}
+        visible.update(str(p["name"]) for p in view.prompts)
+        visible.update(str(t.get("uriTemplate", "")) for t in view.resource_templates)
+        return [item for item in self.withheld_items if item.name in visible]
 
     # --- the lock file changing under a running gateway ------------------------------------------
 
