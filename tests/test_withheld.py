@@ -195,3 +195,57 @@ def test_listings_apply_the_policy_and_say_what_is_withheld(secured: tuple[Path,
     servers = cli_json("list-servers", "--config", config, "--check", "--json")
     assert {s["name"]: s["withheld"] for s in servers["servers"]} == {"up": 3, "raw": 1}
     assert {(w["kind"], w["name"], w["server"]) for w in servers["withheld"]} == everything
+
+
+def test_pin_approve_accepts_only_the_named_items(tmp_path: Path) -> None:
+    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()}, mode="production")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["pin", "--config", str(config)]).exit_code == 0
+    lock_file = tmp_path / "servers.lock"
+    lock = pins.read_lock(lock_file)
+    assert lock is not None
+    del (
+        lock["up"]["tools"]["echo"],
+        lock["up"]["prompts"]["greet"],
+        lock["up"]["resource_templates"][TEMPLATE],
+    )
+    lock["up"]["tools"]["add"] = pins.pin_of("tools", {"name": "add", "description": "Add, as it was."})
+    pins.write_lock(lock_file, lock)
+
+    def pin(*args: str) -> Any:
+        return runner.invoke(cli, ["pin", "--config", str(config), *args])
+
+    shown = pin("--diff", "up", "--tool", "add")
+    assert shown.exit_code == 0, shown.output
+    assert "up: tool 'add' changed" in shown.output and '-  "description": "Add, as it was."' in shown.output
+    assert "echo" not in shown.output and "3 other differences still pending" in shown.output
+
+    before = lock_file.read_text()
+    for args, message in [
+        (("--approve", "up", "--tool", "nope"), "up serves no tool 'nope' and has no pin for one"),
+        (("--approve", "--tool", "echo"), "need the SERVER they belong to"),
+        (("up", "--tool", "echo"), "choose what --approve accepts or --diff shows"),
+    ]:
+        refused = pin(*args)
+        assert refused.exit_code == 2 and message in refused.output, refused.output
+    assert "pending changes: tool 'add' changed" in pin("--approve", "up", "--tool", "nope").output
+    assert lock_file.read_text() == before
+
+    approved = pin("--approve", "up", "--tool", "echo", "--prompt", "greet", "--tool", "pid")
+    assert approved.exit_code == 0, approved.output
+    assert "accepted: up: tool 'echo' new" in approved.output
+    assert "accepted: up: prompt 'greet' new" in approved.output
+    assert "up: tool 'pid' is up to date" in approved.output
+    assert "2 other differences still pending" in approved.output
+
+    listed = cli_json("tools", "--config", str(config), "--json")
+    names = {t["name"] for t in listed["tools"]}
+    assert {"up__echo", "up__pid"} <= names and "up__add" not in names
+    assert {(w["name"], w["reason"].split(" (")[0]) for w in listed["withheld"]} == {
+        ("up__add", "its definition differs from its pin"),
+        (f"mcpgw://up/{TEMPLATE}", "it is not pinned"),
+    }
+
+    assert pin("--approve", "up", "--template", TEMPLATE, "--tool", "add").exit_code == 0
+    assert cli_json("tools", "--config", str(config), "--json")["withheld"] == []
+    assert "up: up to date" in pin("--diff", "up").output

@@ -650,17 +650,44 @@ def _warn_findings(name: str, lists: Any, max_length: int = 2000) -> None:
 @click.option(
     "--approve", is_flag=True, help="Accept the current definitions (changed, new, removed and flagged ones)."
 )
-def pin(config_path: Path | None, server: str | None, show_diff: bool, approve: bool) -> None:
+@click.option("--tool", "tool_names", multiple=True, metavar="NAME", help="Only this tool (repeatable).")
+@click.option(
+    "--prompt", "prompt_names", multiple=True, metavar="NAME", help="Only this prompt (repeatable)."
+)
+@click.option(
+    "--template",
+    "template_names",
+    multiple=True,
+    metavar="URI",
+    help="Only this resource template (repeatable).",
+)
+def pin(
+    config_path: Path | None,
+    server: str | None,
+    show_diff: bool,
+    approve: bool,
+    tool_names: tuple[str, ...],
+    prompt_names: tuple[str, ...],
+    template_names: tuple[str, ...],
+) -> None:
     """Pin the tool, prompt and resource-template definitions of SERVER (or every server) in the lock file.
 
     A server with no pins yet is pinned as it is (items the poisoning checks flag are left out);
     after that, any difference is accepted only with --approve, after reviewing it with --diff.
+    With --tool/--prompt/--template (names as the server gives them, as --diff shows them),
+    --approve accepts only those items and --diff shows only them; other changes stay pending.
     """
     from mcpgw import pins
     from mcpgw.poisoning import scan_lists
 
     if show_diff and approve:
         raise RegistryError("--diff shows, --approve accepts: give one of them")
+    selected = {"tools": tool_names, "prompts": prompt_names, "resource_templates": template_names}
+    items = any(selected.values())
+    if items and not (show_diff or approve):
+        raise RegistryError("--tool, --prompt and --template choose what --approve accepts or --diff shows")
+    if items and server is None:
+        raise RegistryError("--tool, --prompt and --template need the SERVER they belong to")
     registry, path = _load(config_path)
     if server is not None and server not in registry.servers:
         raise RegistryError(f"no server named {server!r} (known: {', '.join(registry.servers) or 'none'})")
@@ -679,6 +706,23 @@ def pin(config_path: Path | None, server: str | None, show_diff: bool, approve: 
         differences = pins.changes(name, lock.get(name), current)
         for finding in findings:
             err.print(f"[yellow]warning: possible tool poisoning:[/] {escape(str(finding))}")
+        if items:
+            lock[name], accepted, pending = pins.approve(name, lock.get(name), current, selected)
+            for difference in accepted if show_diff else ():
+                out.print(f"[bold]{escape(str(difference))}[/]")
+                out.print(escape(difference.diff()), end="", highlight=False)
+            for difference in accepted if approve else ():
+                out.print(f"accepted: {escape(str(difference))}")
+            chosen = {(ln, n) for ln, names in selected.items() for n in names}
+            for list_name, item in sorted(chosen - {(d.list_name, d.name) for d in accepted}):
+                out.print(f"{name}: {pins.KIND_OF[list_name]} {item!r} is up to date")
+            if pending:
+                out.print(
+                    f"{name}: {len(pending)} other differences still pending "
+                    f"(`mcpgw pin --diff {name}` shows them)"
+                )
+            changed = changed or (approve and bool(accepted))
+            continue
         if show_diff:
             if name not in lock:
                 out.print(f"{name}: not pinned yet ({_counts(current)}); `mcpgw pin {name}` pins it")

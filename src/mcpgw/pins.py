@@ -34,7 +34,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -45,7 +45,7 @@ import tomlkit
 from mcpgw import poisoning
 from mcpgw.catalog import Catalog, _template_regex, split_uri
 from mcpgw.config import Mode, Registry
-from mcpgw.errors import ConfigError
+from mcpgw.errors import ConfigError, RegistryError
 from mcpgw.personas import build_view
 
 if TYPE_CHECKING:
@@ -246,6 +246,39 @@ def changes(server: str, pinned: ServerPins | None, current: ServerPins) -> list
             elif old.sha256 != new.sha256:
                 found.append(Change(server, list_name, name, "changed", old, new))
     return found
+
+
+def approve(
+    server: str, pinned: ServerPins | None, current: ServerPins, selected: Mapping[str, Collection[str]]
+) -> tuple[ServerPins, list[Change], list[Change]]:
+    """`pinned` with only the selected items (list name -> item names) brought up to date.
+
+    Returns the new pins, the changes accepted and the changes still pending. A selected item
+    that is pinned and unchanged is accepted as is; one neither served nor pinned is a
+    `RegistryError` that names what could be approved.
+    """
+    differences = changes(server, pinned, current)
+    pending = {(d.list_name, d.name): d for d in differences}
+    known = {(list_name, name) for list_name, entries in current.items() for name in entries}
+    known |= {(list_name, name) for list_name, entries in (pinned or {}).items() for name in entries}
+    wanted = {(list_name, name) for list_name, names in selected.items() for name in names}
+    missing = sorted(wanted - known)
+    if missing:
+        choices = ", ".join(str(d).removeprefix(f"{server}: ") for d in differences) or "none"
+        raise RegistryError(
+            f"{server} serves no {KIND_OF[missing[0][0]]} {missing[0][1]!r} and has no pin for one "
+            f"(names as the server gives them; pending changes: {choices})"
+        )
+    pins: ServerPins = {list_name: dict((pinned or {}).get(list_name, {})) for list_name in PINNED_LISTS}
+    accepted = []
+    for key in sorted(wanted & set(pending)):
+        change = pending.pop(key)
+        if change.new is None:
+            del pins[change.list_name][change.name]
+        else:
+            pins[change.list_name][change.name] = change.new
+        accepted.append(change)
+    return pins, accepted, list(pending.values())
 
 
 # --- the run-time filter ----------------------------------------------------------------------------
