@@ -11,9 +11,11 @@ two copies of our test upstream (one namespaced, one not) minus `echo`,
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import sqlite_utils
 import tomlkit
@@ -22,7 +24,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_types import PromptReference, ResourceTemplateReference
 
-from conftest import gateway_stdio, upstream_server, write_registry
+from conftest import SERVERS, gateway_stdio, mcpgw_command, upstream_server, write_registry
 from mcpgw import pins
 from mcpgw.cli import cli
 
@@ -153,7 +155,13 @@ async def test_a_persona_cannot_reach_withheld_items_either(
     config, _ = secured
     async with gateway_stdio(config, extra=("--persona", "reader")) as client:  # 2026-07-28 era
         await assert_withheld_refused(client, subscribe=False)
+        # through a persona, a URI no template matches, in the same namespace, gets the very same error
+        unmatched = "mcpgw://up/test://nothing/7"
+        withheld = "mcpgw://up/test://items/7"
+        assert (await error_of(client.read_resource(unmatched)))[1] == f"Unknown resource: {unmatched}"
+        assert (await error_of(client.read_resource(withheld)))[1] == f"Unknown resource: {withheld}"
     expected = [row for row in EXPECTED_ROWS if row[0] != "resources/subscribe"]
+    expected.append(("resources/read", "mcpgw://up/test://items/7"))
     assert [(m, n if m != "completion/complete" else None) for m, n in withheld_rows(audit_db)] == expected
 
 
@@ -249,3 +257,37 @@ def test_pin_approve_accepts_only_the_named_items(tmp_path: Path) -> None:
     assert pin("--approve", "up", "--template", TEMPLATE, "--tool", "add").exit_code == 0
     assert cli_json("tools", "--config", str(config), "--json")["withheld"] == []
     assert "up: up to date" in pin("--diff", "up").output
+
+
+async def test_a_flagged_template_is_withheld_until_approved_by_name(tmp_path: Path, audit_db: Path) -> None:
+    mutable = {
+        "command": sys.executable,
+        "args": [str(SERVERS / "mutable.py"), "--poison-template"],
+        "env": {"MUTABLE_STATE": str(tmp_path / "state")},
+    }
+    config = write_registry(tmp_path / "servers.toml", {"mut": mutable}, mode="production")
+
+    async def pin(*args: str) -> str:
+        done = await anyio.run_process(mcpgw_command("pin", "--config", str(config), *args), check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.decode()
+
+    assert "mut: resource template 'notes://{title}' flagged, not pinned" in await pin()
+    uri = "mcpgw://mut/notes://today"
+    async with gateway_stdio(config) as client:
+        assert (await client.list_resource_templates()).resource_templates == []
+        code, _ = await error_of(client.read_resource("mcpgw://nowhere/notes://today"))
+        assert await error_of(client.read_resource(uri)) == (code, f"Unknown resource: {uri}")
+
+        approved = await pin("--approve", "mut", "--template", "notes://{title}")
+        assert "accepted: mut: resource template 'notes://{title}' new" in approved
+        with anyio.fail_after(10):  # the running gateway sees the lock file change
+            while not (await client.list_resource_templates()).resource_templates:
+                await anyio.sleep(0.1)
+        assert (await client.read_resource(uri)).contents[0].text == "note today"  # type: ignore[union-attr]
+    rows = sqlite_utils.Database(audit_db).query(
+        "select kind, method, outcome, error from events where name like '%notes://%' order by id"
+    )
+    outcomes = [(r["kind"], r["method"], r["outcome"]) for r in rows]
+    assert outcomes[0][0] == "security" and outcomes[0][2] == "withheld"
+    assert [outcome for *_, outcome in outcomes[1:]] == ["error", "withheld", "ok"]  # nowhere, mut, approved
