@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from mcpgw.config import SEPARATOR, TOOL_NAME_RE
@@ -59,6 +60,7 @@ def split_uri(uri: str) -> tuple[str, str] | None:
     return namespace, original
 
 
+@lru_cache(maxsize=1024)
 def _template_regex(template: str) -> re.Pattern[str]:
     parts = _TEMPLATE_VAR.split(template)
     return re.compile("^" + ".+?".join(re.escape(p) for p in parts) + "$")
@@ -79,6 +81,10 @@ class Catalog:
     _templates: list[tuple[re.Pattern[str], Upstream]] = field(default_factory=list)
     withheld: dict[str, str] = field(default_factory=dict)
     """Exposed names a security policy keeps out of this catalog, with the reason (see `pins`)."""
+    withheld_tools: frozenset[str] = frozenset()
+    withheld_prompts: frozenset[str] = frozenset()
+    withheld_templates: tuple[str, ...] = ()
+    """Exposed URI templates kept out: a URI only they produce is refused like an unknown one."""
 
     # --- routing ---------------------------------------------------------------------------------
 
@@ -102,6 +108,8 @@ class Catalog:
         route = self.resource_routes.get(uri)
         if route is not None:
             return route
+        if self.withheld_templates and self.withholds_uri(uri):
+            raise NotFound(f"Unknown resource: {uri}")
         split = split_uri(uri)
         if split is not None and split[0] in self.namespaces:
             return Route(self.namespaces[split[0]], split[1])
@@ -111,6 +119,20 @@ class Catalog:
         if len(self.unprefixed) == 1 and split is None:
             return Route(self.unprefixed[0], uri)
         raise NotFound(f"Unknown resource: {uri}")
+
+    def withholds_uri(self, uri: str) -> bool:
+        """True for a URI that only withheld templates produce: not listed, and no served template matches.
+
+        A persona can never call what it cannot list: without this, a client that knows a withheld
+        template could still read (or subscribe to) the URIs under it.
+        """
+        if uri in self.resource_routes or not any(
+            _template_regex(template).match(uri) for template in self.withheld_templates
+        ):
+            return False
+        return not any(
+            _template_regex(str(t.get("uriTemplate", ""))).match(uri) for t in self.resource_templates
+        )
 
     def namespace_of(self, upstream: Upstream) -> str:
         for namespace, candidate in self.namespaces.items():

@@ -171,13 +171,36 @@ def _loop_options() -> dict[str, Any]:
 # --- catalog views -------------------------------------------------------------------------------
 
 
-async def _started_gateway(registry: Registry, body: Callable[[Any], None]) -> None:
+async def _started_gateway(
+    registry: Registry, body: Callable[[Any, Any], None], registry_path: Path | None
+) -> None:
+    """Start the gateway, filtered by the same pin/poisoning policy as `serve`; `body(gateway, trust)`."""
     from mcpgw.gateway import Gateway
+    from mcpgw.pins import Trust
 
     gateway = Gateway(registry)
+    trust = Trust.install(gateway, registry_path, listing=True)
     async with gateway.running():
         await gateway.wait_started()
-        body(gateway)
+        body(gateway, trust)
+
+
+def _print_withheld(items: list[Any], console: Console) -> None:
+    """What the pin/poisoning policy keeps from clients (see `mcpgw.pins`), and why."""
+    if not items:
+        return
+    table = Table(title=f"withheld: {len(items)} (clients do not see these; see `mcpgw pin --diff`)")
+    table.add_column("kind")
+    table.add_column("name", overflow="fold")
+    table.add_column("server")
+    table.add_column("reason", overflow="fold")
+    for item in items:
+        table.add_row(item.kind, escape(item.name), item.server, escape(item.reason))
+    console.print(table)
+
+
+def _withheld_json(items: list[Any]) -> list[dict[str, str]]:
+    return [{"kind": i.kind, "name": i.name, "server": i.server, "reason": i.reason} for i in items]
 
 
 @cli.command()
@@ -186,21 +209,24 @@ async def _started_gateway(registry: Registry, body: Callable[[Any], None]) -> N
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def tools(config_path: Path | None, persona: str | None, as_json: bool) -> None:
     """Start every server and print the merged tool catalog (or a persona's view of it)."""
-    registry, _ = _load(config_path)
+    registry, path = _load(config_path)
 
-    def show(gateway: Any) -> None:
+    def show(gateway: Any, trust: Any) -> None:
         warnings = gateway.check_personas()
         view = gateway.view(persona)
+        withheld = trust.withheld_from(gateway, persona)
         if as_json:
             problems = [str(p) for p in gateway.catalog.problems] + warnings
-            out.print_json(data={"tools": view.listed_tools, "problems": problems})
+            data = {"tools": view.listed_tools, "problems": problems, "withheld": _withheld_json(withheld)}
+            out.print_json(data=data)
         else:
             _print_tools(gateway, out, tools=view.listed_tools)
+            _print_withheld(withheld, out)
             for warning in warnings:
                 out.print(f"[yellow]warning:[/] {escape(warning)}")
 
     _quiet_logs()
-    anyio.run(_started_gateway, registry, show)
+    anyio.run(_started_gateway, registry, show, path)
 
 
 @cli.command("personas")
@@ -208,13 +234,14 @@ def tools(config_path: Path | None, persona: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def personas(config_path: Path | None, as_json: bool) -> None:
     """Start every server and list the personas with what each one sees."""
-    registry, _ = _load(config_path)
+    registry, path = _load(config_path)
 
-    def show(gateway: Any) -> None:
+    def show(gateway: Any, trust: Any) -> None:
         warnings = gateway.check_personas()
         rows: list[dict[str, Any]] = []
         for name, persona in registry.personas.items():
             view = gateway.view(name)
+            withheld = trust.withheld_from(gateway, name)
             rows.append(
                 {
                     "persona": name,
@@ -227,13 +254,16 @@ def personas(config_path: Path | None, as_json: bool) -> None:
                     "prompts": len(view.prompts),
                     "overrides": len(persona.tools),
                     "description": persona.description,
+                    "withheld": _withheld_json(withheld),
                 }
             )
         if as_json:
             out.print_json(data={"personas": rows, "warnings": warnings})
             return
-        table = Table(title=f"personas ({len(gateway.catalog.tools)} tools in the full catalog)")
-        for column in ("persona", "catalog", "servers", "tools", "resources", "prompts", "overrides"):
+        held = f", {len(trust.withheld_items)} items withheld" if trust.withheld_items else ""
+        table = Table(title=f"personas ({len(gateway.catalog.tools)} tools in the full catalog{held})")
+        columns = ("persona", "catalog", "servers", "tools", "resources", "prompts", "overrides", "withheld")
+        for column in columns:
             table.add_column(column)
         for row in rows:
             table.add_row(
@@ -244,15 +274,17 @@ def personas(config_path: Path | None, as_json: bool) -> None:
                 str(row["resources"] + row["resource_templates"]),
                 str(row["prompts"]),
                 str(row["overrides"]),
+                str(len(row["withheld"])),
             )
         out.print(table)
         if not rows:
             out.print("no personas configured: every client sees the whole catalog")
+        _print_withheld(trust.withheld_items, out)
         for warning in warnings:
             out.print(f"[yellow]warning:[/] {escape(warning)}")
 
     _quiet_logs()
-    anyio.run(_started_gateway, registry, show)
+    anyio.run(_started_gateway, registry, show, path)
 
 
 @cli.command()
@@ -413,20 +445,22 @@ def list_servers(config_path: Path | None, check: bool, as_json: bool) -> None:
         out.print(table)
         return
 
-    def show(gateway: Any) -> None:
+    def show(gateway: Any, trust: Any) -> None:
         if as_json:
             out.print_json(
                 data={
-                    "servers": _status_rows(gateway, registry),
+                    "servers": _status_rows(gateway, registry, withheld=trust.withheld_items),
                     "problems": [str(p) for p in gateway.catalog.problems],
+                    "withheld": _withheld_json(trust.withheld_items),
                 }
             )
         else:
-            _print_servers(gateway, out, registry=registry)
+            _print_servers(gateway, out, registry=registry, withheld=trust.withheld_items)
             _print_problems(gateway, out)
+            _print_withheld(trust.withheld_items, out)
 
     _quiet_logs()
-    anyio.run(_started_gateway, registry, show)
+    anyio.run(_started_gateway, registry, show, path)
 
 
 def _target(server: ServerConfig) -> str:
@@ -435,7 +469,9 @@ def _target(server: ServerConfig) -> str:
     return server.url or ""
 
 
-def _status_rows(gateway: Any, registry: Registry) -> list[dict[str, Any]]:
+def _status_rows(
+    gateway: Any, registry: Registry, *, withheld: list[Any] | None = None
+) -> list[dict[str, Any]]:
     rows = []
     for name, server in registry.servers.items():
         upstream = gateway.upstreams.get(name)
@@ -450,25 +486,32 @@ def _status_rows(gateway: Any, registry: Registry) -> list[dict[str, Any]]:
                 "error": upstream.error if upstream else None,
             }
         )
+        if withheld is not None:
+            rows[-1]["withheld"] = sum(1 for item in withheld if item.server == name)
     return rows
 
 
-def _print_servers(gateway: Any, console: Console, *, registry: Registry | None = None) -> None:
+def _print_servers(
+    gateway: Any, console: Console, *, registry: Registry | None = None, withheld: list[Any] | None = None
+) -> None:
     table = Table(title="upstream servers")
-    for column in ("server", "kind", "status", "protocol", "tools", "error"):
+    columns = ("server", "kind", "status", "protocol", "tools", "error")
+    for column in columns if withheld is None else (*columns[:5], "withheld", "error"):
         table.add_column(column)
     colours = {"ready": "green", "failed": "red", "disabled": "dim"}
-    for row in _status_rows(gateway, registry or gateway.registry):
+    for row in _status_rows(gateway, registry or gateway.registry, withheld=withheld):
         status = f"[{colours.get(row['status'], 'yellow')}]{row['status']}[/]"
         protocol = f"{row['protocol']} ({row['era']})" if row["protocol"] else "-"
-        table.add_row(
+        cells = [
             row["name"],
             row["kind"],
             status,
             protocol,
             "-" if row["tools"] is None else str(row["tools"]),
-            escape(row["error"] or ""),
-        )
+        ]
+        if withheld is not None:
+            cells.append(str(row["withheld"]))
+        table.add_row(*cells, escape(row["error"] or ""))
     console.print(table)
 
 
@@ -607,17 +650,44 @@ def _warn_findings(name: str, lists: Any, max_length: int = 2000) -> None:
 @click.option(
     "--approve", is_flag=True, help="Accept the current definitions (changed, new, removed and flagged ones)."
 )
-def pin(config_path: Path | None, server: str | None, show_diff: bool, approve: bool) -> None:
+@click.option("--tool", "tool_names", multiple=True, metavar="NAME", help="Only this tool (repeatable).")
+@click.option(
+    "--prompt", "prompt_names", multiple=True, metavar="NAME", help="Only this prompt (repeatable)."
+)
+@click.option(
+    "--template",
+    "template_names",
+    multiple=True,
+    metavar="URI",
+    help="Only this resource template (repeatable).",
+)
+def pin(
+    config_path: Path | None,
+    server: str | None,
+    show_diff: bool,
+    approve: bool,
+    tool_names: tuple[str, ...],
+    prompt_names: tuple[str, ...],
+    template_names: tuple[str, ...],
+) -> None:
     """Pin the tool, prompt and resource-template definitions of SERVER (or every server) in the lock file.
 
     A server with no pins yet is pinned as it is (items the poisoning checks flag are left out);
     after that, any difference is accepted only with --approve, after reviewing it with --diff.
+    With --tool/--prompt/--template (names as the server gives them, as --diff shows them),
+    --approve accepts only those items and --diff shows only them; other changes stay pending.
     """
     from mcpgw import pins
     from mcpgw.poisoning import scan_lists
 
     if show_diff and approve:
         raise RegistryError("--diff shows, --approve accepts: give one of them")
+    selected = {"tools": tool_names, "prompts": prompt_names, "resource_templates": template_names}
+    items = any(selected.values())
+    if items and not (show_diff or approve):
+        raise RegistryError("--tool, --prompt and --template choose what --approve accepts or --diff shows")
+    if items and server is None:
+        raise RegistryError("--tool, --prompt and --template need the SERVER they belong to")
     registry, path = _load(config_path)
     if server is not None and server not in registry.servers:
         raise RegistryError(f"no server named {server!r} (known: {', '.join(registry.servers) or 'none'})")
@@ -636,6 +706,23 @@ def pin(config_path: Path | None, server: str | None, show_diff: bool, approve: 
         differences = pins.changes(name, lock.get(name), current)
         for finding in findings:
             err.print(f"[yellow]warning: possible tool poisoning:[/] {escape(str(finding))}")
+        if items:
+            lock[name], accepted, pending = pins.approve(name, lock.get(name), current, selected)
+            for difference in accepted if show_diff else ():
+                out.print(f"[bold]{escape(str(difference))}[/]")
+                out.print(escape(difference.diff()), end="", highlight=False)
+            for difference in accepted if approve else ():
+                out.print(f"accepted: {escape(str(difference))}")
+            chosen = {(ln, n) for ln, names in selected.items() for n in names}
+            for list_name, item in sorted(chosen - {(d.list_name, d.name) for d in accepted}):
+                out.print(f"{name}: {pins.KIND_OF[list_name]} {item!r} is up to date")
+            if pending:
+                out.print(
+                    f"{name}: {len(pending)} other differences still pending "
+                    f"(`mcpgw pin --diff {name}` shows them)"
+                )
+            changed = changed or (approve and bool(accepted))
+            continue
         if show_diff:
             if name not in lock:
                 out.print(f"{name}: not pinned yet ({_counts(current)}); `mcpgw pin {name}` pins it")

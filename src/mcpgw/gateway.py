@@ -253,10 +253,17 @@ class Gateway:
                     break
         return schema
 
-    async def _resolve(self, persona: str | None, lookup: Callable[[View], T]) -> tuple[View, T]:
+    async def _resolve(
+        self,
+        persona: str | None,
+        lookup: Callable[[View], T],
+        *,
+        withheld: Callable[[Catalog], bool] | None = None,
+    ) -> tuple[View, T]:
         """Look a name up in the persona's view; while upstreams are still starting, wait and retry.
 
-        A name the full catalog has but the view hides is recorded as `denied` in the audit log;
+        A name the full catalog has but the view hides is recorded as `denied` in the audit log,
+        one the security policy withholds (`withheld(catalog)`, see `pins`) as `withheld`;
         the client gets the same error either way.
         """
         try:
@@ -264,21 +271,25 @@ class Gateway:
             return view, lookup(view)
         except NotFound:
             if self._started.is_set():
-                self._note_denied(lookup)
+                self._note_denied(lookup, withheld)
                 raise
         await self.wait_started()
         view = self.view(persona)
         try:
             return view, lookup(view)
         except NotFound:
-            self._note_denied(lookup)
+            self._note_denied(lookup, withheld)
             raise
 
-    def _note_denied(self, lookup: Callable[[View], Any]) -> None:
+    def _note_denied(
+        self, lookup: Callable[[View], Any], withheld: Callable[[Catalog], bool] | None = None
+    ) -> None:
         try:
             lookup(personas_mod.full_view(self.catalog))
         except NotFound:
-            return  # unknown everywhere: an error, not a denial
+            if withheld is not None and self.catalog.withheld and withheld(self.catalog):
+                audit.note(outcome="withheld")
+            return  # otherwise unknown everywhere: an error, not a denial
         audit.note(outcome="denied")
 
     # --- forwarding ------------------------------------------------------------------------------
@@ -310,7 +321,9 @@ class Gateway:
             name, arguments = inner, (arguments or {}).get("arguments")
             if arguments is not None and not isinstance(arguments, dict):
                 raise InvalidRequest(f"arguments of {name} must be an object")
-        view, entry = await self._resolve(persona, lambda v: v.tool(name))
+        view, entry = await self._resolve(
+            persona, lambda v: v.tool(name), withheld=lambda c: name in c.withheld_tools
+        )
         route = self.catalog.tool(entry.target)
         audit.note(server=route.upstream.name)
         upstream_params = _with_extras({"name": route.name}, params)
@@ -429,7 +442,9 @@ class Gateway:
         uri = params.get("uri")
         if not isinstance(uri, str):
             raise InvalidRequest("resources/read needs a uri")
-        await self._resolve(persona, lambda v: v.check_resource(uri, self.catalog))
+        await self._resolve(
+            persona, lambda v: v.check_resource(uri, self.catalog), withheld=lambda c: c.withholds_uri(uri)
+        )
         route = await self._route(lambda c: c.resource(uri))
         audit.note(server=route.upstream.name)
         async with self._tracked():
@@ -459,7 +474,9 @@ class Gateway:
         uri = params.get("uri")
         if not isinstance(uri, str):
             raise InvalidRequest(f"resources/{'subscribe' if on else 'unsubscribe'} needs a uri")
-        await self._resolve(persona, lambda v: v.check_resource(uri, self.catalog))
+        await self._resolve(
+            persona, lambda v: v.check_resource(uri, self.catalog), withheld=lambda c: c.withholds_uri(uri)
+        )
         route = await self._route(lambda c: c.resource(uri))
         audit.note(server=route.upstream.name)
         if on:
@@ -480,7 +497,9 @@ class Gateway:
         name = params.get("name")
         if not isinstance(name, str):
             raise InvalidRequest("prompts/get needs a prompt name")
-        await self._resolve(persona, lambda v: v.check_prompt(name))
+        await self._resolve(
+            persona, lambda v: v.check_prompt(name), withheld=lambda c: name in c.withheld_prompts
+        )
         route = await self._route(lambda c: c.prompt(name))
         audit.note(server=route.upstream.name)
         upstream_params = _with_extras({"name": route.name}, params)
@@ -505,12 +524,18 @@ class Gateway:
             raise InvalidRequest("completion/complete needs a ref")
         if ref.get("type") == "ref/prompt":
             name = str(ref.get("name"))
-            await self._resolve(persona, lambda v: v.check_prompt(name))
+            await self._resolve(
+                persona, lambda v: v.check_prompt(name), withheld=lambda c: name in c.withheld_prompts
+            )
             route = await self._route(lambda c: c.prompt(name))
             upstream_ref = {**ref, "name": route.name}
         elif ref.get("type") == "ref/resource":
             uri = str(ref.get("uri"))
-            await self._resolve(persona, lambda v: _check_completion_uri(v, uri))
+            await self._resolve(
+                persona,
+                lambda v: _check_completion_uri(v, uri),
+                withheld=lambda c: uri in c.withheld_templates or c.withholds_uri(uri),
+            )
             route = await self._route(lambda c: c.resource(uri))
             upstream_ref = {**ref, "uri": route.name}
         else:

@@ -34,7 +34,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -43,9 +43,10 @@ import anyio
 import tomlkit
 
 from mcpgw import poisoning
-from mcpgw.catalog import Catalog, split_uri
+from mcpgw.catalog import Catalog, _template_regex, split_uri
 from mcpgw.config import Mode, Registry
-from mcpgw.errors import ConfigError
+from mcpgw.errors import ConfigError, RegistryError
+from mcpgw.personas import build_view
 
 if TYPE_CHECKING:
     from mcpgw.gateway import Gateway
@@ -247,7 +248,50 @@ def changes(server: str, pinned: ServerPins | None, current: ServerPins) -> list
     return found
 
 
+def approve(
+    server: str, pinned: ServerPins | None, current: ServerPins, selected: Mapping[str, Collection[str]]
+) -> tuple[ServerPins, list[Change], list[Change]]:
+    """`pinned` with only the selected items (list name -> item names) brought up to date.
+
+    Returns the new pins, the changes accepted and the changes still pending. A selected item
+    that is pinned and unchanged is accepted as is; one neither served nor pinned is a
+    `RegistryError` that names what could be approved.
+    """
+    differences = changes(server, pinned, current)
+    pending = {(d.list_name, d.name): d for d in differences}
+    known = {(list_name, name) for list_name, entries in current.items() for name in entries}
+    known |= {(list_name, name) for list_name, entries in (pinned or {}).items() for name in entries}
+    wanted = {(list_name, name) for list_name, names in selected.items() for name in names}
+    missing = sorted(wanted - known)
+    if missing:
+        choices = ", ".join(str(d).removeprefix(f"{server}: ") for d in differences) or "none"
+        raise RegistryError(
+            f"{server} serves no {KIND_OF[missing[0][0]]} {missing[0][1]!r} and has no pin for one "
+            f"(names as the server gives them; pending changes: {choices})"
+        )
+    pins: ServerPins = {list_name: dict((pinned or {}).get(list_name, {})) for list_name in PINNED_LISTS}
+    accepted = []
+    for key in sorted(wanted & set(pending)):
+        change = pending.pop(key)
+        if change.new is None:
+            del pins[change.list_name][change.name]
+        else:
+            pins[change.list_name][change.name] = change.new
+        accepted.append(change)
+    return pins, accepted, list(pending.values())
+
+
 # --- the run-time filter ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WithheldItem:
+    server: str
+    kind: str
+    """tool, prompt or resource template."""
+    name: str
+    """As a client would know it (exposed name or URI template)."""
+    reason: str
 
 
 class Trust:
@@ -266,10 +310,20 @@ class Trust:
         self._reported: set[tuple[Any, ...]] = set()
         self.withheld: dict[str, str] = {}
         """Exposed name -> why, for the catalog last filtered."""
+        self.withheld_items: list[WithheldItem] = []
+        """What the catalog last filtered lost, with server, kind and reason (for listings)."""
+        self.unfiltered: Catalog | None = None
+        """The catalog last filtered, as built: what a persona would see if nothing were withheld."""
+        self.reporting = True
+        """Log and audit each new problem; off for the CLI's listings, which show them instead."""
 
     @classmethod
-    def install(cls, gateway: Gateway, registry_path: Path | None) -> Trust:
-        """Filter `gateway`'s catalogs from now on, and watch the lock file while it runs."""
+    def install(cls, gateway: Gateway, registry_path: Path | None, *, listing: bool = False) -> Trust:
+        """Filter `gateway`'s catalogs from now on, and watch the lock file while it runs.
+
+        `listing`: for a one-shot look at the catalog (`mcpgw tools`): the same policy, but no
+        watching, and nothing logged or audited (the listing shows what is withheld and why).
+        """
         registry = gateway.registry
         trust = cls(
             lock_path(registry, registry_path),
@@ -278,6 +332,9 @@ class Trust:
             gateway=gateway,
         )
         gateway.catalog_filter = trust.apply
+        if listing:
+            trust.reporting = False
+            return trust
         gateway.background.append(lambda: trust.watch(gateway.refresh))
         if trust.lock is None:
             if trust.mode == "production":
@@ -349,7 +406,7 @@ class Trust:
         return reason if production else None
 
     def _report(self, key: tuple[Any, ...], message: str, *, server: str, name: str, outcome: str) -> None:
-        if key in self._reported:
+        if key in self._reported or not self.reporting:
             return
         self._reported.add(key)
         (logger.error if outcome == "withheld" else logger.warning)("%s", message)
@@ -360,6 +417,7 @@ class Trust:
     def apply(self, catalog: Catalog) -> Catalog:
         """`catalog` without what the policy withholds (the same object when nothing is)."""
         withheld: dict[str, str] = {}
+        items: list[WithheldItem] = []
         tools = []
         for tool in catalog.tools:
             route = catalog.tool_routes[tool["name"]]
@@ -369,6 +427,7 @@ class Trust:
                 tools.append(tool)
             else:
                 withheld[tool["name"]] = reason
+                items.append(WithheldItem(route.upstream.name, "tool", tool["name"], reason))
         prompts = []
         for prompt in catalog.prompts:
             route = catalog.prompt_routes[prompt["name"]]
@@ -378,7 +437,9 @@ class Trust:
                 prompts.append(prompt)
             else:
                 withheld[prompt["name"]] = reason
+                items.append(WithheldItem(route.upstream.name, "prompt", prompt["name"], reason))
         templates = []
+        unrouted: set[tuple[str, str]] = set()  # (upstream, regex) of unprefixed withheld templates
         for template in catalog.resource_templates:
             exposed = str(template.get("uriTemplate", ""))
             upstream, original = _template_origin(catalog, exposed)
@@ -390,6 +451,10 @@ class Trust:
                 templates.append(template)
             else:
                 withheld[exposed] = reason
+                server = upstream.name if upstream is not None else ""
+                items.append(WithheldItem(server, "resource template", exposed, reason))
+                if upstream is not None and original == exposed:
+                    unrouted.add((upstream.name, _template_regex(original).pattern))
         for resource in catalog.resources:
             route = catalog.resource_routes[resource["uri"]]
             for finding in poisoning.scan_item(
@@ -402,18 +467,42 @@ class Trust:
                     name=resource["uri"],
                     outcome="warning",
                 )
-        self.withheld = withheld
+        self.withheld, self.withheld_items, self.unfiltered = withheld, items, catalog
         if not withheld:
             return catalog
+        # One set per kind: a tool and a prompt may share an exposed name.
+        withheld_tools = frozenset(t["name"] for t in catalog.tools) - {t["name"] for t in tools}
+        withheld_prompts = frozenset(p["name"] for p in catalog.prompts) - {p["name"] for p in prompts}
+        served = {str(t.get("uriTemplate", "")) for t in templates}
+        withheld_templates = tuple(
+            str(t.get("uriTemplate", ""))
+            for t in catalog.resource_templates
+            if str(t.get("uriTemplate", "")) not in served
+        )
         return replace(
             catalog,
             tools=tools,
-            tool_routes={k: v for k, v in catalog.tool_routes.items() if k not in withheld},
+            tool_routes={k: v for k, v in catalog.tool_routes.items() if k not in withheld_tools},
             prompts=prompts,
-            prompt_routes={k: v for k, v in catalog.prompt_routes.items() if k not in withheld},
+            prompt_routes={k: v for k, v in catalog.prompt_routes.items() if k not in withheld_prompts},
             resource_templates=templates,
+            _templates=[(p, u) for p, u in catalog._templates if (u.name, p.pattern) not in unrouted],
             withheld=dict(withheld),
+            withheld_tools=withheld_tools,
+            withheld_prompts=withheld_prompts,
+            withheld_templates=withheld_templates,
         )
+
+    def withheld_from(self, gateway: Gateway, persona: str | None) -> list[WithheldItem]:
+        """The withheld items `persona` (resolved as a request would be) would see if they were served."""
+        name = gateway.resolve_persona(persona)
+        if name is None or not self.withheld_items or self.unfiltered is None:
+            return list(self.withheld_items)
+        view = build_view(name, gateway.registry.personas[name], self.unfiltered, gateway.registry)
+        visible = {entry.target for entry in view.entries.values()}
+        visible.update(str(p["name"]) for p in view.prompts)
+        visible.update(str(t.get("uriTemplate", "")) for t in view.resource_templates)
+        return [item for item in self.withheld_items if item.name in visible]
 
     # --- the lock file changing under a running gateway ------------------------------------------
 
