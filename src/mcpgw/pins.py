@@ -32,8 +32,6 @@ import difflib
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,6 +45,7 @@ from mcpgw.catalog import Catalog, _template_regex, split_uri
 from mcpgw.config import Mode, Registry
 from mcpgw.errors import ConfigError, RegistryError
 from mcpgw.personas import build_view
+from mcpgw.registry import write_atomically
 
 if TYPE_CHECKING:
     from mcpgw.gateway import Gateway
@@ -197,15 +196,7 @@ def write_lock(path: Path, lock: Lock) -> None:
             lists.add(list_name, table)
         servers.add(server, lists)
     doc.add("servers", servers)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(tomlkit.dumps(doc))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, tomlkit.dumps(doc))
 
 
 # --- comparing --------------------------------------------------------------------------------------

@@ -42,16 +42,21 @@ def _read(path: Path) -> tomlkit.TOMLDocument:
 def _write(path: Path, doc: tomlkit.TOMLDocument) -> Registry:
     """Validate the whole edited document, then replace the file atomically."""
     registry = validate(doc.unwrap(), source=str(path))
+    write_atomically(path, tomlkit.dumps(doc))
+    return registry
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one step: readers see the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(tomlkit.dumps(doc))
+            handle.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return registry
 
 
 def _servers(doc: tomlkit.TOMLDocument) -> Table:
@@ -208,9 +213,4 @@ def merge_into_claude_desktop(file: Path, entry: Mapping[str, Any]) -> None:
     if not isinstance(block, dict):
         raise RegistryError(f"{file}: 'mcpServers' is not an object")
     block.update(entry)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, file)
+    write_atomically(file, json.dumps(data, indent=2) + "\n")
