@@ -409,26 +409,24 @@ class Trust:
         """`catalog` without what the policy withholds (the same object when nothing is)."""
         withheld: dict[str, str] = {}
         items: list[WithheldItem] = []
-        tools = []
-        for tool in catalog.tools:
-            route = catalog.tool_routes[tool["name"]]
-            item = {**tool, "name": route.name}
-            reason = self._verdict(route.upstream.name, "tools", route.name, tool["name"], item)
-            if reason is None:
-                tools.append(tool)
-            else:
-                withheld[tool["name"]] = reason
-                items.append(WithheldItem(route.upstream.name, "tool", tool["name"], reason))
-        prompts = []
-        for prompt in catalog.prompts:
-            route = catalog.prompt_routes[prompt["name"]]
-            item = {**prompt, "name": route.name}
-            reason = self._verdict(route.upstream.name, "prompts", route.name, prompt["name"], item)
-            if reason is None:
-                prompts.append(prompt)
-            else:
-                withheld[prompt["name"]] = reason
-                items.append(WithheldItem(route.upstream.name, "prompt", prompt["name"], reason))
+
+        def kept_of(
+            entries: list[dict[str, Any]], routes: Mapping[str, Any], kind: str, label: str
+        ) -> list[Any]:
+            kept = []
+            for entry in entries:
+                route = routes[entry["name"]]
+                definition = {**entry, "name": route.name}
+                reason = self._verdict(route.upstream.name, kind, route.name, entry["name"], definition)
+                if reason is None:
+                    kept.append(entry)
+                else:
+                    withheld[entry["name"]] = reason
+                    items.append(WithheldItem(route.upstream.name, label, entry["name"], reason))
+            return kept
+
+        tools = kept_of(catalog.tools, catalog.tool_routes, "tools", "tool")
+        prompts = kept_of(catalog.prompts, catalog.prompt_routes, "prompts", "prompt")
         templates = []
         unrouted: set[tuple[str, str]] = set()  # (upstream, regex) of unprefixed withheld templates
         for template in catalog.resource_templates:
