@@ -563,3 +563,24 @@ async def test_sampling_during_calls_of_two_personas_is_refused_not_misbilled() 
     ):
         await sampler.on_sampling("up", {"messages": [], "maxTokens": 5})
     assert [(r.persona, r.outcome) for r in sampler.records] == [(None, "refused")]
+
+
+@pytest.mark.parametrize(
+    ("setting", "reason"),
+    [
+        ({"timeout": 0}, "timeout: Input should be greater than 0"),
+        ({"retries": 11}, "retries: Input should be less than or equal to 10"),
+        ({"retries": -1}, "retries: Input should be greater than or equal to 0"),
+    ],
+)
+def test_bad_route_timeout_or_retries_names_the_key(setting: dict[str, Any], reason: str) -> None:
+    from mcpgw import config as config_mod
+    from mcpgw.errors import ConfigError
+
+    document = {
+        "servers": {"up": {"command": "true"}},
+        "sampling": {"routes": {"main": {"model": "openai/x", **setting}}},
+    }
+    with pytest.raises(ConfigError) as caught:
+        config_mod.validate(document, source="servers.toml")
+    assert f"servers.toml: sampling.routes.main.{reason}" in str(caught.value)
