@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -47,6 +48,10 @@ PERSONAS = [
     "nokey",
     "guarded",
     "scrubbed",
+    "retrier",
+    "impatient",
+    "cooler",
+    "lockedout",
 ]
 
 
@@ -114,12 +119,16 @@ def shared(
                 "main": route(llm, "good"),
                 "fancy": route(llm, "fancy-model", hints=["smart"]),
                 "agent": route(llm, "tools-model", intelligence=0.9),
-                "broken": route(llm, "fail-500"),
-                "slow": route(llm, "stall"),
+                "broken": route(llm, "fail-500", retries=0),
+                "slow": route(llm, "stall", retries=0),
                 "nokey": route(llm, "good", api_key_env=UNSET_VAR),
+                "flaky": route(llm, "flaky-500-1-retry"),  # fails once, then answers
+                "quick": route(llm, "stall-quick", timeout=0.3, retries=0),
+                "locked": route(llm, "flaky-401-1-locked"),  # a 401 makes litellm cool the route down
             },
             "fallbacks": ["main", "fancy"],
-            "timeout": 1.5,
+            "timeout": 2.5,
+            "retries": 1,
             "elicitation": "relay",
             "personas": {
                 "failover": {"routes": ["broken", "main"]},
@@ -129,6 +138,10 @@ def shared(
                 "denied": {"policy": "deny"},
                 "relayer": {"policy": "relay"},
                 "nokey": {"routes": ["nokey", "broken"]},
+                "retrier": {"routes": ["flaky"]},
+                "impatient": {"routes": ["quick", "main"]},
+                "cooler": {"routes": ["locked", "main"]},
+                "lockedout": {"routes": ["locked"]},
             },
         },
         personas={name: {} for name in PERSONAS},
@@ -306,7 +319,46 @@ async def test_failover_on_500_and_on_timeout(shared: Shared, model: StandIn) ->
     assert failed_over["name"] == "main" and failed_over["detail"]["tried"] == ["broken", "main"]
     [timed_out] = await wait_rows(shared, "slowpoke", 1)
     assert timed_out["name"] == "main" and timed_out["detail"]["tried"] == ["slow", "main"]
-    assert 1400 < timed_out["latency_ms"] < 10_000  # waited out the 1.5 s timeout, then answered
+    assert 2400 < timed_out["latency_ms"] < 10_000  # waited out the 2.5 s timeout, then answered
+
+
+async def test_route_timeout_overrides_the_global_one(shared: Shared, model: StandIn) -> None:
+    async with Client(shared.persona("impatient"), mode="legacy", cache=None) as client:
+        result = await client.call_tool("modern__summarize", {"text": "hurry"})
+    assert text_of(result) == "stand-in answer from good: hurry"
+    assert [s["model"] for s in model.requests()] == ["stall-quick", "good"]
+    [row] = await wait_rows(shared, "impatient", 1)
+    assert row["name"] == "main" and row["detail"]["tried"] == ["quick", "main"]
+    # The route's 0.3 s timeout, not the global 2.5 s (nor the model's 4 s stall), decided.
+    assert row["latency_ms"] < 2000
+
+
+async def test_a_route_failing_once_is_retried_and_the_row_says_so(shared: Shared, model: StandIn) -> None:
+    async with Client(shared.persona("retrier"), mode="legacy", cache=None) as client:
+        result = await client.call_tool("modern__summarize", {"text": "again please"})
+    assert text_of(result) == "stand-in answer from flaky-500-1-retry: again please"
+    assert [s["model"] for s in model.requests()] == ["flaky-500-1-retry"] * 2  # a 500, then the answer
+    [row] = await wait_rows(shared, "retrier", 1)
+    assert row["outcome"] == "ok" and row["name"] == "flaky"
+    assert row["detail"]["tried"] == ["flaky"] and row["detail"]["retries"] == 1
+
+
+async def test_a_route_in_cooldown_is_named_in_the_error_and_the_log(shared: Shared, model: StandIn) -> None:
+    async with Client(shared.persona("cooler"), mode="legacy", cache=None) as client:
+        first = await client.call_tool("modern__summarize", {"text": "one"})  # 401, then main answers
+        second = await client.call_tool("modern__summarize", {"text": "two"})
+    assert text_of(first) == "stand-in answer from good: one"
+    assert text_of(second) == "stand-in answer from good: two"
+    # The model behind `locked` would answer now, but litellm skips the route: nothing was sent to it.
+    assert [s["model"] for s in model.requests()] == ["flaky-401-1-locked", "good", "good"]
+    rows = await wait_rows(shared, "cooler", 2)
+    assert [r["detail"]["cooling"] for r in rows] == [[], ["locked"]]
+    async with Client(shared.persona("lockedout"), mode="legacy", cache=None) as client:
+        message = await call_error(client, "modern__summarize", {"text": "three"})
+    assert "route 'locked' is cooling down after a failure (HTTP 401)" in message
+    assert re.search(r"litellm skips it for (2\d|30)s more \(\[sampling\] cooldown\)", message)
+    assert "No deployments available" not in message
+    assert len(model.requests()) == 3
 
 
 async def test_budget_refuses_before_sending_and_survives_a_restart(
@@ -511,3 +563,24 @@ async def test_sampling_during_calls_of_two_personas_is_refused_not_misbilled() 
     ):
         await sampler.on_sampling("up", {"messages": [], "maxTokens": 5})
     assert [(r.persona, r.outcome) for r in sampler.records] == [(None, "refused")]
+
+
+@pytest.mark.parametrize(
+    ("setting", "reason"),
+    [
+        ({"timeout": 0}, "timeout: Input should be greater than 0"),
+        ({"retries": 11}, "retries: Input should be less than or equal to 10"),
+        ({"retries": -1}, "retries: Input should be greater than or equal to 0"),
+    ],
+)
+def test_bad_route_timeout_or_retries_names_the_key(setting: dict[str, Any], reason: str) -> None:
+    from mcpgw import config as config_mod
+    from mcpgw.errors import ConfigError
+
+    document = {
+        "servers": {"up": {"command": "true"}},
+        "sampling": {"routes": {"main": {"model": "openai/x", **setting}}},
+    }
+    with pytest.raises(ConfigError) as caught:
+        config_mod.validate(document, source="servers.toml")
+    assert f"servers.toml: sampling.routes.main.{reason}" in str(caught.value)

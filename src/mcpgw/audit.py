@@ -365,6 +365,7 @@ def query(
     server: str | None = None,
     tool: str | None = None,
     outcome: str | None = None,
+    principal: str | None = None,
     since: str | None = None,
     until: str | None = None,
     after_id: int | None = None,
@@ -377,6 +378,9 @@ def query(
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
+    if principal is not None:  # a substring: `alice` finds `sub=alice client_id=cli-1`
+        where.append("instr(principal, ?) > 0")
+        params.append(principal)
     if since:
         where.append("ts >= ?")
         params.append(since)
@@ -392,17 +396,21 @@ def query(
     return list(db.query(sql, params))
 
 
+STAT_GROUPS = ("persona", "server", "name", "principal")
+"""What `stats` groups by; `name` is the tool, resource or prompt."""
+
+
 def stats(db: Any, *, since: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Calls, errors, p50 and p95 latency per persona, per server and per tool (request steps only)."""
+    """Calls, errors, p50 and p95 latency per persona, server, tool and principal (request steps only)."""
     rows = list(
         db.query(
-            "select persona, server, name, outcome, latency_ms from events where kind in "
+            "select persona, server, name, principal, outcome, latency_ms from events where kind in "
             "('call', 'read', 'prompt', 'complete', 'list')" + (" and ts >= ?" if since else ""),
             [since] if since else [],
         )
     )
     result: dict[str, list[dict[str, Any]]] = {}
-    for group in ("persona", "server", "name"):
+    for group in STAT_GROUPS:
         buckets: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             buckets.setdefault(str(row[group] or "-"), []).append(row)

@@ -296,6 +296,7 @@ def personas(config_path: Path | None, as_json: bool) -> None:
     "--outcome",
     type=click.Choice(["ok", "error", "denied", "timeout", "cancelled", "blocked", "warning", "withheld"]),
 )
+@click.option("--principal", help="Only rows whose principal (token subject and client) contains TEXT.")
 @click.option("--since", help="ISO time (UTC), e.g. 2026-11-25T10:00.")
 @click.option("--until", help="ISO time (UTC).")
 @click.option("--limit", "-n", type=int, default=50, show_default=True)
@@ -308,6 +309,7 @@ def logs(
     server: str | None,
     tool: str | None,
     outcome: str | None,
+    principal: str | None,
     since: str | None,
     until: str | None,
     limit: int,
@@ -326,7 +328,13 @@ def logs(
         removed = audit.prune(db, prune)
         err.print(f"pruned {removed} rows older than {prune:g} days")
         return
-    filters: dict[str, Any] = {"persona": persona, "server": server, "tool": tool, "outcome": outcome}
+    filters: dict[str, Any] = {
+        "persona": persona,
+        "server": server,
+        "tool": tool,
+        "outcome": outcome,
+        "principal": principal,
+    }
     rows = audit.query(db, since=since, until=until, limit=limit, **filters)
     _print_log_rows(list(reversed(rows)) if follow else rows, as_json)
     if not follow:
@@ -349,13 +357,18 @@ def _print_log_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
             out.print(json.dumps(row, ensure_ascii=False), highlight=False, soft_wrap=True)
         return
     table = Table()
-    for column in ("time", "kind", "persona", "server", "name", "outcome", "ms", "client", "error"):
+    # Who made the request is shown when the gateway knew (HTTP with [auth]); else the column is noise.
+    principals = any(row.get("principal") for row in rows)
+    columns = ["time", "kind", "persona", "server", "name", "outcome", "ms", "client", "error"]
+    if principals:
+        columns.insert(3, "principal")
+    for column in columns:
         table.add_column(column, overflow="fold")
     colours = {"ok": "green", "denied": "yellow", "cancelled": "dim"}
     for row in rows:
         outcome = f"[{colours.get(row['outcome'], 'red')}]{row['outcome']}[/]"
         latency = "" if row["latency_ms"] is None else f"{row['latency_ms']:.1f}"
-        table.add_row(
+        cells = [
             str(row["ts"])[:23].replace("T", " "),
             row["kind"],
             row["persona"] or "",
@@ -365,16 +378,26 @@ def _print_log_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
             latency,
             escape(row["client"] or ""),
             escape(row["error"] or ""),
-        )
+        ]
+        if principals:
+            cells.insert(3, escape(row.get("principal") or ""))
+        table.add_row(*cells)
     out.print(table)
 
 
 @cli.command()
 @config_option
 @click.option("--since", help="ISO time (UTC).")
+@click.option(
+    "--by",
+    "groups",
+    multiple=True,
+    type=click.Choice(["persona", "server", "tool", "principal"]),
+    help="Only these groupings (repeatable). Default: all; per principal when any row has one.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def stats(config_path: Path | None, since: str | None, as_json: bool) -> None:
-    """Calls, errors and p50/p95 latency per persona, server and tool; sampling spend per persona, route."""
+def stats(config_path: Path | None, since: str | None, groups: tuple[str, ...], as_json: bool) -> None:
+    """Calls, errors, p50/p95 ms per persona, server, tool, principal; sampling spend per persona, route."""
     from mcpgw import audit
 
     registry, _ = _load(config_path)
@@ -383,11 +406,21 @@ def stats(config_path: Path | None, since: str | None, as_json: bool) -> None:
     from mcpgw import sampling
 
     spend = sampling.spend(db, since=since)
+    keys = {"persona": "persona", "server": "server", "tool": "name", "principal": "principal"}
+    chosen = [keys[g] for g in groups or keys]
     if as_json:
-        out.print_json(data={**data, "sampling": spend})
+        out.print_json(data={**{key: data[key] for key in chosen}, "sampling": spend})
         return
-    for group, title in (("persona", "per persona"), ("server", "per server"), ("name", "per tool")):
-        table = Table(title=title)
+    if not groups and all(row["key"] == "-" for row in data["principal"]):
+        chosen.remove("principal")  # no row has a principal (stdio, or HTTP without [auth]): no table
+    titles = {
+        "persona": "per persona",
+        "server": "per server",
+        "name": "per tool",
+        "principal": "per principal",
+    }
+    for group in chosen:
+        table = Table(title=titles[group])
         for column in (group if group != "name" else "tool", "calls", "errors", "p50 ms", "p95 ms"):
             table.add_column(column)
         for row in data[group]:
@@ -400,7 +433,7 @@ def stats(config_path: Path | None, since: str | None, as_json: bool) -> None:
             )
         out.print(table)
     for group, title in (("persona", "sampling per persona"), ("route", "sampling per route")):
-        if not spend[group]:
+        if not spend[group] or groups:  # --by narrows the report to those call groupings
             continue
         table = Table(title=title)
         for column in (group, "requests", "errors", "tokens", "cost USD"):

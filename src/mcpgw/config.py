@@ -433,6 +433,11 @@ class SamplingRoute(_Strict):
     speed: Annotated[float, Field(ge=0, le=1)] = 0.5
     intelligence: Annotated[float, Field(ge=0, le=1)] = 0.5
     """How cheap, fast and capable the route is (0..1), weighed against a request's priorities."""
+    timeout: Annotated[float, Field(gt=0)] | None = None
+    """Seconds one call to this route may take before the next route is tried; `[sampling] timeout`
+    when absent."""
+    retries: Annotated[int, Field(ge=0, le=10)] | None = None
+    """Retries of this route before falling back; `[sampling] retries` when absent."""
 
     @field_validator("model")
     @classmethod

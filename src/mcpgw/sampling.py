@@ -90,6 +90,10 @@ class Record:
     route: str | None = None
     model: str | None = None
     tried: list[str] = field(default_factory=list)
+    retries: int = 0
+    """Retries litellm made on the route that answered."""
+    cooling: list[str] = field(default_factory=list)
+    """Routes of the chain that litellm's Router was skipping (cooldown after a failure)."""
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
@@ -103,6 +107,8 @@ class Record:
             "route": self.route,
             "model": self.model,
             "tried": self.tried,
+            "retries": self.retries,
+            "cooling": self.cooling,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cost_usd": round(self.cost_usd, 8),
@@ -543,13 +549,20 @@ class Sampler:
             raise SamplingFailed("; ".join(missing))
         request = to_chat_request(params, context=self._context(server, params.get("includeContext")))
         router = self._get_router()
+        cooling = _cooling(router, usable)
+        record.cooling = list(cooling)
+        for name, why in cooling.items():
+            logger.warning("sampling: route '%s' %s", name, why)
         try:
             response = await router.acompletion(model=usable[0], fallbacks=usable[1:], **request)
         except Exception as exc:
             record.tried.extend(usable)
-            raise SamplingFailed(_describe_llm_error(exc, usable, missing)) from exc
+            raise SamplingFailed(_describe_llm_error(exc, usable, missing, cooling)) from exc
         hidden = getattr(response, "_hidden_params", None) or {}
-        used = str((hidden.get("additional_headers") or {}).get("x-litellm-model-group") or usable[0])
+        headers = hidden.get("additional_headers") or {}
+        used = str(headers.get("x-litellm-model-group") or usable[0])
+        with contextlib.suppress(ValueError, TypeError):
+            record.retries = int(headers.get("x-litellm-attempted-retries") or 0)
         record.tried.extend(usable[: usable.index(used) + 1] if used in usable else [used])
         record.route = used
         usage = getattr(response, "usage", None)
@@ -577,7 +590,11 @@ class Sampler:
         for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
         model_list = [
-            {"model_name": name, "litellm_params": _litellm_params(route, self.settings.timeout)}
+            {
+                "model_name": name,
+                "litellm_params": _litellm_params(route, self.settings.timeout),
+                "model_info": {"id": name},  # the route's name is its deployment id: cooldowns name routes
+            }
             for name, route in self.settings.routes.items()
         ]
         self._router = Router(
@@ -643,7 +660,9 @@ class Sampler:
 
 
 def _litellm_params(route: SamplingRoute, timeout: float) -> dict[str, Any]:
-    params: dict[str, Any] = {"model": route.model, "timeout": timeout}
+    params: dict[str, Any] = {"model": route.model, "timeout": route.timeout or timeout}
+    if route.retries is not None:
+        params["num_retries"] = route.retries  # a deployment's own retries override the Router's
     if route.api_base:
         params["api_base"] = route.api_base
     if route.api_key_env:
@@ -683,13 +702,49 @@ def _preferred(allowed: list[str], routes: Mapping[str, SamplingRoute], preferen
     return max(allowed, key=score)  # max keeps the first of equals: file order breaks ties
 
 
-def _describe_llm_error(exc: Exception, usable: list[str], missing: list[str]) -> str:
+def _cooling(router: Any, names: list[str]) -> dict[str, str]:
+    """The routes among `names` that litellm's Router is skipping, each with why and for how long.
+
+    The Router cools a route down after some failures (e.g. HTTP 401/404, or a failure storm) and
+    then refuses it without sending anything until the cooldown ends, even once the model is
+    healthy again; without this the user would only see litellm's "No deployments available".
+    Read through the Router's `health().cooldowns` store; a Router without it reports nothing.
+    """
+    try:
+        active = router.health().cooldowns.get_active_cooldowns(names, None)
+    except Exception as exc:  # a litellm without this API: cooldowns go unreported, calls still work
+        logger.debug("sampling: cannot read litellm's cooldowns: %s", exc)
+        return {}
+    now = time.time()
+    out: dict[str, str] = {}
+    for name, value in active:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            left = max(0.0, float(value["timestamp"]) + float(value["cooldown_time"]) - now)
+            status = value.get("status_code") or "an error"
+            out[str(name)] = (
+                f"is cooling down after a failure (HTTP {status}): litellm skips it for {left:.0f}s more "
+                "([sampling] cooldown)"
+            )
+    return out
+
+
+def _describe_llm_error(
+    exc: Exception, usable: list[str], missing: list[str], cooling: Mapping[str, str] | None = None
+) -> str:
     """One readable line per failure from litellm's (long, multi-line) error text."""
     text = str(exc)
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     first = first.removeprefix("litellm.")
+    cooled = [f"route '{name}' {why}" for name, why in (cooling or {}).items()]
+    if cooled and first.startswith("No deployments available"):
+        first = "the routes are cooling down after recent failures"  # the details follow
     also = [line.strip() for line in text.splitlines() if "also failed" in line]
-    parts = [f"every sampling route failed (tried {', '.join(usable)}): {first[:300]}", *also[:3], *missing]
+    parts = [
+        f"every sampling route failed (tried {', '.join(usable)}): {first[:300]}",
+        *cooled,
+        *also[:3],
+        *missing,
+    ]
     return "; ".join(parts)
 
 

@@ -656,7 +656,10 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
 
     server, _ = build_server(gateway)
     security = transport_security(gateway.registry, bind=host)
-    app = server.streamable_http_app(streamable_http_path="/mcp", host=host, transport_security=security)
+    from mcpgw import resume
+
+    # As `server.streamable_http_app(...)`, plus an event store: dropped SSE streams can be resumed.
+    app = resume.streamable_http_app(server, path="/mcp", security=security)
     endpoint = next(r.endpoint for r in app.routes if isinstance(r, Route) and r.path == "/mcp")
 
     class PersonaEndpoint:

@@ -5,6 +5,7 @@ litellm's real HTTP path runs against it. What it does is chosen by the
 requested model name, so one server serves every route of a test registry:
 
 - `fail-500...`  answers HTTP 500;
+- `flaky-S-N...`  answers HTTP S to the first N requests for this model name, then answers;
 - `stall...`     waits 4 s before answering (longer than the tests' timeouts);
 - `tools...`     answers with a tool call to the first tool offered;
 - anything else  answers `stand-in answer from <model>: <last user text>`.
@@ -18,6 +19,7 @@ forgets them, so tests can assert what reached the model, or that nothing did.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -29,6 +31,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 RECORDED: list[dict[str, Any]] = []
+FAILED: dict[str, int] = {}
+"""Failures served so far per `flaky-S-N` model name."""
+FLAKY = re.compile(r"flaky-(\d{3})-(\d+)")
 
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str:
@@ -50,6 +55,13 @@ async def completions(request: Request) -> JSONResponse:
     if model.startswith("fail-500"):
         return JSONResponse(
             {"error": {"message": "stand-in failure", "type": "server_error"}}, status_code=500
+        )
+    flaky = FLAKY.match(model)
+    if flaky and FAILED.get(model, 0) < int(flaky[2]):
+        FAILED[model] = FAILED.get(model, 0) + 1
+        return JSONResponse(
+            {"error": {"message": f"stand-in flaky failure {FAILED[model]}", "type": "server_error"}},
+            status_code=int(flaky[1]),
         )
     if model.startswith("stall"):
         await anyio.sleep(4)
