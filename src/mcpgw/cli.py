@@ -116,6 +116,11 @@ def serve(
         raise RegistryError(
             "--persona applies to stdio; over HTTP each persona has its own /personas/NAME/mcp"
         )
+    if transport == "http" and registry.gateway.mode == "production":
+        from mcpgw import auth
+
+        # Refuse an unsafe exposure before anything else is loaded or logged.
+        auth.check_exposure(registry, host=host or registry.gateway.host)
     from mcpgw.dataguard import Guard
     from mcpgw.pins import Trust
 
