@@ -571,6 +571,7 @@ def test_production_refuses_public_host_without_auth_and_wildcard_cors(tmp_path:
     assert result.returncode == 2
     assert "mode is production, refusing to serve" in result.stderr
     assert "listening on 0.0.0.0 without [auth]" in result.stderr
+    assert "lock file" not in result.stderr  # refused first: nothing else was loaded or logged
     registry = _registry(
         tmp_path / "servers.toml", {"gateway": {"mode": "production", "cors_origins": ["*"]}}
     )
