@@ -268,6 +268,16 @@ def test_oversized_requests_and_results_are_refused(registry_file: Any) -> None:
         assert _http_echo(url, "a__echo")["result"]["content"][0]["text"] == "x"  # and the gateway serves on
 
 
+def test_a_raised_request_limit_lets_larger_bodies_through(registry_file: Any) -> None:
+    config = registry_file({"a": tiny()}, max_request_bytes=6 * 1024 * 1024)
+    port = free_port()
+    command = mcpgw_command("serve", "-t", "http", "--port", str(port), "--config", str(config))
+    with background(command, port=port):
+        message = "x" * (5 * 1024 * 1024)  # over the SDK's own 4 MiB default, under ours
+        reply = _http_echo(f"http://127.0.0.1:{port}/mcp", "a__echo", message)
+        assert reply["result"]["content"][0]["text"] == message
+
+
 def test_a_dropped_http_upstream_is_noticed_by_ping_and_reconnected(registry_file: Any) -> None:
     port = free_port()
     upstream = [sys.executable, str(UPSTREAM), "--http", str(port)]
@@ -365,7 +375,7 @@ def test_16_clients_10000_calls_with_upstream_restarts_lose_nothing(
     assert calls == 10_000 + 800 + 1  # the load, the warm-up and the last check
 
 
-def _http_echo(url: str, tool: str = "up__echo") -> dict[str, Any]:
+def _http_echo(url: str, tool: str = "up__echo", message: str = "x") -> dict[str, Any]:
     headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2026-07-28"}
     meta = {
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
@@ -376,7 +386,7 @@ def _http_echo(url: str, tool: str = "up__echo") -> dict[str, Any]:
         "jsonrpc": "2.0",
         "id": 1,
         "method": "tools/call",
-        "params": {"name": tool, "arguments": {"message": "x"}, "_meta": meta},
+        "params": {"name": tool, "arguments": {"message": message}, "_meta": meta},
     }
     response = httpx.post(
         url, json=request, headers={**headers, "Mcp-Method": "tools/call", "Mcp-Name": tool}

@@ -144,7 +144,7 @@ class _SessionManager(StreamableHTTPSessionManager):
 
 
 def streamable_http_app(
-    server: Any, *, path: str, security: Any, store: EventStore | None = None
+    server: Any, *, path: str, security: Any, max_body: int, store: EventStore | None = None
 ) -> Starlette:
     """What `Server.streamable_http_app(streamable_http_path=path, transport_security=security)` builds,
     with a resumable-stream store shared by every session, each in its own namespace."""
@@ -153,6 +153,7 @@ def streamable_http_app(
         event_store=store or BoundedEventStore(),
         security_settings=security,
         retry_interval=RETRY_MS,
+        max_request_body_size=max_body,
     )
     server._session_manager = manager  # what `Server.session_manager` returns, as the SDK's builder sets it
     return Starlette(

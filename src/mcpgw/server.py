@@ -659,7 +659,9 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
     from mcpgw import resume
 
     # As `server.streamable_http_app(...)`, plus an event store: dropped SSE streams can be resumed.
-    app = resume.streamable_http_app(server, path="/mcp", security=security)
+    app = resume.streamable_http_app(
+        server, path="/mcp", security=security, max_body=gateway.registry.gateway.max_request_bytes
+    )
     endpoint = next(r.endpoint for r in app.routes if isinstance(r, Route) and r.path == "/mcp")
 
     class PersonaEndpoint:
@@ -710,6 +712,9 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
 
 class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes gets 413 and a JSON-RPC error, never buffered whole.
+
+    The SDK's own limit (given the same size) guards only the MCP endpoint and answers plain text;
+    this one covers every route and answers in JSON-RPC, so clients can tell what happened.
 
     A declared Content-Length is checked up front; a chunked body is collected only up to the limit.
     """
