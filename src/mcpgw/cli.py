@@ -425,33 +425,30 @@ def stats(config_path: Path | None, since: str | None, groups: tuple[str, ...], 
         "principal": "per principal",
     }
     for group in chosen:
-        table = Table(title=titles[group])
-        for column in (group if group != "name" else "tool", "calls", "errors", "p50 ms", "p95 ms"):
-            table.add_column(column)
-        for row in data[group]:
-            table.add_row(
-                escape(row["key"]),
-                str(row["calls"]),
-                str(row["errors"]),
-                str(row["p50_ms"] or "-"),
-                str(row["p95_ms"] or "-"),
-            )
-        out.print(table)
+        column = group if group != "name" else "tool"
+        rows = [
+            (row["key"], row["calls"], row["errors"], row["p50_ms"] or "-", row["p95_ms"] or "-")
+            for row in data[group]
+        ]
+        out.print(_table(titles[group], (column, "calls", "errors", "p50 ms", "p95 ms"), rows))
     for group, title in (("persona", "sampling per persona"), ("route", "sampling per route")):
         if not spend[group] or groups:  # --by narrows the report to those call groupings
             continue
-        table = Table(title=title)
-        for column in (group, "requests", "errors", "tokens", "cost USD"):
-            table.add_column(column)
-        for row in spend[group]:
-            table.add_row(
-                escape(row["key"]),
-                str(row["requests"]),
-                str(row["errors"]),
-                str(row["tokens"]),
-                f"{row['cost_usd']:.6f}",
-            )
-        out.print(table)
+        rows = [
+            (row["key"], row["requests"], row["errors"], row["tokens"], f"{row['cost_usd']:.6f}")
+            for row in spend[group]
+        ]
+        out.print(_table(title, (group, "requests", "errors", "tokens", "cost USD"), rows))
+
+
+def _table(title: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Table:
+    """A titled rich table; the first cell of each row is a key from the log, shown literally."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for key, *cells in rows:
+        table.add_row(escape(str(key)), *(str(cell) for cell in cells))
+    return table
 
 
 @cli.command("list-servers")

@@ -464,7 +464,7 @@ class Gateway:
                 for item in result.get("contents") or []
             ]
         if self.guard is not None:
-            result = self.guard.check("results", self._persona_name(persona), uri, result)
+            result = self.guard.check("results", self.resolve_persona(persona), uri, result)
         return result
 
     async def subscribe(
@@ -515,7 +515,7 @@ class Gateway:
                 if isinstance(message, dict) and isinstance(message.get("content"), dict):
                     message["content"] = catalog_mod.rewrite_content_uris([message["content"]], namespace)[0]
         if self.guard is not None:
-            result = self.guard.check("results", self._persona_name(persona), name, result)
+            result = self.guard.check("results", self.resolve_persona(persona), name, result)
         return result
 
     async def complete(self, params: Mapping[str, Any], *, persona: str | None = None) -> dict[str, Any]:
@@ -548,9 +548,6 @@ class Gateway:
                 upstream_params[key] = params[key]
         async with self._tracked():
             return await route.upstream.request("completion/complete", upstream_params)
-
-    def _persona_name(self, persona: str | None) -> str | None:
-        return self.resolve_persona(persona)
 
     async def _route(self, lookup: Callable[[Catalog], Route]) -> Route:
         """Look a name up in the full catalog (after the persona allowed it), waiting out start-up."""
