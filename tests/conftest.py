@@ -63,6 +63,19 @@ def registry_file(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    },
+}
+"""A handshake-era `initialize` request body, for tests that speak raw HTTP."""
+
+
 def mcpgw_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "mcpgw", *args]
 

@@ -26,7 +26,7 @@ import pytest
 import tomlkit
 from fastmcp import Client
 
-from conftest import SERVERS, UPSTREAM, background, free_port, mcpgw_command
+from conftest import INITIALIZE, SERVERS, UPSTREAM, background, free_port, mcpgw_command
 from mcpgw import config
 from mcpgw.errors import ConfigError
 
@@ -326,23 +326,13 @@ def test_cors_lets_a_listed_browser_origin_read_the_challenge(stack: Stack) -> N
 def test_listed_origins_pass_the_dns_rebinding_check_and_others_do_not(stack: Stack) -> None:
     token = stack.mint(mcpgw_persona="reader")
     headers = {**MCP_HEADERS, "Authorization": f"Bearer {token}"}
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "browser", "version": "1"},
-        },
-    }
     allowed = httpx.post(
-        f"{stack.gateway}/mcp", json=initialize, headers={**headers, "Origin": PUBLIC_ORIGIN}
+        f"{stack.gateway}/mcp", json=INITIALIZE, headers={**headers, "Origin": PUBLIC_ORIGIN}
     )
     assert allowed.status_code == 200, allowed.text
     assert allowed.headers["access-control-allow-origin"] == PUBLIC_ORIGIN
     evil = httpx.post(
-        f"{stack.gateway}/mcp", json=initialize, headers={**headers, "Origin": "https://evil.example"}
+        f"{stack.gateway}/mcp", json=INITIALIZE, headers={**headers, "Origin": "https://evil.example"}
     )
     assert evil.status_code == 403
     assert evil.text == "Invalid Origin header"
@@ -642,19 +632,9 @@ async def test_upstream_401_gets_one_retry_with_a_new_token(stack: Stack) -> Non
         token_url=f"{stack.issuer}/token", client_id="mcpgw", client_secret="s3cret", resource=stack.upstream
     )
     tokens = credentials.ClientCredentials("up", oauth, {})
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"},
-        },
-    }
     try:
         async with httpx2.AsyncClient(auth=tokens) as http:
-            assert (await http.post(stack.upstream, json=initialize, headers=MCP_HEADERS)).status_code == 200
+            assert (await http.post(stack.upstream, json=INITIALIZE, headers=MCP_HEADERS)).status_code == 200
             assert tokens.fetched == 1
             for _ in range(2):
                 httpx.post(f"{stack.issuer}/rotate").raise_for_status()
@@ -665,11 +645,11 @@ async def test_upstream_401_gets_one_retry_with_a_new_token(stack: Stack) -> Non
                 auth=("mcpgw", "s3cret"),
             ).json()["access_token"]
             direct = httpx.post(
-                stack.upstream, json=initialize, headers={**MCP_HEADERS, "Authorization": f"Bearer {fresh}"}
+                stack.upstream, json=INITIALIZE, headers={**MCP_HEADERS, "Authorization": f"Bearer {fresh}"}
             )
             assert direct.status_code == 200
             # The cached token is still fresh by its clock, but the upstream no longer knows its key.
-            assert (await http.post(stack.upstream, json=initialize, headers=MCP_HEADERS)).status_code == 200
+            assert (await http.post(stack.upstream, json=INITIALIZE, headers=MCP_HEADERS)).status_code == 200
             assert tokens.fetched == 2
         # The gateway's own session recovers the same way.
         async with Client(f"{stack.gateway}/mcp", auth=stack.mint(mcpgw_persona="dev")) as client:

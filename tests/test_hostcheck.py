@@ -14,20 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import SERVERS, background, free_port, mcpgw_command, write_registry
+from conftest import INITIALIZE, SERVERS, background, free_port, mcpgw_command, write_registry
 from mcpgw import config
 from mcpgw.errors import ConfigError
-
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"},
-    },
-}
 
 
 @pytest.fixture(scope="module")

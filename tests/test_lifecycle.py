@@ -94,6 +94,11 @@ class RawGateway:
     def call(self, name: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
         return self.request("tools/call", {"name": name, "arguments": arguments or {}})
 
+    def start_call(self, request_id: str, name: str, arguments: dict[str, Any]) -> None:
+        """Send a call without waiting for it; `reply(request_id)` collects its answer later."""
+        params = {"name": name, "arguments": arguments}
+        self.send({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params})
+
     def upstream_pid(self, name: str) -> int:
         reply = self.call(f"{name}__pid")
         return int(reply["result"]["structuredContent"]["result"])

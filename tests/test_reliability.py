@@ -69,14 +69,7 @@ def test_kill_9_a_hundred_times_in_the_middle_of_calls(registry_file: Any) -> No
             pid = gateway.upstream_pid("a")
             pids.add(pid)
             in_flight = f"in-flight-{i}"
-            gateway.send(
-                {
-                    "jsonrpc": "2.0",
-                    "id": in_flight,
-                    "method": "tools/call",
-                    "params": {"name": "a__sleep", "arguments": {"seconds": 5}},
-                }
-            )
+            gateway.start_call(in_flight, "a__sleep", {"seconds": 5})
             time.sleep(0.02)
             os.kill(pid, signal.SIGKILL)
             started = time.monotonic()
@@ -111,14 +104,7 @@ def test_sigterm_lets_calls_in_flight_finish_and_refuses_new_ones(registry_file:
     gateway = RawGateway(config)
     try:
         gateway.initialize()
-        gateway.send(
-            {
-                "jsonrpc": "2.0",
-                "id": "slow",
-                "method": "tools/call",
-                "params": {"name": "a__sleep", "arguments": {"seconds": 1.5}},
-            }
-        )
+        gateway.start_call("slow", "a__sleep", {"seconds": 1.5})
         time.sleep(0.3)
         gateway.process.send_signal(signal.SIGTERM)
         time.sleep(0.2)
@@ -138,14 +124,7 @@ def test_the_drain_grace_bounds_shutdown(registry_file: Any) -> None:
     gateway = RawGateway(config)
     try:
         gateway.initialize()
-        gateway.send(
-            {
-                "jsonrpc": "2.0",
-                "id": "stuck",
-                "method": "tools/call",
-                "params": {"name": "a__sleep", "arguments": {"seconds": 60}},
-            }
-        )
+        gateway.start_call("stuck", "a__sleep", {"seconds": 60})
         time.sleep(0.3)
         stopped = time.monotonic()
         gateway.process.send_signal(signal.SIGTERM)
@@ -196,26 +175,12 @@ def test_calls_beyond_max_concurrent_wait_their_turn(registry_file: Any) -> None
     try:
         gateway.initialize()
         for i in range(6):
-            gateway.send(
-                {
-                    "jsonrpc": "2.0",
-                    "id": f"s{i}",
-                    "method": "tools/call",
-                    "params": {"name": "a__sleep", "arguments": {"seconds": 0.3}},
-                }
-            )
+            gateway.start_call(f"s{i}", "a__sleep", {"seconds": 0.3})
         for i in range(6):
             assert gateway.reply(f"s{i}")["result"]["content"][0]["text"] == "slept 0.3"
         assert gateway.call("a__peak")["result"]["content"][0]["text"] == "2"
         # A queued call waits within its own timeout, then says why it was never sent.
-        gateway.send(
-            {
-                "jsonrpc": "2.0",
-                "id": "hog",
-                "method": "tools/call",
-                "params": {"name": "q__sleep", "arguments": {"seconds": 2}},
-            }
-        )
+        gateway.start_call("hog", "q__sleep", {"seconds": 2})
         time.sleep(0.2)
         queued = gateway.call("q__echo", {"message": "me too"})
         assert "waited 0.5s for one of its 1 call slots" in queued["error"]["message"], queued
