@@ -221,6 +221,26 @@ def inspector_js() -> str:
     return str(cli)
 
 
+def inspector_command(
+    node22: str, inspector_js: str, era: str, *options: str, target: list[str]
+) -> list[str]:
+    """The Inspector CLI with JSON output. The target goes after `--`, so variadic options (--tool-arg)
+    and the target's own options (--config) are never taken for the other's."""
+    return [
+        node22,
+        inspector_js,
+        "--cli",
+        "-q",
+        "--format",
+        "json",
+        "--protocol-era",
+        era,
+        *options,
+        "--",
+        *target,
+    ]
+
+
 @pytest.fixture(scope="session")
 def node() -> str:
     found = shutil.which("node")

@@ -26,7 +26,7 @@ import pytest
 import tomlkit
 from fastmcp import Client
 
-from conftest import INITIALIZE, SERVERS, UPSTREAM, background, free_port, mcpgw_command
+from conftest import INITIALIZE, SERVERS, UPSTREAM, background, free_port, inspector_command, mcpgw_command
 from mcpgw import config
 from mcpgw.errors import ConfigError
 
@@ -392,14 +392,9 @@ async def test_inspector_cli_with_a_bearer_header(
     stack: Stack, era: str, node22: str, inspector_js: str
 ) -> None:
     token = stack.mint(mcpgw_persona="reader")
-    command = [
+    command = inspector_command(
         node22,
         inspector_js,
-        "--cli",
-        "-q",
-        "--format",
-        "json",
-        "--protocol-era",
         era,
         "--header",
         f"Authorization: Bearer {token}",
@@ -409,9 +404,8 @@ async def test_inspector_cli_with_a_bearer_header(
         "up__echo",
         "--tool-arg",
         f"message=inspector {era}",
-        "--",
-        f"{stack.gateway}/mcp",
-    ]
+        target=[f"{stack.gateway}/mcp"],
+    )
     with anyio.fail_after(60):
         done = await anyio.run_process(
             command, check=False, env={**os.environ, "HOME": str(stack.calls.parent)}

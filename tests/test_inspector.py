@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
-from conftest import background, free_port, mcpgw_command, upstream_server
+from conftest import background, free_port, inspector_command, mcpgw_command, upstream_server
 
 pytestmark = pytest.mark.anyio
 
@@ -50,21 +50,7 @@ def inspector(node22: str, inspector_js: str, tmp_path: Path) -> Any:
     }
 
     async def run(target: Sequence[str], *options: str, era: str = "legacy") -> Run:
-        # The target goes after `--` so variadic options (--tool-arg) and the gateway's own
-        # options (--config) are never taken for the inspector's.
-        command = [
-            node22,
-            inspector_js,
-            "--cli",
-            "-q",
-            "--format",
-            "json",
-            "--protocol-era",
-            era,
-            *options,
-            "--",
-            *target,
-        ]
+        command = inspector_command(node22, inspector_js, era, *options, target=list(target))
         with anyio.fail_after(30):
             done = await anyio.run_process(command, check=False, env={**os.environ, **env})
         return Run(done.returncode, done.stdout.decode(), done.stderr.decode())
