@@ -73,6 +73,7 @@ class UpstreamError(GatewayError):
     def __init__(self, server: str, message: str) -> None:
         super().__init__(f"upstream '{server}': {message}")
         self.server = server
+        self.reason = message
 
 
 class UpstreamUnavailable(UpstreamError):

@@ -234,13 +234,12 @@ class Upstream:
     _stopping: bool = field(default=False, repr=False)
     _settled: anyio.Event = field(default_factory=anyio.Event, repr=False)
     _task_group: anyio.abc.TaskGroup | None = field(default=None, repr=False)
-    _slots: anyio.CapacityLimiter | None = field(default=None, repr=False)
+    _slots: anyio.CapacityLimiter = field(init=False, repr=False)
+    _watched: set[str] = field(default_factory=set, repr=False)
+    _watch_scope: anyio.CancelScope | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._slots = anyio.CapacityLimiter(self.max_concurrent)
-
-    _watched: set[str] = field(default_factory=set, repr=False)
-    _watch_scope: anyio.CancelScope | None = field(default=None, repr=False)
 
     @property
     def connected(self) -> bool:
@@ -297,7 +296,7 @@ class Upstream:
                 continue  # it answered, if only with an error: it is alive
             except UpstreamError as exc:
                 if self.state == "ready":
-                    self._fail(f"did not answer a ping ({str(exc).split(': ', 1)[-1]})")
+                    self._fail(f"did not answer a ping ({exc.reason})")
                 return
 
     async def _run_once(self) -> None:
@@ -647,7 +646,6 @@ class Upstream:
             raise UpstreamUnavailable(self.name, f"not connected ({self.state}){reason}")
         timeout = timeout or self.timeout
         slots = self._slots
-        assert slots is not None
         if slots.available_tokens == 0:
             return await self._queued(slots, session, method, params, timeout, on_progress)
         async with slots:
@@ -664,9 +662,9 @@ class Upstream:
     ) -> dict[str, Any]:
         """Wait for a free call slot within the call's own timeout, then send with what time is left."""
         began = anyio.current_time()
-        with anyio.move_on_after(timeout):
+        with anyio.move_on_after(timeout) as waiting:
             await slots.acquire()
-        if anyio.current_time() - began >= timeout:
+        if waiting.cancelled_caught:  # never got a slot (one got at the deadline is held, and used)
             raise UpstreamTimeout(
                 self.name,
                 f"{method} waited {timeout:g}s for one of its {self.max_concurrent} call slots "
