@@ -98,6 +98,8 @@ class Record:
     output_tokens: int = 0
     cost_usd: float = 0.0
     answered_by: str = "llm"
+    load_ms: float = 0.0
+    """Time this request waited for litellm's one-time import and Router build (0 once warm)."""
     outcome: str = "ok"
     error: str | None = None
     started: float = field(default_factory=time.perf_counter)
@@ -113,6 +115,7 @@ class Record:
             "output_tokens": self.output_tokens,
             "cost_usd": round(self.cost_usd, 8),
             "answered_by": self.answered_by,
+            "load_ms": round(self.load_ms, 1),
         }
 
 
@@ -215,6 +218,7 @@ class Sampler:
         self._roots = roots
         self._inflight: dict[str, dict[str, Caller]] = {}
         self._router: Any = None
+        self._router_lock = anyio.Lock()
         self._exchanges: dict[str, Exchange] = {}
         self._spent: dict[tuple[str, str], list[float]] = {}
         """(persona, UTC day) -> [tokens, usd]; seeded from the audit log at first use."""
@@ -548,7 +552,7 @@ class Sampler:
         if not usable:
             raise SamplingFailed("; ".join(missing))
         request = to_chat_request(params, context=self._context(server, params.get("includeContext")))
-        router = self._get_router()
+        router = await self._ready_router(record)
         cooling = _cooling(router, usable)
         record.cooling = list(cooling)
         for name, why in cooling.items():
@@ -578,10 +582,23 @@ class Sampler:
             return None
         return self._instructions(server if include == "thisServer" else None) or None
 
-    def _get_router(self) -> Any:
-        """litellm's Router over every route, built on first use (the import is the expensive part)."""
+    async def _ready_router(self, record: Record) -> Any:
+        """The Router, built once on first use in a worker thread.
+
+        Importing litellm takes seconds; done on the event loop it would stall every other
+        call, ping and stream of the gateway meanwhile. The wait is recorded as `load_ms`.
+        """
         if self._router is not None:
             return self._router
+        started = time.perf_counter()
+        async with self._router_lock:
+            if self._router is None:
+                self._router = await anyio.to_thread.run_sync(self._build_router)
+        record.load_ms = (time.perf_counter() - started) * 1000
+        return self._router
+
+    def _build_router(self) -> Any:
+        """litellm's Router over every route (the import is the expensive part)."""
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm
         from litellm.router import Router
@@ -597,14 +614,13 @@ class Sampler:
             }
             for name, route in self.settings.routes.items()
         ]
-        self._router = Router(
+        return Router(
             model_list=model_list,
             num_retries=self.settings.retries,
             timeout=self.settings.timeout,
             cooldown_time=self.settings.cooldown,
             max_fallbacks=max(1, len(model_list)),
         )
-        return self._router
 
     # --- accounting ------------------------------------------------------------------------------
 
