@@ -131,6 +131,8 @@ class Exchange:
         """The upstream call's log sink: lines go to the client's request waiting now, if any."""
         if self.listening is not None:
             await self.listening(level, data, name)
+        else:
+            logger.debug("upstream log (%s, not relayed: no client request is waiting): %s", level, data)
 
     async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """The `ClientChannel.send` of the upstream call: waits for the client's retry."""
