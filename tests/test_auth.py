@@ -369,9 +369,49 @@ async def test_jwks_outage_refuses_tokens_and_is_not_refetched_per_request(stack
     before = stack.stats()["broken_jwks_fetches"]
     assert await verifier.verify_token(token) is None
     for _ in range(5):
-        with pytest.raises(auth.TokenRejected, match=r"JWKS unavailable: .*503"):
+        with pytest.raises(auth.KeysUnavailable, match=r"JWKS unavailable: .*503") as caught:
             await verifier.check(token)
+        assert 0 < caught.value.retry_after <= settings.jwks_min_refresh_seconds
     assert stack.stats()["broken_jwks_fetches"] == before + 1
+
+
+def _initialize(stack: Stack, token: str) -> httpx.Response:
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {token}"}
+    return httpx.post(f"{stack.gateway}/mcp", json=INITIALIZE, headers=headers)
+
+
+def test_jwks_outage_answers_503_with_retry_after_and_cached_keys_keep_working(stack: Stack) -> None:
+    known = stack.mint()
+    assert _initialize(stack, known).status_code == 200  # its key is now in the gateway's cache
+    httpx.post(f"{stack.issuer}/jwks-outage", json={"on": True}).raise_for_status()
+    try:
+        time.sleep(0.6)  # past jwks_min_refresh_seconds: the next unknown key id refetches
+        before = stack.stats()["jwks_fetches"]
+        started = time.monotonic()
+        unknown = stack.mint(forge="unknown-kid")
+        for _ in range(5):
+            response = _post(f"{stack.gateway}/mcp", unknown)
+            assert response.status_code == 503, response.text
+            assert 1 <= int(response.headers["retry-after"]) <= 1  # jwks_min_refresh_seconds, rounded up
+            assert response.json()["error"] == "temporarily_unavailable"
+            assert "signing keys could not be fetched" in response.json()["error_description"]
+            assert "invalid_token" not in response.headers.get("www-authenticate", "")
+        fetched = stack.stats()["jwks_fetches"] - before
+        assert 1 <= fetched <= 1 + (time.monotonic() - started) / 0.5, fetched
+        # A token whose key id is cached is checked as usual while the issuer is down.
+        assert _initialize(stack, known).status_code == 200
+        assert _post(f"{stack.gateway}/mcp", stack.mint(aud="http://127.0.0.1:9/mcp")).status_code == 401
+    finally:
+        httpx.post(f"{stack.issuer}/jwks-outage", json={"on": False}).raise_for_status()
+    assert [c for c in stack.upstream_calls() if c["arguments"].get("message") == "should never arrive"] == []
+    rows = audit_rows(
+        stack,
+        "SELECT outcome, method, error FROM events WHERE kind = 'auth' AND error LIKE ?",
+        "%signing keys could not be fetched%",
+        at_least=5,
+    )
+    assert len(rows) == 5 and {row[:2] for row in rows} == {("error", "POST /mcp")}, rows
+    assert all("JWKS unavailable" in row[2] and unknown not in row[2] for row in rows)
 
 
 def test_persona_from_a_scope_prefix_or_a_mapped_group() -> None:

@@ -5,7 +5,8 @@ cached and refetched on an unknown key id at most every
 `jwks_min_refresh_seconds`; issuer; audience; expiry with clock skew; an
 explicit list of public-key algorithms), the RFC 9728 protected resource
 metadata for `/mcp` and every `/personas/<name>/mcp`, the 401/403 answers with
-their `WWW-Authenticate` challenges, which persona a token grants, the
+their `WWW-Authenticate` challenges, the 503 answer when the issuer's keys
+cannot be fetched (the server's trouble, not the client's token), which persona a token grants, the
 principal recorded in the audit log, CORS, and what `mode = "production"`
 refuses before listening.
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 import contextvars
 import ipaddress
 import logging
+import math
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -51,7 +53,7 @@ from starlette.applications import Starlette
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -69,11 +71,24 @@ _KEY_TYPE = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 
 
 class TokenRejected(Exception):
-    """Why one token was refused; logged, never sent (the client sees 401 invalid_token)."""
+    """Why one token was refused; logged, never sent (the client sees 401 invalid_token, or 503)."""
+
+
+class KeysUnavailable(TokenRejected):
+    """The issuer's JWKS could not be fetched and no cached key can check the token (answered 503)."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        """Seconds until the JWKS may be fetched again."""
 
 
 _rejection: contextvars.ContextVar[str | None] = contextvars.ContextVar("mcpgw_rejection", default=None)
 """Why this request's token was refused, for its audit row (the SDK's backend only sees None)."""
+_unavailable: contextvars.ContextVar[KeysUnavailable | None] = contextvars.ContextVar(
+    "mcpgw_keys_unavailable", default=None
+)
+"""Set when this request's token could not be checked at all: `Guard` answers 503, not 401."""
 
 
 # --- keys --------------------------------------------------------------------------------------
@@ -119,7 +134,8 @@ class JWKSCache:
                     f"unknown key id {kid!r} (JWKS refetched less than {self.min_refresh}s ago)"
                 )
         if self._error is not None:
-            raise TokenRejected(f"JWKS unavailable: {self._error}")
+            wait = self.min_refresh - (time.monotonic() - self._tried_at)
+            raise KeysUnavailable(f"JWKS unavailable: {self._error}", retry_after=wait)
         if (found := self._lookup(kid)) is not None:
             return found
         if kid is None:
@@ -168,6 +184,8 @@ class JWTVerifier(TokenVerifier):
         except TokenRejected as exc:
             logger.info("bearer token refused: %s", exc)
             _rejection.set(str(exc))
+            if isinstance(exc, KeysUnavailable):
+                _unavailable.set(exc)
             return None
 
     async def check(self, token: str) -> AccessToken:
@@ -282,9 +300,35 @@ class Guard:
             list(self.settings.required_scopes),
             self.metadata_url(requested if requested in self.registry.personas else None),
         )
+        outage = _unavailable.get()
+        if outage is not None and not isinstance(scope.get("user"), AuthenticatedUser):
+            await self._unavailable(scope, receive, send, outage)
+            return
         await check(scope, receive, send)
         if not scope.get(_PASSED):
             self._denied(scope, self._why_refused(scope))
+
+    async def _unavailable(self, scope: Scope, receive: Receive, send: Send, outage: KeysUnavailable) -> None:
+        """503 and `Retry-After`: the token may be good, the gateway cannot check it now.
+
+        The SDK's backend turns every refused token into "no user", which fastmcp's
+        `RequireAuthMiddleware` answers 401 invalid_token; that would tell the client to get a
+        new token for the issuer's outage, so this case is answered here, before it.
+        """
+        retry_after = max(1, math.ceil(outage.retry_after))
+        self._denied(
+            scope, f"the issuer's signing keys could not be fetched ({outage}); answered 503", outcome="error"
+        )
+        response = JSONResponse(
+            {
+                "error": "temporarily_unavailable",
+                "error_description": "the gateway cannot check tokens now: the issuer's signing keys "
+                f"could not be fetched; retry in {retry_after}s",
+            },
+            status_code=503,
+            headers={"Retry-After": str(retry_after)},
+        )
+        await response(scope, receive, send)
 
     def _why_refused(self, scope: Scope) -> str:
         user = scope.get("user")
@@ -297,7 +341,7 @@ class Guard:
             return "no bearer token"
         return f"invalid token: {_rejection.get() or 'refused by the verifier'}"
 
-    def _denied(self, scope: Scope, reason: str) -> None:
+    def _denied(self, scope: Scope, reason: str, *, outcome: str = "denied") -> None:
         """One audit row per refused request: who (if known), where, and why."""
         if self.audit is None:
             return
@@ -306,7 +350,7 @@ class Guard:
             method=f"{scope.get('method', '')} {scope.get('path', '')}",
             persona=scope.get("path_params", {}).get(PERSONA_PARAM),
             principal=principal(scope),
-            outcome="denied",
+            outcome=outcome,
             error=reason,
         )
         self.audit.record_step(step)

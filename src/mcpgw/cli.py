@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -204,6 +204,23 @@ def _print_withheld(items: list[Any], console: Console) -> None:
     console.print(table)
 
 
+def _print_warned(items: list[Any], console: Console) -> None:
+    """Prototype mode: what is served only with a warning, i.e. what production mode would withhold."""
+    if not items:
+        return
+    table = Table(
+        title=f"served with warnings: {len(items)} (production mode would withhold these; "
+        "see `mcpgw pin --diff`)"
+    )
+    table.add_column("kind")
+    table.add_column("name", overflow="fold")
+    table.add_column("server")
+    table.add_column("warning", overflow="fold")
+    for item in items:
+        table.add_row(item.kind, escape(item.name), item.server, escape(item.reason))
+    console.print(table)
+
+
 def _withheld_json(items: list[Any]) -> list[dict[str, str]]:
     return [{"kind": i.kind, "name": i.name, "server": i.server, "reason": i.reason} for i in items]
 
@@ -220,12 +237,22 @@ def tools(config_path: Path | None, persona: str | None, as_json: bool) -> None:
         warnings = gateway.check_personas()
         view = gateway.view(persona)
         withheld = trust.withheld_from(gateway, persona)
+        warned = trust.warned_to(gateway, persona)
         if as_json:
             problems = [str(p) for p in gateway.catalog.problems] + warnings
-            data = {"tools": view.listed_tools, "problems": problems, "withheld": _withheld_json(withheld)}
+            data = {
+                "tools": view.listed_tools,
+                "problems": problems,
+                "withheld": _withheld_json(withheld),
+                "warned": _withheld_json(warned),
+            }
             out.print_json(data=data)
         else:
-            _print_tools(gateway, out, tools=view.listed_tools)
+            reasons = {item.name: item.reason for item in warned if item.kind == "tool"}
+            # Keyed by the name the persona sees (an override may rename a tool).
+            tool_warnings = {n: reasons[e.target] for n, e in view.entries.items() if e.target in reasons}
+            _print_tools(gateway, out, tools=view.listed_tools, warned=tool_warnings)
+            _print_warned([item for item in warned if item.kind != "tool"], out)
             _print_withheld(withheld, out)
             for warning in warnings:
                 out.print(f"[yellow]warning:[/] {escape(warning)}")
@@ -260,14 +287,19 @@ def personas(config_path: Path | None, as_json: bool) -> None:
                     "overrides": len(persona.tools),
                     "description": persona.description,
                     "withheld": _withheld_json(withheld),
+                    "warned": _withheld_json(trust.warned_to(gateway, name)),
                 }
             )
         if as_json:
             out.print_json(data={"personas": rows, "warnings": warnings})
             return
         held = f", {len(trust.withheld_items)} items withheld" if trust.withheld_items else ""
+        if trust.warned_items:
+            held += f", {len(trust.warned_items)} items served with warnings"
         table = Table(title=f"personas ({len(gateway.catalog.tools)} tools in the full catalog{held})")
-        columns = ("persona", "catalog", "servers", "tools", "resources", "prompts", "overrides", "withheld")
+        columns = ["persona", "catalog", "servers", "tools", "resources", "prompts", "overrides", "withheld"]
+        if trust.warned_items:
+            columns.append("warned")
         for column in columns:
             table.add_column(column)
         for row in rows:
@@ -280,10 +312,12 @@ def personas(config_path: Path | None, as_json: bool) -> None:
                 str(row["prompts"]),
                 str(row["overrides"]),
                 str(len(row["withheld"])),
+                *([str(len(row["warned"]))] if trust.warned_items else []),
             )
         out.print(table)
         if not rows:
             out.print("no personas configured: every client sees the whole catalog")
+        _print_warned(trust.warned_items, out)
         _print_withheld(trust.withheld_items, out)
         for warning in warnings:
             out.print(f"[yellow]warning:[/] {escape(warning)}")
@@ -484,14 +518,20 @@ def list_servers(config_path: Path | None, check: bool, as_json: bool) -> None:
         if as_json:
             out.print_json(
                 data={
-                    "servers": _status_rows(gateway, registry, withheld=trust.withheld_items),
+                    "servers": _status_rows(
+                        gateway, registry, withheld=trust.withheld_items, warned=trust.warned_items
+                    ),
                     "problems": [str(p) for p in gateway.catalog.problems],
                     "withheld": _withheld_json(trust.withheld_items),
+                    "warned": _withheld_json(trust.warned_items),
                 }
             )
         else:
-            _print_servers(gateway, out, registry=registry, withheld=trust.withheld_items)
+            _print_servers(
+                gateway, out, registry=registry, withheld=trust.withheld_items, warned=trust.warned_items
+            )
             _print_problems(gateway, out)
+            _print_warned(trust.warned_items, out)
             _print_withheld(trust.withheld_items, out)
 
     _quiet_logs()
@@ -505,7 +545,7 @@ def _target(server: ServerConfig) -> str:
 
 
 def _status_rows(
-    gateway: Any, registry: Registry, *, withheld: list[Any] | None = None
+    gateway: Any, registry: Registry, *, withheld: list[Any] | None = None, warned: list[Any] | None = None
 ) -> list[dict[str, Any]]:
     rows = []
     for name, server in registry.servers.items():
@@ -523,18 +563,26 @@ def _status_rows(
         )
         if withheld is not None:
             rows[-1]["withheld"] = sum(1 for item in withheld if item.server == name)
+        if warned is not None:
+            rows[-1]["warned"] = sum(1 for item in warned if item.server == name)
     return rows
 
 
 def _print_servers(
-    gateway: Any, console: Console, *, registry: Registry | None = None, withheld: list[Any] | None = None
+    gateway: Any,
+    console: Console,
+    *,
+    registry: Registry | None = None,
+    withheld: list[Any] | None = None,
+    warned: list[Any] | None = None,
 ) -> None:
     table = Table(title="upstream servers")
     columns = ("server", "kind", "status", "protocol", "tools", "error")
-    for column in columns if withheld is None else (*columns[:5], "withheld", "error"):
+    extra = (("withheld",) if withheld is not None else ()) + (("warned",) if warned else ())
+    for column in (*columns[:5], *extra, "error"):
         table.add_column(column)
     colours = {"ready": "green", "failed": "red", "disabled": "dim"}
-    for row in _status_rows(gateway, registry or gateway.registry, withheld=withheld):
+    for row in _status_rows(gateway, registry or gateway.registry, withheld=withheld, warned=warned):
         status = f"[{colours.get(row['status'], 'yellow')}]{row['status']}[/]"
         protocol = f"{row['protocol']} ({row['era']})" if row["protocol"] else "-"
         cells = [
@@ -546,11 +594,20 @@ def _print_servers(
         ]
         if withheld is not None:
             cells.append(str(row["withheld"]))
+        if warned:
+            cells.append(str(row["warned"]))
         table.add_row(*cells, escape(row["error"] or ""))
     console.print(table)
 
 
-def _print_tools(gateway: Any, console: Console, *, tools: list[dict[str, Any]] | None = None) -> None:
+def _print_tools(
+    gateway: Any,
+    console: Console,
+    *,
+    tools: list[dict[str, Any]] | None = None,
+    warned: Mapping[str, str] | None = None,
+) -> None:
+    """The tool table; `warned` (name -> reason) adds a column for tools served with a warning."""
     listed = gateway.catalog.tools if tools is None else tools
     table = Table(
         title=f"catalog: {len(listed)} tools, {len(gateway.catalog.resources)} "
@@ -558,9 +615,14 @@ def _print_tools(gateway: Any, console: Console, *, tools: list[dict[str, Any]] 
     )
     table.add_column("tool")
     table.add_column("description", overflow="fold")
+    if warned:
+        table.add_column("warning", overflow="fold", style="yellow")
     for tool in listed:
         description = (tool.get("description") or "").strip().splitlines()
-        table.add_row(tool["name"], escape(description[0][:100]) if description else "")
+        cells = [tool["name"], escape(description[0][:100]) if description else ""]
+        if warned:
+            cells.append(escape(warned.get(tool["name"], "")))
+        table.add_row(*cells)
     console.print(table)
     _print_problems(gateway, console)
 

@@ -26,6 +26,7 @@ from mcpgw.catalog import Catalog, Problem, Route
 from mcpgw.config import DEFAULT_PERSONA, Registry, call_timeout, namespace_of
 from mcpgw.dataguard import Guard
 from mcpgw.errors import InvalidRequest, NotFound, Unavailable, UnknownPersona
+from mcpgw.inflight import InFlight
 from mcpgw.logrelay import LogRelay, LogSink
 from mcpgw.personas import View
 from mcpgw.resourcewatch import ResourceWatch, Subscriber
@@ -54,7 +55,9 @@ class Gateway:
         self.registry = registry
         self.audit = audit
         self.upstreams: dict[str, Upstream] = {}
-        self.logs = LogRelay()
+        self.inflight = InFlight()
+        """The calls in flight per upstream: log lines and sampling requests are attributed from it."""
+        self.logs = LogRelay(self.inflight)
         self.watch = ResourceWatch()
         self._namespaces: list[tuple[str, Upstream]] = []
         secrets = credentials.load_secrets(registry.gateway)
@@ -64,6 +67,7 @@ class Gateway:
             instructions=self._instructions_of,
             roots=self._roots_of,
             guard=lambda: self.guard,
+            inflight=self.inflight,
         )
         for name, server in registry.enabled_servers().items():
             upstream = Upstream(
@@ -338,16 +342,16 @@ class Gateway:
             # A 2026-07-28 upstream logs only for a request that opts in; mcpgw filters per client.
             upstream_params.setdefault("_meta", {})[LOG_LEVEL_META_KEY] = "debug"
         async with self._tracked():
-            with self.logs.calling(route.upstream.name, on_log):
-                result = await self._request_with_input(
-                    route.upstream,
-                    "tools/call",
-                    upstream_params,
-                    persona=persona,
-                    client=client,
-                    on_progress=on_progress,
-                    timeout=timeout,
-                )
+            result = await self._request_with_input(
+                route.upstream,
+                "tools/call",
+                upstream_params,
+                persona=persona,
+                client=client,
+                on_progress=on_progress,
+                on_log=on_log,
+                timeout=timeout,
+            )
         namespace = self.catalog.namespace_of(route.upstream)
         if namespace and isinstance(result.get("content"), list):
             result["content"] = catalog_mod.rewrite_content_uris(result["content"], namespace)
@@ -364,18 +368,24 @@ class Gateway:
         persona: str | None,
         client: ClientChannel | None,
         on_progress: ProgressRelay | None = None,
+        on_log: LogSink | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Send a request whose upstream may ask for sampling or elicitation, in either era, on the way."""
+        """Send a request whose upstream may ask for sampling or elicitation, in either era, on the way.
+
+        The upstream request counts as in flight (`self.inflight`) for as long as it runs, once,
+        whichever path it takes; a client's retry of an exchange sends nothing upstream itself.
+        """
         step = audit.current()
         caller = Caller(
             persona=self.resolve_persona(persona),
             client=client,
             request_id=step.request_id if step is not None else None,
+            on_log=on_log,
         )
         exchange = self.sampler.resumed(params, caller.persona)
         if exchange is not None:
-            return await self.sampler.next_of(exchange)
+            return await self.sampler.next_of(exchange, on_log=on_log)
         if self._tasks is not None and self.sampler.needs_exchange(upstream.name, upstream.era, caller):
             exchange, runs_as = self.sampler.open_exchange(caller, timeout=timeout or upstream.timeout)
 
@@ -383,7 +393,7 @@ class Gateway:
                 result: dict[str, Any] | None = None
                 error: BaseException | None = None
                 try:
-                    with self.sampler.calling(upstream.name, runs_as):
+                    with self.inflight.calling(upstream.name, runs_as):
                         result = await upstream.request(method, params, timeout=timeout)
                 except Exception as exc:
                     error = exc
@@ -391,8 +401,8 @@ class Gateway:
                     exchange.finish(result, error)
 
             self._tasks.start_soon(run)
-            return await self.sampler.next_of(exchange)
-        with self.sampler.calling(upstream.name, caller):
+            return await self.sampler.next_of(exchange, on_log=on_log)
+        with self.inflight.calling(upstream.name, caller):
             result = await upstream.request(method, params, timeout=timeout, on_progress=on_progress)
             if result.get("resultType") != "input_required":
                 return result
@@ -546,8 +556,10 @@ class Gateway:
         for key in ("argument", "context"):
             if key in params:
                 upstream_params[key] = params[key]
+        caller = Caller(persona=self.resolve_persona(persona))
         async with self._tracked():
-            return await route.upstream.request("completion/complete", upstream_params)
+            with self.inflight.calling(route.upstream.name, caller):
+                return await route.upstream.request("completion/complete", upstream_params)
 
     async def _route(self, lookup: Callable[[Catalog], Route]) -> Route:
         """Look a name up in the full catalog (after the persona allowed it), waiting out start-up."""

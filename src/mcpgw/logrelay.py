@@ -1,12 +1,13 @@
 """Upstream log messages relayed to the client whose call produced them, at the level it asked for.
 
 Owns: the log level each downstream connection set with `logging/setLevel`,
-the calls in flight on each upstream, and delivering an upstream's
-`notifications/message` to the call it belongs to (on that call's own stream).
+and delivering an upstream's `notifications/message` to the call it belongs to
+(on that call's own stream).
 
 An upstream session is shared by every client, and a log notification names no
 request, so a line is relayed only while exactly one call is in flight on that
-upstream: then it can only be that call's. With several calls in flight, or
+upstream (`inflight`, the registry sampling attribution reads too): then it can
+only be that call's. With several calls in flight, or
 none, the line goes to the gateway's own log instead, never to a client that
 might not be its owner (clients of different personas share upstreams).
 """
@@ -15,16 +16,14 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
+
+from mcpgw.inflight import InFlight
+from mcpgw.inflight import LogSink as LogSink
 
 logger = logging.getLogger("mcpgw.logrelay")
 
 LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
-
-LogSink = Callable[[str, Any, str | None], Awaitable[None]]
-"""Sends one log line (level, data, logger name) to a downstream client."""
 
 
 class LogLevels:
@@ -44,34 +43,23 @@ class LogLevels:
 
 
 class LogRelay:
-    """Calls in flight per upstream, and the relay of that upstream's log lines to them."""
+    """The relay of each upstream's log lines to the call in flight on it (`inflight.InFlight.log_owner`)."""
 
-    def __init__(self) -> None:
-        self._calls: dict[str, list[LogSink]] = {}
-
-    @contextmanager
-    def calling(self, upstream: str, sink: LogSink | None) -> Iterator[None]:
-        """Count a call as in flight on `upstream` for the block (a call without a sink counts too)."""
-        entry: LogSink = sink or _discard
-        calls = self._calls.setdefault(upstream, [])
-        calls.append(entry)
-        try:
-            yield
-        finally:
-            calls.remove(entry)
+    def __init__(self, inflight: InFlight) -> None:
+        self.inflight = inflight
 
     async def deliver(self, upstream: str, params: dict[str, Any]) -> None:
         level = str(params.get("level", "info"))
         data = params.get("data")
         name = params.get("logger")
-        calls = self._calls.get(upstream) or []
-        if len(calls) != 1:
+        owner = self.inflight.log_owner(upstream)
+        if owner is None or owner.on_log is None:
             logger.debug(
-                "upstream %s log (%s, not relayed: %d calls in flight): %s", upstream, level, len(calls), data
+                "upstream %s log (%s, not relayed: %d calls in flight): %s",
+                upstream,
+                level,
+                self.inflight.count(upstream),
+                data,
             )
             return
-        await calls[0](level, data, str(name) if name is not None else None)
-
-
-async def _discard(level: str, data: Any, name: str | None) -> None:
-    return None
+        await owner.on_log(level, data, str(name) if name is not None else None)

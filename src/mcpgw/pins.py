@@ -303,6 +303,9 @@ class Trust:
         """Exposed name -> why, for the catalog last filtered."""
         self.withheld_items: list[WithheldItem] = []
         """What the catalog last filtered lost, with server, kind and reason (for listings)."""
+        self.warned_items: list[WithheldItem] = []
+        """Prototype mode: what the catalog last filtered serves with a warning (production would
+        withhold it), with the reason, so the listings can show it."""
         self.unfiltered: Catalog | None = None
         """The catalog last filtered, as built: what a persona would see if nothing were withheld."""
         self.reporting = True
@@ -367,7 +370,7 @@ class Trust:
     def _verdict(
         self, server: str, list_name: str, name: str, exposed: str, item: Mapping[str, Any]
     ) -> str | None:
-        """Why the item is withheld (None: it is served); reports each new problem once."""
+        """Why the item is withheld in production mode (None: pinned); reports each new problem once."""
         status, findings, sha256 = self._judge(server, list_name, name, item)
         if status == "pinned":
             return None
@@ -394,7 +397,7 @@ class Trust:
                 name=exposed,
                 outcome="withheld" if production else "warning",
             )
-        return reason if production else None
+        return reason
 
     def _report(self, key: tuple[Any, ...], message: str, *, server: str, name: str, outcome: str) -> None:
         if key in self._reported or not self.reporting:
@@ -409,6 +412,8 @@ class Trust:
         """`catalog` without what the policy withholds (the same object when nothing is)."""
         withheld: dict[str, str] = {}
         items: list[WithheldItem] = []
+        warned: list[WithheldItem] = []
+        production = self.mode == "production"
 
         def kept_of(
             entries: list[dict[str, Any]], routes: Mapping[str, Any], kind: str, label: str
@@ -418,8 +423,10 @@ class Trust:
                 route = routes[entry["name"]]
                 definition = {**entry, "name": route.name}
                 reason = self._verdict(route.upstream.name, kind, route.name, entry["name"], definition)
-                if reason is None:
+                if reason is None or not production:
                     kept.append(entry)
+                    if reason is not None:
+                        warned.append(WithheldItem(route.upstream.name, label, entry["name"], reason))
                 else:
                     withheld[entry["name"]] = reason
                     items.append(WithheldItem(route.upstream.name, label, entry["name"], reason))
@@ -436,6 +443,9 @@ class Trust:
             if upstream is not None:
                 item = {**template, "uriTemplate": original}
                 reason = self._verdict(upstream.name, "resource_templates", original, exposed, item)
+                if reason is not None and not production:
+                    warned.append(WithheldItem(upstream.name, "resource template", exposed, reason))
+                    reason = None
             if reason is None:
                 templates.append(template)
             else:
@@ -457,6 +467,7 @@ class Trust:
                     outcome="warning",
                 )
         self.withheld, self.withheld_items, self.unfiltered = withheld, items, catalog
+        self.warned_items = warned
         if not withheld:
             return catalog
         # One set per kind: a tool and a prompt may share an exposed name.
@@ -484,14 +495,23 @@ class Trust:
 
     def withheld_from(self, gateway: Gateway, persona: str | None) -> list[WithheldItem]:
         """The withheld items `persona` (resolved as a request would be) would see if they were served."""
+        return self._seen_by(gateway, persona, self.withheld_items)
+
+    def warned_to(self, gateway: Gateway, persona: str | None) -> list[WithheldItem]:
+        """The items `persona` is served with a warning (prototype mode; production would withhold them)."""
+        return self._seen_by(gateway, persona, self.warned_items)
+
+    def _seen_by(
+        self, gateway: Gateway, persona: str | None, items: list[WithheldItem]
+    ) -> list[WithheldItem]:
         name = gateway.resolve_persona(persona)
-        if name is None or not self.withheld_items or self.unfiltered is None:
-            return list(self.withheld_items)
+        if name is None or not items or self.unfiltered is None:
+            return list(items)
         view = build_view(name, gateway.registry.personas[name], self.unfiltered, gateway.registry)
         visible = {entry.target for entry in view.entries.values()}
         visible.update(str(p["name"]) for p in view.prompts)
         visible.update(str(t.get("uriTemplate", "")) for t in view.resource_templates)
-        return [item for item in self.withheld_items if item.name in visible]
+        return [item for item in items if item.name in visible]
 
     # --- the lock file changing under a running gateway ------------------------------------------
 

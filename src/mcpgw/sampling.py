@@ -18,9 +18,9 @@ request that needs a model, never on the gateway's start-up path, and with
 
 Which downstream call a handshake-era sampling request belongs to: the
 upstream session is shared, and stdio carries no link between the two, so the
-request is attributed to the calls in flight on that upstream (`calling`). When
-calls from different personas are in flight at once the request is refused
-rather than charged to the wrong persona.
+request is attributed to the calls in flight on that upstream (`inflight`, the
+registry the log relay reads too). When calls from different personas are in
+flight at once the request is refused rather than charged to the wrong persona.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +41,9 @@ import anyio
 
 from mcpgw.config import DEFAULT_PERSONA, Registry, SamplingPolicy, SamplingRoute, SamplingScope
 from mcpgw.errors import DataBlocked, GatewayError, SamplingFailed, SamplingRefused
+from mcpgw.inflight import Caller as Caller
+from mcpgw.inflight import ClientChannel as ClientChannel
+from mcpgw.inflight import InFlight, LogSink
 
 if TYPE_CHECKING:
     from mcpgw.audit import AuditLog
@@ -52,32 +55,8 @@ SAMPLING = "sampling/createMessage"
 ELICITATION = "elicitation/create"
 ROOTS = "roots/list"
 
-Send = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 EXCHANGE_KEEP = 300.0
 """Seconds a finished exchange waits for its client's last retry before it is forgotten."""
-
-
-@dataclass(frozen=True)
-class ClientChannel:
-    """What mcpgw can ask of the downstream client behind one call."""
-
-    can_sample: bool = False
-    can_elicit: bool = False
-    modern: bool = False
-    """A 2026-07-28 client: it answers `input_required` results, not server-to-client requests."""
-    send: Send | None = None
-    """Sends a server-to-client request on the call's channel (handshake-era clients only)."""
-
-
-@dataclass(frozen=True)
-class Caller:
-    """One downstream call in flight on an upstream."""
-
-    persona: str | None
-    client: ClientChannel | None = None
-    request_id: str | None = None
-    """The audit id of the downstream request: its sampling rows carry the same id."""
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass
@@ -145,6 +124,15 @@ class Exchange:
         self.error: BaseException | None = None
         self.done = False
         self.finished_at: float | None = None
+        self.listening: LogSink | None = None
+        """The log sink of the client's request waiting on this exchange now, if one is."""
+
+    async def log(self, level: str, data: Any, name: str | None) -> None:
+        """The upstream call's log sink: lines go to the client's request waiting now, if any."""
+        if self.listening is not None:
+            await self.listening(level, data, name)
+        else:
+            logger.debug("upstream log (%s, not relayed: no client request is waiting): %s", level, data)
 
     async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """The `ClientChannel.send` of the upstream call: waits for the client's retry."""
@@ -208,7 +196,10 @@ class Sampler:
         instructions: Callable[[str | None], str] | None = None,
         roots: Callable[[str], list[dict[str, Any]]] | None = None,
         guard: Callable[[], Guard | None] | None = None,
+        inflight: InFlight | None = None,
     ) -> None:
+        self.inflight = inflight if inflight is not None else InFlight()
+        """The calls in flight per upstream, shared with the gateway's log relay."""
         self.settings = registry.sampling
         self._guard = guard
         """The gateway's data rules (`dataguard`), applied to what goes to a model or a client."""
@@ -216,7 +207,6 @@ class Sampler:
         self._audit = audit
         self._instructions = instructions
         self._roots = roots
-        self._inflight: dict[str, dict[str, Caller]] = {}
         self._router: Any = None
         self._router_lock = anyio.Lock()
         self._exchanges: dict[str, Exchange] = {}
@@ -266,44 +256,23 @@ class Sampler:
 
     # --- attribution -----------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def calling(self, server: str, caller: Caller) -> Iterator[None]:
-        """Mark a downstream call as in flight on `server`: its sampling requests are charged to it."""
-        calls = self._inflight.setdefault(server, {})
-        calls[caller.token] = caller
-        try:
-            yield
-        finally:
-            calls.pop(caller.token, None)
-
-    def _caller_of(self, server: str) -> Caller:
-        callers = list(self._inflight.get(server, {}).values())
-        if not callers:
-            return Caller(persona=None)
-        personas = {c.persona for c in callers}
-        if len(personas) > 1:
-            raise SamplingRefused(
-                f"upstream '{server}' asked for sampling while calls from several personas were in flight; "
-                "mcpgw cannot tell whose call it belongs to, so it refuses rather than charge the wrong one"
-            )
-        if len(callers) > 1:
-            # Which of the calls (and so which client) asked is unknown: charge the persona, relay to nobody.
-            return Caller(persona=callers[0].persona)
-        return callers[0]
+    def calling(self, server: str, caller: Caller) -> contextlib.AbstractContextManager[None]:
+        """Mark a downstream call as in flight on `server` (in the shared registry, `self.inflight`)."""
+        return self.inflight.calling(server, caller)
 
     # --- handshake era: requests sent to mcpgw's upstream session --------------------------------
 
     async def on_sampling(self, server: str, params: dict[str, Any]) -> dict[str, Any]:
         """Answer an upstream's `sampling/createMessage` (raises `SamplingError` when it cannot)."""
         try:
-            caller = self._caller_of(server)
+            caller = self.inflight.requester(server)
         except SamplingRefused as exc:
             self._account(Record(server=server, persona=None, outcome="refused", error=str(exc)))
             raise
         return await self.sample(server, params, caller)
 
     async def on_elicitation(self, server: str, params: dict[str, Any]) -> dict[str, Any]:
-        return await self.elicit(server, params, self._caller_of(server))
+        return await self.elicit(server, params, self.inflight.requester(server))
 
     # --- 2026-07-28: input_required results ------------------------------------------------------
 
@@ -380,7 +349,10 @@ class Sampler:
         client = caller.client
         assert client is not None
         relayed = ClientChannel(can_sample=client.can_sample, can_elicit=client.can_elicit, send=exchange.ask)
-        return exchange, Caller(persona=caller.persona, client=relayed, request_id=caller.request_id)
+        runs_as = Caller(
+            persona=caller.persona, client=relayed, request_id=caller.request_id, on_log=exchange.log
+        )
+        return exchange, runs_as
 
     def resumed(self, params: Mapping[str, Any], persona: str | None) -> Exchange | None:
         """The exchange a client's retry continues (its `requestState`), with the answers delivered."""
@@ -393,8 +365,13 @@ class Sampler:
         exchange.answer(params.get("inputResponses") or {})
         return exchange
 
-    async def next_of(self, exchange: Exchange) -> dict[str, Any]:
-        result = await exchange.next()
+    async def next_of(self, exchange: Exchange, *, on_log: LogSink | None = None) -> dict[str, Any]:
+        """The exchange's next answer; meanwhile its upstream call's log lines go to `on_log`."""
+        exchange.listening = on_log
+        try:
+            result = await exchange.next()
+        finally:
+            exchange.listening = None
         if result.get("resultType") != "input_required":
             self._exchanges.pop(exchange.token, None)
         return result

@@ -10,6 +10,7 @@ Endpoints:
   GET  /.well-known/oauth-authorization-server   RFC 8414 metadata
   GET  /jwks                                     current and previous public keys
   GET  /broken-jwks                              always 503 (a JWKS outage), counted
+  POST /jwks-outage {on}                         while on, /jwks answers 503 too
   POST /rotate                                   a new signing key (the old one stays published)
   POST /mint {claims, header?, forge?}           a signed token; `forge` makes a broken one:
        "none" (alg none, no signature), "hs" (HS256 keyed with the public key), "foreign"
@@ -49,6 +50,7 @@ class Issuer:
         self.client_secret = client_secret
         self.token_ttl = token_ttl
         self.keys = [self._new_key()]
+        self.outage = False
         self.stats = {"jwks_fetches": 0, "broken_jwks_fetches": 0, "tokens_issued": 0, "token_refusals": 0}
 
     @staticmethod
@@ -95,11 +97,17 @@ class Issuer:
 
         async def jwks(request: Request) -> JSONResponse:
             self.stats["jwks_fetches"] += 1
+            if self.outage:
+                return JSONResponse({"error": "temporarily unavailable"}, status_code=503)
             return JSONResponse({"keys": [key.as_dict(private=False) for key in self.keys[-2:]]})
 
         async def broken_jwks(request: Request) -> JSONResponse:
             self.stats["broken_jwks_fetches"] += 1
             return JSONResponse({"error": "temporarily unavailable"}, status_code=503)
+
+        async def outage(request: Request) -> JSONResponse:
+            self.outage = bool((await request.json())["on"])
+            return JSONResponse({"on": self.outage})
 
         async def rotate(request: Request) -> JSONResponse:
             self.keys.append(self._new_key())
@@ -151,6 +159,7 @@ class Issuer:
                 Route("/.well-known/oauth-authorization-server", metadata),
                 Route("/jwks", jwks),
                 Route("/broken-jwks", broken_jwks),
+                Route("/jwks-outage", outage, methods=["POST"]),
                 Route("/rotate", rotate, methods=["POST"]),
                 Route("/mint", mint, methods=["POST"]),
                 Route("/token", token, methods=["POST"]),

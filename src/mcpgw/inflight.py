@@ -1,0 +1,99 @@
+"""The downstream calls in flight on each upstream, and which of them an upstream's own messages belong to.
+
+Owns: the one registry of calls in flight per upstream (each a `Caller`: its
+persona, the client channel behind it, its log sink), entered once per upstream
+request by the gateway, and the two attribution rules that read it.
+
+An upstream session is shared by every client, and neither a log notification
+nor (over stdio) a sampling request names the downstream call it belongs to, so
+both are attributed to the calls in flight on that upstream:
+- a `notifications/message` line goes to the one call in flight, and to nobody
+  when there are several or none (`log_owner`);
+- a sampling or elicitation request is refused when calls of several personas
+  are in flight (it would be charged to the wrong one), charged to the persona
+  but relayed to no client when several calls of one persona are in flight,
+  and belongs to the call when it is the only one (`requester`).
+Both rules read the same entries, so a call counts for one exactly when it
+counts for the other.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcpgw.errors import SamplingRefused
+
+LogSink = Callable[[str, Any, str | None], Awaitable[None]]
+"""Sends one log line (level, data, logger name) to a downstream client."""
+
+Send = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class ClientChannel:
+    """What mcpgw can ask of the downstream client behind one call."""
+
+    can_sample: bool = False
+    can_elicit: bool = False
+    modern: bool = False
+    """A 2026-07-28 client: it answers `input_required` results, not server-to-client requests."""
+    send: Send | None = None
+    """Sends a server-to-client request on the call's channel (handshake-era clients only)."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """One downstream call in flight on an upstream."""
+
+    persona: str | None
+    client: ClientChannel | None = None
+    request_id: str | None = None
+    """The audit id of the downstream request: its sampling rows carry the same id."""
+    on_log: LogSink | None = None
+    """Where the upstream's log lines go while this is its only call (None: the gateway's own log)."""
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+class InFlight:
+    """Calls in flight per upstream name."""
+
+    def __init__(self) -> None:
+        self._calls: dict[str, dict[str, Caller]] = {}
+
+    @contextmanager
+    def calling(self, upstream: str, caller: Caller) -> Iterator[None]:
+        """Count `caller` as in flight on `upstream` for the block."""
+        calls = self._calls.setdefault(upstream, {})
+        calls[caller.token] = caller
+        try:
+            yield
+        finally:
+            calls.pop(caller.token, None)
+
+    def count(self, upstream: str) -> int:
+        return len(self._calls.get(upstream) or {})
+
+    def log_owner(self, upstream: str) -> Caller | None:
+        """The call an upstream's log line belongs to: the only one in flight, else none."""
+        calls = list((self._calls.get(upstream) or {}).values())
+        return calls[0] if len(calls) == 1 else None
+
+    def requester(self, upstream: str) -> Caller:
+        """The call an upstream's sampling or elicitation request is charged to (see the module doc)."""
+        callers = list((self._calls.get(upstream) or {}).values())
+        if not callers:
+            return Caller(persona=None)
+        personas = {c.persona for c in callers}
+        if len(personas) > 1:
+            raise SamplingRefused(
+                f"upstream '{upstream}' asked for sampling while calls from several personas were in flight; "
+                "mcpgw cannot tell whose call it belongs to, so it refuses rather than charge the wrong one"
+            )
+        if len(callers) > 1:
+            # Which of the calls (and so which client) asked is unknown: charge the persona, relay to nobody.
+            return Caller(persona=callers[0].persona)
+        return callers[0]
