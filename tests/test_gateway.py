@@ -173,6 +173,9 @@ async def test_timeout_is_reported_and_cancelled_upstream(registry_file: Any, tm
         }
     )
     async with gateway_stdio(config) as gateway:
+        # Up first: under load, start-up alone can outlast 0.5 s, and a call that times out
+        # before it is sent leaves nothing for the upstream to cancel.
+        await gateway.call_tool("slow__echo", {"message": "warm"})
         started = anyio.current_time()
         with pytest.raises(MCPError) as caught:
             await gateway.call_tool("slow__sleep", {"seconds": 10})
