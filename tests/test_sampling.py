@@ -592,8 +592,8 @@ async def test_sampling_during_calls_of_two_personas_is_refused_not_misbilled() 
     )
     sampler = Sampler(registry)
     with (
-        sampler.calling("up", Caller(persona="a")),
-        sampler.calling("up", Caller(persona="b")),
+        sampler.inflight.calling("up", Caller(persona="a")),
+        sampler.inflight.calling("up", Caller(persona="b")),
         pytest.raises(SamplingRefused, match="calls from several personas were in flight"),
     ):
         await sampler.on_sampling("up", {"messages": [], "maxTokens": 5})

@@ -256,10 +256,6 @@ class Sampler:
 
     # --- attribution -----------------------------------------------------------------------------
 
-    def calling(self, server: str, caller: Caller) -> contextlib.AbstractContextManager[None]:
-        """Mark a downstream call as in flight on `server` (in the shared registry, `self.inflight`)."""
-        return self.inflight.calling(server, caller)
-
     # --- handshake era: requests sent to mcpgw's upstream session --------------------------------
 
     async def on_sampling(self, server: str, params: dict[str, Any]) -> dict[str, Any]:
