@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import mcp_types as types
 import pytest
 import tomlkit
 from mcp import Client
 from mcp.client.subscriptions import ResourceUpdated, Subscription
+from mcp.shared.exceptions import MCPError
 
 from conftest import SERVERS, background, free_port, gateway_stdio, mcpgw_command
 
@@ -56,6 +58,8 @@ def write_config(tmp: Path) -> Path:
         "servers": servers,
         # `reader` may read neither server's secret.
         "personas": {"reader": {"resources": {"deny": ["mcpgw://*/test://secret"]}}},
+        # Sampling goes to the client, in either upstream era (`roots_and_sample`).
+        "sampling": {"policy": "relay"},
     }
     path = tmp / "servers.toml"
     path.write_text(tomlkit.dumps(document))
@@ -65,7 +69,7 @@ def write_config(tmp: Path) -> Path:
 async def text_of(client: Client, tool: str, arguments: dict[str, Any] | None = None) -> Any:
     result = await client.call_tool(tool, arguments or {})
     assert not result.is_error, result
-    return json.loads(result.content[0].text) if tool.endswith(("watchers", "roots")) else None  # type: ignore[union-attr]
+    return json.loads(result.content[0].text) if tool.endswith(("watchers", "roots", "sample")) else None  # type: ignore[union-attr]
 
 
 async def next_update(subscription: Subscription, timeout: float = 5.0) -> str:
@@ -192,3 +196,74 @@ async def test_a_listen_stream_of_list_changes_only_still_works_over_http(gatewa
             assert not subscription.honored.resource_subscriptions
         for server in ERAS:
             assert await text_of(client, f"{server}__watchers") == []
+
+
+@pytest.mark.parametrize("client_era", ["legacy", "2026-07-28"])
+async def test_roots_reach_upstreams_of_both_eras(gateway_url: str, client_era: str) -> None:
+    """A 2026-07-28 upstream's roots request (input_required) is answered as a handshake one's roots/list."""
+    async with Client(f"{gateway_url}/mcp", mode=client_era, cache=None) as client:  # type: ignore[arg-type]
+        for server in ERAS:
+            answer = await text_of(client, f"{server}__roots")
+            assert answer == {"roots": ROOTS, "declared": True}, server
+
+
+async def test_roots_asked_with_sampling_at_once_are_still_answered_by_mcpgw(gateway_url: str) -> None:
+    """The sampling goes to the 2026-07-28 client that can sample; the roots still come from the registry."""
+    asked: list[str] = []
+
+    async def sample(context: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        asked.append("sampling")
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text="from the client"), model="m"
+        )
+
+    async with Client(
+        f"{gateway_url}/mcp", mode="2026-07-28", cache=None, sampling_callback=sample
+    ) as client:
+        for server in ERAS:
+            answer = await text_of(client, f"{server}__roots_and_sample")
+            assert answer == {"roots": ROOTS, "sampled": "from the client"}, server
+    assert asked == ["sampling", "sampling"]
+
+
+async def test_a_client_cannot_change_the_roots_mcpgw_answered(gateway_url: str) -> None:
+    """The roots requests never reach the client; an altered requestState is refused, and nothing is lost."""
+
+    async def sample(context: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        raise AssertionError("the test answers the sampling itself; the callback declares the capability")
+
+    async with Client(
+        f"{gateway_url}/mcp", mode="2026-07-28", cache=None, sampling_callback=sample
+    ) as client:
+        session = client.session
+        first = await session.call_tool(
+            "new__roots_and_sample", {}, allow_input_required=True, allow_claimed=False
+        )
+        assert isinstance(first, types.InputRequiredResult)
+        assert set(first.input_requests or {}) == {"llm"}, "the roots request stays with mcpgw"
+        state = first.request_state
+        assert state is not None
+        sampled = types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text="x"), model="m"
+        )
+        forged = state[:-2] + ("00" if not state.endswith("00") else "11")
+        with pytest.raises(MCPError) as caught:
+            await session.call_tool(
+                "new__roots_and_sample",
+                {},
+                input_responses={"llm": sampled},
+                request_state=forged,
+                allow_input_required=True,
+                allow_claimed=False,
+            )
+        assert "requestState was altered" in caught.value.error.message
+        done = await session.call_tool(
+            "new__roots_and_sample",
+            {},
+            input_responses={"llm": sampled},
+            request_state=state,
+            allow_input_required=True,
+            allow_claimed=False,
+        )
+        assert isinstance(done, types.CallToolResult)
+        assert json.loads(done.content[0].text) == {"roots": ROOTS, "sampled": "x"}  # type: ignore[union-attr]

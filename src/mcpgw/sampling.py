@@ -41,6 +41,7 @@ import anyio
 
 from mcpgw.config import DEFAULT_PERSONA, Registry, SamplingPolicy, SamplingRoute, SamplingScope
 from mcpgw.errors import DataBlocked, GatewayError, SamplingFailed, SamplingRefused
+from mcpgw.rootseal import RootsSeal
 
 if TYPE_CHECKING:
     from mcpgw.audit import AuditLog
@@ -216,6 +217,7 @@ class Sampler:
         self._audit = audit
         self._instructions = instructions
         self._roots = roots
+        self.roots_seal = RootsSeal()
         self._inflight: dict[str, dict[str, Caller]] = {}
         self._router: Any = None
         self._router_lock = anyio.Lock()
@@ -332,7 +334,8 @@ class Sampler:
         rounds = 0
         while result.get("resultType") == "input_required":
             if self.passes_through(server, result, caller):
-                return result
+                # Roots asked alongside are still mcpgw's to answer (see `rootseal`).
+                return self.roots_seal.take(result, lambda: self._roots_answer(server))
             rounds += 1
             if rounds > self.settings.max_rounds:
                 raise SamplingFailed(
@@ -347,13 +350,16 @@ class Sampler:
                 elif method == ELICITATION:
                     responses[key] = await self.elicit(server, params, caller)
                 elif method == ROOTS:
-                    responses[key] = {"roots": self._roots(server) if self._roots else []}
+                    responses[key] = self._roots_answer(server)
                 else:
                     raise SamplingRefused(
                         f"upstream '{server}' asked for {method!r}, which mcpgw cannot answer"
                     )
             result = await retry(responses, result.get("requestState"))
         return result
+
+    def _roots_answer(self, server: str) -> dict[str, Any]:
+        return {"roots": self._roots(server) if self._roots else []}
 
     # --- handshake-era upstream, 2026-07-28 client ------------------------------------------------
 

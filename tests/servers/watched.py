@@ -10,7 +10,9 @@ and three tools:
   sees the gateway take and drop its upstream subscriptions);
 - `roots()`: asks the client for its roots (handshake era: a `roots/list`
   request; 2026-07-28: an `input_required` result with a `roots/list` input
-  request) and returns them, with whether the client declared the capability.
+  request) and returns them, with whether the client declared the capability;
+- `roots_and_sample()`: asks for the roots and a sampling completion at once
+  (2026-07-28: both in one `input_required` result) and returns both.
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ TOOLS = [
     },
     {"name": "watchers", "description": "The URIs subscribed to now", "inputSchema": NO_ARGS},
     {"name": "roots", "description": "The client's roots", "inputSchema": NO_ARGS},
+    {
+        "name": "roots_and_sample",
+        "description": "The client's roots and a sampled line",
+        "inputSchema": NO_ARGS,
+    },
 ]
 
 
@@ -123,6 +130,33 @@ class Watched:
             else:
                 roots = (await ctx.session.list_roots()).roots
             return _text(json.dumps({"roots": [str(r.uri) for r in roots], "declared": declared}))
+        if params.name == "roots_and_sample":
+            message = types.SamplingMessage(role="user", content=types.TextContent(type="text", text="hi"))
+            if modern:
+                answers = params.input_responses or {}
+                roots_answer, sampled = answers.get("roots"), answers.get("llm")
+                if not isinstance(roots_answer, types.ListRootsResult) or not isinstance(
+                    sampled, types.CreateMessageResult
+                ):
+                    request = types.CreateMessageRequest(
+                        params=types.CreateMessageRequestParams(messages=[message], max_tokens=10)
+                    )
+                    required = types.InputRequiredResult(
+                        input_requests={"roots": types.ListRootsRequest(), "llm": request},
+                        request_state=f"asked-by-{params.name}",
+                    )
+                    return required.model_dump(by_alias=True, mode="json", exclude_none=True)
+                if params.request_state != f"asked-by-{params.name}":
+                    raise MCPError(code=types.INVALID_PARAMS, message=f"lost state: {params.request_state}")
+                roots = roots_answer.roots
+            else:
+                roots = (await ctx.session.list_roots()).roots
+                sampled = await ctx.session.create_message(
+                    [message], max_tokens=10, related_request_id=ctx.request_id
+                )
+            content = sampled.content
+            text = content.text if isinstance(content, types.TextContent) else str(content)
+            return _text(json.dumps({"roots": [str(r.uri) for r in roots], "sampled": text}))
         raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {params.name}")
 
 
