@@ -14,6 +14,7 @@ and over HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import sys
@@ -86,6 +87,12 @@ async def no_update(subscription: Subscription, wait: float = 0.4) -> None:
             raise AssertionError(f"unexpected {event}")
 
 
+async def pid_of(client: Client, server: str) -> str:
+    result = await client.call_tool(f"{server}__pid", {})
+    assert not result.is_error, result
+    return result.content[0].text  # type: ignore[union-attr]
+
+
 async def watchers_become(client: Client, server: str, expected: list[str]) -> None:
     """The upstream's own account of what it is subscribed to (it changes just after a stream closes)."""
     with anyio.fail_after(5):
@@ -135,6 +142,28 @@ async def test_listen_stream_resource_subscriptions_reach_either_era_over_stdio(
     assert outcomes[secret(server)] == "denied"
     assert outcomes[unknown] != "ok"
     assert {row["method"] for row in rows} == {"subscriptions/listen"}
+
+
+@pytest.mark.parametrize("server", list(ERAS))
+async def test_listen_stream_subscriptions_survive_an_upstream_restart(server: str, tmp_path: Path) -> None:
+    """The restarted upstream is subscribed again, and the client's stream hears of changes as before."""
+    config = write_config(tmp_path)
+    async with (
+        gateway_stdio(config, mode="2026-07-28") as client,
+        client.listen(resource_subscriptions=[watched(server)]) as subscription,
+    ):
+        await watchers_become(client, server, ["test://watched"])
+        first = await pid_of(client, server)
+        await text_of(client, f"{server}__exit")
+        with anyio.fail_after(10):  # the gateway notices the exit and restarts it (backoff 0.25-0.5 s)
+            while True:
+                with contextlib.suppress(MCPError):  # not back yet
+                    if await pid_of(client, server) != first:
+                        break
+                await anyio.sleep(0.1)
+        await watchers_become(client, server, ["test://watched"])
+        await text_of(client, f"{server}__touch", {"uri": "test://watched"})
+        assert await next_update(subscription) == watched(server)
 
 
 # --- over HTTP: one gateway for the module, clients of both eras --------------------------------------

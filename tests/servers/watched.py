@@ -11,6 +11,7 @@ and three tools:
 - `roots()`: asks the client for its roots (handshake era: a `roots/list`
   request; 2026-07-28: an `input_required` result with a `roots/list` input
   request) and returns them, with whether the client declared the capability;
+- `exit()`: exits the process just after answering (the gateway restarts it); `pid()`: its process id;
 - `roots_and_sample()`: asks for the roots and a sampling completion at once
   (2026-07-28: both in one `input_required` result) and returns both.
 """
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import threading
 import warnings
 from collections import Counter
 from typing import Any, cast
@@ -50,6 +53,8 @@ TOOLS = [
     },
     {"name": "watchers", "description": "The URIs subscribed to now", "inputSchema": NO_ARGS},
     {"name": "roots", "description": "The client's roots", "inputSchema": NO_ARGS},
+    {"name": "exit", "description": "Exit the process just after answering", "inputSchema": NO_ARGS},
+    {"name": "pid", "description": "The process id", "inputSchema": NO_ARGS},
     {
         "name": "roots_and_sample",
         "description": "The client's roots and a sampled line",
@@ -130,6 +135,11 @@ class Watched:
             else:
                 roots = (await ctx.session.list_roots()).roots
             return _text(json.dumps({"roots": [str(r.uri) for r in roots], "declared": declared}))
+        if params.name == "pid":
+            return _text(str(os.getpid()))
+        if params.name == "exit":
+            threading.Timer(0.1, os._exit, (0,)).start()
+            return _text("exiting")
         if params.name == "roots_and_sample":
             message = types.SamplingMessage(role="user", content=types.TextContent(type="text", text="hi"))
             if modern:
