@@ -386,6 +386,7 @@ class Gateway:
         exchange = self.sampler.resumed(params, caller.persona)
         if exchange is not None:
             return await self.sampler.next_of(exchange, on_log=on_log)
+        params = self.sampler.roots_seal.open(params)
         if self._tasks is not None and self.sampler.needs_exchange(upstream.name, upstream.era, caller):
             exchange, runs_as = self.sampler.open_exchange(caller, timeout=timeout or upstream.timeout)
 

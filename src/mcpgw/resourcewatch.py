@@ -8,8 +8,9 @@ know (`mcpgw://<namespace>/...` or unprefixed).
 
 A handshake-era upstream is asked with `resources/subscribe`; a 2026-07-28
 upstream, which has no such method, on its `subscriptions/listen` stream (see
-`Upstream.watch`). Handshake-era clients subscribe this way; 2026-07-28 clients
-would ask on their own listen stream, which is not bridged yet.
+`Upstream.watch`). Handshake-era clients subscribe with `resources/subscribe`;
+2026-07-28 clients name the URIs on their own listen stream (`listening`), whose
+subscriptions are all dropped when the stream ends (`forget`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mcpgw import catalog as catalog_mod
+from mcpgw.errors import GatewayError
 
 if TYPE_CHECKING:
     from mcpgw.upstream import Upstream
@@ -37,6 +39,7 @@ class ResourceWatch:
         self._watchers: dict[tuple[str, str], weakref.WeakSet[Any]] = {}
         """(upstream name, upstream URI) -> connections; the exposed URI is derived when relaying."""
         self._exposed: dict[tuple[str, str], str] = {}
+        self._upstreams: dict[tuple[str, str], Upstream] = {}
 
     async def subscribe(
         self, upstream: Upstream, upstream_uri: str, exposed_uri: str, connection: Subscriber
@@ -48,6 +51,7 @@ class ResourceWatch:
             watchers = self._watchers[key] = weakref.WeakSet()
         watchers.add(connection)
         self._exposed[key] = exposed_uri
+        self._upstreams[key] = upstream
 
     async def unsubscribe(self, upstream: Upstream, upstream_uri: str, connection: Subscriber) -> None:
         key = (upstream.name, upstream_uri)
@@ -57,7 +61,22 @@ class ResourceWatch:
         watchers.discard(connection)
         if not watchers:
             del self._watchers[key]
+            self._upstreams.pop(key, None)
             await upstream.unwatch(upstream_uri)
+
+    async def forget(self, connection: Subscriber) -> None:
+        """Drop every subscription of `connection` (a listen stream that ended), by the upstream it went to.
+
+        By what was subscribed, not by the current catalog: a URI that has left the catalog
+        since is still unwatched upstream.
+        """
+        for key, watchers in list(self._watchers.items()):
+            upstream = self._upstreams.get(key)
+            if connection in watchers and upstream is not None:
+                try:
+                    await self.unsubscribe(upstream, key[1], connection)
+                except GatewayError as exc:  # a dead upstream has no subscription left to drop
+                    logger.debug("unwatching %s on %s failed: %s", key[1], key[0], exc)
 
     async def updated(self, upstream: str, upstream_uri: str, namespace: str | None) -> None:
         """The upstream says `upstream_uri` changed: tell the connections watching it."""

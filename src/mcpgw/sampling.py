@@ -44,6 +44,7 @@ from mcpgw.errors import DataBlocked, GatewayError, SamplingFailed, SamplingRefu
 from mcpgw.inflight import Caller as Caller
 from mcpgw.inflight import ClientChannel as ClientChannel
 from mcpgw.inflight import InFlight, LogSink
+from mcpgw.rootseal import RootsSeal
 
 if TYPE_CHECKING:
     from mcpgw.audit import AuditLog
@@ -207,6 +208,7 @@ class Sampler:
         self._audit = audit
         self._instructions = instructions
         self._roots = roots
+        self.roots_seal = RootsSeal()
         self._router: Any = None
         self._router_lock = anyio.Lock()
         self._exchanges: dict[str, Exchange] = {}
@@ -297,7 +299,8 @@ class Sampler:
         rounds = 0
         while result.get("resultType") == "input_required":
             if self.passes_through(server, result, caller):
-                return result
+                # Roots asked alongside are still mcpgw's to answer (see `rootseal`).
+                return self.roots_seal.take(result, lambda: self._roots_answer(server))
             rounds += 1
             if rounds > self.settings.max_rounds:
                 raise SamplingFailed(
@@ -312,13 +315,16 @@ class Sampler:
                 elif method == ELICITATION:
                     responses[key] = await self.elicit(server, params, caller)
                 elif method == ROOTS:
-                    responses[key] = {"roots": self._roots(server) if self._roots else []}
+                    responses[key] = self._roots_answer(server)
                 else:
                     raise SamplingRefused(
                         f"upstream '{server}' asked for {method!r}, which mcpgw cannot answer"
                     )
             result = await retry(responses, result.get("requestState"))
         return result
+
+    def _roots_answer(self, server: str) -> dict[str, Any]:
+        return {"roots": self._roots(server) if self._roots else []}
 
     # --- handshake-era upstream, 2026-07-28 client ------------------------------------------------
 

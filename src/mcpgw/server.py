@@ -50,6 +50,7 @@ from mcpgw import audit, version
 from mcpgw.errors import GatewayError, UpstreamTimeout
 from mcpgw.gateway import Gateway
 from mcpgw.hostcheck import transport_security
+from mcpgw.listening import ListenBridge
 from mcpgw.logrelay import LogLevels, LogSink
 from mcpgw.sampling import ClientChannel
 
@@ -348,7 +349,9 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
         version=version(),
         instructions=_instructions(gateway),
         cache_hints=hints,
-        on_subscriptions_listen=announcer.listen,
+        on_subscriptions_listen=ListenBridge(
+            gateway, plain=announcer.listen, shared=announcer.bus, persona_of=persona_of
+        ),
         # Mcp-Param header checks on 2026 HTTP would otherwise run the whole tools/list per call.
         get_tool_input_schema=lambda name: gateway.input_schema(name),
     )

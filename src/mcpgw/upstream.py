@@ -332,6 +332,8 @@ class Upstream:
                             tg.start_soon(self._ping, session)
                         if self.era == "stateless":
                             tg.start_soon(self._listen, session)
+                        if self._watched:
+                            tg.start_soon(self._rewatch)
                         await self._wakeup.wait()
                         tg.cancel_scope.cancel()
             if startup.cancelled_caught and self.state in ("starting", "restarting"):
@@ -561,6 +563,17 @@ class Upstream:
             await self.request("resources/unsubscribe", {"uri": uri})
             return
         self._restart_watch()
+
+    async def _rewatch(self) -> None:
+        """After a restart: the new session is asked again for what clients still watch."""
+        if self.era == "stateless":
+            self._restart_watch()
+            return
+        for uri in sorted(self._watched):
+            try:
+                await self.request("resources/subscribe", {"uri": uri})
+            except UpstreamError as exc:
+                logger.warning("upstream %s: %s is no longer watched: %s", self.name, uri, exc)
 
     def _restart_watch(self) -> None:
         """One listen stream carries every watched URI; a changed set means a new stream."""
