@@ -46,7 +46,7 @@ def registry_with_personas(
 async def test_every_kind_of_step_is_recorded(tmp_path: Path, audit_db: Path) -> None:
     config = registry_with_personas(
         tmp_path / "servers.toml",
-        {"up": {**upstream_server(), "timeout": 0.5}, "broken": {"command": str(tmp_path / "missing")}},
+        {"up": {**upstream_server(), "timeout": 1.0}, "broken": {"command": str(tmp_path / "missing")}},
         {"default": {"deny": ["up__pid"]}},
     )
     async with gateway_stdio(config, mode="legacy") as client:

@@ -150,6 +150,7 @@ async def test_a_tool_timeout_overrides_the_server_timeout(registry_file: Any, t
         }
     )
     async with gateway_stdio(config) as gateway:
+        await gateway.call_tool("slow__echo", {"message": "warm"})  # up, so the timed call is sent
         started = anyio.current_time()
         with pytest.raises(MCPError) as caught:
             await gateway.call_tool("slow__sleep", {"seconds": 10})
@@ -180,11 +181,11 @@ def test_calls_beyond_max_concurrent_wait_their_turn(registry_file: Any) -> None
             assert gateway.reply(f"s{i}")["result"]["content"][0]["text"] == "slept 0.3"
         assert gateway.call("a__peak")["result"]["content"][0]["text"] == "2"
         # A queued call waits within its own timeout, then says why it was never sent.
-        gateway.start_call("hog", "q__sleep", {"seconds": 2})
-        time.sleep(0.2)
+        gateway.start_call("hog", "q__sleep", {"seconds": 3})
+        time.sleep(0.6)  # the hog holds the slot (generous: a loaded machine is slow to send it)
         queued = gateway.call("q__echo", {"message": "me too"})
         assert "waited 0.5s for one of its 1 call slots" in queued["error"]["message"], queued
-        assert gateway.reply("hog")["result"]["content"][0]["text"] == "slept 2.0"
+        assert gateway.reply("hog")["result"]["content"][0]["text"] == "slept 3.0"
         assert gateway.call("q__echo", {"message": "now"})["result"]["content"][0]["text"] == "now"
     finally:
         gateway.close()
