@@ -27,7 +27,8 @@ import anyio
 import anyio.lowlevel
 from mcp.server.context import ServerRequestContext
 from mcp.server.subscriptions import ListenHandler, ResourceUpdated, ServerEvent, SubscriptionBus
-from mcp_types import SubscriptionsListenRequestParams, SubscriptionsListenResult
+from mcp.shared.exceptions import MCPError
+from mcp_types import INTERNAL_ERROR, SubscriptionsListenRequestParams, SubscriptionsListenResult
 
 from mcpgw import audit
 from mcpgw.errors import GatewayError
@@ -41,6 +42,11 @@ Ctx = ServerRequestContext[Any, Any]
 Listener = Callable[[ServerEvent], None]
 UNWATCH_TIMEOUT = 5.0
 """Seconds a closing stream waits for its upstream unsubscriptions (a hung upstream must not hold it)."""
+MAX_STREAMS = 1024
+"""Open listen streams with resource subscriptions, per server: each gets its own SDK `ListenHandler`,
+so the SDK's own cap (1024 streams per handler) does not bound them; this does."""
+MAX_URIS = 1024
+"""Resources one stream may subscribe: URIs beyond it are not honored (left out of the acknowledgement)."""
 
 
 class StreamBus:
@@ -89,13 +95,20 @@ class ListenBridge:
         """Serves the streams that name no resources (list changes only)."""
         self._shared = shared
         self._persona_of = persona_of
+        self._open = 0
 
     async def __call__(self, ctx: Ctx, params: SubscriptionsListenRequestParams) -> SubscriptionsListenResult:
         wanted = list(dict.fromkeys(params.notifications.resource_subscriptions or ()))
         if not wanted:
             return await self._plain(ctx, params)
+        if self._open >= MAX_STREAMS:
+            raise MCPError(INTERNAL_ERROR, f"Subscription limit reached ({MAX_STREAMS} listen streams)")
+        if len(wanted) > MAX_URIS:
+            logger.warning("listen stream: %d resources named, the first %d honored", len(wanted), MAX_URIS)
+            wanted = wanted[:MAX_URIS]
         stream = StreamBus(self._shared)
         persona = self._persona_of(ctx)
+        self._open += 1
         try:
             honored = [uri for uri in wanted if await self._watch(ctx, uri, persona, stream)]
             notifications = params.notifications.model_copy(
@@ -105,6 +118,7 @@ class ListenBridge:
                 ctx, params.model_copy(update={"notifications": notifications})
             )
         finally:
+            self._open -= 1
             # The client went away (cancellation) or the stream closed: its upstream subscriptions go too.
             with anyio.CancelScope(shield=True), anyio.move_on_after(UNWATCH_TIMEOUT):
                 await self._gateway.watch.forget(stream)
