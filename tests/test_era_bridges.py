@@ -296,3 +296,15 @@ async def test_a_client_cannot_change_the_roots_mcpgw_answered(gateway_url: str)
         )
         assert isinstance(done, types.CallToolResult)
         assert json.loads(done.content[0].text) == {"roots": ROOTS, "sampled": "x"}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("server", list(ERAS))
+async def test_a_handshake_client_that_leaves_without_unsubscribing_leaves_no_upstream_subscription(
+    gateway_url: str, server: str
+) -> None:
+    """Its HTTP session ends (the client closes it): the gateway drops what it subscribed upstream."""
+    async with Client(f"{gateway_url}/mcp", mode="legacy", cache=None) as observer:
+        async with Client(f"{gateway_url}/mcp", mode="legacy", cache=None) as leaver:
+            await leaver.subscribe_resource(watched(server))
+            await watchers_become(observer, server, ["test://watched"])
+        await watchers_become(observer, server, [])

@@ -414,6 +414,10 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
     return server, announcer
 
 
+_FORGETS = "mcpgw.forgets-subscriptions"
+"""Connection state key: its upstream subscriptions are dropped when it closes."""
+
+
 def _subscription(
     gateway: Gateway, persona_of: Callable[[Ctx], str | None], on: bool
 ) -> RequestHandler[Any, Any]:
@@ -425,7 +429,14 @@ def _subscription(
         async def work() -> dict[str, Any]:
             if connection is None:
                 raise MCPError(code=types.INVALID_REQUEST, message="resource subscriptions need a connection")
-            return await gateway.subscribe(_raw(ctx), persona=persona_of(ctx), connection=connection, on=on)
+            result = await gateway.subscribe(_raw(ctx), persona=persona_of(ctx), connection=connection, on=on)
+            if on and not connection.state.get(_FORGETS):
+                # A client that goes without unsubscribing (an HTTP session ended or timed out)
+                # must not leave its upstream subscriptions behind: the SDK unwinds each
+                # connection's exit stack, shielded and bounded, when it closes.
+                connection.state[_FORGETS] = True
+                connection.exit_stack.push_async_callback(gateway.watch.forget, connection)
+            return result
 
         return await _recorded(gateway, ctx, "subscribe", persona_of(ctx), work)
 
