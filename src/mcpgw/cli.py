@@ -192,30 +192,27 @@ async def _started_gateway(
 
 def _print_withheld(items: list[Any], console: Console) -> None:
     """What the pin/poisoning policy keeps from clients (see `mcpgw.pins`), and why."""
-    if not items:
-        return
-    table = Table(title=f"withheld: {len(items)} (clients do not see these; see `mcpgw pin --diff`)")
-    table.add_column("kind")
-    table.add_column("name", overflow="fold")
-    table.add_column("server")
-    table.add_column("reason", overflow="fold")
-    for item in items:
-        table.add_row(item.kind, escape(item.name), item.server, escape(item.reason))
-    console.print(table)
+    _print_items(items, console, title="withheld: {n} (clients do not see these; see `mcpgw pin --diff`)")
 
 
 def _print_warned(items: list[Any], console: Console) -> None:
     """Prototype mode: what is served only with a warning, i.e. what production mode would withhold."""
+    _print_items(
+        items,
+        console,
+        title="served with warnings: {n} (production mode would withhold these; see `mcpgw pin --diff`)",
+        reason="warning",
+    )
+
+
+def _print_items(items: list[Any], console: Console, *, title: str, reason: str = "reason") -> None:
     if not items:
         return
-    table = Table(
-        title=f"served with warnings: {len(items)} (production mode would withhold these; "
-        "see `mcpgw pin --diff`)"
-    )
+    table = Table(title=title.format(n=len(items)))
     table.add_column("kind")
     table.add_column("name", overflow="fold")
     table.add_column("server")
-    table.add_column("warning", overflow="fold")
+    table.add_column(reason, overflow="fold")
     for item in items:
         table.add_row(item.kind, escape(item.name), item.server, escape(item.reason))
     console.print(table)
