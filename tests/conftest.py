@@ -99,6 +99,21 @@ async def direct_stdio(entry: dict[str, Any], *, mode: str = "auto", **kwargs: A
         yield client
 
 
+def pin_registry(config: Path) -> tuple[Path, Any]:
+    """`mcpgw pin` on `config` through the real CLI; the lock file and the lock it wrote."""
+    from click.testing import CliRunner
+
+    from mcpgw import pins
+    from mcpgw.cli import cli
+
+    pinned = CliRunner().invoke(cli, ["pin", "--config", str(config)])
+    assert pinned.exit_code == 0, pinned.output
+    lock_file = config.parent / "servers.lock"
+    lock = pins.read_lock(lock_file)
+    assert lock is not None
+    return lock_file, lock
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -17,7 +17,7 @@ import pytest
 import tomlkit
 from click.testing import CliRunner
 
-from conftest import SERVERS, upstream_server, write_registry
+from conftest import SERVERS, pin_registry, upstream_server, write_registry
 from mcpgw import pins
 from mcpgw.cli import cli
 
@@ -33,11 +33,7 @@ def prototype(tmp_path_factory: pytest.TempPathFactory) -> Path:
     parsed = tomlkit.parse(config.read_text())
     parsed["personas"] = {"everyone": {}, "uponly": {"servers": ["up"]}}
     config.write_text(tomlkit.dumps(parsed))
-    pinned = CliRunner().invoke(cli, ["pin", "--config", str(config)])
-    assert pinned.exit_code == 0, pinned.output
-    lock_file = tmp / "servers.lock"
-    lock = pins.read_lock(lock_file)
-    assert lock is not None
+    lock_file, lock = pin_registry(config)
     assert "lookup" not in lock["mut"]["tools"], "pin must not pin a flagged item on its own"
     old = json.loads(lock["up"]["tools"]["add"].definition)
     lock["up"]["tools"]["add"] = pins.pin_of("tools", {**old, "description": "Add, as it was pinned."})

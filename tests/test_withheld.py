@@ -24,7 +24,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_types import PromptReference, ResourceTemplateReference
 
-from conftest import SERVERS, gateway_stdio, mcpgw_command, upstream_server, write_registry
+from conftest import SERVERS, gateway_stdio, mcpgw_command, pin_registry, upstream_server, write_registry
 from mcpgw import pins
 from mcpgw.cli import cli
 
@@ -47,11 +47,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         "rawonly": {"servers": ["raw"]},
     }
     config.write_text(tomlkit.dumps(parsed))
-    pinned = CliRunner().invoke(cli, ["pin", "--config", str(config)])
-    assert pinned.exit_code == 0, pinned.output
-    lock_file = tmp / "servers.lock"
-    lock = pins.read_lock(lock_file)
-    assert lock is not None
+    lock_file, lock = pin_registry(config)
     del lock["up"]["tools"]["echo"], lock["up"]["prompts"]["greet"]
     del lock["up"]["resource_templates"][TEMPLATE], lock["raw"]["resource_templates"][TEMPLATE]
     pins.write_lock(lock_file, lock)
