@@ -9,6 +9,7 @@ asserted on the upstream's side.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -481,6 +482,46 @@ async def test_valid_token_reaches_its_persona_and_is_audited(stack: Stack) -> N
             break
         await anyio.sleep(0.05)
     assert rows == [("reader", "sub=alice client_id=cli-1")]
+
+
+async def test_an_event_stream_is_closed_when_its_token_expires(stack: Stack) -> None:
+    """A GET stream opened with a token that has 3 s left ends then; the token is refused after."""
+    skew = config.AuthSettings.model_fields["clock_skew"].default
+    token = stack.mint(exp=int(time.time()) + 3 - int(skew))  # valid for 3 more seconds, skew included
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        opened = await http.post(f"{stack.gateway}/mcp", json=INITIALIZE, headers=headers)
+        assert opened.status_code == 200, opened.text
+        session = {
+            **headers,
+            "Mcp-Session-Id": opened.headers["mcp-session-id"],
+            "MCP-Protocol-Version": "2025-11-25",
+        }
+        initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        assert (await http.post(f"{stack.gateway}/mcp", json=initialized, headers=session)).status_code == 202
+        started = time.monotonic()
+        with anyio.fail_after(15):
+            async with http.stream(
+                "GET", f"{stack.gateway}/mcp", headers={**session, "Accept": "text/event-stream"}
+            ) as stream:
+                assert stream.status_code == 200
+                assert stream.headers["content-type"].startswith("text/event-stream")
+                with contextlib.suppress(httpx.RemoteProtocolError):  # cut mid-stream
+                    async for _ in stream.aiter_bytes():
+                        pass
+        lasted = time.monotonic() - started
+        assert 1.0 < lasted < 10, lasted  # open while the token was valid, closed at its expiry
+        refused = await http.post(f"{stack.gateway}/mcp", json=ECHO_CALL, headers=session)
+        assert refused.status_code == 401
+    for _ in range(100):
+        with sqlite3.connect(stack.audit) as db:
+            rows = db.execute(
+                "SELECT outcome, error FROM events WHERE kind = 'auth' AND outcome = 'expired'"
+            ).fetchall()
+        if rows:
+            break
+        await anyio.sleep(0.05)
+    assert rows == [("expired", "token expired; its open event stream was closed")]
 
 
 async def test_persona_endpoint_cannot_escape_the_tokens_persona(stack: Stack) -> None:

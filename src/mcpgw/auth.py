@@ -358,7 +358,7 @@ class Guard:
     async def _persona_gate(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[_PASSED] = True
         if self.settings.persona_claim is None:
-            await self.app(scope, receive, send)
+            await self._while_valid(scope, receive, send)
             return
         user = scope["user"]
         assert isinstance(user, AuthenticatedUser)
@@ -381,7 +381,40 @@ class Guard:
             deny = RequireAuthMiddleware(self.app, [], self.metadata_url(requested))
             await deny._send_auth_error(send, 403, "insufficient_scope", problem)
             return
-        await self.app(scope, receive, send)
+        await self._while_valid(scope, receive, send)
+
+    async def _while_valid(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request; an event stream it opens is closed when the token expires.
+
+        A token is checked once, when the request arrives, but an SSE stream (a handshake-era
+        GET stream, a 2026-07-28 listen stream, a long call's answer) can outlive it by hours.
+        Once the stream has started, its end is set to the token's expiry (with the clock
+        skew): the client must come back with a fresh token, and a resumable stream loses
+        nothing (`Last-Event-ID`). Plain JSON answers are not cut.
+        """
+        user = scope.get("user")
+        expires = user.access_token.expires_at if isinstance(user, AuthenticatedUser) else None
+        if expires is None:
+            await self.app(scope, receive, send)
+            return
+        with anyio.CancelScope() as stream:
+
+            async def watch(message: Any) -> None:
+                if message["type"] == "http.response.start" and _is_event_stream(message):
+                    stream.deadline = anyio.current_time() + max(0.0, expires - time.time())
+                await send(message)
+
+            await self.app(scope, receive, watch)
+        if stream.cancelled_caught:
+            logger.info("closed the event stream of %s: its token expired", principal(scope))
+            self._denied(scope, "token expired; its open event stream was closed", outcome="expired")
+
+
+def _is_event_stream(start: Any) -> bool:
+    return any(
+        k.lower() == b"content-type" and v.split(b";")[0].strip() == b"text/event-stream"
+        for k, v in start.get("headers", ())
+    )
 
 
 def _metadata_route(path: str, metadata: ProtectedResourceMetadata) -> Route:
