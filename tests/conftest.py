@@ -80,6 +80,18 @@ def mcpgw_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "mcpgw", *args]
 
 
+def run_mcpgw(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """One `mcpgw` command run to its end, its output captured (stdin closed: `serve` stops at once)."""
+    return subprocess.run(
+        mcpgw_command(*args),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **env} if env is not None else None,
+    )
+
+
 @asynccontextmanager
 async def gateway_stdio(
     config: Path, *, mode: str = "auto", extra: tuple[str, ...] = (), **kwargs: Any

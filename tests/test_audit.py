@@ -16,7 +16,7 @@ import tomlkit
 from click.testing import CliRunner
 from mcp.shared.exceptions import MCPError
 
-from conftest import gateway_stdio, mcpgw_command, upstream_server, write_registry
+from conftest import gateway_stdio, mcpgw_command, run_mcpgw, upstream_server, write_registry
 from mcpgw.cli import cli
 
 pytestmark = pytest.mark.anyio
@@ -114,13 +114,7 @@ def test_an_unwritable_database_is_a_clear_error_at_start(tmp_path: Path) -> Non
     config = registry_with_personas(
         tmp_path / "servers.toml", {"up": upstream_server()}, {}, audit={"path": str(blocker / "audit.db")}
     )
-    done = subprocess.run(
-        mcpgw_command("serve", "--config", str(config)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    done = run_mcpgw("serve", "--config", str(config))
     assert done.returncode == 2
     assert "cannot open the audit database" in done.stderr and "audit.path" in done.stderr
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +20,15 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from conftest import background, free_port, gateway_stdio, mcpgw_command, upstream_server, write_registry
+from conftest import (
+    background,
+    free_port,
+    gateway_stdio,
+    mcpgw_command,
+    run_mcpgw,
+    upstream_server,
+    write_registry,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -217,13 +224,7 @@ async def test_personas_over_http_share_upstreams_and_unknown_is_404(config: Pat
 
 
 def test_unknown_persona_on_the_cli_is_a_clear_error(config: Path) -> None:
-    done = subprocess.run(
-        mcpgw_command("serve", "--config", str(config), "--persona", "nope"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    done = run_mcpgw("serve", "--config", str(config), "--persona", "nope")
     assert done.returncode == 2
     assert "unknown persona 'nope'" in done.stderr and "triage" in done.stderr
 
@@ -249,12 +250,7 @@ def test_override_of_a_missing_tool_stops_the_start(tmp_path: Path) -> None:
 def test_rules_that_match_nothing_are_warnings(tmp_path: Path) -> None:
     path = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
     path.write_text(path.read_text() + '\n[personas.p]\nallow = ["up__echo", "gh__*"]\ndeny = ["nothing"]\n')
-    done = subprocess.run(
-        mcpgw_command("tools", "--config", str(path), "--persona", "p", "--json"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_mcpgw("tools", "--config", str(path), "--persona", "p", "--json")
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert [t["name"] for t in data["tools"]] == ["up__echo"]
@@ -265,23 +261,13 @@ def test_rules_that_match_nothing_are_warnings(tmp_path: Path) -> None:
 def test_persona_naming_an_unknown_server_is_a_config_error(tmp_path: Path) -> None:
     path = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
     path.write_text(path.read_text() + '\n[personas.p]\nservers = ["github"]\n')
-    done = subprocess.run(
-        [sys.executable, "-m", "mcpgw", "list-servers", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_mcpgw("list-servers", "--config", str(path))
     assert done.returncode == 2
     assert "persona 'p' names server 'github', which is not in [servers]" in done.stderr
 
 
 def test_personas_command_lists_counts(config: Path) -> None:
-    done = subprocess.run(
-        mcpgw_command("personas", "--config", str(config), "--json"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_mcpgw("personas", "--config", str(config), "--json")
     assert done.returncode == 0, done.stderr
     rows = {row["persona"]: row for row in json.loads(done.stdout)["personas"]}
     assert set(rows) == set(PERSONAS)
@@ -292,21 +278,11 @@ def test_personas_command_lists_counts(config: Path) -> None:
 
 
 def test_install_claude_desktop_with_a_persona(config: Path) -> None:
-    done = subprocess.run(
-        mcpgw_command("install", "claude-desktop", "--config", str(config), "--persona", "triage"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_mcpgw("install", "claude-desktop", "--config", str(config), "--persona", "triage")
     assert done.returncode == 0, done.stderr
     args = json.loads(done.stdout)["mcpServers"]["mcpgw"]["args"]
     assert args[-2:] == ["--persona", "triage"]
-    done = subprocess.run(
-        mcpgw_command("install", "claude-desktop", "--config", str(config), "--persona", "nope"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_mcpgw("install", "claude-desktop", "--config", str(config), "--persona", "nope")
     assert done.returncode == 2 and "unknown persona 'nope'" in done.stderr
 
 

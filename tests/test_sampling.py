@@ -12,10 +12,8 @@ personas each carry one sampling set-up (`/personas/NAME/mcp`).
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -30,7 +28,7 @@ import tomlkit
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from conftest import SERVERS, background, free_port, gateway_stdio, mcpgw_command
+from conftest import SERVERS, background, free_port, gateway_stdio, mcpgw_command, run_mcpgw
 
 pytestmark = pytest.mark.anyio
 
@@ -538,13 +536,7 @@ def test_unknown_route_stops_the_start(tmp_path: Path) -> None:
         {"modern": MODERN},
         {"routes": {"main": {"model": "openai/x"}}, "personas": {"default": {"routes": ["main", "nope"]}}},
     )
-    done = subprocess.run(
-        mcpgw_command("serve", "--config", str(config)),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_mcpgw("serve", "--config", str(config))
     assert done.returncode == 2
     assert "sampling.personas" in done.stderr
     assert "names route 'nope', which is not in [sampling.routes] (known: main)" in done.stderr
@@ -554,12 +546,8 @@ async def test_stats_shows_spend_per_persona_and_route(shared: Shared, model: St
     async with Client(shared.persona("failover"), mode="legacy", cache=None) as client:
         await client.call_tool("modern__summarize", {"text": "for the stats"})
     await wait_rows(shared, "failover", 1)
-    done = subprocess.run(
-        mcpgw_command("stats", "--config", str(shared.config), "--json"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "MCPGW_AUDIT_DB": str(shared.db)},
+    done = run_mcpgw(
+        "stats", "--config", str(shared.config), "--json", env={"MCPGW_AUDIT_DB": str(shared.db)}
     )
     assert done.returncode == 0, done.stderr
     spend = json.loads(done.stdout)["sampling"]
@@ -567,12 +555,8 @@ async def test_stats_shows_spend_per_persona_and_route(shared: Shared, model: St
     by_persona = {row["key"]: row for row in spend["persona"]}
     assert by_route["main"]["requests"] >= 1 and by_route["main"]["cost_usd"] > 0
     assert by_persona["failover"]["tokens"] > 0 and by_persona["failover"]["cost_usd"] > 0
-    table = subprocess.run(
-        mcpgw_command("stats", "--config", str(shared.config)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "MCPGW_AUDIT_DB": str(shared.db), "COLUMNS": "200"},
+    table = run_mcpgw(
+        "stats", "--config", str(shared.config), env={"MCPGW_AUDIT_DB": str(shared.db), "COLUMNS": "200"}
     )
     assert "sampling per persona" in table.stdout and "sampling per route" in table.stdout
 
