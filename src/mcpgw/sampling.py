@@ -463,11 +463,15 @@ class Sampler:
         return scope
 
     def spent(self, persona: str | None) -> tuple[int, float]:
+        tokens, usd = self._spent_today(persona)
+        return int(tokens), usd
+
+    def _spent_today(self, persona: str | None) -> list[float]:
+        """The running [tokens, usd] of `persona` today, seeded once per day from the audit log."""
         key = (persona or DEFAULT_PERSONA, _today())
         if key not in self._spent:
             self._spent[key] = self._spent_in_log(*key)
-        tokens, usd = self._spent[key]
-        return int(tokens), usd
+        return self._spent[key]
 
     def _spent_in_log(self, persona: str, day: str) -> list[float]:
         """What the audit log says this persona spent today (budgets survive restarts)."""
@@ -608,8 +612,7 @@ class Sampler:
         self.records.append(record)
         del self.records[:-100]
         if record.answered_by == "llm" and record.outcome == "ok":
-            key = (record.persona or DEFAULT_PERSONA, _today())
-            spent = self._spent.setdefault(key, self._spent_in_log(*key))
+            spent = self._spent_today(record.persona)
             spent[0] += record.input_tokens + record.output_tokens
             spent[1] += record.cost_usd
         logger.info(
