@@ -299,7 +299,7 @@ def open_for(settings: Any, *, source: str, detectors: Iterable[Detector] = ()) 
     """The gateway's audit log per `[audit]`: created, pruned, writer started; None when disabled."""
     if not settings.enabled:
         return None
-    path = Path(settings.path).expanduser() if settings.path else default_path()
+    path = path_for(settings)
     log = AuditLog(
         path,
         redactor=Redactor(
