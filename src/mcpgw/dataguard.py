@@ -79,9 +79,6 @@ class Detector:
             if self.check is None or self.check(text[start:end]):
                 yield start, end
 
-    def found(self, text: str) -> bool:
-        return next(self.spans(text), None) is not None
-
     def sub(self, text: str) -> tuple[str, int]:
         """`text` with every match replaced by this detector's marker, and how many there were."""
         pieces: list[str] = []

@@ -299,8 +299,6 @@ class Trust:
         self._stamp = _stamp(path)
         self._judged: dict[tuple[str, str, str, str], tuple[Status, list[poisoning.Finding]]] = {}
         self._reported: set[tuple[Any, ...]] = set()
-        self.withheld: dict[str, str] = {}
-        """Exposed name -> why, for the catalog last filtered."""
         self.withheld_items: list[WithheldItem] = []
         """What the catalog last filtered lost, with server, kind and reason (for listings)."""
         self.warned_items: list[WithheldItem] = []
@@ -466,7 +464,7 @@ class Trust:
                     name=resource["uri"],
                     outcome="warning",
                 )
-        self.withheld, self.withheld_items, self.unfiltered = withheld, items, catalog
+        self.withheld_items, self.unfiltered = items, catalog
         self.warned_items = warned
         if not withheld:
             return catalog
