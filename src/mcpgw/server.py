@@ -650,7 +650,6 @@ async def serve_stdio(gateway: Gateway, persona: str | None = None) -> None:
     stdout = await _event_loop_stdout()
     if stdin is not None and stdout is not None:
         stdin.reply = stdout.send_now
-    if stdin is not None and stdout is not None:
         # The channel now lives on duplicated descriptors; stray reads of fd 0 see EOF and stray
         # writes to fd 1 land in the log, as the SDK's own stdio server arranges.
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
