@@ -62,6 +62,7 @@ class ResourceWatch:
         if not watchers:
             del self._watchers[key]
             self._upstreams.pop(key, None)
+            self._exposed.pop(key, None)
             await upstream.unwatch(upstream_uri)
 
     async def forget(self, connection: Subscriber) -> None:
