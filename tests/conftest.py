@@ -115,8 +115,8 @@ def pin_registry(config: Path) -> tuple[Path, Any]:
     """`mcpgw pin` on `config` through the real CLI; the lock file and the lock it wrote."""
     from click.testing import CliRunner
 
-    from mcpgw import pins
     from mcpgw.cli import cli
+    from mcpgw.security import pins
 
     pinned = CliRunner().invoke(cli, ["pin", "--config", str(config)])
     assert pinned.exit_code == 0, pinned.output

@@ -340,7 +340,7 @@ def test_listed_origins_pass_the_dns_rebinding_check_and_others_do_not(stack: St
 
 
 def test_behind_a_proxy_the_public_host_is_accepted() -> None:
-    from mcpgw.hostcheck import transport_security
+    from mcpgw.server.hostcheck import transport_security
 
     registry = config.Registry.model_validate(
         {
@@ -360,7 +360,7 @@ def test_behind_a_proxy_the_public_host_is_accepted() -> None:
 
 
 async def test_jwks_outage_refuses_tokens_and_is_not_refetched_per_request(stack: Stack) -> None:
-    from mcpgw import auth
+    from mcpgw.server import auth
 
     settings = config.AuthSettings(
         issuer=stack.issuer, jwks_url=f"{stack.issuer}/broken-jwks", public_url=stack.gateway
@@ -416,7 +416,7 @@ def test_jwks_outage_answers_503_with_retry_after_and_cached_keys_keep_working(s
 
 
 def test_persona_from_a_scope_prefix_or_a_mapped_group() -> None:
-    from mcpgw import auth
+    from mcpgw.server import auth
 
     base = {"issuer": "https://a", "jwks_url": "https://a/jwks", "public_url": "https://gw"}
     by_scope = config.AuthSettings(**base, persona_claim="scope", persona_prefix="mcpgw:persona:")
@@ -685,7 +685,7 @@ def test_oauth_belongs_to_url_servers() -> None:
 
 
 def test_environment_wins_over_the_secrets_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mcpgw import credentials
+    from mcpgw.upstream import credentials
 
     secrets = tmp_path / "s.env"
     secrets.write_text("TOKEN=from-file\nOTHER=file-only\n")
@@ -701,7 +701,7 @@ async def test_upstream_401_gets_one_retry_with_a_new_token(stack: Stack) -> Non
     """Run last: two rotations drop the key of every token issued so far from the issuer's JWKS."""
     import httpx2
 
-    from mcpgw import credentials
+    from mcpgw.upstream import credentials
 
     oauth = config.UpstreamOAuth(
         token_url=f"{stack.issuer}/token", client_id="mcpgw", client_secret="s3cret", resource=stack.upstream

@@ -11,8 +11,8 @@ from conftest import upstream_server, write_registry
 from mcpgw import config
 from mcpgw.catalog import expose_uri, split_uri
 from mcpgw.cli import cli
+from mcpgw.core.gateway import Gateway
 from mcpgw.errors import NotFound
-from mcpgw.gateway import Gateway
 
 pytestmark = pytest.mark.anyio
 

@@ -21,10 +21,11 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from conftest import background, free_port, mcpgw_command, upstream_server, write_registry
+from mcpgw.audit.redact import Redactor
 from mcpgw.config import parse
-from mcpgw.dataguard import BUILTIN, Guard, custom_detectors
+from mcpgw.detectors import BUILTIN, custom_detectors
 from mcpgw.errors import ConfigError, DataBlocked
-from mcpgw.redact import Redactor
+from mcpgw.security.dataguard import Guard
 
 GITHUB = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
 JWT = (

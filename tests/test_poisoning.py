@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mcpgw import pins
 from mcpgw.errors import ConfigError
-from mcpgw.poisoning import scan_item, scan_text, shown
+from mcpgw.security import pins
+from mcpgw.security.poisoning import scan_item, scan_text, shown
 
 
 def rules(text: str, max_length: int = 2000) -> list[tuple[int, int, str]]:

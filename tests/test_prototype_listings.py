@@ -18,8 +18,8 @@ import tomlkit
 from click.testing import CliRunner
 
 from conftest import SERVERS, pin_registry, upstream_server, write_registry
-from mcpgw import pins
 from mcpgw.cli import cli
+from mcpgw.security import pins
 
 TINY = {"command": sys.executable, "args": [str(SERVERS / "tiny.py")]}
 MUT = {"command": sys.executable, "args": [str(SERVERS / "mutable.py"), "--poison", "--poison-template"]}

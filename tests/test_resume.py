@@ -17,7 +17,7 @@ import pytest
 import tomlkit
 
 from conftest import background, free_port, mcpgw_command, upstream_server
-from mcpgw.resume import BoundedEventStore
+from mcpgw.server.resume import BoundedEventStore
 
 pytestmark = pytest.mark.anyio
 

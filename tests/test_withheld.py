@@ -25,8 +25,8 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import PromptReference, ResourceTemplateReference
 
 from conftest import SERVERS, gateway_stdio, mcpgw_command, pin_registry, upstream_server, write_registry
-from mcpgw import pins
 from mcpgw.cli import cli
+from mcpgw.security import pins
 
 pytestmark = pytest.mark.anyio
 

@@ -19,14 +19,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mcpgw.catalog import Catalog, input_schema, split_uri
-from mcpgw.config import PersonaConfig, Registry, namespace_of
-from mcpgw.errors import ConfigError, InvalidRequest, NotFound
+from mcpgw.config import DEFAULT_PERSONA, PersonaConfig, Registry, namespace_of
+from mcpgw.errors import ConfigError, InvalidRequest, NotFound, UnknownPersona
 
 logger = logging.getLogger("mcpgw.personas")
 
 SEARCH_TOOL = "search_tools"
 CALL_TOOL = "call_tool"
 SEARCH_LIMIT = 10
+
+
+def resolve(registry: Registry, persona: str | None) -> str | None:
+    """The persona a request gets: the one chosen, else `default` if configured, else none."""
+    if persona is None:
+        return DEFAULT_PERSONA if DEFAULT_PERSONA in registry.personas else None
+    if persona not in registry.personas:
+        known = ", ".join(registry.personas) or "none are configured"
+        raise UnknownPersona(f"unknown persona {persona!r} (known: {known})")
+    return persona
 
 
 def _matches(name: str, patterns: Iterable[str]) -> bool:

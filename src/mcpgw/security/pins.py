@@ -40,16 +40,17 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import tomlkit
 
-from mcpgw import poisoning
 from mcpgw.catalog import Catalog, _template_regex, split_uri
+from mcpgw.catalog.personas import build_view
 from mcpgw.config import Mode, Registry
+from mcpgw.config.edit import write_atomically
 from mcpgw.errors import ConfigError, RegistryError
-from mcpgw.personas import build_view
-from mcpgw.registry import write_atomically
+from mcpgw.security import poisoning
 
 if TYPE_CHECKING:
-    from mcpgw.gateway import Gateway
-    from mcpgw.upstream import Upstream
+    from mcpgw.audit import AuditLog
+    from mcpgw.core.gateway import Gateway
+    from mcpgw.upstream.session import Upstream
 
 logger = logging.getLogger("mcpgw.pins")
 
@@ -289,12 +290,18 @@ class Trust:
     """Judges every catalog the gateway builds against the lock file and the poisoning checks."""
 
     def __init__(
-        self, path: Path, *, mode: Mode, max_description: int, gateway: Gateway | None = None
+        self,
+        path: Path,
+        *,
+        mode: Mode,
+        max_description: int,
+        audit: AuditLog | None = None,
+        reporting: bool = True,
     ) -> None:
         self.path = path
         self.mode = mode
         self.max_description = max_description
-        self.gateway = gateway
+        self.audit = audit
         self.lock = read_lock(path)
         self._stamp = _stamp(path)
         self._judged: dict[tuple[str, str, str, str], tuple[Status, list[poisoning.Finding]]] = {}
@@ -306,29 +313,23 @@ class Trust:
         withhold it), with the reason, so the listings can show it."""
         self.unfiltered: Catalog | None = None
         """The catalog last filtered, as built: what a persona would see if nothing were withheld."""
-        self.reporting = True
-        """Log and audit each new problem; off for the CLI's listings, which show them instead."""
+        self.reporting = reporting
+        """Log and audit each new problem, and watch the lock file; off for the CLI's one-shot
+        listings (`mcpgw tools`), which show the problems instead."""
 
     @classmethod
-    def install(cls, gateway: Gateway, registry_path: Path | None, *, listing: bool = False) -> Trust:
-        """Filter `gateway`'s catalogs from now on, and watch the lock file while it runs.
-
-        `listing`: for a one-shot look at the catalog (`mcpgw tools`): the same policy, but no
-        watching, and nothing logged or audited (the listing shows what is withheld and why).
-        """
-        registry = gateway.registry
+    def for_registry(
+        cls, registry: Registry, registry_path: Path | None, *, audit: AuditLog | None, reporting: bool
+    ) -> Trust:
+        """The policy of `registry` (its mode, its lock file next to `registry_path`)."""
         trust = cls(
             lock_path(registry, registry_path),
             mode=registry.gateway.mode,
             max_description=registry.security.max_description,
-            gateway=gateway,
+            audit=audit,
+            reporting=reporting,
         )
-        gateway.catalog_filter = trust.apply
-        if listing:
-            trust.reporting = False
-            return trust
-        gateway.background.append(lambda: trust.watch(gateway.refresh))
-        if trust.lock is None:
+        if reporting and trust.lock is None:
             if trust.mode == "production":
                 logger.error(
                     "production mode and no lock file at %s: every tool, prompt and resource template is "
@@ -402,9 +403,8 @@ class Trust:
             return
         self._reported.add(key)
         (logger.error if outcome == "withheld" else logger.warning)("%s", message)
-        audit_log = self.gateway.audit if self.gateway is not None else None
-        if audit_log is not None:
-            audit_log.event("security", server=server, name=name, outcome=outcome, error=message)
+        if self.audit is not None:
+            self.audit.event("security", server=server, name=name, outcome=outcome, error=message)
 
     def apply(self, catalog: Catalog) -> Catalog:
         """`catalog` without what the policy withholds (the same object when nothing is)."""

@@ -47,12 +47,12 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict
 
 from mcpgw import audit, version
+from mcpgw.core.gateway import Gateway
 from mcpgw.errors import GatewayError, UpstreamTimeout
-from mcpgw.gateway import Gateway
-from mcpgw.hostcheck import transport_security
-from mcpgw.listening import ListenBridge
-from mcpgw.logrelay import LogLevels, LogSink
 from mcpgw.sampling import ClientChannel
+from mcpgw.server.hostcheck import transport_security
+from mcpgw.server.listening import ListenBridge
+from mcpgw.upstream.logrelay import LogLevels, LogSink
 
 logger = logging.getLogger("mcpgw.server")
 
@@ -143,7 +143,7 @@ def _principal(ctx: Ctx) -> str | None:
     scope = getattr(ctx.request, "scope", None)
     if not isinstance(scope, dict) or "user" not in scope:
         return None
-    from mcpgw import auth
+    from mcpgw.server import auth
 
     return auth.principal(scope)
 
@@ -669,7 +669,7 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
 
     server, _ = build_server(gateway)
     security = transport_security(gateway.registry, bind=host)
-    from mcpgw import resume
+    from mcpgw.server import resume
 
     # As `server.streamable_http_app(...)`, plus an event store: dropped SSE streams can be resumed.
     app = resume.streamable_http_app(
@@ -711,7 +711,7 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
     app.router.routes.append(Route("/healthz", endpoint=health, methods=["GET"]))
     app.add_middleware(BodyLimit, limit=gateway.registry.gateway.max_request_bytes)
     if gateway.registry.auth is not None or gateway.registry.gateway.cors_origins:
-        from mcpgw import auth
+        from mcpgw.server import auth
 
         auth.install(
             app,
@@ -798,7 +798,7 @@ async def serve_http(
     """Serve streamable HTTP at http://host:port/mcp until a signal arrives."""
     import uvicorn
 
-    from mcpgw import auth
+    from mcpgw.server import auth
 
     auth.check_exposure(gateway.registry, host=host)
     app = http_app(gateway, host=host)

@@ -380,7 +380,7 @@ class SecuritySettings(_Strict):
     @field_validator("detectors")
     @classmethod
     def _detectors_compile(cls, detectors: dict[str, str]) -> dict[str, str]:
-        from mcpgw.dataguard import BUILTIN
+        from mcpgw.detectors import BUILTIN
 
         for name, pattern in detectors.items():
             if not DETECTOR_NAME_RE.match(name):
@@ -397,7 +397,7 @@ class SecuritySettings(_Strict):
 
     @model_validator(mode="after")
     def _rules_name_detectors(self) -> SecuritySettings:
-        from mcpgw.dataguard import BUILTIN
+        from mcpgw.detectors import BUILTIN
 
         known = {*BUILTIN, *self.detectors}
         for i, rule in enumerate(self.rules):

@@ -19,8 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from mcpgw import config as config_mod
-from mcpgw import registry as registry_mod
 from mcpgw.config import Registry, ServerConfig
+from mcpgw.config import edit as registry_mod
 from mcpgw.errors import GatewayError, RegistryError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -103,31 +103,26 @@ def serve(
     log_level: str,
 ) -> None:
     """Serve the merged catalog over stdio (for Claude Desktop, IDEs) or streamable HTTP."""
-    from mcpgw import audit
-    from mcpgw.gateway import Gateway
-    from mcpgw.server import serve_http, serve_stdio, stderr_logging
+    from mcpgw.server.handlers import serve_http, serve_stdio, stderr_logging
 
     stderr_logging(getattr(logging, log_level.upper()))
     registry, path = _load(config_path)
     source = str(path) if path else "the shipped default registry"
-    gateway = Gateway(registry)
-    gateway.resolve_persona(persona)
     if persona is not None and transport == "http":
         raise RegistryError(
             "--persona applies to stdio; over HTTP each persona has its own /personas/NAME/mcp"
         )
     if transport == "http" and registry.gateway.mode == "production":
-        from mcpgw import auth
+        from mcpgw.server import auth
 
         # Refuse an unsafe exposure before anything else is loaded or logged.
         auth.check_exposure(registry, host=host or registry.gateway.host)
-    from mcpgw.dataguard import Guard
-    from mcpgw.pins import Trust
+    from mcpgw.assembly import build_gateway
+    from mcpgw.catalog.personas import resolve
 
-    guard = gateway.guard = Guard.from_registry(registry)
-    detectors = guard.detectors_in_rules() if guard is not None else ()
-    audit_log = gateway.audit = audit.open_for(registry.audit, source=source, detectors=detectors)
-    Trust.install(gateway, path)
+    resolve(registry, persona)
+    built = build_gateway(registry, registry_path=path)
+    gateway, audit_log = built.gateway, built.audit
 
     async def ready(url: str) -> None:
         await gateway.wait_started()
@@ -180,14 +175,12 @@ async def _started_gateway(
     registry: Registry, body: Callable[[Any, Any], None], registry_path: Path | None
 ) -> None:
     """Start the gateway, filtered by the same pin/poisoning policy as `serve`; `body(gateway, trust)`."""
-    from mcpgw.gateway import Gateway
-    from mcpgw.pins import Trust
+    from mcpgw.assembly import build_gateway
 
-    gateway = Gateway(registry)
-    trust = Trust.install(gateway, registry_path, listing=True)
-    async with gateway.running():
-        await gateway.wait_started()
-        body(gateway, trust)
+    built = build_gateway(registry, registry_path=registry_path, purpose="listing")
+    async with built.gateway.running():
+        await built.gateway.wait_started()
+        body(built.gateway, built.trust)
 
 
 def _print_withheld(items: list[Any], console: Console) -> None:
@@ -630,7 +623,7 @@ def _print_problems(gateway: Any, console: Console) -> None:
 
 
 def _quiet_logs() -> None:
-    from mcpgw.server import stderr_logging
+    from mcpgw.server.handlers import stderr_logging
 
     stderr_logging(logging.ERROR)
 
@@ -703,16 +696,20 @@ def add_server(
         raise RegistryError(f"server {name!r}: {exc}") from None
     path = _edit_path(config_path)
     if not no_check:
-        tools_seen = anyio.run(_check_server, name, server)
+        # The registry being edited gives its limits and secrets file; a new file has the defaults.
+        registry = config_mod.load(path)[0] if path.exists() else Registry()
+        tools_seen = anyio.run(_check_server, name, server, registry)
         err.print(f"checked {name}: {tools_seen} tools")
     registry_mod.add_server(path, name, server)
     err.print(f"added [bold]{name}[/] to {path}")
 
 
-async def _check_server(name: str, server: ServerConfig) -> int:
-    from mcpgw.upstream import Upstream
+async def _check_server(name: str, server: ServerConfig, registry: Registry) -> int:
+    from mcpgw.upstream import credentials
+    from mcpgw.upstream.session import for_server
 
-    upstream = Upstream(name=name, config=server, timeout=server.timeout or 30.0, startup_timeout=30.0)
+    secrets = credentials.load_secrets(registry.gateway)
+    upstream = for_server(name, server, registry, secrets=secrets, restart=False)
     async with anyio.create_task_group() as tg:
         tg.start_soon(upstream.run)
         await upstream.wait_settled()
@@ -726,7 +723,7 @@ async def _check_server(name: str, server: ServerConfig) -> int:
 
 
 def _warn_findings(name: str, lists: Any, max_length: int = 2000) -> None:
-    from mcpgw.poisoning import scan_lists
+    from mcpgw.security.poisoning import scan_lists
 
     for finding in scan_lists(name, lists, max_length=max_length):
         err.print(f"[yellow]warning: possible tool poisoning:[/] {escape(str(finding))}")
@@ -771,8 +768,8 @@ def pin(
     With --tool/--prompt/--template (names as the server gives them, as --diff shows them),
     --approve accepts only those items and --diff shows only them; other changes stay pending.
     """
-    from mcpgw import pins
-    from mcpgw.poisoning import scan_lists
+    from mcpgw.security import pins
+    from mcpgw.security.poisoning import scan_lists
 
     if show_diff and approve:
         raise RegistryError("--diff shows, --approve accepts: give one of them")
@@ -873,17 +870,12 @@ def _counts(pinned: Any) -> str:
 async def _collect_lists(registry: Registry, names: list[str]) -> dict[str, Any]:
     """Start the named servers, take their lists, stop them; a server that does not start is an error."""
     from mcpgw.errors import UpstreamUnavailable
-    from mcpgw.upstream import Upstream
+    from mcpgw.upstream import credentials
+    from mcpgw.upstream.session import for_server
 
+    secrets = credentials.load_secrets(registry.gateway)
     upstreams = [
-        Upstream(
-            name=name,
-            config=registry.servers[name],
-            timeout=config_mod.call_timeout(registry, registry.servers[name]),
-            startup_timeout=registry.gateway.startup_timeout,
-            restart=False,
-        )
-        for name in names
+        for_server(name, registry.servers[name], registry, secrets=secrets, restart=False) for name in names
     ]
     async with anyio.create_task_group() as tg:
         for upstream in upstreams:

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from mcpgw.dataguard import AUDIT_ALWAYS, Detector
+from mcpgw.detectors import AUDIT_ALWAYS, Detector
 
 DEFAULT_SECRET_KEYS = (
     "password",

@@ -39,25 +39,25 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from mcpgw.bridge.exchange import EXCHANGE_KEEP, Exchange
+from mcpgw.bridge.rootseal import RootsSeal
 from mcpgw.config import DEFAULT_PERSONA, Registry, SamplingPolicy, SamplingRoute, SamplingScope
 from mcpgw.errors import DataBlocked, GatewayError, SamplingFailed, SamplingRefused
-from mcpgw.inflight import Caller as Caller
-from mcpgw.inflight import ClientChannel as ClientChannel
-from mcpgw.inflight import InFlight, LogSink
-from mcpgw.rootseal import RootsSeal
+from mcpgw.upstream.inflight import Caller as Caller
+from mcpgw.upstream.inflight import ClientChannel as ClientChannel
+from mcpgw.upstream.inflight import InFlight, LogSink
+from mcpgw.upstream.session import as_uri
 
 if TYPE_CHECKING:
     from mcpgw.audit import AuditLog
-    from mcpgw.dataguard import Guard
+    from mcpgw.security.dataguard import Guard
+    from mcpgw.upstream.session import Upstream
 
 logger = logging.getLogger("mcpgw.sampling")
 
 SAMPLING = "sampling/createMessage"
 ELICITATION = "elicitation/create"
 ROOTS = "roots/list"
-
-EXCHANGE_KEEP = 300.0
-"""Seconds a finished exchange waits for its client's last retry before it is forgotten."""
 
 
 @dataclass
@@ -99,84 +99,6 @@ class Record:
         }
 
 
-@dataclass
-class _Pending:
-    request: dict[str, Any]
-    answered: anyio.Event
-    response: dict[str, Any] | None = None
-
-
-class Exchange:
-    """A 2026-07-28 client's call whose handshake-era upstream asks for sampling or elicitation.
-
-    Such a client cannot be sent requests; it answers `input_required` results. The upstream
-    call keeps running in the gateway's task group; each request it sends mcpgw is handed to
-    the client in an `input_required` result (`requestState` names this exchange), and the
-    client's retry carries the answers back to the waiting upstream.
-    """
-
-    def __init__(self, persona: str | None, *, timeout: float) -> None:
-        self.token = "mcpgw-" + uuid.uuid4().hex
-        self.persona = persona
-        self.timeout = timeout
-        self.pending: dict[str, _Pending] = {}
-        self.changed = anyio.Event()
-        self.result: dict[str, Any] | None = None
-        self.error: BaseException | None = None
-        self.done = False
-        self.finished_at: float | None = None
-        self.listening: LogSink | None = None
-        """The log sink of the client's request waiting on this exchange now, if one is."""
-
-    async def log(self, level: str, data: Any, name: str | None) -> None:
-        """The upstream call's log sink: lines go to the client's request waiting now, if any."""
-        if self.listening is not None:
-            await self.listening(level, data, name)
-        else:
-            logger.debug("upstream log (%s, not relayed: no client request is waiting): %s", level, data)
-
-    async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        """The `ClientChannel.send` of the upstream call: waits for the client's retry."""
-        key = f"mcpgw-{len(self.pending) + 1}"
-        pending = _Pending({"method": method, "params": params}, anyio.Event())
-        self.pending[key] = pending
-        self.changed.set()
-        with anyio.move_on_after(self.timeout):
-            await pending.answered.wait()
-        if pending.response is None:
-            raise SamplingRefused(
-                f"the client did not answer the upstream's {method} within {self.timeout:g}s"
-            )
-        return pending.response
-
-    def answer(self, responses: Mapping[str, Any]) -> None:
-        for key, response in responses.items():
-            pending = self.pending.get(key)
-            if pending is not None and not pending.answered.is_set() and isinstance(response, dict):
-                pending.response = response
-                pending.answered.set()
-
-    def finish(self, result: dict[str, Any] | None, error: BaseException | None) -> None:
-        self.result, self.error, self.done = result, error, True
-        self.finished_at = time.monotonic()
-        self.changed.set()
-
-    async def next(self) -> dict[str, Any]:
-        """The call's result once the upstream finishes, or `input_required` while it waits on the client."""
-        while True:
-            self.changed = anyio.Event()
-            if self.done:
-                if self.error is not None:
-                    raise self.error
-                if self.result is None:
-                    raise SamplingFailed("the upstream call was cancelled (the gateway is stopping)")
-                return self.result
-            asked = {k: p.request for k, p in self.pending.items() if not p.answered.is_set()}
-            if asked:
-                return {"resultType": "input_required", "inputRequests": asked, "requestState": self.token}
-            await self.changed.wait()
-
-
 def _usd(amount: float) -> str:
     """Dollars as people read them: cents for real budgets, micro-dollars for tiny ones."""
     return f"{amount:.2f}" if amount >= 0.01 else f"{amount:.6f}"
@@ -193,21 +115,20 @@ class Sampler:
         self,
         registry: Registry,
         *,
-        audit: Callable[[], AuditLog | None] | None = None,
-        instructions: Callable[[str | None], str] | None = None,
-        roots: Callable[[str], list[dict[str, Any]]] | None = None,
-        guard: Callable[[], Guard | None] | None = None,
+        audit: AuditLog | None = None,
+        guard: Guard | None = None,
         inflight: InFlight | None = None,
+        upstreams: Mapping[str, Upstream] | None = None,
     ) -> None:
         self.inflight = inflight if inflight is not None else InFlight()
         """The calls in flight per upstream, shared with the gateway's log relay."""
         self.settings = registry.sampling
-        self._guard = guard
+        self.guard = guard
         """The gateway's data rules (`dataguard`), applied to what goes to a model or a client."""
         self.registry = registry
-        self._audit = audit
-        self._instructions = instructions
-        self._roots = roots
+        self.audit = audit
+        self._upstreams: Mapping[str, Upstream] = upstreams if upstreams is not None else {}
+        """The gateway's upstreams (filled as it builds them): their instructions for `includeContext`."""
         self.roots_seal = RootsSeal()
         self._router: Any = None
         self._router_lock = anyio.Lock()
@@ -217,10 +138,17 @@ class Sampler:
         self.records: list[Record] = []
         """The last requests' accounting (bounded); the audit log holds them all."""
 
-    @property
-    def audit(self) -> AuditLog | None:
-        """The gateway's audit log, looked up per use: the CLI opens it after building the gateway."""
-        return self._audit() if self._audit is not None else None
+    def _instructions(self, server: str | None) -> str:
+        """`includeContext`: what mcpgw knows of one upstream (or all): its instructions and tools."""
+        chosen = [u for u in self._upstreams.values() if server is None or u.name == server]
+        parts = []
+        for upstream in chosen:
+            tools = ", ".join(str(t.get("name")) for t in upstream.lists["tools"])
+            text = f"MCP server {upstream.name}" + (
+                f": {upstream.instructions}" if upstream.instructions else ""
+            )
+            parts.append(text + (f" (tools: {tools})" if tools else ""))
+        return "\n".join(parts)
 
     # --- policy ----------------------------------------------------------------------------------
 
@@ -324,7 +252,9 @@ class Sampler:
         return result
 
     def _roots_answer(self, server: str) -> dict[str, Any]:
-        return {"roots": self._roots(server) if self._roots else []}
+        server_config = self.registry.servers.get(server)
+        roots = server_config.roots if server_config is not None else []
+        return {"roots": [{"uri": as_uri(root)} for root in roots]}
 
     # --- handshake-era upstream, 2026-07-28 client ------------------------------------------------
 
@@ -400,7 +330,7 @@ class Sampler:
         try:
             if policy == "deny":
                 raise SamplingRefused(f"sampling for upstream '{server}' is denied by [sampling] policy")
-            guard = self._guard() if self._guard is not None else None
+            guard = self.guard
             if guard is not None:  # `sampling` rules: their `tools` globs match the upstream's name
                 params = guard.check_sampling(caller.persona, params, name=server)
             if policy == "relay" or (policy == "auto" and can_relay):
@@ -561,7 +491,7 @@ class Sampler:
         return result
 
     def _context(self, server: str, include: Any) -> str | None:
-        if include not in ("thisServer", "allServers") or self._instructions is None:
+        if include not in ("thisServer", "allServers"):
             return None
         return self._instructions(server if include == "thisServer" else None) or None
 

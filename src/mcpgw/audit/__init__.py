@@ -27,9 +27,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mcpgw.dataguard import Detector
+from mcpgw.audit.redact import Redactor
+from mcpgw.detectors import Detector
 from mcpgw.errors import ConfigError
-from mcpgw.redact import Redactor
 
 logger = logging.getLogger("mcpgw.audit")
 

@@ -34,7 +34,7 @@ from mcpgw import audit
 from mcpgw.errors import GatewayError
 
 if TYPE_CHECKING:
-    from mcpgw.gateway import Gateway
+    from mcpgw.core.gateway import Gateway
 
 logger = logging.getLogger("mcpgw.listening")
 
@@ -125,7 +125,9 @@ class ListenBridge:
 
     async def _watch(self, ctx: Ctx, uri: str, persona: str | None, stream: StreamBus) -> bool:
         """Subscribe `uri` for this stream, as one audited `subscribe` step; False when it is not honored."""
-        from mcpgw import server  # its request-describing helpers; imported here, as server imports us
+        from mcpgw.server import (
+            handlers as server,  # its request-describing helpers; imported here, as it imports us
+        )
 
         gateway = self._gateway
         step = audit.Step(

@@ -11,28 +11,32 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from mcp_types import LOG_LEVEL_META_KEY
 
-from mcpgw import audit, credentials
+from mcpgw import audit
 from mcpgw import catalog as catalog_mod
-from mcpgw import personas as personas_mod
 from mcpgw.audit import AuditLog
+from mcpgw.bridge.exchange import Exchange
 from mcpgw.catalog import Catalog, Problem, Route
-from mcpgw.config import DEFAULT_PERSONA, Registry, call_timeout, namespace_of
-from mcpgw.dataguard import Guard
-from mcpgw.errors import InvalidRequest, NotFound, Unavailable, UnknownPersona
-from mcpgw.inflight import InFlight
-from mcpgw.logrelay import LogRelay, LogSink
-from mcpgw.personas import View
-from mcpgw.resourcewatch import ResourceWatch, Subscriber
-from mcpgw.sampling import Caller, ClientChannel, Exchange, Sampler
-from mcpgw.upstream import ListKind, ProgressRelay, Upstream, forwardable_meta
-from mcpgw.upstream import _as_uri as as_uri
+from mcpgw.catalog import personas as personas_mod
+from mcpgw.catalog.personas import View
+from mcpgw.config import DEFAULT_PERSONA, Registry, namespace_of
+from mcpgw.core.watch import ResourceWatch, Subscriber
+from mcpgw.errors import InvalidRequest, NotFound, Unavailable
+from mcpgw.sampling import Caller, ClientChannel, Sampler
+from mcpgw.security.dataguard import Guard
+from mcpgw.upstream.inflight import InFlight
+from mcpgw.upstream.logrelay import LogRelay, LogSink
+from mcpgw.upstream.session import Hooks, ListKind, ProgressRelay, Upstream, forwardable_meta
+from mcpgw.upstream.session import for_server as upstream_for
+
+if TYPE_CHECKING:
+    from mcpgw.security.pins import Trust
 
 logger = logging.getLogger("mcpgw.gateway")
 
@@ -51,40 +55,40 @@ _LIST_OF: dict[ListKind, str] = {
 
 
 class Gateway:
-    def __init__(self, registry: Registry, *, audit: AuditLog | None = None) -> None:
+    """The running gateway: its upstreams, its catalog, and every request forwarded to them.
+
+    Built by `mcpgw.assembly.build_gateway`, which hands it what it uses: the audit log, the data
+    rules (`guard`) and the pin/poisoning policy (`trust`). Nothing is attached afterwards.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        audit: AuditLog | None = None,
+        guard: Guard | None = None,
+        trust: Trust | None = None,
+        secrets: Mapping[str, str] | None = None,
+    ) -> None:
         self.registry = registry
         self.audit = audit
+        self.guard = guard
+        """Data rules on arguments and results (`dataguard`); None when there are none."""
+        self.trust = trust
+        """Applied to every catalog built (pinned definitions, poisoning checks: see `pins.Trust`)."""
         self.upstreams: dict[str, Upstream] = {}
         self.inflight = InFlight()
         """The calls in flight per upstream: log lines and sampling requests are attributed from it."""
         self.logs = LogRelay(self.inflight)
         self.watch = ResourceWatch()
         self._namespaces: list[tuple[str, Upstream]] = []
-        secrets = credentials.load_secrets(registry.gateway)
         self.sampler = Sampler(
-            registry,
-            audit=lambda: self.audit,
-            instructions=self._instructions_of,
-            roots=self._roots_of,
-            guard=lambda: self.guard,
-            inflight=self.inflight,
+            registry, audit=audit, guard=guard, inflight=self.inflight, upstreams=self.upstreams
         )
         for name, server in registry.enabled_servers().items():
-            upstream = Upstream(
-                name=name,
-                config=server,
-                timeout=call_timeout(registry, server),
-                startup_timeout=registry.gateway.startup_timeout,
+            hooks = Hooks(
                 on_change=self._upstream_changed,
-                roots=list(server.roots),
                 on_state=self._upstream_state,
-                restart=server.restart,
-                backoff_max=registry.gateway.restart_backoff_max,
-                ping_interval=registry.gateway.ping_interval,
-                ping_timeout=registry.gateway.ping_timeout,
-                max_concurrent=server.max_concurrent or registry.gateway.max_concurrent,
-                max_result_bytes=registry.gateway.max_result_bytes,
-                secrets=secrets,
                 on_log=self.logs.deliver,
                 on_resource_updated=self._resource_updated,
                 on_sampling=self.sampler.on_sampling if self.sampler.answers_sampling(name) else None,
@@ -92,6 +96,7 @@ class Gateway:
                 if self.sampler.answers_elicitation(name)
                 else None,
             )
+            upstream = upstream_for(name, server, registry, secrets=secrets, hooks=hooks)
             self.upstreams[name] = upstream
             self._namespaces.append((namespace_of(name, server), upstream))
         self.catalog: Catalog = catalog_mod.build(self._namespaces)
@@ -103,14 +108,8 @@ class Gateway:
         self._in_flight = 0
         self._idle = anyio.Event()
         self.draining = False
-        self.catalog_filter: Callable[[Catalog], Catalog] | None = None
-        """Applied to every catalog built (pinned definitions, poisoning checks: see `pins.Trust`)."""
-        self.guard: Guard | None = None
-        """Data rules on arguments and results (`dataguard`); None when there are none."""
-        self.background: list[Callable[[], Coroutine[Any, Any, None]]] = []
-        """Tasks that run for as long as the gateway does (e.g. watching the lock file)."""
         self._tasks: anyio.abc.TaskGroup | None = None
-        """The gateway's own tasks: calls that outlive one downstream request (`sampling.Exchange`)."""
+        """The gateway's own tasks: calls that outlive one downstream request (`bridge.Exchange`)."""
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -121,8 +120,8 @@ class Gateway:
             for upstream in self.upstreams.values():
                 tg.start_soon(upstream.run)
             tg.start_soon(self._watch_startup)
-            for task in self.background:
-                tg.start_soon(task)
+            if self.trust is not None and self.trust.reporting:
+                tg.start_soon(self.trust.watch, self.refresh)
             self._tasks = tg
             try:
                 yield self
@@ -186,7 +185,7 @@ class Gateway:
 
     def _rebuild(self) -> Catalog:
         catalog = catalog_mod.build(self._namespaces)
-        self.catalog = self.catalog_filter(catalog) if self.catalog_filter is not None else catalog
+        self.catalog = self.trust.apply(catalog) if self.trust is not None else catalog
         for problem in self.catalog.problems:
             if problem not in self._reported:
                 self._reported.add(problem)
@@ -213,12 +212,7 @@ class Gateway:
 
     def resolve_persona(self, persona: str | None) -> str | None:
         """The persona a request gets: the one chosen, else `default` if configured, else none."""
-        if persona is None:
-            return DEFAULT_PERSONA if DEFAULT_PERSONA in self.registry.personas else None
-        if persona not in self.registry.personas:
-            known = ", ".join(self.registry.personas) or "none are configured"
-            raise UnknownPersona(f"unknown persona {persona!r} (known: {known})")
-        return persona
+        return personas_mod.resolve(self.registry, persona)
 
     def view(self, persona: str | None) -> View:
         """The persona's view of the current catalog, built once per catalog."""
@@ -417,22 +411,6 @@ class Gateway:
                 return await upstream.request(method, again, timeout=timeout, on_progress=on_progress)
 
             return await self.sampler.fulfil(upstream.name, result, caller, retry)
-
-    def _instructions_of(self, server: str | None) -> str:
-        """`includeContext`: what mcpgw knows of one upstream (or all): its instructions and tools."""
-        chosen = [u for u in self.upstreams.values() if server is None or u.name == server]
-        parts = []
-        for upstream in chosen:
-            tools = ", ".join(str(t.get("name")) for t in upstream.lists["tools"])
-            text = f"MCP server {upstream.name}" + (
-                f": {upstream.instructions}" if upstream.instructions else ""
-            )
-            parts.append(text + (f" (tools: {tools})" if tools else ""))
-        return "\n".join(parts)
-
-    def _roots_of(self, server: str) -> list[dict[str, Any]]:
-        upstream = self.upstreams.get(server)
-        return [{"uri": as_uri(root)} for root in upstream.roots] if upstream is not None else []
 
     async def _search(self, persona: str | None, arguments: Mapping[str, Any]) -> dict[str, Any]:
         query = arguments.get("query")

@@ -52,9 +52,10 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter, ValidationError
 
-from mcpgw import credentials, version
-from mcpgw.config import ServerConfig, expand, resolved_command
+from mcpgw import version
+from mcpgw.config import Registry, ServerConfig, call_timeout, expand, resolved_command
 from mcpgw.errors import ConfigError, GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from mcpgw.upstream import credentials
 
 logger = logging.getLogger("mcpgw.upstream")
 
@@ -606,7 +607,7 @@ class Upstream:
 
     async def _list_roots(self, ctx: Any) -> types.ListRootsResult:
         return types.ListRootsResult(
-            roots=[types.Root.model_validate({"uri": _as_uri(r)}) for r in self.roots]
+            roots=[types.Root.model_validate({"uri": as_uri(r)}) for r in self.roots]
         )
 
     async def _sample(
@@ -740,6 +741,55 @@ class Upstream:
         return result
 
 
+@dataclass(frozen=True)
+class Hooks:
+    """What an upstream tells the gateway that owns it (all optional: the CLI's checks need none)."""
+
+    on_change: Callable[[Upstream, tuple[ListKind, ...]], Coroutine[Any, Any, None]] | None = None
+    on_state: Callable[[Upstream], None] | None = None
+    on_log: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
+    on_resource_updated: Callable[[str, str], Awaitable[None]] | None = None
+    on_sampling: InputAnswer | None = None
+    on_elicitation: InputAnswer | None = None
+
+
+def for_server(
+    name: str,
+    server: ServerConfig,
+    registry: Registry,
+    *,
+    secrets: Mapping[str, str] | None = None,
+    hooks: Hooks | None = None,
+    restart: bool | None = None,
+) -> Upstream:
+    """The one way an `Upstream` is made from the registry: its limits, timeouts and hooks.
+
+    `restart`: None follows the server's own `restart`; the CLI's one-shot checks pass False.
+    """
+    settings = registry.gateway
+    hooks = hooks or Hooks()
+    return Upstream(
+        name=name,
+        config=server,
+        timeout=call_timeout(registry, server),
+        startup_timeout=settings.startup_timeout,
+        roots=list(server.roots),
+        restart=server.restart if restart is None else restart,
+        backoff_max=settings.restart_backoff_max,
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
+        max_concurrent=server.max_concurrent or settings.max_concurrent,
+        max_result_bytes=settings.max_result_bytes,
+        secrets=dict(secrets or {}),
+        on_change=hooks.on_change,
+        on_state=hooks.on_state,
+        on_log=hooks.on_log,
+        on_resource_updated=hooks.on_resource_updated,
+        on_sampling=hooks.on_sampling,
+        on_elicitation=hooks.on_elicitation,
+    )
+
+
 class UpstreamReplyError(UpstreamError):
     """The upstream answered with a JSON-RPC error; relayed downstream with its own code."""
 
@@ -781,7 +831,7 @@ def describe(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def _as_uri(root: str) -> str:
+def as_uri(root: str) -> str:
     if "://" in root:
         return root
     return Path(root).expanduser().resolve().as_uri()

@@ -18,8 +18,8 @@ import logging
 import weakref
 from typing import Any
 
-from mcpgw.inflight import InFlight
-from mcpgw.inflight import LogSink as LogSink
+from mcpgw.upstream.inflight import InFlight
+from mcpgw.upstream.inflight import LogSink as LogSink
 
 logger = logging.getLogger("mcpgw.logrelay")
 

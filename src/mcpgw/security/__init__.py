@@ -1,0 +1,1 @@
+"""Trust and data protection: pinned definitions, poisoning checks and data rules."""
