@@ -9,9 +9,10 @@ all build through here, so what they run is what is served.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from mcpgw import audit as audit_mod
 from mcpgw.audit import AuditLog
@@ -41,11 +42,14 @@ def build_gateway(
     registry_path: Path | None = None,
     purpose: Purpose = "serve",
     audit: AuditLog | Literal["registry"] | None = "registry",
+    in_process: Mapping[str, Any] | None = None,
 ) -> Assembly:
     """Build the gateway `registry` describes.
 
     `audit`: "registry" opens the log `[audit]` configures (for `serve`); a given `AuditLog` (tests)
-    or None (no audit) is used as is. A listing never audits.
+    or None (no audit) is used as is. A listing never audits. `in_process`: servers of the registry
+    served by an in-process lowlevel `Server` instead of their configured transport (the tests'
+    parity harness; an embedder's own servers).
     """
     secrets = credentials.load_secrets(registry.gateway)  # first: a missing file stops before any write
     guard = Guard.from_registry(registry)
@@ -64,5 +68,6 @@ def build_gateway(
         guard=guard,
         trust=trust,
         secrets=secrets,
+        in_process=in_process,
     )
     return Assembly(gateway=gateway, trust=trust, audit=audit_log)

@@ -69,6 +69,7 @@ class Gateway:
         guard: Guard | None = None,
         trust: Trust | None = None,
         secrets: Mapping[str, str] | None = None,
+        in_process: Mapping[str, Any] | None = None,
     ) -> None:
         self.registry = registry
         self.audit = audit
@@ -96,7 +97,9 @@ class Gateway:
                 if self.sampler.answers_elicitation(name)
                 else None,
             )
-            upstream = upstream_for(name, server, registry, secrets=secrets, hooks=hooks)
+            upstream = upstream_for(
+                name, server, registry, secrets=secrets, hooks=hooks, in_process=(in_process or {}).get(name)
+            )
             self.upstreams[name] = upstream
             self._namespaces.append((namespace_of(name, server), upstream))
         self.catalog: Catalog = catalog_mod.build(self._namespaces)

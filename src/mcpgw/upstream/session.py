@@ -52,7 +52,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter, ValidationError
 
-from mcpgw import version
+from mcpgw import _compat, version
 from mcpgw.config import Registry, ServerConfig, call_timeout, expand, resolved_command
 from mcpgw.errors import ConfigError, GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from mcpgw.upstream import credentials
@@ -218,6 +218,9 @@ class Upstream:
     """Answers the upstream's `sampling/createMessage`; when set, mcpgw declares sampling to it."""
     on_elicitation: InputAnswer | None = None
     """Answers the upstream's `elicitation/create`; when set, mcpgw declares elicitation to it."""
+    in_process: Any = None
+    """A lowlevel `Server` (or `MCPServer`) served in this process instead of the configured
+    transport: the tests' parity harness builds the whole gateway in memory with it."""
 
     state: State = "starting"
     error: str | None = None
@@ -410,6 +413,8 @@ class Upstream:
         return session
 
     async def _open_transport(self, stack: AsyncExitStack) -> tuple[Any, Any]:
+        if self.in_process is not None:
+            return await stack.enter_async_context(_compat.in_memory_transport(self.in_process))
         config = self.config
         env = credentials.environ(self.secrets) if self.secrets else None
         if config.kind == "stdio":
@@ -761,6 +766,7 @@ def for_server(
     secrets: Mapping[str, str] | None = None,
     hooks: Hooks | None = None,
     restart: bool | None = None,
+    in_process: Any = None,
 ) -> Upstream:
     """The one way an `Upstream` is made from the registry: its limits, timeouts and hooks.
 
@@ -787,6 +793,7 @@ def for_server(
         on_resource_updated=hooks.on_resource_updated,
         on_sampling=hooks.on_sampling,
         on_elicitation=hooks.on_elicitation,
+        in_process=in_process,
     )
 
 
