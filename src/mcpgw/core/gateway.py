@@ -9,14 +9,12 @@ Transport concerns (stdio, HTTP, eras on the wire) belong to `server`.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-from mcp_types import LOG_LEVEL_META_KEY
 
 from mcpgw import audit
 from mcpgw import catalog as catalog_mod
@@ -26,13 +24,15 @@ from mcpgw.catalog import Catalog, Problem, Route
 from mcpgw.catalog import personas as personas_mod
 from mcpgw.catalog.personas import View
 from mcpgw.config import DEFAULT_PERSONA, Registry, namespace_of
+from mcpgw.core import kinds
+from mcpgw.core.pipeline import Pipeline, Request
 from mcpgw.core.watch import ResourceWatch, Subscriber
-from mcpgw.errors import InvalidRequest, NotFound, Unavailable
+from mcpgw.errors import NotFound, Unavailable
 from mcpgw.sampling import Caller, ClientChannel, Sampler
 from mcpgw.security.dataguard import Guard
 from mcpgw.upstream.inflight import InFlight
 from mcpgw.upstream.logrelay import LogRelay, LogSink
-from mcpgw.upstream.session import Hooks, ListKind, ProgressRelay, Upstream, forwardable_meta
+from mcpgw.upstream.session import Hooks, ListKind, ProgressRelay, Upstream
 from mcpgw.upstream.session import for_server as upstream_for
 
 if TYPE_CHECKING:
@@ -111,6 +111,7 @@ class Gateway:
         self._in_flight = 0
         self._idle = anyio.Event()
         self.draining = False
+        self.pipeline = Pipeline(self)
         self._tasks: anyio.abc.TaskGroup | None = None
         """The gateway's own tasks: calls that outlive one downstream request (`bridge.Exchange`)."""
 
@@ -148,7 +149,7 @@ class Gateway:
         return self._in_flight
 
     @asynccontextmanager
-    async def _tracked(self) -> AsyncIterator[None]:
+    async def tracked(self) -> AsyncIterator[None]:
         if self.draining:
             raise Unavailable("mcpgw is shutting down and takes no new requests")
         if self._in_flight == 0:
@@ -254,7 +255,7 @@ class Gateway:
                     break
         return schema
 
-    async def _resolve(
+    async def lookup(
         self,
         persona: str | None,
         lookup: Callable[[View], T],
@@ -293,7 +294,7 @@ class Gateway:
             return  # otherwise unknown everywhere: an error, not a denial
         audit.note(outcome="denied")
 
-    # --- forwarding ------------------------------------------------------------------------------
+    # --- forwarding: every kind through the one pipeline (`core.pipeline`) -----------------------
 
     async def call_tool(
         self,
@@ -304,59 +305,29 @@ class Gateway:
         on_log: LogSink | None = None,
         client: ClientChannel | None = None,
     ) -> dict[str, Any]:
-        name = params.get("name")
-        if not isinstance(name, str):
-            raise InvalidRequest("tools/call needs a tool name")
-        arguments = params.get("arguments")
-        if arguments is not None and not isinstance(arguments, dict):
-            raise InvalidRequest(f"arguments of {name} must be an object")
-        view = self.view(persona)
-        if view.search and name == personas_mod.SEARCH_TOOL:
-            return await self._search(persona, arguments or {})
-        if view.search:
-            if name != personas_mod.CALL_TOOL:
-                raise NotFound(f"Unknown tool: {name}")
-            inner = (arguments or {}).get("name")
-            if not isinstance(inner, str):
-                raise InvalidRequest(f"{personas_mod.CALL_TOOL} needs the name of a tool found by search")
-            name, arguments = inner, (arguments or {}).get("arguments")
-            if arguments is not None and not isinstance(arguments, dict):
-                raise InvalidRequest(f"arguments of {name} must be an object")
-        view, entry = await self._resolve(
-            persona, lambda v: v.tool(name), withheld=lambda c: name in c.withheld_tools
-        )
-        route = self.catalog.tool(entry.target)
-        audit.note(server=route.upstream.name)
-        upstream_params = _with_extras({"name": route.name}, params)
-        sent = view.arguments(entry, arguments)
-        guard = self.guard
-        if guard is not None and sent is not None:
-            sent = guard.check("arguments", view.persona, entry.target, sent)
-        if sent is not None:
-            upstream_params["arguments"] = sent
-        timeout = route.upstream.config.tool_timeouts.get(route.name)
-        if on_log is not None and route.upstream.era == "stateless":
-            # A 2026-07-28 upstream logs only for a request that opts in; mcpgw filters per client.
-            upstream_params.setdefault("_meta", {})[LOG_LEVEL_META_KEY] = "debug"
-        async with self._tracked():
-            result = await self._request_with_input(
-                route.upstream,
-                "tools/call",
-                upstream_params,
-                persona=persona,
-                client=client,
-                on_progress=on_progress,
-                on_log=on_log,
-                timeout=timeout,
-            )
-        namespace = self.catalog.namespace_of(route.upstream)
-        if namespace and isinstance(result.get("content"), list):
-            result["content"] = catalog_mod.rewrite_content_uris(result["content"], namespace)
-        if guard is not None:
-            result = guard.check("results", view.persona, entry.target, result)
-        return result
+        request = Request(params, persona, client=client, on_progress=on_progress, on_log=on_log)
+        return await self.pipeline.run(kinds.CALL_TOOL, request)
 
-    async def _request_with_input(
+    async def read_resource(
+        self, params: Mapping[str, Any], *, persona: str | None = None, client: ClientChannel | None = None
+    ) -> dict[str, Any]:
+        return await self.pipeline.run(kinds.READ_RESOURCE, Request(params, persona, client=client))
+
+    async def get_prompt(
+        self, params: Mapping[str, Any], *, persona: str | None = None, client: ClientChannel | None = None
+    ) -> dict[str, Any]:
+        return await self.pipeline.run(kinds.GET_PROMPT, Request(params, persona, client=client))
+
+    async def complete(self, params: Mapping[str, Any], *, persona: str | None = None) -> dict[str, Any]:
+        return await self.pipeline.run(kinds.COMPLETE, Request(params, persona))
+
+    async def subscribe(
+        self, params: Mapping[str, Any], *, persona: str | None, connection: Subscriber, on: bool = True
+    ) -> dict[str, Any]:
+        """`resources/subscribe` (or, with `on=False`, `unsubscribe`) for one downstream connection."""
+        return await self.pipeline.run(kinds.Subscribe(connection, on=on), Request(params, persona))
+
+    async def bridge_request(
         self,
         upstream: Upstream,
         method: str,
@@ -415,135 +386,13 @@ class Gateway:
 
             return await self.sampler.fulfil(upstream.name, result, caller, retry)
 
-    async def _search(self, persona: str | None, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        query = arguments.get("query")
-        if not isinstance(query, str) or not query.strip():
-            raise InvalidRequest(f"{personas_mod.SEARCH_TOOL} needs a query")
-        limit = arguments.get("limit", personas_mod.SEARCH_LIMIT)
-        await self.wait_started()
-        found = self.view(persona).search_tools(
-            query, limit if isinstance(limit, int) else personas_mod.SEARCH_LIMIT
-        )
-        tools = [{k: tool[k] for k in ("name", "description", "inputSchema") if k in tool} for tool in found]
-        text = json.dumps({"tools": tools}, ensure_ascii=False)
-        return {"content": [{"type": "text", "text": text}], "structuredContent": {"tools": tools}}
-
-    async def read_resource(
-        self, params: Mapping[str, Any], *, persona: str | None = None, client: ClientChannel | None = None
-    ) -> dict[str, Any]:
-        uri = params.get("uri")
-        if not isinstance(uri, str):
-            raise InvalidRequest("resources/read needs a uri")
-        await self._resolve(
-            persona, lambda v: v.check_resource(uri, self.catalog), withheld=lambda c: c.withholds_uri(uri)
-        )
-        route = await self._route(lambda c: c.resource(uri))
-        audit.note(server=route.upstream.name)
-        async with self._tracked():
-            result = await self._request_with_input(
-                route.upstream,
-                "resources/read",
-                _with_extras({"uri": route.name}, params),
-                persona=persona,
-                client=client,
-            )
-        namespace = self.catalog.namespace_of(route.upstream)
-        if namespace:
-            result["contents"] = [
-                {**item, "uri": catalog_mod.expose_uri(namespace, item["uri"])}
-                if isinstance(item, dict) and isinstance(item.get("uri"), str)
-                else item
-                for item in result.get("contents") or []
-            ]
-        if self.guard is not None:
-            result = self.guard.check("results", self.resolve_persona(persona), uri, result)
-        return result
-
-    async def subscribe(
-        self, params: Mapping[str, Any], *, persona: str | None, connection: Subscriber, on: bool = True
-    ) -> dict[str, Any]:
-        """`resources/subscribe` (or, with `on=False`, `unsubscribe`) for one downstream connection."""
-        uri = params.get("uri")
-        if not isinstance(uri, str):
-            raise InvalidRequest(f"resources/{'subscribe' if on else 'unsubscribe'} needs a uri")
-        await self._resolve(
-            persona, lambda v: v.check_resource(uri, self.catalog), withheld=lambda c: c.withholds_uri(uri)
-        )
-        route = await self._route(lambda c: c.resource(uri))
-        audit.note(server=route.upstream.name)
-        if on:
-            await self.watch.subscribe(route.upstream, route.name, uri, connection)
-        else:
-            await self.watch.unsubscribe(route.upstream, route.name, connection)
-        return {}
-
     async def _resource_updated(self, upstream: str, uri: str) -> None:
         namespace = (
             self.catalog.namespace_of(self.upstreams[upstream]) if upstream in self.upstreams else None
         )
         await self.watch.updated(upstream, uri, namespace)
 
-    async def get_prompt(
-        self, params: Mapping[str, Any], *, persona: str | None = None, client: ClientChannel | None = None
-    ) -> dict[str, Any]:
-        name = params.get("name")
-        if not isinstance(name, str):
-            raise InvalidRequest("prompts/get needs a prompt name")
-        await self._resolve(
-            persona, lambda v: v.check_prompt(name), withheld=lambda c: name in c.withheld_prompts
-        )
-        route = await self._route(lambda c: c.prompt(name))
-        audit.note(server=route.upstream.name)
-        upstream_params = _with_extras({"name": route.name}, params)
-        if params.get("arguments") is not None:
-            upstream_params["arguments"] = params["arguments"]
-        async with self._tracked():
-            result = await self._request_with_input(
-                route.upstream, "prompts/get", upstream_params, persona=persona, client=client
-            )
-        namespace = self.catalog.namespace_of(route.upstream)
-        if namespace:
-            for message in result.get("messages") or []:
-                if isinstance(message, dict) and isinstance(message.get("content"), dict):
-                    message["content"] = catalog_mod.rewrite_content_uris([message["content"]], namespace)[0]
-        if self.guard is not None:
-            result = self.guard.check("results", self.resolve_persona(persona), name, result)
-        return result
-
-    async def complete(self, params: Mapping[str, Any], *, persona: str | None = None) -> dict[str, Any]:
-        ref = params.get("ref")
-        if not isinstance(ref, dict):
-            raise InvalidRequest("completion/complete needs a ref")
-        if ref.get("type") == "ref/prompt":
-            name = str(ref.get("name"))
-            await self._resolve(
-                persona, lambda v: v.check_prompt(name), withheld=lambda c: name in c.withheld_prompts
-            )
-            route = await self._route(lambda c: c.prompt(name))
-            upstream_ref = {**ref, "name": route.name}
-        elif ref.get("type") == "ref/resource":
-            uri = str(ref.get("uri"))
-            await self._resolve(
-                persona,
-                lambda v: _check_completion_uri(v, uri),
-                withheld=lambda c: uri in c.withheld_templates or c.withholds_uri(uri),
-            )
-            route = await self._route(lambda c: c.resource(uri))
-            upstream_ref = {**ref, "uri": route.name}
-        else:
-            raise NotFound(f"Unknown completion reference type: {ref.get('type')}")
-        if "completions" not in route.upstream.capabilities:
-            return {"completion": {"values": [], "hasMore": False}}
-        upstream_params = _with_extras({"ref": upstream_ref}, params)
-        for key in ("argument", "context"):
-            if key in params:
-                upstream_params[key] = params[key]
-        caller = Caller(persona=self.resolve_persona(persona))
-        async with self._tracked():
-            with self.inflight.calling(route.upstream.name, caller):
-                return await route.upstream.request("completion/complete", upstream_params)
-
-    async def _route(self, lookup: Callable[[Catalog], Route]) -> Route:
+    async def route(self, lookup: Callable[[Catalog], Route]) -> Route:
         """Look a name up in the full catalog (after the persona allowed it), waiting out start-up."""
         try:
             return lookup(self.catalog)
@@ -552,20 +401,3 @@ class Gateway:
                 raise
         await self.wait_started()
         return lookup(self.catalog)
-
-
-def _check_completion_uri(view: View, uri: str) -> None:
-    listed = {r["uri"] for r in view.resources} | {str(t.get("uriTemplate")) for t in view.resource_templates}
-    if uri not in listed:
-        raise NotFound(f"Unknown resource: {uri}")
-
-
-def _with_extras(base: dict[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    """Carry the client's own `_meta` keys and 2026 multi-round-trip fields upstream."""
-    meta = forwardable_meta(params.get("_meta"))
-    if meta:
-        base["_meta"] = meta
-    for key in ("inputResponses", "requestState"):
-        if key in params:
-            base[key] = params[key]
-    return base

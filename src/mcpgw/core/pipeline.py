@@ -1,0 +1,109 @@
+"""The one forward pipeline: every request kind goes through the same named stages, in this order.
+
+    resolve   the persona's view decides whether the name exists for this caller; the
+              catalog turns it into an upstream and the upstream's own name    (`Kind.resolve`)
+    guard     the data rules on what goes up: a call's or prompt's arguments,
+              a completion's argument values                                     (`Pipeline._guard_up`)
+    forward   counted against draining, under the call's timeout, with progress
+              and log relay, through the era bridge                              (`Kind.forward`)
+    shape     names and URIs in the result put back into the gateway's namespace (`Kind.shape`)
+    guard     the data rules on what comes back: every result of every kind     (`Pipeline._guard_down`)
+
+The audit step that records the request wraps the pipeline at the server boundary
+(`server.handlers._recorded`), where the caller's client and protocol are known; the
+stages add to that step (`audit.note`). A rule that must hold for every request kind
+lives in one stage here, never in a kind: that is how a data rule came to apply to
+tool results but not to completions before this module existed.
+
+Owns: the stage order and the two guard stages. Each kind (`core.kinds`) says only
+how it resolves, forwards and shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mcpgw.sampling import ClientChannel
+from mcpgw.upstream.logrelay import LogSink
+from mcpgw.upstream.session import ProgressRelay, Upstream
+
+if TYPE_CHECKING:
+    from mcpgw.core.gateway import Gateway
+
+
+@dataclass(frozen=True)
+class Request:
+    """One client request as the pipeline sees it, whatever its kind."""
+
+    params: Mapping[str, Any]
+    persona: str | None
+    """As the client chose it (None: the default); resolved by the gateway."""
+    client: ClientChannel | None = None
+    """What the client behind the request can answer (sampling, elicitation), for the bridge."""
+    on_progress: ProgressRelay | None = None
+    on_log: LogSink | None = None
+
+
+@dataclass
+class Target:
+    """What `resolve` decided: where the request goes, and how the data rules name it."""
+
+    persona: str | None
+    """The resolved persona (the data rules and the bridge's caller)."""
+    rule_name: str
+    """The name the data rules' `tools` globs match: the exposed tool or prompt name, or the URI."""
+    upstream: Upstream | None = None
+    method: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    """The upstream request's params, built from the client's (names translated, extras kept)."""
+    upward: tuple[str, ...] = ()
+    """Keys of `params` holding what the client sends upstream, for the `arguments` guard."""
+    timeout: float | None = None
+    """This request's own timeout (a per-tool timeout); None: the upstream's."""
+    answer: dict[str, Any] | None = None
+    """Set when the gateway itself answers (e.g. a search-mode `search_tools`): nothing is forwarded."""
+
+
+class Kind(Protocol):
+    """One request kind's part in the pipeline: how it resolves, forwards and shapes."""
+
+    async def resolve(self, gateway: Gateway, request: Request) -> Target: ...
+
+    async def forward(self, gateway: Gateway, request: Request, target: Target) -> dict[str, Any]: ...
+
+    def shape(self, gateway: Gateway, target: Target, result: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class Pipeline:
+    """Runs a request of any kind through the stages, in order (see the module docstring)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    async def run(self, kind: Kind, request: Request) -> dict[str, Any]:
+        gateway = self._gateway
+        target = await kind.resolve(gateway, request)
+        if target.answer is not None:
+            return target.answer
+        self._guard_up(target)
+        result = await kind.forward(gateway, request, target)
+        result = kind.shape(gateway, target, result)
+        return self._guard_down(target, result)
+
+    def _guard_up(self, target: Target) -> None:
+        guard = self._gateway.guard
+        if guard is None:
+            return
+        for key in target.upward:
+            value = target.params.get(key)
+            if value is not None:
+                target.params[key] = guard.check("arguments", target.persona, target.rule_name, value)
+
+    def _guard_down(self, target: Target, result: dict[str, Any]) -> dict[str, Any]:
+        guard = self._gateway.guard
+        if guard is None:
+            return result
+        checked: dict[str, Any] = guard.check("results", target.persona, target.rule_name, result)
+        return checked
