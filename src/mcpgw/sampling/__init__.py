@@ -43,6 +43,7 @@ from mcpgw.bridge.exchange import EXCHANGE_KEEP, Exchange
 from mcpgw.bridge.rootseal import RootsSeal
 from mcpgw.config import DEFAULT_PERSONA, Registry, SamplingPolicy, SamplingRoute, SamplingScope
 from mcpgw.errors import DataBlocked, GatewayError, SamplingFailed, SamplingRefused
+from mcpgw.sampling import policy as rules
 from mcpgw.sampling.convert import from_chat_response, to_chat_request
 from mcpgw.upstream.inflight import Caller as Caller
 from mcpgw.upstream.inflight import ClientChannel as ClientChannel
@@ -153,39 +154,17 @@ class Sampler:
 
     # --- policy ----------------------------------------------------------------------------------
 
-    def _scope(self, scopes: Mapping[str, SamplingScope], name: str | None) -> SamplingScope | None:
-        return scopes.get(name) if name is not None else None
-
     def policy(self, server: str, persona: str | None) -> SamplingPolicy:
-        """`deny` from the server or the persona wins; else the persona's, the server's, the default."""
-        by_server = self._scope(self.settings.servers, server)
-        by_persona = self._scope(self.settings.personas, persona or DEFAULT_PERSONA)
-        chosen = [s.policy for s in (by_persona, by_server) if s is not None and s.policy is not None]
-        if "deny" in chosen:
-            return "deny"
-        return chosen[0] if chosen else self.settings.policy
+        """Who answers this server's requests for this persona (see `policy.who_answers`)."""
+        return rules.who_answers(self.settings, server, persona)
 
     def answers_sampling(self, server: str) -> bool:
-        """Whether mcpgw declares sampling to this upstream (so it offers its sampling tools).
-
-        Only when something can answer for some caller: a route for `llm`/`auto`, or an explicit
-        `relay`. Without routes, `auto` can only relay, and most clients cannot sample, so
-        declaring it would list tools that fail for them.
-        """
-        if self.policy(server, None) == "deny" and not any(
-            s.policy not in (None, "deny") for s in self.settings.personas.values()
-        ):
-            return False
-        if self.settings.routes:
-            return True
-        scopes = [self.settings.servers.get(server), *self.settings.personas.values()]
-        return self.settings.policy == "relay" or any(s is not None and s.policy == "relay" for s in scopes)
+        """Whether mcpgw declares sampling to this upstream (see `policy.declares_sampling`)."""
+        return rules.declares_sampling(self.settings, server)
 
     def answers_elicitation(self, server: str) -> bool:
-        """Whether mcpgw declares elicitation to this upstream: `elicitation = "relay"` only."""
-        return self.settings.elicitation == "relay" and self.policy(server, None) != "deny"
-
-    # --- attribution -----------------------------------------------------------------------------
+        """Whether mcpgw declares elicitation to this upstream (see `policy.declares_elicitation`)."""
+        return rules.declares_elicitation(self.settings, server)
 
     # --- handshake era: requests sent to mcpgw's upstream session --------------------------------
 
@@ -359,36 +338,10 @@ class Sampler:
         finally:
             self._account(record)
 
-    # --- routing ---------------------------------------------------------------------------------
-
-    def chain(self, server: str, persona: str | None, params: Mapping[str, Any]) -> list[str]:
-        """Routes to try, in order: the one the request's model preferences pick, then the fallbacks.
-
-        A persona's (else a server's) `routes` list is its own fallback chain, in its order;
-        without one, `[sampling].fallbacks` (else every route in file order) is.
-        """
-        by_persona = self._scope(self.settings.personas, persona or DEFAULT_PERSONA)
-        by_server = self._scope(self.settings.servers, server)
-        limits = [s.routes for s in (by_persona, by_server) if s is not None and s.routes is not None]
-
-        def allowed(name: str) -> bool:
-            return all(name in limit for limit in limits)
-
-        order = limits[0] if limits else (self.settings.fallbacks or list(self.settings.routes))
-        order = [r for r in order if allowed(r)]
-        if not order:
-            raise SamplingRefused(
-                f"no sampling route is allowed for persona {persona or DEFAULT_PERSONA!r} "
-                f"on server {server!r}"
-            )
-        candidates = order + [r for r in self.settings.routes if r not in order and allowed(r)]
-        first = _preferred(candidates, self.settings.routes, params.get("modelPreferences")) or order[0]
-        return [first, *[r for r in order if r != first]]
-
     # --- budgets ---------------------------------------------------------------------------------
 
     def _budget(self, persona: str | None) -> SamplingScope | None:
-        scope = self._scope(self.settings.personas, persona or DEFAULT_PERSONA)
+        scope = self.settings.personas.get(persona or DEFAULT_PERSONA)
         if scope is None or (scope.tokens_per_day is None and scope.usd_per_day is None):
             return None
         return scope
@@ -451,7 +404,7 @@ class Sampler:
         self, server: str, params: dict[str, Any], persona: str | None, record: Record
     ) -> dict[str, Any]:
         self._check_budget(persona)
-        chain = self.chain(server, persona, params)
+        chain = rules.chain(self.settings, server, persona, params)
         usable: list[str] = []
         missing: list[str] = []
         for name in chain:
@@ -601,34 +554,6 @@ def _litellm_params(route: SamplingRoute, timeout: float) -> dict[str, Any]:
     if route.output_cost_per_token is not None:
         params["output_cost_per_token"] = route.output_cost_per_token
     return params
-
-
-def _preferred(allowed: list[str], routes: Mapping[str, SamplingRoute], preferences: Any) -> str | None:
-    """The route a request's model preferences pick: the first hint that matches, else the best priorities."""
-    if not isinstance(preferences, Mapping):
-        return None
-    for hint in preferences.get("hints") or []:
-        wanted = str(hint.get("name") or "").lower() if isinstance(hint, Mapping) else ""
-        if not wanted:
-            continue
-        for name in allowed:
-            route = routes[name]
-            haystack = [name.lower(), route.model.lower(), *(h.lower() for h in route.hints)]
-            if any(wanted in item for item in haystack):
-                return name
-    weights = {
-        key: float(preferences[f"{key}Priority"])
-        for key in ("cost", "speed", "intelligence")
-        if isinstance(preferences.get(f"{key}Priority"), int | float)
-    }
-    if not any(weights.values()):
-        return None
-
-    def score(name: str) -> float:
-        route = routes[name]
-        return sum(weight * float(getattr(route, key)) for key, weight in weights.items())
-
-    return max(allowed, key=score)  # max keeps the first of equals: file order breaks ties
 
 
 def _cooling(router: Any, names: list[str]) -> dict[str, str]:
