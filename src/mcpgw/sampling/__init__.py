@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -37,14 +36,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 from mcpgw.bridge.exchange import EXCHANGE_KEEP, Exchange
 from mcpgw.bridge.rootseal import RootsSeal
-from mcpgw.config import DEFAULT_PERSONA, Registry, SamplingPolicy, SamplingRoute, SamplingScope
+from mcpgw.config import DEFAULT_PERSONA, Registry, SamplingPolicy, SamplingScope
 from mcpgw.errors import DataBlocked, GatewayError, SamplingFailed, SamplingRefused
 from mcpgw.sampling import policy as rules
-from mcpgw.sampling.convert import from_chat_response, to_chat_request
+from mcpgw.sampling.llm import Models
 from mcpgw.upstream.inflight import Caller as Caller
 from mcpgw.upstream.inflight import ClientChannel as ClientChannel
 from mcpgw.upstream.inflight import InFlight, LogSink
@@ -132,8 +129,8 @@ class Sampler:
         self._upstreams: Mapping[str, Upstream] = upstreams if upstreams is not None else {}
         """The gateway's upstreams (filled as it builds them): their instructions for `includeContext`."""
         self.roots_seal = RootsSeal()
-        self._router: Any = None
-        self._router_lock = anyio.Lock()
+        self._models = Models(self.settings)
+        """litellm's Router, loaded on the first request that needs a model."""
         self._exchanges: dict[str, Exchange] = {}
         self._spent: dict[tuple[str, str], list[float]] = {}
         """(persona, UTC day) -> [tokens, usd]; seeded from the audit log at first use."""
@@ -403,91 +400,16 @@ class Sampler:
     async def _complete(
         self, server: str, params: dict[str, Any], persona: str | None, record: Record
     ) -> dict[str, Any]:
+        """Answer through a model: within the persona's budget, along the routes policy allows."""
         self._check_budget(persona)
         chain = rules.chain(self.settings, server, persona, params)
-        usable: list[str] = []
-        missing: list[str] = []
-        for name in chain:
-            variable = self.settings.routes[name].api_key_env
-            if variable is not None and not os.environ.get(variable):
-                missing.append(f"route '{name}': environment variable {variable} is not set")
-                record.tried.append(name)
-            else:
-                usable.append(name)
-        for problem in missing:
-            logger.error("sampling: %s", problem)
-        if not usable:
-            raise SamplingFailed("; ".join(missing))
-        request = to_chat_request(params, context=self._context(server, params.get("includeContext")))
-        router = await self._ready_router(record)
-        cooling = _cooling(router, usable)
-        record.cooling = list(cooling)
-        for name, why in cooling.items():
-            logger.warning("sampling: route '%s' %s", name, why)
-        try:
-            response = await router.acompletion(model=usable[0], fallbacks=usable[1:], **request)
-        except Exception as exc:
-            record.tried.extend(usable)
-            raise SamplingFailed(_describe_llm_error(exc, usable, missing, cooling)) from exc
-        hidden = getattr(response, "_hidden_params", None) or {}
-        headers = hidden.get("additional_headers") or {}
-        used = str(headers.get("x-litellm-model-group") or usable[0])
-        with contextlib.suppress(ValueError, TypeError):
-            record.retries = int(headers.get("x-litellm-attempted-retries") or 0)
-        record.tried.extend(usable[: usable.index(used) + 1] if used in usable else [used])
-        record.route = used
-        usage = getattr(response, "usage", None)
-        record.input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        record.output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-        record.cost_usd = float(hidden.get("response_cost") or 0.0)
-        result = from_chat_response(response, tools=bool(params.get("tools")))
-        record.model = str(result.get("model"))
-        return result
+        context = self._context(server, params.get("includeContext"))
+        return await self._models.complete(chain, params, record, context=context)
 
     def _context(self, server: str, include: Any) -> str | None:
         if include not in ("thisServer", "allServers"):
             return None
         return self._instructions(server if include == "thisServer" else None) or None
-
-    async def _ready_router(self, record: Record) -> Any:
-        """The Router, built once on first use in a worker thread.
-
-        Importing litellm takes seconds; done on the event loop it would stall every other
-        call, ping and stream of the gateway meanwhile. The wait is recorded as `load_ms`.
-        """
-        if self._router is not None:
-            return self._router
-        started = time.perf_counter()
-        async with self._router_lock:
-            if self._router is None:
-                self._router = await anyio.to_thread.run_sync(self._build_router)
-        record.load_ms = (time.perf_counter() - started) * 1000
-        return self._router
-
-    def _build_router(self) -> Any:
-        """litellm's Router over every route (the import is the expensive part)."""
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        import litellm
-        from litellm.router import Router
-
-        litellm.suppress_debug_info = True
-        for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-        model_list = [
-            {
-                "model_name": name,
-                "litellm_params": _litellm_params(route, self.settings.timeout),
-                "model_info": {"id": name},  # the route's name is its deployment id: cooldowns name routes
-            }
-            for name, route in self.settings.routes.items()
-        ]
-        return Router(
-            model_list=model_list,
-            num_retries=self.settings.retries,
-            timeout=self.settings.timeout,
-            cooldown_time=self.settings.cooldown,
-            max_fallbacks=max(1, len(model_list)),
-        )
 
     # --- accounting ------------------------------------------------------------------------------
 
@@ -536,70 +458,6 @@ class Sampler:
                 "result": json.dumps(record.as_dict()),
             }
         )
-
-
-# --- routes --------------------------------------------------------------------------------------
-
-
-def _litellm_params(route: SamplingRoute, timeout: float) -> dict[str, Any]:
-    params: dict[str, Any] = {"model": route.model, "timeout": route.timeout or timeout}
-    if route.retries is not None:
-        params["num_retries"] = route.retries  # a deployment's own retries override the Router's
-    if route.api_base:
-        params["api_base"] = route.api_base
-    if route.api_key_env:
-        params["api_key"] = os.environ.get(route.api_key_env, "")
-    if route.input_cost_per_token is not None:
-        params["input_cost_per_token"] = route.input_cost_per_token
-    if route.output_cost_per_token is not None:
-        params["output_cost_per_token"] = route.output_cost_per_token
-    return params
-
-
-def _cooling(router: Any, names: list[str]) -> dict[str, str]:
-    """The routes among `names` that litellm's Router is skipping, each with why and for how long.
-
-    The Router cools a route down after some failures (e.g. HTTP 401/404, or a failure storm) and
-    then refuses it without sending anything until the cooldown ends, even once the model is
-    healthy again; without this the user would only see litellm's "No deployments available".
-    Read through the Router's `health().cooldowns` store; a Router without it reports nothing.
-    """
-    try:
-        active = router.health().cooldowns.get_active_cooldowns(names, None)
-    except Exception as exc:  # a litellm without this API: cooldowns go unreported, calls still work
-        logger.debug("sampling: cannot read litellm's cooldowns: %s", exc)
-        return {}
-    now = time.time()
-    out: dict[str, str] = {}
-    for name, value in active:
-        with contextlib.suppress(KeyError, TypeError, ValueError):
-            left = max(0.0, float(value["timestamp"]) + float(value["cooldown_time"]) - now)
-            status = value.get("status_code") or "an error"
-            out[str(name)] = (
-                f"is cooling down after a failure (HTTP {status}): litellm skips it for {left:.0f}s more "
-                "([sampling] cooldown)"
-            )
-    return out
-
-
-def _describe_llm_error(
-    exc: Exception, usable: list[str], missing: list[str], cooling: Mapping[str, str] | None = None
-) -> str:
-    """One readable line per failure from litellm's (long, multi-line) error text."""
-    text = str(exc)
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    first = first.removeprefix("litellm.")
-    cooled = [f"route '{name}' {why}" for name, why in (cooling or {}).items()]
-    if cooled and first.startswith("No deployments available"):
-        first = "the routes are cooling down after recent failures"  # the details follow
-    also = [line.strip() for line in text.splitlines() if "also failed" in line]
-    parts = [
-        f"every sampling route failed (tried {', '.join(usable)}): {first[:300]}",
-        *cooled,
-        *also[:3],
-        *missing,
-    ]
-    return "; ".join(parts)
 
 
 # --- stats (the CLI) -----------------------------------------------------------------------------
