@@ -1,20 +1,20 @@
 """Sampling and elicitation: answering upstreams that ask their client for an LLM completion or for input.
 
-Owns: the policy that decides who answers (`relay` to the client, `llm`
-through litellm, `auto`, `deny`) per server and persona; routing a request to a
-`[sampling.routes]` entry (model hints, cost/speed/intelligence priorities,
-per-persona allowed routes) with an ordered fallback chain run by litellm's
-Router (retries, timeouts, cooldowns); turning MCP sampling messages, tools and
-tool choice into chat-completions calls and the answer back; per-persona daily
-budgets, checked before anything is sent; one `sampling` audit row per request
-(route used, routes tried, tokens, cost, latency, outcome); and both shapes of
+Owns the `Sampler`, what the gateway and its upstream hooks call: one
+sampling request answered per policy (relayed to the client, or through a
+model), one elicitation request relayed, one `sampling` audit row per request
+(route used, routes tried, tokens, cost, latency, outcome), and both shapes of
 request: handshake-era `sampling/createMessage` / `elicitation/create` sent to
 mcpgw's upstream session, and 2026-07-28 `input_required` results, fulfilled
 and retried until the call completes.
 
-litellm costs seconds and ~160 MiB to import: it is imported on the first
-request that needs a model, never on the gateway's start-up path, and with
-`LITELLM_LOCAL_MODEL_COST_MAP=True` so it never downloads its price map.
+The parts it puts together, one job each:
+- `policy`: who answers (`relay`, `llm`, `auto`, `deny`) per server and
+  persona, the capabilities declared to upstreams, and the chain of routes;
+- `llm`: the litellm boundary (lazy import, the Router, cooldowns, errors);
+- `convert`: MCP sampling messages, tools and tool choice <-> chat completions;
+- `budget`: per-persona daily token and dollar budgets;
+- `mcpgw.audit.spend`: the spend read back from the audit log.
 
 Which downstream call a handshake-era sampling request belongs to: the
 upstream session is shared, and stdio carries no link between the two, so the
@@ -25,22 +25,21 @@ flight at once the request is refused rather than charged to the wrong persona.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcpgw.bridge.exchange import EXCHANGE_KEEP, Exchange
 from mcpgw.bridge.rootseal import RootsSeal
-from mcpgw.config import DEFAULT_PERSONA, Registry, SamplingPolicy, SamplingScope
+from mcpgw.config import DEFAULT_PERSONA, Registry, SamplingPolicy
 from mcpgw.errors import DataBlocked, GatewayError, SamplingFailed, SamplingRefused
 from mcpgw.sampling import policy as rules
+from mcpgw.sampling.budget import Budgets
 from mcpgw.sampling.llm import Models
 from mcpgw.upstream.inflight import Caller as Caller
 from mcpgw.upstream.inflight import ClientChannel as ClientChannel
@@ -98,15 +97,6 @@ class Record:
         }
 
 
-def _usd(amount: float) -> str:
-    """Dollars as people read them: cents for real budgets, micro-dollars for tiny ones."""
-    return f"{amount:.2f}" if amount >= 0.01 else f"{amount:.6f}"
-
-
-def _today() -> str:
-    return datetime.now(UTC).date().isoformat()
-
-
 class Sampler:
     """Answers sampling and elicitation requests for every upstream of one gateway."""
 
@@ -131,9 +121,8 @@ class Sampler:
         self.roots_seal = RootsSeal()
         self._models = Models(self.settings)
         """litellm's Router, loaded on the first request that needs a model."""
+        self._budgets = Budgets(self.settings, audit_path=Path(audit.path) if audit is not None else None)
         self._exchanges: dict[str, Exchange] = {}
-        self._spent: dict[tuple[str, str], list[float]] = {}
-        """(persona, UTC day) -> [tokens, usd]; seeded from the audit log at first use."""
         self.records: list[Record] = []
         """The last requests' accounting (bounded); the audit log holds them all."""
 
@@ -335,73 +324,13 @@ class Sampler:
         finally:
             self._account(record)
 
-    # --- budgets ---------------------------------------------------------------------------------
-
-    def _budget(self, persona: str | None) -> SamplingScope | None:
-        scope = self.settings.personas.get(persona or DEFAULT_PERSONA)
-        if scope is None or (scope.tokens_per_day is None and scope.usd_per_day is None):
-            return None
-        return scope
-
-    def spent(self, persona: str | None) -> tuple[int, float]:
-        tokens, usd = self._spent_today(persona)
-        return int(tokens), usd
-
-    def _spent_today(self, persona: str | None) -> list[float]:
-        """The running [tokens, usd] of `persona` today, seeded once per day from the audit log."""
-        key = (persona or DEFAULT_PERSONA, _today())
-        if key not in self._spent:
-            self._spent[key] = self._spent_in_log(*key)
-        return self._spent[key]
-
-    def _spent_in_log(self, persona: str, day: str) -> list[float]:
-        """What the audit log says this persona spent today (budgets survive restarts)."""
-        log = self.audit
-        if log is None or not Path(log.path).exists():
-            return [0.0, 0.0]
-        import sqlite3
-
-        try:
-            with contextlib.closing(sqlite3.connect(str(log.path), timeout=1.0)) as db:
-                rows = db.execute(
-                    "select result from events where kind = 'sampling' and persona = ? and ts >= ?",
-                    [persona, day],
-                ).fetchall()
-        except sqlite3.Error as exc:
-            logger.warning("sampling: cannot read today's spend from the audit log: %s", exc)
-            return [0.0, 0.0]
-        tokens = usd = 0.0
-        for (text,) in rows:
-            with contextlib.suppress(ValueError, TypeError, AttributeError):
-                data = json.loads(text)
-                tokens += int(data.get("input_tokens", 0)) + int(data.get("output_tokens", 0))
-                usd += float(data.get("cost_usd", 0.0))
-        return [tokens, usd]
-
-    def _check_budget(self, persona: str | None) -> None:
-        scope = self._budget(persona)
-        if scope is None:
-            return
-        tokens, usd = self.spent(persona)
-        name = persona or DEFAULT_PERSONA
-        if scope.tokens_per_day is not None and tokens >= scope.tokens_per_day:
-            raise SamplingRefused(
-                f"persona {name!r} has used its sampling budget for today "
-                f"({tokens} of {scope.tokens_per_day} tokens); it renews at 00:00 UTC"
-            )
-        if scope.usd_per_day is not None and usd >= scope.usd_per_day:
-            raise SamplingRefused(
-                f"persona {name!r} has used its sampling budget for today "
-                f"(${_usd(usd)} of ${_usd(scope.usd_per_day)}); it renews at 00:00 UTC"
-            )
-
     # --- the model call --------------------------------------------------------------------------
 
     async def _complete(
         self, server: str, params: dict[str, Any], persona: str | None, record: Record
     ) -> dict[str, Any]:
         """Answer through a model: within the persona's budget, along the routes policy allows."""
-        self._check_budget(persona)
+        self._budgets.check(persona)
         chain = rules.chain(self.settings, server, persona, params)
         context = self._context(server, params.get("includeContext"))
         return await self._models.complete(chain, params, record, context=context)
@@ -418,9 +347,8 @@ class Sampler:
         self.records.append(record)
         del self.records[:-100]
         if record.answered_by == "llm" and record.outcome == "ok":
-            spent = self._spent_today(record.persona)
-            spent[0] += record.input_tokens + record.output_tokens
-            spent[1] += record.cost_usd
+            tokens = record.input_tokens + record.output_tokens
+            self._budgets.charge(record.persona, tokens=tokens, usd=record.cost_usd)
         logger.info(
             "sampling for %s (persona %s): %s via %s, %d+%d tokens, $%.6f, %.0f ms",
             record.server,
@@ -458,28 +386,3 @@ class Sampler:
                 "result": json.dumps(record.as_dict()),
             }
         )
-
-
-# --- stats (the CLI) -----------------------------------------------------------------------------
-
-
-def spend(db: Any, *, since: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Sampling requests, tokens and cost per persona and per route, from the audit log."""
-    sql = "select persona, name, outcome, result from events where kind = 'sampling'"
-    rows = list(db.query(sql + (" and ts >= ?" if since else ""), [since] if since else []))
-    out: dict[str, list[dict[str, Any]]] = {}
-    for group, column in (("persona", "persona"), ("route", "name")):
-        buckets: dict[str, dict[str, Any]] = {}
-        for row in rows:
-            key = str(row[column] or "-")
-            bucket = buckets.setdefault(
-                key, {"key": key, "requests": 0, "errors": 0, "tokens": 0, "cost_usd": 0.0}
-            )
-            bucket["requests"] += 1
-            bucket["errors"] += row["outcome"] != "ok"
-            with contextlib.suppress(ValueError, TypeError, AttributeError):
-                data = json.loads(row["result"] or "{}")
-                bucket["tokens"] += int(data.get("input_tokens", 0)) + int(data.get("output_tokens", 0))
-                bucket["cost_usd"] = round(bucket["cost_usd"] + float(data.get("cost_usd", 0.0)), 8)
-        out[group] = [buckets[k] for k in sorted(buckets)]
-    return out
