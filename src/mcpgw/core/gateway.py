@@ -28,9 +28,9 @@ from mcpgw.catalog.personas import View
 from mcpgw.config import DEFAULT_PERSONA, Registry, namespace_of
 from mcpgw.core.watch import ResourceWatch, Subscriber
 from mcpgw.errors import InvalidRequest, NotFound, Unavailable
-from mcpgw.sampling import Caller, ClientChannel, Sampler
+from mcpgw.sampling import Sampler
 from mcpgw.security.dataguard import Guard
-from mcpgw.upstream.inflight import InFlight
+from mcpgw.upstream.inflight import Caller, ClientChannel, InFlight
 from mcpgw.upstream.logrelay import LogRelay, LogSink
 from mcpgw.upstream.session import Hooks, ListKind, ProgressRelay, Upstream, forwardable_meta
 from mcpgw.upstream.session import for_server as upstream_for

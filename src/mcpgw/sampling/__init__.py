@@ -41,9 +41,7 @@ from mcpgw.errors import DataBlocked, GatewayError, SamplingFailed, SamplingRefu
 from mcpgw.sampling import policy as rules
 from mcpgw.sampling.budget import Budgets
 from mcpgw.sampling.llm import Models
-from mcpgw.upstream.inflight import Caller as Caller
-from mcpgw.upstream.inflight import ClientChannel as ClientChannel
-from mcpgw.upstream.inflight import InFlight, LogSink
+from mcpgw.upstream.inflight import Caller, ClientChannel, InFlight, LogSink
 from mcpgw.upstream.session import as_uri
 
 if TYPE_CHECKING:
