@@ -564,7 +564,8 @@ async def test_stats_shows_spend_per_persona_and_route(shared: Shared, model: St
 async def test_sampling_during_calls_of_two_personas_is_refused_not_misbilled() -> None:
     from mcpgw import config as config_mod
     from mcpgw.errors import SamplingRefused
-    from mcpgw.sampling import Caller, Sampler
+    from mcpgw.sampling import Sampler
+    from mcpgw.upstream.inflight import Caller
 
     registry = config_mod.validate(
         {

@@ -432,9 +432,9 @@ def stats(config_path: Path | None, since: str | None, groups: tuple[str, ...], 
     registry, _ = _load(config_path)
     db = audit.open_for_reading(audit.path_for(registry.audit))
     data = audit.stats(db, since=since)
-    from mcpgw import sampling
+    from mcpgw.audit import spend as sampling_spend
 
-    spend = sampling.spend(db, since=since)
+    spend = sampling_spend.summary(db, since=since)
     keys = {"persona": "persona", "server": "server", "tool": "name", "principal": "principal"}
     chosen = [keys[g] for g in groups or keys]
     if as_json:

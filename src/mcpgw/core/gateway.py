@@ -28,9 +28,9 @@ from mcpgw.core import kinds
 from mcpgw.core.pipeline import Pipeline, Request
 from mcpgw.core.watch import ResourceWatch, Subscriber
 from mcpgw.errors import NotFound, Unavailable
-from mcpgw.sampling import Caller, ClientChannel, Sampler
+from mcpgw.sampling import Sampler
 from mcpgw.security.dataguard import Guard
-from mcpgw.upstream.inflight import InFlight
+from mcpgw.upstream.inflight import Caller, ClientChannel, InFlight
 from mcpgw.upstream.logrelay import LogRelay, LogSink
 from mcpgw.upstream.session import Hooks, ListKind, ProgressRelay, Upstream
 from mcpgw.upstream.session import for_server as upstream_for

@@ -24,7 +24,7 @@ from mcpgw.catalog.personas import View
 from mcpgw.core.pipeline import Request, Target
 from mcpgw.core.watch import Subscriber
 from mcpgw.errors import InvalidRequest, NotFound
-from mcpgw.sampling import Caller
+from mcpgw.upstream.inflight import Caller
 from mcpgw.upstream.session import forwardable_meta
 
 if TYPE_CHECKING:

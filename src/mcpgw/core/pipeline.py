@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mcpgw.sampling import ClientChannel
+from mcpgw.upstream.inflight import ClientChannel
 from mcpgw.upstream.logrelay import LogSink
 from mcpgw.upstream.session import ProgressRelay, Upstream
 

@@ -49,9 +49,9 @@ from pydantic import BaseModel, ConfigDict
 from mcpgw import audit, version
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import GatewayError, UpstreamTimeout
-from mcpgw.sampling import ClientChannel
 from mcpgw.server.hostcheck import transport_security
 from mcpgw.server.listening import ListenBridge
+from mcpgw.upstream.inflight import ClientChannel
 from mcpgw.upstream.logrelay import LogLevels, LogSink
 
 logger = logging.getLogger("mcpgw.server")
