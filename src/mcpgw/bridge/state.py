@@ -18,8 +18,9 @@ Why the SDK's codec (`RequestStateSecurity.ephemeral().codec`) and not its
 `RequestStateBoundary` server middleware, which wraps the same codec:
 - the bridge acts on what a state says (which answers are mcpgw's, which
   requests the client was asked, which exchange it continues), so the check
-  must sit where the state is read: `Gateway` calls also come from outside the
-  MCP server (the CLI, the benchmark, embedders), where no middleware runs;
+  must sit where the state is read: `Gateway.call_tool` (and `read_resource`,
+  `get_prompt`) is a Python API too, called without the MCP server (the tests
+  in memory, an embedder), where no server middleware runs;
 - the boundary accepts a state again and again until it expires; a replayed
   state here would deliver answers twice, or re-enter a running exchange;
 - the boundary refuses before mcpgw's handler runs, so a refusal would leave
