@@ -2,7 +2,9 @@
 
 Owns: `Exchange`, the state of one such call: the requests the upstream sent
 mcpgw, handed to the client as `input_required` results, and the client's
-answers carried back on its retry.
+answers carried back on its retry. The `requestState` that names the exchange
+on the wire is sealed by `bridge.state`; the exchange's own id never leaves
+the gateway.
 """
 
 from __future__ import annotations
@@ -37,13 +39,12 @@ class Exchange:
 
     Such a client cannot be sent requests; it answers `input_required` results. The upstream
     call keeps running in the gateway's task group; each request it sends mcpgw is handed to
-    the client in an `input_required` result (`requestState` names this exchange), and the
-    client's retry carries the answers back to the waiting upstream.
+    the client in an `input_required` result (its sealed `requestState` names this exchange),
+    and the client's retry carries the answers back to the waiting upstream.
     """
 
-    def __init__(self, persona: str | None, *, timeout: float) -> None:
-        self.token = "mcpgw-" + uuid.uuid4().hex
-        self.persona = persona
+    def __init__(self, *, timeout: float) -> None:
+        self.id = uuid.uuid4().hex
         self.timeout = timeout
         self.pending: dict[str, _Pending] = {}
         self.changed = anyio.Event()
@@ -76,6 +77,7 @@ class Exchange:
         return pending.response
 
     def answer(self, responses: Mapping[str, Any]) -> None:
+        """Deliver the client's answers; keys the exchange did not ask, or already has, are ignored."""
         for key, response in responses.items():
             pending = self.pending.get(key)
             if pending is not None and not pending.answered.is_set() and isinstance(response, dict):
@@ -88,7 +90,10 @@ class Exchange:
         self.changed.set()
 
     async def next(self) -> dict[str, Any]:
-        """The call's result once the upstream finishes, or `input_required` while it waits on the client."""
+        """The call's result once the upstream finishes, or `input_required` while it waits on the client.
+
+        The `input_required` result has no `requestState` yet: the bridge seals one for it.
+        """
         while True:
             self.changed = anyio.Event()
             if self.done:
@@ -99,5 +104,5 @@ class Exchange:
                 return self.result
             asked = {k: p.request for k, p in self.pending.items() if not p.answered.is_set()}
             if asked:
-                return {"resultType": "input_required", "inputRequests": asked, "requestState": self.token}
+                return {"resultType": "input_required", "inputRequests": asked}
             await self.changed.wait()

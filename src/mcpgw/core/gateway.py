@@ -19,7 +19,7 @@ import anyio
 from mcpgw import audit
 from mcpgw import catalog as catalog_mod
 from mcpgw.audit import AuditLog
-from mcpgw.bridge.exchange import Exchange
+from mcpgw.bridge import Bridge
 from mcpgw.catalog import Catalog, Problem, Route
 from mcpgw.catalog import personas as personas_mod
 from mcpgw.catalog.personas import View
@@ -30,7 +30,7 @@ from mcpgw.core.watch import ResourceWatch, Subscriber
 from mcpgw.errors import NotFound, Unavailable
 from mcpgw.sampling import Sampler
 from mcpgw.security.dataguard import Guard
-from mcpgw.upstream.inflight import Caller, ClientChannel, InFlight
+from mcpgw.upstream.inflight import ClientChannel, InFlight
 from mcpgw.upstream.logrelay import LogRelay, LogSink
 from mcpgw.upstream.session import Hooks, ListKind, ProgressRelay, Upstream
 from mcpgw.upstream.session import for_server as upstream_for
@@ -86,16 +86,18 @@ class Gateway:
         self.sampler = Sampler(
             registry, audit=audit, guard=guard, inflight=self.inflight, upstreams=self.upstreams
         )
+        self.bridge = Bridge(
+            registry, sampler=self.sampler, inflight=self.inflight, tasks=lambda: self._tasks
+        )
+        """Every call that may need client input on its way, in either era (`bridge.Bridge.request`)."""
         for name, server in registry.enabled_servers().items():
             hooks = Hooks(
                 on_change=self._upstream_changed,
                 on_state=self._upstream_state,
                 on_log=self.logs.deliver,
                 on_resource_updated=self._resource_updated,
-                on_sampling=self.sampler.on_sampling if self.sampler.answers_sampling(name) else None,
-                on_elicitation=self.sampler.on_elicitation
-                if self.sampler.answers_elicitation(name)
-                else None,
+                on_sampling=self.bridge.on_sampling if self.sampler.answers_sampling(name) else None,
+                on_elicitation=self.bridge.on_elicitation if self.sampler.answers_elicitation(name) else None,
             )
             upstream = upstream_for(
                 name, server, registry, secrets=secrets, hooks=hooks, in_process=(in_process or {}).get(name)
@@ -326,65 +328,6 @@ class Gateway:
     ) -> dict[str, Any]:
         """`resources/subscribe` (or, with `on=False`, `unsubscribe`) for one downstream connection."""
         return await self.pipeline.run(kinds.Subscribe(connection, on=on), Request(params, persona))
-
-    async def bridge_request(
-        self,
-        upstream: Upstream,
-        method: str,
-        params: dict[str, Any],
-        *,
-        persona: str | None,
-        client: ClientChannel | None,
-        on_progress: ProgressRelay | None = None,
-        on_log: LogSink | None = None,
-        timeout: float | None = None,
-    ) -> dict[str, Any]:
-        """Send a request whose upstream may ask for sampling or elicitation, in either era, on the way.
-
-        The upstream request counts as in flight (`self.inflight`) for as long as it runs, once,
-        whichever path it takes; a client's retry of an exchange sends nothing upstream itself.
-        """
-        step = audit.current()
-        caller = Caller(
-            persona=self.resolve_persona(persona),
-            client=client,
-            request_id=step.request_id if step is not None else None,
-            on_log=on_log,
-        )
-        exchange = self.sampler.resumed(params, caller.persona)
-        if exchange is not None:
-            return await self.sampler.next_of(exchange, on_log=on_log)
-        params = self.sampler.roots_seal.open(params)
-        if self._tasks is not None and self.sampler.needs_exchange(upstream.name, upstream.era, caller):
-            exchange, runs_as = self.sampler.open_exchange(caller, timeout=timeout or upstream.timeout)
-
-            async def run(exchange: Exchange = exchange) -> None:
-                result: dict[str, Any] | None = None
-                error: BaseException | None = None
-                try:
-                    with self.inflight.calling(upstream.name, runs_as):
-                        result = await upstream.request(method, params, timeout=timeout)
-                except Exception as exc:
-                    error = exc
-                finally:
-                    exchange.finish(result, error)
-
-            self._tasks.start_soon(run)
-            return await self.sampler.next_of(exchange, on_log=on_log)
-        with self.inflight.calling(upstream.name, caller):
-            result = await upstream.request(method, params, timeout=timeout, on_progress=on_progress)
-            if result.get("resultType") != "input_required":
-                return result
-
-            async def retry(responses: dict[str, Any], state: str | None) -> dict[str, Any]:
-                again = {**params, "inputResponses": responses}
-                if state is not None:
-                    again["requestState"] = state
-                else:
-                    again.pop("requestState", None)
-                return await upstream.request(method, again, timeout=timeout, on_progress=on_progress)
-
-            return await self.sampler.fulfil(upstream.name, result, caller, retry)
 
     async def _resource_updated(self, upstream: str, uri: str) -> None:
         namespace = (

@@ -37,7 +37,7 @@ class _Bridged:
     async def forward(self, gateway: Gateway, request: Request, target: Target) -> dict[str, Any]:
         assert target.upstream is not None
         async with gateway.tracked():
-            return await gateway.bridge_request(
+            return await gateway.bridge.request(
                 target.upstream,
                 target.method,
                 target.params,

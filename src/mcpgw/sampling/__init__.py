@@ -7,6 +7,10 @@ model), one elicitation request relayed, one `sampling` audit row per request
 request: handshake-era `sampling/createMessage` / `elicitation/create` sent to
 mcpgw's upstream session, and 2026-07-28 `input_required` results, fulfilled
 and retried until the call completes.
+Which requests reach it, in which era, and which go to the client instead
+(`input_required` results handed to a 2026-07-28 client, roots answered from the
+registry) is the bridge's to decide (`mcpgw.bridge`); the sampler answers what
+reaches it.
 
 The parts it puts together, one job each:
 - `policy`: who answers (`relay`, `llm`, `auto`, `deny`) per server and
@@ -29,20 +33,17 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mcpgw.bridge.exchange import EXCHANGE_KEEP, Exchange
-from mcpgw.bridge.rootseal import RootsSeal
 from mcpgw.config import DEFAULT_PERSONA, Registry, SamplingPolicy
-from mcpgw.errors import DataBlocked, GatewayError, SamplingFailed, SamplingRefused
+from mcpgw.errors import DataBlocked, GatewayError, SamplingRefused
 from mcpgw.sampling import policy as rules
 from mcpgw.sampling.budget import Budgets
 from mcpgw.sampling.llm import Models
-from mcpgw.upstream.inflight import Caller, ClientChannel, InFlight, LogSink
-from mcpgw.upstream.session import as_uri
+from mcpgw.upstream.inflight import Caller, InFlight
 
 if TYPE_CHECKING:
     from mcpgw.audit import AuditLog
@@ -53,7 +54,6 @@ logger = logging.getLogger("mcpgw.sampling")
 
 SAMPLING = "sampling/createMessage"
 ELICITATION = "elicitation/create"
-ROOTS = "roots/list"
 
 
 @dataclass
@@ -116,11 +116,9 @@ class Sampler:
         self.audit = audit
         self._upstreams: Mapping[str, Upstream] = upstreams if upstreams is not None else {}
         """The gateway's upstreams (filled as it builds them): their instructions for `includeContext`."""
-        self.roots_seal = RootsSeal()
         self._models = Models(self.settings)
         """litellm's Router, loaded on the first request that needs a model."""
         self._budgets = Budgets(self.settings, audit_path=Path(audit.path) if audit is not None else None)
-        self._exchanges: dict[str, Exchange] = {}
         self.records: list[Record] = []
         """The last requests' accounting (bounded); the audit log holds them all."""
 
@@ -163,114 +161,6 @@ class Sampler:
 
     async def on_elicitation(self, server: str, params: dict[str, Any]) -> dict[str, Any]:
         return await self.elicit(server, params, self.inflight.requester(server))
-
-    # --- 2026-07-28: input_required results ------------------------------------------------------
-
-    def passes_through(self, server: str, result: Mapping[str, Any], caller: Caller) -> bool:
-        """A 2026-07-28 client answers the input requests itself: policy relay, or auto and it can."""
-        client = caller.client
-        if client is None or not client.modern:
-            return False
-        policy = self.policy(server, caller.persona)
-        for request in (result.get("inputRequests") or {}).values():
-            method = request.get("method") if isinstance(request, dict) else None
-            if method == ELICITATION and client.can_elicit:
-                return self.settings.elicitation != "deny" and policy != "deny"
-            if method == SAMPLING and (policy == "relay" or (policy == "auto" and client.can_sample)):
-                return True
-        return False
-
-    async def fulfil(
-        self,
-        server: str,
-        result: dict[str, Any],
-        caller: Caller,
-        retry: Callable[[dict[str, Any], str | None], Awaitable[dict[str, Any]]],
-    ) -> dict[str, Any]:
-        """Answer `input_required` results and retry until the call completes (or goes to the client)."""
-        rounds = 0
-        while result.get("resultType") == "input_required":
-            if self.passes_through(server, result, caller):
-                # Roots asked alongside are still mcpgw's to answer (see `rootseal`).
-                return self.roots_seal.take(result, lambda: self._roots_answer(server))
-            rounds += 1
-            if rounds > self.settings.max_rounds:
-                raise SamplingFailed(
-                    f"upstream '{server}' still asked for input after {self.settings.max_rounds} rounds"
-                )
-            responses: dict[str, Any] = {}
-            for key, request in (result.get("inputRequests") or {}).items():
-                method = request.get("method") if isinstance(request, dict) else None
-                params = request.get("params") or {} if isinstance(request, dict) else {}
-                if method == SAMPLING:
-                    responses[key] = await self.sample(server, params, caller)
-                elif method == ELICITATION:
-                    responses[key] = await self.elicit(server, params, caller)
-                elif method == ROOTS:
-                    responses[key] = self._roots_answer(server)
-                else:
-                    raise SamplingRefused(
-                        f"upstream '{server}' asked for {method!r}, which mcpgw cannot answer"
-                    )
-            result = await retry(responses, result.get("requestState"))
-        return result
-
-    def _roots_answer(self, server: str) -> dict[str, Any]:
-        server_config = self.registry.servers.get(server)
-        roots = server_config.roots if server_config is not None else []
-        return {"roots": [{"uri": as_uri(root)} for root in roots]}
-
-    # --- handshake-era upstream, 2026-07-28 client ------------------------------------------------
-
-    def needs_exchange(self, server: str, upstream_era: str, caller: Caller) -> bool:
-        """Whether this call must be able to hand upstream requests to a 2026-07-28 client."""
-        client = caller.client
-        if client is None or not client.modern or upstream_era != "handshake":
-            return False
-        policy = self.policy(server, caller.persona)
-        samples = client.can_sample and policy in ("relay", "auto") and self.answers_sampling(server)
-        elicits = (
-            client.can_elicit and self.settings.elicitation != "deny" and self.answers_elicitation(server)
-        )
-        return samples or elicits
-
-    def open_exchange(self, caller: Caller, *, timeout: float) -> tuple[Exchange, Caller]:
-        """A new exchange, and the caller the upstream call runs as (its client answers via the exchange)."""
-        now = time.monotonic()
-        for token, old in list(self._exchanges.items()):
-            if old.finished_at is not None and now - old.finished_at > EXCHANGE_KEEP:
-                del self._exchanges[token]  # finished, and its client never came back for the result
-        exchange = Exchange(caller.persona, timeout=timeout)
-        self._exchanges[exchange.token] = exchange
-        client = caller.client
-        assert client is not None
-        relayed = ClientChannel(can_sample=client.can_sample, can_elicit=client.can_elicit, send=exchange.ask)
-        runs_as = Caller(
-            persona=caller.persona, client=relayed, request_id=caller.request_id, on_log=exchange.log
-        )
-        return exchange, runs_as
-
-    def resumed(self, params: Mapping[str, Any], persona: str | None) -> Exchange | None:
-        """The exchange a client's retry continues (its `requestState`), with the answers delivered."""
-        state = params.get("requestState")
-        exchange = self._exchanges.get(state) if isinstance(state, str) else None
-        if exchange is None:
-            return None
-        if exchange.persona != persona:
-            raise SamplingRefused("this requestState belongs to a call of another persona")
-        exchange.answer(params.get("inputResponses") or {})
-        return exchange
-
-    async def next_of(self, exchange: Exchange, *, on_log: LogSink | None = None) -> dict[str, Any]:
-        """The exchange's next answer; meanwhile its upstream call's log lines go to `on_log`."""
-        exchange.listening = on_log
-        try:
-            result = await exchange.next()
-        finally:
-            exchange.listening = None
-        if result.get("resultType") != "input_required":
-            self._exchanges.pop(exchange.token, None)
-        return result
 
     # --- answering -------------------------------------------------------------------------------
 

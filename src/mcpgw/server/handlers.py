@@ -42,16 +42,15 @@ from mcp.server.subscriptions import (
     ToolsListChanged,
 )
 from mcp.shared.exceptions import MCPError
-from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from mcpgw import audit, version
+from mcpgw.bridge.channel import client_channel
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import GatewayError, UpstreamTimeout
 from mcpgw.server.hostcheck import transport_security
 from mcpgw.server.listening import ListenBridge
-from mcpgw.upstream.inflight import ClientChannel
 from mcpgw.upstream.logrelay import LogLevels, LogSink
 
 logger = logging.getLogger("mcpgw.server")
@@ -197,32 +196,6 @@ def _log_sink(ctx: Ctx, levels: LogLevels) -> LogSink:
         )
 
     return sink
-
-
-class _AnyResult(BaseModel):
-    """A client's result kept whole (the upstream that asked validates it)."""
-
-    model_config = ConfigDict(extra="allow")
-
-
-def _client_channel(ctx: Ctx) -> ClientChannel:
-    """What the downstream client behind this request can answer: sampling, elicitation, and how."""
-    caps = ctx.session.client_capabilities
-    modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
-
-    async def send(method: str, params: dict[str, Any]) -> dict[str, Any]:
-        # On the request's own channel: over HTTP it rides the POST's response stream.
-        request = types.server_request_adapter.validate_python({"method": method, "params": params})
-        metadata = ServerMessageMetadata(related_request_id=ctx.request_id)
-        answer = await ctx.session.send_request(request, _AnyResult, metadata=metadata)
-        return answer.model_dump(by_alias=True, exclude_none=True)
-
-    return ClientChannel(
-        can_sample=caps is not None and caps.sampling is not None,
-        can_elicit=caps is not None and caps.elicitation is not None,
-        modern=modern,
-        send=None if modern else send,
-    )
 
 
 class Announcer:
@@ -376,7 +349,7 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
                     persona=p,
                     on_progress=_progress_relay(ctx),
                     on_log=_log_sink(ctx, log_levels),
-                    client=_client_channel(ctx),
+                    client=client_channel(ctx, principal=_principal(ctx)),
                 ),
             ),
         ),
@@ -385,14 +358,19 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
             types.ReadResourceRequestParams,
             forwarding(
                 "read",
-                lambda ctx, p: gateway.read_resource(_raw(ctx), persona=p, client=_client_channel(ctx)),
+                lambda ctx, p: gateway.read_resource(
+                    _raw(ctx), persona=p, client=client_channel(ctx, principal=_principal(ctx))
+                ),
             ),
         ),
         (
             "prompts/get",
             types.GetPromptRequestParams,
             forwarding(
-                "prompt", lambda ctx, p: gateway.get_prompt(_raw(ctx), persona=p, client=_client_channel(ctx))
+                "prompt",
+                lambda ctx, p: gateway.get_prompt(
+                    _raw(ctx), persona=p, client=client_channel(ctx, principal=_principal(ctx))
+                ),
             ),
         ),
         (

@@ -43,6 +43,9 @@ class ClientChannel:
     """A 2026-07-28 client: it answers `input_required` results, not server-to-client requests."""
     send: Send | None = None
     """Sends a server-to-client request on the call's channel (handshake-era clients only)."""
+    principal: str | None = None
+    """Who the client is over HTTP with `[auth]` (`auth.principal`): the `requestState` it is
+    handed is bound to it (`bridge.state`). None on stdio and without `[auth]`."""
 
 
 @dataclass(frozen=True)

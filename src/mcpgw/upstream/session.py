@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TextIO, cast
+from typing import Any, Literal, TextIO, TypeVar, cast
 
 import anyio
 import mcp_types as types
@@ -96,8 +96,13 @@ _RESERVED_META_PREFIX = "io.modelcontextprotocol/"
 MAX_LIST_PAGES = 100
 
 ProgressRelay = Callable[[float, float | None, str | None], Awaitable[None]]
-InputAnswer = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
-"""Answers a request an upstream sends mcpgw (server name, raw params) -> raw result."""
+SamplingAnswer = Callable[
+    [str, dict[str, Any]], Awaitable[types.CreateMessageResult | types.CreateMessageResultWithTools]
+]
+"""Answers an upstream's `sampling/createMessage` (server name, raw params), shaped for the upstream."""
+ElicitationAnswer = Callable[[str, dict[str, Any]], Awaitable[types.ElicitResult]]
+"""Answers an upstream's `elicitation/create` (server name, raw params)."""
+R = TypeVar("R")
 _SAMPLING_CAPABILITY = types.SamplingCapability(
     context=types.SamplingContextCapability(), tools=types.SamplingToolsCapability()
 )
@@ -214,9 +219,9 @@ class Upstream:
     """Told of every `notifications/message` the upstream sends (its name and the params)."""
     on_resource_updated: Callable[[str, str], Awaitable[None]] | None = None
     """Told (upstream name, upstream URI) when a watched resource changed."""
-    on_sampling: InputAnswer | None = None
+    on_sampling: SamplingAnswer | None = None
     """Answers the upstream's `sampling/createMessage`; when set, mcpgw declares sampling to it."""
-    on_elicitation: InputAnswer | None = None
+    on_elicitation: ElicitationAnswer | None = None
     """Answers the upstream's `elicitation/create`; when set, mcpgw declares elicitation to it."""
     in_process: Any = None
     """A lowlevel `Server` (or `MCPServer`) served in this process instead of the configured
@@ -619,21 +624,17 @@ class Upstream:
         self, context: Any, params: types.CreateMessageRequestParams
     ) -> types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData:
         assert self.on_sampling is not None
-        answer = await self._answer(self.on_sampling, params)
-        if isinstance(answer, types.ErrorData):
-            return answer
-        if params.tools or isinstance(answer.get("content"), list):
-            return types.CreateMessageResultWithTools.model_validate(answer)
-        return types.CreateMessageResult.model_validate(answer)
+        return await self._answer(self.on_sampling, params)
 
     async def _elicit(
         self, context: Any, params: types.ElicitRequestParams
     ) -> types.ElicitResult | types.ErrorData:
         assert self.on_elicitation is not None
-        answer = await self._answer(self.on_elicitation, params)
-        return answer if isinstance(answer, types.ErrorData) else types.ElicitResult.model_validate(answer)
+        return await self._answer(self.on_elicitation, params)
 
-    async def _answer(self, answer: InputAnswer, params: Any) -> dict[str, Any] | types.ErrorData:
+    async def _answer(
+        self, answer: Callable[[str, dict[str, Any]], Awaitable[R]], params: Any
+    ) -> R | types.ErrorData:
         """Run a handler for a request the upstream sent us; its failures become JSON-RPC errors for it."""
         try:
             return await answer(self.name, params.model_dump(by_alias=True, exclude_none=True, mode="json"))
@@ -754,8 +755,8 @@ class Hooks:
     on_state: Callable[[Upstream], None] | None = None
     on_log: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
     on_resource_updated: Callable[[str, str], Awaitable[None]] | None = None
-    on_sampling: InputAnswer | None = None
-    on_elicitation: InputAnswer | None = None
+    on_sampling: SamplingAnswer | None = None
+    on_elicitation: ElicitationAnswer | None = None
 
 
 def for_server(
