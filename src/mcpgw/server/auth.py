@@ -57,6 +57,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mcpgw import _compat
 from mcpgw.audit import AuditLog, Step
 from mcpgw.config import AuthSettings, Registry
 from mcpgw.errors import ConfigError
@@ -379,7 +380,7 @@ class Guard:
             logger.info("refused %s: %s", principal(scope), problem)
             self._denied(scope, problem)
             deny = RequireAuthMiddleware(self.app, [], self.metadata_url(requested))
-            await deny._send_auth_error(send, 403, "insufficient_scope", problem)
+            await _compat.send_auth_error(deny, send, 403, "insufficient_scope", problem)
             return
         await self._while_valid(scope, receive, send)
 

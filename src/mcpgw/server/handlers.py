@@ -28,7 +28,7 @@ from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict
 
-from mcpgw import audit, version
+from mcpgw import _compat, audit, version
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import GatewayError, UpstreamTimeout
 from mcpgw.sampling import ClientChannel
@@ -221,7 +221,7 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
 
     async def set_level(ctx: Ctx, params: types.SetLevelRequestParams) -> dict[str, Any]:
         """`logging/setLevel` (handshake era): the least severe upstream log line this connection gets."""
-        connection = getattr(ctx.session, "_connection", None)
+        connection = _compat.session_connection(ctx.session)
         if connection is not None:
             log_levels.set(connection, params.level)
         return {}
@@ -307,7 +307,7 @@ def _subscription(
     """`resources/subscribe` and `unsubscribe` (handshake era): updates go to this connection."""
 
     async def handler(ctx: Ctx, params: Any) -> dict[str, Any]:
-        connection = getattr(ctx.session, "_connection", None)
+        connection = _compat.session_connection(ctx.session)
 
         async def work() -> dict[str, Any]:
             if connection is None:

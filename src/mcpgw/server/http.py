@@ -11,7 +11,6 @@ gateway's own signal handling. The HTTP-side guards it installs live beside it:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +19,7 @@ import anyio
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from mcpgw import _compat
 from mcpgw.core.gateway import Gateway
 from mcpgw.server.envelope import too_large
 from mcpgw.server.handlers import PERSONA_PATH_PARAM, build_server
@@ -165,7 +165,7 @@ async def serve_http(
     web = uvicorn.Server(config)
     # uvicorn would re-raise a caught SIGTERM after serving, killing us before the upstreams are
     # stopped; our own receiver below asks it to exit instead, and cleanup then runs in order.
-    web.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    _compat.uvicorn_without_signal_capture(web)
     async with gateway.running(), anyio.create_task_group() as tg:
 
         def stop() -> None:

@@ -27,6 +27,7 @@ from mcp.server.subscriptions import (
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from mcpgw import _compat
 from mcpgw.upstream.logrelay import LogLevels, LogSink
 
 Ctx = ServerRequestContext[Any, Any]
@@ -43,7 +44,7 @@ class Announcer:
     async def track(self, ctx: Ctx, call_next: Callable[[Ctx], Awaitable[Any]]) -> Any:
         """Server middleware: remember handshake-era connections, which get standalone notifications."""
         if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
-            connection = getattr(ctx.session, "_connection", None)
+            connection = _compat.session_connection(ctx.session)
             if connection is not None:
                 self._connections.add(connection)
         return await call_next(ctx)
@@ -91,7 +92,7 @@ def progress_relay(ctx: Ctx) -> Callable[[float, float | None, str | None], Awai
 
 def log_sink(ctx: Ctx, levels: LogLevels) -> LogSink:
     """Where an upstream's log lines for this call go: this call's own stream, at the client's level."""
-    connection = getattr(ctx.session, "_connection", None)
+    connection = _compat.session_connection(ctx.session)
 
     async def sink(level: str, data: Any, name: str | None) -> None:
         if connection is not None and not levels.wants(connection, level):
