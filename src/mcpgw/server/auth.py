@@ -28,7 +28,6 @@ relayed as MCP messages, never as HTTP requests with the caller's headers.
 from __future__ import annotations
 
 import contextvars
-import ipaddress
 import logging
 import math
 import time
@@ -61,6 +60,7 @@ from mcpgw import _compat
 from mcpgw.audit import AuditLog, Step
 from mcpgw.config import AuthSettings, Registry
 from mcpgw.errors import ConfigError
+from mcpgw.server.hostcheck import is_loopback
 
 logger = logging.getLogger("mcpgw.auth")
 
@@ -502,15 +502,6 @@ def install(
 
 
 # --- modes -------------------------------------------------------------------------------------
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_exposure(registry: Registry, *, host: str) -> list[str]:
