@@ -11,7 +11,6 @@ gateway's own signal handling. The HTTP-side guards it installs live beside it:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,8 +24,6 @@ from mcpgw.server.envelope import too_large
 from mcpgw.server.handlers import PERSONA_PATH_PARAM, build_server
 from mcpgw.server.hostcheck import transport_security
 from mcpgw.server.lifecycle import check_personas, stop_on_signals
-
-logger = logging.getLogger("mcpgw.server")
 
 PERSONA_PATH = f"/personas/{{{PERSONA_PATH_PARAM}}}/mcp"
 
