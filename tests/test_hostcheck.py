@@ -101,3 +101,37 @@ def test_a_malformed_allowed_value_is_a_config_error(tmp_path: Path, key: str, v
     with pytest.raises(ConfigError) as caught:
         config.load(path)
     assert key in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_one_loopback_rule_for_the_exposure_policy_and_the_host_check() -> None:
+    """A gateway on 127.0.0.2 is loopback: production needs no [auth], and its own address is served."""
+    from mcp.server.transport_security import TransportSecurityMiddleware
+    from starlette.requests import Request
+
+    from mcpgw.server import auth, hostcheck
+
+    assert auth.is_loopback is hostcheck.is_loopback
+    for host in ("127.0.0.2", "127.255.255.254", "localhost", "::1", "[::1]"):
+        assert hostcheck.is_loopback(host), host
+    for host in ("0.0.0.0", "10.0.0.2", "localhost.example.com", "::"):
+        assert not hostcheck.is_loopback(host), host
+    production = config.Registry.model_validate({"gateway": {"mode": "production"}})
+    assert auth.check_exposure(production, host="127.0.0.2") == []
+    check = TransportSecurityMiddleware(hostcheck.transport_security(production, bind="127.0.0.2"))
+
+    async def status(host: str, origin: str) -> int:
+        headers = [
+            (b"host", host.encode()),
+            (b"origin", origin.encode()),
+            (b"content-type", b"application/json"),
+        ]
+        request = Request({"type": "http", "method": "POST", "path": "/mcp", "headers": headers})
+        refusal = await check.validate_request(request, is_post=True)
+        return 200 if refusal is None else refusal.status_code
+
+    assert await status("127.0.0.2:8000", "http://127.0.0.2:8000") == 200
+    assert await status("127.0.0.2", "https://127.0.0.2") == 200
+    assert await status("localhost:8000", "http://localhost:8000") == 200
+    assert await status("evil.example.com", "http://127.0.0.2:8000") == 421
+    assert await status("127.0.0.2:8000", "http://evil.example.com") == 403

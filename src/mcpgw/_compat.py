@@ -7,8 +7,18 @@ it here, in one place, and the tests that cover the caller say so.
 
 from __future__ import annotations
 
+import contextlib
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastmcp.server.auth.middleware import RequireAuthMiddleware
+    from mcp.server.connection import Connection
+    from mcp.server.lowlevel.server import Server
+    from mcp.server.session import ServerSession
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+    from starlette.types import Send
 
 
 def in_memory_transport(server: Any) -> AbstractAsyncContextManager[tuple[Any, Any]]:
@@ -20,3 +30,49 @@ def in_memory_transport(server: Any) -> AbstractAsyncContextManager[tuple[Any, A
     from mcp.client._memory import InMemoryTransport
 
     return InMemoryTransport(server)
+
+
+def session_connection(session: ServerSession) -> Connection | None:
+    """The `Connection` a request's session belongs to; None if the SDK no longer keeps it there.
+
+    mcp 2.3: the lowlevel `ServerRunner` hands handlers a `ServerRequestContext`, whose
+    `ServerSession` keeps its connection in `_connection` (only `Context`, which the runner does
+    not build, exposes `connection`). The gateway needs the connection itself: the log level a
+    handshake-era client set, standalone list-change notifications, and resource subscriptions
+    that are dropped when the connection closes.
+    """
+    return getattr(session, "_connection", None)
+
+
+def uvicorn_without_signal_capture(server: uvicorn.Server) -> None:
+    """Keep `server` from installing its own signal handlers and re-raising what they caught.
+
+    uvicorn 0.54: `Server.serve` runs inside `Server.capture_signals()`, which replaces the
+    SIGINT/SIGTERM handlers and, once serving ends, re-raises a caught signal: that would kill the
+    gateway before its upstreams are stopped. There is no setting for it; the gateway receives
+    signals itself (`server.lifecycle.stop_on_signals`) and asks uvicorn to exit.
+    """
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+
+
+def set_session_manager(server: Server[Any], manager: StreamableHTTPSessionManager) -> None:
+    """Make `manager` what `server.session_manager` returns.
+
+    mcp 2.3: `Server.session_manager` is a read-only property over `_session_manager`, which only
+    `Server.streamable_http_app` sets. The gateway builds that app itself, with its own session
+    manager (resumable streams, a store namespace per session: `server.resume`), and sets the
+    manager as the SDK's builder does.
+    """
+    server._session_manager = manager
+
+
+async def send_auth_error(
+    middleware: RequireAuthMiddleware, send: Send, status_code: int, error: str, description: str
+) -> None:
+    """Answer with `middleware`'s RFC 6750 error: JSON body and `WWW-Authenticate` challenge.
+
+    fastmcp 4.2: `RequireAuthMiddleware._send_auth_error` builds the challenge (error, description,
+    scopes, resource metadata URL) its own 401/403 answers carry; the gateway answers a token that
+    does not grant the requested persona with the same 403 `insufficient_scope`.
+    """
+    await middleware._send_auth_error(send, status_code, error, description)

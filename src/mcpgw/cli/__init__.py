@@ -103,7 +103,9 @@ def serve(
     log_level: str,
 ) -> None:
     """Serve the merged catalog over stdio (for Claude Desktop, IDEs) or streamable HTTP."""
-    from mcpgw.server.handlers import serve_http, serve_stdio, stderr_logging
+    from mcpgw.server.http import serve_http
+    from mcpgw.server.lifecycle import stderr_logging
+    from mcpgw.server.stdio import serve_stdio
 
     stderr_logging(getattr(logging, log_level.upper()))
     registry, path = _load(config_path)
@@ -623,7 +625,7 @@ def _print_problems(gateway: Any, console: Console) -> None:
 
 
 def _quiet_logs() -> None:
-    from mcpgw.server.handlers import stderr_logging
+    from mcpgw.server.lifecycle import stderr_logging
 
     stderr_logging(logging.ERROR)
 

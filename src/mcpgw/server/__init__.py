@@ -1,2 +1,9 @@
-"""mcpgw as an MCP server: request handlers, change announcements, stdio and HTTP transports,
-and the HTTP-side guards (OAuth resource server, Host/Origin checks, resumable streams)."""
+"""mcpgw as an MCP server.
+
+The request handlers (`handlers`, with `notify` for what clients are told
+besides results and `listcache` for list results), the transports (`stdio`,
+`http`, both run by `lifecycle`; `envelope` for the errors they answer
+themselves), and the HTTP-side guards (`auth` for the OAuth resource server,
+`hostcheck` for Host/Origin checks, `resume` for resumable streams). `listening`
+serves 2026-07-28 listen streams that name resources.
+"""

@@ -28,7 +28,6 @@ relayed as MCP messages, never as HTTP requests with the caller's headers.
 from __future__ import annotations
 
 import contextvars
-import ipaddress
 import logging
 import math
 import time
@@ -57,9 +56,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mcpgw import _compat
 from mcpgw.audit import AuditLog, Step
 from mcpgw.config import AuthSettings, Registry
 from mcpgw.errors import ConfigError
+from mcpgw.server.hostcheck import is_loopback
 
 logger = logging.getLogger("mcpgw.auth")
 
@@ -226,12 +227,19 @@ class JWTVerifier(TokenVerifier):
 
 def _scopes(claims: dict[str, Any]) -> list[str]:
     for name in ("scope", "scp"):
-        value = claims.get(name)
-        if isinstance(value, str):
-            return value.split()
-        if isinstance(value, list):
-            return [str(v) for v in value]
+        words = _claim_words(claims.get(name))
+        if words is not None:
+            return words
     return []
+
+
+def _claim_words(value: Any) -> list[str] | None:
+    """A claim that lists names (scopes, groups): a space-separated string or an array; None if neither."""
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return None
 
 
 # --- personas ----------------------------------------------------------------------------------
@@ -241,12 +249,7 @@ def granted_personas(settings: AuthSettings, claims: dict[str, Any], personas: I
     """The personas a token's claim names (after prefix and map), among those configured."""
     if settings.persona_claim is None:
         return []
-    raw = claims.get(settings.persona_claim)
-    values: list[str] = []
-    if isinstance(raw, str):
-        values = raw.split()
-    elif isinstance(raw, list):
-        values = [str(v) for v in raw]
+    values = _claim_words(claims.get(settings.persona_claim)) or []
     known = set(personas)
     granted: list[str] = []
     for value in values:
@@ -288,6 +291,18 @@ class Guard:
         self.registry = registry
         self.audit = audit
         self.base = settings.public_url.rstrip("/")
+        # Built once per endpoint (`/mcp` under None, each persona's under its name): what a
+        # refusal's challenge carries is the endpoint's own metadata URL.
+        endpoints: list[str | None] = [None, *registry.personas]
+        self._checks = {
+            persona: RequireAuthMiddleware(
+                self._persona_gate, list(settings.required_scopes), self.metadata_url(persona)
+            )
+            for persona in endpoints
+        }
+        """Token and scope checks; an unknown persona's path gets `/mcp`'s (the endpoint answers 404)."""
+        self._denials = {persona: self._denial(persona) for persona in endpoints}
+        """The 403 for a token that does not grant the persona asked for."""
 
     def metadata_url(self, persona: str | None) -> AnyHttpUrl:
         path = "/mcp" if persona is None else f"/personas/{persona}/mcp"
@@ -295,11 +310,7 @@ class Guard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         requested = scope.get("path_params", {}).get(PERSONA_PARAM)
-        check = RequireAuthMiddleware(
-            self._persona_gate,
-            list(self.settings.required_scopes),
-            self.metadata_url(requested if requested in self.registry.personas else None),
-        )
+        check = self._checks.get(requested, self._checks[None])
         outage = _unavailable.get()
         if outage is not None and not isinstance(scope.get("user"), AuthenticatedUser):
             await self._unavailable(scope, receive, send, outage)
@@ -307,6 +318,9 @@ class Guard:
         await check(scope, receive, send)
         if not scope.get(_PASSED):
             self._denied(scope, self._why_refused(scope))
+
+    def _denial(self, persona: str | None) -> RequireAuthMiddleware:
+        return RequireAuthMiddleware(self.app, [], self.metadata_url(persona))
 
     async def _unavailable(self, scope: Scope, receive: Receive, send: Send, outage: KeysUnavailable) -> None:
         """503 and `Retry-After`: the token may be good, the gateway cannot check it now.
@@ -378,8 +392,9 @@ class Guard:
         if problem is not None:
             logger.info("refused %s: %s", principal(scope), problem)
             self._denied(scope, problem)
-            deny = RequireAuthMiddleware(self.app, [], self.metadata_url(requested))
-            await deny._send_auth_error(send, 403, "insufficient_scope", problem)
+            # A persona not configured is refused naming its own path, as it was asked for.
+            deny = self._denials.get(requested) or self._denial(requested)
+            await _compat.send_auth_error(deny, send, 403, "insufficient_scope", problem)
             return
         await self._while_valid(scope, receive, send)
 
@@ -451,11 +466,15 @@ def install(
             _metadata_route(f"{WELL_KNOWN}{mcp_path}", metadata(f"{base}{mcp_path}")),
         ]
 
+        persona_handlers = {
+            name: ProtectedResourceMetadataHandler(metadata(f"{base}/personas/{name}/mcp"))
+            for name in registry.personas
+        }
+
         async def persona_metadata(request: Request) -> Response:
-            name = request.path_params[PERSONA_PARAM]
-            if name not in registry.personas:
+            handler = persona_handlers.get(request.path_params[PERSONA_PARAM])
+            if handler is None:
                 return Response(status_code=404)
-            handler = ProtectedResourceMetadataHandler(metadata(f"{base}/personas/{name}/mcp"))
             return await handler.handle(request)
 
         routes.append(
@@ -483,15 +502,6 @@ def install(
 
 
 # --- modes -------------------------------------------------------------------------------------
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_exposure(registry: Registry, *, host: str) -> list[str]:

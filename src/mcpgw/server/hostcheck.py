@@ -9,6 +9,10 @@ the gateway was told to bind, when it is a specific one; `[gateway]
 allowed_hosts` / `allowed_origins` add more (a reverse proxy's public name), and
 so do `[auth] public_url` (its host and origin) and `[gateway] cors_origins`.
 
+Whether an address is loopback is `is_loopback`'s to say, here and in
+`auth.check_exposure` alike: a gateway bound to 127.0.0.2 is loopback to both
+(no `[auth]` needed; its own address is accepted as the bound one).
+
 The check itself is the mcp SDK's `TransportSecurityMiddleware`, which the
 streamable HTTP app runs for every request; this module only builds its
 settings, so the check is always on (the SDK turns it off for non-loopback
@@ -17,6 +21,7 @@ binds).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from urllib.parse import urlsplit
 
@@ -26,8 +31,20 @@ from mcpgw.config import Registry
 
 logger = logging.getLogger("mcpgw.hostcheck")
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+"""The names clients use for a gateway on their own machine: always accepted, whatever the bind.
+A list of names, not a loopback test (that is `is_loopback`)."""
 WILDCARD_BINDS = ("0.0.0.0", "::", "")
+
+
+def is_loopback(host: str) -> bool:
+    """The one loopback rule: `localhost`, or an address in 127.0.0.0/8 or ::1 (bracketed or not)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _bracketed(host: str) -> str:
@@ -41,17 +58,18 @@ def _host_patterns(host: str) -> list[str]:
     return [host, f"{host}:*"]
 
 
+def _origin_patterns(host: str) -> list[str]:
+    """A host as the origin of a page: either scheme, with and without any port."""
+    return [f"{scheme}://{host}{port}" for scheme in ("http", "https") for port in ("", ":*")]
+
+
 def transport_security(registry: Registry, *, bind: str) -> TransportSecuritySettings:
     settings = registry.gateway
-    hosts = [f"{h}:*" for h in LOOPBACK_HOSTS] + list(LOOPBACK_HOSTS)
-    origins = [
-        f"{scheme}://{h}{port}" for scheme in ("http", "https") for h in LOOPBACK_HOSTS for port in ("", ":*")
-    ]
-    if bind not in WILDCARD_BINDS and _bracketed(bind) not in LOOPBACK_HOSTS:
-        hosts += _host_patterns(_bracketed(bind))
-        origins += [
-            f"{scheme}://{_bracketed(bind)}{port}" for scheme in ("http", "https") for port in ("", ":*")
-        ]
+    names = list(LOOPBACK_NAMES)
+    if bind not in WILDCARD_BINDS and _bracketed(bind) not in names:
+        names.append(_bracketed(bind))  # a specific address, loopback (127.0.0.2) or not
+    hosts = [pattern for name in names for pattern in _host_patterns(name)]
+    origins = [pattern for name in names for pattern in _origin_patterns(name)]
     for host in settings.allowed_hosts:
         hosts += _host_patterns(host)
     origins += settings.allowed_origins

@@ -11,7 +11,7 @@ stream alone, under the URI the client named. When the stream ends, however it
 ends, its upstream subscriptions are dropped.
 
 Listen requests without resource subscriptions go straight to the shared
-list-change handler (`server.Announcer`). Each stream with subscriptions gets
+list-change handler (`notify.Announcer`). Each stream with subscriptions gets
 its own event bus (`StreamBus`) in front of the shared one, so an update is
 delivered once per stream that asked, never fanned out to other personas'
 streams that happen to name the same URI.

@@ -36,6 +36,8 @@ from pydantic import TypeAdapter
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from mcpgw import _compat
+
 logger = logging.getLogger("mcpgw.resume")
 
 MAX_EVENTS_PER_STREAM = 100
@@ -155,7 +157,7 @@ def streamable_http_app(
         retry_interval=RETRY_MS,
         max_request_body_size=max_body,
     )
-    server._session_manager = manager  # what `Server.session_manager` returns, as the SDK's builder sets it
+    _compat.set_session_manager(server, manager)  # as the SDK's own builder does
     return Starlette(
         routes=[Route(path, endpoint=StreamableHTTPASGIApp(manager))],
         lifespan=lambda app: manager.run(),

@@ -1,0 +1,51 @@
+"""The listing cache: list results shaped for the wire once per catalog, protocol version and persona.
+
+Owns: `ListingCache`, the server middleware that answers `tools/list`,
+`resources/list`, `resources/templates/list` and `prompts/list` (first page)
+from what it shaped before, until the gateway builds a new catalog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mcp.server.context import ServerRequestContext
+
+from mcpgw.core.gateway import Gateway
+
+Ctx = ServerRequestContext[Any, Any]
+
+
+class ListingCache:
+    """Server middleware: each list result is shaped for the wire once per catalog and protocol version.
+
+    The SDK re-validates and re-serialises every result against the negotiated
+    version; for a 500-tool catalog that was ~18 ms of CPU per `tools/list`.
+    The catalog is immutable, so its shaped listing can be reused until the
+    gateway builds a new one. A middleware that returns without `call_next`
+    owns its result, envelope included, which is exactly what is cached.
+    """
+
+    METHODS = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list"})
+
+    def __init__(self, gateway: Gateway, persona_of: Callable[[Ctx], str | None]) -> None:
+        self._gateway = gateway
+        self._persona_of = persona_of
+        self._catalog: object = None
+        self._shaped: dict[tuple[str, str, str | None], dict[str, Any]] = {}
+
+    async def __call__(self, ctx: Ctx, call_next: Callable[[Ctx], Awaitable[Any]]) -> Any:
+        if ctx.method not in self.METHODS or (ctx.params or {}).get("cursor"):
+            return await call_next(ctx)
+        await self._gateway.wait_started()
+        catalog = self._gateway.catalog
+        if catalog is not self._catalog:
+            self._catalog, self._shaped = catalog, {}
+        key = (ctx.method, ctx.protocol_version, self._persona_of(ctx))
+        cached = self._shaped.get(key)
+        if cached is None:
+            cached = await call_next(ctx)
+            if self._gateway.catalog is catalog and isinstance(cached, dict):
+                self._shaped[key] = cached
+        return cached

@@ -1,0 +1,105 @@
+"""What mcpgw tells its clients besides results: list changes, progress, upstream log lines.
+
+Owns: announcing catalog changes to handshake-era connections
+(`notifications/*/list_changed`, the capabilities advertised for them) and to
+2026-07-28 listeners (`subscriptions/listen`), relaying an upstream's progress
+to the request that asked, and relaying an upstream's log lines to the request
+they belong to, at the level its client set.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import mcp_types as types
+from mcp.server.connection import Connection
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ListenHandler,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ServerEvent,
+    ToolsListChanged,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from mcpgw import _compat
+from mcpgw.upstream.logrelay import LogLevels, LogSink
+
+Ctx = ServerRequestContext[Any, Any]
+
+
+class Announcer:
+    """Tells connected clients that lists changed, in each client's era."""
+
+    def __init__(self) -> None:
+        self.bus = InMemorySubscriptionBus()
+        self.listen = ListenHandler(self.bus)
+        self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
+
+    async def track(self, ctx: Ctx, call_next: Callable[[Ctx], Awaitable[Any]]) -> Any:
+        """Server middleware: remember handshake-era connections, which get standalone notifications."""
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            connection = _compat.session_connection(ctx.session)
+            if connection is not None:
+                self._connections.add(connection)
+        return await call_next(ctx)
+
+    async def __call__(self, changed: set[str]) -> None:
+        events: dict[str, ServerEvent] = {
+            "tools": ToolsListChanged(),
+            "resources": ResourcesListChanged(),
+            "prompts": PromptsListChanged(),
+        }
+        for kind in sorted(changed):
+            await self.bus.publish(events[kind])
+        for connection in list(self._connections):
+            if "tools" in changed:
+                await connection.send_tool_list_changed()
+            if "resources" in changed:
+                await connection.send_resource_list_changed()
+            if "prompts" in changed:
+                await connection.send_prompt_list_changed()
+
+
+def notification_options() -> NotificationOptions:
+    """The `listChanged` capabilities the server advertises: every list may change (`Announcer`)."""
+    return NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+
+
+def progress_relay(ctx: Ctx) -> Callable[[float, float | None, str | None], Awaitable[None]] | None:
+    """Where an upstream's progress for this call goes: to the client, under its own token; None if none."""
+    meta = (ctx.params or {}).get("_meta")
+    token = meta.get("progressToken") if isinstance(meta, dict) else None
+    if token is None:
+        return None
+
+    async def relay(progress: float, total: float | None, message: str | None) -> None:
+        await ctx.session.send_progress_notification(
+            progress_token=token,
+            progress=progress,
+            total=total,
+            message=message,
+            related_request_id=str(ctx.request_id) if ctx.request_id is not None else None,
+        )
+
+    return relay
+
+
+def log_sink(ctx: Ctx, levels: LogLevels) -> LogSink:
+    """Where an upstream's log lines for this call go: this call's own stream, at the client's level."""
+    connection = _compat.session_connection(ctx.session)
+
+    async def sink(level: str, data: Any, name: str | None) -> None:
+        if connection is not None and not levels.wants(connection, level):
+            return
+        # The SDK itself drops what a 2026-07-28 request did not opt in to (its `_meta` log level).
+        await ctx.session.send_log_message(
+            cast(types.LoggingLevel, level), data, logger=name, related_request_id=ctx.request_id
+        )
+
+    return sink

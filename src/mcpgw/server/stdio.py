@@ -1,0 +1,155 @@
+"""mcpgw served over stdio: one client on stdin and stdout.
+
+Owns: `serve_stdio`, and the pipe ends it serves over: stdin read through the
+event loop, so a signal can cancel the read (`_PipeLines`; each line's envelope
+is checked first, see `envelope`), and stdout written through the event loop
+(`_PipeWriter`). Either falls back to the SDK's own reader or writer when its
+descriptor is not a pipe or a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from mcpgw.core.gateway import Gateway
+from mcpgw.server.envelope import envelope_problem, too_large
+from mcpgw.server.handlers import build_server
+from mcpgw.server.lifecycle import check_personas, stop_on_signals
+from mcpgw.server.notify import notification_options
+
+
+class _PipeLines:
+    """Lines of stdin read through the event loop, so a signal can cancel the read.
+
+    The SDK's stdio server reads stdin in a worker thread that cancellation
+    cannot interrupt: on SIGTERM the gateway would wait for the client's next
+    line before it could stop its upstreams. Lines that are not JSON, or not a
+    JSON-RPC 2.0 envelope, are answered here with -32700 / -32600 (the SDK
+    would drop them silently, leaving a client waiting for an answer).
+    """
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        reply: Callable[[dict[str, Any]], None] | None = None,
+        *,
+        limit: int,
+    ) -> None:
+        self._reader = reader
+        self.reply = reply
+        self._limit = limit
+
+    async def _readline(self) -> bytes | None:
+        """The next line, `b""` at EOF, or None for a line over the limit (skipped, never buffered)."""
+        too_long = False
+        while True:
+            try:
+                line = await self._reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError as exc:
+                return None if too_long and exc.partial else exc.partial
+            except asyncio.LimitOverrunError as exc:
+                # Drop what is buffered so far and keep reading until the line ends.
+                await self._reader.readexactly(exc.consumed)
+                too_long = True
+                continue
+            return None if too_long else line
+
+    def __aiter__(self) -> _PipeLines:
+        return self
+
+    async def __anext__(self) -> str:
+        while True:
+            raw = await self._readline()
+            if raw is None:
+                if self.reply is not None:
+                    self.reply(too_large(self._limit))
+                continue
+            if not raw:
+                raise StopAsyncIteration
+            line = raw.decode("utf-8", errors="replace")
+            problem = envelope_problem(line) if self.reply is not None else None
+            if problem is None:
+                return line
+            assert self.reply is not None
+            self.reply(problem)
+
+
+class _PipeWriter:
+    """stdout written through the event loop: no worker-thread hop per message (as the SDK does)."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+
+    async def write(self, data: str) -> None:
+        self._writer.write(data.encode("utf-8"))
+
+    async def flush(self) -> None:
+        await self._writer.drain()
+
+    def send_now(self, message: dict[str, Any]) -> None:
+        """Write one whole line (the event loop's transport keeps whole writes whole)."""
+        self._writer.write((json.dumps(message) + "\n").encode("utf-8"))
+
+
+def _is_pipe(fd: int) -> bool:
+    """Only pipes and sockets go on the event loop (uvloop aborts on /dev/null, files cannot be polled)."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+async def _event_loop_stdout() -> _PipeWriter | None:
+    loop = asyncio.get_running_loop()
+    if not _is_pipe(sys.stdout.fileno()):
+        return None
+    try:
+        stdout = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, stdout)
+    except (OSError, ValueError):
+        return None
+    return _PipeWriter(asyncio.StreamWriter(transport, protocol, None, loop))
+
+
+async def _cancellable_stdin(limit: int) -> _PipeLines | None:
+    loop = asyncio.get_running_loop()
+    if not _is_pipe(sys.stdin.fileno()):
+        return None
+    reader = asyncio.StreamReader(limit=limit)
+    try:
+        stdin = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
+    except (OSError, ValueError):
+        return None  # a regular file or no stdin at all: the SDK's reader copes with those
+    return _PipeLines(reader, limit=limit)
+
+
+async def serve_stdio(gateway: Gateway, persona: str | None = None) -> None:
+    """Serve one client over stdin/stdout until it closes stdin or a signal arrives."""
+    from mcp.server.stdio import stdio_server
+
+    gateway.resolve_persona(persona)
+    server, _ = build_server(gateway, persona=persona)
+    stdin = await _cancellable_stdin(gateway.registry.gateway.max_request_bytes)
+    stdout = await _event_loop_stdout()
+    if stdin is not None and stdout is not None:
+        stdin.reply = stdout.send_now
+        # The channel now lives on duplicated descriptors; stray reads of fd 0 see EOF and stray
+        # writes to fd 1 land in the log, as the SDK's own stdio server arranges.
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.dup2(sys.stderr.fileno(), 1)
+    async with gateway.running(), anyio.create_task_group() as tg:
+        tg.start_soon(stop_on_signals, gateway, tg.cancel_scope.cancel)
+        tg.start_soon(check_personas, gateway)
+        async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):  # type: ignore[arg-type]
+            await server.run(read, write, server.create_initialization_options(notification_options()))
+        tg.cancel_scope.cancel()
