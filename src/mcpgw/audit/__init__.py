@@ -2,13 +2,15 @@
 
 The package's modules, one job each:
 
-    step      the per-request `Step` and the current step (`current`, `note`)
+    step      the row's vocabulary (`Kind`, `Outcome`), the per-request `Step` and the
+              current step (`current`, `note`)
     log       `AuditLog`: rows built and redacted, one writer thread, batches, the retry buffer
     schema    where the database lives, the `events` table's columns and indexes
     queries   `mcpgw logs` and `mcpgw stats`: filtering, summaries, pruning
     redact    what never reaches the file (secret keys, credential-shaped values)
 
-This module re-exports the public API (and the current-step variable the server sets).
+Rows are built only here: writers hand over a `Step` or an event. This module re-exports
+the public API (and the current-step variable the server sets).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from mcpgw.audit.schema import (
     ensure_schema,
     path_for,
 )
-from mcpgw.audit.step import Step, current, note, now
+from mcpgw.audit.step import STAT_KINDS, Kind, Outcome, Step, current, note, now
 from mcpgw.audit.step import _current as _current
 
 __all__ = [
@@ -33,8 +35,11 @@ __all__ = [
     "INDEXES",
     "SCHEMA_VERSION",
     "STAT_GROUPS",
+    "STAT_KINDS",
     "SUMMARY_CHARS",
     "AuditLog",
+    "Kind",
+    "Outcome",
     "Step",
     "current",
     "default_path",

@@ -1,7 +1,7 @@
 """The audit log's writer: every row to SQLite through sqlite-utils, off the hot path.
 
-Owns: turning steps and events into redacted rows of the `events` table, the
-one writer thread that inserts them in batches
+Owns: turning steps and events into rows of the `events` table (redacted and
+bounded here, nowhere else), the one writer thread that inserts them in batches
 with WAL on, the bounded retry buffer that keeps rows when the disk fails (and
 counts what it had to drop), flushing on shutdown, and opening the log `[audit]`
 configures.
@@ -19,26 +19,27 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from mcpgw.audit.queries import prune
 from mcpgw.audit.redact import Redactor
 from mcpgw.audit.schema import ensure_schema, path_for
-from mcpgw.audit.step import Step, now
+from mcpgw.audit.step import Kind, Outcome, Step, now
 from mcpgw.detectors import Detector
 from mcpgw.errors import ConfigError
 
 logger = logging.getLogger("mcpgw.audit")
 
 SUMMARY_CHARS = 300
+ERROR_CHARS = 2000
 _BATCH = 500
 _INTERVAL = 0.05
 
 
 class AuditLog:
-    """Queue plus one writer thread. `record` never blocks; `close` flushes."""
+    """Queue plus one writer thread. `record_step` and `event` never block; `close` flushes."""
 
     def __init__(self, path: Path, *, redactor: Redactor | None = None, max_buffer: int = 100_000) -> None:
         self.path = path
@@ -80,9 +81,6 @@ class AuditLog:
 
     # --- the hot path ----------------------------------------------------------------------------
 
-    def record(self, row: dict[str, Any]) -> None:
-        self._queue.put(row)
-
     def record_step(self, step: Step) -> None:
         """Queue a finished step; turning it into a redacted row happens on the writer thread."""
         step.latency_ms = (time.perf_counter() - step.started) * 1000
@@ -90,33 +88,40 @@ class AuditLog:
 
     def event(
         self,
-        kind: str,
+        kind: Kind,
         *,
         server: str | None = None,
         name: str | None = None,
-        outcome: str = "ok",
+        outcome: Outcome = Outcome.OK,
         error: str | None = None,
+        request_id: str | None = None,
+        method: str | None = None,
+        persona: str | None = None,
+        latency_ms: float | None = None,
+        result: Mapping[str, Any] | None = None,
     ) -> None:
-        """A step that is not a client request: upstream state changes, configuration loads."""
-        self.record(
+        """A row that is not a client request: upstream state changes, configuration loads, security
+        problems, sampling requests. `result` is the gateway's own accounting (no client data), stored
+        as JSON as is."""
+        self._queue.put(
             {
                 "ts": now(),
-                "request_id": uuid.uuid4().hex,
-                "kind": kind,
-                "method": None,
-                "persona": None,
+                "request_id": request_id or uuid.uuid4().hex,
+                "kind": Kind(kind).value,
+                "method": method,
+                "persona": persona,
                 "principal": None,
                 "client": None,
                 "protocol": None,
                 "server": server,
                 "name": name,
-                "outcome": outcome,
-                "error": self.redactor.text(error) if error else None,
-                "latency_ms": None,
+                "outcome": Outcome(outcome).value,
+                "error": self.redactor.text(error)[:ERROR_CHARS] if error else None,
+                "latency_ms": None if latency_ms is None else round(latency_ms, 3),
                 "arg_bytes": 0,
                 "result_bytes": 0,
                 "arguments": None,
-                "result": None,
+                "result": json.dumps(dict(result)) if result is not None else None,
                 "findings": None,
             }
         )
@@ -128,7 +133,7 @@ class AuditLog:
         return {
             "ts": step.ts,
             "request_id": step.request_id,
-            "kind": step.kind,
+            "kind": step.kind.value,
             "method": step.method,
             "persona": step.persona,
             "principal": step.principal,
@@ -136,8 +141,8 @@ class AuditLog:
             "protocol": step.protocol,
             "server": step.server,
             "name": step.name,
-            "outcome": step.outcome,
-            "error": self.redactor.text(step.error, secrets)[:2000] if step.error else None,
+            "outcome": step.outcome.value,
+            "error": self.redactor.text(step.error, secrets)[:ERROR_CHARS] if step.error else None,
             "latency_ms": round(step.latency_ms, 3),
             "arg_bytes": len(arguments.encode()) if arguments else 0,
             "result_bytes": len(result.encode()) if result else 0,
@@ -239,7 +244,7 @@ def open_for(settings: Any, *, source: str, detectors: Iterable[Detector] = ()) 
         if removed:
             logger.info("audit log: pruned %d rows older than %g days", removed, settings.retention_days)
     log.start()
-    log.event("config", name=source)
+    log.event(Kind.CONFIG, name=source)
     return log
 
 

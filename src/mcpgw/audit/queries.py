@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mcpgw.audit.schema import ensure_schema
+from mcpgw.audit.step import STAT_KINDS, Outcome
 from mcpgw.errors import ConfigError
 
 
@@ -31,7 +32,7 @@ def query(
     persona: str | None = None,
     server: str | None = None,
     tool: str | None = None,
-    outcome: str | None = None,
+    outcome: Outcome | None = None,
     principal: str | None = None,
     since: str | None = None,
     until: str | None = None,
@@ -41,10 +42,13 @@ def query(
 ) -> list[dict[str, Any]]:
     where: list[str] = []
     params: list[Any] = []
-    for column, value in (("persona", persona), ("server", server), ("name", tool), ("outcome", outcome)):
+    for column, value in (("persona", persona), ("server", server), ("name", tool)):
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
+    if outcome is not None:
+        where.append("outcome = ?")
+        params.append(Outcome(outcome).value)
     if principal is not None:  # a substring: `alice` finds `sub=alice client_id=cli-1`
         where.append("instr(principal, ?) > 0")
         params.append(principal)
@@ -69,7 +73,7 @@ STAT_GROUPS = ("persona", "server", "name", "principal")
 
 def stats(db: Any, *, since: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """Calls, errors, p50 and p95 latency per persona, server, tool and principal (request steps only)."""
-    kinds = "'call', 'read', 'prompt', 'complete', 'list'"
+    kinds = ", ".join(f"'{kind.value}'" for kind in STAT_KINDS)
     sql = f"select persona, server, name, principal, outcome, latency_ms from events where kind in ({kinds})"
     rows = list(db.query(sql + (" and ts >= ?" if since else ""), [since] if since else []))
     result: dict[str, list[dict[str, Any]]] = {}
@@ -89,7 +93,7 @@ def _summary(key: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
             return None
         return round(float(latencies[min(len(latencies) - 1, int(p * len(latencies)))]), 2)
 
-    errors = sum(1 for r in rows if r["outcome"] != "ok")
+    errors = sum(1 for r in rows if r["outcome"] != Outcome.OK)
     return {"key": key, "calls": len(rows), "errors": errors, "p50_ms": pct(0.5), "p95_ms": pct(0.95)}
 
 

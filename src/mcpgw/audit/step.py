@@ -1,8 +1,9 @@
-"""The per-request `Step` and the current step of a request.
+"""What one audit row says: its kind, its outcome, and the `Step` a request fills in.
 
-Owns: the `Step` a request fills in as it is served, and the current step of a
-request (`current()`, `note()`), which the gateway and the data rules fill in
-without being handed it.
+Owns: the closed sets of row kinds (`Kind`) and outcomes (`Outcome`) that every
+writer records; the per-request `Step`; and the current step of a request
+(`current()`, `note()`), which the gateway and the data rules fill in without
+being handed it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,58 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
+
+
+class Kind(StrEnum):
+    """What a row records."""
+
+    CALL = "call"
+    READ = "read"
+    PROMPT = "prompt"
+    COMPLETE = "complete"
+    LIST = "list"
+    SUBSCRIBE = "subscribe"
+    """`resources/subscribe`, or one resource named on a 2026-07-28 listen stream."""
+    AUTH = "auth"
+    """A request refused over HTTP with `[auth]`, or an event stream closed at its token's expiry."""
+    UPSTREAM = "upstream"
+    """An upstream's state change (the row's name is the new state)."""
+    SECURITY = "security"
+    """A pin or poisoning problem of an upstream's item."""
+    CONFIG = "config"
+    """A configuration load (the row's name is the registry file)."""
+    SAMPLING = "sampling"
+    """An upstream's sampling request: its accounting is the row's result."""
+
+
+STAT_KINDS = (Kind.CALL, Kind.READ, Kind.PROMPT, Kind.COMPLETE, Kind.LIST)
+"""The client requests `mcpgw stats` counts."""
+
+
+class Outcome(StrEnum):
+    """How a step ended. Anything but `ok` counts as an error in `mcpgw stats`."""
+
+    OK = "ok"
+    ERROR = "error"
+    """The upstream or the gateway failed, or the result says `isError`; auth: keys unreachable (503)."""
+    TIMEOUT = "timeout"
+    """An upstream did not answer within its timeout."""
+    CANCELLED = "cancelled"
+    """The client cancelled, or the gateway stopped, before the step ended."""
+    DENIED = "denied"
+    """The persona may not use that name; auth: the request was refused."""
+    WITHHELD = "withheld"
+    """The security policy withholds the item (production mode); security rows: it was withheld."""
+    BLOCKED = "blocked"
+    """A data rule refused the arguments, the result or a sampling request."""
+    WARNING = "warning"
+    """Security rows: a problem reported while the item is still served."""
+    EXPIRED = "expired"
+    """Auth rows: an event stream closed because its token expired."""
+    REFUSED = "refused"
+    """Sampling rows: refused before anything was sent (policy, budget, a client that cannot answer)."""
 
 
 def now() -> str:
@@ -23,7 +75,7 @@ def now() -> str:
 class Step:
     """What one downstream request did; filled in as it is served, recorded once at the end."""
 
-    kind: str
+    kind: Kind
     method: str
     persona: str | None = None
     client: str | None = None
@@ -33,7 +85,7 @@ class Step:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     server: str | None = None
     name: str | None = None
-    outcome: str = "ok"
+    outcome: Outcome = Outcome.OK
     error: str | None = None
     arguments: Any = None
     result: Any = None
@@ -42,6 +94,10 @@ class Step:
     started: float = field(default_factory=time.perf_counter)
     ts: str = field(default_factory=lambda: now())
     latency_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        # A free string would reach the table unchecked; the enums are the table's vocabulary.
+        self.kind, self.outcome = Kind(self.kind), Outcome(self.outcome)
 
 
 _current: contextvars.ContextVar[Step | None] = contextvars.ContextVar("mcpgw_step", default=None)
@@ -56,4 +112,4 @@ def note(**values: Any) -> None:
     step = _current.get()
     if step is not None:
         for key, value in values.items():
-            setattr(step, key, value)
+            setattr(step, key, Outcome(value) if key == "outcome" else value)

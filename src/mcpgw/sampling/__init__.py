@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -559,28 +558,19 @@ class Sampler:
         log = self.audit
         if log is None:
             return
-        from mcpgw import audit as audit_mod
+        from mcpgw.audit import Kind, Outcome
 
-        log.record(
-            {
-                "ts": audit_mod.now(),
-                "request_id": record.request_id or uuid.uuid4().hex,
-                "kind": "sampling",
-                "method": SAMPLING,
-                "persona": record.persona or DEFAULT_PERSONA,
-                "principal": None,
-                "client": None,
-                "protocol": None,
-                "server": record.server,
-                "name": record.route or record.answered_by,
-                "outcome": record.outcome,
-                "error": log.redactor.text(record.error)[:2000] if record.error else None,
-                "latency_ms": round(latency, 3),
-                "arg_bytes": 0,
-                "result_bytes": 0,
-                "arguments": None,
-                "result": json.dumps(record.as_dict()),
-            }
+        log.event(
+            Kind.SAMPLING,
+            request_id=record.request_id,
+            method=SAMPLING,
+            persona=record.persona or DEFAULT_PERSONA,
+            server=record.server,
+            name=record.route or record.answered_by,
+            outcome=Outcome(record.outcome),
+            error=record.error,
+            latency_ms=latency,
+            result=record.as_dict(),
         )
 
 

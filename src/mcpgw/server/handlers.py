@@ -86,7 +86,7 @@ async def _recorded(
         return await _guarded(work)
     raw = ctx.params or {}
     step = audit.Step(
-        kind=kind,
+        kind=audit.Kind(kind),
         method=ctx.method,
         persona=_persona_label(gateway, persona),
         client=_client_name(ctx),
@@ -103,18 +103,19 @@ async def _recorded(
     try:
         result = await _guarded(work)
         if result.get("isError"):
-            step.outcome = "error"
+            step.outcome = audit.Outcome.ERROR
             step.error = _first_text(result)
         if kind == "call":
             step.result = result.get("structuredContent") or _first_text(result)
         return result
     except MCPError as exc:
-        if step.outcome == "ok":
-            step.outcome = "timeout" if isinstance(exc.__cause__, UpstreamTimeout) else "error"
+        if step.outcome is audit.Outcome.OK:
+            timed_out = isinstance(exc.__cause__, UpstreamTimeout)
+            step.outcome = audit.Outcome.TIMEOUT if timed_out else audit.Outcome.ERROR
         step.error = exc.error.message
         raise
     except BaseException:
-        step.outcome, step.error = "cancelled", "cancelled by the client or at shutdown"
+        step.outcome, step.error = audit.Outcome.CANCELLED, "cancelled by the client or at shutdown"
         raise
     finally:
         audit._current.reset(token)

@@ -131,7 +131,7 @@ class ListenBridge:
 
         gateway = self._gateway
         step = audit.Step(
-            kind="subscribe",
+            kind=audit.Kind.SUBSCRIBE,
             method=ctx.method,
             persona=server._persona_label(gateway, persona),
             client=server._client_name(ctx),
@@ -144,8 +144,8 @@ class ListenBridge:
             await gateway.subscribe({"uri": uri}, persona=persona, connection=stream)
             return True
         except GatewayError as exc:
-            if step.outcome == "ok":
-                step.outcome = "error"
+            if step.outcome is audit.Outcome.OK:
+                step.outcome = audit.Outcome.ERROR
             step.error = str(exc)
             logger.info("listen stream: %s not subscribed: %s", uri, exc)
             return False
