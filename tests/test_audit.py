@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,9 @@ from click.testing import CliRunner
 from mcp.shared.exceptions import MCPError
 
 from conftest import gateway_stdio, mcpgw_command, run_mcpgw, upstream_server, write_registry
+from mcpgw.audit import Kind, Outcome, Step, current, note, recording
 from mcpgw.cli import cli
+from mcpgw.errors import UpstreamTimeout
 
 pytestmark = pytest.mark.anyio
 
@@ -256,3 +260,77 @@ def test_logs_follow_prints_new_rows(tmp_path: Path, audit_db: Path) -> None:
             assert json.loads(line)["request_id"] == "live"
         finally:
             follower.terminate()
+
+
+# --- the step vocabulary and recording --------------------------------------------------------------
+
+
+class Collected:
+    """A `Recorder` that keeps the steps it is handed."""
+
+    def __init__(self) -> None:
+        self.steps: list[Step] = []
+
+    def record_step(self, step: Step) -> None:
+        self.steps.append(step)
+
+
+async def served(work: Callable[[], Awaitable[None]]) -> Step:
+    """`work` run as one recorded step; the step, checked to be recorded exactly once."""
+    into, step = Collected(), Step(kind=Kind.CALL, method="tools/call")
+    with contextlib.suppress(MCPError), recording(step, into=into):
+        assert current() is step
+        await work()
+    assert current() is None and into.steps == [step]
+    return step
+
+
+async def test_recording_tells_how_the_work_ended() -> None:
+    async def fine() -> None:
+        note(server="up")
+
+    async def fails() -> None:
+        raise MCPError(code=-32603, message="boom")
+
+    async def times_out() -> None:
+        try:
+            raise UpstreamTimeout("up", "no answer in 1s")
+        except UpstreamTimeout as exc:
+            raise MCPError(code=-32603, message=str(exc)) from exc
+
+    async def denied() -> None:
+        note(outcome=Outcome.DENIED)
+        raise MCPError(code=-32602, message="unknown tool")
+
+    async def cancelled() -> None:
+        with anyio.CancelScope() as scope:
+            step = current()
+            assert step is not None
+            scope.cancel()
+            await anyio.sleep(1)
+        assert step.outcome is Outcome.OK  # the cancellation was caught here: nothing to record yet
+
+    ok = await served(fine)
+    assert (ok.outcome, ok.server, ok.error) == (Outcome.OK, "up", None)
+    failed = await served(fails)
+    assert (failed.outcome, failed.error) == (Outcome.ERROR, "boom")
+    assert (await served(times_out)).outcome is Outcome.TIMEOUT
+    refused = await served(denied)
+    assert (refused.outcome, refused.error) == (Outcome.DENIED, "unknown tool")
+    assert (await served(cancelled)).outcome is Outcome.OK
+
+
+async def test_recording_a_cancelled_step() -> None:
+    into, step = Collected(), Step(kind=Kind.CALL, method="tools/call", outcome=Outcome.DENIED)
+    with anyio.CancelScope() as scope, recording(step, into=into):
+        scope.cancel()
+        await anyio.sleep(1)
+    assert into.steps == [step]
+    assert (step.outcome, step.error) == (Outcome.CANCELLED, "cancelled by the client or at shutdown")
+
+
+def test_a_free_string_is_no_outcome() -> None:
+    with pytest.raises(ValueError):
+        Step(kind=Kind.CALL, method="tools/call", outcome="exploded")  # type: ignore[arg-type]
+    with recording(Step(kind=Kind.CALL, method="tools/call"), into=None), pytest.raises(ValueError):
+        note(outcome="exploded")

@@ -2,15 +2,15 @@
 
 The package's modules, one job each:
 
-    step      the row's vocabulary (`Kind`, `Outcome`), the per-request `Step` and the
-              current step (`current`, `note`)
+    step      the row's vocabulary (`Kind`, `Outcome`), the per-request `Step`, the current
+              step (`current`, `note`) and `recording`, the one way a request becomes a row
     log       `AuditLog`: rows built and redacted, one writer thread, batches, the retry buffer
     schema    where the database lives, the `events` table's columns and indexes
     queries   `mcpgw logs` and `mcpgw stats`: filtering, summaries, pruning
     redact    what never reaches the file (secret keys, credential-shaped values)
 
 Rows are built only here: writers hand over a `Step` or an event. This module re-exports
-the public API (and the current-step variable the server sets).
+the public API.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from mcpgw.audit.schema import (
     ensure_schema,
     path_for,
 )
-from mcpgw.audit.step import STAT_KINDS, Kind, Outcome, Step, current, note, now
-from mcpgw.audit.step import _current as _current
+from mcpgw.audit.step import STAT_KINDS, Kind, Outcome, Recorder, Step, current, note, now, recording
 
 __all__ = [
     "COLUMNS",
@@ -40,6 +39,7 @@ __all__ = [
     "AuditLog",
     "Kind",
     "Outcome",
+    "Recorder",
     "Step",
     "current",
     "default_path",
@@ -51,5 +51,6 @@ __all__ = [
     "path_for",
     "prune",
     "query",
+    "recording",
     "stats",
 ]

@@ -1,9 +1,11 @@
 """What one audit row says: its kind, its outcome, and the `Step` a request fills in.
 
 Owns: the closed sets of row kinds (`Kind`) and outcomes (`Outcome`) that every
-writer records; the per-request `Step`; and the current step of a request
-(`current()`, `note()`), which the gateway and the data rules fill in without
-being handed it.
+writer records and `mcpgw logs --outcome` accepts; the per-request `Step`; the
+current step of a request (`current()`, `note()`), which the gateway and the
+data rules fill in without being handed it; and `recording`, the one way a
+request becomes a step: it makes the step current, tells how the work ended
+(ok, error, timeout, cancelled), and hands the step to the log once.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ from __future__ import annotations
 import contextvars
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
+
+from mcpgw.errors import UpstreamTimeout
 
 
 class Kind(StrEnum):
@@ -67,6 +73,9 @@ class Outcome(StrEnum):
     """Sampling rows: refused before anything was sent (policy, budget, a client that cannot answer)."""
 
 
+CANCELLED_TEXT = "cancelled by the client or at shutdown"
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
@@ -99,6 +108,22 @@ class Step:
         # A free string would reach the table unchecked; the enums are the table's vocabulary.
         self.kind, self.outcome = Kind(self.kind), Outcome(self.outcome)
 
+    def ended_by(self, exc: BaseException) -> None:
+        """Record how `exc` ended the step; an outcome the gateway already noted (denied, ...) stays."""
+        if not isinstance(exc, Exception):  # cancellation, or the process stopping
+            self.outcome, self.error = Outcome.CANCELLED, CANCELLED_TEXT
+            return
+        if self.outcome is Outcome.OK:
+            timed_out = isinstance(exc, UpstreamTimeout) or isinstance(exc.__cause__, UpstreamTimeout)
+            self.outcome = Outcome.TIMEOUT if timed_out else Outcome.ERROR
+        self.error = str(exc) or type(exc).__name__
+
+
+class Recorder(Protocol):
+    """Where finished steps go (the `AuditLog`)."""
+
+    def record_step(self, step: Step) -> None: ...
+
 
 _current: contextvars.ContextVar[Step | None] = contextvars.ContextVar("mcpgw_step", default=None)
 
@@ -113,3 +138,20 @@ def note(**values: Any) -> None:
     if step is not None:
         for key, value in values.items():
             setattr(step, key, Outcome(value) if key == "outcome" else value)
+
+
+@contextmanager
+def recording(step: Step, *, into: Recorder | None) -> Iterator[Step]:
+    """Serve a request as `step`: current while the block runs, its outcome set by how the block
+    ends, and handed to `into` exactly once (nowhere when `into` is None; notes still land on it).
+    The block's exception goes on to the caller."""
+    token = _current.set(step)
+    try:
+        yield step
+    except BaseException as exc:
+        step.ended_by(exc)
+        raise
+    finally:
+        _current.reset(token)
+        if into is not None:
+            into.record_step(step)

@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mcpgw import audit, version
 from mcpgw.core.gateway import Gateway
-from mcpgw.errors import GatewayError, UpstreamTimeout
+from mcpgw.errors import GatewayError
 from mcpgw.sampling import ClientChannel
 from mcpgw.server.hostcheck import transport_security
 from mcpgw.server.listening import ListenBridge
@@ -85,22 +85,14 @@ async def _recorded(
     if gateway.audit is None:
         return await _guarded(work)
     raw = ctx.params or {}
-    step = audit.Step(
-        kind=audit.Kind(kind),
-        method=ctx.method,
-        persona=_persona_label(gateway, persona),
-        client=_client_name(ctx),
-        protocol=ctx.protocol_version,
-        principal=_principal(ctx),
-    )
+    step = _step(gateway, ctx, audit.Kind(kind), persona)
     if kind in _NAME_KEYS:
         step.name = str(raw.get(_NAME_KEYS[kind]))
     elif kind == "list":
         step.name = ctx.method
     if kind in ("call", "prompt"):
         step.arguments = raw.get("arguments")
-    token = audit._current.set(step)
-    try:
+    with audit.recording(step, into=gateway.audit):
         result = await _guarded(work)
         if result.get("isError"):
             step.outcome = audit.Outcome.ERROR
@@ -108,18 +100,18 @@ async def _recorded(
         if kind == "call":
             step.result = result.get("structuredContent") or _first_text(result)
         return result
-    except MCPError as exc:
-        if step.outcome is audit.Outcome.OK:
-            timed_out = isinstance(exc.__cause__, UpstreamTimeout)
-            step.outcome = audit.Outcome.TIMEOUT if timed_out else audit.Outcome.ERROR
-        step.error = exc.error.message
-        raise
-    except BaseException:
-        step.outcome, step.error = audit.Outcome.CANCELLED, "cancelled by the client or at shutdown"
-        raise
-    finally:
-        audit._current.reset(token)
-        gateway.audit.record_step(step)
+
+
+def _step(gateway: Gateway, ctx: Ctx, kind: audit.Kind, persona: str | None) -> audit.Step:
+    """A step for the request `ctx` serves: who asked, from which client, in which era."""
+    return audit.Step(
+        kind=kind,
+        method=ctx.method,
+        persona=_persona_label(gateway, persona),
+        client=_client_name(ctx),
+        protocol=ctx.protocol_version,
+        principal=_principal(ctx),
+    )
 
 
 def _persona_label(gateway: Gateway, persona: str | None) -> str | None:
