@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from mcp.shared.exceptions import MCPError
 
 from conftest import gateway_stdio, mcpgw_command, run_mcpgw, upstream_server, write_registry
-from mcpgw.audit import Kind, Outcome, Step, current, note, recording
+from mcpgw.audit import AuditLog, Kind, Outcome, Step, current, note, recording
 from mcpgw.cli import cli
 from mcpgw.errors import UpstreamTimeout
 
@@ -262,7 +262,56 @@ def test_logs_follow_prints_new_rows(tmp_path: Path, audit_db: Path) -> None:
             follower.terminate()
 
 
-# --- the step vocabulary and recording --------------------------------------------------------------
+# --- the step vocabulary and `mcpgw logs --outcome` -------------------------------------------------
+
+
+def written(path: Path, write: Callable[[AuditLog], None]) -> None:
+    """Rows written by a real `AuditLog` writer thread, flushed and closed."""
+    log = AuditLog(path).start()
+    try:
+        write(log)
+    finally:
+        log.close()
+
+
+@pytest.mark.parametrize("outcome", list(Outcome))
+def test_logs_accepts_every_outcome_and_finds_its_rows(
+    tmp_path: Path, audit_db: Path, outcome: Outcome
+) -> None:
+    def write(log: AuditLog) -> None:
+        log.event(Kind.SECURITY, name="other", outcome=Outcome.ERROR if outcome is Outcome.OK else Outcome.OK)
+        log.event(Kind.SECURITY, name="this", outcome=outcome)
+
+    written(audit_db, write)
+    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    result = CliRunner().invoke(cli, ["logs", "-c", str(config), "--json", "--outcome", outcome.value])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["name"] for line in result.stdout.splitlines()] == ["this"]
+
+
+def test_expired_and_refused_rows_are_found_by_their_outcome(tmp_path: Path, audit_db: Path) -> None:
+    """Rows shaped as the auth guard and the sampler write them are found by `--outcome`."""
+
+    def write(log: AuditLog) -> None:
+        log.record_step(Step(kind=Kind.AUTH, method="GET /mcp", outcome=Outcome.EXPIRED, error="expired"))
+        log.event(Kind.SAMPLING, server="up", outcome=Outcome.REFUSED, error="budget spent")
+        log.event(Kind.UPSTREAM, server="up", name="ready")
+
+    written(audit_db, write)
+    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    for outcome, kind in (("expired", "auth"), ("refused", "sampling")):
+        result = CliRunner().invoke(cli, ["logs", "-c", str(config), "--json", "--outcome", outcome])
+        assert result.exit_code == 0, result.output
+        assert [json.loads(line)["kind"] for line in result.stdout.splitlines()] == [kind]
+
+
+def test_logs_with_an_unknown_outcome_is_a_one_line_error(tmp_path: Path, audit_db: Path) -> None:
+    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    result = CliRunner().invoke(cli, ["logs", "-c", str(config), "--outcome", "exploded"])
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "'exploded' is not one of" in errors[0], result.stderr
+    assert all(f"'{outcome.value}'" in errors[0] for outcome in Outcome)
 
 
 class Collected:
