@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,9 @@ from click.testing import CliRunner
 from mcp.shared.exceptions import MCPError
 
 from conftest import gateway_stdio, mcpgw_command, run_mcpgw, upstream_server, write_registry
+from mcpgw.audit import AuditLog, Kind, Outcome, Step, current, note, recording
 from mcpgw.cli import cli
+from mcpgw.errors import UpstreamTimeout
 
 pytestmark = pytest.mark.anyio
 
@@ -256,3 +260,126 @@ def test_logs_follow_prints_new_rows(tmp_path: Path, audit_db: Path) -> None:
             assert json.loads(line)["request_id"] == "live"
         finally:
             follower.terminate()
+
+
+# --- the step vocabulary and `mcpgw logs --outcome` -------------------------------------------------
+
+
+def written(path: Path, write: Callable[[AuditLog], None]) -> None:
+    """Rows written by a real `AuditLog` writer thread, flushed and closed."""
+    log = AuditLog(path).start()
+    try:
+        write(log)
+    finally:
+        log.close()
+
+
+@pytest.mark.parametrize("outcome", list(Outcome))
+def test_logs_accepts_every_outcome_and_finds_its_rows(
+    tmp_path: Path, audit_db: Path, outcome: Outcome
+) -> None:
+    def write(log: AuditLog) -> None:
+        log.event(Kind.SECURITY, name="other", outcome=Outcome.ERROR if outcome is Outcome.OK else Outcome.OK)
+        log.event(Kind.SECURITY, name="this", outcome=outcome)
+
+    written(audit_db, write)
+    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    result = CliRunner().invoke(cli, ["logs", "-c", str(config), "--json", "--outcome", outcome.value])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["name"] for line in result.stdout.splitlines()] == ["this"]
+
+
+def test_expired_and_refused_rows_are_found_by_their_outcome(tmp_path: Path, audit_db: Path) -> None:
+    """Rows shaped as the auth guard and the sampler write them are found by `--outcome`."""
+
+    def write(log: AuditLog) -> None:
+        log.record_step(Step(kind=Kind.AUTH, method="GET /mcp", outcome=Outcome.EXPIRED, error="expired"))
+        log.event(Kind.SAMPLING, server="up", outcome=Outcome.REFUSED, error="budget spent")
+        log.event(Kind.UPSTREAM, server="up", name="ready")
+
+    written(audit_db, write)
+    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    for outcome, kind in (("expired", "auth"), ("refused", "sampling")):
+        result = CliRunner().invoke(cli, ["logs", "-c", str(config), "--json", "--outcome", outcome])
+        assert result.exit_code == 0, result.output
+        assert [json.loads(line)["kind"] for line in result.stdout.splitlines()] == [kind]
+
+
+def test_logs_with_an_unknown_outcome_is_a_one_line_error(tmp_path: Path, audit_db: Path) -> None:
+    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    result = CliRunner().invoke(cli, ["logs", "-c", str(config), "--outcome", "exploded"])
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "'exploded' is not one of" in errors[0], result.stderr
+    assert all(f"'{outcome.value}'" in errors[0] for outcome in Outcome)
+
+
+class Collected:
+    """A `Recorder` that keeps the steps it is handed."""
+
+    def __init__(self) -> None:
+        self.steps: list[Step] = []
+
+    def record_step(self, step: Step) -> None:
+        self.steps.append(step)
+
+
+async def served(work: Callable[[], Awaitable[None]]) -> Step:
+    """`work` run as one recorded step; the step, checked to be recorded exactly once."""
+    into, step = Collected(), Step(kind=Kind.CALL, method="tools/call")
+    with contextlib.suppress(MCPError), recording(step, into=into):
+        assert current() is step
+        await work()
+    assert current() is None and into.steps == [step]
+    return step
+
+
+async def test_recording_tells_how_the_work_ended() -> None:
+    async def fine() -> None:
+        note(server="up")
+
+    async def fails() -> None:
+        raise MCPError(code=-32603, message="boom")
+
+    async def times_out() -> None:
+        try:
+            raise UpstreamTimeout("up", "no answer in 1s")
+        except UpstreamTimeout as exc:
+            raise MCPError(code=-32603, message=str(exc)) from exc
+
+    async def denied() -> None:
+        note(outcome=Outcome.DENIED)
+        raise MCPError(code=-32602, message="unknown tool")
+
+    async def cancelled() -> None:
+        with anyio.CancelScope() as scope:
+            step = current()
+            assert step is not None
+            scope.cancel()
+            await anyio.sleep(1)
+        assert step.outcome is Outcome.OK  # the cancellation was caught here: nothing to record yet
+
+    ok = await served(fine)
+    assert (ok.outcome, ok.server, ok.error) == (Outcome.OK, "up", None)
+    failed = await served(fails)
+    assert (failed.outcome, failed.error) == (Outcome.ERROR, "boom")
+    assert (await served(times_out)).outcome is Outcome.TIMEOUT
+    refused = await served(denied)
+    assert (refused.outcome, refused.error) == (Outcome.DENIED, "unknown tool")
+    assert (await served(cancelled)).outcome is Outcome.OK
+
+
+async def test_recording_a_cancelled_step() -> None:
+    into, step = Collected(), Step(kind=Kind.CALL, method="tools/call", outcome=Outcome.DENIED)
+    with anyio.CancelScope() as scope, recording(step, into=into):
+        scope.cancel()
+        await anyio.sleep(1)
+    assert into.steps == [step]
+    assert (step.outcome, step.error) == (Outcome.CANCELLED, "cancelled by the client or at shutdown")
+
+
+def test_a_free_string_is_no_outcome() -> None:
+    with pytest.raises(ValueError):
+        Step(kind=Kind.CALL, method="tools/call", outcome="exploded")  # type: ignore[arg-type]
+    with recording(Step(kind=Kind.CALL, method="tools/call"), into=None), pytest.raises(ValueError):
+        note(outcome="exploded")

@@ -27,7 +27,16 @@ import pytest
 import tomlkit
 from fastmcp import Client
 
-from conftest import INITIALIZE, SERVERS, UPSTREAM, background, free_port, inspector_command, mcpgw_command
+from conftest import (
+    INITIALIZE,
+    SERVERS,
+    UPSTREAM,
+    background,
+    free_port,
+    inspector_command,
+    mcpgw_command,
+    run_mcpgw,
+)
 from mcpgw import config
 from mcpgw.errors import ConfigError
 
@@ -522,6 +531,12 @@ async def test_an_event_stream_is_closed_when_its_token_expires(stack: Stack) ->
             break
         await anyio.sleep(0.05)
     assert rows == [("expired", "token expired; its open event stream was closed")]
+    found = run_mcpgw(
+        *("logs", "--config", str(stack.audit.parent / "servers.toml"), "--outcome", "expired", "--json"),
+        env={"MCPGW_AUDIT_DB": str(stack.audit)},
+    )
+    assert found.returncode == 0, found.stderr
+    assert [json.loads(line)["kind"] for line in found.stdout.splitlines()] == ["auth"]
 
 
 async def test_persona_endpoint_cannot_escape_the_tokens_persona(stack: Stack) -> None:

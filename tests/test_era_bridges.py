@@ -28,9 +28,14 @@ import pytest
 import tomlkit
 from mcp import Client
 from mcp.client.subscriptions import ResourceUpdated, Subscription
+from mcp.server.lowlevel.server import Server
 from mcp.shared.exceptions import MCPError
 
 from conftest import SERVERS, background, free_port, gateway_stdio, mcpgw_command
+from mcpgw import config as config_mod
+from mcpgw.assembly import build_gateway
+from mcpgw.audit import AuditLog
+from mcpgw.server.handlers import build_server
 
 pytestmark = pytest.mark.anyio
 
@@ -308,3 +313,50 @@ async def test_a_handshake_client_that_leaves_without_unsubscribing_leaves_no_up
             await leaver.subscribe_resource(watched(server))
             await watchers_become(observer, server, ["test://watched"])
         await watchers_become(observer, server, [])
+
+
+# --- in memory: a listen stream that ends while its upstream subscription is pending ---------------
+
+
+def hanging_upstream(asked: anyio.Event) -> Server[Any]:
+    """A handshake-era upstream with one resource, whose `resources/subscribe` never answers."""
+    upstream: Server[Any] = Server("hangs")
+
+    async def list_resources(ctx: Any, params: Any) -> dict[str, Any]:
+        return {"resources": [{"uri": "test://r", "name": "r"}]}
+
+    async def subscribe(ctx: Any, params: Any) -> dict[str, Any]:
+        asked.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    upstream.add_request_handler("resources/list", types.PaginatedRequestParams, list_resources)
+    upstream.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscribe)
+    return upstream
+
+
+async def test_a_listen_stream_cancelled_while_subscribing_is_audited_as_cancelled(tmp_path: Path) -> None:
+    """The client leaves before the upstream answers: the row says `cancelled`, as a cancelled call's does."""
+    asked = anyio.Event()
+    registry = config_mod.parse('[servers.hang]\ncommand = "unused"\nera = "handshake"\n', source="test")
+    log = AuditLog(tmp_path / "audit.db").start()
+    built = build_gateway(registry, audit=log, in_process={"hang": hanging_upstream(asked)})
+    try:
+        async with built.gateway.running():
+            server, _ = build_server(built.gateway)
+            async with Client(server, mode="2026-07-28") as client, anyio.create_task_group() as tg:
+
+                async def listen() -> None:
+                    async with client.listen(resource_subscriptions=["mcpgw://hang/test://r"]):
+                        raise AssertionError("acknowledged, though the upstream never answered")
+
+                tg.start_soon(listen)
+                with anyio.fail_after(10):
+                    await asked.wait()
+                tg.cancel_scope.cancel()
+    finally:
+        log.close()
+    rows = audit_rows(tmp_path / "audit.db", kind="subscribe")
+    assert [(r["name"], r["outcome"], r["error"]) for r in rows] == [
+        ("mcpgw://hang/test://r", "cancelled", "cancelled by the client or at shutdown")
+    ]

@@ -406,6 +406,12 @@ async def test_budget_refuses_before_sending_and_survives_a_restart(
     assert len(model.requests()) == 1  # nothing more reached the model
     rows = await wait_rows(shared, "thrifty", 2)
     assert [r["outcome"] for r in rows] == ["ok", "refused"]
+    found = run_mcpgw(
+        *("logs", "--config", str(shared.config), "--outcome", "refused", "--persona", "thrifty", "--json"),
+        env={"MCPGW_AUDIT_DB": str(shared.db)},
+    )
+    assert found.returncode == 0, found.stderr
+    assert [json.loads(line)["kind"] for line in found.stdout.splitlines()] == ["sampling"]
     # A new gateway on the same audit log knows what the persona spent today.
     config = tmp_path / "servers.toml"
     doc = tomlkit.parse(shared.config.read_text())

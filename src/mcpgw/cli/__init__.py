@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mcpgw import config as config_mod
+from mcpgw.audit import Outcome
 from mcpgw.config import Registry, ServerConfig
 from mcpgw.config import edit as registry_mod
 from mcpgw.errors import GatewayError, RegistryError
@@ -325,7 +326,9 @@ def personas(config_path: Path | None, as_json: bool) -> None:
 @click.option("--tool", help="Only this tool, resource or prompt (as the client named it).")
 @click.option(
     "--outcome",
-    type=click.Choice(["ok", "error", "denied", "timeout", "cancelled", "blocked", "warning", "withheld"]),
+    # The values, not the names: click matches an Enum's members by name.
+    type=click.Choice([outcome.value for outcome in Outcome]),
+    help="Only rows with this outcome.",
 )
 @click.option("--principal", help="Only rows whose principal (token subject and client) contains TEXT.")
 @click.option("--since", help="ISO time (UTC), e.g. 2026-11-25T10:00.")

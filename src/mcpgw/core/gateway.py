@@ -166,13 +166,13 @@ class Gateway:
 
     def _upstream_state(self, upstream: Upstream) -> None:
         if self.audit is not None:
-            outcome = "ok" if upstream.state in ("ready", "stopped") else "error"
+            outcome = audit.Outcome.OK if upstream.state in ("ready", "stopped") else audit.Outcome.ERROR
             self.audit.event(
-                "upstream",
+                audit.Kind.UPSTREAM,
                 server=upstream.name,
                 name=upstream.state,
                 outcome=outcome,
-                error=upstream.error if outcome == "error" else None,
+                error=upstream.error if outcome is audit.Outcome.ERROR else None,
             )
 
     async def _watch_startup(self) -> None:
@@ -292,9 +292,9 @@ class Gateway:
             lookup(personas_mod.full_view(self.catalog))
         except NotFound:
             if withheld is not None and self.catalog.withheld and withheld(self.catalog):
-                audit.note(outcome="withheld")
+                audit.note(outcome=audit.Outcome.WITHHELD)
             return  # otherwise unknown everywhere: an error, not a denial
-        audit.note(outcome="denied")
+        audit.note(outcome=audit.Outcome.DENIED)
 
     # --- forwarding: every kind through the one pipeline (`core.pipeline`) -----------------------
 

@@ -29,15 +29,14 @@ flight at once the request is refused rather than charged to the wrong persona.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mcpgw.audit.step import Outcome
 from mcpgw.config import DEFAULT_PERSONA, Registry, SamplingPolicy
 from mcpgw.errors import DataBlocked, GatewayError, SamplingRefused
 from mcpgw.sampling import policy as rules
@@ -76,7 +75,7 @@ class Record:
     answered_by: str = "llm"
     load_ms: float = 0.0
     """Time this request waited for litellm's one-time import and Router build (0 once warm)."""
-    outcome: str = "ok"
+    outcome: Outcome = Outcome.OK
     error: str | None = None
     started: float = field(default_factory=time.perf_counter)
 
@@ -155,7 +154,7 @@ class Sampler:
         try:
             caller = self.inflight.requester(server)
         except SamplingRefused as exc:
-            self._account(Record(server=server, persona=None, outcome="refused", error=str(exc)))
+            self._account(Record(server=server, persona=None, outcome=Outcome.REFUSED, error=str(exc)))
             raise
         return await self.sample(server, params, caller)
 
@@ -198,16 +197,16 @@ class Sampler:
             return await self._complete(server, params, caller.persona, record)
         except GatewayError as exc:
             record.outcome = (
-                "refused"
+                Outcome.REFUSED
                 if isinstance(exc, SamplingRefused)
-                else "blocked"
+                else Outcome.BLOCKED
                 if isinstance(exc, DataBlocked)
-                else "error"
+                else Outcome.ERROR
             )
             record.error = str(exc)
             raise
         except BaseException as exc:
-            record.outcome, record.error = "error", str(exc) or type(exc).__name__
+            record.outcome, record.error = Outcome.ERROR, str(exc) or type(exc).__name__
             raise
         finally:
             self._account(record)
@@ -234,7 +233,7 @@ class Sampler:
         latency = (time.perf_counter() - record.started) * 1000
         self.records.append(record)
         del self.records[:-100]
-        if record.answered_by == "llm" and record.outcome == "ok":
+        if record.answered_by == "llm" and record.outcome == Outcome.OK:
             tokens = record.input_tokens + record.output_tokens
             self._budgets.charge(record.persona, tokens=tokens, usd=record.cost_usd)
         logger.info(
@@ -251,26 +250,17 @@ class Sampler:
         log = self.audit
         if log is None:
             return
-        from mcpgw import audit as audit_mod
+        from mcpgw.audit import Kind
 
-        log.record(
-            {
-                "ts": audit_mod.now(),
-                "request_id": record.request_id or uuid.uuid4().hex,
-                "kind": "sampling",
-                "method": SAMPLING,
-                "persona": record.persona or DEFAULT_PERSONA,
-                "principal": None,
-                "client": None,
-                "protocol": None,
-                "server": record.server,
-                "name": record.route or record.answered_by,
-                "outcome": record.outcome,
-                "error": log.redactor.text(record.error)[:2000] if record.error else None,
-                "latency_ms": round(latency, 3),
-                "arg_bytes": 0,
-                "result_bytes": 0,
-                "arguments": None,
-                "result": json.dumps(record.as_dict()),
-            }
+        log.event(
+            Kind.SAMPLING,
+            request_id=record.request_id,
+            method=SAMPLING,
+            persona=record.persona or DEFAULT_PERSONA,
+            server=record.server,
+            name=record.route or record.answered_by,
+            outcome=record.outcome,
+            error=record.error,
+            latency_ms=latency,
+            result=record.as_dict(),
         )

@@ -119,7 +119,7 @@ class Guard:
             note = f"{direction}: {summary} ({detail})"
             audit.note(findings=f"{previous}; {note}" if previous else note)
             if scan.blocked:
-                audit.note(outcome="blocked")
+                audit.note(outcome=audit.Outcome.BLOCKED)
                 where = {
                     "arguments": "the arguments of",
                     "results": "the result of",

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import tomlkit
 
+from mcpgw.audit import Kind, Outcome
 from mcpgw.catalog import Catalog, _template_regex, split_uri
 from mcpgw.catalog.personas import build_view
 from mcpgw.config import Mode, Registry
@@ -394,17 +395,19 @@ class Trust:
                 f"{what} {action}: {reason} (review with {fix})",
                 server=server,
                 name=exposed,
-                outcome="withheld" if production else "warning",
+                outcome=Outcome.WITHHELD if production else Outcome.WARNING,
             )
         return reason
 
-    def _report(self, key: tuple[Any, ...], message: str, *, server: str, name: str, outcome: str) -> None:
+    def _report(
+        self, key: tuple[Any, ...], message: str, *, server: str, name: str, outcome: Outcome
+    ) -> None:
         if key in self._reported or not self.reporting:
             return
         self._reported.add(key)
-        (logger.error if outcome == "withheld" else logger.warning)("%s", message)
+        (logger.error if outcome is Outcome.WITHHELD else logger.warning)("%s", message)
         if self.audit is not None:
-            self.audit.event("security", server=server, name=name, outcome=outcome, error=message)
+            self.audit.event(Kind.SECURITY, server=server, name=name, outcome=outcome, error=message)
 
     def apply(self, catalog: Catalog) -> Catalog:
         """`catalog` without what the policy withholds (the same object when nothing is)."""
@@ -462,7 +465,7 @@ class Trust:
                     f"resource {resource['uri']} (server {route.upstream.name}) flagged: {finding}",
                     server=route.upstream.name,
                     name=resource["uri"],
-                    outcome="warning",
+                    outcome=Outcome.WARNING,
                 )
         self.withheld_items, self.unfiltered = items, catalog
         self.warned_items = warned

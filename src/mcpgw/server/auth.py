@@ -57,7 +57,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcpgw import _compat
-from mcpgw.audit import AuditLog, Step
+from mcpgw.audit import AuditLog, Kind, Outcome, Step
 from mcpgw.config import AuthSettings, Registry
 from mcpgw.errors import ConfigError
 from mcpgw.server.hostcheck import is_loopback
@@ -331,7 +331,9 @@ class Guard:
         """
         retry_after = max(1, math.ceil(outage.retry_after))
         self._denied(
-            scope, f"the issuer's signing keys could not be fetched ({outage}); answered 503", outcome="error"
+            scope,
+            f"the issuer's signing keys could not be fetched ({outage}); answered 503",
+            outcome=Outcome.ERROR,
         )
         response = JSONResponse(
             {
@@ -355,12 +357,12 @@ class Guard:
             return "no bearer token"
         return f"invalid token: {_rejection.get() or 'refused by the verifier'}"
 
-    def _denied(self, scope: Scope, reason: str, *, outcome: str = "denied") -> None:
+    def _denied(self, scope: Scope, reason: str, *, outcome: Outcome = Outcome.DENIED) -> None:
         """One audit row per refused request: who (if known), where, and why."""
         if self.audit is None:
             return
         step = Step(
-            kind="auth",
+            kind=Kind.AUTH,
             method=f"{scope.get('method', '')} {scope.get('path', '')}",
             persona=scope.get("path_params", {}).get(PERSONA_PARAM),
             principal=principal(scope),
@@ -422,7 +424,7 @@ class Guard:
             await self.app(scope, receive, watch)
         if stream.cancelled_caught:
             logger.info("closed the event stream of %s: its token expired", principal(scope))
-            self._denied(scope, "token expired; its open event stream was closed", outcome="expired")
+            self._denied(scope, "token expired; its open event stream was closed", outcome=Outcome.EXPIRED)
 
 
 def _is_event_stream(start: Any) -> bool:

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from mcpgw import _compat, audit, version
 from mcpgw.bridge.channel import client_channel
 from mcpgw.core.gateway import Gateway
-from mcpgw.errors import GatewayError, UpstreamTimeout
+from mcpgw.errors import GatewayError
 from mcpgw.server.listcache import ListingCache
 from mcpgw.server.listening import ListenBridge
 from mcpgw.server.notify import Announcer, log_sink, progress_relay
@@ -67,7 +67,26 @@ async def _recorded(
     if gateway.audit is None:
         return await _guarded(work)
     raw = ctx.params or {}
-    step = audit.Step(
+    step = _step(gateway, ctx, audit.Kind(kind), persona)
+    if kind in _NAME_KEYS:
+        step.name = str(raw.get(_NAME_KEYS[kind]))
+    elif kind == "list":
+        step.name = ctx.method
+    if kind in ("call", "prompt"):
+        step.arguments = raw.get("arguments")
+    with audit.recording(step, into=gateway.audit):
+        result = await _guarded(work)
+        if result.get("isError"):
+            step.outcome = audit.Outcome.ERROR
+            step.error = _first_text(result)
+        if kind == "call":
+            step.result = result.get("structuredContent") or _first_text(result)
+        return result
+
+
+def _step(gateway: Gateway, ctx: Ctx, kind: audit.Kind, persona: str | None) -> audit.Step:
+    """A step for the request `ctx` serves: who asked, from which client, in which era."""
+    return audit.Step(
         kind=kind,
         method=ctx.method,
         persona=_persona_label(gateway, persona),
@@ -75,32 +94,6 @@ async def _recorded(
         protocol=ctx.protocol_version,
         principal=_principal(ctx),
     )
-    if kind in _NAME_KEYS:
-        step.name = str(raw.get(_NAME_KEYS[kind]))
-    elif kind == "list":
-        step.name = ctx.method
-    if kind in ("call", "prompt"):
-        step.arguments = raw.get("arguments")
-    token = audit._current.set(step)
-    try:
-        result = await _guarded(work)
-        if result.get("isError"):
-            step.outcome = "error"
-            step.error = _first_text(result)
-        if kind == "call":
-            step.result = result.get("structuredContent") or _first_text(result)
-        return result
-    except MCPError as exc:
-        if step.outcome == "ok":
-            step.outcome = "timeout" if isinstance(exc.__cause__, UpstreamTimeout) else "error"
-        step.error = exc.error.message
-        raise
-    except BaseException:
-        step.outcome, step.error = "cancelled", "cancelled by the client or at shutdown"
-        raise
-    finally:
-        audit._current.reset(token)
-        gateway.audit.record_step(step)
 
 
 def _persona_label(gateway: Gateway, persona: str | None) -> str | None:

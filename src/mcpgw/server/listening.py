@@ -130,26 +130,12 @@ class ListenBridge:
         )
 
         gateway = self._gateway
-        step = audit.Step(
-            kind="subscribe",
-            method=ctx.method,
-            persona=server._persona_label(gateway, persona),
-            client=server._client_name(ctx),
-            protocol=ctx.protocol_version,
-            principal=server._principal(ctx),
-            name=uri,
-        )
-        token = audit._current.set(step)
+        step = server._step(gateway, ctx, audit.Kind.SUBSCRIBE, persona)
+        step.name = uri
         try:
-            await gateway.subscribe({"uri": uri}, persona=persona, connection=stream)
-            return True
+            with audit.recording(step, into=gateway.audit):
+                await gateway.subscribe({"uri": uri}, persona=persona, connection=stream)
         except GatewayError as exc:
-            if step.outcome == "ok":
-                step.outcome = "error"
-            step.error = str(exc)
             logger.info("listen stream: %s not subscribed: %s", uri, exc)
             return False
-        finally:
-            audit._current.reset(token)
-            if gateway.audit is not None:
-                gateway.audit.record_step(step)
+        return True

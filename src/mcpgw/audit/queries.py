@@ -1,0 +1,105 @@
+"""Reading the audit log: the queries behind `mcpgw logs` and `mcpgw stats`, and pruning.
+
+Owns: opening the database for the CLI (a clear error when there is none),
+filtering rows, the per-group summaries (calls, errors, p50/p95 latency), and
+deleting rows past their retention.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from mcpgw.audit.schema import ensure_schema
+from mcpgw.audit.step import STAT_KINDS, Outcome
+from mcpgw.errors import ConfigError
+
+
+def open_for_reading(path: Path) -> Any:
+    import sqlite_utils
+
+    if not path.exists():
+        raise ConfigError(f"no audit database at {path} (has the gateway run?)", key="audit.path")
+    db = sqlite_utils.Database(path)
+    ensure_schema(db)
+    return db
+
+
+def query(
+    db: Any,
+    *,
+    persona: str | None = None,
+    server: str | None = None,
+    tool: str | None = None,
+    outcome: Outcome | None = None,
+    principal: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    after_id: int | None = None,
+    limit: int = 50,
+    newest_first: bool = True,
+) -> list[dict[str, Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (("persona", persona), ("server", server), ("name", tool)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if outcome is not None:
+        where.append("outcome = ?")
+        params.append(Outcome(outcome).value)
+    if principal is not None:  # a substring: `alice` finds `sub=alice client_id=cli-1`
+        where.append("instr(principal, ?) > 0")
+        params.append(principal)
+    if since:
+        where.append("ts >= ?")
+        params.append(since)
+    if until:
+        where.append("ts <= ?")
+        params.append(until)
+    if after_id is not None:
+        where.append("id > ?")
+        params.append(after_id)
+    sql = "select * from events" + (" where " + " and ".join(where) if where else "")
+    sql += f" order by id {'desc' if newest_first else 'asc'} limit ?"
+    params.append(limit)
+    return list(db.query(sql, params))
+
+
+STAT_GROUPS = ("persona", "server", "name", "principal")
+"""What `stats` groups by; `name` is the tool, resource or prompt."""
+
+
+def stats(db: Any, *, since: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Calls, errors, p50 and p95 latency per persona, server, tool and principal (request steps only)."""
+    kinds = ", ".join(f"'{kind.value}'" for kind in STAT_KINDS)
+    sql = f"select persona, server, name, principal, outcome, latency_ms from events where kind in ({kinds})"
+    rows = list(db.query(sql + (" and ts >= ?" if since else ""), [since] if since else []))
+    result: dict[str, list[dict[str, Any]]] = {}
+    for group in STAT_GROUPS:
+        buckets: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            buckets.setdefault(str(row[group] or "-"), []).append(row)
+        result[group] = [_summary(key, bucket) for key, bucket in sorted(buckets.items())]
+    return result
+
+
+def _summary(key: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    latencies = sorted(r["latency_ms"] for r in rows if r["latency_ms"] is not None)
+
+    def pct(p: float) -> float | None:
+        if not latencies:
+            return None
+        return round(float(latencies[min(len(latencies) - 1, int(p * len(latencies)))]), 2)
+
+    errors = sum(1 for r in rows if r["outcome"] != Outcome.OK)
+    return {"key": key, "calls": len(rows), "errors": errors, "p50_ms": pct(0.5), "p95_ms": pct(0.95)}
+
+
+def prune(db: Any, days: float) -> int:
+    cutoff = (datetime.now(UTC) - timedelta(days=days)).isoformat()
+    before = db["events"].count
+    db.execute("delete from events where ts < ?", [cutoff])
+    db.conn.commit()
+    return int(before - db["events"].count)

@@ -1,0 +1,157 @@
+"""What one audit row says: its kind, its outcome, and the `Step` a request fills in.
+
+Owns: the closed sets of row kinds (`Kind`) and outcomes (`Outcome`) that every
+writer records and `mcpgw logs --outcome` accepts; the per-request `Step`; the
+current step of a request (`current()`, `note()`), which the gateway and the
+data rules fill in without being handed it; and `recording`, the one way a
+request becomes a step: it makes the step current, tells how the work ended
+(ok, error, timeout, cancelled), and hands the step to the log once.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from mcpgw.errors import UpstreamTimeout
+
+
+class Kind(StrEnum):
+    """What a row records."""
+
+    CALL = "call"
+    READ = "read"
+    PROMPT = "prompt"
+    COMPLETE = "complete"
+    LIST = "list"
+    SUBSCRIBE = "subscribe"
+    """`resources/subscribe`, or one resource named on a 2026-07-28 listen stream."""
+    AUTH = "auth"
+    """A request refused over HTTP with `[auth]`, or an event stream closed at its token's expiry."""
+    UPSTREAM = "upstream"
+    """An upstream's state change (the row's name is the new state)."""
+    SECURITY = "security"
+    """A pin or poisoning problem of an upstream's item."""
+    CONFIG = "config"
+    """A configuration load (the row's name is the registry file)."""
+    SAMPLING = "sampling"
+    """An upstream's sampling request: its accounting is the row's result."""
+
+
+STAT_KINDS = (Kind.CALL, Kind.READ, Kind.PROMPT, Kind.COMPLETE, Kind.LIST)
+"""The client requests `mcpgw stats` counts."""
+
+
+class Outcome(StrEnum):
+    """How a step ended. Anything but `ok` counts as an error in `mcpgw stats`."""
+
+    OK = "ok"
+    ERROR = "error"
+    """The upstream or the gateway failed, or the result says `isError`; auth: keys unreachable (503)."""
+    TIMEOUT = "timeout"
+    """An upstream did not answer within its timeout."""
+    CANCELLED = "cancelled"
+    """The client cancelled, or the gateway stopped, before the step ended."""
+    DENIED = "denied"
+    """The persona may not use that name; auth: the request was refused."""
+    WITHHELD = "withheld"
+    """The security policy withholds the item (production mode); security rows: it was withheld."""
+    BLOCKED = "blocked"
+    """A data rule refused the arguments, the result or a sampling request."""
+    WARNING = "warning"
+    """Security rows: a problem reported while the item is still served."""
+    EXPIRED = "expired"
+    """Auth rows: an event stream closed because its token expired."""
+    REFUSED = "refused"
+    """Sampling rows: refused before anything was sent (policy, budget, a client that cannot answer)."""
+
+
+CANCELLED_TEXT = "cancelled by the client or at shutdown"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass
+class Step:
+    """What one downstream request did; filled in as it is served, recorded once at the end."""
+
+    kind: Kind
+    method: str
+    persona: str | None = None
+    client: str | None = None
+    protocol: str | None = None
+    principal: str | None = None
+    """Who the bearer token says called (`sub=... client_id=...`), over HTTP with `[auth]`."""
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    server: str | None = None
+    name: str | None = None
+    outcome: Outcome = Outcome.OK
+    error: str | None = None
+    arguments: Any = None
+    result: Any = None
+    findings: str | None = None
+    """What data rules found (detector names and counts, never values)."""
+    started: float = field(default_factory=time.perf_counter)
+    ts: str = field(default_factory=lambda: now())
+    latency_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        # A free string would reach the table unchecked; the enums are the table's vocabulary.
+        self.kind, self.outcome = Kind(self.kind), Outcome(self.outcome)
+
+    def ended_by(self, exc: BaseException) -> None:
+        """Record how `exc` ended the step; an outcome the gateway already noted (denied, ...) stays."""
+        if not isinstance(exc, Exception):  # cancellation, or the process stopping
+            self.outcome, self.error = Outcome.CANCELLED, CANCELLED_TEXT
+            return
+        if self.outcome is Outcome.OK:
+            timed_out = isinstance(exc, UpstreamTimeout) or isinstance(exc.__cause__, UpstreamTimeout)
+            self.outcome = Outcome.TIMEOUT if timed_out else Outcome.ERROR
+        self.error = str(exc) or type(exc).__name__
+
+
+class Recorder(Protocol):
+    """Where finished steps go (the `AuditLog`)."""
+
+    def record_step(self, step: Step) -> None: ...
+
+
+_current: contextvars.ContextVar[Step | None] = contextvars.ContextVar("mcpgw_step", default=None)
+
+
+def current() -> Step | None:
+    return _current.get()
+
+
+def note(**values: Any) -> None:
+    """Fill in the current request's step (no-op outside one)."""
+    step = _current.get()
+    if step is not None:
+        for key, value in values.items():
+            setattr(step, key, Outcome(value) if key == "outcome" else value)
+
+
+@contextmanager
+def recording(step: Step, *, into: Recorder | None) -> Iterator[Step]:
+    """Serve a request as `step`: current while the block runs, its outcome set by how the block
+    ends, and handed to `into` exactly once (nowhere when `into` is None; notes still land on it).
+    The block's exception goes on to the caller."""
+    token = _current.set(step)
+    try:
+        yield step
+    except BaseException as exc:
+        step.ended_by(exc)
+        raise
+    finally:
+        _current.reset(token)
+        if into is not None:
+            into.record_step(step)
