@@ -20,7 +20,8 @@ from typing import Any
 import tomlkit
 from tomlkit.items import Table
 
-from mcpgw.config import Registry, ServerConfig, namespace_of, validate
+from mcpgw.config.registry import Registry, validate
+from mcpgw.config.servers import ServerConfig, namespace_of
 from mcpgw.errors import ConfigError, RegistryError
 
 NEW_FILE_HEADER = """\
