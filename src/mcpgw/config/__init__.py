@@ -5,7 +5,7 @@ import users need. Its modules, from the bottom up:
 
     base       the strict base model and the naming rules (servers, namespaces, tools, personas)
     env        `${VAR}` expansion and command lookup
-    servers    `[servers.NAME]`: one upstream server
+    servers    `[servers.NAME]`: one upstream server, a union of stdio, HTTP and SSE models
     settings   `[gateway]`, `[personas]`, `[audit]`, `[auth]`, `[security]`, `[sampling]`
     registry   the root `Registry`; finding, loading and validating the file; `ConfigError`s
     edit       comment-keeping edits of the file; Claude Desktop import (imported on its own)
@@ -29,9 +29,20 @@ from mcpgw.config.registry import (
     embedded_default_text,
     load,
     parse,
+    server_config,
     validate,
 )
-from mcpgw.config.servers import Era, ServerConfig, Transport, UpstreamOAuth, namespace_of
+from mcpgw.config.servers import (
+    Era,
+    HttpServer,
+    ServerConfig,
+    SseServer,
+    StdioServer,
+    Transport,
+    UpstreamOAuth,
+    UrlParams,
+    namespace_of,
+)
 from mcpgw.config.settings import (
     ASYMMETRIC_ALGORITHMS,
     DETECTOR_NAME_RE,
@@ -73,6 +84,7 @@ __all__ = [
     "Era",
     "Filter",
     "GatewaySettings",
+    "HttpServer",
     "Mode",
     "PersonaConfig",
     "Registry",
@@ -82,9 +94,12 @@ __all__ = [
     "SamplingSettings",
     "SecuritySettings",
     "ServerConfig",
+    "SseServer",
+    "StdioServer",
     "ToolOverride",
     "Transport",
     "UpstreamOAuth",
+    "UrlParams",
     "call_timeout",
     "default_path",
     "embedded_default_text",
@@ -93,5 +108,6 @@ __all__ = [
     "namespace_of",
     "parse",
     "resolved_command",
+    "server_config",
     "validate",
 ]

@@ -3,7 +3,8 @@
 Owns: `Registry` (the root model and the checks that cross tables), where the file is found
 (`--config`, `$MCPGW_CONFIG`, `./servers.toml`, else the copy shipped in the package), and the one
 boundary where TOML and pydantic errors become a `ConfigError` naming the file, the key and the
-reason. Editing the file (keeping comments and order) belongs to `config.edit`.
+reason (also for one server entry validated alone, `server_config`). Editing the file (keeping
+comments and order) belongs to `config.edit`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import tomllib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from mcpgw.config.base import DEFAULT_PERSONA, PERSONA_NAME_RE, SERVER_NAME_RE, Strict
-from mcpgw.config.servers import ServerConfig, namespace_of
+from mcpgw.config.servers import ServerConfig, Transport, namespace_of
 from mcpgw.config.settings import (
     AuditSettings,
     AuthSettings,
@@ -159,19 +160,43 @@ def validate(data: Mapping[str, Any], *, source: str) -> Registry:
     try:
         return Registry.model_validate(data)
     except ValidationError as exc:
-        raise _config_error(exc, source) from None
+        raise _config_error(exc, file=source) from None
 
 
-def _config_error(exc: ValidationError, source: str) -> ConfigError:
+_SERVER_ENTRY = TypeAdapter[ServerConfig](ServerConfig)
+
+
+def server_config(fields: Mapping[str, Any], *, key: str) -> ServerConfig:
+    """One server entry validated on its own (`mcpgw add-server`, imports), as the registry would.
+
+    `key` says where the entry comes from (`servers.NAME`); a `ConfigError` names it and the field.
+    """
+    try:
+        return _SERVER_ENTRY.validate_python(fields)
+    except ValidationError as exc:
+        raise _config_error(exc, within=key) from None
+
+
+def _config_error(exc: ValidationError, *, file: str | None = None, within: str | None = None) -> ConfigError:
     problems = []
     for error in exc.errors(include_url=False):
-        key = ".".join(str(part) for part in error["loc"])
-        reason = _reason(error)
-        problems.append((key, reason))
+        parts = _key_parts(error["loc"], entry=within is not None)
+        key = ".".join([within, *parts] if within else parts)
+        problems.append((key, _reason(error)))
     key, reason = problems[0]
     if len(problems) > 1:
         reason += "".join(f"\n  {k or '(top level)'}: {r}" for k, r in problems[1:])
-    return ConfigError(reason, file=source, key=key or None)
+    return ConfigError(reason, file=file, key=key or None)
+
+
+def _key_parts(loc: tuple[str | int, ...], *, entry: bool) -> list[str]:
+    """The keys as written in the file: pydantic puts the tag of a server's model (`stdio`, `http`,
+    `sse`) after `servers.NAME` (or first, for an entry validated alone); the file has no such key."""
+    parts = [str(part) for part in loc]
+    at = 0 if entry else 2 if parts[:1] == ["servers"] else None
+    if at is not None and len(parts) > at and parts[at] in get_args(Transport):
+        del parts[at]
+    return parts
 
 
 def _reason(error: Any) -> str:
