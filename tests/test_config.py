@@ -119,3 +119,151 @@ def test_env_expansion() -> None:
     with pytest.raises(ConfigError, match="environment variable MISSING is not set") as caught:
         config.expand("${MISSING}", key="servers.gh.headers.Authorization", environ=env)
     assert caught.value.key == "servers.gh.headers.Authorization"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "reason"),
+    [
+        (
+            "[servers.a]\ncommand = 'x'\nheaders = { A = '1' }\n",
+            "servers.a.headers",
+            "'headers' applies to URL servers; use 'env' for a command",
+        ),
+        (
+            "[servers.a]\ncommand = 'x'\n[servers.a.oauth]\ntoken_url = 'https://t'\nclient_id = 'c'\n"
+            "client_secret = 's'\n",
+            "servers.a.oauth",
+            "'oauth' applies to URL servers",
+        ),
+        (
+            "[servers.a]\ncommand = 'x'\ntransport = 'sse'\n",
+            "servers.a.transport",
+            "needs 'url', not 'command'",
+        ),
+        (
+            "[servers.a]\ncommand = 'x'\ntransport = 'http'\n",
+            "servers.a.transport",
+            "needs 'url', not 'command'",
+        ),
+        ("[servers.a]\ncommand = 'x'\ntransport = 'pipe'\n", "servers.a.transport", "should be 'stdio'"),
+        ("[servers.a]\ncommand = ' '\n", "servers.a.command", "'command' is empty"),
+        (
+            "[servers.a]\nurl = 'http://h/mcp'\nargs = ['x']\n",
+            "servers.a.args",
+            "'args' applies to command servers, not URL servers",
+        ),
+        (
+            "[servers.a]\nurl = 'http://h/mcp'\nenv = { A = '1' }\n",
+            "servers.a.env",
+            "'env' applies to command",
+        ),
+        ("[servers.a]\nurl = 'http://h/mcp'\ncwd = '/tmp'\n", "servers.a.cwd", "'cwd' applies to command"),
+        (
+            "[servers.a]\nurl = 'http://h/mcp'\ntransport = 'stdio'\n",
+            "servers.a.transport",
+            "transport 'stdio' needs 'command', not 'url'",
+        ),
+        ("[servers.a]\nurl = 'http://h/mcp'\ntransport = 'SSE'\n", "servers.a.transport", "'http' or 'sse'"),
+        (
+            "[servers.a]\nurl = 'http://h/sse'\ntransport = 'sse'\nargs = ['x']\n",
+            "servers.a.args",
+            "'args' applies to command servers",
+        ),
+        (
+            "[servers.a]\nurl = 'http://h/sse'\ntransport = 'sse'\nenv = { A = '1' }\n",
+            "servers.a.env",
+            "'env' applies to command servers",
+        ),
+        (
+            "[servers.a]\nurl = 'http://h/sse'\ntransport = 'sse'\ncolour = 1\n",
+            "servers.a.colour",
+            "unknown key",
+        ),
+        (
+            "[servers.a]\nurl = 'ftp://h/sse'\ntransport = 'sse'\n",
+            "servers.a.url",
+            "not an http:// or https://",
+        ),
+        ("[servers]\na = 3\n", "servers.a", "must be a table with 'command' or 'url'"),
+    ],
+)
+def test_key_of_another_kind_of_server_is_named(tmp_path: Path, text: str, key: str, reason: str) -> None:
+    path = tmp_path / "servers.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    assert caught.value.key == key
+    assert reason in caught.value.reason
+    assert str(caught.value).startswith(f"{path}: {key}: ")
+
+
+def test_every_key_of_another_kind_is_named_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, "[servers.a]\nurl = 'http://h/mcp'\nargs = ['x']\ncwd = '/tmp'\n")
+    assert caught.value.key == "servers.a.args"
+    assert "\n  servers.a.cwd: 'cwd' applies to command servers" in caught.value.reason
+
+
+def test_empty_keys_of_another_kind_still_load(tmp_path: Path) -> None:
+    registry = load_text(
+        tmp_path,
+        "[servers.a]\nurl = 'http://h/mcp'\nargs = []\nenv = {}\ncwd = ''\n"
+        "[servers.b]\ncommand = 'x'\nheaders = {}\n",
+    )
+    assert isinstance(registry.servers["a"], config.HttpServer)
+    assert isinstance(registry.servers["b"], config.StdioServer)
+
+
+def test_each_kind_builds_what_its_transport_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARG", "from-process")
+    secrets = {"TOKEN": "from-secrets"}
+    registry = config.validate(
+        {
+            "servers": {
+                "local": {
+                    "command": "/bin/tool",
+                    "args": ["${ARG}"],
+                    "env": {"T": "${TOKEN}"},
+                    "cwd": "/srv",
+                },
+                "remote": {"url": "https://h/${ARG}", "headers": {"Authorization": "Bearer ${TOKEN}"}},
+                "old": {"url": "http://h/sse", "transport": "sse"},
+            }
+        },
+        source="test",
+    )
+    local, remote, old = (registry.servers[name] for name in ("local", "remote", "old"))
+    assert isinstance(local, config.StdioServer)
+    params = local.to_params("local", environ=secrets)
+    assert (params.command, params.args, params.env, params.cwd) == (
+        "/bin/tool",
+        ["from-process"],
+        {"T": "from-secrets"},
+        "/srv",
+    )
+    assert isinstance(remote, config.HttpServer)
+    assert remote.to_params("remote", environ=secrets) == config.UrlParams(
+        url="https://h/from-process", headers={"Authorization": "Bearer from-secrets"}
+    )
+    assert isinstance(old, config.SseServer)
+    assert old.to_params("old") == config.UrlParams(url="http://h/sse", headers=None)
+    with pytest.raises(ConfigError) as caught:
+        remote.to_params("remote", environ={})
+    assert caught.value.key == "servers.remote.headers.Authorization"
+
+
+def test_one_entry_validated_alone_names_its_key() -> None:
+    server = config.server_config({"url": "http://h/sse", "transport": "sse"}, key="servers.x")
+    assert isinstance(server, config.SseServer)
+    assert server.entry() == {"url": "http://h/sse", "transport": "sse"}
+    with pytest.raises(ConfigError) as caught:
+        config.server_config({"url": "ftp://h"}, key="servers.x")
+    assert caught.value.key == "servers.x.url" and "not an http:// or https:// URL" in caught.value.reason
+    with pytest.raises(ConfigError) as caught:
+        config.server_config({"args": ["x"]}, key="servers.x")
+    assert caught.value.key == "servers.x" and "needs either 'command'" in caught.value.reason
+
+
+def test_entry_writes_what_to_run_or_reach_first() -> None:
+    server = config.StdioServer(command="npx", timeout=5, args=["-y", "x"], namespace="fs")
+    assert list(server.entry()) == ["command", "args", "timeout", "namespace"]

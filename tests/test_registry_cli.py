@@ -115,6 +115,26 @@ def test_add_server_needs_a_command_or_url(registry: Path) -> None:
     assert code == 2 and "not an http:// or https:// URL" in output
 
 
+def test_add_server_refusal_names_the_key_it_would_write(registry: Path) -> None:
+    before = registry.read_text()
+    code, output = run("add-server", "-c", str(registry), "--no-check", "bad", "--url", "http://")
+    assert code == 2 and "servers.bad.url: 'http://' has no host" in output
+    assert registry.read_text() == before
+
+
+def test_list_servers_shows_each_kind_and_its_target(tmp_path: Path) -> None:
+    path = tmp_path / "servers.toml"
+    path.write_text(
+        "[servers.local]\ncommand = 'echo'\nargs = ['hi']\n"
+        "[servers.remote]\nurl = 'https://h/mcp'\n"
+        "[servers.old]\nurl = 'http://h/sse'\ntransport = 'sse'\n"
+    )
+    rows = {row["name"]: row for row in run_json("list-servers", "-c", str(path), "--json")["servers"]}
+    assert (rows["local"]["kind"], rows["local"]["target"]) == ("stdio", "echo hi")
+    assert (rows["remote"]["kind"], rows["remote"]["target"]) == ("http", "https://h/mcp")
+    assert (rows["old"]["kind"], rows["old"]["target"]) == ("sse", "http://h/sse")
+
+
 def test_add_server_checks_by_connecting(registry: Path) -> None:
     code, output = run("add-server", "-c", str(registry), "up", "--", sys.executable, str(UPSTREAM))
     assert code == 0, output
@@ -258,6 +278,26 @@ def test_import_of_a_file_without_servers_fails_clearly(registry: Path, tmp_path
     desktop.write_text("{}")
     code, output = run("import", "claude-desktop", "-c", str(registry), str(desktop))
     assert code == 2 and "no 'mcpServers'" in output
+
+
+def test_import_of_a_bad_entry_names_it_and_adds_nothing(registry: Path, tmp_path: Path) -> None:
+    desktop = tmp_path / "c.json"
+    desktop.write_text(
+        json.dumps({"mcpServers": {"ok": {"command": "echo"}, "remote": {"url": "ftp://example.com/mcp"}}})
+    )
+    before = registry.read_text()
+    code, output = run("import", "claude-desktop", "-c", str(registry), str(desktop))
+    assert code == 2 and "mcpServers.remote.url: 'ftp://example.com/mcp' is not an http://" in output
+    assert registry.read_text() == before
+
+
+def test_import_keeps_sse_entries_sse(registry: Path, tmp_path: Path) -> None:
+    desktop = tmp_path / "c.json"
+    desktop.write_text(json.dumps({"mcpServers": {"old": {"type": "sse", "url": "http://h/sse"}}}))
+    code, output = run("import", "claude-desktop", "-c", str(registry), str(desktop))
+    assert code == 0, output
+    assert config.load(registry)[0].servers["old"].kind == "sse"
+    assert 'transport = "sse"' in registry.read_text()
 
 
 def test_serve_with_a_broken_registry_exits_with_the_reason(tmp_path: Path) -> None:

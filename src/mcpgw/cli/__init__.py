@@ -20,9 +20,9 @@ from rich.table import Table
 
 from mcpgw import config as config_mod
 from mcpgw.audit import Outcome
-from mcpgw.config import Registry, ServerConfig
+from mcpgw.config import Registry, ServerConfig, StdioServer, server_config
 from mcpgw.config import edit as registry_mod
-from mcpgw.errors import GatewayError, RegistryError
+from mcpgw.errors import ConfigError, GatewayError, RegistryError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -534,9 +534,9 @@ def list_servers(config_path: Path | None, check: bool, as_json: bool) -> None:
 
 
 def _target(server: ServerConfig) -> str:
-    if server.command is not None:
+    if isinstance(server, StdioServer):
         return " ".join([server.command, *server.args])
-    return server.url or ""
+    return server.url
 
 
 def _status_rows(
@@ -696,9 +696,9 @@ def add_server(
     if timeout is not None:
         fields["timeout"] = timeout
     try:
-        server = ServerConfig(**fields)
-    except ValueError as exc:
-        raise RegistryError(f"server {name!r}: {exc}") from None
+        server = server_config(fields, key=f"servers.{name}")
+    except ConfigError as exc:  # names the key as the file would: servers.NAME.url
+        raise RegistryError(str(exc)) from None
     path = _edit_path(config_path)
     if not no_check:
         # The registry being edited gives its limits and secrets file; a new file has the defaults.

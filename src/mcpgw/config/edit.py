@@ -20,7 +20,8 @@ from typing import Any
 import tomlkit
 from tomlkit.items import Table
 
-from mcpgw.config import Registry, ServerConfig, namespace_of, validate
+from mcpgw.config.registry import Registry, server_config, validate
+from mcpgw.config.servers import ServerConfig, StdioServer, namespace_of
 from mcpgw.errors import ConfigError, RegistryError
 
 NEW_FILE_HEADER = """\
@@ -70,7 +71,7 @@ def _servers(doc: tomlkit.TOMLDocument) -> Table:
 def server_table(server: ServerConfig) -> Table:
     """The TOML table for one server, with only the keys that differ from defaults."""
     table = tomlkit.table()
-    for key, value in server.model_dump(exclude_defaults=True).items():
+    for key, value in server.entry().items():
         table.add(key, value)
     return table
 
@@ -149,15 +150,16 @@ def servers_from_claude_desktop(data: Mapping[str, Any]) -> dict[str, ServerConf
         else:
             raise RegistryError(f"mcpServers.{raw_name}: has neither 'command' nor 'url'")
         try:
-            result[_safe_name(str(raw_name))] = ServerConfig(**fields)
-        except ValueError as exc:
-            raise RegistryError(f"mcpServers.{raw_name}: {exc}") from None
+            result[_safe_name(str(raw_name))] = server_config(fields, key=f"mcpServers.{raw_name}")
+        except ConfigError as exc:
+            raise RegistryError(str(exc)) from None
     return result
 
 
 def is_mcpgw_entry(server: ServerConfig) -> bool:
-    command = Path(server.command or "").name
-    return command == "mcpgw" or (server.args[:2] == ["-m", "mcpgw"])
+    if not isinstance(server, StdioServer):
+        return False
+    return Path(server.command).name == "mcpgw" or server.args[:2] == ["-m", "mcpgw"]
 
 
 def import_claude_desktop(path: Path, source: Path) -> tuple[list[str], list[str]]:

@@ -34,7 +34,7 @@ import mcp_types as types
 from mcp.client._probe import negotiate_auto
 from mcp.client.session import ClientSession, ListRootsFnT
 from mcp.client.sse import sse_client
-from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import (
     ListenNotSupportedError,
@@ -53,7 +53,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter, ValidationError
 
 from mcpgw import _compat, version
-from mcpgw.config import Registry, ServerConfig, call_timeout, expand, resolved_command
+from mcpgw.config import Registry, ServerConfig, SseServer, StdioServer, call_timeout
 from mcpgw.errors import ConfigError, GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from mcpgw.upstream import credentials
 
@@ -422,18 +422,8 @@ class Upstream:
             return await stack.enter_async_context(_compat.in_memory_transport(self.in_process))
         config = self.config
         env = credentials.environ(self.secrets) if self.secrets else None
-        if config.kind == "stdio":
-            assert config.command is not None
-            params = StdioServerParameters(
-                command=resolved_command(expand(config.command, key=f"servers.{self.name}.command")),
-                args=[expand(a, key=f"servers.{self.name}.args") for a in config.args],
-                env={
-                    k: expand(v, key=f"servers.{self.name}.env.{k}", environ=env)
-                    for k, v in config.env.items()
-                }
-                or None,
-                cwd=expand(config.cwd, key=f"servers.{self.name}.cwd") if config.cwd else None,
-            )
+        if isinstance(config, StdioServer):
+            params = config.to_params(self.name, environ=env)
             pump = _StderrPump(self.name)
             stack.callback(pump.close)
             # Spawns are serialised so the child that appears is ours: the SDK does not expose its pid,
@@ -448,22 +438,17 @@ class Upstream:
             if len(new) == 1:
                 self.pgid = new.pop()
             return streams
-        assert config.url is not None
-        url = expand(config.url, key=f"servers.{self.name}.url")
-        headers = {
-            k: expand(v, key=f"servers.{self.name}.headers.{k}", environ=env)
-            for k, v in config.headers.items()
-        }
+        target = config.to_params(self.name, environ=env)
         oauth: credentials.ClientCredentials | None = None
         if config.oauth is not None:
             oauth = credentials.ClientCredentials(self.name, config.oauth, env or os.environ)
             stack.push_async_callback(oauth.aclose)
             await oauth.token()  # a bad client secret fails the start with the token endpoint's answer
-        if config.kind == "sse":
-            return await stack.enter_async_context(sse_client(url, headers=headers or None, auth=oauth))
+        if isinstance(config, SseServer):
+            return await stack.enter_async_context(sse_client(target.url, headers=target.headers, auth=oauth))
         # One pooled HTTP client for the life of the session: no new TLS context per call.
-        http = await stack.enter_async_context(create_mcp_http_client(headers=headers or None, auth=oauth))
-        return await stack.enter_async_context(streamable_http_client(url, http_client=http))
+        http = await stack.enter_async_context(create_mcp_http_client(headers=target.headers, auth=oauth))
+        return await stack.enter_async_context(streamable_http_client(target.url, http_client=http))
 
     # --- lists -----------------------------------------------------------------------------------
 

@@ -1,0 +1,304 @@
+"""`[servers.NAME]`: one upstream MCP server, as a union of one model per transport.
+
+Owns: the schema of a server entry: `StdioServer` (a command), `HttpServer` (streamable HTTP)
+and `SseServer` (legacy SSE), joined in `ServerConfig`, a discriminated union. TOML has no type
+key, so the entry's keys pick its model: `command` means stdio, `url` with `transport = "sse"`
+means SSE, `url` otherwise streamable HTTP. Also owned here: the error for a key that belongs to
+another kind of server, what each kind needs to be reached (`to_params`, `${VAR}` expanded), the
+OAuth client-credentials table, and the names a server exposes under (`namespace_of`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias
+from urllib.parse import urlsplit
+
+from mcp.client.stdio import StdioServerParameters
+from pydantic import (
+    BeforeValidator,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from mcpgw.config.base import NAMESPACE_RE, SEPARATOR, TOOL_NAME_RE, Strict
+from mcpgw.config.env import expand, resolved_command
+
+Transport = Literal["stdio", "http", "sse"]
+Era = Literal["auto", "handshake", "stateless"]
+"""How mcpgw speaks to an upstream: probe (`server/discover`, falling back to `initialize`),
+the `initialize` handshake (2025-11-25 and earlier), or the stateless 2026-07-28 revision."""
+
+
+class UpstreamOAuth(Strict):
+    """`[servers.X.oauth]`: the OAuth 2.1 client-credentials grant mcpgw uses for an HTTP upstream.
+
+    Values may use `${VAR}`, resolved from the environment or `[gateway] secrets_file`.
+    """
+
+    token_url: str
+    client_id: str
+    client_secret: str
+    scope: str | None = None
+    resource: str | None = None
+    """RFC 8707 resource indicator sent with the token request (the upstream's URL, usually)."""
+    audience: str | None = None
+    """Sent as `audience` for authorization servers that want it instead of `resource` (Auth0)."""
+    auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    refresh_before: Annotated[float, Field(ge=0)] = 60.0
+    """Seconds before expiry at which the token is replaced (at most half its lifetime)."""
+
+    @field_validator("token_url")
+    @classmethod
+    def _token_url_is_http(cls, url: str) -> str:
+        if "${" not in url and urlsplit(url).scheme not in ("http", "https"):
+            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return url
+
+
+class _Server(Strict):
+    """What every server entry has, whatever its transport."""
+
+    kind: ClassVar[Transport]
+    """The tag of the model in `ServerConfig`; shown by `mcpgw list-servers`."""
+    _TOLERATED: ClassVar[frozenset[str]] = frozenset()
+    """Keys of another kind accepted (and dropped) when empty, as they were before the split."""
+
+    enabled: bool = True
+    timeout: Annotated[float, Field(gt=0)] | None = None
+    """Seconds one call may take; the gateway default when absent."""
+    namespace: str | None = None
+    """Prefix of every exposed name; defaults to the table name; `""` exposes names unprefixed."""
+    roots: list[str] = Field(default_factory=list)
+    """Roots answered to this upstream's `roots/list` (URIs, or paths made `file://` URIs)."""
+    aliases: dict[str, str] = Field(default_factory=dict)
+    """Upstream tool name -> exposed name (after the namespace), to fix long or invalid names."""
+    description: str | None = None
+    era: Era = "auto"
+    restart: bool = True
+    """Restart (with exponential backoff and jitter) when it fails to start or dies."""
+    tool_timeouts: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    """Upstream tool name -> seconds one call of it may take, overriding `timeout`."""
+    max_concurrent: Annotated[int, Field(ge=1)] | None = None
+    """Calls in flight to this upstream at once; more wait their turn. The gateway default when absent."""
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_shape(cls, namespace: str | None) -> str | None:
+        if namespace and not NAMESPACE_RE.match(namespace):
+            raise ValueError(
+                f"namespace {namespace!r} must be letters, digits, '-' and single '_' "
+                f"(never '{SEPARATOR}', which separates it from the tool name)"
+            )
+        return namespace
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases_shape(cls, aliases: dict[str, str]) -> dict[str, str]:
+        for original, alias in aliases.items():
+            if not TOOL_NAME_RE.match(alias):
+                raise ValueError(f"alias {alias!r} for {original!r} must match {TOOL_NAME_RE.pattern}")
+        return aliases
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_keys_of_another_kind(cls, data: Any) -> Any:
+        """A key of another kind of server is refused with a reason, not as an unknown key."""
+        if not isinstance(data, Mapping):
+            return data
+        # An empty value of another kind's key (`args = []` on a URL server) was accepted before
+        # the models were split; it still is, so no file that loaded stops loading.
+        data = {key: value for key, value in data.items() if not (key in cls._TOLERATED and _empty(value))}
+        # Raised as a ValidationError so each error names its own key (`servers.a.headers`);
+        # a ValueError would name only the entry.
+        errors = [
+            InitErrorDetails(
+                type=PydanticCustomError("other_kind", "{reason}", {"reason": reason}),
+                loc=(key,) if key else (),
+                input=data.get(key) if key else data,
+            )
+            for key, reason in cls._misplaced(data)
+        ]
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return data
+
+    @classmethod
+    def _misplaced(cls, data: Mapping[str, Any]) -> Iterator[tuple[str | None, str]]:
+        """(key, reason) for each key in `data` that belongs to another kind; key None: the entry."""
+        yield from ()
+
+    def entry(self) -> dict[str, Any]:
+        """This server as a registry entry: keys that differ from their defaults, the ones saying
+        what to run or reach (`command`, `url`, ...) first, as a person writes them."""
+        data = self.model_dump(exclude_defaults=True)
+        own = {key: value for key, value in data.items() if key not in _Server.model_fields}
+        return {**own, **{key: value for key, value in data.items() if key not in own}}
+
+
+def _empty(value: Any) -> bool:
+    return isinstance(value, list | dict | str) and not value
+
+
+class StdioServer(_Server):
+    """A server mcpgw starts as a child process and speaks to over its stdin and stdout."""
+
+    kind: ClassVar[Transport] = "stdio"
+
+    command: str
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    transport: Literal["stdio"] | None = None
+
+    _TOLERATED: ClassVar[frozenset[str]] = frozenset({"headers"})
+
+    @field_validator("command")
+    @classmethod
+    def _command_not_blank(cls, command: str) -> str:
+        if not command.strip():
+            raise ValueError("'command' is empty")
+        return command
+
+    @classmethod
+    def _misplaced(cls, data: Mapping[str, Any]) -> Iterator[tuple[str | None, str]]:
+        if "url" in data:
+            yield None, "has both 'command' and 'url'; a server is one or the other"
+        if (transport := data.get("transport")) in ("http", "sse"):
+            yield "transport", f"transport {transport!r} needs 'url', not 'command'"
+        if "headers" in data:
+            yield "headers", "'headers' applies to URL servers; use 'env' for a command"
+        if "oauth" in data:
+            yield "oauth", "'oauth' applies to URL servers; a command server gets credentials via 'env'"
+
+    def to_params(self, name: str, *, environ: Mapping[str, str] | None = None) -> StdioServerParameters:
+        """The SDK's parameters that start server `name`, `${VAR}` expanded.
+
+        `environ` (default: the process environment) answers `${VAR}` in `env` values, so they may
+        come from the secrets file; the command, its arguments and `cwd` read the process environment.
+        A bare command is looked up on PATH, then beside the gateway's Python.
+        """
+        key = f"servers.{name}"
+        return StdioServerParameters(
+            command=resolved_command(expand(self.command, key=f"{key}.command")),
+            args=[expand(arg, key=f"{key}.args") for arg in self.args],
+            env={k: expand(v, key=f"{key}.env.{k}", environ=environ) for k, v in self.env.items()} or None,
+            cwd=expand(self.cwd, key=f"{key}.cwd") if self.cwd else None,
+        )
+
+
+@dataclass(frozen=True)
+class UrlParams:
+    """What the streamable HTTP and SSE clients need to reach a server, `${VAR}` expanded."""
+
+    url: str
+    headers: dict[str, str] | None
+    """None when the entry sets none."""
+
+
+class _UrlServer(_Server):
+    """A server mcpgw reaches at a URL: streamable HTTP or legacy SSE."""
+
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    oauth: UpstreamOAuth | None = None
+    """URL servers behind OAuth: mcpgw's own client-credentials token, never the caller's."""
+
+    _TOLERATED: ClassVar[frozenset[str]] = frozenset({"args", "env", "cwd"})
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        if not parts.netloc:
+            raise ValueError(f"{url!r} has no host")
+        return url
+
+    @classmethod
+    def _misplaced(cls, data: Mapping[str, Any]) -> Iterator[tuple[str | None, str]]:
+        if "command" in data:
+            yield None, "has both 'command' and 'url'; a server is one or the other"
+        transport = data.get("transport")
+        if transport == "stdio":
+            yield "transport", "transport 'stdio' needs 'command', not 'url'"
+        elif transport not in (None, "http", "sse"):
+            yield "transport", "Input should be 'http' or 'sse' (streamable HTTP when left out)"
+        if "args" in data:
+            yield "args", "'args' applies to command servers, not URL servers"
+        if "env" in data:
+            yield "env", "'env' applies to command servers; use 'headers' for a URL server"
+        if "cwd" in data:
+            yield "cwd", "'cwd' applies to command servers, not URL servers"
+
+    def to_params(self, name: str, *, environ: Mapping[str, str] | None = None) -> UrlParams:
+        """The URL and headers that reach server `name`, `${VAR}` expanded.
+
+        `environ` (default: the process environment) answers `${VAR}` in header values, so they
+        may come from the secrets file; the URL reads the process environment.
+        """
+        key = f"servers.{name}"
+        return UrlParams(
+            url=expand(self.url, key=f"{key}.url"),
+            headers={k: expand(v, key=f"{key}.headers.{k}", environ=environ) for k, v in self.headers.items()}
+            or None,
+        )
+
+
+class HttpServer(_UrlServer):
+    """A server reached over streamable HTTP (`url` without `transport = "sse"`)."""
+
+    kind: ClassVar[Transport] = "http"
+
+    transport: Literal["http"] | None = None
+
+
+class SseServer(_UrlServer):
+    """A server reached over the legacy HTTP+SSE transport (`url` with `transport = "sse"`)."""
+
+    kind: ClassVar[Transport] = "sse"
+
+    transport: Literal["sse"]
+
+
+def _kind_of(entry: Any) -> Transport | None:
+    """The tag of the model an entry is, from its keys; None when it has neither key."""
+    if isinstance(entry, _Server):
+        return entry.kind
+    if isinstance(entry, Mapping):
+        if "command" in entry:
+            return "stdio"  # with 'url' too, `StdioServer` says the entry has both
+        if "url" in entry:
+            return "sse" if entry.get("transport") == "sse" else "http"
+    return None
+
+
+def _a_table(entry: Any) -> Any:
+    if isinstance(entry, Mapping | _Server):
+        return entry
+    raise ValueError(f"must be a table with 'command' or 'url', not {type(entry).__name__}")
+
+
+ServerConfig: TypeAlias = Annotated[
+    Annotated[StdioServer, Tag("stdio")]
+    | Annotated[HttpServer, Tag("http")]
+    | Annotated[SseServer, Tag("sse")],
+    Discriminator(
+        _kind_of,
+        custom_error_type="server_kind",
+        custom_error_message="needs either 'command' (a stdio server) or 'url' (an HTTP server)",
+    ),
+    BeforeValidator(_a_table),
+]
+"""One upstream MCP server: a stdio command, or a URL (streamable HTTP or legacy SSE)."""
+
+
+def namespace_of(name: str, server: ServerConfig) -> str:
+    return name if server.namespace is None else server.namespace
