@@ -15,6 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+from urllib.parse import unquote
+
+from mcp.shared.path_security import contains_path_traversal
+from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
 from mcpgw.config import SEPARATOR, TOOL_NAME_RE
 from mcpgw.errors import NotFound
@@ -61,9 +65,35 @@ def split_uri(uri: str) -> tuple[str, str] | None:
 
 
 @lru_cache(maxsize=1024)
-def _template_regex(template: str) -> re.Pattern[str]:
-    parts = _TEMPLATE_VAR.split(template)
-    return re.compile("^" + ".+?".join(re.escape(p) for p in parts) + "$")
+def _template(template: str) -> UriTemplate | re.Pattern[str]:
+    try:
+        return UriTemplate.parse(template)
+    except InvalidUriTemplate:
+        # A template the SDK's RFC 6570 parser refuses (an upstream's own dialect): each variable
+        # matches anything, and the traversal check below still applies to the whole variable part.
+        parts = _TEMPLATE_VAR.split(template)
+        return re.compile("^" + "(.+?)".join(re.escape(p) for p in parts) + "$")
+
+
+def template_matches(template: str, uri: str) -> bool:
+    """Whether `uri` is one `template` produces, with no variable that climbs out of its place.
+
+    Matching is the mcp SDK's RFC 6570 matcher (values come back percent-decoded), so
+    `{+path}` taking `../secret://vault` or `%2e%2e/secret` is caught here: a value that is
+    a path escaping its starting point (`mcp.shared.path_security`) does not match.
+    """
+    compiled = _template(template)
+    if isinstance(compiled, UriTemplate):
+        found = compiled.match(uri)
+        if found is None:
+            return False
+        values = [v for value in found.values() for v in ([value] if isinstance(value, str) else value)]
+    else:
+        match = compiled.match(uri)
+        if match is None:
+            return False
+        values = [unquote(v) for v in match.groups()]
+    return not any(contains_path_traversal(value) for value in values)
 
 
 @dataclass
@@ -78,7 +108,8 @@ class Catalog:
     resource_routes: dict[str, Route] = field(default_factory=dict)
     namespaces: dict[str, Upstream] = field(default_factory=dict)
     unprefixed: list[Upstream] = field(default_factory=list)
-    _templates: list[tuple[re.Pattern[str], Upstream]] = field(default_factory=list)
+    template_routes: dict[str, Route] = field(default_factory=dict)
+    """Exposed URI template -> its upstream and the template as the upstream gave it."""
     withheld: dict[str, str] = field(default_factory=dict)
     """Exposed names a security policy keeps out of this catalog, with the reason (see `pins`)."""
     withheld_tools: frozenset[str] = frozenset()
@@ -104,20 +135,19 @@ class Catalog:
         return route
 
     def resource(self, uri: str) -> Route:
-        """The upstream and upstream URI for an exposed resource URI (listed or from a template)."""
+        """The upstream and upstream URI for an exposed resource URI: one listed, or one a served
+        template produces. Nothing else is routed: a URI under a server's prefix that neither lists
+        nor templates is not forwarded to it (an upstream must not be probed with arbitrary URIs)."""
         route = self.resource_routes.get(uri)
         if route is not None:
             return route
-        if self.withheld_templates and self.withholds_uri(uri):
-            raise NotFound(f"Unknown resource: {uri}")
-        split = split_uri(uri)
-        if split is not None and split[0] in self.namespaces:
-            return Route(self.namespaces[split[0]], split[1])
-        for pattern, upstream in self._templates:
-            if pattern.match(uri):
-                return Route(upstream, uri)
-        if len(self.unprefixed) == 1 and split is None:
-            return Route(self.unprefixed[0], uri)
+        for template in self.resource_templates:
+            exposed = str(template.get("uriTemplate", ""))
+            if template_matches(exposed, uri):
+                upstream = self.template_routes[exposed].upstream
+                split = split_uri(uri)
+                namespaced = split is not None and self.namespaces.get(split[0]) is upstream
+                return Route(upstream, split[1] if namespaced and split is not None else uri)
         raise NotFound(f"Unknown resource: {uri}")
 
     def withholds_uri(self, uri: str) -> bool:
@@ -127,12 +157,10 @@ class Catalog:
         template could still read (or subscribe to) the URIs under it.
         """
         if uri in self.resource_routes or not any(
-            _template_regex(template).match(uri) for template in self.withheld_templates
+            template_matches(template, uri) for template in self.withheld_templates
         ):
             return False
-        return not any(
-            _template_regex(str(t.get("uriTemplate", ""))).match(uri) for t in self.resource_templates
-        )
+        return not any(template_matches(str(t.get("uriTemplate", "")), uri) for t in self.resource_templates)
 
     def namespace_of(self, upstream: Upstream) -> str:
         for namespace, candidate in self.namespaces.items():
@@ -241,9 +269,20 @@ def _add_resources(catalog: Catalog, namespace: str, upstream: Upstream) -> None
     for template in upstream.lists["resource_templates"]:
         original = str(template.get("uriTemplate", ""))
         exposed = expose_uri(namespace, original)
+        if exposed in catalog.template_routes:
+            other = catalog.template_routes[exposed].upstream.name
+            catalog.problems.append(
+                Problem(
+                    upstream.name,
+                    "resource template",
+                    original,
+                    f"URI template is already served by {other}",
+                    f"give [servers.{upstream.name}] a namespace",
+                )
+            )
+            continue
+        catalog.template_routes[exposed] = Route(upstream, original)
         catalog.resource_templates.append({**template, "uriTemplate": exposed})
-        if not namespace:
-            catalog._templates.append((_template_regex(original), upstream))
 
 
 # --- rewriting URIs inside results ---------------------------------------------------------------

@@ -16,11 +16,14 @@ import fnmatch
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mcpgw.catalog import Catalog, input_schema, split_uri
-from mcpgw.config import DEFAULT_PERSONA, PersonaConfig, Registry, namespace_of
+from mcpgw.catalog import Catalog, input_schema, template_matches
+from mcpgw.config import DEFAULT_PERSONA, Filter, PersonaConfig, Registry
 from mcpgw.errors import ConfigError, InvalidRequest, NotFound, UnknownPersona
+
+if TYPE_CHECKING:
+    from mcpgw.upstream.session import Upstream
 
 logger = logging.getLogger("mcpgw.personas")
 
@@ -37,6 +40,27 @@ def resolve(registry: Registry, persona: str | None) -> str | None:
         known = ", ".join(registry.personas) or "none are configured"
         raise UnknownPersona(f"unknown persona {persona!r} (known: {known})")
     return persona
+
+
+_NOTHING = Filter(allow=[])
+
+
+def resource_rules(persona: PersonaConfig) -> Filter:
+    """The persona's rules for resources and templates.
+
+    Least privilege: a persona that names its tools (`allow`) and says nothing of resources sees
+    none; one that narrows nothing (no `allow`) keeps seeing every resource of its servers.
+    """
+    if "resources" in persona.model_fields_set or "allow" not in persona.model_fields_set:
+        return persona.resources
+    return _NOTHING
+
+
+def prompt_rules(persona: PersonaConfig) -> Filter:
+    """The persona's rules for prompts, by the same least-privilege rule as `resource_rules`."""
+    if "prompts" in persona.model_fields_set or "allow" not in persona.model_fields_set:
+        return persona.prompts
+    return _NOTHING
 
 
 def _matches(name: str, patterns: Iterable[str]) -> bool:
@@ -75,7 +99,9 @@ class View:
     prompt_names: set[str] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)
     _config: PersonaConfig | None = None
-    _namespaces: set[str] | None = None
+    _servers: frozenset[str] | None = None
+    """The servers this persona may reach (`servers`), by name: never decided by a name's prefix,
+    which two servers share when both use `namespace = ""`."""
     _index: Any = None
 
     # --- what the client lists ------------------------------------------------------------------
@@ -113,28 +139,26 @@ class View:
             raise NotFound(f"Unknown prompt: {name}")
 
     def check_resource(self, uri: str, catalog: Catalog) -> None:
-        """A read is allowed for a listed URI, or one a listed template produces, within the rules."""
-        if self._config is None:
-            catalog.resource(uri)  # the full view allows whatever the catalog can route
-            return
+        """A read is allowed only for a URI this view lists, or one a template this view lists produces.
+
+        The same for every view, the full one included: a URI the catalog does not list or template
+        is never forwarded, so no upstream is probed with arbitrary URIs under its prefix.
+        """
         error = NotFound(f"Unknown resource: {uri}")
-        if not _allowed(uri, self._config.resources.allow, self._config.resources.deny):
-            raise error
+        if self._config is not None:
+            rules = resource_rules(self._config)
+            if not _allowed(uri, rules.allow, rules.deny):
+                raise error
         try:
             route = catalog.resource(uri)
         except NotFound:
             raise error from None
-        if self._namespaces is not None and catalog.namespace_of(route.upstream) not in self._namespaces:
+        if self._servers is not None and route.upstream.name not in self._servers:
             raise error
         if any(r["uri"] == uri for r in self.resources):
             return
-        split = split_uri(uri)
-        for template in self.resource_templates:
-            pattern = str(template.get("uriTemplate", ""))
-            if split is not None and pattern.startswith(f"mcpgw://{split[0]}/"):
-                return
-            if split is None and not pattern.startswith("mcpgw://"):
-                return
+        if any(template_matches(str(t.get("uriTemplate", "")), uri) for t in self.resource_templates):
+            return
         raise error
 
     # --- search mode ------------------------------------------------------------------------------
@@ -225,22 +249,18 @@ def full_view(catalog: Catalog) -> View:
 
 def build_view(name: str, persona: PersonaConfig, catalog: Catalog, registry: Registry) -> View:
     """The persona's view of `catalog`; overrides of tools that do not exist are a `ConfigError`."""
-    namespaces = (
-        {namespace_of(server, registry.servers[server]) for server in persona.servers}
-        if persona.servers is not None
-        else None
-    )
-    view = View(persona=name, search=persona.catalog == "search", _config=persona, _namespaces=namespaces)
+    servers = frozenset(persona.servers) if persona.servers is not None else None
+    view = View(persona=name, search=persona.catalog == "search", _config=persona, _servers=servers)
 
-    def in_servers(upstream_namespace: str) -> bool:
-        return namespaces is None or upstream_namespace in namespaces
+    def in_servers(upstream: Upstream) -> bool:
+        return servers is None or upstream.name in servers
 
     used_allow: set[str] = set()
     used_deny: set[str] = set()
     for tool in catalog.tools:
         exposed = tool["name"]
         route = catalog.tool_routes[exposed]
-        if not in_servers(catalog.namespace_of(route.upstream)):
+        if not in_servers(route.upstream):
             continue
         used_allow.update(p for p in persona.allow if fnmatch.fnmatchcase(exposed, p))
         denied = [p for p in persona.deny if fnmatch.fnmatchcase(exposed, p)]
@@ -283,27 +303,20 @@ def build_view(name: str, persona: PersonaConfig, catalog: Catalog, registry: Re
         if pattern not in used_deny:
             view.warnings.append(f"persona {name!r}: deny rule {pattern!r} matches no tool")
 
-    rules = persona.resources
+    rules = resource_rules(persona)
     for resource in catalog.resources:
         route = catalog.resource_routes[resource["uri"]]
-        if in_servers(catalog.namespace_of(route.upstream)) and _allowed(
-            resource["uri"], rules.allow, rules.deny
-        ):
+        if in_servers(route.upstream) and _allowed(resource["uri"], rules.allow, rules.deny):
             view.resources.append(resource)
     for template in catalog.resource_templates:
         uri_template = str(template.get("uriTemplate", ""))
-        split = split_uri(uri_template)
-        namespace = split[0] if split else ""
-        if (namespaces is None or namespace in namespaces) and _allowed(
-            uri_template, rules.allow, rules.deny
-        ):
+        route = catalog.template_routes[uri_template]
+        if in_servers(route.upstream) and _allowed(uri_template, rules.allow, rules.deny):
             view.resource_templates.append(template)
+    rules = prompt_rules(persona)
     for prompt in catalog.prompts:
         route = catalog.prompt_routes[prompt["name"]]
-        rules = persona.prompts
-        if in_servers(catalog.namespace_of(route.upstream)) and _allowed(
-            prompt["name"], rules.allow, rules.deny
-        ):
+        if in_servers(route.upstream) and _allowed(prompt["name"], rules.allow, rules.deny):
             view.prompts.append(prompt)
             view.prompt_names.add(prompt["name"])
     return view

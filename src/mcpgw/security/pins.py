@@ -41,7 +41,7 @@ import anyio
 import tomlkit
 
 from mcpgw.audit import Kind, Outcome
-from mcpgw.catalog import Catalog, _template_regex, split_uri
+from mcpgw.catalog import Catalog
 from mcpgw.catalog.personas import build_view
 from mcpgw.config import Mode, Registry
 from mcpgw.config.edit import write_atomically
@@ -436,7 +436,6 @@ class Trust:
         tools = kept_of(catalog.tools, catalog.tool_routes, "tools", "tool")
         prompts = kept_of(catalog.prompts, catalog.prompt_routes, "prompts", "prompt")
         templates = []
-        unrouted: set[tuple[str, str]] = set()  # (upstream, regex) of unprefixed withheld templates
         for template in catalog.resource_templates:
             exposed = str(template.get("uriTemplate", ""))
             upstream, original = _template_origin(catalog, exposed)
@@ -453,8 +452,6 @@ class Trust:
                 withheld[exposed] = reason
                 server = upstream.name if upstream is not None else ""
                 items.append(WithheldItem(server, "resource template", exposed, reason))
-                if upstream is not None and original == exposed:
-                    unrouted.add((upstream.name, _template_regex(original).pattern))
         for resource in catalog.resources:
             route = catalog.resource_routes[resource["uri"]]
             for finding in poisoning.scan_item(
@@ -487,7 +484,6 @@ class Trust:
             prompts=prompts,
             prompt_routes={k: v for k, v in catalog.prompt_routes.items() if k not in withheld_prompts},
             resource_templates=templates,
-            _templates=[(p, u) for p, u in catalog._templates if (u.name, p.pattern) not in unrouted],
             withheld=dict(withheld),
             withheld_tools=withheld_tools,
             withheld_prompts=withheld_prompts,
@@ -548,10 +544,5 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
 
 
 def _template_origin(catalog: Catalog, exposed: str) -> tuple[Upstream | None, str]:
-    split = split_uri(exposed)
-    if split is not None and split[0] in catalog.namespaces:
-        return catalog.namespaces[split[0]], split[1]
-    for upstream in catalog.unprefixed:
-        if any(t.get("uriTemplate") == exposed for t in upstream.lists["resource_templates"]):
-            return upstream, exposed
-    return None, exposed
+    route = catalog.template_routes.get(exposed)
+    return (route.upstream, route.name) if route is not None else (None, exposed)
