@@ -128,6 +128,31 @@ def test_fuzzed_stdio_input(registry_file: Any) -> None:
         gateway.close()
 
 
+def test_a_stdio_line_of_deeply_nested_json_gets_a_parse_error_and_the_gateway_goes_on(
+    registry_file: Any,
+) -> None:
+    """100,000 open brackets used to crash the gateway (RecursionError); 300 went unanswered."""
+    gateway = RawGateway(registry_file({"up": upstream_server()}))
+    try:
+        gateway.initialize()
+        for depth in (300, 100_000):
+            nested = "[" * depth + "]" * depth
+            line = f'{{"jsonrpc": "2.0", "id": "deep", "method": "tools/list", "params": {{"x": {nested}}}}}'
+            assert gateway.process.stdin is not None and gateway.process.stdout is not None
+            gateway.process.stdin.write((line + "\n").encode())
+            gateway.process.stdin.flush()
+            reply = json.loads(gateway.process.stdout.readline() or "null")
+            assert reply is not None, gateway.log()[-2000:]
+            assert reply["id"] is None and reply["error"]["code"] == -32700
+            assert "nested more than 200 levels deep" in reply["error"]["message"]
+        shallow = {"x": [[[[1]]]]}
+        assert gateway.request("tools/list", shallow)["result"]["tools"]
+        assert gateway.call("up__echo", {"message": "alive"})["result"]["content"][0]["text"] == "alive"
+        assert gateway.process.poll() is None
+    finally:
+        gateway.close()
+
+
 def _http_messages(response: Any) -> list[dict[str, Any]]:
     """The JSON-RPC messages in a response body: plain JSON, or the data lines of an SSE stream."""
     if not response.content:

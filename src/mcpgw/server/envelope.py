@@ -13,6 +13,27 @@ from typing import Any
 
 import mcp_types as types
 
+MAX_DEPTH = 200
+"""The deepest nesting the SDK's parser (pydantic's JSON, ~200 levels) accepts: a deeper message would
+be dropped unanswered there, and one deep enough crashed Python's own parser."""
+_TOO_DEEP = object()
+
+
+def _too_deep(line: str, message: Any) -> bool:
+    """Whether `message` nests more than `MAX_DEPTH` containers; free for the usual shallow line."""
+    if line.count("[") + line.count("{") <= MAX_DEPTH:
+        return False  # fewer openings than the limit: it cannot nest deeper
+    stack: list[tuple[Any, int]] = [(message, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in value.values() if isinstance(item, dict | list))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value if isinstance(item, dict | list))
+    return False
+
 
 def envelope_problem(line: str) -> dict[str, Any] | None:
     """The error reply for a line that is not a JSON-RPC 2.0 message; None for one that is."""
@@ -22,6 +43,10 @@ def envelope_problem(line: str) -> dict[str, Any] | None:
         message = json.loads(line)
     except ValueError:
         return _error(None, types.PARSE_ERROR, "Parse error: not JSON")
+    except RecursionError:
+        message = _TOO_DEEP
+    if message is _TOO_DEEP or _too_deep(line, message):
+        return _error(None, types.PARSE_ERROR, f"Parse error: nested more than {MAX_DEPTH} levels deep")
     if not isinstance(message, dict):
         return _error(
             None, types.INVALID_REQUEST, "Invalid Request: batches and non-objects are not accepted"
