@@ -22,6 +22,7 @@ import itertools
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import anyio
@@ -215,11 +216,13 @@ async def served(
     upstreams: Mapping[str, TestUpstream | Server[Any] | MCPServer],
     *,
     audit: AuditLog | Literal["registry"] | None = "registry",
+    registry_path: Path | None = None,
 ) -> AsyncIterator[Gateway]:
-    """The gateway `build_gateway` makes of `config`, its servers in `upstreams` served in-process,
-    started and settled. `audit="registry"` logs where the registry says ($MCPGW_AUDIT_DB in tests)."""
+    """The gateway `build_gateway` makes of `config` (read from `registry_path`, if given), its servers
+    in `upstreams` served in-process, started and settled. `audit="registry"` logs where the registry
+    says ($MCPGW_AUDIT_DB in tests); the log is closed, so flushed, on exit."""
     in_process = {n: u.server if isinstance(u, TestUpstream) else u for n, u in upstreams.items()}
-    built = build_gateway(config, audit=audit, in_process=in_process)
+    built = build_gateway(config, registry_path=registry_path, audit=audit, in_process=in_process)
     try:
         async with built.gateway.running():
             await built.gateway.wait_started()
