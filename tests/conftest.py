@@ -98,13 +98,18 @@ def mcpgw_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "mcpgw", *args]
 
 
+PROCESS_LIMIT = 90.0
+"""Seconds a process may take to start listening or to finish a command: only a hang reaches it,
+never a loaded machine (a gateway waits up to its upstreams' 30 s start-up limit first)."""
+
+
 def run_mcpgw(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """One `mcpgw` command run to its end, its output captured (stdin closed: `serve` stops at once)."""
     return subprocess.run(
         mcpgw_command(*args),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=PROCESS_LIMIT,
         stdin=subprocess.DEVNULL,
         env={**os.environ, **env} if env is not None else None,
     )
@@ -150,7 +155,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, *, timeout: float = 30.0, process: subprocess.Popen[Any] | None = None) -> None:
+def wait_for_port(
+    port: int, *, timeout: float = PROCESS_LIMIT, process: subprocess.Popen[Any] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -164,7 +171,11 @@ def wait_for_port(port: int, *, timeout: float = 30.0, process: subprocess.Popen
 
 @contextmanager
 def background(
-    command: list[str], *, port: int | None = None, env: dict[str, str] | None = None, timeout: float = 30.0
+    command: list[str],
+    *,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = PROCESS_LIMIT,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run a process for the length of a block (waiting for its port), then stop it and its group."""
     process = subprocess.Popen(
