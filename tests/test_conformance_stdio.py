@@ -84,7 +84,7 @@ async def test_fixture_checks_through_mcpgw_over_stdio(mode: str, registry_file:
         if mode == "legacy":
             await client.set_logging_level("info")
         await client.call_tool("test_tool_with_logging", {})
-        with anyio.fail_after(5):
+        with anyio.fail_after(60):
             while len(logs) < 3:
                 await anyio.sleep(0.02)
         assert [(entry.level, entry.data) for entry in logs] == [
@@ -170,7 +170,7 @@ async def test_resource_updates_reach_the_subscriber_and_stop_after_unsubscribe(
     async with gateway_stdio(config, mode="legacy", message_handler=on_message) as client:
         await client.subscribe_resource("test://watched-resource")
         await client.call_tool("era_touch", {})
-        with anyio.fail_after(5):
+        with anyio.fail_after(60):
             while not updated:
                 await anyio.sleep(0.02)
         assert updated == ["test://watched-resource"]

@@ -1,31 +1,31 @@
 """Data rules: every detector on a true positive and a near miss, and rules applied through a real gateway.
 
-The detector and rule tests are in memory (pure functions); the gateway tests
-run `mcpgw serve` over HTTP with one persona per rule set, and the upstream
-keeps its own record of the calls it receives (`UPSTREAM_CALL_LOG`).
+The detector and rule tests are pure functions; the gateway tests serve the
+gateway in memory (tests/parity.py) with one persona per rule set, and the
+upstream keeps its own record of the calls it receives (`TestUpstream.calls`).
 """
 
 from __future__ import annotations
 
 import base64
-import json
-import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import sqlite_utils
 import tomlkit
-from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from conftest import background, free_port, mcpgw_command, upstream_server, write_registry
 from mcpgw.audit.redact import Redactor
 from mcpgw.config import parse
+from mcpgw.core.gateway import Gateway
 from mcpgw.detectors import BUILTIN, custom_detectors
 from mcpgw.errors import ConfigError, DataBlocked
 from mcpgw.security.dataguard import Guard
+from parity import TestUpstream, gateway_client, registry, served
 
 GITHUB = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
 JWT = (
@@ -204,21 +204,22 @@ def test_bad_security_config_names_the_key(security: dict[str, Any], key: str | 
         assert key in str(caught.value)
 
 
-# --- through a real gateway -----------------------------------------------------------------------
+# --- through the gateway, in memory ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, Path]]:
-    """A gateway over HTTP with personas `strict`, `scrub` and `open`: (base URL, audit db, call log)."""
-    tmp = tmp_path_factory.mktemp("guarded")
-    calls, db = tmp / "calls.jsonl", tmp / "audit.db"
-    config = write_registry(
-        tmp / "servers.toml", {"up": {**upstream_server(), "env": {"UPSTREAM_CALL_LOG": str(calls)}}}
-    )
-    doc = tomlkit.parse(config.read_text())
-    doc["personas"] = {"strict": {}, "scrub": {}, "open": {}}
-    doc["audit"] = {"path": str(db)}
-    doc["security"] = {
+@dataclass
+class Guarded:
+    """The gateway with personas `strict`, `scrub` and `open` under data rules; its audit db and upstream."""
+
+    gateway: Gateway
+    db: Path
+    upstream: TestUpstream
+
+
+@pytest.fixture
+async def guarded(tmp_path: Path) -> AsyncIterator[Guarded]:
+    db = tmp_path / "guarded-audit.db"
+    security = {
         "detectors": {"employee-id": r"\bEMP-[0-9]{6}\b"},
         "rules": [
             {
@@ -237,38 +238,39 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
             {"personas": ["scrub"], "detectors": ["card"], "action": "monitor", "directions": ["arguments"]},
         ],
     }
-    config.write_text(tomlkit.dumps(doc))
-    port = free_port()
-    command = mcpgw_command("serve", "--transport", "http", "--port", str(port), "--config", str(config))
-    with background([*command, "--log-level", "warning"], port=port):
-        yield f"http://127.0.0.1:{port}", db, calls
+    config = registry(
+        {"up": {}},
+        personas={"strict": {}, "scrub": {}, "open": {}},
+        audit={"path": str(db)},
+        security=security,
+    )
+    upstream = TestUpstream()
+    async with served(config, {"up": upstream}) as gateway:
+        yield Guarded(gateway, db, upstream)
 
 
-def audit_row(db: Path, needle: str) -> dict[str, Any]:
-    """The call row whose arguments contain `needle` (the writer batches: wait for it)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if db.exists():
-            found = list(
-                sqlite_utils.Database(db).query(
-                    "select * from events where kind = 'call' and arguments like ?", [f"%{needle}%"]
+async def audit_row(db: Path, needle: str) -> dict[str, Any]:
+    """The call row whose arguments contain `needle` (the writer batches: poll for it)."""
+    with anyio.fail_after(60):
+        while True:
+            if db.exists():
+                found = list(
+                    sqlite_utils.Database(db).query(
+                        "select * from events where kind = 'call' and arguments like ?", [f"%{needle}%"]
+                    )
                 )
-            )
-            if found:
-                return found[-1]
-        time.sleep(0.1)
-    raise AssertionError(f"no audit row with {needle!r}")
+                if found:
+                    return found[-1]
+            await anyio.sleep(0.05)
 
 
-def upstream_messages(calls: Path) -> list[str]:
-    if not calls.exists():
-        return []
-    return [json.loads(line)["arguments"].get("message", "") for line in calls.read_text().splitlines()]
+def upstream_messages(upstream: TestUpstream) -> list[str]:
+    return [(c["arguments"] or {}).get("message", "") for c in upstream.calls]
 
 
-async def call(base: str, persona: str, message: str) -> str:
+async def call(guarded: Guarded, persona: str, message: str) -> str:
     """The echoed text, or for a refusal `error <code>: <message>`."""
-    async with Client(f"{base}/personas/{persona}/mcp", cache=None) as client:
+    async with gateway_client(guarded.gateway, persona=persona) as client:
         await client.list_tools()
         try:
             result = await client.call_tool("up__echo", {"message": message})
@@ -278,52 +280,53 @@ async def call(base: str, persona: str, message: str) -> str:
 
 
 @pytest.mark.anyio
-async def test_block_on_arguments_never_reaches_the_upstream(guarded: tuple[str, Path, Path]) -> None:
-    base, db, calls = guarded
+async def test_block_on_arguments_never_reaches_the_upstream(guarded: Guarded) -> None:
+    db = guarded.db
     message = f"deploy with {AWS} marker-args"
     assert (
-        await call(base, "strict", message)
+        await call(guarded, "strict", message)
         == "error -32030: blocked by a data rule: aws-key found in the arguments of up__echo"
     )
-    assert not any("marker-args" in m for m in upstream_messages(calls))
-    row = audit_row(db, "marker-args")
+    assert not any("marker-args" in m for m in upstream_messages(guarded.upstream))
+    row = await audit_row(db, "marker-args")
     assert row["outcome"] == "blocked" and row["persona"] == "strict"
     assert AWS not in row["arguments"] and "[REDACTED:aws-key]" in row["arguments"]
     assert row["findings"] == "arguments: aws-key x1 (aws-key: block)"
-    assert await call(base, "open", message) == message  # a persona without rules is untouched
+    assert await call(guarded, "open", message) == message  # a persona without rules is untouched
 
 
 @pytest.mark.anyio
-async def test_block_on_results_withholds_them_and_records_blocked(guarded: tuple[str, Path, Path]) -> None:
-    base, db, calls = guarded
+async def test_block_on_results_withholds_them_and_records_blocked(guarded: Guarded) -> None:
+    db = guarded.db
     message = f"card {CARD} marker-results"
     assert (
-        await call(base, "strict", message)
+        await call(guarded, "strict", message)
         == "error -32030: blocked by a data rule: card found in the result of up__echo"
     )
-    assert any("marker-results" in m for m in upstream_messages(calls))  # it ran; its result was withheld
-    row = audit_row(db, "marker-results")
+    # it ran; its result was withheld
+    assert any("marker-results" in m for m in upstream_messages(guarded.upstream))
+    row = await audit_row(db, "marker-results")
     assert row["outcome"] == "blocked" and row["result"] is None
     assert "4111" not in row["arguments"] and "[REDACTED:card]" in row["arguments"]
-    assert "4111" not in (db.read_bytes() + (db.parent / "audit.db-wal").read_bytes()).decode("latin-1")
+    assert "4111" not in (db.read_bytes() + db.with_name(f"{db.name}-wal").read_bytes()).decode("latin-1")
     near_miss = f"card {NOT_CARD} marker-near"
-    assert await call(base, "strict", near_miss) == near_miss
+    assert await call(guarded, "strict", near_miss) == near_miss
 
 
 @pytest.mark.anyio
-async def test_redact_and_monitor_through_the_gateway(guarded: tuple[str, Path, Path]) -> None:
-    base, db, _ = guarded
+async def test_redact_and_monitor_through_the_gateway(guarded: Guarded) -> None:
+    db = guarded.db
     message = "mail ann@example.com about EMP-123456, not ann@localhost or EMP-12345 marker-redact"
-    assert await call(base, "scrub", message) == (
+    assert await call(guarded, "scrub", message) == (
         "mail [REDACTED:email] about [REDACTED:employee-id], not ann@localhost or EMP-12345 marker-redact"
     )
-    row = audit_row(db, "marker-redact")
+    row = await audit_row(db, "marker-redact")
     assert row["outcome"] == "ok" and "ann@example.com" not in row["arguments"]
     # x2: the text is in the result twice, as content and as structured content
     assert row["findings"] == "results: email x2, employee-id x2 (email: redact; employee-id: redact)"
 
     monitored = f"pay {CARD} marker-monitor"
-    assert await call(base, "scrub", monitored) == monitored  # monitor records and changes nothing
-    row = audit_row(db, "marker-monitor")
+    assert await call(guarded, "scrub", monitored) == monitored  # monitor records and changes nothing
+    row = await audit_row(db, "marker-monitor")
     assert row["findings"] == "arguments: card x1 (card: monitor)"
     assert "4111" not in row["arguments"] and "4111" not in row["result"]  # the audit log is redacted anyway

@@ -20,6 +20,9 @@ import pytest
 
 from conftest import SERVERS, mcpgw_command, stop_group, upstream_server
 
+STARTUP_LIMIT = 120.0
+"""Seconds an upstream may take to start in these tests: far above a loaded machine's worst."""
+
 
 def alive(pid: int) -> bool:
     try:
@@ -182,23 +185,24 @@ def test_broken_upstreams_do_not_stop_the_rest(registry_file: Any, tmp_path: Pat
             "good": upstream_server(),
             "exits": {"command": sys.executable, "args": [bad, "exit"]},
             "garbage": {"command": sys.executable, "args": [bad, "garbage"]},
-            "silent": {"command": sys.executable, "args": [bad, "silent"]},
             "missing": {"command": str(tmp_path / "no-such-binary")},
             "nohost": {"url": "http://127.0.0.1:9/mcp"},
             "unset": {**upstream_server(), "env": {"TOKEN": "${MCPGW_TEST_UNSET_VARIABLE}"}},
         },
-        startup_timeout=6,
+        # Generous: the good upstreams must start within it however loaded the machine is. A broken
+        # one fails at once, so none of them holds the catalog up to this limit.
+        startup_timeout=STARTUP_LIMIT,
     )
     gateway = RawGateway(config)
     started = time.monotonic()
     try:
         gateway.initialize()
         tools = [t["name"] for t in gateway.request("tools/list")["result"]["tools"]]
-        assert time.monotonic() - started < 20
+        assert time.monotonic() - started < STARTUP_LIMIT  # no broken upstream waited out the limit
         assert "good__echo" in tools
         # a server that prints garbage before its first message still serves
         assert "garbage__echo" in tools
-        assert not [t for t in tools if t.split("__")[0] in ("exits", "silent", "missing", "nohost", "unset")]
+        assert not [t for t in tools if t.split("__")[0] in ("exits", "missing", "nohost", "unset")]
         assert gateway.call("good__echo", {"message": "fine"})["result"]["content"][0]["text"] == "fine"
         error = gateway.call("exits__echo", {"message": "x"})["error"]
         assert error["code"] == -32602 and "Unknown tool: exits__echo" in error["message"]
@@ -206,9 +210,25 @@ def test_broken_upstreams_do_not_stop_the_rest(registry_file: Any, tmp_path: Pat
         gateway.close()
     log = gateway.log()
     assert "upstream exits failed to start" in log
-    assert "upstream silent failed to start: did not start within 6s" in log
     assert "no-such-binary" in log
     assert "environment variable MCPGW_TEST_UNSET_VARIABLE is not set" in log
+
+
+def test_a_silent_upstream_fails_at_the_startup_timeout(registry_file: Any) -> None:
+    """A server that never answers fails at the limit. Alone, so the limit can be short: no good
+    upstream is there to miss it on a loaded machine."""
+    config = registry_file(
+        {"silent": {"command": sys.executable, "args": [str(SERVERS / "bad.py"), "silent"]}},
+        startup_timeout=6,
+    )
+    gateway = RawGateway(config)
+    try:
+        gateway.initialize()
+        tools = [t["name"] for t in gateway.request("tools/list")["result"]["tools"]]
+        assert not [t for t in tools if t.startswith("silent__")]
+    finally:
+        gateway.close()
+    assert "upstream silent failed to start: did not start within 6s" in gateway.log()
 
 
 def test_an_upstream_that_dies_fails_fast_then_comes_back(two_upstreams: Path) -> None:
@@ -217,10 +237,10 @@ def test_an_upstream_that_dies_fails_fast_then_comes_back(two_upstreams: Path) -
         gateway.initialize()
         pid = gateway.upstream_pid("a")
         os.kill(pid, signal.SIGKILL)
-        assert wait_until(lambda: not alive(pid), 5)
+        assert wait_until(lambda: not alive(pid), 30)
         started = time.monotonic()
         reply = gateway.call("a__echo", {"message": "x"})
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 30  # fast: never the call timeout (60 s by default)
         if "error" in reply:  # fails fast and names the server (or its tools have already left)
             message = reply["error"]["message"]
             assert "upstream 'a'" in message or "Unknown tool: a__echo" in message, reply
@@ -231,7 +251,7 @@ def test_an_upstream_that_dies_fails_fast_then_comes_back(two_upstreams: Path) -
             reply = gateway.call("a__pid")
             return "result" in reply and reply["result"]["structuredContent"]["result"] != pid
 
-        assert wait_until(restarted, 15), "the upstream was not restarted"
+        assert wait_until(restarted, 60), "the upstream was not restarted"
         assert not alive(pid)
     finally:
         gateway.close()

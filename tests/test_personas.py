@@ -1,8 +1,9 @@
-"""Personas through real stdio and HTTP connections: what each lists, and that nothing else gets through.
+"""Personas: what each lists, and that nothing else gets through.
 
-The upstream keeps its own record of every call it receives
-(`UPSTREAM_CALL_LOG`), so "never reaches the upstream" is asserted on the
-upstream's side, not the gateway's.
+In memory (tests/parity.py) for what a persona lists and lets through; over real HTTP for the
+per-persona endpoints, and through the CLI for its commands. The upstream keeps its own record
+of every call it receives (`TestUpstream.calls`, `UPSTREAM_CALL_LOG` for a process), so "never
+reaches the upstream" is asserted on the upstream's side, not the gateway's.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +25,13 @@ from mcp.shared.exceptions import MCPError
 from conftest import (
     background,
     free_port,
-    gateway_stdio,
     mcpgw_command,
     run_mcpgw,
     upstream_server,
     write_registry,
 )
+from mcpgw.core.gateway import Gateway
+from parity import MODES, TestUpstream, gateway_client, registry, served
 
 pytestmark = pytest.mark.anyio
 
@@ -78,6 +81,25 @@ def upstream_calls(calls: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in calls.read_text().splitlines()]
 
 
+@dataclass
+class Served:
+    """The gateway over `up` and `other` with PERSONAS, in memory; `up` records the calls it receives."""
+
+    gateway: Gateway
+    up: TestUpstream
+
+    def client(self, *, persona: str | None = None, mode: str = "auto", **kwargs: Any) -> Any:
+        return gateway_client(self.gateway, persona=persona, mode=mode, **kwargs)
+
+
+@pytest.fixture
+async def served_personas() -> AsyncIterator[Served]:
+    up, other = TestUpstream(), TestUpstream("other")
+    config = registry({"up": {}, "other": {}}, personas=PERSONAS)
+    async with served(config, {"up": up, "other": other}) as gateway:
+        yield Served(gateway, up)
+
+
 async def names(client: Client) -> set[str]:
     return {t.name for t in (await client.list_tools()).tools}
 
@@ -89,9 +111,9 @@ async def refused(client: Client, name: str, arguments: dict[str, Any] | None = 
     return caught.value.error.message
 
 
-@pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_triage_persona_over_stdio(config: Path, calls: Path, mode: str) -> None:
-    async with gateway_stdio(config, mode=mode, extra=("--persona", "triage")) as client:
+@pytest.mark.parametrize("mode", MODES)
+async def test_triage_persona(served_personas: Served, mode: str) -> None:
+    async with served_personas.client(persona="triage", mode=mode) as client:
         listed = {t.name: t for t in (await client.list_tools()).tools}
         assert "say" in listed and "up__add" in listed
         assert not {"up__echo", "up__fail", "up__sleep", "other__echo"} & set(listed)
@@ -122,45 +144,43 @@ async def test_triage_persona_over_stdio(config: Path, calls: Path, mode: str) -
             with pytest.raises(MCPError, match="Unknown resource"):
                 await client.read_resource(uri)
 
-    seen = upstream_calls(calls)
+    seen = served_personas.up.calls
     assert [c["name"] for c in seen] == ["echo", "add"]  # nothing refused ever reached the upstream
     assert seen[1]["arguments"] == {"a": 1, "b": 100}
 
 
-async def test_read_only_persona_follows_annotations(config: Path) -> None:
-    async with gateway_stdio(config, extra=("--persona", "reader")) as client:
+async def test_read_only_persona_follows_annotations(served_personas: Served) -> None:
+    async with served_personas.client(persona="reader") as client:
         assert await names(client) == {"up__echo", "up__add", "other__echo", "other__add"}
         assert await refused(client, "up__grow", {"tool_name": "x"}) == "Unknown tool: up__grow"
 
 
-async def test_default_persona_applies_when_none_is_chosen(config: Path) -> None:
-    async with gateway_stdio(config) as client:
+async def test_default_persona_applies_when_none_is_chosen(served_personas: Served) -> None:
+    async with served_personas.client() as client:
         assert await names(client) == {"up__echo"}
 
 
-async def test_upstream_list_changes_are_filtered_before_they_are_announced(config: Path) -> None:
+async def test_upstream_list_changes_are_filtered_before_they_are_announced(served_personas: Served) -> None:
     changed = anyio.Event()
 
     async def on_message(message: Any) -> None:
         if getattr(message, "method", None) == "notifications/tools/list_changed":
             changed.set()
 
-    async with gateway_stdio(
-        config, mode="legacy", extra=("--persona", "triage"), message_handler=on_message
-    ) as c:
+    async with served_personas.client(persona="triage", mode="legacy", message_handler=on_message) as c:
         await c.call_tool("up__grow", {"tool_name": "secret_admin"})
         await c.call_tool("up__grow", {"tool_name": "public_helper"})
-        with anyio.fail_after(5):
+        with anyio.fail_after(30):
             await changed.wait()
-        with anyio.fail_after(5):
+        with anyio.fail_after(30):
             while "up__public_helper" not in await names(c):
                 await anyio.sleep(0.05)
         assert "up__secret_admin" not in await names(c)
         assert await refused(c, "up__secret_admin") == "Unknown tool: up__secret_admin"
 
 
-async def test_search_mode(config: Path, calls: Path) -> None:
-    async with gateway_stdio(config, extra=("--persona", "finder")) as client:
+async def test_search_mode(served_personas: Served) -> None:
+    async with served_personas.client(persona="finder") as client:
         assert await names(client) == {"search_tools", "call_tool"}
         found = await client.call_tool("search_tools", {"query": "echo the message back"})
         tools = [t["name"] for t in found.structured_content["tools"]]  # type: ignore[index]
@@ -176,7 +196,7 @@ async def test_search_mode(config: Path, calls: Path) -> None:
             "Unknown tool: other__echo"
         )
         assert await refused(client, "up__echo", {"message": "x"}) == "Unknown tool: up__echo"
-    assert [c["name"] for c in upstream_calls(calls)] == ["echo"]
+    assert [c["name"] for c in served_personas.up.calls] == ["echo"]
 
 
 @asynccontextmanager
@@ -286,10 +306,10 @@ def test_install_claude_desktop_with_a_persona(config: Path) -> None:
     assert done.returncode == 2 and "unknown persona 'nope'" in done.stderr
 
 
-async def test_no_probing_through_completions(config: Path, calls: Path) -> None:
+async def test_no_probing_through_completions(served_personas: Served) -> None:
     from mcp_types import PromptReference, ResourceTemplateReference
 
-    async with gateway_stdio(config, extra=("--persona", "triage")) as client:
+    async with served_personas.client(persona="triage") as client:
         with pytest.raises(MCPError, match="Unknown prompt: up__greet"):
             await client.complete(
                 PromptReference(type="ref/prompt", name="up__greet"), {"name": "name", "value": "A"}
@@ -303,5 +323,6 @@ async def test_no_probing_through_completions(config: Path, calls: Path) -> None
             ResourceTemplateReference(type="ref/resource", uri="mcpgw://up/test://items/{item_id}"),
             {"name": "item_id", "value": "1"},
         )
-        assert allowed.completion.values == []
-    assert upstream_calls(calls) == []
+        # the upstream's own answer (the twin completes item ids; servers/upstream.py answers none)
+        assert allowed.completion.values == ["1", "10"]
+    assert served_personas.up.calls == []

@@ -25,15 +25,30 @@ import pytest
 import sqlite_utils
 from mcp.shared.exceptions import MCPError
 
-from conftest import SERVERS, UPSTREAM, background, free_port, gateway_stdio, mcpgw_command, upstream_server
+from conftest import SERVERS, UPSTREAM, background, free_port, mcpgw_command
+from parity import TestUpstream, gateway_client, registry, served
 from test_lifecycle import RawGateway, alive, wait_until
 
 pytestmark = pytest.mark.anyio
 
 
-def tiny(tag: str = "", **options: Any) -> dict[str, Any]:
-    """A registry entry for the tiny upstream; `tag` marks its processes so a test can count them."""
-    return {"command": sys.executable, "args": [str(SERVERS / "tiny.py"), tag], "era": "handshake", **options}
+def tiny(tag: str = "", *, sleeps: Path | None = None, **options: Any) -> dict[str, Any]:
+    """A registry entry for the tiny upstream; `tag` marks its processes so a test can count them;
+    `sleeps` is where it notes each `sleep` call as it starts (see `sleeping`)."""
+    entry = {
+        "command": sys.executable,
+        "args": [str(SERVERS / "tiny.py"), tag],
+        "era": "handshake",
+        **options,
+    }
+    if sleeps is not None:
+        entry["env"] = {"TINY_SLEEP_LOG": str(sleeps)}
+    return entry
+
+
+def sleeping(sleeps: Path, count: int = 1) -> bool:
+    """Whether `count` sleep calls have reached the tiny upstream (polled, never slept for)."""
+    return sleeps.exists() and len(sleeps.read_text().splitlines()) >= count
 
 
 def processes_tagged(tag: str) -> list[int]:
@@ -56,120 +71,113 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def test_kill_9_a_hundred_times_in_the_middle_of_calls(registry_file: Any) -> None:
+def test_kill_9_a_hundred_times_in_the_middle_of_calls(registry_file: Any, tmp_path: Path) -> None:
     tag = f"kill-loop-{uuid.uuid4().hex}"
-    config = registry_file({"a": tiny(tag, timeout=10)}, restart_backoff_max=0.1)
+    sleeps = tmp_path / "sleeps.log"
+    config = registry_file({"a": tiny(tag, sleeps=sleeps, timeout=60)}, restart_backoff_max=0.1)
     gateway = RawGateway(config)
     pids: set[int] = set()
     outcomes = {"result": 0, "error": 0}
     try:
         gateway.initialize()
         for i in range(100):
-            assert wait_until(lambda: "result" in gateway.call("a__echo", {"message": "up?"}), 15)
+            assert wait_until(lambda: "result" in gateway.call("a__echo", {"message": "up?"}), 60)
             pid = gateway.upstream_pid("a")
             pids.add(pid)
             in_flight = f"in-flight-{i}"
-            gateway.start_call(in_flight, "a__sleep", {"seconds": 5})
-            time.sleep(0.02)
+            gateway.start_call(in_flight, "a__sleep", {"seconds": 600})
+            assert wait_until(lambda i=i: sleeping(sleeps, i + 1), 60)  # the upstream is in the call
             os.kill(pid, signal.SIGKILL)
             started = time.monotonic()
             reply = gateway.reply(in_flight)
-            assert time.monotonic() - started < 5, "the call in flight was not answered at once"
+            # at once, not when the call's timeout (60 s) or the sleep (600 s) would have ended
+            assert time.monotonic() - started < 30, "the call in flight was not answered at once"
             assert "upstream 'a'" in reply["error"]["message"], reply
             for _ in range(2):  # calls right after the death: a result or a clear error, never a hang
                 started = time.monotonic()
                 reply = gateway.call("a__echo", {"message": "during"})
-                assert time.monotonic() - started < 10
+                assert time.monotonic() - started < 30  # never the call timeout (60 s): no hang
                 if "error" in reply:
                     message = reply["error"]["message"]
                     assert "upstream 'a'" in message or "Unknown tool: a__echo" in message, reply
                     outcomes["error"] += 1
                 else:
                     outcomes["result"] += 1
-        assert wait_until(lambda: "result" in gateway.call("a__echo", {"message": "end"}), 15)
+        assert wait_until(lambda: "result" in gateway.call("a__echo", {"message": "end"}), 60)
         pids.add(gateway.upstream_pid("a"))
         assert len(processes_tagged(tag)) == 1  # exactly the live upstream: no leaked children
         gateway.process.send_signal(signal.SIGTERM)
-        assert gateway.process.wait(15) == 0
+        assert gateway.process.wait(60) == 0
     finally:
         gateway.close()
     assert len(pids) == 101
-    assert wait_until(lambda: not processes_tagged(tag), 5), processes_tagged(tag)
+    assert wait_until(lambda: not processes_tagged(tag), 30), processes_tagged(tag)
     assert outcomes["error"] > 0  # the loop did catch the upstream down
 
 
-def test_sigterm_lets_calls_in_flight_finish_and_refuses_new_ones(registry_file: Any) -> None:
+def test_sigterm_lets_calls_in_flight_finish_and_refuses_new_ones(registry_file: Any, tmp_path: Path) -> None:
     tag = f"drain-{uuid.uuid4().hex}"
-    config = registry_file({"a": tiny(tag)}, drain_grace=10)
+    sleeps = tmp_path / "sleeps.log"
+    config = registry_file({"a": tiny(tag, sleeps=sleeps)}, drain_grace=120)
     gateway = RawGateway(config)
     try:
         gateway.initialize()
         gateway.start_call("slow", "a__sleep", {"seconds": 1.5})
-        time.sleep(0.3)
+        assert wait_until(lambda: sleeping(sleeps), 60)
         gateway.process.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
+        assert wait_until(lambda: "draining 1 in-flight request(s)" in gateway.log(), 60)
         refused = gateway.call("a__echo", {"message": "late"})
         assert "shutting down" in refused["error"]["message"]
         finished = gateway.reply("slow")
         assert finished["result"]["content"][0]["text"] == "slept 1.5"
-        assert gateway.process.wait(10) == 0
+        assert gateway.process.wait(60) == 0
     finally:
         gateway.close()
-    assert wait_until(lambda: not processes_tagged(tag), 5)
+    assert wait_until(lambda: not processes_tagged(tag), 30)
 
 
-def test_the_drain_grace_bounds_shutdown(registry_file: Any) -> None:
+def test_the_drain_grace_bounds_shutdown(registry_file: Any, tmp_path: Path) -> None:
     tag = f"grace-{uuid.uuid4().hex}"
-    config = registry_file({"a": tiny(tag)}, drain_grace=0.5)
+    sleeps = tmp_path / "sleeps.log"
+    config = registry_file({"a": tiny(tag, sleeps=sleeps)}, drain_grace=0.5)
     gateway = RawGateway(config)
     try:
         gateway.initialize()
-        gateway.start_call("stuck", "a__sleep", {"seconds": 60})
-        time.sleep(0.3)
+        gateway.start_call("stuck", "a__sleep", {"seconds": 600})
+        assert wait_until(lambda: sleeping(sleeps), 60)
         stopped = time.monotonic()
         gateway.process.send_signal(signal.SIGTERM)
-        assert gateway.process.wait(10) == 0
-        assert time.monotonic() - stopped < 5
+        assert gateway.process.wait(120) == 0
+        assert time.monotonic() - stopped < 300  # the grace, not the stuck call (600 s), bounded it
     finally:
         gateway.close()
     assert "still in flight after 0.5s" in gateway.log()
-    assert wait_until(lambda: not processes_tagged(tag), 5)
+    assert wait_until(lambda: not processes_tagged(tag), 30)
 
 
-async def test_a_tool_timeout_overrides_the_server_timeout(registry_file: Any, tmp_path: Path) -> None:
-    marker = tmp_path / "cancelled.txt"
-    config = registry_file(
-        {
-            "slow": {
-                **upstream_server(),
-                "timeout": 30,
-                "tool_timeouts": {"sleep": 0.5},
-                "env": {"UPSTREAM_CANCEL_MARKER": str(marker)},
-            },
-            "other": tiny(),
-        }
-    )
-    async with gateway_stdio(config) as gateway:
-        await gateway.call_tool("slow__echo", {"message": "warm"})  # up, so the timed call is sent
+async def test_a_tool_timeout_overrides_the_server_timeout() -> None:
+    slow, other = TestUpstream(), TestUpstream()
+    config = registry({"slow": {"timeout": 30, "tool_timeouts": {"sleep": 0.5}}, "other": {}})
+    async with served(config, {"slow": slow, "other": other}) as gw, gateway_client(gw) as gateway:
         started = anyio.current_time()
         with pytest.raises(MCPError) as caught:
-            await gateway.call_tool("slow__sleep", {"seconds": 10})
-        assert anyio.current_time() - started < 5
+            await gateway.call_tool("slow__sleep", {"seconds": 600})
+        assert anyio.current_time() - started < 25  # the tool's 0.5 s, not the server's 30 s
         assert "upstream 'slow': tools/call timed out after 0.5s" in caught.value.error.message
-        with anyio.fail_after(5):  # the upstream was told to cancel
-            while not marker.exists():
-                await anyio.sleep(0.05)
+        with anyio.fail_after(30):  # the upstream was told to cancel
+            await slow.cancelled.wait()
         # other tools of the same server keep the server's timeout; other servers are untouched
         result = await gateway.call_tool("slow__slow", {"steps": 4, "delay": 0.25})
         assert not result.is_error
         assert (await gateway.call_tool("other__echo", {"message": "ok"})).content[0].text == "ok"  # type: ignore[union-attr]
 
 
-def test_calls_beyond_max_concurrent_wait_their_turn(registry_file: Any) -> None:
+def test_calls_beyond_max_concurrent_wait_their_turn(registry_file: Any, tmp_path: Path) -> None:
+    sleeps = tmp_path / "sleeps.log"
     config = registry_file(
         {
             "a": tiny(max_concurrent=2),
-            "q": tiny(max_concurrent=1, timeout=10, tool_timeouts={"echo": 0.5}),
+            "q": tiny(sleeps=sleeps, max_concurrent=1, timeout=60, tool_timeouts={"echo": 0.5}),
         }
     )
     gateway = RawGateway(config)
@@ -181,11 +189,11 @@ def test_calls_beyond_max_concurrent_wait_their_turn(registry_file: Any) -> None
             assert gateway.reply(f"s{i}")["result"]["content"][0]["text"] == "slept 0.3"
         assert gateway.call("a__peak")["result"]["content"][0]["text"] == "2"
         # A queued call waits within its own timeout, then says why it was never sent.
-        gateway.start_call("hog", "q__sleep", {"seconds": 3})
-        time.sleep(0.6)  # the hog holds the slot (generous: a loaded machine is slow to send it)
+        gateway.start_call("hog", "q__sleep", {"seconds": 6})
+        assert wait_until(lambda: sleeping(sleeps), 60)  # the hog holds the slot
         queued = gateway.call("q__echo", {"message": "me too"})
         assert "waited 0.5s for one of its 1 call slots" in queued["error"]["message"], queued
-        assert gateway.reply("hog")["result"]["content"][0]["text"] == "slept 3.0"
+        assert gateway.reply("hog")["result"]["content"][0]["text"] == "slept 6.0"
         assert gateway.call("q__echo", {"message": "now"})["result"]["content"][0]["text"] == "now"
     finally:
         gateway.close()

@@ -39,7 +39,7 @@ async def names(client: Client) -> set[str]:
     return {t.name for t in (await client.list_tools()).tools}
 
 
-async def wait_for(client: Client, predicate: Any, timeout: float = 10.0) -> set[str]:
+async def wait_for(client: Client, predicate: Any, timeout: float = 60.0) -> set[str]:
     with anyio.fail_after(timeout):
         while True:
             listed = await names(client)
@@ -67,7 +67,7 @@ async def test_production_withholds_a_changed_tool_until_pin_approve(tmp_path: P
     async with gateway_stdio(config, mode="legacy", message_handler=on_message) as client:
         assert await names(client) == {"mut__stable", "mut__target", "mut__mutate"}
         await client.call_tool("mut__mutate", {"description": CHANGED})
-        with anyio.fail_after(10):
+        with anyio.fail_after(60):
             await changed.wait()
         assert await wait_for(client, lambda n: "mut__target" not in n) == {"mut__stable", "mut__mutate"}
         with pytest.raises(MCPError, match="Unknown tool: mut__target"):
@@ -85,7 +85,7 @@ async def test_production_withholds_a_changed_tool_until_pin_approve(tmp_path: P
         approved = run_mcpgw("pin", "--config", str(config), "--approve", "mut")
         assert approved.returncode == 0, approved.stderr
         assert "accepted: mut: tool 'target' changed" in approved.stdout
-        with anyio.fail_after(10):
+        with anyio.fail_after(60):
             await changed.wait()  # the running gateway saw the lock file change and announced it
         await wait_for(client, lambda n: "mut__target" in n)
         target = next(t for t in (await client.list_tools()).tools if t.name == "mut__target")
@@ -104,7 +104,7 @@ async def test_prototype_serves_a_changed_tool_and_records_a_warning(tmp_path: P
         await client.list_tools()
         await client.call_tool("mut__mutate", {"description": "Return a warmer greeting."})
 
-        with anyio.fail_after(10):
+        with anyio.fail_after(60):
             while True:
                 tools = {t.name: t for t in (await client.list_tools()).tools}
                 if tools["mut__target"].description == "Return a warmer greeting.":

@@ -273,7 +273,7 @@ async def test_a_flagged_template_is_withheld_until_approved_by_name(tmp_path: P
 
         approved = await pin("--approve", "mut", "--template", "notes://{title}")
         assert "accepted: mut: resource template 'notes://{title}' new" in approved
-        with anyio.fail_after(10):  # the running gateway sees the lock file change
+        with anyio.fail_after(60):  # the running gateway sees the lock file change
             while not (await client.list_resource_templates()).resource_templates:
                 await anyio.sleep(0.1)
         assert (await client.read_resource(uri)).contents[0].text == "note today"  # type: ignore[union-attr]

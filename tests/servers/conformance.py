@@ -311,6 +311,9 @@ class Fixture:
             return _result(_text("Reconnection test completed"))
         if name == "era_sleep":
             seconds = float(args.get("seconds", 1))
+            if started := os.environ.get("FIXTURE_START_MARKER"):  # tests wait for this, not a sleep
+                with open(started, "a") as handle:
+                    handle.write("started\n")
             try:
                 await anyio.sleep(seconds)
             except anyio.get_cancelled_exc_class():

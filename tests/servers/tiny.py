@@ -6,7 +6,8 @@ the gateway's supervision, not Python imports. It speaks real JSON-RPC lines.
 
 Tools: `echo(message)`, `pid()`, `sleep(seconds)` (answered from a thread, so
 several can be in flight), `peak()` (the most `sleep` calls ever in flight at once),
-`big(size)` (a text of `size` characters).
+`big(size)` (a text of `size` characters). With `$TINY_SLEEP_LOG`, each `sleep` appends
+one line there as it starts, so a test can wait for a call to be in flight instead of sleeping.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def sleep_then_answer(request_id: Any, seconds: float) -> None:
     with _count_lock:
         _active += 1
         _peak = max(_peak, _active)
+    if log := os.environ.get("TINY_SLEEP_LOG"):
+        with open(log, "a") as handle:
+            handle.write(f"{request_id}\n")
     time.sleep(seconds)
     with _count_lock:
         _active -= 1
