@@ -38,7 +38,8 @@ from mcpgw.assembly import build_gateway
 from mcpgw.audit import AuditLog
 from mcpgw.config import Registry, validate
 from mcpgw.core.gateway import Gateway
-from mcpgw.server.handlers import build_server, notification_options
+from mcpgw.server.handlers import build_server
+from mcpgw.server.notify import notification_options
 
 MODES = ["auto", "legacy"]
 """`auto` negotiates 2026-07-28 with mcpgw; `legacy` is the 2025-11-25 handshake."""
