@@ -31,7 +31,6 @@ from typing import Any, Literal, TextIO, cast
 
 import anyio
 import mcp_types as types
-from mcp.client._probe import negotiate_auto
 from mcp.client.session import ClientSession, ListRootsFnT
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
@@ -46,7 +45,6 @@ from mcp.client.subscriptions import (
     ToolsListChanged,
     listen,
 )
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -394,16 +392,14 @@ class Upstream:
             elicitation_callback=self._elicit if self.on_elicitation is not None else None,
             sampling_capabilities=_SAMPLING_CAPABILITY if self.on_sampling is not None else None,
         )
-        # The gateway passes results through as the upstream sent them; validating
-        # structured output is the downstream client's business, not ours.
-        session.validate_tool_result = _no_validation  # type: ignore[method-assign]
+        _compat.skip_tool_result_validation(session)
         session = await stack.enter_async_context(session)
         if self.config.era == "handshake":
             await session.initialize()
         elif self.config.era == "stateless":
             await session.discover()
         else:
-            await negotiate_auto(session)
+            await _compat.negotiate_auto(session)
         self.protocol_version = session.protocol_version
         info = session.server_info
         self.server_info = info.model_dump(by_alias=True, exclude_none=True) if info else None
@@ -457,7 +453,7 @@ class Upstream:
         if config.kind == "sse":
             return await stack.enter_async_context(sse_client(url, headers=headers or None, auth=oauth))
         # One pooled HTTP client for the life of the session: no new TLS context per call.
-        http = await stack.enter_async_context(create_mcp_http_client(headers=headers or None, auth=oauth))
+        http = await stack.enter_async_context(_compat.mcp_http_client(headers=headers or None, auth=oauth))
         return await stack.enter_async_context(streamable_http_client(url, http_client=http))
 
     # --- lists -----------------------------------------------------------------------------------
@@ -818,10 +814,6 @@ def _content_size(result: dict[str, Any]) -> int:
                 if isinstance(part, dict):
                     size += sum(len(v) for k in ("text", "data", "blob") if isinstance(v := part.get(k), str))
     return size
-
-
-async def _no_validation(name: str, result: types.CallToolResult) -> None:
-    return None
 
 
 def describe(exc: BaseException) -> str:
