@@ -248,7 +248,7 @@ async def test_roots_come_from_the_registry_entry(registry_file: Any, tmp_path: 
 
 async def test_era_option_pins_the_upstream_protocol(tmp_path: Path) -> None:
     from mcpgw.config import ServerConfig
-    from mcpgw.upstream.session import Upstream
+    from mcpgw.upstream import Upstream
 
     for era, expected in (("handshake", "2025-11-25"), ("stateless", "2026-07-28"), ("auto", "2026-07-28")):
         upstream = Upstream(

@@ -18,7 +18,7 @@ from typing import Any
 
 from mcpgw.config import SEPARATOR, TOOL_NAME_RE
 from mcpgw.errors import NotFound
-from mcpgw.upstream.session import Upstream
+from mcpgw.upstream import Upstream
 
 URI_SCHEME = "mcpgw"
 _URI_PREFIX = f"{URI_SCHEME}://"

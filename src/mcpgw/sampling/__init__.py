@@ -43,15 +43,15 @@ from mcpgw.bridge.exchange import EXCHANGE_KEEP, Exchange
 from mcpgw.bridge.rootseal import RootsSeal
 from mcpgw.config import DEFAULT_PERSONA, Registry, SamplingPolicy, SamplingRoute, SamplingScope
 from mcpgw.errors import DataBlocked, GatewayError, SamplingFailed, SamplingRefused
+from mcpgw.upstream.answers import as_uri
 from mcpgw.upstream.inflight import Caller as Caller
 from mcpgw.upstream.inflight import ClientChannel as ClientChannel
 from mcpgw.upstream.inflight import InFlight, LogSink
-from mcpgw.upstream.session import as_uri
 
 if TYPE_CHECKING:
     from mcpgw.audit import AuditLog
     from mcpgw.security.dataguard import Guard
-    from mcpgw.upstream.session import Upstream
+    from mcpgw.upstream import Upstream
 
 logger = logging.getLogger("mcpgw.sampling")
 
