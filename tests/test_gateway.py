@@ -280,7 +280,7 @@ async def test_direct_baseline_is_the_upstream_itself(mode: str) -> None:
 
 async def test_era_option_pins_the_upstream_protocol() -> None:
     from mcpgw.config import StdioServer
-    from mcpgw.upstream.session import Upstream
+    from mcpgw.upstream import Upstream
 
     for era, expected in (("handshake", "2025-11-25"), ("stateless", "2026-07-28"), ("auto", "2026-07-28")):
         upstream = Upstream(
@@ -300,7 +300,7 @@ async def test_era_option_pins_the_upstream_protocol() -> None:
 async def test_era_option_pins_the_protocol_of_a_real_process() -> None:
     """The same over stdio, where negotiation crosses a real process boundary."""
     from mcpgw.config import StdioServer
-    from mcpgw.upstream.session import Upstream
+    from mcpgw.upstream import Upstream
 
     for era, expected in (("handshake", "2025-11-25"), ("stateless", "2026-07-28"), ("auto", "2026-07-28")):
         upstream = Upstream(

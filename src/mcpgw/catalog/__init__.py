@@ -22,7 +22,7 @@ from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
 from mcpgw.config import SEPARATOR, TOOL_NAME_RE
 from mcpgw.errors import NotFound
-from mcpgw.upstream.session import Upstream
+from mcpgw.upstream import Upstream
 
 URI_SCHEME = "mcpgw"
 _URI_PREFIX = f"{URI_SCHEME}://"

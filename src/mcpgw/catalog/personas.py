@@ -23,7 +23,7 @@ from mcpgw.config import DEFAULT_PERSONA, Filter, PersonaConfig, Registry
 from mcpgw.errors import ConfigError, InvalidRequest, NotFound, UnknownPersona
 
 if TYPE_CHECKING:
-    from mcpgw.upstream.session import Upstream
+    from mcpgw.upstream import Upstream
 
 logger = logging.getLogger("mcpgw.personas")
 

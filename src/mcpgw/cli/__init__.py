@@ -710,8 +710,7 @@ def add_server(
 
 
 async def _check_server(name: str, server: ServerConfig, registry: Registry) -> int:
-    from mcpgw.upstream import credentials
-    from mcpgw.upstream.session import for_server
+    from mcpgw.upstream import credentials, for_server
 
     secrets = credentials.load_secrets(registry.gateway)
     upstream = for_server(name, server, registry, secrets=secrets, restart=False)
@@ -875,8 +874,7 @@ def _counts(pinned: Any) -> str:
 async def _collect_lists(registry: Registry, names: list[str]) -> dict[str, Any]:
     """Start the named servers, take their lists, stop them; a server that does not start is an error."""
     from mcpgw.errors import UpstreamUnavailable
-    from mcpgw.upstream import credentials
-    from mcpgw.upstream.session import for_server
+    from mcpgw.upstream import credentials, for_server
 
     secrets = credentials.load_secrets(registry.gateway)
     upstreams = [

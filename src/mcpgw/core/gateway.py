@@ -30,10 +30,12 @@ from mcpgw.core.watch import ResourceWatch, Subscriber
 from mcpgw.errors import NotFound, Unavailable
 from mcpgw.sampling import Sampler
 from mcpgw.security.dataguard import Guard
+from mcpgw.upstream import Hooks, Upstream
+from mcpgw.upstream import for_server as upstream_for
 from mcpgw.upstream.inflight import ClientChannel, InFlight
+from mcpgw.upstream.lists import ListKind
 from mcpgw.upstream.logrelay import LogRelay, LogSink
-from mcpgw.upstream.session import Hooks, ListKind, ProgressRelay, Upstream
-from mcpgw.upstream.session import for_server as upstream_for
+from mcpgw.upstream.session import ProgressRelay
 
 if TYPE_CHECKING:
     from mcpgw.security.pins import Trust

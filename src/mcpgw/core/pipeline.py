@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mcpgw.upstream.inflight import ClientChannel
 from mcpgw.upstream.logrelay import LogSink
-from mcpgw.upstream.session import ProgressRelay, Upstream
+from mcpgw.upstream import Upstream
+from mcpgw.upstream.session import ProgressRelay
 
 if TYPE_CHECKING:
     from mcpgw.core.gateway import Gateway

@@ -23,7 +23,7 @@ from mcpgw import catalog as catalog_mod
 from mcpgw.errors import GatewayError
 
 if TYPE_CHECKING:
-    from mcpgw.upstream.session import Upstream
+    from mcpgw.upstream import Upstream
 
 logger = logging.getLogger("mcpgw.resourcewatch")
 

@@ -47,7 +47,7 @@ from mcpgw.upstream.inflight import Caller, InFlight
 if TYPE_CHECKING:
     from mcpgw.audit import AuditLog
     from mcpgw.security.dataguard import Guard
-    from mcpgw.upstream.session import Upstream
+    from mcpgw.upstream import Upstream
 
 logger = logging.getLogger("mcpgw.sampling")
 

@@ -51,7 +51,7 @@ from mcpgw.security import poisoning
 if TYPE_CHECKING:
     from mcpgw.audit import AuditLog
     from mcpgw.core.gateway import Gateway
-    from mcpgw.upstream.session import Upstream
+    from mcpgw.upstream import Upstream
 
 logger = logging.getLogger("mcpgw.pins")
 

@@ -1,2 +1,267 @@
 """Upstream MCP servers: one supervised, shared session each, the transports that reach them,
-their credentials, and the registry of calls in flight on each."""
+their credentials, and the registry of calls in flight on each.
+
+Owns: `Upstream`, what the rest of mcpgw holds for one upstream server, made
+only by `for_server` (with the gateway's `Hooks`). An `Upstream` is composed of
+one part per job, each in its own module:
+
+- `transports`: the streams to the upstream (stdio child, HTTP, SSE, in-process);
+- `session`: the shared `ClientSession`, its era, requests, and the error boundary;
+- `answers`: requests the upstream sends mcpgw (roots, sampling, elicitation);
+- `lists`: its tools, resources, templates and prompts, kept up to date;
+- `watch`: the resources clients watch on it;
+- `supervisor`: its lives and state, restarts, pings and the child process.
+
+Here it only wires them together, routes the session's notifications to the
+part that keeps them, and holds back requests until the upstream is ready.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mcpgw.config import Registry, ServerConfig, call_timeout
+from mcpgw.errors import UpstreamUnavailable
+from mcpgw.upstream.answers import Answers, ElicitationAnswer, SamplingAnswer
+from mcpgw.upstream.lists import ListKind, Lists
+from mcpgw.upstream.session import ProgressRelay, Session
+from mcpgw.upstream.supervisor import State, Supervisor
+from mcpgw.upstream.transports import Transport
+from mcpgw.upstream.watch import ResourceWatches
+
+logger = logging.getLogger("mcpgw.upstream")
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What an upstream tells the gateway that owns it (all optional: the CLI's checks need none)."""
+
+    on_change: Callable[[Upstream, tuple[ListKind, ...]], Coroutine[Any, Any, None]] | None = None
+    on_state: Callable[[Upstream], None] | None = None
+    """Told of every state change (ready, failed, stopped): the audit log records them."""
+    on_log: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
+    """Told of every `notifications/message` the upstream sends (its name and the params)."""
+    on_resource_updated: Callable[[str, str], Awaitable[None]] | None = None
+    """Told (upstream name, upstream URI) when a watched resource changed."""
+    on_sampling: SamplingAnswer | None = None
+    """Answers the upstream's `sampling/createMessage`; when set, mcpgw declares sampling to it."""
+    on_elicitation: ElicitationAnswer | None = None
+    """Answers the upstream's `elicitation/create`; when set, mcpgw declares elicitation to it."""
+
+
+class Upstream:
+    """One upstream server and its kept-alive session."""
+
+    def __init__(
+        self,
+        name: str,
+        config: ServerConfig,
+        *,
+        timeout: float,
+        startup_timeout: float = 30.0,
+        roots: Sequence[str] = (),
+        restart: bool = True,
+        backoff_max: float = 30.0,
+        ping_interval: float = 0.0,
+        ping_timeout: float = 10.0,
+        max_concurrent: int = 64,
+        max_result_bytes: int = 32 * 1024 * 1024,
+        secrets: Mapping[str, str] | None = None,
+        hooks: Hooks | None = None,
+        in_process: Any = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.timeout = timeout
+        self._hooks = hooks = hooks or Hooks()
+        self._transport = Transport(name, config, secrets=dict(secrets or {}), in_process=in_process)
+        self._session = Session(
+            name,
+            max_concurrent=max_concurrent,
+            max_result_bytes=max_result_bytes,
+            answers=Answers(
+                name, roots=list(roots), on_sampling=hooks.on_sampling, on_elicitation=hooks.on_elicitation
+            ),
+            on_message=self._on_message,
+            on_lost=self._lost,
+        )
+        on_change = self._changed if hooks.on_change is not None else None
+        self._lists = Lists(
+            name,
+            self._session,
+            # Listing is bounded like start-up, not like a call (see `Lists`).
+            timeout=max(timeout, startup_timeout),
+            on_change=on_change,
+        )
+        self._watches = ResourceWatches(
+            name,
+            self._session,
+            request=self.request,
+            state=lambda: self.state,
+            on_updated=hooks.on_resource_updated,
+        )
+        self._supervisor = Supervisor(
+            name,
+            transport=self._transport,
+            session=self._session,
+            lists=self._lists,
+            watches=self._watches,
+            startup_timeout=startup_timeout,
+            restart=restart,
+            backoff_max=backoff_max,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            on_state=self._state_changed if hooks.on_state is not None else None,
+            on_change=on_change,
+        )
+
+    def __repr__(self) -> str:
+        return f"Upstream(name={self.name!r}, state={self.state!r})"
+
+    # --- what the gateway reads ------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._supervisor.state
+
+    @property
+    def error(self) -> str | None:
+        return self._supervisor.error
+
+    @property
+    def connected(self) -> bool:
+        return self._session.client is not None
+
+    @property
+    def protocol_version(self) -> str | None:
+        return self._session.protocol_version
+
+    @property
+    def era(self) -> str:
+        return self._session.era
+
+    @property
+    def server_info(self) -> dict[str, Any] | None:
+        return self._session.server_info
+
+    @property
+    def instructions(self) -> str | None:
+        return self._session.instructions
+
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        return self._session.capabilities
+
+    @property
+    def lists(self) -> dict[ListKind, list[dict[str, Any]]]:
+        return self._lists.items
+
+    # --- lifecycle (see `Supervisor`) ------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Owner task: run the upstream until `stop()`, restarting it with backoff when it fails."""
+        await self._supervisor.run()
+
+    def stop(self) -> None:
+        self._supervisor.stop()
+
+    async def wait_settled(self) -> None:
+        await self._supervisor.wait_settled()
+
+    # --- requests --------------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressRelay | None = None,
+    ) -> dict[str, Any]:
+        """Send one request and return the raw result dict (waiting for a still-starting upstream)."""
+        if self.state == "starting":
+            await self.wait_settled()
+        client = self._session.client
+        if client is None or self.state != "ready":
+            reason = f": {self.error}" if self.error else ""
+            raise UpstreamUnavailable(self.name, f"not connected ({self.state}){reason}")
+        return await self._session.request(
+            client, method, params, timeout=timeout or self.timeout, on_progress=on_progress
+        )
+
+    async def watch(self, uri: str) -> None:
+        """Ask the upstream to say when `uri` changes (`resources/subscribe`, or its listen stream)."""
+        if self.state == "starting":
+            await self.wait_settled()  # its era is known once it has started
+        await self._watches.watch(uri)
+
+    async def unwatch(self, uri: str) -> None:
+        await self._watches.unwatch(uri)
+
+    # --- what the parts tell each other and the gateway ------------------------------------------
+
+    async def _on_message(self, message: Any) -> None:
+        """A notification (or an unreadable message) the upstream sent on the session."""
+        if isinstance(message, Exception):
+            logger.warning("upstream %s sent an unreadable message: %s", self.name, message)
+            return
+        method = getattr(message, "method", None)
+        on_resource_updated, on_log = self._hooks.on_resource_updated, self._hooks.on_log
+        # A 2026-07-28 upstream's updates arrive on the watch's listen stream (see `ResourceWatches`).
+        if method == "notifications/resources/updated" and on_resource_updated and self.era != "stateless":
+            uri = getattr(getattr(message, "params", None), "uri", None)
+            if uri is not None:
+                await on_resource_updated(self.name, str(uri))
+            return
+        if method == "notifications/message" and on_log is not None:
+            params = getattr(message, "params", None)
+            await on_log(self.name, params.model_dump(by_alias=True, exclude_none=True) if params else {})
+            return
+        self._lists.notified(method)
+
+    def _lost(self, reason: str) -> None:
+        self._supervisor.fail(reason)
+
+    async def _changed(self, kinds: tuple[ListKind, ...]) -> None:
+        assert self._hooks.on_change is not None
+        await self._hooks.on_change(self, kinds)
+
+    def _state_changed(self) -> None:
+        assert self._hooks.on_state is not None
+        self._hooks.on_state(self)
+
+
+def for_server(
+    name: str,
+    server: ServerConfig,
+    registry: Registry,
+    *,
+    secrets: Mapping[str, str] | None = None,
+    hooks: Hooks | None = None,
+    restart: bool | None = None,
+    in_process: Any = None,
+) -> Upstream:
+    """The one way an `Upstream` is made from the registry: its limits, timeouts and hooks.
+
+    `restart`: None follows the server's own `restart`; the CLI's one-shot checks pass False.
+    """
+    settings = registry.gateway
+    return Upstream(
+        name,
+        server,
+        timeout=call_timeout(registry, server),
+        startup_timeout=settings.startup_timeout,
+        roots=list(server.roots),
+        restart=server.restart if restart is None else restart,
+        backoff_max=settings.restart_backoff_max,
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
+        max_concurrent=server.max_concurrent or settings.max_concurrent,
+        max_result_bytes=settings.max_result_bytes,
+        secrets=secrets,
+        hooks=hooks,
+        in_process=in_process,
+    )

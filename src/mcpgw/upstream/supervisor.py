@@ -1,0 +1,207 @@
+"""Keeping one upstream running: its lives, its state, and restarting it when it fails.
+
+Owns: the owner task (`run`) that starts the upstream (transport, session,
+lists) within its start-up timeout, serves until it fails or is stopped, and
+restarts it with exponential backoff and jitter; noticing failure between calls
+(a stdio child that exited, an upstream that stops answering pings); the
+upstream's state, told to `on_state` at every change; and cleaning up after
+each life, down to the stdio child's whole process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from typing import Literal
+
+import anyio
+from mcp.client.session import ClientSession
+
+from mcpgw.errors import ConfigError, UpstreamError
+from mcpgw.upstream.lists import ALL_LISTS, Lists, OnChange
+from mcpgw.upstream.session import Session, UpstreamReplyError, describe
+from mcpgw.upstream.transports import Transport, alive, kill_process_group
+from mcpgw.upstream.watch import ResourceWatches
+
+logger = logging.getLogger("mcpgw.upstream")
+
+State = Literal["starting", "ready", "failed", "restarting", "stopped", "disabled"]
+
+RESTART_BASE = 0.5
+"""Seconds before the first restart; doubled per failure (with jitter) up to `backoff_max`."""
+RESTART_RESET_AFTER = 30.0
+PROCESS_POLL = 0.25
+
+
+class Supervisor:
+    """The owner of one upstream's lives."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        transport: Transport,
+        session: Session,
+        lists: Lists,
+        watches: ResourceWatches,
+        startup_timeout: float,
+        restart: bool,
+        backoff_max: float,
+        ping_interval: float,
+        ping_timeout: float,
+        on_state: Callable[[], None] | None = None,
+        on_change: OnChange | None = None,
+    ) -> None:
+        self.name = name
+        self._transport = transport
+        self._session = session
+        self._lists = lists
+        self._watches = watches
+        self.startup_timeout = startup_timeout
+        self.restart = restart
+        self.backoff_max = backoff_max
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self._on_state = on_state
+        self._on_change = on_change
+
+        self.state: State = "starting"
+        self.error: str | None = None
+        self._wakeup = anyio.Event()
+        self._stopping = False
+        self._settled = anyio.Event()
+
+    async def wait_settled(self) -> None:
+        """Wait until the first start has ended: ready, or failed."""
+        await self._settled.wait()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Owner task: run the upstream until `stop()`, restarting it with backoff when it fails."""
+        attempt = 0
+        while True:
+            began = anyio.current_time()
+            await self._run_once()
+            if self._stopping or not self.restart or self.state != "failed":
+                return
+            if anyio.current_time() - began > RESTART_RESET_AFTER:
+                attempt = 0  # it ran well for a while: start the backoff over
+            delay = min(self.backoff_max, RESTART_BASE * 2**attempt) * random.uniform(0.5, 1.0)
+            attempt += 1
+            logger.info("upstream %s: restarting in %.1fs (attempt %d)", self.name, delay, attempt)
+            self._wakeup = anyio.Event()
+            with anyio.move_on_after(delay):
+                await self._wakeup.wait()  # `stop()` ends the wait
+            if self._stopping:
+                return
+            self.state = "restarting"
+            self._transport.pgid = None
+            self._tell_state()
+
+    async def _watch_process(self) -> None:
+        """A stdio child that exits is noticed at once, not at the next call."""
+        while self._transport.pgid is not None and self.state == "ready":
+            if not alive(self._transport.pgid):
+                self.fail("the process exited")
+                return
+            await anyio.sleep(PROCESS_POLL)
+
+    async def _ping(self, client: ClientSession) -> None:
+        """A cheap periodic `ping`: an HTTP upstream gone away, or a hung child, is noticed and restarted."""
+        # 2026-07-28 has no `ping`; `server/discover` is its cheapest request.
+        method = "server/discover" if self._session.era == "stateless" else "ping"
+        while self.state == "ready":
+            await anyio.sleep(self.ping_interval)
+            try:
+                await self._session.send(client, method, None, timeout=self.ping_timeout)
+            except UpstreamReplyError:
+                continue  # it answered, if only with an error: it is alive
+            except UpstreamError as exc:
+                if self.state == "ready":
+                    self.fail(f"did not answer a ping ({exc.reason})")
+                return
+
+    async def _run_once(self) -> None:
+        """One life of the upstream: connect, list, serve; failures are recorded, not raised."""
+        became_ready = False
+        session = self._session
+        try:
+            # One scope around the whole exit stack: the transport's task groups are entered inside
+            # it and must be exited inside it too. Its deadline bounds start-up only.
+            with anyio.CancelScope(deadline=anyio.current_time() + self.startup_timeout) as startup:
+                async with AsyncExitStack() as stack:
+                    streams = await self._transport.open(stack)
+                    client = await session.connect(stack, streams, era=self._transport.config.era)
+                    await self._lists.refresh_all(client)
+                    startup.deadline = math.inf
+                    session.client = client
+                    became_ready = True
+                    self.state = "ready"
+                    self.error = None
+                    self._tell_state()
+                    self._settled.set()
+                    logger.info(
+                        "upstream %s ready (%s, protocol %s, %d tools)",
+                        self.name,
+                        self._transport.config.kind,
+                        session.protocol_version,
+                        len(self._lists.items["tools"]),
+                    )
+                    async with anyio.create_task_group() as tg:
+                        session.tasks = tg
+                        if self._on_change is not None:
+                            tg.start_soon(self._on_change, ALL_LISTS)
+                        tg.start_soon(self._watch_process)
+                        if self.ping_interval > 0:
+                            tg.start_soon(self._ping, client)
+                        if session.era == "stateless":
+                            tg.start_soon(self._lists.listen, client)
+                        if self._watches.watched:
+                            tg.start_soon(self._watches.rewatch)
+                        await self._wakeup.wait()
+                        tg.cancel_scope.cancel()
+            if startup.cancelled_caught and self.state in ("starting", "restarting"):
+                raise TimeoutError
+        except TimeoutError:
+            self.fail(f"did not start within {self.startup_timeout:g}s")
+        except ConfigError as exc:
+            self.fail(str(exc))
+        except Exception as exc:
+            self.fail(describe(exc))
+        finally:
+            session.client = None
+            if self._transport.pgid is not None:
+                # The SDK kills the group only when the child outlives stdin EOF; grandchildren of a
+                # child that exited on its own would survive, so the whole group goes here.
+                kill_process_group(self._transport.pgid)
+            if self.state == "ready":
+                self.state = "stopped"
+                self._tell_state()
+            self._settled.set()
+            # Only an attempt that served had names in the catalog; a failed restart changes nothing.
+            if became_ready and not self._stopping and self._on_change is not None:
+                # It died on its own: its names leave the catalog, and clients are told.
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await self._on_change(ALL_LISTS)
+
+    def fail(self, message: str) -> None:
+        """Record that the upstream failed and end its current life (`run` restarts it if it should)."""
+        if self.state == "ready":
+            logger.error("upstream %s failed: %s", self.name, message)
+        else:
+            logger.error("upstream %s failed to start: %s", self.name, message)
+        self.state = "failed"
+        self.error = message
+        self._tell_state()
+        self._wakeup.set()
+
+    def _tell_state(self) -> None:
+        if self._on_state is not None:
+            self._on_state()

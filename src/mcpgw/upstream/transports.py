@@ -1,0 +1,150 @@
+"""The streams to one upstream: a stdio child, streamable HTTP, legacy SSE, or a server in this process.
+
+Owns: opening an upstream's transport on the caller's exit stack and handing
+back its (read, write) streams; for stdio, the child in its own process group
+(whose pgid is remembered so the whole group can be killed), its stderr copied
+into the gateway's log, and the spawn lock that lets us find that pgid; for
+HTTP, one pooled client for the life of the session and the upstream's OAuth
+client credentials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+from mcp.client.sse import sse_client
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from mcpgw import _compat
+from mcpgw.config import ServerConfig, SseServer, StdioServer
+from mcpgw.upstream import credentials
+
+
+class _StderrPump:
+    """A pipe whose read end is copied line by line into the gateway's log.
+
+    The SDK's stdio transport wants a real file for the child's stderr; this
+    gives it one whose lines land in `logging`, never on our own stdio channel.
+    """
+
+    def __init__(self, server: str) -> None:
+        read_fd, write_fd = os.pipe()
+        self.writer: TextIO = os.fdopen(write_fd, "w")
+        self._reader = os.fdopen(read_fd, "r", errors="replace")
+        self._log = logging.getLogger(f"mcpgw.upstream.{server}")
+        self._thread = threading.Thread(target=self._pump, name=f"stderr-{server}", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for line in self._reader:
+                self._log.info("%s", line.rstrip())
+        with contextlib.suppress(OSError):
+            self._reader.close()
+
+    def close(self) -> None:
+        # Closing our copy of the write end lets the pump see EOF once the child exits.
+        with contextlib.suppress(OSError):
+            self.writer.close()
+
+
+def _session_leader_children() -> set[int]:
+    """Pids of our direct children that lead their own session (our stdio upstreams)."""
+    me = os.getpid()
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        # fields: state ppid pgrp session ...
+        if len(fields) > 3 and int(fields[1]) == me and int(fields[3]) == int(entry.name):
+            found.add(int(entry.name))
+    return found
+
+
+_SPAWN_LOCK: anyio.Lock | None = None
+
+
+def _spawn_lock() -> anyio.Lock:
+    global _SPAWN_LOCK
+    if _SPAWN_LOCK is None:
+        _SPAWN_LOCK = anyio.Lock()
+    return _SPAWN_LOCK
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def kill_process_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+@dataclass
+class Transport:
+    """How one upstream is reached; `open` connects it, once per life of its session."""
+
+    name: str
+    config: ServerConfig
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    """`[gateway] secrets_file` values, for `${NAME}` the environment does not define."""
+    in_process: Any = None
+    """A lowlevel `Server` (or `MCPServer`) served in this process instead of the configured
+    transport: the tests' parity harness builds the whole gateway in memory with it."""
+    pgid: int | None = None
+    """The stdio child's process group while it runs (the supervisor kills the group and clears it)."""
+
+    async def open(self, stack: AsyncExitStack) -> tuple[Any, Any]:
+        """The upstream's (read, write) streams, entered on `stack`: closing it closes them."""
+        if self.in_process is not None:
+            return await stack.enter_async_context(_compat.in_memory_transport(self.in_process))
+        config = self.config
+        env = credentials.environ(self.secrets) if self.secrets else None
+        if isinstance(config, StdioServer):
+            params = config.to_params(self.name, environ=env)
+            pump = _StderrPump(self.name)
+            stack.callback(pump.close)
+            # Spawns are serialised so the child that appears is ours: the SDK does not expose its pid,
+            # and we need its process group to clean up after it (see `Supervisor`).
+            async with _spawn_lock():
+                before = _session_leader_children()
+                try:
+                    streams = await stack.enter_async_context(stdio_client(params, errlog=pump.writer))
+                except FileNotFoundError as exc:  # uvloop leaves the filename out
+                    raise FileNotFoundError(exc.errno, exc.strerror, params.command) from exc
+                new = _session_leader_children() - before
+            if len(new) == 1:
+                self.pgid = new.pop()
+            return streams
+        target = config.to_params(self.name, environ=env)
+        oauth: credentials.ClientCredentials | None = None
+        if config.oauth is not None:
+            oauth = credentials.ClientCredentials(self.name, config.oauth, env or os.environ)
+            stack.push_async_callback(oauth.aclose)
+            await oauth.token()  # a bad client secret fails the start with the token endpoint's answer
+        if isinstance(config, SseServer):
+            return await stack.enter_async_context(sse_client(target.url, headers=target.headers, auth=oauth))
+        # One pooled HTTP client for the life of the session: no new TLS context per call.
+        http = await stack.enter_async_context(_compat.mcp_http_client(headers=target.headers, auth=oauth))
+        return await stack.enter_async_context(streamable_http_client(target.url, http_client=http))
