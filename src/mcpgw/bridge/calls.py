@@ -36,9 +36,9 @@ from mcpgw.catalog import personas as personas_mod
 from mcpgw.config import Registry
 from mcpgw.errors import InvalidRequest, SamplingFailed, SamplingRefused
 from mcpgw.sampling import ELICITATION, SAMPLING, Sampler
-from mcpgw.upstream.inflight import Caller, ClientChannel, InFlight, LogSink
 from mcpgw.upstream import Upstream
 from mcpgw.upstream.answers import as_uri
+from mcpgw.upstream.inflight import Caller, ClientChannel, InFlight, LogSink
 from mcpgw.upstream.session import ProgressRelay
 
 logger = logging.getLogger("mcpgw.bridge")
