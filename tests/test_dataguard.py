@@ -204,6 +204,65 @@ def test_bad_security_config_names_the_key(security: dict[str, Any], key: str | 
         assert key in str(caught.value)
 
 
+# --- secrets glued to other characters --------------------------------------------------------------
+
+REDACT_ALL = {"detectors": sorted(BUILTIN), "action": "redact"}
+SLACK = "xoxb-1234567890-abcdefghij"
+
+
+def found_in(value: Any) -> list[str]:
+    """The built-in detectors that find something in the JSON text of `value`."""
+    dump = json.dumps(value)
+    return [name for name, detector in BUILTIN.items() if list(detector.spans(dump))]
+
+
+GLUED: list[tuple[str, str]] = [
+    ("aws-key", f"x_{AWS}"),
+    ("aws-key", f"id{AWS}_2"),
+    ("github-token", f"evil__{GITHUB}"),
+    ("github-token", f"x{GITHUB}"),
+    ("slack-token", f"token{SLACK}"),
+    ("slack-token", f"a_{SLACK}"),
+    ("jwt", f"x_{JWT}"),
+    ("jwt", f"session{JWT}"),
+    ("bearer", "authBearer abcdef0123456789"),
+    ("bearer", "x_bearer abcdef0123456789"),
+    ("bearer", "BeArEr abcdef0123456789"),  # the scheme name is case-insensitive
+    ("card", "x_4111111111111111"),
+    ("card", "ref-4111-1111-1111-1111"),
+    ("card", "cc4111 1111 1111 1111"),
+    ("card", "4111111111111111-"),
+    ("email", "first_last@example.com"),
+    ("email", "ann@example.com_x"),
+]
+
+
+@pytest.mark.parametrize(("name", "text"), GLUED, ids=[text[:24] for _, text in GLUED])
+def test_secret_glued_to_word_characters_is_found(name: str, text: str) -> None:
+    assert list(BUILTIN[name].spans(text)), text
+    rules = guard({"detectors": [name], "action": "redact"})
+    out = rules.check("arguments", None, "up__echo", {"message": text})["message"]
+    assert f"[REDACTED:{name}]" in out and not list(BUILTIN[name].spans(out))
+    for piece in ("AKIAIOSFODNN7", "ghp_", "xoxb-", "eyJ", "abcdef0123456789", "1111", "first_", "ann@"):
+        assert piece not in out, out
+    with pytest.raises(DataBlocked):
+        guard({"detectors": [name], "action": "block"}).check("arguments", None, "x", {"m": text})
+
+
+def test_chains_of_digit_groups_are_still_not_cards() -> None:
+    for text in ("call 1-4111-1111-1111-1111", "4111-1111-1111-1111-1", "24111111111111111"):
+        assert not list(BUILTIN["card"].spans(text)), text
+
+
+def test_a_redacted_url_password_is_not_found_again() -> None:
+    url = {"u": "https://bob:hunter2@git.example.com/r"}
+    out = guard({"detectors": ["url-password"], "action": "redact"}).check("arguments", None, "x", url)
+    assert out == {"u": "https://[REDACTED:url-password]@git.example.com/r"} and not found_in(out)
+    # With every detector, `hunter2@git.example.com` is an e-mail address first: the password goes too.
+    out = guard(REDACT_ALL).check("arguments", None, "x", url)
+    assert "hunter2" not in out["u"] and not found_in(out)
+
+
 # --- through a real gateway -----------------------------------------------------------------------
 
 
