@@ -8,7 +8,10 @@ keeps its own record of the calls it receives (`UPSTREAM_CALL_LOG`).
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import random
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +26,7 @@ from mcp.shared.exceptions import MCPError
 from conftest import background, free_port, mcpgw_command, upstream_server, write_registry
 from mcpgw.audit.redact import Redactor
 from mcpgw.config import parse
-from mcpgw.detectors import BUILTIN, custom_detectors
+from mcpgw.detectors import BUILTIN, Base64Text, custom_detectors
 from mcpgw.errors import ConfigError, DataBlocked
 from mcpgw.security.dataguard import Guard
 
@@ -204,16 +207,177 @@ def test_bad_security_config_names_the_key(security: dict[str, Any], key: str | 
         assert key in str(caught.value)
 
 
-# --- secrets glued to other characters --------------------------------------------------------------
+# --- the holes an adversarial review found ----------------------------------------------------------
 
+BLOCK_ALL = {"detectors": sorted(BUILTIN), "action": "block"}
 REDACT_ALL = {"detectors": sorted(BUILTIN), "action": "redact"}
 SLACK = "xoxb-1234567890-abcdefghij"
+SKIPPED_BEFORE = ("data", "type", "_meta", "mimeType", "blob", "resultType")
+# A millisecond timestamp that passes the Luhn checksum: in text it looks like a card, as a number not.
+TIMESTAMP = 1717171717174
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
 def found_in(value: Any) -> list[str]:
     """The built-in detectors that find something in the JSON text of `value`."""
     dump = json.dumps(value)
     return [name for name, detector in BUILTIN.items() if list(detector.spans(dump))]
+
+
+@pytest.mark.parametrize("key", SKIPPED_BEFORE)
+def test_secret_under_a_formerly_skipped_key_is_found_at_any_depth(key: str) -> None:
+    arguments = {"query": "ok", "nested": [{key: f"use {AWS}"}]}
+    with pytest.raises(DataBlocked, match="aws-key found in the arguments of up__echo"):
+        guard(BLOCK_ALL).check("arguments", None, "up__echo", arguments)
+    redacted = guard(REDACT_ALL).check("arguments", None, "up__echo", arguments)
+    assert redacted == {"query": "ok", "nested": [{key: "use [REDACTED:aws-key]"}]}
+    assert arguments["nested"] == [{key: f"use {AWS}"}]  # the caller's value is not mutated
+
+
+def test_arguments_data_key_carrying_an_aws_key_is_blocked() -> None:
+    with pytest.raises(DataBlocked, match="aws-key found"):
+        guard(BLOCK_ALL).check("arguments", None, "up__echo", {"data": AWS})
+
+
+def test_structured_content_type_key_carrying_a_secret_is_redacted() -> None:
+    result = {"content": [], "structuredContent": {"type": GITHUB, "items": [{"type": f"a {JWT}"}]}}
+    out = guard(REDACT_ALL).check("results", None, "up__echo", result)
+    assert out["structuredContent"] == {
+        "type": "[REDACTED:github-token]",
+        "items": [{"type": "a [REDACTED:jwt]"}],
+    }
+
+
+def test_meta_carrying_a_token_is_redacted_and_blocked() -> None:
+    result = {"content": [{"type": "text", "text": "ok"}], "_meta": {"trace": {"auth": SLACK}}}
+    out = guard(REDACT_ALL).check("results", None, "up__echo", result)
+    assert (
+        out["_meta"] == {"trace": {"auth": "[REDACTED:slack-token]"}} and out["content"] is result["content"]
+    )
+    with pytest.raises(DataBlocked, match="slack-token found in the result of up__echo"):
+        guard(BLOCK_ALL).check("results", None, "up__echo", result)
+
+
+def test_secret_inside_base64_image_data_is_redacted_and_re_encoded() -> None:
+    image = {"type": "image", "data": b64(f"caption: key {AWS} inside"), "mimeType": "image/png"}
+    out = guard(REDACT_ALL).check("results", None, "up__echo", {"content": [image]})
+    data = out["content"][0]["data"]
+    assert base64.b64decode(data, validate=True).decode() == "caption: key [REDACTED:aws-key] inside"
+    assert out["content"][0]["mimeType"] == "image/png" and out["content"][0]["type"] == "image"
+    with pytest.raises(DataBlocked, match="aws-key found"):
+        guard(BLOCK_ALL).check("results", None, "up__echo", {"content": [image]})
+
+
+def test_card_inside_base64_resource_blob_is_blocked() -> None:
+    resource = {"uri": "file:///r.txt", "mimeType": "text/plain", "blob": b64(f"pay {CARD}")}
+    result = {"contents": [resource]}
+    with pytest.raises(DataBlocked, match=re.escape("card found in the result of file:///r.txt")):
+        guard(BLOCK_ALL).check("results", None, "file:///r.txt", result)
+
+
+@pytest.mark.parametrize(
+    ("encode", "decode"),
+    [
+        (lambda t: base64.urlsafe_b64encode(t.encode()).decode().rstrip("="), None),  # JWT-style
+        (lambda t: base64.encodebytes(t.encode()).decode(), None),  # MIME: 76-character lines
+        (lambda t: b64(b64(t)), lambda v: base64.b64decode(base64.b64decode(v)).decode()),  # nested
+    ],
+    ids=["urlsafe-unpadded", "wrapped", "base64-of-base64"],
+)
+def test_secret_in_other_base64_shapes_is_redacted_in_the_same_shape(encode: Any, decode: Any) -> None:
+    text = "~~~" + "x" * 117 + f" {GITHUB} " + "y" * 60  # `~~~` is `fn5-` in URL-safe base64
+    out = guard(REDACT_ALL).check("arguments", None, "up__echo", {"blob": encode(text)})["blob"]
+    expected = text.replace(GITHUB, "[REDACTED:github-token]")
+    assert out == encode(expected)
+    if decode is not None:
+        assert decode(out) == expected
+
+
+def test_redaction_in_base64_that_does_not_round_trip_blocks_instead() -> None:
+    # Lines of uneven width decode fine, but cannot be written back as they came.
+    encoded = b64(f"key {AWS} and more text to wrap")
+    uneven = encoded[:10] + "\n" + encoded[10:30] + "\n" + encoded[30:]
+    with pytest.raises(
+        DataBlocked, match="blocked by a data rule: aws-key found in the arguments of up__echo"
+    ):
+        guard(REDACT_ALL).check("arguments", None, "up__echo", {"data": uneven})
+    monitored = guard({"detectors": ["aws-key"], "action": "monitor"})
+    assert monitored.check("arguments", None, "up__echo", {"data": uneven}) == {"data": uneven}
+
+
+def test_binary_base64_payload_is_neither_read_as_text_nor_changed() -> None:
+    rng = random.Random(7)
+    png = b"\x89PNG\r\n\x1a\n" + bytes(rng.getrandbits(8) for _ in range(200_000))
+    result = {"content": [{"type": "image", "data": base64.b64encode(png).decode(), "mimeType": "image/png"}]}
+    assert Base64Text.decode(result["content"][0]["data"]) is None
+    assert guard(BLOCK_ALL).check("results", None, "up__image", result) is result
+
+
+def test_card_sent_as_a_json_number_is_redacted_or_blocked() -> None:
+    arguments = {"amount": 12, "card": 4111111111111111, "again": 4111111111111111.0, "ok": True}
+    assert guard(REDACT_ALL).check("arguments", None, "pay__charge", arguments) == {
+        "amount": 12,
+        "card": "[REDACTED:card]",
+        "again": "[REDACTED:card]",
+        "ok": True,
+    }
+    with pytest.raises(DataBlocked, match="card found in the arguments of pay__charge"):
+        guard(BLOCK_ALL).check("arguments", None, "pay__charge", {"card": -5555555555554444})
+
+
+def test_number_typed_card_in_structured_content_is_found() -> None:
+    result = {"content": [], "structuredContent": {"orders": [{"id": 7, "pan": 378282246310005}]}}
+    out = guard(REDACT_ALL).check("results", None, "crm__lookup", result)
+    assert out["structuredContent"]["orders"] == [{"id": 7, "pan": "[REDACTED:card]"}]
+
+
+def test_numbers_that_only_look_like_cards_are_left_alone() -> None:
+    assert list(BUILTIN["card"].spans(str(TIMESTAMP)))  # as text it would be redacted
+    value = {"created": TIMESTAMP, "id": 1234567890123456789, "count": 41, "ratio": 4111111111111111.5}
+    assert guard(BLOCK_ALL).check("results", None, "up__echo", value) is value
+
+
+def test_custom_detector_reads_numbers() -> None:
+    rules = guard({"detectors": ["employee-id"], "action": "block"})
+    assert rules.check("arguments", None, "x", {"n": 123456}) == {"n": 123456}  # wants `EMP-`
+    registry = parse(
+        tomlkit.dumps(
+            {
+                "security": {
+                    "detectors": {"pin": "^[0-9]{6}$"},
+                    "rules": [{"detectors": ["pin"], "action": "block"}],
+                }
+            }
+        ),
+        source="test",
+    )
+    pin = Guard.from_registry(registry)
+    assert pin is not None
+    with pytest.raises(DataBlocked, match="pin found"):
+        pin.check("arguments", None, "x", {"code": 123456})
+    assert pin.check("arguments", None, "x", {"code": 1234567}) == {"code": 1234567}
+
+
+def test_secret_used_as_an_object_key_is_renamed_or_blocked() -> None:
+    value = {"tokens": {AWS: 1, "[REDACTED:aws-key]": 2, f"{GITHUB} note": {"x": 3}}}
+    out = guard(REDACT_ALL).check("arguments", None, "up__echo", value)
+    assert out == {
+        "tokens": {
+            "[REDACTED:aws-key] (2)": 1,
+            "[REDACTED:aws-key]": 2,
+            "[REDACTED:github-token] note": {"x": 3},
+        }
+    }
+    assert list(out["tokens"]) == [
+        "[REDACTED:aws-key] (2)",
+        "[REDACTED:aws-key]",
+        "[REDACTED:github-token] note",
+    ]
+    with pytest.raises(DataBlocked, match="aws-key found"):
+        guard(BLOCK_ALL).check("arguments", None, "up__echo", {AWS: 1})
 
 
 GLUED: list[tuple[str, str]] = [
@@ -261,6 +425,48 @@ def test_a_redacted_url_password_is_not_found_again() -> None:
     # With every detector, `hunter2@git.example.com` is an e-mail address first: the password goes too.
     out = guard(REDACT_ALL).check("arguments", None, "x", url)
     assert "hunter2" not in out["u"] and not found_in(out)
+
+
+def test_audit_redactor_reads_keys_numbers_base64_and_glued_secrets() -> None:
+    redactor = Redactor()
+    arguments = {
+        "data": f"x_{AWS}",
+        AWS: 1,
+        "card": 4111111111111111,
+        "created": TIMESTAMP,
+        "blob": b64(f"key {GITHUB}"),
+        "wrapped": base64.encodebytes(("x" * 100 + AWS).encode()).decode(),
+        "_meta": {"t": f"token{SLACK}"},
+    }
+    out = redactor.value(arguments)
+    assert out["data"] == "x_[REDACTED:aws-key]" and out["[REDACTED:aws-key]"] == 1
+    assert out["card"] == "[REDACTED:card]" and out["created"] == TIMESTAMP
+    assert base64.b64decode(out["blob"]).decode() == "key [REDACTED:github-token]"
+    assert base64.decodebytes(out["wrapped"].encode()).decode() == "x" * 100 + "[REDACTED:aws-key]"
+    assert out["_meta"] == {"t": "token[REDACTED:slack-token]"}
+    assert not found_in({k: v for k, v in out.items() if k != "created"})  # as text it looks like a card
+    # Results reach the log as JSON text: base64 inside a text is read there, and cut at any length.
+    dumped = json.dumps({"content": [{"type": "image", "data": b64(f"key {AWS} then more")}]})
+    assert AWS not in json.dumps(json.loads(redactor.text(dumped)))
+    text = json.loads(redactor.text(dumped))["content"][0]["data"]
+    assert base64.b64decode(text).decode() == "key [REDACTED:aws-key] then more"
+    for cut in range(40, len(dumped)):
+        assert AWS not in " ".join(decoded_texts(redactor.text(dumped[:cut]))), cut
+
+
+def decoded_texts(text: str) -> list[str]:
+    """The text of every base64 run in `text` (lines broken with a written `\\n` joined), as far as
+    it decodes, and of any base64 in those texts."""
+    found = []
+    for run in re.findall(r"[A-Za-z0-9+/_-]{8,}", text.replace("\\n", "")):
+        body = run[: len(run) - len(run) % 4]
+        altchars = b"-_" if "-" in body or "_" in body else None
+        try:
+            decoded = base64.b64decode(body, altchars=altchars).decode("utf-8", "ignore")
+        except binascii.Error:
+            continue
+        found.extend([decoded, *decoded_texts(decoded)])
+    return found
 
 
 # --- through a real gateway -----------------------------------------------------------------------
