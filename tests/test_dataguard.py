@@ -284,8 +284,9 @@ def test_card_inside_base64_resource_blob_is_blocked() -> None:
         (lambda t: base64.urlsafe_b64encode(t.encode()).decode().rstrip("="), None),  # JWT-style
         (lambda t: base64.encodebytes(t.encode()).decode(), None),  # MIME: 76-character lines
         (lambda t: b64(b64(t)), lambda v: base64.b64decode(base64.b64decode(v)).decode()),  # nested
+        (lambda t: "data:text/plain;base64," + b64(t), None),
     ],
-    ids=["urlsafe-unpadded", "wrapped", "base64-of-base64"],
+    ids=["urlsafe-unpadded", "wrapped", "base64-of-base64", "data-uri"],
 )
 def test_secret_in_other_base64_shapes_is_redacted_in_the_same_shape(encode: Any, decode: Any) -> None:
     text = "~~~" + "x" * 117 + f" {GITHUB} " + "y" * 60  # `~~~` is `fn5-` in URL-safe base64

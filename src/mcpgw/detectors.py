@@ -253,10 +253,10 @@ _BASE64_SHAPE = re.compile(r"[A-Za-z0-9+/_\r\n-]+={0,2}(?:\r?\n)?")
 @dataclass(frozen=True)
 class Base64Text:
     """A value that is base64 of UTF-8 text (standard or URL-safe alphabet, padded or not, on one
-    line or wrapped at a fixed width), decoded.
+    line or wrapped at a fixed width, alone or as a `data:...;base64,` URI), decoded.
 
-    Binary payloads (images, audio, archives) are not UTF-8 and give None at the first byte that
-    is not, so they cost one pass of a regex and of the decoder, and are never read as text.
+    Binary payloads (images, audio, archives) are not UTF-8: that shows in their first bytes, so
+    they cost one pass of a regex and the decoding of 3 kB, and are never read as text.
     """
 
     value: str
@@ -266,21 +266,28 @@ class Base64Text:
     width: int
     newline: str
     trailing: bool
+    prefix: str = ""
 
     @classmethod
     def decode(cls, value: str) -> Base64Text | None:
-        if len(value) < _BASE64_MIN or _BASE64_SHAPE.fullmatch(value) is None:
+        prefix = ""
+        if value.startswith("data:"):
+            comma = value.find(",", 0, 256)
+            if comma > 0 and value[:comma].endswith(";base64"):
+                prefix = value[: comma + 1]
+        data = value[len(prefix) :]
+        if len(data) < _BASE64_MIN or _BASE64_SHAPE.fullmatch(data) is None:
             return None
-        urlsafe = "-" in value or "_" in value
-        if urlsafe and ("+" in value or "/" in value):
+        urlsafe = "-" in data or "_" in data
+        if urlsafe and ("+" in data or "/" in data):
             return None
-        newline, width, trailing, compact = "\n", 0, False, value
-        if "\n" in value or "\r" in value:
-            newline = "\r\n" if "\r\n" in value else "\n"
-            trailing = value.endswith(newline)
-            lines = (value[: -len(newline)] if trailing else value).split(newline)
+        newline, width, trailing, compact = "\n", 0, False, data
+        if "\n" in data or "\r" in data:
+            newline = "\r\n" if "\r\n" in data else "\n"
+            trailing = data.endswith(newline)
+            lines = (data[: -len(newline)] if trailing else data).split(newline)
             width = len(lines[0]) if len(lines) > 1 else 0
-            compact = value.replace("\r", "").replace("\n", "")
+            compact = data.replace("\r", "").replace("\n", "")
         body = compact.rstrip("=")
         if not body or len(body) % 4 == 1:
             return None
@@ -295,7 +302,7 @@ class Base64Text:
         # Without `=`, a length that is a multiple of four says nothing about padding: standard base64
         # (MCP's) pads, URL-safe base64 (as in JWTs) mostly does not.
         padded = compact.endswith("=") or (len(compact) % 4 == 0 and not urlsafe)
-        return cls(value, text, urlsafe, padded, width, newline, trailing)
+        return cls(value, text, urlsafe, padded, width, newline, trailing, prefix)
 
     def encode(self, text: str) -> str:
         """`text` in base64 written the way this value was."""
@@ -304,7 +311,7 @@ class Base64Text:
             out = out.rstrip("=")
         if self.width:
             out = self.newline.join(out[i : i + self.width] for i in range(0, len(out), self.width))
-        return out + self.newline if self.trailing else out
+        return self.prefix + (out + self.newline if self.trailing else out)
 
     def reencode(self, text: str) -> str | None:
         """`text` (this value's text after a redaction) encoded as this value was; None when

@@ -21,7 +21,8 @@ included):
   leading digit, see `detectors._card_network`) and the custom ones. A
   redacted number becomes the marker string;
 - the text inside a string that is, as a whole, base64 of UTF-8 text (image
-  and audio `data`, a resource's `blob`, or anything else; recursively).
+  and audio `data`, a resource's `blob`, a `data:` URI, or anything else;
+  recursively).
   Base64 of binary (a PNG) is not UTF-8 and is not read as text; its base64
   characters are still read as a string. A redaction inside base64 is written
   back in the same encoding (alphabet, padding, line width) with the marker in
