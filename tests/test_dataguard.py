@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import sqlite_utils
 import tomlkit
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
@@ -468,6 +470,81 @@ def decoded_texts(text: str) -> list[str]:
             continue
         found.extend([decoded, *decoded_texts(decoded)])
     return found
+
+
+# --- property: wherever a secret is put, redact leaves none and block refuses ------------------------
+
+SAMPLES: dict[str, list[Any]] = {
+    "aws-key": [AWS, f"x_{AWS}"],
+    "github-token": [GITHUB, f"evil__{GITHUB}"],
+    "slack-token": [SLACK, f"token{SLACK}"],
+    "private-key": [CASES["private-key"][0]],
+    "jwt": [JWT, f"x_{JWT}"],
+    "bearer": ["Bearer abcdef0123456789", "x_bearer abcdef0123456789"],
+    "url-password": ["https://bob:hunter2@git.example.com/repo"],
+    "card": [CARD, "x_4111111111111111", 4111111111111111, 5555555555554444.0, 378282246310005],
+    "email": ["ann@example.com", "first_last@example.com"],
+}
+KEYS = st.sampled_from([*SKIPPED_BEFORE, "text", "result", "content", "x"])
+JUNK = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text("abc xyz", max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3),
+    max_leaves=6,
+)
+ENCODINGS: dict[str, Any] = {
+    "plain": lambda s: s,
+    "in-text": lambda s: f"see {s} here",
+    "base64": b64,
+    "base64url": lambda s: base64.urlsafe_b64encode(s.encode()).decode().rstrip("="),
+    "wrapped": lambda s: base64.encodebytes(s.encode()).decode(),
+    "base64-of-base64": lambda s: b64(b64(s)),
+    "data-uri": lambda s: "data:text/plain;charset=utf-8;base64," + b64(s),
+}
+
+
+@st.composite
+def planted(draw: st.DrawFn) -> tuple[str, Any]:
+    """(detector, a JSON value with one of its secrets at a random depth, key and form)."""
+    name = draw(st.sampled_from(sorted(SAMPLES)))
+    secret = draw(st.sampled_from(SAMPLES[name]))
+    value: Any = secret
+    if isinstance(secret, str):
+        value = ENCODINGS[draw(st.sampled_from(sorted(ENCODINGS)))](secret)
+        if draw(st.booleans()):
+            value = {value: draw(JUNK)}  # the secret as an object key
+    for _ in range(draw(st.integers(0, 4))):
+        if draw(st.booleans()):
+            holder: dict[str, Any] = draw(st.dictionaries(KEYS, JUNK, max_size=3))
+            holder[draw(KEYS)] = value
+            value = holder
+        else:
+            items: list[Any] = draw(st.lists(JUNK, max_size=3))
+            items.insert(draw(st.integers(0, len(items))), value)
+            value = items
+    return name, value
+
+
+PROPERTY_GUARDS = (guard(REDACT_ALL), guard(BLOCK_ALL))
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(planted(), st.sampled_from(["arguments", "results", "sampling"]))
+def test_property_secrets_anywhere_are_redacted_or_blocked(case: tuple[str, Any], direction: Any) -> None:
+    name, value = case
+    redacting, blocking = PROPERTY_GUARDS
+    out = redacting.check(direction, None, "up__x", value)
+    assert not found_in(out), (name, out)
+    blocking.check(direction, None, "up__x", out)  # nothing is left, not even inside base64
+    with pytest.raises(DataBlocked, match=f"{name} found"):
+        blocking.check(direction, None, "up__x", value)
+    # The audit log, on arguments (a value) and on results (their JSON text).
+    audited = Redactor(detectors=BUILTIN.values())
+    logged = audited.value(value)
+    assert not found_in(logged), (name, logged)
+    blocking.check(direction, None, "up__x", logged)
+    text = audited.text(json.dumps(value))
+    assert not [d for d in BUILTIN.values() if list(d.spans(text))], (name, text)
+    assert not found_in(decoded_texts(text)), (name, text)
 
 
 # --- through a real gateway -----------------------------------------------------------------------
