@@ -8,6 +8,10 @@ upstream keeps its own record of the calls it receives (`TestUpstream.calls`).
 from __future__ import annotations
 
 import base64
+import binascii
+import json
+import random
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +21,14 @@ import anyio
 import pytest
 import sqlite_utils
 import tomlkit
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mcp.shared.exceptions import MCPError
 
 from mcpgw.audit.redact import Redactor
 from mcpgw.config import parse
 from mcpgw.core.gateway import Gateway
-from mcpgw.detectors import BUILTIN, custom_detectors
+from mcpgw.detectors import BUILTIN, Base64Text, custom_detectors
 from mcpgw.errors import ConfigError, DataBlocked
 from mcpgw.security.dataguard import Guard
 from parity import TestUpstream, gateway_client, registry, served
@@ -202,6 +208,344 @@ def test_bad_security_config_names_the_key(security: dict[str, Any], key: str | 
     assert reason in str(caught.value)
     if key is not None:
         assert key in str(caught.value)
+
+
+# --- the holes an adversarial review found ----------------------------------------------------------
+
+BLOCK_ALL = {"detectors": sorted(BUILTIN), "action": "block"}
+REDACT_ALL = {"detectors": sorted(BUILTIN), "action": "redact"}
+SLACK = "xoxb-1234567890-abcdefghij"
+SKIPPED_BEFORE = ("data", "type", "_meta", "mimeType", "blob", "resultType")
+# A millisecond timestamp that passes the Luhn checksum: in text it looks like a card, as a number not.
+TIMESTAMP = 1717171717174
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def found_in(value: Any) -> list[str]:
+    """The built-in detectors that find something in the JSON text of `value`."""
+    dump = json.dumps(value)
+    return [name for name, detector in BUILTIN.items() if list(detector.spans(dump))]
+
+
+@pytest.mark.parametrize("key", SKIPPED_BEFORE)
+def test_secret_under_a_formerly_skipped_key_is_found_at_any_depth(key: str) -> None:
+    arguments = {"query": "ok", "nested": [{key: f"use {AWS}"}]}
+    with pytest.raises(DataBlocked, match="aws-key found in the arguments of up__echo"):
+        guard(BLOCK_ALL).check("arguments", None, "up__echo", arguments)
+    redacted = guard(REDACT_ALL).check("arguments", None, "up__echo", arguments)
+    assert redacted == {"query": "ok", "nested": [{key: "use [REDACTED:aws-key]"}]}
+    assert arguments["nested"] == [{key: f"use {AWS}"}]  # the caller's value is not mutated
+
+
+def test_arguments_data_key_carrying_an_aws_key_is_blocked() -> None:
+    with pytest.raises(DataBlocked, match="aws-key found"):
+        guard(BLOCK_ALL).check("arguments", None, "up__echo", {"data": AWS})
+
+
+def test_structured_content_type_key_carrying_a_secret_is_redacted() -> None:
+    result = {"content": [], "structuredContent": {"type": GITHUB, "items": [{"type": f"a {JWT}"}]}}
+    out = guard(REDACT_ALL).check("results", None, "up__echo", result)
+    assert out["structuredContent"] == {
+        "type": "[REDACTED:github-token]",
+        "items": [{"type": "a [REDACTED:jwt]"}],
+    }
+
+
+def test_meta_carrying_a_token_is_redacted_and_blocked() -> None:
+    result = {"content": [{"type": "text", "text": "ok"}], "_meta": {"trace": {"auth": SLACK}}}
+    out = guard(REDACT_ALL).check("results", None, "up__echo", result)
+    assert (
+        out["_meta"] == {"trace": {"auth": "[REDACTED:slack-token]"}} and out["content"] is result["content"]
+    )
+    with pytest.raises(DataBlocked, match="slack-token found in the result of up__echo"):
+        guard(BLOCK_ALL).check("results", None, "up__echo", result)
+
+
+def test_secret_inside_base64_image_data_is_redacted_and_re_encoded() -> None:
+    image = {"type": "image", "data": b64(f"caption: key {AWS} inside"), "mimeType": "image/png"}
+    out = guard(REDACT_ALL).check("results", None, "up__echo", {"content": [image]})
+    data = out["content"][0]["data"]
+    assert base64.b64decode(data, validate=True).decode() == "caption: key [REDACTED:aws-key] inside"
+    assert out["content"][0]["mimeType"] == "image/png" and out["content"][0]["type"] == "image"
+    with pytest.raises(DataBlocked, match="aws-key found"):
+        guard(BLOCK_ALL).check("results", None, "up__echo", {"content": [image]})
+
+
+def test_card_inside_base64_resource_blob_is_blocked() -> None:
+    resource = {"uri": "file:///r.txt", "mimeType": "text/plain", "blob": b64(f"pay {CARD}")}
+    result = {"contents": [resource]}
+    with pytest.raises(DataBlocked, match=re.escape("card found in the result of file:///r.txt")):
+        guard(BLOCK_ALL).check("results", None, "file:///r.txt", result)
+
+
+@pytest.mark.parametrize(
+    ("encode", "decode"),
+    [
+        (lambda t: base64.urlsafe_b64encode(t.encode()).decode().rstrip("="), None),  # JWT-style
+        (lambda t: base64.encodebytes(t.encode()).decode(), None),  # MIME: 76-character lines
+        (lambda t: b64(b64(t)), lambda v: base64.b64decode(base64.b64decode(v)).decode()),  # nested
+        (lambda t: "data:text/plain;base64," + b64(t), None),
+    ],
+    ids=["urlsafe-unpadded", "wrapped", "base64-of-base64", "data-uri"],
+)
+def test_secret_in_other_base64_shapes_is_redacted_in_the_same_shape(encode: Any, decode: Any) -> None:
+    text = "~~~" + "x" * 117 + f" {GITHUB} " + "y" * 60  # `~~~` is `fn5-` in URL-safe base64
+    out = guard(REDACT_ALL).check("arguments", None, "up__echo", {"blob": encode(text)})["blob"]
+    expected = text.replace(GITHUB, "[REDACTED:github-token]")
+    assert out == encode(expected)
+    if decode is not None:
+        assert decode(out) == expected
+
+
+def test_redaction_in_base64_that_does_not_round_trip_blocks_instead() -> None:
+    # Lines of uneven width decode fine, but cannot be written back as they came.
+    encoded = b64(f"key {AWS} and more text to wrap")
+    uneven = encoded[:10] + "\n" + encoded[10:30] + "\n" + encoded[30:]
+    with pytest.raises(
+        DataBlocked, match="blocked by a data rule: aws-key found in the arguments of up__echo"
+    ):
+        guard(REDACT_ALL).check("arguments", None, "up__echo", {"data": uneven})
+    monitored = guard({"detectors": ["aws-key"], "action": "monitor"})
+    assert monitored.check("arguments", None, "up__echo", {"data": uneven}) == {"data": uneven}
+
+
+def test_binary_base64_payload_is_neither_read_as_text_nor_changed() -> None:
+    rng = random.Random(7)
+    png = b"\x89PNG\r\n\x1a\n" + bytes(rng.getrandbits(8) for _ in range(200_000))
+    result = {"content": [{"type": "image", "data": base64.b64encode(png).decode(), "mimeType": "image/png"}]}
+    assert Base64Text.decode(result["content"][0]["data"]) is None
+    assert guard(BLOCK_ALL).check("results", None, "up__image", result) is result
+
+
+def test_card_sent_as_a_json_number_is_redacted_or_blocked() -> None:
+    arguments = {"amount": 12, "card": 4111111111111111, "again": 4111111111111111.0, "ok": True}
+    assert guard(REDACT_ALL).check("arguments", None, "pay__charge", arguments) == {
+        "amount": 12,
+        "card": "[REDACTED:card]",
+        "again": "[REDACTED:card]",
+        "ok": True,
+    }
+    with pytest.raises(DataBlocked, match="card found in the arguments of pay__charge"):
+        guard(BLOCK_ALL).check("arguments", None, "pay__charge", {"card": -5555555555554444})
+
+
+def test_number_typed_card_in_structured_content_is_found() -> None:
+    result = {"content": [], "structuredContent": {"orders": [{"id": 7, "pan": 378282246310005}]}}
+    out = guard(REDACT_ALL).check("results", None, "crm__lookup", result)
+    assert out["structuredContent"]["orders"] == [{"id": 7, "pan": "[REDACTED:card]"}]
+
+
+def test_numbers_that_only_look_like_cards_are_left_alone() -> None:
+    assert list(BUILTIN["card"].spans(str(TIMESTAMP)))  # as text it would be redacted
+    value = {"created": TIMESTAMP, "id": 1234567890123456789, "count": 41, "ratio": 4111111111111111.5}
+    assert guard(BLOCK_ALL).check("results", None, "up__echo", value) is value
+
+
+def test_custom_detector_reads_numbers() -> None:
+    rules = guard({"detectors": ["employee-id"], "action": "block"})
+    assert rules.check("arguments", None, "x", {"n": 123456}) == {"n": 123456}  # wants `EMP-`
+    registry = parse(
+        tomlkit.dumps(
+            {
+                "security": {
+                    "detectors": {"pin": "^[0-9]{6}$"},
+                    "rules": [{"detectors": ["pin"], "action": "block"}],
+                }
+            }
+        ),
+        source="test",
+    )
+    pin = Guard.from_registry(registry)
+    assert pin is not None
+    with pytest.raises(DataBlocked, match="pin found"):
+        pin.check("arguments", None, "x", {"code": 123456})
+    assert pin.check("arguments", None, "x", {"code": 1234567}) == {"code": 1234567}
+
+
+def test_secret_used_as_an_object_key_is_renamed_or_blocked() -> None:
+    value = {"tokens": {AWS: 1, "[REDACTED:aws-key]": 2, f"{GITHUB} note": {"x": 3}}}
+    out = guard(REDACT_ALL).check("arguments", None, "up__echo", value)
+    assert out == {
+        "tokens": {
+            "[REDACTED:aws-key] (2)": 1,
+            "[REDACTED:aws-key]": 2,
+            "[REDACTED:github-token] note": {"x": 3},
+        }
+    }
+    assert list(out["tokens"]) == [
+        "[REDACTED:aws-key] (2)",
+        "[REDACTED:aws-key]",
+        "[REDACTED:github-token] note",
+    ]
+    with pytest.raises(DataBlocked, match="aws-key found"):
+        guard(BLOCK_ALL).check("arguments", None, "up__echo", {AWS: 1})
+
+
+GLUED: list[tuple[str, str]] = [
+    ("aws-key", f"x_{AWS}"),
+    ("aws-key", f"id{AWS}_2"),
+    ("github-token", f"evil__{GITHUB}"),
+    ("github-token", f"x{GITHUB}"),
+    ("slack-token", f"token{SLACK}"),
+    ("slack-token", f"a_{SLACK}"),
+    ("jwt", f"x_{JWT}"),
+    ("jwt", f"session{JWT}"),
+    ("bearer", "authBearer abcdef0123456789"),
+    ("bearer", "x_bearer abcdef0123456789"),
+    ("bearer", "BeArEr abcdef0123456789"),  # the scheme name is case-insensitive
+    ("card", "x_4111111111111111"),
+    ("card", "ref-4111-1111-1111-1111"),
+    ("card", "cc4111 1111 1111 1111"),
+    ("card", "4111111111111111-"),
+    ("email", "first_last@example.com"),
+    ("email", "ann@example.com_x"),
+]
+
+
+@pytest.mark.parametrize(("name", "text"), GLUED, ids=[text[:24] for _, text in GLUED])
+def test_secret_glued_to_word_characters_is_found(name: str, text: str) -> None:
+    assert list(BUILTIN[name].spans(text)), text
+    rules = guard({"detectors": [name], "action": "redact"})
+    out = rules.check("arguments", None, "up__echo", {"message": text})["message"]
+    assert f"[REDACTED:{name}]" in out and not list(BUILTIN[name].spans(out))
+    for piece in ("AKIAIOSFODNN7", "ghp_", "xoxb-", "eyJ", "abcdef0123456789", "1111", "first_", "ann@"):
+        assert piece not in out, out
+    with pytest.raises(DataBlocked):
+        guard({"detectors": [name], "action": "block"}).check("arguments", None, "x", {"m": text})
+
+
+def test_chains_of_digit_groups_are_still_not_cards() -> None:
+    for text in ("call 1-4111-1111-1111-1111", "4111-1111-1111-1111-1", "24111111111111111"):
+        assert not list(BUILTIN["card"].spans(text)), text
+
+
+def test_a_redacted_url_password_is_not_found_again() -> None:
+    url = {"u": "https://bob:hunter2@git.example.com/r"}
+    out = guard({"detectors": ["url-password"], "action": "redact"}).check("arguments", None, "x", url)
+    assert out == {"u": "https://[REDACTED:url-password]@git.example.com/r"} and not found_in(out)
+    # With every detector, `hunter2@git.example.com` is an e-mail address first: the password goes too.
+    out = guard(REDACT_ALL).check("arguments", None, "x", url)
+    assert "hunter2" not in out["u"] and not found_in(out)
+
+
+def test_audit_redactor_reads_keys_numbers_base64_and_glued_secrets() -> None:
+    redactor = Redactor()
+    arguments = {
+        "data": f"x_{AWS}",
+        AWS: 1,
+        "card": 4111111111111111,
+        "created": TIMESTAMP,
+        "blob": b64(f"key {GITHUB}"),
+        "wrapped": base64.encodebytes(("x" * 100 + AWS).encode()).decode(),
+        "_meta": {"t": f"token{SLACK}"},
+    }
+    out = redactor.value(arguments)
+    assert out["data"] == "x_[REDACTED:aws-key]" and out["[REDACTED:aws-key]"] == 1
+    assert out["card"] == "[REDACTED:card]" and out["created"] == TIMESTAMP
+    assert base64.b64decode(out["blob"]).decode() == "key [REDACTED:github-token]"
+    assert base64.decodebytes(out["wrapped"].encode()).decode() == "x" * 100 + "[REDACTED:aws-key]"
+    assert out["_meta"] == {"t": "token[REDACTED:slack-token]"}
+    assert not found_in({k: v for k, v in out.items() if k != "created"})  # as text it looks like a card
+    # Results reach the log as JSON text: base64 inside a text is read there, and cut at any length.
+    dumped = json.dumps({"content": [{"type": "image", "data": b64(f"key {AWS} then more")}]})
+    assert AWS not in json.dumps(json.loads(redactor.text(dumped)))
+    text = json.loads(redactor.text(dumped))["content"][0]["data"]
+    assert base64.b64decode(text).decode() == "key [REDACTED:aws-key] then more"
+    for cut in range(40, len(dumped)):
+        assert AWS not in " ".join(decoded_texts(redactor.text(dumped[:cut]))), cut
+
+
+def decoded_texts(text: str) -> list[str]:
+    """The text of every base64 run in `text` (lines broken with a written `\\n` joined), as far as
+    it decodes, and of any base64 in those texts."""
+    found = []
+    for run in re.findall(r"[A-Za-z0-9+/_-]{8,}", text.replace("\\n", "")):
+        body = run[: len(run) - len(run) % 4]
+        altchars = b"-_" if "-" in body or "_" in body else None
+        try:
+            decoded = base64.b64decode(body, altchars=altchars).decode("utf-8", "ignore")
+        except binascii.Error:
+            continue
+        found.extend([decoded, *decoded_texts(decoded)])
+    return found
+
+
+# --- property: wherever a secret is put, redact leaves none and block refuses ------------------------
+
+SAMPLES: dict[str, list[Any]] = {
+    "aws-key": [AWS, f"x_{AWS}"],
+    "github-token": [GITHUB, f"evil__{GITHUB}"],
+    "slack-token": [SLACK, f"token{SLACK}"],
+    "private-key": [CASES["private-key"][0]],
+    "jwt": [JWT, f"x_{JWT}"],
+    "bearer": ["Bearer abcdef0123456789", "x_bearer abcdef0123456789"],
+    "url-password": ["https://bob:hunter2@git.example.com/repo"],
+    "card": [CARD, "x_4111111111111111", 4111111111111111, 5555555555554444.0, 378282246310005],
+    "email": ["ann@example.com", "first_last@example.com"],
+}
+KEYS = st.sampled_from([*SKIPPED_BEFORE, "text", "result", "content", "x"])
+JUNK = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text("abc xyz", max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3),
+    max_leaves=6,
+)
+ENCODINGS: dict[str, Any] = {
+    "plain": lambda s: s,
+    "in-text": lambda s: f"see {s} here",
+    "base64": b64,
+    "base64url": lambda s: base64.urlsafe_b64encode(s.encode()).decode().rstrip("="),
+    "wrapped": lambda s: base64.encodebytes(s.encode()).decode(),
+    "base64-of-base64": lambda s: b64(b64(s)),
+    "data-uri": lambda s: "data:text/plain;charset=utf-8;base64," + b64(s),
+}
+
+
+@st.composite
+def planted(draw: st.DrawFn) -> tuple[str, Any]:
+    """(detector, a JSON value with one of its secrets at a random depth, key and form)."""
+    name = draw(st.sampled_from(sorted(SAMPLES)))
+    secret = draw(st.sampled_from(SAMPLES[name]))
+    value: Any = secret
+    if isinstance(secret, str):
+        value = ENCODINGS[draw(st.sampled_from(sorted(ENCODINGS)))](secret)
+        if draw(st.booleans()):
+            value = {value: draw(JUNK)}  # the secret as an object key
+    for _ in range(draw(st.integers(0, 4))):
+        if draw(st.booleans()):
+            holder: dict[str, Any] = draw(st.dictionaries(KEYS, JUNK, max_size=3))
+            holder[draw(KEYS)] = value
+            value = holder
+        else:
+            items: list[Any] = draw(st.lists(JUNK, max_size=3))
+            items.insert(draw(st.integers(0, len(items))), value)
+            value = items
+    return name, value
+
+
+PROPERTY_GUARDS = (guard(REDACT_ALL), guard(BLOCK_ALL))
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(planted(), st.sampled_from(["arguments", "results", "sampling"]))
+def test_property_secrets_anywhere_are_redacted_or_blocked(case: tuple[str, Any], direction: Any) -> None:
+    name, value = case
+    redacting, blocking = PROPERTY_GUARDS
+    out = redacting.check(direction, None, "up__x", value)
+    assert not found_in(out), (name, out)
+    blocking.check(direction, None, "up__x", out)  # nothing is left, not even inside base64
+    with pytest.raises(DataBlocked, match=f"{name} found"):
+        blocking.check(direction, None, "up__x", value)
+    # The audit log, on arguments (a value) and on results (their JSON text).
+    audited = Redactor(detectors=BUILTIN.values())
+    logged = audited.value(value)
+    assert not found_in(logged), (name, logged)
+    blocking.check(direction, None, "up__x", logged)
+    text = audited.text(json.dumps(value))
+    assert not [d for d in BUILTIN.values() if list(d.spans(text))], (name, text)
+    assert not found_in(decoded_texts(text)), (name, text)
 
 
 # --- through the gateway, in memory ---------------------------------------------------------------

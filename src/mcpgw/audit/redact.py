@@ -5,9 +5,17 @@ secret (password, token, authorization, api_key, ...) have their values
 replaced; values that look like a credential (bearer tokens, cloud and GitHub
 and Slack keys, JWTs, private keys, passwords in URLs) are replaced wherever
 they appear. The marker names the rule, so a reader knows what was there.
-The detectors themselves live in `dataguard` (one set for the audit log and the
-data rules); payment card numbers are always redacted here too, and so is
-whatever a data rule of the registry looks for.
+The detectors themselves live in `mcpgw.detectors` (one set for the audit log
+and the data rules); payment card numbers are always redacted here too, and so
+is whatever a data rule of the registry looks for.
+
+Like the data rules, the redactor reads every part of a value: object keys
+(renamed to the marker), numbers (a card number becomes the marker string) and
+the text inside base64 (re-encoded with the marker inside; replaced by the
+marker when it cannot be re-encoded as it was). Because results and errors
+reach the log as text (a result as its JSON dump), `text` also looks for base64
+inside the text: each run of 16 or more base64 characters that decodes to UTF-8
+text is read the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +24,12 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from mcpgw.detectors import AUDIT_ALWAYS, Detector
+from mcpgw.detectors import AUDIT_ALWAYS, MARKER, Base64Text, Detector, free_key, marker, number_text
+
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_\\-]{16,}={0,2}")
+"""Base64 inside a text, such as a JSON dump's `"data":"..."`, where a line break is written as a
+backslash and `n` (the class takes the backslash: an alternation would cost five times more).
+16 characters hold 12 bytes."""
 
 DEFAULT_SECRET_KEYS = (
     "password",
@@ -55,12 +68,46 @@ class Redactor:
         return any(k in lowered for k in self._keys)
 
     def text(self, value: str, literals: Iterable[str] = ()) -> str:
-        """Secret-looking spans replaced, and any of `literals` (known secret values) wherever they appear."""
+        """Secret-looking spans replaced, also inside base64 runs, and any of `literals` (known
+        secret values) wherever they appear."""
         for literal in literals:
             value = value.replace(literal, "[REDACTED:key]")
+        return _BASE64_RUN.sub(self._run, self._spans(value))
+
+    def _spans(self, value: str) -> str:
         for detector in self._rules:
             value = detector.sub(value)[0]
         return value
+
+    def _string(self, value: str) -> str:
+        """A whole string value, and its text if it is base64 of text, as the data rules read it."""
+        inner = Base64Text.decode(value)
+        return self._spans(value if inner is None else self._inside(inner) or value)
+
+    def _run(self, match: re.Match[str]) -> str:
+        run = match.group()
+        escaped = "\\" in run
+        if escaped:
+            run = run.replace("\\r", "\r").replace("\\n", "\n")
+        # A result is cut before it is redacted: a run at the cut may end one character into a
+        # group of four, which no decoder takes; the rest is read.
+        cut = len(run.replace("\r", "").replace("\n", "")) % 4 == 1 and not run.endswith("=")
+        head = run[:-1] if cut else run
+        out = (self._inside(Base64Text.decode(head)) or head) + run[len(head) :]
+        return out.replace("\r", "\\r").replace("\n", "\\n") if escaped else out
+
+    def _inside(self, inner: Base64Text | None) -> str | None:
+        """`inner` re-encoded after redacting its text, or None when nothing in it was redacted."""
+        if inner is None:
+            return None
+        checked = self._string(inner.text)
+        if checked == inner.text:
+            return None
+        encoded = inner.reencode(checked)
+        if encoded is not None:
+            return encoded
+        names = dict.fromkeys(MARKER.findall(checked))
+        return "".join(marker(name) for name in names) or marker("base64")
 
     def secret_values(self, value: Any) -> list[str]:
         """The string values held under secret keys: an upstream may echo them back in an error."""
@@ -77,14 +124,22 @@ class Redactor:
         return found
 
     def value(self, value: Any) -> Any:
-        """A JSON-like value with secret keys and secret-looking strings replaced."""
+        """A JSON-like value with secret keys' values, secret-looking strings, keys and numbers
+        replaced."""
         if isinstance(value, dict):
-            return {
-                k: "[REDACTED:key]" if self.secret_key(str(k)) and v not in (None, "") else self.value(v)
-                for k, v in value.items()
-            }
+            out: dict[Any, Any] = {}
+            for k, v in value.items():
+                new = "[REDACTED:key]" if self.secret_key(str(k)) and v not in (None, "") else self.value(v)
+                key = self._string(k) if isinstance(k, str) else k
+                out[key if key == k else free_key(key, value, out)] = new
+            return out
         if isinstance(value, list):
             return [self.value(v) for v in value]
         if isinstance(value, str):
-            return self.text(value)
+            return self._string(value)
+        digits = number_text(value)
+        if digits is not None:
+            for detector in self._rules:
+                if detector.in_number(digits):
+                    return marker(detector.name)
         return value

@@ -11,6 +11,26 @@ An action is `monitor` (record which detectors fired), `redact` (replace each
 match with `[REDACTED:<detector>]`) or `block` (refuse with `DataBlocked`;
 the audit record says `blocked`). Values are never echoed in errors or findings.
 
+Every part of a value is read, whatever its key (`data`, `type`, `_meta`
+included):
+- strings;
+- object keys: a redacted key is renamed (`[REDACTED:aws-key]`, with ` (2)`
+  added if another entry has that name);
+- numbers (ints, and floats whose value is an integer), by the detectors whose
+  matches can be all digits: `card` (for a number, only with a card network's
+  leading digit, see `detectors._card_network`) and the custom ones. A
+  redacted number becomes the marker string;
+- the text inside a string that is, as a whole, base64 of UTF-8 text (image
+  and audio `data`, a resource's `blob`, a `data:` URI, or anything else;
+  recursively).
+  Base64 of binary (a PNG) is not UTF-8 and is not read as text; its base64
+  characters are still read as a string. A redaction inside base64 is written
+  back in the same encoding (alphabet, padding, line width) with the marker in
+  the decoded text. When the value cannot be re-encoded exactly as it came (it
+  does not round-trip: non-zero padding bits, uneven lines), the redacting
+  detector blocks instead: nothing goes on that is neither redacted nor what
+  the sender wrote. Base64 inside a longer text is not decoded here.
+
 The sampling code calls `Guard.check_sampling(persona, params)` with the
 `sampling/createMessage` params before sending them to a model.
 """
@@ -21,9 +41,18 @@ import fnmatch
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal
 
-from mcpgw.detectors import BUILTIN, Detector, custom_detectors
+from mcpgw.detectors import (
+    BUILTIN,
+    Base64Text,
+    Detector,
+    custom_detectors,
+    free_key,
+    marker,
+    number_text,
+)
 from mcpgw.errors import DataBlocked
 
 if TYPE_CHECKING:
@@ -38,25 +67,36 @@ _STRENGTH: dict[str, int] = {"monitor": 0, "redact": 1, "block": 2}
 # --- applying rules -------------------------------------------------------------------------------
 
 _REMEMBER = 4096
-"""Texts longer than this are remembered within one check (see `Scan.done`)."""
-_SKIPPED_KEYS = frozenset({"type", "mimeType", "blob", "data", "_meta", "resultType"})
-"""Keys whose values are not text a detector should read (types, base64 payloads, metadata)."""
+"""Texts longer than this, and object keys, are remembered within one check (see `Scan.done`)."""
+
+Steps = tuple[tuple[Detector, Action], ...]
 
 
 @dataclass(frozen=True)
 class Plan:
     """The detectors that apply to one (direction, persona, name), each with its strongest action."""
 
-    steps: tuple[tuple[Detector, Action], ...]
+    steps: Steps
+    numbers: Steps = ()
+    """The steps whose detector can match a number's digits (`Detector.digits`)."""
+    number_floor: int = 0
+    """Numbers below this have fewer digits than any detector in `numbers` matches: not read."""
+
+    @classmethod
+    def of(cls, steps: Steps) -> Plan:
+        numbers = tuple((d, a) for d, a in steps if d.digits)
+        shortest = min((d.min_length for d, _ in numbers), default=0)
+        return cls(steps, numbers, 10 ** (shortest - 1) if shortest > 1 else 0)
 
 
 @dataclass
 class Scan:
     counts: dict[str, int]
     blocked: list[str]
-    done: dict[str, tuple[str, dict[str, int]]] = field(default_factory=dict)
-    """Long texts already checked in this value: a tool's text content and its structured content
-    often carry the same text, which is then scanned once."""
+    done: dict[str, tuple[str | None, dict[str, int]]] = field(default_factory=dict)
+    """Texts already checked in this value (the result, None if unchanged, and the counts): a tool's
+    text content and its structured content often carry the same long text, and objects in a list
+    the same keys; each is then scanned once."""
 
 
 class Guard:
@@ -94,7 +134,7 @@ class Guard:
             for detector in rule.detectors:
                 if _STRENGTH[rule.action] >= _STRENGTH[strongest.get(detector, "monitor")]:
                     strongest[detector] = rule.action
-        plan = Plan(tuple((self._detectors[d], a) for d, a in strongest.items())) if strongest else None
+        plan = Plan.of(tuple((self._detectors[d], a) for d, a in strongest.items())) if strongest else None
         self._plans[key] = plan
         return plan
 
@@ -140,34 +180,85 @@ class Guard:
 
 def _walk(value: Any, plan: Plan, scan: Scan) -> Any:
     if isinstance(value, str):
-        return _text(value, plan, scan)
+        return _string(value, plan, scan, remember=len(value) > _REMEMBER)
     if isinstance(value, dict):
-        changed: dict[str, Any] | None = None
-        for key, item in value.items():
-            if key in _SKIPPED_KEYS:
-                continue
-            new = _walk(item, plan, scan)
-            if new is not item:
-                if changed is None:
-                    changed = dict(value)
-                changed[key] = new
-        return value if changed is None else changed
+        return _object(value, plan, scan)
     if isinstance(value, list):
         items = [_walk(item, plan, scan) for item in value]
         return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if plan.numbers and isinstance(value, (int, float)) and abs(value) >= plan.number_floor:
+        digits = number_text(value)
+        if digits is not None:
+            return _number(value, digits, plan, scan)
     return value
 
 
-def _text(text: str, plan: Plan, scan: Scan) -> str:
-    remembered = scan.done.get(text) if len(text) > _REMEMBER else None
-    if remembered is not None:
-        out, counts = remembered
+def _number(value: float, digits: str, plan: Plan, scan: Scan) -> float | str:
+    """A JSON number, or the marker that replaces it."""
+    out: float | str = value
+    for detector, action in plan.numbers:
+        if detector.in_number(digits):
+            scan.counts[detector.name] = scan.counts.get(detector.name, 0) + 1
+            if action == "block":
+                scan.blocked.append(detector.name)
+            elif action == "redact" and out is value:
+                out = marker(detector.name)
+    return out
+
+
+def _object(value: dict[Any, Any], plan: Plan, scan: Scan) -> dict[Any, Any]:
+    out: dict[Any, Any] | None = None
+    for index, (key, item) in enumerate(value.items()):
+        new_key = _string(key, plan, scan, remember=True) if isinstance(key, str) else key
+        new_item = _walk(item, plan, scan)
+        if out is None:
+            if new_key is key and new_item is item:
+                continue
+            out = dict(islice(value.items(), index))
+        if new_key is not key:
+            new_key = free_key(new_key, value, out)
+        out[new_key] = new_item
+    return value if out is None else out
+
+
+def _string(text: str, plan: Plan, scan: Scan, *, remember: bool = False) -> str:
+    if not remember:
+        return _decoded(text, plan, scan)
+    known = scan.done.get(text)
+    if known is not None:
+        out, counts = known
         for name, count in counts.items():
             scan.counts[name] = scan.counts.get(name, 0) + count
-        return out
+        return text if out is None else out
+    before = dict(scan.counts)
+    out = _decoded(text, plan, scan)
+    counts = {name: n - before.get(name, 0) for name, n in scan.counts.items() if n != before.get(name, 0)}
+    scan.done[text] = (None if out is text else out, counts)
+    return out
+
+
+def _decoded(text: str, plan: Plan, scan: Scan) -> str:
+    """`text` after the plan, and the text inside it when it is base64 of text (see the module doc)."""
+    inner = Base64Text.decode(text)
+    if inner is not None:
+        before = dict(scan.counts)
+        checked = _string(inner.text, plan, scan, remember=len(inner.text) > _REMEMBER)
+        if checked is not inner.text:
+            encoded = inner.reencode(checked)
+            if encoded is not None:
+                text = encoded
+            else:
+                scan.blocked.extend(
+                    d.name
+                    for d, action in plan.steps
+                    if action == "redact" and scan.counts.get(d.name, 0) > before.get(d.name, 0)
+                )
+    return _text(text, plan.steps, scan)
+
+
+def _text(text: str, steps: Steps, scan: Scan) -> str:
     out = text
-    counts = {}
-    for detector, action in plan.steps:
+    for detector, action in steps:
         if action == "redact":
             out, count = detector.sub(out)
         else:
@@ -175,9 +266,5 @@ def _text(text: str, plan: Plan, scan: Scan) -> str:
             if count and action == "block":
                 scan.blocked.append(detector.name)
         if count:
-            counts[detector.name] = count
             scan.counts[detector.name] = scan.counts.get(detector.name, 0) + count
-    out = text if out == text else out
-    if len(text) > _REMEMBER:
-        scan.done[text] = (out, counts)
-    return out
+    return text if out == text else out
