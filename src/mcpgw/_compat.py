@@ -132,3 +132,15 @@ def direct_progress_requested(session: ServerSession) -> bool:
     # A 2026-07-28 request's context is wrapped (`runner._NoServerRequestsDispatchContext._inner`).
     outbound = getattr(outbound, "_inner", outbound)
     return getattr(outbound, "_on_progress", None) is not None
+
+
+def connection_closed(session: ClientSession) -> bool:
+    """Whether `session`'s connection to its server is gone (its dispatcher saw the end of the stream).
+
+    mcp 2.3: the dispatcher raises `MCPError(CONNECTION_CLOSED)` both when the transport ends and when
+    the peer merely answers with that code, and keeps the difference only in its private `_closed`
+    flag (set before it fails the pending requests); `ClientSession` keeps the dispatcher as
+    `_dispatcher`. An unknown shape counts as open: the supervisor still notices a real loss.
+    """
+    dispatcher = getattr(session, "_dispatcher", None)
+    return getattr(dispatcher, "_closed", False) is True

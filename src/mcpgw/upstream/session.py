@@ -17,6 +17,7 @@ upstream, opened at start, on the mcp SDK's `ClientSession` directly.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from typing import Any, cast
@@ -61,12 +62,20 @@ def forwardable_meta(meta: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 class UpstreamReplyError(UpstreamError):
-    """The upstream answered with a JSON-RPC error; relayed downstream with its own code."""
+    """The upstream answered with a JSON-RPC error: relayed downstream as it came (code, message, data).
+
+    The error is the upstream's data, whatever its code: -32000 ("connection closed") or -32001
+    ("request timeout") from an upstream say nothing about mcpgw's connection to it.
+    """
 
     def __init__(self, server: str, error: types.ErrorData) -> None:
         super().__init__(server, error.message)
         self.error = error
         self.jsonrpc_code = error.code  # type: ignore[misc]
+        self.data = error.data
+
+    def __str__(self) -> str:
+        return self.error.message
 
 
 class Session:
@@ -192,6 +201,7 @@ class Session:
         request: types.Request[Any, Any] = types.Request[dict[str, Any], str](
             method=method, params=params or {}
         )
+        sent = time.monotonic()
         try:
             result: dict[str, Any] = await client.send_request(  # type: ignore[type-var]
                 request,
@@ -200,9 +210,12 @@ class Session:
                 progress_callback=cast(ProgressFnT, on_progress),
             )
         except MCPError as exc:
-            if exc.code == types.REQUEST_TIMEOUT:
+            # The SDK raises its own timeout and connection loss with the same codes an upstream may
+            # put in an error reply, so the codes alone decide nothing: a hostile upstream answering
+            # -32000 would otherwise get itself restarted, failing every other client's calls.
+            if exc.code == types.REQUEST_TIMEOUT and time.monotonic() - sent >= timeout:
                 raise UpstreamTimeout(self.name, f"{method} timed out after {timeout:g}s") from exc
-            if exc.code == types.CONNECTION_CLOSED:
+            if exc.code == types.CONNECTION_CLOSED and _compat.connection_closed(client):
                 self._on_lost("connection closed")
                 raise UpstreamUnavailable(self.name, "connection closed") from exc
             raise UpstreamReplyError(self.name, exc.error) from exc
