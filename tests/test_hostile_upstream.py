@@ -33,11 +33,19 @@ def hostile() -> Server[Any]:
     async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
         schema = {"type": "object"}
         return types.ListToolsResult(
-            tools=[types.Tool(name="fail", input_schema=schema), types.Tool(name="slow", input_schema=schema)]
+            tools=[types.Tool(name=name, input_schema=schema) for name in ("fail", "slow", "big")]
         )
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         arguments = params.arguments or {}
+        if params.name == "big":
+            blob = "x" * int(arguments["size"])
+            where = arguments["where"]
+            return types.CallToolResult(
+                content=[types.TextContent(type="text", text=blob if where == "content" else "small")],
+                structured_content={"blob": blob} if where == "structured" else None,
+                _meta={"blob": blob} if where == "meta" else None,
+            )
         if params.name == "slow":
             await anyio.sleep(float(arguments.get("seconds", 1)))
             return types.CallToolResult(content=[types.TextContent(type="text", text="done")])
@@ -50,7 +58,11 @@ def hostile() -> Server[Any]:
 
 @asynccontextmanager
 async def gateway(**extra: Any) -> AsyncIterator[tuple[Gateway, Server[Any]]]:
-    registry = validate({"servers": {"evil": {"command": "in-process", "timeout": 60}}, **extra}, source="t")
+    gateway_settings = {"max_result_bytes": 4096}
+    registry = validate(
+        {"gateway": gateway_settings, "servers": {"evil": {"command": "in-process", "timeout": 60}}, **extra},
+        source="t",
+    )
     built = build_gateway(registry, audit=None, in_process={"evil": hostile()}).gateway
     async with built.running():
         await built.wait_started()
@@ -106,3 +118,15 @@ async def test_secrets_in_an_upstream_error_pass_the_data_rules() -> None:
     assert AWS not in repr(error)
     assert error.message == "key [REDACTED:aws-key] rejected"
     assert error.data == {"key": "[REDACTED:aws-key]", "n": 7}
+
+
+@pytest.mark.parametrize("where", ["content", "structured", "meta"])
+async def test_every_part_of_a_result_counts_against_max_result_bytes(where: str) -> None:
+    """`structuredContent` and `_meta` were not counted: 40 MB passed a 32 MB limit."""
+    async with gateway() as (_, server), Client(server) as client:
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool("evil__big", {"where": where, "size": 5000})
+        assert "upstream 'evil'" in caught.value.error.message
+        assert "max_result_bytes" in caught.value.error.message
+        fits = await client.call_tool("evil__big", {"where": where, "size": 3000})
+    assert not fits.is_error

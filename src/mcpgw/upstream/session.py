@@ -226,10 +226,13 @@ class Session:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
             self._on_lost("connection closed")
             raise UpstreamUnavailable(self.name, "connection closed") from exc
-        if method not in ("ping", "server/discover") and _content_size(result) > self.max_result_bytes:
+        if (
+            method not in ("ping", "server/discover")
+            and _content_size(result, self.max_result_bytes) > self.max_result_bytes
+        ):
             raise UpstreamError(
                 self.name,
-                f"{method} returned more than {self.max_result_bytes} bytes of content "
+                f"{method} returned more than {self.max_result_bytes} characters "
                 "([gateway] max_result_bytes); the result was dropped",
             )
         meta = result.get("_meta")
@@ -244,17 +247,26 @@ class Session:
         return result
 
 
-def _content_size(result: dict[str, Any]) -> int:
-    """Characters of text and base64 data a result carries: cheap to count, and what makes results large."""
+def _content_size(result: dict[str, Any], limit: int) -> int:
+    """Characters of text a result carries anywhere (content, structuredContent, `_meta`, keys too).
+
+    Every part counts: a limit on `content` alone let 40 MB through in `structuredContent`. The walk
+    stops as soon as the count passes `limit`, so an oversized result costs no more than the limit.
+    """
     size = 0
-    for key in ("content", "contents", "messages"):
-        items = result.get(key)
-        for item in items if isinstance(items, list) else ():
-            if not isinstance(item, dict):
-                continue
-            for part in (item, item.get("resource"), item.get("content")):
-                if isinstance(part, dict):
-                    size += sum(len(v) for k in ("text", "data", "blob") if isinstance(v := part.get(k), str))
+    stack: list[Any] = [result]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            size += len(value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                size += len(key)
+                stack.append(item)
+        elif isinstance(value, list):
+            stack.extend(value)
+        if size > limit:
+            break
     return size
 
 
