@@ -314,11 +314,6 @@ async def test_era_option_pins_the_protocol_of_a_real_process() -> None:
             upstream.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mcpgw relays progress only to a progressToken (send_progress_notification); the SDK's "
-    "in-process dispatcher carries none and takes progress through ctx.session.report_progress",
-)
 async def test_progress_reaches_an_in_process_client_of_the_2026_era() -> None:
     """`Client(build_server(gateway)[0])` in a 2026-07-28 mode, as an embedder would connect."""
     seen: list[float] = []

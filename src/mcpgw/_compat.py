@@ -115,3 +115,32 @@ def skip_tool_result_validation(session: ClientSession) -> None:
         return None
 
     session.validate_tool_result = _no_validation  # type: ignore[method-assign]
+
+
+def direct_progress_requested(session: ServerSession) -> bool:
+    """Whether the in-process caller of this request asked for progress (a callback, no token).
+
+    mcp 2.3: a request dispatched in-process (`Client(server)`) carries its progress callback on
+    the request's `DirectDispatchContext._on_progress`, which the session keeps as
+    `_request_outbound` (for a 2026-07-28 request, wrapped in a context that refuses server
+    requests, which keeps it as `_inner`); over JSON-RPC the token is in the request's `_meta`,
+    which the caller reads.
+    Without this the gateway could not tell an in-process client that wants progress from one that
+    does not, and would either drop its progress or ask every upstream for progress nobody reads.
+    """
+    outbound = getattr(session, "_request_outbound", None)
+    # A 2026-07-28 request's context is wrapped (`runner._NoServerRequestsDispatchContext._inner`).
+    outbound = getattr(outbound, "_inner", outbound)
+    return getattr(outbound, "_on_progress", None) is not None
+
+
+def connection_closed(session: ClientSession) -> bool:
+    """Whether `session`'s connection to its server is gone (its dispatcher saw the end of the stream).
+
+    mcp 2.3: the dispatcher raises `MCPError(CONNECTION_CLOSED)` both when the transport ends and when
+    the peer merely answers with that code, and keeps the difference only in its private `_closed`
+    flag (set before it fails the pending requests); `ClientSession` keeps the dispatcher as
+    `_dispatcher`. An unknown shape counts as open: the supervisor still notices a real loss.
+    """
+    dispatcher = getattr(session, "_dispatcher", None)
+    return getattr(dispatcher, "_closed", False) is True

@@ -37,6 +37,8 @@ class GatewayError(Exception):
 
     jsonrpc_code: ClassVar[int] = INTERNAL_ERROR
     exit_code: ClassVar[int] = 1
+    data: object = None
+    """The JSON-RPC error's `data`, when there is one to pass on (an upstream's own)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

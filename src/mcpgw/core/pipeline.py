@@ -25,10 +25,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import mcp_types as types
+
 from mcpgw.upstream import Upstream
 from mcpgw.upstream.inflight import ClientChannel
 from mcpgw.upstream.logrelay import LogSink
-from mcpgw.upstream.session import ProgressRelay
+from mcpgw.upstream.session import ProgressRelay, UpstreamReplyError
 
 if TYPE_CHECKING:
     from mcpgw.core.gateway import Gateway
@@ -89,7 +91,10 @@ class Pipeline:
         if target.answer is not None:
             return target.answer
         self._guard_up(target)
-        result = await kind.forward(gateway, request, target)
+        try:
+            result = await kind.forward(gateway, request, target)
+        except UpstreamReplyError as exc:
+            raise self._guarded_error(target, exc) from exc
         result = kind.shape(gateway, target, result)
         return self._guard_down(target, result)
 
@@ -101,6 +106,19 @@ class Pipeline:
             value = target.params.get(key)
             if value is not None:
                 target.params[key] = guard.check("arguments", target.persona, target.rule_name, value)
+
+    def _guarded_error(self, target: Target, error: UpstreamReplyError) -> UpstreamReplyError:
+        """An upstream's error reply is a result like any other: its message and data pass the rules."""
+        guard = self._gateway.guard
+        if guard is None:
+            return error
+        reply = {"message": error.error.message, "data": error.error.data}
+        checked = guard.check("results", target.persona, target.rule_name, reply)
+        if checked is reply:
+            return error
+        data = checked.get("data")
+        redacted = types.ErrorData(code=error.error.code, message=str(checked["message"]), data=data)
+        return UpstreamReplyError(error.server, redacted)
 
     def _guard_down(self, target: Target, result: dict[str, Any]) -> dict[str, Any]:
         guard = self._gateway.guard

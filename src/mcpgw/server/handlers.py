@@ -47,7 +47,7 @@ async def _guarded(work: Callable[[], Awaitable[T]]) -> T:
     try:
         return await work()
     except GatewayError as exc:
-        raise MCPError(code=exc.jsonrpc_code, message=str(exc)) from exc
+        raise MCPError(code=exc.jsonrpc_code, message=str(exc), data=exc.data) from exc
     except MCPError:
         raise
     except Exception as exc:

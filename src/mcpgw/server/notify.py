@@ -72,20 +72,19 @@ def notification_options() -> NotificationOptions:
 
 
 def progress_relay(ctx: Ctx) -> Callable[[float, float | None, str | None], Awaitable[None]] | None:
-    """Where an upstream's progress for this call goes: to the client, under its own token; None if none."""
+    """Where an upstream's progress for this call goes: to the client that asked for it; None if none did.
+
+    A client over JSON-RPC asks with a progress token; one dispatched in-process (an embedder's
+    `Client(server)`) with a callback. The session's `report_progress` serves both, on the request's
+    own channel.
+    """
     meta = (ctx.params or {}).get("_meta")
     token = meta.get("progressToken") if isinstance(meta, dict) else None
-    if token is None:
+    if token is None and not _compat.direct_progress_requested(ctx.session):
         return None
 
     async def relay(progress: float, total: float | None, message: str | None) -> None:
-        await ctx.session.send_progress_notification(
-            progress_token=token,
-            progress=progress,
-            total=total,
-            message=message,
-            related_request_id=str(ctx.request_id) if ctx.request_id is not None else None,
-        )
+        await ctx.session.report_progress(progress, total, message)
 
     return relay
 

@@ -17,6 +17,7 @@ upstream, opened at start, on the mcp SDK's `ClientSession` directly.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from typing import Any, cast
@@ -61,12 +62,20 @@ def forwardable_meta(meta: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 class UpstreamReplyError(UpstreamError):
-    """The upstream answered with a JSON-RPC error; relayed downstream with its own code."""
+    """The upstream answered with a JSON-RPC error: relayed downstream as it came (code, message, data).
+
+    The error is the upstream's data, whatever its code: -32000 ("connection closed") or -32001
+    ("request timeout") from an upstream say nothing about mcpgw's connection to it.
+    """
 
     def __init__(self, server: str, error: types.ErrorData) -> None:
         super().__init__(server, error.message)
         self.error = error
         self.jsonrpc_code = error.code  # type: ignore[misc]
+        self.data = error.data
+
+    def __str__(self) -> str:
+        return self.error.message
 
 
 class Session:
@@ -192,6 +201,7 @@ class Session:
         request: types.Request[Any, Any] = types.Request[dict[str, Any], str](
             method=method, params=params or {}
         )
+        sent = time.monotonic()
         try:
             result: dict[str, Any] = await client.send_request(  # type: ignore[type-var]
                 request,
@@ -200,9 +210,12 @@ class Session:
                 progress_callback=cast(ProgressFnT, on_progress),
             )
         except MCPError as exc:
-            if exc.code == types.REQUEST_TIMEOUT:
+            # The SDK raises its own timeout and connection loss with the same codes an upstream may
+            # put in an error reply, so the codes alone decide nothing: a hostile upstream answering
+            # -32000 would otherwise get itself restarted, failing every other client's calls.
+            if exc.code == types.REQUEST_TIMEOUT and time.monotonic() - sent >= timeout:
                 raise UpstreamTimeout(self.name, f"{method} timed out after {timeout:g}s") from exc
-            if exc.code == types.CONNECTION_CLOSED:
+            if exc.code == types.CONNECTION_CLOSED and _compat.connection_closed(client):
                 self._on_lost("connection closed")
                 raise UpstreamUnavailable(self.name, "connection closed") from exc
             raise UpstreamReplyError(self.name, exc.error) from exc
@@ -213,10 +226,13 @@ class Session:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
             self._on_lost("connection closed")
             raise UpstreamUnavailable(self.name, "connection closed") from exc
-        if method not in ("ping", "server/discover") and _content_size(result) > self.max_result_bytes:
+        if (
+            method not in ("ping", "server/discover")
+            and _content_size(result, self.max_result_bytes) > self.max_result_bytes
+        ):
             raise UpstreamError(
                 self.name,
-                f"{method} returned more than {self.max_result_bytes} bytes of content "
+                f"{method} returned more than {self.max_result_bytes} characters "
                 "([gateway] max_result_bytes); the result was dropped",
             )
         meta = result.get("_meta")
@@ -231,17 +247,26 @@ class Session:
         return result
 
 
-def _content_size(result: dict[str, Any]) -> int:
-    """Characters of text and base64 data a result carries: cheap to count, and what makes results large."""
+def _content_size(result: dict[str, Any], limit: int) -> int:
+    """Characters of text a result carries anywhere (content, structuredContent, `_meta`, keys too).
+
+    Every part counts: a limit on `content` alone let 40 MB through in `structuredContent`. The walk
+    stops as soon as the count passes `limit`, so an oversized result costs no more than the limit.
+    """
     size = 0
-    for key in ("content", "contents", "messages"):
-        items = result.get(key)
-        for item in items if isinstance(items, list) else ():
-            if not isinstance(item, dict):
-                continue
-            for part in (item, item.get("resource"), item.get("content")):
-                if isinstance(part, dict):
-                    size += sum(len(v) for k in ("text", "data", "blob") if isinstance(v := part.get(k), str))
+    stack: list[Any] = [result]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            size += len(value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                size += len(key)
+                stack.append(item)
+        elif isinstance(value, list):
+            stack.extend(value)
+        if size > limit:
+            break
     return size
 
 
