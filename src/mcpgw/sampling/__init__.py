@@ -27,7 +27,8 @@ The parts it puts together, one job each:
   persona, the capabilities declared to upstreams, and the chain of routes;
 - `llm`: the litellm boundary (lazy import, the Router, cooldowns, errors);
 - `convert`: MCP sampling messages, tools and tool choice <-> chat completions;
-- `budget`: per-persona daily token and dollar budgets;
+- `budget`: per-persona daily token and dollar budgets, reserved before a model
+  call and settled with its real usage after;
 - `mcpgw.audit.spend`: the spend read back from the audit log.
 
 Which downstream call a handshake-era sampling request belongs to: the
@@ -51,7 +52,8 @@ from mcpgw.audit.step import Outcome
 from mcpgw.config import DEFAULT_PERSONA, Registry, SamplingPolicy
 from mcpgw.errors import DataBlocked, GatewayError, SamplingRefused
 from mcpgw.sampling import policy as rules
-from mcpgw.sampling.budget import Budgets
+from mcpgw.sampling.budget import Budgets, prompt_tokens
+from mcpgw.sampling.convert import max_tokens
 from mcpgw.sampling.llm import Models
 from mcpgw.upstream.inflight import Caller, InFlight
 
@@ -265,11 +267,21 @@ class Sampler:
     async def _complete(
         self, server: str, params: dict[str, Any], persona: str | None, record: Record
     ) -> dict[str, Any]:
-        """Answer through a model: within the persona's budget, along the routes policy allows."""
-        self._budgets.check(persona)
+        """Answer through a model: along the routes policy allows, within the persona's budget.
+
+        The budget is held before anything is sent (the request's `maxTokens`, its prompt's
+        estimated tokens, their price on the dearest route of the chain), settled with what the
+        model reports once it answers, and released if it does not (see `budget`).
+        """
         chain = rules.chain(self.settings, server, persona, params)
         context = self._context(server, params.get("includeContext"))
-        return await self._models.complete(chain, params, record, context=context)
+        prompt, output = prompt_tokens(params, context=context), max_tokens(params)
+        usd = self._models.worst_cost(chain, input_tokens=prompt, output_tokens=output)
+        with self._budgets.hold(persona, tokens=prompt + output, usd=usd) as hold:
+            answer = await self._models.complete(chain, params, record, context=context)
+            used = record.input_tokens + record.output_tokens
+            self._budgets.settle(hold, tokens=used, usd=record.cost_usd)
+        return answer
 
     def _context(self, server: str, include: Any) -> str | None:
         if include not in ("thisServer", "allServers"):
@@ -293,9 +305,6 @@ class Sampler:
         latency = (time.perf_counter() - record.started) * 1000
         self.records.append(record)
         del self.records[:-100]
-        if record.answered_by == "llm" and record.outcome == Outcome.OK:
-            tokens = record.input_tokens + record.output_tokens
-            self._budgets.charge(record.persona, tokens=tokens, usd=record.cost_usd)
         logger.info(
             "sampling for %s (persona %s): %s via %s, %d+%d tokens, $%.6f, %.0f ms",
             record.server,
