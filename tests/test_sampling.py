@@ -29,6 +29,11 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from conftest import SERVERS, background, free_port, gateway_stdio, mcpgw_command, run_mcpgw
+from mcpgw.audit.step import Outcome
+from mcpgw.config import validate
+from mcpgw.errors import SamplingError, SamplingFailed, SamplingRefused
+from mcpgw.sampling import Sampler
+from mcpgw.upstream.inflight import Caller
 
 pytestmark = pytest.mark.anyio
 
@@ -434,6 +439,95 @@ async def test_money_budget_refuses_once_spent(shared: Shared, model: StandIn) -
     assert len(model.requests()) == 1
 
 
+def budgeted_sampler(llm: StandIn, **personas: dict[str, Any]) -> Sampler:
+    """A sampler in memory whose routes reach the stand-in model: `main` answers, `broken` fails."""
+    registry = validate(
+        {
+            "servers": {"up": {"command": "true"}},
+            "personas": {name: {} for name in personas},
+            "sampling": {
+                "routes": {"main": route(llm, "good"), "broken": route(llm, "fail-500", retries=0)},
+                "personas": personas,
+            },
+        },
+        source="test",
+    )
+    return Sampler(registry)
+
+
+HELLO = {"messages": [{"role": "user", "content": {"type": "text", "text": "hi"}}], "maxTokens": 8}
+"""The stand-in reports 8 prompt tokens and 7 completion tokens for it: 15; mcpgw reserves 8 + 8."""
+
+
+async def concurrently(sampler: Sampler, persona: str, count: int) -> list[dict[str, Any] | Exception]:
+    """`count` sampling requests of `persona` at once: each one's answer or error, in order."""
+    outcomes: list[dict[str, Any] | Exception] = [RuntimeError("not run")] * count
+
+    async def one(index: int) -> None:
+        try:
+            outcomes[index] = await sampler.sample("up", dict(HELLO), Caller(persona=persona))
+        except SamplingError as exc:
+            outcomes[index] = exc
+
+    async with anyio.create_task_group() as tg:
+        for index in range(count):
+            tg.start_soon(one, index)
+    return outcomes
+
+
+async def test_concurrent_requests_cannot_overspend_the_budget(
+    llm: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve requests at once under 50 tokens a day: each reserves 16 before it is sent, so three fit."""
+    monkeypatch.setenv(KEY_VAR, SECRET)
+    llm.clear()
+    sampler = budgeted_sampler(llm, tight={"routes": ["main"], "tokens_per_day": 50})
+    outcomes = await concurrently(sampler, "tight", 12)
+    answered = [o for o in outcomes if isinstance(o, dict)]
+    refused = [o for o in outcomes if isinstance(o, SamplingRefused)]
+    assert len(answered) == 3 and len(refused) == 9, outcomes
+    for exc in refused:
+        message = str(exc)
+        assert "persona 'tight' has used its sampling budget for today (0 of 50 tokens" in message
+        assert "48 more held by 3 request(s) in flight, and this request may use up to 16 tokens" in message
+    assert len(llm.requests()) == 3  # the refused ones sent nothing
+    used = [r.input_tokens + r.output_tokens for r in sampler.records if r.outcome == Outcome.OK]
+    assert used == [15, 15, 15] and sum(used) <= 50
+    # Settled with what the model reported (45): a request alone may still start while 5 are left,
+    # which is the documented slack (one request's use); after it, nothing more is sent.
+    await sampler.sample("up", dict(HELLO), Caller(persona="tight"))
+    with pytest.raises(SamplingRefused, match=r"\(60 of 50 tokens\); it renews at 00:00 UTC"):
+        await sampler.sample("up", dict(HELLO), Caller(persona="tight"))
+    assert len(llm.requests()) == 4
+
+
+async def test_concurrent_requests_cannot_overspend_the_dollar_budget(
+    llm: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dollars are reserved at the route's prices: 8 x $0.000001 in + 8 x $0.000002 out = $0.000024."""
+    monkeypatch.setenv(KEY_VAR, SECRET)
+    llm.clear()
+    sampler = budgeted_sampler(llm, frugal={"routes": ["main"], "usd_per_day": 0.00005})
+    outcomes = await concurrently(sampler, "frugal", 12)
+    refused = [str(o) for o in outcomes if isinstance(o, SamplingRefused)]
+    assert len(refused) == 10, outcomes
+    assert all("($0.000000 of $0.000050, $0.000048 more held by 2 request(s)" in m for m in refused), refused
+    spent = sum(r.cost_usd for r in sampler.records if r.outcome == Outcome.OK)
+    assert 0 < spent <= 0.00005
+
+
+async def test_a_failed_request_releases_its_reservation(
+    llm: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_VAR, SECRET)
+    llm.clear()
+    sampler = budgeted_sampler(llm, shaky={"routes": ["broken"], "tokens_per_day": 100})
+    for _ in range(2):  # six reservations of 16 fit in 100: a round's holds must be gone for the next
+        outcomes = await concurrently(sampler, "shaky", 6)
+        assert all(isinstance(o, SamplingFailed) for o in outcomes), outcomes
+    assert len(llm.requests()) == 12
+
+
 async def test_missing_key_variable_is_named_never_the_key(shared: Shared, model: StandIn) -> None:
     async with Client(shared.persona("nokey"), mode="legacy", cache=None) as client:
         message = await call_error(client, "modern__summarize", {"text": "x"})
@@ -479,8 +573,9 @@ async def test_relay_asks_the_client_in_either_era(shared: Shared, model: StandI
         result = await client.call_tool("everything__trigger-sampling-request", {"prompt": "via results"})
         assert "the client says: Resource trigger-sampling-request context: via results" in text_of(result)
     assert model.requests() == []
-    rows = await wait_rows(shared, "relayer", 3)
-    assert [r["detail"]["answered_by"] for r in rows] == ["client", "client", "client"]
+    # One row per request, however it reached the client (the one passed through: when handed over).
+    rows = await wait_rows(shared, "relayer", 4)
+    assert [r["detail"]["answered_by"] for r in rows] == ["client", "client", "client", "client"]
 
 
 async def test_relay_to_a_client_that_cannot_sample_is_a_clear_error(shared: Shared, model: StandIn) -> None:

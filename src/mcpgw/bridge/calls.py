@@ -189,7 +189,7 @@ class Bridge:
         max_rounds = self.sampler.settings.max_rounds
         while result.get("resultType") == "input_required":
             if self.passes_through(server, result, caller):
-                return self._to_client(server, result, binding)
+                return self._to_client(server, result, caller, binding)
             rounds += 1
             if rounds > max_rounds:
                 raise SamplingFailed(f"upstream '{server}' still asked for input after {max_rounds} rounds")
@@ -210,17 +210,21 @@ class Bridge:
             result = await retry(responses, result.get("requestState"))
         return result
 
-    def _to_client(self, server: str, result: dict[str, Any], binding: Binding) -> dict[str, Any]:
+    def _to_client(
+        self, server: str, result: dict[str, Any], caller: Caller, binding: Binding
+    ) -> dict[str, Any]:
         """The result for a 2026-07-28 client that answers it: its requests, and a sealed state.
 
         Roots asked alongside stay mcpgw's to answer: they are taken out of what the client
         sees (an mcp client without a roots callback would fail the call, and the roots are
         not its to give); mcpgw's answers ride in the state and go back upstream on the retry.
+        The client's requests leave through the sampler (`Sampler.hand_over`), as every sampling
+        and elicitation request that leaves mcpgw does: policy and the `sampling` data rules.
         """
         requests = result.get("inputRequests")
         requests = requests if isinstance(requests, dict) else {}
         ours = {k for k, r in requests.items() if isinstance(r, dict) and r.get("method") == ROOTS}
-        theirs = {k: r for k, r in requests.items() if k not in ours}
+        theirs = self.sampler.hand_over(server, {k: r for k, r in requests.items() if k not in ours}, caller)
         round = Round(
             asked=frozenset(theirs),
             answers={key: self.roots_answer(server) for key in sorted(ours)},

@@ -10,14 +10,25 @@ and retried until the call completes.
 Which requests reach it, in which era, and which go to the client instead
 (`input_required` results handed to a 2026-07-28 client, roots answered from the
 registry) is the bridge's to decide (`mcpgw.bridge`); the sampler answers what
-reaches it.
+reaches it, and screens what the bridge hands a client (`hand_over`).
+
+The data rules of direction `sampling` apply in one place, `Sampler.screen`,
+once per request, whichever way it leaves mcpgw: to a model, relayed to a
+handshake-era client, or handed to a 2026-07-28 client in an `input_required`
+result, from an upstream of either era. They cover elicitation requests too:
+the `sampling` direction is what an upstream asks the client, whether for a
+completion or for the user's input (a rule's `tools` globs match the asking
+upstream's name). `results` rules apply to what a call returns, as ever; an
+`input_required` result handed to a 2026-07-28 client is one such result, so
+the pipeline's `results` stage reads it too, after the `sampling` rules here.
 
 The parts it puts together, one job each:
 - `policy`: who answers (`relay`, `llm`, `auto`, `deny`) per server and
   persona, the capabilities declared to upstreams, and the chain of routes;
 - `llm`: the litellm boundary (lazy import, the Router, cooldowns, errors);
 - `convert`: MCP sampling messages, tools and tool choice <-> chat completions;
-- `budget`: per-persona daily token and dollar budgets;
+- `budget`: per-persona daily token and dollar budgets, reserved before a model
+  call and settled with its real usage after;
 - `mcpgw.audit.spend`: the spend read back from the audit log.
 
 Which downstream call a handshake-era sampling request belongs to: the
@@ -31,7 +42,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +52,8 @@ from mcpgw.audit.step import Outcome
 from mcpgw.config import DEFAULT_PERSONA, Registry, SamplingPolicy
 from mcpgw.errors import DataBlocked, GatewayError, SamplingRefused
 from mcpgw.sampling import policy as rules
-from mcpgw.sampling.budget import Budgets
+from mcpgw.sampling.budget import Budgets, prompt_tokens
+from mcpgw.sampling.convert import max_tokens
 from mcpgw.sampling.llm import Models
 from mcpgw.upstream.inflight import Caller, InFlight
 
@@ -161,18 +174,74 @@ class Sampler:
     async def on_elicitation(self, server: str, params: dict[str, Any]) -> dict[str, Any]:
         return await self.elicit(server, params, self.inflight.requester(server))
 
+    # --- what leaves mcpgw: the one place the `sampling` data rules apply -------------------------
+
+    def screen(self, server: str, params: dict[str, Any], persona: str | None) -> dict[str, Any]:
+        """What an upstream asks, after the `sampling` data rules: unchanged, redacted, or `DataBlocked`.
+
+        Every sampling and elicitation request passes here once before it leaves mcpgw, whichever
+        way it leaves: to a model, relayed to a handshake-era client, or handed to a 2026-07-28
+        client in an `input_required` result, from an upstream of either era. The `sampling`
+        direction covers both kinds of request (what an upstream asks the client); a rule's
+        `tools` globs match the asking upstream's name.
+        """
+        guard = self.guard
+        if guard is None:
+            return params
+        checked: dict[str, Any] = guard.check("sampling", persona, server, params)
+        return checked
+
+    def _refuse_denied(self, method: str, server: str, persona: str | None) -> None:
+        """`SamplingRefused` when policy denies this kind of request from this server to this persona."""
+        denied = self.policy(server, persona) == "deny"
+        if method == ELICITATION and (denied or self.settings.elicitation == "deny"):
+            raise SamplingRefused(f"elicitation from upstream '{server}' is denied by [sampling] policy")
+        if method == SAMPLING and denied:
+            raise SamplingRefused(f"sampling for upstream '{server}' is denied by [sampling] policy")
+
+    def hand_over(self, server: str, requests: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
+        """The input requests a 2026-07-28 client answers itself, as they leave for it: screened.
+
+        Their client answers them, on its retry; mcpgw still applies what it applies on every other
+        way out (policy and the `sampling` data rules), and writes each sampling request's row
+        once all of them may leave. Raises `DataBlocked` or `SamplingRefused` when one may not:
+        then nothing is handed over, and only that request's row is written.
+        """
+        out: dict[str, Any] = {}
+        handed: list[Record] = []
+        for key, request in requests.items():
+            method = request.get("method") if isinstance(request, dict) else None
+            params = request.get("params") if isinstance(request, dict) else None
+            if method not in (SAMPLING, ELICITATION) or not isinstance(params, dict):
+                out[key] = request
+                continue
+            record = Record(
+                server=server, persona=caller.persona, request_id=caller.request_id, answered_by="client"
+            )
+            try:
+                self._refuse_denied(method, server, caller.persona)
+                out[key] = {**request, "params": self.screen(server, params, caller.persona)}
+            except GatewayError as exc:
+                if method == SAMPLING:
+                    self._account(_failed(record, exc))
+                raise
+            if method == SAMPLING:
+                handed.append(record)
+        for record in handed:
+            self._account(record)
+        return out
+
     # --- answering -------------------------------------------------------------------------------
 
     async def elicit(self, server: str, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        if self.settings.elicitation == "deny" or self.policy(server, caller.persona) == "deny":
-            raise SamplingRefused(f"elicitation from upstream '{server}' is denied by [sampling] policy")
+        self._refuse_denied(ELICITATION, server, caller.persona)
         client = caller.client
         if client is None or not client.can_elicit or client.send is None:
             raise SamplingRefused(
                 f"upstream '{server}' asked the user for input (elicitation), "
                 "and this client cannot answer elicitation requests"
             )
-        return await client.send(ELICITATION, params)
+        return await client.send(ELICITATION, self.screen(server, params, caller.persona))
 
     async def sample(self, server: str, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
         """One sampling request, answered per policy: relayed to the client, or through litellm."""
@@ -180,12 +249,9 @@ class Sampler:
         client = caller.client
         can_relay = client is not None and client.can_sample and client.send is not None
         record = Record(server=server, persona=caller.persona, request_id=caller.request_id)
-        try:
-            if policy == "deny":
-                raise SamplingRefused(f"sampling for upstream '{server}' is denied by [sampling] policy")
-            guard = self.guard
-            if guard is not None:  # `sampling` rules: their `tools` globs match the upstream's name
-                params = guard.check_sampling(caller.persona, params, name=server)
+        with self._accounted(record):
+            self._refuse_denied(SAMPLING, server, caller.persona)
+            params = self.screen(server, params, caller.persona)
             if policy == "relay" or (policy == "auto" and can_relay):
                 if not can_relay:
                     raise SamplingRefused(
@@ -195,32 +261,27 @@ class Sampler:
                 record.answered_by = "client"
                 return await client.send(SAMPLING, params)
             return await self._complete(server, params, caller.persona, record)
-        except GatewayError as exc:
-            record.outcome = (
-                Outcome.REFUSED
-                if isinstance(exc, SamplingRefused)
-                else Outcome.BLOCKED
-                if isinstance(exc, DataBlocked)
-                else Outcome.ERROR
-            )
-            record.error = str(exc)
-            raise
-        except BaseException as exc:
-            record.outcome, record.error = Outcome.ERROR, str(exc) or type(exc).__name__
-            raise
-        finally:
-            self._account(record)
 
     # --- the model call --------------------------------------------------------------------------
 
     async def _complete(
         self, server: str, params: dict[str, Any], persona: str | None, record: Record
     ) -> dict[str, Any]:
-        """Answer through a model: within the persona's budget, along the routes policy allows."""
-        self._budgets.check(persona)
+        """Answer through a model: along the routes policy allows, within the persona's budget.
+
+        The budget is held before anything is sent (the request's `maxTokens`, its prompt's
+        estimated tokens, their price on the dearest route of the chain), settled with what the
+        model reports once it answers, and released if it does not (see `budget`).
+        """
         chain = rules.chain(self.settings, server, persona, params)
         context = self._context(server, params.get("includeContext"))
-        return await self._models.complete(chain, params, record, context=context)
+        prompt, output = prompt_tokens(params, context=context), max_tokens(params)
+        usd = self._models.worst_cost(chain, input_tokens=prompt, output_tokens=output)
+        with self._budgets.hold(persona, tokens=prompt + output, usd=usd) as hold:
+            answer = await self._models.complete(chain, params, record, context=context)
+            used = record.input_tokens + record.output_tokens
+            self._budgets.settle(hold, tokens=used, usd=record.cost_usd)
+        return answer
 
     def _context(self, server: str, include: Any) -> str | None:
         if include not in ("thisServer", "allServers"):
@@ -229,13 +290,21 @@ class Sampler:
 
     # --- accounting ------------------------------------------------------------------------------
 
+    @contextmanager
+    def _accounted(self, record: Record) -> Iterator[None]:
+        """Run one sampling request's work; its outcome is read from how the work ends, then recorded."""
+        try:
+            yield
+        except BaseException as exc:
+            _failed(record, exc)
+            raise
+        finally:
+            self._account(record)
+
     def _account(self, record: Record) -> None:
         latency = (time.perf_counter() - record.started) * 1000
         self.records.append(record)
         del self.records[:-100]
-        if record.answered_by == "llm" and record.outcome == Outcome.OK:
-            tokens = record.input_tokens + record.output_tokens
-            self._budgets.charge(record.persona, tokens=tokens, usd=record.cost_usd)
         logger.info(
             "sampling for %s (persona %s): %s via %s, %d+%d tokens, $%.6f, %.0f ms",
             record.server,
@@ -264,3 +333,19 @@ class Sampler:
             latency_ms=latency,
             result=record.as_dict(),
         )
+
+
+def _failed(record: Record, exc: BaseException) -> Record:
+    """`record`, its outcome and error set from the exception that ended its request."""
+    if isinstance(exc, GatewayError):
+        record.outcome = (
+            Outcome.REFUSED
+            if isinstance(exc, SamplingRefused)
+            else Outcome.BLOCKED
+            if isinstance(exc, DataBlocked)
+            else Outcome.ERROR
+        )
+        record.error = str(exc)
+    else:
+        record.outcome, record.error = Outcome.ERROR, str(exc) or type(exc).__name__
+    return record

@@ -1,18 +1,37 @@
 """Per-persona daily sampling budgets: `tokens_per_day` and `usd_per_day`, in UTC days.
 
 Owns each persona's running spend for today (seeded once a day from the audit
-log, so budgets survive a restart), charging a model's answer to it, and
-refusing a request before anything is sent once the day's budget is used.
+log, so budgets survive a restart), the reservations of the requests in flight,
+and refusing a request before anything is sent when it does not fit.
+
+A request reserves before it is sent (`Budgets.hold`): its `maxTokens` plus an
+estimate of its prompt (`prompt_tokens`: a token per four characters), and the
+dollars that costs at its routes' prices where they are known. It is admitted
+when its reservation fits in what today's spend and the other requests'
+reservations leave; a request with none in flight beside it is admitted while
+anything is left, as a lone request always was. Once the model answers, the
+reservation is settled with the real usage; a request that fails or is
+cancelled releases it. Concurrent requests therefore cannot spend more than the
+budget together; the day's spend exceeds it by at most what one request uses
+(the lone one), or by what requests use beyond their reservation (the prompt
+estimate is approximate; a route without prices reserves no dollars).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from mcpgw.audit import spend
 from mcpgw.config import DEFAULT_PERSONA, SamplingScope, SamplingSettings
 from mcpgw.errors import SamplingRefused
+
+_UNCOUNTED = frozenset({"data", "blob", "_meta"})
+"""Keys whose values are not prompt text: base64 images and audio, metadata."""
 
 
 def _usd(amount: float) -> str:
@@ -24,8 +43,55 @@ def _today() -> str:
     return datetime.now(UTC).date().isoformat()
 
 
+def _count(amount: float) -> str:
+    return str(int(amount))
+
+
+def _dollars(amount: float) -> str:
+    return f"${_usd(amount)}"
+
+
+def _fits(limit: float, spent: float, held: float, wanted: float, *, alone: bool) -> bool:
+    """Whether a reservation of `wanted` fits; a request alone needs only something left, as before."""
+    if alone:
+        return spent < limit
+    return spent + held < limit and spent + held + wanted <= limit
+
+
+def _chars(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, Mapping):
+        return sum(len(str(k)) + _chars(v) for k, v in value.items() if k not in _UNCOUNTED)
+    if isinstance(value, list):
+        return sum(_chars(item) for item in value)
+    return 0 if value is None else len(str(value))
+
+
+def prompt_tokens(params: Mapping[str, Any], *, context: str | None = None) -> int:
+    """An estimate of a sampling request's prompt: a token per four characters of what is sent.
+
+    Counts the messages (their keys too, roughly what their JSON costs), the system prompt,
+    the `includeContext` text and the tools; not images' or audio's base64 data.
+    """
+    chars = sum(_chars(params.get(key)) for key in ("messages", "systemPrompt", "tools"))
+    return -(-(chars + len(context or "")) // 4)
+
+
+@dataclass(eq=False)  # identity: two holds of the same size are still two requests
+class Hold:
+    """One request's reservation against its persona's budget today; settled or released once."""
+
+    persona: str
+    day: str
+    tokens: int
+    usd: float
+    done: bool = False
+    """Settled or released: it no longer counts."""
+
+
 class Budgets:
-    """What each persona spent on sampling today, and whether it may spend more."""
+    """What each persona spent on sampling today, what its requests in flight hold, and whether more fits."""
 
     def __init__(self, settings: SamplingSettings, *, audit_path: Path | None = None) -> None:
         self.settings = settings
@@ -33,6 +99,8 @@ class Budgets:
         """The audit database spend is read back from (None: no log, every day starts at 0)."""
         self._spent: dict[tuple[str, str], list[float]] = {}
         """(persona, UTC day) -> [tokens, usd]; seeded from the audit log at first use."""
+        self._held: dict[tuple[str, str], list[Hold]] = {}
+        """(persona, UTC day) -> the reservations of its requests in flight."""
 
     def _budget(self, persona: str | None) -> SamplingScope | None:
         scope = self.settings.personas.get(persona or DEFAULT_PERSONA)
@@ -44,8 +112,13 @@ class Budgets:
         tokens, usd = self._spent_today(persona)
         return int(tokens), usd
 
+    def held(self, persona: str | None) -> tuple[int, float]:
+        """What `persona`'s requests in flight have reserved today (tokens, dollars)."""
+        holds = self._held.get((persona or DEFAULT_PERSONA, _today()), [])
+        return sum(h.tokens for h in holds), sum(h.usd for h in holds)
+
     def charge(self, persona: str | None, *, tokens: int, usd: float) -> None:
-        """Add a model's answer to `persona`'s spend today."""
+        """Add what a model's answer used to `persona`'s spend today."""
         spent = self._spent_today(persona)
         spent[0] += tokens
         spent[1] += usd
@@ -59,20 +132,61 @@ class Budgets:
             self._spent[key] = list(seed)
         return self._spent[key]
 
-    def check(self, persona: str | None) -> None:
-        """Refuse (`SamplingRefused`) once `persona` has used today's tokens or dollars."""
+    @contextmanager
+    def hold(self, persona: str | None, *, tokens: int, usd: float) -> Iterator[Hold]:
+        """Reserve `tokens` and `usd` for one request (`SamplingRefused` when they do not fit).
+
+        Inside the block the request runs; `settle` it with what it used once the model answers.
+        A hold left unsettled (the request failed, or was cancelled) is released on the way out.
+        """
+        hold = self.reserve(persona, tokens=tokens, usd=usd)
+        try:
+            yield hold
+        finally:
+            self._drop(hold)
+
+    def reserve(self, persona: str | None, *, tokens: int, usd: float) -> Hold:
+        """A reservation for one request, or `SamplingRefused` when it does not fit (see the module)."""
+        name = persona or DEFAULT_PERSONA
+        hold = Hold(persona=name, day=_today(), tokens=max(0, tokens), usd=max(0.0, usd))
         scope = self._budget(persona)
         if scope is None:
+            return hold
+        others = self._held.get((name, hold.day), [])
+        (spent_tokens, spent_usd), (held_tokens, held_usd) = self.spent(persona), self.held(persona)
+        measures = (
+            (scope.tokens_per_day, spent_tokens, held_tokens, hold.tokens, _count, " tokens"),
+            (scope.usd_per_day, spent_usd, held_usd, hold.usd, _dollars, ""),
+        )
+        for limit, spent, held, wanted, show, unit in measures:
+            if limit is None or _fits(limit, spent, held, wanted, alone=not others):
+                continue
+            detail = f"{show(spent)} of {show(limit)}{unit}"
+            if others:
+                detail += (
+                    f", {show(held)} more held by {len(others)} request(s) in flight,"
+                    f" and this request may use up to {show(wanted)}{unit}"
+                )
+            raise SamplingRefused(
+                f"persona {name!r} has used its sampling budget for today ({detail}); it renews at 00:00 UTC"
+            )
+        self._held.setdefault((name, hold.day), []).append(hold)
+        return hold
+
+    def settle(self, hold: Hold, *, tokens: int, usd: float) -> None:
+        """Replace `hold`'s reservation with what its request really used."""
+        if hold.done:
             return
-        tokens, usd = self.spent(persona)
-        name = persona or DEFAULT_PERSONA
-        if scope.tokens_per_day is not None and tokens >= scope.tokens_per_day:
-            raise SamplingRefused(
-                f"persona {name!r} has used its sampling budget for today "
-                f"({tokens} of {scope.tokens_per_day} tokens); it renews at 00:00 UTC"
-            )
-        if scope.usd_per_day is not None and usd >= scope.usd_per_day:
-            raise SamplingRefused(
-                f"persona {name!r} has used its sampling budget for today "
-                f"(${_usd(usd)} of ${_usd(scope.usd_per_day)}); it renews at 00:00 UTC"
-            )
+        self._drop(hold)
+        self.charge(hold.persona, tokens=tokens, usd=usd)
+
+    def _drop(self, hold: Hold) -> None:
+        """Release `hold` (once): its reservation no longer counts."""
+        if hold.done:
+            return
+        hold.done = True
+        holds = self._held.get((hold.persona, hold.day))
+        if holds is not None and hold in holds:
+            holds.remove(hold)
+            if not holds:
+                del self._held[(hold.persona, hold.day)]

@@ -40,6 +40,11 @@ def _result_text(block: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def max_tokens(params: Mapping[str, Any]) -> int:
+    """The request's `maxTokens` (1024 when it gives none): what the model is asked to stay within."""
+    return int(params.get("maxTokens") or 1024)
+
+
 def to_chat_request(params: Mapping[str, Any], *, context: str | None = None) -> dict[str, Any]:
     """An MCP `sampling/createMessage` request as chat-completions arguments."""
     messages: list[dict[str, Any]] = []
@@ -73,7 +78,7 @@ def to_chat_request(params: Mapping[str, Any], *, context: str | None = None) ->
             only_text = all(p["type"] == "text" for p in parts)
             content: Any = "\n".join(p["text"] for p in parts) if only_text else parts
             messages.append({"role": role, "content": content})
-    request: dict[str, Any] = {"messages": messages, "max_tokens": int(params.get("maxTokens") or 1024)}
+    request: dict[str, Any] = {"messages": messages, "max_tokens": max_tokens(params)}
     if params.get("temperature") is not None:
         request["temperature"] = params["temperature"]
     if params.get("stopSequences"):

@@ -88,6 +88,39 @@ class Models:
         record.model = str(result.get("model"))
         return result
 
+    def worst_cost(self, chain: list[str], *, input_tokens: int, output_tokens: int) -> float:
+        """What these tokens cost on the dearest route of `chain` whose prices are known (0 if none).
+
+        A route's prices come from the registry (`input_cost_per_token`, `output_cost_per_token`),
+        else from litellm's price map once litellm is loaded (it is not loaded just for this).
+        """
+        costs = [0.0]
+        for name in chain:
+            prices = self._prices(self.settings.routes[name])
+            if prices is not None:
+                costs.append(input_tokens * prices[0] + output_tokens * prices[1])
+        return max(costs)
+
+    def _prices(self, route: SamplingRoute) -> tuple[float, float] | None:
+        """USD per input and per output token of `route`, where known."""
+        given = (route.input_cost_per_token, route.output_cost_per_token)
+        if given[0] is not None and given[1] is not None:
+            return given[0], given[1]
+        known: tuple[float | None, float | None] = (None, None)
+        if self._router is not None:  # litellm is imported: its price map is at hand
+            import litellm
+
+            try:
+                info = litellm.get_model_info(route.model)
+                known = (info.get("input_cost_per_token"), info.get("output_cost_per_token"))
+            except Exception:  # a model litellm's price map does not know: no price
+                logger.debug("sampling: no price for %s in litellm's price map", route.model)
+        incoming = given[0] if given[0] is not None else known[0]
+        outgoing = given[1] if given[1] is not None else known[1]
+        if incoming is None and outgoing is None:
+            return None
+        return float(incoming or 0.0), float(outgoing or 0.0)
+
     async def _ready_router(self, record: Record) -> Any:
         """The Router, built once on first use in a worker thread.
 
