@@ -181,7 +181,7 @@ async def test_resource_updates_reach_the_subscriber_and_stop_after_unsubscribe(
         await client.send_ping()
         assert updated == ["test://watched-resource"], "no news after unsubscribing"
 
-        if upstream_era != "2026-07-28":  # a listen stream takes any URI; resources/subscribe may refuse
-            with pytest.raises(MCPError) as caught:
-                await client.subscribe_resource("test://no-such-resource")
-            assert "Resource not found: test://no-such-resource" in caught.value.error.message
+        # A URI the upstream neither lists nor templates is refused by mcpgw, never forwarded.
+        with pytest.raises(MCPError) as caught:
+            await client.subscribe_resource("test://no-such-resource")
+        assert caught.value.error.message == "Unknown resource: test://no-such-resource"
