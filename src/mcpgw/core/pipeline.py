@@ -3,11 +3,13 @@
     resolve   the persona's view decides whether the name exists for this caller; the
               catalog turns it into an upstream and the upstream's own name    (`Kind.resolve`)
     guard     the data rules on what goes up: a call's or prompt's arguments,
-              a completion's argument values                                     (`Pipeline._guard_up`)
+              a completion's argument values; and on what the upstream says while
+              the call runs (progress messages, log lines)   (`_guard_up`, `_guard_notifications`)
     forward   counted against draining, under the call's timeout, with progress
               and log relay, through the era bridge                              (`Kind.forward`)
     shape     names and URIs in the result put back into the gateway's namespace (`Kind.shape`)
-    guard     the data rules on what comes back: every result of every kind     (`Pipeline._guard_down`)
+    guard     the data rules on what comes back: every result and error reply of every kind
+                                                                 (`_guard_down`, `_guarded_error`)
 
 The audit step that records the request wraps the pipeline at the server boundary
 (`server.handlers._recorded`), where the caller's client and protocol are known; the
@@ -21,12 +23,14 @@ how it resolves, forwards and shapes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import mcp_types as types
 
+from mcpgw.errors import DataBlocked
 from mcpgw.upstream import Upstream
 from mcpgw.upstream.inflight import ClientChannel
 from mcpgw.upstream.logrelay import LogSink
@@ -34,6 +38,8 @@ from mcpgw.upstream.session import ProgressRelay, UpstreamReplyError
 
 if TYPE_CHECKING:
     from mcpgw.core.gateway import Gateway
+
+logger = logging.getLogger("mcpgw.pipeline")
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,7 @@ class Pipeline:
         if target.answer is not None:
             return target.answer
         self._guard_up(target)
+        request = self._guard_notifications(request, target)
         try:
             result = await kind.forward(gateway, request, target)
         except UpstreamReplyError as exc:
@@ -106,6 +113,40 @@ class Pipeline:
             value = target.params.get(key)
             if value is not None:
                 target.params[key] = guard.check("arguments", target.persona, target.rule_name, value)
+
+    def _guard_notifications(self, request: Request, target: Target) -> Request:
+        """What the upstream says while the call runs (progress messages, log lines) is a result too.
+
+        Redacted like one; under `block` the notification is dropped (a notification cannot be
+        refused), and the finding goes to the call's audit step as for any block.
+        """
+        guard = self._gateway.guard
+        if guard is None or guard.plan("results", target.persona, target.rule_name) is None:
+            return request
+        on_progress, on_log = request.on_progress, request.on_log
+
+        def checked(value: Any) -> Any:
+            return guard.check("results", target.persona, target.rule_name, value)
+
+        async def progress(done: float, total: float | None, message: str | None) -> None:
+            assert on_progress is not None
+            try:
+                await on_progress(done, total, checked(message) if message is not None else None)
+            except DataBlocked:
+                logger.warning("a progress message of %s was dropped by a data rule", target.rule_name)
+
+        async def log(level: str, data: Any, name: str | None) -> None:
+            assert on_log is not None
+            try:
+                await on_log(level, checked(data), checked(name) if name is not None else None)
+            except DataBlocked:
+                logger.warning("a log line from %s was dropped by a data rule", target.rule_name)
+
+        return replace(
+            request,
+            on_progress=progress if on_progress is not None else None,
+            on_log=log if on_log is not None else None,
+        )
 
     def _guarded_error(self, target: Target, error: UpstreamReplyError) -> UpstreamReplyError:
         """An upstream's error reply is a result like any other: its message and data pass the rules."""
