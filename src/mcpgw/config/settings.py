@@ -54,6 +54,10 @@ class GatewaySettings(Strict):
     """HTTP `Host` values accepted besides loopback (`name`, `name:port`, `name:*`); against DNS rebinding."""
     allowed_origins: list[str] = Field(default_factory=list)
     """HTTP `Origin` values accepted besides loopback ones (`https://app.example.com`, `http://name:*`)."""
+    request_header_timeout: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds an HTTP client has to send a request's headers, from connecting or from the last answer."""
+    request_body_timeout: Annotated[float, Field(gt=0)] = 30.0
+    """Seconds an HTTP client has to send a request's body once its headers are in; else 408."""
 
     @field_validator("allowed_hosts")
     @classmethod
