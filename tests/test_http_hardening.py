@@ -29,6 +29,12 @@ from conftest import INITIALIZE, background, free_port, mcpgw_command, upstream_
 
 VERSION = "2025-11-25"
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+MODERN = {**ACCEPT, "MCP-Protocol-Version": "2026-07-28"}
+MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"},
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
 DEADLINE = 2
 """`request_body_timeout` and `request_header_timeout` of the gateway under attack, in seconds."""
 
@@ -206,3 +212,34 @@ def test_slow_loris_headers_are_cut_off_and_huge_ones_refused(plain: Gateway) ->
         while chunk := sock.recv(4096):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 431"), answer
+
+
+# --- 4. deep JSON ------------------------------------------------------------------------------
+
+
+def test_deeply_nested_json_gets_a_parse_error_and_the_gateway_serves_on(plain: Gateway) -> None:
+    deep = b"[" * 100_000
+    with client() as http:
+        session = open_session(http, plain.url)
+        for headers in (ACCEPT, on(session), MODERN):
+            response = http.post(plain.url, content=deep, headers=headers)
+            assert response.status_code == 400, response.text
+            assert response.json()["error"]["code"] in (-32700, -32600)
+        # Deep inside a well-formed 2026-07-28 call, past what the handshake era's parser takes.
+        call = {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {
+                "name": "up__echo",
+                "arguments": {"message": "x", "extra": "DEEP"},
+                "_meta": MODERN_META,
+            },
+        }
+        body = json.dumps(call).replace('"DEEP"', "[" * 500 + "]" * 500)
+        response = http.post(
+            plain.url, content=body, headers={**MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "up__echo"}
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == -32700
+        assert echo(http, plain.url, "served on") == "served on"

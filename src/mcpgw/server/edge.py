@@ -3,8 +3,9 @@
 Owns: `BodyLimit`, the middleware that reads every POST body before a route
 does: at most `[gateway] max_request_bytes` (else 413), all of it within
 `[gateway] request_body_timeout` seconds of its headers (else 408, and the
-connection is closed, so a client trickling a byte a second cannot hold it);
-and `jsonrpc_error`, the JSON-RPC error answers the
+connection is closed, so a client trickling a byte a second cannot hold it),
+and JSON nested no deeper than the SDK's own parser takes (else 400 -32700, on
+both protocol eras alike); and `jsonrpc_error`, the JSON-RPC error answers the
 HTTP side writes itself.
 
 Slow or oversized request *headers* are bounded by the server (uvicorn) before
@@ -18,11 +19,22 @@ from typing import Any
 
 import anyio
 import mcp_types as types
+import pydantic_core
 from starlette.responses import JSONResponse
 
 from mcpgw.server.envelope import too_large
 
 logger = logging.getLogger("mcpgw.http")
+
+DEPTH_CHECKED_FROM = 128
+"""Bodies with fewer opening brackets than this cannot be nested too deep and are not parsed here.
+
+The SDK parses a handshake-era body with pydantic_core, which refuses nesting past about 200 levels
+("recursion limit exceeded"); a 2026-07-28 body it parses with `json.loads`, which goes deeper,
+into code (the gateway's among it) that recurses per level. Checking at the edge with the same
+parser holds both eras to the one limit, and a body of ordinary shape never pays for it."""
+_TOO_DEEP = "recursion limit exceeded"
+"""How pydantic_core (2.x) says a document is nested past its limit."""
 
 
 def jsonrpc_error(
@@ -34,7 +46,7 @@ def jsonrpc_error(
 
 
 class BodyLimit:
-    """ASGI middleware: a POST body is read whole, within a size and a deadline.
+    """ASGI middleware: a POST body is read whole, within a size, a deadline and a nesting depth.
 
     The SDK's own size limit (given the same size) guards only the MCP endpoint and answers
     plain text; this one covers every route and answers in JSON-RPC, so clients can tell what
@@ -78,6 +90,10 @@ class BodyLimit:
         if len(body) > self.limit:
             await self._too_large(scope, receive, send)
             return
+        problem = _nesting_problem(body)
+        if problem is not None:
+            await jsonrpc_error(400, types.PARSE_ERROR, f"Parse error: {problem}")(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Any:
@@ -106,6 +122,19 @@ class BodyLimit:
     async def _too_large(self, scope: Any, receive: Any, send: Any) -> None:
         response = JSONResponse(too_large(self.limit), status_code=413)
         await response(scope, receive, send)
+
+
+def _nesting_problem(body: bytes) -> str | None:
+    """Why `body` is nested too deep to be read, or None (also for JSON broken otherwise:
+    the SDK answers that as it always has)."""
+    if body.count(b"[") + body.count(b"{") < DEPTH_CHECKED_FROM:
+        return None
+    try:
+        pydantic_core.from_json(body)
+    except ValueError as exc:
+        if _TOO_DEEP in str(exc):
+            return str(exc)
+    return None
 
 
 def _peer(scope: Any) -> str:

@@ -5,7 +5,7 @@ everything), `/personas/<name>/mcp` for each persona (`PersonaEndpoint`: 404 for
 an unknown one), `/healthz` for load balancers, and `serve_http`, which runs it
 under uvicorn with the gateway's own signal handling and its bounds on slow or
 large request headers and idle connections. The HTTP-side guards it installs
-live beside it: `edge` (request bodies: size and deadline), `hostcheck`
+live beside it: `edge` (request bodies: size, deadline, nesting), `hostcheck`
 (Host and Origin), `auth` (OAuth resource server, CORS) and `resume` (resumable SSE streams).
 """
 
