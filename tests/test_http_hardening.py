@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import httpx
 import pytest
 import tomlkit
 
-from conftest import INITIALIZE, background, free_port, mcpgw_command, upstream_server
+from conftest import INITIALIZE, SERVERS, background, free_port, mcpgw_command, upstream_server
 
 VERSION = "2025-11-25"
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -35,6 +36,8 @@ MODERN_META = {
     "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"},
     "io.modelcontextprotocol/clientCapabilities": {},
 }
+MAX_SESSIONS = 16
+PER_CLIENT = 6
 DEADLINE = 2
 """`request_body_timeout` and `request_header_timeout` of the gateway under attack, in seconds."""
 
@@ -69,6 +72,8 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """No `[auth]`: clients are told apart by address. Small limits, short deadlines, one persona."""
     document = {
         "gateway": {
+            "max_sessions": MAX_SESSIONS,
+            "max_sessions_per_client": PER_CLIENT,
             "request_body_timeout": DEADLINE,
             "request_header_timeout": DEADLINE,
         },
@@ -77,6 +82,39 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     }
     with serve(tmp_path_factory.mktemp("plain"), document) as gateway:
         yield gateway
+
+
+@dataclass
+class Guarded:
+    """A gateway with `[auth]` and the issuer of its tokens."""
+
+    gateway: Gateway
+    issuer: str
+
+    def bearer(self, subject: str) -> dict[str, str]:
+        now = int(time.time())
+        claims = {"iss": self.issuer, "sub": subject, "aud": self.gateway.url, "iat": now, "exp": now + 300}
+        minted = httpx.post(f"{self.issuer}/mint", json={"claims": claims})
+        minted.raise_for_status()
+        return {"Authorization": f"Bearer {minted.json()['token']}"}
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guarded]:
+    """With `[auth]`: clients are told apart by their tokens' principals."""
+    issuer_port, port = free_port(), free_port()
+    issuer = f"http://127.0.0.1:{issuer_port}"
+    document = {
+        "gateway": {"max_sessions": 10, "max_sessions_per_client": 4},
+        "servers": {"up": upstream_server()},
+        "personas": {"ops": {}},
+        "auth": {"issuer": issuer, "jwks_url": f"{issuer}/jwks", "public_url": f"http://127.0.0.1:{port}"},
+    }
+    with (
+        background([sys.executable, str(SERVERS / "issuer.py"), str(issuer_port)], port=issuer_port),
+        serve(tmp_path_factory.mktemp("guarded"), document, port=port) as gateway,
+    ):
+        yield Guarded(gateway, issuer)
 
 
 def client(address: str = "127.0.0.1") -> httpx.Client:
@@ -123,6 +161,88 @@ def echo(http: httpx.Client, url: str, message: str, **headers: str) -> str:
     response = http.post(url, json=call, headers=on(session, **headers))
     assert response.status_code == 200, response.text
     return str(messages(response)[-1]["result"]["content"][0]["text"])
+
+
+# --- 1. session flood --------------------------------------------------------------------------
+
+
+def test_session_flood_from_one_address_leaves_another_client_its_handshake(plain: Gateway) -> None:
+    opened: list[str] = []
+    with client("127.0.0.1") as flooder:
+        for _ in range(6):
+            opened += [open_session(flooder, plain.url) for _ in range(50)]
+            still_open = [s for s in opened if alive(flooder, plain.url, s)]
+            assert len(still_open) <= PER_CLIENT, len(still_open)
+        assert opened[-1] in still_open  # its newest sessions are the ones kept
+        with client("127.0.0.2") as other:
+            assert echo(other, plain.url, "still served") == "still served"
+        assert echo(flooder, plain.url, "and so is the flooder, within its share") == (
+            "and so is the flooder, within its share"
+        )
+
+
+def test_session_flood_from_many_addresses_stays_within_max_sessions(plain: Gateway) -> None:
+    addresses = ["127.0.0.1", "127.0.0.3", "127.0.0.4"]
+    opened: dict[str, list[str]] = {address: [] for address in addresses}
+    with ExitStack() as stack:
+        flooders = {address: stack.enter_context(client(address)) for address in addresses}
+        for _ in range(60):
+            for address, http in flooders.items():
+                opened[address].append(open_session(http, plain.url))
+        still_open = {
+            address: [s for s in opened[address] if alive(http, plain.url, s)]
+            for address, http in flooders.items()
+        }
+        assert all(len(kept) <= PER_CLIENT for kept in still_open.values()), still_open
+        assert sum(len(kept) for kept in still_open.values()) <= MAX_SESSIONS, still_open
+        with client("127.0.0.2") as other:
+            assert echo(other, plain.url, "room was made") == "room was made"
+
+
+def test_a_client_whose_own_sessions_are_all_busy_is_refused_and_no_one_else(plain: Gateway) -> None:
+    busy_headers = {"Accept": "text/event-stream"}
+    with client("127.0.0.5") as hog, ExitStack() as streams:
+        for _ in range(PER_CLIENT):
+            session = open_session(hog, plain.url)
+            stream = streams.enter_context(
+                hog.stream("GET", plain.url, headers={**on(session), **busy_headers})
+            )
+            assert stream.status_code == 200  # an open GET stream: the session is in use
+        refused = hog.post(plain.url, json=INITIALIZE, headers=ACCEPT)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == -32603
+        assert int(refused.headers["retry-after"]) > 0
+        with client("127.0.0.2") as other:
+            assert echo(other, plain.url, "not refused") == "not refused"
+        streams.close()  # the sessions go idle: one can give way again
+        deadline = time.monotonic() + 10
+        while (status := hog.post(plain.url, json=INITIALIZE, headers=ACCEPT).status_code) != 200:
+            assert status == 503 and time.monotonic() < deadline, status
+            time.sleep(0.1)
+
+
+def test_session_flood_by_one_principal_leaves_another_principal_its_handshake(guarded: Guarded) -> None:
+    """Under `[auth]` a client is its token's principal: two callers from one address are two clients."""
+    alice, bob = guarded.bearer("alice"), guarded.bearer("bob")
+    with client() as http:
+        opened = [open_session(http, guarded.gateway.url, **alice) for _ in range(60)]
+        assert sum(alive(http, guarded.gateway.url, s, **alice) for s in opened) <= 4
+        assert echo(http, guarded.gateway.url, "bob is served", **bob) == "bob is served"
+        # The principal's own share, not the address's: alice's newest session is still hers.
+        assert alive(http, guarded.gateway.url, opened[-1], **alice)
+
+
+def test_idle_sessions_end_after_session_idle_timeout(tmp_path: Path) -> None:
+    document = {"gateway": {"session_idle_timeout": 1}, "servers": {"up": upstream_server()}}
+    with serve(tmp_path, document) as gateway, client() as http:
+        session = open_session(http, gateway.url)
+        # A probe of a live session restarts its countdown, so probes come less often than it runs.
+        for _ in range(5):
+            time.sleep(1.5)
+            if not alive(http, gateway.url, session):
+                break
+        else:
+            pytest.fail("the session outlived its idle timeout")
 
 
 # --- 2. slow clients ---------------------------------------------------------------------------

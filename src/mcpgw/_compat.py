@@ -79,6 +79,16 @@ async def send_auth_error(
     await middleware._send_auth_error(send, status_code, error, description)
 
 
+def session_transport(manager: StreamableHTTPSessionManager, session_id: str) -> Any:
+    """The transport (a `StreamableHTTPServerTransport`) of an open session; None if there is none.
+
+    mcp 2.3: the session manager keeps its sessions in `_server_instances` and offers no lookup.
+    The gateway bounds sessions per client and in all (`server.sessions`) and closes idle ones to
+    make room, through the transport's public `terminate()` and `is_terminated`.
+    """
+    return manager._server_instances.get(session_id)
+
+
 def http_protocol(*, header_timeout: float, max_header_bytes: int) -> type[asyncio.Protocol]:
     """uvicorn's HTTP/1.1 protocol (httptools) with a deadline and a size limit for request headers.
 

@@ -6,7 +6,8 @@ an unknown one), `/healthz` for load balancers, and `serve_http`, which runs it
 under uvicorn with the gateway's own signal handling and its bounds on slow or
 large request headers and idle connections. The HTTP-side guards it installs
 live beside it: `edge` (request bodies: size, deadline, nesting), `hostcheck`
-(Host and Origin), `auth` (OAuth resource server, CORS) and `resume` (resumable SSE streams).
+(Host and Origin), `auth` (OAuth resource server, CORS), `sessions` (bounded
+handshake-era sessions) and `resume` (resumable SSE streams).
 """
 
 from __future__ import annotations
@@ -39,9 +40,16 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
     security = transport_security(gateway.registry, bind=host)
     from mcpgw.server import resume
 
-    # As `server.streamable_http_app(...)`, plus an event store: dropped SSE streams can be resumed.
+    # As `server.streamable_http_app(...)`, plus an event store (dropped SSE streams can be
+    # resumed) and bounded sessions.
     app = resume.streamable_http_app(
-        server, path="/mcp", security=security, max_body=settings.max_request_bytes
+        server,
+        path="/mcp",
+        security=security,
+        max_body=settings.max_request_bytes,
+        max_sessions=settings.max_sessions,
+        per_client=settings.max_sessions_per_client,
+        idle_timeout=settings.session_idle_timeout,
     )
     endpoint = next(r.endpoint for r in app.routes if isinstance(r, Route) and r.path == "/mcp")
     app.router.routes.append(Route(PERSONA_PATH, endpoint=PersonaEndpoint(gateway, endpoint)))
