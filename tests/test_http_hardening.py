@@ -334,6 +334,38 @@ def test_slow_loris_headers_are_cut_off_and_huge_ones_refused(plain: Gateway) ->
     assert answer.startswith(b"HTTP/1.1 431"), answer
 
 
+# --- 3. leaks ----------------------------------------------------------------------------------
+
+
+def test_dns_rebinding_page_cannot_read_healthz_or_any_route(plain: Gateway) -> None:
+    with client() as http:
+        for path in ("/healthz", "/nowhere", "/mcp", "/personas/ops/mcp"):
+            rebound = http.get(f"{plain.base}{path}", headers={"Host": "evil.example.com"})
+            assert rebound.status_code == 421, (path, rebound.text)
+            foreign = http.get(f"{plain.base}{path}", headers={"Origin": "http://evil.example.com"})
+            assert foreign.status_code == 403, (path, foreign.text)
+        health = http.get(f"{plain.base}/healthz", headers={"Origin": f"http://localhost:{plain.port}"})
+        assert health.status_code in (200, 503) and "upstreams" in health.json()
+
+
+def test_unknown_persona_probe_learns_no_persona_names(plain: Gateway) -> None:
+    with client() as http:
+        response = http.post(f"{plain.base}/personas/nope/mcp", json=INITIALIZE, headers=ACCEPT)
+    assert response.status_code == 404
+    assert response.json() == {"error": "unknown persona 'nope'"}
+
+
+def test_persona_metadata_probe_learns_no_persona_names(guarded: Guarded) -> None:
+    metadata = f"{guarded.gateway.base}/.well-known/oauth-protected-resource/personas"
+    with client() as http:
+        known = http.get(f"{metadata}/ops/mcp")
+        assert known.status_code == 200 and known.json()["resource"].endswith("/personas/ops/mcp")
+        unknown = http.get(f"{metadata}/nope/mcp")
+        assert unknown.status_code == 404 and "ops" not in unknown.text
+        rebound = http.get(f"{metadata}/ops/mcp", headers={"Host": "evil.example.com"})
+        assert rebound.status_code == 421
+
+
 # --- 4. deep JSON ------------------------------------------------------------------------------
 
 

@@ -2,16 +2,18 @@
 
 Owns: the Starlette app (`http_app`) with `/mcp` for the default persona (or
 everything), `/personas/<name>/mcp` for each persona (`PersonaEndpoint`: 404 for
-an unknown one), `/healthz` for load balancers, and `serve_http`, which runs it
-under uvicorn with the gateway's own signal handling and its bounds on slow or
-large request headers and idle connections. The HTTP-side guards it installs
-live beside it: `edge` (request bodies: size, deadline, nesting), `hostcheck`
-(Host and Origin), `auth` (OAuth resource server, CORS), `sessions` (bounded
-handshake-era sessions) and `resume` (resumable SSE streams).
+an unknown one, naming none of the others), `/healthz` for load balancers, and
+`serve_http`, which runs it under uvicorn with the gateway's own signal handling
+and its bounds on slow or large request headers and idle connections. The
+HTTP-side guards it installs live beside it, outermost first: `hostcheck` (Host
+and Origin, on every route), `auth` (CORS, OAuth resource server), `edge`
+(request bodies: size, deadline, nesting), `sessions` (bounded handshake-era
+sessions) and `resume` (resumable SSE streams).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,8 +25,10 @@ from mcpgw import _compat
 from mcpgw.core.gateway import Gateway
 from mcpgw.server.edge import BodyLimit
 from mcpgw.server.handlers import PERSONA_PATH_PARAM, build_server
-from mcpgw.server.hostcheck import transport_security
+from mcpgw.server.hostcheck import HostCheck, transport_security
 from mcpgw.server.lifecycle import check_personas, stop_on_signals
+
+logger = logging.getLogger("mcpgw.http")
 
 PERSONA_PATH = f"/personas/{{{PERSONA_PATH_PARAM}}}/mcp"
 KEEP_ALIVE_SECONDS = 5
@@ -59,6 +63,8 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
         from mcpgw.server import auth
 
         auth.install(app, gateway.registry, mcp_path="/mcp", persona_path=PERSONA_PATH, audit=gateway.audit)
+    # Added last, so outermost: nothing (not even the body limit) answers a rebound page.
+    app.add_middleware(HostCheck, settings=security)
     return app
 
 
@@ -73,11 +79,9 @@ class PersonaEndpoint:
         personas = self._gateway.registry.personas
         name = scope.get("path_params", {}).get(PERSONA_PATH_PARAM)
         if name not in personas:
-            known = sorted(personas)
-            response = JSONResponse(
-                {"error": f"unknown persona {name!r}", "personas": known}, status_code=404
-            )
-            await response(scope, receive, send)
+            # Which personas exist is for the log, not for whoever guesses at names.
+            logger.info("unknown persona %r asked for; configured: %s", name, ", ".join(sorted(personas)))
+            await JSONResponse({"error": f"unknown persona {name!r}"}, status_code=404)(scope, receive, send)
             return
         await self._endpoint(scope, receive, send)
 
