@@ -7,6 +7,7 @@ it here, in one place, and the tests that cover the caller say so.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager
@@ -144,3 +145,83 @@ def connection_closed(session: ClientSession) -> bool:
     """
     dispatcher = getattr(session, "_dispatcher", None)
     return getattr(dispatcher, "_closed", False) is True
+
+
+def session_transport(manager: StreamableHTTPSessionManager, session_id: str) -> Any:
+    """The transport (a `StreamableHTTPServerTransport`) of an open session; None if there is none.
+
+    mcp 2.3: the session manager keeps its sessions in `_server_instances` and offers no lookup.
+    The gateway bounds sessions per client and in all (`server.sessions`) and closes idle ones to
+    make room, through the transport's public `terminate()` and `is_terminated`.
+    """
+    return manager._server_instances.get(session_id)
+
+
+def http_protocol(*, header_timeout: float, max_header_bytes: int) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP/1.1 protocol (httptools) with a deadline and a size limit for request headers.
+
+    uvicorn 0.54 has neither: its keep-alive timer is only armed once a response is complete and
+    is disarmed by any byte received, so a client sending a header a byte at a time holds a
+    connection for ever, and httptools buffers a header of any size (100 MB of one header
+    value cost 200 MB of memory). This subclass arms a timer when a connection is made and after
+    each answer, disarms it once a request's headers are in (`on_headers_complete`, the parser's
+    callback), and closes the connection if it fires while no request is being served
+    (`cycle`); bytes received while headers are awaited are counted, and past
+    `max_header_bytes` the client gets 431 and the connection is closed. `loop`, `transport`,
+    `cycle` and those callbacks are attributes of `HttpToolsProtocol` without a public contract.
+    """
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class HeaderBoundProtocol(HttpToolsProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.header_deadline: asyncio.TimerHandle | None = None
+            self.header_bytes = 0
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self.await_headers()
+
+        def data_received(self, data: bytes) -> None:
+            awaiting = self.header_deadline is not None
+            super().data_received(data)
+            if awaiting and self.header_deadline is not None:
+                self.header_bytes += len(data)
+                if self.header_bytes > max_header_bytes and not self.transport.is_closing():
+                    self.stop_awaiting()
+                    self.transport.write(
+                        b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                        b"content-length: 0\r\nconnection: close\r\n\r\n"
+                    )
+                    self.transport.close()
+
+        def on_headers_complete(self) -> None:
+            self.stop_awaiting()
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self.await_headers()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.stop_awaiting()
+            super().connection_lost(exc)
+
+        def await_headers(self) -> None:
+            self.stop_awaiting()
+            self.header_bytes = 0
+            self.header_deadline = self.loop.call_later(header_timeout, self.headers_late)
+
+        def stop_awaiting(self) -> None:
+            if self.header_deadline is not None:
+                self.header_deadline.cancel()
+                self.header_deadline = None
+
+        def headers_late(self) -> None:
+            self.header_deadline = None
+            serving = self.cycle is not None and not self.cycle.response_complete
+            if not serving and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderBoundProtocol

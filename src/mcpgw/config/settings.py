@@ -54,6 +54,18 @@ class GatewaySettings(Strict):
     """HTTP `Host` values accepted besides loopback (`name`, `name:port`, `name:*`); against DNS rebinding."""
     allowed_origins: list[str] = Field(default_factory=list)
     """HTTP `Origin` values accepted besides loopback ones (`https://app.example.com`, `http://name:*`)."""
+    max_sessions: Annotated[int, Field(ge=1)] = 4096
+    """Handshake-era HTTP sessions open at once; past it, the least recently used idle one is closed."""
+    max_sessions_per_client: Annotated[int, Field(ge=1)] = 256
+    """Sessions one client (its token's principal under `[auth]`, else its address) may hold; past it,
+    its own least recently used idle one is closed."""
+    session_idle_timeout: Annotated[float, Field(gt=0)] = 600.0
+    """Seconds a handshake-era HTTP session may go with no request in flight (and no open GET stream)
+    before it is closed; its client then starts a new one."""
+    request_header_timeout: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds an HTTP client has to send a request's headers, from connecting or from the last answer."""
+    request_body_timeout: Annotated[float, Field(gt=0)] = 30.0
+    """Seconds an HTTP client has to send a request's body once its headers are in; else 408."""
 
     @field_validator("allowed_hosts")
     @classmethod

@@ -13,19 +13,22 @@ Whether an address is loopback is `is_loopback`'s to say, here and in
 `auth.check_exposure` alike: a gateway bound to 127.0.0.2 is loopback to both
 (no `[auth]` needed; its own address is accepted as the bound one).
 
-The check itself is the mcp SDK's `TransportSecurityMiddleware`, which the
-streamable HTTP app runs for every request; this module only builds its
-settings, so the check is always on (the SDK turns it off for non-loopback
-binds).
+The check itself is the mcp SDK's `TransportSecurityMiddleware`. The SDK runs
+it on the MCP endpoint only; `HostCheck` runs it in front of every route
+(`/healthz`, the OAuth metadata, unknown paths), so a rebound page can read
+nothing at all. This module builds its settings so the check is always on (the
+SDK turns it off for non-loopback binds).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+from typing import Any
 from urllib.parse import urlsplit
 
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from starlette.requests import Request
 
 from mcpgw.config import Registry
 
@@ -86,3 +89,20 @@ def transport_security(registry: Registry, *, bind: str) -> TransportSecuritySet
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
     )
+
+
+class HostCheck:
+    """ASGI middleware: every HTTP request's Host and Origin are checked before any route sees it."""
+
+    def __init__(self, app: Any, *, settings: TransportSecuritySettings) -> None:
+        self.app = app
+        self.security = TransportSecurityMiddleware(settings)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            # is_post=False: the content type is the MCP endpoint's to check, not every route's.
+            refusal = await self.security.validate_request(Request(scope), is_post=False)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

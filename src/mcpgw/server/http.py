@@ -2,15 +2,18 @@
 
 Owns: the Starlette app (`http_app`) with `/mcp` for the default persona (or
 everything), `/personas/<name>/mcp` for each persona (`PersonaEndpoint`: 404 for
-an unknown one), `/healthz` for load balancers, the request body limit on every
-route (`BodyLimit`), and `serve_http`, which runs it under uvicorn with the
-gateway's own signal handling. The HTTP-side guards it installs live beside it:
-`hostcheck` (Host and Origin), `auth` (OAuth resource server, CORS) and `resume`
-(resumable SSE streams).
+an unknown one, naming none of the others), `/healthz` for load balancers, and
+`serve_http`, which runs it under uvicorn with the gateway's own signal handling
+and its bounds on slow or large request headers and idle connections. The
+HTTP-side guards it installs live beside it, outermost first: `hostcheck` (Host
+and Origin, on every route), `auth` (CORS, OAuth resource server), `edge`
+(request bodies: size, deadline, nesting), `sessions` (bounded handshake-era
+sessions) and `resume` (resumable SSE streams).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,32 +23,48 @@ from starlette.routing import Route
 
 from mcpgw import _compat
 from mcpgw.core.gateway import Gateway
-from mcpgw.server.envelope import too_large
+from mcpgw.server.edge import BodyLimit
 from mcpgw.server.handlers import PERSONA_PATH_PARAM, build_server
-from mcpgw.server.hostcheck import transport_security
+from mcpgw.server.hostcheck import HostCheck, transport_security
 from mcpgw.server.lifecycle import check_personas, stop_on_signals
 
+logger = logging.getLogger("mcpgw.http")
+
 PERSONA_PATH = f"/personas/{{{PERSONA_PATH_PARAM}}}/mcp"
+KEEP_ALIVE_SECONDS = 5
+"""How long an idle keep-alive connection stays open between requests (uvicorn's default, kept)."""
+MAX_HEADER_BYTES = 64 * 1024
+"""The most a request's headers may take (a bearer JWT is a few KiB); more gets 431."""
 
 
 def http_app(gateway: Gateway, *, host: str) -> Any:
     """`/mcp` for the default persona (or everything), `/personas/<name>/mcp` for each persona."""
     server, _ = build_server(gateway)
+    settings = gateway.registry.gateway
     security = transport_security(gateway.registry, bind=host)
     from mcpgw.server import resume
 
-    # As `server.streamable_http_app(...)`, plus an event store: dropped SSE streams can be resumed.
+    # As `server.streamable_http_app(...)`, plus an event store (dropped SSE streams can be
+    # resumed) and bounded sessions.
     app = resume.streamable_http_app(
-        server, path="/mcp", security=security, max_body=gateway.registry.gateway.max_request_bytes
+        server,
+        path="/mcp",
+        security=security,
+        max_body=settings.max_request_bytes,
+        max_sessions=settings.max_sessions,
+        per_client=settings.max_sessions_per_client,
+        idle_timeout=settings.session_idle_timeout,
     )
     endpoint = next(r.endpoint for r in app.routes if isinstance(r, Route) and r.path == "/mcp")
     app.router.routes.append(Route(PERSONA_PATH, endpoint=PersonaEndpoint(gateway, endpoint)))
     app.router.routes.append(Route("/healthz", endpoint=_health(gateway), methods=["GET"]))
-    app.add_middleware(BodyLimit, limit=gateway.registry.gateway.max_request_bytes)
-    if gateway.registry.auth is not None or gateway.registry.gateway.cors_origins:
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, timeout=settings.request_body_timeout)
+    if gateway.registry.auth is not None or settings.cors_origins:
         from mcpgw.server import auth
 
         auth.install(app, gateway.registry, mcp_path="/mcp", persona_path=PERSONA_PATH, audit=gateway.audit)
+    # Added last, so outermost: nothing (not even the body limit) answers a rebound page.
+    app.add_middleware(HostCheck, settings=security)
     return app
 
 
@@ -60,11 +79,9 @@ class PersonaEndpoint:
         personas = self._gateway.registry.personas
         name = scope.get("path_params", {}).get(PERSONA_PATH_PARAM)
         if name not in personas:
-            known = sorted(personas)
-            response = JSONResponse(
-                {"error": f"unknown persona {name!r}", "personas": known}, status_code=404
-            )
-            await response(scope, receive, send)
+            # Which personas exist is for the log, not for whoever guesses at names.
+            logger.info("unknown persona %r asked for; configured: %s", name, ", ".join(sorted(personas)))
+            await JSONResponse({"error": f"unknown persona {name!r}"}, status_code=404)(scope, receive, send)
             return
         await self._endpoint(scope, receive, send)
 
@@ -88,62 +105,6 @@ def _health(gateway: Gateway) -> Callable[[Any], Awaitable[JSONResponse]]:
     return health
 
 
-class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes gets 413 and a JSON-RPC error, never buffered whole.
-
-    The SDK's own limit (given the same size) guards only the MCP endpoint and answers plain text;
-    this one covers every route and answers in JSON-RPC, so clients can tell what happened.
-
-    A declared Content-Length is checked up front; a chunked body is collected only up to the limit.
-    """
-
-    def __init__(self, app: Any, *, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("method") != "POST":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None:
-            if declared.isdigit() and int(declared) <= self.limit:
-                await self.app(scope, receive, send)
-            else:
-                await self._refuse(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                await self._refuse(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, scope: Any, receive: Any, send: Any) -> None:
-        response = JSONResponse(too_large(self.limit), status_code=413)
-        await response(scope, receive, send)
-
-
 async def serve_http(
     gateway: Gateway,
     *,
@@ -158,7 +119,18 @@ async def serve_http(
 
     auth.check_exposure(gateway.registry, host=host)
     app = http_app(gateway, host=host)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    settings = gateway.registry.gateway
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        http=_compat.http_protocol(
+            header_timeout=settings.request_header_timeout, max_header_bytes=MAX_HEADER_BYTES
+        ),
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+    )
     web = uvicorn.Server(config)
     # uvicorn would re-raise a caught SIGTERM after serving, killing us before the upstreams are
     # stopped; our own receiver below asks it to exit instead, and cleanup then runs in order.

@@ -37,6 +37,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from mcpgw import _compat
+from mcpgw.server.sessions import SessionLimits
 
 logger = logging.getLogger("mcpgw.resume")
 
@@ -146,19 +147,32 @@ class _SessionManager(StreamableHTTPSessionManager):
 
 
 def streamable_http_app(
-    server: Any, *, path: str, security: Any, max_body: int, store: EventStore | None = None
+    server: Any,
+    *,
+    path: str,
+    security: Any,
+    max_body: int,
+    max_sessions: int,
+    per_client: int,
+    idle_timeout: float,
+    store: EventStore | None = None,
 ) -> Starlette:
     """What `Server.streamable_http_app(streamable_http_path=path, transport_security=security)` builds,
-    with a resumable-stream store shared by every session, each in its own namespace."""
+    with a resumable-stream store shared by every session, each in its own namespace, and the
+    sessions bounded per client and in all (`sessions.SessionLimits`)."""
     manager = _SessionManager(
         app=server,
         event_store=store or BoundedEventStore(),
         security_settings=security,
         retry_interval=RETRY_MS,
         max_request_body_size=max_body,
+        session_idle_timeout=idle_timeout,
+        # Only a backstop: `SessionLimits` admits sessions, and a session it closes to make room
+        # may be counted here until its server task has wound down.
+        max_sessions=2 * max_sessions,
     )
     _compat.set_session_manager(server, manager)  # as the SDK's own builder does
-    return Starlette(
-        routes=[Route(path, endpoint=StreamableHTTPASGIApp(manager))],
-        lifespan=lambda app: manager.run(),
+    endpoint = SessionLimits(
+        StreamableHTTPASGIApp(manager), manager, max_sessions=max_sessions, per_client=per_client
     )
+    return Starlette(routes=[Route(path, endpoint=endpoint)], lifespan=lambda app: manager.run())
