@@ -410,3 +410,193 @@ def test_a_free_string_is_no_outcome() -> None:
         Step(kind=Kind.CALL, method="tools/call", outcome="exploded")  # type: ignore[arg-type]
     with recording(Step(kind=Kind.CALL, method="tools/call"), into=None), pytest.raises(ValueError):
         note(outcome="exploded")
+
+
+# --- attacks on the log itself (each test is named after one) ---------------------------------------
+
+ESCAPES = "\x1b[2J\x1b]0;owned\x07\x9b31m\u202e\u200b"
+"""Clear the screen, set the window title, an 8-bit CSI, a right-to-left override, a zero-width space."""
+CONTROLS = "\x1b\x07\x9b\u202e\u200b"
+SHOWN = "\\x1b[2J\\x1b]0;owned\\x07\\x9b31m\\u202e\\u200b"
+
+
+def only_row(path: Path) -> dict[str, Any]:
+    [row] = rows(path)
+    return row
+
+
+def test_escape_sequences_are_stored_as_visible_text_in_every_column(tmp_path: Path) -> None:
+    step = Step(
+        kind=Kind.CALL,
+        method=f"tools/call{ESCAPES}",
+        persona=ESCAPES,
+        client=ESCAPES,
+        protocol=ESCAPES,
+        principal=f"sub={ESCAPES}",
+        server=ESCAPES,
+        name=ESCAPES,
+        error=ESCAPES,
+        arguments={"text": ESCAPES},
+        result=ESCAPES,
+        findings=ESCAPES,
+    )
+    written(tmp_path / "audit.db", lambda log: log.record_step(step))
+    row = only_row(tmp_path / "audit.db")
+    for column in ("persona", "client", "protocol", "server", "name", "error", "findings"):
+        assert row[column] == SHOWN, column
+    assert row["method"] == f"tools/call{SHOWN}" and row["principal"] == f"sub={SHOWN}"
+    stored = "".join(value for value in row.values() if isinstance(value, str))
+    assert not any(char in stored for char in CONTROLS), stored
+    assert "owned" in row["arguments"] and "owned" in row["result"]
+
+
+def test_a_huge_name_is_stored_bounded_with_a_marker(tmp_path: Path) -> None:
+    from mcpgw.audit.fields import ARGUMENTS_CHARS, ERROR_CHARS, FIELD_CHARS, SUMMARY_CHARS
+
+    huge = "n" * 3_500_000
+
+    def write(log: AuditLog) -> None:
+        log.record_step(
+            Step(
+                kind=Kind.CALL,
+                method=huge,
+                persona=huge,
+                client=huge,
+                principal=huge,
+                server=huge,
+                name=huge,
+                error=huge,
+                arguments={"a": huge},
+                result=huge,
+            )
+        )
+        log.event(
+            Kind.SAMPLING, server=huge, name=huge, error=huge, result={"model": huge, "input_tokens": 7}
+        )
+
+    written(tmp_path / "audit.db", write)
+    for row in rows(tmp_path / "audit.db"):
+        for column in ("method", "persona", "client", "principal", "server", "name"):
+            if row[column] is not None:
+                assert len(row[column]) <= FIELD_CHARS, column
+                assert row[column].endswith("…[cut: 3500000 chars]"), column
+        assert len(row["error"]) <= ERROR_CHARS and row["error"].endswith("…[cut: 3500000 chars]")
+    call, sampling = rows(tmp_path / "audit.db")
+    assert len(call["arguments"]) <= ARGUMENTS_CHARS and "…[cut: " in call["arguments"]
+    assert len(call["result"]) <= SUMMARY_CHARS
+    accounting = json.loads(sampling["result"])  # still JSON: spend is read back from it
+    assert accounting["input_tokens"] == 7 and len(accounting["model"]) <= FIELD_CHARS
+    assert (tmp_path / "audit.db").stat().st_size < 1_000_000
+
+
+def test_secrets_inside_uris_are_redacted_in_every_column(tmp_path: Path) -> None:
+    uri = "https://alice:hunter2-pw@db.example.com/x?page=2&access_token=tok-in-query-123&api_key=k3y-val"
+    secrets = ("hunter2-pw", "tok-in-query-123", "k3y-val")
+
+    def write(log: AuditLog) -> None:
+        log.record_step(
+            Step(
+                kind=Kind.READ,
+                method=f"resources/read {uri}",
+                persona=uri,
+                client=uri,
+                protocol=uri,
+                principal=uri,
+                server=uri,
+                name=uri,
+                error=f"cannot read {uri}",
+                arguments={"uri": uri},
+                result={"contents": uri},
+                findings=uri,
+            )
+        )
+        log.event(Kind.UPSTREAM, server=uri, name=uri, method=uri, persona=uri, error=uri, result={"u": uri})
+
+    written(tmp_path / "audit.db", write)
+    read, event = rows(tmp_path / "audit.db")
+    assert (
+        read["name"]
+        == event["name"]
+        == (
+            "https://[REDACTED:url-password]@db.example.com/x?page=2"
+            "&access_token=[REDACTED:url-parameter]&api_key=[REDACTED:url-parameter]"
+        )
+    )
+    data = b"".join(p.read_bytes() for p in tmp_path.glob("audit.db*"))
+    for secret in secrets:
+        assert secret.encode() not in data, secret
+
+
+def test_logs_shows_rows_an_older_version_wrote_without_driving_the_terminal(
+    tmp_path: Path, audit_db: Path
+) -> None:
+    from mcpgw.audit import COLUMNS, ensure_schema
+
+    db = sqlite_utils.Database(audit_db)
+    ensure_schema(db)
+    raw = {k: None for k in COLUMNS}
+    db["events"].insert(
+        {
+            **raw,
+            "ts": "2099-01-01T00:00:00+00:00",
+            "kind": "auth",
+            "persona": ESCAPES,
+            "name": "n" * 3_500_000,
+            "error": ESCAPES,
+            "outcome": "denied",
+            "request_id": "legacy",
+        }
+    )
+    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    for extra in ([], ["--json"]):
+        result = CliRunner().invoke(cli, ["logs", "-c", str(config), *extra])
+        assert result.exit_code == 0, result.output
+        assert not any(char in result.stdout for char in CONTROLS), extra
+        assert len(result.stdout) < 20_000, len(result.stdout)
+    line = json.loads(result.stdout)
+    assert line["persona"] == line["error"] == SHOWN
+
+
+def test_refusals_and_security_events_are_on_disk_when_recording_returns(tmp_path: Path) -> None:
+    """No waiting for the writer: a row that says something was refused or withheld is committed."""
+    path = tmp_path / "audit.db"
+
+    def count() -> int:
+        with sqlite3.connect(path) as db:
+            return int(db.execute("select count(*) from events").fetchone()[0])
+
+    def write(log: AuditLog) -> None:
+        log.event(Kind.SECURITY, server="up", name="up__x", outcome=Outcome.WITHHELD, error="pin differs")
+        assert count() == 1
+        log.event(Kind.SECURITY, server="up", name="up__y", outcome=Outcome.WARNING, error="poisoning")
+        assert count() == 2
+        log.record_step(Step(kind=Kind.CALL, method="tools/call", outcome=Outcome.BLOCKED, error="card"))
+        assert count() == 3
+        log.record_step(Step(kind=Kind.AUTH, method="POST /mcp", outcome=Outcome.DENIED, error="no token"))
+        assert count() == 4
+
+    written(path, write)
+
+
+def test_refusals_fold_into_one_row_per_key_and_interval() -> None:
+    from mcpgw.audit import Folds
+
+    clock = [0.0]
+    folds = Folds(interval=10, max_keys=3, clock=lambda: clock[0])
+    first = folds.add("no token")
+    assert first.new and first.count == 1
+    for _ in range(99):
+        assert not folds.add("no token").new
+    assert first.count == 100 and first.result()["count"] == 100
+    assert folds.add("bad token").new  # another key, its own row
+    clock[0] = 10.0
+    second = folds.add("no token")
+    assert second.new and second.previous == 100 and second.request_id != first.request_id
+    assert folds.add("bad token").new
+    # Past max_keys open windows, new keys share one overflow window.
+    assert folds.add("c").new and not folds.add("c").overflow
+    overflow = folds.add("d")
+    assert overflow.overflow and overflow.new and not folds.add("e").new
+    assert overflow.count == 2
+    clock[0] = 25.0  # every window over: room again
+    assert not folds.add("f").overflow

@@ -262,6 +262,23 @@ def audit_rows(stack: Stack, sql: str, *params: Any, at_least: int = 1) -> list[
     return rows
 
 
+def folded_rows(stack: Stack, error_like: str, *, total: int) -> list[tuple[Any, ...]]:
+    """The auth rows whose error is like `error_like`, once their counts add up to `total`."""
+    rows: list[tuple[Any, ...]] = []
+    for _ in range(100):
+        rows = audit_rows(
+            stack,
+            "SELECT outcome, method, error, json_extract(result, '$.count') FROM events"
+            " WHERE kind = 'auth' AND error LIKE ?",
+            error_like,
+        )
+        if sum(row[3] for row in rows) >= total:
+            break
+        time.sleep(0.05)
+    assert sum(row[3] for row in rows) == total, rows
+    return rows
+
+
 @pytest.mark.parametrize("case", BAD_TOKENS)
 def test_bad_token_gets_401_and_no_upstream_call(stack: Stack, case: str) -> None:
     made, reason = BAD_TOKENS[case]
@@ -414,13 +431,9 @@ def test_jwks_outage_answers_503_with_retry_after_and_cached_keys_keep_working(s
     finally:
         httpx.post(f"{stack.issuer}/jwks-outage", json={"on": False}).raise_for_status()
     assert [c for c in stack.upstream_calls() if c["arguments"].get("message") == "should never arrive"] == []
-    rows = audit_rows(
-        stack,
-        "SELECT outcome, method, error FROM events WHERE kind = 'auth' AND error LIKE ?",
-        "%signing keys could not be fetched%",
-        at_least=5,
-    )
-    assert len(rows) == 5 and {row[:2] for row in rows} == {("error", "POST /mcp")}, rows
+    # The five refusals are alike (reason, endpoint, peer): one row stands for them, with their count.
+    rows = folded_rows(stack, "%signing keys could not be fetched%", total=5)
+    assert {row[:2] for row in rows} == {("error", "POST /mcp")}, rows
     assert all("JWKS unavailable" in row[2] and unknown not in row[2] for row in rows)
 
 
@@ -573,6 +586,301 @@ def _header_kid(token: str) -> str:
 
     head = token.split(".")[0]
     return str(json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))["kid"])
+
+
+# --- attacks found by review (each test is named after one) -------------------------------------
+
+
+def test_a_token_for_another_personas_url_is_refused(stack: Stack) -> None:
+    """A token issued for `/personas/reader/mcp` is no token for `/personas/dev/mcp`, nor for `/mcp`."""
+    both = "dev reader"
+    for_reader = stack.mint(aud=f"{stack.gateway}/personas/reader/mcp", mcpgw_persona=both)
+    for path in ("/personas/dev/mcp", "/mcp"):
+        response = _post(f"{stack.gateway}{path}", for_reader)
+        assert response.status_code == 401, (path, response.text)
+        challenge = response.headers["www-authenticate"]
+        assert 'error="invalid_token"' in challenge
+        assert f'resource_metadata="{stack.gateway}/.well-known/oauth-protected-resource{path}"' in challenge
+    assert _initialize_at(stack, "/personas/reader/mcp", for_reader).status_code == 200
+    # The gateway's own resources count on every endpoint, as does a list naming this one.
+    for audience in (f"{stack.gateway}/mcp", stack.gateway, [f"{stack.gateway}/personas/dev/mcp", "x"]):
+        token = stack.mint(aud=audience, mcpgw_persona=both)
+        assert _initialize_at(stack, "/personas/dev/mcp", token).status_code == 200, audience
+    rows = audit_rows(
+        stack,
+        "SELECT persona, outcome, error FROM events WHERE kind = 'auth' AND error LIKE '%another endpoint%'",
+    )
+    assert ("dev", "denied") in {row[:2] for row in rows}, rows
+    assert [c for c in stack.upstream_calls() if c["arguments"].get("message") == "should never arrive"] == []
+
+
+def test_an_explicit_audience_counts_on_every_endpoint_and_nothing_else_does() -> None:
+    from mcpgw.server import auth
+
+    base = {"issuer": "https://a", "jwks_url": "https://a/jwks", "public_url": "https://gw/"}
+    default = config.AuthSettings(**base)
+    assert auth.endpoint_audiences(default, None) == {"https://gw", "https://gw/mcp"}
+    assert auth.endpoint_audiences(default, "a") == {
+        "https://gw",
+        "https://gw/mcp",
+        "https://gw/personas/a/mcp",
+    }
+    explicit = config.AuthSettings(**base, audience=["api://mcpgw"])
+    assert (
+        auth.endpoint_audiences(explicit, "a") == auth.endpoint_audiences(explicit, None) == {"api://mcpgw"}
+    )
+
+
+def _initialize_at(stack: Stack, path: str, token: str) -> httpx.Response:
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {token}"}
+    return httpx.post(f"{stack.gateway}{path}", json=INITIALIZE, headers=headers)
+
+
+async def test_a_key_removed_from_the_jwks_stops_working_within_the_cache_lifetime() -> None:
+    """An issuer of its own (rotating twice drops the first key from its JWKS) and a short cache."""
+    from mcpgw.server import auth
+
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    with background([sys.executable, str(ISSUER), str(port)], port=port):
+        settings = config.AuthSettings(
+            issuer=issuer,
+            jwks_url=f"{issuer}/jwks",
+            public_url="http://gw",
+            jwks_cache_seconds=1.0,
+            jwks_min_refresh_seconds=0.2,
+        )
+        verifier = auth.JWTVerifier(settings)
+        now = int(time.time())
+        claims = {"iss": issuer, "sub": "a", "aud": "http://gw/mcp", "iat": now, "exp": now + 300}
+        old = httpx.post(f"{issuer}/mint", json={"claims": claims}).json()["token"]
+        await verifier.check(old)
+        for _ in range(2):
+            httpx.post(f"{issuer}/rotate").raise_for_status()
+        removed = time.monotonic()
+        with anyio.fail_after(10):
+            while True:
+                try:
+                    await verifier.check(old)
+                except auth.TokenRejected as exc:
+                    assert "unknown key id" in str(exc)
+                    break
+                await anyio.sleep(0.05)
+        bound = settings.jwks_cache_seconds + settings.jwks_min_refresh_seconds
+        assert time.monotonic() - removed <= bound + 1.0
+        fetches = httpx.get(f"{issuer}/stats").json()["jwks_fetches"]
+        assert fetches <= 2 + (time.monotonic() - removed) / settings.jwks_min_refresh_seconds
+
+
+async def test_a_shorter_max_age_from_the_jwks_server_wins_over_the_cache_setting() -> None:
+    import httpx2
+    from joserfc.jwk import ECKey
+
+    from mcpgw.server import tokens
+
+    keys = [ECKey.generate_key("P-256", parameters={"kid": f"k{i}"}) for i in range(2)]
+
+    def jwks(request: httpx2.Request) -> httpx2.Response:
+        body = {"keys": [key.as_dict(private=False) for key in keys]}
+        return httpx2.Response(200, json=body, headers={"Cache-Control": "public, max-age=1"})
+
+    cache = tokens.JWKSCache(
+        "https://issuer/jwks", cache_seconds=3600, min_refresh=0.1, transport=httpx2.MockTransport(jwks)
+    )
+    assert (await cache.key("k0")).kid == "k0"
+    assert cache.lifetime == 1
+    keys.pop(0)
+    removed = time.monotonic()
+    with anyio.fail_after(10):
+        while True:
+            try:
+                await cache.key("k0")
+            except tokens.TokenRejected:
+                break
+            await anyio.sleep(0.05)
+    assert time.monotonic() - removed <= 1 + 1.0
+    assert (await cache.key("k1")).kid == "k1"
+    assert tokens.max_age("no-store") == 0 and tokens.max_age("max-age=x, max-age=5") == 5
+    assert tokens.max_age(None) is None and tokens.max_age("private") is None
+
+
+async def test_a_cache_shorter_than_the_refetch_floor_keeps_valid_tokens_working() -> None:
+    """Past its lifetime but too soon to refetch, the key set is still used (not every token refused)."""
+    import httpx2
+    from joserfc.jwk import ECKey
+
+    from mcpgw.server import tokens
+
+    key = ECKey.generate_key("P-256", parameters={"kid": "k0"})
+    fetches: list[float] = []
+
+    def jwks(request: httpx2.Request) -> httpx2.Response:
+        fetches.append(time.monotonic())
+        return httpx2.Response(200, json={"keys": [key.as_dict(private=False)]})
+
+    cache = tokens.JWKSCache(
+        "https://issuer/jwks", cache_seconds=0.2, min_refresh=60, transport=httpx2.MockTransport(jwks)
+    )
+    assert (await cache.key("k0")).kid == "k0"
+    with anyio.fail_after(10):
+        while time.monotonic() - fetches[0] <= cache.lifetime:
+            await anyio.sleep(0.05)
+    assert (await cache.key("k0")).kid == "k0"
+    assert len(fetches) == 1
+
+
+def test_escape_sequences_in_the_persona_path_never_reach_the_database_or_the_terminal(stack: Stack) -> None:
+    from click.testing import CliRunner
+
+    from mcpgw.cli import cli
+
+    attack = "%1b%5b2J%1b%5d0%3bpwned%07%c2%9b31m%e2%80%ae"  # clear screen, set title, CSI, RLO
+    response = _post(f"{stack.gateway}/personas/{attack}/mcp", None)
+    assert response.status_code == 401
+    rows = audit_rows(
+        stack, "SELECT persona, method FROM events WHERE kind = 'auth' AND persona LIKE '%pwned%'"
+    )
+    assert rows, "the refusal was not recorded"
+    persona, method = rows[-1]
+    assert persona == "\\x1b[2J\\x1b]0;pwned\\x07\\x9b31m\\u202e", persona
+    assert persona in method
+    with sqlite3.connect(stack.audit) as db:
+        for row in db.execute("SELECT * FROM events"):
+            text = "".join(value for value in row if isinstance(value, str))
+            assert not any(ch in text for ch in "\x1b\x07\x9b\u202e"), text
+    runner = CliRunner()
+    logs = ["logs", "-c", str(stack.audit.parent / "servers.toml"), "--persona", persona]
+    env = {"MCPGW_AUDIT_DB": str(stack.audit)}
+    for extra in ([], ["--json"]):
+        result = runner.invoke(cli, [*logs, *extra], env=env)
+        assert result.exit_code == 0, result.output
+        assert not any(ch in result.stdout for ch in "\x1b\x07\x9b\u202e"), result.stdout
+    assert json.loads(result.stdout)["persona"] == persona
+
+
+class _Served:
+    """What an MCP endpoint is to the guard in memory: anything that answers."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from starlette.responses import PlainTextResponse
+
+        await PlainTextResponse("served")(scope, receive, send)
+
+
+def _guarded(audit: Any) -> Any:
+    """An app with `/mcp` and `/personas/{persona}/mcp` behind `[auth]`, in memory (no issuer needed:
+    the refusals sent to it are decided before any key is fetched)."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    from mcpgw.server import auth
+
+    registry = config.Registry.model_validate(
+        {
+            "personas": {"a": {}, "b": {}},
+            "auth": {
+                "issuer": "https://issuer.invalid",
+                "jwks_url": "https://issuer.invalid/jwks",
+                "public_url": "https://gw.example",
+                "persona_claim": "p",
+            },
+        }
+    )
+    persona_path = "/personas/{persona}/mcp"
+    app = Starlette(routes=[Route("/mcp", endpoint=_Served()), Route(persona_path, endpoint=_Served())])
+    auth.install(app, registry, mcp_path="/mcp", persona_path=persona_path, audit=audit)
+    return app
+
+
+def _forged_alg(alg: str) -> str:
+    import base64
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': alg, 'kid': 'k'})}.{part({'sub': 'x'})}.c2ln"
+
+
+async def test_a_burst_of_refused_requests_cannot_fill_the_disk(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1,000 refusals varying what a client controls (token, unknown persona, IPv6 address in its
+    /64): a bounded number of rows and log lines, whose counts add up to 1,000."""
+    from mcpgw.audit import AuditLog
+
+    caplog.set_level("INFO", logger="mcpgw.auth")
+    log = AuditLog(tmp_path / "audit.db").start()
+    app = _guarded(log)
+    peers = ["203.0.113.1", "203.0.113.2", "198.51.100.7", "2001:db8::{:x}"]  # the last: one /64
+
+    async def refused(peer: str, path: str, headers: dict[str, str]) -> None:
+        transport = httpx.ASGITransport(app=app, client=(peer, 4000))
+        async with httpx.AsyncClient(transport=transport, base_url="https://gw.example") as http:
+            response = await http.post(path, headers=headers)
+        assert response.status_code == 401, response.text
+
+    try:
+        for i in range(1000):
+            tokens = [None, f"garbage-{i}", _forged_alg(f"X{i}")]
+            token = tokens[(i // 3) % 3]
+            await refused(
+                peers[i % len(peers)].format(i),
+                ("/mcp", "/personas/a/mcp", f"/personas/nobody-{i}/mcp")[i % 3],
+                {"Authorization": f"Bearer {token}"} if token else {},
+            )
+    finally:
+        log.close()
+    with sqlite3.connect(tmp_path / "audit.db") as db:
+        rows = db.execute("SELECT json_extract(result, '$.count') FROM events WHERE kind = 'auth'").fetchall()
+    kinds, endpoints = 3, 3  # no token, not a JWT, an unregistered algorithm; /mcp, a, an unknown persona
+    assert len(rows) <= kinds * endpoints * len(peers), len(rows)
+    assert sum(count for (count,) in rows) == 1000
+    refused = [r for r in caplog.records if r.name == "mcpgw.auth" and r.getMessage().startswith("refused")]
+    assert len(refused) == len(rows)
+
+
+async def test_a_refusal_is_on_disk_before_it_is_answered(tmp_path: Path) -> None:
+    from mcpgw.audit import AuditLog
+
+    log = AuditLog(tmp_path / "audit.db").start()
+    transport = httpx.ASGITransport(app=_guarded(log))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="https://gw.example") as http:
+            for i, path in enumerate(("/mcp", "/personas/a/mcp", "/personas/b/mcp")):
+                assert (await http.post(path)).status_code == 401
+                with sqlite3.connect(tmp_path / "audit.db") as db:  # at once: no waiting for the writer
+                    found = db.execute("SELECT count(*) FROM events WHERE kind = 'auth'").fetchone()[0]
+                assert found == i + 1, path
+    finally:
+        log.close()
+
+
+def test_kill_9_loses_no_answered_refusal(tmp_path: Path) -> None:
+    """A real gateway killed with SIGKILL right after its last answer: every refusal is a row."""
+    port = free_port()
+    gateway = f"http://127.0.0.1:{port}"
+    personas = {f"p{i}": {} for i in range(20)}
+    registry = _registry(
+        tmp_path / "servers.toml",
+        {
+            "personas": personas,
+            "auth": {
+                "issuer": "http://127.0.0.1:9",
+                "jwks_url": "http://127.0.0.1:9/jwks",
+                "public_url": gateway,
+            },
+        },
+    )
+    audit = tmp_path / "audit.db"
+    with background(_serve(registry, port), port=port, env={"MCPGW_AUDIT_DB": str(audit)}) as process:
+        _wait_ready(gateway)
+        for name in personas:  # one endpoint each: no two fold into one row
+            assert _post(f"{gateway}/personas/{name}/mcp", None).status_code == 401
+        process.kill()
+        process.wait(10)
+    with sqlite3.connect(audit) as db:
+        found = {row[0] for row in db.execute("SELECT persona FROM events WHERE kind = 'auth'")}
+    assert found == set(personas)
 
 
 # --- upstream credentials ----------------------------------------------------------------------

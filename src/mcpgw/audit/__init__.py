@@ -4,10 +4,13 @@ The package's modules, one job each:
 
     step      the row's vocabulary (`Kind`, `Outcome`), the per-request `Step`, the current
               step (`current`, `note`) and `recording`, the one way a request becomes a row
-    log       `AuditLog`: rows built and redacted, one writer thread, batches, the retry buffer
+    log       `AuditLog`: rows built and cleaned, one writer thread, batches, the retry buffer,
+              refusals and security events committed before their caller goes on
+    fields    each text column made safe: redacted, control characters escaped, bounded
+    fold      repeated refusals folded into one row per interval, with a count
     schema    where the database lives, the `events` table's columns and indexes
-    queries   `mcpgw logs` and `mcpgw stats`: filtering, summaries, pruning
-    redact    what never reaches the file (secret keys, credential-shaped values)
+    queries   `mcpgw logs` and `mcpgw stats`: filtering, summaries, pruning, `printable`
+    redact    what never reaches the file (secret keys, credential-shaped values, URL secrets)
 
 Rows are built only here: writers hand over a `Step` or an event. This module re-exports
 the public API.
@@ -15,8 +18,10 @@ the public API.
 
 from __future__ import annotations
 
-from mcpgw.audit.log import SUMMARY_CHARS, AuditLog, open_for
-from mcpgw.audit.queries import STAT_GROUPS, open_for_reading, prune, query, stats
+from mcpgw.audit.fields import SUMMARY_CHARS, shown
+from mcpgw.audit.fold import Fold, Folds
+from mcpgw.audit.log import BATCH_INTERVAL, AuditLog, durable, open_for
+from mcpgw.audit.queries import STAT_GROUPS, open_for_reading, printable, prune, query, stats
 from mcpgw.audit.schema import (
     COLUMNS,
     ENV_AUDIT_DB,
@@ -29,6 +34,7 @@ from mcpgw.audit.schema import (
 from mcpgw.audit.step import STAT_KINDS, Kind, Outcome, Recorder, Step, current, note, now, recording
 
 __all__ = [
+    "BATCH_INTERVAL",
     "COLUMNS",
     "ENV_AUDIT_DB",
     "INDEXES",
@@ -37,20 +43,25 @@ __all__ = [
     "STAT_KINDS",
     "SUMMARY_CHARS",
     "AuditLog",
+    "Fold",
+    "Folds",
     "Kind",
     "Outcome",
     "Recorder",
     "Step",
     "current",
     "default_path",
+    "durable",
     "ensure_schema",
     "note",
     "now",
     "open_for",
     "open_for_reading",
     "path_for",
+    "printable",
     "prune",
     "query",
     "recording",
+    "shown",
     "stats",
 ]

@@ -1,8 +1,9 @@
 """Reading the audit log: the queries behind `mcpgw logs` and `mcpgw stats`, and pruning.
 
 Owns: opening the database for the CLI (a clear error when there is none),
-filtering rows, the per-group summaries (calls, errors, p50/p95 latency), and
-deleting rows past their retention.
+filtering rows, the per-group summaries (calls, errors, p50/p95 latency),
+deleting rows past their retention, and `printable`: a row as it may be shown on
+a terminal, whatever wrote it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from mcpgw.audit.fields import LIMITS, shown
 from mcpgw.audit.schema import ensure_schema
 from mcpgw.audit.step import STAT_KINDS, Outcome
 from mcpgw.errors import ConfigError
@@ -65,6 +67,18 @@ def query(
     sql += f" order by id {'desc' if newest_first else 'asc'} limit ?"
     params.append(limit)
     return list(db.query(sql, params))
+
+
+def printable(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` with every text value escaped and bounded as the writer stores it, for display.
+
+    Rows this mcpgw writes are already so; rows of an older version (or put in the file by
+    anything else) may hold escape sequences that would drive the terminal, or megabytes.
+    """
+    return {
+        column: shown(value, LIMITS.get(column, LIMITS["error"])) if isinstance(value, str) else value
+        for column, value in row.items()
+    }
 
 
 STAT_GROUPS = ("persona", "server", "name", "principal")

@@ -4,10 +4,11 @@ Owns: the rules that keep credentials out of the audit log. Keys that name a
 secret (password, token, authorization, api_key, ...) have their values
 replaced; values that look like a credential (bearer tokens, cloud and GitHub
 and Slack keys, JWTs, private keys, passwords in URLs) are replaced wherever
-they appear. The marker names the rule, so a reader knows what was there.
-The detectors themselves live in `mcpgw.detectors` (one set for the audit log
-and the data rules); payment card numbers are always redacted here too, and so
-is whatever a data rule of the registry looks for.
+they appear, and so are the values of secret-named URL parameters (`?token=...`,
+`&api_key=...`, `#access_token=...`). The marker names the rule, so a reader knows
+what was there. The detectors themselves live in `mcpgw.detectors` (one set for
+the audit log and the data rules); payment card numbers are always redacted here
+too, and so is whatever a data rule of the registry looks for.
 
 Like the data rules, the redactor reads every part of a value: object keys
 (renamed to the marker), numbers (a card number becomes the marker string) and
@@ -48,6 +49,10 @@ DEFAULT_SECRET_KEYS = (
     "client_secret",
     "session",
 )
+QUERY_SECRET_KEYS = ("key", "sig", "signature", "code", "pwd")
+"""Besides the secret keys: URL parameters that carry credentials by custom (`?key=` API keys,
+signed-URL signatures, OAuth authorization codes)."""
+QUERY_MARKER = "[REDACTED:url-parameter]"
 
 
 class Redactor:
@@ -62,6 +67,10 @@ class Redactor:
         extra = [d for d in detectors if d not in AUDIT_ALWAYS]
         custom = [Detector("custom", re.compile(p)) for p in extra_patterns]
         self._rules: list[Detector] = [*AUDIT_ALWAYS, *extra, *custom]
+        names = "|".join(re.escape(k) for k in (*self._keys, *QUERY_SECRET_KEYS))
+        # `?`, `&`, `;` or `#`, a parameter name containing a secret key, `=`, and the value up to
+        # the next separator: the value goes, the name stays so a reader sees what it was.
+        self._query = re.compile(rf"(?i)([?&;#][^=&#\s?]*(?:{names})[^=&#\s?]*=)[^&#\s]+")
 
     def secret_key(self, key: str) -> bool:
         lowered = key.lower()
@@ -77,6 +86,8 @@ class Redactor:
     def _spans(self, value: str) -> str:
         for detector in self._rules:
             value = detector.sub(value)[0]
+        if "=" in value:
+            value = self._query.sub(rf"\1{QUERY_MARKER}", value)
         return value
 
     def _string(self, value: str) -> str:

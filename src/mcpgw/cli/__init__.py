@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mcpgw import config as config_mod
-from mcpgw.audit import Outcome
+from mcpgw.audit import Outcome, printable
 from mcpgw.config import Registry, ServerConfig, StdioServer, server_config
 from mcpgw.config import edit as registry_mod
 from mcpgw.errors import ConfigError, GatewayError, RegistryError
@@ -386,6 +386,7 @@ def logs(
 
 
 def _print_log_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
+    rows = [printable(row) for row in rows]
     if as_json:
         for row in rows:
             out.print(json.dumps(row, ensure_ascii=False), highlight=False, soft_wrap=True)

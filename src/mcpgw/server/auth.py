@@ -1,24 +1,20 @@
 """mcpgw as an OAuth 2.1 resource server on its HTTP transport, and the HTTP exposure policy.
 
-Owns: checking bearer JWTs (signature against the issuer's JWKS, fetched and
-cached and refetched on an unknown key id at most every
-`jwks_min_refresh_seconds`; issuer; audience; expiry with clock skew; an
-explicit list of public-key algorithms), the RFC 9728 protected resource
-metadata for `/mcp` and every `/personas/<name>/mcp`, the 401/403 answers with
-their `WWW-Authenticate` challenges, the 503 answer when the issuer's keys
-cannot be fetched (the server's trouble, not the client's token), which persona a token grants, the
-principal recorded in the audit log, CORS, and what `mode = "production"`
-refuses before listening.
+Owns: which tokens an endpoint accepts (one checked by `tokens.JWTVerifier`,
+with an audience naming this endpoint, so a token for one persona's URL is no
+token for another's), the RFC 9728 protected resource metadata for `/mcp` and
+every `/personas/<name>/mcp`, the 401/403 answers with their `WWW-Authenticate`
+challenges, the 503 answer when the issuer's keys cannot be fetched (the
+server's trouble, not the client's token), which persona a token grants, the
+principal recorded in the audit log, the refusals' rows and log lines (folded
+per reason, endpoint and peer: one per interval with a count, the first written
+before it is answered), CORS, and what `mode = "production"` refuses before
+listening.
 
 Built on the SDK's and fastmcp's auth pieces rather than beside them: the
 verifier is a fastmcp `TokenVerifier`, tokens reach it through the SDK's
 `BearerAuthBackend`, and 401/403 come from fastmcp's `RequireAuthMiddleware`
-(missing and invalid tokens told apart as RFC 6750 asks). Our own verifier
-because fastmcp's `JWTVerifier` accepts one algorithm, refuses a token short of
-scopes as invalid (401, where the spec wants 403 insufficient_scope) and cannot
-bound refetches per unknown key id and cache TTL separately. The JOSE work is
-done by joserfc, the Authlib project's JOSE library (`authlib.jose` is
-deprecated in its favour and is to be removed in Authlib 2.0).
+(missing and invalid tokens told apart as RFC 6750 asks).
 
 A caller's token never leaves this module's checks: upstream sessions are
 opened with the gateway's own credentials (see `credentials`), and requests are
@@ -27,7 +23,7 @@ relayed as MCP messages, never as HTTP requests with the caller's headers.
 
 from __future__ import annotations
 
-import contextvars
+import ipaddress
 import logging
 import math
 import time
@@ -35,13 +31,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import anyio
-import httpx2
-from fastmcp.server.auth import AccessToken, TokenVerifier
 from fastmcp.server.auth.middleware import RequireAuthMiddleware
-from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import Key, KeySet
-from joserfc.jws import extract_compact
 from mcp.server.auth.handlers.metadata import ProtectedResourceMetadataHandler
 from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, BearerAuthBackend
@@ -49,6 +39,7 @@ from mcp.server.auth.routes import cors_middleware
 from mcp.shared.auth import ProtectedResourceMetadata
 from pydantic import AnyHttpUrl
 from starlette.applications import Starlette
+from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -57,189 +48,17 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcpgw import _compat
-from mcpgw.audit import AuditLog, Kind, Outcome, Step
+from mcpgw.audit import AuditLog, Folds, Kind, Outcome, Step, shown
 from mcpgw.config import AuthSettings, Registry
 from mcpgw.errors import ConfigError
+from mcpgw.server import tokens
 from mcpgw.server.hostcheck import is_loopback
+from mcpgw.server.tokens import JWTVerifier, KeysUnavailable, TokenRejected, brief, claim_words
 
 logger = logging.getLogger("mcpgw.auth")
 
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
-_PASSED = "mcpgw.auth.passed"
-"""Set in the ASGI scope once token and scopes are accepted (refusals before it are audited after)."""
 PERSONA_PARAM = "persona"
-_KEY_TYPE = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
-
-
-class TokenRejected(Exception):
-    """Why one token was refused; logged, never sent (the client sees 401 invalid_token, or 503)."""
-
-
-class KeysUnavailable(TokenRejected):
-    """The issuer's JWKS could not be fetched and no cached key can check the token (answered 503)."""
-
-    def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-        """Seconds until the JWKS may be fetched again."""
-
-
-_rejection: contextvars.ContextVar[str | None] = contextvars.ContextVar("mcpgw_rejection", default=None)
-"""Why this request's token was refused, for its audit row (the SDK's backend only sees None)."""
-_unavailable: contextvars.ContextVar[KeysUnavailable | None] = contextvars.ContextVar(
-    "mcpgw_keys_unavailable", default=None
-)
-"""Set when this request's token could not be checked at all: `Guard` answers 503, not 401."""
-
-
-# --- keys --------------------------------------------------------------------------------------
-
-
-class JWKSCache:
-    """The issuer's signing keys: fetched once, kept `cache_seconds`, refetched on an unknown key id.
-
-    Every fetch, failed or not, is at least `min_refresh` seconds after the
-    previous one, so forged key ids or a JWKS outage cannot turn requests into
-    fetches; a key rotated in by the issuer is picked up on the first token
-    that names it.
-    """
-
-    def __init__(self, url: str, *, cache_seconds: float, min_refresh: float) -> None:
-        self.url = url
-        self.cache_seconds = cache_seconds
-        self.min_refresh = min_refresh
-        self._keys: KeySet | None = None
-        self._fetched_at = -float("inf")
-        self._tried_at = -float("inf")
-        self._error: str | None = None
-        self._lock = anyio.Lock()
-
-    def _lookup(self, kid: str | None) -> Key | None:
-        if self._keys is None or time.monotonic() - self._fetched_at > self.cache_seconds:
-            return None
-        keys = list(self._keys)
-        if kid is None:
-            return keys[0] if len(keys) == 1 else None
-        return next((key for key in keys if key.kid == kid), None)
-
-    async def key(self, kid: str | None) -> Key:
-        if (found := self._lookup(kid)) is not None:
-            return found
-        async with self._lock:
-            if (found := self._lookup(kid)) is not None:
-                return found
-            if time.monotonic() - self._tried_at >= self.min_refresh:
-                await self._fetch()
-            elif self._error is None:
-                raise TokenRejected(
-                    f"unknown key id {kid!r} (JWKS refetched less than {self.min_refresh}s ago)"
-                )
-        if self._error is not None:
-            wait = self.min_refresh - (time.monotonic() - self._tried_at)
-            raise KeysUnavailable(f"JWKS unavailable: {self._error}", retry_after=wait)
-        if (found := self._lookup(kid)) is not None:
-            return found
-        if kid is None:
-            raise TokenRejected("the token names no key id and the JWKS holds more than one key")
-        raise TokenRejected(f"unknown key id {kid!r}")
-
-    async def _fetch(self) -> None:
-        self._tried_at = time.monotonic()
-        try:
-            async with httpx2.AsyncClient(timeout=10.0) as client:
-                response = await client.get(self.url)
-                response.raise_for_status()
-                keys = KeySet.import_key_set(response.json())
-        except (httpx2.HTTPError, ValueError, KeyError, TypeError, JoseError) as exc:
-            logger.error("fetching the JWKS from %s failed: %s", self.url, exc)
-            self._error = str(exc) or type(exc).__name__
-            return
-        self._keys, self._fetched_at, self._error = keys, time.monotonic(), None
-
-
-# --- tokens ------------------------------------------------------------------------------------
-
-
-def resource_urls(settings: AuthSettings, personas: Iterable[str]) -> list[str]:
-    """mcpgw's resource identifiers: the base URL, `/mcp` and each persona's endpoint."""
-    base = settings.public_url.rstrip("/")
-    return [base, f"{base}/mcp", *(f"{base}/personas/{name}/mcp" for name in personas)]
-
-
-class JWTVerifier(TokenVerifier):
-    """A fastmcp token verifier for JWTs from one issuer, checked against its JWKS."""
-
-    def __init__(self, settings: AuthSettings, *, personas: Iterable[str] = ()) -> None:
-        super().__init__(base_url=settings.public_url, required_scopes=list(settings.required_scopes))
-        self.settings = settings
-        self.audiences = list(settings.audience) or resource_urls(settings, personas)
-        self.keys = JWKSCache(
-            settings.jwks_url,
-            cache_seconds=settings.jwks_cache_seconds,
-            min_refresh=settings.jwks_min_refresh_seconds,
-        )
-
-    async def verify_token(self, token: str) -> AccessToken | None:
-        try:
-            return await self.check(token)
-        except TokenRejected as exc:
-            logger.info("bearer token refused: %s", exc)
-            _rejection.set(str(exc))
-            if isinstance(exc, KeysUnavailable):
-                _unavailable.set(exc)
-            return None
-
-    async def check(self, token: str) -> AccessToken:
-        """The token's access, or `TokenRejected` saying why not."""
-        settings = self.settings
-        try:
-            header = extract_compact(token.encode()).headers()
-        except (JoseError, ValueError) as exc:
-            raise TokenRejected("not a signed JWT") from exc
-        algorithm = header.get("alg")
-        if algorithm not in settings.algorithms:
-            raise TokenRejected(f"algorithm {algorithm!r} is not among {settings.algorithms}")
-        key = await self.keys.key(header.get("kid"))
-        if key.key_type != _KEY_TYPE.get(str(algorithm)[:2]):
-            raise TokenRejected(f"a {key.key_type} key cannot verify {algorithm}")
-        try:
-            claims = jwt.decode(token, key, algorithms=[str(algorithm)]).claims
-            jwt.JWTClaimsRegistry(
-                leeway=int(settings.clock_skew),
-                iss={"essential": True, "value": settings.issuer},
-                aud={"essential": True, "values": self.audiences},
-                exp={"essential": True},
-            ).validate(claims)
-        except JoseError as exc:
-            raise TokenRejected(f"{type(exc).__name__}: {exc}") from exc
-        scopes = _scopes(claims)
-        client_id = claims.get("client_id") or claims.get("azp") or claims.get("sub") or "unknown"
-        return AccessToken(
-            token=token,
-            client_id=str(client_id),
-            scopes=scopes,
-            # The SDK's backend compares this with its own clock; the skew was granted above.
-            expires_at=int(claims["exp"] + settings.clock_skew),
-            subject=str(claims["sub"]) if claims.get("sub") is not None else None,
-            claims=claims,
-        )
-
-
-def _scopes(claims: dict[str, Any]) -> list[str]:
-    for name in ("scope", "scp"):
-        words = _claim_words(claims.get(name))
-        if words is not None:
-            return words
-    return []
-
-
-def _claim_words(value: Any) -> list[str] | None:
-    """A claim that lists names (scopes, groups): a space-separated string or an array; None if neither."""
-    if isinstance(value, str):
-        return value.split()
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    return None
 
 
 # --- personas ----------------------------------------------------------------------------------
@@ -249,7 +68,7 @@ def granted_personas(settings: AuthSettings, claims: dict[str, Any], personas: I
     """The personas a token's claim names (after prefix and map), among those configured."""
     if settings.persona_claim is None:
         return []
-    values = _claim_words(claims.get(settings.persona_claim)) or []
+    values = claim_words(claims.get(settings.persona_claim)) or []
     known = set(personas)
     granted: list[str] = []
     for value in values:
@@ -275,21 +94,60 @@ def principal(scope: Scope) -> str | None:
 # --- HTTP --------------------------------------------------------------------------------------
 
 
+def endpoint_audiences(settings: AuthSettings, persona: str | None) -> frozenset[str]:
+    """The `aud` values that count on one endpoint (`/mcp` under None): the configured `audience`,
+    else the gateway's own (`public_url`, its `/mcp`) and this endpoint's URL, never another's."""
+    if settings.audience:
+        return frozenset(settings.audience)
+    base = settings.public_url.rstrip("/")
+    own = {base, f"{base}/mcp"}
+    if persona is not None:
+        own.add(f"{base}/personas/{persona}/mcp")
+    return frozenset(own)
+
+
+def _bearer(scope: Scope) -> bool:
+    return any(k == b"authorization" and v[:7].lower() == b"bearer " for k, v in scope.get("headers", []))
+
+
+def peer(scope: Scope) -> str:
+    """Where a request came from, as refusals are folded: the address, an IPv6 one by its /64."""
+    client = scope.get("client")
+    host = str(client[0]) if client else "-"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host[:64]
+    if address.version == 6 and address.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
 class Guard:
     """In front of an MCP endpoint: 401 without a valid token, 403 short of scopes or persona.
 
     On success the request's `persona` path parameter is the one the token
     grants, so `/mcp` serves the token's persona and `/personas/<name>/mcp`
-    serves `<name>` only if the token grants it.
+    serves `<name>` only if the token grants it. A token must be issued for the
+    endpoint it is used on (`endpoint_audiences`). Every refusal is recorded
+    before it is answered, folded with refusals like it (`_denied`).
     """
 
     def __init__(
-        self, app: ASGIApp, *, settings: AuthSettings, registry: Registry, audit: AuditLog | None = None
+        self,
+        app: ASGIApp,
+        *,
+        settings: AuthSettings,
+        registry: Registry,
+        audit: AuditLog | None = None,
+        folds: Folds | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
         self.registry = registry
         self.audit = audit
+        self.folds = folds or Folds()
+        """Refusals folded per (reason, endpoint, peer, principal): shared by the endpoints of an app."""
         self.base = settings.public_url.rstrip("/")
         # Built once per endpoint (`/mcp` under None, each persona's under its name): what a
         # refusal's challenge carries is the endpoint's own metadata URL.
@@ -301,6 +159,7 @@ class Guard:
             for persona in endpoints
         }
         """Token and scope checks; an unknown persona's path gets `/mcp`'s (the endpoint answers 404)."""
+        self._audiences = {persona: endpoint_audiences(settings, persona) for persona in endpoints}
         self._denials = {persona: self._denial(persona) for persona in endpoints}
         """The 403 for a token that does not grant the persona asked for."""
 
@@ -311,13 +170,34 @@ class Guard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         requested = scope.get("path_params", {}).get(PERSONA_PARAM)
         check = self._checks.get(requested, self._checks[None])
-        outage = _unavailable.get()
+        outage = tokens.unavailable.get() if _bearer(scope) else None
         if outage is not None and not isinstance(scope.get("user"), AuthenticatedUser):
             await self._unavailable(scope, receive, send, outage)
             return
+        self._check_audience(scope, requested)
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            await self._denied(scope, *refusal)
         await check(scope, receive, send)
-        if not scope.get(_PASSED):
-            self._denied(scope, self._why_refused(scope))
+
+    def _check_audience(self, scope: Scope, requested: str | None) -> None:
+        """Unauthenticate a token issued for another endpoint (another persona's URL): the check
+        that follows then answers 401 invalid_token, as for any token not issued for this one."""
+        user = scope.get("user")
+        if not isinstance(user, AuthenticatedUser):
+            return
+        accepted = self._audiences.get(requested, self._audiences[None])
+        audience = (user.access_token.claims or {}).get("aud")
+        named = [audience] if isinstance(audience, str) else list(audience or [])
+        if accepted.intersection(str(a) for a in named):
+            return
+        scope["user"], scope["auth"] = UnauthenticatedUser(), AuthCredentials()
+        tokens.rejection.set(
+            TokenRejected(
+                f"audience {brief(named, limit=200)} is another endpoint's, not {sorted(accepted)}",
+                category="audience of another endpoint",
+            )
+        )
 
     def _denial(self, persona: str | None) -> RequireAuthMiddleware:
         return RequireAuthMiddleware(self.app, [], self.metadata_url(persona))
@@ -330,9 +210,10 @@ class Guard:
         new token for the issuer's outage, so this case is answered here, before it.
         """
         retry_after = max(1, math.ceil(outage.retry_after))
-        self._denied(
+        await self._denied(
             scope,
             f"the issuer's signing keys could not be fetched ({outage}); answered 503",
+            outage.category,
             outcome=Outcome.ERROR,
         )
         response = JSONResponse(
@@ -346,33 +227,64 @@ class Guard:
         )
         await response(scope, receive, send)
 
-    def _why_refused(self, scope: Scope) -> str:
+    def _refusal(self, scope: Scope) -> tuple[str, str] | None:
+        """Why the token and scope checks will refuse this request (the reason, and its fold
+        category: the same without what the client chose); None when they pass it."""
         user = scope.get("user")
         if isinstance(user, AuthenticatedUser):
             missing = sorted(set(self.settings.required_scopes) - set(user.access_token.scopes))
-            return f"token lacks the required scopes {missing}"
-        if not any(
-            k == b"authorization" and v[:7].lower() == b"bearer " for k, v in scope.get("headers", [])
-        ):
-            return "no bearer token"
-        return f"invalid token: {_rejection.get() or 'refused by the verifier'}"
+            if not missing:
+                return None
+            reason = f"token lacks the required scopes {missing}"
+            return reason, reason
+        if not _bearer(scope):
+            return "no bearer token", "no bearer token"
+        rejected = tokens.rejection.get()
+        if rejected is None:
+            return "invalid token: refused by the verifier", "invalid token"
+        return f"invalid token: {rejected}", f"invalid token: {rejected.category}"
 
-    def _denied(self, scope: Scope, reason: str, *, outcome: Outcome = Outcome.DENIED) -> None:
-        """One audit row per refused request: who (if known), where, and why."""
+    async def _denied(
+        self, scope: Scope, reason: str, category: str, *, outcome: Outcome = Outcome.DENIED
+    ) -> None:
+        """One refusal, before it is answered. The first of its kind (category, endpoint, peer,
+        principal) in an interval is logged and written as a row, and waited for; the others of
+        the interval only add to that row's count."""
+        requested = scope.get("path_params", {}).get(PERSONA_PARAM)
+        endpoint = requested if requested is None or requested in self.registry.personas else "?"
+        source, who = peer(scope), principal(scope)
+        fold = self.folds.add((category, endpoint, source, who), detail={"peer": source})
+        if not fold.new:
+            if self.audit is not None:
+                self.audit.recount(fold.request_id, fold.result())
+            return
+        method = f"{scope.get('method', '')} {scope.get('path', '')}"
+        if fold.overflow:
+            reason = (
+                f"refusals of more than {self.folds.max_keys} kinds within {self.folds.interval:g}s, "
+                f"counted together from here; the first: {reason}"
+            )
+        before = (
+            f" ({fold.previous} like it in the {self.folds.interval:g}s before)" if fold.previous > 1 else ""
+        )
+        logger.info(
+            "refused %s from %s (%s): %s%s", shown(method, 200), source, who, shown(reason, 500), before
+        )
         if self.audit is None:
             return
         step = Step(
             kind=Kind.AUTH,
-            method=f"{scope.get('method', '')} {scope.get('path', '')}",
-            persona=scope.get("path_params", {}).get(PERSONA_PARAM),
-            principal=principal(scope),
+            method=method,
+            persona=requested,
+            principal=who,
+            request_id=fold.request_id,
             outcome=outcome,
             error=reason,
+            result=fold.result(),
         )
-        self.audit.record_step(step)
+        await self.audit.commit(step)
 
     async def _persona_gate(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope[_PASSED] = True
         if self.settings.persona_claim is None:
             await self._while_valid(scope, receive, send)
             return
@@ -382,18 +294,19 @@ class Guard:
         granted = granted_personas(self.settings, claims, self.registry.personas)
         requested = scope.get("path_params", {}).get(PERSONA_PARAM)
         problem: str | None = None
+        category = "persona not granted"
         if requested is not None:
             if requested not in granted:
-                problem = f"the token does not grant persona {requested!r}"
+                problem = f"the token does not grant persona {brief(requested)}"
         elif len(granted) == 1:
             scope["path_params"] = {**scope.get("path_params", {}), PERSONA_PARAM: granted[0]}
         elif not granted:
             problem = f"the token's {self.settings.persona_claim!r} claim names no configured persona"
         else:
             problem = f"the token grants personas {granted}; use /personas/<name>/mcp to pick one"
+            category = "several personas granted"
         if problem is not None:
-            logger.info("refused %s: %s", principal(scope), problem)
-            self._denied(scope, problem)
+            await self._denied(scope, problem, category)
             # A persona not configured is refused naming its own path, as it was asked for.
             deny = self._denials.get(requested) or self._denial(requested)
             await _compat.send_auth_error(deny, send, 403, "insufficient_scope", problem)
@@ -424,7 +337,17 @@ class Guard:
             await self.app(scope, receive, watch)
         if stream.cancelled_caught:
             logger.info("closed the event stream of %s: its token expired", principal(scope))
-            self._denied(scope, "token expired; its open event stream was closed", outcome=Outcome.EXPIRED)
+            if self.audit is not None:
+                await self.audit.commit(
+                    Step(
+                        kind=Kind.AUTH,
+                        method=f"{scope.get('method', '')} {scope.get('path', '')}",
+                        persona=scope.get("path_params", {}).get(PERSONA_PARAM),
+                        principal=principal(scope),
+                        outcome=Outcome.EXPIRED,
+                        error="token expired; its open event stream was closed",
+                    )
+                )
 
 
 def _is_event_stream(start: Any) -> bool:
@@ -486,9 +409,10 @@ def install(
                 methods=["GET", "OPTIONS"],
             )
         )
+        folds = Folds()  # one set for both endpoints: refusals are counted per endpoint within it
         for route in app.router.routes:
             if isinstance(route, Route) and route.path in (mcp_path, persona_path):
-                route.app = Guard(route.app, settings=settings, registry=registry, audit=audit)
+                route.app = Guard(route.app, settings=settings, registry=registry, audit=audit, folds=folds)
         app.router.routes[:0] = routes
         app.add_middleware(AuthContextMiddleware)
         app.add_middleware(AuthenticationMiddleware, backend=BearerAuthBackend(verifier))

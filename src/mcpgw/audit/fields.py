@@ -1,0 +1,86 @@
+"""How a row's text is made safe to store and to show: redacted, control characters escaped, bounded.
+
+Owns: the bound of each text column; the order of the steps (redact first, over the whole text
+up to `SCAN_CHARS`, so a secret the bound would cut in two is still found; then escape and
+bound); the escape (a control, format or other invisible character becomes visible text: ESC
+is stored as the four characters `\\x1b`, a newline as `\\n`, U+202E as `\\u202e`); and the
+bound's marker (`…[cut: N chars]`, N the original length). A backslash is left as it is: the
+point is that nothing stored can drive a terminal, not that the original can be rebuilt.
+
+The writer (`log`) stores text only through `stored`; `queries.printable` applies `shown` to
+rows read back, for rows an older mcpgw wrote or anything else put in the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from mcpgw.audit.redact import Redactor
+
+FIELD_CHARS = 300
+"""name, method, persona, client, principal, server, protocol, request id, findings."""
+ERROR_CHARS = 500
+SUMMARY_CHARS = 300
+"""The result summary of a request row."""
+ARGUMENTS_CHARS = 4000
+EVENT_RESULT_CHARS = 4000
+"""An event's own accounting (sampling), kept as valid JSON."""
+SCAN_CHARS = 65_536
+"""Redaction reads this far into a text; what lies beyond is never stored anyway."""
+
+LIMITS: dict[str, int] = {
+    "request_id": FIELD_CHARS,
+    "kind": FIELD_CHARS,
+    "method": FIELD_CHARS,
+    "persona": FIELD_CHARS,
+    "principal": FIELD_CHARS,
+    "client": FIELD_CHARS,
+    "protocol": FIELD_CHARS,
+    "server": FIELD_CHARS,
+    "name": FIELD_CHARS,
+    "outcome": FIELD_CHARS,
+    "error": ERROR_CHARS,
+    "arguments": ARGUMENTS_CHARS,
+    "result": EVENT_RESULT_CHARS,
+    "findings": FIELD_CHARS,
+}
+"""Every text column and its bound (a request's result summary is cut shorter, at `SUMMARY_CHARS`)."""
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape(text: str) -> str:
+    """`text` with every character that is not printable (controls, format and separator characters
+    such as ESC, DEL, C1 codes, bidi overrides, zero-width characters) written as its escape."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _escape_one(char) for char in text)
+
+
+def _escape_one(char: str) -> str:
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def shown(text: str, limit: int, *, length: int | None = None) -> str:
+    """`text` escaped, in at most `limit` characters: whole, or its start and the marker (nothing is
+    redacted here: for rows read back). `length`: the original's, when `text` is already a part."""
+    length = len(text) if length is None else length
+    escaped = escape(text[: limit * 10])  # escaping lengthens a text at most tenfold
+    if len(escaped) <= limit and length <= len(text):
+        return escaped
+    marker = f"…[cut: {length} chars]"
+    return escaped[: max(0, limit - len(marker))] + marker
+
+
+def stored(text: str | None, limit: int, redactor: Redactor, *, literals: Iterable[str] = ()) -> str | None:
+    """What a column holds for `text`: redacted, then escaped and bounded (None stays None)."""
+    if text is None:
+        return None
+    return shown(redactor.text(text[:SCAN_CHARS], literals), limit, length=len(text))
