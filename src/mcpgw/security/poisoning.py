@@ -9,7 +9,7 @@ length. Each `Finding` names the server, the item, the field and the offending
 span (character offsets into that field), and never needs the network.
 
 The checks run on `add-server`, on `pin`, and on every catalog rebuild (see
-`pins.Trust`); what happens to a flagged item is decided there, by mode.
+`trust.Trust`); what happens to a flagged item is decided there, by mode.
 """
 
 from __future__ import annotations
