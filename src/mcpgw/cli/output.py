@@ -8,14 +8,17 @@ that `serve`, `tools`, `personas` and `list-servers` show alike.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from mcpgw.config import Registry
+
+if TYPE_CHECKING:
+    from mcpgw.security.poisoning import Finding
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -139,6 +142,12 @@ def print_tools(
 def print_problems(gateway: Any, console: Console) -> None:
     for problem in gateway.catalog.problems:
         console.print(f"[yellow]warning:[/] {escape(str(problem))}")
+
+
+def print_findings(findings: Iterable[Finding]) -> None:
+    """What the poisoning checks flagged in a server's definitions (stderr: a warning, not a result)."""
+    for finding in findings:
+        err.print(f"[yellow]warning: possible tool poisoning:[/] {escape(str(finding))}")
 
 
 def quiet_logs() -> None:

@@ -8,12 +8,11 @@ from typing import Any
 
 import anyio
 import click
-from rich.markup import escape
 
 from mcpgw import config as config_mod
 from mcpgw.cli.options import config_option, edit_path, load_registry
-from mcpgw.cli.output import err, out
-from mcpgw.config import Registry, ServerConfig
+from mcpgw.cli.output import err, out, print_findings
+from mcpgw.config import ServerConfig
 from mcpgw.config import edit as registry_mod
 from mcpgw.errors import RegistryError
 
@@ -83,37 +82,15 @@ def add_server(
         raise RegistryError(f"server {name!r}: {exc}") from None
     path = edit_path(config_path)
     if not no_check:
-        # The registry being edited gives its limits and secrets file; a new file has the defaults.
-        registry = config_mod.load(path)[0] if path.exists() else Registry()
-        tools_seen = anyio.run(_check_server, name, server, registry)
-        err.print(f"checked {name}: {tools_seen} tools")
+        from mcpgw.security import review
+
+        check = anyio.run(review.check_server, path, name, server)
+        print_findings(check.findings)
+        if check.error is not None:
+            raise check.error
+        err.print(f"checked {name}: {check.tools} tools")
     registry_mod.add_server(path, name, server)
     err.print(f"added [bold]{name}[/] to {path}")
-
-
-async def _check_server(name: str, server: ServerConfig, registry: Registry) -> int:
-    from mcpgw.upstream import credentials
-    from mcpgw.upstream.session import for_server
-
-    secrets = credentials.load_secrets(registry.gateway)
-    upstream = for_server(name, server, registry, secrets=secrets, restart=False)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(upstream.run)
-        await upstream.wait_settled()
-        count = len(upstream.lists["tools"])
-        state, error = upstream.state, upstream.error
-        _warn_findings(name, upstream.lists)
-        upstream.stop()
-    if state != "ready":
-        raise RegistryError(f"server {name!r} did not start: {error} (use --no-check to add it anyway)")
-    return count
-
-
-def _warn_findings(name: str, lists: Any, max_length: int = 2000) -> None:
-    from mcpgw.security.poisoning import scan_lists
-
-    for finding in scan_lists(name, lists, max_length=max_length):
-        err.print(f"[yellow]warning: possible tool poisoning:[/] {escape(str(finding))}")
 
 
 @click.command("remove-server")

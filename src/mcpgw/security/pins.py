@@ -9,7 +9,7 @@ uriTemplate, name, description, mimeType), its description, and the
 definition itself as indented JSON, so `mcpgw pin --diff` can show old and new
 text; and the comparison of pins with current definitions (`changes`,
 `approve`). What a gateway does with an item that does not match its pin is
-`trust.Trust`'s.
+`trust.Trust`'s; what `mcpgw pin` writes is decided in `review`.
 """
 
 from __future__ import annotations
