@@ -1,21 +1,21 @@
 """The catalog views: `mcpgw tools`, `personas` and `list-servers`.
 
 Each starts the gateway as `serve` would (the same assembly, pins and poisoning
-policy), prints what it serves, and stops it.
+policy), prints what it serves (the rows come from `core.status`), and stops it;
+`list-servers` without `--check` only reads the registry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import anyio
 import click
 from rich.markup import escape
 from rich.table import Table
 
-from mcpgw import config as config_mod
 from mcpgw.cli.options import config_option, load_registry
 from mcpgw.cli.output import (
     out,
@@ -25,14 +25,17 @@ from mcpgw.cli.output import (
     print_warned,
     print_withheld,
     quiet_logs,
-    status_rows,
-    withheld_json,
 )
-from mcpgw.config import Registry, ServerConfig
+from mcpgw.config import Registry
+from mcpgw.core import status
+
+if TYPE_CHECKING:
+    from mcpgw.core.gateway import Gateway
+    from mcpgw.security.trust import Trust
 
 
 async def _started_gateway(
-    registry: Registry, body: Callable[[Any, Any], None], registry_path: Path | None
+    registry: Registry, body: Callable[[Gateway, Trust], None], registry_path: Path | None
 ) -> None:
     """Start the gateway, filtered by the same pin/poisoning policy as `serve`; `body(gateway, trust)`."""
     from mcpgw.assembly import build_gateway
@@ -51,7 +54,7 @@ def tools(config_path: Path | None, persona: str | None, as_json: bool) -> None:
     """Start every server and print the merged tool catalog (or a persona's view of it)."""
     registry, path = load_registry(config_path)
 
-    def show(gateway: Any, trust: Any) -> None:
+    def show(gateway: Gateway, trust: Trust) -> None:
         warnings = gateway.check_personas()
         view = gateway.view(persona)
         withheld = trust.withheld_from(gateway, persona)
@@ -61,14 +64,12 @@ def tools(config_path: Path | None, persona: str | None, as_json: bool) -> None:
             data = {
                 "tools": view.listed_tools,
                 "problems": problems,
-                "withheld": withheld_json(withheld),
-                "warned": withheld_json(warned),
+                "withheld": status.item_rows(withheld),
+                "warned": status.item_rows(warned),
             }
             out.print_json(data=data)
         else:
-            reasons = {item.name: item.reason for item in warned if item.kind == "tool"}
-            # Keyed by the name the persona sees (an override may rename a tool).
-            tool_warnings = {n: reasons[e.target] for n, e in view.entries.items() if e.target in reasons}
+            tool_warnings = status.tool_warnings(view, warned)
             print_tools(gateway, out, tools=view.listed_tools, warned=tool_warnings)
             print_warned([item for item in warned if item.kind != "tool"], out)
             print_withheld(withheld, out)
@@ -86,28 +87,9 @@ def personas(config_path: Path | None, as_json: bool) -> None:
     """Start every server and list the personas with what each one sees."""
     registry, path = load_registry(config_path)
 
-    def show(gateway: Any, trust: Any) -> None:
+    def show(gateway: Gateway, trust: Trust) -> None:
         warnings = gateway.check_personas()
-        rows: list[dict[str, Any]] = []
-        for name, persona in registry.personas.items():
-            view = gateway.view(name)
-            withheld = trust.withheld_from(gateway, name)
-            rows.append(
-                {
-                    "persona": name,
-                    "catalog": persona.catalog,
-                    "read_only": persona.read_only,
-                    "servers": persona.servers or sorted(gateway.upstreams),
-                    "tools": len(view.tools),
-                    "resources": len(view.resources),
-                    "resource_templates": len(view.resource_templates),
-                    "prompts": len(view.prompts),
-                    "overrides": len(persona.tools),
-                    "description": persona.description,
-                    "withheld": withheld_json(withheld),
-                    "warned": withheld_json(trust.warned_to(gateway, name)),
-                }
-            )
+        rows = status.persona_rows(gateway, trust)
         if as_json:
             out.print_json(data={"personas": rows, "warnings": warnings})
             return
@@ -152,16 +134,7 @@ def list_servers(config_path: Path | None, check: bool, as_json: bool) -> None:
     """List the servers in the registry."""
     registry, path = load_registry(config_path)
     if not check:
-        rows = [
-            {
-                "name": name,
-                "kind": s.kind,
-                "target": _target(s),
-                "enabled": s.enabled,
-                "namespace": config_mod.namespace_of(name, s),
-            }
-            for name, s in registry.servers.items()
-        ]
+        rows = status.registry_rows(registry)
         if as_json:
             out.print_json(data={"servers": rows})
             return
@@ -173,31 +146,23 @@ def list_servers(config_path: Path | None, check: bool, as_json: bool) -> None:
         out.print(table)
         return
 
-    def show(gateway: Any, trust: Any) -> None:
+    def show(gateway: Gateway, trust: Trust) -> None:
         if as_json:
             out.print_json(
                 data={
-                    "servers": status_rows(
-                        gateway, registry, withheld=trust.withheld_items, warned=trust.warned_items
+                    "servers": status.server_rows(
+                        gateway, withheld=trust.withheld_items, warned=trust.warned_items
                     ),
                     "problems": [str(p) for p in gateway.catalog.problems],
-                    "withheld": withheld_json(trust.withheld_items),
-                    "warned": withheld_json(trust.warned_items),
+                    "withheld": status.item_rows(trust.withheld_items),
+                    "warned": status.item_rows(trust.warned_items),
                 }
             )
         else:
-            print_servers(
-                gateway, out, registry=registry, withheld=trust.withheld_items, warned=trust.warned_items
-            )
+            print_servers(gateway, out, withheld=trust.withheld_items, warned=trust.warned_items)
             print_problems(gateway, out)
             print_warned(trust.warned_items, out)
             print_withheld(trust.withheld_items, out)
 
     quiet_logs()
     anyio.run(_started_gateway, registry, show, path)
-
-
-def _target(server: ServerConfig) -> str:
-    if server.command is not None:
-        return " ".join([server.command, *server.args])
-    return server.url or ""

@@ -15,21 +15,23 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mcpgw.config import Registry
+from mcpgw.core import status
 
 if TYPE_CHECKING:
+    from mcpgw.core.gateway import Gateway
     from mcpgw.security.poisoning import Finding
+    from mcpgw.security.trust import WithheldItem
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 
-def print_withheld(items: list[Any], console: Console) -> None:
-    """What the pin/poisoning policy keeps from clients (see `mcpgw.pins`), and why."""
+def print_withheld(items: list[WithheldItem], console: Console) -> None:
+    """What the pin/poisoning policy keeps from clients (see `security.trust`), and why."""
     _print_items(items, console, title="withheld: {n} (clients do not see these; see `mcpgw pin --diff`)")
 
 
-def print_warned(items: list[Any], console: Console) -> None:
+def print_warned(items: list[WithheldItem], console: Console) -> None:
     """Prototype mode: what is served only with a warning, i.e. what production mode would withhold."""
     _print_items(
         items,
@@ -39,7 +41,7 @@ def print_warned(items: list[Any], console: Console) -> None:
     )
 
 
-def _print_items(items: list[Any], console: Console, *, title: str, reason: str = "reason") -> None:
+def _print_items(items: list[WithheldItem], console: Console, *, title: str, reason: str = "reason") -> None:
     if not items:
         return
     table = Table(title=title.format(n=len(items)))
@@ -52,55 +54,27 @@ def _print_items(items: list[Any], console: Console, *, title: str, reason: str 
     console.print(table)
 
 
-def withheld_json(items: list[Any]) -> list[dict[str, str]]:
-    return [{"kind": i.kind, "name": i.name, "server": i.server, "reason": i.reason} for i in items]
-
-
-def status_rows(
-    gateway: Any, registry: Registry, *, withheld: list[Any] | None = None, warned: list[Any] | None = None
-) -> list[dict[str, Any]]:
-    rows = []
-    for name, server in registry.servers.items():
-        upstream = gateway.upstreams.get(name)
-        rows.append(
-            {
-                "name": name,
-                "kind": server.kind,
-                "status": upstream.state if upstream else "disabled",
-                "protocol": upstream.protocol_version if upstream else None,
-                "era": upstream.era if upstream else None,
-                "tools": len(upstream.lists["tools"]) if upstream else None,
-                "error": upstream.error if upstream else None,
-            }
-        )
-        if withheld is not None:
-            rows[-1]["withheld"] = sum(1 for item in withheld if item.server == name)
-        if warned is not None:
-            rows[-1]["warned"] = sum(1 for item in warned if item.server == name)
-    return rows
-
-
 def print_servers(
-    gateway: Any,
+    gateway: Gateway,
     console: Console,
     *,
-    registry: Registry | None = None,
-    withheld: list[Any] | None = None,
-    warned: list[Any] | None = None,
+    withheld: list[WithheldItem] | None = None,
+    warned: list[WithheldItem] | None = None,
 ) -> None:
+    """The upstreams' status; `withheld` and `warned` add their counts per server."""
     table = Table(title="upstream servers")
     columns = ("server", "kind", "status", "protocol", "tools", "error")
     extra = (("withheld",) if withheld is not None else ()) + (("warned",) if warned else ())
     for column in (*columns[:5], *extra, "error"):
         table.add_column(column)
     colours = {"ready": "green", "failed": "red", "disabled": "dim"}
-    for row in status_rows(gateway, registry or gateway.registry, withheld=withheld, warned=warned):
-        status = f"[{colours.get(row['status'], 'yellow')}]{row['status']}[/]"
+    for row in status.server_rows(gateway, withheld=withheld, warned=warned):
+        state = f"[{colours.get(row['status'], 'yellow')}]{row['status']}[/]"
         protocol = f"{row['protocol']} ({row['era']})" if row["protocol"] else "-"
         cells = [
             row["name"],
             row["kind"],
-            status,
+            state,
             protocol,
             "-" if row["tools"] is None else str(row["tools"]),
         ]
@@ -113,7 +87,7 @@ def print_servers(
 
 
 def print_tools(
-    gateway: Any,
+    gateway: Gateway,
     console: Console,
     *,
     tools: list[dict[str, Any]] | None = None,
@@ -139,7 +113,7 @@ def print_tools(
     print_problems(gateway, console)
 
 
-def print_problems(gateway: Any, console: Console) -> None:
+def print_problems(gateway: Gateway, console: Console) -> None:
     for problem in gateway.catalog.problems:
         console.print(f"[yellow]warning:[/] {escape(str(problem))}")
 
