@@ -19,6 +19,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def config_option(func: F) -> F:
+    """`--config`/`-c FILE`, passed to the command as `config_path`."""
     return click.option(
         "--config",
         "-c",
@@ -31,6 +32,7 @@ def config_option(func: F) -> F:
 
 
 def load_registry(config_path: Path | None) -> tuple[Registry, Path | None]:
+    """The validated registry and the file it came from (None: the shipped default)."""
     return config_mod.load(config_path)
 
 

@@ -161,31 +161,38 @@ def review(
     current = pins.snapshot(lists)
     was_pinned = pinned is not None
     if selected and any(selected.values()):
-        updated, accepted, pending = pins.approve(server, pinned, current, selected)
+        approved, accepted, pending = pins.approve(server, pinned, current, selected)
         chosen = {(list_name, name) for list_name, names in selected.items() for name in names}
         return ServerReview(
-            server,
-            action,
-            True,
-            was_pinned,
-            current,
-            accepted,
-            updated if action == "approve" and accepted else None,
+            server=server,
+            action=action,
+            selective=True,
+            was_pinned=was_pinned,
+            current=current,
+            changes=accepted,
+            pins=approved if action == "approve" and accepted else None,
             pending=pending,
             up_to_date=sorted(chosen - {(d.list_name, d.name) for d in accepted}),
         )
     differences = pins.changes(server, pinned, current)
-    if action == "diff" or (action == "pin" and was_pinned):
-        return ServerReview(server, action, False, was_pinned, current, differences, None)
-    if action == "approve":
-        approved = current if differences or not was_pinned else None
-        return ServerReview(server, action, False, was_pinned, current, differences, approved)
-    # A first pin: a flagged item is pinned only by `--approve`, after a person has read `--diff`.
-    flagged = {(LIST_OF_KIND[f.kind], f.name) for f in findings if f.kind in LIST_OF_KIND}
-    kept = {
-        list_name: {item: p for item, p in entries.items() if (list_name, item) not in flagged}
-        for list_name, entries in current.items()
-    }
+    updated: ServerPins | None = None  # `diff`, and `pin` of a pinned server, change nothing
+    flagged: list[tuple[str, str]] = []
+    if action == "approve" and (differences or not was_pinned):
+        updated = current
+    elif action == "pin" and not was_pinned:
+        # A first pin: a flagged item is pinned only by `--approve`, after a person has read `--diff`.
+        flagged = sorted({(LIST_OF_KIND[f.kind], f.name) for f in findings if f.kind in LIST_OF_KIND})
+        updated = {
+            list_name: {item: p for item, p in entries.items() if (list_name, item) not in flagged}
+            for list_name, entries in current.items()
+        }
     return ServerReview(
-        server, action, False, was_pinned, current, differences, kept, flagged=sorted(flagged)
+        server=server,
+        action=action,
+        selective=False,
+        was_pinned=was_pinned,
+        current=current,
+        changes=differences,
+        pins=updated,
+        flagged=flagged,
     )
