@@ -24,8 +24,8 @@ from click.testing import CliRunner
 from fastmcp import Client
 
 from conftest import SERVERS, background, free_port, gateway_stdio, mcpgw_command, upstream_server
-from mcpgw import cli as cli_module
 from mcpgw.cli import cli
+from mcpgw.cli import output as cli_output
 
 pytestmark = pytest.mark.anyio
 
@@ -111,7 +111,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture
 def reading(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     monkeypatch.setenv("MCPGW_AUDIT_DB", str(stack.audit))
-    monkeypatch.setattr(cli_module.out, "_width", 250)  # room for every column of the tables
+    monkeypatch.setattr(cli_output.out, "_width", 250)  # room for every column of the tables
     yield stack
 
 
@@ -174,7 +174,7 @@ async def test_without_auth_there_is_no_principal_column_or_table(
         if _audit_count(audit_db) >= 1:
             break
         time.sleep(0.05)
-    monkeypatch.setattr(cli_module.out, "_width", 250)
+    monkeypatch.setattr(cli_output.out, "_width", 250)
     table = run("logs", "-c", str(config))
     assert "up__echo" in table and "principal" not in table
     stats = run("stats", "-c", str(config))

@@ -19,7 +19,7 @@ from mcpgw.audit import AuditLog
 from mcpgw.config import Registry
 from mcpgw.core.gateway import Gateway
 from mcpgw.security.dataguard import Guard
-from mcpgw.security.pins import Trust
+from mcpgw.security.trust import Trust
 from mcpgw.upstream import credentials
 
 Purpose = Literal["serve", "listing"]

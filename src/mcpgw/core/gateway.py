@@ -38,7 +38,7 @@ from mcpgw.upstream.logrelay import LogRelay, LogSink
 from mcpgw.upstream.session import ProgressRelay
 
 if TYPE_CHECKING:
-    from mcpgw.security.pins import Trust
+    from mcpgw.security.trust import Trust
 
 logger = logging.getLogger("mcpgw.gateway")
 
@@ -78,7 +78,7 @@ class Gateway:
         self.guard = guard
         """Data rules on arguments and results (`dataguard`); None when there are none."""
         self.trust = trust
-        """Applied to every catalog built (pinned definitions, poisoning checks: see `pins.Trust`)."""
+        """Applied to every catalog built (pinned definitions, poisoning checks: see `trust.Trust`)."""
         self.upstreams: dict[str, Upstream] = {}
         self.inflight = InFlight()
         """The calls in flight per upstream: log lines and sampling requests are attributed from it."""
@@ -269,7 +269,7 @@ class Gateway:
         """Look a name up in the persona's view; while upstreams are still starting, wait and retry.
 
         A name the full catalog has but the view hides is recorded as `denied` in the audit log,
-        one the security policy withholds (`withheld(catalog)`, see `pins`) as `withheld`;
+        one the security policy withholds (`withheld(catalog)`, see `trust`) as `withheld`;
         the client gets the same error either way.
         """
         try:

@@ -18,7 +18,7 @@ item, the field and the span in the field's original text (character offsets),
 and never needs the network.
 
 The checks run on `add-server`, on `pin`, and on every catalog rebuild (see
-`pins.Trust`); what happens to a flagged item is decided there, by mode.
+`trust.Trust`); what happens to a flagged item is decided there, by mode.
 """
 
 from __future__ import annotations

@@ -1,0 +1,168 @@
+"""The catalog views: `mcpgw tools`, `personas` and `list-servers`.
+
+Each starts the gateway as `serve` would (the same assembly, pins and poisoning
+policy), prints what it serves (the rows come from `core.status`), and stops it;
+`list-servers` without `--check` only reads the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from mcpgw.cli.options import config_option, load_registry
+from mcpgw.cli.output import (
+    out,
+    print_problems,
+    print_servers,
+    print_tools,
+    print_warned,
+    print_withheld,
+    quiet_logs,
+)
+from mcpgw.config import Registry
+from mcpgw.core import status
+
+if TYPE_CHECKING:
+    from mcpgw.core.gateway import Gateway
+    from mcpgw.security.trust import Trust
+
+
+async def _started_gateway(
+    registry: Registry, body: Callable[[Gateway, Trust], None], registry_path: Path | None
+) -> None:
+    """Start the gateway, filtered by the same pin/poisoning policy as `serve`; `body(gateway, trust)`."""
+    from mcpgw.assembly import build_gateway
+
+    built = build_gateway(registry, registry_path=registry_path, purpose="listing")
+    async with built.gateway.running():
+        await built.gateway.wait_started()
+        body(built.gateway, built.trust)
+
+
+@click.command()
+@config_option
+@click.option("--persona", "-p", default=None, help="Show what this persona sees.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def tools(config_path: Path | None, persona: str | None, as_json: bool) -> None:
+    """Start every server and print the merged tool catalog (or a persona's view of it)."""
+    registry, path = load_registry(config_path)
+
+    def show(gateway: Gateway, trust: Trust) -> None:
+        warnings = gateway.check_personas()
+        view = gateway.view(persona)
+        withheld = trust.withheld_from(gateway, persona)
+        warned = trust.warned_to(gateway, persona)
+        if as_json:
+            problems = [str(p) for p in gateway.catalog.problems] + warnings
+            data = {
+                "tools": view.listed_tools,
+                "problems": problems,
+                "withheld": status.item_rows(withheld),
+                "warned": status.item_rows(warned),
+            }
+            out.print_json(data=data)
+        else:
+            tool_warnings = status.tool_warnings(view, warned)
+            print_tools(gateway, out, tools=view.listed_tools, warned=tool_warnings)
+            print_warned([item for item in warned if item.kind != "tool"], out)
+            print_withheld(withheld, out)
+            for warning in warnings:
+                out.print(f"[yellow]warning:[/] {escape(warning)}")
+
+    quiet_logs()
+    anyio.run(_started_gateway, registry, show, path)
+
+
+@click.command("personas")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def personas(config_path: Path | None, as_json: bool) -> None:
+    """Start every server and list the personas with what each one sees."""
+    registry, path = load_registry(config_path)
+
+    def show(gateway: Gateway, trust: Trust) -> None:
+        warnings = gateway.check_personas()
+        rows = status.persona_rows(gateway, trust)
+        if as_json:
+            out.print_json(data={"personas": rows, "warnings": warnings})
+            return
+        held = f", {len(trust.withheld_items)} items withheld" if trust.withheld_items else ""
+        if trust.warned_items:
+            held += f", {len(trust.warned_items)} items served with warnings"
+        table = Table(title=f"personas ({len(gateway.catalog.tools)} tools in the full catalog{held})")
+        columns = ["persona", "catalog", "servers", "tools", "resources", "prompts", "overrides", "withheld"]
+        if trust.warned_items:
+            columns.append("warned")
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(
+                row["persona"],
+                row["catalog"] + (", read-only" if row["read_only"] else ""),
+                ", ".join(row["servers"]),
+                str(row["tools"]),
+                str(row["resources"] + row["resource_templates"]),
+                str(row["prompts"]),
+                str(row["overrides"]),
+                str(len(row["withheld"])),
+                *([str(len(row["warned"]))] if trust.warned_items else []),
+            )
+        out.print(table)
+        if not rows:
+            out.print("no personas configured: every client sees the whole catalog")
+        print_warned(trust.warned_items, out)
+        print_withheld(trust.withheld_items, out)
+        for warning in warnings:
+            out.print(f"[yellow]warning:[/] {escape(warning)}")
+
+    quiet_logs()
+    anyio.run(_started_gateway, registry, show, path)
+
+
+@click.command("list-servers")
+@config_option
+@click.option("--check", is_flag=True, help="Connect to each enabled server and show its status.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_servers(config_path: Path | None, check: bool, as_json: bool) -> None:
+    """List the servers in the registry."""
+    registry, path = load_registry(config_path)
+    if not check:
+        rows = status.registry_rows(registry)
+        if as_json:
+            out.print_json(data={"servers": rows})
+            return
+        table = Table(title=f"servers in {path or 'the shipped default registry'}")
+        for column in ("name", "kind", "target", "enabled", "namespace"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*(str(row[c]) for c in ("name", "kind", "target", "enabled", "namespace")))
+        out.print(table)
+        return
+
+    def show(gateway: Gateway, trust: Trust) -> None:
+        if as_json:
+            out.print_json(
+                data={
+                    "servers": status.server_rows(
+                        gateway, withheld=trust.withheld_items, warned=trust.warned_items
+                    ),
+                    "problems": [str(p) for p in gateway.catalog.problems],
+                    "withheld": status.item_rows(trust.withheld_items),
+                    "warned": status.item_rows(trust.warned_items),
+                }
+            )
+        else:
+            print_servers(gateway, out, withheld=trust.withheld_items, warned=trust.warned_items)
+            print_problems(gateway, out)
+            print_warned(trust.warned_items, out)
+            print_withheld(trust.withheld_items, out)
+
+    quiet_logs()
+    anyio.run(_started_gateway, registry, show, path)

@@ -1,0 +1,99 @@
+"""`mcpgw serve`: the gateway over stdio or streamable HTTP."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import anyio
+import click
+
+from mcpgw.cli.options import config_option, load_registry
+from mcpgw.cli.output import err, print_servers, print_tools
+from mcpgw.errors import RegistryError
+
+
+@click.command()
+@config_option
+@click.option("--transport", "-t", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True)
+@click.option("--host", default=None, help="HTTP address (default: [gateway].host, 127.0.0.1).")
+@click.option(
+    "--port", type=int, default=None, help="HTTP port (default: [gateway].port, 8765; 0 picks one)."
+)
+@click.option("--persona", "-p", default=None, help="stdio: serve this persona (HTTP: /personas/NAME/mcp).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
+def serve(
+    config_path: Path | None,
+    transport: str,
+    host: str | None,
+    port: int | None,
+    persona: str | None,
+    log_level: str,
+) -> None:
+    """Serve the merged catalog over stdio (for Claude Desktop, IDEs) or streamable HTTP."""
+    from mcpgw.server.http import serve_http
+    from mcpgw.server.lifecycle import stderr_logging
+    from mcpgw.server.stdio import serve_stdio
+
+    stderr_logging(getattr(logging, log_level.upper()))
+    registry, path = load_registry(config_path)
+    source = str(path) if path else "the shipped default registry"
+    if persona is not None and transport == "http":
+        raise RegistryError(
+            "--persona applies to stdio; over HTTP each persona has its own /personas/NAME/mcp"
+        )
+    if transport == "http" and registry.gateway.mode == "production":
+        from mcpgw.server import auth
+
+        # Refuse an unsafe exposure before anything else is loaded or logged.
+        auth.check_exposure(registry, host=host or registry.gateway.host)
+    from mcpgw.assembly import build_gateway
+    from mcpgw.catalog.personas import resolve
+
+    resolve(registry, persona)
+    built = build_gateway(registry, registry_path=path)
+    gateway, audit_log = built.gateway, built.audit
+
+    async def ready(url: str) -> None:
+        await gateway.wait_started()
+        err.print(f"[bold green]mcpgw[/] serving {source} at [bold]{url}[/]")
+        for name in registry.personas:
+            err.print(f"  persona [bold]{name}[/]: {url.removesuffix('/mcp')}/personas/{name}/mcp")
+        if registry.auth is not None:
+            metadata = f"{registry.auth.public_url.rstrip('/')}/.well-known/oauth-protected-resource/mcp"
+            err.print(f"auth: bearer tokens from {registry.auth.issuer} (metadata: {metadata})")
+        else:
+            err.print("auth: none (no \\[auth] section: any client that reaches the port may call)")
+        print_servers(gateway, err)
+        print_tools(gateway, err)
+        if audit_log is not None:
+            err.print(f"audit log: {audit_log.path} (see `mcpgw logs`)")
+        err.print("Press Ctrl+C to stop.")
+
+    try:
+        if transport == "stdio":
+            logging.getLogger("mcpgw").info("serving %s over stdio", source)
+            anyio.run(serve_stdio, gateway, persona, backend_options=_loop_options())
+        else:
+            anyio.run(
+                lambda: serve_http(
+                    gateway,
+                    host=host or registry.gateway.host,
+                    port=registry.gateway.port if port is None else port,
+                    on_ready=ready,
+                ),
+                backend_options=_loop_options(),
+            )
+    finally:
+        if audit_log is not None:
+            audit_log.close()
+
+
+def _loop_options() -> dict[str, Any]:
+    """uvloop where it is installed: the serving loop's per-message overhead is most of a call's cost."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
