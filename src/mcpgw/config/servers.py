@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeAlias
 from urllib.parse import urlsplit
 
-from mcp.client.stdio import StdioServerParameters
 from pydantic import (
     BeforeValidator,
     Discriminator,
@@ -25,6 +24,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+if TYPE_CHECKING:
+    from mcp.client.stdio import StdioServerParameters
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from mcpgw.config.base import NAMESPACE_RE, SEPARATOR, TOOL_NAME_RE, Strict
@@ -185,6 +187,9 @@ class StdioServer(_Server):
         A bare command is looked up on PATH, then beside the gateway's Python.
         """
         key = f"servers.{name}"
+        # Imported here: the mcp client stack is heavy, and `mcpgw --help` loads this module.
+        from mcp.client.stdio import StdioServerParameters
+
         return StdioServerParameters(
             command=resolved_command(expand(self.command, key=f"{key}.command")),
             args=[expand(arg, key=f"{key}.args") for arg in self.args],
