@@ -114,8 +114,14 @@ def test_lock_round_trip_and_changes(tmp_path: Path) -> None:
     }
     (echo,) = [c for c in pins.changes("up", before, after) if c.name == "echo"]
     assert '-  "description": "Echo.",\n+  "description": "Echo, louder.",\n' in echo.diff()
-    # title, _meta and other keys outside the definition do not change the digest
-    assert pins.pin_of("tools", {**LISTS["tools"][0], "_meta": {"x": 1}}) == before["tools"]["echo"]
+    # every field is pinned: title, _meta, icons and execution change the digest like any other
+    for extra in (
+        {"title": "Echo"},
+        {"_meta": {"x": 1}},
+        {"icons": []},
+        {"execution": {"taskSupport": "optional"}},
+    ):
+        assert pins.pin_of("tools", {**LISTS["tools"][0], **extra}).sha256 != before["tools"]["echo"].sha256
 
 
 def test_missing_lock_is_none_and_a_broken_one_is_a_config_error(tmp_path: Path) -> None:

@@ -3,9 +3,8 @@
 Owns: the lock file next to the registry (`servers.lock` for `servers.toml`,
 or `[security] lock`), a TOML file meant to be read and diffed by people: per
 server, per tool (and prompt and resource template) the sha256 digest of the
-canonical JSON of its definition (tools: name, description, inputSchema,
-outputSchema, annotations; prompts: name, description, arguments; templates:
-uriTemplate, name, description, mimeType), its description, and the
+canonical JSON of its whole definition as the upstream serves it (every field:
+title, schemas, annotations, `_meta`, icons, execution...), its description, and the
 definition itself as indented JSON, so `mcpgw pin --diff` can show old and new
 text; and the comparison of pins with current definitions (`changes`,
 `approve`). What a gateway does with an item that does not match its pin is
@@ -29,12 +28,9 @@ from mcpgw.config.edit import write_atomically
 from mcpgw.errors import ConfigError, RegistryError
 from mcpgw.security import poisoning
 
-PINNED_LISTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "tools": ("name", ("name", "description", "inputSchema", "outputSchema", "annotations")),
-    "prompts": ("name", ("name", "description", "arguments")),
-    "resource_templates": ("uriTemplate", ("uriTemplate", "name", "description", "mimeType")),
-}
-"""List name -> (the key naming an item, the keys its digest covers)."""
+PINNED_LISTS: dict[str, str] = {"tools": "name", "prompts": "name", "resource_templates": "uriTemplate"}
+"""List name -> the key naming an item. A pin covers every field of the item as the upstream serves it:
+a pin over some fields let a tool change its `title`, `_meta`, `icons` or `execution` unseen."""
 
 KIND_OF = {"tools": "tool", "prompts": "prompt", "resource_templates": "resource template"}
 
@@ -60,8 +56,8 @@ Lock = dict[str, ServerPins]
 
 
 def definition(list_name: str, item: Mapping[str, Any]) -> dict[str, Any]:
-    _, keys = PINNED_LISTS[list_name]
-    return {key: item[key] for key in keys if key in item}
+    """What a pin covers: the whole item, every field (see `PINNED_LISTS`)."""
+    return dict(item)
 
 
 def digest(defn: Mapping[str, Any]) -> str:
@@ -79,7 +75,7 @@ def pin_of(list_name: str, item: Mapping[str, Any]) -> Pin:
 def snapshot(lists: Mapping[str, list[dict[str, Any]]]) -> ServerPins:
     """The pins of one upstream's current lists."""
     pins: ServerPins = {}
-    for list_name, (key, _) in PINNED_LISTS.items():
+    for list_name, key in PINNED_LISTS.items():
         pins[list_name] = {
             str(item.get(key, "")): pin_of(list_name, item) for item in lists.get(list_name, [])
         }
