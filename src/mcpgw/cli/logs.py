@@ -97,13 +97,14 @@ def _print_log_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
         table.add_column(column, overflow="fold")
     colours = {"ok": "green", "denied": "yellow", "cancelled": "dim"}
     for row in rows:
-        outcome = f"[{colours.get(row['outcome'], 'red')}]{row['outcome']}[/]"
+        outcome = f"[{colours.get(row['outcome'], 'red')}]{escape(row['outcome'])}[/]"
         latency = "" if row["latency_ms"] is None else f"{row['latency_ms']:.1f}"
         cells = [
             str(row["ts"])[:23].replace("T", " "),
-            row["kind"],
-            row["persona"] or "",
-            row["server"] or "",
+            escape(row["kind"] or ""),
+            # Every stored text is escaped for rich: a persona path like `[link=...]` is data, not markup.
+            escape(row["persona"] or ""),
+            escape(row["server"] or ""),
             escape(row["name"] or ""),
             outcome,
             latency,
