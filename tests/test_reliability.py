@@ -199,6 +199,25 @@ def test_calls_beyond_max_concurrent_wait_their_turn(registry_file: Any, tmp_pat
         gateway.close()
 
 
+def test_a_stdio_line_far_over_the_limit_is_skipped_as_it_arrives_and_answered(registry_file: Any) -> None:
+    """A 100 MB stdout line stalled its upstream for over a minute (the SDK joined every chunk to the
+    line so far): a line over twice `max_result_bytes` is now skipped unread, and its request answered."""
+    config = registry_file({"a": tiny()}, max_result_bytes=1024 * 1024)
+    gateway = RawGateway(config)
+    try:
+        gateway.initialize()
+        pid = gateway.upstream_pid("a")
+        refused = gateway.call("a__big", {"size": 20_000_000})
+        assert (
+            "over the gateway's limit of 2097152 ([gateway] max_result_bytes)" in refused["error"]["message"]
+        )
+        assert "dropped unread" in refused["error"]["message"]
+        assert gateway.call("a__echo", {"message": "still"})["result"]["content"][0]["text"] == "still"
+        assert gateway.upstream_pid("a") == pid  # the same child: skipping a line is not a restart
+    finally:
+        gateway.close()
+
+
 def test_oversized_requests_and_results_are_refused(registry_file: Any) -> None:
     config = registry_file({"a": tiny()}, max_request_bytes=2048, max_result_bytes=4096)
     gateway = RawGateway(config)
@@ -369,3 +388,21 @@ def _http_echo(url: str, tool: str = "up__echo", message: str = "x") -> dict[str
         return dict(response.json())
     except ValueError:
         return {"error": response.text}
+
+
+def test_stdio_lines_are_split_in_pieces_and_a_long_one_only_counted() -> None:
+    from mcpgw.upstream.stdio import TooLong, _Lines
+
+    lines = _Lines(limit=1000)
+    got: list[bytes | TooLong] = []
+    for chunk in (
+        b'{"a":1}\n{"b"',
+        b":2}\n",
+        b'{"id":7,"result":"' + b"x" * 5000,
+        b"x" * 50_000 + b'"}\n{"c":3}\n',
+    ):
+        got.extend(lines.feed(chunk))
+    assert got[:2] == [b'{"a":1}', b'{"b":2}'] and got[3] == b'{"c":3}'
+    long = got[2]
+    assert isinstance(long, TooLong) and long.size == 55_020 and long.head.startswith(b'{"id":7,"result":"xx')
+    assert len(long.head) == 4096  # the rest was never kept

@@ -77,7 +77,15 @@ class Upstream:
         self.config = config
         self.timeout = timeout
         self._hooks = hooks = hooks or Hooks()
-        self._transport = Transport(name, config, secrets=dict(secrets or {}), in_process=in_process)
+        self._transport = Transport(
+            name,
+            config,
+            secrets=dict(secrets or {}),
+            in_process=in_process,
+            # A line is JSON: its escapes can make it longer than the content it carries, so the line
+            # bound (memory and time, before parsing) leaves the content check its own limit to judge.
+            max_line=max(2 * max_result_bytes, 1024 * 1024),
+        )
         self._session = Session(
             name,
             max_concurrent=max_concurrent,

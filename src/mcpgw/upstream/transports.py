@@ -1,9 +1,9 @@
 """The streams to one upstream: a stdio child, streamable HTTP, legacy SSE, or a server in this process.
 
 Owns: opening an upstream's transport on the caller's exit stack and handing
-back its (read, write) streams; for stdio, the child in its own process group
-(whose pgid is remembered so the whole group can be killed), its stderr copied
-into the gateway's log, and the spawn lock that lets us find that pgid; for
+back its (read, write) streams; for stdio (`upstream.stdio`), the child in its
+own process group (whose pgid is remembered so the whole group can be killed)
+and its stderr copied into the gateway's log; for
 HTTP, one pooled client for the life of the session and the upstream's OAuth
 client credentials.
 """
@@ -21,14 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import anyio
 from mcp.client.sse import sse_client
-from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from mcpgw import _compat
 from mcpgw.config import ServerConfig, SseServer, StdioServer
 from mcpgw.upstream import credentials
+from mcpgw.upstream.stdio import stdio_transport
 
 
 class _StderrPump:
@@ -59,34 +58,6 @@ class _StderrPump:
             self.writer.close()
 
 
-def _session_leader_children() -> set[int]:
-    """Pids of our direct children that lead their own session (our stdio upstreams)."""
-    me = os.getpid()
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        # fields: state ppid pgrp session ...
-        if len(fields) > 3 and int(fields[1]) == me and int(fields[3]) == int(entry.name):
-            found.add(int(entry.name))
-    return found
-
-
-_SPAWN_LOCK: anyio.Lock | None = None
-
-
-def _spawn_lock() -> anyio.Lock:
-    global _SPAWN_LOCK
-    if _SPAWN_LOCK is None:
-        _SPAWN_LOCK = anyio.Lock()
-    return _SPAWN_LOCK
-
-
 def alive(pid: int) -> bool:
     """Whether `pid` still runs (a zombie does not)."""
     try:
@@ -114,6 +85,8 @@ class Transport:
     transport: the tests' parity harness builds the whole gateway in memory with it."""
     pgid: int | None = None
     """The stdio child's process group while it runs (the supervisor kills the group and clears it)."""
+    max_line: int = 64 * 1024 * 1024
+    """The longest stdio line read whole; a longer one is skipped as it arrives (see `upstream.stdio`)."""
 
     async def open(self, stack: AsyncExitStack) -> tuple[Any, Any]:
         """The upstream's (read, write) streams, entered on `stack`: closing it closes them."""
@@ -125,18 +98,13 @@ class Transport:
             params = config.to_params(self.name, environ=env)
             pump = _StderrPump(self.name)
             stack.callback(pump.close)
-            # Spawns are serialised so the child that appears is ours: the SDK does not expose its pid,
-            # and we need its process group to clean up after it (see `Supervisor`).
-            async with _spawn_lock():
-                before = _session_leader_children()
-                try:
-                    streams = await stack.enter_async_context(stdio_client(params, errlog=pump.writer))
-                except FileNotFoundError as exc:  # uvloop leaves the filename out
-                    raise FileNotFoundError(exc.errno, exc.strerror, params.command) from exc
-                new = _session_leader_children() - before
-            if len(new) == 1:
-                self.pgid = new.pop()
-            return streams
+
+            def spawned(pid: int) -> None:
+                self.pgid = pid  # the child leads its own session: its pid is its process group
+
+            return await stack.enter_async_context(
+                stdio_transport(params, errlog=pump.writer, max_line=self.max_line, on_spawn=spawned)
+            )
         target = config.to_params(self.name, environ=env)
         oauth: credentials.ClientCredentials | None = None
         if config.oauth is not None:

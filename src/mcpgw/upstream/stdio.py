@@ -1,0 +1,187 @@
+"""The stdio transport to an upstream child: its own process group, and lines read in linear time, bounded.
+
+Owns: spawning the child (a new session, so its process group is known at once and the whole group
+can be stopped), reading its stdout as JSON-RPC lines, writing ours to its stdin, and stopping it
+(stdin closed, then SIGTERM and SIGKILL to the group).
+
+Why not the SDK's `stdio_client`: it joins each chunk to the line so far (`(buffer + chunk).split`),
+which is quadratic in a line's length, with no bound: one 30 MB result stalled every call to that
+upstream for 13 to 28 s, and a 100 MB line for over a minute. Here a line is collected in pieces and
+joined once, and a line longer than the limit is skipped as it arrives, never held whole: the
+request it answered gets an error reply naming the limit (its id is read from the line's start).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any, TextIO
+
+import anyio
+import mcp_types as types
+from mcp.client.stdio import StdioServerParameters, get_default_environment
+from mcp.shared.message import SessionMessage
+
+logger = logging.getLogger("mcpgw.upstream")
+
+EXIT_GRACE = 2.0
+"""Seconds the child has to exit once its stdin is closed, and again after SIGTERM."""
+_HEAD = 4096
+"""Bytes kept of a line that is too long: enough to find its id."""
+_ID = re.compile(rb'"id"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,20})')
+_KEY = re.compile(rb'"(result|error|method)"\s*:')
+"""The first of these keys says what the line is (members come in the sender's order, and top-level
+keys come before anything nested in a result)."""
+
+
+class _Lines:
+    """Splits a byte stream into lines; a line over `limit` comes out as `TooLong` with its first bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._pieces: list[bytes] = []
+        self._size = 0
+        self._too_long = False
+
+    def feed(self, chunk: bytes) -> Iterator[bytes | TooLong]:
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            yield self._take(chunk[start:end])
+            start = end + 1
+        self._add(chunk[start:])
+
+    def _add(self, piece: bytes) -> None:
+        if not piece:
+            return
+        if not self._too_long and self._size + len(piece) > self._limit:
+            head = b""
+            for part in (*self._pieces, piece):
+                head += part[: _HEAD - len(head)]
+                if len(head) >= _HEAD:
+                    break
+            self._pieces, self._too_long = [head], True  # from here on the line is only counted
+        elif not self._too_long:
+            self._pieces.append(piece)
+        self._size += len(piece)
+
+    def _take(self, last: bytes) -> bytes | TooLong:
+        self._add(last)
+        line: bytes | TooLong = (
+            TooLong(self._pieces[0], self._size) if self._too_long else b"".join(self._pieces)
+        )
+        self._pieces, self._size, self._too_long = [], 0, False
+        return line
+
+
+class TooLong:
+    """A line that was skipped for its length: its first bytes and its size."""
+
+    def __init__(self, head: bytes, size: int) -> None:
+        self.head = head
+        self.size = size
+
+
+def _message(line: bytes | TooLong, limit: int) -> SessionMessage | Exception | None:
+    """The session message a line carries; for a line too long, an error reply to its request."""
+    if isinstance(line, TooLong):
+        found = _ID.search(line.head)
+        logger.warning(
+            "an upstream line of %d bytes was over the %d-byte limit and dropped", line.size, limit
+        )
+        if found is None or b'"method"' in line.head[: found.start()]:
+            return None  # a request or notification of the upstream's own, or no id: nothing to answer
+        error = {
+            "jsonrpc": "2.0",
+            "id": json.loads(found.group(1)),
+            "error": {
+                "code": types.INTERNAL_ERROR,
+                "message": f"the upstream's answer was {line.size} bytes, over the gateway's limit of "
+                f"{limit} ([gateway] max_result_bytes); it was dropped unread",
+            },
+        }
+        return SessionMessage(types.jsonrpc_message_adapter.validate_python(error))
+    if not line.strip():
+        return None
+    try:
+        return SessionMessage(types.jsonrpc_message_adapter.validate_json(line, by_name=False))
+    except ValueError as exc:
+        logger.warning("an upstream sent a line that is not a JSON-RPC message: %s", str(exc)[:200])
+        return exc
+
+
+@asynccontextmanager
+async def stdio_transport(
+    params: StdioServerParameters, *, errlog: TextIO, max_line: int, on_spawn: Callable[[int], None]
+) -> AsyncIterator[tuple[Any, Any]]:
+    """The (read, write) streams of a child run from `params`; `on_spawn(pid)` gets its process group."""
+    try:
+        process = await anyio.open_process(
+            [params.command, *params.args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errlog,
+            env=get_default_environment() | (params.env or {}),
+            cwd=params.cwd,
+            start_new_session=True,
+        )
+    except FileNotFoundError as exc:  # uvloop leaves the filename out
+        raise FileNotFoundError(exc.errno, exc.strerror, params.command) from exc
+    on_spawn(process.pid)  # a session leader's pid is its process group's id
+    assert process.stdin is not None and process.stdout is not None
+    stdin, stdout = process.stdin, process.stdout
+    read_writer, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+    write_stream, write_reader = anyio.create_memory_object_stream[SessionMessage](0)
+
+    async def read() -> None:
+        lines = _Lines(max_line)
+        async with read_writer:
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+                async for chunk in stdout:
+                    for line in lines.feed(chunk):
+                        message = _message(line, max_line)
+                        if message is not None:
+                            await read_writer.send(message)
+
+    async def write() -> None:
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+            async with write_reader:
+                async for outgoing in write_reader:
+                    text = outgoing.message.model_dump_json(by_alias=True, exclude_unset=True)
+                    await stdin.send((text + "\n").encode())
+        await read_writer.aclose()  # the child stopped reading: the session sees the end
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read)
+        tg.start_soon(write)
+        try:
+            yield read_stream, write_stream
+        finally:
+            with anyio.CancelScope(shield=True):
+                write_stream.close()
+                read_stream.close()
+                with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    await stdin.aclose()
+                await _stop(process)
+            tg.cancel_scope.cancel()
+
+
+async def _stop(process: anyio.abc.Process) -> None:
+    """`EXIT_GRACE` to leave once its stdin closed, then SIGTERM, then SIGKILL, each to its group."""
+    for sig in (None, signal.SIGTERM, signal.SIGKILL):
+        if sig is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, sig)
+        with anyio.move_on_after(EXIT_GRACE):
+            while process.returncode is None:
+                await anyio.sleep(0.01)
+        if process.returncode is not None:
+            break
+    with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+        await process.aclose()
