@@ -198,6 +198,26 @@ def _exposed(namespace: str, name: str) -> str:
     return f"{namespace}{SEPARATOR}{name}" if namespace else name
 
 
+def _claim(
+    catalog: Catalog,
+    routes: dict[str, Route],
+    exposed: str,
+    upstream: Upstream,
+    original: str,
+    *,
+    kind: str,
+    taken: str,
+    fix: str,
+) -> bool:
+    """Route `exposed` to `upstream`'s `original`; one already routed is a problem (first come wins)."""
+    if exposed in routes:
+        why = taken.format(exposed=exposed, other=routes[exposed].upstream.name)
+        catalog.problems.append(Problem(upstream.name, kind, original, why, fix))
+        return False
+    routes[exposed] = Route(upstream, original)
+    return True
+
+
 def _add_tools(catalog: Catalog, namespace: str, upstream: Upstream) -> None:
     aliases = upstream.config.aliases
     for tool in upstream.lists["tools"]:
@@ -212,77 +232,50 @@ def _add_tools(catalog: Catalog, namespace: str, upstream: Upstream) -> None:
             )
             catalog.problems.append(Problem(upstream.name, "tool", original, why, fix))
             continue
-        if exposed in catalog.tool_routes:
-            other = catalog.tool_routes[exposed].upstream.name
-            catalog.problems.append(
-                Problem(
-                    upstream.name,
-                    "tool",
-                    original,
-                    f"exposed name {exposed!r} is already taken by {other}",
-                    fix,
-                )
-            )
-            continue
-        catalog.tool_routes[exposed] = Route(upstream, original)
-        catalog.tools.append({**tool, "name": exposed})
+        taken = "exposed name {exposed!r} is already taken by {other}"
+        if _claim(
+            catalog, catalog.tool_routes, exposed, upstream, original, kind="tool", taken=taken, fix=fix
+        ):
+            catalog.tools.append({**tool, "name": exposed})
 
 
 def _add_prompts(catalog: Catalog, namespace: str, upstream: Upstream) -> None:
+    fix = f"give [servers.{upstream.name}] another namespace"
+    taken = "exposed name {exposed!r} is already taken by {other}"
     for prompt in upstream.lists["prompts"]:
         original = str(prompt.get("name", ""))
         exposed = _exposed(namespace, original)
-        if exposed in catalog.prompt_routes:
-            other = catalog.prompt_routes[exposed].upstream.name
-            catalog.problems.append(
-                Problem(
-                    upstream.name,
-                    "prompt",
-                    original,
-                    f"exposed name {exposed!r} is already taken by {other}",
-                    f"give [servers.{upstream.name}] another namespace",
-                )
-            )
-            continue
-        catalog.prompt_routes[exposed] = Route(upstream, original)
-        catalog.prompts.append({**prompt, "name": exposed})
+        if _claim(
+            catalog, catalog.prompt_routes, exposed, upstream, original, kind="prompt", taken=taken, fix=fix
+        ):
+            catalog.prompts.append({**prompt, "name": exposed})
 
 
 def _add_resources(catalog: Catalog, namespace: str, upstream: Upstream) -> None:
+    fix = f"give [servers.{upstream.name}] a namespace"
     for resource in upstream.lists["resources"]:
         original = str(resource.get("uri", ""))
         exposed = expose_uri(namespace, original)
-        if exposed in catalog.resource_routes:
-            other = catalog.resource_routes[exposed].upstream.name
-            catalog.problems.append(
-                Problem(
-                    upstream.name,
-                    "resource",
-                    original,
-                    f"URI is already served by {other}",
-                    f"give [servers.{upstream.name}] a namespace",
-                )
-            )
-            continue
-        catalog.resource_routes[exposed] = Route(upstream, original)
-        catalog.resources.append({**resource, "uri": exposed})
+        taken = "URI is already served by {other}"
+        if _claim(
+            catalog,
+            catalog.resource_routes,
+            exposed,
+            upstream,
+            original,
+            kind="resource",
+            taken=taken,
+            fix=fix,
+        ):
+            catalog.resources.append({**resource, "uri": exposed})
     for template in upstream.lists["resource_templates"]:
         original = str(template.get("uriTemplate", ""))
         exposed = expose_uri(namespace, original)
-        if exposed in catalog.template_routes:
-            other = catalog.template_routes[exposed].upstream.name
-            catalog.problems.append(
-                Problem(
-                    upstream.name,
-                    "resource template",
-                    original,
-                    f"URI template is already served by {other}",
-                    f"give [servers.{upstream.name}] a namespace",
-                )
-            )
-            continue
-        catalog.template_routes[exposed] = Route(upstream, original)
-        catalog.resource_templates.append({**template, "uriTemplate": exposed})
+        taken, kind = "URI template is already served by {other}", "resource template"
+        if _claim(
+            catalog, catalog.template_routes, exposed, upstream, original, kind=kind, taken=taken, fix=fix
+        ):
+            catalog.resource_templates.append({**template, "uriTemplate": exposed})
 
 
 # --- rewriting URIs inside results ---------------------------------------------------------------
