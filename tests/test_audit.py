@@ -560,21 +560,24 @@ def test_logs_shows_rows_an_older_version_wrote_without_driving_the_terminal(
 def test_logs_prints_rich_markup_in_a_stored_persona_or_server_as_text(
     tmp_path: Path, audit_db: Path
 ) -> None:
-    """A persona path like `[link=https://evil]` was rendered as a terminal hyperlink by `mcpgw logs`."""
+    """A persona path like `[link=https://evil]` was rendered as a terminal hyperlink by `mcpgw logs`,
+    and vanished from its `--json` lines."""
     from mcpgw.audit import COLUMNS, ensure_schema
 
     db = sqlite_utils.Database(audit_db)
     ensure_schema(db)
-    markup = "[link=https://evil.example]click[/link][bold red]x[/]"
+    markup = "[link=https://evil.example]click[/link][bold]x[/]"
     row = {k: None for k in COLUMNS}
     db["events"].insert(
         {**row, "ts": "2099-01-01T00:00:00+00:00", "kind": "auth", "persona": markup, "server": markup}
         | {"outcome": "denied", "request_id": "markup"}
     )
     config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
-    result = CliRunner().invoke(cli, ["logs", "-c", str(config)], env={"COLUMNS": "400"})
-    assert result.exit_code == 0, result.output
-    assert result.stdout.count(markup) == 2, result.stdout
+    table = CliRunner().invoke(cli, ["logs", "-c", str(config)])
+    assert table.exit_code == 0, table.output
+    assert table.stdout.count("[link=") == 2, table.stdout  # shown as text (a cell may wrap after it)
+    lines = CliRunner().invoke(cli, ["logs", "-c", str(config), "--json"])
+    assert json.loads(lines.stdout)["persona"] == json.loads(lines.stdout)["server"] == markup
 
 
 def test_refusals_and_security_events_are_on_disk_when_recording_returns(tmp_path: Path) -> None:

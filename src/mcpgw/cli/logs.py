@@ -85,7 +85,7 @@ def _print_log_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
     rows = [printable(row) for row in rows]
     if as_json:
         for row in rows:
-            out.print(json.dumps(row, ensure_ascii=False), highlight=False, soft_wrap=True)
+            out.print(json.dumps(row, ensure_ascii=False), highlight=False, soft_wrap=True, markup=False)
         return
     table = Table()
     # Who made the request is shown when the gateway knew (HTTP with [auth]); else the column is noise.
