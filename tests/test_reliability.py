@@ -218,6 +218,25 @@ def test_a_stdio_line_far_over_the_limit_is_skipped_as_it_arrives_and_answered(r
         gateway.close()
 
 
+@pytest.mark.parametrize("code", [-32000, -32001])
+def test_an_upstream_answering_connection_closed_over_stdio_keeps_its_process_and_other_calls(
+    registry_file: Any, code: int
+) -> None:
+    """Over a real stdio pipe: an error reply coded like a lost connection (-32000) or a timeout (-32001)
+    used to restart the shared upstream and fail every other call in flight on it."""
+    gateway = RawGateway(registry_file({"a": tiny()}))
+    try:
+        gateway.initialize()
+        pid = gateway.upstream_pid("a")
+        gateway.start_call("other", "a__sleep", {"seconds": 1.0})
+        failed = gateway.call("a__fail", {"code": code, "message": "Connection closed"})
+        assert failed["error"] == {"code": code, "message": "Connection closed"}, failed
+        assert gateway.reply("other")["result"]["content"][0]["text"] == "slept 1.0"
+        assert gateway.upstream_pid("a") == pid
+    finally:
+        gateway.close()
+
+
 def test_oversized_requests_and_results_are_refused(registry_file: Any) -> None:
     config = registry_file({"a": tiny()}, max_request_bytes=2048, max_result_bytes=4096)
     gateway = RawGateway(config)

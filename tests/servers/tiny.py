@@ -6,8 +6,9 @@ the gateway's supervision, not Python imports. It speaks real JSON-RPC lines.
 
 Tools: `echo(message)`, `pid()`, `sleep(seconds)` (answered from a thread, so
 several can be in flight), `peak()` (the most `sleep` calls ever in flight at once),
-`big(size)` (a text of `size` characters). With `$TINY_SLEEP_LOG`, each `sleep` appends
-one line there as it starts, so a test can wait for a call to be in flight instead of sleeping.
+`big(size)` (a text of `size` characters), `fail(code, message)` (that JSON-RPC error
+as the answer). With `$TINY_SLEEP_LOG`, each `sleep` appends one line there as it starts,
+so a test can wait for a call to be in flight instead of sleeping.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ TOOLS = [
         ("sleep", "Sleep, then answer.", {"seconds": {"type": "number"}}),
         ("peak", "Most sleep calls in flight at once.", {}),
         ("big", "A long text.", {"size": {"type": "integer"}}),
+        (
+            "fail",
+            "Answer with this JSON-RPC error.",
+            {"code": {"type": "integer"}, "message": {"type": "string"}},
+        ),
     ]
 ]
 
@@ -92,6 +98,13 @@ def main() -> None:
             }
         elif method == "tools/list":
             result = {"tools": TOOLS}
+        elif (
+            method == "tools/call" and params.get("name") == "fail"
+        ):  # an error reply, as a hostile server may
+            arguments = params.get("arguments") or {}
+            error = {"code": int(arguments.get("code", -32000)), "message": str(arguments.get("message", ""))}
+            send({"jsonrpc": "2.0", "id": request_id, "error": error})
+            continue
         elif method == "tools/call":
             result = call(request_id, params.get("name", ""), params.get("arguments") or {})
             if result is None:
