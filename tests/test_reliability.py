@@ -331,6 +331,21 @@ def test_a_hung_upstream_is_noticed_by_ping_and_restarted(registry_file: Any) ->
     assert "did not answer a ping" in gateway.log()
 
 
+def test_a_busy_upstream_that_misses_pings_during_a_call_is_not_killed(registry_file: Any) -> None:
+    """mcp-server-fetch blocks its loop while extracting a page: missed pings killed it, and its call."""
+    config = registry_file({"a": tiny()}, ping_interval=0.3, ping_timeout=0.5, restart_backoff_max=0.2)
+    gateway = RawGateway(config)
+    try:
+        gateway.initialize()
+        pid = gateway.upstream_pid("a")
+        busy = gateway.call("a__block", {"seconds": 3})  # six ping intervals without an answer
+        assert busy["result"]["content"][0]["text"] == "blocked 3", busy
+        assert gateway.upstream_pid("a") == pid
+    finally:
+        gateway.close()
+    assert "did not answer a ping" not in gateway.log()
+
+
 def test_16_clients_10000_calls_with_upstream_restarts_lose_nothing(
     registry_file: Any, audit_db: Path
 ) -> None:

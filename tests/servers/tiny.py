@@ -7,7 +7,8 @@ the gateway's supervision, not Python imports. It speaks real JSON-RPC lines.
 Tools: `echo(message)`, `pid()`, `sleep(seconds)` (answered from a thread, so
 several can be in flight), `peak()` (the most `sleep` calls ever in flight at once),
 `big(size)` (a text of `size` characters), `fail(code, message)` (that JSON-RPC error
-as the answer). With `$TINY_SLEEP_LOG`, each `sleep` appends one line there as it starts,
+as the answer), `block(seconds)` (busy: answers nothing, not even pings, meanwhile).
+With `$TINY_SLEEP_LOG`, each `sleep` appends one line there as it starts,
 so a test can wait for a call to be in flight instead of sleeping.
 """
 
@@ -38,6 +39,7 @@ TOOLS = [
             "Answer with this JSON-RPC error.",
             {"code": {"type": "integer"}, "message": {"type": "string"}},
         ),
+        ("block", "Block the whole server (pings too), then answer.", {"seconds": {"type": "number"}}),
     ]
 ]
 
@@ -77,6 +79,9 @@ def call(request_id: Any, name: str, arguments: dict[str, Any]) -> dict[str, Any
         return None
     if name == "peak":
         return text(str(_peak))
+    if name == "block":  # in the main loop: nothing else, not even a ping, is answered meanwhile
+        time.sleep(float(arguments.get("seconds", 1)))
+        return text(f"blocked {arguments.get('seconds', 1)}")
     if name == "big":
         return text("x" * int(arguments.get("size", 0)))
     return {"content": [{"type": "text", "text": f"Unknown tool: {name}"}], "isError": True}

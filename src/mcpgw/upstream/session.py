@@ -103,6 +103,8 @@ class Session:
         self._on_lost = on_lost
         """Told (with the reason) when the connection turns out to be closed: the upstream has failed."""
         self._slots = anyio.CapacityLimiter(max_concurrent)
+        self._last_answer = 0.0
+        """When the upstream last answered a request (monotonic seconds): it was alive then."""
 
         self.protocol_version: str | None = None
         self.server_info: dict[str, Any] | None = None
@@ -146,6 +148,10 @@ class Session:
         caps = session.server_capabilities
         self.capabilities = caps.model_dump(by_alias=True, exclude_none=True) if caps else {}
         return session
+
+    def busy(self, *, within: float) -> bool:
+        """Calls in flight, or an answer in the last `within` seconds: a busy upstream, not a hung one."""
+        return self._slots.borrowed_tokens > 0 or time.monotonic() - self._last_answer < within
 
     async def request(
         self,
@@ -218,6 +224,7 @@ class Session:
             if exc.code == types.CONNECTION_CLOSED and _compat.connection_closed(client):
                 self._on_lost("connection closed")
                 raise UpstreamUnavailable(self.name, "connection closed") from exc
+            self._last_answer = time.monotonic()
             raise UpstreamReplyError(self.name, exc.error) from exc
         except ValidationError as exc:
             raise UpstreamError(
@@ -226,6 +233,7 @@ class Session:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
             self._on_lost("connection closed")
             raise UpstreamUnavailable(self.name, "connection closed") from exc
+        self._last_answer = time.monotonic()
         if (
             method not in ("ping", "server/discover")
             and _content_size(result, self.max_result_bytes) > self.max_result_bytes

@@ -21,7 +21,7 @@ from typing import Literal
 import anyio
 from mcp.client.session import ClientSession
 
-from mcpgw.errors import ConfigError, UpstreamError
+from mcpgw.errors import ConfigError, UpstreamError, UpstreamTimeout
 from mcpgw.upstream.lists import ALL_LISTS, Lists, OnChange
 from mcpgw.upstream.session import Session, UpstreamReplyError, describe
 from mcpgw.upstream.transports import Transport, alive, kill_process_group
@@ -123,6 +123,15 @@ class Supervisor:
                 await self._session.send(client, method, None, timeout=self.ping_timeout)
             except UpstreamReplyError:
                 continue  # it answered, if only with an error: it is alive
+            except UpstreamTimeout as exc:
+                # A server busy with a call (mcp-server-fetch blocks its loop while it extracts a page)
+                # misses pings and is healthy: never fail it, and its calls, while calls are in flight or
+                # answers keep coming. Each call has its own timeout; a hung idle server is still caught.
+                if self._session.busy(within=self.ping_interval + self.ping_timeout):
+                    continue
+                if self.state == "ready":
+                    self.fail(f"did not answer a ping ({exc.reason})")
+                return
             except UpstreamError as exc:
                 if self.state == "ready":
                     self.fail(f"did not answer a ping ({exc.reason})")
