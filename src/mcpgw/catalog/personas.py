@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mcpgw.catalog import Catalog, input_schema, template_matches
+from mcpgw.catalog import Catalog, Route, input_schema, template_matches
 from mcpgw.config import DEFAULT_PERSONA, Filter, PersonaConfig, Registry
 from mcpgw.errors import ConfigError, InvalidRequest, NotFound, UnknownPersona
 
@@ -138,11 +138,12 @@ class View:
         if name not in self.prompt_names:
             raise NotFound(f"Unknown prompt: {name}")
 
-    def check_resource(self, uri: str, catalog: Catalog) -> None:
+    def check_resource(self, uri: str, catalog: Catalog) -> Route:
         """A read is allowed only for a URI this view lists, or one a template this view lists produces.
 
         The same for every view, the full one included: a URI the catalog does not list or template
-        is never forwarded, so no upstream is probed with arbitrary URIs under its prefix.
+        is never forwarded, so no upstream is probed with arbitrary URIs under its prefix. Returns the
+        catalog's route for it, so the caller does not route it again.
         """
         error = NotFound(f"Unknown resource: {uri}")
         if self._config is not None:
@@ -155,10 +156,10 @@ class View:
             raise error from None
         if self._servers is not None and route.upstream.name not in self._servers:
             raise error
-        if any(r["uri"] == uri for r in self.resources):
-            return
-        if any(template_matches(str(t.get("uriTemplate", "")), uri) for t in self.resource_templates):
-            return
+        if any(r["uri"] == uri for r in self.resources) or any(
+            template_matches(str(t.get("uriTemplate", "")), uri) for t in self.resource_templates
+        ):
+            return route
         raise error
 
     # --- search mode ------------------------------------------------------------------------------

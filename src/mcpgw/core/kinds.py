@@ -242,10 +242,10 @@ COMPLETE = Complete()
 
 
 async def _resource_route(gateway: Gateway, persona: str | None, uri: str) -> tuple[View, catalog_mod.Route]:
-    view, _ = await gateway.lookup(
+    # The view's check routes the URI too (matching it against the templates once, not twice).
+    view, route = await gateway.lookup(
         persona, lambda v: v.check_resource(uri, gateway.catalog), withheld=lambda c: c.withholds_uri(uri)
     )
-    route = await gateway.route(lambda c: c.resource(uri))
     audit.note(server=route.upstream.name)
     return view, route
 
