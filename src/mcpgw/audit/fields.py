@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from mcpgw.audit.redact import Redactor
+from mcpgw.audit.schema import COLUMNS
 
 FIELD_CHARS = 300
 """name, method, persona, client, principal, server, protocol, request id, findings."""
@@ -28,21 +29,11 @@ EVENT_RESULT_CHARS = 4000
 SCAN_CHARS = 65_536
 """Redaction reads this far into a text; what lies beyond is never stored anyway."""
 
+_BOUNDS = {"error": ERROR_CHARS, "arguments": ARGUMENTS_CHARS, "result": EVENT_RESULT_CHARS}
 LIMITS: dict[str, int] = {
-    "request_id": FIELD_CHARS,
-    "kind": FIELD_CHARS,
-    "method": FIELD_CHARS,
-    "persona": FIELD_CHARS,
-    "principal": FIELD_CHARS,
-    "client": FIELD_CHARS,
-    "protocol": FIELD_CHARS,
-    "server": FIELD_CHARS,
-    "name": FIELD_CHARS,
-    "outcome": FIELD_CHARS,
-    "error": ERROR_CHARS,
-    "arguments": ARGUMENTS_CHARS,
-    "result": EVENT_RESULT_CHARS,
-    "findings": FIELD_CHARS,
+    column: _BOUNDS.get(column, FIELD_CHARS)
+    for column, kind in COLUMNS.items()
+    if kind is str and column != "ts"  # the writer's own clock: not cleaned, bounded as an error would be
 }
 """Every text column and its bound (a request's result summary is cut shorter, at `SUMMARY_CHARS`)."""
 
