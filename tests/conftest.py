@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import tomlkit
 from mcp import Client
@@ -311,3 +312,25 @@ def audit_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "audit.db"
     monkeypatch.setenv("MCPGW_AUDIT_DB", str(path))
     return path
+
+
+class StandIn:
+    """The stand-in model server (tests/servers/llm.py, the only stand-in): its base URL and what it
+    was asked."""
+
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}/v1"
+        self._control = f"http://127.0.0.1:{port}/requests"
+
+    def requests(self) -> list[dict[str, Any]]:
+        return list(httpx.get(self._control).json())
+
+    def clear(self) -> None:
+        httpx.delete(self._control)
+
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[StandIn]:
+    port = free_port()
+    with background([sys.executable, str(SERVERS / "llm.py"), str(port)], port=port):
+        yield StandIn(port)

@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import mcp_types as types
 import pytest
 import tomlkit
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from conftest import SERVERS, background, free_port, gateway_stdio, mcpgw_command, run_mcpgw
+from conftest import SERVERS, StandIn, background, free_port, gateway_stdio, mcpgw_command, run_mcpgw
 from mcpgw.audit.step import Outcome
 from mcpgw.config import validate
 from mcpgw.errors import SamplingError, SamplingFailed, SamplingRefused
@@ -57,27 +56,6 @@ PERSONAS = [
     "cooler",
     "lockedout",
 ]
-
-
-class StandIn:
-    """The stand-in model server: its base URL and what it was asked."""
-
-    def __init__(self, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}/v1"
-        self._control = f"http://127.0.0.1:{port}/requests"
-
-    def requests(self) -> list[dict[str, Any]]:
-        return list(httpx.get(self._control).json())
-
-    def clear(self) -> None:
-        httpx.delete(self._control)
-
-
-@pytest.fixture(scope="module")
-def llm() -> Iterator[StandIn]:
-    port = free_port()
-    with background([sys.executable, str(SERVERS / "llm.py"), str(port)], port=port):
-        yield StandIn(port)
 
 
 def route(llm: StandIn, model: str, **extra: Any) -> dict[str, Any]:

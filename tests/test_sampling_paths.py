@@ -16,12 +16,10 @@ memory; the model is the stand-in `tests/servers/llm.py`.
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
-import httpx
 import mcp_types as types
 import pytest
 from mcp import Client
@@ -31,7 +29,7 @@ from mcp.server.lowlevel.server import Server
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from conftest import SERVERS, background, free_port
+from conftest import StandIn
 from mcpgw.assembly import build_gateway
 from mcpgw.audit.step import Outcome
 from mcpgw.config import validate
@@ -115,27 +113,6 @@ def upstream() -> Server[Any]:
 def asking(requests: dict[str, Any]) -> dict[str, Any]:
     required = types.InputRequiredResult(input_requests=requests, request_state="asked")
     return required.model_dump(by_alias=True, mode="json", exclude_none=True)
-
-
-class StandIn:
-    """The stand-in model server: its base URL and what it was asked."""
-
-    def __init__(self, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}/v1"
-        self._control = f"http://127.0.0.1:{port}/requests"
-
-    def requests(self) -> list[dict[str, Any]]:
-        return list(httpx.get(self._control).json())
-
-    def clear(self) -> None:
-        httpx.delete(self._control)
-
-
-@pytest.fixture(scope="module")
-def llm() -> Iterator[StandIn]:
-    port = free_port()
-    with background([sys.executable, str(SERVERS / "llm.py"), str(port)], port=port):
-        yield StandIn(port)
 
 
 @pytest.fixture
