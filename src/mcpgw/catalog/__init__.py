@@ -6,8 +6,9 @@ problems (each with its fix), reversible rewriting of resource URIs
 (`mcpgw://<namespace>/<upstream uri>`; an MCP Apps `ui://<rest>` stays `ui://`
 as `ui://<namespace>/<rest>`) and of the URIs that name them in `_meta`
 (`_meta.ui.resourceUri`, `ui/resourceUri`, `openai/outputTemplate`), and
-routing an exposed name or URI back to its upstream. A `Catalog` is immutable: the gateway builds a new one when an
-upstream's lists change, so readers never see a half-built catalog.
+routing an exposed name or URI back to its upstream. A `Catalog` is immutable:
+the gateway builds a new one when an upstream's lists change, so readers never
+see a half-built catalog.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from mcpgw.upstream import Upstream
 URI_SCHEME = "mcpgw"
 _URI_PREFIX = f"{URI_SCHEME}://"
 UI_PREFIX = "ui://"
-"""MCP Apps (`io.modelcontextprotocol/ui`): hosts render only `ui://` resources, so those keep their scheme."""
+"""MCP Apps (`io.modelcontextprotocol/ui`): hosts render only `ui://` resources, so these keep the scheme."""
 _UI_META_KEYS = ("ui/resourceUri", "openai/outputTemplate")
 """`_meta` keys outside `_meta.ui` that name a UI resource: the older MCP Apps key, and ChatGPT's."""
 _TEMPLATE_VAR = re.compile(r"\{[^}]*\}")

@@ -119,7 +119,11 @@ class ReadResource(_Bridged):
                 {
                     **item,
                     "uri": catalog_mod.expose_uri(namespace, item["uri"]),
-                    **({"_meta": catalog_mod.expose_meta(item["_meta"], namespace)} if "_meta" in item else {}),
+                    **(
+                        {"_meta": catalog_mod.expose_meta(item["_meta"], namespace)}
+                        if "_meta" in item
+                        else {}
+                    ),
                 }
                 if isinstance(item, dict) and isinstance(item.get("uri"), str)
                 else item
