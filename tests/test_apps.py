@@ -170,6 +170,22 @@ async def test_a_ui_uri_the_catalog_does_not_serve_is_unknown(uri: str) -> None:
             await client.read_resource(uri)
 
 
+async def test_a_ui_uri_two_servers_would_expose_is_served_by_the_first_and_reported() -> None:
+    """An unprefixed server's own `ui://clock/...` and `clock`'s `ui://...`: one route, one problem."""
+    upstreams = {"solo": app_server("solo", shows="ui://clock/app/main.html"), "clock": app_server("clock")}
+    config = registry({"solo": {"namespace": ""}, "clock": {}})
+    async with served(config, upstreams, audit=None) as gateway, gateway_client(gateway) as client:
+        read = await client.read_resource("ui://clock/app/main.html")
+        problems = [str(p) for p in gateway.catalog.problems]
+    [content] = read.contents
+    assert isinstance(content, types.TextResourceContents)
+    assert content.text == "<!doctype html><title>solo ui://clock/app/main.html</title>"
+    assert problems == [
+        "clock: resource 'ui://app/main.html': URI is already served by solo "
+        "(fix: give [servers.clock] a namespace)"
+    ]
+
+
 async def test_an_unprefixed_server_keeps_its_ui_uris() -> None:
     server = app_server("solo")
     async with (

@@ -314,5 +314,6 @@ def _instructions(gateway: Gateway) -> str:
     names = ", ".join(gateway.upstreams) or "none"
     return (
         "mcpgw gateway. Tools and prompts are named <server>__<name>; "
-        f"resources of a server are mcpgw://<server>/<uri>. Servers: {names}."
+        "resources of a server are mcpgw://<server>/<uri> (UI resources: ui://<server>/<rest>). "
+        f"Servers: {names}."
     )
