@@ -131,6 +131,45 @@ async def test_every_ui_uri_a_tool_names_reads_back_as_its_app(mode: str) -> Non
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_a_ui_a_tool_result_names_or_embeds_reads_back(mode: str) -> None:
+    """MCP-UI style: a result embeds the app (`ui://` embedded resource) and names it in its `_meta`."""
+    server = app_server("clock")
+
+    @server.tool()
+    def embed() -> types.CallToolResult:
+        app = types.TextResourceContents(
+            uri=UI, mime_type=APP_MIME_TYPE, text="<p>inline</p>", _meta={"ui": {"prefersBorder": True}}
+        )
+        return types.CallToolResult(
+            content=[types.EmbeddedResource(type="resource", resource=app)],
+            _meta={
+                "openai/outputTemplate": UI,
+                "ui": {"resourceUri": UI},
+                "vendor/keep": "ui://app/main.html",
+            },
+        )
+
+    async with (
+        served(registry({"clock": {}}), {"clock": server}, audit=None) as gateway,
+        gateway_client(gateway, mode=mode) as client,
+    ):
+        result = await client.call_tool("clock__embed", {})
+        [embedded] = result.content
+        assert isinstance(embedded, types.EmbeddedResource)
+        named = await client.read_resource((result.meta or {})["openai/outputTemplate"])
+        inline = await client.read_resource(str(embedded.resource.uri))
+    uri = exposed("clock", UI)
+    assert str(embedded.resource.uri) == uri
+    assert embedded.resource.mime_type == APP_MIME_TYPE
+    assert embedded.resource.meta == {"ui": {"prefersBorder": True}}
+    # Only the keys that name a UI change; a server's own keys are its own.
+    own = {k: v for k, v in (result.meta or {}).items() if not k.startswith("io.modelcontextprotocol/")}
+    assert own == {"openai/outputTemplate": uri, "ui": {"resourceUri": uri}, "vendor/keep": UI}
+    assert named == inline
+    assert str(named.contents[0].uri) == uri
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_ui_templates_stay_ui_and_route_to_their_server(mode: str) -> None:
     upstreams = {"clock": app_server("clock"), "map": app_server("map")}
     async with (
