@@ -17,7 +17,6 @@ import mcp_types as types
 import pytest
 import tomlkit
 from mcp import Client
-from mcp.server import Server
 from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID, Apps, ResourceCsp, ResourcePermissions
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
@@ -292,43 +291,3 @@ async def test_a_pin_is_of_the_upstreams_ui_uris_not_the_gateways(tmp_path: Path
     ):
         assert (await client.list_tools()).tools == []
         assert "differs from its pin" in gateway.catalog.withheld["clock__show"]
-
-
-# --- `execution` (tasks) on tools, in every era pair ------------------------------------------------
-
-EXECUTION = {"taskSupport": "optional"}
-
-
-def tasks_upstream() -> Server[Any]:
-    """A server whose tool declares task support in every era, as the TypeScript SDK's servers do.
-
-    The Python SDK shapes a 2026-07-28 listing by that era's schema (no `execution`); this server
-    answers `tools/list` itself (a middleware that owns its result), so a 2026 upstream sends it too.
-    """
-    tool = {"name": "report", "inputSchema": {"type": "object"}, "execution": EXECUTION}
-
-    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[types.Tool.model_validate(tool)])
-
-    async def listing(ctx: Any, call_next: Any) -> Any:
-        if ctx.method == "tools/list":
-            return {"tools": [tool], "ttlMs": 0, "cacheScope": "private", "resultType": "complete"}
-        return await call_next(ctx)
-
-    server: Server[Any] = Server("tasks", on_list_tools=list_tools)
-    server.middleware.append(listing)
-    return server
-
-
-@pytest.mark.parametrize("era", ["handshake", "stateless"])
-@pytest.mark.parametrize("mode", MODES)
-async def test_a_tools_execution_reaches_clients_of_every_era(era: str, mode: str) -> None:
-    async with served(registry({"up": {"era": era}}), {"up": tasks_upstream()}, audit=None) as gateway:
-        assert gateway.upstreams["up"].era == era
-        async with gateway_client(gateway, mode=mode) as client:
-            [tool] = (await client.list_tools()).tools
-            again = (await client.list_tools()).tools  # the listing cache serves the same
-    assert tool.name == "up__report"
-    assert tool.execution is not None
-    assert tool.execution.model_dump(by_alias=True, exclude_none=True) == EXECUTION
-    assert again == [tool]
