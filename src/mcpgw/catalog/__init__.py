@@ -103,7 +103,8 @@ def expose_meta(meta: Any, namespace: str) -> Any:
     return out
 
 
-def _exposed_item(item: dict[str, Any], namespace: str, **changes: Any) -> dict[str, Any]:
+def expose_item(item: dict[str, Any], namespace: str, **changes: Any) -> dict[str, Any]:
+    """`item` (a listed or returned tool, resource or contents) with `changes` and its `_meta` exposed."""
     exposed = {**item, **changes}
     if "_meta" in item:
         exposed["_meta"] = expose_meta(item["_meta"], namespace)
@@ -283,7 +284,7 @@ def _add_tools(catalog: Catalog, namespace: str, upstream: Upstream) -> None:
         if _claim(
             catalog, catalog.tool_routes, exposed, upstream, tool, original, kind="tool", taken=taken, fix=fix
         ):
-            catalog.tools.append(_exposed_item(tool, namespace, name=exposed))
+            catalog.tools.append(expose_item(tool, namespace, name=exposed))
 
 
 def _add_prompts(catalog: Catalog, namespace: str, upstream: Upstream) -> None:
@@ -323,7 +324,7 @@ def _add_resources(catalog: Catalog, namespace: str, upstream: Upstream) -> None
             taken=taken,
             fix=fix,
         ):
-            catalog.resources.append(_exposed_item(resource, namespace, uri=exposed))
+            catalog.resources.append(expose_item(resource, namespace, uri=exposed))
     for template in upstream.lists["resource_templates"]:
         original = str(template.get("uriTemplate", ""))
         exposed = expose_uri(namespace, original)
@@ -339,7 +340,7 @@ def _add_resources(catalog: Catalog, namespace: str, upstream: Upstream) -> None
             taken=taken,
             fix=fix,
         ):
-            catalog.resource_templates.append(_exposed_item(template, namespace, uriTemplate=exposed))
+            catalog.resource_templates.append(expose_item(template, namespace, uriTemplate=exposed))
 
 
 # --- rewriting URIs inside results ---------------------------------------------------------------
@@ -359,7 +360,7 @@ def rewrite_content_uris(items: list[Any], namespace: str) -> list[Any]:
             elif kind == "resource" and isinstance(item.get("resource"), dict):
                 inner = item["resource"]
                 if isinstance(inner.get("uri"), str):
-                    inner = _exposed_item(inner, namespace, uri=expose_uri(namespace, inner["uri"]))
+                    inner = expose_item(inner, namespace, uri=expose_uri(namespace, inner["uri"]))
                     item = {**item, "resource": inner}
         out.append(item)
     return out

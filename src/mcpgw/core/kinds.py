@@ -116,15 +116,7 @@ class ReadResource(_Bridged):
         namespace = _namespace(gateway, target)
         if namespace:
             result["contents"] = [
-                {
-                    **item,
-                    "uri": catalog_mod.expose_uri(namespace, item["uri"]),
-                    **(
-                        {"_meta": catalog_mod.expose_meta(item["_meta"], namespace)}
-                        if "_meta" in item
-                        else {}
-                    ),
-                }
+                catalog_mod.expose_item(item, namespace, uri=catalog_mod.expose_uri(namespace, item["uri"]))
                 if isinstance(item, dict) and isinstance(item.get("uri"), str)
                 else item
                 for item in result.get("contents") or []
