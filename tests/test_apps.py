@@ -17,6 +17,7 @@ import mcp_types as types
 import pytest
 import tomlkit
 from mcp import Client
+from mcp.server import Server
 from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID, Apps, ResourceCsp, ResourcePermissions
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
@@ -291,3 +292,31 @@ async def test_a_pin_is_of_the_upstreams_ui_uris_not_the_gateways(tmp_path: Path
     ):
         assert (await client.list_tools()).tools == []
         assert "differs from its pin" in gateway.catalog.withheld["clock__show"]
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"ui": "ui://app/main.html"},  # `ui` not an object
+        {"ui": {"resourceUri": 5, "visibility": "app"}},  # a URI that is not a string
+        {"ui/resourceUri": ["ui://app/main.html"], "openai/outputTemplate": {"uri": "ui://app/main.html"}},
+        {
+            "ui": {"csp": {"connectDomains": ["ui://not-a-uri-key"]}}
+        },  # nested: CSP is the app's, not a URI key
+    ],
+)
+async def test_ui_meta_of_an_unexpected_shape_arrives_as_sent(meta: dict[str, Any]) -> None:
+    """Nothing is lost or invented: only string URIs under the keys that name a UI are rewritten."""
+
+    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(
+            tools=[types.Tool(name="odd", input_schema={"type": "object"}, _meta=meta)]
+        )
+
+    upstream: Server[Any] = Server("odd", on_list_tools=list_tools)
+    async with (
+        served(registry({"odd": {}}), {"odd": upstream}, audit=None) as gateway,
+        gateway_client(gateway) as client,
+    ):
+        [tool] = (await client.list_tools()).tools
+    assert tool.meta == meta
