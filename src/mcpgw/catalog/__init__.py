@@ -3,9 +3,12 @@
 Owns: exposed names (`<namespace>__<name>`, or an alias), the rule that every
 exposed tool name matches `^[A-Za-z0-9_-]{1,64}$`, collision and length
 problems (each with its fix), reversible rewriting of resource URIs
-(`mcpgw://<namespace>/<upstream uri>`), and routing an exposed name or URI back
-to its upstream. A `Catalog` is immutable: the gateway builds a new one when an
-upstream's lists change, so readers never see a half-built catalog.
+(`mcpgw://<namespace>/<upstream uri>`; an MCP Apps `ui://<rest>` stays `ui://`
+as `ui://<namespace>/<rest>`) and of the URIs that name them in `_meta`
+(`_meta.ui.resourceUri`, `ui/resourceUri`, `openai/outputTemplate`), and
+routing an exposed name or URI back to its upstream. A `Catalog` is immutable:
+the gateway builds a new one when an upstream's lists change, so readers never
+see a half-built catalog.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ from mcpgw.upstream import Upstream
 
 URI_SCHEME = "mcpgw"
 _URI_PREFIX = f"{URI_SCHEME}://"
+UI_PREFIX = "ui://"
+"""MCP Apps (`io.modelcontextprotocol/ui`): hosts render only `ui://` resources, so these keep the scheme."""
+_UI_META_KEYS = ("ui/resourceUri", "openai/outputTemplate")
+"""`_meta` keys outside `_meta.ui` that name a UI resource: the older MCP Apps key, and ChatGPT's."""
 _TEMPLATE_VAR = re.compile(r"\{[^}]*\}")
 
 
@@ -48,20 +55,60 @@ class Route:
     upstream: Upstream
     name: str
     """The name (or URI) the upstream knows it by."""
+    definition: dict[str, Any] | None = field(default=None, compare=False)
+    """The item as the upstream serves it (before any rewriting): what pins and poisoning checks judge."""
 
 
 def expose_uri(namespace: str, uri: str) -> str:
-    return f"{_URI_PREFIX}{namespace}/{uri}" if namespace else uri
+    """The gateway's URI for `namespace`'s `uri`: `mcpgw://ns/<uri>`, or `ui://ns/<rest>` for `ui://<rest>`."""
+    if not namespace:
+        return uri
+    if uri.startswith(UI_PREFIX):
+        return f"{UI_PREFIX}{namespace}/{uri[len(UI_PREFIX) :]}"
+    return f"{_URI_PREFIX}{namespace}/{uri}"
 
 
 def split_uri(uri: str) -> tuple[str, str] | None:
-    """`mcpgw://ns/<uri>` -> `(ns, <uri>)`; None for a URI the gateway did not rewrite."""
-    if not uri.startswith(_URI_PREFIX):
-        return None
-    namespace, sep, original = uri[len(_URI_PREFIX) :].partition("/")
-    if not sep or not original:
-        return None
-    return namespace, original
+    """`mcpgw://ns/<uri>` -> `(ns, <uri>)`, `ui://ns/<rest>` -> `(ns, ui://<rest>)`; None otherwise.
+
+    A `ui://` URI splits whether or not its first segment is a namespace: callers check that.
+    """
+    for prefix, kept in ((_URI_PREFIX, ""), (UI_PREFIX, UI_PREFIX)):
+        if uri.startswith(prefix):
+            namespace, sep, original = uri[len(prefix) :].partition("/")
+            if not sep or not original:
+                return None
+            return namespace, kept + original
+    return None
+
+
+def expose_meta(meta: Any, namespace: str) -> Any:
+    """`_meta` with the URIs that name UI resources exposed: `ui.resourceUri`, any other `ui://`
+    value directly in `ui`, and the older top-level keys (`_UI_META_KEYS`). Everything else (CSP,
+    permissions, visibility, the upstream's own keys) is kept as the upstream gave it."""
+    if not namespace or not isinstance(meta, dict):
+        return meta
+    out = dict(meta)
+    ui = meta.get("ui")
+    if isinstance(ui, dict):
+        out["ui"] = {
+            key: expose_uri(namespace, value)
+            if isinstance(value, str) and (key == "resourceUri" or value.startswith(UI_PREFIX))
+            else value
+            for key, value in ui.items()
+        }
+    for key in _UI_META_KEYS:
+        if isinstance(meta.get(key), str):
+            out[key] = expose_uri(namespace, meta[key])
+    return out
+
+
+def expose_item(item: dict[str, Any], namespace: str, **changes: Any) -> dict[str, Any]:
+    """`item` (a listed or returned tool, resource or contents) with `changes` and its `_meta` exposed."""
+    exposed = {**item, **changes}
+    if "_meta" in item:
+        exposed["_meta"] = expose_meta(item["_meta"], namespace)
+    return exposed
 
 
 @lru_cache(maxsize=1024)
@@ -203,6 +250,7 @@ def _claim(
     routes: dict[str, Route],
     exposed: str,
     upstream: Upstream,
+    item: dict[str, Any],
     original: str,
     *,
     kind: str,
@@ -214,7 +262,7 @@ def _claim(
         why = taken.format(exposed=exposed, other=routes[exposed].upstream.name)
         catalog.problems.append(Problem(upstream.name, kind, original, why, fix))
         return False
-    routes[exposed] = Route(upstream, original)
+    routes[exposed] = Route(upstream, original, item)
     return True
 
 
@@ -234,9 +282,9 @@ def _add_tools(catalog: Catalog, namespace: str, upstream: Upstream) -> None:
             continue
         taken = "exposed name {exposed!r} is already taken by {other}"
         if _claim(
-            catalog, catalog.tool_routes, exposed, upstream, original, kind="tool", taken=taken, fix=fix
+            catalog, catalog.tool_routes, exposed, upstream, tool, original, kind="tool", taken=taken, fix=fix
         ):
-            catalog.tools.append({**tool, "name": exposed})
+            catalog.tools.append(expose_item(tool, namespace, name=exposed))
 
 
 def _add_prompts(catalog: Catalog, namespace: str, upstream: Upstream) -> None:
@@ -246,7 +294,15 @@ def _add_prompts(catalog: Catalog, namespace: str, upstream: Upstream) -> None:
         original = str(prompt.get("name", ""))
         exposed = _exposed(namespace, original)
         if _claim(
-            catalog, catalog.prompt_routes, exposed, upstream, original, kind="prompt", taken=taken, fix=fix
+            catalog,
+            catalog.prompt_routes,
+            exposed,
+            upstream,
+            prompt,
+            original,
+            kind="prompt",
+            taken=taken,
+            fix=fix,
         ):
             catalog.prompts.append({**prompt, "name": exposed})
 
@@ -262,27 +318,37 @@ def _add_resources(catalog: Catalog, namespace: str, upstream: Upstream) -> None
             catalog.resource_routes,
             exposed,
             upstream,
+            resource,
             original,
             kind="resource",
             taken=taken,
             fix=fix,
         ):
-            catalog.resources.append({**resource, "uri": exposed})
+            catalog.resources.append(expose_item(resource, namespace, uri=exposed))
     for template in upstream.lists["resource_templates"]:
         original = str(template.get("uriTemplate", ""))
         exposed = expose_uri(namespace, original)
         taken, kind = "URI template is already served by {other}", "resource template"
         if _claim(
-            catalog, catalog.template_routes, exposed, upstream, original, kind=kind, taken=taken, fix=fix
+            catalog,
+            catalog.template_routes,
+            exposed,
+            upstream,
+            template,
+            original,
+            kind=kind,
+            taken=taken,
+            fix=fix,
         ):
-            catalog.resource_templates.append({**template, "uriTemplate": exposed})
+            catalog.resource_templates.append(expose_item(template, namespace, uriTemplate=exposed))
 
 
 # --- rewriting URIs inside results ---------------------------------------------------------------
 
 
 def rewrite_content_uris(items: list[Any], namespace: str) -> list[Any]:
-    """Expose the URIs of resource links and embedded resources in a content list."""
+    """Expose the URIs of resource links and embedded resources in a content list (and of an
+    embedded UI resource's `_meta`)."""
     if not namespace:
         return items
     out: list[Any] = []
@@ -294,6 +360,7 @@ def rewrite_content_uris(items: list[Any], namespace: str) -> list[Any]:
             elif kind == "resource" and isinstance(item.get("resource"), dict):
                 inner = item["resource"]
                 if isinstance(inner.get("uri"), str):
-                    item = {**item, "resource": {**inner, "uri": expose_uri(namespace, inner["uri"])}}
+                    inner = expose_item(inner, namespace, uri=expose_uri(namespace, inner["uri"]))
+                    item = {**item, "resource": inner}
         out.append(item)
     return out

@@ -93,6 +93,8 @@ class CallTool(_Bridged):
         namespace = _namespace(gateway, target)
         if namespace and isinstance(result.get("content"), list):
             result["content"] = catalog_mod.rewrite_content_uris(result["content"], namespace)
+        if namespace and "_meta" in result:
+            result["_meta"] = catalog_mod.expose_meta(result["_meta"], namespace)
         return result
 
 
@@ -114,7 +116,7 @@ class ReadResource(_Bridged):
         namespace = _namespace(gateway, target)
         if namespace:
             result["contents"] = [
-                {**item, "uri": catalog_mod.expose_uri(namespace, item["uri"])}
+                catalog_mod.expose_item(item, namespace, uri=catalog_mod.expose_uri(namespace, item["uri"]))
                 if isinstance(item, dict) and isinstance(item.get("uri"), str)
                 else item
                 for item in result.get("contents") or []

@@ -195,7 +195,8 @@ class Trust:
             kept = []
             for entry in entries:
                 route = routes[entry["name"]]
-                definition = {**entry, "name": route.name}
+                # What the upstream serves, not the catalog's rewriting of it: a pin is of that.
+                definition = route.definition or {**entry, "name": route.name}
                 reason = self._verdict(route.upstream.name, kind, route.name, entry["name"], definition)
                 if reason is None or not production:
                     kept.append(entry)
@@ -214,7 +215,8 @@ class Trust:
             upstream, original = _template_origin(catalog, exposed)
             reason = None
             if upstream is not None:
-                item = {**template, "uriTemplate": original}
+                origin = catalog.template_routes[exposed].definition
+                item = origin or {**template, "uriTemplate": original}
                 reason = self._verdict(upstream.name, "resource_templates", original, exposed, item)
                 if reason is not None and not production:
                     warned.append(WithheldItem(upstream.name, "resource template", exposed, reason))
@@ -228,7 +230,11 @@ class Trust:
         for resource in catalog.resources:
             route = catalog.resource_routes[resource["uri"]]
             for finding in poisoning.scan_item(
-                route.upstream.name, "resource", route.name, resource, max_length=self.max_description
+                route.upstream.name,
+                "resource",
+                route.name,
+                route.definition or resource,
+                max_length=self.max_description,
             ):
                 self._report(
                     ("resource", str(finding)),

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import mcp_types as types
+from mcp.server import apps
 from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import RequestHandler, Server
@@ -262,6 +263,9 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
         server.add_request_handler(
             method, types.SubscribeRequestParams, _subscription(gateway, persona_of, on)
         )
+    # mcpgw carries MCP Apps (`ui://` resources and the `_meta` naming them, see `catalog`), so it says so
+    # to clients whatever its upstreams declare: a host looks for the extension before rendering.
+    server.extensions[apps.EXTENSION_ID] = {}
     # Replaces the default OpenTelemetry middleware: the call path stays lean (see module docstring).
     server.middleware = [announcer.track, ListingCache(gateway, persona_of)]
     gateway.add_listener(announcer)
@@ -310,5 +314,6 @@ def _instructions(gateway: Gateway) -> str:
     names = ", ".join(gateway.upstreams) or "none"
     return (
         "mcpgw gateway. Tools and prompts are named <server>__<name>; "
-        f"resources of a server are mcpgw://<server>/<uri>. Servers: {names}."
+        "resources of a server are mcpgw://<server>/<uri> (UI resources: ui://<server>/<rest>). "
+        f"Servers: {names}."
     )

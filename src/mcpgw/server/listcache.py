@@ -2,7 +2,8 @@
 
 Owns: `ListingCache`, the server middleware that answers `tools/list`,
 `resources/list`, `resources/templates/list` and `prompts/list` (first page)
-from what it shaped before, until the gateway builds a new catalog.
+from what it shaped before, until the gateway builds a new catalog; and putting
+back, for 2026-07-28 clients, the tools' `execution` that the SDK's shaping drops.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mcp.server.context import ServerRequestContext
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcpgw.core.gateway import Gateway
 
@@ -37,7 +39,7 @@ class ListingCache:
 
     async def __call__(self, ctx: Ctx, call_next: Callable[[Ctx], Awaitable[Any]]) -> Any:
         if ctx.method not in self.METHODS or (ctx.params or {}).get("cursor"):
-            return await call_next(ctx)
+            return self._with_execution(ctx, await call_next(ctx))
         await self._gateway.wait_started()
         catalog = self._gateway.catalog
         if catalog is not self._catalog:
@@ -45,7 +47,37 @@ class ListingCache:
         key = (ctx.method, ctx.protocol_version, self._persona_of(ctx))
         cached = self._shaped.get(key)
         if cached is None:
-            cached = await call_next(ctx)
+            cached = self._with_execution(ctx, await call_next(ctx))
             if self._gateway.catalog is catalog and isinstance(cached, dict):
                 self._shaped[key] = cached
         return cached
+
+    def _with_execution(self, ctx: Ctx, shaped: Any) -> Any:
+        """A 2026-07-28 `tools/list` with each tool's `execution` as its upstream declared it.
+
+        Why here: the SDK shapes results by the 2026-07-28 schema, which has no `Tool.execution`
+        (tasks left the core), so a 2026 client lost what a handshake-era upstream (or a 2026 one
+        that still sends it) declares, and what the same client sees when it connects directly
+        and falls back to the handshake. A field a client does not know is ignored by it.
+        """
+        if (
+            ctx.method != "tools/list"
+            or ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS
+            or not isinstance(shaped, dict)
+            or not isinstance(shaped.get("tools"), list)
+        ):
+            return shaped
+        declared = {
+            tool["name"]: tool["execution"]
+            for tool in self._gateway.view(self._persona_of(ctx)).listed_tools
+            if "execution" in tool
+        }
+        if not declared:
+            return shaped
+        tools = [
+            {**tool, "execution": declared[tool["name"]]}
+            if isinstance(tool, dict) and tool.get("name") in declared
+            else tool
+            for tool in shaped["tools"]
+        ]
+        return {**shaped, "tools": tools}
