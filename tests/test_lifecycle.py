@@ -241,9 +241,8 @@ def test_an_upstream_that_dies_fails_fast_then_comes_back(two_upstreams: Path) -
         started = time.monotonic()
         reply = gateway.call("a__echo", {"message": "x"})
         assert time.monotonic() - started < 30  # fast: never the call timeout (60 s by default)
-        if "error" in reply:  # fails fast and names the server (or its tools have already left)
-            message = reply["error"]["message"]
-            assert "upstream 'a'" in message or "Unknown tool: a__echo" in message, reply
+        if "error" in reply:  # fails fast and names the server: its tools stay listed while it is down
+            assert reply["error"]["message"].startswith("upstream 'a': "), reply
         # the other upstream is untouched
         assert gateway.call("b__echo", {"message": "y"})["result"]["content"][0]["text"] == "y"
 

@@ -140,6 +140,11 @@ class Upstream:
         return self._supervisor.error
 
     @property
+    def served(self) -> bool:
+        """It has been ready: its lists (as it last gave them) stand for it while it is down."""
+        return self._supervisor.served
+
+    @property
     def connected(self) -> bool:
         return self._session.client is not None
 
@@ -194,11 +199,19 @@ class Upstream:
             await self.wait_settled()
         client = self._session.client
         if client is None or self.state != "ready":
-            reason = f": {self.error}" if self.error else ""
-            raise UpstreamUnavailable(self.name, f"not connected ({self.state}){reason}")
+            raise UpstreamUnavailable(self.name, self._down())
         return await self._session.request(
             client, method, params, timeout=timeout or self.timeout, on_progress=on_progress
         )
+
+    def _down(self) -> str:
+        """Why a request cannot be sent: its state, what comes next, and the last error."""
+        state: str = self.state
+        if state == "failed":  # waiting out the backoff before its restart, or for good
+            again = self._supervisor.restart and not self._supervisor.stopping
+            state = "failed, restarting" if again else "failed, not restarted"
+        last = f"; last error: {self.error}" if self.error else ""
+        return f"down ({state}{last})"
 
     async def watch(self, uri: str) -> None:
         """Ask the upstream to say when `uri` changes (`resources/subscribe`, or its listen stream)."""

@@ -74,6 +74,8 @@ class Supervisor:
         self._on_change = on_change
 
         self.state: State = "starting"
+        self.served = False
+        """It has been ready at least once (its lists were in)."""
         self.error: str | None = None
         self._wakeup = anyio.Event()
         self._stopping = False
@@ -86,6 +88,10 @@ class Supervisor:
     async def wait_settled(self) -> None:
         """Wait until the first start has ended: ready, or failed."""
         await self._settled.wait()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     def stop(self) -> None:
         self._stopping = True
@@ -158,7 +164,7 @@ class Supervisor:
                     await self._lists.refresh_all(client)
                     startup.deadline = math.inf
                     session.client = client
-                    became_ready = True
+                    became_ready = self.served = True
                     self.state = "ready"
                     self.error = None
                     self._tell_state()
