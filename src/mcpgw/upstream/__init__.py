@@ -178,8 +178,9 @@ class Upstream:
         """Owner task: run the upstream until `stop()`, restarting it with backoff when it fails."""
         await self._supervisor.run()
 
-    def stop(self) -> None:
-        self._supervisor.stop()
+    def stop(self, *, now: bool = False) -> None:
+        """Stop it; `now` stops a stdio child's process group at once instead of waiting for it to leave."""
+        self._supervisor.stop(now=now)
 
     async def wait_settled(self) -> None:
         await self._supervisor.wait_settled()

@@ -93,8 +93,11 @@ class Supervisor:
     def stopping(self) -> bool:
         return self._stopping
 
-    def stop(self) -> None:
+    def stop(self, *, now: bool = False) -> None:
+        """End the upstream's life; `now`: its child's process group goes at once (`Transport.hurry`)."""
         self._stopping = True
+        if now:
+            self._transport.hurry()
         self._wakeup.set()
 
     async def run(self) -> None:
