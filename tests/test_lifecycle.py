@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import SERVERS, mcpgw_command, stop_group, upstream_server
+from conftest import SERVERS, gateway_stdio, mcpgw_command, stop_group, upstream_server
 
 STARTUP_LIMIT = 120.0
 """Seconds an upstream may take to start in these tests: far above a loaded machine's worst."""
@@ -381,4 +381,22 @@ def test_a_gateway_killed_with_sigkill_leaves_no_upstream_behind(registry_file: 
         )
     finally:
         gateway.close()
+        reap(pids)
+
+
+@pytest.mark.anyio
+async def test_the_sdk_stdio_client_closing_leaves_no_upstream_behind(
+    registry_file: Any, tmp_path: Path
+) -> None:
+    """The real mcp SDK client, in its own shutdown: stdin closed, its grace, then SIGTERM to the group."""
+    pids: list[int] = []
+    try:
+        async with gateway_stdio(registry_file({"a": lingering(tmp_path)})) as client:
+            result = await client.call_tool("a__pid", {})
+            assert result.structured_content is not None
+            pids += [int(result.structured_content["result"]), int((tmp_path / "grandchild.pid").read_text())]
+        assert wait_until(lambda: not any(alive(pid) for pid in pids), HANG_GUARD), (
+            f"left behind: {[pid for pid in pids if alive(pid)]}"
+        )
+    finally:
         reap(pids)
