@@ -6,6 +6,7 @@ only by `for_server` (with the gateway's `Hooks`). An `Upstream` is composed of
 one part per job, each in its own module:
 
 - `transports`: the streams to the upstream (stdio child, HTTP, SSE, in-process);
+- `reaper`: the watchdog that stops stdio children's process groups if the gateway is killed;
 - `session`: the shared `ClientSession`, its era, requests, and the error boundary;
 - `answers`: requests the upstream sends mcpgw (roots, sampling, elicitation);
 - `lists`: its tools, resources, templates and prompts, kept up to date;
