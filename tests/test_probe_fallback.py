@@ -155,3 +155,28 @@ async def test_the_era_that_worked_is_remembered_across_restarts(registry_file: 
         assert again is not None and alive(again)
     # One probe in all: the restarted server went straight to `initialize`.
     assert len(probes(log)) == 1
+
+
+async def test_a_closed_stdout_is_seen_at_once_and_initialize_follows_in_the_same_start(
+    tmp_path: Path,
+) -> None:
+    """On asyncio (no uvloop leak) the close ends the probe at once: the first start settles ready."""
+    from mcpgw.config import StdioServer
+    from mcpgw.upstream import Upstream
+
+    log = tmp_path / "probes"
+    server = StdioServer(
+        command=sys.executable,
+        args=[str(SERVERS / "tiny.py"), "--discover", "close"],
+        env={"TINY_PROBE_LOG": str(log)},
+    )
+    upstream = Upstream("old", server, timeout=HANG_GUARD, startup_timeout=HANG_GUARD, restart=False)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(upstream.run)
+        try:
+            await upstream.wait_settled()
+            assert upstream.state == "ready", upstream.error
+            assert upstream.era == "handshake" and len(probes(log)) == 1
+            assert "echo" in {tool["name"] for tool in upstream.lists["tools"]}
+        finally:
+            upstream.stop()
