@@ -6,6 +6,7 @@ stdout is checked to be JSON-RPC.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import SERVERS, mcpgw_command, stop_group, upstream_server
+from conftest import SERVERS, gateway_stdio, mcpgw_command, stop_group, upstream_server
 
 STARTUP_LIMIT = 120.0
 """Seconds an upstream may take to start in these tests: far above a loaded machine's worst."""
@@ -241,9 +242,8 @@ def test_an_upstream_that_dies_fails_fast_then_comes_back(two_upstreams: Path) -
         started = time.monotonic()
         reply = gateway.call("a__echo", {"message": "x"})
         assert time.monotonic() - started < 30  # fast: never the call timeout (60 s by default)
-        if "error" in reply:  # fails fast and names the server (or its tools have already left)
-            message = reply["error"]["message"]
-            assert "upstream 'a'" in message or "Unknown tool: a__echo" in message, reply
+        if "error" in reply:  # fails fast and names the server: its tools stay listed while it is down
+            assert reply["error"]["message"].startswith("upstream 'a': "), reply
         # the other upstream is untouched
         assert gateway.call("b__echo", {"message": "y"})["result"]["content"][0]["text"] == "y"
 
@@ -315,3 +315,88 @@ def test_health_endpoint_reports_each_upstream(registry_file: Any, tmp_path: Pat
         mcpgw_command("serve", "-t", "http", "--port", str(port), "--config", str(healthy)), port=port
     ):
         assert wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200, 15)
+
+
+def lingering(tmp_path: Path) -> dict[str, Any]:
+    """tiny.py kept alive after its stdin closes, with a grandchild in its group (as under npx or a
+    shell wrapper); the grandchild's pid is written to `grandchild.pid`."""
+    pidfile = tmp_path / "grandchild.pid"
+    script = f"sleep 600 & echo $! > {pidfile}; exec {sys.executable} {SERVERS / 'tiny.py'} --linger"
+    return {"command": "/bin/sh", "args": ["-c", script]}
+
+
+HANG_GUARD = 120.0
+
+
+def reap(pids: list[int]) -> None:
+    """Kill what a failed test left behind."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_closing_stdin_stops_an_upstream_that_ignores_it_within_the_clients_grace(
+    registry_file: Any, tmp_path: Path
+) -> None:
+    """Run as the mcp SDK's stdio client runs a server: it closes stdin, waits its grace, then
+    SIGTERMs the gateway's group. The gateway must be gone by itself by then, children and all."""
+    from mcp.client.stdio import PROCESS_TERMINATION_TIMEOUT
+
+    gateway = RawGateway(registry_file({"a": lingering(tmp_path)}))
+    pids: list[int] = []
+    try:
+        gateway.initialize()
+        pids += [gateway.upstream_pid("a"), int((tmp_path / "grandchild.pid").read_text())]
+        assert gateway.process.stdin is not None
+        gateway.process.stdin.close()
+        terminated = False
+        try:
+            gateway.process.wait(PROCESS_TERMINATION_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            terminated = True  # what the SDK does next
+            os.killpg(gateway.process.pid, signal.SIGTERM)
+            gateway.process.wait(HANG_GUARD)
+        assert not terminated, f"the gateway outlived the client's {PROCESS_TERMINATION_TIMEOUT}s grace"
+        assert gateway.process.returncode == 0, gateway.log()
+        assert wait_until(lambda: not any(alive(pid) for pid in pids), HANG_GUARD), f"left behind: {pids}"
+    finally:
+        gateway.close()
+        reap(pids)
+
+
+def test_a_gateway_killed_with_sigkill_leaves_no_upstream_behind(registry_file: Any, tmp_path: Path) -> None:
+    gateway = RawGateway(registry_file({"a": lingering(tmp_path), "b": upstream_server("--name", "B")}))
+    pids: list[int] = []
+    try:
+        gateway.initialize()
+        pids += [
+            gateway.upstream_pid("a"),
+            int((tmp_path / "grandchild.pid").read_text()),
+            gateway.upstream_pid("b"),
+        ]
+        gateway.process.kill()
+        gateway.process.wait(HANG_GUARD)
+        assert wait_until(lambda: not any(alive(pid) for pid in pids), HANG_GUARD), (
+            f"left behind: {[pid for pid in pids if alive(pid)]}"
+        )
+    finally:
+        gateway.close()
+        reap(pids)
+
+
+@pytest.mark.anyio
+async def test_the_sdk_stdio_client_closing_leaves_no_upstream_behind(
+    registry_file: Any, tmp_path: Path
+) -> None:
+    """The real mcp SDK client, in its own shutdown: stdin closed, its grace, then SIGTERM to the group."""
+    pids: list[int] = []
+    try:
+        async with gateway_stdio(registry_file({"a": lingering(tmp_path)})) as client:
+            result = await client.call_tool("a__pid", {})
+            assert result.structured_content is not None
+            pids += [int(result.structured_content["result"]), int((tmp_path / "grandchild.pid").read_text())]
+        assert wait_until(lambda: not any(alive(pid) for pid in pids), HANG_GUARD), (
+            f"left behind: {[pid for pid in pids if alive(pid)]}"
+        )
+    finally:
+        reap(pids)

@@ -10,6 +10,12 @@ several can be in flight), `peak()` (the most `sleep` calls ever in flight at on
 as the answer), `block(seconds)` (busy: answers nothing, not even pings, meanwhile).
 With `$TINY_SLEEP_LOG`, each `sleep` appends one line there as it starts,
 so a test can wait for a call to be in flight instead of sleeping.
+
+`--discover MODE` is how it meets a `server/discover` probe, as servers on old SDKs do: `error`
+(-32601, the default), `crash` (exits with a traceback, as mcp 1.6-1.8 servers do), `close` (closes
+stdout and lingers), `silent` (never answers it; serves the rest). With `$TINY_PROBE_LOG`, each probe
+appends a line there. `--linger` keeps the process alive after stdin closes, as servers whose other
+threads keep running do.
 """
 
 from __future__ import annotations
@@ -87,7 +93,25 @@ def call(request_id: Any, name: str, arguments: dict[str, Any]) -> dict[str, Any
     return {"content": [{"type": "text", "text": f"Unknown tool: {name}"}], "isError": True}
 
 
+def _option(name: str) -> str | None:
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else None
+
+
+def probed(mode: str) -> bool:
+    """Meet a `server/discover` probe as `mode` says; True when it was answered here (or ignored)."""
+    if log := os.environ.get("TINY_PROBE_LOG"):
+        with open(log, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+    if mode == "crash":
+        raise RuntimeError("unknown request method: server/discover")
+    if mode == "close":
+        os.close(sys.stdout.fileno())
+        time.sleep(3600)
+    return mode == "silent"
+
+
 def main() -> None:
+    discover = _option("--discover") or "error"
     for line in sys.stdin:
         message = json.loads(line)
         method, request_id = message.get("method"), message.get("id")
@@ -95,6 +119,8 @@ def main() -> None:
             continue  # notifications (initialized, cancelled) need no answer
         params = message.get("params") or {}
         result: dict[str, Any] | None
+        if method == "server/discover" and probed(discover):
+            continue
         if method == "initialize":
             result = {
                 "protocolVersion": params.get("protocolVersion", "2025-11-25"),
@@ -126,3 +152,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    if "--linger" in sys.argv:  # stdin is closed; the process is not done
+        time.sleep(3600)

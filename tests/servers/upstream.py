@@ -1,6 +1,6 @@
 """A small FastMCP upstream used by the tests and the benchmark.
 
-Runs over stdio (default) or streamable HTTP (`--http PORT`). It exercises
+Runs over stdio (default), streamable HTTP (`--http PORT`) or legacy SSE (`--sse PORT`). It exercises
 every content type, structured output, errors, progress, cancellation, list
 changes, resources, templates and prompts. `--tools N` adds N generated tools
 (for big-catalog measurements); `--name` changes the server name.
@@ -195,6 +195,7 @@ def build(name: str = "upstream", extra_tools: int = 0, lorem: bool = False) -> 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--http", type=int, default=None, help="serve streamable HTTP on this port")
+    parser.add_argument("--sse", type=int, default=None, help="serve legacy SSE on this port")
     parser.add_argument("--tools", type=int, default=0)
     parser.add_argument("--name", default="upstream")
     parser.add_argument("--lorem", action="store_true", help="add `lorem`, big text results (benchmarks)")
@@ -202,6 +203,8 @@ def main() -> None:
     mcp = build(args.name, args.tools, args.lorem)
     if args.http is not None:
         mcp.run(transport="http", host="127.0.0.1", port=args.http, show_banner=False)
+    elif args.sse is not None:
+        mcp.run(transport="sse", host="127.0.0.1", port=args.sse, show_banner=False)
     else:
         mcp.run(transport="stdio", show_banner=False)
 

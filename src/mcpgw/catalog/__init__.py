@@ -1,4 +1,4 @@
-"""The merged, namespaced catalog of every ready upstream.
+"""The merged, namespaced catalog of every upstream that has served.
 
 Owns: exposed names (`<namespace>__<name>`, or an alias), the rule that every
 exposed tool name matches `^[A-Za-z0-9_-]{1,64}$`, collision and length
@@ -226,14 +226,20 @@ def input_schema(tools: Iterable[dict[str, Any]], name: str) -> dict[str, Any] |
 
 
 def build(upstreams: Iterable[tuple[str, Upstream]]) -> Catalog:
-    """A catalog over `(namespace, upstream)` pairs, in registry order; only ready upstreams count."""
+    """A catalog over `(namespace, upstream)` pairs, in registry order.
+
+    An upstream counts once it has served: one that went down keeps its names while it restarts, so
+    a call gets an error naming it and its state (never "Unknown tool"), clients' lists do not churn
+    with every restart, and a name two servers share (`namespace = ""`) never moves to the other
+    one while the first is down.
+    """
     catalog = Catalog()
     for namespace, upstream in upstreams:
         if namespace:
             catalog.namespaces[namespace] = upstream
         else:
             catalog.unprefixed.append(upstream)
-        if upstream.state != "ready":
+        if not upstream.served:
             continue
         _add_tools(catalog, namespace, upstream)
         _add_prompts(catalog, namespace, upstream)

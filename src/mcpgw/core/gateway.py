@@ -143,6 +143,15 @@ class Gateway:
                         await anyio.sleep(0.01)
                 tg.cancel_scope.cancel()
 
+    def hurry(self) -> None:
+        """Stop every upstream now, stdio children's process groups at once: the client is gone.
+
+        A stdio client that closes the gateway's stdin gives it 2 s (the mcp SDK's grace) before
+        SIGTERM; an upstream that ignores its own stdin closing must not hold the gateway past that.
+        """
+        for upstream in self.upstreams.values():
+            upstream.stop(now=True)
+
     async def drain(self, grace: float) -> int:
         """Refuse new requests, wait up to `grace` seconds for those in flight; return how many are left."""
         self.draining = True

@@ -152,4 +152,5 @@ async def serve_stdio(gateway: Gateway, persona: str | None = None) -> None:
         tg.start_soon(check_personas, gateway)
         async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):  # type: ignore[arg-type]
             await server.run(read, write, server.create_initialization_options(notification_options()))
+            gateway.hurry()  # stdin closed: the client's grace (2 s) has begun
         tg.cancel_scope.cancel()

@@ -6,6 +6,7 @@ only by `for_server` (with the gateway's `Hooks`). An `Upstream` is composed of
 one part per job, each in its own module:
 
 - `transports`: the streams to the upstream (stdio child, HTTP, SSE, in-process);
+- `reaper`: the watchdog that stops stdio children's process groups if the gateway is killed;
 - `session`: the shared `ClientSession`, its era, requests, and the error boundary;
 - `answers`: requests the upstream sends mcpgw (roots, sampling, elicitation);
 - `lists`: its tools, resources, templates and prompts, kept up to date;
@@ -140,6 +141,11 @@ class Upstream:
         return self._supervisor.error
 
     @property
+    def served(self) -> bool:
+        """It has been ready: its lists (as it last gave them) stand for it while it is down."""
+        return self._supervisor.served
+
+    @property
     def connected(self) -> bool:
         return self._session.client is not None
 
@@ -173,8 +179,9 @@ class Upstream:
         """Owner task: run the upstream until `stop()`, restarting it with backoff when it fails."""
         await self._supervisor.run()
 
-    def stop(self) -> None:
-        self._supervisor.stop()
+    def stop(self, *, now: bool = False) -> None:
+        """Stop it; `now` stops a stdio child's process group at once instead of waiting for it to leave."""
+        self._supervisor.stop(now=now)
 
     async def wait_settled(self) -> None:
         await self._supervisor.wait_settled()
@@ -194,11 +201,19 @@ class Upstream:
             await self.wait_settled()
         client = self._session.client
         if client is None or self.state != "ready":
-            reason = f": {self.error}" if self.error else ""
-            raise UpstreamUnavailable(self.name, f"not connected ({self.state}){reason}")
+            raise UpstreamUnavailable(self.name, self._down())
         return await self._session.request(
             client, method, params, timeout=timeout or self.timeout, on_progress=on_progress
         )
+
+    def _down(self) -> str:
+        """Why a request cannot be sent: its state, what comes next, and the last error."""
+        state: str = self.state
+        if state == "failed":  # waiting out the backoff before its restart, or for good
+            again = self._supervisor.restart and not self._supervisor.stopping
+            state = "failed, restarting" if again else "failed, not restarted"
+        last = f"; last error: {self.error}" if self.error else ""
+        return f"down ({state}{last})"
 
     async def watch(self, uri: str) -> None:
         """Ask the upstream to say when `uri` changes (`resources/subscribe`, or its listen stream)."""

@@ -2,7 +2,8 @@
 
 Owns: opening the mcp SDK's `ClientSession` over a transport's streams and
 negotiating its protocol era (`server/discover`, the `initialize` handshake,
-or the first with fallback to the second); relaying requests as raw dicts so
+or the first with fallback to the second, telling a probe that failed without
+an answer, `ProbeFailed`, from a server's verdict); relaying requests as raw dicts so
 nothing the upstream sent is dropped, within the upstream's call slots
 (`max_concurrent`), its timeouts and its result size limit; and translating the
 mcp client's errors into `UpstreamError`s at this one boundary.
@@ -78,6 +79,15 @@ class UpstreamReplyError(UpstreamError):
         return self.error.message
 
 
+class ProbeFailed(UpstreamError):
+    """`era = "auto"`'s `server/discover` probe ended without an answer: the connection closed (an
+    old-SDK server crashes on the unknown method), the transport failed, or nothing came back.
+
+    Not an era verdict, and the connection may be gone: the supervisor connects again with
+    `initialize` alone. A JSON-RPC error the server answered is a verdict, and is raised as it came.
+    """
+
+
 class Session:
     """One upstream's session, shared by every client, and what the upstream said about itself.
 
@@ -140,7 +150,7 @@ class Session:
         elif era == "stateless":
             await session.discover()
         else:
-            await _compat.negotiate_auto(session)
+            await self._negotiate(session)
         self.protocol_version = session.protocol_version
         info = session.server_info
         self.server_info = info.model_dump(by_alias=True, exclude_none=True) if info else None
@@ -148,6 +158,24 @@ class Session:
         caps = session.server_capabilities
         self.capabilities = caps.model_dump(by_alias=True, exclude_none=True) if caps else {}
         return session
+
+    async def _negotiate(self, session: ClientSession) -> None:
+        """The SDK's `auto` policy (probe, then `initialize` on the same connection when the probe is
+        answered with an error or not at all within the SDK's probe timeout); `ProbeFailed` when it
+        failed for any reason but an answer."""
+        try:
+            await _compat.negotiate_auto(session)
+        except MCPError as exc:
+            lost = exc.code in (types.CONNECTION_CLOSED, types.REQUEST_TIMEOUT) or _compat.connection_closed(
+                session
+            )
+            if not lost:
+                raise  # the server answered: a verdict (a modern-only server we share no version with)
+            raise ProbeFailed(self.name, describe(exc)) from exc
+        except Exception as exc:
+            # The SDK lets transport errors through ("an outage is never an era verdict"); a fresh
+            # connection with `initialize` either works or fails with the outage's own error.
+            raise ProbeFailed(self.name, describe(exc)) from exc
 
     def busy(self, *, within: float) -> bool:
         """Calls in flight, or an answer in the last `within` seconds: a busy upstream, not a hung one."""

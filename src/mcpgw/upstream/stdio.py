@@ -1,8 +1,9 @@
 """The stdio transport to an upstream child: its own process group, and lines read in linear time, bounded.
 
 Owns: spawning the child (a new session, so its process group is known at once and the whole group
-can be stopped), reading its stdout as JSON-RPC lines, writing ours to its stdin, and stopping it
-(stdin closed, then SIGTERM and SIGKILL to the group).
+can be stopped; the `reaper` watchdog is told of it, so even a gateway killed with SIGKILL leaves no
+orphan), reading its stdout as JSON-RPC lines, writing ours to its stdin, and stopping it (stdin
+closed, then SIGTERM and SIGKILL to the group; in a hurry, SIGTERM at once: see `stdio_transport`).
 
 Why not the SDK's `stdio_client`: it joins each chunk to the line so far (`(buffer + chunk).split`),
 which is quadratic in a line's length, with no bound: one 30 MB result stalled every call to that
@@ -29,10 +30,15 @@ import mcp_types as types
 from mcp.client.stdio import StdioServerParameters, get_default_environment
 from mcp.shared.message import SessionMessage
 
+from mcpgw.upstream import reaper
+
 logger = logging.getLogger("mcpgw.upstream")
 
 EXIT_GRACE = 2.0
 """Seconds the child has to exit once its stdin is closed, and again after SIGTERM."""
+HURRIED_GRACE = 0.5
+"""Seconds between SIGTERM and SIGKILL when stopping in a hurry: a stdio gateway's own client gives it
+2 s (the mcp SDK's `PROCESS_TERMINATION_TIMEOUT`) from closing its stdin to SIGTERM."""
 _HEAD = 4096
 """Bytes kept of a line that is too long: enough to find its id."""
 _ID = re.compile(rb'"id"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,20})')
@@ -118,9 +124,17 @@ def _message(line: bytes | TooLong, limit: int) -> SessionMessage | Exception | 
 
 @asynccontextmanager
 async def stdio_transport(
-    params: StdioServerParameters, *, errlog: TextIO, max_line: int, on_spawn: Callable[[int], None]
+    params: StdioServerParameters,
+    *,
+    errlog: TextIO,
+    max_line: int,
+    on_spawn: Callable[[int], None],
+    hurried: Callable[[], bool] = lambda: False,
 ) -> AsyncIterator[tuple[Any, Any]]:
-    """The (read, write) streams of a child run from `params`; `on_spawn(pid)` gets its process group."""
+    """The (read, write) streams of a child run from `params`; `on_spawn(pid)` gets its process group.
+
+    `hurried()` true (checked while stopping) skips the wait for the child to leave on its own.
+    """
     try:
         process = await anyio.open_process(
             [params.command, *params.args],
@@ -133,6 +147,7 @@ async def stdio_transport(
         )
     except FileNotFoundError as exc:  # uvloop leaves the filename out
         raise FileNotFoundError(exc.errno, exc.strerror, params.command) from exc
+    reaper.watch(process.pid)
     on_spawn(process.pid)  # a session leader's pid is its process group's id
     assert process.stdin is not None and process.stdout is not None
     stdin, stdout = process.stdin, process.stdout
@@ -168,18 +183,26 @@ async def stdio_transport(
                 read_stream.close()
                 with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
                     await stdin.aclose()
-                await _stop(process)
+                await _stop(process, hurried)
+                # Descendants that outlived their leader go with the group, then the watchdog forgets it.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                reaper.release(process.pid)
             tg.cancel_scope.cancel()
 
 
-async def _stop(process: anyio.abc.Process) -> None:
-    """`EXIT_GRACE` to leave once its stdin closed, then SIGTERM, then SIGKILL, each to its group."""
+async def _stop(process: anyio.abc.Process, hurried: Callable[[], bool]) -> None:
+    """`EXIT_GRACE` to leave once its stdin closed, then SIGTERM, then SIGKILL, each to its group.
+
+    In a hurry (already, or while waiting) the wait for it to leave by itself is cut short, and
+    SIGKILL follows SIGTERM after `HURRIED_GRACE`.
+    """
     for sig in (None, signal.SIGTERM, signal.SIGKILL):
         if sig is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, sig)
-        with anyio.move_on_after(EXIT_GRACE):
-            while process.returncode is None:
+        with anyio.move_on_after(HURRIED_GRACE if hurried() and sig is not None else EXIT_GRACE):
+            while process.returncode is None and not (sig is None and hurried()):
                 await anyio.sleep(0.01)
         if process.returncode is not None:
             break

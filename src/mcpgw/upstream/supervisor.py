@@ -1,7 +1,9 @@
 """Keeping one upstream running: its lives, its state, and restarting it when it fails.
 
 Owns: the owner task (`run`) that starts the upstream (transport, session,
-lists) within its start-up timeout, serves until it fails or is stopped, and
+lists) within its start-up timeout, in the protocol era that worked in its last
+life (an `auto` upstream whose probe fails without an answer is connected again
+at once with `initialize` alone), serves until it fails or is stopped, and
 restarts it with exponential backoff and jitter; noticing failure between calls
 (a stdio child that exited, an upstream that stops answering pings); the
 upstream's state, told to `on_state` at every change; and cleaning up after
@@ -20,10 +22,12 @@ from typing import Literal
 
 import anyio
 from mcp.client.session import ClientSession
+from mcp.shared.exceptions import MCPError
 
+from mcpgw.config import Era
 from mcpgw.errors import ConfigError, UpstreamError, UpstreamTimeout
 from mcpgw.upstream.lists import ALL_LISTS, Lists, OnChange
-from mcpgw.upstream.session import Session, UpstreamReplyError, describe
+from mcpgw.upstream.session import ProbeFailed, Session, UpstreamReplyError, describe
 from mcpgw.upstream.transports import Transport, alive, kill_process_group
 from mcpgw.upstream.watch import ResourceWatches
 
@@ -70,17 +74,30 @@ class Supervisor:
         self._on_change = on_change
 
         self.state: State = "starting"
+        self.served = False
+        """It has been ready at least once (its lists were in)."""
         self.error: str | None = None
         self._wakeup = anyio.Event()
         self._stopping = False
         self._settled = anyio.Event()
+        self.known_era: Era | None = None
+        """The era an `auto` upstream's next life uses: the one its last life settled on, or
+        `handshake` after a probe that was cut off by the start-up timeout. Kept in memory only: a
+        server upgraded between gateway runs is probed afresh, and nothing is written anywhere."""
 
     async def wait_settled(self) -> None:
         """Wait until the first start has ended: ready, or failed."""
         await self._settled.wait()
 
-    def stop(self) -> None:
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def stop(self, *, now: bool = False) -> None:
+        """End the upstream's life; `now`: its child's process group goes at once (`Transport.hurry`)."""
         self._stopping = True
+        if now:
+            self._transport.hurry()
         self._wakeup.set()
 
     async def run(self) -> None:
@@ -146,12 +163,11 @@ class Supervisor:
             # it and must be exited inside it too. Its deadline bounds start-up only.
             with anyio.CancelScope(deadline=anyio.current_time() + self.startup_timeout) as startup:
                 async with AsyncExitStack() as stack:
-                    streams = await self._transport.open(stack)
-                    client = await session.connect(stack, streams, era=self._transport.config.era)
+                    client = await self._connect(stack)
                     await self._lists.refresh_all(client)
                     startup.deadline = math.inf
                     session.client = client
-                    became_ready = True
+                    became_ready = self.served = True
                     self.state = "ready"
                     self.error = None
                     self._tell_state()
@@ -199,6 +215,52 @@ class Supervisor:
                 # It died on its own: its names leave the catalog, and clients are told.
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await self._on_change(ALL_LISTS)
+
+    async def _connect(self, stack: AsyncExitStack) -> ClientSession:
+        """The upstream's session, entered on `stack`, in the era it is known to speak, else as configured."""
+        configured = self._transport.config.era
+        era = self.known_era if configured == "auto" and self.known_era else configured
+        if era != "auto":
+            try:
+                return await self._open(stack, era)
+            except MCPError:
+                # The server answered no to what worked before (upgraded?): the next life probes again.
+                # An outage or a timeout says nothing about its era, and keeps it.
+                self.known_era = None if configured == "auto" else self.known_era
+                raise
+        attempt = AsyncExitStack()
+        try:
+            client = await self._open(attempt, "auto")
+        except ProbeFailed as exc:
+            await attempt.aclose()
+            if self._transport.pgid is not None:
+                kill_process_group(self._transport.pgid)  # a crashed child's own children too
+            failed = exc.reason
+        except anyio.get_cancelled_exc_class():
+            # The start-up timeout (or a stop) cut the probe off: the next life tries `initialize` alone.
+            self.known_era = "handshake"
+            await attempt.aclose()
+            raise
+        except BaseException:
+            await attempt.aclose()
+            raise
+        else:
+            stack.push_async_exit(attempt)
+            self.known_era = "stateless" if self._session.era == "stateless" else "handshake"
+            return client
+        logger.warning(
+            "upstream %s: the server/discover probe failed (%s); connecting again with initialize "
+            '(set era = "handshake" to skip the probe)',
+            self.name,
+            failed,
+        )
+        client = await self._open(stack, "handshake")
+        self.known_era = "handshake"
+        return client
+
+    async def _open(self, stack: AsyncExitStack, era: Era) -> ClientSession:
+        streams = await self._transport.open(stack)
+        return await self._session.connect(stack, streams, era=era)
 
     def fail(self, message: str) -> None:
         """Record that the upstream failed and end its current life (`run` restarts it if it should)."""

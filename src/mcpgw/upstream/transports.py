@@ -87,6 +87,15 @@ class Transport:
     """The stdio child's process group while it runs (the supervisor kills the group and clears it)."""
     max_line: int = 64 * 1024 * 1024
     """The longest stdio line read whole; a longer one is skipped as it arrives (see `upstream.stdio`)."""
+    hurried: bool = False
+    """Stopping in a hurry: the child is not given time to leave by itself (see `hurry`)."""
+
+    def hurry(self) -> None:
+        """Stop the stdio child's whole group now (SIGTERM), and its transport without waiting for it."""
+        self.hurried = True
+        if self.pgid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pgid, signal.SIGTERM)
 
     async def open(self, stack: AsyncExitStack) -> tuple[Any, Any]:
         """The upstream's (read, write) streams, entered on `stack`: closing it closes them."""
@@ -103,7 +112,13 @@ class Transport:
                 self.pgid = pid  # the child leads its own session: its pid is its process group
 
             return await stack.enter_async_context(
-                stdio_transport(params, errlog=pump.writer, max_line=self.max_line, on_spawn=spawned)
+                stdio_transport(
+                    params,
+                    errlog=pump.writer,
+                    max_line=self.max_line,
+                    on_spawn=spawned,
+                    hurried=lambda: self.hurried,
+                )
             )
         target = config.to_params(self.name, environ=env)
         oauth: credentials.ClientCredentials | None = None
