@@ -173,8 +173,16 @@ class Upstream:
         """Owner task: run the upstream until `stop()`, restarting it with backoff when it fails."""
         await self._supervisor.run()
 
-    def stop(self) -> None:
+    def stop(self, *, reason: str | None = None) -> None:
+        """End the upstream; requests it cuts off fail with `reason` (default: "connection closed")."""
+        if reason is not None:
+            self._session.closing(reason)
         self._supervisor.stop()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent to it and not yet answered."""
+        return self._session.in_flight
 
     async def wait_settled(self) -> None:
         await self._supervisor.wait_settled()

@@ -105,6 +105,8 @@ class Session:
         self._slots = anyio.CapacityLimiter(max_concurrent)
         self._last_answer = 0.0
         """When the upstream last answered a request (monotonic seconds): it was alive then."""
+        self._closed_because = "connection closed"
+        """What a request cut off by the connection closing is told (see `closing`)."""
 
         self.protocol_version: str | None = None
         self.server_info: dict[str, Any] | None = None
@@ -148,6 +150,15 @@ class Session:
         caps = session.server_capabilities
         self.capabilities = caps.model_dump(by_alias=True, exclude_none=True) if caps else {}
         return session
+
+    @property
+    def in_flight(self) -> int:
+        """Requests holding a call slot now."""
+        return int(self._slots.borrowed_tokens)
+
+    def closing(self, reason: str) -> None:
+        """The connection is about to be closed on purpose: requests it cuts off say `reason`."""
+        self._closed_because = reason
 
     def busy(self, *, within: float) -> bool:
         """Calls in flight, or an answer in the last `within` seconds: a busy upstream, not a hung one."""
@@ -223,7 +234,7 @@ class Session:
                 raise UpstreamTimeout(self.name, f"{method} timed out after {timeout:g}s") from exc
             if exc.code == types.CONNECTION_CLOSED and _compat.connection_closed(client):
                 self._on_lost("connection closed")
-                raise UpstreamUnavailable(self.name, "connection closed") from exc
+                raise UpstreamUnavailable(self.name, self._closed_because) from exc
             self._last_answer = time.monotonic()
             raise UpstreamReplyError(self.name, exc.error) from exc
         except ValidationError as exc:
@@ -232,7 +243,7 @@ class Session:
             ) from exc
         except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
             self._on_lost("connection closed")
-            raise UpstreamUnavailable(self.name, "connection closed") from exc
+            raise UpstreamUnavailable(self.name, self._closed_because) from exc
         self._last_answer = time.monotonic()
         if (
             method not in ("ping", "server/discover")
