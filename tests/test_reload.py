@@ -1,0 +1,395 @@
+"""Live reload of the registry under a serving gateway: file edits and SIGHUP, over stdio and HTTP.
+
+Real `mcpgw serve` processes and real files, since the watcher, the editors' ways of writing and
+the signal are the point. Every wait is a poll or an awaited notification under a hang guard.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from mcp import Client, MCPError
+
+from conftest import (
+    SERVERS,
+    free_port,
+    gateway_stdio,
+    mcpgw_command,
+    run_mcpgw,
+    stop_group,
+    wait_for_port,
+    write_registry,
+)
+from mcpgw.config import parse
+from mcpgw.core.reload import Parts, plan
+
+pytestmark = pytest.mark.anyio
+
+LIMIT = 90.0
+"""Hang guard for a reload to reach a client: only a broken reload gets near it on a loaded machine."""
+TINY_TOOLS = {"echo", "pid", "sleep", "peak", "big", "fail", "block"}
+
+
+def tiny(*, sleeps: Path | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "command": sys.executable,
+        "args": [str(SERVERS / "tiny.py")],
+        "era": "handshake",
+    }
+    if sleeps is not None:
+        entry["env"] = {"TINY_SLEEP_LOG": str(sleeps)}
+    return entry
+
+
+def tools_of(*servers: str) -> set[str]:
+    return {f"{server}__{tool}" for server in servers for tool in TINY_TOOLS}
+
+
+def replace_atomically(path: Path, servers: dict[str, dict[str, Any]], **gateway: Any) -> None:
+    """As most editors save: a temporary file in the same directory, renamed over the registry."""
+    tmp = write_registry(path.with_name(".servers.toml.tmp"), servers, **gateway)
+    os.replace(tmp, path)
+
+
+async def names(client: Client) -> set[str]:
+    return {t.name for t in (await client.list_tools()).tools}
+
+
+async def pid_of(client: Client, server: str) -> int:
+    result = await client.call_tool(f"{server}__pid", {})
+    return int(result.structured_content["result"])  # type: ignore[index]
+
+
+async def text_of(client: Client, name: str, arguments: dict[str, Any]) -> str:
+    result = await client.call_tool(name, arguments)
+    assert not result.is_error, result
+    return str(result.content[0].text)  # type: ignore[union-attr]
+
+
+class ListChanges:
+    """A message handler that counts `notifications/tools/list_changed` (handshake-era clients)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._event = anyio.Event()
+
+    async def __call__(self, message: Any) -> None:
+        if getattr(message, "method", None) == "notifications/tools/list_changed":
+            self.count += 1
+            self._event.set()
+
+    async def next(self) -> None:
+        with anyio.fail_after(LIMIT):
+            await self._event.wait()
+        self._event = anyio.Event()
+
+
+async def poll(predicate: Any, what: str) -> Any:
+    with anyio.fail_after(LIMIT):
+        while True:
+            value = await predicate()
+            if value:
+                return value
+            await anyio.sleep(0.05)
+
+
+# --- HTTP gateway processes ------------------------------------------------------------------------
+
+
+class HttpGateway:
+    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Any) -> None:
+        self.process = process
+        self.url = f"http://127.0.0.1:{port}/mcp"
+        self.health_url = f"http://127.0.0.1:{port}/healthz"
+        self._log = log
+
+    async def health(self) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=30) as http:
+            body: dict[str, Any] = (await http.get(self.health_url)).json()
+            return body
+
+    def log(self) -> str:
+        self._log.seek(0)
+        return str(self._log.read().decode())
+
+
+@contextmanager
+def http_gateway(config: Path, env: dict[str, str] | None = None) -> Iterator[HttpGateway]:
+    port = free_port()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            mcpgw_command("serve", "-t", "http", "--port", str(port), "--config", str(config)),
+            env={**os.environ, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
+        try:
+            wait_for_port(port, process=process)
+            yield HttpGateway(process, port, log)
+        finally:
+            stop_group(process)
+
+
+@asynccontextmanager
+async def http_client(gateway: HttpGateway, **kwargs: Any) -> AsyncIterator[Client]:
+    async with Client(gateway.url, **kwargs) as client:
+        yield client
+
+
+# --- adding ----------------------------------------------------------------------------------------
+
+
+async def test_a_server_added_to_the_file_reaches_a_connected_stdio_client(tmp_path: Path) -> None:
+    config = write_registry(tmp_path / "servers.toml", {"a": tiny()})
+    changes = ListChanges()
+    async with gateway_stdio(config, mode="legacy", message_handler=changes) as client:
+        assert await names(client) == tools_of("a")
+        a_pid = await pid_of(client, "a")
+
+        write_registry(config, {"a": tiny(), "b": tiny()})  # written in place, as `>` or an IDE does
+        await changes.next()
+
+        assert await names(client) == tools_of("a", "b")
+        assert await text_of(client, "b__echo", {"message": "new"}) == "new"
+        # The same session carries on, and the server that did not change was not touched.
+        assert await text_of(client, "a__echo", {"message": "old"}) == "old"
+        assert await pid_of(client, "a") == a_pid
+
+
+async def test_a_server_added_reaches_http_clients_of_both_eras(tmp_path: Path) -> None:
+    config = write_registry(tmp_path / "servers.toml", {"a": tiny()})
+    changes = ListChanges()
+    with http_gateway(config) as gateway:
+        async with (
+            http_client(gateway, mode="legacy", message_handler=changes) as legacy,
+            http_client(gateway) as modern,
+        ):
+            assert modern.protocol_version == "2026-07-28"
+            assert await names(legacy) == await names(modern) == tools_of("a")
+            async with modern.listen(tools_list_changed=True) as events:
+                replace_atomically(config, {"a": tiny(), "b": tiny()})
+                with anyio.fail_after(LIMIT):
+                    async for _event in events:
+                        break
+            await changes.next()
+
+            assert await names(modern) == await names(legacy) == tools_of("a", "b")
+            assert await text_of(modern, "b__echo", {"message": "m"}) == "m"
+            assert await text_of(legacy, "b__echo", {"message": "l"}) == "l"
+        health = await gateway.health()
+        assert health["status"] == "ok"
+        assert health["config"]["status"] == "loaded" and health["config"]["reloads"] == 1
+        assert "reloaded: added b" in gateway.log()
+
+
+async def test_mcpgw_add_server_on_the_running_registry_reaches_a_connected_client(tmp_path: Path) -> None:
+    config = write_registry(tmp_path / "servers.toml", {"a": tiny()})
+    async with gateway_stdio(config) as client:
+        assert client.protocol_version == "2026-07-28"
+        assert await names(client) == tools_of("a")
+        async with client.listen(tools_list_changed=True) as events:
+            added = await anyio.to_thread.run_sync(
+                run_mcpgw,
+                "add-server",
+                "--config",
+                str(config),
+                "b",
+                sys.executable,
+                str(SERVERS / "tiny.py"),
+            )
+            assert added.returncode == 0, added.stderr
+            with anyio.fail_after(LIMIT):
+                async for _event in events:
+                    break
+        assert await names(client) == tools_of("a", "b")
+        assert await text_of(client, "b__echo", {"message": "hi"}) == "hi"
+
+
+# --- removing --------------------------------------------------------------------------------------
+
+
+async def test_removing_a_server_mid_traffic_leaves_the_others_alone(tmp_path: Path) -> None:
+    sleeps = tmp_path / "b-sleeps"
+    config = write_registry(
+        tmp_path / "servers.toml", {"a": tiny(), "b": tiny(sleeps=sleeps)}, drain_grace=60
+    )
+    changes = ListChanges()
+    async with gateway_stdio(config, mode="legacy", message_handler=changes) as client:
+        assert await names(client) == tools_of("a", "b")
+        a_pid = await pid_of(client, "a")
+        finished: dict[str, str] = {}
+        echoes: list[str] = []
+
+        async def sleep_on_b() -> None:
+            finished["b"] = await text_of(client, "b__sleep", {"seconds": 3})
+
+        async def traffic_on_a() -> None:
+            while "b" not in finished:
+                echoes.append(await text_of(client, "a__echo", {"message": str(len(echoes))}))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sleep_on_b)
+            await poll(lambda: _async(sleeps.exists()), "b's sleep in flight")
+            tg.start_soon(traffic_on_a)
+            write_registry(config, {"a": tiny()}, drain_grace=60)
+            await changes.next()
+            assert await names(client) == tools_of("a")
+
+        assert finished["b"] == "slept 3.0"  # in flight on the removed server: let finish
+        assert echoes == [str(i) for i in range(len(echoes))] and echoes  # every call to `a` answered
+        assert await pid_of(client, "a") == a_pid
+        with pytest.raises(MCPError, match="Unknown tool: b__echo"):
+            await client.call_tool("b__echo", {"message": "gone"})
+
+
+async def test_a_call_outlasting_the_drain_fails_naming_the_reload(tmp_path: Path) -> None:
+    sleeps = tmp_path / "b-sleeps"
+    config = write_registry(
+        tmp_path / "servers.toml", {"a": tiny(), "b": tiny(sleeps=sleeps)}, drain_grace=0.2
+    )
+    async with gateway_stdio(config) as client:
+        failed: dict[str, str] = {}
+
+        async def sleep_on_b() -> None:
+            with pytest.raises(MCPError) as raised:
+                await client.call_tool("b__sleep", {"seconds": 600})
+            failed["b"] = str(raised.value)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sleep_on_b)
+            await poll(lambda: _async(sleeps.exists()), "b's sleep in flight")
+            write_registry(config, {"a": tiny()}, drain_grace=0.2)
+        assert failed["b"] == "upstream 'b': removed from the registry by a registry reload"
+        assert await text_of(client, "a__echo", {"message": "still here"}) == "still here"
+
+
+# --- refusing --------------------------------------------------------------------------------------
+
+
+async def test_a_broken_edit_changes_nothing_and_healthz_and_the_log_say_why(tmp_path: Path) -> None:
+    config = write_registry(tmp_path / "servers.toml", {"a": tiny()})
+    with http_gateway(config) as gateway:
+        async with http_client(gateway) as client:
+            assert await names(client) == tools_of("a")
+            a_pid = await pid_of(client, "a")
+            good = config.read_text()
+            config.write_text(good.replace('era = "handshake"', 'era = "handshake"\nbogus = 1'))
+
+            async def refused() -> Any:
+                return (await gateway.health())["config"]["refused"]
+
+            assert await poll(refused, "the refusal") == {
+                "file": str(config),
+                "key": "servers.a.bogus",
+                "reason": "unknown key",
+            }
+            health = await gateway.health()
+            assert health["config"]["status"] == "refused" and health["status"] == "ok"
+            assert "registry reload refused; the running configuration stays" in gateway.log()
+            assert "servers.a.bogus: unknown key" in gateway.log()
+            assert await names(client) == tools_of("a")  # nothing changed
+            assert await pid_of(client, "a") == a_pid
+
+            # A persona naming a server that is not there: refused as a whole, the new server too.
+            broken = good + '\n[servers.b]\ncommand = "x"\n\n[personas.ops]\nservers = ["nope"]\n'
+            config.write_text(broken)
+            await poll(lambda: _reason_has(gateway, "persona 'ops' names server 'nope'"), "the refusal")
+            assert "b" not in (await gateway.health())["upstreams"]
+
+            # Fixed: it loads, and the refusal is gone.
+            write_registry(config, {"a": tiny(), "b": tiny()})
+
+            async def loaded() -> bool:
+                health = await gateway.health()
+                return health["config"]["refused"] is None and "b" in health["upstreams"]
+
+            await poll(loaded, "the fixed file")
+            assert await names(client) == tools_of("a", "b")
+
+
+async def _reason_has(gateway: HttpGateway, text: str) -> bool:
+    refused = (await gateway.health())["config"]["refused"]
+    return refused is not None and text in refused["reason"]
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+# --- SIGHUP ----------------------------------------------------------------------------------------
+
+
+async def test_sighup_reloads_instead_of_stopping(tmp_path: Path) -> None:
+    config = write_registry(tmp_path / "servers.toml", {"a": tiny()})
+    # Polling once an hour: only SIGHUP can make this gateway notice the edit within the test.
+    quiet = {"WATCHFILES_FORCE_POLLING": "1", "WATCHFILES_POLL_DELAY_MS": "3600000"}
+    with http_gateway(config, env=quiet) as gateway:
+        async with http_client(gateway) as client:
+            assert await names(client) == tools_of("a")
+            write_registry(config, {"a": tiny(), "b": tiny()})
+            gateway.process.send_signal(signal.SIGHUP)
+
+            async def b_ready() -> bool:
+                upstreams = (await gateway.health())["upstreams"]
+                return upstreams.get("b", {}).get("state") == "ready"
+
+            await poll(b_ready, "b started by SIGHUP")
+            assert await names(client) == tools_of("a", "b")
+            assert gateway.process.poll() is None
+        assert "received SIGHUP; reloading the registry" in gateway.log()
+
+
+# --- what a reload restarts (the plan) -------------------------------------------------------------
+
+
+def _parts(text: str, secrets: dict[str, str] | None = None) -> Parts:
+    return Parts(parse(text, source="test"), secrets=secrets or {})
+
+
+BASE = """
+[servers.a]
+command = "a"
+[servers.b]
+command = "b"
+env = { TOKEN = "${API_TOKEN}" }
+"""
+
+
+@pytest.mark.parametrize(
+    ("after", "secrets", "expected"),
+    [
+        (BASE, None, {}),
+        (BASE.replace('command = "a"', 'command = "a2"'), None, {"restarted": ("a",)}),
+        (BASE + "[servers.c]\ncommand = 'c'\n", None, {"added": ("c",)}),
+        (BASE.replace('command = "a"', 'command = "a"\nenabled = false'), None, {"removed": ("a",)}),
+        (BASE, {"API_TOKEN": "new"}, {"restarted": ("b",)}),
+        (BASE + "[personas.ops]\nservers = ['a']\n", None, {"other": True}),
+        ("[gateway]\nport = 9000\n" + BASE, None, {"restart_needed": ("gateway.port",)}),
+        ("[gateway]\ntimeout = 5\n" + BASE, None, {"restarted": ("a", "b")}),
+    ],
+    ids=["same", "changed", "added", "disabled", "secret", "persona", "port", "timeout"],
+)
+def test_a_reload_restarts_only_what_changed(
+    after: str, secrets: dict[str, str] | None, expected: dict[str, Any]
+) -> None:
+    done = plan(_parts(BASE, {"API_TOKEN": "old"}), _parts(after, {"API_TOKEN": "old", **(secrets or {})}))
+    assert done.added == expected.get("added", ())
+    assert done.removed == expected.get("removed", ())
+    assert done.restarted == expected.get("restarted", ())
+    assert done.restart_needed == expected.get("restart_needed", ())
+    assert done.other == (after != BASE or secrets is not None)
+    if not expected:
+        assert done.empty and done.describe() == "nothing changed"
