@@ -320,6 +320,55 @@ async def test_a_broken_edit_changes_nothing_and_healthz_and_the_log_say_why(tmp
             assert await names(client) == tools_of("a", "b")
 
 
+async def test_a_persona_override_the_new_catalog_cannot_satisfy_is_refused_whole(tmp_path: Path) -> None:
+    """Checked once the new servers have started: the whole edit is refused, the new server stopped."""
+    config = write_registry(tmp_path / "servers.toml", {"a": tiny()})
+    with http_gateway(config) as gateway:
+        async with http_client(gateway) as client:
+            assert await names(client) == tools_of("a")
+            edited = write_registry(tmp_path / "edited.toml", {"a": tiny(), "b": tiny()})
+            persona = '\n[personas.ops]\nservers = ["b"]\n[personas.ops.tools.b__nope]\ndescription = "x"\n'
+            config.write_text(edited.read_text() + persona)  # one write: one reload
+
+            async def refused() -> Any:
+                return (await gateway.health())["config"]["refused"]
+
+            refusal = await poll(refused, "the refusal")
+            assert refusal["key"] == "personas.ops.tools.b__nope"
+            assert "does not exist in the catalog" in refusal["reason"]
+            assert set((await gateway.health())["upstreams"]) == {"a"}
+            assert await names(client) == tools_of("a")
+
+
+async def test_a_server_added_under_production_pins_stays_withheld_until_pinned(tmp_path: Path) -> None:
+    config = write_registry(tmp_path / "servers.toml", {"a": tiny()}, mode="production")
+    pinned = run_mcpgw("pin", "--config", str(config))
+    assert pinned.returncode == 0, pinned.stderr
+    with http_gateway(config) as gateway:
+        async with http_client(gateway) as client:
+            assert await names(client) == tools_of("a")
+            write_registry(config, {"a": tiny(), "b": tiny()}, mode="production")
+
+            async def b_ready() -> bool:
+                return (await gateway.health())["upstreams"].get("b", {}).get("state") == "ready"
+
+            await poll(b_ready, "b started")
+            assert await names(client) == tools_of("a")  # started, but not pinned: withheld
+            with pytest.raises(MCPError, match="Unknown tool: b__echo"):
+                await client.call_tool("b__echo", {"message": "x"})
+
+            approved = await anyio.to_thread.run_sync(
+                run_mcpgw, "pin", "--config", str(config), "--approve", "b"
+            )
+            assert approved.returncode == 0, approved.stderr
+
+            async def b_listed() -> bool:
+                return await names(client) == tools_of("a", "b")
+
+            await poll(b_listed, "b pinned")
+            assert await text_of(client, "b__echo", {"message": "pinned"}) == "pinned"
+
+
 async def _reason_has(gateway: HttpGateway, text: str) -> bool:
     refused = (await gateway.health())["config"]["refused"]
     return refused is not None and text in refused["reason"]
