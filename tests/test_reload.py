@@ -6,6 +6,8 @@ the signal are the point. Every wait is a poll or an awaited notification under 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +22,7 @@ import anyio
 import httpx
 import pytest
 from mcp import Client, MCPError
+from mcp.client.subscriptions import ResourceUpdated
 
 from conftest import (
     SERVERS,
@@ -274,6 +277,43 @@ async def test_a_call_outlasting_the_drain_fails_naming_the_reload(tmp_path: Pat
             write_registry(config, {"a": tiny()}, drain_grace=0.2)
         assert failed["b"] == "upstream 'b': removed from the registry by a registry reload"
         assert await text_of(client, "a__echo", {"message": "still here"}) == "still here"
+
+
+@pytest.mark.parametrize("era", ["2025-11-25", "2026-07-28"])
+async def test_resource_subscriptions_follow_a_changed_server(tmp_path: Path, era: str) -> None:
+    """A restarted server is subscribed again; the client's listen stream hears of changes as before."""
+    entry = {"command": sys.executable, "args": [str(SERVERS / "watched.py"), "--protocol", era]}
+    config = write_registry(tmp_path / "servers.toml", {"w": entry})
+    uri = "mcpgw://w/test://watched"
+    async with (
+        gateway_stdio(config, mode="2026-07-28") as client,
+        client.listen(resource_subscriptions=[uri]) as subscription,
+    ):
+
+        async def watchers() -> Any:
+            return json.loads(await text_of(client, "w__watchers", {}))
+
+        await poll(lambda: _async_eq(watchers(), ["test://watched"]), "the upstream subscription")
+        first = await text_of(client, "w__pid", {})
+        write_registry(config, {"w": {**entry, "timeout": 30}})  # changed: restarted
+
+        async def restarted() -> bool:
+            with contextlib.suppress(MCPError):
+                return await text_of(client, "w__pid", {}) != first
+            return False
+
+        await poll(restarted, "the new process")
+        await poll(lambda: _async_eq(watchers(), ["test://watched"]), "the new upstream subscription")
+        await text_of(client, "w__touch", {"uri": "test://watched"})
+        with anyio.fail_after(LIMIT):
+            async for event in subscription:
+                if isinstance(event, ResourceUpdated):
+                    assert event.uri == uri
+                    break
+
+
+async def _async_eq(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)
 
 
 # --- refusing --------------------------------------------------------------------------------------

@@ -308,6 +308,10 @@ class Gateway:
                 for kind in _LIST_OF
                 if views_changed or getattr(before, kind) != getattr(after, kind)
             }
+            for name in plan.removed:
+                self.watch.dropped(name)
+            for name in plan.restarted:
+                await self.watch.moved(self.upstreams[name])
             await self._announce(changed)
             return plan
 
