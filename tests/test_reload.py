@@ -316,6 +316,23 @@ async def _async_eq(value: Any, expected: Any) -> bool:
     return bool(await value == expected)
 
 
+async def test_a_shorter_timeout_applies_to_new_calls_without_a_restart(tmp_path: Path) -> None:
+    config = write_registry(tmp_path / "servers.toml", {"a": {**tiny(), "timeout": 600}})
+    async with gateway_stdio(config) as client:
+        a_pid = await pid_of(client, "a")
+        write_registry(config, {"a": {**tiny(), "timeout": 0.5}})
+
+        async def timed_out() -> str | None:
+            try:
+                await client.call_tool("a__sleep", {"seconds": 2})  # still under the old timeout
+            except MCPError as exc:
+                return exc.error.message
+            return None
+
+        assert await poll(timed_out, "the new timeout") == "upstream 'a': tools/call timed out after 0.5s"
+        assert await pid_of(client, "a") == a_pid
+
+
 # --- refusing --------------------------------------------------------------------------------------
 
 
@@ -467,9 +484,15 @@ env = { TOKEN = "${API_TOKEN}" }
         (BASE, {"API_TOKEN": "new"}, {"restarted": ("b",)}),
         (BASE + "[personas.ops]\nservers = ['a']\n", None, {"other": True}),
         ("[gateway]\nport = 9000\n" + BASE, None, {"restart_needed": ("gateway.port",)}),
-        ("[gateway]\ntimeout = 5\n" + BASE, None, {"restarted": ("a", "b")}),
+        ("[gateway]\ntimeout = 5\n" + BASE, None, {"retuned": ("a", "b")}),
+        ("[gateway]\nmax_concurrent = 5\n" + BASE, None, {"restarted": ("a", "b")}),
+        (
+            BASE.replace('command = "a"', 'command = "a"\ntool_timeouts = { x = 1 }'),
+            None,
+            {"retuned": ("a",)},
+        ),
     ],
-    ids=["same", "changed", "added", "disabled", "secret", "persona", "port", "timeout"],
+    ids=["same", "changed", "added", "disabled", "secret", "persona", "port", "timeout", "slots", "tool"],
 )
 def test_a_reload_restarts_only_what_changed(
     after: str, secrets: dict[str, str] | None, expected: dict[str, Any]
@@ -478,6 +501,7 @@ def test_a_reload_restarts_only_what_changed(
     assert done.added == expected.get("added", ())
     assert done.removed == expected.get("removed", ())
     assert done.restarted == expected.get("restarted", ())
+    assert done.retuned == expected.get("retuned", ())
     assert done.restart_needed == expected.get("restart_needed", ())
     assert done.other == (after != BASE or secrets is not None)
     if not expected:

@@ -23,7 +23,7 @@ from mcpgw.bridge import Bridge
 from mcpgw.catalog import Catalog, Problem, Route
 from mcpgw.catalog import personas as personas_mod
 from mcpgw.catalog.personas import View
-from mcpgw.config import DEFAULT_PERSONA, Registry, ServerConfig, namespace_of
+from mcpgw.config import DEFAULT_PERSONA, Registry, ServerConfig, call_timeout, namespace_of
 from mcpgw.core import kinds
 from mcpgw.core import reload as reload_mod
 from mcpgw.core.pipeline import Pipeline, Request
@@ -291,6 +291,9 @@ class Gateway:
             retired = [self.upstreams.pop(name) for name in plan.stopped]
             self.upstreams.clear()
             self.upstreams.update({name: upstreams[name] for name in registry.enabled_servers()})
+            for name in plan.retuned:
+                server = registry.servers[name]
+                self.upstreams[name].retune(server, timeout=call_timeout(registry, server))
             self.registry, self.guard, self.trust, self.sampler = registry, parts.guard, parts.trust, sampler
             self.bridge.reconfigure(registry, sampler=sampler)
             self._parts, self._namespaces = parts, namespaces

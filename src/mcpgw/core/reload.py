@@ -5,8 +5,9 @@ the registry itself, its data rules, its pin policy and its secrets; built by
 `mcpgw.assembly`) and `plan`, which compares the running parts with new ones.
 An upstream is restarted when anything it was built from changed (its entry,
 the `[gateway]` limits it takes, a secret its entry names, whether mcpgw
-answers its sampling or elicitation); every other upstream, and every client
-session, is left alone. Settings read only when the process starts (the
+answers its sampling or elicitation); one whose entry changed only in what is
+read per call (its timeouts, aliases, namespace) is re-tuned in place; every
+other upstream, and every client session, is left alone. Settings read only when the process starts (the
 listening address, the HTTP server's bounds, `[auth]`, `[audit]`) are named in
 `Plan.restart_needed` instead of being half-applied.
 """
@@ -24,6 +25,9 @@ from mcpgw.sampling import policy
 if TYPE_CHECKING:
     from mcpgw.security.dataguard import Guard
     from mcpgw.security.trust import Trust
+
+CALL_TIME = frozenset({"timeout", "tool_timeouts", "aliases", "description", "namespace"})
+"""Entry keys read per call or per catalog build: a change re-tunes the running upstream, no restart."""
 
 UPSTREAM_SETTINGS = (
     "startup_timeout",
@@ -73,6 +77,8 @@ class Plan:
     """Removed from the registry or disabled."""
     restarted: tuple[str, ...] = ()
     """Changed: the old upstream is retired, a new one started in its place."""
+    retuned: tuple[str, ...] = ()
+    """Changed only in what is read per call (`CALL_TIME`, the call timeout): kept running, re-tuned."""
     restart_needed: tuple[str, ...] = ()
     """Keys that changed but take effect only when mcpgw itself restarts."""
     other: bool = False
@@ -88,7 +94,9 @@ class Plan:
 
     @property
     def empty(self) -> bool:
-        return not (self.added or self.removed or self.restarted or self.restart_needed or self.other)
+        return not (
+            self.added or self.removed or self.restarted or self.retuned or self.restart_needed or self.other
+        )
 
     def describe(self) -> str:
         parts = [
@@ -97,6 +105,7 @@ class Plan:
                 ("added", self.added),
                 ("removed", self.removed),
                 ("restarted", self.restarted),
+                ("retuned", self.retuned),
             )
             if names
         ]
@@ -124,6 +133,16 @@ def plan(old: Parts, new: Parts) -> Plan:
             or changed_secrets.intersection(_named_secrets(name, new.registry))
         )
     )
+    retuned = tuple(
+        name
+        for name in after
+        if name in before
+        and name not in restarted
+        and (
+            old.registry.servers[name] != new.registry.servers[name]
+            or call_timeout(old.registry, before[name]) != call_timeout(new.registry, after[name])
+        )
+    )
     restart_needed = tuple(
         f"gateway.{key}"
         for key in RESTART_ONLY
@@ -134,16 +153,16 @@ def plan(old: Parts, new: Parts) -> Plan:
     if old.registry.audit != new.registry.audit:
         restart_needed += ("audit",)
     other = old.registry != new.registry or bool(changed_secrets)
-    return Plan(added, removed, restarted, restart_needed, other)
+    return Plan(added, removed, restarted, retuned, restart_needed, other)
 
 
 def _built_from(name: str, registry: Registry) -> tuple[Any, ...]:
-    """Everything upstream `name` is built from, but the secrets' values (see `_named_secrets`)."""
+    """Everything upstream `name` is built from, but the secrets' values (see `_named_secrets`) and
+    what it reads per call (`CALL_TIME`)."""
     server = registry.servers[name]
     settings = registry.gateway
     return (
-        server.model_dump_json(),
-        call_timeout(registry, server),
+        server.model_dump_json(exclude=set(CALL_TIME)),
         tuple(getattr(settings, key) for key in UPSTREAM_SETTINGS),
         policy.declares_sampling(registry.sampling, name),
         policy.declares_elicitation(registry.sampling, name),

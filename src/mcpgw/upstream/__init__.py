@@ -179,6 +179,11 @@ class Upstream:
             self._session.closing(reason)
         self._supervisor.stop()
 
+    def retune(self, config: ServerConfig, *, timeout: float) -> None:
+        """A reload changed only what is read per call (timeouts, aliases, namespace): from now on."""
+        self.config = config
+        self.timeout = timeout
+
     @property
     def in_flight(self) -> int:
         """Requests sent to it and not yet answered."""
