@@ -2,8 +2,10 @@
 
 Owns: starting every enabled upstream at once, rebuilding the catalog when an
 upstream becomes ready, fails, or says its lists changed, telling listeners
-(the server's transports) what changed, and the forwarding of calls, reads,
-prompt gets and completions with their arguments, `_meta` and progress.
+(the server's transports) what changed, taking a reloaded registry's parts in
+one swap (`reconfigure`; what it restarts is `core.reload`'s to decide), and
+the forwarding of calls, reads, prompt gets and completions with their
+arguments, `_meta` and progress.
 Transport concerns (stdio, HTTP, eras on the wire) belong to `server`.
 """
 
@@ -23,7 +25,7 @@ from mcpgw.bridge import Bridge
 from mcpgw.catalog import Catalog, Problem, Route
 from mcpgw.catalog import personas as personas_mod
 from mcpgw.catalog.personas import View
-from mcpgw.config import DEFAULT_PERSONA, Registry, ServerConfig, call_timeout, namespace_of
+from mcpgw.config import DEFAULT_PERSONA, Registry, ServerConfig, call_timeout
 from mcpgw.core import kinds
 from mcpgw.core import reload as reload_mod
 from mcpgw.core.pipeline import Pipeline, Request
@@ -101,7 +103,7 @@ class Gateway:
         """Every call that may need client input on its way, in either era (`bridge.Bridge.request`)."""
         for name, server in registry.enabled_servers().items():
             self.upstreams[name] = self._upstream(name, server, self._parts, self.sampler)
-        self._namespaces = _namespaces(registry, self.upstreams)
+        self._namespaces = reload_mod.namespaces(registry, self.upstreams)
         self._retiring: set[Upstream] = set()
         """Upstreams a reload removed or replaced, finishing their calls before they stop."""
         self._reloading = anyio.Lock()
@@ -261,6 +263,8 @@ class Gateway:
         fails with an error naming the reload. Other upstreams and client sessions are untouched.
         """
         async with self._reloading:
+            if self.draining:
+                raise Unavailable("mcpgw is shutting down and takes no new configuration")
             plan = reload_mod.plan(self._parts, parts)
             if plan.empty:
                 return plan
@@ -277,9 +281,9 @@ class Gateway:
             }
             await self._start(fresh)
             upstreams = {**self.upstreams, **fresh}
-            namespaces = _namespaces(registry, upstreams)
+            namespaces = reload_mod.namespaces(registry, upstreams)
             try:
-                self._check_personas(parts, namespaces)
+                reload_mod.check_personas(parts, namespaces)
             except ConfigError:
                 for upstream in fresh.values():
                     upstream.stop()
@@ -330,15 +334,6 @@ class Gateway:
         async with anyio.create_task_group() as tg:
             for upstream in upstreams.values():
                 tg.start_soon(upstream.wait_settled)
-
-    def _check_personas(self, parts: Parts, namespaces: list[tuple[str, Upstream]]) -> None:
-        """Every persona of `parts` resolves against the catalog it would get (`ConfigError` if not)."""
-        if not parts.registry.personas:
-            return
-        catalog = catalog_mod.build(namespaces)
-        catalog = parts.trust.apply(catalog) if parts.trust is not None else catalog
-        for name, persona in parts.registry.personas.items():
-            personas_mod.build_view(name, persona, catalog, parts.registry)
 
     async def _retire(self, upstream: Upstream, reason: str) -> None:
         """Let a removed or replaced upstream finish its calls (up to `drain_grace`), then stop it."""
@@ -491,12 +486,3 @@ class Gateway:
                 raise
         await self.wait_started()
         return lookup(self.catalog)
-
-
-def _namespaces(registry: Registry, upstreams: Mapping[str, Upstream]) -> list[tuple[str, Upstream]]:
-    """The catalog's namespaces, in the registry's order."""
-    return [
-        (namespace_of(name, server), upstreams[name])
-        for name, server in registry.enabled_servers().items()
-        if name in upstreams
-    ]

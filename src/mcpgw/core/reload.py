@@ -9,7 +9,8 @@ answers its sampling or elicitation); one whose entry changed only in what is
 read per call (its timeouts, aliases, namespace) is re-tuned in place; every
 other upstream, and every client session, is left alone. Settings read only when the process starts (the
 listening address, the HTTP server's bounds, `[auth]`, `[audit]`) are named in
-`Plan.restart_needed` instead of being half-applied.
+`Plan.restart_needed` instead of being half-applied. Also the two checks a new
+configuration passes before the running gateway takes it (`check_personas`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mcpgw.config import Registry, call_timeout
+from mcpgw import catalog as catalog_mod
+from mcpgw.catalog import personas as personas_mod
+from mcpgw.config import Registry, call_timeout, namespace_of
 from mcpgw.sampling import policy
 
 if TYPE_CHECKING:
     from mcpgw.security.dataguard import Guard
     from mcpgw.security.trust import Trust
+    from mcpgw.upstream import Upstream
 
 CALL_TIME = frozenset({"timeout", "tool_timeouts", "aliases", "description", "namespace"})
 """Entry keys read per call or per catalog build: a change re-tunes the running upstream, no restart."""
@@ -172,3 +176,22 @@ def _built_from(name: str, registry: Registry) -> tuple[Any, ...]:
 def _named_secrets(name: str, registry: Registry) -> set[str]:
     """The variables `${NAME}` server `name`'s entry names (a secrets file value may fill any)."""
     return set(_REFERENCE.findall(registry.servers[name].model_dump_json()))
+
+
+def namespaces(registry: Registry, upstreams: Mapping[str, Upstream]) -> list[tuple[str, Upstream]]:
+    """The catalog's namespaces, in the registry's order."""
+    return [
+        (namespace_of(name, server), upstreams[name])
+        for name, server in registry.enabled_servers().items()
+        if name in upstreams
+    ]
+
+
+def check_personas(parts: Parts, namespaces: list[tuple[str, Upstream]]) -> None:
+    """Every persona of `parts` resolves against the catalog it would get (`ConfigError` if not)."""
+    if not parts.registry.personas:
+        return
+    catalog = catalog_mod.build(namespaces)
+    catalog = parts.trust.apply(catalog) if parts.trust is not None else catalog
+    for name, persona in parts.registry.personas.items():
+        personas_mod.build_view(name, persona, catalog, parts.registry)
