@@ -295,7 +295,7 @@ async def test_resource_subscriptions_follow_a_changed_server(tmp_path: Path, er
 
         await poll(lambda: _async_eq(watchers(), ["test://watched"]), "the upstream subscription")
         first = await text_of(client, "w__pid", {})
-        write_registry(config, {"w": {**entry, "timeout": 30}})  # changed: restarted
+        write_registry(config, {"w": {**entry, "env": {"RELOADED": "1"}}})  # changed: restarted
 
         async def restarted() -> bool:
             with contextlib.suppress(MCPError):
