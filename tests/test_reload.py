@@ -155,14 +155,17 @@ async def http_client(gateway: HttpGateway, **kwargs: Any) -> AsyncIterator[Clie
 # --- adding ----------------------------------------------------------------------------------------
 
 
-async def test_a_server_added_to_the_file_reaches_a_connected_stdio_client(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["in place", "vim"])
+async def test_a_server_added_to_the_file_reaches_a_connected_stdio_client(tmp_path: Path, how: str) -> None:
     config = write_registry(tmp_path / "servers.toml", {"a": tiny()})
     changes = ListChanges()
     async with gateway_stdio(config, mode="legacy", message_handler=changes) as client:
         assert await names(client) == tools_of("a")
         a_pid = await pid_of(client, "a")
 
-        write_registry(config, {"a": tiny(), "b": tiny()})  # written in place, as `>` or an IDE does
+        if how == "vim":  # vim's backup dance: the file renamed away, then written anew
+            os.replace(config, config.with_name("servers.toml~"))
+        write_registry(config, {"a": tiny(), "b": tiny()})  # as `>`, an IDE or vim write it
         await changes.next()
 
         assert await names(client) == tools_of("a", "b")

@@ -126,6 +126,10 @@ class Reloader:
             self.refused = Refusal(file=str(self.path), key=None, reason=str(exc))
             logger.error("registry reload refused; the running configuration stays: %s", exc)
             return None
+        except Exception as exc:  # a bug must not take the serving gateway down with it
+            logger.exception("registry reload failed; the running configuration stays")
+            self.refused = Refusal(file=str(self.path), key=None, reason=f"internal error: {exc!r}")
+            return None
         self._loaded, self.refused, self.loaded_at = digest, None, time.time()
         self.restart_needed = tuple(sorted({*self.restart_needed, *plan.restart_needed}))
         if not plan.empty:
@@ -178,6 +182,12 @@ class Reloader:
     async def _watch(self) -> None:
         """Ask for a reload when a watched file's directory changes near it; re-aim after each batch
         (a reload may have named another secrets file)."""
+        try:
+            await self._watch_files()
+        except (OSError, RuntimeError) as exc:  # e.g. out of inotify watches: SIGHUP still reloads
+            logger.warning("not watching %s for changes (%s); SIGHUP reloads it", self.path, exc)
+
+    async def _watch_files(self) -> None:
         while not self._stop.is_set():
             files = self._files()
             directories = sorted({str(f.parent) for f in files if f.parent.is_dir()})
