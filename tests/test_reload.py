@@ -201,6 +201,33 @@ async def test_a_server_added_reaches_http_clients_of_both_eras(tmp_path: Path) 
         assert "reloaded: added b" in gateway.log()
 
 
+async def test_personas_and_data_rules_apply_to_the_next_request_of_the_same_session(tmp_path: Path) -> None:
+    config = write_registry(tmp_path / "servers.toml", {"a": tiny()})
+    changes = ListChanges()
+    async with gateway_stdio(config, mode="legacy", message_handler=changes) as client:
+        assert await names(client) == tools_of("a")
+        assert await text_of(client, "a__echo", {"message": "bob@example.com"}) == "bob@example.com"
+        a_pid = await pid_of(client, "a")
+
+        rules = """
+[personas.default]
+allow = ["a__echo", "a__pid"]
+
+[[security.rules]]
+detectors = ["email"]
+directions = ["results"]
+action = "redact"
+"""
+        config.write_text(config.read_text() + rules)
+        await changes.next()
+
+        assert await names(client) == {"a__echo", "a__pid"}
+        assert await text_of(client, "a__echo", {"message": "bob@example.com"}) == "[REDACTED:email]"
+        with pytest.raises(MCPError, match="Unknown tool: a__sleep"):
+            await client.call_tool("a__sleep", {"seconds": 0})
+        assert await pid_of(client, "a") == a_pid  # settings only: the upstream was not restarted
+
+
 async def test_mcpgw_add_server_on_the_running_registry_reaches_a_connected_client(tmp_path: Path) -> None:
     config = write_registry(tmp_path / "servers.toml", {"a": tiny()})
     async with gateway_stdio(config) as client:
