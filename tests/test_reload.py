@@ -25,6 +25,7 @@ from mcp import Client, MCPError
 from mcp.client.subscriptions import ResourceUpdated
 
 from conftest import (
+    INITIALIZE,
     SERVERS,
     free_port,
     gateway_stdio,
@@ -463,6 +464,42 @@ async def _reason_has(gateway: HttpGateway, text: str) -> bool:
 
 async def _async(value: Any) -> Any:
     return value
+
+
+async def test_auth_added_and_removed_by_a_reload_applies_to_the_next_request(tmp_path: Path) -> None:
+    config = write_registry(tmp_path / "servers.toml", {"a": tiny()})
+    plain = config.read_text()
+    with http_gateway(config) as gateway:
+        base = gateway.url.removesuffix("/mcp")
+        metadata = f"{base}/.well-known/oauth-protected-resource/mcp"
+        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        async with httpx.AsyncClient(timeout=30) as http:
+
+            async def initialize() -> int:
+                return (await http.post(gateway.url, json=INITIALIZE, headers=headers)).status_code
+
+            assert await initialize() == 200
+            assert (await http.get(metadata)).status_code == 404
+            issuer = "https://issuer.example"
+            config.write_text(
+                plain + f'\n[auth]\nissuer = "{issuer}"\njwks_url = "{issuer}/jwks"\npublic_url = "{base}"\n'
+            )
+
+            async def refused_without_a_token() -> bool:
+                return await initialize() == 401
+
+            await poll(refused_without_a_token, "[auth] in force")
+            described = (await http.get(metadata)).json()
+            assert described["authorization_servers"] == [issuer]
+            assert (await gateway.health())["config"]["restart_needed"] == []
+
+            config.write_text(plain)
+
+            async def open_again() -> bool:
+                return await initialize() == 200
+
+            await poll(open_again, "[auth] gone")
+            assert (await http.get(metadata)).status_code == 404
 
 
 # --- SIGHUP ----------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ the `[gateway]` limits it takes, a secret its entry names, whether mcpgw
 answers its sampling or elicitation); one whose entry changed only in what is
 read per call (its timeouts, aliases, namespace) is re-tuned in place; every
 other upstream, and every client session, is left alone. Settings read only when the process starts (the
-listening address, the HTTP server's bounds, `[auth]`, `[audit]`) are named in
+listening address, the HTTP server's bounds, `[audit]`) are named in
 `Plan.restart_needed` instead of being half-applied. Also the two checks a new
 configuration passes before the running gateway takes it (`check_personas`).
 """
@@ -152,8 +152,6 @@ def plan(old: Parts, new: Parts) -> Plan:
         for key in RESTART_ONLY
         if getattr(old.registry.gateway, key) != getattr(new.registry.gateway, key)
     )
-    if old.registry.auth != new.registry.auth:
-        restart_needed += ("auth",)
     if old.registry.audit != new.registry.audit:
         restart_needed += ("audit",)
     other = old.registry != new.registry or bool(changed_secrets)

@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from mcpgw import _compat
+from mcpgw.config import Registry
 from mcpgw.core.gateway import Gateway
 from mcpgw.server.edge import BodyLimit
 from mcpgw.server.handlers import PERSONA_PATH_PARAM, build_server
@@ -50,7 +52,7 @@ def http_app(gateway: Gateway, *, host: str, reloader: Reloader | None = None) -
 
     # As `server.streamable_http_app(...)`, plus an event store (dropped SSE streams can be
     # resumed) and bounded sessions.
-    app = resume.streamable_http_app(
+    sessions = resume.streamable_http_app(
         server,
         path="/mcp",
         security=security,
@@ -59,17 +61,54 @@ def http_app(gateway: Gateway, *, host: str, reloader: Reloader | None = None) -
         per_client=settings.max_sessions_per_client,
         idle_timeout=settings.session_idle_timeout,
     )
-    endpoint = next(r.endpoint for r in app.routes if isinstance(r, Route) and r.path == "/mcp")
-    app.router.routes.append(Route(PERSONA_PATH, endpoint=PersonaEndpoint(gateway, endpoint)))
-    app.router.routes.append(Route("/healthz", endpoint=_health(gateway, reloader), methods=["GET"]))
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, timeout=settings.request_body_timeout)
-    if gateway.registry.auth is not None or settings.cors_origins:
-        from mcpgw.server import auth
+    endpoint = next(r.endpoint for r in sessions.routes if isinstance(r, Route) and r.path == "/mcp")
+    routes = [
+        Route("/mcp", endpoint=endpoint),
+        Route(PERSONA_PATH, endpoint=PersonaEndpoint(gateway, endpoint)),
+        Route("/healthz", endpoint=_health(gateway, reloader), methods=["GET"]),
+    ]
 
-        auth.install(app, gateway.registry, mcp_path="/mcp", persona_path=PERSONA_PATH, audit=gateway.audit)
-    # Added last, so outermost: nothing (not even the body limit) answers a rebound page.
-    app.add_middleware(HostCheck, settings=security)
-    return app
+    def shell(registry: Registry) -> Starlette:
+        app = Starlette(routes=[Route(r.path, endpoint=r.endpoint, methods=r.methods) for r in routes])
+        app.add_middleware(BodyLimit, limit=settings.max_request_bytes, timeout=settings.request_body_timeout)
+        if registry.auth is not None or settings.cors_origins:
+            from mcpgw.server import auth
+
+            auth.install(app, registry, mcp_path="/mcp", persona_path=PERSONA_PATH, audit=gateway.audit)
+        # Added last, so outermost: nothing (not even the body limit) answers a rebound page.
+        app.add_middleware(HostCheck, settings=security)
+        return app
+
+    return LiveApp(sessions, shell, lambda: gateway.registry)
+
+
+class LiveApp:
+    """The HTTP app, its auth layer rebuilt from the registry a reload brings.
+
+    What `[auth]` puts in front of the endpoints (the token checks, each persona's audience and
+    metadata) is built for one registry; when a reload changes `[auth]` or the personas, the next
+    request gets a new shell around the same endpoints. The sessions live in the session manager,
+    which `sessions` (its lifespan) runs once, so no client session is touched.
+    """
+
+    def __init__(
+        self, sessions: Starlette, shell: Callable[[Registry], Starlette], registry: Callable[[], Registry]
+    ) -> None:
+        self._sessions = sessions
+        self._shell = shell
+        self._registry = registry
+        self._built_for: tuple[Any, ...] | None = None
+        self._app: Starlette | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._sessions(scope, receive, send)
+            return
+        registry = self._registry()
+        key = (registry.auth, list(registry.personas))
+        if self._app is None or key != self._built_for:
+            self._app, self._built_for = self._shell(registry), key
+        await self._app(scope, receive, send)
 
 
 class PersonaEndpoint:
@@ -132,7 +171,7 @@ async def serve_http(
     from mcpgw.server import auth
 
     auth.check_exposure(gateway.registry, host=host)
-    reloader = Reloader(gateway, registry_path) if registry_path is not None else None
+    reloader = Reloader(gateway, registry_path, host=host) if registry_path is not None else None
     app = http_app(gateway, host=host, reloader=reloader)
     settings = gateway.registry.gateway
     config = uvicorn.Config(

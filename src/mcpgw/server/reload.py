@@ -35,6 +35,7 @@ from mcpgw.catalog import personas
 from mcpgw.core.gateway import Gateway
 from mcpgw.core.reload import Plan
 from mcpgw.errors import ConfigError, GatewayError, UnknownPersona
+from mcpgw.server import auth
 from mcpgw.upstream import credentials
 
 logger = logging.getLogger("mcpgw.reload")
@@ -58,11 +59,16 @@ class Refusal:
 class Reloader:
     """Reloads the registry at `path` into the running `gateway` when asked or when its files change."""
 
-    def __init__(self, gateway: Gateway, path: Path, *, persona: str | None = None) -> None:
+    def __init__(
+        self, gateway: Gateway, path: Path, *, persona: str | None = None, host: str | None = None
+    ) -> None:
         self.gateway = gateway
         self.path = path
         self.persona = persona
         """The persona a stdio gateway serves: a reload that drops it is refused."""
+        self.host = host
+        """The address an HTTP gateway listens on: a reload is held to the same exposure policy as a
+        start (`auth.check_exposure`: production refuses dropping `[auth]` off loopback)."""
         self.reloads = 0
         """Reloads that changed something."""
         self.loaded_at = time.time()
@@ -145,6 +151,8 @@ class Reloader:
 
     def _load(self) -> config.Registry:
         registry, _ = config.load(self.path)
+        if self.host is not None:
+            auth.check_exposure(registry, host=self.host)
         try:
             personas.resolve(registry, self.persona)
         except UnknownPersona as exc:
