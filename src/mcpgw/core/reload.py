@@ -46,7 +46,6 @@ UPSTREAM_SETTINGS = (
 RESTART_ONLY = (
     "host",
     "port",
-    "mode",
     "max_request_bytes",
     "max_sessions",
     "max_sessions_per_client",
