@@ -252,7 +252,7 @@ class Gateway:
     # --- reloading the registry ------------------------------------------------------------------
 
     async def reconfigure(self, parts: Parts) -> Plan:
-        """Serve what `parts` (a reloaded registry, built by `assembly.reload`) describe from now on.
+        """Serve what `parts` (a reloaded registry, built by `assembly.reload_parts`) describe from now on.
 
         Upstreams added or changed are started first and given until they settle (ready or
         failed); a persona override the new catalog cannot satisfy then refuses the whole reload
