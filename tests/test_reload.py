@@ -21,12 +21,14 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+import tomlkit
 from mcp import Client, MCPError
 from mcp.client.subscriptions import ResourceUpdated
 
 from conftest import (
     INITIALIZE,
     SERVERS,
+    StandIn,
     free_port,
     gateway_stdio,
     mcpgw_command,
@@ -227,6 +229,32 @@ action = "redact"
         with pytest.raises(MCPError, match="Unknown tool: a__sleep"):
             await client.call_tool("a__sleep", {"seconds": 0})
         assert await pid_of(client, "a") == a_pid  # settings only: the upstream was not restarted
+
+
+async def test_a_sampling_route_changed_by_a_reload_answers_the_next_call(
+    tmp_path: Path, llm: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MCPGW_TEST_LLM_KEY", "sk-test")
+    modern = {"command": sys.executable, "args": [str(SERVERS / "modern.py")]}
+
+    def registry(model: str) -> str:
+        route = {"model": f"openai/{model}", "api_base": llm.base, "api_key_env": "MCPGW_TEST_LLM_KEY"}
+        return tomlkit.dumps({"servers": {"modern": modern}, "sampling": {"routes": {"main": route}}})
+
+    config = tmp_path / "servers.toml"
+    config.write_text(registry("good"))
+    async with gateway_stdio(config, mode="legacy") as client:
+        first = await text_of(client, "modern__summarize", {"text": "one"})
+        assert first == "stand-in answer from good: one"
+        config.write_text(registry("better"))
+
+        async def answered_by_the_new_route() -> bool:
+            return (
+                await text_of(client, "modern__summarize", {"text": "two"})
+                == "stand-in answer from better: two"
+            )
+
+        await poll(answered_by_the_new_route, "the new route")
 
 
 async def test_mcpgw_add_server_on_the_running_registry_reaches_a_connected_client(tmp_path: Path) -> None:
