@@ -530,6 +530,26 @@ async def test_auth_added_and_removed_by_a_reload_applies_to_the_next_request(tm
             assert (await http.get(metadata)).status_code == 404
 
 
+async def test_a_setting_read_only_at_start_is_reported_until_it_is_back(tmp_path: Path) -> None:
+    config = write_registry(tmp_path / "servers.toml", {"a": tiny()})
+    with http_gateway(config) as gateway:
+
+        async def waiting() -> list[str]:
+            return list((await gateway.health())["config"]["restart_needed"])
+
+        write_registry(config, {"a": tiny()}, max_sessions=10)
+        assert await poll(waiting, "the restart-only key") == ["gateway.max_sessions"]
+        assert "gateway.max_sessions changed; kept as started until mcpgw restarts" in gateway.log()
+
+        write_registry(config, {"a": tiny(), "b": tiny()})  # back as started, and a server more
+
+        async def back() -> bool:
+            health = await gateway.health()
+            return "b" in health["upstreams"] and health["config"]["restart_needed"] == []
+
+        await poll(back, "the key back as started")
+
+
 # --- SIGHUP ----------------------------------------------------------------------------------------
 
 

@@ -146,15 +146,17 @@ def plan(old: Parts, new: Parts) -> Plan:
             or call_timeout(old.registry, before[name]) != call_timeout(new.registry, after[name])
         )
     )
-    restart_needed = tuple(
-        f"gateway.{key}"
-        for key in RESTART_ONLY
-        if getattr(old.registry.gateway, key) != getattr(new.registry.gateway, key)
-    )
-    if old.registry.audit != new.registry.audit:
-        restart_needed += ("audit",)
+    restart_needed = waiting_for_restart(old.registry, new.registry)
     other = old.registry != new.registry or bool(changed_secrets)
     return Plan(added, removed, restarted, retuned, restart_needed, other)
+
+
+def waiting_for_restart(started: Registry, now: Registry) -> tuple[str, ...]:
+    """The keys read only at start (`RESTART_ONLY`, `[audit]`) that differ between the two."""
+    keys = tuple(
+        f"gateway.{key}" for key in RESTART_ONLY if getattr(started.gateway, key) != getattr(now.gateway, key)
+    )
+    return keys + (("audit",) if started.audit != now.audit else ())
 
 
 def _built_from(name: str, registry: Registry) -> tuple[Any, ...]:

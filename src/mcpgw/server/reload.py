@@ -32,6 +32,7 @@ import watchfiles
 
 from mcpgw import assembly, config
 from mcpgw.catalog import personas
+from mcpgw.core import reload as reload_mod
 from mcpgw.core.gateway import Gateway
 from mcpgw.core.reload import Plan
 from mcpgw.errors import ConfigError, GatewayError, UnknownPersona
@@ -75,6 +76,8 @@ class Reloader:
         self.refused: Refusal | None = None
         """Why the last attempt was refused; None once one succeeds (or the files are back as loaded)."""
         self.restart_needed: tuple[str, ...] = ()
+        """Keys the running files change that apply only when mcpgw restarts (`core.reload`)."""
+        self._started_with = gateway.registry
         self._loaded = self._digest()
         self._wanted = anyio.Event()
         self._stop = anyio.Event()
@@ -137,7 +140,7 @@ class Reloader:
             self.refused = Refusal(file=str(self.path), key=None, reason=f"internal error: {exc!r}")
             return None
         self._loaded, self.refused, self.loaded_at = digest, None, time.time()
-        self.restart_needed = tuple(sorted({*self.restart_needed, *plan.restart_needed}))
+        self.restart_needed = reload_mod.waiting_for_restart(self._started_with, registry)
         if not plan.empty:
             self.reloads += 1
         logger.info("registry %s reloaded: %s", self.path, plan.describe())
