@@ -317,7 +317,8 @@ async def test_removing_a_server_mid_traffic_leaves_the_others_alone(tmp_path: P
             await client.call_tool("b__echo", {"message": "gone"})
 
 
-async def test_a_call_outlasting_the_drain_fails_naming_the_reload(tmp_path: Path) -> None:
+@pytest.mark.parametrize("edit", ["removed from the registry", "changed"])
+async def test_a_call_outlasting_the_drain_fails_naming_the_reload(tmp_path: Path, edit: str) -> None:
     sleeps = tmp_path / "b-sleeps"
     config = write_registry(
         tmp_path / "servers.toml", {"a": tiny(), "b": tiny(sleeps=sleeps)}, drain_grace=0.2
@@ -333,9 +334,14 @@ async def test_a_call_outlasting_the_drain_fails_naming_the_reload(tmp_path: Pat
         async with anyio.create_task_group() as tg:
             tg.start_soon(sleep_on_b)
             await poll(lambda: _async(sleeps.exists()), "b's sleep in flight")
-            write_registry(config, {"a": tiny()}, drain_grace=0.2)
-        assert failed["b"] == "upstream 'b': removed from the registry by a registry reload"
+            servers = {"a": tiny()}
+            if edit == "changed":
+                servers["b"] = {**tiny(sleeps=sleeps), "restart": False}
+            write_registry(config, servers, drain_grace=0.2)
+        assert failed["b"] == f"upstream 'b': {edit} by a registry reload"
         assert await text_of(client, "a__echo", {"message": "still here"}) == "still here"
+        if edit == "changed":  # its replacement serves
+            assert await text_of(client, "b__echo", {"message": "new b"}) == "new b"
 
 
 @pytest.mark.parametrize("era", ["2025-11-25", "2026-07-28"])
