@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -401,7 +402,9 @@ async def test_a_shorter_timeout_applies_to_new_calls_without_a_restart(tmp_path
 # --- refusing --------------------------------------------------------------------------------------
 
 
-async def test_a_broken_edit_changes_nothing_and_healthz_and_the_log_say_why(tmp_path: Path) -> None:
+async def test_a_broken_edit_changes_nothing_and_healthz_and_the_log_say_why(
+    tmp_path: Path, audit_db: Path
+) -> None:
     config = write_registry(tmp_path / "servers.toml", {"a": tiny()})
     with http_gateway(config) as gateway:
         async with http_client(gateway) as client:
@@ -425,6 +428,14 @@ async def test_a_broken_edit_changes_nothing_and_healthz_and_the_log_say_why(tmp
             assert await names(client) == tools_of("a")  # nothing changed
             assert await pid_of(client, "a") == a_pid
 
+            config.write_text("")  # as an in-place writer leaves it for a moment
+
+            async def refused_empty() -> bool:
+                return await _reason_has(gateway, "the file is empty")
+
+            await poll(refused_empty, "the empty file refused")
+            assert await names(client) == tools_of("a")
+
             # A persona naming a server that is not there: refused as a whole, the new server too.
             broken = good + '\n[servers.b]\ncommand = "x"\n\n[personas.ops]\nservers = ["nope"]\n'
             config.write_text(broken)
@@ -440,6 +451,21 @@ async def test_a_broken_edit_changes_nothing_and_healthz_and_the_log_say_why(tmp
 
             await poll(loaded, "the fixed file")
             assert await names(client) == tools_of("a", "b")
+
+    # The audit log has a row per configuration: the start, each refusal, the reload.
+    async def config_rows() -> list[tuple[str, str | None, str | None]] | None:
+        with contextlib.closing(sqlite3.connect(audit_db)) as db:
+            rows = db.execute("select outcome, error, result from events where kind = 'config' order by ts")
+            found = [(str(o), e, r) for o, e, r in rows.fetchall()]
+        return found if found and found[-1][2] is not None else None
+
+    rows = await poll(config_rows, "the config rows")
+    assert rows[0][0] == "ok" and rows[-1][0] == "ok"
+    assert json.loads(str(rows[-1][2])) == {"added": ["b"]}
+    errors = [str(error) for outcome, error, _ in rows if outcome == "error"]
+    assert f"{config}: servers.a.bogus: unknown key" in errors
+    assert any("the file is empty" in error for error in errors)
+    assert any("persona 'ops' names server 'nope'" in error for error in errors)
 
 
 async def test_a_persona_override_the_new_catalog_cannot_satisfy_is_refused_whole(tmp_path: Path) -> None:

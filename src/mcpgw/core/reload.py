@@ -101,6 +101,11 @@ class Plan:
             self.added or self.removed or self.restarted or self.retuned or self.restart_needed or self.other
         )
 
+    def as_dict(self) -> dict[str, Any]:
+        """For the audit log's `config` row."""
+        names = ("added", "removed", "restarted", "retuned", "restart_needed")
+        return {name: list(getattr(self, name)) for name in names if getattr(self, name)}
+
     def describe(self) -> str:
         parts = [
             f"{label} {', '.join(names)}"

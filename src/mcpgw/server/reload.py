@@ -4,11 +4,11 @@ Owns: `Reloader`, which watches the registry file and the `[gateway]
 secrets_file` it names (the lock file is the pin policy's to watch, see
 `Gateway._watch_lock`), reads them when they change, builds the new parts
 through the composition root (`assembly.reload_parts`) and hands them to
-`Gateway.reconfigure`; and what the last reload did, for the log and
-`/healthz`. A file that does not load (bad TOML, an unknown key, a persona
-naming no server, a missing secrets file) is refused as a whole: the running
-configuration stays, and the log and `/healthz` say which file, which key and
-why.
+`Gateway.reconfigure`; and what the last reload did, for the log, `/healthz` and
+the audit log (a `config` row per reload, refused or not). A file that does not
+load (bad TOML, an unknown key, a persona naming no server, a missing secrets
+file) is refused as a whole: the running configuration stays, and the log and
+`/healthz` say which file, which key and why.
 
 Files are watched through their directories (`watchfiles`: inotify where the
 system has it, polling where `WATCHFILES_FORCE_POLLING` is set), so an editor
@@ -31,6 +31,7 @@ import anyio
 import watchfiles
 
 from mcpgw import assembly, config
+from mcpgw.audit import Kind, Outcome
 from mcpgw.catalog import personas
 from mcpgw.core import reload as reload_mod
 from mcpgw.core.gateway import Gateway
@@ -128,17 +129,17 @@ class Reloader:
             parts = assembly.reload_parts(registry, registry_path=self.path, running=self.gateway)
             plan = await self.gateway.reconfigure(parts)
         except ConfigError as exc:
-            self.refused = Refusal(file=exc.file or str(self.path), key=exc.key, reason=exc.reason)
-            logger.error("registry reload refused; the running configuration stays: %s", _where(exc))
+            self._refuse(Refusal(file=exc.file or str(self.path), key=exc.key, reason=exc.reason))
             return None
         except GatewayError as exc:
-            self.refused = Refusal(file=str(self.path), key=None, reason=str(exc))
-            logger.error("registry reload refused; the running configuration stays: %s", exc)
+            self._refuse(Refusal(file=str(self.path), key=None, reason=str(exc)))
             return None
         except Exception as exc:  # a bug must not take the serving gateway down with it
-            logger.exception("registry reload failed; the running configuration stays")
-            self.refused = Refusal(file=str(self.path), key=None, reason=f"internal error: {exc!r}")
+            logger.exception("registry reload failed")
+            self._refuse(Refusal(file=str(self.path), key=None, reason=f"internal error: {exc!r}"))
             return None
+        if not plan.empty and self.gateway.audit is not None:
+            self.gateway.audit.event(Kind.CONFIG, name=str(self.path), result=plan.as_dict())
         self._loaded, self.refused, self.loaded_at = digest, None, time.time()
         self.restart_needed = reload_mod.waiting_for_restart(self._started_with, registry)
         if not plan.empty:
@@ -152,8 +153,28 @@ class Reloader:
             )
         return plan
 
+    def _refuse(self, refusal: Refusal) -> None:
+        self.refused = refusal
+        where = ": ".join(part for part in (refusal.file, refusal.key, refusal.reason) if part)
+        logger.error("registry reload refused; the running configuration stays: %s", where)
+        if self.gateway.audit is not None:
+            self.gateway.audit.event(Kind.CONFIG, name=str(self.path), outcome=Outcome.ERROR, error=where)
+
     def _load(self) -> config.Registry:
-        registry, _ = config.load(self.path)
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError("file not found", file=str(self.path)) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror}", file=str(self.path)) from None
+        if not text.strip():
+            # Most likely caught between an in-place writer's truncation and its write; an empty
+            # file would otherwise stop every server.
+            raise ConfigError(
+                "the file is empty (still being written?); to serve no servers, keep a [gateway] table",
+                file=str(self.path),
+            )
+        registry = config.parse(text, source=str(self.path))
         if self.host is not None:
             auth.check_exposure(registry, host=self.host)
         try:
@@ -224,8 +245,3 @@ class _Near:
         name = os.path.basename(path)
         # `..data` and the like: Kubernetes swaps a mounted file through a symlinked directory.
         return name in self._names or name.startswith("..")
-
-
-def _where(exc: ConfigError) -> str:
-    parts = [exc.file or "", exc.key or ""]
-    return ": ".join([p for p in parts if p] + [exc.reason])
