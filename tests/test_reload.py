@@ -399,6 +399,28 @@ async def test_a_shorter_timeout_applies_to_new_calls_without_a_restart(tmp_path
         assert await pid_of(client, "a") == a_pid
 
 
+async def test_a_changed_secret_restarts_only_the_server_that_names_it(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text("TOKEN=one\n")
+    secrets.chmod(0o600)
+    servers = {"a": {**tiny(), "env": {"T": "${TOKEN}"}}, "b": tiny()}
+    config = write_registry(tmp_path / "servers.toml", servers, secrets_file=str(secrets))
+    async with gateway_stdio(config) as client:
+        a_pid, b_pid = await pid_of(client, "a"), await pid_of(client, "b")
+        replacement = tmp_path / "secrets.env.new"
+        replacement.write_text("TOKEN=two\n")
+        replacement.chmod(0o600)
+        os.replace(replacement, secrets)
+
+        async def a_restarted() -> bool:
+            with contextlib.suppress(MCPError):
+                return await pid_of(client, "a") != a_pid
+            return False
+
+        await poll(a_restarted, "a restarted with the new secret")
+        assert await pid_of(client, "b") == b_pid
+
+
 # --- refusing --------------------------------------------------------------------------------------
 
 
