@@ -18,7 +18,9 @@ from mcpgw import audit as audit_mod
 from mcpgw.audit import AuditLog
 from mcpgw.config import Registry
 from mcpgw.core.gateway import Gateway
+from mcpgw.core.reload import Parts
 from mcpgw.security.dataguard import Guard
+from mcpgw.security.pins import lock_path
 from mcpgw.security.trust import Trust
 from mcpgw.upstream import credentials
 
@@ -71,3 +73,22 @@ def build_gateway(
         in_process=in_process,
     )
     return Assembly(gateway=gateway, trust=trust, audit=audit_log)
+
+
+def reload_parts(registry: Registry, *, registry_path: Path | None, running: Gateway) -> Parts:
+    """The parts `registry` makes, for `running.reconfigure` (a live reload), built as above.
+
+    The running audit log stays (`[audit]` changes wait for a restart, see `core.reload`); the
+    running pin policy stays too unless what it is built from changed, so definitions already
+    judged are not judged (and reported) again. Raises `ConfigError` when a part cannot be built.
+    """
+    secrets = credentials.load_secrets(registry.gateway)
+    guard = Guard.from_registry(registry)
+    trust = running.trust
+    if trust is None or (trust.path, trust.mode, trust.max_description) != (
+        lock_path(registry, registry_path),
+        registry.gateway.mode,
+        registry.security.max_description,
+    ):
+        trust = Trust.for_registry(registry, registry_path, audit=running.audit, reporting=True)
+    return Parts(registry, guard=guard, trust=trust, secrets=secrets)

@@ -73,6 +73,11 @@ class Bridge:
         self.seal = seal if seal is not None else StateSeal()
         self._exchanges: dict[str, Exchange] = {}
 
+    def reconfigure(self, registry: Registry, *, sampler: Sampler) -> None:
+        """A reloaded registry: new requests read it; exchanges under way keep their state."""
+        self.registry = registry
+        self.sampler = sampler
+
     # --- the entry point -------------------------------------------------------------------------
 
     async def request(

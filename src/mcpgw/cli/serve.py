@@ -75,7 +75,9 @@ def serve(
     try:
         if transport == "stdio":
             logging.getLogger("mcpgw").info("serving %s over stdio", source)
-            anyio.run(serve_stdio, gateway, persona, backend_options=_loop_options())
+            anyio.run(
+                lambda: serve_stdio(gateway, persona, registry_path=path), backend_options=_loop_options()
+            )
         else:
             anyio.run(
                 lambda: serve_http(
@@ -83,6 +85,7 @@ def serve(
                     host=host or registry.gateway.host,
                     port=registry.gateway.port if port is None else port,
                     on_ready=ready,
+                    registry_path=path,
                 ),
                 backend_options=_loop_options(),
             )

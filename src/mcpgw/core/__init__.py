@@ -1,2 +1,2 @@
-"""The gateway core: its upstreams and catalog at run time, and the one forward pipeline every
-request goes through."""
+"""The gateway core: its upstreams and catalog at run time, the one forward pipeline every
+request goes through, and what a registry reload changes (`reload`)."""

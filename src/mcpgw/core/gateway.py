@@ -2,15 +2,17 @@
 
 Owns: starting every enabled upstream at once, rebuilding the catalog when an
 upstream becomes ready, fails, or says its lists changed, telling listeners
-(the server's transports) what changed, and the forwarding of calls, reads,
-prompt gets and completions with their arguments, `_meta` and progress.
+(the server's transports) what changed, taking a reloaded registry's parts in
+one swap (`reconfigure`; what it restarts is `core.reload`'s to decide), and
+the forwarding of calls, reads, prompt gets and completions with their
+arguments, `_meta` and progress.
 Transport concerns (stdio, HTTP, eras on the wire) belong to `server`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,11 +25,13 @@ from mcpgw.bridge import Bridge
 from mcpgw.catalog import Catalog, Problem, Route
 from mcpgw.catalog import personas as personas_mod
 from mcpgw.catalog.personas import View
-from mcpgw.config import DEFAULT_PERSONA, Registry, namespace_of
+from mcpgw.config import DEFAULT_PERSONA, Registry, ServerConfig, call_timeout
 from mcpgw.core import kinds
+from mcpgw.core import reload as reload_mod
 from mcpgw.core.pipeline import Pipeline, Request
+from mcpgw.core.reload import Parts, Plan
 from mcpgw.core.watch import ResourceWatch, Subscriber
-from mcpgw.errors import NotFound, Unavailable
+from mcpgw.errors import ConfigError, NotFound, Unavailable
 from mcpgw.sampling import Sampler
 from mcpgw.security.dataguard import Guard
 from mcpgw.upstream import Hooks, Upstream
@@ -44,6 +48,9 @@ logger = logging.getLogger("mcpgw.gateway")
 
 T = TypeVar("T")
 STOP_GRACE = 5.0
+RETIRE_POLL = 0.05
+LOCK_POLL = 0.5
+"""Seconds between looks at the lock file's stamp (see `Trust.reload`)."""
 
 ChangeListener = Callable[[set[str]], Awaitable[None]]
 """Called with the changed list names: a subset of {"tools", "resources", "prompts"}."""
@@ -79,12 +86,14 @@ class Gateway:
         """Data rules on arguments and results (`dataguard`); None when there are none."""
         self.trust = trust
         """Applied to every catalog built (pinned definitions, poisoning checks: see `trust.Trust`)."""
+        self._parts = Parts(registry, guard=guard, trust=trust, secrets=dict(secrets or {}))
+        """What the running configuration was built from (`reconfigure` swaps it whole)."""
+        self._in_process = dict(in_process or {})
         self.upstreams: dict[str, Upstream] = {}
         self.inflight = InFlight()
         """The calls in flight per upstream: log lines and sampling requests are attributed from it."""
         self.logs = LogRelay(self.inflight)
         self.watch = ResourceWatch()
-        self._namespaces: list[tuple[str, Upstream]] = []
         self.sampler = Sampler(
             registry, audit=audit, guard=guard, inflight=self.inflight, upstreams=self.upstreams
         )
@@ -93,19 +102,11 @@ class Gateway:
         )
         """Every call that may need client input on its way, in either era (`bridge.Bridge.request`)."""
         for name, server in registry.enabled_servers().items():
-            hooks = Hooks(
-                on_change=self._upstream_changed,
-                on_state=self._upstream_state,
-                on_log=self.logs.deliver,
-                on_resource_updated=self._resource_updated,
-                on_sampling=self.bridge.on_sampling if self.sampler.answers_sampling(name) else None,
-                on_elicitation=self.bridge.on_elicitation if self.sampler.answers_elicitation(name) else None,
-            )
-            upstream = upstream_for(
-                name, server, registry, secrets=secrets, hooks=hooks, in_process=(in_process or {}).get(name)
-            )
-            self.upstreams[name] = upstream
-            self._namespaces.append((namespace_of(name, server), upstream))
+            self.upstreams[name] = self._upstream(name, server, self._parts, self.sampler)
+        self._namespaces = reload_mod.namespaces(registry, self.upstreams)
+        self._retiring: set[Upstream] = set()
+        """Upstreams a reload removed or replaced, finishing their calls before they stop."""
+        self._reloading = anyio.Lock()
         self.catalog: Catalog = catalog_mod.build(self._namespaces)
         self._listeners: list[ChangeListener] = []
         self._started = anyio.Event()
@@ -128,18 +129,18 @@ class Gateway:
             for upstream in self.upstreams.values():
                 tg.start_soon(upstream.run)
             tg.start_soon(self._watch_startup)
-            if self.trust is not None and self.trust.reporting:
-                tg.start_soon(self.trust.watch, self.refresh)
+            tg.start_soon(self._watch_lock)
             self._tasks = tg
             try:
                 yield self
             finally:
-                for upstream in self.upstreams.values():
+                running = [*self.upstreams.values(), *self._retiring]
+                for upstream in running:
                     upstream.stop()
                 # One still starting (or restarting) would hold shutdown up to its start-up timeout;
                 # the stdio transport's own shutdown is shielded, so its child is still stopped.
                 with anyio.move_on_after(STOP_GRACE):
-                    while any(u.connected for u in self.upstreams.values()):
+                    while any(u.connected for u in running):
                         await anyio.sleep(0.01)
                 tg.cancel_scope.cancel()
 
@@ -151,6 +152,35 @@ class Gateway:
         """
         for upstream in self.upstreams.values():
             upstream.stop(now=True)
+
+    async def _watch_lock(self, interval: float = LOCK_POLL) -> None:
+        """The lock file changing under a running gateway (`mcpgw pin`): the catalog is judged again.
+
+        Whichever `Trust` is current: a registry reload may have replaced it.
+        """
+        while True:
+            await anyio.sleep(interval)
+            trust = self.trust
+            if trust is not None and trust.reporting and trust.reload():
+                await self.refresh()
+
+    def _upstream(self, name: str, server: ServerConfig, parts: Parts, sampler: Sampler) -> Upstream:
+        hooks = Hooks(
+            on_change=self._upstream_changed,
+            on_state=self._upstream_state,
+            on_log=self.logs.deliver,
+            on_resource_updated=self._resource_updated,
+            on_sampling=self.bridge.on_sampling if sampler.answers_sampling(name) else None,
+            on_elicitation=self.bridge.on_elicitation if sampler.answers_elicitation(name) else None,
+        )
+        return upstream_for(
+            name,
+            server,
+            parts.registry,
+            secrets=parts.secrets,
+            hooks=hooks,
+            in_process=self._in_process.get(name),
+        )
 
     async def drain(self, grace: float) -> int:
         """Refuse new requests, wait up to `grace` seconds for those in flight; return how many are left."""
@@ -219,11 +249,121 @@ class Gateway:
         if not self._started.is_set():
             return  # nobody has listed yet: nothing to announce
         changed = {_LIST_OF[kind] for kind in kinds if getattr(before, kind) != getattr(after, kind)}
+        await self._announce(changed)
+
+    async def _announce(self, changed: set[str]) -> None:
         for listener in list(self._listeners):
             try:
                 await listener(changed)
             except Exception:
                 logger.exception("announcing a catalog change failed")
+
+    # --- reloading the registry ------------------------------------------------------------------
+
+    async def reconfigure(self, parts: Parts) -> Plan:
+        """Serve what `parts` (a reloaded registry, built by `assembly.reload_parts`) describe from now on.
+
+        Upstreams added or changed are started first and given until they settle (ready or
+        failed); a persona override the new catalog cannot satisfy then refuses the whole reload
+        (`ConfigError`), and nothing changes. Otherwise everything is swapped in one step, with no
+        await in between, so a request sees either the old configuration or the new one; the
+        catalog is rebuilt and clients are told what changed. Upstreams removed or replaced finish
+        the calls they have in flight (up to `[gateway] drain_grace`); what is still running then
+        fails with an error naming the reload. Other upstreams and client sessions are untouched.
+        """
+        async with self._reloading:
+            if self.draining:
+                raise Unavailable("mcpgw is shutting down and takes no new configuration")
+            plan = reload_mod.plan(self._parts, parts)
+            if plan.empty:
+                return plan
+            registry = parts.registry
+            sampler = Sampler(
+                registry,
+                audit=self.audit,
+                guard=parts.guard,
+                inflight=self.inflight,
+                upstreams=self.upstreams,
+            )
+            fresh = {
+                name: self._upstream(name, registry.servers[name], parts, sampler) for name in plan.started
+            }
+            await self._start(fresh)
+            upstreams = {**self.upstreams, **fresh}
+            namespaces = reload_mod.namespaces(registry, upstreams)
+            try:
+                reload_mod.check_personas(parts, namespaces)
+            except ConfigError:
+                for upstream in fresh.values():
+                    upstream.stop()
+                if parts.trust is self.trust:
+                    self._rebuild()  # it judged with the running policy: judge the running catalog again
+                raise
+            # The swap: no await from here until the catalog is rebuilt.
+            old = self._parts
+            retired = [self.upstreams.pop(name) for name in plan.stopped]
+            self.upstreams.clear()
+            self.upstreams.update({name: upstreams[name] for name in registry.enabled_servers()})
+            for name in plan.retuned:
+                server = registry.servers[name]
+                self.upstreams[name].retune(server, timeout=call_timeout(registry, server))
+            self.registry, self.guard, self.trust, self.sampler = registry, parts.guard, parts.trust, sampler
+            self.bridge.reconfigure(registry, sampler=sampler)
+            self._parts, self._namespaces = parts, namespaces
+            before, after = self.catalog, self._rebuild()
+            for upstream in retired:
+                self._retiring.add(upstream)
+                reason = "removed from the registry" if upstream.name in plan.removed else "changed"
+                self._spawn(self._retire, upstream, f"{reason} by a registry reload")
+            views_changed = (old.registry.personas, old.registry.security) != (
+                registry.personas,
+                registry.security,
+            ) or (old.trust is not parts.trust)
+            changed = {
+                _LIST_OF[kind]
+                for kind in _LIST_OF
+                if views_changed or getattr(before, kind) != getattr(after, kind)
+            }
+            for name in plan.removed:
+                self.watch.dropped(name)
+            for name in plan.restarted:
+                await self.watch.moved(self.upstreams[name])
+            await self._announce(changed)
+            return plan
+
+    def _spawn(self, task: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        if self._tasks is None:
+            raise Unavailable("the gateway is not running")
+        self._tasks.start_soon(task, *args)
+
+    async def _start(self, upstreams: Mapping[str, Upstream]) -> None:
+        """Run `upstreams` in the gateway's task group and wait until each has settled."""
+        for upstream in upstreams.values():
+            self._spawn(upstream.run)
+        async with anyio.create_task_group() as tg:
+            for upstream in upstreams.values():
+                tg.start_soon(upstream.wait_settled)
+
+    async def _retire(self, upstream: Upstream, reason: str) -> None:
+        """Let a removed or replaced upstream finish its calls (up to `drain_grace`), then stop it."""
+        try:
+            with anyio.move_on_after(self.registry.gateway.drain_grace):
+                while upstream.in_flight:
+                    await anyio.sleep(RETIRE_POLL)
+            if upstream.in_flight:
+                logger.warning(
+                    "upstream %s: %d call(s) still in flight after %gs; stopping it (%s)",
+                    upstream.name,
+                    upstream.in_flight,
+                    self.registry.gateway.drain_grace,
+                    reason,
+                )
+            upstream.stop(reason=reason)
+            with anyio.move_on_after(STOP_GRACE):
+                while upstream.connected:
+                    await anyio.sleep(RETIRE_POLL)
+        finally:
+            self._retiring.discard(upstream)
 
     # --- personas --------------------------------------------------------------------------------
 

@@ -79,6 +79,23 @@ class ResourceWatch:
                 except GatewayError as exc:  # a dead upstream has no subscription left to drop
                     logger.debug("unwatching %s on %s failed: %s", key[1], key[0], exc)
 
+    async def moved(self, upstream: Upstream) -> None:
+        """`upstream` replaces one of the same name (a registry reload changed it): what was watched
+        on the old one is watched on it, and its news reach the same connections."""
+        for key in [key for key in self._watchers if key[0] == upstream.name]:
+            self._upstreams[key] = upstream
+            try:
+                await upstream.watch(key[1])
+            except GatewayError as exc:
+                logger.warning("watching %s again on %s failed: %s", key[1], upstream.name, exc)
+
+    def dropped(self, upstream: str) -> None:
+        """`upstream` left the registry: nothing of it is watched any more."""
+        for key in [key for key in self._watchers if key[0] == upstream]:
+            del self._watchers[key]
+            self._exposed.pop(key, None)
+            self._upstreams.pop(key, None)
+
     async def updated(self, upstream: str, upstream_uri: str, namespace: str | None) -> None:
         """The upstream says `upstream_uri` changed: tell the connections watching it."""
         key = (upstream, upstream_uri)

@@ -25,12 +25,10 @@ not pinned: their lists are often data (files, rows), not definitions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-
-import anyio
 
 from mcpgw.audit import Kind, Outcome
 from mcpgw.catalog import Catalog
@@ -306,12 +304,6 @@ class Trust:
         self._judged.clear()
         logger.info("lock file %s changed: definitions re-checked", self.path)
         return True
-
-    async def watch(self, on_change: Callable[[], Awaitable[None]], interval: float = 0.5) -> None:
-        while True:
-            await anyio.sleep(interval)
-            if self.reload():
-                await on_change()
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

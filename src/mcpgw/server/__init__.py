@@ -5,5 +5,6 @@ besides results and `listcache` for list results), the transports (`stdio`,
 `http`, both run by `lifecycle`; `envelope` for the errors they answer
 themselves), and the HTTP-side guards (`auth` for the OAuth resource server,
 `hostcheck` for Host/Origin checks, `resume` for resumable streams). `listening`
-serves 2026-07-28 listen streams that name resources.
+serves 2026-07-28 listen streams that name resources. `reload` follows the
+registry file (and SIGHUP) under a serving gateway.
 """

@@ -2,31 +2,37 @@
 
 Owns: the Starlette app (`http_app`) with `/mcp` for the default persona (or
 everything), `/personas/<name>/mcp` for each persona (`PersonaEndpoint`: 404 for
-an unknown one, naming none of the others), `/healthz` for load balancers, and
-`serve_http`, which runs it under uvicorn with the gateway's own signal handling
-and its bounds on slow or large request headers and idle connections. The
-HTTP-side guards it installs live beside it, outermost first: `hostcheck` (Host
-and Origin, on every route), `auth` (CORS, OAuth resource server), `edge`
-(request bodies: size, deadline, nesting), `sessions` (bounded handshake-era
-sessions) and `resume` (resumable SSE streams).
+an unknown one, naming none of the others), `/healthz` for load balancers (and
+what the last registry reload did), and `serve_http`, which runs it under
+uvicorn with the gateway's own signal handling and its bounds on slow or large
+request headers and idle connections. The HTTP-side guards it installs live
+beside it, outermost first: `hostcheck` (Host and Origin, on every route),
+`auth` (CORS, OAuth resource server), `edge` (request bodies: size, deadline,
+nesting), `sessions` (bounded handshake-era sessions) and `resume` (resumable
+SSE streams).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import anyio
+from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from mcpgw import _compat
+from mcpgw.config import Registry
 from mcpgw.core.gateway import Gateway
 from mcpgw.server.edge import BodyLimit
 from mcpgw.server.handlers import PERSONA_PATH_PARAM, build_server
 from mcpgw.server.hostcheck import HostCheck, transport_security
 from mcpgw.server.lifecycle import check_personas, stop_on_signals
+from mcpgw.server.reload import Reloader
 
 logger = logging.getLogger("mcpgw.http")
 
@@ -37,7 +43,7 @@ MAX_HEADER_BYTES = 64 * 1024
 """The most a request's headers may take (a bearer JWT is a few KiB); more gets 431."""
 
 
-def http_app(gateway: Gateway, *, host: str) -> Any:
+def http_app(gateway: Gateway, *, host: str, reloader: Reloader | None = None) -> Any:
     """`/mcp` for the default persona (or everything), `/personas/<name>/mcp` for each persona."""
     server, _ = build_server(gateway)
     settings = gateway.registry.gateway
@@ -46,7 +52,7 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
 
     # As `server.streamable_http_app(...)`, plus an event store (dropped SSE streams can be
     # resumed) and bounded sessions.
-    app = resume.streamable_http_app(
+    sessions = resume.streamable_http_app(
         server,
         path="/mcp",
         security=security,
@@ -55,17 +61,54 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
         per_client=settings.max_sessions_per_client,
         idle_timeout=settings.session_idle_timeout,
     )
-    endpoint = next(r.endpoint for r in app.routes if isinstance(r, Route) and r.path == "/mcp")
-    app.router.routes.append(Route(PERSONA_PATH, endpoint=PersonaEndpoint(gateway, endpoint)))
-    app.router.routes.append(Route("/healthz", endpoint=_health(gateway), methods=["GET"]))
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, timeout=settings.request_body_timeout)
-    if gateway.registry.auth is not None or settings.cors_origins:
-        from mcpgw.server import auth
+    endpoint = next(r.endpoint for r in sessions.routes if isinstance(r, Route) and r.path == "/mcp")
+    routes = [
+        Route("/mcp", endpoint=endpoint),
+        Route(PERSONA_PATH, endpoint=PersonaEndpoint(gateway, endpoint)),
+        Route("/healthz", endpoint=_health(gateway, reloader), methods=["GET"]),
+    ]
 
-        auth.install(app, gateway.registry, mcp_path="/mcp", persona_path=PERSONA_PATH, audit=gateway.audit)
-    # Added last, so outermost: nothing (not even the body limit) answers a rebound page.
-    app.add_middleware(HostCheck, settings=security)
-    return app
+    def shell(registry: Registry) -> Starlette:
+        app = Starlette(routes=[Route(r.path, endpoint=r.endpoint, methods=r.methods) for r in routes])
+        app.add_middleware(BodyLimit, limit=settings.max_request_bytes, timeout=settings.request_body_timeout)
+        if registry.auth is not None or settings.cors_origins:
+            from mcpgw.server import auth
+
+            auth.install(app, registry, mcp_path="/mcp", persona_path=PERSONA_PATH, audit=gateway.audit)
+        # Added last, so outermost: nothing (not even the body limit) answers a rebound page.
+        app.add_middleware(HostCheck, settings=security)
+        return app
+
+    return LiveApp(sessions, shell, lambda: gateway.registry)
+
+
+class LiveApp:
+    """The HTTP app, its auth layer rebuilt from the registry a reload brings.
+
+    What `[auth]` puts in front of the endpoints (the token checks, each persona's audience and
+    metadata) is built for one registry; when a reload changes `[auth]` or the personas, the next
+    request gets a new shell around the same endpoints. The sessions live in the session manager,
+    which `sessions` (its lifespan) runs once, so no client session is touched.
+    """
+
+    def __init__(
+        self, sessions: Starlette, shell: Callable[[Registry], Starlette], registry: Callable[[], Registry]
+    ) -> None:
+        self._sessions = sessions
+        self._shell = shell
+        self._registry = registry
+        self._built_for: tuple[Any, ...] | None = None
+        self._app: Starlette | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._sessions(scope, receive, send)
+            return
+        registry = self._registry()
+        key = (registry.auth, list(registry.personas))
+        if self._app is None or key != self._built_for:
+            self._app, self._built_for = self._shell(registry), key
+        await self._app(scope, receive, send)
 
 
 class PersonaEndpoint:
@@ -86,9 +129,13 @@ class PersonaEndpoint:
         await self._endpoint(scope, receive, send)
 
 
-def _health(gateway: Gateway) -> Callable[[Any], Awaitable[JSONResponse]]:
+def _health(gateway: Gateway, reloader: Reloader | None) -> Callable[[Any], Awaitable[JSONResponse]]:
     async def health(request: Any) -> JSONResponse:
-        """For load balancers and monitors: 200 when every upstream is ready, else 503, with each state."""
+        """For load balancers and monitors: 200 when every upstream is ready, else 503, with each state.
+
+        `config` says what the last registry reload did: a refused edit (file, key, reason) is shown
+        there without failing the check, since the gateway keeps serving what it loaded before.
+        """
         upstreams = {
             name: {
                 "state": u.state,
@@ -99,7 +146,9 @@ def _health(gateway: Gateway) -> Callable[[Any], Awaitable[JSONResponse]]:
             for name, u in gateway.upstreams.items()
         }
         healthy = all(u["state"] == "ready" for u in upstreams.values())
-        body = {"status": "ok" if healthy else "degraded", "upstreams": upstreams}
+        body: dict[str, Any] = {"status": "ok" if healthy else "degraded", "upstreams": upstreams}
+        if reloader is not None:
+            body["config"] = reloader.status()
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     return health
@@ -111,14 +160,19 @@ async def serve_http(
     host: str,
     port: int,
     on_ready: Callable[[str], Awaitable[None]] | None = None,
+    registry_path: Path | None = None,
 ) -> None:
-    """Serve streamable HTTP at http://host:port/mcp until a signal arrives."""
+    """Serve streamable HTTP at http://host:port/mcp until a signal arrives.
+
+    `registry_path`: the file the gateway was built from, reloaded live (see `server.reload`).
+    """
     import uvicorn
 
     from mcpgw.server import auth
 
     auth.check_exposure(gateway.registry, host=host)
-    app = http_app(gateway, host=host)
+    reloader = Reloader(gateway, registry_path, host=host) if registry_path is not None else None
+    app = http_app(gateway, host=host, reloader=reloader)
     settings = gateway.registry.gateway
     config = uvicorn.Config(
         app,
@@ -138,6 +192,8 @@ async def serve_http(
     async with gateway.running(), anyio.create_task_group() as tg:
 
         def stop() -> None:
+            if reloader is not None:
+                reloader.close()
             web.should_exit = True
 
         async def announce() -> None:
@@ -149,10 +205,13 @@ async def serve_http(
             if on_ready is not None:
                 await on_ready(url)
 
-        tg.start_soon(stop_on_signals, gateway, stop)
+        tg.start_soon(partial(stop_on_signals, reload=reloader.request if reloader else None), gateway, stop)
         tg.start_soon(check_personas, gateway)
         tg.start_soon(announce)
+        if reloader is not None:
+            tg.start_soon(reloader.run)
         await web.serve()
+        stop()
         tg.cancel_scope.cancel()
 
 

@@ -1,10 +1,10 @@
 """mcpgw served over stdio: one client on stdin and stdout.
 
-Owns: `serve_stdio`, and the pipe ends it serves over: stdin read through the
-event loop, so a signal can cancel the read (`_PipeLines`; each line's envelope
-is checked first, see `envelope`), and stdout written through the event loop
-(`_PipeWriter`). Either falls back to the SDK's own reader or writer when its
-descriptor is not a pipe or a socket.
+Owns: `serve_stdio` (its registry reloaded live, see `reload`), and the pipe
+ends it serves over: stdin read through the event loop, so a signal can cancel
+the read (`_PipeLines`; each line's envelope is checked first, see `envelope`),
+and stdout written through the event loop (`_PipeWriter`). Either falls back to
+the SDK's own reader or writer when its descriptor is not a pipe or a socket.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import os
 import stat
 import sys
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,6 +26,7 @@ from mcpgw.server.envelope import envelope_problem, too_large
 from mcpgw.server.handlers import build_server
 from mcpgw.server.lifecycle import check_personas, stop_on_signals
 from mcpgw.server.notify import notification_options
+from mcpgw.server.reload import Reloader
 
 
 class _PipeLines:
@@ -133,8 +136,13 @@ async def _cancellable_stdin(limit: int) -> _PipeLines | None:
     return _PipeLines(reader, limit=limit)
 
 
-async def serve_stdio(gateway: Gateway, persona: str | None = None) -> None:
-    """Serve one client over stdin/stdout until it closes stdin or a signal arrives."""
+async def serve_stdio(
+    gateway: Gateway, persona: str | None = None, *, registry_path: Path | None = None
+) -> None:
+    """Serve one client over stdin/stdout until it closes stdin or a signal arrives.
+
+    `registry_path`: the file the gateway was built from, reloaded live (see `server.reload`).
+    """
     from mcp.server.stdio import stdio_server
 
     gateway.resolve_persona(persona)
@@ -147,10 +155,19 @@ async def serve_stdio(gateway: Gateway, persona: str | None = None) -> None:
         # writes to fd 1 land in the log, as the SDK's own stdio server arranges.
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         os.dup2(sys.stderr.fileno(), 1)
+    reloader = Reloader(gateway, registry_path, persona=persona) if registry_path is not None else None
     async with gateway.running(), anyio.create_task_group() as tg:
-        tg.start_soon(stop_on_signals, gateway, tg.cancel_scope.cancel)
+
+        def stop() -> None:
+            if reloader is not None:
+                reloader.close()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(partial(stop_on_signals, reload=reloader.request if reloader else None), gateway, stop)
         tg.start_soon(check_personas, gateway)
+        if reloader is not None:
+            tg.start_soon(reloader.run)
         async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):  # type: ignore[arg-type]
             await server.run(read, write, server.create_initialization_options(notification_options()))
             gateway.hurry()  # stdin closed: the client's grace (2 s) has begun
-        tg.cancel_scope.cancel()
+        stop()

@@ -179,9 +179,24 @@ class Upstream:
         """Owner task: run the upstream until `stop()`, restarting it with backoff when it fails."""
         await self._supervisor.run()
 
-    def stop(self, *, now: bool = False) -> None:
-        """Stop it; `now` stops a stdio child's process group at once instead of waiting for it to leave."""
+    def stop(self, *, now: bool = False, reason: str | None = None) -> None:
+        """End the upstream; requests it cuts off fail with `reason` (default: "connection closed").
+
+        `now` stops a stdio child's process group at once instead of waiting for it to leave.
+        """
+        if reason is not None:
+            self._session.closing(reason)
         self._supervisor.stop(now=now)
+
+    def retune(self, config: ServerConfig, *, timeout: float) -> None:
+        """A reload changed only what is read per call (timeouts, aliases, namespace): from now on."""
+        self.config = config
+        self.timeout = timeout
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent to it and not yet answered."""
+        return self._session.in_flight
 
     async def wait_settled(self) -> None:
         await self._supervisor.wait_settled()

@@ -30,14 +30,21 @@ from mcpgw.errors import ConfigError, UpstreamUnavailable
 logger = logging.getLogger("mcpgw.credentials")
 
 
+def secrets_path(settings: GatewaySettings) -> Path | None:
+    """Where `[gateway] secrets_file` points, `${VAR}` and `~` expanded (None without one)."""
+    if settings.secrets_file is None:
+        return None
+    return Path(expand(settings.secrets_file, key="gateway.secrets_file")).expanduser()
+
+
 def load_secrets(settings: GatewaySettings) -> dict[str, str]:
     """The secrets file's values (empty without one); a missing or unreadable file is a `ConfigError`."""
-    if settings.secrets_file is None:
+    path = secrets_path(settings)
+    if path is None:
         return {}
     from dotenv import dotenv_values
 
     key = "gateway.secrets_file"
-    path = Path(expand(settings.secrets_file, key=key)).expanduser()
     try:
         mode = path.stat().st_mode
     except OSError as exc:

@@ -115,6 +115,8 @@ class Session:
         self._slots = anyio.CapacityLimiter(max_concurrent)
         self._last_answer = 0.0
         """When the upstream last answered a request (monotonic seconds): it was alive then."""
+        self._closed_because = "connection closed"
+        """What a request cut off by the connection closing is told (see `closing`)."""
 
         self.protocol_version: str | None = None
         self.server_info: dict[str, Any] | None = None
@@ -176,6 +178,15 @@ class Session:
             # The SDK lets transport errors through ("an outage is never an era verdict"); a fresh
             # connection with `initialize` either works or fails with the outage's own error.
             raise ProbeFailed(self.name, describe(exc)) from exc
+
+    @property
+    def in_flight(self) -> int:
+        """Requests holding a call slot now."""
+        return int(self._slots.borrowed_tokens)
+
+    def closing(self, reason: str) -> None:
+        """The connection is about to be closed on purpose: requests it cuts off say `reason`."""
+        self._closed_because = reason
 
     def busy(self, *, within: float) -> bool:
         """Calls in flight, or an answer in the last `within` seconds: a busy upstream, not a hung one."""
@@ -251,7 +262,7 @@ class Session:
                 raise UpstreamTimeout(self.name, f"{method} timed out after {timeout:g}s") from exc
             if exc.code == types.CONNECTION_CLOSED and _compat.connection_closed(client):
                 self._on_lost("connection closed")
-                raise UpstreamUnavailable(self.name, "connection closed") from exc
+                raise UpstreamUnavailable(self.name, self._closed_because) from exc
             self._last_answer = time.monotonic()
             raise UpstreamReplyError(self.name, exc.error) from exc
         except ValidationError as exc:
@@ -260,7 +271,7 @@ class Session:
             ) from exc
         except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
             self._on_lost("connection closed")
-            raise UpstreamUnavailable(self.name, "connection closed") from exc
+            raise UpstreamUnavailable(self.name, self._closed_because) from exc
         self._last_answer = time.monotonic()
         if (
             method not in ("ping", "server/discover")

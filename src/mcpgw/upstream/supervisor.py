@@ -264,6 +264,8 @@ class Supervisor:
 
     def fail(self, message: str) -> None:
         """Record that the upstream failed and end its current life (`run` restarts it if it should)."""
+        if self._stopping and self.state == "ready":
+            return  # stopped on purpose: the requests its closing connection cuts off are no failure
         if self.state == "ready":
             logger.error("upstream %s failed: %s", self.name, message)
         else:
