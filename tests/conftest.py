@@ -31,7 +31,8 @@ import parity
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = Path(__file__).resolve().parent / "servers"
 UPSTREAM = SERVERS / "upstream.py"
-TOOLS_DIR = ROOT / ".tools"
+# resolved: a worktree may link .tools to a shared folder, and venvs made there must not name the link
+TOOLS_DIR = (ROOT / ".tools").resolve()
 
 # Pinned versions of the published servers and clients the tests use.
 EVERYTHING_PKG = "@modelcontextprotocol/server-everything@2026.8.31"
