@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from mcpgw import _compat
 from mcpgw.core.gateway import Gateway
-from mcpgw.server.edge import BodyLimit
+from mcpgw.server.edge import BodyLimit, FieldValues
 from mcpgw.server.handlers import PERSONA_PATH_PARAM, build_server
 from mcpgw.server.hostcheck import HostCheck, transport_security
 from mcpgw.server.lifecycle import check_personas, stop_on_signals
@@ -63,8 +63,10 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
         from mcpgw.server import auth
 
         auth.install(app, gateway.registry, mcp_path="/mcp", persona_path=PERSONA_PATH, audit=gateway.audit)
-    # Added last, so outermost: nothing (not even the body limit) answers a rebound page.
+    # Added late, so outer: nothing (not even the body limit) answers a rebound page.
     app.add_middleware(HostCheck, settings=security)
+    # Outermost: every check reads header values as HTTP defines them, whatever the parser kept.
+    app.add_middleware(FieldValues)
     return app
 
 

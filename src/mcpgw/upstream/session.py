@@ -27,6 +27,7 @@ import mcp_types as types
 from mcp.client.session import ClientSession, MessageHandlerFnT
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import find_invalid_x_mcp_header
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter, ValidationError
 
@@ -215,6 +216,8 @@ class Session:
                 request_read_timeout_seconds=timeout,
                 progress_callback=cast(ProgressFnT, on_progress),
             )
+            if method == "tools/list":
+                result = self._absorbed(client, params, result)
         except MCPError as exc:
             # The SDK raises its own timeout and connection loss with the same codes an upstream may
             # put in an error reply, so the codes alone decide nothing: a hostile upstream answering
@@ -253,6 +256,31 @@ class Session:
             else:
                 del result["_meta"]
         return result
+
+    def _absorbed(
+        self, client: ClientSession, params: dict[str, Any] | None, page: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A `tools/list` page as the SDK's own `list_tools` leaves it: what the SDK keeps, and learnt.
+
+        The session learns each tool's `x-mcp-header` map, so calls to it carry their `Mcp-Param-*`
+        headers; a 2026-07-28 upstream's tool whose annotations are invalid is withheld, as the
+        spec tells clients to, since no call to it could carry valid headers.
+        """
+        complete = not (params or {}).get("cursor") and not page.get("nextCursor")
+        kept = _compat.absorb_tool_listing(client, page, complete=complete)
+        tools = page.get("tools") or []
+        for tool in tools:
+            if tool.get("name") not in kept:
+                reason = find_invalid_x_mcp_header(tool.get("inputSchema")) or "dropped by the mcp client"
+                logger.warning(
+                    "upstream %s: tool %r withheld: invalid x-mcp-header annotation (%s)",
+                    self.name,
+                    tool.get("name"),
+                    reason,
+                )
+        if len(kept) < len(tools):
+            page = {**page, "tools": [t for t in tools if t.get("name") in kept]}
+        return page
 
 
 def _content_size(result: dict[str, Any], limit: int) -> int:
