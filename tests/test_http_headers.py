@@ -90,11 +90,26 @@ async def test_calls_through_mcpgw_carry_the_tools_mcp_param_headers(
 async def test_a_tool_with_an_invalid_x_mcp_header_is_withheld(upstream_url: str, gateway_url: str) -> None:
     """What a 2026-07-28 client must drop, mcpgw (the upstream's client) drops for every client it serves."""
     async with Client(upstream_url, mode="legacy", cache=None) as direct:
-        assert [t.name for t in (await direct.list_tools()).tools] == ["route", "broken"]
+        assert [t.name for t in (await direct.list_tools()).tools] == ["route", "evolve", "broken"]
     async with Client(gateway_url, mode="legacy", cache=None) as client:
-        assert [t.name for t in (await client.list_tools()).tools] == ["route"]
+        assert [t.name for t in (await client.list_tools()).tools] == ["route", "evolve"]
         with pytest.raises(MCPError, match="Unknown tool: broken"):
             await client.call_tool("broken", {"data": {}})
+
+
+async def test_a_call_refused_for_stale_headers_is_sent_again_after_listing_again(gateway_url: str) -> None:
+    """The spec's recovery (as the SDK client's): a HEADER_MISMATCH from the upstream means mcpgw's
+    listing of the tool is stale; mcpgw lists again and resends, and its catalog has the new schema."""
+    async with Client(gateway_url, mode="auto", cache=None) as client:
+        await client.list_tools()
+        first = await client.call_tool("evolve", {"tag": "v1"})
+        assert json.loads(first.content[0].text)["headers"] == {"mcp-name": "evolve"}  # type: ignore[union-attr]
+        second = await client.call_tool("evolve", {"tag": "v2"})
+        assert not second.is_error
+        seen = json.loads(second.content[0].text)["headers"]  # type: ignore[union-attr]
+        assert seen == {"mcp-name": "evolve", "mcp-param-tag": "v2"}
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    assert tools["evolve"].input_schema["properties"]["tag"]["x-mcp-header"] == "Tag"
 
 
 def _post(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:

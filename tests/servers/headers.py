@@ -6,6 +6,8 @@ checks every `tools/call`'s `Mcp-Param-*` headers against the arguments (a
 missing or different header is a 400), as a routing intermediary would rely on.
 - `route(region, count, note)`: `region` and `count` carry `x-mcp-header`; it
   answers with the arguments and the raw `Mcp-Param-*` and `Mcp-Name` headers it got;
+- `evolve(tag)`: after its first call `tag` carries `x-mcp-header` too, and no
+  list change is announced: a client's listing of it is then stale;
 - `broken(data)`: `x-mcp-header` on an object, which the spec forbids: a
   2026-07-28 client must not offer or call it.
 """
@@ -35,6 +37,11 @@ TOOLS = [
         },
     ),
     types.Tool(
+        name="evolve",
+        description="Its `tag` gains an x-mcp-header once it has been called, with no list change announced.",
+        input_schema={"type": "object", "properties": {"tag": {"type": "string"}}},
+    ),
+    types.Tool(
         name="broken",
         description="An x-mcp-header on an object.",
         input_schema={
@@ -50,6 +57,8 @@ async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
 
 
 async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+    if params.name == "evolve":
+        TOOLS[1].input_schema["properties"]["tag"]["x-mcp-header"] = "Tag"
     request = getattr(ctx, "request", None)
     headers = getattr(request, "headers", None) or {}
     seen = {k.lower(): v for k, v in headers.items() if k.lower().startswith(("mcp-param-", "mcp-name"))}

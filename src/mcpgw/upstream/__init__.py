@@ -23,11 +23,13 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import mcp_types as types
+
 from mcpgw.config import Registry, ServerConfig, call_timeout
-from mcpgw.errors import UpstreamUnavailable
+from mcpgw.errors import UpstreamError, UpstreamUnavailable
 from mcpgw.upstream.answers import Answers, ElicitationAnswer, SamplingAnswer
 from mcpgw.upstream.lists import ListKind, Lists
-from mcpgw.upstream.session import ProgressRelay, Session
+from mcpgw.upstream.session import ProgressRelay, Session, UpstreamReplyError
 from mcpgw.upstream.supervisor import State, Supervisor
 from mcpgw.upstream.transports import Transport
 from mcpgw.upstream.watch import ResourceWatches
@@ -196,9 +198,27 @@ class Upstream:
         if client is None or self.state != "ready":
             reason = f": {self.error}" if self.error else ""
             raise UpstreamUnavailable(self.name, f"not connected ({self.state}){reason}")
-        return await self._session.request(
-            client, method, params, timeout=timeout or self.timeout, on_progress=on_progress
-        )
+        timeout = timeout or self.timeout
+        try:
+            return await self._session.request(
+                client, method, params, timeout=timeout, on_progress=on_progress
+            )
+        except UpstreamReplyError as mismatch:
+            if (
+                method != "tools/call"
+                or mismatch.error.code != types.HEADER_MISMATCH
+                or self.era != "stateless"
+            ):
+                raise
+            # The spec's recovery, as the SDK's `Client.call_tool` has it: the upstream found the call's
+            # `Mcp-Param-*` headers wrong for the tool's schema, so mcpgw's listing of it is stale. List
+            # the tools again (the catalog follows) and send the call once more.
+            logger.info("upstream %s: %s", self.name, mismatch.error.message)
+            try:
+                await self._lists.refresh(("tools",))
+            except UpstreamError as relisting:
+                raise mismatch from relisting
+        return await self._session.request(client, method, params, timeout=timeout, on_progress=on_progress)
 
     async def watch(self, uri: str) -> None:
         """Ask the upstream to say when `uri` changes (`resources/subscribe`, or its listen stream)."""
