@@ -227,7 +227,7 @@ def http_protocol(*, header_timeout: float, max_header_bytes: int) -> type[async
     return HeaderBoundProtocol
 
 
-def absorb_tool_listing(session: ClientSession, page: dict[str, Any], *, complete: bool) -> set[str]:
+def absorb_tool_listing(session: ClientSession, tools: list[Any], *, complete: bool) -> set[str]:
     """Hand `session` a `tools/list` page sent raw, as its own `list_tools` would; the tool names it kept.
 
     mcp 2.3: `ClientSession.list_tools` passes each page to `_absorb_tool_listing`, which on a
@@ -235,10 +235,10 @@ def absorb_tool_listing(session: ClientSession, page: dict[str, Any], *, complet
     MUST) and caches each kept tool's argument-to-`Mcp-Param-*` header map, which the session's
     request stamp reads for every `tools/call`. mcpgw lists raw dicts (a typed round trip would lose
     what the upstream sent), so without this its calls would go out without the headers the
-    spec requires. `complete` (one uncursored page) lets the session forget tools no longer listed.
+    spec requires. `tools` are `mcp_types.Tool`s; `complete` (one uncursored page) lets the
+    session forget tools no longer listed.
     """
     import mcp_types as types
 
-    typed = types.ListToolsResult.model_validate(page)
-    kept = session._absorb_tool_listing(typed, complete=complete)
+    kept = session._absorb_tool_listing(types.ListToolsResult(tools=tools), complete=complete)
     return {tool.name for tool in kept.tools}

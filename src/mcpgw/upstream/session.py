@@ -260,26 +260,31 @@ class Session:
     def _absorbed(
         self, client: ClientSession, params: dict[str, Any] | None, page: dict[str, Any]
     ) -> dict[str, Any]:
-        """A `tools/list` page as the SDK's own `list_tools` leaves it: what the SDK keeps, and learnt.
+        """A 2026-07-28 `tools/list` page as the SDK's own `list_tools` leaves it: what it keeps, and learnt.
 
         The session learns each tool's `x-mcp-header` map, so calls to it carry their `Mcp-Param-*`
-        headers; a 2026-07-28 upstream's tool whose annotations are invalid is withheld, as the
-        spec tells clients to, since no call to it could carry valid headers.
+        headers; a tool whose annotations are invalid is withheld, as the spec tells clients to,
+        since no call to it could carry valid headers. (A tool the SDK's types refuse has already
+        failed the SDK's check of the result's shape for the negotiated revision.)
         """
+        raw = page.get("tools")
+        if self.era != "stateless" or not isinstance(raw, list):
+            return page
+        typed = [types.Tool.model_validate(tool) for tool in raw]
         complete = not (params or {}).get("cursor") and not page.get("nextCursor")
-        kept = _compat.absorb_tool_listing(client, page, complete=complete)
-        tools = page.get("tools") or []
-        for tool in tools:
-            if tool.get("name") not in kept:
-                reason = find_invalid_x_mcp_header(tool.get("inputSchema")) or "dropped by the mcp client"
-                logger.warning(
-                    "upstream %s: tool %r withheld: invalid x-mcp-header annotation (%s)",
-                    self.name,
-                    tool.get("name"),
-                    reason,
-                )
-        if len(kept) < len(tools):
-            page = {**page, "tools": [t for t in tools if t.get("name") in kept]}
+        kept = _compat.absorb_tool_listing(client, typed, complete=complete)
+        withheld = [t for t in raw if t.get("name") not in kept]
+        for tool in withheld:
+            reason = find_invalid_x_mcp_header(tool.get("inputSchema"))
+            logger.warning(
+                "upstream %s: tool %r withheld: invalid x-mcp-header annotation (%s)",
+                self.name,
+                tool.get("name"),
+                reason,
+            )
+        if withheld:
+            dropped = {id(t) for t in withheld}
+            page = {**page, "tools": [t for t in raw if id(t) not in dropped]}
         return page
 
 
