@@ -4,8 +4,9 @@
 `servers/headers.py`, whose SDK server rejects a `tools/call` whose `Mcp-Param-*`
 headers do not match its arguments, as a routing intermediary relies on:
 - upstream: mcpgw mirrors the tool's `x-mcp-header` arguments into `Mcp-Param-*`
-  headers, as the SDK's `call_tool` does, and withholds a tool whose annotations
-  are invalid (a 2026-07-28 client must);
+  headers, as the SDK's `call_tool` does, withholds a tool whose annotations are
+  invalid (a 2026-07-28 client must) and says so, and, as the SDK's client does,
+  lists again and resends a call refused for stale headers;
 - downstream: mcpgw reads header values as HTTP defines them (without the
   whitespace around them, which httptools keeps and h11 strips), and rejects a
   call whose headers disagree with its body.
@@ -17,6 +18,7 @@ import json
 import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +26,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_types.jsonrpc import HEADER_MISMATCH
 
-from conftest import SERVERS, background, free_port, mcpgw_command, write_registry
+from conftest import SERVERS, background, free_port, mcpgw_command, run_mcpgw, write_registry
 
 HEADERS = SERVERS / "headers.py"
 MODERN = "2026-07-28"
@@ -95,6 +97,17 @@ async def test_a_tool_with_an_invalid_x_mcp_header_is_withheld(upstream_url: str
         assert [t.name for t in (await client.list_tools()).tools] == ["route", "evolve"]
         with pytest.raises(MCPError, match="Unknown tool: broken"):
             await client.call_tool("broken", {"data": {}})
+
+
+def test_the_withheld_tool_is_reported_with_its_reason(upstream_url: str, tmp_path: Path) -> None:
+    """`list-servers --check` (and the log at start) say which tool is missing, and why."""
+    config = write_registry(tmp_path / "servers.toml", {"hdr": {"url": upstream_url, "namespace": ""}})
+    done = run_mcpgw("list-servers", "--check", "--json", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["servers"][0]["tools"] == 2
+    [problem] = report["problems"]
+    assert problem.startswith("hdr: tool 'broken': invalid x-mcp-header annotation (property 'data'")
 
 
 async def test_a_call_refused_for_stale_headers_is_sent_again_after_listing_again(gateway_url: str) -> None:

@@ -169,6 +169,11 @@ class Upstream:
     def lists(self) -> dict[ListKind, list[dict[str, Any]]]:
         return self._lists.items
 
+    @property
+    def invalid_tools(self) -> dict[str, str]:
+        """Tools left out of `lists` for invalid `x-mcp-header` annotations (2026-07-28), with the reason."""
+        return self._session.invalid_tools
+
     # --- lifecycle (see `Supervisor`) ------------------------------------------------------------
 
     async def run(self) -> None:

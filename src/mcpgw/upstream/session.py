@@ -111,6 +111,8 @@ class Session:
         self.server_info: dict[str, Any] | None = None
         self.instructions: str | None = None
         self.capabilities: dict[str, Any] = {}
+        self.invalid_tools: dict[str, str] = {}
+        """Tools of the latest listing withheld for invalid `x-mcp-header` annotations, with the reason."""
         self.client: ClientSession | None = None
         """The live session while the upstream serves; the supervisor sets it once the lists are in."""
         self.tasks: anyio.abc.TaskGroup | None = None
@@ -273,15 +275,12 @@ class Session:
         typed = [types.Tool.model_validate(tool) for tool in raw]
         complete = not (params or {}).get("cursor") and not page.get("nextCursor")
         kept = _compat.absorb_tool_listing(client, typed, complete=complete)
+        if not (params or {}).get("cursor"):
+            self.invalid_tools = {}
         withheld = [t for t in raw if t.get("name") not in kept]
         for tool in withheld:
-            reason = find_invalid_x_mcp_header(tool.get("inputSchema"))
-            logger.warning(
-                "upstream %s: tool %r withheld: invalid x-mcp-header annotation (%s)",
-                self.name,
-                tool.get("name"),
-                reason,
-            )
+            reason = find_invalid_x_mcp_header(tool.get("inputSchema")) or "refused by the mcp client"
+            self.invalid_tools[str(tool.get("name"))] = reason
         if withheld:
             dropped = {id(t) for t in withheld}
             page = {**page, "tools": [t for t in raw if id(t) not in dropped]}
