@@ -50,6 +50,10 @@ def upstream_url() -> Iterator[str]:
 def gateway_url(upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("headers-gateway")
     config = write_registry(folder / "servers.toml", {"hdr": {"url": upstream_url, "namespace": ""}})
+    # /mcp serves everything (no default persona); /personas/narrow/mcp only `evolve`, /personas/wide/mcp
+    # `route` too.
+    personas = '\n[personas.narrow]\nallow = ["evolve"]\n\n[personas.wide]\nallow = ["route", "evolve"]\n'
+    config.write_text(config.read_text() + personas)
     port = free_port()
     command = mcpgw_command(
         "serve", "--config", str(config), "--transport", "http", "--port", str(port), "--log-level", "warning"
@@ -130,7 +134,7 @@ def _post(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int,
     host, port = url.split("//")[1].split("/")[0].split(":")
     data = json.dumps(body).encode()
     lines = [
-        "POST /mcp HTTP/1.1",
+        f"POST /{url.split('//')[1].split('/', 1)[1]} HTTP/1.1",
         f"Host: {host}:{port}",
         "Content-Type: application/json",
         "Accept: application/json, text/event-stream",
@@ -151,17 +155,17 @@ def _post(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int,
     return status, json.loads(text)
 
 
-def _call(region: str, **headers: str) -> tuple[dict[str, Any], dict[str, str]]:
+def _call(region: str, *, tool: str = "route", **headers: str) -> tuple[dict[str, Any], dict[str, str]]:
     body = {
         "jsonrpc": "2.0",
         "id": 1,
         "method": "tools/call",
-        "params": {"name": "route", "arguments": {"region": region}, "_meta": ENVELOPE},
+        "params": {"name": tool, "arguments": {"region": region}, "_meta": ENVELOPE},
     }
     sent = {
         "MCP-Protocol-Version": MODERN,
         "Mcp-Method": "tools/call",
-        "Mcp-Name": "route",
+        "Mcp-Name": tool,
         "Mcp-Param-Region": region,
     }
     return body, {**sent, **headers}
@@ -199,12 +203,34 @@ def test_a_call_whose_headers_disagree_with_its_body_is_refused(
     assert answer["error"]["code"] == HEADER_MISMATCH and says in answer["error"]["message"]
 
 
-def test_a_missing_mcp_param_header_is_refused(gateway_url: str) -> None:
+@pytest.mark.parametrize("endpoint", ["/mcp", "/personas/wide/mcp"])
+def test_a_missing_mcp_param_header_is_refused(gateway_url: str, endpoint: str) -> None:
     body, sent = _call("eu-west1")
     del sent["Mcp-Param-Region"]
-    status, answer = _post(gateway_url, body, sent)
+    status, answer = _post(gateway_url.replace("/mcp", endpoint), body, sent)
     assert status == 400
     assert (
         answer["error"]["code"] == HEADER_MISMATCH
         and "Mcp-Param-Region header is missing" in answer["error"]["message"]
     )
+
+
+@pytest.mark.parametrize("param_header", [None, "eu-west1", "wrong"])
+def test_a_tool_hidden_from_the_persona_is_unknown_whatever_its_headers(
+    gateway_url: str, param_header: str | None
+) -> None:
+    """The header check reads the caller's persona's catalog: for a tool the persona cannot see it
+    has no schema, so the answer is the one a tool that does not exist gets, never a 400 that
+    says the tool exists and which of its arguments travel in headers."""
+    narrow = gateway_url.replace("/mcp", "/personas/narrow/mcp")
+    extra = {} if param_header is None else {"Mcp-Param-Region": param_header}
+    body, sent = _call("eu-west1", **extra)
+    if param_header is None:
+        del sent["Mcp-Param-Region"]
+    hidden = _post(narrow, body, sent)
+    body, sent = _call("eu-west1", tool="nosuch", **extra)
+    if param_header is None:
+        del sent["Mcp-Param-Region"]
+    unknown = _post(narrow, body, sent)
+    assert hidden[0] == unknown[0] == 400, (hidden, unknown)
+    assert hidden[1]["error"] == {**unknown[1]["error"], "message": "Unknown tool: route"}

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from mcpgw import _compat
 from mcpgw.core.gateway import Gateway
 from mcpgw.server.edge import BodyLimit, FieldValues
-from mcpgw.server.handlers import PERSONA_PATH_PARAM, build_server
+from mcpgw.server.handlers import HTTP_PERSONA, PERSONA_PATH_PARAM, build_server
 from mcpgw.server.hostcheck import HostCheck, transport_security
 from mcpgw.server.lifecycle import check_personas, stop_on_signals
 
@@ -85,7 +85,11 @@ class PersonaEndpoint:
             logger.info("unknown persona %r asked for; configured: %s", name, ", ".join(sorted(personas)))
             await JSONResponse({"error": f"unknown persona {name!r}"}, status_code=404)(scope, receive, send)
             return
-        await self._endpoint(scope, receive, send)
+        named = HTTP_PERSONA.set(name)
+        try:
+            await self._endpoint(scope, receive, send)
+        finally:
+            HTTP_PERSONA.reset(named)
 
 
 def _health(gateway: Gateway) -> Callable[[Any], Awaitable[JSONResponse]]:
