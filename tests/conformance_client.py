@@ -101,9 +101,10 @@ async def main(url: str) -> int:
     scenario = os.environ.get("MCP_CONFORMANCE_SCENARIO", "")
     version = os.environ.get("MCP_CONFORMANCE_PROTOCOL_VERSION", "2025-11-25")
     context = json.loads(os.environ.get("MCP_CONFORMANCE_CONTEXT") or "{}")
-    registry = validate(
-        {"servers": {SERVER: {"url": url, "namespace": "", "restart": False}}}, source="conformance"
-    )
+    # Default settings, but for two a loaded test machine needs: no restart of an upstream that
+    # refuses us (the OAuth scenarios), and a start-up limit no busy machine reaches.
+    servers = {SERVER: {"url": url, "namespace": "", "restart": False}}
+    registry = validate({"gateway": {"startup_timeout": 120}, "servers": servers}, source="conformance")
     gateway = build_gateway(registry, audit=None).gateway
     async with gateway.running():
         await gateway.wait_started()
