@@ -13,7 +13,9 @@ one part per job, each in its own module:
 - `supervisor`: its lives and state, restarts, pings and the child process.
 
 Here it only wires them together, routes the session's notifications to the
-part that keeps them, and holds back requests until the upstream is ready.
+part that keeps them, holds back requests until the upstream is ready, and
+resends a `tools/call` the upstream refused for stale `Mcp-Param-*` headers
+once the tools are listed again.
 """
 
 from __future__ import annotations

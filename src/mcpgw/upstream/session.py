@@ -4,8 +4,11 @@ Owns: opening the mcp SDK's `ClientSession` over a transport's streams and
 negotiating its protocol era (`server/discover`, the `initialize` handshake,
 or the first with fallback to the second); relaying requests as raw dicts so
 nothing the upstream sent is dropped, within the upstream's call slots
-(`max_concurrent`), its timeouts and its result size limit; and translating the
-mcp client's errors into `UpstreamError`s at this one boundary.
+(`max_concurrent`), its timeouts and its result size limit; handing each
+2026-07-28 tool listing to the SDK session as its own `list_tools` would, so
+calls carry the tools' `Mcp-Param-*` headers and tools with invalid
+`x-mcp-header` annotations are withheld; and translating the mcp client's
+errors into `UpstreamError`s at this one boundary.
 
 Why not fastmcp's proxy provider: measured on fastmcp 4.2.3, it validated
 handshake-era list results against 2026-only fields (dropping server-everything's
