@@ -225,3 +225,20 @@ def http_protocol(*, header_timeout: float, max_header_bytes: int) -> type[async
                 self.transport.close()
 
     return HeaderBoundProtocol
+
+
+def absorb_tool_listing(session: ClientSession, tools: list[Any], *, complete: bool) -> set[str]:
+    """Hand `session` a `tools/list` page sent raw, as its own `list_tools` would; the tool names it kept.
+
+    mcp 2.3: `ClientSession.list_tools` passes each page to `_absorb_tool_listing`, which on a
+    2026-07-28 connection drops tools whose `x-mcp-header` annotations are invalid (the spec's
+    MUST) and caches each kept tool's argument-to-`Mcp-Param-*` header map, which the session's
+    request stamp reads for every `tools/call`. mcpgw lists raw dicts (a typed round trip would lose
+    what the upstream sent), so without this its calls would go out without the headers the
+    spec requires. `tools` are `mcp_types.Tool`s; `complete` (one uncursored page) lets the
+    session forget tools no longer listed.
+    """
+    import mcp_types as types
+
+    kept = session._absorb_tool_listing(types.ListToolsResult(tools=tools), complete=complete)
+    return {tool.name for tool in kept.tools}

@@ -274,6 +274,10 @@ def _claim(
 
 def _add_tools(catalog: Catalog, namespace: str, upstream: Upstream) -> None:
     aliases = upstream.config.aliases
+    for original, reason in upstream.invalid_tools.items():
+        why = f"invalid x-mcp-header annotation ({reason}): withheld, as 2026-07-28 clients must"
+        fix = "the server must annotate only string, integer or boolean properties, with unique header names"
+        catalog.problems.append(Problem(upstream.name, "tool", original, why, fix))
     for tool in upstream.lists["tools"]:
         original = str(tool.get("name", ""))
         exposed = aliases.get(original) or _exposed(namespace, original)

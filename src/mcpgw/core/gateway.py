@@ -398,16 +398,6 @@ class Gateway:
             )
         return warnings
 
-    def input_schema(self, name: str) -> dict[str, Any] | None:
-        """A tool's listed input schema by any exposed name (full catalog first, then personas)."""
-        schema = self.catalog.input_schema(name)
-        if schema is None:
-            for view in list(self._views.values()):
-                schema = view.input_schema(name)
-                if schema is not None:
-                    break
-        return schema
-
     async def lookup(
         self,
         persona: str | None,

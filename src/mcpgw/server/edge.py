@@ -1,7 +1,9 @@
-"""What every HTTP request body must satisfy before any route or the SDK reads it.
+"""What every HTTP request's header values and body must satisfy before any route or the SDK reads them.
 
-Owns: `BodyLimit`, the middleware that reads every POST body before a route
-does: at most `[gateway] max_request_bytes` (else 413), all of it within
+Owns: `FieldValues`, the outermost middleware, which hands on header values as
+RFC 9110 defines them (without the whitespace around them); `BodyLimit`, the
+middleware that reads every POST body before a route does: at most
+`[gateway] max_request_bytes` (else 413), all of it within
 `[gateway] request_body_timeout` seconds of its headers (else 408, and the
 connection is closed, so a client trickling a byte a second cannot hold it),
 and JSON nested no deeper than the SDK's own parser takes (else 400 -32700, on
@@ -43,6 +45,31 @@ def jsonrpc_error(
     """An HTTP answer carrying a JSON-RPC error without an id (the request was not read as one)."""
     body = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+_OWS = b" \t"
+"""Optional whitespace (RFC 9110 §5.6.3): space and horizontal tab."""
+
+
+class FieldValues:
+    """ASGI middleware: every request header value without its leading and trailing whitespace.
+
+    RFC 9110 §5.5 says the whitespace around a field value is not part of it, and h11 strips it,
+    but httptools (uvicorn's default parser, the one `serve_http` runs) keeps trailing whitespace:
+    `Mcp-Name: route ` then failed the SDK's exact comparison with the body (400). Stripping here,
+    before any check reads a header (`Host` included), makes every value what HTTP says it is,
+    whichever parser is in front. Values whose edge whitespace matters (`Mcp-Param-*`) are sent
+    base64-encoded by the spec for exactly this reason.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        headers = scope.get("headers") if scope["type"] == "http" else None
+        if headers and any(v != v.strip(_OWS) for _, v in headers):
+            scope = {**scope, "headers": [(k, v.strip(_OWS)) for k, v in headers]}
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

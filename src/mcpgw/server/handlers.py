@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar, cast
 
 import mcp_types as types
@@ -143,6 +144,9 @@ def _shaped(ctx: Ctx, result: dict[str, Any]) -> dict[str, Any]:
 
 
 PERSONA_PATH_PARAM = "persona"
+HTTP_PERSONA: ContextVar[str | None] = ContextVar("mcpgw_http_persona", default=None)
+"""The persona the URL path of the HTTP request in hand names (`http.PersonaEndpoint` sets it), for
+what the SDK runs before a handler has the request: the `Mcp-Param-*` header check."""
 
 
 def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Server[Any], Announcer]:
@@ -183,6 +187,15 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
 
         return handler
 
+    def input_schema(name: str) -> dict[str, Any] | None:
+        """The schema the 2026-07-28 `Mcp-Param-*` header check reads: the tool as the caller's persona
+        lists it. A tool the persona cannot see has none, so the call is answered as unknown, as
+        every call outside the persona is: the check must not tell that the tool exists."""
+        try:
+            return gateway.view(HTTP_PERSONA.get() or persona).input_schema(name)
+        except GatewayError:
+            return None
+
     announcer = Announcer()
     log_levels = LogLevels()
 
@@ -203,7 +216,7 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
             gateway, plain=announcer.listen, shared=announcer.bus, persona_of=persona_of
         ),
         # Mcp-Param header checks on 2026 HTTP would otherwise run the whole tools/list per call.
-        get_tool_input_schema=lambda name: gateway.input_schema(name),
+        get_tool_input_schema=input_schema,
     )
     # Registered through `add_request_handler` because these handlers return the upstream's raw
     # dicts (which the runner shapes per protocol version), not the typed results `on_*` declare.

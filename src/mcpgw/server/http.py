@@ -28,8 +28,8 @@ from starlette.routing import Route
 from mcpgw import _compat
 from mcpgw.config import Registry
 from mcpgw.core.gateway import Gateway
-from mcpgw.server.edge import BodyLimit
-from mcpgw.server.handlers import PERSONA_PATH_PARAM, build_server
+from mcpgw.server.edge import BodyLimit, FieldValues
+from mcpgw.server.handlers import HTTP_PERSONA, PERSONA_PATH_PARAM, build_server
 from mcpgw.server.hostcheck import HostCheck, transport_security
 from mcpgw.server.lifecycle import check_personas, stop_on_signals
 from mcpgw.server.reload import Reloader
@@ -77,6 +77,8 @@ def http_app(gateway: Gateway, *, host: str, reloader: Reloader | None = None) -
             auth.install(app, registry, mcp_path="/mcp", persona_path=PERSONA_PATH, audit=gateway.audit)
         # Added last, so outermost: nothing (not even the body limit) answers a rebound page.
         app.add_middleware(HostCheck, settings=security)
+        # Outermost: every check reads header values as HTTP defines them, whatever the parser kept.
+        app.add_middleware(FieldValues)
         return app
 
     return LiveApp(sessions, shell, lambda: gateway.registry)
@@ -126,7 +128,11 @@ class PersonaEndpoint:
             logger.info("unknown persona %r asked for; configured: %s", name, ", ".join(sorted(personas)))
             await JSONResponse({"error": f"unknown persona {name!r}"}, status_code=404)(scope, receive, send)
             return
-        await self._endpoint(scope, receive, send)
+        named = HTTP_PERSONA.set(name)
+        try:
+            await self._endpoint(scope, receive, send)
+        finally:
+            HTTP_PERSONA.reset(named)
 
 
 def _health(gateway: Gateway, reloader: Reloader | None) -> Callable[[Any], Awaitable[JSONResponse]]:

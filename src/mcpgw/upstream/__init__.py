@@ -14,7 +14,9 @@ one part per job, each in its own module:
 - `supervisor`: its lives and state, restarts, pings and the child process.
 
 Here it only wires them together, routes the session's notifications to the
-part that keeps them, and holds back requests until the upstream is ready.
+part that keeps them, holds back requests until the upstream is ready, and
+resends a `tools/call` the upstream refused for stale `Mcp-Param-*` headers
+once the tools are listed again.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import mcp_types as types
+
 from mcpgw.config import Registry, ServerConfig, call_timeout
-from mcpgw.errors import UpstreamUnavailable
+from mcpgw.errors import UpstreamError, UpstreamUnavailable
 from mcpgw.upstream.answers import Answers, ElicitationAnswer, SamplingAnswer
 from mcpgw.upstream.lists import ListKind, Lists
-from mcpgw.upstream.session import ProgressRelay, Session
+from mcpgw.upstream.session import ProgressRelay, Session, UpstreamReplyError
 from mcpgw.upstream.supervisor import State, Supervisor
 from mcpgw.upstream.transports import Transport
 from mcpgw.upstream.watch import ResourceWatches
@@ -173,6 +177,11 @@ class Upstream:
     def lists(self) -> dict[ListKind, list[dict[str, Any]]]:
         return self._lists.items
 
+    @property
+    def invalid_tools(self) -> dict[str, str]:
+        """Tools left out of `lists` for invalid `x-mcp-header` annotations (2026-07-28), with the reason."""
+        return self._session.invalid_tools
+
     # --- lifecycle (see `Supervisor`) ------------------------------------------------------------
 
     async def run(self) -> None:
@@ -217,9 +226,27 @@ class Upstream:
         client = self._session.client
         if client is None or self.state != "ready":
             raise UpstreamUnavailable(self.name, self._down())
-        return await self._session.request(
-            client, method, params, timeout=timeout or self.timeout, on_progress=on_progress
-        )
+        timeout = timeout or self.timeout
+        try:
+            return await self._session.request(
+                client, method, params, timeout=timeout, on_progress=on_progress
+            )
+        except UpstreamReplyError as mismatch:
+            if (
+                method != "tools/call"
+                or mismatch.error.code != types.HEADER_MISMATCH
+                or self.era != "stateless"
+            ):
+                raise
+            # The spec's recovery, as the SDK's `Client.call_tool` has it: the upstream found the call's
+            # `Mcp-Param-*` headers wrong for the tool's schema, so mcpgw's listing of it is stale. List
+            # the tools again (the catalog follows) and send the call once more.
+            logger.info("upstream %s: %s", self.name, mismatch.error.message)
+            try:
+                await self._lists.refresh(("tools",))
+            except UpstreamError as relisting:
+                raise mismatch from relisting
+        return await self._session.request(client, method, params, timeout=timeout, on_progress=on_progress)
 
     def _down(self) -> str:
         """Why a request cannot be sent: its state, what comes next, and the last error."""

@@ -5,8 +5,11 @@ negotiating its protocol era (`server/discover`, the `initialize` handshake,
 or the first with fallback to the second, telling a probe that failed without
 an answer, `ProbeFailed`, from a server's verdict); relaying requests as raw dicts so
 nothing the upstream sent is dropped, within the upstream's call slots
-(`max_concurrent`), its timeouts and its result size limit; and translating the
-mcp client's errors into `UpstreamError`s at this one boundary.
+(`max_concurrent`), its timeouts and its result size limit; handing each
+2026-07-28 tool listing to the SDK session as its own `list_tools` would, so
+calls carry the tools' `Mcp-Param-*` headers and tools with invalid
+`x-mcp-header` annotations are withheld; and translating the mcp client's
+errors into `UpstreamError`s at this one boundary.
 
 Why not fastmcp's proxy provider: measured on fastmcp 4.2.3, it validated
 handshake-era list results against 2026-only fields (dropping server-everything's
@@ -28,6 +31,7 @@ import mcp_types as types
 from mcp.client.session import ClientSession, MessageHandlerFnT
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import find_invalid_x_mcp_header
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter, ValidationError
 
@@ -122,6 +126,8 @@ class Session:
         self.server_info: dict[str, Any] | None = None
         self.instructions: str | None = None
         self.capabilities: dict[str, Any] = {}
+        self.invalid_tools: dict[str, str] = {}
+        """Tools of the latest listing withheld for invalid `x-mcp-header` annotations, with the reason."""
         self.client: ClientSession | None = None
         """The live session while the upstream serves; the supervisor sets it once the lists are in."""
         self.tasks: anyio.abc.TaskGroup | None = None
@@ -254,6 +260,8 @@ class Session:
                 request_read_timeout_seconds=timeout,
                 progress_callback=cast(ProgressFnT, on_progress),
             )
+            if method == "tools/list":
+                result = self._absorbed(client, params, result)
         except MCPError as exc:
             # The SDK raises its own timeout and connection loss with the same codes an upstream may
             # put in an error reply, so the codes alone decide nothing: a hostile upstream answering
@@ -292,6 +300,33 @@ class Session:
             else:
                 del result["_meta"]
         return result
+
+    def _absorbed(
+        self, client: ClientSession, params: dict[str, Any] | None, page: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A 2026-07-28 `tools/list` page as the SDK's own `list_tools` leaves it: what it keeps, and learnt.
+
+        The session learns each tool's `x-mcp-header` map, so calls to it carry their `Mcp-Param-*`
+        headers; a tool whose annotations are invalid is withheld, as the spec tells clients to,
+        since no call to it could carry valid headers. (A tool the SDK's types refuse has already
+        failed the SDK's check of the result's shape for the negotiated revision.)
+        """
+        raw = page.get("tools")
+        if self.era != "stateless" or not isinstance(raw, list):
+            return page
+        typed = [types.Tool.model_validate(tool) for tool in raw]
+        complete = not (params or {}).get("cursor") and not page.get("nextCursor")
+        kept = _compat.absorb_tool_listing(client, typed, complete=complete)
+        if not (params or {}).get("cursor"):
+            self.invalid_tools = {}
+        withheld = [t for t in raw if t.get("name") not in kept]
+        for tool in withheld:
+            reason = find_invalid_x_mcp_header(tool.get("inputSchema")) or "refused by the mcp client"
+            self.invalid_tools[str(tool.get("name"))] = reason
+        if withheld:
+            dropped = {id(t) for t in withheld}
+            page = {**page, "tools": [t for t in raw if id(t) not in dropped]}
+        return page
 
 
 def _content_size(result: dict[str, Any], limit: int) -> int:

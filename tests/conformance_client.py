@@ -1,0 +1,130 @@
+"""The conformance suite's client under test: mcpgw, with the scenario's server as its one upstream.
+
+The suite (`conformance client --command "python tests/conformance_client.py"`) starts a scenario
+server and runs this script with its URL as the last argument, the scenario's name in
+`MCP_CONFORMANCE_SCENARIO`, its protocol revision in `MCP_CONFORMANCE_PROTOCOL_VERSION` and its
+arguments, if any, in `MCP_CONFORMANCE_CONTEXT`. The script builds the gateway `mcpgw serve` builds
+(`build_gateway`, default configuration: `era = "auto"`, that URL as its one upstream, names
+unprefixed) and drives it as a user's client would: it lists the tools, resources and prompts
+mcpgw serves and uses each, with the scenario's arguments where the context names them. Every
+request the scenario server sees is one mcpgw sent as a client.
+
+The user's client is the mcp SDK's `Client` over a wire to the gateway (as over stdio), of the
+scenario's era. It lists tools raw: the SDK's own 2026-07-28 list filtering would otherwise hide
+what mcpgw served, and that is what the invalid-tool scenario checks. Exits 1, saying why on
+stderr, if the upstream never became ready (the OAuth scenarios: mcpgw has no upstream login).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp import Client
+from mcp.client.session import ClientRequestContext
+from pydantic import TypeAdapter
+
+from mcpgw.assembly import build_gateway
+from mcpgw.config import validate
+from mcpgw.server.handlers import build_server
+from mcpgw.server.notify import notification_options
+from parity import wire
+
+SERVER = "scenario"
+MODERN = "2026-07-28"
+_RAW = TypeAdapter(dict[str, Any])
+SCHEMA_ECHO = ("json_schema_2020_12_tool", "json_schema_echo")
+"""json-schema-2020-12-preservation: the focal tool's schema, as listed, goes back through the echo tool."""
+
+
+def sample_value(schema: Any) -> Any:
+    """A value a required parameter of this schema accepts, for tools the context gives no arguments for."""
+    kind = schema.get("type") if isinstance(schema, dict) else None
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "string")
+    return {"integer": 1, "number": 1, "boolean": True, "object": {}, "array": [], "null": None}.get(
+        kind, "value"
+    )
+
+
+def arguments_for(tool: dict[str, Any], given: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    if tool["name"] in given:
+        return given[tool["name"]]
+    schema = tool.get("inputSchema") or {}
+    properties = schema.get("properties") or {}
+    return {name: sample_value(properties.get(name)) for name in schema.get("required") or []}
+
+
+async def elicit(context: ClientRequestContext, params: Any) -> types.ElicitResult:
+    return types.ElicitResult(action="accept", content={})
+
+
+async def sample(context: ClientRequestContext, params: Any) -> types.CreateMessageResult:
+    return types.CreateMessageResult(
+        role="assistant", content=types.TextContent(type="text", text="ok"), model="conformance"
+    )
+
+
+async def use(client: Client, scenario: str, context: dict[str, Any]) -> None:
+    """List and use everything the gateway serves, as the scenario's reference client does."""
+    given = {call["name"]: call.get("arguments") or {} for call in context.get("toolCalls") or []}
+    listed = await client.session.send_request(types.ListToolsRequest(), _RAW)
+    tools: list[dict[str, Any]] = listed.get("tools") or []
+    print("listed tools:", [t["name"] for t in tools], file=sys.stderr)
+    by_name = {t["name"]: t for t in tools}
+    focal, echo = SCHEMA_ECHO
+    if focal in by_name and echo in by_name:
+        given[echo] = {"schema": by_name[focal]["inputSchema"]}
+    for tool in tools:
+        if scenario == "json-schema-ref-no-deref":
+            break  # the reference client only lists
+        try:
+            result = await client.call_tool(tool["name"], arguments_for(tool, given))
+            print(f"called {tool['name']}: error={result.is_error}", file=sys.stderr)
+        except Exception as exc:  # a scenario may answer with errors; the suite judges what it saw
+            print(f"called {tool['name']}: {exc!r}", file=sys.stderr)
+    capabilities = client.server_capabilities
+    if capabilities.resources is not None:
+        for resource in (await client.list_resources()).resources:
+            await client.read_resource(resource.uri)
+    if capabilities.prompts is not None:
+        for prompt in (await client.list_prompts()).prompts:
+            required = {a.name: "value" for a in prompt.arguments or [] if a.required}
+            await client.get_prompt(prompt.name, required)
+
+
+async def main(url: str) -> int:
+    scenario = os.environ.get("MCP_CONFORMANCE_SCENARIO", "")
+    version = os.environ.get("MCP_CONFORMANCE_PROTOCOL_VERSION", "2025-11-25")
+    context = json.loads(os.environ.get("MCP_CONFORMANCE_CONTEXT") or "{}")
+    # Default settings, but for two a loaded test machine needs: no restart of an upstream that
+    # refuses us (the OAuth scenarios), and a start-up limit no busy machine reaches.
+    servers = {SERVER: {"url": url, "namespace": "", "restart": False}}
+    registry = validate({"gateway": {"startup_timeout": 120}, "servers": servers}, source="conformance")
+    gateway = build_gateway(registry, audit=None).gateway
+    async with gateway.running():
+        await gateway.wait_started()
+        upstream = gateway.upstreams[SERVER]
+        if upstream.state != "ready":
+            print(f"upstream {upstream.state}: {upstream.error}", file=sys.stderr)
+            return 1
+        server, _ = build_server(gateway)
+        options = server.create_initialization_options(notification_options())
+        mode = "auto" if version == MODERN else "legacy"
+        async with Client(
+            wire(server, options=options),
+            mode=mode,
+            cache=None,
+            elicitation_callback=elicit,
+            sampling_callback=sample,
+        ) as client:
+            await use(client, scenario, context)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(anyio.run(main, sys.argv[-1]))
