@@ -72,9 +72,13 @@ def _same_server(name: str, entry: Any, registry: Registry) -> bool:
         if importing.safe_name(name) == other_name:
             if ours is not None and ours[0] == line[0]:
                 return True
-            if ours is None and getattr(server, "url", None) == target:
-                return True
+            if ours is None and _without_query(getattr(server, "url", None)) == _without_query(target):
+                return True  # the query may differ: an import moved a key in it to the secrets file
     return False
+
+
+def _without_query(url: Any) -> str | None:
+    return str(url).split("?")[0] if url else None
 
 
 def _is_mcpgw(entry: Any) -> bool:

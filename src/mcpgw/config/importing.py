@@ -130,6 +130,10 @@ def _fields(entry: Mapping[str, Any], key: str, notices: list[str]) -> dict[str,
             fields["headers"] = dict(entry["headers"])
         if kind == "sse":
             fields["transport"] = "sse"
+        elif not kind and str(url).split("?")[0].rstrip("/").endswith("/sse"):
+            # Windsurf's `serverUrl` and Cursor's `url` serve both transports with no type key.
+            fields["transport"] = "sse"
+            notices.append("its URL ends in /sse: added as a legacy SSE server")
         elif kind not in ("", "http", "streamable-http", "streamableHttp", "streamable_http"):
             raise RegistryError(f"{key}.type: {kind!r} is not a transport mcpgw knows (http or sse)")
     else:
@@ -156,12 +160,18 @@ def _translated(value: Any, notices: list[str]) -> Any:
         return value
     for match in _VARIABLE.finditer(value):
         if match.group(1) == "input":
-            notice = f"the client prompted for ${{input:{match.group(2)}}}: set {match.group(2)} yourself"
+            name = _env_name(match.group(2))
+            notice = (
+                f"the client asked the user for ${{input:{match.group(2)}}}: "
+                f"set {name} in the environment or the secrets file"
+            )
             if notice not in notices:
                 notices.append(notice)
     for match in _CLIENT_ONLY.finditer(value):
         notices.append(f"{match.group()} is the client's own variable: replace it with a path")
-    return _VARIABLE.sub(lambda m: "${" + m.group(2) + "}", value)
+    return _VARIABLE.sub(
+        lambda m: "${" + (m.group(2) if m.group(1) == "env" else _env_name(m.group(2))) + "}", value
+    )
 
 
 def _move_secrets(fields: dict[str, Any], server: str, secrets: Secrets, notices: list[str]) -> None:
