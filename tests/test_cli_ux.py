@@ -33,8 +33,10 @@ def run(*args: str) -> Result:
 def test_help_and_version_import_no_server_stack() -> None:
     for flag in ("--help", "--version"):
         probe = (
-            f"import sys\nfrom mcpgw.cli import main\ntry:\n    main([{flag!r}])\nexcept SystemExit:\n    pass\n"
-            f"print('LOADED', sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r} or m in {HEAVY!r}))"
+            "import sys\nfrom mcpgw.cli import main\n"
+            f"try:\n    main([{flag!r}])\nexcept SystemExit:\n    pass\n"
+            f"heavy = {HEAVY!r}\n"
+            "print('LOADED', sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy))"
         )
         done = subprocess.run(
             [sys.executable, "-c", probe], capture_output=True, text=True, timeout=PROCESS_LIMIT, check=True

@@ -96,6 +96,7 @@ def test_import_then_install_round_trip(
         k: v for k, v in before.items() if k != path[0]
     }
 
+    assert "// Perplexity" not in file.read_text()  # a removed server's comment goes with it
     # Importing the installed file again finds only mcpgw itself.
     again = run("import", client, "-c", str(registry), str(file), "--keep-imported")
     assert again.exit_code == 0, again.output

@@ -203,6 +203,8 @@ class Editor:
         start = _line_start_if_blank(text, member.start)
         end = _after_comma(text, member.node.end)
         own_line = start != member.start
+        if own_line:
+            start = _comments_above(text, start)  # a `//` line right above a member describes it
         if len(members) == 1:
             start, end = obj.start + 1, obj.end - 1
         elif end == member.node.end and index == len(members) - 1:
@@ -275,6 +277,16 @@ def _indent_of(text: str, at: int) -> str:
 def _line_start_if_blank(text: str, at: int) -> int:
     line_start = text.rfind("\n", 0, at) + 1
     return line_start if not text[line_start:at].strip() else at
+
+
+def _comments_above(text: str, line_start: int) -> int:
+    """The start of the `//` comment lines directly above the line starting at `line_start`."""
+    while line_start > 0:
+        previous = text.rfind("\n", 0, line_start - 1) + 1
+        if not text[previous : line_start - 1].strip().startswith("//"):
+            break
+        line_start = previous
+    return line_start
 
 
 def _after_comma(text: str, at: int) -> int:
