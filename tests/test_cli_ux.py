@@ -1,22 +1,18 @@
-"""What a user sees around the commands: a fast `--help`, progress while upstreams start, why one
-failed (its stderr), checks before connecting, and one-line start-up errors with exit code 2."""
+"""What a user sees around the commands: progress while upstreams start, why one failed (its
+stderr), checks before connecting, and one-line start-up errors with exit code 2."""
 
 from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
-import click
 from click.testing import CliRunner, Result
 
-from conftest import PROCESS_LIMIT, UPSTREAM, free_port, run_mcpgw, write_registry
+from conftest import UPSTREAM, free_port, run_mcpgw, write_registry
 from mcpgw import config
-from mcpgw.cli import COMMANDS, cli
-
-HEAVY = ("litellm", "fastmcp", "mcp", "mcp.server", "mcp_types", "pydantic", "starlette", "uvicorn")
+from mcpgw.cli import cli
 
 FAILING = [
     sys.executable,
@@ -28,31 +24,6 @@ FAILING = [
 
 def run(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args))
-
-
-def test_help_and_version_import_no_server_stack() -> None:
-    for flag in ("--help", "--version"):
-        probe = (
-            "import sys\nfrom mcpgw.cli import main\n"
-            f"try:\n    main([{flag!r}])\nexcept SystemExit:\n    pass\n"
-            f"heavy = {HEAVY!r}\n"
-            "print('LOADED', sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy))"
-        )
-        done = subprocess.run(
-            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=PROCESS_LIMIT, check=True
-        )
-        assert "LOADED []" in done.stdout, done.stdout
-    assert "mcpgw, version" in done.stdout
-
-
-def test_help_lists_each_commands_own_summary() -> None:
-    ctx = click.Context(cli)
-    for name in COMMANDS:
-        command = cli.get_command(ctx, name)
-        assert command is not None
-        assert COMMANDS[name][2] == command.get_short_help_str(limit=10**6), name
-    shown = run("--help").output
-    assert "import" in shown and "Put mcpgw into a client's configuration" in shown
 
 
 # --- add-server --------------------------------------------------------------------------------

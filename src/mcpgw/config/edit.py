@@ -162,11 +162,11 @@ def is_mcpgw_entry(server: ServerConfig) -> bool:
 
 def mcpgw_command(config: Path | None, *, extra_args: list[str] | None = None) -> tuple[str, list[str]]:
     """The command and arguments that start this mcpgw over stdio (for a client's entry)."""
-    exe = Path(sys.executable).parent / "mcpgw"
     args = ["serve", "--transport", "stdio"]
     if config is not None:
         args += ["--config", str(config.resolve())]
     args += extra_args or []
-    if exe.exists():
-        return str(exe), args
+    for exe in (Path(sys.executable).parent / "mcpgw", Path(sys.executable).parent / "mcpgw.exe"):
+        if exe.exists():
+            return str(exe), args
     return sys.executable, ["-m", "mcpgw", *args]
