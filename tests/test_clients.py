@@ -430,3 +430,35 @@ def test_the_entry_replaces_an_older_mcpgw_entry(tmp_path: Path) -> None:
     assert entry["command"] != "/old/bin/mcpgw" and "--config" in entry["args"]
     assert file.read_text().startswith('{\n    "mcpServers": {\n        "mcpgw": {\n            "command"')
     assert os.path.exists(next(file.parent.glob("mcp.json.*.bak")))
+
+
+def test_on_a_terminal_import_asks_before_removing(tmp_path: Path) -> None:
+    """The prompt itself, answered on a real pseudo-terminal."""
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    file = fixture(tmp_path, "cursor.mcp.json", "mcp.json")
+    registry = tmp_path / "servers.toml"
+    master, slave = pty.openpty()
+    command = [sys.executable, "-m", "mcpgw", "import", "cursor", "-c", str(registry), str(file)]
+    process = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 90  # a hang guard only
+        while b"(a backup is kept) [Y/n]" not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 1)[0]:
+                seen += os.read(master, 4096)
+        os.write(master, b"y\n")
+        assert process.wait(90) == 0, seen
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+    shown = seen.decode(errors="replace")
+    assert "Remove with.dots, linear, stripe, remote-notes from" in shown, shown
+    assert client_servers("cursor", file) == {}
