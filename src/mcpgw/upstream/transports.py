@@ -115,6 +115,7 @@ class Transport:
 
     async def open(self, stack: AsyncExitStack) -> tuple[Any, Any]:
         """The upstream's (read, write) streams, entered on `stack`: closing it closes them."""
+        self._pump = None  # a failure before the child starts must not show an earlier life's stderr
         if self.in_process is not None:
             return await stack.enter_async_context(_compat.in_memory_transport(self.in_process))
         config = self.config
