@@ -6,9 +6,10 @@ one member of an object by rewriting only that member's text. Everything else in
 (other keys, comments, indentation, line endings, a BOM) stays byte for byte.
 
 Why our own: the stdlib `json` drops comments and reformats the whole file on a round trip;
-the JSON5 libraries either do the same or (json-five's model) need an AST built by hand for
-each edit. We need three operations (read, set a member, remove a member), which a span-keeping
-parser of ~200 lines does without a dependency.
+the JSON5 libraries either do the same or (json-five's model API, whose model-level edits its
+own README calls still in development) make each edit a syntax tree built by hand, with the new
+member's layout still ours to get right. We need three operations (read, set a member, remove a
+member), which a span-keeping parser of ~200 lines does without a dependency.
 """
 
 from __future__ import annotations
