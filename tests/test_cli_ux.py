@@ -77,7 +77,7 @@ def test_list_servers_check_shows_progress_and_the_stderr_of_a_failed_server(tmp
     )
     result = CliRunner().invoke(cli, ["list-servers", "-c", str(registry), "--check", "--json"])
     assert "ready  up: 11 tools" in result.stderr
-    assert "failed broken: " in result.stderr and "stderr: fatal: MY_API_KEY is not set" in result.stderr
+    assert "failed broken (" in result.stderr and "stderr: fatal: MY_API_KEY is not set" in result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)["servers"]}
     assert "fatal: MY_API_KEY is not set" in rows["broken"]["error"]
 

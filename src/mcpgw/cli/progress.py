@@ -75,4 +75,4 @@ def line(name: str, state: str, error: str | None, tools: int, took: float) -> s
     if state == "ready":
         return f"  [green]ready[/]  {escape(name)}: {tools} tools ({took:.1f}s)"
     detail = f": {escape(error)}" if error else ""
-    return f"  [red]{escape(state)}[/] {escape(name)}{detail} ({took:.1f}s)"
+    return f"  [red]{escape(state)}[/] {escape(name)} ({took:.1f}s){detail}"

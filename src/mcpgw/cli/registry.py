@@ -13,7 +13,7 @@ import click
 
 from mcpgw.cli import progress
 from mcpgw.cli.options import config_option, edit_path
-from mcpgw.cli.output import err, print_findings
+from mcpgw.cli.output import err, print_findings, quiet_logs
 from mcpgw.config import Era, server_config
 from mcpgw.config import edit as registry_mod
 from mcpgw.errors import ConfigError, RegistryError
@@ -97,6 +97,7 @@ def add_server(
     if not no_check:
         from mcpgw.security import review
 
+        quiet_logs()
         with progress.starting([name]):
             check = anyio.run(lambda: review.check_server(path, name, server, follow=progress.follow))
         print_findings(check.findings)

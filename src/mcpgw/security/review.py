@@ -98,7 +98,7 @@ async def check_server(
     error = None
     if look.state != "ready":
         error = RegistryError(
-            f"server {name!r} did not start: {look.error} (use --no-check to add it anyway)"
+            f"server {name!r} did not start (use --no-check to add it anyway): {look.error}"
         )
     findings = poisoning.scan_lists(name, look.lists, max_length=poisoning.DEFAULT_MAX_DESCRIPTION)
     return ServerCheck(tools=len(look.lists["tools"]), findings=findings, error=error)
