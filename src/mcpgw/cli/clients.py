@@ -154,9 +154,7 @@ def _install_command(client: Client) -> click.Command:
         err.print(f"wrote the {name!r} entry into {_written(file, backup)}")
         err.print(f"restart {client.title} to pick it up")
 
-    command.__doc__ = (
-        f"Print (or with --write, put into the file) the {client.title} entry that starts mcpgw."
-    )
+    command.__doc__ = f"{client.title}: print the entry that starts mcpgw, or put it into its file (--write)."
     return click.command(client.name)(command)
 
 
@@ -247,7 +245,7 @@ def _import_command(client: Client) -> click.Command:
             )
 
     command.__doc__ = (
-        f"Add the servers of a {client.title} config FILE (default: its usual file) to the registry."
+        f"{client.title}: add the servers of its config FILE (default: its usual file) to the registry."
     )
     return click.command(client.name)(command)
 
