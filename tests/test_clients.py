@@ -334,7 +334,7 @@ def test_invalid_json_is_not_touched(tmp_path: Path) -> None:
         "cursor",
         "--write",
         str(file),
-        expect=f"{file}: invalid JSON (expected a quoted key at line 1 column 39)",
+        expect=f"{file}: invalid JSON (Expecting property name enclosed in double quotes at line 1 column 40",
     )
     _unchanged(tmp_path, "import", "cursor", str(file), expect="not touching it")
 

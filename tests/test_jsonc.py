@@ -14,9 +14,11 @@ def test_reads_comments_and_trailing_commas() -> None:
 @pytest.mark.parametrize(
     ("text", "where"),
     [
-        ('{"a": 1,, }', "line 1 column 9"),
+        ('{"a": 1,, }', "line 1 column 11"),
         ('{\n  "a": tru\n}', "line 2 column 8"),
         ('{"a": 1} x', "line 1 column 10"),
+        ('{"a": 1 /* x', r"unclosed /\* comment at line 1 column 9"),
+        ('{"a": "not // a comment", "b": tru}', "line 1 column 32"),
     ],
 )
 def test_errors_say_where(text: str, where: str) -> None:

@@ -20,8 +20,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-_SCALAR = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null")
-_STRING = re.compile(r'"(?:[^"\\\x00-\x1f]|\\.)*"', re.DOTALL)
+# Strings as an unrolled loop (`"[^"\\]*(?:\\.[^"\\]*)*"`): an alternation per character took
+# seconds on a 5 MB ~/.claude.json.
+_STRING = re.compile(r'"[^"\\\x00-\x1f]*(?:\\.[^"\\\x00-\x1f]*)*"')
+_QUOTED = r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"'
+_COMMENT = re.compile(_QUOTED + r"|//[^\n]*|/\*.*?(?:\*/|\Z)", re.DOTALL)
+_TRAILING_COMMA = re.compile(_QUOTED + r"|,(?=\s*[}\]])")
+_SPACE = re.compile(r"\s*")
+_DECODER = json.JSONDecoder()
 BOM = "\ufeff"
 
 
@@ -36,13 +42,21 @@ class JsoncError(ValueError):
 
 @dataclass
 class Node:
-    """One value and its span `[start, end)` in the text."""
+    """One value and its span `[start, end)` in the text; an object's members are found when asked."""
 
     start: int
     end: int
     value: Any
-    members: list[Member] = field(default_factory=list)
-    """For an object: its members in file order."""
+    clean: str = field(default="", repr=False)
+    """The whole text with comments and trailing commas blanked out (same length, same offsets)."""
+    _members: list[Member] | None = field(default=None, repr=False)
+
+    @property
+    def members(self) -> list[Member]:
+        """For an object: its members in file order (spans found by the C JSON decoder)."""
+        if self._members is None:
+            self._members = _members_of(self) if isinstance(self.value, dict) else []
+        return self._members
 
 
 @dataclass
@@ -53,92 +67,54 @@ class Member:
     node: Node
 
 
-class _Parser:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.at = 0
+def _blank(text: str) -> str:
+    """`text` with comments and trailing commas replaced by spaces (newlines kept): plain JSON whose
+    every offset is the original's, so the C decoder reads it and its positions are ours."""
 
-    def fail(self, reason: str) -> JsoncError:
-        return JsoncError(reason, self.text, self.at)
+    def comment(match: re.Match[str]) -> str:
+        found = match.group()
+        if found.startswith('"') or not found.startswith("/"):
+            return found
+        if found.startswith("/*") and (len(found) < 4 or not found.endswith("*/")):
+            raise JsoncError("unclosed /* comment", text, match.start())
+        return re.sub(r"[^\n]", " ", found)
 
-    def skip(self) -> None:
-        """Whitespace and comments."""
-        text = self.text
-        while self.at < len(text):
-            char = text[self.at]
-            if char in " \t\r\n":
-                self.at += 1
-            elif text.startswith("//", self.at):
-                newline = text.find("\n", self.at)
-                self.at = len(text) if newline < 0 else newline
-            elif text.startswith("/*", self.at):
-                close = text.find("*/", self.at + 2)
-                if close < 0:
-                    raise self.fail("unclosed /* comment")
-                self.at = close + 2
-            else:
-                return
+    # Most files have neither (a big ~/.claude.json is plain JSON): skip the passes, each of which
+    # calls back once per string.
+    if re.search(r"/[/*]", text):
+        text = _COMMENT.sub(comment, text)
+    if re.search(r",\s*[}\]]", text):
+        text = _TRAILING_COMMA.sub(lambda m: m.group() if m.group().startswith('"') else " ", text)
+    return text
 
-    def value(self) -> Node:
-        self.skip()
-        if self.at >= len(self.text):
-            raise self.fail("unexpected end of file")
-        char = self.text[self.at]
-        if char == "{":
-            return self.container("}")
-        if char == "[":
-            return self.container("]")
-        pattern = _STRING if char == '"' else _SCALAR
-        match = pattern.match(self.text, self.at)
-        if match is None:
-            raise self.fail(f"unexpected {char!r}")
-        start, self.at = self.at, match.end()
-        return Node(start, self.at, json.loads(match.group()))
 
-    def container(self, close: str) -> Node:
-        start = self.at
-        self.at += 1
-        node = Node(start, start, {} if close == "}" else [])
-        while True:
-            self.skip()
-            if self.text.startswith(close, self.at):
-                break
-            if close == "}":
-                key_start = self.at
-                match = _STRING.match(self.text, self.at)
-                if match is None:
-                    raise self.fail("expected a quoted key")
-                self.at = match.end()
-                self.skip()
-                if not self.text.startswith(":", self.at):
-                    raise self.fail("expected ':'")
-                self.at += 1
-                key = json.loads(match.group())
-                child = self.value()
-                node.value[key] = child.value
-                node.members.append(Member(key, key_start, child))
-            else:
-                node.value.append(self.value().value)
-            self.skip()
-            if self.text.startswith(",", self.at):
-                self.at += 1
-            elif not self.text.startswith(close, self.at):
-                raise self.fail(f"expected ',' or {close!r}")
-        self.at += 1
-        node.end = self.at
-        return node
+def _members_of(node: Node) -> list[Member]:
+    clean, members = node.clean, []
+    at = _SPACE.match(clean, node.start + 1).end()  # type: ignore[union-attr]
+    while clean[at] != "}":
+        key = _STRING.match(clean, at)
+        assert key is not None  # the whole text was decoded already
+        colon = _SPACE.match(clean, key.end()).end()  # type: ignore[union-attr]
+        start = _SPACE.match(clean, colon + 1).end()  # type: ignore[union-attr]
+        value, end = _DECODER.raw_decode(clean, start)
+        members.append(Member(json.loads(key.group()), at, Node(start, end, value, clean)))
+        at = _SPACE.match(clean, end).end()  # type: ignore[union-attr]
+        if clean[at] == ",":
+            at = _SPACE.match(clean, at + 1).end()  # type: ignore[union-attr]
+    return members
 
 
 def parse(text: str) -> Node:
-    """The root value with its spans; an empty file reads as `{}`."""
+    """The root value with its span; an empty file reads as `{}`."""
     if not text.strip():
         return Node(0, 0, {})
-    parser = _Parser(text)
-    root = parser.value()
-    parser.skip()
-    if parser.at != len(text):
-        raise parser.fail("unexpected text after the JSON value")
-    return root
+    clean = _blank(text)
+    try:
+        value = json.loads(clean)
+    except json.JSONDecodeError as exc:
+        raise JsoncError(exc.msg, text, exc.pos) from None
+    start = len(clean) - len(clean.lstrip())
+    return Node(start, len(clean.rstrip()), value, clean)
 
 
 def loads(text: str) -> Any:
@@ -153,16 +129,20 @@ class Editor:
         self.text = text.removeprefix(self.bom)
         self.newline = "\r\n" if "\r\n" in self.text else "\n"
         self.unit = _indent_unit(self.text)
-        self.data: Any = parse(self.text).value
+        self._root = parse(self.text)
+        self.data: Any = self._root.value
+
+    def _edited(self, text: str) -> None:
+        self.text = text
+        self._root = parse(text)
+        self.data = self._root.value
 
     def dumps(self) -> str:
         text = self.text if self.text.strip() else "{}\n"
         return self.bom + text
 
     def _object(self, path: Sequence[str]) -> Node | None:
-        node = parse(self.text) if self.text.strip() else None
-        if node is None:
-            return None
+        node = self._root
         for key in path:
             if not isinstance(node.value, dict):
                 return None
@@ -175,7 +155,7 @@ class Editor:
     def set(self, path: Sequence[str], key: str, value: Any) -> None:
         """Set `key` in the object at `path`, creating the objects on the way."""
         if not self.text.strip():
-            self.text = "{}" + self.newline
+            self._edited("{}" + self.newline)
         node = self._object(())
         for depth, name in enumerate(path):
             if node is None:
@@ -185,13 +165,11 @@ class Editor:
                 for inner in reversed((*path[depth + 1 :], key)):
                     nested = {inner: nested}
                 self._put(node, name, nested)
-                self.data = parse(self.text).value
                 return
             node = self._object(path[: depth + 1])
         if node is None:
             raise ValueError(f"'{'.'.join(path)}' is not an object")
         self._put(node, key, value)
-        self.data = parse(self.text).value
 
     def remove(self, path: Sequence[str], key: str) -> None:
         """Remove `key` (and the line it had to itself) from the object at `path`, if it is there."""
@@ -222,37 +200,37 @@ class Editor:
             end += _blank_rest(text, end)
         else:
             end += len(text[end:]) - len(text[end:].lstrip(" \t"))
-        self.text = text[:start] + text[end:]
-        self.data = parse(self.text).value
+        self._edited(text[:start] + text[end:])
 
     def _put(self, obj: Node, key: str, value: Any) -> None:
+        text = self.text
         existing = next((m for m in obj.members if m.key == key), None)
         if existing is not None:
-            indent = _indent_of(self.text, existing.start)
-            self.text = (
-                self.text[: existing.node.start] + self._dump(value, indent) + self.text[existing.node.end :]
-            )
+            indent = _indent_of(text, existing.start)
+            dumped = self._dump(value, indent)
+            self._edited(text[: existing.node.start] + dumped + text[existing.node.end :])
             return
         if not obj.members:
-            outer = _indent_of(self.text, obj.start)
+            outer = _indent_of(text, obj.start)
             inner = outer + self.unit
             body = f"{self.newline}{inner}{json.dumps(key)}: {self._dump(value, inner)}{self.newline}{outer}"
-            self.text = self.text[: obj.start + 1] + body + self.text[obj.end - 1 :]
+            self._edited(text[: obj.start + 1] + body + text[obj.end - 1 :])
             return
         last = obj.members[-1]
-        indent = _indent_of(self.text, obj.members[0].start)
+        indent = _indent_of(text, obj.members[0].start)
         line = f"{json.dumps(key)}: {self._dump(value, indent)}"
-        after = _after_comma(self.text, last.node.end)
+        after = _after_comma(text, last.node.end)
         comma = "" if after != last.node.end else ","
         # After a trailing `// comment` on the last member's line, not inside it.
-        end_of_line = _end_of_line_if_only_comment(self.text, after)
+        end_of_line = _end_of_line_if_only_comment(text, after)
         if end_of_line is not None:
             insert_at, piece = end_of_line, f"{self.newline}{indent}{line}"
         else:
             insert_at, piece = after, f" {line}"
-        self.text = self.text[:insert_at] + piece + self.text[insert_at:]
+        text = text[:insert_at] + piece + text[insert_at:]
         if comma:
-            self.text = self.text[: last.node.end] + comma + self.text[last.node.end :]
+            text = text[: last.node.end] + comma + text[last.node.end :]
+        self._edited(text)
 
     def _dump(self, value: Any, indent: str) -> str:
         unit: int | str = len(self.unit) if self.unit.strip(" ") == "" else self.unit
