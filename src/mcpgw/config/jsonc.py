@@ -1,15 +1,16 @@
 """Reading and editing a client's JSON config in place: comments, order and layout kept.
 
-Owns: a small parser of JSON with comments and trailing commas (what VS Code's settings.json
-and mcp.json allow) that remembers where each value sits, and `Editor`, which sets or removes
-one member of an object by rewriting only that member's text. Everything else in the file
-(other keys, comments, indentation, line endings, a BOM) stays byte for byte.
+Owns: reading JSON with comments and trailing commas (what VS Code's settings.json and mcp.json
+allow) while knowing where each value sits: comments and trailing commas are blanked out with
+spaces, so the stdlib's C decoder reads the text at the original offsets; and `Editor`, which sets
+or removes one member of an object by rewriting only that member's text. Everything else in the
+file (other keys, comments, indentation, line endings, a BOM) stays byte for byte.
 
 Why our own: the stdlib `json` drops comments and reformats the whole file on a round trip;
 the JSON5 libraries either do the same or (json-five's model API, whose model-level edits its
 own README calls still in development) make each edit a syntax tree built by hand, with the new
 member's layout still ours to get right. We need three operations (read, set a member, remove a
-member), which a span-keeping parser of ~200 lines does without a dependency.
+member), which a few hundred lines do without a dependency.
 """
 
 from __future__ import annotations
