@@ -237,6 +237,18 @@ def test_default_paths_per_platform(platform: str, client: str, expected: str) -
     assert found == Path(str(home) if root == "H" else appdata, rest)
 
 
+def test_claude_desktop_from_the_microsoft_store(tmp_path: Path) -> None:
+    local = tmp_path / "Local"
+    packaged = local / "Packages/Claude_pzs8sxrjxfjjc/LocalCache/Roaming/Claude/claude_desktop_config.json"
+    spec = clients.CLIENTS["claude-desktop"]
+    environ = {"APPDATA": str(tmp_path / "Roaming"), "LOCALAPPDATA": str(local)}
+    usual = tmp_path / "Roaming/Claude/claude_desktop_config.json"
+    assert clients.default_file(spec, platform="win32", home=tmp_path, environ=environ) == usual
+    packaged.parent.mkdir(parents=True)
+    packaged.write_text("{}")
+    assert clients.default_file(spec, platform="win32", home=tmp_path, environ=environ) == packaged
+
+
 def test_project_files(tmp_path: Path) -> None:
     registry = tmp_path / "servers.toml"
     registry.write_text("")

@@ -8,7 +8,8 @@ edited in place (`jsonc.Editor`) beside a backup, with its mode, owner-only or n
 
 Paths (each client's documentation):
     claude-desktop  macOS ~/Library/Application Support/Claude/claude_desktop_config.json
-                    Windows %APPDATA%\\Claude\\claude_desktop_config.json
+                    Windows %APPDATA%\\Claude\\claude_desktop_config.json (a Microsoft Store install:
+                    %LOCALAPPDATA%\\Packages\\Claude_*\\LocalCache\\Roaming\\Claude\\...)
                     Linux ~/.config/Claude/claude_desktop_config.json (community builds)
     claude-code     ~/.claude.json (user scope: its top-level mcpServers); project: .mcp.json
     cursor          ~/.cursor/mcp.json; project: .cursor/mcp.json
@@ -134,7 +135,15 @@ def default_file(
     template = client.user["darwin" if platform == "darwin" else "win32" if platform == "win32" else "linux"]
     if template.startswith(_APP):
         appdata = env.get("APPDATA") or str(home / "AppData" / "Roaming")
-        return Path(appdata, *template.removeprefix(_APP + "/").split("/"))
+        found = Path(appdata, *template.removeprefix(_APP + "/").split("/"))
+        if client.name == "claude-desktop" and not found.exists():
+            # Installed from the Microsoft Store (MSIX), Claude keeps its roaming files in its package.
+            local = Path(env.get("LOCALAPPDATA") or home / "AppData" / "Local")
+            packaged = sorted(
+                local.glob("Packages/Claude_*/LocalCache/Roaming/Claude/claude_desktop_config.json")
+            )
+            return packaged[0] if packaged else found
+        return found
     return Path(home, *template.removeprefix("~/").split("/"))
 
 
