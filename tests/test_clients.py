@@ -367,6 +367,32 @@ def test_a_file_without_servers_or_not_an_object(tmp_path: Path) -> None:
     )
 
 
+def test_a_settings_file_whose_mcp_is_not_an_object(tmp_path: Path) -> None:
+    file = tmp_path / "client" / "settings.json"
+    file.parent.mkdir()
+    file.write_text('{"mcp": "off", // mine\n}')
+    _unchanged(tmp_path, "install", "vscode", "--write", str(file), expect=f"{file}: 'mcp' is not an object")
+
+
+def test_odd_entries_are_not_mistaken_for_mcpgw(tmp_path: Path) -> None:
+    file = tmp_path / "client" / "mcp.json"
+    file.parent.mkdir()
+    file.write_text(json.dumps({"mcpServers": {"mcpgw": {"command": "", "args": "serve"}}}))
+    _unchanged(tmp_path, "install", "cursor", "--write", str(file), expect="that is not mcpgw; pass --name")
+    expect = "mcpServers.mcpgw.args: expected a list of strings, not str"
+    _unchanged(tmp_path, "import", "cursor", str(file), expect=expect)
+    file.write_text(json.dumps({"mcpServers": {"e": {"command": "", "env": {"A": "1"}}}}))
+    _unchanged(tmp_path, "import", "cursor", str(file), expect="mcpServers.e.command: 'command' is empty")
+    file.write_text(json.dumps({"mcpServers": {"e": {"command": "x", "env": {"API_KEY": 12345}}}}))
+    _unchanged(
+        tmp_path,
+        "import",
+        "cursor",
+        str(file),
+        expect="mcpServers.e.env.API_KEY: Input should be a valid string",
+    )
+
+
 def test_a_missing_file(tmp_path: Path) -> None:
     _unchanged(
         tmp_path, "import", "windsurf", str(tmp_path / "nope.json"), expect="nope.json: file not found"

@@ -82,10 +82,12 @@ def _without_query(url: Any) -> str | None:
 
 
 def _is_mcpgw(entry: Any) -> bool:
-    if not isinstance(entry, Mapping) or "command" not in entry:
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("command"), str):
         return False
-    server = StdioServer(command=str(entry["command"]), args=[str(a) for a in entry.get("args") or []])
-    return registry_mod.is_mcpgw_entry(server)
+    args = entry.get("args")
+    return registry_mod.is_mcpgw_command(
+        entry["command"], [str(a) for a in args or []] if isinstance(args, list) else []
+    )
 
 
 def _remove(client: Client, file: Path, editor: jsonc.Editor, names: list[str]) -> None:
@@ -146,7 +148,10 @@ def _install_command(client: Client) -> click.Command:
         doubles = [
             n for n, e in block.items() if n != name and not _is_mcpgw(e) and _same_server(n, e, registry)
         ]
-        editor.set(client.servers_path(file), name, entry)
+        try:
+            editor.set(client.servers_path(file), name, entry)
+        except ValueError as exc:  # `"mcp": "text"` in a settings.json: not ours to replace
+            raise RegistryError(f"{file}: {exc}; not touching it") from None
         if _should_remove(remove, doubles, file):
             _remove(client, file, editor, doubles)
             err.print(f"removed {', '.join(doubles)} (mcpgw serves them)")

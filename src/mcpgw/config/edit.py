@@ -155,9 +155,11 @@ def import_servers(
 
 def is_mcpgw_entry(server: ServerConfig) -> bool:
     """Whether a client's entry starts mcpgw itself (never imported, never removed)."""
-    if not isinstance(server, StdioServer):
-        return False
-    return Path(server.command).name in ("mcpgw", "mcpgw.exe") or server.args[:2] == ["-m", "mcpgw"]
+    return isinstance(server, StdioServer) and is_mcpgw_command(server.command, server.args)
+
+
+def is_mcpgw_command(command: str, args: list[str]) -> bool:
+    return Path(command).name in ("mcpgw", "mcpgw.exe") or args[:2] == ["-m", "mcpgw"]
 
 
 def mcpgw_command(config: Path | None, *, extra_args: list[str] | None = None) -> tuple[str, list[str]]:

@@ -116,6 +116,10 @@ def _fields(entry: Mapping[str, Any], key: str, notices: list[str]) -> dict[str,
     fields: dict[str, Any] = {}
     kind = str(entry.get("type") or entry.get("transport") or "")
     url = entry.get("url", entry.get("serverUrl"))
+    for name, shape in (("args", list), ("env", Mapping), ("headers", Mapping)):
+        if entry.get(name) is not None and not isinstance(entry[name], shape):
+            what = "a list of strings" if shape is list else "an object of strings"
+            raise RegistryError(f"{key}.{name}: expected {what}, not {type(entry[name]).__name__}")
     if "command" in entry:
         fields["command"] = entry["command"]
         if entry.get("args"):
@@ -176,6 +180,8 @@ def _translated(value: Any, notices: list[str]) -> Any:
 
 def _move_secrets(fields: dict[str, Any], server: str, secrets: Secrets, notices: list[str]) -> None:
     moved: list[str] = []
+    if not all(isinstance(v, str) for key in ("env", "headers", "args") for v in _values(fields.get(key))):
+        return  # validation names the value that is not text
 
     def move(value: str, wanted: str, where: str) -> str:
         if not value or "${" in value:
@@ -219,6 +225,12 @@ def _move_secrets(fields: dict[str, Any], server: str, secrets: Secrets, notices
         )
     if moved:
         notices.append(f"moved literal secrets to the secrets file: {', '.join(moved)}")
+
+
+def _values(block: Any) -> list[Any]:
+    if isinstance(block, Mapping):
+        return list(block.values())
+    return list(block or [])
 
 
 def _has_token(value: str) -> bool:

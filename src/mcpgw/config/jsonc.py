@@ -168,8 +168,10 @@ class Editor:
                 self._put(node, name, nested)
                 return
             node = self._object(path[: depth + 1])
+            if node is None:
+                raise ValueError(f"'{'.'.join(path[: depth + 1])}' is not an object")
         if node is None:
-            raise ValueError(f"'{'.'.join(path)}' is not an object")
+            raise ValueError("the top level is not an object")
         self._put(node, key, value)
 
     def remove(self, path: Sequence[str], key: str) -> None:
