@@ -202,10 +202,10 @@ def _check_shape(client: Client, file: Path, data: Mapping[str, Any], *, must_ha
     other = "servers" if client.key == "mcpServers" else "mcpServers"
     if isinstance(data.get(other), Mapping) or (other == "servers" and _nested_vscode(data)):
         owner = "VS Code" if other == "servers" else "Claude Desktop, Claude Code, Cursor or Windsurf"
-        hint = "vscode" if other == "servers" else "claude-desktop (or claude-code, cursor, windsurf)"
+        hint = "vscode" if other == "servers" else "cursor (or claude-desktop, claude-code, windsurf)"
         raise RegistryError(
             f"{file}: has '{other}', not '{where}': this looks like a {owner} file, not a "
-            f"{client.title} one (use `mcpgw ... {hint}` for it)"
+            f"{client.title} one; for it: `mcpgw import {hint} FILE`"
         )
     if must_have:
         raise RegistryError(
