@@ -143,37 +143,39 @@ async def serve_http(
     sock = listen(host, port)
     failures: list[GatewayError] = []
     checked = anyio.Event()
-    async with gateway.running(), anyio.create_task_group() as tg:
+    try:
+        async with gateway.running(), anyio.create_task_group() as tg:
 
-        def stop() -> None:
-            web.should_exit = True
+            def stop() -> None:
+                web.should_exit = True
 
-        async def check() -> None:
-            try:
-                await check_personas(gateway)
-            except GatewayError as exc:
-                # A broken persona ends the serve cleanly (uvicorn shuts down; no traceback), and
-                # the error is raised once it has: one line from the CLI, exit code 2.
-                failures.append(exc)
-                stop()
-            else:
-                checked.set()
+            async def check() -> None:
+                try:
+                    await check_personas(gateway)
+                except GatewayError as exc:
+                    # A broken persona ends the serve cleanly (uvicorn shuts down; no traceback), and
+                    # the error is raised once it has: one line from the CLI, exit code 2.
+                    failures.append(exc)
+                    stop()
+                else:
+                    checked.set()
 
-        async def announce() -> None:
-            while not web.started:
-                await anyio.sleep(0.02)
-            await checked.wait()
-            bound = sock.getsockname()[1]
-            url = f"http://{_url_host(host)}:{bound}/mcp"
-            if on_ready is not None:
-                await on_ready(url)
+            async def announce() -> None:
+                while not web.started:
+                    await anyio.sleep(0.02)
+                await checked.wait()
+                bound = sock.getsockname()[1]
+                url = f"http://{_url_host(host)}:{bound}/mcp"
+                if on_ready is not None:
+                    await on_ready(url)
 
-        tg.start_soon(stop_on_signals, gateway, stop)
-        tg.start_soon(check)
-        tg.start_soon(announce)
-        with sock:
+            tg.start_soon(stop_on_signals, gateway, stop)
+            tg.start_soon(check)
+            tg.start_soon(announce)
             await web.serve(sockets=[sock])
-        tg.cancel_scope.cancel()
+            tg.cancel_scope.cancel()
+    finally:
+        sock.close()
     if failures:
         raise failures[0]
 
