@@ -14,6 +14,7 @@ gateway/direct against its target:
   5. tools/list over a 500-tool upstream (median)                   <= 0.5x
   6. gateway RSS (VmRSS of the `python -m mcpgw` process, not its children)
      after the stdio benchmark, upstream still connected            <= 80 MiB
+  7. `mcpgw --version` and `--help`, p50, beside `python -c pass`   <= 250 ms
 
 It is a measurement, not a test: a missed target does not change the exit
 status. The exit status is 1 only when a section could not be measured.
@@ -27,6 +28,7 @@ import gc
 import json
 import os
 import platform
+import resource
 import secrets
 import signal
 import socket
@@ -725,7 +727,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     parser.add_argument(
         "--only",
-        choices=("stdio", "http", "list", "cold", "audit", "redact"),
+        choices=("stdio", "http", "list", "cold", "audit", "redact", "cli"),
         action="append",
         help="run only these sections (repeatable)",
     )
@@ -772,6 +774,43 @@ async def bench_audit(s: Settings, tmp: Path, results: Results, errlog: IO[str])
             note="ratio = calls/s with logging off / with logging on",
         )
     )
+
+
+async def bench_cli(s: Settings, tmp: Path, results: Results, errlog: IO[str]) -> None:
+    """`mcpgw --version` and `--help` against the bare interpreter's start (`python -c pass`)."""
+    reps = 5 if s.calls < 100 else 15
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+
+    def timed(args: list[str]) -> tuple[float, float]:
+        """Wall seconds and CPU seconds (user + system) of one run to its end."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        subprocess.run([PYTHON, *args], env=env, stdout=subprocess.DEVNULL, stderr=errlog, check=True)
+        wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+    for flag in ("--version", "--help"):
+        timed(["-m", "mcpgw", flag])  # untimed: the first run also compiles and warms the page cache
+        bare: list[tuple[float, float]] = []
+        ours: list[tuple[float, float]] = []
+        for _ in range(reps):  # alternating, so machine noise hits both alike
+            bare.append(timed(["-c", "pass"]))
+            ours.append(timed(["-m", "mcpgw", flag]))
+        for i, what, target in ((0, "wall", "<= 250 ms"), (1, "CPU", "-")):
+            b, o = summary([x[i] for x in bare]), summary([x[i] for x in ours])
+            results.add(
+                Row(
+                    f"mcpgw {flag} ({what})",
+                    "ms",
+                    b["p50_ms"],
+                    o["p50_ms"],
+                    target,
+                    note="'direct' is `python -c pass`, the interpreter's own start; CPU time does "
+                    "not grow with the machine's load, wall time does",
+                    samples={"bare_s": [x[i] for x in bare], "mcpgw_s": [x[i] for x in ours]},
+                )
+            )
 
 
 REDACT_BYTES = 1_000_000
@@ -841,6 +880,7 @@ async def run(s: Settings, sections: list[str], results: Results) -> None:
                 "http": lambda: bench_http(s, tmp, results),
                 "list": lambda: bench_big_list(s, tmp, results, errlog),
                 "cold": lambda: bench_cold_start(s, tmp, results, errlog),
+                "cli": lambda: bench_cli(s, tmp, results, errlog),
             }
             for name in sections:
                 print(f"[{name}]", flush=True)
@@ -862,7 +902,7 @@ async def run(s: Settings, sections: list[str], results: Results) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     s = settings_from(args)
-    sections = args.only or ["stdio", "http", "list", "cold", "audit", "redact"]
+    sections = args.only or ["stdio", "http", "list", "cold", "audit", "redact", "cli"]
     results = Results()
     results.info.update(
         mode=s.mode,

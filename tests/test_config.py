@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections import ChainMap
 from pathlib import Path
 
 import pytest
@@ -222,7 +224,7 @@ def test_each_kind_builds_what_its_transport_needs(monkeypatch: pytest.MonkeyPat
             "servers": {
                 "local": {
                     "command": "/bin/tool",
-                    "args": ["${ARG}"],
+                    "args": ["${ARG}", "--key=${TOKEN}"],
                     "env": {"T": "${TOKEN}"},
                     "cwd": "/srv",
                 },
@@ -234,22 +236,34 @@ def test_each_kind_builds_what_its_transport_needs(monkeypatch: pytest.MonkeyPat
     )
     local, remote, old = (registry.servers[name] for name in ("local", "remote", "old"))
     assert isinstance(local, config.StdioServer)
-    params = local.to_params("local", environ=secrets)
+    # As the gateway passes it: the process environment first, then the secrets file.
+    environ = ChainMap(dict(os.environ), secrets)
+    params = local.to_params("local", environ=environ)
     assert (params.command, params.args, params.env, params.cwd) == (
         "/bin/tool",
-        ["from-process"],
+        ["from-process", "--key=from-secrets"],
         {"T": "from-secrets"},
         "/srv",
     )
     assert isinstance(remote, config.HttpServer)
-    assert remote.to_params("remote", environ=secrets) == config.UrlParams(
+    assert remote.to_params("remote", environ=environ) == config.UrlParams(
         url="https://h/from-process", headers={"Authorization": "Bearer from-secrets"}
     )
     assert isinstance(old, config.SseServer)
     assert old.to_params("old") == config.UrlParams(url="http://h/sse", headers=None)
     with pytest.raises(ConfigError) as caught:
-        remote.to_params("remote", environ={})
+        remote.to_params("remote", environ={"ARG": "x"})
     assert caught.value.key == "servers.remote.headers.Authorization"
+
+
+def test_a_url_may_start_with_a_variable_and_must_expand_to_http() -> None:
+    server = config.server_config({"url": "${BASE}/mcp"}, key="servers.x")
+    assert server.to_params("x", environ={"BASE": "https://h"}).url == "https://h/mcp"
+    with pytest.raises(ConfigError) as caught:
+        server.to_params("x", environ={"BASE": "ftp://h"})
+    assert caught.value.key == "servers.x.url" and "expands to 'ftp://h/mcp'" in caught.value.reason
+    with pytest.raises(ConfigError, match="is not an http:// or https:// URL"):
+        config.server_config({"url": "ftp://${HOST}/mcp"}, key="servers.x")
 
 
 def test_one_entry_validated_alone_names_its_key() -> None:

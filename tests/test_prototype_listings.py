@@ -45,7 +45,7 @@ def prototype(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run(*args: str) -> str:
     result = CliRunner().invoke(cli, list(args))
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout  # the result; progress lines go to stderr
 
 
 def marked(items: list[dict[str, str]]) -> dict[tuple[str, str], str]:

@@ -164,7 +164,7 @@ async def test_a_persona_cannot_reach_withheld_items_either(
 def cli_json(*args: str) -> Any:
     result = CliRunner().invoke(cli, list(args))
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    return json.loads(result.stdout)  # progress lines go to stderr
 
 
 def test_listings_apply_the_policy_and_say_what_is_withheld(secured: tuple[Path, Path]) -> None:

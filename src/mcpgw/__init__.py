@@ -1,12 +1,13 @@
 """mcpgw: one governed MCP server in front of many."""
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _dist_version
-
 
 def version() -> str:
     """The installed version of mcpgw (distribution `mcpgw-gateway`)."""
+    # Imported here: importlib.metadata costs tens of ms, and `mcpgw --help` imports this package.
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
     try:
-        return _dist_version("mcpgw-gateway")
+        return dist_version("mcpgw-gateway")
     except PackageNotFoundError:
         return "0"

@@ -8,6 +8,7 @@ a message from the CLI) never have to guess.
     GatewayError                      (-32603 / exit 1)
     ├── ConfigError                   a bad servers.toml: file, key, reason (exit 2)
     ├── RegistryError                 an edit the registry refuses (exit 2)
+    ├── StartupError                  `serve` cannot start: port taken, address invalid (exit 2)
     ├── UpstreamError                 an upstream failed; names the server (exit 3)
     │   ├── UpstreamUnavailable       not connected / failed to start
     │   └── UpstreamTimeout           a call exceeded its timeout
@@ -63,6 +64,12 @@ class ConfigError(GatewayError):
 
 class RegistryError(GatewayError):
     """A registry edit that is refused (name collision, unknown server, ...)."""
+
+    exit_code = 2
+
+
+class StartupError(GatewayError):
+    """The gateway cannot start serving (its port is taken, its address cannot be bound)."""
 
     exit_code = 2
 

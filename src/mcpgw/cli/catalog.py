@@ -16,6 +16,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from mcpgw.cli import progress
 from mcpgw.cli.options import config_option, load_registry
 from mcpgw.cli.output import (
     out,
@@ -42,7 +43,9 @@ async def _started_gateway(
 
     built = build_gateway(registry, registry_path=registry_path, purpose="listing")
     async with built.gateway.running():
-        await built.gateway.wait_started()
+        with progress.starting(built.gateway.upstreams):
+            await progress.follow(built.gateway.upstreams)
+            await built.gateway.wait_started()
         body(built.gateway, built.trust)
 
 

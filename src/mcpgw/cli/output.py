@@ -125,6 +125,9 @@ def print_findings(findings: Iterable[Finding]) -> None:
 
 
 def quiet_logs() -> None:
+    """Commands that start upstreams: errors only, and none about upstreams starting or failing,
+    which the progress lines (`cli.progress`) and the result already show once each."""
     from mcpgw.server.lifecycle import stderr_logging
 
     stderr_logging(logging.ERROR)
+    logging.getLogger("mcpgw.upstream").setLevel(logging.CRITICAL)

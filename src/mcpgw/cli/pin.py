@@ -9,6 +9,7 @@ import anyio
 import click
 from rich.markup import escape
 
+from mcpgw.cli import progress
 from mcpgw.cli.options import config_option, load_registry
 from mcpgw.cli.output import err, out, print_findings, quiet_logs
 from mcpgw.errors import RegistryError
@@ -70,7 +71,8 @@ def pin(
     lock_file = pins.lock_path(registry, path)
     lock = pins.read_lock(lock_file) or {}
     quiet_logs()
-    lists = anyio.run(review.collect_lists, registry, names)
+    with progress.starting(names):
+        lists = anyio.run(lambda: review.collect_lists(registry, names, follow=progress.follow))
     action: review.Action = "diff" if show_diff else "approve" if approve else "pin"
     changed = False
     for name in names:

@@ -1,19 +1,21 @@
-"""Editing the registry: `mcpgw add-server`, `remove-server`, `enable`, `disable`, and Claude Desktop's
-configuration (`install claude-desktop`, `import claude-desktop`)."""
+"""Editing the registry: `mcpgw add-server`, `remove-server`, `enable`, `disable`.
+
+`add-server` refuses a taken name or namespace before it connects, then (unless `--no-check`)
+starts the server once, showing its progress and, when it fails, the end of its stderr."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import anyio
 import click
 
-from mcpgw import config as config_mod
-from mcpgw.cli.options import config_option, edit_path, load_registry
-from mcpgw.cli.output import err, out, print_findings
+from mcpgw.cli import progress
+from mcpgw.cli.options import config_option, edit_path
+from mcpgw.cli.output import err, print_findings, quiet_logs
+from mcpgw.config import Era, server_config
 from mcpgw.config import edit as registry_mod
-from mcpgw.config import server_config
 from mcpgw.errors import ConfigError, RegistryError
 
 
@@ -40,6 +42,12 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 @click.option("--cwd", help="Working directory for a command.")
 @click.option("--namespace", help="Prefix of exposed names (default: NAME; '' for none).")
 @click.option("--timeout", type=float, help="Seconds per call.")
+@click.option(
+    "--era",
+    type=click.Choice(get_args(Era)),
+    default=None,
+    help="Protocol era: auto (probe), handshake (initialize), stateless (2026-07-28).",
+)
 @click.option("--no-check", is_flag=True, help="Do not connect to the server before adding it.")
 def add_server(
     config_path: Path | None,
@@ -52,6 +60,7 @@ def add_server(
     cwd: str | None,
     namespace: str | None,
     timeout: float | None,
+    era: str | None,
     no_check: bool,
 ) -> None:
     """Add a server: `add-server NAME -- COMMAND ARGS...` or `add-server NAME --url URL`."""
@@ -76,20 +85,26 @@ def add_server(
         fields["namespace"] = namespace
     if timeout is not None:
         fields["timeout"] = timeout
+    if era is not None:
+        fields["era"] = era
     try:
         server = server_config(fields, key=f"servers.{name}")
     except ConfigError as exc:  # names the key as the file would: servers.NAME.url
         raise RegistryError(str(exc)) from None
     path = edit_path(config_path)
+    given = namespace is not None
+    registry_mod.check_new_server(path, name, server, namespace_given=given)  # before connecting
     if not no_check:
         from mcpgw.security import review
 
-        check = anyio.run(review.check_server, path, name, server)
+        quiet_logs()
+        with progress.starting([name]):
+            check = anyio.run(lambda: review.check_server(path, name, server, follow=progress.follow))
         print_findings(check.findings)
         if check.error is not None:
             raise check.error
         err.print(f"checked {name}: {check.tools} tools")
-    registry_mod.add_server(path, name, server)
+    registry_mod.add_server(path, name, server, namespace_given=given)
     err.print(f"added [bold]{name}[/] to {path}")
 
 
@@ -119,61 +134,3 @@ def disable(config_path: Path | None, name: str) -> None:
     """Disable a server (kept in the file, not started)."""
     registry_mod.set_enabled(edit_path(config_path), name, False)
     err.print(f"disabled {name}")
-
-
-# --- Claude Desktop ------------------------------------------------------------------------------
-
-
-@click.group()
-def install() -> None:
-    """Put mcpgw into a client's configuration."""
-
-
-@install.command("claude-desktop")
-@config_option
-@click.option(
-    "--write",
-    "write_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Merge the entry into this Claude Desktop config file.",
-)
-@click.option("--name", default="mcpgw", show_default=True, help="Entry name in mcpServers.")
-@click.option("--persona", "-p", default=None, help="The persona the entry serves.")
-def install_claude_desktop(
-    config_path: Path | None, write_file: Path | None, name: str, persona: str | None
-) -> None:
-    """Print (or merge with --write) the Claude Desktop entry that starts mcpgw."""
-    path = config_path or (config_mod.default_path() if config_mod.default_path().exists() else None)
-    if persona is not None:
-        registry, _ = load_registry(path)
-        if persona not in registry.personas:
-            raise RegistryError(
-                f"unknown persona {persona!r} (known: {', '.join(registry.personas) or 'none'})"
-            )
-    entry = registry_mod.claude_desktop_entry(
-        path, name=name, extra_args=["--persona", persona] if persona else None
-    )
-    if write_file is None:
-        out.print_json(data={"mcpServers": entry})
-        return
-    registry_mod.merge_into_claude_desktop(write_file, entry)
-    err.print(f"wrote the {name!r} entry into {write_file}")
-
-
-@click.group("import")
-def import_() -> None:
-    """Import servers from another client's configuration."""
-
-
-@import_.command("claude-desktop")
-@config_option
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-def import_claude_desktop(config_path: Path | None, file: Path) -> None:
-    """Turn the mcpServers block of a Claude Desktop config FILE into registry entries."""
-    path = edit_path(config_path)
-    added, skipped = registry_mod.import_claude_desktop(path, file)
-    for name in added:
-        err.print(f"added {name}")
-    for reason in skipped:
-        err.print(f"skipped {reason}")
-    err.print(f"{len(added)} added, {len(skipped)} skipped, in {path}")

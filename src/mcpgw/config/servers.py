@@ -31,6 +31,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from mcpgw.config.base import NAMESPACE_RE, SEPARATOR, TOOL_NAME_RE, Strict
 from mcpgw.config.env import expand, resolved_command
+from mcpgw.errors import ConfigError
 
 Transport = Literal["stdio", "http", "sse"]
 Era = Literal["auto", "handshake", "stateless"]
@@ -182,8 +183,9 @@ class StdioServer(_Server):
     def to_params(self, name: str, *, environ: Mapping[str, str] | None = None) -> StdioServerParameters:
         """The SDK's parameters that start server `name`, `${VAR}` expanded.
 
-        `environ` (default: the process environment) answers `${VAR}` in `env` values, so they may
-        come from the secrets file; the command, its arguments and `cwd` read the process environment.
+        `environ` (default: the process environment) answers `${VAR}` in `env` values and arguments,
+        so they may come from the secrets file (an import moves a token in `args` there); the
+        command and `cwd` read the process environment.
         A bare command is looked up on PATH, then beside the gateway's Python.
         """
         key = f"servers.{name}"
@@ -192,7 +194,7 @@ class StdioServer(_Server):
 
         return StdioServerParameters(
             command=resolved_command(expand(self.command, key=f"{key}.command")),
-            args=[expand(arg, key=f"{key}.args") for arg in self.args],
+            args=[expand(arg, key=f"{key}.args", environ=environ) for arg in self.args],
             env={k: expand(v, key=f"{key}.env.{k}", environ=environ) for k, v in self.env.items()} or None,
             cwd=expand(self.cwd, key=f"{key}.cwd") if self.cwd else None,
         )
@@ -220,6 +222,8 @@ class _UrlServer(_Server):
     @field_validator("url")
     @classmethod
     def _url_is_http(cls, url: str) -> str:
+        if url.startswith("${"):
+            return url  # `${BASE_URL}/mcp` (Claude Code's .mcp.json has these): checked once expanded
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             raise ValueError(f"{url!r} is not an http:// or https:// URL")
@@ -246,12 +250,17 @@ class _UrlServer(_Server):
     def to_params(self, name: str, *, environ: Mapping[str, str] | None = None) -> UrlParams:
         """The URL and headers that reach server `name`, `${VAR}` expanded.
 
-        `environ` (default: the process environment) answers `${VAR}` in header values, so they
-        may come from the secrets file; the URL reads the process environment.
+        `environ` (default: the process environment) answers `${VAR}` in the URL and header values,
+        so they may come from the secrets file (an import moves a key in a URL's query there).
         """
         key = f"servers.{name}"
+        url = expand(self.url, key=f"{key}.url", environ=environ)
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+            raise ConfigError(
+                f"{self.url!r} expands to {url!r}, not an http:// or https:// URL", key=f"{key}.url"
+            )
         return UrlParams(
-            url=expand(self.url, key=f"{key}.url"),
+            url=url,
             headers={k: expand(v, key=f"{key}.headers.{k}", environ=environ) for k, v in self.headers.items()}
             or None,
         )

@@ -17,7 +17,7 @@ gateway applies is `trust`'s.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +29,7 @@ from mcpgw.config import Registry, ServerConfig
 from mcpgw.errors import RegistryError, UpstreamUnavailable
 from mcpgw.security import pins, poisoning
 from mcpgw.security.pins import Change, ServerPins
-from mcpgw.upstream import credentials, for_server
+from mcpgw.upstream import Upstream, credentials, for_server
 
 Lists = dict[str, list[dict[str, Any]]]
 """One upstream's lists, as `Upstream.lists` holds them: list name -> items."""
@@ -50,7 +50,13 @@ class _Look:
     lists: Lists
 
 
-async def _look(registry: Registry, servers: Mapping[str, ServerConfig]) -> list[_Look]:
+Follow = Callable[[dict[str, Upstream]], Awaitable[None]]
+"""Told of the upstreams as they start (the CLI's progress lines); returns once each has settled."""
+
+
+async def _look(
+    registry: Registry, servers: Mapping[str, ServerConfig], *, follow: Follow | None = None
+) -> list[_Look]:
     """Start `servers` together, wait until each is ready or failed, take their lists, stop them."""
     secrets = credentials.load_secrets(registry.gateway)
     upstreams = [
@@ -59,6 +65,8 @@ async def _look(registry: Registry, servers: Mapping[str, ServerConfig]) -> list
     async with anyio.create_task_group() as tg:
         for upstream in upstreams:
             tg.start_soon(upstream.run)
+        if follow is not None:
+            await follow({u.name: u for u in upstreams})
         for upstream in upstreams:
             await upstream.wait_settled()
         looks = [_Look(u.name, u.state, u.error, {k: list(v) for k, v in u.lists.items()}) for u in upstreams]
@@ -80,15 +88,17 @@ class ServerCheck:
     """Set when it did not start: the caller stops with it (after showing the findings)."""
 
 
-async def check_server(registry_path: Path, name: str, server: ServerConfig) -> ServerCheck:
+async def check_server(
+    registry_path: Path, name: str, server: ServerConfig, *, follow: Follow | None = None
+) -> ServerCheck:
     """Start `server` as the registry at `registry_path` would (its limits and secrets file; the
     defaults when the file does not exist yet), count its tools and run the poisoning checks."""
     registry = config_mod.load(registry_path)[0] if registry_path.exists() else Registry()
-    (look,) = await _look(registry, {name: server})
+    (look,) = await _look(registry, {name: server}, follow=follow)
     error = None
     if look.state != "ready":
         error = RegistryError(
-            f"server {name!r} did not start: {look.error} (use --no-check to add it anyway)"
+            f"server {name!r} did not start (use --no-check to add it anyway): {look.error}"
         )
     findings = poisoning.scan_lists(name, look.lists, max_length=poisoning.DEFAULT_MAX_DESCRIPTION)
     return ServerCheck(tools=len(look.lists["tools"]), findings=findings, error=error)
@@ -108,9 +118,11 @@ def servers_to_pin(registry: Registry, server: str | None) -> list[str]:
     return [server]
 
 
-async def collect_lists(registry: Registry, names: list[str]) -> dict[str, Lists]:
+async def collect_lists(
+    registry: Registry, names: list[str], *, follow: Follow | None = None
+) -> dict[str, Lists]:
     """Start the named servers, take their lists, stop them; a server that does not start is an error."""
-    looks = await _look(registry, {name: registry.servers[name] for name in names})
+    looks = await _look(registry, {name: registry.servers[name] for name in names}, follow=follow)
     failed = [look for look in looks if look.state != "ready"]
     if failed:
         raise UpstreamUnavailable(

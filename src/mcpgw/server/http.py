@@ -14,7 +14,9 @@ SSE streams).
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -28,6 +30,7 @@ from starlette.routing import Route
 from mcpgw import _compat
 from mcpgw.config import Registry
 from mcpgw.core.gateway import Gateway
+from mcpgw.errors import GatewayError, StartupError
 from mcpgw.server.edge import BodyLimit, FieldValues
 from mcpgw.server.handlers import HTTP_PERSONA, PERSONA_PATH_PARAM, build_server
 from mcpgw.server.hostcheck import HostCheck, transport_security
@@ -195,30 +198,71 @@ async def serve_http(
     # uvicorn would re-raise a caught SIGTERM after serving, killing us before the upstreams are
     # stopped; our own receiver below asks it to exit instead, and cleanup then runs in order.
     _compat.uvicorn_without_signal_capture(web)
-    async with gateway.running(), anyio.create_task_group() as tg:
+    # Bound here, before any upstream starts: a taken port is one line (`StartupError`), not
+    # uvicorn's sys.exit inside our task group after the upstreams were started for nothing.
+    sock = listen(host, port)
+    failures: list[GatewayError] = []
+    checked = anyio.Event()
+    try:
+        async with gateway.running(), anyio.create_task_group() as tg:
 
-        def stop() -> None:
+            def stop() -> None:
+                if reloader is not None:
+                    reloader.close()
+                web.should_exit = True
+
+            async def check() -> None:
+                try:
+                    await check_personas(gateway)
+                except GatewayError as exc:
+                    # A broken persona ends the serve cleanly (uvicorn shuts down; no traceback), and
+                    # the error is raised once it has: one line from the CLI, exit code 2.
+                    failures.append(exc)
+                    stop()
+                else:
+                    checked.set()
+
+            async def announce() -> None:
+                while not web.started:
+                    await anyio.sleep(0.02)
+                await checked.wait()
+                bound = sock.getsockname()[1]
+                url = f"http://{_url_host(host)}:{bound}/mcp"
+                if on_ready is not None:
+                    await on_ready(url)
+
+            tg.start_soon(
+                partial(stop_on_signals, reload=reloader.request if reloader else None), gateway, stop
+            )
+            tg.start_soon(check)
+            tg.start_soon(announce)
             if reloader is not None:
-                reloader.close()
-            web.should_exit = True
+                tg.start_soon(reloader.run)
+            await web.serve(sockets=[sock])
+            stop()
+            tg.cancel_scope.cancel()
+    finally:
+        sock.close()
+    if failures:
+        raise failures[0]
 
-        async def announce() -> None:
-            while not web.started:
-                await anyio.sleep(0.02)
-            sockets = [s for server in web.servers for s in server.sockets]
-            bound = sockets[0].getsockname()[1] if sockets else port
-            url = f"http://{_url_host(host)}:{bound}/mcp"
-            if on_ready is not None:
-                await on_ready(url)
 
-        tg.start_soon(partial(stop_on_signals, reload=reloader.request if reloader else None), gateway, stop)
-        tg.start_soon(check_personas, gateway)
-        tg.start_soon(announce)
-        if reloader is not None:
-            tg.start_soon(reloader.run)
-        await web.serve()
-        stop()
-        tg.cancel_scope.cancel()
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, or a `StartupError` saying why there is none."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        # create_server appends the address to strerror; the message names it once already.
+        reason = (exc.strerror or str(exc)).split(" (while attempting")[0]
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = ": another process is listening there (pick another --port, or 0 for a free one)"
+        elif exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
+            hint = ": pick an address of this machine (--host) and a port above 1023"
+        raise StartupError(f"cannot listen on {host}:{port}: {reason}{hint}") from None
+    except UnicodeError as exc:  # an address IDNA cannot encode
+        raise StartupError(f"cannot listen on {host}:{port}: {exc}") from None
 
 
 def _url_host(host: str) -> str:

@@ -157,6 +157,7 @@ class Supervisor:
     async def _run_once(self) -> None:
         """One life of the upstream: connect, list, serve; failures are recorded, not raised."""
         became_ready = False
+        failure: str | None = None
         session = self._session
         try:
             # One scope around the whole exit stack: the transport's task groups are entered inside
@@ -195,18 +196,25 @@ class Supervisor:
             if startup.cancelled_caught and self.state in ("starting", "restarting"):
                 raise TimeoutError
         except TimeoutError:
-            self.fail(f"did not start within {self.startup_timeout:g}s")
+            failure = f"did not start within {self.startup_timeout:g}s"
         except ConfigError as exc:
-            self.fail(str(exc))
+            failure = str(exc)
         except Exception as exc:
-            self.fail(describe(exc))
+            failure = describe(exc)
         finally:
             session.client = None
             if self._transport.pgid is not None:
                 # The SDK kills the group only when the child outlives stdin EOF; grandchildren of a
                 # child that exited on its own would survive, so the whole group goes here.
                 kill_process_group(self._transport.pgid)
-            if self.state == "ready":
+            if failure is not None:
+                if not became_ready:
+                    # "Connection closed" says nothing; the child's last words usually say why.
+                    tail = await self._transport.stderr_tail()
+                    if tail:
+                        failure += "\n  stderr: " + "\n  stderr: ".join(tail)
+                self.fail(failure)
+            elif self.state == "ready":
                 self.state = "stopped"
                 self._tell_state()
             self._settled.set()

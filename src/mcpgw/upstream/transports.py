@@ -15,12 +15,14 @@ import logging
 import os
 import signal
 import threading
+from collections import deque
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import anyio
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -29,15 +31,22 @@ from mcpgw.config import ServerConfig, SseServer, StdioServer
 from mcpgw.upstream import credentials
 from mcpgw.upstream.stdio import stdio_transport
 
+STDERR_TAIL = 8
+"""Lines of a child's stderr kept for the error shown when it fails to start."""
+STDERR_TAIL_WAIT = 2.0
+"""Seconds to wait for the last of a failed child's stderr (a hang guard: it has exited)."""
+
 
 class _StderrPump:
     """A pipe whose read end is copied line by line into the gateway's log.
 
     The SDK's stdio transport wants a real file for the child's stderr; this
     gives it one whose lines land in `logging`, never on our own stdio channel.
+    Its last lines are kept too (`tail`): why a server did not start is usually there.
     """
 
     def __init__(self, server: str) -> None:
+        self.tail: deque[str] = deque(maxlen=STDERR_TAIL)
         read_fd, write_fd = os.pipe()
         self.writer: TextIO = os.fdopen(write_fd, "w")
         self._reader = os.fdopen(read_fd, "r", errors="replace")
@@ -49,8 +58,14 @@ class _StderrPump:
         with contextlib.suppress(OSError, ValueError):
             for line in self._reader:
                 self._log.info("%s", line.rstrip())
+                if line.strip():
+                    self.tail.append(line.rstrip()[:300])
         with contextlib.suppress(OSError):
             self._reader.close()
+
+    def drained(self, timeout: float) -> None:
+        """Wait (in a worker thread) until the child's stderr has been read to its end."""
+        self._thread.join(timeout)
 
     def close(self) -> None:
         # Closing our copy of the write end lets the pump see EOF once the child exits.
@@ -97,15 +112,27 @@ class Transport:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pgid, signal.SIGTERM)
 
+    _pump: _StderrPump | None = None
+
+    async def stderr_tail(self) -> list[str]:
+        """The last lines the stdio child wrote to stderr in its latest life (none for URL servers)."""
+        pump = self._pump
+        if pump is None:
+            return []
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(pump.drained, STDERR_TAIL_WAIT)
+        return list(pump.tail)
+
     async def open(self, stack: AsyncExitStack) -> tuple[Any, Any]:
         """The upstream's (read, write) streams, entered on `stack`: closing it closes them."""
+        self._pump = None  # a failure before the child starts must not show an earlier life's stderr
         if self.in_process is not None:
             return await stack.enter_async_context(_compat.in_memory_transport(self.in_process))
         config = self.config
         env = credentials.environ(self.secrets) if self.secrets else None
         if isinstance(config, StdioServer):
             params = config.to_params(self.name, environ=env)
-            pump = _StderrPump(self.name)
+            pump = self._pump = _StderrPump(self.name)
             stack.callback(pump.close)
 
             def spawned(pid: int) -> None:
