@@ -106,6 +106,9 @@ class Reloader:
         """Watch the files and reload on request, until cancelled."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch)
+            # An edit saved while the upstreams were starting, before the watcher was: not missed.
+            if self._digest() != self._loaded:
+                self._wanted.set()
             try:
                 while True:
                     await self._wanted.wait()
