@@ -23,6 +23,19 @@ from mcpgw.errors import RegistryError
 )
 @click.option("--persona", "-p", default=None, help="stdio: serve this persona (HTTP: /personas/NAME/mcp).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="The gateway's log on stderr: text, or one JSON object per line (default: [telemetry].log_format).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics at http://[telemetry].metrics_host:PORT/metrics "
+    "(stdio: the only way to get them; HTTP: instead of /metrics on the main port; 0 picks one).",
+)
 def serve(
     config_path: Path | None,
     transport: str,
@@ -30,14 +43,28 @@ def serve(
     port: int | None,
     persona: str | None,
     log_level: str,
+    log_format: str | None,
+    metrics_port: int | None,
 ) -> None:
     """Serve the merged catalog over stdio (for Claude Desktop, IDEs) or streamable HTTP."""
     from mcpgw.server.http import serve_http
     from mcpgw.server.lifecycle import stderr_logging
     from mcpgw.server.stdio import serve_stdio
 
-    stderr_logging(getattr(logging, log_level.upper()))
+    level = getattr(logging, log_level.upper())
+    stderr_logging(level, fmt="json" if log_format == "json" else "text")
     registry, path = load_registry(config_path)
+    telemetry = registry.telemetry
+    if log_format is None and telemetry.log_format != "text":
+        stderr_logging(level, fmt=telemetry.log_format)
+    if metrics_port is not None:
+        registry = registry.model_copy(
+            update={"telemetry": telemetry.model_copy(update={"metrics_port": metrics_port, "metrics": True})}
+        )
+    # Counted only where they are served: over HTTP, or on a listener of their own.
+    served = registry.telemetry.metrics and (
+        transport == "http" or registry.telemetry.metrics_port is not None
+    )
     source = str(path) if path else "the shipped default registry"
     if persona is not None and transport == "http":
         raise RegistryError(
@@ -52,7 +79,7 @@ def serve(
     from mcpgw.catalog.personas import resolve
 
     resolve(registry, persona)
-    built = build_gateway(registry, registry_path=path)
+    built = build_gateway(registry, registry_path=path, metrics=served)
     gateway, audit_log = built.gateway, built.audit
 
     async def ready(url: str) -> None:
@@ -67,6 +94,8 @@ def serve(
             err.print("auth: none (no \\[auth] section: any client that reaches the port may call)")
         print_servers(gateway, err)
         print_tools(gateway, err)
+        if served and registry.telemetry.metrics_port is None:
+            err.print(f"metrics: {url.removesuffix('/mcp')}/metrics")
         if audit_log is not None:
             err.print(f"audit log: {audit_log.path} (see `mcpgw logs`)")
         err.print("Press Ctrl+C to stop.")
