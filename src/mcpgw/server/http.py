@@ -152,7 +152,7 @@ async def serve_http(
     # uvicorn would re-raise a caught SIGTERM after serving, killing us before the upstreams are
     # stopped; our own receiver below asks it to exit instead, and cleanup then runs in order.
     _compat.uvicorn_without_signal_capture(web)
-    async with gateway.running(), scrape.listening(gateway), anyio.create_task_group() as tg:
+    async with scrape.listening(gateway), gateway.running(), anyio.create_task_group() as tg:
 
         def stop() -> None:
             web.should_exit = True

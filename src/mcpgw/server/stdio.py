@@ -150,7 +150,7 @@ async def serve_stdio(gateway: Gateway, persona: str | None = None) -> None:
         os.dup2(sys.stderr.fileno(), 1)
     if gateway.metrics is not None:
         gateway.metrics.track_sessions("stdio", lambda: 1)
-    async with gateway.running(), scrape.listening(gateway), anyio.create_task_group() as tg:
+    async with scrape.listening(gateway), gateway.running(), anyio.create_task_group() as tg:
         tg.start_soon(stop_on_signals, gateway, tg.cancel_scope.cancel)
         tg.start_soon(check_personas, gateway)
         async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):  # type: ignore[arg-type]
