@@ -92,11 +92,16 @@ def test_an_exception_stays_on_its_one_line() -> None:
         record = logging.LogRecord(
             "mcpgw.x", logging.ERROR, __file__, 1, "failed: %s", ("a\nb",), sys.exc_info()
         )
-    with context.serving(request_id="r1", persona=None):
+    with (
+        context.bound(trace_id="4bf92f3577b34da6a3ce929d0e0e4736"),
+        context.serving(request_id="r1", persona=None),
+    ):
         context.routed(server="up", tool="up__echo")
         line = JsonFormatter().format(record)
+    assert context.current().trace_id is None  # the block's fields end with it
     assert "\n" not in line
     parsed = json.loads(line)
     assert parsed["message"] == "failed: a\nb"
     assert "ValueError: bad\nthing" in parsed["exception"]
     assert (parsed["request_id"], parsed["server"], parsed["persona"]) == ("r1", "up", None)
+    assert parsed["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"  # known before, carried in

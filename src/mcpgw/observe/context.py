@@ -9,6 +9,7 @@ upstream's own tasks run under, so their log lines name their server.
 The log format (`observe.logs`) reads every line's fields from here, metrics read the
 server, tool and upstream time, and tracing fills in `trace_id` (and reads the rest).
 `Fields` is mutable on purpose: a task the request starts shares its request's fields.
+`bound` sets fields for a block before the request is served (tracing's trace id).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 
 @dataclass
@@ -52,6 +54,17 @@ def serving(*, request_id: str, persona: str | None) -> Iterator[Fields]:
     token = _current.set(fields)
     try:
         yield fields
+    finally:
+        _current.reset(token)
+
+
+@contextmanager
+def bound(**values: Any) -> Iterator[Fields]:
+    """A copy of the current fields with `values`, for the block: what is known before a request is
+    served (a trace id from an incoming `traceparent`) is carried into it by `serving`."""
+    token = _current.set(replace(_current.get(), **values))
+    try:
+        yield _current.get()
     finally:
         _current.reset(token)
 

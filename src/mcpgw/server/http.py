@@ -63,9 +63,8 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
     app.router.routes.append(Route("/healthz", endpoint=_health(gateway), methods=["GET"]))
     metrics = gateway.metrics
     if metrics is not None:
-        sessions = next(r.app for r in app.routes if isinstance(r, Route) and r.path == "/mcp")
-        if isinstance(sessions, SessionLimits):
-            metrics.track_sessions("http", lambda: sessions.open)
+        if isinstance(endpoint, SessionLimits):
+            metrics.track_sessions("http", lambda: endpoint.open)
         if gateway.registry.telemetry.metrics_port is None:  # else on a listener of its own
             app.router.routes.append(scrape.metrics_route(metrics))
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes, timeout=settings.request_body_timeout)
