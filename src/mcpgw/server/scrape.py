@@ -1,9 +1,9 @@
 """Serving the gateway's Prometheus metrics: `/metrics`, on the HTTP listener or on one of its own.
 
 Owns: the `/metrics` route (prometheus-client's exposition: the text format, OpenMetrics
-when asked for, gzip when accepted) and `serve_metrics`, a listener that serves only
-that route, for stdio serving or to keep the metrics off a public HTTP listener
-(`[telemetry] metrics_port`). Either way `/metrics` answers without a token, like
+when asked for, gzip when accepted) and `listener`, a listener that serves only that
+route, for stdio serving or to keep the metrics off a public HTTP listener
+(`listening`: the gateway's, when `[telemetry] metrics_port` asks for one). Either way `/metrics` answers without a token, like
 `/healthz`: scrapers rarely hold an OAuth token, and the metrics hold counts and names,
 never arguments, results or principals. The Host check against DNS rebinding runs in
 front of it as on every route.
