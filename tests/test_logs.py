@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sqlite3
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,15 @@ import tomlkit
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from conftest import run_mcpgw, upstream_server
+from conftest import (
+    PROCESS_LIMIT,
+    free_port,
+    mcpgw_command,
+    run_mcpgw,
+    stop_group,
+    upstream_server,
+    wait_for_port,
+)
 from mcpgw.observe import context
 from mcpgw.observe.logs import JsonFormatter
 
@@ -66,6 +77,34 @@ async def test_json_lines_carry_request_id_persona_and_server(tmp_path: Path) ->
     relayed = [r for r in records if r["logger"] == "mcpgw.upstream.up"]
     assert relayed and all(r["server"] == "up" for r in relayed)
     assert {"ts", "level", "logger", "message", "request_id", "trace_id", "persona", "server"} <= set(ready)
+
+
+def test_http_stderr_is_json_lines_only_banner_and_uvicorn_included(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "stderr.log"
+    command = mcpgw_command("serve", "-c", str(registry(tmp_path)), "-t", "http", "--port", str(port))
+    with log.open("w") as errlog:
+        process = subprocess.Popen(
+            [*command, "--log-format", "json"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=errlog,
+            start_new_session=True,
+        )
+        try:
+            wait_for_port(port, process=process)
+            deadline = time.monotonic() + PROCESS_LIMIT
+            while '"serving ' not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")  # uvicorn's own warning
+                assert sock.recv(100).startswith(b"HTTP/1.1 400")
+        finally:
+            stop_group(process)
+    records = lines(log.read_text())
+    [banner] = [r for r in records if r["message"].startswith("serving ")]
+    assert f"http://127.0.0.1:{port}/mcp: 1 of 1 servers ready" in banner["message"]
+    assert any(r["logger"] == "uvicorn.error" and "Invalid HTTP request" in r["message"] for r in records)
 
 
 def test_the_flag_overrides_the_setting(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import click
 from mcpgw.cli.options import config_option, load_registry
 from mcpgw.cli.output import err, print_servers, print_tools
 from mcpgw.errors import RegistryError
+from mcpgw.observe.logs import LogFormat
 
 
 @click.command()
@@ -52,11 +53,13 @@ def serve(
     from mcpgw.server.stdio import serve_stdio
 
     level = getattr(logging, log_level.upper())
-    stderr_logging(level, fmt="json" if log_format == "json" else "text")
+    chosen: LogFormat = "json" if log_format == "json" else "text"
+    stderr_logging(level, fmt=chosen)
     registry, path = load_registry(config_path)
     telemetry = registry.telemetry
-    if log_format is None and telemetry.log_format != "text":
-        stderr_logging(level, fmt=telemetry.log_format)
+    fmt: LogFormat = chosen if log_format is not None else telemetry.log_format
+    if fmt != chosen:  # the registry asks for another format than the flag's default
+        stderr_logging(level, fmt=fmt)
     if metrics_port is not None:
         registry = registry.model_copy(
             update={"telemetry": telemetry.model_copy(update={"metrics_port": metrics_port, "metrics": True})}
@@ -84,6 +87,19 @@ def serve(
 
     async def ready(url: str) -> None:
         await gateway.wait_started()
+        if fmt == "json":  # stderr holds JSON lines only: the banner is one of them
+            ready_count = sum(u.state == "ready" for u in gateway.upstreams.values())
+            logging.getLogger("mcpgw").info(
+                "serving %s at %s: %d of %d servers ready, %d tools; personas: %s; auth: %s",
+                source,
+                url,
+                ready_count,
+                len(gateway.upstreams),
+                len(gateway.catalog.tools),
+                ", ".join(registry.personas) or "none",
+                registry.auth.issuer if registry.auth is not None else "none",
+            )
+            return
         err.print(f"[bold green]mcpgw[/] serving {source} at [bold]{url}[/]")
         for name in registry.personas:
             err.print(f"  persona [bold]{name}[/]: {url.removesuffix('/mcp')}/personas/{name}/mcp")

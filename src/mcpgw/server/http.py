@@ -141,6 +141,7 @@ async def serve_http(
         host=host,
         port=port,
         log_level="warning",
+        log_config=None,  # its lines go through the gateway's own log (and its format)
         lifespan="on",
         http=_compat.http_protocol(
             header_timeout=settings.request_header_timeout, max_header_bytes=MAX_HEADER_BYTES

@@ -3,10 +3,10 @@
 Owns: the `/metrics` route (prometheus-client's exposition: the text format, OpenMetrics
 when asked for, gzip when accepted) and `listener`, a listener that serves only that
 route, for stdio serving or to keep the metrics off a public HTTP listener
-(`listening`: the gateway's, when `[telemetry] metrics_port` asks for one). Either way `/metrics` answers without a token, like
-`/healthz`: scrapers rarely hold an OAuth token, and the metrics hold counts and names,
-never arguments, results or principals. The Host check against DNS rebinding runs in
-front of it as on every route.
+(`listening`: the gateway's, when `[telemetry] metrics_port` asks for one). Either
+way `/metrics` answers without a token, like `/healthz`: scrapers rarely hold an OAuth
+token, and the metrics hold counts and names, never arguments, results or principals.
+The Host check against DNS rebinding runs in front of it as on every route.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ async def listener(metrics: Metrics, registry: Registry, *, host: str, port: int
         host=host,
         port=port,
         log_level="warning",
+        log_config=None,  # its lines go through the gateway's own log (and its format)
         lifespan="off",
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
