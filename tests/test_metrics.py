@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -332,3 +333,17 @@ async def test_gateways_in_one_process_keep_their_own_counts() -> None:
         echo = {"method": "tools/call", "persona": "", "server": "up", "tool": "up__echo", "outcome": "ok"}
         assert one.metrics.registry.get_sample_value("mcpgw_requests_total", echo) == 1
         assert two.metrics.registry.get_sample_value("mcpgw_requests_total", echo) is None
+
+
+def test_prometheus_client_is_not_loaded_while_metrics_are_off() -> None:
+    script = (
+        "import sys\n"
+        "import mcpgw.cli.serve, mcpgw.server.http, mcpgw.server.stdio\n"
+        "from mcpgw.assembly import build_gateway\n"
+        "from mcpgw.config import validate\n"
+        "build_gateway(validate({'servers': {'up': {'command': 'x'}}}, source='t'), audit=None)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('prometheus_client')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -18,7 +18,6 @@ from mcpgw import audit as audit_mod
 from mcpgw.audit import AuditLog
 from mcpgw.config import Registry
 from mcpgw.core.gateway import Gateway
-from mcpgw.observe.metrics import Metrics
 from mcpgw.security.dataguard import Guard
 from mcpgw.security.trust import Trust
 from mcpgw.upstream import credentials
@@ -64,6 +63,11 @@ def build_gateway(
         audit_log = audit_mod.open_for(registry.audit, source=source, detectors=detectors)
     else:
         audit_log = audit
+    counted = None
+    if metrics and purpose == "serve":
+        from mcpgw.observe.metrics import Metrics  # prometheus-client: about 50 ms, only when metrics are on
+
+        counted = Metrics()
     trust = Trust.for_registry(registry, registry_path, audit=audit_log, reporting=purpose == "serve")
     gateway = Gateway(
         registry,
@@ -72,6 +76,6 @@ def build_gateway(
         trust=trust,
         secrets=secrets,
         in_process=in_process,
-        metrics=Metrics() if metrics and purpose == "serve" else None,
+        metrics=counted,
     )
     return Assembly(gateway=gateway, trust=trust, audit=audit_log)

@@ -28,7 +28,6 @@ from mcpgw.core import kinds
 from mcpgw.core.pipeline import Pipeline, Request
 from mcpgw.core.watch import ResourceWatch, Subscriber
 from mcpgw.errors import NotFound, Unavailable
-from mcpgw.observe.metrics import Metrics, Snapshot, UpstreamSample
 from mcpgw.sampling import Sampler
 from mcpgw.security.dataguard import Guard
 from mcpgw.upstream import Hooks, Upstream
@@ -40,6 +39,7 @@ from mcpgw.upstream.session import ProgressRelay
 from mcpgw.upstream.supervisor import State
 
 if TYPE_CHECKING:
+    from mcpgw.observe.metrics import Metrics, Snapshot
     from mcpgw.security.trust import Trust
 
 logger = logging.getLogger("mcpgw.gateway")
@@ -180,6 +180,8 @@ class Gateway:
 
     def _snapshot(self) -> Snapshot:
         """The gateway's state as a metrics scrape reads it."""
+        from mcpgw.observe.metrics import Snapshot, UpstreamSample  # loaded once metrics are on
+
         samples = [
             UpstreamSample(u.name, u.state, *u.slots, tools=len(u.lists["tools"]))
             for u in list(self.upstreams.values())

@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastmcp.server.auth.middleware import RequireAuthMiddleware
@@ -51,10 +51,12 @@ from mcpgw import _compat
 from mcpgw.audit import AuditLog, Folds, Kind, Outcome, Step, shown
 from mcpgw.config import AuthSettings, Registry
 from mcpgw.errors import ConfigError
-from mcpgw.observe.metrics import Metrics
 from mcpgw.server import tokens
 from mcpgw.server.hostcheck import is_loopback
 from mcpgw.server.tokens import JWTVerifier, KeysUnavailable, TokenRejected, brief, claim_words
+
+if TYPE_CHECKING:
+    from mcpgw.observe.metrics import Metrics
 
 logger = logging.getLogger("mcpgw.auth")
 

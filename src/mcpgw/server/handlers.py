@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import mcp_types as types
 from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
@@ -33,11 +33,13 @@ from mcpgw.bridge.channel import client_channel
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import GatewayError
 from mcpgw.observe import context as observe
-from mcpgw.observe.metrics import UNKNOWN, Metrics
 from mcpgw.server.listcache import ListingCache
 from mcpgw.server.listening import ListenBridge
 from mcpgw.server.notify import Announcer, log_sink, progress_relay
 from mcpgw.upstream.logrelay import LogLevels
+
+if TYPE_CHECKING:
+    from mcpgw.observe.metrics import Metrics
 
 logger = logging.getLogger("mcpgw.server")
 
@@ -103,6 +105,8 @@ async def _recorded(
 
 
 def _count(metrics: Metrics, gateway: Gateway, ctx: Ctx, step: audit.Step, fields: observe.Fields) -> None:
+    from mcpgw.observe.metrics import UNKNOWN  # prometheus-client is loaded only when metrics are on
+
     tool = fields.tool
     if tool is None and step.kind in (audit.Kind.CALL, audit.Kind.PROMPT):
         # Not routed (unknown, hidden or withheld): the name is a label only if the catalog has it.

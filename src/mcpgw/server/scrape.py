@@ -15,10 +15,9 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from prometheus_client import make_asgi_app
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -26,8 +25,10 @@ from mcpgw import _compat
 from mcpgw.config import Registry
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import ConfigError
-from mcpgw.observe.metrics import Metrics
 from mcpgw.server.hostcheck import HostCheck, transport_security
+
+if TYPE_CHECKING:
+    from mcpgw.observe.metrics import Metrics
 
 logger = logging.getLogger("mcpgw.metrics")
 
@@ -40,6 +41,8 @@ class _Exposition:
     """prometheus-client's ASGI app as a Starlette endpoint (a class instance routes as ASGI)."""
 
     def __init__(self, metrics: Metrics) -> None:
+        from prometheus_client import make_asgi_app  # loaded only when metrics are on
+
         self._app = make_asgi_app(metrics.registry)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
