@@ -138,6 +138,7 @@ def test_http_metrics_count_calls_by_method_persona_server_tool_and_outcome(tmp_
         assert value(s, "mcpgw_upstream_restarts_total", server="up") is None  # never restarted
         assert value(s, "mcpgw_audit_rows_dropped_total") == 0
         assert value(s, "mcpgw_audit_queue_depth") is not None
+        assert (value(s, "process_resident_memory_bytes") or 0) > 0
         # Every client ended its session (DELETE): none is left open.
         s = poll(f"{base}/metrics", lambda s: value(s, "mcpgw_sessions_open", transport="http") == 0)
         assert value(s, "mcpgw_sessions_open", transport="http") == 0

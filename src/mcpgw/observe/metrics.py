@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -139,6 +139,9 @@ class Metrics:
         self._counts: dict[tuple[str, str, str, str, str], Any] = {}
         self._gauges = _Gauges()
         r.register(self._gauges)
+        # The process's CPU, memory and open files, and the Python version: read when scraped.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
 
     # --- what the call path counts ---------------------------------------------------------------
 
