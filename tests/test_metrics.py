@@ -245,6 +245,10 @@ def test_a_taken_metrics_port_stops_serve_with_a_clear_error(tmp_path: Path) -> 
     assert f"telemetry.metrics_port: cannot listen on 127.0.0.1:{port} for metrics" in result.stderr
     assert "Traceback" not in result.stderr
 
+    same = run_mcpgw("serve", "-c", str(config), "-t", "http", "--port", "18999", "--metrics-port", "18999")
+    assert same.returncode == 2, same.stderr
+    assert "telemetry.metrics_port: 18999 is the HTTP port too" in same.stderr
+
 
 def test_bad_telemetry_settings_are_refused_naming_the_key() -> None:
     from mcpgw.errors import ConfigError

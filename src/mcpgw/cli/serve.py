@@ -11,7 +11,7 @@ import click
 
 from mcpgw.cli.options import config_option, load_registry
 from mcpgw.cli.output import err, print_servers, print_tools
-from mcpgw.errors import RegistryError
+from mcpgw.errors import ConfigError, RegistryError
 from mcpgw.observe.logs import LogFormat
 
 
@@ -69,6 +69,13 @@ def serve(
         transport == "http" or registry.telemetry.metrics_port is not None
     )
     source = str(path) if path else "the shipped default registry"
+    http_port = registry.gateway.port if port is None else port
+    if transport == "http" and http_port and registry.telemetry.metrics_port == http_port:
+        raise ConfigError(
+            f"{http_port} is the HTTP port too: give the metrics another port, or leave "
+            "metrics_port unset to serve /metrics on the HTTP port",
+            key="telemetry.metrics_port",
+        )
     if persona is not None and transport == "http":
         raise RegistryError(
             "--persona applies to stdio; over HTTP each persona has its own /personas/NAME/mcp"
@@ -125,7 +132,7 @@ def serve(
                 lambda: serve_http(
                     gateway,
                     host=host or registry.gateway.host,
-                    port=registry.gateway.port if port is None else port,
+                    port=http_port,
                     on_ready=ready,
                 ),
                 backend_options=_loop_options(),
