@@ -354,3 +354,25 @@ def test_prometheus_client_is_not_loaded_while_metrics_are_off() -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+async def test_listings_are_counted_whether_the_cache_answers_or_not() -> None:
+    config = parity.registry(personas={"ops": {"allow": ["up__echo"]}})
+    async with (
+        parity.served(config, {"up": parity.TestUpstream()}, audit=None, metrics=True) as gateway,
+        parity.gateway_client(gateway, persona="ops") as client,
+    ):
+        for _ in range(3):  # the first is shaped by the handler, the others come from the cache
+            assert [t.name for t in (await client.list_tools()).tools] == ["up__echo"]
+        await client.list_prompts()
+        assert gateway.metrics is not None
+        registry = gateway.metrics.registry
+        listed = {"persona": "ops", "server": "", "tool": "", "outcome": "ok"}
+        assert registry.get_sample_value("mcpgw_requests_total", {"method": "tools/list", **listed}) == 3
+        assert registry.get_sample_value("mcpgw_requests_total", {"method": "prompts/list", **listed}) == 1
+        assert (
+            registry.get_sample_value(
+                "mcpgw_gateway_duration_seconds_count", {"method": "tools/list", "server": "", "tool": ""}
+            )
+            == 3
+        )

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import mcp_types as types
 from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
-from mcp.server.context import ServerRequestContext
+from mcp.server.context import ServerMiddleware, ServerRequestContext
 from mcp.server.lowlevel.server import RequestHandler, Server
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mcpgw.server")
 
 T = TypeVar("T")
+_Answer = BaseModel | dict[str, Any] | None
+"""What a server middleware's `call_next` returns."""
 Ctx = ServerRequestContext[Any, Any]
 
 
@@ -92,7 +94,7 @@ async def _recorded(
                     step.result = result.get("structuredContent") or _first_text(result)
                 return result
         finally:
-            if gateway.metrics is not None:
+            if gateway.metrics is not None and kind != "list":  # listings: `_listings_counted`
                 _count(gateway.metrics, gateway, ctx, step, fields)
             if logger.isEnabledFor(logging.DEBUG):  # an access log, for `--log-level debug`
                 logger.debug(
@@ -306,7 +308,41 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
     # Replaces the default OpenTelemetry middleware: the call path stays lean (see module docstring).
     server.middleware = [announcer.track, ListingCache(gateway, persona_of)]
     gateway.add_listener(announcer)
+    if gateway.metrics is not None:
+        server.middleware.insert(1, _listings_counted(gateway, gateway.metrics, persona_of))
     return server, announcer
+
+
+def _listings_counted(
+    gateway: Gateway, metrics: Metrics, persona_of: Callable[[Ctx], str | None]
+) -> ServerMiddleware[Any]:
+    """Server middleware, in front of the listing cache: every listing is counted, though the cache
+    answers most of them without reaching a handler."""
+
+    async def middleware(ctx: Ctx, call_next: Callable[[Ctx], Awaitable[_Answer]]) -> _Answer:
+        if ctx.method not in ListingCache.METHODS:
+            return await call_next(ctx)
+        began, outcome = time.perf_counter(), audit.Outcome.ERROR
+        try:
+            result = await call_next(ctx)
+            outcome = audit.Outcome.OK
+            return result
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                outcome = audit.Outcome.CANCELLED
+            raise
+        finally:
+            metrics.request(
+                method=ctx.method,
+                persona=_persona_label(gateway, persona_of(ctx)),
+                server=None,
+                tool=None,
+                outcome=outcome.value,
+                seconds=time.perf_counter() - began,
+                upstream_seconds=0.0,
+            )
+
+    return middleware
 
 
 _FORGETS = "mcpgw.forgets-subscriptions"

@@ -7,14 +7,12 @@ from what it shaped before, until the gateway builds a new catalog.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mcp.server.context import ServerRequestContext
 
 from mcpgw.core.gateway import Gateway
-from mcpgw.errors import GatewayError
 
 Ctx = ServerRequestContext[Any, Any]
 
@@ -40,7 +38,6 @@ class ListingCache:
     async def __call__(self, ctx: Ctx, call_next: Callable[[Ctx], Awaitable[Any]]) -> Any:
         if ctx.method not in self.METHODS or (ctx.params or {}).get("cursor"):
             return await call_next(ctx)
-        began = time.perf_counter()
         await self._gateway.wait_started()
         catalog = self._gateway.catalog
         if catalog is not self._catalog:
@@ -51,20 +48,4 @@ class ListingCache:
             cached = await call_next(ctx)
             if self._gateway.catalog is catalog and isinstance(cached, dict):
                 self._shaped[key] = cached
-        elif self._gateway.metrics is not None:  # answered here, the handler's count is not reached
-            self._gateway.metrics.request(
-                method=ctx.method,
-                persona=self._persona(key[2]),
-                server=None,
-                tool=None,
-                outcome="ok",
-                seconds=time.perf_counter() - began,
-                upstream_seconds=0.0,
-            )
         return cached
-
-    def _persona(self, chosen: str | None) -> str | None:
-        try:
-            return self._gateway.resolve_persona(chosen)
-        except GatewayError:
-            return chosen
