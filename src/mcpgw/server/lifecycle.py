@@ -1,10 +1,9 @@
 """What both transports do around serving: the log on stderr, drain on signals, the persona check.
 
 Owns: the gateway's log setup (stderr, since on stdio stdout is the MCP
-channel; its formats are in `observe.logs`), the shutdown on SIGTERM, SIGINT
-or SIGHUP (drain in-flight requests up to `[gateway] drain_grace`, a second
-signal stops at once), and the check that every persona resolves once the
-upstreams have started.
+channel), the shutdown on SIGTERM, SIGINT or SIGHUP (drain in-flight requests
+up to `[gateway] drain_grace`, a second signal stops at once), and the check
+that every persona resolves once the upstreams have started.
 """
 
 from __future__ import annotations
