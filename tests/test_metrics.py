@@ -29,6 +29,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
 from prometheus_client.parser import text_string_to_metric_families
 
+import mcpgw
 import parity
 from conftest import StandIn, background, free_port, mcpgw_command, run_mcpgw, upstream_server
 from mcpgw.config import validate
@@ -340,6 +341,8 @@ async def test_gateways_in_one_process_keep_their_own_counts() -> None:
         echo = {"method": "tools/call", "persona": "", "server": "up", "tool": "up__echo", "outcome": "ok"}
         assert one.metrics.registry.get_sample_value("mcpgw_requests_total", echo) == 1
         assert two.metrics.registry.get_sample_value("mcpgw_requests_total", echo) is None
+        build = {"version": mcpgw.version()}
+        assert one.metrics.registry.get_sample_value("mcpgw_build_info", build) == 1
 
 
 def test_prometheus_client_is_not_loaded_while_metrics_are_off() -> None:

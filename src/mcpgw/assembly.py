@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mcpgw import audit as audit_mod
+from mcpgw import version
 from mcpgw.audit import AuditLog
 from mcpgw.config import Registry
 from mcpgw.core.gateway import Gateway
@@ -67,7 +68,7 @@ def build_gateway(
     if metrics and purpose == "serve":
         from mcpgw.observe.metrics import Metrics  # prometheus-client: about 50 ms, only when metrics are on
 
-        counted = Metrics()
+        counted = Metrics(version=version())
     trust = Trust.for_registry(registry, registry_path, audit=audit_log, reporting=purpose == "serve")
     gateway = Gateway(
         registry,

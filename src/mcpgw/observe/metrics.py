@@ -18,7 +18,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, PlatformCollector, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -81,9 +88,10 @@ class _Series:
 class Metrics:
     """Every metric of one gateway, in a registry of its own (`registry`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, version: str = "0") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        Info("mcpgw_build", "The mcpgw version serving.", registry=r).info({"version": version})
         self._requests = Counter(
             "mcpgw_requests",
             "Client requests served, by MCP method, persona, upstream server, tool and outcome.",
