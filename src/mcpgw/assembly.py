@@ -2,7 +2,7 @@
 
 Owns: deciding which parts a gateway is made of and handing each its
 collaborators through its constructor: the upstream secrets, the data rules,
-the audit log, the pin/poisoning policy, then the `Gateway` over them. `mcpgw
+the audit log, the pin/poisoning policy, the metrics, then the `Gateway` over them. `mcpgw
 serve`, every CLI command that starts upstreams, the benchmark and the tests
 all build through here, so what they run is what is served.
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mcpgw import audit as audit_mod
+from mcpgw import version
 from mcpgw.audit import AuditLog
 from mcpgw.config import Registry
 from mcpgw.core.gateway import Gateway
@@ -45,13 +46,15 @@ def build_gateway(
     purpose: Purpose = "serve",
     audit: AuditLog | Literal["registry"] | None = "registry",
     in_process: Mapping[str, Any] | None = None,
+    metrics: bool = False,
 ) -> Assembly:
     """Build the gateway `registry` describes.
 
     `audit`: "registry" opens the log `[audit]` configures (for `serve`); a given `AuditLog` (tests)
     or None (no audit) is used as is. A listing never audits. `in_process`: servers of the registry
     served by an in-process lowlevel `Server` instead of their configured transport (the tests'
-    parity harness; an embedder's own servers).
+    parity harness; an embedder's own servers). `metrics`: count into a `Metrics` registry of the
+    gateway's own (for `serve` when they are served: `[telemetry]`).
     """
     secrets = credentials.load_secrets(registry.gateway)  # first: a missing file stops before any write
     guard = Guard.from_registry(registry)
@@ -63,6 +66,11 @@ def build_gateway(
         audit_log = audit_mod.open_for(registry.audit, source=source, detectors=detectors)
     else:
         audit_log = audit
+    counted = None
+    if metrics and purpose == "serve":
+        from mcpgw.observe.metrics import Metrics  # prometheus-client: about 50 ms, only when metrics are on
+
+        counted = Metrics(version=version())
     trust = Trust.for_registry(registry, registry_path, audit=audit_log, reporting=purpose == "serve")
     gateway = Gateway(
         registry,
@@ -71,6 +79,7 @@ def build_gateway(
         trust=trust,
         secrets=secrets,
         in_process=in_process,
+        metrics=counted,
     )
     return Assembly(gateway=gateway, trust=trust, audit=audit_log)
 

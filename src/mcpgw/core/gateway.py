@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -26,7 +27,7 @@ from mcpgw.catalog import Catalog, Problem, Route
 from mcpgw.catalog import personas as personas_mod
 from mcpgw.catalog.personas import View
 from mcpgw.config import DEFAULT_PERSONA, Registry, ServerConfig, call_timeout
-from mcpgw.core import kinds
+from mcpgw.core import kinds, status
 from mcpgw.core import reload as reload_mod
 from mcpgw.core.pipeline import Pipeline, Request
 from mcpgw.core.reload import Parts, Plan
@@ -42,13 +43,13 @@ from mcpgw.upstream.logrelay import LogRelay, LogSink
 from mcpgw.upstream.session import ProgressRelay
 
 if TYPE_CHECKING:
+    from mcpgw.observe.metrics import Metrics
     from mcpgw.security.trust import Trust
 
 logger = logging.getLogger("mcpgw.gateway")
 
 T = TypeVar("T")
 STOP_GRACE = 5.0
-RETIRE_POLL = 0.05
 LOCK_POLL = 0.5
 """Seconds between looks at the lock file's stamp (see `Trust.reload`)."""
 
@@ -79,11 +80,14 @@ class Gateway:
         trust: Trust | None = None,
         secrets: Mapping[str, str] | None = None,
         in_process: Mapping[str, Any] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.registry = registry
         self.audit = audit
         self.guard = guard
         """Data rules on arguments and results (`dataguard`); None when there are none."""
+        self.metrics = metrics
+        """Prometheus metrics (`observe.metrics`); None when they are not served."""
         self.trust = trust
         """Applied to every catalog built (pinned definitions, poisoning checks: see `trust.Trust`)."""
         self._parts = Parts(registry, guard=guard, trust=trust, secrets=dict(secrets or {}))
@@ -95,7 +99,12 @@ class Gateway:
         self.logs = LogRelay(self.inflight)
         self.watch = ResourceWatch()
         self.sampler = Sampler(
-            registry, audit=audit, guard=guard, inflight=self.inflight, upstreams=self.upstreams
+            registry,
+            audit=audit,
+            guard=guard,
+            inflight=self.inflight,
+            upstreams=self.upstreams,
+            metrics=metrics,
         )
         self.bridge = Bridge(
             registry, sampler=self.sampler, inflight=self.inflight, tasks=lambda: self._tasks
@@ -119,6 +128,8 @@ class Gateway:
         self.pipeline = Pipeline(self)
         self._tasks: anyio.abc.TaskGroup | None = None
         """The gateway's own tasks: calls that outlive one downstream request (`bridge.Exchange`)."""
+        if metrics is not None:
+            metrics.watch(partial(status.metrics_snapshot, self))
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -191,6 +202,11 @@ class Gateway:
                 await self._idle.wait()
         return self._in_flight
 
+    @property
+    def in_flight(self) -> int:
+        """Client requests being served now."""
+        return self._in_flight
+
     @asynccontextmanager
     async def tracked(self) -> AsyncIterator[None]:
         if self.draining:
@@ -206,6 +222,8 @@ class Gateway:
                 self._idle.set()
 
     def _upstream_state(self, upstream: Upstream) -> None:
+        if self.metrics is not None and upstream.state == "restarting":
+            self.metrics.restarted(upstream.name)
         if self.audit is not None:
             outcome = audit.Outcome.OK if upstream.state in ("ready", "stopped") else audit.Outcome.ERROR
             self.audit.event(
@@ -284,6 +302,7 @@ class Gateway:
                 guard=parts.guard,
                 inflight=self.inflight,
                 upstreams=self.upstreams,
+                metrics=self.metrics,
             )
             fresh = {
                 name: self._upstream(name, registry.servers[name], parts, sampler) for name in plan.started
@@ -347,21 +366,9 @@ class Gateway:
     async def _retire(self, upstream: Upstream, reason: str) -> None:
         """Let a removed or replaced upstream finish its calls (up to `drain_grace`), then stop it."""
         try:
-            with anyio.move_on_after(self.registry.gateway.drain_grace):
-                while upstream.in_flight:
-                    await anyio.sleep(RETIRE_POLL)
-            if upstream.in_flight:
-                logger.warning(
-                    "upstream %s: %d call(s) still in flight after %gs; stopping it (%s)",
-                    upstream.name,
-                    upstream.in_flight,
-                    self.registry.gateway.drain_grace,
-                    reason,
-                )
-            upstream.stop(reason=reason)
-            with anyio.move_on_after(STOP_GRACE):
-                while upstream.connected:
-                    await anyio.sleep(RETIRE_POLL)
+            await reload_mod.retire(
+                upstream, reason, grace=self.registry.gateway.drain_grace, stop_grace=STOP_GRACE
+            )
         finally:
             self._retiring.discard(upstream)
 

@@ -15,10 +15,13 @@ configuration passes before the running gateway takes it (`check_personas`).
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from mcpgw import catalog as catalog_mod
 from mcpgw.catalog import personas as personas_mod
@@ -199,3 +202,26 @@ def check_personas(parts: Parts, namespaces: list[tuple[str, Upstream]]) -> None
     catalog = parts.trust.apply(catalog) if parts.trust is not None else catalog
     for name, persona in parts.registry.personas.items():
         personas_mod.build_view(name, persona, catalog, parts.registry)
+
+
+RETIRE_POLL = 0.05
+logger = logging.getLogger("mcpgw.gateway")
+
+
+async def retire(upstream: Upstream, reason: str, *, grace: float, stop_grace: float) -> None:
+    """Let a removed or replaced upstream finish its calls (up to `grace`), then stop it."""
+    with anyio.move_on_after(grace):
+        while upstream.in_flight:
+            await anyio.sleep(RETIRE_POLL)
+    if upstream.in_flight:
+        logger.warning(
+            "upstream %s: %d call(s) still in flight after %gs; stopping it (%s)",
+            upstream.name,
+            upstream.in_flight,
+            grace,
+            reason,
+        )
+    upstream.stop(reason=reason)
+    with anyio.move_on_after(stop_grace):
+        while upstream.connected:
+            await anyio.sleep(RETIRE_POLL)

@@ -10,13 +10,14 @@ poisoning policy withholds or serves with a warning (see `security.trust`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from mcpgw.config import Registry, ServerConfig, StdioServer, namespace_of
 
 if TYPE_CHECKING:
     from mcpgw.catalog.personas import View
     from mcpgw.core.gateway import Gateway
+    from mcpgw.observe.metrics import Snapshot
     from mcpgw.security.trust import Trust, WithheldItem
 
 
@@ -106,3 +107,23 @@ def tool_warnings(view: View, warned: Iterable[WithheldItem]) -> dict[str, str]:
     """Tool name as the persona sees it -> why it is served with a warning (an override may rename it)."""
     reasons = {item.name: item.reason for item in warned if item.kind == "tool"}
     return {name: reasons[entry.target] for name, entry in view.entries.items() if entry.target in reasons}
+
+
+def metrics_snapshot(gateway: Gateway) -> Snapshot:
+    """The gateway's state as a metrics scrape reads it."""
+    from mcpgw.observe.metrics import Snapshot, UpstreamSample  # loaded once metrics are on
+    from mcpgw.upstream.supervisor import State
+
+    samples = [
+        UpstreamSample(u.name, u.state, *u.slots, tools=len(u.lists["tools"]))
+        for u in list(gateway.upstreams.values())
+    ]
+    log = gateway.audit
+    return Snapshot(
+        samples,
+        states=get_args(State),
+        in_flight=gateway.in_flight,
+        audit_queued=log.queued if log is not None else None,
+        audit_dropped=log.dropped if log is not None else 0,
+        audit_written=log.written if log is not None else 0,
+    )

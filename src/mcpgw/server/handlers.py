@@ -16,14 +16,15 @@ handlers return the upstream's raw result dicts.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import mcp_types as types
 from mcp.server import apps
 from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
-from mcp.server.context import ServerRequestContext
+from mcp.server.context import ServerMiddleware, ServerRequestContext
 from mcp.server.lowlevel.server import RequestHandler, Server
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -33,14 +34,20 @@ from mcpgw import _compat, audit, version
 from mcpgw.bridge.channel import client_channel
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import GatewayError
+from mcpgw.observe import context as observe
 from mcpgw.server.listcache import ListingCache
 from mcpgw.server.listening import ListenBridge
 from mcpgw.server.notify import Announcer, log_sink, progress_relay
 from mcpgw.upstream.logrelay import LogLevels
 
+if TYPE_CHECKING:
+    from mcpgw.observe.metrics import Metrics
+
 logger = logging.getLogger("mcpgw.server")
 
 T = TypeVar("T")
+_Answer = BaseModel | dict[str, Any] | None
+"""What a server middleware's `call_next` returns."""
 Ctx = ServerRequestContext[Any, Any]
 
 
@@ -65,9 +72,11 @@ _NAME_KEYS = {"call": "name", "prompt": "name", "read": "uri", "subscribe": "uri
 async def _recorded(
     gateway: Gateway, ctx: Ctx, kind: str, persona: str | None, work: Callable[[], Awaitable[dict[str, Any]]]
 ) -> dict[str, Any]:
-    """Serve one request as one audit step: what, for whom, from which client, how it ended."""
-    if gateway.audit is None:
-        return await _guarded(work)
+    """Serve one request as one audit step: what, for whom, from which client, how it ended.
+
+    The step's request id and persona are the request's observed fields (`observe.context`)
+    too, which every log line of it carries; its outcome and time are counted in the metrics.
+    """
     raw = ctx.params or {}
     step = _step(gateway, ctx, audit.Kind(kind), persona)
     if kind in _NAME_KEYS:
@@ -76,14 +85,48 @@ async def _recorded(
         step.name = ctx.method
     if kind in ("call", "prompt"):
         step.arguments = raw.get("arguments")
-    with audit.recording(step, into=gateway.audit):
-        result = await _guarded(work)
-        if result.get("isError"):
-            step.outcome = audit.Outcome.ERROR
-            step.error = _first_text(result)
-        if kind == "call":
-            step.result = result.get("structuredContent") or _first_text(result)
-        return result
+    with observe.serving(request_id=step.request_id, persona=step.persona) as fields:
+        try:
+            with audit.recording(step, into=gateway.audit):
+                result = await _guarded(work)
+                if result.get("isError"):
+                    step.outcome = audit.Outcome.ERROR
+                    step.error = _first_text(result)
+                if kind == "call":
+                    step.result = result.get("structuredContent") or _first_text(result)
+                return result
+        finally:
+            if gateway.metrics is not None and kind != "list":  # listings: `_listings_counted`
+                _count(gateway.metrics, gateway, ctx, step, fields)
+            if logger.isEnabledFor(logging.DEBUG):  # an access log, for `--log-level debug`
+                logger.debug(
+                    "%s%s: %s in %.1f ms",
+                    ctx.method,
+                    f" {step.name}" if step.name and step.name != ctx.method else "",
+                    step.outcome,
+                    (time.perf_counter() - step.started) * 1000,
+                )
+
+
+def _count(metrics: Metrics, gateway: Gateway, ctx: Ctx, step: audit.Step, fields: observe.Fields) -> None:
+    from mcpgw.observe.metrics import UNKNOWN  # prometheus-client is loaded only when metrics are on
+
+    tool = fields.tool
+    if tool is None and step.kind in (audit.Kind.CALL, audit.Kind.PROMPT):
+        # Not routed (unknown, hidden or withheld): the name is a label only if the catalog has it.
+        routes = (
+            gateway.catalog.tool_routes if step.kind is audit.Kind.CALL else gateway.catalog.prompt_routes
+        )
+        tool = step.name if step.name in routes else UNKNOWN
+    metrics.request(
+        method=ctx.method,
+        persona=step.persona,
+        server=fields.server,
+        tool=tool,
+        outcome=step.outcome.value,
+        seconds=time.perf_counter() - step.started,
+        upstream_seconds=fields.upstream_seconds,
+    )
 
 
 def _step(gateway: Gateway, ctx: Ctx, kind: audit.Kind, persona: str | None) -> audit.Step:
@@ -282,7 +325,41 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
     # Replaces the default OpenTelemetry middleware: the call path stays lean (see module docstring).
     server.middleware = [announcer.track, ListingCache(gateway, persona_of)]
     gateway.add_listener(announcer)
+    if gateway.metrics is not None:
+        server.middleware.insert(1, _listings_counted(gateway, gateway.metrics, persona_of))
     return server, announcer
+
+
+def _listings_counted(
+    gateway: Gateway, metrics: Metrics, persona_of: Callable[[Ctx], str | None]
+) -> ServerMiddleware[Any]:
+    """Server middleware, in front of the listing cache: every listing is counted, though the cache
+    answers most of them without reaching a handler."""
+
+    async def middleware(ctx: Ctx, call_next: Callable[[Ctx], Awaitable[_Answer]]) -> _Answer:
+        if ctx.method not in ListingCache.METHODS:
+            return await call_next(ctx)
+        began, outcome = time.perf_counter(), audit.Outcome.ERROR
+        try:
+            result = await call_next(ctx)
+            outcome = audit.Outcome.OK
+            return result
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                outcome = audit.Outcome.CANCELLED
+            raise
+        finally:
+            metrics.request(
+                method=ctx.method,
+                persona=_persona_label(gateway, persona_of(ctx)),
+                server=None,
+                tool=None,
+                outcome=outcome.value,
+                seconds=time.perf_counter() - began,
+                upstream_seconds=0.0,
+            )
+
+    return middleware
 
 
 _FORGETS = "mcpgw.forgets-subscriptions"

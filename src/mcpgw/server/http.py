@@ -3,7 +3,8 @@
 Owns: the Starlette app (`http_app`) with `/mcp` for the default persona (or
 everything), `/personas/<name>/mcp` for each persona (`PersonaEndpoint`: 404 for
 an unknown one, naming none of the others), `/healthz` for load balancers (and
-what the last registry reload did), and `serve_http`, which runs it under
+what the last registry reload did), `/metrics` for Prometheus (`scrape`; unless
+they have a listener of their own), and `serve_http`, which runs it under
 uvicorn with the gateway's own signal handling and its bounds on slow or large
 request headers and idle connections. The HTTP-side guards it installs live
 beside it, outermost first: `hostcheck` (Host and Origin, on every route),
@@ -31,11 +32,13 @@ from mcpgw import _compat
 from mcpgw.config import Registry
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import GatewayError, StartupError
+from mcpgw.server import scrape
 from mcpgw.server.edge import BodyLimit, FieldValues
 from mcpgw.server.handlers import HTTP_PERSONA, PERSONA_PATH_PARAM, build_server
 from mcpgw.server.hostcheck import HostCheck, transport_security
 from mcpgw.server.lifecycle import check_personas, stop_on_signals
 from mcpgw.server.reload import Reloader
+from mcpgw.server.sessions import SessionLimits
 
 logger = logging.getLogger("mcpgw.http")
 
@@ -70,6 +73,12 @@ def http_app(gateway: Gateway, *, host: str, reloader: Reloader | None = None) -
         Route(PERSONA_PATH, endpoint=PersonaEndpoint(gateway, endpoint)),
         Route("/healthz", endpoint=_health(gateway, reloader), methods=["GET"]),
     ]
+    metrics = gateway.metrics
+    if metrics is not None:
+        if isinstance(endpoint, SessionLimits):
+            metrics.track_sessions("http", lambda: endpoint.open)
+        if gateway.registry.telemetry.metrics_port is None:  # else on a listener of its own
+            routes.append(scrape.metrics_route(metrics))
 
     def shell(registry: Registry) -> Starlette:
         app = Starlette(routes=[Route(r.path, endpoint=r.endpoint, methods=r.methods) for r in routes])
@@ -77,7 +86,14 @@ def http_app(gateway: Gateway, *, host: str, reloader: Reloader | None = None) -
         if registry.auth is not None or settings.cors_origins:
             from mcpgw.server import auth
 
-            auth.install(app, registry, mcp_path="/mcp", persona_path=PERSONA_PATH, audit=gateway.audit)
+            auth.install(
+                app,
+                registry,
+                mcp_path="/mcp",
+                persona_path=PERSONA_PATH,
+                audit=gateway.audit,
+                metrics=gateway.metrics,
+            )
         # Added last, so outermost: nothing (not even the body limit) answers a rebound page.
         app.add_middleware(HostCheck, settings=security)
         # Outermost: every check reads header values as HTTP defines them, whatever the parser kept.
@@ -188,6 +204,7 @@ async def serve_http(
         host=host,
         port=port,
         log_level="warning",
+        log_config=None,  # its lines go through the gateway's own log (and its format)
         lifespan="on",
         http=_compat.http_protocol(
             header_timeout=settings.request_header_timeout, max_header_bytes=MAX_HEADER_BYTES
@@ -204,7 +221,7 @@ async def serve_http(
     failures: list[GatewayError] = []
     checked = anyio.Event()
     try:
-        async with gateway.running(), anyio.create_task_group() as tg:
+        async with scrape.listening(gateway), gateway.running(), anyio.create_task_group() as tg:
 
             def stop() -> None:
                 if reloader is not None:

@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 
 from mcpgw.core.gateway import Gateway
+from mcpgw.server import scrape
 from mcpgw.server.envelope import envelope_problem, too_large
 from mcpgw.server.handlers import build_server
 from mcpgw.server.lifecycle import check_personas, stop_on_signals
@@ -156,7 +157,9 @@ async def serve_stdio(
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         os.dup2(sys.stderr.fileno(), 1)
     reloader = Reloader(gateway, registry_path, persona=persona) if registry_path is not None else None
-    async with gateway.running(), anyio.create_task_group() as tg:
+    if gateway.metrics is not None:
+        gateway.metrics.track_sessions("stdio", lambda: 1)
+    async with scrape.listening(gateway), gateway.running(), anyio.create_task_group() as tg:
 
         def stop() -> None:
             if reloader is not None:

@@ -137,6 +137,11 @@ class Session:
     def era(self) -> str:
         return era_of(self.protocol_version)
 
+    @property
+    def slots(self) -> tuple[int, int]:
+        """Calls holding a slot, and calls waiting for one (read by metrics when scraped)."""
+        return int(self._slots.borrowed_tokens), self._slots.statistics().tasks_waiting
+
     async def connect(self, stack: AsyncExitStack, streams: tuple[Any, Any], *, era: Era) -> ClientSession:
         """A new `ClientSession` over `streams`, entered on `stack`, with its era negotiated."""
         read, write = streams
