@@ -28,22 +28,8 @@ import warnings
 from typing import Any, cast
 
 import anyio
-import mcp_types as types
-from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
-from mcp.server.context import ServerRequestContext
-from mcp.server.lowlevel.server import NotificationOptions, Server
-from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourceUpdated, ToolsListChanged
-from mcp.shared.exceptions import MCPError
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
-
-# Logging, sampling and server-to-client requests are what the 2025 scenarios test; the SDK warns
-# that they are deprecated as of 2026-07-28, which is noise here.
-warnings.filterwarnings("ignore", category=DeprecationWarning)
-warnings.filterwarnings("ignore", message=".*deprecated as of 2026-07-28.*")
-
-Ctx = ServerRequestContext[Any, Any]
-
 import conformance_stateless as stateless
+import mcp_types as types
 from conformance_data import (
     DEFAULTS_SCHEMA,
     ELICIT_SCHEMA,
@@ -57,6 +43,19 @@ from conformance_data import (
     WAV,
     _tool,
 )
+from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import NotificationOptions, Server
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourceUpdated, ToolsListChanged
+from mcp.shared.exceptions import MCPError
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+
+# Logging, sampling and server-to-client requests are what the 2025 scenarios test; the SDK warns
+# that they are deprecated as of 2026-07-28, which is noise here.
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+warnings.filterwarnings("ignore", message=".*deprecated as of 2026-07-28.*")
+
+Ctx = ServerRequestContext[Any, Any]
 
 
 def _text(text: str) -> dict[str, Any]:
@@ -249,7 +248,7 @@ class Fixture:
     # --- resources -------------------------------------------------------------------------------
 
     async def list_resources(self, ctx: Ctx, params: Any) -> dict[str, Any]:
-        return {"resources": RESOURCES + [stateless.RESOURCE] if _modern(ctx) else RESOURCES}
+        return {"resources": [*RESOURCES, stateless.RESOURCE] if _modern(ctx) else RESOURCES}
 
     async def list_templates(self, ctx: Ctx, params: Any) -> dict[str, Any]:
         return {"resourceTemplates": TEMPLATES}
@@ -291,7 +290,7 @@ class Fixture:
     # --- prompts and completion ------------------------------------------------------------------
 
     async def list_prompts(self, ctx: Ctx, params: Any) -> dict[str, Any]:
-        return {"prompts": PROMPTS + [stateless.PROMPT] if _modern(ctx) else PROMPTS}
+        return {"prompts": [*PROMPTS, stateless.PROMPT] if _modern(ctx) else PROMPTS}
 
     async def get_prompt(self, ctx: Ctx, params: types.GetPromptRequestParams) -> dict[str, Any]:
         args = params.arguments or {}
