@@ -6,10 +6,10 @@ Its reference server (everything-server.ts in the suite's repository) is not
 published as a package, so this is ours, reproducing that server's behaviour:
 its handshake path here, its stateless 2026-07-28 path here and in
 `conformance_stateless.py` (the multi-round-trip and diagnostic tools, and the
-`resultType` it omits), its data in `conformance_data.py`. One deliberate
-difference: on the stateless path the reference relays `test_sampling` and the
-elicitation tools to an in-memory client that cannot answer, so they fail
-there; ours ask with `input_required`, as a working 2026 server would. A few extra names
+`resultType` it omits, the NDJSON its diagnostic tools write), its data in
+`conformance_data.py`. Its failures too: on the stateless path the reference
+relays `test_sampling` and the elicitation tools to an in-memory client that
+cannot answer, so they answer "... not supported or error" there. A few extra names
 (`era_*`) serve the era-matrix tests: a sleep to cancel, a tool that adds a
 tool (list change), an elicitation that works in both eras.
 
@@ -43,6 +43,7 @@ from conformance_data import (
     WAV,
     _tool,
 )
+from conformance_wire import as_the_reference_writes
 from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions, Server
@@ -56,6 +57,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", message=".*deprecated as of 2026-07-28.*")
 
 Ctx = ServerRequestContext[Any, Any]
+ELICITING = ("test_elicitation", "test_elicitation_sep1034_defaults", "test_elicitation_sep1330_enums")
 
 
 def _text(text: str) -> dict[str, Any]:
@@ -127,39 +129,32 @@ class Fixture:
             return _result(_text("Tool with progress executed successfully"))
         if name == "test_error_handling":
             return _result(_text("This tool intentionally returns an error for testing"), is_error=True)
+        if name in ("test_sampling", *ELICITING) and _modern(ctx):
+            # The reference serves these on its stateless path through an in-memory handshake-era
+            # client that cannot answer: a plain result saying so (no `input_required`).
+            kind = "Sampling" if name == "test_sampling" else "Elicitation"
+            return _result(_text(f"{kind} not supported or error: MCP error -32601: Method not found"))
         if name == "test_sampling":
             message = types.SamplingMessage(
                 role="user", content=types.TextContent(type="text", text=args["prompt"])
             )
-            if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-                # 2026-07-28 has no server-to-client requests: the client samples and retries.
-                sampled = (params.input_responses or {}).get("sample")
-                if not isinstance(sampled, types.CreateMessageResult):
-                    request = types.CreateMessageRequest(
-                        params=types.CreateMessageRequestParams(messages=[message], max_tokens=100)
-                    )
-                    required = types.InputRequiredResult(input_requests={"sample": request})
-                    return required.model_dump(by_alias=True, mode="json", exclude_none=True)
-                reply: types.CreateMessageResult | types.CreateMessageResultWithTools = sampled
-            else:
-                reply = await ctx.session.create_message(
-                    [message], max_tokens=100, related_request_id=ctx.request_id
-                )
+            reply = await ctx.session.create_message(
+                [message], max_tokens=100, related_request_id=ctx.request_id
+            )
             content = reply.content
             text = content.text if isinstance(content, types.TextContent) else str(content)
             return _result(_text(f"LLM response: {text}"))
         if name == "test_elicitation":
-            answer = await self._elicit(ctx, params, str(args.get("message", "")), ELICIT_SCHEMA)
-            if isinstance(answer, types.InputRequiredResult):
-                return answer.model_dump(by_alias=True, mode="json", exclude_none=True)
+            answer = await ctx.session.elicit_form(
+                str(args.get("message", "")), ELICIT_SCHEMA, related_request_id=ctx.request_id
+            )
             return _result(
                 _text(f"User response: action={answer.action}, content={json.dumps(answer.content)}")
             )
-        if name in ("test_elicitation_sep1034_defaults", "test_elicitation_sep1330_enums"):
+        if name in ELICITING:
             schema = DEFAULTS_SCHEMA if name.endswith("defaults") else ENUMS_SCHEMA
-            answer = await self._elicit(ctx, params, "Please review and update the form fields", schema)
-            if isinstance(answer, types.InputRequiredResult):
-                return answer.model_dump(by_alias=True, mode="json", exclude_none=True)
+            message = "Please review and update the form fields"
+            answer = await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)
             return _result(
                 _text(f"Elicitation completed: action={answer.action}, content={json.dumps(answer.content)}")
             )
@@ -367,7 +362,7 @@ def _modern(ctx: Ctx) -> bool:
 def _typed_result(handler: Any) -> Any:
     """2026-07-28 results say their `resultType`; the SDK adds it to typed results, not to dicts.
 
-    Where the reference omits it, `stateless.without_result_type` takes it off the wire again.
+    Where the reference omits it, `conformance_wire` takes it off the wire again.
     """
 
     async def wrapped(ctx: Ctx, params: Any) -> Any:
@@ -433,8 +428,8 @@ def main() -> None:
     from fastmcp.server.event_store import EventStore
 
     # An event store makes SSE streams resumable: `test_reconnection` closes its stream mid-call.
-    app = server.streamable_http_app(host="127.0.0.1", event_store=EventStore(), retry_interval=100)
-    uvicorn.run(stateless.without_result_type(app), host="127.0.0.1", port=args.http, log_level="warning")
+    app = server.streamable_http_app(host="127.0.0.1", event_store=EventStore(), retry_interval=5000)
+    uvicorn.run(as_the_reference_writes(app), host="127.0.0.1", port=args.http, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ RESOURCE_TEXT = "Static text content from the stateless draft path."
 
 NAMES = {t["name"] for t in TOOLS} | set(HOOKS)
 UNSTAMPED = {"test_streaming_elicitation", "test_logging_tool"}
+"""The diagnostic tools: the reference writes their responses by hand, as NDJSON (`conformance_wire`)."""
 
 
 def omits_result_type(name: str) -> bool:
@@ -230,13 +231,10 @@ async def call(ctx: Ctx, params: types.CallToolRequestParams, bus: InMemorySubsc
             return _done("No supported capabilities declared")
         return _asks(requests, _signed(kind="capabilities-test"))
     if name == "test_streaming_elicitation":
-        if ctx.meta and ctx.meta.get("progressToken") is not None:
-            await ctx.session.send_progress_notification(
-                progress_token=ctx.meta["progressToken"],
-                progress=50,
-                total=100,
-                related_request_id=str(ctx.request_id),
-            )
+        # The reference's progress names a token nobody sent (it writes the frame by hand).
+        await ctx.session.send_progress_notification(
+            progress_token="token-abc", progress=50, total=100, related_request_id=str(ctx.request_id)
+        )
         return {"content": [{"type": "text", "text": "Streaming complete"}]}
     if name == "test_logging_tool":
         # The SDK delivers it only when the request's `_meta` set a log level, as the spec asks.
@@ -260,77 +258,3 @@ def prompt(params: types.GetPromptRequestParams) -> dict[str, Any]:
             "resultType": "complete",
         }
     return _asks({"user_context": _form("What context should the prompt use?", "context")})
-
-
-def without_result_type(app: Any) -> Any:
-    """`app`, except that 2026-07-28 `tools/call` results `omits_result_type` names lose `resultType`.
-
-    The mcp SDK's server validates what a handler returns against the 2026 schema, which requires
-    `resultType`, so a handler cannot omit it; the reference's omission is on the wire, and so is
-    this: the response body (JSON or SSE) is rewritten on its way out.
-    """
-
-    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            return await app(scope, receive, send)
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
-        try:
-            request = json.loads(body)
-        except ValueError:
-            request = None
-        strip = (
-            isinstance(request, dict)
-            and request.get("method") == "tools/call"
-            and (b"mcp-protocol-version", b"2026-07-28") in [(k.lower(), v) for k, v in scope["headers"]]
-            and omits_result_type(str((request.get("params") or {}).get("name")))
-        )
-        replayed = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return dict(await receive())
-
-        async def rewrite(message: dict[str, Any]) -> None:
-            if strip and message["type"] == "http.response.start":
-                message = {
-                    **message,
-                    "headers": [(k, v) for k, v in message["headers"] if k.lower() != b"content-length"],
-                }
-            if strip and message["type"] == "http.response.body":
-                message = {**message, "body": _strip(message.get("body", b""))}
-            await send(message)
-
-        await app(scope, replay, rewrite)
-
-    return asgi
-
-
-def _strip(body: bytes) -> bytes:
-    """Remove `result.resultType` from a JSON-RPC response in a JSON body or in SSE `data:` lines."""
-
-    def one(text: str) -> str:
-        try:
-            loaded = json.loads(text)
-        except ValueError:
-            return text
-        if isinstance(loaded, dict) and isinstance(loaded.get("result"), dict):
-            loaded["result"].pop("resultType", None)
-            return json.dumps(loaded)
-        return text
-
-    text = body.decode()
-    if text.lstrip().startswith("{"):
-        return one(text).encode()
-    lines = [
-        f"data: {one(line[5:].strip())}" if line.startswith("data:") else line for line in text.split("\n")
-    ]
-    return "\n".join(lines).encode()
