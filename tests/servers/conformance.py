@@ -43,7 +43,7 @@ from conformance_data import (
     WAV,
     _tool,
 )
-from conformance_wire import as_the_reference_writes
+from conformance_wire import ReferenceEventStore, as_the_reference_writes
 from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions, Server
@@ -74,7 +74,8 @@ def _result(*content: dict[str, Any], is_error: bool = False) -> dict[str, Any]:
 class Fixture:
     """State shared by the connections of one fixture process."""
 
-    def __init__(self) -> None:
+    def __init__(self, events: ReferenceEventStore) -> None:
+        self.events = events
         self.tools = list(TOOLS)
         self.log_levels: dict[int, str] = {}
         self.subscriptions: set[str] = set()
@@ -163,8 +164,13 @@ class Fixture:
         if name == "test_reconnection":
             await anyio.sleep(0.05)
             if ctx.close_sse_stream is not None:
-                await ctx.close_sse_stream()  # the client resumes with Last-Event-ID and gets the result
-                await anyio.sleep(0.2)
+                # The client resumes with Last-Event-ID: at once, it gets the result on the resumed
+                # stream; after the 5 s the stream's `retry` hints, it finds the result gone (as
+                # from the reference). 3 s is ample for an immediate reconnection.
+                self.events.resumed = anyio.Event()
+                await ctx.close_sse_stream()
+                with anyio.move_on_after(3):
+                    await self.events.resumed.wait()
             return _result(_text("Reconnection test completed"))
         if name == "era_sleep":
             seconds = float(args.get("seconds", 1))
@@ -325,8 +331,8 @@ class Fixture:
         return {}
 
 
-def build(protocol: str | None = None) -> Server[Any]:
-    fixture = Fixture()
+def build(protocol: str | None = None, *, events: ReferenceEventStore | None = None) -> Server[Any]:
+    fixture = Fixture(events or ReferenceEventStore())
     hints = {cast(CacheableMethod, m): CacheHint(ttl_ms=0, scope="private") for m in CACHEABLE_METHODS}
     server: Server[Any] = Server(
         "conformance-fixture",
@@ -406,7 +412,8 @@ def main() -> None:
     parser.add_argument("--http", type=int, default=None, help="serve streamable HTTP on this port")
     parser.add_argument("--protocol", default=None, help="the one protocol version to speak")
     args = parser.parse_args()
-    server = build(args.protocol)
+    events = ReferenceEventStore()
+    server = build(args.protocol, events=events)
     if args.http is None:
         from mcp.server.runner import serve_loop
         from mcp.server.stdio import stdio_server
@@ -425,10 +432,9 @@ def main() -> None:
         return
 
     import uvicorn
-    from fastmcp.server.event_store import EventStore
 
     # An event store makes SSE streams resumable: `test_reconnection` closes its stream mid-call.
-    app = server.streamable_http_app(host="127.0.0.1", event_store=EventStore(), retry_interval=5000)
+    app = server.streamable_http_app(host="127.0.0.1", event_store=events, retry_interval=5000)
     uvicorn.run(as_the_reference_writes(app), host="127.0.0.1", port=args.http, log_level="warning")
 
 

@@ -6,7 +6,9 @@ cope with them as a direct client does:
 - the ordinary `test_*` tools' results lack `resultType` (a client takes that
   as `complete`);
 - the diagnostic tools answer `application/json` with one JSON-RPC message per
-  line (NDJSON): notifications first, then the response.
+  line (NDJSON): notifications first, then the response;
+- a result sent while the client is away from a stream it was told to resume
+  in 5 s is lost (`ReferenceEventStore`).
 The SDK's server validates every result against the 2026 schema (which requires
 `resultType`) and writes SSE or one JSON document, so a handler cannot do
 either: this ASGI wrapper rewrites the response on its way out.
@@ -15,9 +17,13 @@ either: this ASGI wrapper rewrites the response on its way out.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
+import anyio
 from conformance_stateless import UNSTAMPED, omits_result_type
+from fastmcp.server.event_store import EventStore
+from mcp_types import JSONRPCError, JSONRPCResponse
 
 
 def as_the_reference_writes(app: Any) -> Any:
@@ -116,3 +122,29 @@ def _untagged(message: dict[str, Any]) -> dict[str, Any]:
     if isinstance(result, dict) and result.get("resultType") == "complete":
         message = {**message, "result": {k: v for k, v in result.items() if k != "resultType"}}
     return message
+
+
+class ReferenceEventStore(EventStore):
+    """An event store that, like the reference's server, loses a call's result sent while its client is away.
+
+    The reference hints `retry: 5000` on its SSE streams, yet a client that waits that long after
+    `test_reconnection` closes its stream finds the result gone (its TypeScript transport replays
+    only what was stored, and does not keep a response sent to no stream); the suite's own client
+    reconnects at once and passes. Here responses are not kept for replay, and `resumed` tells the
+    tool when a client came back, so it answers on the resumed stream: a client that reconnects at
+    once gets its result, one that honours the 5 s hint does not.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resumed = anyio.Event()
+
+    async def store_event(self, stream_id: str, message: Any) -> str:
+        if isinstance(message, JSONRPCResponse | JSONRPCError):
+            return uuid.uuid4().hex  # an id for the event, but nothing to replay
+        return await super().store_event(stream_id, message)
+
+    async def replay_events_after(self, last_event_id: str, send_callback: Any) -> Any:
+        stream = await super().replay_events_after(last_event_id, send_callback)
+        self.resumed.set()
+        return stream
