@@ -186,6 +186,20 @@ async def test_a_handshake_upstream_may_ask_a_client_that_can_answer(
     assert elicited.content[0].text == "user said: 42", elicited  # type: ignore[union-attr]
 
 
+async def test_deny_still_declares_nothing_and_the_upstream_cannot_ask() -> None:
+    config = parity.registry({"up": {"era": "handshake"}}, sampling={"policy": "deny", "elicitation": "deny"})
+    async with (
+        parity.served(config, {"up": asking_upstream()}, audit=None) as gateway,
+        parity.gateway_client(
+            gateway, mode="legacy", sampling_callback=sample, elicitation_callback=elicit
+        ) as client,
+    ):
+        # The upstream's SDK refuses to ask a client that declared nothing: the call fails there.
+        for tool in ("up__ask_model", "up__ask_user"):
+            with pytest.raises(MCPError, match="not supported"):
+                await client.call_tool(tool, {})
+
+
 async def test_progress_reaches_a_2026_client_while_it_answers_an_elicitation(handshake_gateway: Any) -> None:
     """The handshake-era upstream's call runs on while the 2026-07-28 client answers in a retry:
     its progress goes to whichever of the client's requests is waiting then."""
