@@ -27,6 +27,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +59,11 @@ def conformance_js() -> str:
 def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str, str], str]]:
     """(upstream, side) -> URL: each upstream kind directly, and through a default-configured mcpgw."""
     urls: dict[tuple[str, str], str] = {}
-    with _Processes() as processes:
+    with ExitStack() as processes:
         for upstream, extra in UPSTREAMS.items():
             port = free_port()
-            processes.start([sys.executable, str(FIXTURE), "--http", str(port), *extra], port=port)
+            command = [sys.executable, str(FIXTURE), "--http", str(port), *extra]
+            processes.enter_context(background(command, port=port))
             urls[upstream, "direct"] = f"http://127.0.0.1:{port}/mcp"
             folder = tmp_path_factory.mktemp(f"conformance-{upstream}")
             entry = {"url": urls[upstream, "direct"], "namespace": ""}
@@ -70,31 +72,10 @@ def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str
             command = mcpgw_command(
                 "serve", "--config", str(config), "--transport", "http", "--port", str(port)
             )
-            processes.start(
-                [*command, "--log-level", "warning"],
-                port=port,
-                env={"MCPGW_AUDIT_DB": str(folder / "audit.db")},
-            )
+            env = {"MCPGW_AUDIT_DB": str(folder / "audit.db")}
+            processes.enter_context(background([*command, "--log-level", "warning"], port=port, env=env))
             urls[upstream, "mcpgw"] = f"http://127.0.0.1:{port}/mcp"
         yield urls
-
-
-class _Processes:
-    """Background processes started in order and stopped together (`conftest.background` each)."""
-
-    def __init__(self) -> None:
-        from contextlib import ExitStack
-
-        self._stack = ExitStack()
-
-    def start(self, command: list[str], *, port: int, env: dict[str, str] | None = None) -> None:
-        self._stack.enter_context(background(command, port=port, env=env))
-
-    def __enter__(self) -> _Processes:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stack.close()
 
 
 def run_key(requirements: str, upstream: str, side: str) -> str:
