@@ -119,9 +119,8 @@ def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[st
                     }
                 else:
                     entry = {"url": fixtures[era][0]}
+                # The default configuration: elicitation is declared to handshake-era upstreams.
                 config = write_registry(folder / f"servers-{transport}-{era}.toml", {"up": entry})
-                # Declare elicitation to handshake-era upstreams too, so they may ask at all.
-                config.write_text(config.read_text() + '\n[sampling]\nelicitation = "relay"\n')
                 port = free_port()
                 command = mcpgw_command(
                     "serve", "--config", str(config), "--transport", "http", "--port", str(port)

@@ -66,6 +66,10 @@ net.Server.prototype.listen = function (...args) {
 """
 
 
+ASKING_TOOLS = {"trigger-sampling-request", "trigger-elicitation-request", "trigger-url-elicitation"}
+"""server-everything's tools offered only to clients that declare sampling or elicitation."""
+
+
 def dump(items: Any) -> Any:
     if isinstance(items, list):
         return [dump(item) for item in items]
@@ -83,6 +87,10 @@ def check_era(client: Client, mode: str) -> None:
         assert client.protocol_version not in MODERN_PROTOCOL_VERSIONS
 
 
+async def _never_asked(context: Any, params: Any) -> Any:
+    raise AssertionError("listing tools asks nothing")
+
+
 def everything_entry(node: str, everything_js: str) -> dict[str, Any]:
     return {"command": node, "args": [everything_js, "stdio"]}
 
@@ -96,15 +104,21 @@ async def test_everything_tools_are_listed_namespaced(
 ) -> None:
     entry = everything_entry(node, everything_js)
     config = registry_file({"everything": entry})
+    # mcpgw declares sampling and elicitation upstream (so it may ask a caller that can answer), so
+    # the baseline is a client that declares them too: server-everything then adds the tools that ask.
+    answers = {"sampling_callback": _never_asked, "elicitation_callback": _never_asked}
     with anyio.fail_after(30):
-        async with direct_stdio(entry, mode=mode) as direct, gateway_stdio(config, mode=mode) as gateway:
+        async with (
+            direct_stdio(entry, mode=mode, **answers) as direct,
+            gateway_stdio(config, mode=mode) as gateway,
+        ):
             check_era(gateway, mode)
             direct_tools = {tool.name: tool for tool in (await direct.list_tools()).tools}
             gateway_tools = {tool.name: tool for tool in (await gateway.list_tools()).tools}
 
-    assert set(direct_tools) == EVERYTHING_TOOLS
-    assert len(gateway_tools) == 13
-    assert set(gateway_tools) == {f"everything__{name}" for name in EVERYTHING_TOOLS}
+    assert set(direct_tools) == EVERYTHING_TOOLS | ASKING_TOOLS
+    assert len(gateway_tools) == len(direct_tools)
+    assert set(gateway_tools) == {f"everything__{name}" for name in direct_tools}
     assert "everything__echo" in gateway_tools
     for name, tool in direct_tools.items():
         through = gateway_tools[f"everything__{name}"]
@@ -376,7 +390,8 @@ async def test_everything_over_http_upstreams(
             async with gateway_stdio(config, mode=mode) as gateway:
                 check_era(gateway, mode)
                 names = {tool.name for tool in (await gateway.list_tools()).tools}
-                assert names == {f"everything__{name}" for name in EVERYTHING_TOOLS}
+                # Plus the tools that ask the client: mcpgw declares sampling and elicitation upstream.
+                assert names == {f"everything__{name}" for name in EVERYTHING_TOOLS | ASKING_TOOLS}
                 result = await gateway.call_tool("everything__echo", {"message": f"via {mode}"})
                 assert not result.is_error
                 assert dump(result.content) == [{"type": "text", "text": f"Echo: via {mode}"}]

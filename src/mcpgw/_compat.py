@@ -242,3 +242,89 @@ def absorb_tool_listing(session: ClientSession, tools: list[Any], *, complete: b
 
     kept = session._absorb_tool_listing(types.ListToolsResult(tools=tools), complete=complete)
     return {tool.name for tool in kept.tools}
+
+
+def complete_without_result_type(session: ClientSession) -> None:
+    """Make `session` read a 2026-07-28 result that has no `resultType` as `complete`.
+
+    mcp 2.3: `ClientSession.send_request` validates every result against the negotiated version's
+    schema (`validate_server_result`) before the caller's result type sees it, and the 2026-07-28
+    schema requires `resultType`; there is no switch. The spec says a client takes a missing
+    `resultType` as `complete`, and real servers omit it (the conformance suite's reference does,
+    on its stateless `tools/call`), so the raw result is completed where it arrives, in the
+    session's dispatcher (`_dispatcher.send_raw_request`), before the SDK validates it.
+    """
+    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+    dispatcher = session._dispatcher
+    send_raw_request = dispatcher.send_raw_request
+
+    async def completed(method: str, params: Any, opts: Any = None) -> Any:
+        raw = await send_raw_request(method, params, opts)
+        if (
+            isinstance(raw, dict)
+            and "resultType" not in raw
+            and session.protocol_version in MODERN_PROTOCOL_VERSIONS
+        ):
+            raw["resultType"] = "complete"
+        return raw
+
+    dispatcher.send_raw_request = completed  # type: ignore[method-assign]
+
+
+def keep_request_capabilities(session: ClientSession) -> None:
+    """Let a 2026-07-28 request's own `_meta` clientCapabilities stand instead of the session's.
+
+    mcp 2.3: a modern `ClientSession` stamps every request's `_meta` (`_stamp`, set when
+    `server/discover` is adopted) with the capabilities the session was built with, overwriting
+    any the request carries; there is no per-request override. mcpgw's upstream session is shared
+    by all its clients, and the spec has a 2026-07-28 server judge each request by the capabilities
+    it declares (rejecting with -32021 what the caller cannot answer), so the gateway puts the
+    caller's capabilities on the request and this keeps them. Call after the era is negotiated.
+    """
+    from mcp_types import CLIENT_CAPABILITIES_META_KEY
+
+    stamp = session._stamp
+
+    def stamp_keeping(data: dict[str, Any], opts: Any) -> None:
+        meta = (data.get("params") or {}).get("_meta")
+        own = meta.get(CLIENT_CAPABILITIES_META_KEY) if isinstance(meta, dict) else None
+        stamp(data, opts)
+        if own is not None:
+            data["params"]["_meta"][CLIENT_CAPABILITIES_META_KEY] = own
+
+    session._stamp = stamp_keeping
+
+
+def resume_request_streams_at_once() -> None:
+    """Make the mcp streamable HTTP client resume a request's closed SSE stream at once, the first time.
+
+    mcp 2.3: `StreamableHTTPTransport._handle_reconnection` always sleeps the server's `retry` hint
+    before reconnecting with Last-Event-ID, and the transport is built inside
+    `streamable_http_client`, out of reach, so the method is wrapped on the class (once). Servers
+    on the TypeScript SDK (the conformance suite's reference among them) hint 5 s yet do not keep
+    a response sent while no stream is connected: a client that waits loses the call's result,
+    and mcpgw's caller waits for nothing. The first reconnection of a request's stream goes at once
+    (as the suite's own client does); any further one, after a resumed stream closes again, waits
+    the hint, so a server that keeps closing streams is not hammered.
+    """
+    from mcp.client.streamable_http import StreamableHTTPTransport
+
+    original = StreamableHTTPTransport._handle_reconnection
+    if getattr(original, "mcpgw_resumes_at_once", False):
+        return
+
+    async def reconnect(
+        self: StreamableHTTPTransport,
+        ctx: Any,
+        last_event_id: str,
+        retry_interval_ms: int | None = None,
+        attempt: int = 0,
+    ) -> None:
+        if attempt == 0 and not getattr(ctx, "mcpgw_resumed", False):
+            ctx.mcpgw_resumed = True
+            retry_interval_ms = 0
+        await original(self, ctx, last_event_id, retry_interval_ms, attempt)
+
+    reconnect.mcpgw_resumes_at_once = True  # type: ignore[attr-defined]
+    StreamableHTTPTransport._handle_reconnection = reconnect  # type: ignore[method-assign]

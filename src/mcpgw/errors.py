@@ -13,6 +13,7 @@ a message from the CLI) never have to guess.
     │   ├── UpstreamUnavailable       not connected / failed to start
     │   └── UpstreamTimeout           a call exceeded its timeout
     ├── NotFound                      unknown tool, resource or prompt (-32602)
+    │   ├── ResourceNotFound          unknown resource URI, named in `data`
     │   └── UnknownPersona            a persona not in the registry (404 on HTTP)
     ├── InvalidRequest                bad arguments from the client (-32602)
     ├── Unavailable                   the gateway takes no new requests (shutting down)
@@ -97,6 +98,14 @@ class NotFound(GatewayError):
     """A tool, resource or prompt that the catalog does not hold."""
 
     jsonrpc_code = INVALID_PARAMS
+
+
+class ResourceNotFound(NotFound):
+    """A resource URI the catalog does not hold: its `data` names the URI (SEP-2164)."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(f"Unknown resource: {uri}")
+        self.data = {"uri": uri}
 
 
 class InvalidRequest(GatewayError):

@@ -2,8 +2,14 @@
 
 The suite (npm `@modelcontextprotocol/conformance`) calls fixed names:
 `test_simple_text`, `test://static-text`, `test_prompt_with_arguments`, ...
-Its reference fixture is not published as a package, so this is ours, written
-from the scenario descriptions in the installed suite. A few extra names
+Its reference server (everything-server.ts in the suite's repository) is not
+published as a package, so this is ours, reproducing that server's behaviour:
+its handshake path here, its stateless 2026-07-28 path here and in
+`conformance_stateless.py` (the multi-round-trip and diagnostic tools, and the
+`resultType` it omits, the NDJSON its diagnostic tools write), its data in
+`conformance_data.py`. Its failures too: on the stateless path the reference
+relays `test_sampling` and the elicitation tools to an in-memory client that
+cannot answer, so they answer "... not supported or error" there. A few extra names
 (`era_*`) serve the era-matrix tests: a sleep to cancel, a tool that adds a
 tool (list change), an elicitation that works in both eras.
 
@@ -16,14 +22,28 @@ mcpgw; without it, it speaks every version the SDK does.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import warnings
 from typing import Any, cast
 
 import anyio
+import conformance_stateless as stateless
 import mcp_types as types
+from conformance_data import (
+    DEFAULTS_SCHEMA,
+    ELICIT_SCHEMA,
+    ENUMS_SCHEMA,
+    LEVELS,
+    PNG,
+    PROMPTS,
+    RESOURCES,
+    TEMPLATES,
+    TOOLS,
+    WAV,
+    _tool,
+)
+from conformance_wire import ReferenceEventStore, as_the_reference_writes
 from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions, Server
@@ -37,165 +57,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", message=".*deprecated as of 2026-07-28.*")
 
 Ctx = ServerRequestContext[Any, Any]
-
-PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
-WAV = base64.b64encode(
-    b"RIFF$\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00"
-    b"D\xac\x00\x00\x88X\x01\x00\x02\x00\x10\x00data\x00\x00\x00\x00"
-).decode()
-LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
-
-NO_ARGS: dict[str, Any] = {"type": "object", "properties": {}}
-ELICIT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "username": {"type": "string", "description": "User's response"},
-        "email": {"type": "string", "description": "User's email address"},
-    },
-    "required": ["username", "email"],
-}
-DEFAULTS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "default": "John Doe"},
-        "age": {"type": "integer", "default": 30},
-        "score": {"type": "number", "default": 95.5},
-        "status": {"type": "string", "enum": ["active", "inactive", "pending"], "default": "active"},
-        "verified": {"type": "boolean", "default": True},
-    },
-}
-ENUMS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "untitledSingle": {"type": "string", "enum": ["option1", "option2", "option3"]},
-        "titledSingle": {
-            "type": "string",
-            "oneOf": [
-                {"const": "value1", "title": "First Option"},
-                {"const": "value2", "title": "Second Option"},
-                {"const": "value3", "title": "Third Option"},
-            ],
-        },
-        "legacyEnum": {
-            "type": "string",
-            "enum": ["opt1", "opt2", "opt3"],
-            "enumNames": ["Option One", "Option Two", "Option Three"],
-        },
-        "untitledMulti": {
-            "type": "array",
-            "items": {"type": "string", "enum": ["option1", "option2", "option3"]},
-        },
-        "titledMulti": {
-            "type": "array",
-            "items": {
-                "anyOf": [
-                    {"const": "value1", "title": "First Choice"},
-                    {"const": "value2", "title": "Second Choice"},
-                    {"const": "value3", "title": "Third Choice"},
-                ]
-            },
-        },
-    },
-}
-SCHEMA_2020_12: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "$defs": {
-        "address": {
-            "type": "object",
-            "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
-        }
-    },
-    "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
-    "additionalProperties": False,
-}
-
-
-def _tool(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"name": name, "description": description, "inputSchema": schema or NO_ARGS}
-
-
-def _string_args(*names: str) -> dict[str, Any]:
-    return {"type": "object", "properties": {n: {"type": "string"} for n in names}, "required": list(names)}
-
-
-TOOLS: list[dict[str, Any]] = [
-    _tool("test_simple_text", "Returns simple text"),
-    _tool("test_image_content", "Returns a 1x1 PNG image"),
-    _tool("test_audio_content", "Returns a tiny WAV"),
-    _tool("test_embedded_resource", "Returns an embedded text resource"),
-    _tool("test_multiple_content_types", "Returns text, image and an embedded resource"),
-    _tool("test_tool_with_logging", "Sends three info log messages while it runs"),
-    _tool("test_tool_with_progress", "Reports progress 0, 50 and 100 of 100"),
-    _tool("test_error_handling", "Always fails with isError"),
-    _tool("test_sampling", "Asks the client to sample an LLM", _string_args("prompt")),
-    _tool("test_elicitation", "Asks the user for a username and an email", _string_args("message")),
-    _tool("test_elicitation_sep1034_defaults", "Elicitation whose fields have defaults"),
-    _tool("test_elicitation_sep1330_enums", "Elicitation with every enum shape"),
-    _tool("json_schema_2020_12_tool", "Tool with JSON Schema 2020-12 features", SCHEMA_2020_12),
-    _tool("test_reconnection", "Closes its SSE stream mid-call so the client resumes"),
-    # Not called by the suite: the era-matrix and stdio tests use these.
-    _tool("era_touch", "Changes test://watched-resource and tells its subscribers"),
-    _tool(
-        "era_sleep",
-        "Sleeps (for cancellation)",
-        {"type": "object", "properties": {"seconds": {"type": "number"}}, "required": ["seconds"]},
-    ),
-    _tool("era_add_tool", "Adds a tool named by `name` and announces the list change", _string_args("name")),
-    _tool(
-        "era_ask",
-        "Asks the user a question (server request or input_required, by era)",
-        _string_args("question"),
-    ),
-]
-
-RESOURCES: list[dict[str, Any]] = [
-    {
-        "uri": "test://static-text",
-        "name": "static-text",
-        "description": "A static text resource",
-        "mimeType": "text/plain",
-    },
-    {
-        "uri": "test://static-binary",
-        "name": "static-binary",
-        "description": "A static binary resource (a PNG)",
-        "mimeType": "image/png",
-    },
-    {
-        "uri": "test://watched-resource",
-        "name": "watched-resource",
-        "description": "A resource clients may subscribe to",
-        "mimeType": "text/plain",
-    },
-]
-TEMPLATES: list[dict[str, Any]] = [
-    {
-        "uriTemplate": "test://template/{id}/data",
-        "name": "template-data",
-        "description": "Data for an id",
-        "mimeType": "application/json",
-    }
-]
-PROMPTS: list[dict[str, Any]] = [
-    {"name": "test_simple_prompt", "description": "A prompt without arguments"},
-    {
-        "name": "test_prompt_with_arguments",
-        "description": "A prompt with two arguments",
-        "arguments": [
-            {"name": "arg1", "description": "First test argument", "required": True},
-            {"name": "arg2", "description": "Second test argument", "required": True},
-        ],
-    },
-    {
-        "name": "test_prompt_with_embedded_resource",
-        "description": "A prompt that embeds a resource",
-        "arguments": [
-            {"name": "resourceUri", "description": "URI of the resource to embed", "required": True}
-        ],
-    },
-    {"name": "test_prompt_with_image", "description": "A prompt with an image"},
-]
+ELICITING = ("test_elicitation", "test_elicitation_sep1034_defaults", "test_elicitation_sep1330_enums")
 
 
 def _text(text: str) -> dict[str, Any]:
@@ -212,7 +74,8 @@ def _result(*content: dict[str, Any], is_error: bool = False) -> dict[str, Any]:
 class Fixture:
     """State shared by the connections of one fixture process."""
 
-    def __init__(self) -> None:
+    def __init__(self, events: ReferenceEventStore) -> None:
+        self.events = events
         self.tools = list(TOOLS)
         self.log_levels: dict[int, str] = {}
         self.subscriptions: set[str] = set()
@@ -221,10 +84,12 @@ class Fixture:
     # --- tools -----------------------------------------------------------------------------------
 
     async def list_tools(self, ctx: Ctx, params: Any) -> dict[str, Any]:
-        return {"tools": self.tools}
+        return {"tools": self.tools + stateless.TOOLS if _modern(ctx) else self.tools}
 
     async def call_tool(self, ctx: Ctx, params: types.CallToolRequestParams) -> dict[str, Any]:
         name, args = params.name, params.arguments or {}
+        if _modern(ctx) and name in stateless.NAMES:
+            return await stateless.call(ctx, params, self.bus)
         if name == "test_simple_text":
             return _result(_text("This is a simple text response for testing."))
         if name == "test_image_content":
@@ -265,39 +130,32 @@ class Fixture:
             return _result(_text("Tool with progress executed successfully"))
         if name == "test_error_handling":
             return _result(_text("This tool intentionally returns an error for testing"), is_error=True)
+        if name in ("test_sampling", *ELICITING) and _modern(ctx):
+            # The reference serves these on its stateless path through an in-memory handshake-era
+            # client that cannot answer: a plain result saying so (no `input_required`).
+            kind = "Sampling" if name == "test_sampling" else "Elicitation"
+            return _result(_text(f"{kind} not supported or error: MCP error -32601: Method not found"))
         if name == "test_sampling":
             message = types.SamplingMessage(
                 role="user", content=types.TextContent(type="text", text=args["prompt"])
             )
-            if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-                # 2026-07-28 has no server-to-client requests: the client samples and retries.
-                sampled = (params.input_responses or {}).get("sample")
-                if not isinstance(sampled, types.CreateMessageResult):
-                    request = types.CreateMessageRequest(
-                        params=types.CreateMessageRequestParams(messages=[message], max_tokens=100)
-                    )
-                    required = types.InputRequiredResult(input_requests={"sample": request})
-                    return required.model_dump(by_alias=True, mode="json", exclude_none=True)
-                reply: types.CreateMessageResult | types.CreateMessageResultWithTools = sampled
-            else:
-                reply = await ctx.session.create_message(
-                    [message], max_tokens=100, related_request_id=ctx.request_id
-                )
+            reply = await ctx.session.create_message(
+                [message], max_tokens=100, related_request_id=ctx.request_id
+            )
             content = reply.content
             text = content.text if isinstance(content, types.TextContent) else str(content)
             return _result(_text(f"LLM response: {text}"))
         if name == "test_elicitation":
-            answer = await self._elicit(ctx, params, str(args.get("message", "")), ELICIT_SCHEMA)
-            if isinstance(answer, types.InputRequiredResult):
-                return answer.model_dump(by_alias=True, mode="json", exclude_none=True)
+            answer = await ctx.session.elicit_form(
+                str(args.get("message", "")), ELICIT_SCHEMA, related_request_id=ctx.request_id
+            )
             return _result(
                 _text(f"User response: action={answer.action}, content={json.dumps(answer.content)}")
             )
-        if name in ("test_elicitation_sep1034_defaults", "test_elicitation_sep1330_enums"):
+        if name in ELICITING:
             schema = DEFAULTS_SCHEMA if name.endswith("defaults") else ENUMS_SCHEMA
-            answer = await self._elicit(ctx, params, "Please review and update the form fields", schema)
-            if isinstance(answer, types.InputRequiredResult):
-                return answer.model_dump(by_alias=True, mode="json", exclude_none=True)
+            message = "Please review and update the form fields"
+            answer = await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)
             return _result(
                 _text(f"Elicitation completed: action={answer.action}, content={json.dumps(answer.content)}")
             )
@@ -306,8 +164,13 @@ class Fixture:
         if name == "test_reconnection":
             await anyio.sleep(0.05)
             if ctx.close_sse_stream is not None:
-                await ctx.close_sse_stream()  # the client resumes with Last-Event-ID and gets the result
-                await anyio.sleep(0.2)
+                # The client resumes with Last-Event-ID: at once, it gets the result on the resumed
+                # stream; after the 5 s the stream's `retry` hints, it finds the result gone (as
+                # from the reference). 3 s is ample for an immediate reconnection.
+                self.events.resumed = anyio.Event()
+                await ctx.close_sse_stream()
+                with anyio.move_on_after(3):
+                    await self.events.resumed.wait()
             return _result(_text("Reconnection test completed"))
         if name == "era_sleep":
             seconds = float(args.get("seconds", 1))
@@ -386,14 +249,16 @@ class Fixture:
     # --- resources -------------------------------------------------------------------------------
 
     async def list_resources(self, ctx: Ctx, params: Any) -> dict[str, Any]:
-        return {"resources": RESOURCES}
+        return {"resources": [*RESOURCES, stateless.RESOURCE] if _modern(ctx) else RESOURCES}
 
     async def list_templates(self, ctx: Ctx, params: Any) -> dict[str, Any]:
         return {"resourceTemplates": TEMPLATES}
 
     async def read_resource(self, ctx: Ctx, params: types.ReadResourceRequestParams) -> dict[str, Any]:
         uri = str(params.uri)
-        if uri == "test://static-text":
+        if uri == stateless.RESOURCE["uri"] and _modern(ctx):
+            item = {"uri": uri, "mimeType": "text/plain", "text": stateless.RESOURCE_TEXT}
+        elif uri == "test://static-text":
             item = {
                 "uri": uri,
                 "mimeType": "text/plain",
@@ -408,7 +273,9 @@ class Fixture:
             text = json.dumps({"id": ident, "templateTest": True, "data": f"Data for ID: {ident}"})
             item = {"uri": uri, "mimeType": "application/json", "text": text}
         else:
-            raise MCPError(code=-32002, message=f"Resource not found: {uri}")
+            # SEP-2164: -32602; the reference names the URI in `data` on its stateless path only.
+            data = {"uri": uri} if _modern(ctx) else None
+            raise MCPError(code=types.INVALID_PARAMS, message=f"Resource {uri} not found", data=data)
         return {"contents": [item]}
 
     async def subscribe(self, ctx: Ctx, params: types.SubscribeRequestParams) -> dict[str, Any]:
@@ -424,10 +291,12 @@ class Fixture:
     # --- prompts and completion ------------------------------------------------------------------
 
     async def list_prompts(self, ctx: Ctx, params: Any) -> dict[str, Any]:
-        return {"prompts": PROMPTS}
+        return {"prompts": [*PROMPTS, stateless.PROMPT] if _modern(ctx) else PROMPTS}
 
     async def get_prompt(self, ctx: Ctx, params: types.GetPromptRequestParams) -> dict[str, Any]:
         args = params.arguments or {}
+        if params.name == stateless.PROMPT["name"] and _modern(ctx):
+            return stateless.prompt(params)
         if params.name == "test_simple_prompt":
             messages = [{"role": "user", "content": _text("This is a simple prompt for testing.")}]
         elif params.name == "test_prompt_with_arguments":
@@ -462,8 +331,8 @@ class Fixture:
         return {}
 
 
-def build(protocol: str | None = None) -> Server[Any]:
-    fixture = Fixture()
+def build(protocol: str | None = None, *, events: ReferenceEventStore | None = None) -> Server[Any]:
+    fixture = Fixture(events or ReferenceEventStore())
     hints = {cast(CacheableMethod, m): CacheHint(ttl_ms=0, scope="private") for m in CACHEABLE_METHODS}
     server: Server[Any] = Server(
         "conformance-fixture",
@@ -492,12 +361,19 @@ def build(protocol: str | None = None) -> Server[Any]:
     return server
 
 
+def _modern(ctx: Ctx) -> bool:
+    return ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+
+
 def _typed_result(handler: Any) -> Any:
-    """2026-07-28 results say their `resultType`; the SDK adds it to typed results, not to dicts."""
+    """2026-07-28 results say their `resultType`; the SDK adds it to typed results, not to dicts.
+
+    Where the reference omits it, `conformance_wire` takes it off the wire again.
+    """
 
     async def wrapped(ctx: Ctx, params: Any) -> Any:
         result = await handler(ctx, params)
-        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS and isinstance(result, dict):
+        if _modern(ctx) and isinstance(result, dict):
             result.setdefault("resultType", "complete")
         return result
 
@@ -536,7 +412,8 @@ def main() -> None:
     parser.add_argument("--http", type=int, default=None, help="serve streamable HTTP on this port")
     parser.add_argument("--protocol", default=None, help="the one protocol version to speak")
     args = parser.parse_args()
-    server = build(args.protocol)
+    events = ReferenceEventStore()
+    server = build(args.protocol, events=events)
     if args.http is None:
         from mcp.server.runner import serve_loop
         from mcp.server.stdio import stdio_server
@@ -555,11 +432,10 @@ def main() -> None:
         return
 
     import uvicorn
-    from fastmcp.server.event_store import EventStore
 
     # An event store makes SSE streams resumable: `test_reconnection` closes its stream mid-call.
-    app = server.streamable_http_app(host="127.0.0.1", event_store=EventStore(), retry_interval=100)
-    uvicorn.run(app, host="127.0.0.1", port=args.http, log_level="warning")
+    app = server.streamable_http_app(host="127.0.0.1", event_store=events, retry_interval=5000)
+    uvicorn.run(as_the_reference_writes(app), host="127.0.0.1", port=args.http, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from typing import Any
 
 import anyio.abc
 import mcp_types as types
+from mcp_types import CLIENT_CAPABILITIES_META_KEY
 
 from mcpgw import audit
 from mcpgw.bridge.exchange import EXCHANGE_KEEP, Exchange
@@ -112,17 +113,18 @@ class Bridge:
             principal=client.principal if client is not None else None,
         )
         params, resumed, answered = self._opened(params, binding)
+        params = self._with_capabilities(upstream, params, caller)
         if resumed is not None and resumed.exchange is not None:
             exchange = self._exchanges.get(resumed.exchange)
             if exchange is None:
                 raise InvalidRequest("the call this requestState continued has ended: call the tool again")
             exchange.answer(answered)
-            return await self._next_of(exchange, binding, on_log=on_log)
+            return await self._next_of(exchange, binding, on_log=on_log, on_progress=on_progress)
         tasks = self._tasks()
         if resumed is None and tasks is not None and self.needs_exchange(upstream, caller):
             exchange, runs_as = self._open_exchange(caller, timeout=timeout or upstream.timeout)
             tasks.start_soon(self._run_exchange, exchange, upstream, method, params, runs_as, timeout)
-            return await self._next_of(exchange, binding, on_log=on_log)
+            return await self._next_of(exchange, binding, on_log=on_log, on_progress=on_progress)
         with self.inflight.calling(upstream.name, caller):
             result = await upstream.request(method, params, timeout=timeout, on_progress=on_progress)
             if result.get("resultType") != "input_required":
@@ -170,6 +172,40 @@ class Bridge:
         return sent, resumed, answered
 
     # --- 2026-07-28 upstream: input_required results ---------------------------------------------
+
+    def capabilities(self, server: str, caller: Caller) -> dict[str, Any]:
+        """The client capabilities a 2026-07-28 upstream is told for this call: what can be answered.
+
+        Sampling when the caller can sample and policy relays to it, or when a model route answers
+        (`llm`/`auto` with `[sampling.routes]`); elicitation when the caller can elicit and it is
+        not denied; roots always (mcpgw answers them from the registry). A 2026-07-28 upstream must
+        judge each request by these (and reject with -32021 what needs one that is missing), so
+        they are the caller's, not the union the shared session was opened with.
+        """
+        client = caller.client
+        sampler = self.sampler
+        policy = sampler.policy(server, caller.persona)
+        caps: dict[str, Any] = {"roots": {}}  # mcpgw answers them, from the registry
+        if client is None or policy == "deny":
+            return caps
+        relays = client.can_sample and policy in ("relay", "auto")
+        if relays or (bool(sampler.settings.routes) and policy in ("llm", "auto")):
+            caps["sampling"] = {}
+        if client.can_elicit and sampler.settings.elicitation != "deny":
+            caps["elicitation"] = {}
+        return caps
+
+    def _with_capabilities(
+        self, upstream: Upstream, params: dict[str, Any], caller: Caller
+    ) -> dict[str, Any]:
+        """`params` with the caller's capabilities in `_meta`, for a 2026-07-28 upstream (kept by the
+        session's stamp: `_compat.keep_request_capabilities`)."""
+        if upstream.era != "stateless" or caller.client is None:
+            return params
+        meta = params.get("_meta")
+        meta = {**meta} if isinstance(meta, dict) else {}
+        meta[CLIENT_CAPABILITIES_META_KEY] = self.capabilities(upstream.name, caller)
+        return {**params, "_meta": meta}
 
     def passes_through(self, server: str, result: Mapping[str, Any], caller: Caller) -> bool:
         """A 2026-07-28 client answers the input requests itself: policy relay, or auto and it can."""
@@ -294,21 +330,30 @@ class Bridge:
         error: BaseException | None = None
         try:
             with self.inflight.calling(upstream.name, runs_as):
-                result = await upstream.request(method, params, timeout=timeout)
+                result = await upstream.request(
+                    method, params, timeout=timeout, on_progress=exchange.progress
+                )
         except Exception as exc:
             error = exc
         finally:
             exchange.finish(result, error)
 
     async def _next_of(
-        self, exchange: Exchange, binding: Binding, *, on_log: LogSink | None = None
+        self,
+        exchange: Exchange,
+        binding: Binding,
+        *,
+        on_log: LogSink | None = None,
+        on_progress: ProgressRelay | None = None,
     ) -> dict[str, Any]:
-        """The exchange's next answer, its state sealed; meanwhile the upstream's log lines go to `on_log`."""
-        exchange.listening = on_log
+        """The exchange's next answer, its state sealed; meanwhile the upstream's log lines go to
+        `on_log` and its progress to `on_progress` (those of the client request waiting now)."""
+        exchange.listening, exchange.progress_to = on_log, on_progress
         try:
+            await exchange.deliver_held_progress()
             result = await exchange.next()
         finally:
-            exchange.listening = None
+            exchange.listening, exchange.progress_to = None, None
         if result.get("resultType") != "input_required":
             self._exchanges.pop(exchange.id, None)
             return result

@@ -20,11 +20,14 @@ import anyio
 
 from mcpgw.errors import SamplingFailed, SamplingRefused
 from mcpgw.upstream.inflight import LogSink
+from mcpgw.upstream.session import ProgressRelay
 
 logger = logging.getLogger("mcpgw.bridge")
 
 EXCHANGE_KEEP = 300.0
 """Seconds a finished exchange waits for its client's last retry before it is forgotten."""
+HELD_PROGRESS = 32
+"""Progress notifications kept for the client's next request (the latest ones)."""
 
 
 @dataclass
@@ -54,6 +57,9 @@ class Exchange:
         self.finished_at: float | None = None
         self.listening: LogSink | None = None
         """The log sink of the client's request waiting on this exchange now, if one is."""
+        self.progress_to: ProgressRelay | None = None
+        """The progress relay of the client's request waiting on this exchange now, if one is."""
+        self._held_progress: list[tuple[float, float | None, str | None]] = []
 
     async def log(self, level: str, data: Any, name: str | None) -> None:
         """The upstream call's log sink: lines go to the client's request waiting now, if any."""
@@ -61,6 +67,25 @@ class Exchange:
             await self.listening(level, data, name)
         else:
             logger.debug("upstream log (%s, not relayed: no client request is waiting): %s", level, data)
+
+    async def progress(self, progress: float, total: float | None, message: str | None) -> None:
+        """The upstream call's progress relay: to the client's request waiting now, else to the next.
+
+        Between the client's requests (it is answering an `input_required` result) the progress is
+        held for its retry, the same call's continuation, rather than lost: the upstream's progress
+        and its request for input can cross on their way through the gateway.
+        """
+        if self.progress_to is not None:
+            await self.progress_to(progress, total, message)
+        else:
+            self._held_progress = [*self._held_progress[-(HELD_PROGRESS - 1) :], (progress, total, message)]
+
+    async def deliver_held_progress(self) -> None:
+        """Send the progress held since the client's last request to the request waiting now."""
+        held, self._held_progress = self._held_progress, []
+        if self.progress_to is not None:
+            for progress, total, message in held:
+                await self.progress_to(progress, total, message)
 
     async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """The `ClientChannel.send` of the upstream call: waits for the client's retry."""

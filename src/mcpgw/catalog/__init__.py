@@ -24,7 +24,7 @@ from mcp.shared.path_security import contains_path_traversal
 from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
 from mcpgw.config import SEPARATOR, TOOL_NAME_RE
-from mcpgw.errors import NotFound
+from mcpgw.errors import NotFound, ResourceNotFound
 from mcpgw.upstream import Upstream
 
 URI_SCHEME = "mcpgw"
@@ -195,7 +195,7 @@ class Catalog:
                 split = split_uri(uri)
                 namespaced = split is not None and self.namespaces.get(split[0]) is upstream
                 return Route(upstream, split[1] if namespaced and split is not None else uri)
-        raise NotFound(f"Unknown resource: {uri}")
+        raise ResourceNotFound(uri)
 
     def withholds_uri(self, uri: str) -> bool:
         """True for a URI that only withheld templates produce: not listed, and no served template matches.

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from mcpgw.catalog import Catalog, Route, input_schema, template_matches
 from mcpgw.config import DEFAULT_PERSONA, Filter, PersonaConfig, Registry
-from mcpgw.errors import ConfigError, InvalidRequest, NotFound, UnknownPersona
+from mcpgw.errors import ConfigError, InvalidRequest, NotFound, ResourceNotFound, UnknownPersona
 
 if TYPE_CHECKING:
     from mcpgw.upstream import Upstream
@@ -145,7 +145,7 @@ class View:
         is never forwarded, so no upstream is probed with arbitrary URIs under its prefix. Returns the
         catalog's route for it, so the caller does not route it again.
         """
-        error = NotFound(f"Unknown resource: {uri}")
+        error = ResourceNotFound(uri)
         if self._config is not None:
             rules = resource_rules(self._config)
             if not _allowed(uri, rules.allow, rules.deny):

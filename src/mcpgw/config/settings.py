@@ -339,8 +339,9 @@ class SamplingSettings(Strict):
 
     policy: SamplingPolicy = "auto"
     elicitation: Literal["auto", "relay", "deny"] = "auto"
-    """`auto`: elicitation requests go to clients that can answer; `relay` also declares elicitation to
-    upstreams (so handshake-era servers offer their elicitation tools); `deny` refuses them."""
+    """`auto` (or `relay`, the same since elicitation is declared by default): elicitation is declared
+    to upstreams and their requests go to clients that can answer; `deny` declares nothing and
+    refuses them."""
     routes: dict[str, SamplingRoute] = Field(default_factory=dict)
     fallbacks: list[str] | None = None
     """Ordered chain tried after the chosen route fails; all routes in file order when absent."""

@@ -23,7 +23,7 @@ from mcpgw.catalog import personas as personas_mod
 from mcpgw.catalog.personas import View
 from mcpgw.core.pipeline import Request, Target
 from mcpgw.core.watch import Subscriber
-from mcpgw.errors import InvalidRequest, NotFound
+from mcpgw.errors import InvalidRequest, NotFound, ResourceNotFound
 from mcpgw.upstream.inflight import Caller
 from mcpgw.upstream.session import forwardable_meta
 
@@ -280,7 +280,7 @@ async def _search(gateway: Gateway, persona: str | None, arguments: Mapping[str,
 def _check_completion_uri(view: View, uri: str) -> None:
     listed = {r["uri"] for r in view.resources} | {str(t.get("uriTemplate")) for t in view.resource_templates}
     if uri not in listed:
-        raise NotFound(f"Unknown resource: {uri}")
+        raise ResourceNotFound(uri)
 
 
 def _with_extras(base: dict[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:

@@ -33,25 +33,21 @@ def who_answers(settings: SamplingSettings, server: str, persona: str | None) ->
 
 
 def declares_sampling(settings: SamplingSettings, server: str) -> bool:
-    """Whether mcpgw declares sampling to this upstream (so it offers its sampling tools).
+    """Whether mcpgw declares sampling to this upstream (so it may ask, and offers its sampling tools).
 
-    Only when something can answer for some caller: a route for `llm`/`auto`, or an explicit
-    `relay`. Without routes, `auto` can only relay, and most clients cannot sample, so
-    declaring it would list tools that fail for them.
+    Unless it is denied for everyone: a request is relayed to a caller that can sample (or answered
+    by a route), and refused, as an error the upstream sees, when nothing can answer it. Not
+    declaring it would keep an upstream from asking even callers that can answer, unlike a
+    direct connection.
     """
-    if who_answers(settings, server, None) == "deny" and not any(
+    return who_answers(settings, server, None) != "deny" or any(
         s.policy not in (None, "deny") for s in settings.personas.values()
-    ):
-        return False
-    if settings.routes:
-        return True
-    scopes = [settings.servers.get(server), *settings.personas.values()]
-    return settings.policy == "relay" or any(s is not None and s.policy == "relay" for s in scopes)
+    )
 
 
 def declares_elicitation(settings: SamplingSettings, server: str) -> bool:
-    """Whether mcpgw declares elicitation to this upstream: `elicitation = "relay"` only."""
-    return settings.elicitation == "relay" and who_answers(settings, server, None) != "deny"
+    """Whether mcpgw declares elicitation to this upstream: unless `elicitation = "deny"` or denied."""
+    return settings.elicitation != "deny" and who_answers(settings, server, None) != "deny"
 
 
 def chain(

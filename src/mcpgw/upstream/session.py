@@ -157,6 +157,7 @@ class Session:
             sampling_capabilities=answers.sampling_capabilities,
         )
         _compat.skip_tool_result_validation(session)
+        _compat.complete_without_result_type(session)
         session = await stack.enter_async_context(session)
         if era == "handshake":
             await session.initialize()
@@ -164,6 +165,7 @@ class Session:
             await session.discover()
         else:
             await self._negotiate(session)
+        _compat.keep_request_capabilities(session)
         self.protocol_version = session.protocol_version
         info = session.server_info
         self.server_info = info.model_dump(by_alias=True, exclude_none=True) if info else None

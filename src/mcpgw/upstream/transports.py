@@ -157,6 +157,8 @@ class Transport:
             await oauth.token()  # a bad client secret fails the start with the token endpoint's answer
         if isinstance(config, SseServer):
             return await stack.enter_async_context(sse_client(target.url, headers=target.headers, auth=oauth))
+        # A closed call stream is resumed at once, not after the server's retry hint (see _compat).
+        _compat.resume_request_streams_at_once()
         # One pooled HTTP client for the life of the session: no new TLS context per call.
         http = await stack.enter_async_context(_compat.mcp_http_client(headers=target.headers, auth=oauth))
         return await stack.enter_async_context(streamable_http_client(target.url, http_client=http))
