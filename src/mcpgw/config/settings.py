@@ -139,6 +139,8 @@ class AuditSettings(Strict):
     """Rows older than this are deleted when the gateway starts; 0 keeps everything."""
     max_buffer: Annotated[int, Field(ge=1000)] = 100_000
     """Rows kept in memory while the disk fails; beyond this they are dropped and counted."""
+    instance: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    """Names this gateway in every row's `instance` column; default: the registry file's path."""
     redact_keys: list[str] = Field(default_factory=list)
     """Extra argument names whose values are never stored (password, token, ... always are)."""
     redact_patterns: list[str] = Field(default_factory=list)
