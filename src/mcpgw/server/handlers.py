@@ -263,7 +263,10 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
             method, types.SubscribeRequestParams, _subscription(gateway, persona_of, on)
         )
     # Replaces the default OpenTelemetry middleware: the call path stays lean (see module docstring).
-    server.middleware = [announcer.track, ListingCache(gateway, persona_of)]
+    cache = ListingCache(
+        gateway, persona_of, record=lambda ctx, work: _recorded(gateway, ctx, "list", persona_of(ctx), work)
+    )
+    server.middleware = [announcer.track, cache]
     gateway.add_listener(announcer)
     return server, announcer
 
