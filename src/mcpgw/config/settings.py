@@ -242,8 +242,9 @@ class SecuritySettings(Strict):
 
     lock: str | None = None
     """The lock file of pinned definitions; default: the registry's name with `.lock` (servers.lock)."""
-    max_description: Annotated[int, Field(ge=1)] = 2000
-    """Longer descriptions (tools, prompts, resources, schema fields) are flagged as possible poisoning."""
+    max_description: Annotated[int, Field(ge=1)] = 4000
+    """Longer descriptions (tools, prompts, resources, schema fields) are flagged as possible poisoning.
+    The same default as `security.poisoning.DEFAULT_MAX_DESCRIPTION` (config cannot import it)."""
     detectors: dict[str, str] = Field(default_factory=dict)
     """Custom detectors: name -> regular expression."""
     rules: list[DataRule] = Field(default_factory=list)
