@@ -18,6 +18,7 @@ from rich.table import Table
 
 from mcpgw.cli.options import config_option, load_registry
 from mcpgw.cli.output import (
+    err,
     out,
     print_problems,
     print_servers,
@@ -28,6 +29,7 @@ from mcpgw.cli.output import (
 )
 from mcpgw.config import Registry
 from mcpgw.core import status
+from mcpgw.errors import UpstreamError
 
 if TYPE_CHECKING:
     from mcpgw.core.gateway import Gateway
@@ -146,7 +148,12 @@ def list_servers(config_path: Path | None, check: bool, as_json: bool) -> None:
         out.print(table)
         return
 
+    failed: list[str] = []
+
     def show(gateway: Gateway, trust: Trust) -> None:
+        # Any enabled server not ready once the start settled failed it (`restarting`: failed, retried).
+        rows = status.server_rows(gateway)
+        failed.extend(row["name"] for row in rows if row["status"] not in ("ready", "disabled"))
         if as_json:
             out.print_json(
                 data={
@@ -166,3 +173,6 @@ def list_servers(config_path: Path | None, check: bool, as_json: bool) -> None:
 
     quiet_logs()
     anyio.run(_started_gateway, registry, show, path)
+    if failed:  # for scripts: the exit code of an upstream failure (see errors.UpstreamError)
+        err.print(f"[red]{len(failed)} server(s) not ready:[/] {escape(', '.join(failed))}")
+        click.get_current_context().exit(UpstreamError.exit_code)

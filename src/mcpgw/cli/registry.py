@@ -10,7 +10,7 @@ import anyio
 import click
 
 from mcpgw import config as config_mod
-from mcpgw.cli.options import config_option, edit_path, load_registry
+from mcpgw.cli.options import config_option, edit_path, json_option, load_registry
 from mcpgw.cli.output import err, out, print_findings
 from mcpgw.config import edit as registry_mod
 from mcpgw.config import server_config
@@ -41,6 +41,7 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 @click.option("--namespace", help="Prefix of exposed names (default: NAME; '' for none).")
 @click.option("--timeout", type=float, help="Seconds per call.")
 @click.option("--no-check", is_flag=True, help="Do not connect to the server before adding it.")
+@json_option
 def add_server(
     config_path: Path | None,
     name: str,
@@ -53,6 +54,7 @@ def add_server(
     namespace: str | None,
     timeout: float | None,
     no_check: bool,
+    as_json: bool,
 ) -> None:
     """Add a server: `add-server NAME -- COMMAND ARGS...` or `add-server NAME --url URL`."""
     fields: dict[str, Any] = {}
@@ -81,6 +83,7 @@ def add_server(
     except ConfigError as exc:  # names the key as the file would: servers.NAME.url
         raise RegistryError(str(exc)) from None
     path = edit_path(config_path)
+    result: dict[str, Any] = {"added": name, "file": str(path), "tools": None, "findings": []}
     if not no_check:
         from mcpgw.security import review
 
@@ -89,8 +92,11 @@ def add_server(
         if check.error is not None:
             raise check.error
         err.print(f"checked {name}: {check.tools} tools")
+        result.update(tools=check.tools, findings=[str(finding) for finding in check.findings])
     registry_mod.add_server(path, name, server)
     err.print(f"added [bold]{name}[/] to {path}")
+    if as_json:
+        out.print_json(data=result)
 
 
 @click.command("remove-server")
@@ -168,7 +174,8 @@ def import_() -> None:
 @import_.command("claude-desktop")
 @config_option
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-def import_claude_desktop(config_path: Path | None, file: Path) -> None:
+@json_option
+def import_claude_desktop(config_path: Path | None, file: Path, as_json: bool) -> None:
     """Turn the mcpServers block of a Claude Desktop config FILE into registry entries."""
     path = edit_path(config_path)
     added, skipped = registry_mod.import_claude_desktop(path, file)
@@ -177,3 +184,7 @@ def import_claude_desktop(config_path: Path | None, file: Path) -> None:
     for reason in skipped:
         err.print(f"skipped {reason}")
     err.print(f"{len(added)} added, {len(skipped)} skipped, in {path}")
+    if as_json:
+        out.print_json(
+            data={"added": list(added), "skipped": [str(reason) for reason in skipped], "file": str(path)}
+        )
