@@ -7,6 +7,7 @@ policy), prints what it serves (the rows come from `core.status`), and stops it;
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,7 +53,10 @@ async def _started_gateway(
 @config_option
 @click.option("--persona", "-p", default=None, help="Show what this persona sees.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def tools(config_path: Path | None, persona: str | None, as_json: bool) -> None:
+@click.option(
+    "--warnings", "all_warnings", is_flag=True, help="List every item served with a warning (else: one line)."
+)
+def tools(config_path: Path | None, persona: str | None, as_json: bool, all_warnings: bool) -> None:
     """Start every server and print the merged tool catalog (or a persona's view of it)."""
     registry, path = load_registry(config_path)
 
@@ -71,9 +75,13 @@ def tools(config_path: Path | None, persona: str | None, as_json: bool) -> None:
             }
             out.print_json(data=data)
         else:
-            tool_warnings = status.tool_warnings(view, warned)
-            print_tools(gateway, out, tools=view.listed_tools, warned=tool_warnings)
-            print_warned([item for item in warned if item.kind != "tool"], out)
+            if all_warnings:
+                tool_warnings = status.tool_warnings(view, warned)
+                print_tools(gateway, out, tools=view.listed_tools, warned=tool_warnings)
+                print_warned([item for item in warned if item.kind != "tool"], out)
+            else:
+                print_tools(gateway, out, tools=view.listed_tools)
+                print_warned(warned, out, listing=_listing("mcpgw tools", config_path, persona))
             print_withheld(withheld, out)
             for warning in warnings:
                 out.print(f"[yellow]warning:[/] {escape(warning)}")
@@ -82,10 +90,21 @@ def tools(config_path: Path | None, persona: str | None, as_json: bool) -> None:
     anyio.run(_started_gateway, registry, show, path)
 
 
+def _listing(command: str, config_path: Path | None, persona: str | None = None) -> str:
+    """The command line that lists every warning: the one that was run, with `--warnings`."""
+    words = command.split()
+    words[2:2] = ["-c", shlex.quote(str(config_path))] if config_path else []
+    words += ["--persona", shlex.quote(persona)] if persona else []
+    return " ".join([*words, "--warnings"])
+
+
 @click.command("personas")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def personas(config_path: Path | None, as_json: bool) -> None:
+@click.option(
+    "--warnings", "all_warnings", is_flag=True, help="List every item served with a warning (else: one line)."
+)
+def personas(config_path: Path | None, as_json: bool, all_warnings: bool) -> None:
     """Start every server and list the personas with what each one sees."""
     registry, path = load_registry(config_path)
 
@@ -119,7 +138,9 @@ def personas(config_path: Path | None, as_json: bool) -> None:
         out.print(table)
         if not rows:
             out.print("no personas configured: every client sees the whole catalog")
-        print_warned(trust.warned_items, out)
+        print_warned(
+            trust.warned_items, out, listing=None if all_warnings else _listing("mcpgw personas", config_path)
+        )
         print_withheld(trust.withheld_items, out)
         for warning in warnings:
             out.print(f"[yellow]warning:[/] {escape(warning)}")
@@ -132,7 +153,10 @@ def personas(config_path: Path | None, as_json: bool) -> None:
 @config_option
 @click.option("--check", is_flag=True, help="Connect to each enabled server and show its status.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def list_servers(config_path: Path | None, check: bool, as_json: bool) -> None:
+@click.option(
+    "--warnings", "all_warnings", is_flag=True, help="List every item served with a warning (else: one line)."
+)
+def list_servers(config_path: Path | None, check: bool, as_json: bool, all_warnings: bool) -> None:
     """List the servers in the registry."""
     registry, path = load_registry(config_path)
     if not check:
@@ -168,7 +192,8 @@ def list_servers(config_path: Path | None, check: bool, as_json: bool) -> None:
         else:
             print_servers(gateway, out, withheld=trust.withheld_items, warned=trust.warned_items)
             print_problems(gateway, out)
-            print_warned(trust.warned_items, out)
+            listing = None if all_warnings else _listing("mcpgw list-servers --check", config_path)
+            print_warned(trust.warned_items, out, listing=listing)
             print_withheld(trust.withheld_items, out)
 
     quiet_logs()

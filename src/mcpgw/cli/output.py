@@ -8,6 +8,7 @@ that `serve`, `tools`, `personas` and `list-servers` show alike.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +32,21 @@ def print_withheld(items: list[WithheldItem], console: Console) -> None:
     _print_items(items, console, title="withheld: {n} (clients do not see these; see `mcpgw pin --diff`)")
 
 
-def print_warned(items: list[WithheldItem], console: Console) -> None:
-    """Prototype mode: what is served only with a warning, i.e. what production mode would withhold."""
+def print_warned(items: list[WithheldItem], console: Console, *, listing: str | None = None) -> None:
+    """Prototype mode: what is served only with a warning, i.e. what production mode would withhold.
+
+    With `listing` (the command that lists them all), one line: the count, the reasons and that
+    command; without a lock file every item has a warning, and a table of them all is noise.
+    """
+    if listing is not None and items:
+        reasons = Counter(item.reason for item in items)
+        said = "; ".join(f"{count}: {escape(reason)}" for reason, count in reasons.most_common(3))
+        more = f"; {len(reasons) - 3} other reasons" if len(reasons) > 3 else ""
+        console.print(
+            f"[yellow]served with warnings: {len(items)} (production mode would withhold these; "
+            f"{said}{more}).[/] `{listing}` lists them; `mcpgw pin` pins what you trust"
+        )
+        return
     _print_items(
         items,
         console,
