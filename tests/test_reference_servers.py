@@ -10,10 +10,8 @@ the tuning is checked against the real descriptions, not a copy that drifted.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from conftest import TOOLS_DIR, _npm_install
+from conftest import TOOLS_DIR, _npm_install, pip_install
 from mcpgw.security.poisoning import scan_lists
 
 pytestmark = pytest.mark.anyio
@@ -36,31 +34,6 @@ def snapshot(stem: str) -> dict[str, Any]:
     return data
 
 
-def _pip_install(prefix: Path, *packages: str) -> Path:
-    """A virtual environment with `packages`, made once per machine (like conftest's npm install)."""
-    marker = prefix / ".installed"
-    wanted = " ".join(packages)
-    if marker.exists() and marker.read_text() == wanted:
-        return prefix
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    with (prefix.parent / f".{prefix.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.exists() and marker.read_text() == wanted:
-            return prefix
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(prefix)], check=True, timeout=300)
-        pip = [
-            str(prefix / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ]
-        subprocess.run([*pip, *packages], check=True, timeout=900)
-        marker.write_text(wanted)
-    return prefix
-
-
 def command(stem: str, work: Path) -> list[str]:
     """How the snapshot says the package was started, with this machine's paths."""
     source = snapshot(stem)["source"]
@@ -70,7 +43,7 @@ def command(stem: str, work: Path) -> list[str]:
         script = prefix / "node_modules" / package / "dist" / "index.js"
         args = source["command"].split()[2:]
         return ["node", str(script), *(str(work) if arg == "/tmp/repo" else arg for arg in args)]
-    prefix = _pip_install(
+    prefix = pip_install(
         TOOLS_DIR / "reference-servers-py", *(f"{p}=={PYPI_VERSIONS[p]}" for p in PYPI_VERSIONS)
     )
     args = source["command"].split()[1:]

@@ -25,8 +25,10 @@ from mcpgw.cli.output import (
     print_servers,
     print_tools,
     print_warned,
+    print_warned_line,
     print_withheld,
     quiet_logs,
+    split_warned,
 )
 from mcpgw.config import Registry
 from mcpgw.core import status
@@ -75,13 +77,11 @@ def tools(config_path: Path | None, persona: str | None, as_json: bool, all_warn
             }
             out.print_json(data=data)
         else:
-            if all_warnings:
-                tool_warnings = status.tool_warnings(view, warned)
-                print_tools(gateway, out, tools=view.listed_tools, warned=tool_warnings)
-                print_warned([item for item in warned if item.kind != "tool"], out)
-            else:
-                print_tools(gateway, out, tools=view.listed_tools)
-                print_warned(warned, out, listing=_listing("mcpgw tools", config_path, persona))
+            shown, blanket = (warned, []) if all_warnings else split_warned(warned)
+            tool_warnings = status.tool_warnings(view, shown)
+            print_tools(gateway, out, tools=view.listed_tools, warned=tool_warnings)
+            print_warned([item for item in shown if item.kind != "tool"], out)
+            print_warned_line(blanket, out, listing=_listing("mcpgw tools", config_path, persona))
             print_withheld(withheld, out)
             for warning in warnings:
                 out.print(f"[yellow]warning:[/] {escape(warning)}")
@@ -138,9 +138,9 @@ def personas(config_path: Path | None, as_json: bool, all_warnings: bool) -> Non
         out.print(table)
         if not rows:
             out.print("no personas configured: every client sees the whole catalog")
-        print_warned(
-            trust.warned_items, out, listing=None if all_warnings else _listing("mcpgw personas", config_path)
-        )
+        shown, blanket = (trust.warned_items, []) if all_warnings else split_warned(trust.warned_items)
+        print_warned(shown, out)
+        print_warned_line(blanket, out, listing=_listing("mcpgw personas", config_path))
         print_withheld(trust.withheld_items, out)
         for warning in warnings:
             out.print(f"[yellow]warning:[/] {escape(warning)}")
@@ -192,8 +192,9 @@ def list_servers(config_path: Path | None, check: bool, as_json: bool, all_warni
         else:
             print_servers(gateway, out, withheld=trust.withheld_items, warned=trust.warned_items)
             print_problems(gateway, out)
-            listing = None if all_warnings else _listing("mcpgw list-servers --check", config_path)
-            print_warned(trust.warned_items, out, listing=listing)
+            shown, blanket = (trust.warned_items, []) if all_warnings else split_warned(trust.warned_items)
+            print_warned(shown, out)
+            print_warned_line(blanket, out, listing=_listing("mcpgw list-servers --check", config_path))
             print_withheld(trust.withheld_items, out)
 
     quiet_logs()

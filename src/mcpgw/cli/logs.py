@@ -75,6 +75,12 @@ def _days(value: float) -> float:
     help="Delete rows older than DAYS, then exit (0: every row, --yes).",
 )
 @click.option("--yes", is_flag=True, help="With --prune 0: yes, delete every row.")
+@click.option(
+    "--datasette-metadata",
+    "datasette",
+    is_flag=True,
+    help="Print Datasette metadata for the audit database (labels, facets, spend and refusal queries).",
+)
 def logs(
     config_path: Path | None,
     persona: str | None,
@@ -91,9 +97,17 @@ def logs(
     as_json: bool,
     prune: float | None,
     yes: bool,
+    datasette: bool,
 ) -> None:
     """The audit log, newest first (oldest first with --follow)."""
     from mcpgw import audit
+
+    if datasette:
+        from mcpgw.audit import dashboard
+
+        registry, _ = load_registry(config_path)
+        out.print_json(data=dashboard.metadata(audit.path_for(registry.audit)))
+        return
 
     if prune is not None:
         _days(prune)
