@@ -101,3 +101,22 @@ def test_import_json(tmp_path: Path, client: str) -> None:
     data = json.loads(result.stdout)
     assert data["added"] == ["fs"] and data["file"] == str(config)
     assert len(data["skipped"]) == 1 and "mcpgw" in data["skipped"][0]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["tools"],
+        ["personas"],
+        ["list-servers"],
+        ["add-server"],
+        ["import", "claude-desktop"],
+        ["pin"],
+        ["logs"],
+        ["stats"],
+    ],
+    ids=" ".join,
+)
+def test_every_command_that_prints_data_takes_json(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.exit_code == 0 and "--json" in result.stdout

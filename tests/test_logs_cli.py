@@ -330,3 +330,28 @@ def test_sampling_rows_are_written_with_spend_columns(tmp_path: Path) -> None:
             "select instance, input_tokens, output_tokens, cost_usd from events order by id"
         ).fetchall()
     assert rows == [("here", 7, 3, 0.5), ("here", None, None, None), ("here", None, None, None)]
+
+
+def test_stats_off_a_terminal_prints_plain_lines(config: Path, audit_db: Path) -> None:
+    put(
+        audit_db,
+        {"ts": iso(NOW), "persona": "a", "server": "up", "name": "up__echo", "latency_ms": 2.0},
+        {
+            "ts": iso(NOW),
+            "persona": "a",
+            "server": "up",
+            "name": "up__fail",
+            "outcome": "error",
+            "latency_ms": 4.0,
+        },
+    )
+    result = CliRunner().invoke(cli, ["stats", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    blocks = [block.splitlines() for block in result.stdout.strip().split("\n\n")]
+    assert [block[0] for block in blocks] == ["per persona", "per server", "per tool"]
+    assert blocks[2][1:] == [
+        "tool\tcalls\terrors\tp50 ms\tp95 ms",
+        "up__echo\t1\t0\t2.0\t2.0",
+        "up__fail\t1\t1\t4.0\t4.0",
+    ]
+    assert not any(char in result.stdout for char in "│┃━─")

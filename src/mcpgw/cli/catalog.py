@@ -17,7 +17,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from mcpgw.cli.options import config_option, load_registry
+from mcpgw.cli.options import config_option, json_option, load_registry
 from mcpgw.cli.output import (
     err,
     out,
@@ -54,7 +54,7 @@ async def _started_gateway(
 @click.command()
 @config_option
 @click.option("--persona", "-p", default=None, help="Show what this persona sees.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.option(
     "--warnings", "all_warnings", is_flag=True, help="List every item served with a warning (else: one line)."
 )
@@ -100,7 +100,7 @@ def _listing(command: str, config_path: Path | None, persona: str | None = None)
 
 @click.command("personas")
 @config_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.option(
     "--warnings", "all_warnings", is_flag=True, help="List every item served with a warning (else: one line)."
 )
@@ -152,7 +152,7 @@ def personas(config_path: Path | None, as_json: bool, all_warnings: bool) -> Non
 @click.command("list-servers")
 @config_option
 @click.option("--check", is_flag=True, help="Connect to each enabled server and show its status.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.option(
     "--warnings", "all_warnings", is_flag=True, help="List every item served with a warning (else: one line)."
 )

@@ -20,8 +20,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from mcpgw.audit import Kind, Outcome, printable
+from mcpgw.audit import shown as shown_text
 from mcpgw.audit import times as audit_times
-from mcpgw.cli.options import config_option, load_registry
+from mcpgw.audit.fields import FIELD_CHARS
+from mcpgw.cli.options import config_option, json_option, load_registry
 from mcpgw.cli.output import err, out
 
 
@@ -268,7 +270,7 @@ class _Lines:
     type=click.Choice(["persona", "server", "tool", "principal", "instance"]),
     help="Only these groupings (repeatable). Default: all; per principal or instance when rows differ in it.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def stats(config_path: Path | None, since: str | None, groups: tuple[str, ...], as_json: bool) -> None:
     """Calls, errors, p50/p95 ms per persona, server, tool, principal; sampling spend per persona, route."""
     from mcpgw import audit
@@ -305,7 +307,7 @@ def stats(config_path: Path | None, since: str | None, groups: tuple[str, ...], 
             (row["key"], row["calls"], row["errors"], row["p50_ms"] or "-", row["p95_ms"] or "-")
             for row in data[group]
         ]
-        out.print(_titled(titles[group], (column, "calls", "errors", "p50 ms", "p95 ms"), rows))
+        _print_group(titles[group], (column, "calls", "errors", "p50 ms", "p95 ms"), rows)
     for group, title in (("persona", "sampling per persona"), ("route", "sampling per route")):
         if not spend[group] or groups:  # --by narrows the report to those call groupings
             continue
@@ -313,14 +315,20 @@ def stats(config_path: Path | None, since: str | None, groups: tuple[str, ...], 
             (row["key"], row["requests"], row["errors"], row["tokens"], f"{row['cost_usd']:.6f}")
             for row in spend[group]
         ]
-        out.print(_titled(title, (group, "requests", "errors", "tokens", "cost USD"), rows))
+        _print_group(title, (group, "requests", "errors", "tokens", "cost USD"), rows)
 
 
-def _titled(title: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Table:
-    """A titled rich table; the first cell of each row is a key from the log, shown literally."""
+def _print_group(title: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """One summary: a titled rich table on a terminal; elsewhere the title, then a tab-separated
+    header and rows (a key from the log is shown literally, escaped as `printable` escapes it)."""
+    if not out.is_terminal:
+        lines = [title, "\t".join(columns)]
+        lines += ["\t".join(shown_text(str(cell), FIELD_CHARS) for cell in row) for row in rows]
+        out.file.write("\n".join(lines) + "\n\n")
+        return
     table = Table(title=title)
     for column in columns:
         table.add_column(column)
     for key, *cells in rows:
         table.add_row(escape(str(key)), *(str(cell) for cell in cells))
-    return table
+    out.print(table)
