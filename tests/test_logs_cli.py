@@ -355,3 +355,13 @@ def test_stats_off_a_terminal_prints_plain_lines(config: Path, audit_db: Path) -
         "up__fail\t1\t1\t4.0\t4.0",
     ]
     assert not any(char in result.stdout for char in "│┃━─")
+
+
+@pytest.mark.parametrize("extra", [["--persona", "a"], ["--kind", "call"], ["--since", "1h"], ["--follow"]])
+def test_prune_takes_no_filters(config: Path, audit_db: Path, extra: list[str]) -> None:
+    """`--prune 30 --persona a` would delete every persona's old rows: refused, nothing deleted."""
+    put(audit_db, {"ts": iso(NOW - timedelta(days=40)), "persona": "b"})
+    result = logs(config, "--prune", "30", *extra)
+    assert result.exit_code == 2 and "--prune deletes every row older than DAYS; it takes no" in result.output
+    assert extra[0] in result.output
+    assert ids(audit_db) == ["r0"]

@@ -111,8 +111,18 @@ def logs(
         out.print_json(data=dashboard.metadata(audit.path_for(registry.audit)))
         return
 
+    chosen = {"persona": persona, "server": server, "tool": tool, "kind": kind, "outcome": outcome}
+    chosen |= {"principal": principal, "instance": instance, "since": since, "until": until}
     if prune is not None:
         _days(prune)
+        if (
+            given := [f"--{name}" for name, value in chosen.items() if value is not None]
+            + ["--follow"] * follow
+        ):
+            # Pruning deletes by age alone: a filter would suggest it deletes only the matching rows.
+            raise click.UsageError(
+                f"--prune deletes every row older than DAYS; it takes no {', '.join(given)}"
+            )
         if prune == 0 and not yes:
             raise click.UsageError("--prune 0 deletes every row of the audit log; add --yes to do that")
     registry, _ = load_registry(config_path)
