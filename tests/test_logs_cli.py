@@ -365,3 +365,44 @@ def test_prune_takes_no_filters(config: Path, audit_db: Path, extra: list[str]) 
     assert result.exit_code == 2 and "--prune deletes every row older than DAYS; it takes no" in result.output
     assert extra[0] in result.output
     assert ids(audit_db) == ["r0"]
+
+
+def test_follow_on_a_terminal_keeps_columns_under_one_header(config: Path, audit_db: Path) -> None:
+    import os
+    import pty
+    import select
+
+    put(audit_db, {"ts": iso(NOW), "name": "first", "server": "up", "error": "x" * 200})
+    leader, follower_tty = pty.openpty()
+    env = {**os.environ, "COLUMNS": "200", "LINES": "50"}
+    follower = subprocess.Popen(
+        mcpgw_command("logs", "-c", str(config), "--follow"),
+        stdin=subprocess.DEVNULL,
+        stdout=follower_tty,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    os.close(follower_tty)
+    seen = b""
+    try:
+        for batch in range(2):
+            put(audit_db, {"ts": iso(datetime.now(UTC)), "name": f"batch{batch}", "request_id": f"b{batch}"})
+        deadline = time.monotonic() + 120  # a hang guard only
+        while seen.count(b"\n") < 4 and time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 1.0)
+            if ready:
+                seen += os.read(leader, 65536)
+    finally:
+        follower.terminate()
+        follower.wait(timeout=60)
+        os.close(leader)
+    lines = seen.decode().replace("\r", "").splitlines()[:4]
+    header = "time instance kind persona principal server name outcome ms client error"
+    assert lines[0].split() == header.split()
+    kind_at = lines[0].index("kind")
+    assert [line[kind_at:].split()[0] for line in lines[1:]] == ["call", "call", "call"]
+    name_at = lines[0].index("name")
+    assert [line[name_at:].split()[0] for line in lines[1:]] == ["first", "batch0", "batch1"]
+    error_at = lines[0].index("error")
+    assert lines[1][error_at:] == "x" * 200  # the last column is never cut
+    assert "\t" not in "".join(lines) and "│" not in "".join(lines)
