@@ -406,3 +406,19 @@ def test_follow_on_a_terminal_keeps_columns_under_one_header(config: Path, audit
     error_at = lines[0].index("error")
     assert lines[1][error_at:] == "x" * 200  # the last column is never cut
     assert "\t" not in "".join(lines) and "│" not in "".join(lines)
+
+
+def test_follow_keeps_to_since_when_nothing_matched_yet(config: Path, audit_db: Path) -> None:
+    put(audit_db, {"ts": iso(NOW - timedelta(days=3)), "request_id": "old"})
+    with subprocess.Popen(
+        mcpgw_command("logs", "-c", str(config), "--follow", "--json", "--since", "1h"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as follower:
+        try:
+            put(audit_db, {"ts": iso(datetime.now(UTC)), "request_id": "new"})
+            assert follower.stdout is not None
+            assert json.loads(follower.stdout.readline())["request_id"] == "new"
+        finally:
+            follower.terminate()

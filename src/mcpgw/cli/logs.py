@@ -111,14 +111,21 @@ def logs(
         out.print_json(data=dashboard.metadata(audit.path_for(registry.audit)))
         return
 
-    chosen = {"persona": persona, "server": server, "tool": tool, "kind": kind, "outcome": outcome}
-    chosen |= {"principal": principal, "instance": instance, "since": since, "until": until}
+    filters: dict[str, Any] = {
+        "persona": persona,
+        "server": server,
+        "tool": tool,
+        "kind": kind,
+        "outcome": outcome,
+        "principal": principal,
+        "instance": instance,
+        "since": since,
+        "until": until,
+    }
     if prune is not None:
         _days(prune)
-        if (
-            given := [f"--{name}" for name, value in chosen.items() if value is not None]
-            + ["--follow"] * follow
-        ):
+        given = [f"--{name}" for name, value in filters.items() if value is not None] + ["--follow"] * follow
+        if given:
             # Pruning deletes by age alone: a filter would suggest it deletes only the matching rows.
             raise click.UsageError(
                 f"--prune deletes every row older than DAYS; it takes no {', '.join(given)}"
@@ -131,19 +138,10 @@ def logs(
         removed = audit.prune(db, prune)
         err.print(f"pruned {removed} rows older than {prune:g} days")
         return
-    filters: dict[str, Any] = {
-        "persona": persona,
-        "server": server,
-        "tool": tool,
-        "kind": kind,
-        "outcome": outcome,
-        "principal": principal,
-        "instance": instance,
-    }
-    rows = [printable(row) for row in audit.query(db, since=since, until=until, limit=limit, **filters)]
+    rows = [printable(row) for row in audit.query(db, limit=limit, **filters)]
     if not follow:
         if not rows:
-            err.print("no rows" + (" match these filters" if any(filters.values()) or since or until else ""))
+            err.print("no rows" + (" match these filters" if any(filters.values()) else ""))
         elif as_json:
             _print_json(rows)
         elif out.is_terminal:
@@ -151,12 +149,10 @@ def logs(
         else:
             _Lines(rows, aligned=False).print(rows)
         return
-    _follow(db, list(reversed(rows)), filters, as_json=as_json, until=until)
+    _follow(db, list(reversed(rows)), filters, as_json=as_json)
 
 
-def _follow(
-    db: Any, rows: list[dict[str, Any]], filters: dict[str, Any], *, as_json: bool, until: str | None
-) -> None:
+def _follow(db: Any, rows: list[dict[str, Any]], filters: dict[str, Any], *, as_json: bool) -> None:
     """Print `rows`, then every new row as it lands, under the one header printed first."""
     import time
 
@@ -167,7 +163,8 @@ def _follow(
         lines.header()
     if not rows:
         err.print("no rows yet; waiting for new ones (Ctrl+C stops)")
-    last = max((r["id"] for r in rows), default=0)
+    # Where new rows start: after the newest row of the table, not only of those shown.
+    last = max((r["id"] for r in audit.query(db, limit=1)), default=0)
     try:
         while True:
             if rows and lines is None:
@@ -175,14 +172,12 @@ def _follow(
             elif rows and lines is not None:
                 lines.print(rows)
             if rows:
-                last = rows[-1]["id"]
+                last = max(last, rows[-1]["id"])
             out.file.flush()  # a pipe is block-buffered: each batch is seen as it comes
             time.sleep(0.5)
             rows = [
                 printable(row)
-                for row in audit.query(
-                    db, after_id=last, until=until, limit=1000, newest_first=False, **filters
-                )
+                for row in audit.query(db, after_id=last, limit=1000, newest_first=False, **filters)
             ]
     except KeyboardInterrupt:
         return
