@@ -237,7 +237,7 @@ def test_follow_prints_one_header_and_rows_as_they_come(config: Path, audit_db: 
         finally:
             follower.terminate()
     header = seen[0].rstrip("\n").split("\t")
-    assert header[:2] == ["time", "instance"] and "principal" in header
+    assert header[:2] == ["time", "instance"] and {"principal", "tokens", "usd"} <= set(header)
     names = [dict(zip(header, line.rstrip("\n").split("\t"), strict=True))["name"] for line in seen[1:]]
     assert names == ["first", "batch0", "batch1", "batch2"]
 
@@ -309,6 +309,9 @@ def test_an_older_database_gets_the_spend_columns_filled_in(config: Path, audit_
     assert version == "2"
     rows = [json.loads(line) for line in logs(config, "--json", "--kind", "sampling").stdout.splitlines()]
     assert [(row["input_tokens"], row["cost_usd"]) for row in rows] == [(None, None), (10, 0.25)]
+    lines = [line.split("\t") for line in logs(config, "--kind", "sampling").stdout.splitlines()]
+    shown = [dict(zip(lines[0], line, strict=True)) for line in lines[1:]]
+    assert [(row["tokens"], row["usd"]) for row in shown] == [("", ""), ("15", "0.250000")]
 
 
 def test_sampling_rows_are_written_with_spend_columns(tmp_path: Path) -> None:
@@ -397,7 +400,7 @@ def test_follow_on_a_terminal_keeps_columns_under_one_header(config: Path, audit
         follower.wait(timeout=60)
         os.close(leader)
     lines = seen.decode().replace("\r", "").splitlines()[:4]
-    header = "time instance kind persona principal server name outcome ms client error"
+    header = "time instance kind persona principal server name outcome ms client tokens usd error"
     assert lines[0].split() == header.split()
     kind_at = lines[0].index("kind")
     assert [line[kind_at:].split()[0] for line in lines[1:]] == ["call", "call", "call"]

@@ -189,9 +189,12 @@ def _print_json(rows: list[dict[str, Any]]) -> None:
 
 
 def _columns(rows: Sequence[dict[str, Any]], *, every: bool = False) -> list[str]:
-    """The columns shown; who asked (principal) and which gateway (instance) only where they tell
-    something: some row has a principal, or the rows come from more than one gateway."""
+    """The columns shown; who asked (principal), which gateway (instance) and what sampling cost
+    (tokens, usd) only where they tell something: some row has a principal, the rows come from more
+    than one gateway, some row is a sampling request."""
     columns = ["time", "kind", "persona", "server", "name", "outcome", "ms", "client", "error"]
+    if every or any(row.get("kind") == "sampling" for row in rows):
+        columns[-1:-1] = ["tokens", "usd"]
     if every or any(row.get("principal") for row in rows):
         columns.insert(3, "principal")
     if every or len({row.get("instance") for row in rows}) > 1:
@@ -200,8 +203,11 @@ def _columns(rows: Sequence[dict[str, Any]], *, every: bool = False) -> list[str
 
 
 def _cells(row: dict[str, Any]) -> dict[str, str]:
-    latency = row.get("latency_ms")
+    latency, cost = row.get("latency_ms"), row.get("cost_usd")
+    tokens: list[int] = [row[key] for key in ("input_tokens", "output_tokens") if row.get(key) is not None]
     return {
+        "tokens": str(sum(tokens)) if tokens else "",
+        "usd": "" if cost is None else f"{cost:.6f}",
         "time": audit_times.shown(str(row["ts"])),
         "ms": "" if latency is None else f"{latency:.1f}",
         "name": str(row.get("name") or ""),
@@ -228,7 +234,7 @@ def _table(rows: list[dict[str, Any]]) -> Table:
 
 
 _WIDTHS = {"time": 23, "instance": 16, "kind": 9, "persona": 12, "principal": 16, "server": 12}
-_WIDTHS |= {"name": 28, "outcome": 9, "ms": 8, "client": 14}
+_WIDTHS |= {"name": 28, "outcome": 9, "ms": 8, "client": 14, "tokens": 8, "usd": 10}
 
 
 class _Lines:
