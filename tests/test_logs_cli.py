@@ -129,6 +129,12 @@ def test_a_bad_time_is_a_clear_error(config: Path, audit_db: Path, bad: str, com
     assert ids(audit_db) == ["r0"]
 
 
+def test_an_empty_time_range_is_an_error(config: Path, audit_db: Path) -> None:
+    put(audit_db, {"ts": iso(NOW)})
+    result = logs(config, "--since", "1h", "--until", "2d")
+    assert result.exit_code == 2 and "--until is not after --since" in result.output
+
+
 def test_stats_since_counts_only_later_rows(config: Path, audit_db: Path) -> None:
     put(
         audit_db,

@@ -122,6 +122,8 @@ def logs(
         "since": since,
         "until": until,
     }
+    if since is not None and until is not None and until <= since:  # both are UTC instants, one shape
+        raise click.UsageError("--until is not after --since: no row could match")
     if prune is not None:
         _days(prune)
         given = [f"--{name}" for name, value in filters.items() if value is not None] + ["--follow"] * follow
