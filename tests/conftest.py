@@ -259,6 +259,34 @@ def _npm_install(prefix: Path, *packages: str) -> Path:
     return prefix
 
 
+def pip_install(prefix: Path, *packages: str) -> Path:
+    """A virtual environment with `packages` from PyPI, made once per machine (like `_npm_install`):
+    for published Python tools that must not share the project's environment."""
+    import fcntl
+
+    marker = prefix / ".installed"
+    wanted = " ".join(packages)
+    if marker.exists() and marker.read_text() == wanted:
+        return prefix
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    with (prefix.parent / f".{prefix.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists() and marker.read_text() == wanted:
+            return prefix
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(prefix)], check=True, timeout=300)
+        pip = [
+            str(prefix / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ]
+        subprocess.run([*pip, *packages], check=True, timeout=900)
+        marker.write_text(wanted)
+    return prefix
+
+
 @pytest.fixture(scope="session")
 def node22() -> str:
     """A Node 22 binary from the npm registry (the machine has Node 20; Inspector 2.x wants 22)."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from mcpgw.config.settings import SecuritySettings
 from mcpgw.errors import ConfigError
 from mcpgw.security import pins
 from mcpgw.security.poisoning import json_escaped, scan_item, scan_lists, scan_text, shown
@@ -154,15 +155,11 @@ def spans(text: str, rule: str) -> list[str]:
 @pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.json")), ids=lambda p: p.stem)
 def test_reference_servers_are_not_flagged(path: Path) -> None:
     lists = json.loads(path.read_text(encoding="utf-8"))
-    findings = [str(f) for f in scan_lists(path.stem, lists)]
-    if path.stem == "server-sequential-thinking":
-        # Its one description is 2,781 characters: the documented over-length rule, nothing else.
-        assert findings == [
-            "server-sequential-thinking: tool 'sequentialthinking': description [2000:2781]: length: "
-            "2781 characters (more than 2000)"
-        ]
-    else:
-        assert findings == []
+    # None is flagged, server-sequential-thinking's 2,781-character description included (it was,
+    # at the old 2000 limit, and production mode withheld the tool). tests/test_reference_servers.py
+    # checks these snapshots against the published packages.
+    assert [str(f) for f in scan_lists(path.stem, lists)] == []
+    assert [str(f) for f in scan_lists(path.stem, lists, max_length=SecuritySettings().max_description)] == []
 
 
 def test_reference_fixtures_are_all_there() -> None:
@@ -439,3 +436,12 @@ def test_json_escaped_shows_every_invisible_and_shown_keeps_its_lock_format() ->
     assert json.loads(f'"{json_escaped(text)}"') == text
     # `shown` is what the lock file stores and checks on load: widening it would break lock files.
     assert shown(text) == "Add\u3164\ufe0f\U000e0101 numbers\\u{200b}"
+
+
+def test_the_default_length_limit_is_the_same_in_the_registry_and_the_checks() -> None:
+    from mcpgw.security.poisoning import DEFAULT_MAX_DESCRIPTION
+
+    assert SecuritySettings().max_description == DEFAULT_MAX_DESCRIPTION
+    assert rules("x" * 5000) == [(2000, 5000, "length")]  # the helper's own 2000
+    assert [rule for _, _, rule, _ in scan_text("x" * 4001)] == ["length"]
+    assert list(scan_text("x" * 4000)) == []

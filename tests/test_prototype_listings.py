@@ -83,7 +83,13 @@ def test_prototype_listings_mark_what_production_would_withhold(prototype: Path)
     assert {w["name"] for w in by_name["uponly"]["warned"]} == {"up__add", "up__echo"}
     text = run("personas", "--config", config)
     assert f"{len(warned)} items served with warnings" in text
-    assert f"served with warnings: {len(warned)} (production mode would withhold these" in text
+    # Items with a warning of their own in a table; the blanket "its server has no pins" in one line.
+    blanket = [key for key, reason in warned.items() if reason == "its server has no pins"]
+    assert blanket and len(blanket) < len(warned)
+    assert f"served with warnings: {len(warned) - len(blanket)} (production mode would withhold these" in text
+    line = f"served with warnings: {len(blanket)} (production mode would withhold these; "
+    assert f"{line}{len(blanket)}: its server has no pins)" in text
+    assert "mcpgw personas -c" in text and "--warnings` lists them" in text
 
     servers = json.loads(run("list-servers", "--config", config, "--check", "--json"))
     counts = {row["name"]: row["warned"] for row in servers["servers"]}

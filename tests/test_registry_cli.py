@@ -200,8 +200,9 @@ command = "{tmp_path / "missing-binary"}"
 command = "echo"
 enabled = false
 """)
-    data = run_json("list-servers", "-c", str(path), "--check", "--json")
-    rows = {r["name"]: r for r in data["servers"]}
+    result = CliRunner().invoke(cli, ["list-servers", "-c", str(path), "--check", "--json"])
+    assert result.exit_code == 3, result.output  # a server failed: the exit code says so
+    rows = {r["name"]: r for r in json.loads(result.stdout)["servers"]}
     assert rows["up"]["status"] == "ready" and rows["up"]["tools"] == 11
     assert rows["up"]["protocol"] == "2026-07-28" and rows["up"]["era"] == "stateless"
     assert rows["dead"]["status"] == "failed" and "missing-binary" in rows["dead"]["error"]

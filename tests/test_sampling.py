@@ -237,6 +237,9 @@ async def test_everything_sampling_is_answered_by_the_model(shared: Shared, mode
     assert [c["name"] for c in calls] == ["everything__trigger-sampling-request"]  # the row names its call
     assert row["detail"]["tried"] == ["main"] and row["detail"]["input_tokens"] > 0
     assert row["detail"]["cost_usd"] > 0
+    # The spend is also in columns of its own, for SQL (stats, Datasette): the same numbers.
+    spend = (row["input_tokens"], row["output_tokens"], row["cost_usd"])
+    assert spend == (row["detail"]["input_tokens"], row["detail"]["output_tokens"], row["detail"]["cost_usd"])
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])

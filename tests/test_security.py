@@ -74,7 +74,7 @@ async def test_production_withholds_a_changed_tool_until_pin_approve(tmp_path: P
             await client.call_tool("mut__target", {})
 
         diff = run_mcpgw("pin", "--config", str(config), "--diff")
-        assert diff.returncode == 0, diff.stderr
+        assert diff.returncode == 1, diff.stderr  # differences: exit 1, as `git diff --exit-code`
         assert "mut: tool 'target' changed" in diff.stdout
         assert '-  "description": "Return a greeting.",' in diff.stdout
         assert f'+  "description": "{CHANGED}",' in diff.stdout

@@ -216,7 +216,7 @@ def test_pin_approve_accepts_only_the_named_items(tmp_path: Path) -> None:
         return runner.invoke(cli, ["pin", "--config", str(config), *args])
 
     shown = pin("--diff", "up", "--tool", "add")
-    assert shown.exit_code == 0, shown.output
+    assert shown.exit_code == 1, shown.output  # the item asked about differs from its pin
     assert "up: tool 'add' changed" in shown.output and '-  "description": "Add, as it was."' in shown.output
     assert "echo" not in shown.output and "3 other differences still pending" in shown.output
 

@@ -63,7 +63,8 @@ def build_gateway(
     elif audit == "registry":
         source = str(registry_path) if registry_path else "the shipped default registry"
         detectors = guard.detectors_in_rules() if guard is not None else ()
-        audit_log = audit_mod.open_for(registry.audit, source=source, detectors=detectors)
+        instance = str(registry_path.resolve()) if registry_path else None
+        audit_log = audit_mod.open_for(registry.audit, source=source, detectors=detectors, instance=instance)
     else:
         audit_log = audit
     counted = None

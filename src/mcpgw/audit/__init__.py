@@ -10,6 +10,9 @@ The package's modules, one job each:
     fold      repeated refusals folded into one row per interval, with a count
     schema    where the database lives, the `events` table's columns and indexes
     queries   `mcpgw logs` and `mcpgw stats`: filtering, summaries, pruning, `printable`
+    times     the times a reader may give (`1h`, `yesterday`, ISO, local or UTC), or an error
+    spend     sampling spend per persona and route, and a persona's spend since a time
+    dashboard the shipped Datasette metadata (labels, facets, canned queries)
     redact    what never reaches the file (secret keys, credential-shaped values, URL secrets)
 
 Rows are built only here: writers hand over a `Step` or an event. This module re-exports

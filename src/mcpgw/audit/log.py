@@ -46,7 +46,7 @@ from mcpgw.audit.fields import (
 )
 from mcpgw.audit.queries import prune
 from mcpgw.audit.redact import Redactor
-from mcpgw.audit.schema import ensure_schema, path_for
+from mcpgw.audit.schema import SPEND_KEYS, ensure_schema, path_for
 from mcpgw.audit.step import Kind, Outcome, Step, now
 from mcpgw.detectors import Detector
 from mcpgw.errors import ConfigError
@@ -85,8 +85,17 @@ _Pending = tuple[dict[str, Any], threading.Event | None]
 class AuditLog:
     """Queue plus one writer thread. Ordinary rows never block their caller; `close` flushes."""
 
-    def __init__(self, path: Path, *, redactor: Redactor | None = None, max_buffer: int = 100_000) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        redactor: Redactor | None = None,
+        max_buffer: int = 100_000,
+        instance: str | None = None,
+    ) -> None:
         self.path = path
+        self.instance = instance
+        """Written on every row: which gateway wrote it, when several share one database."""
         self.redactor = redactor or Redactor()
         self.max_buffer = max_buffer
         self.dropped = 0
@@ -190,6 +199,7 @@ class AuditLog:
             "arguments": None,
             "result": self._accounting(result) if result is not None else None,  # a copy, cleaned now
             "findings": None,
+            **_spend(kind, result),
         }
         self._wait(self._put(row, durable=durable(kind, outcome)))
 
@@ -219,6 +229,7 @@ class AuditLog:
         # The gateway's own id, which rows are joined on: never redacted (a run of hex digits can
         # pass for a card number), only bounded.
         row["request_id"] = shown(row["request_id"], FIELD_CHARS)
+        row["instance"] = stored(self.instance, FIELD_CHARS, self.redactor)
         for column in ("method", "persona", "principal", "client", "protocol", "server", "name", "findings"):
             row[column] = stored(row[column], FIELD_CHARS, self.redactor)
         # What an upstream says may echo a secret argument back: those values go wherever they appear.
@@ -271,6 +282,7 @@ class AuditLog:
             else None,
             "result": stored(result, SUMMARY_CHARS, self.redactor, literals=secrets) if result else None,
             "findings": step.findings,
+            **dict.fromkeys(SPEND_KEYS),
         }
         return self._text(row, secrets)
 
@@ -375,8 +387,11 @@ class AuditLog:
         self._thread = None
 
 
-def open_for(settings: Any, *, source: str, detectors: Iterable[Detector] = ()) -> AuditLog | None:
-    """The gateway's audit log per `[audit]`: created, pruned, writer started; None when disabled."""
+def open_for(
+    settings: Any, *, source: str, detectors: Iterable[Detector] = (), instance: str | None = None
+) -> AuditLog | None:
+    """The gateway's audit log per `[audit]`: created, pruned, writer started; None when disabled.
+    `instance` names the gateway on every row: `[audit] instance`, else this argument, else `source`."""
     if not settings.enabled:
         return None
     path = path_for(settings)
@@ -386,6 +401,7 @@ def open_for(settings: Any, *, source: str, detectors: Iterable[Detector] = ()) 
             extra_keys=settings.redact_keys, extra_patterns=settings.redact_patterns, detectors=detectors
         ),
         max_buffer=settings.max_buffer,
+        instance=settings.instance or instance or source,
     )
     if settings.retention_days:
         import sqlite_utils
@@ -396,6 +412,17 @@ def open_for(settings: Any, *, source: str, detectors: Iterable[Detector] = ()) 
     log.start()
     log.event(Kind.CONFIG, name=source)
     return log
+
+
+def _spend(kind: Kind, result: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A sampling row's tokens and cost as columns (also kept in its `result`); numbers only."""
+    values: dict[str, Any] = dict.fromkeys(SPEND_KEYS)
+    if kind is Kind.SAMPLING and result is not None:
+        for key, cast in (("input_tokens", int), ("output_tokens", int), ("cost_usd", float)):
+            value = result.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                values[key] = cast(value)
+    return values
 
 
 def _dump(value: Any) -> str:

@@ -34,6 +34,8 @@ def query(
     persona: str | None = None,
     server: str | None = None,
     tool: str | None = None,
+    kind: str | None = None,
+    instance: str | None = None,
     outcome: Outcome | None = None,
     principal: str | None = None,
     since: str | None = None,
@@ -44,7 +46,15 @@ def query(
 ) -> list[dict[str, Any]]:
     where: list[str] = []
     params: list[Any] = []
-    for column, value in (("persona", persona), ("server", server), ("name", tool)):
+    """Rows matching every filter given. `since` and `until` are instants shaped like `ts` (see
+    `times.parse`): `since` is inclusive, `until` exclusive."""
+    for column, value in (
+        ("persona", persona),
+        ("server", server),
+        ("name", tool),
+        ("kind", kind),
+        ("instance", instance),
+    ):
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
@@ -58,7 +68,7 @@ def query(
         where.append("ts >= ?")
         params.append(since)
     if until:
-        where.append("ts <= ?")
+        where.append("ts < ?")
         params.append(until)
     if after_id is not None:
         where.append("id > ?")
@@ -81,14 +91,15 @@ def printable(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-STAT_GROUPS = ("persona", "server", "name", "principal")
+STAT_GROUPS = ("persona", "server", "name", "principal", "instance")
 """What `stats` groups by; `name` is the tool, resource or prompt."""
 
 
 def stats(db: Any, *, since: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Calls, errors, p50 and p95 latency per persona, server, tool and principal (request steps only)."""
+    """Calls, errors, p50 and p95 latency per persona, server, tool, principal and instance (request steps
+    only)."""
     kinds = ", ".join(f"'{kind.value}'" for kind in STAT_KINDS)
-    sql = f"select persona, server, name, principal, outcome, latency_ms from events where kind in ({kinds})"
+    sql = f"select {', '.join(STAT_GROUPS)}, outcome, latency_ms from events where kind in ({kinds})"
     rows = list(db.query(sql + (" and ts >= ?" if since else ""), [since] if since else []))
     result: dict[str, list[dict[str, Any]]] = {}
     for group in STAT_GROUPS:
@@ -112,6 +123,9 @@ def _summary(key: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def prune(db: Any, days: float) -> int:
+    """Delete the rows older than `days` (0: every row); the number deleted."""
+    if not days >= 0:  # also NaN
+        raise ValueError(f"cannot prune rows older than {days} days")
     cutoff = (datetime.now(UTC) - timedelta(days=days)).isoformat()
     before = db["events"].count
     db.execute("delete from events where ts < ?", [cutoff])

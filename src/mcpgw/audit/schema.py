@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 ENV_AUDIT_DB = "MCPGW_AUDIT_DB"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: `instance`, and a sampling row's `input_tokens`, `output_tokens` and `cost_usd` as columns."""
 COLUMNS: dict[str, type] = {
     "ts": str,
+    "instance": str,
     "request_id": str,
     "kind": str,
     "method": str,
@@ -33,8 +35,22 @@ COLUMNS: dict[str, type] = {
     "arguments": str,
     "result": str,
     "findings": str,
+    "input_tokens": int,
+    "output_tokens": int,
+    "cost_usd": float,
 }
-INDEXES = [["ts"], ["persona", "ts"], ["server", "ts"], ["name", "ts"], ["outcome", "ts"], ["request_id"]]
+INDEXES = [
+    ["ts"],
+    ["persona", "ts"],
+    ["server", "ts"],
+    ["name", "ts"],
+    ["outcome", "ts"],
+    ["request_id"],
+    ["kind", "ts"],
+    ["instance", "ts"],
+]
+SPEND_KEYS = ("input_tokens", "output_tokens", "cost_usd")
+"""A sampling row's accounting (its `result` JSON) that is also stored as columns, to sum in SQL."""
 
 
 def default_path() -> Path:
@@ -57,8 +73,18 @@ def ensure_schema(db: Any) -> None:
         missing = {k: v for k, v in COLUMNS.items() if k not in events.columns_dict}
         for column, kind in missing.items():
             events.add_column(column, kind)
+        if set(SPEND_KEYS) & set(missing):
+            _backfill_spend(db)
     existing = {tuple(index.columns) for index in events.indexes}
     for columns in INDEXES:
         if tuple(columns) not in existing:
             events.create_index(columns, if_not_exists=True)
     db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key", replace=True)
+
+
+def _backfill_spend(db: Any) -> None:
+    """Schema 1 kept a sampling row's tokens and cost only inside its `result` JSON: copy them out,
+    once, when the columns are added (a `result` that is not JSON leaves them empty)."""
+    parts = ", ".join(f"{key} = json_extract(result, '$.{key}')" for key in SPEND_KEYS)
+    with db.conn:
+        db.conn.execute(f"update events set {parts} where kind = 'sampling' and json_valid(result)")

@@ -3,14 +3,14 @@
 Owns every query on the `events` table's `sampling` rows: the spend per persona
 and per route that `mcpgw stats` shows, and what one persona spent since a
 time, which per-persona budgets start from so that they survive a restart.
-The rows themselves are written by sampling; their `result` column holds the
-request's accounting as JSON (`input_tokens`, `output_tokens`, `cost_usd`).
+The rows themselves are written by sampling; the log stores their accounting both
+as JSON in `result` and as the columns `input_tokens`, `output_tokens` and
+`cost_usd` (schema 2; `schema` copies them out of older rows), which are summed here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sqlite3
 from pathlib import Path
@@ -19,19 +19,12 @@ from typing import Any
 logger = logging.getLogger("mcpgw.audit")
 
 
-def _usage(text: str | None) -> tuple[int, float]:
-    """Tokens and dollars of one `sampling` row; what cannot be read counts as nothing."""
-    tokens, usd = 0, 0.0
-    with contextlib.suppress(ValueError, TypeError, AttributeError):
-        data = json.loads(text or "{}")
-        tokens = int(data.get("input_tokens", 0)) + int(data.get("output_tokens", 0))
-        usd = float(data.get("cost_usd", 0.0))
-    return tokens, usd
+_SPENT = "coalesce(input_tokens, 0) + coalesce(output_tokens, 0) as tokens, coalesce(cost_usd, 0) as usd"
 
 
 def summary(db: Any, *, since: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """Sampling requests, tokens and cost per persona and per route (`db`: a sqlite-utils Database)."""
-    sql = "select persona, name, outcome, result from events where kind = 'sampling'"
+    sql = f"select persona, name, outcome, {_SPENT} from events where kind = 'sampling'"
     rows = list(db.query(sql + (" and ts >= ?" if since else ""), [since] if since else []))
     out: dict[str, list[dict[str, Any]]] = {}
     for group, column in (("persona", "persona"), ("route", "name")):
@@ -43,9 +36,8 @@ def summary(db: Any, *, since: str | None = None) -> dict[str, list[dict[str, An
             )
             bucket["requests"] += 1
             bucket["errors"] += row["outcome"] != "ok"
-            tokens, usd = _usage(row["result"])
-            bucket["tokens"] += tokens
-            bucket["cost_usd"] = round(bucket["cost_usd"] + usd, 8)
+            bucket["tokens"] += int(row["tokens"])
+            bucket["cost_usd"] = round(bucket["cost_usd"] + float(row["usd"]), 8)
         out[group] = [buckets[k] for k in sorted(buckets)]
     return out
 
@@ -60,16 +52,12 @@ def spent_by(path: Path, persona: str, *, since: str) -> tuple[float, float]:
         return 0.0, 0.0
     try:
         with contextlib.closing(sqlite3.connect(str(path), timeout=1.0)) as db:
-            rows = db.execute(
-                "select result from events where kind = 'sampling' and persona = ? and ts >= ?",
+            tokens, usd = db.execute(
+                f"select coalesce(sum(tokens), 0), coalesce(sum(usd), 0) from (select {_SPENT} from events "
+                "where kind = 'sampling' and persona = ? and ts >= ?)",
                 [persona, since],
-            ).fetchall()
+            ).fetchone()
     except sqlite3.Error as exc:
         logger.warning("sampling: cannot read today's spend from the audit log: %s", exc)
         return 0.0, 0.0
-    tokens = usd = 0.0
-    for (text,) in rows:
-        row_tokens, row_usd = _usage(text)
-        tokens += row_tokens
-        usd += row_usd
-    return tokens, usd
+    return float(tokens), float(usd)

@@ -7,6 +7,7 @@ policy), prints what it serves (the rows come from `core.status`), and stops it;
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,18 +18,22 @@ from rich.markup import escape
 from rich.table import Table
 
 from mcpgw.cli import progress
-from mcpgw.cli.options import config_option, load_registry
+from mcpgw.cli.options import config_option, json_option, load_registry
 from mcpgw.cli.output import (
+    err,
     out,
     print_problems,
     print_servers,
     print_tools,
     print_warned,
+    print_warned_line,
     print_withheld,
     quiet_logs,
+    split_warned,
 )
 from mcpgw.config import Registry
 from mcpgw.core import status
+from mcpgw.errors import UpstreamError
 
 if TYPE_CHECKING:
     from mcpgw.core.gateway import Gateway
@@ -52,8 +57,11 @@ async def _started_gateway(
 @click.command()
 @config_option
 @click.option("--persona", "-p", default=None, help="Show what this persona sees.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def tools(config_path: Path | None, persona: str | None, as_json: bool) -> None:
+@json_option
+@click.option(
+    "--warnings", "all_warnings", is_flag=True, help="List every item served with a warning (else: one line)."
+)
+def tools(config_path: Path | None, persona: str | None, as_json: bool, all_warnings: bool) -> None:
     """Start every server and print the merged tool catalog (or a persona's view of it)."""
     registry, path = load_registry(config_path)
 
@@ -72,9 +80,11 @@ def tools(config_path: Path | None, persona: str | None, as_json: bool) -> None:
             }
             out.print_json(data=data)
         else:
-            tool_warnings = status.tool_warnings(view, warned)
+            shown, blanket = (warned, []) if all_warnings else split_warned(warned)
+            tool_warnings = status.tool_warnings(view, shown)
             print_tools(gateway, out, tools=view.listed_tools, warned=tool_warnings)
-            print_warned([item for item in warned if item.kind != "tool"], out)
+            print_warned([item for item in shown if item.kind != "tool"], out)
+            print_warned_line(blanket, out, listing=_listing("mcpgw tools", config_path, persona))
             print_withheld(withheld, out)
             for warning in warnings:
                 out.print(f"[yellow]warning:[/] {escape(warning)}")
@@ -83,10 +93,21 @@ def tools(config_path: Path | None, persona: str | None, as_json: bool) -> None:
     anyio.run(_started_gateway, registry, show, path)
 
 
+def _listing(command: str, config_path: Path | None, persona: str | None = None) -> str:
+    """The command line that lists every warning: the one that was run, with `--warnings`."""
+    words = command.split()
+    words[2:2] = ["-c", shlex.quote(str(config_path))] if config_path else []
+    words += ["--persona", shlex.quote(persona)] if persona else []
+    return " ".join([*words, "--warnings"])
+
+
 @click.command("personas")
 @config_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def personas(config_path: Path | None, as_json: bool) -> None:
+@json_option
+@click.option(
+    "--warnings", "all_warnings", is_flag=True, help="List every item served with a warning (else: one line)."
+)
+def personas(config_path: Path | None, as_json: bool, all_warnings: bool) -> None:
     """Start every server and list the personas with what each one sees."""
     registry, path = load_registry(config_path)
 
@@ -120,7 +141,9 @@ def personas(config_path: Path | None, as_json: bool) -> None:
         out.print(table)
         if not rows:
             out.print("no personas configured: every client sees the whole catalog")
-        print_warned(trust.warned_items, out)
+        shown, blanket = (trust.warned_items, []) if all_warnings else split_warned(trust.warned_items)
+        print_warned(shown, out)
+        print_warned_line(blanket, out, listing=_listing("mcpgw personas", config_path))
         print_withheld(trust.withheld_items, out)
         for warning in warnings:
             out.print(f"[yellow]warning:[/] {escape(warning)}")
@@ -132,8 +155,11 @@ def personas(config_path: Path | None, as_json: bool) -> None:
 @click.command("list-servers")
 @config_option
 @click.option("--check", is_flag=True, help="Connect to each enabled server and show its status.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def list_servers(config_path: Path | None, check: bool, as_json: bool) -> None:
+@json_option
+@click.option(
+    "--warnings", "all_warnings", is_flag=True, help="List every item served with a warning (else: one line)."
+)
+def list_servers(config_path: Path | None, check: bool, as_json: bool, all_warnings: bool) -> None:
     """List the servers in the registry."""
     registry, path = load_registry(config_path)
     if not check:
@@ -149,7 +175,12 @@ def list_servers(config_path: Path | None, check: bool, as_json: bool) -> None:
         out.print(table)
         return
 
+    failed: list[str] = []
+
     def show(gateway: Gateway, trust: Trust) -> None:
+        # Any enabled server not ready once the start settled failed it (`restarting`: failed, retried).
+        rows = status.server_rows(gateway)
+        failed.extend(row["name"] for row in rows if row["status"] not in ("ready", "disabled"))
         if as_json:
             out.print_json(
                 data={
@@ -164,8 +195,13 @@ def list_servers(config_path: Path | None, check: bool, as_json: bool) -> None:
         else:
             print_servers(gateway, out, withheld=trust.withheld_items, warned=trust.warned_items)
             print_problems(gateway, out)
-            print_warned(trust.warned_items, out)
+            shown, blanket = (trust.warned_items, []) if all_warnings else split_warned(trust.warned_items)
+            print_warned(shown, out)
+            print_warned_line(blanket, out, listing=_listing("mcpgw list-servers --check", config_path))
             print_withheld(trust.withheld_items, out)
 
     quiet_logs()
     anyio.run(_started_gateway, registry, show, path)
+    if failed:  # for scripts: the exit code of an upstream failure (see errors.UpstreamError)
+        err.print(f"[red]{len(failed)} server(s) not ready:[/] {escape(', '.join(failed))}")
+        click.get_current_context().exit(UpstreamError.exit_code)

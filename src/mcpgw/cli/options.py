@@ -1,7 +1,8 @@
-"""What every command shares: the `--config` option and the registry file it names.
+"""What every command shares: the `--config` and `--json` options and the registry file `--config` names.
 
 Owns: how a command finds the registry it reads (`--config`, else `$MCPGW_CONFIG`,
-else ./servers.toml, else the shipped default) and the file an edit writes.
+else ./servers.toml, else the shipped default), the file an edit writes, and the one
+`--json` every command that prints data takes (`json_option`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ def config_option(func: F) -> F:
         help=f"Registry file (default: ${config_mod.ENV_CONFIG}, else ./servers.toml, "
         "else the shipped default).",
     )(func)
+
+
+def json_option(func: F) -> F:
+    """`--json`, passed to the command as `as_json`: its result as JSON on stdout, for scripts."""
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for scripts).")(
+        func
+    )
 
 
 def load_registry(config_path: Path | None) -> tuple[Registry, Path | None]:

@@ -8,6 +8,7 @@ that `serve`, `tools`, `personas` and `list-servers` show alike.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,30 @@ def print_warned(items: list[WithheldItem], console: Console) -> None:
         console,
         title="served with warnings: {n} (production mode would withhold these; see `mcpgw pin --diff`)",
         reason="warning",
+    )
+
+
+BLANKET_REASONS = frozenset({"there is no lock file", "its server has no pins"})
+"""Warnings that say nothing about the item itself: with no lock file, every item has one."""
+
+
+def split_warned(items: list[WithheldItem]) -> tuple[list[WithheldItem], list[WithheldItem]]:
+    """(the items with a warning of their own: changed, new, flagged; those with a blanket one)."""
+    return [i for i in items if i.reason not in BLANKET_REASONS], [
+        i for i in items if i.reason in BLANKET_REASONS
+    ]
+
+
+def print_warned_line(items: list[WithheldItem], console: Console, *, listing: str) -> None:
+    """Items with a blanket warning, in one line: the count, the reasons, and `listing`, the command
+    that lists them all (a table of every item of an unpinned registry is noise)."""
+    if not items:
+        return
+    reasons = Counter(item.reason for item in items)
+    said = "; ".join(f"{count}: {escape(reason)}" for reason, count in sorted(reasons.items()))
+    console.print(
+        f"[yellow]served with warnings: {len(items)} (production mode would withhold these; {said}).[/] "
+        f"`{escape(listing)}` lists them; `mcpgw pin` pins what you trust"
     )
 
 

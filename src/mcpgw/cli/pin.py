@@ -10,7 +10,7 @@ import click
 from rich.markup import escape
 
 from mcpgw.cli import progress
-from mcpgw.cli.options import config_option, load_registry
+from mcpgw.cli.options import config_option, json_option, load_registry
 from mcpgw.cli.output import err, out, print_findings, quiet_logs
 from mcpgw.errors import RegistryError
 from mcpgw.security import pins
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     metavar="URI",
     help="Only this resource template (repeatable).",
 )
+@json_option
 def pin(
     config_path: Path | None,
     server: str | None,
@@ -47,6 +48,7 @@ def pin(
     tool_names: tuple[str, ...],
     prompt_names: tuple[str, ...],
     template_names: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Pin the tool, prompt and resource-template definitions of SERVER (or every server) in the lock file.
 
@@ -54,6 +56,8 @@ def pin(
     after that, any difference is accepted only with --approve, after reviewing it with --diff.
     With --tool/--prompt/--template (names as the server gives them, as --diff shows them),
     --approve accepts only those items and --diff shows only them; other changes stay pending.
+
+    Exit code of --diff: 0 when every server matches its pins, 1 when one differs or has none.
     """
     from mcpgw.security import review
     from mcpgw.security.poisoning import scan_lists
@@ -75,19 +79,49 @@ def pin(
         lists = anyio.run(lambda: review.collect_lists(registry, names, follow=progress.follow))
     action: review.Action = "diff" if show_diff else "approve" if approve else "pin"
     changed = False
+    results: list[ServerReview] = []
     for name in names:
         findings = scan_lists(name, lists[name], max_length=registry.security.max_description)
         print_findings(findings)
         result = review.review(
             name, lock.get(name), lists[name], findings=findings, action=action, selected=selected
         )
-        _show(result)
+        results.append(result)
+        if not as_json:
+            _show(result)
         if result.pins is not None:
             lock[name] = result.pins
             changed = True
     if changed:
         pins.write_lock(lock_file, lock)
         err.print(f"wrote {lock_file}")
+    if as_json:
+        out.print_json(data={"servers": [_data(result) for result in results], "lock_file": str(lock_file)})
+    drifted = [result.server for result in results if result.changes or not result.was_pinned]
+    if show_diff and drifted:  # for scripts, as `git diff --exit-code`: differences exit 1
+        err.print(f"{len(drifted)} server(s) differ from their pins: {escape(', '.join(drifted))}")
+        click.get_current_context().exit(1)
+
+
+def _data(result: ServerReview) -> dict[str, object]:
+    """One server's review as `--json` prints it."""
+
+    def change(difference: pins.Change) -> dict[str, object]:
+        kind = pins.KIND_OF[difference.list_name]
+        return {"kind": kind, "name": difference.name, "status": difference.status, "diff": difference.diff()}
+
+    return {
+        "server": result.server,
+        "action": result.action,
+        "was_pinned": result.was_pinned,
+        "changes": [change(difference) for difference in result.changes],
+        "pending": [change(difference) for difference in result.pending],
+        "pinned": result.pins is not None,
+        "counts": {
+            key: len(result.current.get(key, {})) for key in ("tools", "prompts", "resource_templates")
+        },
+        "flagged": [{"kind": pins.KIND_OF[list_name], "name": item} for list_name, item in result.flagged],
+    }
 
 
 def _show(result: ServerReview) -> None:

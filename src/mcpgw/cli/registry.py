@@ -12,8 +12,8 @@ import anyio
 import click
 
 from mcpgw.cli import progress
-from mcpgw.cli.options import config_option, edit_path
-from mcpgw.cli.output import err, print_findings, quiet_logs
+from mcpgw.cli.options import config_option, edit_path, json_option
+from mcpgw.cli.output import err, out, print_findings, quiet_logs
 from mcpgw.config import Era, server_config
 from mcpgw.config import edit as registry_mod
 from mcpgw.errors import ConfigError, RegistryError
@@ -49,6 +49,7 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     help="Protocol era: auto (probe), handshake (initialize), stateless (2026-07-28).",
 )
 @click.option("--no-check", is_flag=True, help="Do not connect to the server before adding it.")
+@json_option
 def add_server(
     config_path: Path | None,
     name: str,
@@ -62,6 +63,7 @@ def add_server(
     timeout: float | None,
     era: str | None,
     no_check: bool,
+    as_json: bool,
 ) -> None:
     """Add a server: `add-server NAME -- COMMAND ARGS...` or `add-server NAME --url URL`."""
     fields: dict[str, Any] = {}
@@ -94,6 +96,7 @@ def add_server(
     path = edit_path(config_path)
     given = namespace is not None
     registry_mod.check_new_server(path, name, server, namespace_given=given)  # before connecting
+    result: dict[str, Any] = {"added": name, "file": str(path), "tools": None, "findings": []}
     if not no_check:
         from mcpgw.security import review
 
@@ -104,8 +107,11 @@ def add_server(
         if check.error is not None:
             raise check.error
         err.print(f"checked {name}: {check.tools} tools")
+        result.update(tools=check.tools, findings=[str(finding) for finding in check.findings])
     registry_mod.add_server(path, name, server, namespace_given=given)
     err.print(f"added [bold]{name}[/] to {path}")
+    if as_json:
+        out.print_json(data=result)
 
 
 @click.command("remove-server")

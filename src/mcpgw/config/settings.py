@@ -139,6 +139,8 @@ class AuditSettings(Strict):
     """Rows older than this are deleted when the gateway starts; 0 keeps everything."""
     max_buffer: Annotated[int, Field(ge=1000)] = 100_000
     """Rows kept in memory while the disk fails; beyond this they are dropped and counted."""
+    instance: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    """Names this gateway in every row's `instance` column; default: the registry file's path."""
     redact_keys: list[str] = Field(default_factory=list)
     """Extra argument names whose values are never stored (password, token, ... always are)."""
     redact_patterns: list[str] = Field(default_factory=list)
@@ -240,8 +242,9 @@ class SecuritySettings(Strict):
 
     lock: str | None = None
     """The lock file of pinned definitions; default: the registry's name with `.lock` (servers.lock)."""
-    max_description: Annotated[int, Field(ge=1)] = 2000
-    """Longer descriptions (tools, prompts, resources, schema fields) are flagged as possible poisoning."""
+    max_description: Annotated[int, Field(ge=1)] = 4000
+    """Longer descriptions (tools, prompts, resources, schema fields) are flagged as possible poisoning.
+    The same default as `security.poisoning.DEFAULT_MAX_DESCRIPTION` (config cannot import it)."""
     detectors: dict[str, str] = Field(default_factory=dict)
     """Custom detectors: name -> regular expression."""
     rules: list[DataRule] = Field(default_factory=list)

@@ -67,6 +67,8 @@ class CallTool(_Bridged):
             if not isinstance(inner, str):
                 raise InvalidRequest(f"{personas_mod.CALL_TOOL} needs the name of a tool found by search")
             name, arguments = inner, _arguments(inner, (arguments or {}).get("arguments"))
+            # The row names the tool called, not the search-mode wrapper: `logs --tool X` finds it.
+            audit.note(name=name)
         view, entry = await gateway.lookup(
             request.persona, lambda v: v.tool(name), withheld=lambda c: name in c.withheld_tools
         )

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import mcp_types as types
 
+from mcpgw import audit
 from mcpgw.errors import DataBlocked
 from mcpgw.observe import context as observe
 from mcpgw.upstream import Upstream
@@ -110,6 +111,10 @@ class Pipeline:
         if target.answer is not None:
             return target.answer
         self._guard_up(target)
+        if "arguments" in target.upward:
+            # What goes upstream, not what the client sent: a persona's fixed arguments included,
+            # the search-mode wrapper and data-rule redactions removed.
+            audit.note(arguments=target.params.get("arguments"))
         request = self._guard_notifications(request, target)
         began = time.perf_counter()
         try:

@@ -12,7 +12,7 @@ Policy, by `[gateway] mode`:
     changed since its pin         served, warning logged+audit  withheld until `pin --approve`
     new (server pinned, item not) served, warning logged+audit  withheld until `pin --approve`
     server not in the lock        served, warning logged+audit  withheld until `pin`
-    no lock file at all           served, one warning           everything withheld until `pin`
+    no lock file at all           served, one info line         everything withheld until `pin`
     poisoning findings            warning logged+audit          withheld unless its pin matches
 
 A matching pin is the approval: `pin` never pins a flagged item on its own;
@@ -109,7 +109,9 @@ class Trust:
                     trust.path,
                 )
             else:
-                logger.warning(
+                # Info, not a warning: prototype mode serves unpinned definitions by design, and says so
+                # at start; `--log-level warning` asks for the problems only.
+                logger.info(
                     "no lock file at %s: tool definitions are not pinned (run `mcpgw pin`)", trust.path
                 )
         return trust

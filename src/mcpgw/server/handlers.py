@@ -323,7 +323,10 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
     # to clients whatever its upstreams declare: a host looks for the extension before rendering.
     server.extensions[apps.EXTENSION_ID] = {}
     # Replaces the default OpenTelemetry middleware: the call path stays lean (see module docstring).
-    server.middleware = [announcer.track, ListingCache(gateway, persona_of)]
+    cache = ListingCache(
+        gateway, persona_of, record=lambda ctx, work: _recorded(gateway, ctx, "list", persona_of(ctx), work)
+    )
+    server.middleware = [announcer.track, cache]
     gateway.add_listener(announcer)
     if gateway.metrics is not None:
         server.middleware.insert(1, _listings_counted(gateway, gateway.metrics, persona_of))

@@ -4,6 +4,8 @@ Owns: `ListingCache`, the server middleware that answers `tools/list`,
 `resources/list`, `resources/templates/list` and `prompts/list` (first page)
 from what it shaped before, until the gateway builds a new catalog; and putting
 back, for 2026-07-28 clients, the tools' `execution` that the SDK's shaping drops.
+A listing answered from the cache is audited like any other (`record`): the audit
+log has a row for every list.
 """
 
 from __future__ import annotations
@@ -31,9 +33,17 @@ class ListingCache:
 
     METHODS = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list"})
 
-    def __init__(self, gateway: Gateway, persona_of: Callable[[Ctx], str | None]) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        persona_of: Callable[[Ctx], str | None],
+        *,
+        record: Callable[[Ctx, Callable[[], Awaitable[dict[str, Any]]]], Awaitable[dict[str, Any]]],
+    ) -> None:
         self._gateway = gateway
         self._persona_of = persona_of
+        self._record = record
+        """Serves a cached listing as an audit step, as the list handlers do when there is no cache."""
         self._catalog: object = None
         self._shaped: dict[tuple[str, str, str | None], dict[str, Any]] = {}
 
@@ -47,10 +57,16 @@ class ListingCache:
         key = (ctx.method, ctx.protocol_version, self._persona_of(ctx))
         cached = self._shaped.get(key)
         if cached is None:
-            cached = self._with_execution(ctx, await call_next(ctx))
+            cached = self._with_execution(ctx, await call_next(ctx))  # the list handler records this one
             if self._gateway.catalog is catalog and isinstance(cached, dict):
                 self._shaped[key] = cached
-        return cached
+            return cached
+        shaped = cached
+
+        async def answer() -> dict[str, Any]:
+            return shaped
+
+        return await self._record(ctx, answer)
 
     def _with_execution(self, ctx: Ctx, shaped: Any) -> Any:
         """A 2026-07-28 `tools/list` with each tool's `execution` as its upstream declared it.
