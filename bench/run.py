@@ -725,7 +725,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     parser.add_argument(
         "--only",
-        choices=("stdio", "http", "list", "cold", "audit", "redact"),
+        choices=("stdio", "http", "list", "cold", "audit", "metrics", "redact"),
         action="append",
         help="run only these sections (repeatable)",
     )
@@ -771,6 +771,71 @@ async def bench_audit(s: Settings, tmp: Path, results: Results, errlog: IO[str])
             "<= 1.05x",
             note="ratio = calls/s with logging off / with logging on",
         )
+    )
+
+
+async def bench_metrics(s: Settings, tmp: Path, results: Results, errlog: IO[str]) -> None:
+    """The cost of Prometheus metrics on the call path: the same stdio gateway with and without them."""
+    off = write_registry(tmp / "metrics-off.toml", {"up": stdio_entry("metrics-off")})
+    on = write_registry(tmp / "metrics-on.toml", {"up": stdio_entry("metrics-on")})
+    for config in (off, on):  # no audit log on either side: the ratio is the metrics' alone
+        config.write_text(config.read_text() + "\n[audit]\nenabled = false\n")
+    port = free_port()
+    async with (
+        stdio_client_of(gateway_args(off), s.mode, errlog) as without,
+        stdio_client_of(gateway_args(on, "--metrics-port", str(port)), s.mode, errlog) as with_metrics,
+    ):
+        await check_echo(without, "up__echo")
+        await check_echo(with_metrics, "up__echo")
+        d_call, g_call = echo_call(without, "up__echo"), echo_call(with_metrics, "up__echo")
+        d_lat, g_lat = await latencies(d_call, g_call, s.calls, s.warmup)
+        # The gateway processes' own CPU per call: the figure least moved by other load on the machine.
+        cpu_of = {"direct": [find_gateway_pid(off)], "gateway": [find_gateway_pid(on)]}
+        tp = await throughputs(d_call, g_call, s.rounds, s.per_round, cpu_of=cpu_of)
+        counted = _scrape_count(port)
+    # check_echo's call, the warm-ups and the measured calls: each counted once, none lost.
+    expected = 1 + s.warmup + s.calls + 2 * INFLIGHT + s.rounds * s.per_round
+    if counted != expected:
+        raise RuntimeError(f"the metrics counted {counted:g} calls; {expected} were made")
+    ds, gs = summary(d_lat), summary(g_lat)
+    note = "'direct' here is the same gateway without metrics (audit off on both sides)"
+    results.add(
+        Row("metrics on vs off: stdio call p50", "ms", ds["p50_ms"], gs["p50_ms"], "<= 1.05x", note=note)
+    )
+    results.add(
+        Row(
+            f"metrics off vs on: throughput x{INFLIGHT}",
+            "calls/s",
+            statistics.median(tp.gateway),
+            statistics.median(tp.direct),
+            "<= 1.05x",
+            note="ratio = calls/s with metrics off / with metrics on",
+        )
+    )
+    results.add(
+        Row(
+            "metrics on vs off: gateway CPU per call",
+            "ms",
+            tp.cpu_ms.get("direct"),
+            tp.cpu_ms.get("gateway"),
+            "<= 1.05x",
+            note="the gateway process's user+system CPU over the throughput rounds",
+            samples=dict(tp.cpu_ms),
+        )
+    )
+    reap(str(off))
+    reap(str(on))
+
+
+def _scrape_count(port: int) -> float:
+    """`tools/call` requests the gateway counted, from its own /metrics."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("mcpgw_requests_total{") and 'method="tools/call"' in line
     )
 
 
@@ -836,6 +901,7 @@ async def run(s: Settings, sections: list[str], results: Results) -> None:
         with (tmp / "stderr.log").open("w") as errlog:
             plan = {
                 "audit": lambda: bench_audit(s, tmp, results, errlog),
+                "metrics": lambda: bench_metrics(s, tmp, results, errlog),
                 "redact": lambda: bench_redact(s, tmp, results, errlog),
                 "stdio": lambda: bench_stdio(s, tmp, results, errlog),
                 "http": lambda: bench_http(s, tmp, results),
@@ -862,7 +928,7 @@ async def run(s: Settings, sections: list[str], results: Results) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     s = settings_from(args)
-    sections = args.only or ["stdio", "http", "list", "cold", "audit", "redact"]
+    sections = args.only or ["stdio", "http", "list", "cold", "audit", "metrics", "redact"]
     results = Results()
     results.info.update(
         mode=s.mode,

@@ -218,12 +218,16 @@ async def served(
     *,
     audit: AuditLog | Literal["registry"] | None = "registry",
     registry_path: Path | None = None,
+    metrics: bool = False,
 ) -> AsyncIterator[Gateway]:
     """The gateway `build_gateway` makes of `config` (read from `registry_path`, if given), its servers
     in `upstreams` served in-process, started and settled. `audit="registry"` logs where the registry
-    says ($MCPGW_AUDIT_DB in tests); the log is closed, so flushed, on exit."""
+    says ($MCPGW_AUDIT_DB in tests); the log is closed, so flushed, on exit. `metrics`: counted into
+    `gateway.metrics`, as when they are served."""
     in_process = {n: u.server if isinstance(u, TestUpstream) else u for n, u in upstreams.items()}
-    built = build_gateway(config, registry_path=registry_path, audit=audit, in_process=in_process)
+    built = build_gateway(
+        config, registry_path=registry_path, audit=audit, in_process=in_process, metrics=metrics
+    )
     try:
         async with built.gateway.running():
             await built.gateway.wait_started()

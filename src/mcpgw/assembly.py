@@ -2,7 +2,7 @@
 
 Owns: deciding which parts a gateway is made of and handing each its
 collaborators through its constructor: the upstream secrets, the data rules,
-the audit log, the pin/poisoning policy, then the `Gateway` over them. `mcpgw
+the audit log, the pin/poisoning policy, the metrics, then the `Gateway` over them. `mcpgw
 serve`, every CLI command that starts upstreams, the benchmark and the tests
 all build through here, so what they run is what is served.
 """
@@ -18,6 +18,7 @@ from mcpgw import audit as audit_mod
 from mcpgw.audit import AuditLog
 from mcpgw.config import Registry
 from mcpgw.core.gateway import Gateway
+from mcpgw.observe.metrics import Metrics
 from mcpgw.security.dataguard import Guard
 from mcpgw.security.trust import Trust
 from mcpgw.upstream import credentials
@@ -43,13 +44,15 @@ def build_gateway(
     purpose: Purpose = "serve",
     audit: AuditLog | Literal["registry"] | None = "registry",
     in_process: Mapping[str, Any] | None = None,
+    metrics: bool = False,
 ) -> Assembly:
     """Build the gateway `registry` describes.
 
     `audit`: "registry" opens the log `[audit]` configures (for `serve`); a given `AuditLog` (tests)
     or None (no audit) is used as is. A listing never audits. `in_process`: servers of the registry
     served by an in-process lowlevel `Server` instead of their configured transport (the tests'
-    parity harness; an embedder's own servers).
+    parity harness; an embedder's own servers). `metrics`: count into a `Metrics` registry of the
+    gateway's own (for `serve` when they are served: `[telemetry]`).
     """
     secrets = credentials.load_secrets(registry.gateway)  # first: a missing file stops before any write
     guard = Guard.from_registry(registry)
@@ -69,5 +72,6 @@ def build_gateway(
         trust=trust,
         secrets=secrets,
         in_process=in_process,
+        metrics=Metrics() if metrics and purpose == "serve" else None,
     )
     return Assembly(gateway=gateway, trust=trust, audit=audit_log)

@@ -124,6 +124,11 @@ class AuditLog:
         db.execute("PRAGMA synchronous=NORMAL")
         return db
 
+    @property
+    def queued(self) -> int:
+        """Rows not yet written: queued for the writer, or held for a retry (read by metrics)."""
+        return self._queue.qsize() + len(self._pending)
+
     def start(self) -> AuditLog:
         self._thread = threading.Thread(target=self._run, name="mcpgw-audit", daemon=True)
         self._thread.start()

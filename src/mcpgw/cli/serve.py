@@ -12,6 +12,7 @@ import click
 from mcpgw.cli.options import config_option, load_registry
 from mcpgw.cli.output import err, print_servers, print_tools
 from mcpgw.errors import RegistryError
+from mcpgw.observe.logs import LogFormat
 
 
 @click.command()
@@ -23,6 +24,19 @@ from mcpgw.errors import RegistryError
 )
 @click.option("--persona", "-p", default=None, help="stdio: serve this persona (HTTP: /personas/NAME/mcp).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="The gateway's log on stderr: text, or one JSON object per line (default: [telemetry].log_format).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics at http://[telemetry].metrics_host:PORT/metrics "
+    "(stdio: the only way to get them; HTTP: instead of /metrics on the main port; 0 picks one).",
+)
 def serve(
     config_path: Path | None,
     transport: str,
@@ -30,14 +44,30 @@ def serve(
     port: int | None,
     persona: str | None,
     log_level: str,
+    log_format: str | None,
+    metrics_port: int | None,
 ) -> None:
     """Serve the merged catalog over stdio (for Claude Desktop, IDEs) or streamable HTTP."""
     from mcpgw.server.http import serve_http
     from mcpgw.server.lifecycle import stderr_logging
     from mcpgw.server.stdio import serve_stdio
 
-    stderr_logging(getattr(logging, log_level.upper()))
+    level = getattr(logging, log_level.upper())
+    chosen: LogFormat = "json" if log_format == "json" else "text"
+    stderr_logging(level, fmt=chosen)
     registry, path = load_registry(config_path)
+    telemetry = registry.telemetry
+    fmt: LogFormat = chosen if log_format is not None else telemetry.log_format
+    if fmt != chosen:  # the registry asks for another format than the flag's default
+        stderr_logging(level, fmt=fmt)
+    if metrics_port is not None:
+        registry = registry.model_copy(
+            update={"telemetry": telemetry.model_copy(update={"metrics_port": metrics_port, "metrics": True})}
+        )
+    # Counted only where they are served: over HTTP, or on a listener of their own.
+    served = registry.telemetry.metrics and (
+        transport == "http" or registry.telemetry.metrics_port is not None
+    )
     source = str(path) if path else "the shipped default registry"
     if persona is not None and transport == "http":
         raise RegistryError(
@@ -52,11 +82,24 @@ def serve(
     from mcpgw.catalog.personas import resolve
 
     resolve(registry, persona)
-    built = build_gateway(registry, registry_path=path)
+    built = build_gateway(registry, registry_path=path, metrics=served)
     gateway, audit_log = built.gateway, built.audit
 
     async def ready(url: str) -> None:
         await gateway.wait_started()
+        if fmt == "json":  # stderr holds JSON lines only: the banner is one of them
+            ready_count = sum(u.state == "ready" for u in gateway.upstreams.values())
+            logging.getLogger("mcpgw").info(
+                "serving %s at %s: %d of %d servers ready, %d tools; personas: %s; auth: %s",
+                source,
+                url,
+                ready_count,
+                len(gateway.upstreams),
+                len(gateway.catalog.tools),
+                ", ".join(registry.personas) or "none",
+                registry.auth.issuer if registry.auth is not None else "none",
+            )
+            return
         err.print(f"[bold green]mcpgw[/] serving {source} at [bold]{url}[/]")
         for name in registry.personas:
             err.print(f"  persona [bold]{name}[/]: {url.removesuffix('/mcp')}/personas/{name}/mcp")
@@ -67,6 +110,8 @@ def serve(
             err.print("auth: none (no \\[auth] section: any client that reaches the port may call)")
         print_servers(gateway, err)
         print_tools(gateway, err)
+        if served and registry.telemetry.metrics_port is None:
+            err.print(f"metrics: {url.removesuffix('/mcp')}/metrics")
         if audit_log is not None:
             err.print(f"audit log: {audit_log.path} (see `mcpgw logs`)")
         err.print("Press Ctrl+C to stop.")

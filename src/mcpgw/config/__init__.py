@@ -7,6 +7,7 @@ import users need. Its modules, from the bottom up:
     env        `${VAR}` expansion and command lookup
     servers    `[servers.NAME]`: one upstream server, a union of stdio, HTTP and SSE models
     settings   `[gateway]`, `[personas]`, `[audit]`, `[auth]`, `[security]`, `[sampling]`
+    telemetry  `[telemetry]`: metrics and the gateway's own log format
     registry   the root `Registry`; finding, loading and validating the file; `ConfigError`s
     edit       comment-keeping edits of the file; Claude Desktop import (imported on its own)
 """
@@ -63,6 +64,7 @@ from mcpgw.config.settings import (
     SecuritySettings,
     ToolOverride,
 )
+from mcpgw.config.telemetry import TelemetrySettings
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
@@ -96,6 +98,7 @@ __all__ = [
     "ServerConfig",
     "SseServer",
     "StdioServer",
+    "TelemetrySettings",
     "ToolOverride",
     "Transport",
     "UpstreamOAuth",

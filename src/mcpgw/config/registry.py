@@ -28,6 +28,7 @@ from mcpgw.config.settings import (
     SamplingSettings,
     SecuritySettings,
 )
+from mcpgw.config.telemetry import TelemetrySettings
 from mcpgw.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "servers.toml"
@@ -44,6 +45,7 @@ class Registry(Strict):
     auth: AuthSettings | None = None
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     @model_validator(mode="after")
     def _auth_personas_exist(self) -> Registry:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 import anyio
 
@@ -28,6 +28,7 @@ from mcpgw.core import kinds
 from mcpgw.core.pipeline import Pipeline, Request
 from mcpgw.core.watch import ResourceWatch, Subscriber
 from mcpgw.errors import NotFound, Unavailable
+from mcpgw.observe.metrics import Metrics, Snapshot, UpstreamSample
 from mcpgw.sampling import Sampler
 from mcpgw.security.dataguard import Guard
 from mcpgw.upstream import Hooks, Upstream
@@ -36,6 +37,7 @@ from mcpgw.upstream.inflight import ClientChannel, InFlight
 from mcpgw.upstream.lists import ListKind
 from mcpgw.upstream.logrelay import LogRelay, LogSink
 from mcpgw.upstream.session import ProgressRelay
+from mcpgw.upstream.supervisor import State
 
 if TYPE_CHECKING:
     from mcpgw.security.trust import Trust
@@ -72,11 +74,14 @@ class Gateway:
         trust: Trust | None = None,
         secrets: Mapping[str, str] | None = None,
         in_process: Mapping[str, Any] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.registry = registry
         self.audit = audit
         self.guard = guard
         """Data rules on arguments and results (`dataguard`); None when there are none."""
+        self.metrics = metrics
+        """Prometheus metrics (`observe.metrics`); None when they are not served."""
         self.trust = trust
         """Applied to every catalog built (pinned definitions, poisoning checks: see `trust.Trust`)."""
         self.upstreams: dict[str, Upstream] = {}
@@ -86,7 +91,12 @@ class Gateway:
         self.watch = ResourceWatch()
         self._namespaces: list[tuple[str, Upstream]] = []
         self.sampler = Sampler(
-            registry, audit=audit, guard=guard, inflight=self.inflight, upstreams=self.upstreams
+            registry,
+            audit=audit,
+            guard=guard,
+            inflight=self.inflight,
+            upstreams=self.upstreams,
+            metrics=metrics,
         )
         self.bridge = Bridge(
             registry, sampler=self.sampler, inflight=self.inflight, tasks=lambda: self._tasks
@@ -118,6 +128,8 @@ class Gateway:
         self.pipeline = Pipeline(self)
         self._tasks: anyio.abc.TaskGroup | None = None
         """The gateway's own tasks: calls that outlive one downstream request (`bridge.Exchange`)."""
+        if metrics is not None:
+            metrics.watch(self._snapshot)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -166,7 +178,25 @@ class Gateway:
             if self._in_flight == 0:
                 self._idle.set()
 
+    def _snapshot(self) -> Snapshot:
+        """The gateway's state as a metrics scrape reads it."""
+        samples = [
+            UpstreamSample(u.name, u.state, *u.slots, tools=len(u.lists["tools"]))
+            for u in list(self.upstreams.values())
+        ]
+        log = self.audit
+        return Snapshot(
+            samples,
+            states=get_args(State),
+            in_flight=self._in_flight,
+            audit_queued=log.queued if log is not None else None,
+            audit_dropped=log.dropped if log is not None else 0,
+            audit_written=log.written if log is not None else 0,
+        )
+
     def _upstream_state(self, upstream: Upstream) -> None:
+        if self.metrics is not None and upstream.state == "restarting":
+            self.metrics.restarted(upstream.name)
         if self.audit is not None:
             outcome = audit.Outcome.OK if upstream.state in ("ready", "stopped") else audit.Outcome.ERROR
             self.audit.event(

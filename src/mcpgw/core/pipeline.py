@@ -24,6 +24,7 @@ how it resolves, forwards and shapes.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import mcp_types as types
 
 from mcpgw.errors import DataBlocked
+from mcpgw.observe import context as observe
 from mcpgw.upstream import Upstream
 from mcpgw.upstream.inflight import ClientChannel
 from mcpgw.upstream.logrelay import LogSink
@@ -40,6 +42,9 @@ if TYPE_CHECKING:
     from mcpgw.core.gateway import Gateway
 
 logger = logging.getLogger("mcpgw.pipeline")
+
+_NAMED = frozenset({"tools/call", "prompts/get"})
+"""Upstream methods whose target is named by the catalog (a tool, a prompt): its name is a metric label."""
 
 
 @dataclass(frozen=True)
@@ -94,14 +99,25 @@ class Pipeline:
     async def run(self, kind: Kind, request: Request) -> dict[str, Any]:
         gateway = self._gateway
         target = await kind.resolve(gateway, request)
+        upstream = target.upstream
+        # A URI is no label (unbounded): only tool and prompt names, which the view vouched for
+        # (the gateway's own tools, such as a search persona's, included).
+        named = target.method in _NAMED or target.answer is not None
+        observe.routed(
+            server=upstream.name if upstream is not None else None,
+            tool=target.rule_name if named else None,
+        )
         if target.answer is not None:
             return target.answer
         self._guard_up(target)
         request = self._guard_notifications(request, target)
+        began = time.perf_counter()
         try:
             result = await kind.forward(gateway, request, target)
         except UpstreamReplyError as exc:
             raise self._guarded_error(target, exc) from exc
+        finally:
+            observe.forwarded(time.perf_counter() - began)
         result = kind.shape(gateway, target, result)
         return self._guard_down(target, result)
 

@@ -59,6 +59,7 @@ from mcpgw.upstream.inflight import Caller, InFlight
 
 if TYPE_CHECKING:
     from mcpgw.audit import AuditLog
+    from mcpgw.observe.metrics import Metrics
     from mcpgw.security.dataguard import Guard
     from mcpgw.upstream import Upstream
 
@@ -118,6 +119,7 @@ class Sampler:
         guard: Guard | None = None,
         inflight: InFlight | None = None,
         upstreams: Mapping[str, Upstream] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.inflight = inflight if inflight is not None else InFlight()
         """The calls in flight per upstream, shared with the gateway's log relay."""
@@ -126,6 +128,7 @@ class Sampler:
         """The gateway's data rules (`dataguard`), applied to what goes to a model or a client."""
         self.registry = registry
         self.audit = audit
+        self.metrics = metrics
         self._upstreams: Mapping[str, Upstream] = upstreams if upstreams is not None else {}
         """The gateway's upstreams (filled as it builds them): their instructions for `includeContext`."""
         self._models = Models(self.settings)
@@ -316,6 +319,15 @@ class Sampler:
             record.cost_usd,
             latency,
         )
+        if self.metrics is not None:
+            self.metrics.sampled(
+                route=record.route or record.answered_by,
+                persona=record.persona,
+                outcome=record.outcome,
+                input_tokens=record.input_tokens,
+                output_tokens=record.output_tokens,
+                cost_usd=record.cost_usd,
+            )
         log = self.audit
         if log is None:
             return

@@ -51,6 +51,7 @@ from mcpgw import _compat
 from mcpgw.audit import AuditLog, Folds, Kind, Outcome, Step, shown
 from mcpgw.config import AuthSettings, Registry
 from mcpgw.errors import ConfigError
+from mcpgw.observe.metrics import Metrics
 from mcpgw.server import tokens
 from mcpgw.server.hostcheck import is_loopback
 from mcpgw.server.tokens import JWTVerifier, KeysUnavailable, TokenRejected, brief, claim_words
@@ -141,8 +142,10 @@ class Guard:
         registry: Registry,
         audit: AuditLog | None = None,
         folds: Folds | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.app = app
+        self.metrics = metrics
         self.settings = settings
         self.registry = registry
         self.audit = audit
@@ -177,7 +180,8 @@ class Guard:
         self._check_audience(scope, requested)
         refusal = self._refusal(scope)
         if refusal is not None:
-            await self._denied(scope, *refusal)
+            reason, category, label = refusal
+            await self._denied(scope, reason, category, label=label)
         await check(scope, receive, send)
 
     def _check_audience(self, scope: Scope, requested: str | None) -> None:
@@ -214,6 +218,7 @@ class Guard:
             scope,
             f"the issuer's signing keys could not be fetched ({outage}); answered 503",
             outage.category,
+            label="keys_unavailable",
             outcome=Outcome.ERROR,
         )
         response = JSONResponse(
@@ -227,29 +232,32 @@ class Guard:
         )
         await response(scope, receive, send)
 
-    def _refusal(self, scope: Scope) -> tuple[str, str] | None:
-        """Why the token and scope checks will refuse this request (the reason, and its fold
-        category: the same without what the client chose); None when they pass it."""
+    def _refusal(self, scope: Scope) -> tuple[str, str, str] | None:
+        """Why the token and scope checks will refuse this request (the reason, its fold category:
+        the same without what the client chose, and its metrics label); None when they pass it."""
         user = scope.get("user")
         if isinstance(user, AuthenticatedUser):
             missing = sorted(set(self.settings.required_scopes) - set(user.access_token.scopes))
             if not missing:
                 return None
             reason = f"token lacks the required scopes {missing}"
-            return reason, reason
+            return reason, reason, "insufficient_scope"
         if not _bearer(scope):
-            return "no bearer token", "no bearer token"
+            return "no bearer token", "no bearer token", "no_token"
         rejected = tokens.rejection.get()
         if rejected is None:
-            return "invalid token: refused by the verifier", "invalid token"
-        return f"invalid token: {rejected}", f"invalid token: {rejected.category}"
+            return "invalid token: refused by the verifier", "invalid token", "invalid_token"
+        return f"invalid token: {rejected}", f"invalid token: {rejected.category}", "invalid_token"
 
     async def _denied(
-        self, scope: Scope, reason: str, category: str, *, outcome: Outcome = Outcome.DENIED
+        self, scope: Scope, reason: str, category: str, *, label: str, outcome: Outcome = Outcome.DENIED
     ) -> None:
         """One refusal, before it is answered. The first of its kind (category, endpoint, peer,
         principal) in an interval is logged and written as a row, and waited for; the others of
-        the interval only add to that row's count."""
+        the interval only add to that row's count. Every one is counted in the metrics (`label`:
+        one of `observe.metrics.REASONS`)."""
+        if self.metrics is not None:
+            self.metrics.refused(label)
         requested = scope.get("path_params", {}).get(PERSONA_PARAM)
         endpoint = requested if requested is None or requested in self.registry.personas else "?"
         source, who = peer(scope), principal(scope)
@@ -306,7 +314,7 @@ class Guard:
             problem = f"the token grants personas {granted}; use /personas/<name>/mcp to pick one"
             category = "several personas granted"
         if problem is not None:
-            await self._denied(scope, problem, category)
+            await self._denied(scope, problem, category, label="persona_not_granted")
             # A persona not configured is refused naming its own path, as it was asked for.
             deny = self._denials.get(requested) or self._denial(requested)
             await _compat.send_auth_error(deny, send, 403, "insufficient_scope", problem)
@@ -337,6 +345,8 @@ class Guard:
             await self.app(scope, receive, watch)
         if stream.cancelled_caught:
             logger.info("closed the event stream of %s: its token expired", principal(scope))
+            if self.metrics is not None:
+                self.metrics.refused("expired")
             if self.audit is not None:
                 await self.audit.commit(
                     Step(
@@ -365,7 +375,13 @@ def _metadata_route(path: str, metadata: ProtectedResourceMetadata) -> Route:
 
 
 def install(
-    app: Starlette, registry: Registry, *, mcp_path: str, persona_path: str, audit: AuditLog | None = None
+    app: Starlette,
+    registry: Registry,
+    *,
+    mcp_path: str,
+    persona_path: str,
+    audit: AuditLog | None = None,
+    metrics: Metrics | None = None,
 ) -> JWTVerifier | None:
     """Put `[auth]` in front of the MCP endpoints of `app` (none without `[auth]`) and add CORS."""
     settings = registry.auth
@@ -412,7 +428,9 @@ def install(
         folds = Folds()  # one set for both endpoints: refusals are counted per endpoint within it
         for route in app.router.routes:
             if isinstance(route, Route) and route.path in (mcp_path, persona_path):
-                route.app = Guard(route.app, settings=settings, registry=registry, audit=audit, folds=folds)
+                route.app = Guard(
+                    route.app, settings=settings, registry=registry, audit=audit, folds=folds, metrics=metrics
+                )
         app.router.routes[:0] = routes
         app.add_middleware(AuthContextMiddleware)
         app.add_middleware(AuthenticationMiddleware, backend=BearerAuthBackend(verifier))

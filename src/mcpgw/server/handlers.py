@@ -16,6 +16,7 @@ handlers return the upstream's raw result dicts.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
@@ -32,6 +33,8 @@ from mcpgw import _compat, audit, version
 from mcpgw.bridge.channel import client_channel
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import GatewayError
+from mcpgw.observe import context as observe
+from mcpgw.observe.metrics import UNKNOWN, Metrics
 from mcpgw.server.listcache import ListingCache
 from mcpgw.server.listening import ListenBridge
 from mcpgw.server.notify import Announcer, log_sink, progress_relay
@@ -64,9 +67,11 @@ _NAME_KEYS = {"call": "name", "prompt": "name", "read": "uri", "subscribe": "uri
 async def _recorded(
     gateway: Gateway, ctx: Ctx, kind: str, persona: str | None, work: Callable[[], Awaitable[dict[str, Any]]]
 ) -> dict[str, Any]:
-    """Serve one request as one audit step: what, for whom, from which client, how it ended."""
-    if gateway.audit is None:
-        return await _guarded(work)
+    """Serve one request as one audit step: what, for whom, from which client, how it ended.
+
+    The step's request id and persona are the request's observed fields (`observe.context`)
+    too, which every log line of it carries; its outcome and time are counted in the metrics.
+    """
     raw = ctx.params or {}
     step = _step(gateway, ctx, audit.Kind(kind), persona)
     if kind in _NAME_KEYS:
@@ -75,14 +80,46 @@ async def _recorded(
         step.name = ctx.method
     if kind in ("call", "prompt"):
         step.arguments = raw.get("arguments")
-    with audit.recording(step, into=gateway.audit):
-        result = await _guarded(work)
-        if result.get("isError"):
-            step.outcome = audit.Outcome.ERROR
-            step.error = _first_text(result)
-        if kind == "call":
-            step.result = result.get("structuredContent") or _first_text(result)
-        return result
+    with observe.serving(request_id=step.request_id, persona=step.persona) as fields:
+        try:
+            with audit.recording(step, into=gateway.audit):
+                result = await _guarded(work)
+                if result.get("isError"):
+                    step.outcome = audit.Outcome.ERROR
+                    step.error = _first_text(result)
+                if kind == "call":
+                    step.result = result.get("structuredContent") or _first_text(result)
+                return result
+        finally:
+            if gateway.metrics is not None:
+                _count(gateway.metrics, gateway, ctx, step, fields)
+            if logger.isEnabledFor(logging.DEBUG):  # an access log, for `--log-level debug`
+                logger.debug(
+                    "%s%s: %s in %.1f ms",
+                    ctx.method,
+                    f" {step.name}" if step.name and step.name != ctx.method else "",
+                    step.outcome,
+                    (time.perf_counter() - step.started) * 1000,
+                )
+
+
+def _count(metrics: Metrics, gateway: Gateway, ctx: Ctx, step: audit.Step, fields: observe.Fields) -> None:
+    tool = fields.tool
+    if tool is None and step.kind in (audit.Kind.CALL, audit.Kind.PROMPT):
+        # Not routed (unknown, hidden or withheld): the name is a label only if the catalog has it.
+        routes = (
+            gateway.catalog.tool_routes if step.kind is audit.Kind.CALL else gateway.catalog.prompt_routes
+        )
+        tool = step.name if step.name in routes else UNKNOWN
+    metrics.request(
+        method=ctx.method,
+        persona=step.persona,
+        server=fields.server,
+        tool=tool,
+        outcome=step.outcome.value,
+        seconds=time.perf_counter() - step.started,
+        upstream_seconds=fields.upstream_seconds,
+    )
 
 
 def _step(gateway: Gateway, ctx: Ctx, kind: audit.Kind, persona: str | None) -> audit.Step:

@@ -2,7 +2,8 @@
 
 Owns: the Starlette app (`http_app`) with `/mcp` for the default persona (or
 everything), `/personas/<name>/mcp` for each persona (`PersonaEndpoint`: 404 for
-an unknown one, naming none of the others), `/healthz` for load balancers, and
+an unknown one, naming none of the others), `/healthz` for load balancers,
+`/metrics` for Prometheus (`scrape`; unless they have a listener of their own), and
 `serve_http`, which runs it under uvicorn with the gateway's own signal handling
 and its bounds on slow or large request headers and idle connections. The
 HTTP-side guards it installs live beside it, outermost first: `hostcheck` (Host
@@ -23,10 +24,12 @@ from starlette.routing import Route
 
 from mcpgw import _compat
 from mcpgw.core.gateway import Gateway
+from mcpgw.server import scrape
 from mcpgw.server.edge import BodyLimit
 from mcpgw.server.handlers import PERSONA_PATH_PARAM, build_server
 from mcpgw.server.hostcheck import HostCheck, transport_security
 from mcpgw.server.lifecycle import check_personas, stop_on_signals
+from mcpgw.server.sessions import SessionLimits
 
 logger = logging.getLogger("mcpgw.http")
 
@@ -58,11 +61,24 @@ def http_app(gateway: Gateway, *, host: str) -> Any:
     endpoint = next(r.endpoint for r in app.routes if isinstance(r, Route) and r.path == "/mcp")
     app.router.routes.append(Route(PERSONA_PATH, endpoint=PersonaEndpoint(gateway, endpoint)))
     app.router.routes.append(Route("/healthz", endpoint=_health(gateway), methods=["GET"]))
+    metrics = gateway.metrics
+    if metrics is not None:
+        if isinstance(endpoint, SessionLimits):
+            metrics.track_sessions("http", lambda: endpoint.open)
+        if gateway.registry.telemetry.metrics_port is None:  # else on a listener of its own
+            app.router.routes.append(scrape.metrics_route(metrics))
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes, timeout=settings.request_body_timeout)
     if gateway.registry.auth is not None or settings.cors_origins:
         from mcpgw.server import auth
 
-        auth.install(app, gateway.registry, mcp_path="/mcp", persona_path=PERSONA_PATH, audit=gateway.audit)
+        auth.install(
+            app,
+            gateway.registry,
+            mcp_path="/mcp",
+            persona_path=PERSONA_PATH,
+            audit=gateway.audit,
+            metrics=gateway.metrics,
+        )
     # Added last, so outermost: nothing (not even the body limit) answers a rebound page.
     app.add_middleware(HostCheck, settings=security)
     return app
@@ -125,6 +141,7 @@ async def serve_http(
         host=host,
         port=port,
         log_level="warning",
+        log_config=None,  # its lines go through the gateway's own log (and its format)
         lifespan="on",
         http=_compat.http_protocol(
             header_timeout=settings.request_header_timeout, max_header_bytes=MAX_HEADER_BYTES
@@ -135,7 +152,7 @@ async def serve_http(
     # uvicorn would re-raise a caught SIGTERM after serving, killing us before the upstreams are
     # stopped; our own receiver below asks it to exit instead, and cleanup then runs in order.
     _compat.uvicorn_without_signal_capture(web)
-    async with gateway.running(), anyio.create_task_group() as tg:
+    async with scrape.listening(gateway), gateway.running(), anyio.create_task_group() as tg:
 
         def stop() -> None:
             web.should_exit = True

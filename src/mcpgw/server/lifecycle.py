@@ -1,21 +1,23 @@
 """What both transports do around serving: the log on stderr, drain on signals, the persona check.
 
 Owns: the gateway's log setup (stderr, since on stdio stdout is the MCP
-channel), the shutdown on SIGTERM, SIGINT or SIGHUP (drain in-flight requests
-up to `[gateway] drain_grace`, a second signal stops at once), and the check
-that every persona resolves once the upstreams have started.
+channel; its formats are in `observe.logs`), the shutdown on SIGTERM, SIGINT
+or SIGHUP (drain in-flight requests up to `[gateway] drain_grace`, a second
+signal stops at once), and the check that every persona resolves once the
+upstreams have started.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
-import sys
 from collections.abc import Callable
 
 import anyio
 
 from mcpgw.core.gateway import Gateway
+from mcpgw.observe import logs
+from mcpgw.observe.logs import LogFormat
 
 logger = logging.getLogger("mcpgw.server")
 
@@ -53,13 +55,6 @@ async def check_personas(gateway: Gateway) -> None:
         logger.warning("%s", warning)
 
 
-def stderr_logging(level: int = logging.INFO) -> None:
-    """The gateway's log goes to stderr: on stdio, stdout is the MCP channel."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # The SDK's per-session INFO lines would drown the gateway's own.
-    for noisy in ("mcp", "uvicorn", "httpx", "httpx2"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+def stderr_logging(level: int = logging.INFO, *, fmt: LogFormat = "text") -> None:
+    """The gateway's log goes to stderr (on stdio, stdout is the MCP channel): see `observe.logs`."""
+    logs.configure(level, fmt=fmt)

@@ -8,6 +8,7 @@ back, for 2026-07-28 clients, the tools' `execution` that the SDK's shaping drop
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from mcp.server.context import ServerRequestContext
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcpgw.core.gateway import Gateway
+from mcpgw.errors import GatewayError
 
 Ctx = ServerRequestContext[Any, Any]
 
@@ -40,6 +42,7 @@ class ListingCache:
     async def __call__(self, ctx: Ctx, call_next: Callable[[Ctx], Awaitable[Any]]) -> Any:
         if ctx.method not in self.METHODS or (ctx.params or {}).get("cursor"):
             return self._with_execution(ctx, await call_next(ctx))
+        began = time.perf_counter()
         await self._gateway.wait_started()
         catalog = self._gateway.catalog
         if catalog is not self._catalog:
@@ -50,6 +53,16 @@ class ListingCache:
             cached = self._with_execution(ctx, await call_next(ctx))
             if self._gateway.catalog is catalog and isinstance(cached, dict):
                 self._shaped[key] = cached
+        elif self._gateway.metrics is not None:  # answered here, the handler's count is not reached
+            self._gateway.metrics.request(
+                method=ctx.method,
+                persona=self._persona(key[2]),
+                server=None,
+                tool=None,
+                outcome="ok",
+                seconds=time.perf_counter() - began,
+                upstream_seconds=0.0,
+            )
         return cached
 
     def _with_execution(self, ctx: Ctx, shaped: Any) -> Any:
@@ -81,3 +94,9 @@ class ListingCache:
             for tool in shaped["tools"]
         ]
         return {**shaped, "tools": tools}
+
+    def _persona(self, chosen: str | None) -> str | None:
+        try:
+            return self._gateway.resolve_persona(chosen)
+        except GatewayError:
+            return chosen

@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 
 from mcpgw.core.gateway import Gateway
+from mcpgw.server import scrape
 from mcpgw.server.envelope import envelope_problem, too_large
 from mcpgw.server.handlers import build_server
 from mcpgw.server.lifecycle import check_personas, stop_on_signals
@@ -147,7 +148,9 @@ async def serve_stdio(gateway: Gateway, persona: str | None = None) -> None:
         # writes to fd 1 land in the log, as the SDK's own stdio server arranges.
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         os.dup2(sys.stderr.fileno(), 1)
-    async with gateway.running(), anyio.create_task_group() as tg:
+    if gateway.metrics is not None:
+        gateway.metrics.track_sessions("stdio", lambda: 1)
+    async with scrape.listening(gateway), gateway.running(), anyio.create_task_group() as tg:
         tg.start_soon(stop_on_signals, gateway, tg.cancel_scope.cancel)
         tg.start_soon(check_personas, gateway)
         async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):  # type: ignore[arg-type]

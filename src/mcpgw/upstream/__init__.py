@@ -25,6 +25,7 @@ from typing import Any
 
 from mcpgw.config import Registry, ServerConfig, call_timeout
 from mcpgw.errors import UpstreamUnavailable
+from mcpgw.observe import context as observe_context
 from mcpgw.upstream.answers import Answers, ElicitationAnswer, SamplingAnswer
 from mcpgw.upstream.lists import ListKind, Lists
 from mcpgw.upstream.session import ProgressRelay, Session
@@ -164,6 +165,11 @@ class Upstream:
         return self._session.capabilities
 
     @property
+    def slots(self) -> tuple[int, int]:
+        """Calls in flight on it (holding one of its `max_concurrent` slots), and calls queued for one."""
+        return self._session.slots
+
+    @property
     def lists(self) -> dict[ListKind, list[dict[str, Any]]]:
         return self._lists.items
 
@@ -171,7 +177,8 @@ class Upstream:
 
     async def run(self) -> None:
         """Owner task: run the upstream until `stop()`, restarting it with backoff when it fails."""
-        await self._supervisor.run()
+        with observe_context.upstream(self.name):  # its own log lines name it
+            await self._supervisor.run()
 
     def stop(self) -> None:
         self._supervisor.stop()

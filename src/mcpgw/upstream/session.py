@@ -149,6 +149,11 @@ class Session:
         self.capabilities = caps.model_dump(by_alias=True, exclude_none=True) if caps else {}
         return session
 
+    @property
+    def slots(self) -> tuple[int, int]:
+        """Calls holding a slot, and calls waiting for one (read by metrics when scraped)."""
+        return int(self._slots.borrowed_tokens), self._slots.statistics().tasks_waiting
+
     def busy(self, *, within: float) -> bool:
         """Calls in flight, or an answer in the last `within` seconds: a busy upstream, not a hung one."""
         return self._slots.borrowed_tokens > 0 or time.monotonic() - self._last_answer < within

@@ -26,6 +26,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from mcpgw import _compat
 from mcpgw.config import ServerConfig, SseServer, StdioServer
+from mcpgw.observe import context as observe_context
 from mcpgw.upstream import credentials
 from mcpgw.upstream.stdio import stdio_transport
 
@@ -41,12 +42,13 @@ class _StderrPump:
         read_fd, write_fd = os.pipe()
         self.writer: TextIO = os.fdopen(write_fd, "w")
         self._reader = os.fdopen(read_fd, "r", errors="replace")
+        self._server = server
         self._log = logging.getLogger(f"mcpgw.upstream.{server}")
         self._thread = threading.Thread(target=self._pump, name=f"stderr-{server}", daemon=True)
         self._thread.start()
 
     def _pump(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError), observe_context.upstream(self._server):
             for line in self._reader:
                 self._log.info("%s", line.rstrip())
         with contextlib.suppress(OSError):
