@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import mcp_types as types
 from mcp.server import apps
@@ -34,11 +35,15 @@ from mcpgw.bridge.channel import client_channel
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import GatewayError
 from mcpgw.observe import context as observe
+from mcpgw.observe import tracing
 from mcpgw.observe.metrics import UNKNOWN, Metrics
 from mcpgw.server.listcache import ListingCache
 from mcpgw.server.listening import ListenBridge
 from mcpgw.server.notify import Announcer, log_sink, progress_relay
 from mcpgw.upstream.logrelay import LogLevels
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 logger = logging.getLogger("mcpgw.server")
 
@@ -80,17 +85,27 @@ async def _recorded(
         step.name = ctx.method
     if kind in ("call", "prompt"):
         step.arguments = raw.get("arguments")
-    with observe.serving(request_id=step.request_id, persona=step.persona) as fields:
+    with (
+        observe.serving(request_id=step.request_id, persona=step.persona) as fields,
+        _request_span(ctx, step) as span,
+    ):
         try:
             with audit.recording(step, into=gateway.audit):
                 result = await _guarded(work)
                 if result.get("isError"):
                     step.outcome = audit.Outcome.ERROR
                     step.error = _first_text(result)
+                    tracing.failed(span, "tool_error")
                 if kind == "call":
                     step.result = result.get("structuredContent") or _first_text(result)
                 return result
+        except MCPError as exc:
+            code = str(exc.error.code)
+            tracing.annotate(span, {"rpc.response.status_code": code})
+            tracing.failed(span, code, exc.error.message)
+            raise
         finally:
+            tracing.annotate(span, {"mcpgw.server": fields.server, "mcpgw.outcome": step.outcome.value})
             if gateway.metrics is not None:
                 _count(gateway.metrics, gateway, ctx, step, fields)
             if logger.isEnabledFor(logging.DEBUG):  # an access log, for `--log-level debug`
@@ -101,6 +116,37 @@ async def _recorded(
                     step.outcome,
                     (time.perf_counter() - step.started) * 1000,
                 )
+
+
+@contextmanager
+def _request_span(ctx: Ctx, step: audit.Step) -> Iterator[Span | None]:
+    """The request's span (tracing on), its trace id on the request's fields (the log lines')."""
+    if not tracing.on():
+        yield None
+        return
+    headers = getattr(ctx.request, "headers", None)
+    named = step.kind in (audit.Kind.CALL, audit.Kind.PROMPT)
+    attributes = tracing.request_attributes(
+        ctx.method,
+        protocol=ctx.protocol_version,
+        request_id=ctx.request_id,
+        name=step.name if named else None,
+        uri=step.name if step.kind in (audit.Kind.READ, audit.Kind.SUBSCRIBE) else None,
+        session=headers.get("mcp-session-id") if headers is not None else None,
+        over_http=headers is not None,
+    )
+    attributes["mcpgw.request_id"] = step.request_id
+    if step.persona is not None:
+        attributes["mcpgw.persona"] = step.persona
+    with tracing.request(
+        ctx.method,
+        target=step.name if named else None,
+        meta=ctx.meta if isinstance(ctx.meta, Mapping) else None,
+        headers=headers,
+        attributes=attributes,
+    ) as span:
+        observe.current().trace_id = tracing.trace_id(span)
+        yield span
 
 
 def _count(metrics: Metrics, gateway: Gateway, ctx: Ctx, step: audit.Step, fields: observe.Fields) -> None:

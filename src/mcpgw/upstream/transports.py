@@ -4,8 +4,8 @@ Owns: opening an upstream's transport on the caller's exit stack and handing
 back its (read, write) streams; for stdio (`upstream.stdio`), the child in its
 own process group (whose pgid is remembered so the whole group can be killed)
 and its stderr copied into the gateway's log; for
-HTTP, one pooled client for the life of the session and the upstream's OAuth
-client credentials.
+HTTP, one pooled client for the life of the session, the upstream's OAuth
+client credentials, and (tracing on) each message's trace context as HTTP headers.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcpgw import _compat
 from mcpgw.config import ServerConfig, SseServer, StdioServer
 from mcpgw.observe import context as observe_context
+from mcpgw.observe import tracing
 from mcpgw.upstream import credentials
 from mcpgw.upstream.stdio import stdio_transport
 
@@ -117,4 +118,9 @@ class Transport:
             return await stack.enter_async_context(sse_client(target.url, headers=target.headers, auth=oauth))
         # One pooled HTTP client for the life of the session: no new TLS context per call.
         http = await stack.enter_async_context(_compat.mcp_http_client(headers=target.headers, auth=oauth))
+        if tracing.on():  # each message's trace context as HTTP headers too (`tracing.header_hook`)
+            http.event_hooks = {
+                **http.event_hooks,
+                "request": [*http.event_hooks["request"], tracing.header_hook],
+            }
         return await stack.enter_async_context(streamable_http_client(target.url, http_client=http))

@@ -1,0 +1,150 @@
+"""OpenTelemetry traces: spans exported over OTLP/HTTP to a receiver the test runs, and context
+carried from a client through the gateway to its upstreams.
+
+The gateway runs as `mcpgw serve` (tracing is process-wide, as the OpenTelemetry SDK has it);
+its spans go to `otlp.Receiver` on 127.0.0.1, which decodes them with opentelemetry-proto. The
+upstream (`servers/traced.py`) answers with the `traceparent` it saw, in its HTTP header and in
+its `_meta`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import tomlkit
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from conftest import SERVERS, background, free_port, mcpgw_command
+from otlp import Receiver, Span, receiving
+
+CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_SPAN = "00f067aa0ba902b7"
+CLIENT_PARENT = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
+META_TRACE = "0af7651916cd43dd8448eb211c80319c"
+META_SPAN = "b7ad6b7169203331"
+META_PARENT = f"00-{META_TRACE}-{META_SPAN}-01"
+
+pytestmark = pytest.mark.anyio
+
+
+def parse(traceparent: str) -> tuple[str, str]:
+    """(trace id, parent span id) of a W3C `traceparent`."""
+    _, trace_id, span_id, _ = traceparent.split("-")
+    return trace_id, span_id
+
+
+@contextmanager
+def traced_upstream() -> Iterator[str]:
+    port = free_port()
+    with background([sys.executable, str(SERVERS / "traced.py"), str(port)], port=port):
+        yield f"http://127.0.0.1:{port}/mcp"
+
+
+def registry(path: Path, receiver: Receiver, servers: dict[str, Any], **extra: Any) -> Path:
+    doc: dict[str, Any] = {
+        "telemetry": {"traces": True, "traces_endpoint": receiver.base, "service_name": "gw-under-test"},
+        "servers": servers,
+        **extra,
+    }
+    path.write_text(tomlkit.dumps(doc))
+    return path
+
+
+@asynccontextmanager
+async def serving(config: Path, *, env: dict[str, str] | None = None) -> AsyncIterator[str]:
+    """`mcpgw serve --transport http` with spans sent every 50 ms; yields its /mcp URL."""
+    port = free_port()
+    command = mcpgw_command("serve", "--config", str(config), "--transport", "http", "--port", str(port))
+    with background(command, port=port, env={"OTEL_BSP_SCHEDULE_DELAY": "50", **(env or {})}):
+        yield f"http://127.0.0.1:{port}/mcp"
+
+
+@asynccontextmanager
+async def client(url: str, *, traceparent: str | None = None, **kwargs: Any) -> AsyncIterator[Client]:
+    headers = {"traceparent": traceparent} if traceparent is not None else {}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=60) as http,
+        Client(streamable_http_client(url, http_client=http), mode="legacy", cache=None, **kwargs) as c,
+    ):
+        yield c
+
+
+def one(spans: list[Span], name: str, **where: Any) -> Span:
+    found = [s for s in spans if s.name == name and all(getattr(s, k) == v for k, v in where.items())]
+    assert len(found) == 1, (name, where, [(s.name, s.trace_id, s.parent_id) for s in spans])
+    return found[0]
+
+
+async def test_a_client_traceparent_is_continued_to_an_http_upstream_and_the_tree_exported(
+    tmp_path: Path,
+) -> None:
+    rules = {"rules": [{"detectors": ["email"], "directions": ["arguments", "results"], "action": "redact"}]}
+    with receiving() as receiver, traced_upstream() as upstream_url:
+        config = registry(tmp_path / "servers.toml", receiver, {"up": {"url": upstream_url}}, security=rules)
+        async with serving(config) as url, client(url, traceparent=CLIENT_PARENT) as c:
+            result = await c.call_tool("up__seen", {})
+        assert not result.is_error
+        seen = result.structured_content
+        assert seen is not None and seen["header"] is not None
+        # The upstream's HTTP header and `_meta` name the same span, in the client's trace.
+        assert seen["meta"] == seen["header"]
+        header_trace, header_parent = parse(seen["header"])
+        assert header_trace == CLIENT_TRACE
+
+        spans = receiver.wait_for(lambda spans: any(s.span_id == header_parent for s in spans))
+    request = one(spans, "tools/call up__seen")
+    assert (request.kind, request.trace_id, request.parent_id) == ("server", CLIENT_TRACE, CLIENT_SPAN)
+    attributes = request.attributes
+    assert attributes["mcp.method.name"] == "tools/call"
+    assert attributes["gen_ai.operation.name"] == "execute_tool"
+    assert attributes["gen_ai.tool.name"] == "up__seen"
+    assert attributes["network.transport"] == "tcp"
+    assert attributes["mcp.protocol.version"]
+    assert len(attributes["mcp.session.id"]) >= 16  # the client's handshake-era session
+    assert attributes["mcpgw.server"] == "up" and attributes["mcpgw.outcome"] == "ok"
+    assert request.resource["service.name"] == "gw-under-test"
+    assert request.status == "unset"
+
+    upstream_call = one(spans, "tools/call seen", parent_id=request.span_id)
+    assert upstream_call.kind == "client"
+    assert upstream_call.attributes["gen_ai.tool.name"] == "seen"
+    assert upstream_call.attributes["mcpgw.server"] == "up"
+    assert upstream_call.attributes["server.address"] == "127.0.0.1"
+    assert upstream_call.attributes["server.port"] == int(upstream_url.split(":")[2].split("/")[0])
+    # The span the upstream saw as its parent is the mcp SDK's send, under the upstream call.
+    sent = next(s for s in spans if s.span_id == header_parent)
+    assert sent.parent_id == upstream_call.span_id and sent.trace_id == CLIENT_TRACE
+
+    rules_spans = [s for s in spans if s.name.startswith("data rules") and s.parent_id == request.span_id]
+    assert sorted(s.attributes["mcpgw.data_rules.stage"] for s in rules_spans) == ["arguments", "results"]
+    assert all(s.attributes["mcpgw.data_rules.target"] == "up__seen" for s in rules_spans)
+
+
+async def test_meta_traceparent_wins_over_the_http_header_and_reaches_every_upstream(tmp_path: Path) -> None:
+    stdio = {"command": sys.executable, "args": [str(SERVERS / "traced.py"), "stdio"]}
+    with receiving() as receiver, traced_upstream() as upstream_url:
+        servers = {"web": {"url": upstream_url}, "local": stdio}
+        config = registry(tmp_path / "servers.toml", receiver, servers)
+        async with serving(config) as url, client(url, traceparent=CLIENT_PARENT) as c:
+            web = await c.call_tool("web__seen", {}, meta={"traceparent": META_PARENT})
+            local = await c.call_tool("local__seen", {}, meta={"traceparent": META_PARENT})
+        assert web.structured_content is not None and local.structured_content is not None
+        assert parse(web.structured_content["header"])[0] == META_TRACE
+        assert parse(web.structured_content["meta"])[0] == META_TRACE
+        assert local.structured_content["header"] is None  # stdio: `_meta` only
+        local_trace, local_parent = parse(local.structured_content["meta"])
+        assert local_trace == META_TRACE
+        spans = receiver.wait_for(lambda spans: any(s.span_id == local_parent for s in spans))
+    for name in ("tools/call web__seen", "tools/call local__seen"):
+        request = one(spans, name)
+        assert (request.trace_id, request.parent_id) == (META_TRACE, META_SPAN)
+    assert one(
+        spans, "tools/call seen", trace_id=META_TRACE, parent_id=one(spans, "tools/call local__seen").span_id
+    )
