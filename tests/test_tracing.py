@@ -9,6 +9,10 @@ its `_meta`.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -20,8 +24,18 @@ import pytest
 import tomlkit
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
-from conftest import SERVERS, background, free_port, mcpgw_command
+from conftest import (
+    PROCESS_LIMIT,
+    SERVERS,
+    StandIn,
+    background,
+    free_port,
+    gateway_stdio,
+    mcpgw_command,
+    run_mcpgw,
+)
 from otlp import Receiver, Span, receiving
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -58,12 +72,24 @@ def registry(path: Path, receiver: Receiver, servers: dict[str, Any], **extra: A
 
 
 @asynccontextmanager
-async def serving(config: Path, *, env: dict[str, str] | None = None) -> AsyncIterator[str]:
-    """`mcpgw serve --transport http` with spans sent every 50 ms; yields its /mcp URL."""
+async def serving(
+    config: Path, *, env: dict[str, str] | None = None, log: list[str] | None = None
+) -> AsyncIterator[str]:
+    """`mcpgw serve --transport http` with spans sent every 50 ms; yields its /mcp URL.
+
+    `log`: filled with the gateway's JSON log lines (debug) once it has stopped.
+    """
     port = free_port()
-    command = mcpgw_command("serve", "--config", str(config), "--transport", "http", "--port", str(port))
-    with background(command, port=port, env={"OTEL_BSP_SCHEDULE_DELAY": "50", **(env or {})}):
+    extra = ("--log-format", "json", "--log-level", "debug") if log is not None else ()
+    command = mcpgw_command(
+        "serve", "--config", str(config), "--transport", "http", "--port", str(port), *extra
+    )
+    with background(command, port=port, env={"OTEL_BSP_SCHEDULE_DELAY": "50", **(env or {})}) as process:
         yield f"http://127.0.0.1:{port}/mcp"
+        if log is not None:
+            assert process.stderr is not None
+            os.killpg(process.pid, signal.SIGTERM)
+            log.extend(process.stderr.read().decode().splitlines())
 
 
 @asynccontextmanager
@@ -122,6 +148,9 @@ async def test_a_client_traceparent_is_continued_to_an_http_upstream_and_the_tre
     sent = next(s for s in spans if s.span_id == header_parent)
     assert sent.parent_id == upstream_call.span_id and sent.trace_id == CLIENT_TRACE
 
+    # The gateway's own traffic with its upstreams (handshakes, pings, listings) is no trace.
+    assert all(s.parent_id is not None for s in spans if s.name.startswith("MCP send"))
+
     rules_spans = [s for s in spans if s.name.startswith("data rules") and s.parent_id == request.span_id]
     assert sorted(s.attributes["mcpgw.data_rules.stage"] for s in rules_spans) == ["arguments", "results"]
     assert all(s.attributes["mcpgw.data_rules.target"] == "up__seen" for s in rules_spans)
@@ -148,3 +177,123 @@ async def test_meta_traceparent_wins_over_the_http_header_and_reaches_every_upst
     assert one(
         spans, "tools/call seen", trace_id=META_TRACE, parent_id=one(spans, "tools/call local__seen").span_id
     )
+
+
+async def test_sampling_and_its_model_call_are_spans_of_the_call_that_asked(
+    tmp_path: Path, llm: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MCPGW_TEST_LLM_KEY", "sk-test")
+    route = {"model": "openai/good", "api_base": llm.base, "api_key_env": "MCPGW_TEST_LLM_KEY"}
+    sampling = {"policy": "llm", "routes": {"main": route}}
+    log: list[str] = []
+    with receiving() as receiver, traced_upstream() as upstream_url:
+        servers = {"up": {"url": upstream_url, "era": "handshake"}}
+        config = registry(tmp_path / "servers.toml", receiver, servers, sampling=sampling)
+        async with serving(config, log=log) as url:
+            async with client(url) as c:
+                result = await c.call_tool("up__ask", {"prompt": "a haiku"})
+            assert not result.is_error, result.content
+            spans = receiver.wait_for(lambda spans: any(s.name.startswith("chat ") for s in spans))
+    request = one(spans, "tools/call up__ask")
+    assert request.parent_id is None  # no traceparent from the client: a trace of its own
+    upstream_call = one(spans, "tools/call ask", parent_id=request.span_id)
+    sampled = one(spans, "sampling/createMessage", parent_id=upstream_call.span_id)
+    assert sampled.kind == "server"
+    assert sampled.attributes["mcpgw.server"] == "up"
+    assert sampled.attributes["mcpgw.sampling.outcome"] == "ok"
+    assert sampled.attributes["mcpgw.sampling.answered_by"] == "main"
+    assert sampled.attributes["gen_ai.request.max_tokens"] == 50
+    chat = one(spans, "chat openai/good", parent_id=sampled.span_id)
+    assert chat.kind == "client"
+    assert chat.attributes["gen_ai.operation.name"] == "chat"
+    assert chat.attributes["gen_ai.provider.name"] == "openai"
+    assert chat.attributes["gen_ai.request.model"] == "openai/good"
+    assert chat.attributes["gen_ai.usage.output_tokens"] == 7  # what the stand-in reports
+    assert chat.attributes["gen_ai.usage.input_tokens"] > 0
+    assert {s.trace_id for s in (upstream_call, sampled, chat)} == {request.trace_id}
+    # The request's JSON log lines carry its trace id.
+    lines = [json.loads(line) for line in log if line.startswith("{")]
+    served = [line for line in lines if line["message"].startswith("tools/call up__ask")]
+    assert [line["trace_id"] for line in served] == [request.trace_id]
+
+
+async def test_a_failed_call_is_an_error_span_with_the_code_the_client_saw(tmp_path: Path) -> None:
+    with receiving() as receiver, traced_upstream() as upstream_url:
+        config = registry(tmp_path / "servers.toml", receiver, {"up": {"url": upstream_url}})
+        async with serving(config) as url, client(url) as c:
+            with pytest.raises(MCPError) as missing:
+                await c.call_tool("up__nothing", {})
+            wrong = await c.call_tool("up__ask", {})  # `prompt` is required: the upstream refuses
+        assert wrong.is_error
+        spans = receiver.wait_for(
+            lambda spans: {"tools/call up__nothing", "tools/call up__ask"} <= {s.name for s in spans}
+        )
+    unknown = one(spans, "tools/call up__nothing")
+    assert unknown.status == "error"
+    code = str(missing.value.error.code)
+    assert unknown.attributes["error.type"] == unknown.attributes["rpc.response.status_code"] == code
+    assert unknown.attributes["mcpgw.outcome"] == "error"
+    assert "mcpgw.server" not in unknown.attributes  # never routed: no upstream call either
+    assert not [s for s in spans if s.parent_id == unknown.span_id]
+    refused = one(spans, "tools/call up__ask")
+    assert (refused.status, refused.attributes["error.type"]) == ("error", "tool_error")
+    assert one(spans, "tools/call ask", parent_id=refused.span_id).attributes["error.type"] == "tool_error"
+
+
+def _imports(config: Path, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], str]:
+    """`mcpgw serve` over stdio, stopped by its closed stdin, with every module it imported."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *mcpgw_command("serve", "--config", str(config))[1:]],
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_LIMIT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+    return done, done.stderr
+
+
+def test_off_by_default_the_sdk_is_never_imported(tmp_path: Path) -> None:
+    servers = {"local": {"command": sys.executable, "args": [str(SERVERS / "tiny.py")]}}
+    plain = tmp_path / "plain.toml"
+    plain.write_text(tomlkit.dumps({"servers": servers}))
+    done, imported = _imports(plain)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert " mcpgw.server.stdio\n" in imported  # it did start serving
+    assert "opentelemetry.sdk" not in imported and "opentelemetry.exporter" not in imported
+    # What turns it on imports them (so the check above can fail).
+    on = tmp_path / "on.toml"
+    on.write_text(tomlkit.dumps({"servers": servers, "telemetry": {"traces": True}}))
+    done, imported = _imports(on, env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert " opentelemetry.sdk.trace\n" in imported and "tracing: spans go to http://127.0.0.1:" in imported
+    done, imported = _imports(plain, env={"OTEL_TRACES_EXPORTER": "otlp", "OTEL_BSP_SCHEDULE_DELAY": "50"})
+    assert " opentelemetry.sdk.trace\n" in imported  # the standard variable turns it on too
+
+
+async def test_off_a_clients_trace_context_passes_through_untouched(tmp_path: Path) -> None:
+    stdio = {"command": sys.executable, "args": [str(SERVERS / "traced.py"), "stdio"]}
+    config = tmp_path / "servers.toml"
+    config.write_text(tomlkit.dumps({"servers": {"local": stdio}}))
+    async with gateway_stdio(config) as c:
+        result = await c.call_tool("local__seen", {}, meta={"traceparent": META_PARENT})
+    assert result.structured_content == {"header": None, "meta": META_PARENT}
+
+
+@pytest.mark.parametrize(
+    ("telemetry", "env", "message"),
+    [
+        ({"traces": True}, {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"),
+        ({}, {"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER=zipkin"),
+        ({"traces": True, "traces_endpoint": "collector:4318"}, {}, "traces_endpoint"),
+    ],
+)
+def test_a_tracing_setting_it_cannot_honour_stops_serve_with_the_reason(
+    tmp_path: Path, telemetry: dict[str, Any], env: dict[str, str], message: str
+) -> None:
+    config = tmp_path / "servers.toml"
+    servers = {"local": {"command": sys.executable, "args": [str(SERVERS / "tiny.py")]}}
+    config.write_text(tomlkit.dumps({"servers": servers, "telemetry": telemetry}))
+    done = run_mcpgw("serve", "--config", str(config), env=env)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr

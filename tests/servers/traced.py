@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import mcp_types as types
 from fastmcp import Context, FastMCP
 from fastmcp.server.dependencies import get_http_headers
 
@@ -29,8 +30,9 @@ def seen(ctx: Context) -> dict[str, Any]:
 @mcp.tool
 async def ask(prompt: str, ctx: Context) -> str:
     """Ask the client's model (sampling) and answer with its text."""
-    answer = await ctx.sample(prompt, max_tokens=50)
-    return str(answer.text)
+    message = types.SamplingMessage(role="user", content=types.TextContent(type="text", text=prompt))
+    answer = await ctx.session.create_message([message], max_tokens=50, related_request_id=ctx.request_id)
+    return str(getattr(answer.content, "text", ""))
 
 
 if __name__ == "__main__":

@@ -101,7 +101,9 @@ def install(settings: TraceSettings) -> Started:
     attributes: dict[str, str] = {"service.version": version()}
     if settings.service_name is not None:
         attributes["service.name"] = settings.service_name
-    provider = TracerProvider(resource=Resource.create(attributes))
+    # The sampler the OTEL_TRACES_SAMPLER variables choose, read from a provider that is never used.
+    chosen = TracerProvider(shutdown_on_exit=False).sampler
+    provider = TracerProvider(resource=Resource.create(attributes), sampler=_requests_only(chosen))
     exporter = OTLPSpanExporter(endpoint=settings.endpoint)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
@@ -116,3 +118,41 @@ def _endpoint_of(settings: TraceSettings) -> str:
         return os.environ[_ENDPOINT_VARS[0]]
     base = os.environ.get(_ENDPOINT_VARS[1]) or "http://localhost:4318"
     return base.rstrip("/") + "/v1/traces"
+
+
+_SDK_SEND = "MCP send "
+"""How the mcp SDK names the span of each request it sends (mcp 2.3, `jsonrpc_dispatcher`)."""
+
+
+def _requests_only(inner: Any) -> Any:
+    """`inner`, except that the mcp SDK's spans for requests no client request caused are dropped.
+
+    The SDK opens a span for every request it sends: under a client request that is the hop to
+    the upstream, and it is kept; outside one it is the gateway's own traffic (upstream handshakes,
+    pings, list refreshes), which would otherwise start a trace of its own every ping interval.
+    """
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+
+    class RequestsOnly(Sampler):
+        def should_sample(
+            self,
+            parent_context: Any,
+            trace_id: int,
+            name: str,
+            kind: Any = None,
+            attributes: Any = None,
+            links: Any = None,
+            trace_state: Any = None,
+        ) -> SamplingResult:
+            if (
+                name.startswith(_SDK_SEND)
+                and not trace.get_current_span(parent_context).get_span_context().is_valid
+            ):
+                return SamplingResult(Decision.DROP)
+            return inner.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)  # type: ignore[no-any-return]
+
+        def get_description(self) -> str:
+            return f"RequestsOnly{{{inner.get_description()}}}"
+
+    return RequestsOnly()
