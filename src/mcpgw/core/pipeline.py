@@ -17,6 +17,10 @@ stages add to that step (`audit.note`). A rule that must hold for every request 
 lives in one stage here, never in a kind: that is how a data rule came to apply to
 tool results but not to completions before this module existed.
 
+With tracing on (`observe.tracing`), the guard stages that have data rules and the forward
+stage are spans under the request's (`upstream_span` names the upstream call as the MCP
+conventions do).
+
 Owns: the stage order and the two guard stages. Each kind (`core.kinds`) says only
 how it resolves, forwards and shapes.
 """

@@ -2,7 +2,7 @@
 
 Owns: the MCP request handlers (served from the gateway's in-memory catalog),
 translating `GatewayError`s into MCP errors (nothing unexpected leaks raw), the
-audit step each request is served as, and `build_server`, which puts them on
+audit step each request is served as (and, tracing on, its span), and `build_server`, which puts them on
 the SDK's lowlevel `Server` with the change announcer (`notify`) and the listing
 cache (`listcache`). The transports that serve it are `stdio` and `http`.
 
@@ -349,7 +349,9 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
     # mcpgw carries MCP Apps (`ui://` resources and the `_meta` naming them, see `catalog`), so it says so
     # to clients whatever its upstreams declare: a host looks for the extension before rendering.
     server.extensions[apps.EXTENSION_ID] = {}
-    # Replaces the default OpenTelemetry middleware: the call path stays lean (see module docstring).
+    # Replaces the default OpenTelemetry middleware: the call path stays lean (see module docstring),
+    # and `_request_span` opens the request's span only while tracing is on, with what only mcpgw
+    # knows (persona, server, outcome) and the HTTP `traceparent` as a parent when `_meta` has none.
     server.middleware = [announcer.track, ListingCache(gateway, persona_of)]
     gateway.add_listener(announcer)
     return server, announcer
