@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -55,10 +55,11 @@ def parse(traceparent: str) -> tuple[str, str]:
 
 
 @contextmanager
-def traced_upstream() -> Iterator[str]:
+def traced_upstream(*, sse: bool = False) -> Iterator[str]:
     port = free_port()
-    with background([sys.executable, str(SERVERS / "traced.py"), str(port)], port=port):
-        yield f"http://127.0.0.1:{port}/mcp"
+    args = ["sse", str(port)] if sse else [str(port)]
+    with background([sys.executable, str(SERVERS / "traced.py"), *args], port=port):
+        yield f"http://127.0.0.1:{port}/sse" if sse else f"http://127.0.0.1:{port}/mcp"
 
 
 def registry(path: Path, receiver: Receiver, servers: dict[str, Any], **extra: Any) -> Path:
@@ -93,13 +94,26 @@ async def serving(
 
 
 @asynccontextmanager
-async def client(url: str, *, traceparent: str | None = None, **kwargs: Any) -> AsyncIterator[Client]:
+async def client(
+    url: str, *, traceparent: str | None = None, mode: str = "legacy", **kwargs: Any
+) -> AsyncIterator[Client]:
     headers = {"traceparent": traceparent} if traceparent is not None else {}
     async with (
         httpx2.AsyncClient(headers=headers, timeout=60) as http,
-        Client(streamable_http_client(url, http_client=http), mode="legacy", cache=None, **kwargs) as c,
+        Client(streamable_http_client(url, http_client=http), mode=mode, cache=None, **kwargs) as c,  # type: ignore[arg-type]
     ):
         yield c
+
+
+def arrived(*names: str, span_id: str | None = None) -> Callable[[list[Span]], bool]:
+    """Whether spans of all these names (and the span `span_id`) have arrived: a parent ends, and
+    so is sent, after its children, possibly in a later batch."""
+
+    def check(spans: list[Span]) -> bool:
+        ids = {s.span_id for s in spans}
+        return set(names) <= {s.name for s in spans} and (span_id is None or span_id in ids)
+
+    return check
 
 
 def one(spans: list[Span], name: str, **where: Any) -> Span:
@@ -108,13 +122,14 @@ def one(spans: list[Span], name: str, **where: Any) -> Span:
     return found[0]
 
 
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_a_client_traceparent_is_continued_to_an_http_upstream_and_the_tree_exported(
-    tmp_path: Path,
+    tmp_path: Path, mode: str
 ) -> None:
     rules = {"rules": [{"detectors": ["email"], "directions": ["arguments", "results"], "action": "redact"}]}
     with receiving() as receiver, traced_upstream() as upstream_url:
         config = registry(tmp_path / "servers.toml", receiver, {"up": {"url": upstream_url}}, security=rules)
-        async with serving(config) as url, client(url, traceparent=CLIENT_PARENT) as c:
+        async with serving(config) as url, client(url, traceparent=CLIENT_PARENT, mode=mode) as c:
             result = await c.call_tool("up__seen", {})
         assert not result.is_error
         seen = result.structured_content
@@ -124,7 +139,7 @@ async def test_a_client_traceparent_is_continued_to_an_http_upstream_and_the_tre
         header_trace, header_parent = parse(seen["header"])
         assert header_trace == CLIENT_TRACE
 
-        spans = receiver.wait_for(lambda spans: any(s.span_id == header_parent for s in spans))
+        spans = receiver.wait_for(arrived("tools/call up__seen", span_id=header_parent))
     request = one(spans, "tools/call up__seen")
     assert (request.kind, request.trace_id, request.parent_id) == ("server", CLIENT_TRACE, CLIENT_SPAN)
     attributes = request.attributes
@@ -133,7 +148,10 @@ async def test_a_client_traceparent_is_continued_to_an_http_upstream_and_the_tre
     assert attributes["gen_ai.tool.name"] == "up__seen"
     assert attributes["network.transport"] == "tcp"
     assert attributes["mcp.protocol.version"]
-    assert len(attributes["mcp.session.id"]) >= 16  # the client's handshake-era session
+    if mode == "legacy":
+        assert len(attributes["mcp.session.id"]) >= 16  # the client's handshake-era session
+    else:
+        assert attributes["mcp.protocol.version"] == "2026-07-28"  # stateless: no session
     assert attributes["mcpgw.server"] == "up" and attributes["mcpgw.outcome"] == "ok"
     assert request.resource["service.name"] == "gw-under-test"
     assert request.status == "unset"
@@ -158,20 +176,26 @@ async def test_a_client_traceparent_is_continued_to_an_http_upstream_and_the_tre
 
 async def test_meta_traceparent_wins_over_the_http_header_and_reaches_every_upstream(tmp_path: Path) -> None:
     stdio = {"command": sys.executable, "args": [str(SERVERS / "traced.py"), "stdio"]}
-    with receiving() as receiver, traced_upstream() as upstream_url:
-        servers = {"web": {"url": upstream_url}, "local": stdio}
+    with receiving() as receiver, traced_upstream() as upstream_url, traced_upstream(sse=True) as sse_url:
+        servers = {"web": {"url": upstream_url}, "old": {"url": sse_url, "transport": "sse"}, "local": stdio}
         config = registry(tmp_path / "servers.toml", receiver, servers)
         async with serving(config) as url, client(url, traceparent=CLIENT_PARENT) as c:
             web = await c.call_tool("web__seen", {}, meta={"traceparent": META_PARENT})
+            old = await c.call_tool("old__seen", {}, meta={"traceparent": META_PARENT})
             local = await c.call_tool("local__seen", {}, meta={"traceparent": META_PARENT})
         assert web.structured_content is not None and local.structured_content is not None
-        assert parse(web.structured_content["header"])[0] == META_TRACE
-        assert parse(web.structured_content["meta"])[0] == META_TRACE
+        for seen in (web.structured_content, old.structured_content):
+            assert seen is not None and seen["header"] == seen["meta"]
+            assert parse(seen["header"])[0] == META_TRACE
         assert local.structured_content["header"] is None  # stdio: `_meta` only
         local_trace, local_parent = parse(local.structured_content["meta"])
         assert local_trace == META_TRACE
-        spans = receiver.wait_for(lambda spans: any(s.span_id == local_parent for s in spans))
-    for name in ("tools/call web__seen", "tools/call local__seen"):
+        spans = receiver.wait_for(
+            arrived(
+                "tools/call web__seen", "tools/call old__seen", "tools/call local__seen", span_id=local_parent
+            )
+        )
+    for name in ("tools/call web__seen", "tools/call old__seen", "tools/call local__seen"):
         request = one(spans, name)
         assert (request.trace_id, request.parent_id) == (META_TRACE, META_SPAN)
     assert one(
@@ -193,7 +217,7 @@ async def test_sampling_and_its_model_call_are_spans_of_the_call_that_asked(
             async with client(url) as c:
                 result = await c.call_tool("up__ask", {"prompt": "a haiku"})
             assert not result.is_error, result.content
-            spans = receiver.wait_for(lambda spans: any(s.name.startswith("chat ") for s in spans))
+            spans = receiver.wait_for(arrived("tools/call up__ask", "chat openai/good"))
     request = one(spans, "tools/call up__ask")
     assert request.parent_id is None  # no traceparent from the client: a trace of its own
     upstream_call = one(spans, "tools/call ask", parent_id=request.span_id)

@@ -3,7 +3,7 @@
 Tools: `seen()`, the `traceparent` HTTP header of the POST that carried the call and the
 `_meta.traceparent` of the call itself (null where absent); `ask(prompt)`, a sampling request
 back to its client (the gateway), answered with the model's text.
-Run: `traced.py PORT` (streamable HTTP) or `traced.py stdio`.
+Run: `traced.py PORT` (streamable HTTP), `traced.py sse PORT` (legacy HTTP+SSE) or `traced.py stdio`.
 """
 
 from __future__ import annotations
@@ -38,5 +38,7 @@ async def ask(prompt: str, ctx: Context) -> str:
 if __name__ == "__main__":
     if sys.argv[1] == "stdio":
         mcp.run(transport="stdio", show_banner=False)
+    elif sys.argv[1] == "sse":
+        mcp.run(transport="sse", host="127.0.0.1", port=int(sys.argv[2]), show_banner=False)
     else:
         mcp.run(transport="http", host="127.0.0.1", port=int(sys.argv[1]), show_banner=False)

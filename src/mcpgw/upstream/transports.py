@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import httpx2
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -115,12 +116,27 @@ class Transport:
             stack.push_async_callback(oauth.aclose)
             await oauth.token()  # a bad client secret fails the start with the token endpoint's answer
         if isinstance(config, SseServer):
-            return await stack.enter_async_context(sse_client(target.url, headers=target.headers, auth=oauth))
+            return await stack.enter_async_context(
+                sse_client(target.url, headers=target.headers, auth=oauth, httpx_client_factory=_http_client)
+            )
         # One pooled HTTP client for the life of the session: no new TLS context per call.
-        http = await stack.enter_async_context(_compat.mcp_http_client(headers=target.headers, auth=oauth))
-        if tracing.on():  # each message's trace context as HTTP headers too (`tracing.header_hook`)
-            http.event_hooks = {
-                **http.event_hooks,
-                "request": [*http.event_hooks["request"], tracing.header_hook],
-            }
+        http = await stack.enter_async_context(_http_client(headers=target.headers, auth=oauth))
         return await stack.enter_async_context(streamable_http_client(target.url, http_client=http))
+
+
+def _http_client(
+    headers: dict[str, str] | None = None,
+    timeout: httpx2.Timeout | None = None,
+    auth: httpx2.Auth | None = None,
+) -> httpx2.AsyncClient:
+    """An upstream's HTTP client: the MCP transports' defaults, and (tracing on) each message's trace
+    context as HTTP headers too (`tracing.header_hook`)."""
+    http = _compat.mcp_http_client(headers=headers, auth=auth)
+    if timeout is not None:  # the legacy SSE transport's own (a shorter connect timeout)
+        http.timeout = timeout
+    if tracing.on():
+        http.event_hooks = {
+            **http.event_hooks,
+            "request": [*http.event_hooks["request"], tracing.header_hook],
+        }
+    return http
