@@ -321,3 +321,28 @@ def test_a_tracing_setting_it_cannot_honour_stops_serve_with_the_reason(
     done = run_mcpgw("serve", "--config", str(config), env=env)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
+
+
+async def test_over_stdio_meta_is_the_only_carrier_and_stdout_stays_the_mcp_channel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stdio = {"command": sys.executable, "args": [str(SERVERS / "traced.py"), "stdio"]}
+    with receiving() as receiver:
+        config = registry(tmp_path / "servers.toml", receiver, {"local": stdio})
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+        # Any stray byte on stdout would break the client's JSON-RPC stream: the calls prove none.
+        async with gateway_stdio(config) as c:
+            traced = await c.call_tool("local__seen", {}, meta={"traceparent": META_PARENT})
+            fresh = await c.call_tool("local__seen", {})
+            spans = receiver.wait_for(
+                lambda spans: sum(s.name == "tools/call local__seen" for s in spans) == 2
+            )
+    assert traced.structured_content is not None and fresh.structured_content is not None
+    assert parse(traced.structured_content["meta"])[0] == META_TRACE
+    new_trace = parse(fresh.structured_content["meta"])[0]
+    assert new_trace not in (META_TRACE, "0" * 32)  # no traceparent from the client: a trace of its own
+    requests = {s.trace_id: s for s in spans if s.name == "tools/call local__seen"}
+    assert set(requests) == {META_TRACE, new_trace}
+    assert requests[META_TRACE].parent_id == META_SPAN and requests[new_trace].parent_id is None
+    assert {s.attributes["network.transport"] for s in requests.values()} == {"pipe"}
+    assert all("mcp.session.id" not in s.attributes for s in requests.values())
