@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from mcpgw.observe.otel import Started
 
 TRACER_NAME = "mcpgw"
+MAX_TEXT = 1024
+"""The most characters of a client's own text (a tool name, a URI) a span attribute holds."""
 
 _tracer: Tracer | None = None
 """The gateway's tracer while tracing is on; None: off (every function here returns at once)."""
@@ -140,7 +142,13 @@ def request_attributes(
     session: str | None,
     over_http: bool,
 ) -> dict[str, Any]:
-    """A client request's attributes, as the MCP conventions name them (None values left out)."""
+    """A client request's attributes, as the MCP conventions name them (None values left out).
+
+    What the client chose (the name, the URI) is cut to `MAX_TEXT` characters: a span is no place
+    for a megabyte a client sent as a tool name.
+    """
+    name = name[:MAX_TEXT] if name is not None else None
+    uri = uri[:MAX_TEXT] if uri is not None else None
     attributes: dict[str, Any] = {
         "mcp.method.name": method,
         "mcp.protocol.version": protocol,

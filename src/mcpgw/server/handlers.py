@@ -2,9 +2,10 @@
 
 Owns: the MCP request handlers (served from the gateway's in-memory catalog),
 translating `GatewayError`s into MCP errors (nothing unexpected leaks raw), the
-audit step each request is served as (and, tracing on, its span), and `build_server`, which puts them on
-the SDK's lowlevel `Server` with the change announcer (`notify`) and the listing
-cache (`listcache`). The transports that serve it are `stdio` and `http`.
+audit step each request is served as (and, tracing on, its span), and
+`build_server`, which puts them on the SDK's lowlevel `Server` with the change
+announcer (`notify`) and the listing cache (`listcache`). The transports that
+serve it are `stdio` and `http`.
 
 Why the mcp SDK's lowlevel `Server` and not fastmcp's `FastMCP`: a tool call
 through fastmcp's full server pipeline measured about 2 ms extra (2.25x a direct
@@ -87,7 +88,7 @@ async def _recorded(
         step.arguments = raw.get("arguments")
     with (
         observe.serving(request_id=step.request_id, persona=step.persona) as fields,
-        _request_span(ctx, step) as span,
+        _request_span(gateway, ctx, step) as span,
     ):
         try:
             with audit.recording(step, into=gateway.audit):
@@ -119,13 +120,23 @@ async def _recorded(
 
 
 @contextmanager
-def _request_span(ctx: Ctx, step: audit.Step) -> Iterator[Span | None]:
-    """The request's span (tracing on), its trace id on the request's fields (the log lines')."""
+def _request_span(gateway: Gateway, ctx: Ctx, step: audit.Step) -> Iterator[Span | None]:
+    """The request's span (tracing on), its trace id on the request's fields (the log lines').
+
+    The span's name holds a tool or prompt name only if the catalog has it, as the metrics' labels
+    do: a client cannot mint span names (the name it sent is an attribute, bounded).
+    """
     if not tracing.on():
         yield None
         return
     headers = getattr(ctx.request, "headers", None)
     named = step.kind in (audit.Kind.CALL, audit.Kind.PROMPT)
+    target: str | None = None
+    if named:
+        routes = (
+            gateway.catalog.tool_routes if step.kind is audit.Kind.CALL else gateway.catalog.prompt_routes
+        )
+        target = step.name if step.name in routes else UNKNOWN
     attributes = tracing.request_attributes(
         ctx.method,
         protocol=ctx.protocol_version,
@@ -140,7 +151,7 @@ def _request_span(ctx: Ctx, step: audit.Step) -> Iterator[Span | None]:
         attributes["mcpgw.persona"] = step.persona
     with tracing.request(
         ctx.method,
-        target=step.name if named else None,
+        target=target,
         meta=ctx.meta if isinstance(ctx.meta, Mapping) else None,
         headers=headers,
         attributes=attributes,
