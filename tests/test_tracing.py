@@ -242,14 +242,26 @@ async def test_sampling_and_its_model_call_are_spans_of_the_call_that_asked(
 
 
 async def test_a_failed_call_is_an_error_span_with_the_code_the_client_saw(tmp_path: Path) -> None:
+    block = {"detectors": ["email"], "directions": ["arguments"], "tools": ["up__seen"], "action": "block"}
     with receiving() as receiver, traced_upstream() as upstream_url:
-        config = registry(tmp_path / "servers.toml", receiver, {"up": {"url": upstream_url}})
+        servers = {"up": {"url": upstream_url}}
+        config = registry(tmp_path / "servers.toml", receiver, servers, security={"rules": [block]})
         async with serving(config) as url, client(url) as c:
             with pytest.raises(MCPError) as missing:
                 await c.call_tool("up__nothing", {})
             wrong = await c.call_tool("up__ask", {})  # `prompt` is required: the upstream refuses
+            with pytest.raises(MCPError) as blocked:
+                await c.call_tool("up__seen", {"note": "mail me at someone@example.com"})
         assert wrong.is_error
-        spans = receiver.wait_for(arrived("tools/call (unknown)", "tools/call up__ask"))
+        spans = receiver.wait_for(
+            arrived("tools/call (unknown)", "tools/call up__ask", "tools/call up__seen")
+        )
+    refusal = one(spans, "tools/call up__seen")
+    assert refusal.attributes["error.type"] == str(blocked.value.error.code)
+    assert refusal.attributes["mcpgw.outcome"] == "blocked"
+    rule = one(spans, "data rules arguments", parent_id=refusal.span_id)
+    assert (rule.status, rule.attributes["error.type"]) == ("error", "DataBlocked")
+    assert not [s for s in spans if s.name == "tools/call seen"]  # nothing went upstream
     unknown = one(spans, "tools/call (unknown)")  # a client cannot mint span names
     assert unknown.attributes["gen_ai.tool.name"] == "up__nothing"
     assert unknown.status == "error"
