@@ -337,7 +337,13 @@ def test_a_tracing_setting_it_cannot_honour_stops_serve_with_the_reason(
 async def test_over_stdio_meta_is_the_only_carrier_and_stdout_stays_the_mcp_channel(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stdio = {"command": sys.executable, "args": [str(SERVERS / "traced.py"), "stdio"]}
+    # A slow upstream: the first call arrives before the catalog has its tool, and its span is
+    # named once the call is routed.
+    stdio = {
+        "command": sys.executable,
+        "args": [str(SERVERS / "traced.py"), "stdio"],
+        "env": {"TRACED_START_DELAY": "2"},
+    }
     with receiving() as receiver:
         config = registry(tmp_path / "servers.toml", receiver, {"local": stdio})
         monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")

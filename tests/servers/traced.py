@@ -3,12 +3,15 @@
 Tools: `seen()`, the `traceparent` HTTP header of the POST that carried the call and the
 `_meta.traceparent` of the call itself (null where absent); `ask(prompt)`, a sampling request
 back to its client (the gateway), answered with the model's text.
+`$TRACED_START_DELAY` seconds pass before it serves.
 Run: `traced.py PORT` (streamable HTTP), `traced.py sse PORT` (legacy HTTP+SSE) or `traced.py stdio`.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from typing import Any
 
 import mcp_types as types
@@ -36,6 +39,8 @@ async def ask(prompt: str, ctx: Context) -> str:
 
 
 if __name__ == "__main__":
+    # A slow start (seconds), so that a gateway's first call can arrive before this server is up.
+    time.sleep(float(os.environ.get("TRACED_START_DELAY", "0")))
     if sys.argv[1] == "stdio":
         mcp.run(transport="stdio", show_banner=False)
     elif sys.argv[1] == "sse":

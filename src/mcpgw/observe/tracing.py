@@ -181,6 +181,12 @@ def annotate(span: Span | None, attributes: Mapping[str, Any]) -> None:
     span.set_attributes({k: v for k, v in attributes.items() if v is not None})
 
 
+def rename(span: Span | None, name: str) -> None:
+    """Give `span` the name known only once the request was served (no-op for None)."""
+    if span is not None:
+        span.update_name(name)
+
+
 def trace_id(span: Span | None) -> str | None:
     """`span`'s trace id as 32 hex digits (what the JSON log lines carry); None for None."""
     if span is None:

@@ -106,7 +106,8 @@ async def _recorded(
             tracing.failed(span, code, exc.error.message)
             raise
         finally:
-            tracing.annotate(span, {"mcpgw.server": fields.server, "mcpgw.outcome": step.outcome.value})
+            if span is not None:
+                _finish_span(span, gateway, ctx, step, fields)
             if gateway.metrics is not None:
                 _count(gateway.metrics, gateway, ctx, step, fields)
             if logger.isEnabledFor(logging.DEBUG):  # an access log, for `--log-level debug`
@@ -131,12 +132,7 @@ def _request_span(gateway: Gateway, ctx: Ctx, step: audit.Step) -> Iterator[Span
         return
     headers = getattr(ctx.request, "headers", None)
     named = step.kind in (audit.Kind.CALL, audit.Kind.PROMPT)
-    target: str | None = None
-    if named:
-        routes = (
-            gateway.catalog.tool_routes if step.kind is audit.Kind.CALL else gateway.catalog.prompt_routes
-        )
-        target = step.name if step.name in routes else UNKNOWN
+    target = _catalog_name(gateway, step) if named else None
     attributes = tracing.request_attributes(
         ctx.method,
         protocol=ctx.protocol_version,
@@ -158,6 +154,22 @@ def _request_span(gateway: Gateway, ctx: Ctx, step: audit.Step) -> Iterator[Span
     ) as span:
         observe.current().trace_id = tracing.trace_id(span)
         yield span
+
+
+def _finish_span(span: Span, gateway: Gateway, ctx: Ctx, step: audit.Step, fields: observe.Fields) -> None:
+    """Where the request went and how it ended, on its span; its name, now the catalog is known.
+
+    A call that arrived while its upstream was still starting was named before the catalog had it.
+    """
+    tracing.annotate(span, {"mcpgw.server": fields.server, "mcpgw.outcome": step.outcome.value})
+    if step.kind in (audit.Kind.CALL, audit.Kind.PROMPT):
+        tracing.rename(span, f"{ctx.method} {fields.tool or _catalog_name(gateway, step)}")
+
+
+def _catalog_name(gateway: Gateway, step: audit.Step) -> str:
+    """A call's or prompt's name if the catalog has it, else `UNKNOWN`: a client cannot mint it."""
+    routes = gateway.catalog.tool_routes if step.kind is audit.Kind.CALL else gateway.catalog.prompt_routes
+    return step.name if step.name is not None and step.name in routes else UNKNOWN
 
 
 def _count(metrics: Metrics, gateway: Gateway, ctx: Ctx, step: audit.Step, fields: observe.Fields) -> None:
