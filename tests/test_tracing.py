@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -204,7 +205,7 @@ async def test_meta_traceparent_wins_over_the_http_header_and_reaches_every_upst
 
 
 async def test_sampling_and_its_model_call_are_spans_of_the_call_that_asked(
-    tmp_path: Path, llm: StandIn, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, llm: StandIn, monkeypatch: pytest.MonkeyPatch, audit_db: Path
 ) -> None:
     monkeypatch.setenv("MCPGW_TEST_LLM_KEY", "sk-test")
     route = {"model": "openai/good", "api_base": llm.base, "api_key_env": "MCPGW_TEST_LLM_KEY"}
@@ -239,6 +240,11 @@ async def test_sampling_and_its_model_call_are_spans_of_the_call_that_asked(
     lines = [json.loads(line) for line in log if line.startswith("{")]
     served = [line for line in lines if line["message"].startswith("tools/call up__ask")]
     assert [line["trace_id"] for line in served] == [request.trace_id]
+    # ... and the span names the audit rows of the call and of its sampling request.
+    with sqlite3.connect(audit_db) as db:
+        rows = db.execute("select kind, request_id from events where kind in ('call', 'sampling')").fetchall()
+    request_id = request.attributes["mcpgw.request_id"]
+    assert sorted(rows) == [("call", request_id), ("sampling", request_id)]
 
 
 async def test_a_failed_call_is_an_error_span_with_the_code_the_client_saw(tmp_path: Path) -> None:
