@@ -360,9 +360,13 @@ def gateway_args(config: Path, *extra: str) -> list[str]:
 
 
 @asynccontextmanager
-async def stdio_client_of(args: list[str], mode: str, errlog: IO[str]) -> AsyncIterator[Client]:
-    """The mcp Client over stdio to `python ARGS` (the child's stderr goes to `errlog`)."""
-    params = StdioServerParameters(command=PYTHON, args=args, env=dict(os.environ), cwd=str(ROOT))
+async def stdio_client_of(
+    args: list[str], mode: str, errlog: IO[str], *, env: dict[str, str] | None = None
+) -> AsyncIterator[Client]:
+    """The mcp Client over stdio to `python ARGS` (the child's stderr goes to `errlog`; `env` added)."""
+    params = StdioServerParameters(
+        command=PYTHON, args=args, env={**os.environ, **(env or {})}, cwd=str(ROOT)
+    )
     # Same as Client(params, ...) but with the child's stderr kept off the terminal.
     async with Client(stdio_client(params, errlog=errlog), mode=mode, cache=None) as client:  # type: ignore[arg-type]
         yield client
@@ -727,7 +731,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     parser.add_argument(
         "--only",
-        choices=("stdio", "http", "list", "cold", "audit", "metrics", "redact", "cli"),
+        choices=("stdio", "http", "list", "cold", "audit", "metrics", "traces", "redact", "cli"),
         action="append",
         help="run only these sections (repeatable)",
     )
@@ -878,6 +882,100 @@ def _scrape_count(port: int) -> float:
     )
 
 
+async def bench_traces(s: Settings, tmp: Path, results: Results, errlog: IO[str]) -> None:
+    """The cost of OpenTelemetry traces on the call path: the same stdio gateway tracing every call
+    (exported over OTLP/HTTP to a receiver in this process) and not tracing; and, when off, what the
+    tracing hooks cost per call in this process."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from otlp import receiving
+
+    off = write_registry(tmp / "traces-off.toml", {"up": stdio_entry("traces-off")})
+    on = write_registry(tmp / "traces-on.toml", {"up": stdio_entry("traces-on")})
+    for config in (off, on):  # no audit log on either side: the ratio is the traces' alone
+        config.write_text(config.read_text() + "\n[audit]\nenabled = false\n")
+    on.write_text(on.read_text() + "\n[telemetry]\ntraces = true\n")
+    with receiving() as receiver:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.base}
+        async with (
+            stdio_client_of(gateway_args(off), s.mode, errlog) as without,
+            stdio_client_of(gateway_args(on), s.mode, errlog, env=env) as traced,
+        ):
+            await check_echo(without, "up__echo")
+            await check_echo(traced, "up__echo")
+            d_call, g_call = echo_call(without, "up__echo"), echo_call(traced, "up__echo")
+            d_lat, g_lat = await latencies(d_call, g_call, s.calls, s.warmup)
+            cpu_of = {"direct": [find_gateway_pid(off)], "gateway": [find_gateway_pid(on)]}
+            tp = await throughputs(d_call, g_call, s.rounds, s.per_round, cpu_of=cpu_of)
+        # The gateway sends what is left as it stops: every call is one request span, none lost.
+        expected = 1 + s.warmup + s.calls + 2 * INFLIGHT + s.rounds * s.per_round
+        spans = receiver.wait_for(
+            lambda spans: sum(sp.name == "tools/call up__echo" for sp in spans) >= expected, timeout=120
+        )
+    counted = sum(sp.name == "tools/call up__echo" for sp in spans)
+    if counted != expected:
+        raise RuntimeError(f"{counted} request spans arrived; {expected} calls were made")
+    ds, gs = summary(d_lat), summary(g_lat)
+    note = "'direct' here is the same gateway not tracing (audit off on both sides); on: every call sampled"
+    results.add(Row("traces on vs off: stdio call p50", "ms", ds["p50_ms"], gs["p50_ms"], "-", note=note))
+    results.add(
+        Row(
+            f"traces off vs on: throughput x{INFLIGHT}",
+            "calls/s",
+            statistics.median(tp.gateway),
+            statistics.median(tp.direct),
+            "-",
+            note=f"ratio = calls/s off / on; {len(spans)} spans exported for {expected} calls",
+        )
+    )
+    results.add(
+        Row(
+            "traces on vs off: gateway CPU per call",
+            "ms",
+            tp.cpu_ms.get("direct"),
+            tp.cpu_ms.get("gateway"),
+            "-",
+            note="the gateway process's user+system CPU over the throughput rounds",
+            samples=dict(tp.cpu_ms),
+        )
+    )
+    hooks_us = _tracing_hooks_off_us()
+    results.add(
+        Row(
+            "traces off: hooks per call vs call p50",
+            "us",
+            ds["p50_ms"] * 1000,
+            hooks_us,
+            "<= 0.01x",
+            note="what the call path's tracing hooks cost while off (timed in this process)",
+        )
+    )
+    reap(str(off))
+    reap(str(on))
+
+
+def _tracing_hooks_off_us() -> float:
+    """Microseconds per call that the tracing hooks of one `tools/call` take while tracing is off:
+    the request span, both data-rule stages' checks, the upstream call's span, the captured context."""
+    import timeit
+
+    from mcpgw.core.pipeline import Target, upstream_span
+    from mcpgw.observe import tracing
+
+    assert not tracing.on()
+    target = Target(persona=None, rule_name="up__echo", method="tools/call")
+
+    def one_call() -> None:
+        with tracing.request("tools/call", target="up__echo", meta=None, headers=None, attributes={}):
+            tracing.on()
+            tracing.on()
+            with upstream_span(target):
+                tracing.context()
+            tracing.on()
+
+    runs = 20_000
+    return min(timeit.repeat(one_call, number=runs, repeat=5)) / runs * 1e6
+
+
 REDACT_BYTES = 1_000_000
 
 
@@ -941,6 +1039,7 @@ async def run(s: Settings, sections: list[str], results: Results) -> None:
             plan = {
                 "audit": lambda: bench_audit(s, tmp, results, errlog),
                 "metrics": lambda: bench_metrics(s, tmp, results, errlog),
+                "traces": lambda: bench_traces(s, tmp, results, errlog),
                 "redact": lambda: bench_redact(s, tmp, results, errlog),
                 "stdio": lambda: bench_stdio(s, tmp, results, errlog),
                 "http": lambda: bench_http(s, tmp, results),
@@ -968,7 +1067,7 @@ async def run(s: Settings, sections: list[str], results: Results) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     s = settings_from(args)
-    sections = args.only or ["stdio", "http", "list", "cold", "audit", "metrics", "redact", "cli"]
+    sections = args.only or ["stdio", "http", "list", "cold", "audit", "metrics", "traces", "redact", "cli"]
     results = Results()
     results.info.update(
         mode=s.mode,

@@ -36,6 +36,7 @@ from mcpgw.bridge.state import Binding, Round, StateSeal
 from mcpgw.catalog import personas as personas_mod
 from mcpgw.config import Registry
 from mcpgw.errors import InvalidRequest, SamplingFailed, SamplingRefused
+from mcpgw.observe import tracing
 from mcpgw.sampling import ELICITATION, SAMPLING, Sampler
 from mcpgw.upstream import Upstream
 from mcpgw.upstream.answers import as_uri
@@ -104,6 +105,7 @@ class Bridge:
             client=client,
             request_id=step.request_id if step is not None else None,
             on_log=on_log,
+            trace=tracing.context(),
         )
         binding = Binding.of(
             upstream.name,
@@ -313,7 +315,11 @@ class Bridge:
             principal=client.principal,
         )
         runs_as = Caller(
-            persona=caller.persona, client=relayed, request_id=caller.request_id, on_log=exchange.log
+            persona=caller.persona,
+            client=relayed,
+            request_id=caller.request_id,
+            on_log=exchange.log,
+            trace=caller.trace,
         )
         return exchange, runs_as
 
@@ -329,7 +335,8 @@ class Bridge:
         result: dict[str, Any] | None = None
         error: BaseException | None = None
         try:
-            with self.inflight.calling(upstream.name, runs_as):
+            # The gateway's task group runs this, not the request's task: its trace goes with it.
+            with self.inflight.calling(upstream.name, runs_as), tracing.attached(runs_as.trace):
                 result = await upstream.request(
                     method, params, timeout=timeout, on_progress=exchange.progress
                 )

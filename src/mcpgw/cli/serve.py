@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import click
@@ -14,6 +14,10 @@ from mcpgw.cli.options import config_option, load_registry
 from mcpgw.cli.output import err, print_servers, print_tools
 from mcpgw.errors import ConfigError, RegistryError
 from mcpgw.observe.logs import LogFormat
+
+if TYPE_CHECKING:
+    from mcpgw.config import Registry
+    from mcpgw.observe.otel import Started
 
 
 @click.command()
@@ -90,6 +94,7 @@ def serve(
     from mcpgw.catalog.personas import resolve
 
     resolve(registry, persona)
+    traced = _traces(registry)
     built = build_gateway(registry, registry_path=path, metrics=served)
     gateway, audit_log = built.gateway, built.audit
 
@@ -144,10 +149,27 @@ def serve(
     finally:
         if audit_log is not None:
             audit_log.close()
+        if traced is not None:
+            from mcpgw.observe import tracing
+
+            tracing.stop(traced)
         # What is left is the interpreter's teardown, whose garbage collections over everything
         # imported took about a second: a stdio client allows 2 s from closing stdin to SIGTERM.
         # Frozen objects are skipped by them; atexit handlers and stream flushing still run.
         gc.freeze()
+
+
+def _traces(registry: Registry) -> Started | None:
+    """Tracing on, if `[telemetry]` or the `OTEL_*` variables ask for it (see `observe.otel`)."""
+    from mcpgw.observe import tracing
+
+    telemetry = registry.telemetry
+    traced = tracing.start(
+        traces=telemetry.traces, endpoint=telemetry.traces_endpoint, service_name=telemetry.service_name
+    )
+    if traced is not None:
+        logging.getLogger("mcpgw").info("tracing: spans go to %s over OTLP/HTTP", traced.endpoint)
+    return traced
 
 
 def _loop_options() -> dict[str, Any]:

@@ -17,6 +17,10 @@ stages add to that step (`audit.note`). A rule that must hold for every request 
 lives in one stage here, never in a kind: that is how a data rule came to apply to
 tool results but not to completions before this module existed.
 
+With tracing on (`observe.tracing`), the guard stages that have data rules and the forward
+stage are spans under the request's (`upstream_span` names the upstream call as the MCP
+conventions do).
+
 Owns: the stage order and the two guard stages. Each kind (`core.kinds`) says only
 how it resolves, forwards and shapes.
 """
@@ -26,14 +30,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 import mcp_types as types
 
 from mcpgw import audit
 from mcpgw.errors import DataBlocked
 from mcpgw.observe import context as observe
+from mcpgw.observe import tracing
 from mcpgw.upstream import Upstream
 from mcpgw.upstream.inflight import ClientChannel
 from mcpgw.upstream.logrelay import LogSink
@@ -91,6 +98,48 @@ class Kind(Protocol):
     def shape(self, gateway: Gateway, target: Target, result: dict[str, Any]) -> dict[str, Any]: ...
 
 
+_OPERATIONS = {
+    "tools/call": ("execute_tool", "gen_ai.tool.name"),
+    "prompts/get": (None, "gen_ai.prompt.name"),
+}
+
+
+def upstream_span(target: Target) -> AbstractContextManager[Any]:
+    """The upstream call's span (kind CLIENT, named as the MCP conventions say), when tracing is on.
+
+    It names the upstream's own tool or prompt (the gateway's name is on the request's span);
+    the mcp SDK's `MCP send` span under it is the one whose context the upstream receives.
+    """
+    upstream = target.upstream
+    if upstream is None or not tracing.on():
+        return nullcontext()
+    params = target.params
+    operation, name_key = _OPERATIONS.get(target.method, (None, None))
+    name = params.get("name") if name_key is not None else None
+    url = getattr(upstream.config, "url", None)
+    attributes: dict[str, Any] = {
+        "mcp.method.name": target.method,
+        "mcp.protocol.version": upstream.protocol_version,
+        "mcpgw.server": upstream.name,
+        "network.transport": "tcp" if url is not None else "pipe",
+    }
+    if operation is not None:
+        attributes["gen_ai.operation.name"] = operation
+    if name_key is not None and isinstance(name, str):
+        attributes[name_key] = name
+    uri = params.get("uri")
+    if isinstance(uri, str):
+        attributes["mcp.resource.uri"] = uri
+    if url is not None:
+        parsed = urlsplit(url)
+        attributes["server.address"] = parsed.hostname
+        attributes["server.port"] = parsed.port or (443 if parsed.scheme == "https" else 80)
+    label = f"{target.method} {name}" if isinstance(name, str) else target.method
+    return tracing.span(
+        label, kind="client", attributes={k: v for k, v in attributes.items() if v is not None}
+    )
+
+
 class Pipeline:
     """Runs a request of any kind through the stages, in order (see the module docstring)."""
 
@@ -110,21 +159,34 @@ class Pipeline:
         )
         if target.answer is not None:
             return target.answer
-        self._guard_up(target)
+        with self._rules_span("arguments", target):
+            self._guard_up(target)
         if "arguments" in target.upward:
             # What goes upstream, not what the client sent: a persona's fixed arguments included,
             # the search-mode wrapper and data-rule redactions removed.
             audit.note(arguments=target.params.get("arguments"))
         request = self._guard_notifications(request, target)
         began = time.perf_counter()
-        try:
-            result = await kind.forward(gateway, request, target)
-        except UpstreamReplyError as exc:
-            raise self._guarded_error(target, exc) from exc
-        finally:
-            observe.forwarded(time.perf_counter() - began)
+        with upstream_span(target) as span:
+            try:
+                result = await kind.forward(gateway, request, target)
+            except UpstreamReplyError as exc:
+                tracing.annotate(span, {"rpc.response.status_code": str(exc.error.code)})
+                raise self._guarded_error(target, exc) from exc
+            finally:
+                observe.forwarded(time.perf_counter() - began)
+            if result.get("isError") is True:
+                tracing.failed(span, "tool_error")
         result = kind.shape(gateway, target, result)
-        return self._guard_down(target, result)
+        with self._rules_span("results", target):
+            return self._guard_down(target, result)
+
+    def _rules_span(self, stage: str, target: Target) -> AbstractContextManager[Any]:
+        """A span for a guard stage that has data rules to apply (none: no span)."""
+        if self._gateway.guard is None or not tracing.on():
+            return nullcontext()
+        attributes = {"mcpgw.data_rules.stage": stage, "mcpgw.data_rules.target": target.rule_name}
+        return tracing.span(f"data rules {stage}", attributes=attributes)
 
     def _guard_up(self, target: Target) -> None:
         guard = self._gateway.guard

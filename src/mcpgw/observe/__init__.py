@@ -7,6 +7,10 @@ The package's modules, one job each:
     logs      the gateway's own log on stderr: text, or one JSON object per line (`--log-format json`)
     metrics   the Prometheus metrics of one gateway: its own `CollectorRegistry`, the counters and
               histograms the call path feeds, and the gauges read from the gateway when scraped
+    tracing   OpenTelemetry spans of the call path and the trace context carried through it
+              (the API only: nearly free while off)
+    otel      turning traces on: the SDK and its OTLP/HTTP exporter, from `[telemetry]` and the
+              `OTEL_*` variables (imported only then)
 
 It sits below everything but errors: any layer may fill in the context or count an event,
 and nothing here knows the gateway's types.

@@ -20,6 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
+UNKNOWN = "(unknown)"
+"""What a name no catalog has is shown as, in metric labels and span names: a client cannot mint them."""
+
 
 @dataclass
 class Fields:

@@ -7,7 +7,7 @@ the gauges read from the gateway only when scraped (`watch`, `track_sessions`), 
 scrape costs nothing between scrapes and the call path never updates a gauge.
 
 Label values are bounded: methods are the MCP methods served, personas and servers
-come from the registry, tools only from the catalog (`UNKNOWN` for any other name a
+come from the registry, tools only from the catalog (`observe.context.UNKNOWN` for any other name a
 client sends), outcomes from the audit log's closed set, auth reasons from `REASONS`.
 Serving it (`/metrics`, or a listener of its own) belongs to `server.scrape`.
 """
@@ -28,9 +28,6 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-
-UNKNOWN = "(unknown)"
-"""The tool label of a name the catalog does not have: clients cannot mint label values."""
 
 REASONS = (
     "no_token",

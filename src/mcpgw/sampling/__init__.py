@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from mcpgw.audit.step import Outcome
 from mcpgw.config import DEFAULT_PERSONA, Registry, SamplingPolicy
 from mcpgw.errors import DataBlocked, GatewayError, SamplingRefused
+from mcpgw.observe import tracing
 from mcpgw.sampling import policy as rules
 from mcpgw.sampling.budget import Budgets, prompt_tokens
 from mcpgw.sampling.convert import max_tokens
@@ -252,7 +253,14 @@ class Sampler:
         client = caller.client
         can_relay = client is not None and client.can_sample and client.send is not None
         record = Record(server=server, persona=caller.persona, request_id=caller.request_id)
-        with self._accounted(record):
+        with (
+            tracing.attached(caller.trace),
+            tracing.span(
+                SAMPLING, kind="server", attributes=_sampling_attributes(server, caller.persona, params)
+            ) as span,
+            self._accounted(record),
+            _traced(span, record),
+        ):
             self._refuse_denied(SAMPLING, server, caller.persona)
             params = self.screen(server, params, caller.persona)
             if policy == "relay" or (policy == "auto" and can_relay):
@@ -344,6 +352,33 @@ class Sampler:
             error=record.error,
             latency_ms=latency,
             result=record.as_dict(),
+        )
+
+
+def _sampling_attributes(server: str, persona: str | None, params: Mapping[str, Any]) -> dict[str, Any]:
+    """An upstream's sampling request as its span says it (the MCP conventions, and mcpgw's own)."""
+    attributes: dict[str, Any] = {"mcp.method.name": SAMPLING, "mcpgw.server": server}
+    if persona is not None:
+        attributes["mcpgw.persona"] = persona
+    if isinstance(params.get("maxTokens"), int):
+        attributes["gen_ai.request.max_tokens"] = params["maxTokens"]
+    return attributes
+
+
+@contextmanager
+def _traced(span: Any, record: Record) -> Iterator[None]:
+    """What the sampling request came to, on its span once it is accounted."""
+    try:
+        yield
+    finally:
+        tracing.annotate(
+            span,
+            {
+                "mcpgw.sampling.outcome": record.outcome.value,
+                "mcpgw.sampling.answered_by": record.route or record.answered_by,
+                "gen_ai.usage.input_tokens": record.input_tokens or None,
+                "gen_ai.usage.output_tokens": record.output_tokens or None,
+            },
         )
 
 

@@ -25,6 +25,7 @@ import anyio
 
 from mcpgw.config import SamplingRoute, SamplingSettings
 from mcpgw.errors import SamplingFailed
+from mcpgw.observe import tracing
 from mcpgw.sampling.convert import from_chat_response, to_chat_request
 
 if TYPE_CHECKING:
@@ -68,11 +69,16 @@ class Models:
         record.cooling = list(cooling)
         for name, why in cooling.items():
             logger.warning("sampling: route '%s' %s", name, why)
-        try:
-            response = await router.acompletion(model=usable[0], fallbacks=usable[1:], **request)
-        except Exception as exc:
-            record.tried.extend(usable)
-            raise SamplingFailed(_describe_llm_error(exc, usable, missing, cooling)) from exc
+        first = self.settings.routes[usable[0]].model
+        with tracing.span(
+            f"chat {first}", kind="client", attributes=_chat_attributes(first, request)
+        ) as span:
+            try:
+                response = await router.acompletion(model=usable[0], fallbacks=usable[1:], **request)
+            except Exception as exc:
+                record.tried.extend(usable)
+                raise SamplingFailed(_describe_llm_error(exc, usable, missing, cooling)) from exc
+            _answered(span, response)
         hidden = getattr(response, "_hidden_params", None) or {}
         headers = hidden.get("additional_headers") or {}
         used = str(headers.get("x-litellm-model-group") or usable[0])
@@ -160,6 +166,39 @@ class Models:
             cooldown_time=self.settings.cooldown,
             max_fallbacks=max(1, len(model_list)),
         )
+
+
+def _chat_attributes(model: str, request: Mapping[str, Any]) -> dict[str, Any]:
+    """The model call as the GenAI conventions name it (never the prompt or the answer)."""
+    provider, _, _ = model.partition("/")
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": provider if "/" in model else "openai",
+        "gen_ai.request.model": model,
+    }
+    for key, name in (("max_tokens", "max_tokens"), ("temperature", "temperature")):
+        if isinstance(request.get(key), int | float):
+            attributes[f"gen_ai.request.{name}"] = request[key]
+    return attributes
+
+
+def _answered(span: Any, response: Any) -> None:
+    """What the model said about its answer, on the model call's span."""
+    if span is None:
+        return
+    usage = getattr(response, "usage", None)
+    choices = getattr(response, "choices", None) or []
+    reasons = [str(getattr(c, "finish_reason", "")) for c in choices if getattr(c, "finish_reason", None)]
+    tracing.annotate(
+        span,
+        {
+            "gen_ai.response.model": getattr(response, "model", None),
+            "gen_ai.response.id": getattr(response, "id", None),
+            "gen_ai.response.finish_reasons": reasons or None,
+            "gen_ai.usage.input_tokens": getattr(usage, "prompt_tokens", None),
+            "gen_ai.usage.output_tokens": getattr(usage, "completion_tokens", None),
+        },
+    )
 
 
 def _litellm_params(route: SamplingRoute, timeout: float) -> dict[str, Any]:

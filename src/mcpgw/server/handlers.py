@@ -2,9 +2,10 @@
 
 Owns: the MCP request handlers (served from the gateway's in-memory catalog),
 translating `GatewayError`s into MCP errors (nothing unexpected leaks raw), the
-audit step each request is served as, and `build_server`, which puts them on
-the SDK's lowlevel `Server` with the change announcer (`notify`) and the listing
-cache (`listcache`). The transports that serve it are `stdio` and `http`.
+audit step each request is served as (and, tracing on, its span), and
+`build_server`, which puts them on the SDK's lowlevel `Server` with the change
+announcer (`notify`) and the listing cache (`listcache`). The transports that
+serve it are `stdio` and `http`.
 
 Why the mcp SDK's lowlevel `Server` and not fastmcp's `FastMCP`: a tool call
 through fastmcp's full server pipeline measured about 2 ms extra (2.25x a direct
@@ -17,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -35,12 +37,15 @@ from mcpgw.bridge.channel import client_channel
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import GatewayError
 from mcpgw.observe import context as observe
+from mcpgw.observe import tracing
 from mcpgw.server.listcache import ListingCache
 from mcpgw.server.listening import ListenBridge
 from mcpgw.server.notify import Announcer, log_sink, progress_relay
 from mcpgw.upstream.logrelay import LogLevels
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from mcpgw.observe.metrics import Metrics
 
 logger = logging.getLogger("mcpgw.server")
@@ -85,17 +90,28 @@ async def _recorded(
         step.name = ctx.method
     if kind in ("call", "prompt"):
         step.arguments = raw.get("arguments")
-    with observe.serving(request_id=step.request_id, persona=step.persona) as fields:
+    with (
+        observe.serving(request_id=step.request_id, persona=step.persona) as fields,
+        _request_span(gateway, ctx, step) as span,
+    ):
         try:
             with audit.recording(step, into=gateway.audit):
                 result = await _guarded(work)
                 if result.get("isError"):
                     step.outcome = audit.Outcome.ERROR
                     step.error = _first_text(result)
+                    tracing.failed(span, "tool_error")
                 if kind == "call":
                     step.result = result.get("structuredContent") or _first_text(result)
                 return result
+        except MCPError as exc:
+            code = str(exc.error.code)
+            tracing.annotate(span, {"rpc.response.status_code": code})
+            tracing.failed(span, code, exc.error.message)
+            raise
         finally:
+            if span is not None:
+                _finish_span(span, gateway, ctx, step, fields)
             if gateway.metrics is not None and kind != "list":  # listings: `_listings_counted`
                 _count(gateway.metrics, gateway, ctx, step, fields)
             if logger.isEnabledFor(logging.DEBUG):  # an access log, for `--log-level debug`
@@ -108,16 +124,66 @@ async def _recorded(
                 )
 
 
-def _count(metrics: Metrics, gateway: Gateway, ctx: Ctx, step: audit.Step, fields: observe.Fields) -> None:
-    from mcpgw.observe.metrics import UNKNOWN  # prometheus-client is loaded only when metrics are on
+@contextmanager
+def _request_span(gateway: Gateway, ctx: Ctx, step: audit.Step) -> Iterator[Span | None]:
+    """The request's span (tracing on), its trace id on the request's fields (the log lines').
 
+    The span's name holds a tool or prompt name only if the catalog has it, as the metrics' labels
+    do: a client cannot mint span names (the name it sent is an attribute, bounded).
+    """
+    if not tracing.on():
+        yield None
+        return
+    headers = getattr(ctx.request, "headers", None)
+    named = step.kind in (audit.Kind.CALL, audit.Kind.PROMPT)
+    target = _catalog_name(gateway, step) if named else None
+    attributes = tracing.request_attributes(
+        ctx.method,
+        protocol=ctx.protocol_version,
+        request_id=ctx.request_id,
+        name=step.name if named else None,
+        uri=step.name if step.kind in (audit.Kind.READ, audit.Kind.SUBSCRIBE) else None,
+        session=headers.get("mcp-session-id") if headers is not None else None,
+        over_http=headers is not None,
+    )
+    attributes["mcpgw.request_id"] = step.request_id
+    if step.persona is not None:
+        attributes["mcpgw.persona"] = step.persona
+    with tracing.request(
+        ctx.method,
+        target=target,
+        meta=ctx.meta if isinstance(ctx.meta, Mapping) else None,
+        headers=headers,
+        attributes=attributes,
+    ) as span:
+        observe.current().trace_id = tracing.trace_id(span)
+        yield span
+
+
+def _finish_span(span: Span, gateway: Gateway, ctx: Ctx, step: audit.Step, fields: observe.Fields) -> None:
+    """Where the request went and how it ended, on its span; its name, now the catalog is known.
+
+    A call that arrived while its upstream was still starting was named before the catalog had it.
+    """
+    tracing.annotate(span, {"mcpgw.server": fields.server, "mcpgw.outcome": step.outcome.value})
+    if step.kind in (audit.Kind.CALL, audit.Kind.PROMPT):
+        tracing.rename(span, f"{ctx.method} {fields.tool or _catalog_name(gateway, step)}")
+
+
+def _catalog_name(gateway: Gateway, step: audit.Step) -> str:
+    """A call's or prompt's name if the catalog has it, else `(unknown)`: a client cannot mint it."""
+    routes = gateway.catalog.tool_routes if step.kind is audit.Kind.CALL else gateway.catalog.prompt_routes
+    return step.name if step.name is not None and step.name in routes else observe.UNKNOWN
+
+
+def _count(metrics: Metrics, gateway: Gateway, ctx: Ctx, step: audit.Step, fields: observe.Fields) -> None:
     tool = fields.tool
     if tool is None and step.kind in (audit.Kind.CALL, audit.Kind.PROMPT):
         # Not routed (unknown, hidden or withheld): the name is a label only if the catalog has it.
         routes = (
             gateway.catalog.tool_routes if step.kind is audit.Kind.CALL else gateway.catalog.prompt_routes
         )
-        tool = step.name if step.name in routes else UNKNOWN
+        tool = step.name if step.name in routes else observe.UNKNOWN
     metrics.request(
         method=ctx.method,
         persona=step.persona,
@@ -322,7 +388,9 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
     # mcpgw carries MCP Apps (`ui://` resources and the `_meta` naming them, see `catalog`), so it says so
     # to clients whatever its upstreams declare: a host looks for the extension before rendering.
     server.extensions[apps.EXTENSION_ID] = {}
-    # Replaces the default OpenTelemetry middleware: the call path stays lean (see module docstring).
+    # Replaces the default OpenTelemetry middleware: the call path stays lean (see module docstring),
+    # and `_request_span` opens the request's span only while tracing is on, with what only mcpgw
+    # knows (persona, server, outcome) and the HTTP `traceparent` as a parent when `_meta` has none.
     cache = ListingCache(
         gateway, persona_of, record=lambda ctx, work: _recorded(gateway, ctx, "list", persona_of(ctx), work)
     )

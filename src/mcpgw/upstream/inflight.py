@@ -58,6 +58,8 @@ class Caller:
     """The audit id of the downstream request: its sampling rows carry the same id."""
     on_log: LogSink | None = None
     """Where the upstream's log lines go while this is its only call (None: the gateway's own log)."""
+    trace: object | None = None
+    """The downstream call's trace context (tracing on): its sampling spans join its trace."""
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 

@@ -4,8 +4,8 @@ Owns: opening an upstream's transport on the caller's exit stack and handing
 back its (read, write) streams; for stdio (`upstream.stdio`), the child in its
 own process group (whose pgid is remembered so the whole group can be killed)
 and its stderr copied into the gateway's log; for
-HTTP, one pooled client for the life of the session and the upstream's OAuth
-client credentials.
+HTTP, one pooled client for the life of the session, the upstream's OAuth
+client credentials, and (tracing on) each message's trace context as HTTP headers.
 """
 
 from __future__ import annotations
@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
+import httpx2
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 from mcpgw import _compat
 from mcpgw.config import ServerConfig, SseServer, StdioServer
 from mcpgw.observe import context as observe_context
+from mcpgw.observe import tracing
 from mcpgw.upstream import credentials
 from mcpgw.upstream.stdio import stdio_transport
 
@@ -156,9 +158,29 @@ class Transport:
             stack.push_async_callback(oauth.aclose)
             await oauth.token()  # a bad client secret fails the start with the token endpoint's answer
         if isinstance(config, SseServer):
-            return await stack.enter_async_context(sse_client(target.url, headers=target.headers, auth=oauth))
+            return await stack.enter_async_context(
+                sse_client(target.url, headers=target.headers, auth=oauth, httpx_client_factory=_http_client)
+            )
         # A closed call stream is resumed at once, not after the server's retry hint (see _compat).
         _compat.resume_request_streams_at_once()
         # One pooled HTTP client for the life of the session: no new TLS context per call.
-        http = await stack.enter_async_context(_compat.mcp_http_client(headers=target.headers, auth=oauth))
+        http = await stack.enter_async_context(_http_client(headers=target.headers, auth=oauth))
         return await stack.enter_async_context(streamable_http_client(target.url, http_client=http))
+
+
+def _http_client(
+    headers: dict[str, str] | None = None,
+    timeout: httpx2.Timeout | None = None,
+    auth: httpx2.Auth | None = None,
+) -> httpx2.AsyncClient:
+    """An upstream's HTTP client: the MCP transports' defaults, and (tracing on) each message's trace
+    context as HTTP headers too (`tracing.header_hook`)."""
+    http = _compat.mcp_http_client(headers=headers, auth=auth)
+    if timeout is not None:  # the legacy SSE transport's own (a shorter connect timeout)
+        http.timeout = timeout
+    if tracing.on():
+        http.event_hooks = {
+            **http.event_hooks,
+            "request": [*http.event_hooks["request"], tracing.header_hook],
+        }
+    return http
