@@ -99,8 +99,9 @@ def test_import_json(tmp_path: Path, client: str) -> None:
     result = run("import", client, "-c", str(config), "--json", str(source))
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["added"] == ["fs"] and data["file"] == str(config)
-    assert len(data["skipped"]) == 1 and "mcpgw" in data["skipped"][0]
+    assert [added["name"] for added in data["added"]] == ["fs"] and data["file"] == str(config)
+    assert data["skipped"] == [{"from": "mcpgw", "reason": "that is mcpgw itself"}]
+    assert data["client_file"] == str(source)
 
 
 @pytest.mark.parametrize(

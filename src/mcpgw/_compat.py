@@ -294,37 +294,3 @@ def keep_request_capabilities(session: ClientSession) -> None:
             data["params"]["_meta"][CLIENT_CAPABILITIES_META_KEY] = own
 
     session._stamp = stamp_keeping
-
-
-def resume_request_streams_at_once() -> None:
-    """Make the mcp streamable HTTP client resume a request's closed SSE stream at once, the first time.
-
-    mcp 2.3: `StreamableHTTPTransport._handle_reconnection` always sleeps the server's `retry` hint
-    before reconnecting with Last-Event-ID, and the transport is built inside
-    `streamable_http_client`, out of reach, so the method is wrapped on the class (once). Servers
-    on the TypeScript SDK (the conformance suite's reference among them) hint 5 s yet do not keep
-    a response sent while no stream is connected: a client that waits loses the call's result,
-    and mcpgw's caller waits for nothing. The first reconnection of a request's stream goes at once
-    (as the suite's own client does); any further one, after a resumed stream closes again, waits
-    the hint, so a server that keeps closing streams is not hammered.
-    """
-    from mcp.client.streamable_http import StreamableHTTPTransport
-
-    original = StreamableHTTPTransport._handle_reconnection
-    if getattr(original, "mcpgw_resumes_at_once", False):
-        return
-
-    async def reconnect(
-        self: StreamableHTTPTransport,
-        ctx: Any,
-        last_event_id: str,
-        retry_interval_ms: int | None = None,
-        attempt: int = 0,
-    ) -> None:
-        if attempt == 0 and not getattr(ctx, "mcpgw_resumed", False):
-            ctx.mcpgw_resumed = True
-            retry_interval_ms = 0
-        await original(self, ctx, last_event_id, retry_interval_ms, attempt)
-
-    reconnect.mcpgw_resumes_at_once = True  # type: ignore[attr-defined]
-    StreamableHTTPTransport._handle_reconnection = reconnect  # type: ignore[method-assign]

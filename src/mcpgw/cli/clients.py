@@ -246,6 +246,8 @@ def _import_command(client: Client) -> click.Command:
                     "skipped": [{"from": s, "reason": r} for s, r in skipped],
                     "secrets": sorted(secrets.added),
                     "removed_from_client": removed,
+                    "file": str(path),
+                    "client_file": str(file),
                 }
             )
 

@@ -161,8 +161,6 @@ class Transport:
             return await stack.enter_async_context(
                 sse_client(target.url, headers=target.headers, auth=oauth, httpx_client_factory=_http_client)
             )
-        # A closed call stream is resumed at once, not after the server's retry hint (see _compat).
-        _compat.resume_request_streams_at_once()
         # One pooled HTTP client for the life of the session: no new TLS context per call.
         http = await stack.enter_async_context(_http_client(headers=target.headers, auth=oauth))
         return await stack.enter_async_context(streamable_http_client(target.url, http_client=http))
