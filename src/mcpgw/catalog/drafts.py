@@ -126,21 +126,29 @@ def access(tool: Mapping[str, Any]) -> str:
     return "read" if is_read_only(tool) else "write"
 
 
+def _said(name: str, stems: set[str]) -> str:
+    """The words of a tool's name whose stems are in `stems`, as the name spells them."""
+    bare = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name.split("__", 1)[-1])
+    words = [w.lower() for w in re.split(r"[^A-Za-z0-9']+", bare) if w and stem(w) in stems]
+    return "/".join(dict.fromkeys(words))
+
+
 def gate(tool: Mapping[str, Any], job: Job) -> str | None:
     """Why a risky tool may not be in this job's persona, or None when it may (or is not risky)."""
     found = risks(tool)
     if not found:
         return None
-    words = name_words(str(tool.get("name", "")))
+    name = str(tool.get("name", ""))
+    words = name_words(name)
     verbs = words & (_STEMS["destructive"] | _STEMS["send"] | _STEMS["write"])
     if verbs & job.ruled_out:
-        return f"the job rules out {', '.join(sorted(verbs & job.ruled_out))}"
+        return f"{', '.join(found)}, and the job rules out {_said(name, verbs & job.ruled_out)}"
     for risk in found:
         vocabulary = _STEMS["destructive" if risk == "destructive" else "send"]
         own = words & vocabulary
         if own:
             if not own & job.named:
-                return f"{risk}, and the job does not ask to {'/'.join(sorted(own))}"
+                return f"{risk}, and the job does not ask to {_said(name, own)}"
         elif not (verbs & job.named or vocabulary & job.named):
             return f"{risk} (annotated), and the job names no such action"
     return None
