@@ -363,7 +363,8 @@ def persona_table(draft: Draft, catalog: Catalog, current: PersonaConfig | None)
             route = catalog.resource_routes.get(item.name) or catalog.template_routes[item.name]
             servers.add(route.upstream.name)
     table: dict[str, Any] = {}
-    description = draft.description or (current.description if current else None)
+    # A person's description of an existing persona is kept; the model's is only a suggestion.
+    description = (current.description if current else None) or draft.description
     if description:
         table["description"] = description
     table["servers"] = sorted(servers)

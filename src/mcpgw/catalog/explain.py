@@ -73,8 +73,8 @@ def explain(registry: Registry, name: str) -> Explanation:
             "call every tool of its servers" + (" that is annotated read-only" * persona.read_only)
         )
     elif persona.allow:
-        noun = "tool" if len(persona.allow) == 1 else "tools"
-        out.can.append(f"call only these {noun}: {_names(persona.allow)}")
+        these = "this tool" if len(persona.allow) == 1 else "these tools"
+        out.can.append(f"call only {these}: {_names(persona.allow)}")
     else:
         out.cannot.append("call any tool")
     if persona.deny:
