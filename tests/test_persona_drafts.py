@@ -16,6 +16,7 @@ from typing import Any
 
 import mcp_types as types
 import pytest
+import tomlkit
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
 
@@ -24,6 +25,7 @@ from conftest import StandIn
 from mcpgw import config as config_mod
 from mcpgw.audit import open_for
 from mcpgw.catalog.drafts import Draft, persona_table
+from mcpgw.catalog.explain import explain
 from mcpgw.config.edit import persona_edit, write_atomically
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import DraftError
@@ -361,3 +363,35 @@ async def test_no_route_and_an_unknown_route_are_draft_errors(gateway: Gateway) 
         drafting.chain(registry, None)
     with pytest.raises(DraftError, match=r"unknown sampling route 'nope' \(known: good, partial"):
         drafting.chain(gateway.registry, "nope")
+
+
+async def test_an_empty_job_is_a_draft_error_before_any_model_call(gateway: Gateway, llm: StandIn) -> None:
+    llm.clear()
+    with pytest.raises(DraftError, match="the job description is empty"):
+        await drafting.draft(
+            gateway.registry, gateway.catalog, persona="x", job="  ", servers={}, route="good"
+        )
+    assert llm.requests() == []
+
+
+def test_explain_names_rules_overrides_and_budgets_but_no_fixed_value(registry_path: Path) -> None:
+    text = registry_path.read_text() + (
+        '\n[sampling.personas.reader]\npolicy = "llm"\nroutes = ["good"]\ntokens_per_day = 1000\n'
+    )
+    registry = config_mod.validate(tomlkit.parse(text).unwrap(), source="t")
+    said = explain(registry, "reader")
+    assert said.can == [
+        "see every server in the registry",
+        "call only this tool: tr__read_issue",
+        "call tools that change things, when its tool rules allow them",
+        "have its servers' sampling requests answered (llm)",
+        "use only these model routes: good",
+    ]
+    assert said.cannot == [
+        "call tools matching tr__add_label (deny wins over allow)",
+        "choose label of tr__add_label: fixed, and hidden from it",
+        "use any resource",
+        "use any prompt",
+        "spend more than 1000 tokens a day on models",
+    ]
+    assert "FIXED-REPO-VALUE-77" not in json.dumps(said.as_dict())
