@@ -395,3 +395,23 @@ def test_explain_names_rules_overrides_and_budgets_but_no_fixed_value(registry_p
         "spend more than 1000 tokens a day on models",
     ]
     assert "FIXED-REPO-VALUE-77" not in json.dumps(said.as_dict())
+
+
+async def test_the_sampling_data_rules_apply_to_the_drafts_request(registry_path: Path, llm: StandIn) -> None:
+    text = registry_path.read_text() + (
+        '\n[[security.rules]]\ndetectors = ["email"]\ndirections = ["sampling"]\naction = "redact"\n'
+    )
+    registry = config_mod.validate(tomlkit.parse(text).unwrap(), source="t")
+    async with parity.served(registry, {"tr": tracker()}, audit=None) as served:
+        llm.clear()
+        made, _ = await drafting.draft(
+            registry,
+            served.catalog,
+            persona="triager",
+            job=JOB + " Escalate to alice@example.com.",
+            servers=drafting.described(registry, served.upstreams),
+            route="partial",
+        )
+    sent = json.dumps(llm.requests())
+    assert "alice@example.com" not in sent and "[REDACTED:email]" in sent
+    assert made.names("tool") == ["tr__read_issue", "tr__search_code"]

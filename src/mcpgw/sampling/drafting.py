@@ -3,7 +3,8 @@
 Owns: the instructions and the one request sent to the model (the job and the
 catalog facts of `catalog.drafts.facts`, nothing else), the chain of routes a
 draft uses (`--route`, then the `[sampling] fallbacks`, else every route in file
-order), and the draft's audit row (kind `draft`: the job, the route, tokens,
+order), the `sampling` data rules applied to that request as to any other bound for
+a model, and the draft's audit row (kind `draft`: the job, the route, tokens,
 cost, what was kept and what was dropped), written whether the draft succeeds
 or not. The call goes through `llm.Models`, the one litellm boundary, so litellm
 is loaded only here, when a draft runs.
@@ -23,12 +24,15 @@ from mcpgw.config import Registry
 from mcpgw.errors import DraftError, GatewayError
 from mcpgw.sampling import Record
 from mcpgw.sampling.llm import Models
+from mcpgw.security.dataguard import Guard
 
 if TYPE_CHECKING:
     from mcpgw.audit import AuditLog
     from mcpgw.upstream import Upstream
 
 METHOD = "personas/draft"
+ASKER = "mcpgw"
+"""The name a `sampling` data rule's `tools` globs match for a draft's request."""
 MAX_TOKENS = 4096
 INSTRUCTIONS = """\
 You draft least-privilege personas for an MCP gateway. A persona is the set of tools, resources and \
@@ -105,9 +109,11 @@ async def draft(
     record = Record(server="mcpgw", persona=persona)
     result: dict[str, Any] = {"job": job}
     try:
-        answer = await Models(registry.sampling).complete(
-            routes, request(job, facts(catalog, servers)), record
-        )
+        params = request(job, facts(catalog, servers))
+        rules = Guard.from_registry(registry)
+        if rules is not None:  # what leaves for a model passes the `sampling` data rules, drafts too
+            params = rules.check("sampling", persona, ASKER, params)
+        answer = await Models(registry.sampling).complete(routes, params, record)
         content = answer.get("content") or {}
         text = str(content.get("text", "")) if isinstance(content, dict) else ""
         made = guard(parse(text), persona=persona, job=job, catalog=catalog, registry=registry)
