@@ -156,7 +156,7 @@ def test_explain_says_what_a_persona_can_and_cannot_do(registry: Path) -> None:
         "  - use any resource",
         "  - use any prompt",
     ]
-    as_json = json.loads(run("personas", "explain", "narrow", "-c", str(registry), "--json").stdout)
+    as_json = json.loads(run("personas", "--json", "-c", str(registry), "explain", "narrow").stdout)
     assert as_json["can"][1] == "call only this tool: up__echo"
     unknown = run("personas", "explain", "nope", "-c", str(registry))
     assert unknown.exit_code == 2

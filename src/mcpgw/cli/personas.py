@@ -48,9 +48,18 @@ def _config(config_path: Path | None) -> Path | None:
     """The subcommand's `--config`, else the group's (`mcpgw personas -c FILE draft ...`)."""
     if config_path is not None:
         return config_path
-    parent = click.get_current_context().parent
-    given = parent.params.get("config_path") if parent is not None else None
+    given = _group_params().get("config_path")
     return given if isinstance(given, Path) else None
+
+
+def _json(as_json: bool) -> bool:
+    """The subcommand's `--json`, or the group's (`mcpgw personas --json explain ...`)."""
+    return as_json or bool(_group_params().get("as_json"))
+
+
+def _group_params() -> dict[str, Any]:
+    parent = click.get_current_context().parent
+    return dict(parent.params) if parent is not None else {}
 
 
 @personas.command("draft")
@@ -73,7 +82,7 @@ def draft(
     from mcpgw.errors import RegistryError
     from mcpgw.sampling import drafting
 
-    config_path = _config(config_path)
+    config_path, as_json = _config(config_path), _json(as_json)
     registry, path = load_registry(config_path)
     drafting.chain(registry, route)  # no route, or an unknown one: said before any server starts
     quiet_logs()
@@ -198,6 +207,7 @@ def explain(name: str, config_path: Path | None, as_json: bool) -> None:
 
     registry, _ = load_registry(_config(config_path))
     said = explain_persona(registry, name)
+    as_json = _json(as_json)
     if as_json:
         out.print_json(data=said.as_dict())
         return
