@@ -367,12 +367,17 @@ class StandIn:
     def __init__(self, port: int) -> None:
         self.base = f"http://127.0.0.1:{port}/v1"
         self._control = f"http://127.0.0.1:{port}/requests"
+        self._answers = f"http://127.0.0.1:{port}/answers"
 
     def requests(self) -> list[dict[str, Any]]:
         return list(httpx.get(self._control).json())
 
     def clear(self) -> None:
         httpx.delete(self._control)
+
+    def script(self, model: str, text: str) -> None:
+        """What the model named `model` (a `scripted...` name) answers from now on."""
+        httpx.put(self._answers, json={"model": model, "text": text}).raise_for_status()
 
 
 @pytest.fixture(scope="module")

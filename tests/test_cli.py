@@ -67,7 +67,8 @@ def test_help_and_version_do_not_import_the_server_stack() -> None:
     script = (
         "import sys\n"
         "from mcpgw.cli import main\n"
-        "for args in (['--help'], ['--version'], ['pin', '--help'], ['serve', '--help']):\n"
+        "for args in (['--help'], ['--version'], ['pin', '--help'], ['serve', '--help'],\n"
+        "             ['personas', 'draft', '--help'], ['personas', 'explain', '--help']):\n"
         "    try:\n"
         "        main(args)\n"
         "    except SystemExit as exc:\n"

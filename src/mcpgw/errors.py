@@ -9,6 +9,7 @@ a message from the CLI) never have to guess.
     ├── ConfigError                   a bad servers.toml: file, key, reason (exit 2)
     ├── RegistryError                 an edit the registry refuses (exit 2)
     ├── StartupError                  `serve` cannot start: port taken, address invalid (exit 2)
+    ├── DraftError                    a persona draft cannot be made: no route, not a proposal (exit 2)
     ├── UpstreamError                 an upstream failed; names the server (exit 3)
     │   ├── UpstreamUnavailable       not connected / failed to start
     │   └── UpstreamTimeout           a call exceeded its timeout
@@ -71,6 +72,12 @@ class RegistryError(GatewayError):
 
 class StartupError(GatewayError):
     """The gateway cannot start serving (its port is taken, its address cannot be bound)."""
+
+    exit_code = 2
+
+
+class DraftError(GatewayError):
+    """`mcpgw personas draft` cannot draft: no sampling route, or the model's answer is not a proposal."""
 
     exit_code = 2
 

@@ -8,10 +8,12 @@ requested model name, so one server serves every route of a test registry:
 - `flaky-S-N...`  answers HTTP S to the first N requests for this model name, then answers;
 - `stall...`     waits 4 s before answering (longer than the tests' timeouts);
 - `tools...`     answers with a tool call to the first tool offered;
+- `scripted...`  answers with the text a test set for this model name (`PUT /answers`);
 - anything else  answers `stand-in answer from <model>: <last user text>`.
 
 Every request is recorded; `GET /requests` lists them, `DELETE /requests`
 forgets them, so tests can assert what reached the model, or that nothing did.
+`PUT /answers` with `{"model": ..., "text": ...}` sets what a `scripted...` model says.
 
     python tests/servers/llm.py PORT
 """
@@ -33,6 +35,8 @@ from starlette.routing import Route
 RECORDED: list[dict[str, Any]] = []
 FAILED: dict[str, int] = {}
 """Failures served so far per `flaky-S-N` model name."""
+ANSWERS: dict[str, str] = {}
+"""What each `scripted...` model name answers."""
 FLAKY = re.compile(r"flaky-(\d{3})-(\d+)")
 
 
@@ -82,6 +86,9 @@ async def completions(request: Request) -> JSONResponse:
             ],
         }
         finish = "tool_calls"
+    elif model.startswith("scripted"):
+        message = {"role": "assistant", "content": ANSWERS.get(model, "")}
+        finish = "stop"
     else:
         message = {
             "role": "assistant",
@@ -110,8 +117,15 @@ async def requests(request: Request) -> JSONResponse:
     return JSONResponse(RECORDED)
 
 
+async def answers(request: Request) -> JSONResponse:
+    body = await request.json()
+    ANSWERS[str(body["model"])] = str(body["text"])
+    return JSONResponse({"ok": True})
+
+
 app = Starlette(
     routes=[
+        Route("/answers", answers, methods=["PUT"]),
         Route("/v1/chat/completions", completions, methods=["POST"]),
         Route("/chat/completions", completions, methods=["POST"]),
         Route("/requests", requests, methods=["GET", "DELETE"]),

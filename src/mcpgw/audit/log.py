@@ -415,9 +415,9 @@ def open_for(
 
 
 def _spend(kind: Kind, result: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A sampling row's tokens and cost as columns (also kept in its `result`); numbers only."""
+    """A sampling (or draft) row's tokens and cost as columns (also kept in its `result`); numbers only."""
     values: dict[str, Any] = dict.fromkeys(SPEND_KEYS)
-    if kind is Kind.SAMPLING and result is not None:
+    if kind in (Kind.SAMPLING, Kind.DRAFT) and result is not None:
         for key, cast in (("input_tokens", int), ("output_tokens", int), ("cost_usd", float)):
             value = result.get(key)
             if isinstance(value, int | float) and not isinstance(value, bool):

@@ -43,6 +43,8 @@ class Kind(StrEnum):
     """A configuration load (the row's name is the registry file)."""
     SAMPLING = "sampling"
     """An upstream's sampling request: its accounting is the row's result."""
+    DRAFT = "draft"
+    """`mcpgw personas draft`: the job, the route, tokens and cost, what was kept and dropped."""
 
 
 STAT_KINDS = (Kind.CALL, Kind.READ, Kind.PROMPT, Kind.COMPLETE, Kind.LIST)

@@ -1,4 +1,4 @@
-"""The catalog views: `mcpgw tools`, `personas` and `list-servers`.
+"""The catalog views: `mcpgw tools`, `list-servers`, and the listing of `mcpgw personas`.
 
 Each starts the gateway as `serve` would (the same assembly, pins and poisoning
 policy), prints what it serves (the rows come from `core.status`), and stops it;
@@ -101,14 +101,8 @@ def _listing(command: str, config_path: Path | None, persona: str | None = None)
     return " ".join([*words, "--warnings"])
 
 
-@click.command("personas")
-@config_option
-@json_option
-@click.option(
-    "--warnings", "all_warnings", is_flag=True, help="List every item served with a warning (else: one line)."
-)
-def personas(config_path: Path | None, as_json: bool, all_warnings: bool) -> None:
-    """Start every server and list the personas with what each one sees."""
+def show_personas(config_path: Path | None, *, as_json: bool, all_warnings: bool) -> None:
+    """`mcpgw personas`: start every server and list the personas with what each one sees."""
     registry, path = load_registry(config_path)
 
     def show(gateway: Gateway, trust: Trust) -> None:

@@ -172,3 +172,63 @@ def mcpgw_command(config: Path | None, *, extra_args: list[str] | None = None) -
         if exe.exists():
             return str(exe), args
     return sys.executable, ["-m", "mcpgw", *args]
+
+
+# --- personas ----------------------------------------------------------------------------------
+
+
+def persona_edit(path: Path, name: str, keys: Mapping[str, object]) -> tuple[str, str, Registry]:
+    """The registry text before and after setting `keys` of `[personas.NAME]`, the result validated.
+
+    Keys of the persona not in `keys` (`deny`, `tools` overrides, `catalog`, comments) stay as they
+    are; `resources` and `prompts` get their `allow` set and keep their `deny`; a false `read_only`
+    is removed rather than written. Nothing is written: the caller shows the diff, then writes the
+    new text with `write_atomically`.
+    """
+    doc = _read(path)
+    before = tomlkit.dumps(doc)
+    if "personas" not in doc:
+        doc.add("personas", tomlkit.table(is_super_table=True))
+    personas = doc["personas"]
+    assert isinstance(personas, Table)
+    if name not in personas:
+        personas.add(name, tomlkit.table())
+    table = personas[name]
+    if not isinstance(table, Table):
+        raise RegistryError(f"[personas.{name}] in {path} is not a table; edit it by hand")
+    for key, value in keys.items():
+        if key in ("resources", "prompts") and isinstance(value, Mapping):
+            if key not in table:
+                table.add(key, tomlkit.table())
+            section = table[key]
+            if not isinstance(section, Table):
+                raise RegistryError(f"[personas.{name}.{key}] in {path} is not a table; edit it by hand")
+            for sub, subvalue in value.items():
+                section[sub] = _array(subvalue)
+        elif key == "read_only" and value is False:
+            if key in table:
+                del table[key]
+        else:
+            table[key] = _array(value)
+    registry = validate(doc.unwrap(), source=str(path))
+    return before, tomlkit.dumps(doc), registry
+
+
+def _array(value: object) -> object:
+    """A list of more than two names as a TOML array of one name per line (diffs read line by line)."""
+    if not isinstance(value, list) or len(value) <= 2:
+        return value
+    array = tomlkit.array()
+    array.extend(value)
+    return array.multiline(True)
+
+
+def persona_section(text: str, name: str) -> str:
+    """The `[personas.NAME]` table of a registry text, with its comments, as TOML on its own."""
+    personas = tomlkit.parse(text)["personas"]
+    assert isinstance(personas, Table)
+    section = tomlkit.table(is_super_table=True)
+    section.add(name, personas[name])
+    doc = tomlkit.document()
+    doc.add("personas", section)
+    return tomlkit.dumps(doc)

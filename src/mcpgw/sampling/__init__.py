@@ -29,7 +29,9 @@ The parts it puts together, one job each:
 - `convert`: MCP sampling messages, tools and tool choice <-> chat completions;
 - `budget`: per-persona daily token and dollar budgets, reserved before a model
   call and settled with its real usage after;
-- `mcpgw.audit.spend`: the spend read back from the audit log.
+- `mcpgw.audit.spend`: the spend read back from the audit log;
+- `drafting`: the one model call of `mcpgw personas draft` (the guard rails after it are
+  `mcpgw.catalog.drafts`').
 
 Which downstream call a handshake-era sampling request belongs to: the
 upstream session is shared, and stdio carries no link between the two, so the
