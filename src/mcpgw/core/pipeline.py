@@ -5,11 +5,15 @@
     guard     the data rules on what goes up: a call's or prompt's arguments,
               a completion's argument values; and on what the upstream says while
               the call runs (progress messages, log lines)   (`_guard_up`, `_guard_notifications`)
+    flows     the session's flow policies on a tool call, given what the session did
+              before (refused as a tool error, or asked of the user)          (`_flow_check`)
     forward   counted against draining, under the call's timeout, with progress
               and log relay, through the era bridge                              (`Kind.forward`)
     shape     names and URIs in the result put back into the gateway's namespace (`Kind.shape`)
     guard     the data rules on what comes back: every result and error reply of every kind
                                                                  (`_guard_down`, `_guarded_error`)
+    flows     what the result adds to the session: the labels it carried in, fingerprints
+              of a private tool's values, after the data rules redacted them  (`FlowCall.done`)
 
 The audit step that records the request wraps the pipeline at the server boundary
 (`server.handlers._recorded`), where the caller's client and protocol are known; the
@@ -29,11 +33,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+import anyio
 import mcp_types as types
 
 from mcpgw import audit
 from mcpgw.errors import DataBlocked
 from mcpgw.observe import context as observe
+from mcpgw.security.flows import FlowCall, Refusal, SessionRef, labels_of
 from mcpgw.upstream import Upstream
 from mcpgw.upstream.inflight import ClientChannel
 from mcpgw.upstream.logrelay import LogSink
@@ -59,6 +65,8 @@ class Request:
     """What the client behind the request can answer (sampling, elicitation), for the bridge."""
     on_progress: ProgressRelay | None = None
     on_log: LogSink | None = None
+    session: SessionRef | None = None
+    """The agent session the request belongs to (the flow policies' state); None: not tracked."""
 
 
 @dataclass
@@ -115,6 +123,11 @@ class Pipeline:
             # What goes upstream, not what the client sent: a persona's fixed arguments included,
             # the search-mode wrapper and data-rule redactions removed.
             audit.note(arguments=target.params.get("arguments"))
+        flow = self._flow(request, target)
+        if flow is not None:
+            refused = await self._flow_check(flow, request, target)
+            if refused is not None:
+                return refused
         request = self._guard_notifications(request, target)
         began = time.perf_counter()
         try:
@@ -124,7 +137,79 @@ class Pipeline:
         finally:
             observe.forwarded(time.perf_counter() - began)
         result = kind.shape(gateway, target, result)
-        return self._guard_down(target, result)
+        result = self._guard_down(target, result)
+        if flow is not None:
+            flow.done(result)
+        return result
+
+    def _flow(self, request: Request, target: Target) -> FlowCall | None:
+        """This call's passage through the flow policies; None when none applies (no work at all)."""
+        flows, upstream = self._gateway.flows, target.upstream
+        if flows is None or request.session is None or upstream is None:
+            return None
+        if target.method == "tools/call":
+            route = self._gateway.catalog.tool_routes.get(target.rule_name)
+            labels = labels_of(upstream.config, target.params["name"], route.definition if route else None)
+        elif target.method == "resources/read":
+            # A read sends nothing out: only what it brings in counts (its server's labels).
+            labels = frozenset(upstream.config.labels or ()) & {"private", "untrusted"}
+        else:
+            return None
+        step = audit.current()
+        flow = flows.begin(
+            self._gateway.registry,
+            target.persona,
+            request.session,
+            name=target.rule_name,
+            labels=labels,
+            request_id=step.request_id if step is not None else None,
+        )
+        if flow is not None and step is not None and step.session is None:
+            step.session = flow.session.id
+        return flow
+
+    async def _flow_check(self, flow: FlowCall, request: Request, target: Target) -> dict[str, Any] | None:
+        """None when the call may go on; else the tool error the client gets (and the audit row says why)."""
+        refusal = flow.check(target.params.get("arguments"))
+        if refusal is None:
+            return None
+        if refusal.confirmable and await self._confirmed(request, refusal, target.rule_name):
+            flow.passed()
+            audit.note(findings=f"flow:{refusal.policy}:confirmed")
+            return None
+        text = flow.refused(refusal)
+        if refusal.confirmable:
+            text += "; the user did not confirm it" + (
+                ""
+                if _can_ask(request)
+                else " (this client cannot be asked: it does not take elicitation requests)"
+            )
+        logger.warning("%s", text)
+        audit.note(outcome=audit.Outcome.BLOCKED, findings=f"flow:{refusal.policy}", result=refusal.record())
+        return {"content": [{"type": "text", "text": text}], "isError": True}
+
+    async def _confirmed(self, request: Request, refusal: Refusal, name: str) -> bool:
+        """Ask the user (an elicitation on the call's own channel) whether the call may go on."""
+        client = request.client
+        if not _can_ask(request) or client is None or client.send is None:
+            return False
+        params = {
+            "message": f"Flow policy {refusal.policy}: {refusal.message}. Let {name} run anyway?",
+            "requestedSchema": {
+                "type": "object",
+                "properties": {"confirm": {"type": "boolean", "title": f"Run {name}"}},
+                "required": ["confirm"],
+            },
+        }
+        with anyio.move_on_after(self._gateway.registry.gateway.timeout):
+            answer = await client.send("elicitation/create", params)
+            content = answer.get("content")
+            return (
+                answer.get("action") == "accept"
+                and isinstance(content, dict)
+                and content.get("confirm") is True
+            )
+        return False
 
     def _guard_up(self, target: Target) -> None:
         guard = self._gateway.guard
@@ -188,3 +273,10 @@ class Pipeline:
             return result
         checked: dict[str, Any] = guard.check("results", target.persona, target.rule_name, result)
         return checked
+
+
+def _can_ask(request: Request) -> bool:
+    """A handshake-era client that takes elicitation requests (a 2026-07-28 one would need the call
+    to be answered `input_required` and retried: not offered for flow confirmations)."""
+    client = request.client
+    return client is not None and client.can_elicit and client.send is not None
