@@ -26,6 +26,8 @@ from mcpgw.cli import cli
 from mcpgw.config import parse
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import ConfigError
+from mcpgw.security.fingerprints import Fingerprints, values_of
+from mcpgw.security.flows import Flows, SessionRef, labels_of
 from parity import MODES, gateway_client, registry, served
 
 ACCOUNT = "7731-4402-9917"
@@ -331,3 +333,69 @@ def test_bad_flow_configuration_names_the_key(toml: str, key: str) -> None:
     with pytest.raises(ConfigError) as raised:
         parse(toml, source="servers.toml")
     assert key in str(raised.value)
+
+
+# --- the engine's parts ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("annotations", "labels"),
+    [
+        ({}, set()),
+        ({"readOnlyHint": True, "openWorldHint": True}, {"untrusted"}),
+        ({"openWorldHint": True}, {"untrusted", "egress"}),
+        ({"destructiveHint": True}, {"destructive"}),
+        ({"destructiveHint": True, "readOnlyHint": True}, set()),
+        ({"openWorldHint": False, "destructiveHint": False}, set()),
+    ],
+)
+def test_labels_default_to_what_the_annotations_state(annotations: dict[str, Any], labels: set[str]) -> None:
+    config = parse("[servers.a]\ncommand = 'x'\n", source="t").servers["a"]
+    assert labels_of(config, "t", {"name": "t", "annotations": annotations}) == labels
+
+
+def test_registry_labels_replace_the_annotations_per_server_then_per_tool() -> None:
+    toml = (
+        "[servers.a]\ncommand = 'x'\nlabels = ['private']\ntool_labels = { post = ['egress'], ping = [] }\n"
+    )
+    config = parse(toml, source="t").servers["a"]
+    hinted = {"annotations": {"openWorldHint": True}}
+    assert labels_of(config, "read", hinted) == {"private"}
+    assert labels_of(config, "post", hinted) == {"egress"}
+    assert labels_of(config, "ping", hinted) == set()
+
+
+def _ref(key: str) -> SessionRef:
+    return SessionRef(key=key)
+
+
+def test_sessions_are_bounded_in_number_and_forgotten_after_their_window() -> None:
+    now = [0.0]
+    flows = Flows(clock=lambda: now[0])
+    config = parse("[security.flows]\nmax_sessions = 3\nsession_window = 60\n", source="t")
+    begin = lambda key: flows.begin(config, None, _ref(key), name="t", labels=frozenset(), request_id=None)  # noqa: E731
+    first = begin("a")
+    assert first is not None
+    for key in "bcd":
+        begin(key)
+    assert len(flows) == 3 and begin("a").session is not first.session  # type: ignore[union-attr]
+    now[0] = 61.0
+    begin("e")
+    assert len(flows) == 1
+
+
+def test_fingerprints_are_bounded_and_keep_no_values() -> None:
+    prints = Fingerprints(limit=16, min_length=8)
+    prints.add((f"secret-value-{i:04d}" for i in range(100)), step=1)
+    assert len(prints) == 16
+    assert prints.find({"body": "the secret value 0099 here"}) == 1
+    assert prints.find({"body": "the secret value 0000 here"}) is None  # forgotten: the oldest
+    assert all(isinstance(k, int) for k in prints._seen)
+
+
+def test_short_and_common_values_are_not_fingerprinted() -> None:
+    prints = Fingerprints(limit=100, min_length=8)
+    prints.add(
+        values_of({"content": [{"type": "text", "text": "Name: Bob\nStatus: ok\nTier: gold"}]}), step=1
+    )
+    assert prints.find("ok bob, gold tier it is") is None
