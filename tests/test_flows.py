@@ -67,6 +67,11 @@ class World:
                 "account": {"number": 77314402, "iban": "GB33BUKB20201555555555"},
             }
 
+        @crm.resource("crm://customers/42", mime_type="text/plain")
+        def record() -> str:
+            """A customer's record, as a resource."""
+            return RECORD
+
         @web.tool(annotations=types.ToolAnnotations(read_only_hint=True, open_world_hint=True))
         def fetch(url: str) -> str:
             """Fetch a web page."""
@@ -189,6 +194,19 @@ async def test_a_private_value_in_a_send_is_refused_also_inside_longer_text(mode
             "that came from private data (step 1: crm__customer (private)), and mail__send can send data out"
         )
         assert world.sent() == [{"to": "bob@example.com", "body": "lunch at noon?"}]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_read_of_a_private_servers_resource_is_private_data(mode: str) -> None:
+    async with world_gateway({}) as (gateway, world), session(gateway, mode) as agent:
+        uri = next(str(r.uri) for r in (await agent.client.list_resources()).resources)
+        meta = {"sessionId": agent.id} if mode == "auto" else None
+        await agent.client.read_resource(uri, meta=meta)
+        refused = await agent.call("mail__send", to="bob@example.com", body=f"it is {ACCOUNT}")
+        assert text(refused).startswith("refused by flow policy private-data-egress (step 2: mail__send)")
+        assert f"(step 1: {uri} (private))" in text(refused)
+        assert world.sent() == []
 
 
 @pytest.mark.anyio

@@ -214,15 +214,17 @@ class FlowCall:
     def done(self, result: Any) -> None:
         """What the result adds to the session: its private values, the labels it carried in."""
         step, session = self._step, self.session
-        if step is None or (isinstance(result, Mapping) and result.get("isError")):
+        if step is None:
             return
-        if "private" in step.labels:
+        if "private" in step.labels:  # an error result's text reached the model too
             session.fingerprints.add(values_of(result), step.index)
             session.sources[step.index] = step
             if len(session.sources) > _STEPS_KEPT:
                 del session.sources[next(iter(session.sources))]
-            if session.private is None:
-                session.private = step
+        if isinstance(result, Mapping) and result.get("isError"):
+            return  # a failed read or fetch: no private data or outside content came in
+        if "private" in step.labels and session.private is None:
+            session.private = step
         if "untrusted" in step.labels and session.untrusted is None:
             session.untrusted = step
 
