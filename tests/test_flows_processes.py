@@ -106,3 +106,16 @@ async def test_http_gateway_keeps_each_session_apart_in_both_eras(tmp_path: Path
         ("web__echo", "ok"),
         ("mail__echo", "blocked"),
     ]
+
+
+def test_tools_shows_each_tools_flow_labels(tmp_path: Path) -> None:
+    config = registry(tmp_path, upstream_server())
+    shown = CliRunner().invoke(cli, ["tools", "-c", str(config), "--json"])
+    assert shown.exit_code == 0, shown.output
+    labels = json.loads(shown.stdout)["labels"]
+    assert {name: labels[name] for name in ("crm__echo", "web__echo", "mail__echo")} == {
+        "crm__echo": ["private"],
+        "web__echo": ["untrusted"],
+        "mail__echo": ["egress"],
+    }
+    assert "crm__add" not in labels  # read-only, no open world: nothing to label
