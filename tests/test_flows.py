@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
 
+from mcpgw.assembly import reload_parts
 from mcpgw.audit import AuditLog
 from mcpgw.cli import cli
 from mcpgw.config import parse
@@ -417,3 +418,18 @@ def test_short_and_common_values_are_not_fingerprinted() -> None:
         values_of({"content": [{"type": "text", "text": "Name: Bob\nStatus: ok\nTier: gold"}]}), step=1
     )
     assert prints.find("ok bob, gold tier it is") is None
+
+
+@pytest.mark.anyio
+async def test_a_reload_keeps_the_sessions_and_its_new_policy_applies_at_once() -> None:
+    async with (
+        world_gateway({"untrusted_egress": "allow"}) as (gateway, world),
+        session(gateway, "legacy") as agent,
+    ):
+        await read_then_fetch(agent)
+        assert text(await agent.call("mail__send", to="a@example.com", body="rates")) == "sent"
+        stricter = registry(SERVERS, security={"flows": {"untrusted_egress": "refuse"}})
+        await gateway.reconfigure(reload_parts(stricter, registry_path=None, running=gateway))
+        refused = await agent.call("mail__send", to="a@example.com", body="rates")
+        assert text(refused).startswith("refused by flow policy untrusted-egress (step 4: mail__send)")
+        assert len(world.sent()) == 1
