@@ -13,11 +13,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import mcp_types as types
 import pytest
 import tomlkit
 from click.testing import CliRunner
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from conftest import UPSTREAM, background, free_port, gateway_stdio, mcpgw_command, upstream_server
 from mcpgw.cli import cli
@@ -97,6 +99,15 @@ async def test_http_gateway_keeps_each_session_apart_in_both_eras(tmp_path: Path
             await legacy.call_tool("crm__echo", {"message": RECORD})
             refused = await legacy.call_tool("mail__echo", {"message": f"acct {ACCOUNT}"})
             assert "private-data-egress" in text(refused)
+        # A 2026-07-28 client may name its session in a header instead of in each request's `_meta`.
+        named = {"Mcpgw-Session": ids["clean"]}
+        async with (
+            httpx2.AsyncClient(headers=named) as http,
+            Client(streamable_http_client(url, http_client=http), mode="auto", cache=None) as header,
+        ):
+            await header.call_tool("crm__echo", {"message": RECORD})
+            refused = await header.call_tool("mail__echo", {"message": f"acct {ACCOUNT}"})
+            assert text(refused).startswith("refused by flow policy private-data-egress (step 3: mail__echo)")
     assert sent(log) == ["hello", "hi"]
     shown = CliRunner().invoke(cli, ["logs", "-c", str(config), "--session", ids["attacked"], "--json"])
     assert shown.exit_code == 0, shown.output
