@@ -904,7 +904,10 @@ async def bench_flows(s: Settings, tmp: Path, results: Results, errlog: IO[str])
         await check_echo(without, "up__echo")
         await check_echo(with_flows, "up__echo")
         loaded = await with_flows.call_tool("up__echo", {"message": record})
-        refused = await with_flows.call_tool("up__echo", {"message": "ACC-000042-32598"})
+        last = FLOW_VALUES - 1  # the newest value: the session keeps the most recent 5000 fingerprints
+        refused = await with_flows.call_tool(
+            "up__echo", {"message": f"ACC-{last:06d}-{last * 7919 % 100000:05d}"}
+        )
         if loaded.is_error or not refused.is_error:
             raise RuntimeError("the flows gateway did not refuse a private value sent back out")
         d_call, g_call = echo_call(without, "up__echo"), echo_call(with_flows, "up__echo")

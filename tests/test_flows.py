@@ -433,3 +433,20 @@ async def test_a_reload_keeps_the_sessions_and_its_new_policy_applies_at_once() 
         refused = await agent.call("mail__send", to="a@example.com", body="rates")
         assert text(refused).startswith("refused by flow policy untrusted-egress (step 4: mail__send)")
         assert len(world.sent()) == 1
+
+
+def test_fingerprints_of_all_sessions_are_bounded_least_recently_used_session_first() -> None:
+    flows = Flows()
+    config = parse("[security.flows]\nmax_fingerprints_total = 300\n", source="t")
+
+    def fill(key: str) -> None:
+        call = flows.begin(
+            config, None, _ref(key), name="crm", labels=frozenset({"private"}), request_id=None
+        )
+        assert call is not None and call.check(None) is None
+        call.done({"content": [{"type": "text", "text": " ".join(f"ID{key}{i:05d}" for i in range(60))}]})
+
+    for key in "abc":
+        fill(key)
+    sizes = {key: len(session.fingerprints) for key, session in flows._sessions.items()}
+    assert list(sizes) == ["b", "c"] and flows.fingerprints == sum(sizes.values()) <= 300

@@ -41,9 +41,12 @@ class FlowSettings(FlowPolicy):
     session_window: Annotated[float, Field(gt=0)] = 1800.0
     """Seconds a session is kept after its last call; also the window in which a 2026-07-28 client's
     calls that name no session count as one session of its principal."""
-    max_sessions: Annotated[int, Field(ge=1)] = 10_000
+    max_sessions: Annotated[int, Field(ge=1)] = 1000
     """Sessions tracked at once; the least recently used is forgotten first."""
-    max_fingerprints: Annotated[int, Field(ge=16)] = 20_000
+    max_fingerprints: Annotated[int, Field(ge=16)] = 5000
     """Fingerprints of private values kept per session; the oldest are forgotten first."""
+    max_fingerprints_total: Annotated[int, Field(ge=16)] = 500_000
+    """Fingerprints kept in all sessions together (about 100 bytes each); past it, the least recently
+    used sessions are forgotten first (never the one being served)."""
     min_value_length: Annotated[int, Field(ge=4)] = 8
     """Private values shorter than this (in characters) are not fingerprinted: too common to match."""

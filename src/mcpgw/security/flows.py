@@ -143,6 +143,7 @@ class FlowCall:
 
     def __init__(
         self,
+        owner: Flows,
         session: FlowSession,
         policy: Resolved,
         name: str,
@@ -151,6 +152,7 @@ class FlowCall:
     ) -> None:
         self.session, self.policy, self.name, self.labels = session, policy, name, labels
         self.request_id = request_id
+        self._owner = owner
         self._step: Step | None = None
 
     def check(self, arguments: Any) -> Refusal | None:
@@ -217,7 +219,9 @@ class FlowCall:
         if step is None:
             return
         if "private" in step.labels:  # an error result's text reached the model too
+            before = len(session.fingerprints)
             session.fingerprints.add(values_of(result), step.index)
+            self._owner.grew(session, len(session.fingerprints) - before)
             session.sources[step.index] = step
             if len(session.sources) > _STEPS_KEPT:
                 del session.sources[next(iter(session.sources))]
@@ -236,10 +240,29 @@ class Flows:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._sessions: OrderedDict[str, FlowSession] = OrderedDict()
+        self._total = 0
+        """Fingerprints held in all sessions."""
+        self._limits: tuple[float, int, int, int, int] = (1800.0, 1000, 5000, 500_000, 8)
         self._resolved: tuple[Registry | None, dict[str | None, Resolved | None]] = (None, {})
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    @property
+    def fingerprints(self) -> int:
+        return self._total
+
+    def grew(self, session: FlowSession, added: int) -> None:
+        """`session` holds `added` more fingerprints: past the total, the least recently used go."""
+        self._total += added
+        while self._total > self._limits[3] and len(self._sessions) > 1:
+            key, oldest = next(iter(self._sessions.items()))
+            if oldest is session:
+                break  # only the one being served is left that holds any
+            self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        self._total -= len(self._sessions.pop(key).fingerprints)
 
     def policy(self, registry: Registry, persona: str | None) -> Resolved | None:
         """`persona`'s flow policy, or None when no flow policy applies to it (the call path does nothing)."""
@@ -264,30 +287,35 @@ class Flows:
         policy = self.policy(registry, persona)
         if policy is None:
             return None
-        return FlowCall(self._session(registry, ref), policy, name, labels, request_id)
+        return FlowCall(self, self._session(registry, ref), policy, name, labels, request_id)
 
     def _session(self, registry: Registry, ref: SessionRef) -> FlowSession:
         settings = registry.security.flows
-        window = settings.session_window if settings is not None else 1800.0
+        if settings is not None:
+            self._limits = (
+                settings.session_window,
+                settings.max_sessions,
+                settings.max_fingerprints,
+                settings.max_fingerprints_total,
+                settings.min_value_length,
+            )
+        window, cap, limit, _, least = self._limits
         now = self._clock()
         sessions = self._sessions
         while sessions:  # the oldest first: stop at the first still in its window
-            oldest = next(iter(sessions.values()))
+            key, oldest = next(iter(sessions.items()))
             if now - oldest.last <= window:
                 break
-            sessions.popitem(last=False)
+            self._forget(key)
         session = sessions.get(ref.key)
         if session is None:
-            limit = settings.max_fingerprints if settings is not None else 20_000
-            least = settings.min_value_length if settings is not None else 8
             session = FlowSession(
                 id=ref.id or f"flow-{uuid.uuid4().hex[:12]}",
                 fingerprints=Fingerprints(limit=limit, min_length=least),
             )
             sessions[ref.key] = session
-            cap = settings.max_sessions if settings is not None else 10_000
             while len(sessions) > cap:
-                sessions.popitem(last=False)
+                self._forget(next(iter(sessions)))
         else:
             sessions.move_to_end(ref.key)
         session.last = now
