@@ -392,12 +392,13 @@ def test_sessions_are_bounded_in_number_and_forgotten_after_their_window() -> No
     now = [0.0]
     flows = Flows(clock=lambda: now[0])
     config = parse("[security.flows]\nmax_sessions = 3\nsession_window = 60\n", source="t")
-    begin = lambda key: flows.begin(config, None, _ref(key), name="t", labels=frozenset(), request_id=None)  # noqa: E731
+    policy = flows.policy(config, None)
+    assert policy is not None
+    begin = lambda key: flows.begin(config, policy, _ref(key), name="t", labels=frozenset(), request_id=None)  # noqa: E731
     first = begin("a")
-    assert first is not None
     for key in "bcd":
         begin(key)
-    assert len(flows) == 3 and begin("a").session is not first.session  # type: ignore[union-attr]
+    assert len(flows) == 3 and begin("a").session is not first.session
     now[0] = 61.0
     begin("e")
     assert len(flows) == 1

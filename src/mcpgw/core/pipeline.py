@@ -144,11 +144,15 @@ class Pipeline:
 
     def _flow(self, request: Request, target: Target) -> FlowCall | None:
         """This call's passage through the flow policies; None when none applies (no work at all)."""
-        flows, upstream = self._gateway.flows, target.upstream
+        gateway, upstream = self._gateway, target.upstream
+        flows = gateway.flows
         if flows is None or request.session is None or upstream is None:
             return None
+        policy = flows.policy(gateway.registry, target.persona)
+        if policy is None:
+            return None
         if target.method == "tools/call":
-            route = self._gateway.catalog.tool_routes.get(target.rule_name)
+            route = gateway.catalog.tool_routes.get(target.rule_name)
             labels = labels_of(upstream.config, target.params["name"], route.definition if route else None)
         elif target.method == "resources/read":
             # A read sends nothing out: only what it brings in counts (its server's labels).
@@ -157,14 +161,14 @@ class Pipeline:
             return None
         step = audit.current()
         flow = flows.begin(
-            self._gateway.registry,
-            target.persona,
+            gateway.registry,
+            policy,
             request.session,
             name=target.rule_name,
             labels=labels,
             request_id=step.request_id if step is not None else None,
         )
-        if flow is not None and step is not None and step.session is None:
+        if step is not None and step.session is None:
             step.session = flow.session.id
         return flow
 
@@ -202,7 +206,11 @@ class Pipeline:
             },
         }
         with anyio.move_on_after(self._gateway.registry.gateway.timeout):
-            answer = await client.send("elicitation/create", params)
+            try:
+                answer = await client.send("elicitation/create", params)
+            except Exception as exc:  # whatever the client answered, it was not a yes
+                logger.warning("the confirmation of %s failed: %s", name, exc)
+                return False
             content = answer.get("content")
             return (
                 answer.get("action") == "accept"

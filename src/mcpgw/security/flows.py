@@ -277,16 +277,14 @@ class Flows:
     def begin(
         self,
         registry: Registry,
-        persona: str | None,
+        policy: Resolved,
         ref: SessionRef,
         *,
         name: str,
         labels: frozenset[Label],
         request_id: str | None,
-    ) -> FlowCall | None:
-        policy = self.policy(registry, persona)
-        if policy is None:
-            return None
+    ) -> FlowCall:
+        """A call of `ref`'s session under `policy` (`Flows.policy`), the session made if it is new."""
         return FlowCall(self, self._session(registry, ref), policy, name, labels, request_id)
 
     def _session(self, registry: Registry, ref: SessionRef) -> FlowSession:
