@@ -9,9 +9,10 @@ gives the line, `Email` and `a@b.example`. Texts are compared as their runs of l
 case-folded, so `4111-1111-1111-1111` matches `4111 1111 1111 1111`, and a value's run of n
 tokens is found anywhere inside a longer text by sliding an n-token window over it. A value of
 more than `SPAN` tokens is kept as its overlapping `SPAN`-token shingles: copying any `SPAN`
-consecutive words of it is caught. Single tokens that look like identifiers (a digit or more
-and at least `min_length` characters: account numbers, keys) are kept on their own too, so one
-found inside prose is caught.
+consecutive words of it is caught (of a text with more shingles than half a session's
+`max_fingerprints`, every k-th shingle is kept, and a copied run of `SPAN + k - 1` words is
+caught). Single tokens that look like identifiers (a digit or more and at least `min_length`
+characters: account numbers, keys) are kept on their own too, so one found inside prose is caught.
 
 Only fingerprints are kept (Python's salted `hash` of the token tuple, per process), never the
 values: the gateway holds no copy of the private data. A fingerprint may collide with another
@@ -120,8 +121,13 @@ class Fingerprints:
                 if len(words) > 1 and all(w.isdigit() for w in words):
                     runs.append(("".join(words),))  # 4111 1111 ... written as one number
             else:
-                runs = [tuple(words[i : i + SPAN]) for i in range(len(words) - SPAN + 1)]
-            runs += [(w,) for w in words if len(w) >= self._min and not w.isalpha()]
+                # Only the newest `limit` fingerprints are kept: a text with more shingles than half
+                # that is shingled with a stride (a copied run must then be a few words longer).
+                count = len(words) - SPAN + 1
+                stride = -(-count // max(1, self._limit // 2))
+                runs = [tuple(words[i : i + SPAN]) for i in range(0, count, stride)]
+            least = self._min
+            runs += [(w,) for w in set(words) if len(w) >= least and not w.isalpha()]
             for run in runs:
                 if run not in done:
                     done.add(run)
