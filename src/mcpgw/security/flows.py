@@ -97,6 +97,7 @@ class FlowSession:
     """What one agent session has done: its steps, the labels touched, its private values' fingerprints."""
 
     id: str
+    key: str
     fingerprints: Fingerprints
     last: float = 0.0
     count: int = 0
@@ -254,6 +255,8 @@ class Flows:
 
     def grew(self, session: FlowSession, added: int) -> None:
         """`session` holds `added` more fingerprints: past the total, the least recently used go."""
+        if self._sessions.get(session.key) is not session:
+            return  # forgotten while its call ran: its fingerprints go with it
         self._total += added
         while self._total > self._limits[3] and len(self._sessions) > 1:
             key, oldest = next(iter(self._sessions.items()))
@@ -309,6 +312,7 @@ class Flows:
         if session is None:
             session = FlowSession(
                 id=ref.id or f"flow-{uuid.uuid4().hex[:12]}",
+                key=ref.key,
                 fingerprints=Fingerprints(limit=limit, min_length=least),
             )
             sessions[ref.key] = session
