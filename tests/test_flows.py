@@ -451,3 +451,19 @@ def test_fingerprints_of_all_sessions_are_bounded_least_recently_used_session_fi
         fill(key)
     sizes = {key: len(session.fingerprints) for key, session in flows._sessions.items()}
     assert list(sizes) == ["b", "c"] and flows.fingerprints == sum(sizes.values()) <= 300
+
+
+def test_a_client_naming_many_sessions_pushes_out_only_its_own() -> None:
+    flows = Flows()
+    config = parse("[security.flows]\nmax_sessions_per_client = 2\n", source="t")
+    policy = flows.policy(config, None)
+    assert policy is not None
+
+    def begin(key: str, client: str) -> None:
+        ref = SessionRef(key=key, id=key, client=client)
+        flows.begin(config, policy, ref, name="t", labels=frozenset(), request_id=None)
+
+    begin("victim", "alice")
+    for i in range(10):
+        begin(f"m{i}", "mallory")
+    assert list(flows._sessions) == ["victim", "m8", "m9"]

@@ -43,6 +43,8 @@ class FlowSettings(FlowPolicy):
     calls that name no session count as one session of its principal."""
     max_sessions: Annotated[int, Field(ge=1)] = 1000
     """Sessions tracked at once; the least recently used is forgotten first."""
+    max_sessions_per_client: Annotated[int, Field(ge=1)] = 64
+    """Sessions one 2026-07-28 client may name at once; its least recently used goes first."""
     max_fingerprints: Annotated[int, Field(ge=16)] = 5000
     """Fingerprints of private values kept per session; the oldest are forgotten first."""
     max_fingerprints_total: Annotated[int, Field(ge=16)] = 500_000

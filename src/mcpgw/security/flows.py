@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -70,6 +70,8 @@ class SessionRef:
     id: str | None = None
     """The id the audit log shows; None: the session is the client's calls within `session_window`,
     and the state names itself."""
+    client: str | None = None
+    """Who named the session (a 2026-07-28 client's own id): `max_sessions_per_client` counts these."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class FlowSession:
     id: str
     key: str
     fingerprints: Fingerprints
+    client: str | None = None
     last: float = 0.0
     count: int = 0
     steps: deque[Step] = field(default_factory=lambda: deque(maxlen=_STEPS_KEPT))
@@ -243,7 +246,9 @@ class Flows:
         self._sessions: OrderedDict[str, FlowSession] = OrderedDict()
         self._total = 0
         """Fingerprints held in all sessions."""
-        self._limits: tuple[float, int, int, int, int] = (1800.0, 1000, 5000, 500_000, 8)
+        self._named: Counter[str] = Counter()
+        """Sessions each client named (`SessionRef.client`)."""
+        self._limits: tuple[float, int, int, int, int, int] = (1800.0, 1000, 5000, 500_000, 8, 64)
         self._resolved: tuple[Registry | None, dict[str | None, Resolved | None]] = (None, {})
 
     def __len__(self) -> int:
@@ -265,7 +270,12 @@ class Flows:
             self._forget(key)
 
     def _forget(self, key: str) -> None:
-        self._total -= len(self._sessions.pop(key).fingerprints)
+        session = self._sessions.pop(key)
+        self._total -= len(session.fingerprints)
+        if session.client is not None:
+            self._named[session.client] -= 1
+            if not self._named[session.client]:
+                del self._named[session.client]
 
     def policy(self, registry: Registry, persona: str | None) -> Resolved | None:
         """`persona`'s flow policy, or None when no flow policy applies to it (the call path does nothing)."""
@@ -299,8 +309,9 @@ class Flows:
                 settings.max_fingerprints,
                 settings.max_fingerprints_total,
                 settings.min_value_length,
+                settings.max_sessions_per_client,
             )
-        window, cap, limit, _, least = self._limits
+        window, cap, limit, _, least, per_client = self._limits
         now = self._clock()
         sessions = self._sessions
         while sessions:  # the oldest first: stop at the first still in its window
@@ -310,12 +321,17 @@ class Flows:
             self._forget(key)
         session = sessions.get(ref.key)
         if session is None:
+            if ref.client is not None and self._named[ref.client] >= per_client:
+                self._forget(next(k for k, s in sessions.items() if s.client == ref.client))
             session = FlowSession(
                 id=ref.id or f"flow-{uuid.uuid4().hex[:12]}",
                 key=ref.key,
                 fingerprints=Fingerprints(limit=limit, min_length=least),
+                client=ref.client,
             )
             sessions[ref.key] = session
+            if ref.client is not None:
+                self._named[ref.client] += 1
             while len(sessions) > cap:
                 self._forget(next(iter(sessions)))
         else:

@@ -10,6 +10,10 @@ Owns: `session_of`, the one place a request's session is decided:
   so one client cannot name its way into another's session;
 - else that client's calls within `[security.flows] session_window` of each other.
 
+A client holds at most `max_sessions_per_client` named sessions (its least recently used goes
+first), so naming many cannot push other clients' state out; handshake-era HTTP sessions are
+bounded per client by the session manager already (`server.sessions`).
+
 A client that names a new session for every call leaves each of them fresh: the named id is
 for honest agent hosts (the threat is a model steered by what it read, not the host).
 """
@@ -54,7 +58,7 @@ def session_of(ctx: Any) -> SessionRef | None:
         who = client_of(scope)
     named = _named(ctx.params, headers)
     if named is not None:
-        return SessionRef(key=f"named:{who}\x00{named}", id=named)
+        return SessionRef(key=f"named:{who}\x00{named}", id=named, client=who)
     return SessionRef(key=f"client:{who}")
 
 
