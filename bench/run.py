@@ -731,7 +731,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     parser.add_argument(
         "--only",
-        choices=("stdio", "http", "list", "cold", "audit", "metrics", "traces", "redact", "cli"),
+        choices=("stdio", "http", "list", "cold", "audit", "metrics", "traces", "redact", "flows", "cli"),
         action="append",
         help="run only these sections (repeatable)",
     )
@@ -976,6 +976,72 @@ def _tracing_hooks_off_us() -> float:
     return min(timeit.repeat(one_call, number=runs, repeat=5)) / runs * 1e6
 
 
+FLOW_VALUES = 2000
+"""Private values the flows gateway's session holds when the measured calls start."""
+
+
+async def bench_flows(s: Settings, tmp: Path, results: Results, errlog: IO[str]) -> None:
+    """The cost of flow policies on the call path: the same stdio gateway with and without them.
+
+    `echo` is labelled private and egress, so every measured call is checked against the session's
+    fingerprints before it goes and fingerprinted after; the session already holds `FLOW_VALUES`
+    private values (one big echo first). Audit off on both sides: the ratio is the policies' alone.
+    """
+    off = write_registry(tmp / "flows-off.toml", {"up": stdio_entry("flows-off")})
+    on = write_registry(tmp / "flows-on.toml", {"up": stdio_entry("flows-on")})
+    off.write_text(off.read_text() + "\n[audit]\nenabled = false\n")
+    on.write_text(
+        on.read_text().replace("[servers.up]", '[servers.up]\ntool_labels = { echo = ["private", "egress"] }')
+        + "\n[audit]\nenabled = false\n\n[security.flows]\n"
+    )
+    record = "\n".join(f"Account {i}: ACC-{i:06d}-{i * 7919 % 100000:05d}" for i in range(FLOW_VALUES))
+    async with (
+        stdio_client_of(gateway_args(off), s.mode, errlog) as without,
+        stdio_client_of(gateway_args(on), s.mode, errlog) as with_flows,
+    ):
+        await check_echo(without, "up__echo")
+        await check_echo(with_flows, "up__echo")
+        loaded = await with_flows.call_tool("up__echo", {"message": record})
+        last = FLOW_VALUES - 1  # the newest value: the session keeps the most recent 5000 fingerprints
+        refused = await with_flows.call_tool(
+            "up__echo", {"message": f"ACC-{last:06d}-{last * 7919 % 100000:05d}"}
+        )
+        if loaded.is_error or not refused.is_error:
+            raise RuntimeError("the flows gateway did not refuse a private value sent back out")
+        d_call, g_call = echo_call(without, "up__echo"), echo_call(with_flows, "up__echo")
+        d_lat, g_lat = await latencies(d_call, g_call, s.calls, s.warmup)
+        cpu_of = {"direct": [find_gateway_pid(off)], "gateway": [find_gateway_pid(on)]}
+        tp = await throughputs(d_call, g_call, s.rounds, s.per_round, cpu_of=cpu_of)
+    ds, gs = summary(d_lat), summary(g_lat)
+    note = "'direct' here is the same gateway without [security.flows] (audit off on both sides)"
+    results.add(
+        Row("flows on vs off: stdio call p50", "ms", ds["p50_ms"], gs["p50_ms"], "<= 1.05x", note=note)
+    )
+    results.add(
+        Row(
+            f"flows off vs on: throughput x{INFLIGHT}",
+            "calls/s",
+            statistics.median(tp.gateway),
+            statistics.median(tp.direct),
+            "<= 1.05x",
+            note="ratio = calls/s with flow policies off / on",
+        )
+    )
+    results.add(
+        Row(
+            "flows on vs off: gateway CPU per call",
+            "ms",
+            tp.cpu_ms.get("direct"),
+            tp.cpu_ms.get("gateway"),
+            "<= 1.05x",
+            note=f"the gateway process's CPU over the throughput rounds; {FLOW_VALUES} private values held",
+            samples=dict(tp.cpu_ms),
+        )
+    )
+    reap(str(off))
+    reap(str(on))
+
+
 REDACT_BYTES = 1_000_000
 
 
@@ -1041,6 +1107,7 @@ async def run(s: Settings, sections: list[str], results: Results) -> None:
                 "metrics": lambda: bench_metrics(s, tmp, results, errlog),
                 "traces": lambda: bench_traces(s, tmp, results, errlog),
                 "redact": lambda: bench_redact(s, tmp, results, errlog),
+                "flows": lambda: bench_flows(s, tmp, results, errlog),
                 "stdio": lambda: bench_stdio(s, tmp, results, errlog),
                 "http": lambda: bench_http(s, tmp, results),
                 "list": lambda: bench_big_list(s, tmp, results, errlog),
@@ -1067,7 +1134,18 @@ async def run(s: Settings, sections: list[str], results: Results) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     s = settings_from(args)
-    sections = args.only or ["stdio", "http", "list", "cold", "audit", "metrics", "traces", "redact", "cli"]
+    sections = args.only or [
+        "stdio",
+        "http",
+        "list",
+        "cold",
+        "audit",
+        "metrics",
+        "traces",
+        "redact",
+        "flows",
+        "cli",
+    ]
     results = Results()
     results.info.update(
         mode=s.mode,

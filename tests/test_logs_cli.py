@@ -280,12 +280,15 @@ def test_rows_name_the_gateway_that_wrote_them(tmp_path: Path, audit_db: Path) -
 
 
 SCHEMA_1 = [
-    column for column in COLUMNS if column not in ("instance", "input_tokens", "output_tokens", "cost_usd")
+    column
+    for column in COLUMNS
+    if column not in ("instance", "input_tokens", "output_tokens", "cost_usd", "session")
 ]
 
 
 def test_an_older_database_gets_the_spend_columns_filled_in(config: Path, audit_db: Path) -> None:
-    """Schema 1 kept tokens and cost only inside a JSON string: opening it copies them to columns."""
+    """Schema 1 kept tokens and cost only inside a JSON string: opening it copies them to columns (and
+    adds every later column: `session`, empty on old rows)."""
     db = sqlite_utils.Database(audit_db)
     db["events"].create({"id": int, **{column: COLUMNS[column] for column in SCHEMA_1}}, pk="id")
     old = dict.fromkeys(SCHEMA_1) | {"ts": iso(NOW), "kind": "sampling", "outcome": "ok", "persona": "p"}
@@ -312,7 +315,8 @@ def test_an_older_database_gets_the_spend_columns_filled_in(config: Path, audit_
         ).fetchall()
         version = check.execute("select value from meta where key = 'schema_version'").fetchone()[0]
     assert spend == [("sampling", 10, 5, 0.25), ("sampling", None, None, None), ("call", None, None, None)]
-    assert version == "2"
+    assert version == "3"
+    assert logs(config, "--session", "any").stderr.strip() == "no rows match these filters"
     rows = [json.loads(line) for line in logs(config, "--json", "--kind", "sampling").stdout.splitlines()]
     assert [(row["input_tokens"], row["cost_usd"]) for row in rows] == [(None, None), (10, 0.25)]
     lines = [line.split("\t") for line in logs(config, "--kind", "sampling").stdout.splitlines()]

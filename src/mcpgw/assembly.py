@@ -21,6 +21,7 @@ from mcpgw.config import Registry
 from mcpgw.core.gateway import Gateway
 from mcpgw.core.reload import Parts
 from mcpgw.security.dataguard import Guard
+from mcpgw.security.flows import Flows
 from mcpgw.security.pins import lock_path
 from mcpgw.security.trust import Trust
 from mcpgw.upstream import credentials
@@ -81,6 +82,9 @@ def build_gateway(
         secrets=secrets,
         in_process=in_process,
         metrics=counted,
+        # Always there when serving: a reload may add flow policies, and the sessions' state must
+        # then already be kept (the policies themselves are read from the registry per call).
+        flows=None if purpose == "listing" else Flows(),
     )
     return Assembly(gateway=gateway, trust=trust, audit=audit_log)
 

@@ -187,6 +187,7 @@ class AuditLog:
             "method": method,
             "persona": persona,
             "principal": None,
+            "session": None,
             "client": None,
             "protocol": None,
             "server": server,
@@ -230,7 +231,17 @@ class AuditLog:
         # pass for a card number), only bounded.
         row["request_id"] = shown(row["request_id"], FIELD_CHARS)
         row["instance"] = stored(self.instance, FIELD_CHARS, self.redactor)
-        for column in ("method", "persona", "principal", "client", "protocol", "server", "name", "findings"):
+        for column in (
+            "method",
+            "persona",
+            "principal",
+            "session",
+            "client",
+            "protocol",
+            "server",
+            "name",
+            "findings",
+        ):
             row[column] = stored(row[column], FIELD_CHARS, self.redactor)
         # What an upstream says may echo a secret argument back: those values go wherever they appear.
         row["error"] = stored(row["error"], ERROR_CHARS, self.redactor, literals=literals)
@@ -267,6 +278,7 @@ class AuditLog:
             "method": step.method,
             "persona": step.persona,
             "principal": step.principal,
+            "session": step.session,
             "client": step.client,
             "protocol": step.protocol,
             "server": step.server,

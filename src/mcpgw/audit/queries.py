@@ -38,6 +38,7 @@ def query(
     instance: str | None = None,
     outcome: Outcome | None = None,
     principal: str | None = None,
+    session: str | None = None,
     since: str | None = None,
     until: str | None = None,
     after_id: int | None = None,
@@ -54,6 +55,7 @@ def query(
         ("name", tool),
         ("kind", kind),
         ("instance", instance),
+        ("session", session),
     ):
         if value is not None:
             where.append(f"{column} = ?")

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 ENV_AUDIT_DB = "MCPGW_AUDIT_DB"
-SCHEMA_VERSION = 2
-"""2: `instance`, and a sampling row's `input_tokens`, `output_tokens` and `cost_usd` as columns."""
+SCHEMA_VERSION = 3
+"""2: `instance`, and a sampling row's `input_tokens`, `output_tokens` and `cost_usd` as columns.
+3: `session` (rows of older files have none)."""
 COLUMNS: dict[str, type] = {
     "ts": str,
     "instance": str,
@@ -23,6 +24,7 @@ COLUMNS: dict[str, type] = {
     "method": str,
     "persona": str,
     "principal": str,
+    "session": str,
     "client": str,
     "protocol": str,
     "server": str,
@@ -48,6 +50,7 @@ INDEXES = [
     ["request_id"],
     ["kind", "ts"],
     ["instance", "ts"],
+    ["session", "id"],
 ]
 SPEND_KEYS = ("input_tokens", "output_tokens", "cost_usd")
 """A sampling row's accounting (its `result` JSON) that is also stored as columns, to sum in SQL."""

@@ -93,6 +93,9 @@ class Step:
     protocol: str | None = None
     principal: str | None = None
     """Who the bearer token says called (`sub=... client_id=...`), over HTTP with `[auth]`."""
+    session: str | None = None
+    """The agent session the request belongs to (`mcpgw logs --session`): the MCP session of a
+    handshake-era client, the session a 2026-07-28 client names, or one the flow policies keep."""
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     server: str | None = None
     name: str | None = None

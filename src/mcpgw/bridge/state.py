@@ -111,6 +111,8 @@ class Round:
     """The upstream's own `requestState`, returned to it as it was."""
     exchange: str | None = None
     """The exchange (a handshake-era upstream's call held open) the retry continues."""
+    confirm: str | None = None
+    """The flow policy whose confirmation mcpgw itself asked for (`core.pipeline`): nothing upstream."""
 
 
 class StateSeal:
@@ -139,6 +141,7 @@ class StateSeal:
             "answers": dict(round.answers),
             "state": round.upstream_state,
             "exchange": round.exchange,
+            "confirm": round.confirm,
         }
         return self.security.codec.seal(json.dumps(claims, separators=(",", ":")).encode())
 
@@ -165,6 +168,7 @@ class StateSeal:
             answers=claims["answers"],
             upstream_state=claims["state"],
             exchange=claims["exchange"],
+            confirm=claims.get("confirm"),
         )
 
     def _claims(self, token: Any) -> dict[str, Any]:

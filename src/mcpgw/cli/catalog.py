@@ -77,12 +77,14 @@ def tools(config_path: Path | None, persona: str | None, as_json: bool, all_warn
                 "problems": problems,
                 "withheld": status.item_rows(withheld),
                 "warned": status.item_rows(warned),
+                "labels": status.tool_labels(gateway, view),
             }
             out.print_json(data=data)
         else:
             shown, blanket = (warned, []) if all_warnings else split_warned(warned)
             tool_warnings = status.tool_warnings(view, shown)
-            print_tools(gateway, out, tools=view.listed_tools, warned=tool_warnings)
+            labels = status.tool_labels(gateway, view)
+            print_tools(gateway, out, tools=view.listed_tools, warned=tool_warnings, labels=labels)
             print_warned([item for item in shown if item.kind != "tool"], out)
             print_warned_line(blanket, out, listing=_listing("mcpgw tools", config_path, persona))
             print_withheld(withheld, out)

@@ -64,6 +64,10 @@ def _days(value: float) -> float:
     help="Only rows with this outcome.",
 )
 @click.option("--principal", help="Only rows whose principal (token subject and client) contains TEXT.")
+@click.option(
+    "--session",
+    help="One agent session's steps, in order (its MCP session id, or the id `logs --json` shows).",
+)
 @click.option("--instance", help="Only rows this gateway wrote (its registry path, or `[audit] instance`).")
 @click.option("--since", type=_Time(), help=_SINCE_HELP)
 @click.option("--until", type=_Time(end=True), help="Rows before this time (same forms; a date: its end).")
@@ -91,6 +95,7 @@ def logs(
     kind: str | None,
     outcome: str | None,
     principal: str | None,
+    session: str | None,
     instance: str | None,
     since: str | None,
     until: str | None,
@@ -101,7 +106,7 @@ def logs(
     yes: bool,
     datasette: bool,
 ) -> None:
-    """The audit log, newest first (oldest first with --follow)."""
+    """The audit log, newest first (oldest first with --follow or --session)."""
     from mcpgw import audit
 
     if datasette:
@@ -118,6 +123,7 @@ def logs(
         "kind": kind,
         "outcome": outcome,
         "principal": principal,
+        "session": session,
         "instance": instance,
         "since": since,
         "until": until,
@@ -141,6 +147,8 @@ def logs(
         err.print(f"pruned {removed} rows older than {prune:g} days")
         return
     rows = [printable(row) for row in audit.query(db, limit=limit, **filters)]
+    if session is not None and not follow:
+        rows.reverse()  # a session reads as a story: its last `limit` steps, first to last
     if not follow:
         if not rows:
             err.print("no rows" + (" match these filters" if any(filters.values()) else ""))

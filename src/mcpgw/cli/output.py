@@ -117,8 +117,10 @@ def print_tools(
     *,
     tools: list[dict[str, Any]] | None = None,
     warned: Mapping[str, str] | None = None,
+    labels: Mapping[str, list[str]] | None = None,
 ) -> None:
-    """The tool table; `warned` (name -> reason) adds a column for tools served with a warning."""
+    """The tool table; `warned` (name -> reason) adds a column for tools served with a warning,
+    `labels` (name -> flow labels) one for the tools' flow labels."""
     listed = gateway.catalog.tools if tools is None else tools
     table = Table(
         title=f"catalog: {len(listed)} tools, {len(gateway.catalog.resources)} "
@@ -126,11 +128,15 @@ def print_tools(
     )
     table.add_column("tool")
     table.add_column("description", overflow="fold")
+    if labels:
+        table.add_column("flow labels")
     if warned:
         table.add_column("warning", overflow="fold", style="yellow")
     for tool in listed:
         description = (tool.get("description") or "").strip().splitlines()
         cells = [tool["name"], escape(description[0][:100]) if description else ""]
+        if labels:
+            cells.append(", ".join(labels.get(tool["name"], ())))
         if warned:
             cells.append(escape(warned.get(tool["name"], "")))
         table.add_row(*cells)

@@ -31,6 +31,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from mcpgw.config.base import NAMESPACE_RE, SEPARATOR, TOOL_NAME_RE, Strict
 from mcpgw.config.env import expand, resolved_command
+from mcpgw.config.flows import Label
 from mcpgw.errors import ConfigError
 
 Transport = Literal["stdio", "http", "sse"]
@@ -90,6 +91,10 @@ class _Server(Strict):
     """Upstream tool name -> seconds one call of it may take, overriding `timeout`."""
     max_concurrent: Annotated[int, Field(ge=1)] | None = None
     """Calls in flight to this upstream at once; more wait their turn. The gateway default when absent."""
+    labels: list[Label] | None = None
+    """Flow labels of every tool of this server (and of its resources); from annotations when absent."""
+    tool_labels: dict[str, list[Label]] = Field(default_factory=dict)
+    """Upstream tool name -> its flow labels, replacing `labels` and the annotations' for that tool."""
 
     @field_validator("namespace")
     @classmethod

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from mcpgw.config.base import TOOL_NAME_RE, Strict
+from mcpgw.config.flows import FlowPolicy, FlowSettings
 
 Mode = Literal["prototype", "production"]
 """`prototype`: security findings are warnings; `production`: they are refusals."""
@@ -127,6 +128,8 @@ class PersonaConfig(Strict):
     tools: dict[str, ToolOverride] = Field(default_factory=dict)
     catalog: Literal["full", "search"] = "full"
     """`search`: the client sees a search tool and a call tool instead of the whole list."""
+    flows: FlowPolicy | None = None
+    """This persona's flow policy; each key absent falls back to `[security.flows]`."""
 
 
 class AuditSettings(Strict):
@@ -248,6 +251,8 @@ class SecuritySettings(Strict):
     detectors: dict[str, str] = Field(default_factory=dict)
     """Custom detectors: name -> regular expression."""
     rules: list[DataRule] = Field(default_factory=list)
+    flows: FlowSettings | None = None
+    """Flow policies across a session (`security.flows`); off when absent and no persona has any."""
 
     @field_validator("detectors")
     @classmethod

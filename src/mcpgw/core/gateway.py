@@ -35,6 +35,7 @@ from mcpgw.core.watch import ResourceWatch, Subscriber
 from mcpgw.errors import ConfigError, NotFound, Unavailable
 from mcpgw.sampling import Sampler
 from mcpgw.security.dataguard import Guard
+from mcpgw.security.flows import Flows, SessionRef
 from mcpgw.upstream import Hooks, Upstream
 from mcpgw.upstream import for_server as upstream_for
 from mcpgw.upstream.inflight import ClientChannel, InFlight
@@ -68,7 +69,8 @@ class Gateway:
     """The running gateway: its upstreams, its catalog, and every request forwarded to them.
 
     Built by `mcpgw.assembly.build_gateway`, which hands it what it uses: the audit log, the data
-    rules (`guard`) and the pin/poisoning policy (`trust`). Nothing is attached afterwards.
+    rules (`guard`), the pin/poisoning policy (`trust`) and the sessions' flow state (`flows`, kept
+    across reloads; None: no flow policies at all). Nothing is attached afterwards.
     """
 
     def __init__(
@@ -81,8 +83,10 @@ class Gateway:
         secrets: Mapping[str, str] | None = None,
         in_process: Mapping[str, Any] | None = None,
         metrics: Metrics | None = None,
+        flows: Flows | None = None,
     ) -> None:
         self.registry = registry
+        self.flows = flows
         self.audit = audit
         self.guard = guard
         """Data rules on arguments and results (`dataguard`); None when there are none."""
@@ -156,19 +160,15 @@ class Gateway:
                 tg.cancel_scope.cancel()
 
     def hurry(self) -> None:
-        """Stop every upstream now, stdio children's process groups at once: the client is gone.
-
-        A stdio client that closes the gateway's stdin gives it 2 s (the mcp SDK's grace) before
-        SIGTERM; an upstream that ignores its own stdin closing must not hold the gateway past that.
-        """
+        """Stop every upstream now, stdio children's process groups at once: the client is gone. A stdio
+        client that closes the gateway's stdin gives it 2 s (the mcp SDK's grace) before SIGTERM; an
+        upstream that ignores its own stdin closing must not hold the gateway past that."""
         for upstream in self.upstreams.values():
             upstream.stop(now=True)
 
     async def _watch_lock(self, interval: float = LOCK_POLL) -> None:
-        """The lock file changing under a running gateway (`mcpgw pin`): the catalog is judged again.
-
-        Whichever `Trust` is current: a registry reload may have replaced it.
-        """
+        """The lock file changing under a running gateway (`mcpgw pin`): the catalog is judged again,
+        by whichever `Trust` is current (a registry reload may have replaced it)."""
         while True:
             await anyio.sleep(interval)
             trust = self.trust
@@ -454,14 +454,20 @@ class Gateway:
         on_progress: ProgressRelay | None = None,
         on_log: LogSink | None = None,
         client: ClientChannel | None = None,
+        session: SessionRef | None = None,
     ) -> dict[str, Any]:
-        request = Request(params, persona, client=client, on_progress=on_progress, on_log=on_log)
+        request = Request(params, persona, client, on_progress, on_log, session)
         return await self.pipeline.run(kinds.CALL_TOOL, request)
 
     async def read_resource(
-        self, params: Mapping[str, Any], *, persona: str | None = None, client: ClientChannel | None = None
+        self,
+        params: Mapping[str, Any],
+        *,
+        persona: str | None = None,
+        client: ClientChannel | None = None,
+        session: SessionRef | None = None,
     ) -> dict[str, Any]:
-        return await self.pipeline.run(kinds.READ_RESOURCE, Request(params, persona, client=client))
+        return await self.pipeline.run(kinds.READ_RESOURCE, Request(params, persona, client, session=session))
 
     async def get_prompt(
         self, params: Mapping[str, Any], *, persona: str | None = None, client: ClientChannel | None = None

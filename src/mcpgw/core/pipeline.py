@@ -5,11 +5,15 @@
     guard     the data rules on what goes up: a call's or prompt's arguments,
               a completion's argument values; and on what the upstream says while
               the call runs (progress messages, log lines)   (`_guard_up`, `_guard_notifications`)
+    flows     the session's flow policies on a tool call, given what the session did
+              before (refused as a tool error, or asked of the user)          (`_flow_check`)
     forward   counted against draining, under the call's timeout, with progress
               and log relay, through the era bridge                              (`Kind.forward`)
     shape     names and URIs in the result put back into the gateway's namespace (`Kind.shape`)
     guard     the data rules on what comes back: every result and error reply of every kind
                                                                  (`_guard_down`, `_guarded_error`)
+    flows     what the result adds to the session: the labels it carried in, fingerprints
+              of a private tool's values, after the data rules redacted them  (`FlowCall.done`)
 
 The audit step that records the request wraps the pipeline at the server boundary
 (`server.handlers._recorded`), where the caller's client and protocol are known; the
@@ -35,12 +39,15 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+import anyio
 import mcp_types as types
 
 from mcpgw import audit
+from mcpgw.bridge.state import Binding, Round
 from mcpgw.errors import DataBlocked
 from mcpgw.observe import context as observe
 from mcpgw.observe import tracing
+from mcpgw.security.flows import FlowCall, Refusal, SessionRef, labels_of
 from mcpgw.upstream import Upstream
 from mcpgw.upstream.inflight import ClientChannel
 from mcpgw.upstream.logrelay import LogSink
@@ -66,6 +73,8 @@ class Request:
     """What the client behind the request can answer (sampling, elicitation), for the bridge."""
     on_progress: ProgressRelay | None = None
     on_log: LogSink | None = None
+    session: SessionRef | None = None
+    """The agent session the request belongs to (the flow policies' state); None: not tracked."""
 
 
 @dataclass
@@ -165,6 +174,11 @@ class Pipeline:
             # What goes upstream, not what the client sent: a persona's fixed arguments included,
             # the search-mode wrapper and data-rule redactions removed.
             audit.note(arguments=target.params.get("arguments"))
+        flow = self._flow(request, target)
+        if flow is not None:
+            refused = await self._flow_check(flow, request, target)
+            if refused is not None:
+                return refused
         request = self._guard_notifications(request, target)
         began = time.perf_counter()
         with upstream_span(target) as span:
@@ -179,7 +193,10 @@ class Pipeline:
                 tracing.failed(span, "tool_error")
         result = kind.shape(gateway, target, result)
         with self._rules_span("results", target):
-            return self._guard_down(target, result)
+            result = self._guard_down(target, result)
+        if flow is not None:
+            flow.done(result)
+        return result
 
     def _rules_span(self, stage: str, target: Target) -> AbstractContextManager[Any]:
         """A span for a guard stage that has data rules to apply (none: no span)."""
@@ -187,6 +204,111 @@ class Pipeline:
             return nullcontext()
         attributes = {"mcpgw.data_rules.stage": stage, "mcpgw.data_rules.target": target.rule_name}
         return tracing.span(f"data rules {stage}", attributes=attributes)
+
+    def _flow(self, request: Request, target: Target) -> FlowCall | None:
+        """This call's passage through the flow policies; None when none applies (no work at all)."""
+        gateway, upstream = self._gateway, target.upstream
+        flows = gateway.flows
+        if flows is None or request.session is None or upstream is None:
+            return None
+        policy = flows.policy(gateway.registry, target.persona)
+        if policy is None:
+            return None
+        if target.method == "tools/call":
+            route = gateway.catalog.tool_routes.get(target.rule_name)
+            labels = labels_of(upstream.config, target.params["name"], route.definition if route else None)
+        elif target.method == "resources/read":
+            # A read sends nothing out: only what it brings in counts (its server's labels).
+            labels = frozenset(upstream.config.labels or ()) & {"private", "untrusted"}
+        else:
+            return None
+        step = audit.current()
+        flow = flows.begin(
+            gateway.registry,
+            policy,
+            request.session,
+            name=target.rule_name,
+            labels=labels,
+            request_id=step.request_id if step is not None else None,
+        )
+        if step is not None and step.session is None:
+            step.session = flow.session.id
+        return flow
+
+    async def _flow_check(self, flow: FlowCall, request: Request, target: Target) -> dict[str, Any] | None:
+        """None when the call may go on; else the tool error the client gets (and the audit row says
+        why), or, to a 2026-07-28 client, the question whose answer its retry brings back."""
+        answered, answer = self._confirmation(request, target)
+        refusal = flow.check(target.params.get("arguments"))
+        if refusal is None:
+            return None
+        if refusal.confirmable and not answered and _can_ask_modern(request):
+            return self._ask_modern(request, refusal, target)
+        if refusal.confirmable and (
+            _accepted(answer) if answered else await self._confirmed(request, refusal, target.rule_name)
+        ):
+            flow.passed()
+            audit.note(findings=f"flow:{refusal.policy}:confirmed")
+            return None
+        text = flow.refused(refusal)
+        if refusal.confirmable:
+            text += "; the user did not confirm it" + (
+                ""
+                if answered or _can_ask(request)
+                else " (this client cannot be asked: it does not take elicitation requests)"
+            )
+        logger.warning("%s", text)
+        audit.note(outcome=audit.Outcome.BLOCKED, findings=f"flow:{refusal.policy}", result=refusal.record())
+        return {"content": [{"type": "text", "text": text}], "isError": True}
+
+    async def _confirmed(self, request: Request, refusal: Refusal, name: str) -> bool:
+        """Ask a handshake-era user (an elicitation on the call's own channel) whether the call may go on."""
+        client = request.client
+        if not _can_ask(request) or client is None or client.send is None:
+            return False
+        with anyio.move_on_after(self._gateway.registry.gateway.timeout):
+            try:
+                answer = await client.send("elicitation/create", _question(refusal, name))
+            except Exception as exc:  # whatever the client answered, it was not a yes
+                logger.warning("the confirmation of %s failed: %s", name, exc)
+                return False
+            return _accepted(answer)
+        return False
+
+    def _binding(self, request: Request, target: Target) -> Binding:
+        assert target.upstream is not None
+        principal = request.client.principal if request.client is not None else None
+        return Binding.of(
+            target.upstream.name, target.method, target.params, persona=target.persona, principal=principal
+        )
+
+    def _ask_modern(self, request: Request, refusal: Refusal, target: Target) -> dict[str, Any]:
+        """The question as a 2026-07-28 client gets it: `input_required`, with a state sealed to this
+        caller and call that says which policy mcpgw asked about (the upstream never sees either)."""
+        round = Round(asked=frozenset({CONFIRM_KEY}), confirm=refusal.policy)
+        state = self._gateway.bridge.seal.seal(self._binding(request, target), round)
+        return {
+            "resultType": "input_required",
+            "inputRequests": {
+                CONFIRM_KEY: {"method": "elicitation/create", "params": _question(refusal, target.rule_name)}
+            },
+            "requestState": CONFIRM_STATE + state,
+        }
+
+    def _confirmation(self, request: Request, target: Target) -> tuple[bool, Any]:
+        """Whether this is a 2026-07-28 client's retry answering mcpgw's confirmation, and its answer.
+
+        The state and the answer are taken out of the call either way: they are mcpgw's, not the
+        upstream's. A state that was altered, reused or issued for another call is refused.
+        """
+        state = target.params.get("requestState")
+        if not (isinstance(state, str) and state.startswith(CONFIRM_STATE)):
+            return False, None
+        del target.params["requestState"]
+        responses = target.params.pop("inputResponses", None)
+        round = self._gateway.bridge.seal.open(state[len(CONFIRM_STATE) :], self._binding(request, target))
+        answer = responses.get(CONFIRM_KEY) if isinstance(responses, dict) else None
+        return round.confirm is not None, answer
 
     def _guard_up(self, target: Target) -> None:
         guard = self._gateway.guard
@@ -250,3 +372,41 @@ class Pipeline:
             return result
         checked: dict[str, Any] = guard.check("results", target.persona, target.rule_name, result)
         return checked
+
+
+CONFIRM_KEY = "mcpgw-confirm"
+"""The key of mcpgw's own confirmation among a 2026-07-28 client's input requests."""
+CONFIRM_STATE = "mcpgw-flow:"
+"""Marks a `requestState` that carries a flow confirmation, which the flows stage takes (not the bridge)."""
+
+
+def _question(refusal: Refusal, name: str) -> dict[str, Any]:
+    return {
+        "message": f"Flow policy {refusal.policy}: {refusal.message}. Let {name} run anyway?",
+        "requestedSchema": {
+            "type": "object",
+            "properties": {"confirm": {"type": "boolean", "title": f"Run {name}"}},
+            "required": ["confirm"],
+        },
+    }
+
+
+def _accepted(answer: Any) -> bool:
+    if not isinstance(answer, Mapping):
+        return False
+    content = answer.get("content")
+    return (
+        answer.get("action") == "accept" and isinstance(content, Mapping) and content.get("confirm") is True
+    )
+
+
+def _can_ask_modern(request: Request) -> bool:
+    client = request.client
+    return client is not None and client.modern and client.can_elicit
+
+
+def _can_ask(request: Request) -> bool:
+    """A handshake-era client that takes elicitation requests (a 2026-07-28 one is asked through
+    `input_required` and its retry: `_ask_modern`)."""
+    client = request.client
+    return client is not None and client.can_elicit and client.send is not None

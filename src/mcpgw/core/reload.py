@@ -33,7 +33,9 @@ if TYPE_CHECKING:
     from mcpgw.security.trust import Trust
     from mcpgw.upstream import Upstream
 
-CALL_TIME = frozenset({"timeout", "tool_timeouts", "aliases", "description", "namespace"})
+CALL_TIME = frozenset(
+    {"timeout", "tool_timeouts", "aliases", "description", "namespace", "labels", "tool_labels"}
+)
 """Entry keys read per call or per catalog build: a change re-tunes the running upstream, no restart."""
 
 UPSTREAM_SETTINGS = (

@@ -4,7 +4,8 @@ Owns: the rows (plain dicts, in the shape `--json` prints them) behind `mcpgw
 list-servers`, `tools` and `personas` and the server table `serve` shows at
 start: each server as the registry describes it, each upstream's state in a
 started gateway, each persona's view in numbers, and the items the pin and
-poisoning policy withholds or serves with a warning (see `security.trust`).
+poisoning policy withholds or serves with a warning (see `security.trust`), and each tool's
+flow labels (see `security.flows`).
 """
 
 from __future__ import annotations
@@ -107,6 +108,20 @@ def tool_warnings(view: View, warned: Iterable[WithheldItem]) -> dict[str, str]:
     """Tool name as the persona sees it -> why it is served with a warning (an override may rename it)."""
     reasons = {item.name: item.reason for item in warned if item.kind == "tool"}
     return {name: reasons[entry.target] for name, entry in view.entries.items() if entry.target in reasons}
+
+
+def tool_labels(gateway: Gateway, view: View) -> dict[str, list[str]]:
+    """Tool name as the persona sees it -> its flow labels (`security.flows`), for the labelled ones."""
+    from mcpgw.security.flows import labels_of
+
+    labelled: dict[str, list[str]] = {}
+    for name, entry in view.entries.items():
+        route = gateway.catalog.tool_routes.get(entry.target)
+        if route is not None:
+            labels = labels_of(route.upstream.config, route.name, route.definition)
+            if labels:
+                labelled[name] = sorted(labels)
+    return labelled
 
 
 def metrics_snapshot(gateway: Gateway) -> Snapshot:

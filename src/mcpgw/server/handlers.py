@@ -38,6 +38,7 @@ from mcpgw.core.gateway import Gateway
 from mcpgw.errors import GatewayError
 from mcpgw.observe import context as observe
 from mcpgw.observe import tracing
+from mcpgw.server.flowsession import session_of
 from mcpgw.server.listcache import ListingCache
 from mcpgw.server.listening import ListenBridge
 from mcpgw.server.notify import Announcer, log_sink, progress_relay
@@ -98,10 +99,11 @@ async def _recorded(
             with audit.recording(step, into=gateway.audit):
                 result = await _guarded(work)
                 if result.get("isError"):
-                    step.outcome = audit.Outcome.ERROR
+                    if step.outcome is audit.Outcome.OK:  # a flow policy's refusal says `blocked`
+                        step.outcome = audit.Outcome.ERROR
                     step.error = _first_text(result)
                     tracing.failed(span, "tool_error")
-                if kind == "call":
+                if kind == "call" and step.result is None:  # a refusal's account of its steps stays
                     step.result = result.get("structuredContent") or _first_text(result)
                 return result
         except MCPError as exc:
@@ -204,7 +206,13 @@ def _step(gateway: Gateway, ctx: Ctx, kind: audit.Kind, persona: str | None) -> 
         client=_client_name(ctx),
         protocol=ctx.protocol_version,
         principal=_principal(ctx),
+        session=_session_id(ctx),
     )
+
+
+def _session_id(ctx: Ctx) -> str | None:
+    ref = session_of(ctx)
+    return ref.id if ref is not None else None
 
 
 def _persona_label(gateway: Gateway, persona: str | None) -> str | None:
@@ -349,6 +357,7 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
                     on_progress=progress_relay(ctx),
                     on_log=log_sink(ctx, log_levels),
                     client=client_channel(ctx, principal=_principal(ctx)),
+                    session=session_of(ctx),
                 ),
             ),
         ),
@@ -358,7 +367,10 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
             forwarding(
                 "read",
                 lambda ctx, p: gateway.read_resource(
-                    _raw(ctx), persona=p, client=client_channel(ctx, principal=_principal(ctx))
+                    _raw(ctx),
+                    persona=p,
+                    client=client_channel(ctx, principal=_principal(ctx)),
+                    session=session_of(ctx),
                 ),
             ),
         ),

@@ -99,7 +99,7 @@ class SessionLimits:
         if session_id is not None:
             await self._serve(session_id, scope, receive, send)
             return
-        client = _client(scope)
+        client = client_of(scope)
         evicted = self._admit(client)
         if evicted is None:
             logger.warning(
@@ -228,7 +228,7 @@ def _header(scope: Any, name: bytes) -> str | None:
     return next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == name), None)
 
 
-def _client(scope: Any) -> str:
+def client_of(scope: Any) -> str:
     """Who a request comes from: its token's principal under `[auth]`, else its address."""
     who = principal(scope)
     if who is not None:
