@@ -155,14 +155,15 @@ async def test_a_locked_database_does_not_stop_calls_and_loses_nothing(
         assert audit is not None
         await client.call_tool("up__echo", {"message": "before"})
         await until(lambda: len(rows(audit_db, kind="call")) == 1)  # the writer has the database
-        written = audit.written
         lock = sqlite3.connect(audit_db, timeout=5)
         lock.execute("BEGIN EXCLUSIVE")
         try:
             # calls go on while the writer cannot write: all answered, none of their rows written yet
-            for i in range(30):
-                await client.call_tool("up__echo", {"message": f"during {i}"})
+            await client.call_tool("up__echo", {"message": "during 0"})
             await until(lambda: "writing to" in caplog.text and "failed" in caplog.text)
+            written = audit.written  # no write can succeed from here until the lock is gone
+            for i in range(1, 30):
+                await client.call_tool("up__echo", {"message": f"during {i}"})
             assert audit.written == written
         finally:
             lock.rollback()

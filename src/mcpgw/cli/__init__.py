@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Put mcpgw into a client's configuration (printed, or written with --write).",
     ),
     "list-servers": ("catalog", "list_servers", "List the servers in the registry."),
-    "logs": ("logs", "logs", "The audit log, newest first (oldest first with --follow)."),
+    "logs": ("logs", "logs", "The audit log, newest first (oldest first with --follow or --session)."),
     "personas": (
         "personas",
         "personas",
