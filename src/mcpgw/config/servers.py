@@ -90,6 +90,10 @@ class _Server(Strict):
     """Upstream tool name -> seconds one call of it may take, overriding `timeout`."""
     max_concurrent: Annotated[int, Field(ge=1)] | None = None
     """Calls in flight to this upstream at once; more wait their turn. The gateway default when absent."""
+    apps: bool = True
+    """Declare the MCP Apps extension (`io.modelcontextprotocol/ui`) to this upstream. A 2026-07-28
+    upstream is told per request, and only when the calling client renders apps; a handshake-era
+    session is shared by every client, so it is declared for all of them (see README, "MCP Apps")."""
 
     @field_validator("namespace")
     @classmethod

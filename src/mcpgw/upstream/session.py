@@ -108,6 +108,7 @@ class Session:
         answers: Answers,
         on_message: MessageHandlerFnT,
         on_lost: Callable[[str], None],
+        slots: anyio.CapacityLimiter | None = None,
     ) -> None:
         self.name = name
         self.max_concurrent = max_concurrent
@@ -116,7 +117,8 @@ class Session:
         self._on_message = on_message
         self._on_lost = on_lost
         """Told (with the reason) when the connection turns out to be closed: the upstream has failed."""
-        self._slots = anyio.CapacityLimiter(max_concurrent)
+        self._slots = slots if slots is not None else anyio.CapacityLimiter(max_concurrent)
+        """Shared with the upstream's handshake-era session (`upstream.companion`), if it has one."""
         self._last_answer = 0.0
         """When the upstream last answered a request (monotonic seconds): it was alive then."""
         self._closed_because = "connection closed"
@@ -155,6 +157,7 @@ class Session:
             sampling_callback=answers.sampling_callback,
             elicitation_callback=answers.elicitation_callback,
             sampling_capabilities=answers.sampling_capabilities,
+            extensions=answers.extensions,
         )
         _compat.skip_tool_result_validation(session)
         _compat.complete_without_result_type(session)
