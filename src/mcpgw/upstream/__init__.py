@@ -122,7 +122,9 @@ class Upstream:
                 max_concurrent=max_concurrent,
                 max_result_bytes=max_result_bytes,
                 answers=answers,
-                on_message=self._on_companion_message,
+                # Its notifications are the upstream's: its log lines, and the list changes a call
+                # made on it announces there (a both-eras server tells each session in its own era).
+                on_message=self._on_message,
                 on_lost=lost,
                 slots=slots,
             ),
@@ -228,6 +230,7 @@ class Upstream:
         """
         if reason is not None:
             self._session.closing(reason)
+            self._companion.session.closing(reason)
         self._supervisor.stop(now=now)
 
     def retune(self, config: ServerConfig, *, timeout: float) -> None:
@@ -339,12 +342,6 @@ class Upstream:
     def serves_handshake_callers(self) -> bool:
         """Whether a handshake-era caller's requests go to a handshake-era session (`upstream.companion`)."""
         return self._companion.applies()
-
-    async def _on_companion_message(self, message: Any) -> None:
-        """What the handshake-era session says besides answers: only its log lines are the calls'
-        (the shared session keeps the lists and the watched resources)."""
-        if getattr(message, "method", None) == "notifications/message":
-            await self._on_message(message)
 
     def _lost(self, reason: str) -> None:
         self._supervisor.fail(reason)
