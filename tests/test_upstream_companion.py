@@ -9,14 +9,16 @@ path and answers "not supported" on its 2026-07-28 path. mcpgw talks 2026-07-28 
 
 from __future__ import annotations
 
+import sqlite3
 import sys
+from pathlib import Path
 from typing import Any
 
 import mcp_types as types
 import pytest
 from mcp import Client
 
-from conftest import SERVERS
+from conftest import SERVERS, StandIn
 from parity import gateway_client, registry, served
 
 sys.path.insert(0, str(SERVERS))  # the fixture imports its sibling modules
@@ -66,3 +68,26 @@ async def test_each_client_era_gets_what_it_gets_directly(mode: str) -> None:
         assert expected["test_elicitation"].startswith("User response: action=accept")
     else:  # the reference's stateless path, as it is
         assert expected["test_sampling"].startswith("Sampling not supported")
+
+
+async def test_a_model_route_answers_the_handshake_side_for_the_callers_persona(
+    llm: StandIn, audit_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sampling on the handshake-era session is the gateway's as on any other: the persona's policy
+    (a model route here), its audit row charged to that persona and that server."""
+    monkeypatch.setenv("FIDELITY_KEY", "sk-test")
+    route = {"model": "openai/good", "api_base": llm.base, "api_key_env": "FIDELITY_KEY"}
+    config = registry(
+        {"ref": {"namespace": ""}},
+        personas={"writer": {}},
+        sampling={"routes": {"main": route}, "personas": {"writer": {"policy": "llm"}}},
+    )
+    async with (
+        served(config, {"ref": conformance.build()}) as gateway,
+        gateway_client(gateway, mode="legacy", persona="writer") as through,
+    ):
+        result = await through.call_tool("test_sampling", {"prompt": "hello"})
+    assert result.content[0].text == "LLM response: stand-in answer from good: hello"  # type: ignore[union-attr]
+    with sqlite3.connect(audit_db) as conn:
+        rows = conn.execute("select persona, server from events where kind = 'sampling'").fetchall()
+    assert rows == [("writer", "ref")]
