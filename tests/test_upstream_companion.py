@@ -91,3 +91,25 @@ async def test_a_model_route_answers_the_handshake_side_for_the_callers_persona(
     with sqlite3.connect(audit_db) as conn:
         rows = conn.execute("select persona, server from events where kind = 'sampling'").fetchall()
     assert rows == [("writer", "ref")]
+
+
+async def test_a_2026_only_upstream_is_asked_for_its_handshake_side_once_and_serves_by_the_bridge() -> None:
+    """`server/discover` lists no handshake versions, so mcpgw learns by asking: a server that refuses
+    `initialize` is not asked again in its life, and its handshake-era callers keep the era bridge."""
+    upstream = conformance.build("2026-07-28")
+    initializes = 0
+
+    async def count(ctx: Any, call_next: Any) -> Any:
+        nonlocal initializes
+        initializes += ctx.method == "initialize"
+        return await call_next(ctx)
+
+    upstream.middleware = [count, *upstream.middleware]
+    async with (
+        served(registry({"ref": {"namespace": ""}}), {"ref": upstream}) as gateway,
+        gateway_client(gateway, mode="legacy") as through,
+    ):
+        for _ in range(3):
+            result = await through.call_tool("test_simple_text", {})
+            assert result.content[0].text == "This is a simple text response for testing."  # type: ignore[union-attr]
+    assert initializes == 1
