@@ -122,7 +122,8 @@ class Companion:
                 raise TimeoutError(f"not open within {self._open_timeout:g}s")
         except Exception as exc:
             self._refused = life
-            logger.warning(
+            # Expected of a 2026-only server (it refuses `initialize`): not a problem to warn of.
+            logger.info(
                 "upstream %s: no handshake-era session (%s); handshake-era clients use the era bridge",
                 self.name,
                 describe(exc),
