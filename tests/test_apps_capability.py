@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import mcp_types as types
 import pytest
 from mcp import Client
 from mcp.client.extension import advertise
 from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID, Apps, client_supports_apps
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.shared.exceptions import MCPError
 
 from parity import gateway_client, registry, served
 
@@ -22,8 +24,8 @@ pytestmark = pytest.mark.anyio
 RENDERS = [advertise(EXTENSION_ID, {"mimeTypes": [APP_MIME_TYPE]})]
 
 
-def app_server() -> MCPServer:
-    server = MCPServer("apps", extensions=[Apps()])
+def app_server(*, middleware: list[Any] | None = None) -> MCPServer:
+    server = MCPServer("apps", extensions=[Apps()], middleware=middleware)
 
     @server.tool()
     def renders(ctx: Context) -> str:
@@ -72,3 +74,19 @@ async def test_a_handshake_era_upstream_is_told_by_the_registry(apps: bool | Non
         for mode in ("auto", "legacy"):  # one session, shared by every client: declared for all
             async with gateway_client(gateway, mode=mode) as through:
                 assert await seen(through) == told
+
+
+async def test_a_handshake_caller_of_a_2026_only_upstream_is_judged_by_its_own_capabilities() -> None:
+    """Its first call, whose handshake-era session the server refuses, falls back to the shared
+    session still stamped with the caller's capabilities, as every later call is."""
+
+    async def only_2026(ctx: Any, call_next: Any) -> Any:
+        if ctx.method == "initialize":
+            raise MCPError(code=types.UNSUPPORTED_PROTOCOL_VERSION, message="2026-07-28 only")
+        return await call_next(ctx)
+
+    async with (
+        served(registry({"ui": {"namespace": ""}}), {"ui": app_server(middleware=[only_2026])}) as gateway,
+        gateway_client(gateway, mode="legacy") as through,  # declares no MCP Apps
+    ):
+        assert [await seen(through) for _ in range(2)] == ["False", "False"]

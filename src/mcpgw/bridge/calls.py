@@ -116,8 +116,7 @@ class Bridge:
         # A handshake-era client of an upstream that speaks both eras gets its handshake-era side,
         # as when connected directly (`upstream.companion`): its questions reach the client as asked.
         handshake = client is not None and not client.modern and upstream.serves_handshake_callers()
-        if not handshake:
-            params = self._with_capabilities(upstream, params, caller)
+        params = self._with_capabilities(upstream, params, caller)
         if resumed is not None and resumed.exchange is not None:
             exchange = self._exchanges.get(resumed.exchange)
             if exchange is None:

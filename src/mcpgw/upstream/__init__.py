@@ -37,7 +37,7 @@ from mcpgw.observe import context as observe_context
 from mcpgw.upstream.answers import Answers, ElicitationAnswer, SamplingAnswer
 from mcpgw.upstream.companion import Companion
 from mcpgw.upstream.lists import ListKind, Lists
-from mcpgw.upstream.session import ProgressRelay, Session, UpstreamReplyError
+from mcpgw.upstream.session import ProgressRelay, Session, UpstreamReplyError, without_capabilities
 from mcpgw.upstream.supervisor import State, Supervisor
 from mcpgw.upstream.transports import Transport
 from mcpgw.upstream.watch import ResourceWatches
@@ -271,6 +271,11 @@ class Upstream:
         if handshake_caller and self._companion.applies():
             handshake = await self._companion.client()
             if handshake is not None:
+                # The caller's capabilities stamp is a 2026-07-28 request's; the handshake-era session
+                # declared its own at `initialize`. (Kept when it falls back: the shared session reads it.)
+                params = {**(params or {}), "_meta": without_capabilities((params or {}).get("_meta"))}
+                if params["_meta"] is None:
+                    del params["_meta"]
                 session = self._companion.session
                 return await session.request(
                     handshake, method, params, timeout=timeout, on_progress=on_progress

@@ -32,6 +32,7 @@ from mcp.client.session import ClientSession, MessageHandlerFnT
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import find_invalid_x_mcp_header
+from mcp_types import CLIENT_CAPABILITIES_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter, ValidationError
 
@@ -63,6 +64,14 @@ def forwardable_meta(meta: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not meta:
         return None
     kept = {k: v for k, v in meta.items() if k != "progressToken" and not k.startswith(_RESERVED_META_PREFIX)}
+    return kept or None
+
+
+def without_capabilities(meta: Any) -> dict[str, Any] | None:
+    """A request's `_meta` without the caller's capabilities stamp (None when nothing is left)."""
+    if not isinstance(meta, dict):
+        return None
+    kept = {k: v for k, v in meta.items() if k != CLIENT_CAPABILITIES_META_KEY}
     return kept or None
 
 
