@@ -60,7 +60,16 @@ def arguments_for(tool: dict[str, Any], given: dict[str, dict[str, Any]]) -> dic
 
 
 async def elicit(context: ClientRequestContext, params: Any) -> types.ElicitResult:
-    return types.ElicitResult(action="accept", content={})
+    """Accept the form as a user's client shows it: each field filled with its schema `default`
+    (SEP-1034), so the defaults the upstream sent must reach this client through mcpgw intact."""
+    schema = getattr(params, "requested_schema", None) or {}
+    properties = schema.get("properties") or {} if isinstance(schema, dict) else {}
+    content = {
+        name: field["default"]
+        for name, field in properties.items()
+        if isinstance(field, dict) and "default" in field
+    }
+    return types.ElicitResult(action="accept", content=content)
 
 
 async def sample(context: ClientRequestContext, params: Any) -> types.CreateMessageResult:

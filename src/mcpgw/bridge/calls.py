@@ -39,7 +39,7 @@ from mcpgw.errors import InvalidRequest, SamplingFailed, SamplingRefused
 from mcpgw.observe import tracing
 from mcpgw.sampling import ELICITATION, SAMPLING, Sampler
 from mcpgw.upstream import Upstream
-from mcpgw.upstream.answers import as_uri
+from mcpgw.upstream.answers import APPS_EXTENSION, as_uri
 from mcpgw.upstream.inflight import Caller, ClientChannel, InFlight, LogSink
 from mcpgw.upstream.session import ProgressRelay
 
@@ -115,6 +115,9 @@ class Bridge:
             principal=client.principal if client is not None else None,
         )
         params, resumed, answered = self._opened(params, binding)
+        # A handshake-era client of an upstream that speaks both eras gets its handshake-era side,
+        # as when connected directly (`upstream.companion`): its questions reach the client as asked.
+        handshake = client is not None and not client.modern and upstream.serves_handshake_callers()
         params = self._with_capabilities(upstream, params, caller)
         if resumed is not None and resumed.exchange is not None:
             exchange = self._exchanges.get(resumed.exchange)
@@ -128,7 +131,9 @@ class Bridge:
             tasks.start_soon(self._run_exchange, exchange, upstream, method, params, runs_as, timeout)
             return await self._next_of(exchange, binding, on_log=on_log, on_progress=on_progress)
         with self.inflight.calling(upstream.name, caller):
-            result = await upstream.request(method, params, timeout=timeout, on_progress=on_progress)
+            result = await upstream.request(
+                method, params, timeout=timeout, on_progress=on_progress, handshake_caller=handshake
+            )
             if result.get("resultType") != "input_required":
                 return result
 
@@ -180,7 +185,9 @@ class Bridge:
 
         Sampling when the caller can sample and policy relays to it, or when a model route answers
         (`llm`/`auto` with `[sampling.routes]`); elicitation when the caller can elicit and it is
-        not denied; roots always (mcpgw answers them from the registry). A 2026-07-28 upstream must
+        not denied; roots always (mcpgw answers them from the registry); the MCP Apps extension
+        when the caller renders apps (mcpgw carries `ui://` resources, so the upstream may offer
+        them; `apps = false` on the server withholds it). A 2026-07-28 upstream must
         judge each request by these (and reject with -32021 what needs one that is missing), so
         they are the caller's, not the union the shared session was opened with.
         """
@@ -188,6 +195,8 @@ class Bridge:
         sampler = self.sampler
         policy = sampler.policy(server, caller.persona)
         caps: dict[str, Any] = {"roots": {}}  # mcpgw answers them, from the registry
+        if client is not None and client.apps and self._declares_apps(server):
+            caps["extensions"] = dict(APPS_EXTENSION)
         if client is None or policy == "deny":
             return caps
         relays = client.can_sample and policy in ("relay", "auto")
@@ -196,6 +205,10 @@ class Bridge:
         if client.can_elicit and sampler.settings.elicitation != "deny":
             caps["elicitation"] = {}
         return caps
+
+    def _declares_apps(self, server: str) -> bool:
+        server_config = self.registry.servers.get(server)
+        return server_config is None or server_config.apps
 
     def _with_capabilities(
         self, upstream: Upstream, params: dict[str, Any], caller: Caller

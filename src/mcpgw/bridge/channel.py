@@ -3,7 +3,8 @@
 Owns: `client_channel`, which the MCP server builds for every forwarded
 request: whether the client speaks 2026-07-28 (it answers `input_required`
 results) or the handshake era (it is sent server-to-client requests on the
-request's own channel), whether it can sample or elicit, and its `[auth]`
+request's own channel), whether it can sample or elicit, whether it renders
+MCP Apps (the one extension mcpgw carries, so the one it passes up), and its `[auth]`
 principal, which the `requestState` it is handed is bound to.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import mcp_types as types
+from mcp.server import apps
 from mcp.server.context import ServerRequestContext
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -41,6 +43,7 @@ def client_channel(ctx: ServerRequestContext[Any, Any], *, principal: str | None
     return ClientChannel(
         can_sample=caps is not None and caps.sampling is not None,
         can_elicit=caps is not None and caps.elicitation is not None,
+        apps=apps.client_supports_apps(ctx),
         modern=modern,
         send=None if modern else send,
         principal=principal,

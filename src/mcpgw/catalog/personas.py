@@ -104,6 +104,15 @@ class View:
     which two servers share when both use `namespace = ""`."""
     _index: Any = None
 
+    def may_list(self, server: str, exposed: str) -> bool:
+        """Whether this persona's rules let it list a tool of `server` exposed as `exposed`: `server`
+        is among its servers and the name passes its allow and deny rules. For a tool whose definition
+        is not known (its server never started), so the rules on definitions (`read_only`) cannot apply."""
+        if self._servers is not None and server not in self._servers:
+            return False
+        config = self._config
+        return config is None or (_matches(exposed, config.allow) and not _matches(exposed, config.deny))
+
     # --- what the client lists ------------------------------------------------------------------
 
     @property

@@ -95,6 +95,10 @@ class _Server(Strict):
     """Flow labels of every tool of this server (and of its resources); from annotations when absent."""
     tool_labels: dict[str, list[Label]] = Field(default_factory=dict)
     """Upstream tool name -> its flow labels, replacing `labels` and the annotations' for that tool."""
+    apps: bool = True
+    """Declare the MCP Apps extension (`io.modelcontextprotocol/ui`) to this upstream. A 2026-07-28
+    upstream is told per request, and only when the calling client renders apps; a handshake-era
+    session is shared by every client, so it is declared for all of them (see README, "MCP Apps")."""
 
     @field_validator("namespace")
     @classmethod

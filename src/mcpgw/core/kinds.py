@@ -21,9 +21,11 @@ from mcpgw import audit
 from mcpgw import catalog as catalog_mod
 from mcpgw.catalog import personas as personas_mod
 from mcpgw.catalog.personas import View
+from mcpgw.config import SEPARATOR
 from mcpgw.core.pipeline import Request, Target
 from mcpgw.core.watch import Subscriber
 from mcpgw.errors import InvalidRequest, NotFound, ResourceNotFound
+from mcpgw.upstream import Upstream
 from mcpgw.upstream.inflight import Caller
 from mcpgw.upstream.session import forwardable_meta
 
@@ -69,9 +71,16 @@ class CallTool(_Bridged):
             name, arguments = inner, _arguments(inner, (arguments or {}).get("arguments"))
             # The row names the tool called, not the search-mode wrapper: `logs --tool X` finds it.
             audit.note(name=name)
-        view, entry = await gateway.lookup(
-            request.persona, lambda v: v.tool(name), withheld=lambda c: name in c.withheld_tools
-        )
+        try:
+            view, entry = await gateway.lookup(
+                request.persona, lambda v: v.tool(name), withheld=lambda c: name in c.withheld_tools
+            )
+        except NotFound:
+            unstarted = _never_started_owner(gateway, request.persona, name)
+            if unstarted is None:
+                raise
+            audit.note(server=unstarted.name)
+            raise unstarted.unavailable() from None
         route = gateway.catalog.tool(entry.target)
         audit.note(server=route.upstream.name)
         upstream_params = _with_extras({"name": route.name}, params)
@@ -98,6 +107,19 @@ class CallTool(_Bridged):
         if namespace and "_meta" in result:
             result["_meta"] = catalog_mod.expose_meta(result["_meta"], namespace)
         return result
+
+
+def _never_started_owner(gateway: Gateway, persona: str | None, name: str) -> Upstream | None:
+    """The server whose namespace prefixes `name` when it has never served (so its tool names were
+    never known), and only if the persona's rules let it list that server's tools: a persona learns
+    nothing of a server it cannot see, and gets "Unknown tool" as for any name that does not exist."""
+    namespace, separator, rest = name.partition(SEPARATOR)
+    if not separator or not rest:
+        return None
+    upstream = gateway.catalog.namespaces.get(namespace)
+    if upstream is None or upstream.served:
+        return None
+    return upstream if gateway.view(persona).may_list(upstream.name, name) else None
 
 
 class ReadResource(_Bridged):

@@ -11,7 +11,9 @@ one part per job, each in its own module:
 - `answers`: requests the upstream sends mcpgw (roots, sampling, elicitation);
 - `lists`: its tools, resources, templates and prompts, kept up to date;
 - `watch`: the resources clients watch on it;
-- `supervisor`: its lives and state, restarts, pings and the child process.
+- `supervisor`: its lives and state, restarts, pings and the child process;
+- `companion`: a second, handshake-era session for handshake-era callers of an
+  upstream that speaks both eras (HTTP and in-process upstreams).
 
 Here it only wires them together, routes the session's notifications to the
 part that keeps them, holds back requests until the upstream is ready, and
@@ -26,14 +28,16 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import mcp_types as types
 
 from mcpgw.config import Registry, ServerConfig, call_timeout
 from mcpgw.errors import UpstreamError, UpstreamUnavailable
 from mcpgw.observe import context as observe_context
 from mcpgw.upstream.answers import Answers, ElicitationAnswer, SamplingAnswer
+from mcpgw.upstream.companion import Companion
 from mcpgw.upstream.lists import ListKind, Lists
-from mcpgw.upstream.session import ProgressRelay, Session, UpstreamReplyError
+from mcpgw.upstream.session import ProgressRelay, Session, UpstreamReplyError, without_capabilities
 from mcpgw.upstream.supervisor import State, Supervisor
 from mcpgw.upstream.transports import Transport
 from mcpgw.upstream.watch import ResourceWatches
@@ -92,15 +96,39 @@ class Upstream:
             # bound (memory and time, before parsing) leaves the content check its own limit to judge.
             max_line=max(2 * max_result_bytes, 1024 * 1024),
         )
+        answers = Answers(
+            name,
+            roots=list(roots),
+            on_sampling=hooks.on_sampling,
+            on_elicitation=hooks.on_elicitation,
+            apps=config.apps,
+        )
+        slots = anyio.CapacityLimiter(max_concurrent)  # one budget, whichever session a call takes
         self._session = Session(
             name,
             max_concurrent=max_concurrent,
             max_result_bytes=max_result_bytes,
-            answers=Answers(
-                name, roots=list(roots), on_sampling=hooks.on_sampling, on_elicitation=hooks.on_elicitation
-            ),
+            answers=answers,
             on_message=self._on_message,
             on_lost=self._lost,
+            slots=slots,
+        )
+        self._companion = Companion(
+            name,
+            transport=self._transport,
+            primary=self._session,
+            make_session=lambda lost: Session(
+                name,
+                max_concurrent=max_concurrent,
+                max_result_bytes=max_result_bytes,
+                answers=answers,
+                # Its notifications are the upstream's: its log lines, and the list changes a call
+                # made on it announces there (a both-eras server tells each session in its own era).
+                on_message=self._on_message,
+                on_lost=lost,
+                slots=slots,
+            ),
+            open_timeout=startup_timeout,
         )
         on_change = self._changed if hooks.on_change is not None else None
         self._lists = Lists(
@@ -202,6 +230,7 @@ class Upstream:
         """
         if reason is not None:
             self._session.closing(reason)
+            self._companion.session.closing(reason)
         self._supervisor.stop(now=now)
 
     def retune(self, config: ServerConfig, *, timeout: float) -> None:
@@ -226,14 +255,31 @@ class Upstream:
         *,
         timeout: float | None = None,
         on_progress: ProgressRelay | None = None,
+        handshake_caller: bool = False,
     ) -> dict[str, Any]:
-        """Send one request and return the raw result dict (waiting for a still-starting upstream)."""
+        """Send one request and return the raw result dict (waiting for a still-starting upstream).
+
+        `handshake_caller`: the request comes from a handshake-era client; it goes to the upstream's
+        handshake-era session when it has one to offer (`upstream.companion`).
+        """
         if self.state == "starting":
             await self.wait_settled()
         client = self._session.client
         if client is None or self.state != "ready":
-            raise UpstreamUnavailable(self.name, self._down())
+            raise self.unavailable()
         timeout = timeout or self.timeout
+        if handshake_caller and self._companion.applies():
+            handshake = await self._companion.client()
+            if handshake is not None:
+                # The caller's capabilities stamp is a 2026-07-28 request's; the handshake-era session
+                # declared its own at `initialize`. (Kept when it falls back: the shared session reads it.)
+                params = {**(params or {}), "_meta": without_capabilities((params or {}).get("_meta"))}
+                if params["_meta"] is None:
+                    del params["_meta"]
+                session = self._companion.session
+                return await session.request(
+                    handshake, method, params, timeout=timeout, on_progress=on_progress
+                )
         try:
             return await self._session.request(
                 client, method, params, timeout=timeout, on_progress=on_progress
@@ -254,6 +300,10 @@ class Upstream:
             except UpstreamError as relisting:
                 raise mismatch from relisting
         return await self._session.request(client, method, params, timeout=timeout, on_progress=on_progress)
+
+    def unavailable(self) -> UpstreamUnavailable:
+        """The error a request it cannot take gets: its state, what comes next, and the last error."""
+        return UpstreamUnavailable(self.name, self._down())
 
     def _down(self) -> str:
         """Why a request cannot be sent: its state, what comes next, and the last error."""
@@ -293,6 +343,10 @@ class Upstream:
             await on_log(self.name, params.model_dump(by_alias=True, exclude_none=True) if params else {})
             return
         self._lists.notified(method)
+
+    def serves_handshake_callers(self) -> bool:
+        """Whether a handshake-era caller's requests go to a handshake-era session (`upstream.companion`)."""
+        return self._companion.applies()
 
     def _lost(self, reason: str) -> None:
         self._supervisor.fail(reason)

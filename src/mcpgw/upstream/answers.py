@@ -2,7 +2,8 @@
 
 Owns: what mcpgw declares to an upstream it can answer (roots when the
 registry gives it some; sampling and elicitation when the gateway handles them
-for that server), the session callbacks that answer, and turning a handler's
+for that server; the MCP Apps extension unless the server's `apps = false`),
+the session callbacks that answer, and turning a handler's
 failure into a JSON-RPC error for the upstream rather than an exception in the
 session's receive loop.
 """
@@ -15,6 +16,7 @@ from typing import Any, TypeVar, cast
 
 import mcp_types as types
 from mcp.client.session import ElicitationFnT, ListRootsFnT, SamplingFnT
+from mcp.server import apps
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
@@ -27,6 +29,9 @@ SamplingAnswer = Callable[
 ElicitationAnswer = Callable[[str, dict[str, Any]], Awaitable[types.ElicitResult]]
 """Answers an upstream's `elicitation/create` (server name, raw params)."""
 R = TypeVar("R")
+
+APPS_EXTENSION: dict[str, dict[str, Any]] = {apps.EXTENSION_ID: {"mimeTypes": [apps.APP_MIME_TYPE]}}
+"""What mcpgw declares of MCP Apps to an upstream: it carries `ui://` resources and their MIME type."""
 
 _SAMPLING_CAPABILITY = types.SamplingCapability(
     context=types.SamplingContextCapability(), tools=types.SamplingToolsCapability()
@@ -49,9 +54,12 @@ class Answers:
         roots: list[str],
         on_sampling: SamplingAnswer | None = None,
         on_elicitation: ElicitationAnswer | None = None,
+        apps: bool = False,
     ) -> None:
         self.name = name
         self.roots = roots
+        self.apps = apps
+        """Declare the MCP Apps extension on the session (the server's `apps` option)."""
         self.on_sampling = on_sampling
         """Answers the upstream's `sampling/createMessage`; when set, mcpgw declares sampling to it."""
         self.on_elicitation = on_elicitation
@@ -70,6 +78,10 @@ class Answers:
     @property
     def elicitation_callback(self) -> ElicitationFnT | None:
         return self._elicit if self.on_elicitation is not None else None
+
+    @property
+    def extensions(self) -> dict[str, dict[str, Any]] | None:
+        return APPS_EXTENSION if self.apps else None
 
     @property
     def sampling_capabilities(self) -> types.SamplingCapability | None:

@@ -39,6 +39,8 @@ class ClientChannel:
 
     can_sample: bool = False
     can_elicit: bool = False
+    apps: bool = False
+    """It renders MCP Apps: it declared the `io.modelcontextprotocol/ui` extension with its MIME type."""
     modern: bool = False
     """A 2026-07-28 client: it answers `input_required` results, not server-to-client requests."""
     send: Send | None = None

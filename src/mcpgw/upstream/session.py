@@ -32,6 +32,7 @@ from mcp.client.session import ClientSession, MessageHandlerFnT
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import find_invalid_x_mcp_header
+from mcp_types import CLIENT_CAPABILITIES_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter, ValidationError
 
@@ -63,6 +64,14 @@ def forwardable_meta(meta: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not meta:
         return None
     kept = {k: v for k, v in meta.items() if k != "progressToken" and not k.startswith(_RESERVED_META_PREFIX)}
+    return kept or None
+
+
+def without_capabilities(meta: Any) -> dict[str, Any] | None:
+    """A request's `_meta` without the caller's capabilities stamp (None when nothing is left)."""
+    if not isinstance(meta, dict):
+        return None
+    kept = {k: v for k, v in meta.items() if k != CLIENT_CAPABILITIES_META_KEY}
     return kept or None
 
 
@@ -108,6 +117,7 @@ class Session:
         answers: Answers,
         on_message: MessageHandlerFnT,
         on_lost: Callable[[str], None],
+        slots: anyio.CapacityLimiter | None = None,
     ) -> None:
         self.name = name
         self.max_concurrent = max_concurrent
@@ -116,7 +126,8 @@ class Session:
         self._on_message = on_message
         self._on_lost = on_lost
         """Told (with the reason) when the connection turns out to be closed: the upstream has failed."""
-        self._slots = anyio.CapacityLimiter(max_concurrent)
+        self._slots = slots if slots is not None else anyio.CapacityLimiter(max_concurrent)
+        """Shared with the upstream's handshake-era session (`upstream.companion`), if it has one."""
         self._last_answer = 0.0
         """When the upstream last answered a request (monotonic seconds): it was alive then."""
         self._closed_because = "connection closed"
@@ -155,6 +166,7 @@ class Session:
             sampling_callback=answers.sampling_callback,
             elicitation_callback=answers.elicitation_callback,
             sampling_capabilities=answers.sampling_capabilities,
+            extensions=answers.extensions,
         )
         _compat.skip_tool_result_validation(session)
         _compat.complete_without_result_type(session)
