@@ -11,6 +11,7 @@ a message from the CLI) never have to guess.
     ├── StartupError                  `serve` cannot start: port taken, address invalid (exit 2)
     ├── UpstreamError                 an upstream failed; names the server (exit 3)
     │   ├── UpstreamUnavailable       not connected / failed to start
+    │   │   └── NeedsLogin            answered 401: `mcpgw login SERVER` is due
     │   └── UpstreamTimeout           a call exceeded its timeout
     ├── NotFound                      unknown tool, resource or prompt (-32602)
     │   ├── ResourceNotFound          unknown resource URI, named in `data`
@@ -88,6 +89,13 @@ class UpstreamError(GatewayError):
 
 class UpstreamUnavailable(UpstreamError):
     """The upstream is not connected (failed to start, or died)."""
+
+
+class NeedsLogin(UpstreamUnavailable):
+    """The upstream answered 401: its OAuth login is missing, expired past refreshing, or revoked."""
+
+    def __init__(self, server: str, detail: str = "") -> None:
+        super().__init__(server, f"needs login: run `mcpgw login {server}`{detail}")
 
 
 class UpstreamTimeout(UpstreamError):

@@ -65,6 +65,24 @@ class UpstreamOAuth(Strict):
         return url
 
 
+class UpstreamLogin(Strict):
+    """`[servers.X.login]`: how `mcpgw login X` signs in to an OAuth-protected URL server.
+
+    All optional: without it, mcpgw discovers the authorization server (RFC 9728, RFC 8414) and
+    registers itself there (RFC 7591). Values may use `${VAR}`.
+    """
+
+    client_id: str | None = None
+    """A client registered by hand at the authorization server (no dynamic registration)."""
+    client_secret: str | None = None
+    scope: str | None = None
+    """The scope asked for (else the one the server challenges with or advertises)."""
+    client_metadata_url: str | None = None
+    """An https URL of a client ID metadata document, used as the client id where the server allows."""
+    redirect_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    """The loopback port the browser is sent back to (0: any free one, kept for later logins)."""
+
+
 class _Server(Strict):
     """What every server entry has, whatever its transport."""
 
@@ -216,6 +234,13 @@ class _UrlServer(_Server):
     headers: dict[str, str] = Field(default_factory=dict)
     oauth: UpstreamOAuth | None = None
     """URL servers behind OAuth: mcpgw's own client-credentials token, never the caller's."""
+    login: UpstreamLogin | None = None
+    """Settings for `mcpgw login` (any URL server without `oauth` or an `Authorization` header may
+    be logged in to; this table only changes how)."""
+
+    def takes_login(self) -> bool:
+        """Whether the tokens of `mcpgw login` are what reach this server (no other credential is set)."""
+        return self.oauth is None and not any(k.lower() == "authorization" for k in self.headers)
 
     _TOLERATED: ClassVar[frozenset[str]] = frozenset({"args", "env", "cwd"})
 

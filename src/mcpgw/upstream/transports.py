@@ -5,7 +5,7 @@ back its (read, write) streams; for stdio (`upstream.stdio`), the child in its
 own process group (whose pgid is remembered so the whole group can be killed)
 and its stderr copied into the gateway's log; for
 HTTP, one pooled client for the life of the session and the upstream's OAuth
-client credentials.
+credentials (client credentials, or the tokens of `mcpgw login`).
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
+import httpx2
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 from mcpgw import _compat
 from mcpgw.config import ServerConfig, SseServer, StdioServer
 from mcpgw.observe import context as observe_context
-from mcpgw.upstream import credentials
+from mcpgw.upstream import credentials, login
 from mcpgw.upstream.stdio import stdio_transport
 
 STDERR_TAIL = 8
@@ -97,6 +98,8 @@ class Transport:
     config: ServerConfig
     secrets: Mapping[str, str] = field(default_factory=dict)
     """`[gateway] secrets_file` values, for `${NAME}` the environment does not define."""
+    tokens_dir: Path | None = None
+    """Where `mcpgw login` stored its tokens (`upstream.tokens`); None: no login is looked for."""
     in_process: Any = None
     """A lowlevel `Server` (or `MCPServer`) served in this process instead of the configured
     transport: the tests' parity harness builds the whole gateway in memory with it."""
@@ -150,11 +153,14 @@ class Transport:
                 )
             )
         target = config.to_params(self.name, environ=env)
-        oauth: credentials.ClientCredentials | None = None
+        oauth: httpx2.Auth | None = None
         if config.oauth is not None:
-            oauth = credentials.ClientCredentials(self.name, config.oauth, env or os.environ)
-            stack.push_async_callback(oauth.aclose)
-            await oauth.token()  # a bad client secret fails the start with the token endpoint's answer
+            granted = credentials.ClientCredentials(self.name, config.oauth, env or os.environ)
+            stack.push_async_callback(granted.aclose)
+            await granted.token()  # a bad client secret fails the start with the token endpoint's answer
+            oauth = granted
+        elif self.tokens_dir is not None:
+            oauth = login.upstream_auth(self.name, config, target.url, self.tokens_dir, env or os.environ)
         if isinstance(config, SseServer):
             return await stack.enter_async_context(sse_client(target.url, headers=target.headers, auth=oauth))
         # A closed call stream is resumed at once, not after the server's retry hint (see _compat).
