@@ -27,12 +27,12 @@ import secrets
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import mcp_types as types
 import uvicorn
-from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Payload, OAuth2Request
-from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Payload, OAuth2Request, grants
+from authlib.oauth2.rfc6749.errors import OAuth2Error
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7591 import ClientRegistrationEndpoint
@@ -116,6 +116,11 @@ class JsonBody:
     def __init__(self, request: Request, body: dict[str, Any]) -> None:
         self.method, self.uri, self.headers = request.method, str(request.url), dict(request.headers)
         self.payload = type("P", (), {"data": body})()
+
+
+class InvalidTargetError(OAuth2Error):
+    error = "invalid_target"
+    description = "the grant is not for this resource"
 
 
 class _Asgi:
@@ -210,7 +215,11 @@ def build(base: str, ttl: int) -> Starlette:
             pass
 
     class CodeGrant(grants.AuthorizationCodeGrant):
-        TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+        TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ]
 
         def save_authorization_code(self, code: str, request: Any) -> None:
             data = request.payload.data
@@ -236,8 +245,19 @@ def build(base: str, ttl: int) -> Starlette:
             return "alice"
 
     class RefreshGrant(grants.RefreshTokenGrant):
-        TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+        TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ]
         INCLUDE_NEW_REFRESH_TOKEN = True
+
+        def validate_token_request(self) -> None:
+            super().validate_token_request()
+            # RFC 8707 §2.2: a refresh may only ask for a resource the grant was for.
+            asked = self.request.payload.data.get("resource")
+            if asked and asked != self.request.refresh_token.record.get("resource"):
+                raise InvalidTargetError()
 
         def authenticate_refresh_token(self, refresh_token: str) -> Token | None:
             record = store.refresh.get(refresh_token)
@@ -250,7 +270,7 @@ def build(base: str, ttl: int) -> Starlette:
             refresh_token.record["revoked"] = True
 
     class Revocation(RevocationEndpoint):
-        CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+        CLIENT_AUTH_METHODS: ClassVar[list[str]] = ["client_secret_basic", "client_secret_post", "none"]
 
         def query_token(self, token_string: str, token_type_hint: str | None) -> Token | None:
             record = store.refresh.get(token_string) or store.access.get(token_string)

@@ -280,9 +280,11 @@ async def login(
         }
         auth = LoginAuth(server, provider, interactive=True)
         try:
-            async with httpx2.AsyncClient(auth=auth, timeout=30.0) as client:
-                async with client.stream("POST", url, json=body, headers=request_headers) as response:
-                    answered = response.status_code
+            async with (
+                httpx2.AsyncClient(auth=auth, timeout=30.0) as client,
+                client.stream("POST", url, json=body, headers=request_headers) as response,
+            ):
+                answered = response.status_code
         except (OAuthFlowError, OAuthRegistrationError, OAuthTokenError) as exc:
             raise UpstreamUnavailable(server, f"login failed: {exc}") from None
         except httpx2.HTTPError as exc:

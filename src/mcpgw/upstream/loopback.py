@@ -25,7 +25,7 @@ _PAGE = "<!doctype html><title>mcpgw</title><p>{}</p><p>You can close this windo
 class Receiver:
     """The redirect target of one login; `wait()` is the SDK's `callback_handler`."""
 
-    def __init__(self, server: str, listener: anyio.abc.SocketListener, port: int) -> None:
+    def __init__(self, server: str, listener: anyio.abc.Listener[SocketStream], port: int) -> None:
         self.server = server
         self.port = port
         self.redirect_uri = f"http://127.0.0.1:{port}/callback"

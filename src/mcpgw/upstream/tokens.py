@@ -85,7 +85,8 @@ class TokenFile:
         return float(value) if isinstance(value, int | float) else None
 
     def oauth_metadata(self) -> OAuthMetadata | None:
-        return self._model(OAuthMetadata, "oauth_metadata")
+        metadata: OAuthMetadata | None = self._model(OAuthMetadata, "oauth_metadata")
+        return metadata
 
     def _model(self, model: Any, field: str) -> Any:
         value = self.read().get(field)

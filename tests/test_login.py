@@ -1,0 +1,202 @@
+"""`mcpgw login` / `logout` against a real OAuth authorization server and the MCP servers it protects.
+
+`servers/oauth_login.py` (one process for the module) is an Authlib authorization server with
+discovery, dynamic registration, the code flow with PKCE, refresh and revocation, and two MCP
+servers that each take only live tokens issued for their own URL. The browser is the one
+stand-in: `webbrowser.open` follows the authorization URL over HTTP, as a user approving would,
+and the redirect lands on mcpgw's loopback receiver.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from conftest import SERVERS, background, free_port
+from mcpgw.cli import cli
+from mcpgw.config import load
+from parity import gateway_client, served
+
+AS_SERVER = SERVERS / "oauth_login.py"
+
+
+@pytest.fixture(scope="module")
+def base() -> Iterator[str]:
+    port = free_port()
+    with background([sys.executable, "-W", "ignore", str(AS_SERVER), str(port)], port=port):
+        yield f"http://127.0.0.1:{port}"
+
+
+def stats(base: str) -> dict[str, Any]:
+    return dict(httpx.get(f"{base}/admin/stats").json())
+
+
+@pytest.fixture
+def browser(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The user's browser: follows the authorization URL, the server approves, the redirect lands on mcpgw."""
+    opened: list[str] = []
+
+    def open_(url: str) -> bool:
+        opened.append(url)
+        landed = httpx.get(url, follow_redirects=True, timeout=30)
+        assert landed.status_code == 200, landed.text
+        return True
+
+    monkeypatch.setattr("webbrowser.open", open_)
+    return opened
+
+
+@pytest.fixture
+def registry(tmp_path: Path, base: str) -> Path:
+    path = tmp_path / "servers.toml"
+    path.write_text(
+        f'[gateway]\ntokens_dir = "{tmp_path}/tokens"\nstartup_timeout = 60\n'
+        f'[audit]\npath = "{tmp_path}/audit.db"\n'
+        f'[servers.s]\nurl = "{base}/mcp"\nrestart = false\n'
+        f'[servers.o]\nurl = "{base}/other/mcp"\nrestart = false\nenabled = false\n'
+    )
+    return path
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def token_file(registry: Path, server: str = "s") -> Path:
+    return registry.parent / "tokens" / f"{server}.json"
+
+
+async def call_whoami(registry: Path, server: str = "s") -> str:
+    """What the protected server's `whoami` answers through the gateway (audited, as served)."""
+    async with served(load(registry)[0], {}, registry_path=registry) as gateway:
+        upstream = gateway.upstreams[server]
+        assert upstream.state == "ready", upstream.error
+        async with gateway_client(gateway) as client:
+            result = await client.call_tool(f"{server}__whoami", {})
+            return str(result.content[0].text)  # type: ignore[union-attr]
+
+
+def test_login_discovers_registers_and_runs_the_code_flow(
+    registry: Path, base: str, browser: list[str]
+) -> None:
+    before = stats(base)
+    logged = run("login", "--config", str(registry), "s", "--json")
+    assert logged.exit_code == 0, logged.output
+    assert f"logged in to s ({base}/mcp)" in logged.output
+    assert f"issuer {base}/as" in logged.output and "refreshed automatically" in logged.output
+    shown = json.loads(logged.stdout)
+    assert shown["issuer"] == f"{base}/as" and shown["refreshable"] is True
+    # Discovery found the AS through the resource's metadata; mcpgw registered itself, then used PKCE
+    # and asked for the resource by its indicator.
+    [url] = browser
+    assert url.startswith(f"{base}/as/authorize?") and "code_challenge_method=S256" in url
+    assert f"resource={httpx.URL(base + '/mcp')}".replace(":", "%3A").replace("/", "%2F") in url
+    after = stats(base)
+    assert after.get("registrations", 0) == before.get("registrations", 0) + 1
+    assert after.get("grant_authorization_code", 0) == before.get("grant_authorization_code", 0) + 1
+    # Owner-only, outside the registry.
+    path = token_file(registry)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert "access_token" not in registry.read_text()
+    # The gateway now reaches the protected upstream with the stored tokens.
+    assert anyio.run(call_whoami, registry) == "alice"
+    checked = run("list-servers", "--config", str(registry), "--check")
+    assert checked.exit_code == 0, checked.output
+
+
+def test_without_a_login_the_check_says_needs_login(registry: Path) -> None:
+    checked = run("list-servers", "--config", str(registry), "--check")
+    assert checked.exit_code == 3, checked.output
+    assert "needs login: run `mcpgw login s`" in checked.output
+    assert "401" not in checked.output
+
+
+def test_an_expired_token_is_refreshed_on_401(registry: Path, base: str, browser: list[str]) -> None:
+    assert run("login", "--config", str(registry), "s").exit_code == 0
+    first = json.loads(token_file(registry).read_text())["tokens"]
+    httpx.post(f"{base}/admin/expire")  # the issuer ends every access token early
+    before = stats(base)
+    assert anyio.run(call_whoami, registry) == "alice"
+    after = stats(base)
+    assert after.get("grant_refresh_token", 0) == before.get("grant_refresh_token", 0) + 1
+    assert after.get("authorizations") == before.get("authorizations")  # no new login was needed
+    second = json.loads(token_file(registry).read_text())["tokens"]
+    assert second["access_token"] != first["access_token"]
+
+
+def test_a_token_near_expiry_is_refreshed_before_it_is_sent(
+    registry: Path, base: str, browser: list[str]
+) -> None:
+    assert run("login", "--config", str(registry), "s").exit_code == 0
+    path = token_file(registry)
+    record = json.loads(path.read_text())
+    record["expires_at"] -= record["tokens"]["expires_in"] - 5  # five seconds left: inside the margin
+    path.write_text(json.dumps(record))
+    before = stats(base)
+    assert anyio.run(call_whoami, registry) == "alice"
+    after = stats(base)
+    assert after.get("grant_refresh_token", 0) == before.get("grant_refresh_token", 0) + 1
+    assert after.get("refused", 0) == before.get("refused", 0)  # refreshed first: nothing was refused
+
+
+def test_logout_revokes_the_tokens(registry: Path, base: str, browser: list[str]) -> None:
+    assert run("login", "--config", str(registry), "s").exit_code == 0
+    token = json.loads(token_file(registry).read_text())["tokens"]["access_token"]
+    before = stats(base)
+    out = run("logout", "--config", str(registry), "s")
+    assert out.exit_code == 0 and "logged out of s" in out.output
+    assert stats(base)["revocations"] >= before.get("revocations", 0) + 2  # refresh and access token
+    refused = httpx.post(f"{base}/mcp", headers={"Authorization": f"Bearer {token}"}, json={})
+    assert refused.status_code == 401
+    assert "needs login" in run("list-servers", "--config", str(registry), "--check").output
+    assert "not logged in" in run("logout", "--config", str(registry), "s").output
+
+
+def test_tokens_go_to_no_other_server_and_a_wrong_audience_is_refused(
+    registry: Path, base: str, browser: list[str]
+) -> None:
+    assert run("login", "--config", str(registry), "s").exit_code == 0
+    assert run("enable", "--config", str(registry), "o").exit_code == 0
+    sent_before = len(stats(base)["sent_to_other"])
+    checked = run("list-servers", "--config", str(registry), "--check")
+    assert "needs login: run `mcpgw login o`" in checked.output
+    assert len(stats(base)["sent_to_other"]) == sent_before  # s's token never went to o
+    # A token for /mcp, filed for /other/mcp by hand: the server refuses it (its audience is
+    # another resource), and so does the issuer a refresh for a resource it was not granted.
+    record = json.loads(token_file(registry).read_text())
+    record["url"] = f"{base}/other/mcp"
+    token_file(registry, "o").write_text(json.dumps(record))
+    checked = run("list-servers", "--config", str(registry), "--check")
+    assert checked.exit_code == 3 and "needs login: run `mcpgw login o`" in checked.output
+    sent = stats(base)["sent_to_other"][sent_before:]
+    assert sent and set(sent) == {f"Bearer {record['tokens']['access_token']}"}
+
+
+def test_tokens_are_in_no_log_and_no_audit_row(
+    registry: Path, base: str, browser: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    logged = run("login", "--config", str(registry), "s")
+    assert logged.exit_code == 0
+    httpx.post(f"{base}/admin/expire")
+    assert anyio.run(call_whoami, registry) == "alice"  # and a refresh on the way
+    record = json.loads(token_file(registry).read_text())
+    secrets = [record["tokens"]["access_token"], record["tokens"]["refresh_token"]]
+    audit = registry.parent / "audit.db"
+    with sqlite3.connect(audit) as db:
+        dump = "\n".join(db.iterdump())
+    assert "whoami" in dump
+    for secret in secrets:
+        assert secret not in caplog.text and secret not in logged.output and secret not in dump
