@@ -200,3 +200,13 @@ def test_tokens_are_in_no_log_and_no_audit_row(
     assert "whoami" in dump
     for secret in secrets:
         assert secret not in caplog.text and secret not in logged.output and secret not in dump
+
+
+def test_add_server_offers_the_login(registry: Path, base: str, browser: list[str]) -> None:
+    later = run("add-server", "--config", str(registry), "later", "--url", f"{base}/mcp", "--no-login")
+    assert later.exit_code == 0, later.output
+    assert "it needs a login: run `mcpgw login later`" in later.output and not browser
+    now = run("add-server", "--config", str(registry), "now", "--url", f"{base}/mcp", "--login")
+    assert now.exit_code == 0, now.output
+    assert "logged in to now" in now.output and "checked now: 1 tools" in now.output
+    assert "[servers.now]" in registry.read_text() and len(browser) == 1

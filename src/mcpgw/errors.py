@@ -94,8 +94,11 @@ class UpstreamUnavailable(UpstreamError):
 class NeedsLogin(UpstreamUnavailable):
     """The upstream answered 401: its OAuth login is missing, expired past refreshing, or revoked."""
 
-    def __init__(self, server: str, detail: str = "") -> None:
-        super().__init__(server, f"needs login: run `mcpgw login {server}`{detail}")
+    marker: ClassVar[str] = "needs login: run `mcpgw login"
+    """How the message starts after the server's name (an upstream's state keeps the text only)."""
+
+    def __init__(self, server: str) -> None:
+        super().__init__(server, f"{self.marker} {server}`")
 
 
 class UpstreamTimeout(UpstreamError):
