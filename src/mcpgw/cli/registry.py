@@ -13,10 +13,10 @@ from typing import Any, get_args
 import anyio
 import click
 
+from mcpgw import config as config_mod
 from mcpgw.cli import progress
 from mcpgw.cli.options import config_option, edit_path, json_option
 from mcpgw.cli.output import err, out, print_findings, quiet_logs
-from mcpgw import config as config_mod
 from mcpgw.config import Era, server_config
 from mcpgw.config import edit as registry_mod
 from mcpgw.errors import ConfigError, RegistryError
