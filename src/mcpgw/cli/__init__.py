@@ -39,7 +39,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Log in to an OAuth-protected URL server (discovery, registration, browser, tokens stored).",
     ),
     "logout": ("login", "logout", "Revoke and forget the tokens of `mcpgw login SERVER`."),
-    "logs": ("logs", "logs", "The audit log, newest first."),
+    "logs": ("logs", "logs", "The audit log, newest first (oldest first with --follow)."),
     "personas": ("catalog", "personas", "Start every server and list the personas with what each one sees."),
     "pin": (
         "pin",
