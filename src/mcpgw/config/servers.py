@@ -75,6 +75,8 @@ class UpstreamLogin(Strict):
     client_id: str | None = None
     """A client registered by hand at the authorization server (no dynamic registration)."""
     client_secret: str | None = None
+    auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    """How a configured `client_secret` is sent to the token endpoint."""
     scope: str | None = None
     """The scope asked for (else the one the server challenges with or advertises)."""
     client_metadata_url: str | None = None

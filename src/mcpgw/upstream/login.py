@@ -114,7 +114,7 @@ def _provider(
     receiver: loopback.Receiver | None = None,
 ) -> OAuthClientProvider:
     values = _login_values(server, login, environ)
-    method = "client_secret_post" if values.get("client_secret") else "none"
+    method = login.auth_method if login is not None and values.get("client_secret") else "none"
     metadata = OAuthClientMetadata(
         client_name="mcpgw",
         redirect_uris=[redirect_uri],  # type: ignore[list-item]
