@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from mcp.shared.exceptions import MCPError
 from click.testing import CliRunner
 
 from conftest import SERVERS, background, free_port
@@ -210,3 +211,26 @@ def test_add_server_offers_the_login(registry: Path, base: str, browser: list[st
     assert now.exit_code == 0, now.output
     assert "logged in to now" in now.output and "checked now: 1 tools" in now.output
     assert "[servers.now]" in registry.read_text() and len(browser) == 1
+
+
+@pytest.mark.anyio
+async def test_a_login_revoked_while_serving_fails_calls_with_needs_login(
+    registry: Path, base: str, browser: list[str]
+) -> None:
+    assert await anyio.to_thread.run_sync(lambda: run("login", "--config", str(registry), "s").exit_code) == 0
+    record = json.loads(token_file(registry).read_text())
+    async with (
+        served(load(registry)[0], {}, registry_path=registry) as gateway,
+        gateway_client(gateway) as client,
+    ):
+        assert (await client.call_tool("s__whoami", {})).content[0].text == "alice"  # type: ignore[union-attr]
+        async with httpx.AsyncClient() as http:
+            for hint in ("refresh_token", "access_token"):
+                revoked = await http.post(
+                    f"{base}/as/revoke",
+                    data={"token": record["tokens"][hint], "client_id": record["client"]["client_id"]},
+                )
+                assert revoked.status_code == 200, revoked.text
+        with pytest.raises(MCPError) as refused:
+            await client.call_tool("s__whoami", {})
+        assert str(refused.value) == "upstream 's': needs login: run `mcpgw login s`"

@@ -91,6 +91,8 @@ class Upstream:
             config,
             secrets=dict(secrets or {}),
             tokens_dir=tokens_dir,
+            # A login found missing mid-call ends the connection: the calls it cuts off say why.
+            on_refused=lambda reason: self._session.closing(reason),
             in_process=in_process,
             # A line is JSON: its escapes can make it longer than the content it carries, so the line
             # bound (memory and time, before parsing) leaves the content check its own limit to judge.

@@ -55,10 +55,18 @@ class LoginAuth(httpx2.Auth):
 
     requires_response_body = True
 
-    def __init__(self, server: str, provider: OAuthClientProvider, *, interactive: bool) -> None:
+    def __init__(
+        self,
+        server: str,
+        provider: OAuthClientProvider,
+        *,
+        interactive: bool,
+        on_refused: Callable[[str], None] | None = None,
+    ) -> None:
         self.server = server
         self.provider = provider
         self.interactive = interactive
+        self.on_refused = on_refused
 
     def _refresh_due(self) -> bool:
         context = self.provider.context
@@ -83,7 +91,10 @@ class LoginAuth(httpx2.Auth):
                     if refused and attempt == 0 and context.can_refresh_token():
                         break  # revoked or expired early at the issuer: refresh, then once more
                     if refused and not self.interactive:
-                        raise NeedsLogin(self.server)
+                        needed = NeedsLogin(self.server)
+                        if self.on_refused is not None:
+                            self.on_refused(needed.reason)
+                        raise needed
                     outgoing = await flow.asend(response)
             except StopAsyncIteration:
                 return
@@ -158,7 +169,13 @@ def _provider(
 
 
 def upstream_auth(
-    server: str, config: UrlServer, url: str, folder: Path, environ: Mapping[str, str]
+    server: str,
+    config: UrlServer,
+    url: str,
+    folder: Path,
+    environ: Mapping[str, str],
+    *,
+    on_refused: Callable[[str], None] | None = None,
 ) -> LoginAuth | None:
     """The auth a running gateway sends `server` with (None: it has another credential)."""
     if not config.takes_login():
@@ -169,7 +186,7 @@ def upstream_auth(
         str(client.redirect_uris[0]) if client and client.redirect_uris else "http://127.0.0.1/callback"
     )
     provider = _provider(server, url, store, config.login, environ, redirect_uri=redirect)
-    return LoginAuth(server, provider, interactive=False)
+    return LoginAuth(server, provider, interactive=False, on_refused=on_refused)
 
 
 @dataclass(frozen=True)

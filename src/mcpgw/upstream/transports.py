@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +100,8 @@ class Transport:
     """`[gateway] secrets_file` values, for `${NAME}` the environment does not define."""
     tokens_dir: Path | None = None
     """Where `mcpgw login` stored its tokens (`upstream.tokens`); None: no login is looked for."""
+    on_refused: Callable[[str], None] | None = None
+    """Told why, when the upstream refuses the login (the connection then ends)."""
     in_process: Any = None
     """A lowlevel `Server` (or `MCPServer`) served in this process instead of the configured
     transport: the tests' parity harness builds the whole gateway in memory with it."""
@@ -160,7 +162,9 @@ class Transport:
             await granted.token()  # a bad client secret fails the start with the token endpoint's answer
             oauth = granted
         elif self.tokens_dir is not None:
-            oauth = login.upstream_auth(self.name, config, target.url, self.tokens_dir, env or os.environ)
+            oauth = login.upstream_auth(
+                self.name, config, target.url, self.tokens_dir, env or os.environ, on_refused=self.on_refused
+            )
         if isinstance(config, SseServer):
             return await stack.enter_async_context(sse_client(target.url, headers=target.headers, auth=oauth))
         # A closed call stream is resumed at once, not after the server's retry hint (see _compat).
