@@ -21,8 +21,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from mcp.shared.exceptions import MCPError
 from click.testing import CliRunner
+from mcp.shared.exceptions import MCPError
 
 from conftest import SERVERS, background, free_port
 from mcpgw.cli import cli
