@@ -234,3 +234,44 @@ async def test_a_login_revoked_while_serving_fails_calls_with_needs_login(
         with pytest.raises(MCPError) as refused:
             await client.call_tool("s__whoami", {})
         assert str(refused.value) == "upstream 's': needs login: run `mcpgw login s`"
+
+
+def test_bad_logins_say_what_is_wrong(registry: Path, base: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with registry.open("a") as file:
+        file.write('[servers.cmd]\ncommand = "true"\nenabled = false\n')
+        file.write(f'[servers.keyed]\nurl = "{base}/mcp"\nheaders = {{ Authorization = "Bearer x" }}\n')
+        file.write("enabled = false\n")
+    cases = {
+        "nope": "no server named 'nope' in the registry",
+        "cmd": "'cmd' is a command server: only URL servers log in",
+        "keyed": "upstream 'keyed': has its own credentials (`oauth` or an Authorization header)",
+    }
+    for name, message in cases.items():
+        refused = run("login", "--config", str(registry), name, "--no-browser")
+        assert refused.exit_code in (2, 3) and message in refused.output, refused.output
+    # The user says no at the authorization server: the redirect carries the error, nothing is stored.
+
+    def deny(url: str) -> bool:
+        query = httpx.URL(url).params
+        denied = httpx.get(
+            query["redirect_uri"],
+            params={
+                "error": "access_denied",
+                "error_description": "the user said no",
+                "state": query["state"],
+            },
+        )
+        assert denied.status_code == 400 and "the user said no" in denied.text
+        return True
+
+    monkeypatch.setattr("webbrowser.open", deny)
+    refused = run("login", "--config", str(registry), "s")
+    assert refused.exit_code == 3
+    assert "upstream 's': login refused by the authorization server: the user said no" in refused.output
+    assert "access_token" not in token_file(registry).read_text()
+    # A damaged login file is named, with what to do, and left for the user to look at.
+    token_file(registry).write_text("{not json")
+    damaged = run("list-servers", "--config", str(registry), "--check", "--json")
+    row = next(r for r in json.loads(damaged.stdout)["servers"] if r["name"] == "s")
+    assert damaged.exit_code == 3 and row["error"].endswith("delete it and run `mcpgw login s`"), row
+    assert token_file(registry).read_text() == "{not json"

@@ -53,7 +53,8 @@ class TokenFile:
             return {}
         except (OSError, ValueError) as exc:
             raise ConfigError(
-                f"cannot read the login file {self.path}: {exc}", key=f"servers.{self.server}"
+                f"cannot read the login file {self.path} ({exc}); delete it and run `mcpgw login {self.server}`",
+                key=f"servers.{self.server}",
             ) from None
         if not isinstance(data, dict) or data.get("url") != self.url:
             return {}  # logged in to another URL: those tokens are not this server's
