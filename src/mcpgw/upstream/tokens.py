@@ -53,7 +53,8 @@ class TokenFile:
             return {}
         except (OSError, ValueError) as exc:
             raise ConfigError(
-                f"cannot read the login file {self.path} ({exc}); delete it and run `mcpgw login {self.server}`",
+                f"cannot read the login file {self.path} ({exc}); "
+                f"delete it and run `mcpgw login {self.server}`",
                 key=f"servers.{self.server}",
             ) from None
         if not isinstance(data, dict) or data.get("url") != self.url:
