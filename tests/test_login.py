@@ -275,3 +275,28 @@ def test_bad_logins_say_what_is_wrong(registry: Path, base: str, monkeypatch: py
     row = next(r for r in json.loads(damaged.stdout)["servers"] if r["name"] == "s")
     assert damaged.exit_code == 3 and row["error"].endswith("delete it and run `mcpgw login s`"), row
     assert token_file(registry).read_text() == "{not json"
+
+
+def test_client_credentials_discover_the_authorization_server(registry: Path, base: str) -> None:
+    issuer = f"{base}/as"
+    with registry.open("a") as file:
+        for name, secret, named in (
+            ("cc", "cc-secret", issuer),
+            ("bad", "wrong", issuer),
+            ("elsewhere", "x", base),
+        ):
+            file.write(f'[servers.{name}]\nurl = "{base}/mcp"\nrestart = false\n[servers.{name}.oauth]\n')
+            file.write(f'client_id = "cc-client"\nclient_secret = "{secret}"\nissuer = "{named}"\n')
+    before = stats(base).get("grant_client_credentials", 0)
+    assert anyio.run(call_whoami, registry, "cc") == "alice"
+    assert stats(base)["grant_client_credentials"] == before + 2  # cc's, and bad's refused one
+    checked = run("list-servers", "--config", str(registry), "--check", "--json")
+    errors = {r["name"]: r["error"] for r in json.loads(checked.stdout)["servers"]}
+    assert errors["cc"] is None and errors["bad"].startswith(
+        "upstream 'bad': OAuth: Token exchange failed (401)"
+    ), errors
+    # The upstream leads to an authorization server that is not the configured issuer: no secret goes there.
+    assert errors["elsewhere"].startswith(
+        "upstream 'elsewhere': OAuth: Authorization server metadata issuer mismatch"
+    ), errors
+    assert stats(base)["grant_client_credentials"] == before + 4

@@ -13,6 +13,7 @@ GitHub, Linear or Notion are protected. Run as `oauth_login.py PORT [--token-ttl
   /mcp, /other/mcp        two MCP servers (the mcp SDK's lowlevel server, tool `whoami`), each
                           with its RFC 9728 metadata; each takes only a live token issued for its
                           own URL, else 401 with `WWW-Authenticate: Bearer resource_metadata=..`.
+  cc-client / cc-secret   a client registered by hand for the client-credentials grant (basic auth)
   POST /admin/expire      every access token expires now (refresh tokens stay good)
   GET  /admin/stats       counters: registrations, grants by type, revocations, refused calls,
                           and the Authorization headers /other/mcp was sent
@@ -44,6 +45,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 STATS: Counter[str] = Counter()
+CC_CLIENT, CC_SECRET = "cc-client", "cc-secret"
+"""The confidential client of the client-credentials grant."""
 SENT_TO_OTHER: list[str] = []
 
 
@@ -73,7 +76,7 @@ class Client(ClientMixin):
         return response_type == "code"
 
     def check_grant_type(self, grant_type: str) -> bool:
-        return grant_type in ("authorization_code", "refresh_token")
+        return grant_type in self.metadata.get("grant_types", ["authorization_code", "refresh_token"])
 
 
 class Payload(OAuth2Payload):
@@ -93,7 +96,7 @@ class FormRequest(OAuth2Request):
     """A Starlette request, its form already read (Authlib's grants are synchronous)."""
 
     def __init__(self, request: Request, form: dict[str, list[str]]) -> None:
-        super().__init__(request.method, str(request.url), headers=dict(request.headers))
+        super().__init__(request.method, str(request.url), headers=request.headers)
         values: dict[str, list[str]] = defaultdict(list)
         for key, value in request.query_params.multi_items():
             values[key].append(value)
@@ -269,6 +272,9 @@ def build(base: str, ttl: int) -> Starlette:
         def revoke_old_credential(self, refresh_token: Token) -> None:
             refresh_token.record["revoked"] = True
 
+    class CredentialsGrant(grants.ClientCredentialsGrant):
+        TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ["client_secret_basic"]
+
     class Revocation(RevocationEndpoint):
         CLIENT_AUTH_METHODS: ClassVar[list[str]] = ["client_secret_basic", "client_secret_post", "none"]
 
@@ -311,6 +317,17 @@ def build(base: str, ttl: int) -> Starlette:
     )
     server.register_grant(CodeGrant, [CodeChallenge(required=True)])
     server.register_grant(RefreshGrant)
+    server.register_grant(CredentialsGrant)
+    # A confidential client registered by hand, for the client-credentials grant.
+    store.clients[CC_CLIENT] = Client(
+        CC_CLIENT,
+        CC_SECRET,
+        {
+            "redirect_uris": [],
+            "grant_types": ["client_credentials"],
+            "token_endpoint_auth_method": "client_secret_basic",
+        },
+    )
     server.register_endpoint(Revocation)
     server.register_endpoint(Registration)
 

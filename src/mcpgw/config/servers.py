@@ -42,10 +42,14 @@ the `initialize` handshake (2025-11-25 and earlier), or the stateless 2026-07-28
 class UpstreamOAuth(Strict):
     """`[servers.X.oauth]`: the OAuth 2.1 client-credentials grant mcpgw uses for an HTTP upstream.
 
-    Values may use `${VAR}`, resolved from the environment or `[gateway] secrets_file`.
+    Values may use `${VAR}`, resolved from the environment or `[gateway] secrets_file`. Without
+    `token_url` the authorization server is discovered from the upstream (RFC 9728, RFC 8414),
+    `issuer` naming the only one the client secret may go to.
     """
 
-    token_url: str
+    token_url: str | None = None
+    issuer: str | None = None
+    """With discovery: the authorization server's issuer; another one the upstream names is refused."""
     client_id: str
     client_secret: str
     scope: str | None = None
@@ -57,10 +61,10 @@ class UpstreamOAuth(Strict):
     refresh_before: Annotated[float, Field(ge=0)] = 60.0
     """Seconds before expiry at which the token is replaced (at most half its lifetime)."""
 
-    @field_validator("token_url")
+    @field_validator("token_url", "issuer")
     @classmethod
-    def _token_url_is_http(cls, url: str) -> str:
-        if "${" not in url and urlsplit(url).scheme not in ("http", "https"):
+    def _token_url_is_http(cls, url: str | None) -> str | None:
+        if url is not None and "${" not in url and urlsplit(url).scheme not in ("http", "https"):
             raise ValueError(f"{url!r} is not an http:// or https:// URL")
         return url
 

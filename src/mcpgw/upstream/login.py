@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-from mcp.client.auth import OAuthClientProvider
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata
+from mcp.client.auth import OAuthClientProvider, OAuthFlowError, OAuthRegistrationError, OAuthTokenError
+from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
-from mcpgw.config import GatewaySettings, UpstreamLogin, expand
+from mcpgw.config import GatewaySettings, UpstreamLogin, UpstreamOAuth, expand
 from mcpgw.config.servers import HttpServer, SseServer
 from mcpgw.errors import NeedsLogin, UpstreamUnavailable
 from mcpgw.upstream import loopback
@@ -51,7 +51,10 @@ OpenUrl = Callable[[str], Awaitable[None]]
 
 
 class LoginAuth(httpx2.Auth):
-    """The SDK's `OAuthClientProvider`, refreshing early and on a 401, and never interactive unless told."""
+    """The SDK's `OAuthClientProvider`, refreshing early and on a 401, and never authorizing unless told.
+
+    The SDK's own errors (discovery, registration, token endpoint) become `UpstreamUnavailable` here.
+    """
 
     requires_response_body = True
 
@@ -60,12 +63,13 @@ class LoginAuth(httpx2.Auth):
         server: str,
         provider: OAuthClientProvider,
         *,
-        interactive: bool,
+        authorize: bool,
         on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.server = server
         self.provider = provider
-        self.interactive = interactive
+        self.authorize = authorize
+        """Whether a 401 runs the SDK's flow (the browser login, or the client-credentials grant)."""
         self.on_refused = on_refused
 
     def _refresh_due(self) -> bool:
@@ -90,7 +94,7 @@ class LoginAuth(httpx2.Auth):
                     refused = outgoing is request and response.status_code == 401
                     if refused and attempt == 0 and context.can_refresh_token():
                         break  # revoked or expired early at the issuer: refresh, then once more
-                    if refused and not self.interactive:
+                    if refused and not self.authorize:
                         needed = NeedsLogin(self.server)
                         if self.on_refused is not None:
                             self.on_refused(needed.reason)
@@ -98,6 +102,8 @@ class LoginAuth(httpx2.Auth):
                     outgoing = await flow.asend(response)
             except StopAsyncIteration:
                 return
+            except (OAuthFlowError, OAuthRegistrationError, OAuthTokenError) as exc:
+                raise UpstreamUnavailable(self.server, f"OAuth: {exc}") from None
             finally:
                 await flow.aclose()
 
@@ -186,7 +192,62 @@ def upstream_auth(
         str(client.redirect_uris[0]) if client and client.redirect_uris else "http://127.0.0.1/callback"
     )
     provider = _provider(server, url, store, config.login, environ, redirect_uri=redirect)
-    return LoginAuth(server, provider, interactive=False, on_refused=on_refused)
+    return LoginAuth(server, provider, authorize=False, on_refused=on_refused)
+
+
+class _Memory:
+    """The SDK's `TokenStorage` in memory: a client-credentials token is simply fetched again."""
+
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client = client_info
+
+
+def discovered_client_credentials(
+    server: str, oauth: UpstreamOAuth, url: str, environ: Mapping[str, str]
+) -> LoginAuth:
+    """`[servers.X.oauth]` without `token_url`: the SDK's client-credentials provider, which
+    discovers the authorization server from the upstream's 401 (no early refresh: a new token is
+    fetched at the next 401, there being no refresh token in this grant)."""
+    import warnings
+
+    from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
+
+    def value(field: str, text: str) -> str:
+        return expand(text, key=f"servers.{server}.oauth.{field}", environ=environ)
+
+    issuer = value("issuer", oauth.issuer) if oauth.issuer else None
+    if issuer is None:
+        logger.warning(
+            "SECURITY: upstream %s: [servers.%s.oauth] names no `issuer` (nor `token_url`): its client "
+            "secret goes to whichever authorization server the upstream names",
+            server,
+            server,
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the SDK's, for the missing issuer: said above
+        provider = ClientCredentialsOAuthProvider(
+            url,
+            _Memory(),
+            client_id=value("client_id", oauth.client_id),
+            client_secret=value("client_secret", oauth.client_secret),
+            token_endpoint_auth_method=oauth.auth_method,
+            scope=value("scope", oauth.scope) if oauth.scope else None,
+            issuer=issuer,
+        )
+    return LoginAuth(server, provider, authorize=True)
 
 
 @dataclass(frozen=True)
@@ -264,8 +325,6 @@ async def login(
     """Log in to `server` (discovery, registration, the code flow via `open_url`) and store the tokens."""
     if not config.takes_login():
         raise UpstreamUnavailable(server, "has its own credentials (`oauth` or an Authorization header)")
-    from mcp.client.auth import OAuthFlowError, OAuthRegistrationError, OAuthTokenError
-
     store = TokenFile(tokens_dir(settings), server, url)
     store.update(tokens=None, expires_at=None)  # a fresh login, whatever was stored
     async with loopback.receiving(server, port=_port(store, config.login)) as receiver:
@@ -295,15 +354,13 @@ async def login(
             "Accept": "application/json, text/event-stream",
             "MCP-Protocol-Version": PROTOCOL_VERSION,
         }
-        auth = LoginAuth(server, provider, interactive=True)
+        auth = LoginAuth(server, provider, authorize=True)
         try:
             async with (
                 httpx2.AsyncClient(auth=auth, timeout=30.0) as client,
                 client.stream("POST", url, json=body, headers=request_headers) as response,
             ):
                 answered = response.status_code
-        except (OAuthFlowError, OAuthRegistrationError, OAuthTokenError) as exc:
-            raise UpstreamUnavailable(server, f"login failed: {exc}") from None
         except httpx2.HTTPError as exc:
             raise UpstreamUnavailable(server, f"login failed: {url} did not answer: {exc}") from None
     if answered in (401, 403):

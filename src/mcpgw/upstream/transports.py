@@ -156,7 +156,11 @@ class Transport:
             )
         target = config.to_params(self.name, environ=env)
         oauth: httpx2.Auth | None = None
-        if config.oauth is not None:
+        if config.oauth is not None and config.oauth.token_url is None:
+            oauth = login.discovered_client_credentials(
+                self.name, config.oauth, target.url, env or os.environ
+            )
+        elif config.oauth is not None:
             granted = credentials.ClientCredentials(self.name, config.oauth, env or os.environ)
             stack.push_async_callback(granted.aclose)
             await granted.token()  # a bad client secret fails the start with the token endpoint's answer
