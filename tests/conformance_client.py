@@ -14,7 +14,7 @@ scenario's era. It lists tools raw: the SDK's own 2026-07-28 list filtering woul
 what mcpgw served, and that is what the invalid-tool scenario checks. For the `auth/*` scenarios it
 first logs in as `mcpgw login` does (the context's `client_id`/`client_secret` as the server's
 `[login]` table), its browser following the authorization URL: the scenario's authorization server
-approves at once. Exits 1, saying why on stderr, if the upstream never became ready.
+approves at once; the client-credentials scenarios get an `[oauth]` table (discovery) instead. Exits 1, saying why on stderr, if the upstream never became ready.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from mcpgw.upstream import login
 from parity import wire
 
 SERVER = "scenario"
+CLIENT_METADATA_URL = "https://conformance-test.local/client-metadata.json"
 MODERN = "2026-07-28"
 _RAW = TypeAdapter(dict[str, Any])
 SCHEMA_ECHO = ("json_schema_2020_12_tool", "json_schema_echo")
@@ -131,13 +132,19 @@ async def main(url: str) -> int:
     server: dict[str, Any] = {"url": url, "namespace": "", "restart": False}
     settings: dict[str, Any] = {"startup_timeout": 120}
     with tempfile.TemporaryDirectory() as tokens:
-        if scenario.startswith("auth/"):
+        given = {k: context[k] for k in ("client_id", "client_secret", "issuer") if k in context}
+        # A machine's own credentials (the client-credentials grant) or a user's login (the rest).
+        granted = "client-credentials" in scenario and "client_secret" in given
+        if granted:
+            server["oauth"] = given
+        elif scenario.startswith("auth/"):
             settings["tokens_dir"] = tokens
-            given = {k: context[k] for k in ("client_id", "client_secret") if k in context}
-            if given:
-                server["login"] = given
+            given.pop("issuer", None)
+            # The client ID metadata document the suite's servers know mcpgw by, used where one
+            # advertises `client_id_metadata_document_supported` (else mcpgw registers).
+            server["login"] = {**given, "client_metadata_url": CLIENT_METADATA_URL}
         registry = validate({"gateway": settings, "servers": {SERVER: server}}, source="conformance")
-        if scenario.startswith("auth/"):
+        if scenario.startswith("auth/") and not granted:
             await log_in(registry, url)
         return await run_gateway(registry, scenario, version, context)
 
