@@ -14,7 +14,8 @@ scenario's era. It lists tools raw: the SDK's own 2026-07-28 list filtering woul
 what mcpgw served, and that is what the invalid-tool scenario checks. For the `auth/*` scenarios it
 first logs in as `mcpgw login` does (the context's `client_id`/`client_secret` as the server's
 `[login]` table), its browser following the authorization URL: the scenario's authorization server
-approves at once; the client-credentials scenarios get an `[oauth]` table (discovery) instead. Exits 1, saying why on stderr, if the upstream never became ready.
+approves at once; the client-credentials scenarios get an `[oauth]` table (discovery) instead.
+Exits 1, saying why on stderr, if the upstream never became ready.
 """
 
 from __future__ import annotations
