@@ -300,3 +300,23 @@ def test_client_credentials_discover_the_authorization_server(registry: Path, ba
         "upstream 'elsewhere': OAuth: Authorization server metadata issuer mismatch"
     ), errors
     assert stats(base)["grant_client_credentials"] == before + 4
+
+
+def test_a_server_wanting_more_scope_needs_login_and_login_steps_up(
+    registry: Path, base: str, browser: list[str]
+) -> None:
+    with registry.open("a") as file:
+        file.write(f'[servers.scoped]\nurl = "{base}/scoped/mcp"\nrestart = false\n')
+    assert run("login", "--config", str(registry), "scoped").exit_code == 0
+    assert "scope=mcp" in browser[0]
+    httpx.post(f"{base}/admin/want-admin")  # from now on it wants `admin` too
+    checked = run("list-servers", "--config", str(registry), "--check", "--json")
+    row = next(r for r in json.loads(checked.stdout)["servers"] if r["name"] == "scoped")
+    assert (
+        row["error"] == "upstream 'scoped': needs login: run `mcpgw login scoped`"
+    )  # no browser while serving
+    assert len(browser) == 1
+    again = run("login", "--config", str(registry), "scoped", "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["scope"] == "mcp admin" and "scope=mcp+admin" in browser[-1]
+    assert anyio.run(call_whoami, registry, "scoped") == "alice"

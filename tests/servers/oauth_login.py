@@ -14,6 +14,8 @@ GitHub, Linear or Notion are protected. Run as `oauth_login.py PORT [--token-ttl
                           with its RFC 9728 metadata; each takes only a live token issued for its
                           own URL, else 401 with `WWW-Authenticate: Bearer resource_metadata=..`.
   cc-client / cc-secret   a client registered by hand for the client-credentials grant (basic auth)
+  /scoped/mcp             like /mcp, but after POST /admin/want-admin it also wants scope `admin`
+                          (403 insufficient_scope, scope="mcp admin": a step-up)
   POST /admin/expire      every access token expires now (refresh tokens stay good)
   GET  /admin/stats       counters: registrations, grants by type, revocations, refused calls,
                           and the Authorization headers /other/mcp was sent
@@ -48,6 +50,8 @@ STATS: Counter[str] = Counter()
 CC_CLIENT, CC_SECRET = "cc-client", "cc-secret"
 """The confidential client of the client-credentials grant."""
 SENT_TO_OTHER: list[str] = []
+SCOPED = {"on": False}
+"""Whether /scoped/mcp wants the `admin` scope too (403 insufficient_scope without it)."""
 
 
 class Client(ClientMixin):
@@ -401,6 +405,11 @@ def build(base: str, ttl: int) -> Starlette:
                     challenge += ', error="invalid_token"'
                 await Response(status_code=401, headers={"WWW-Authenticate": challenge})(scope, receive, send)
                 return
+            if path == "/scoped/mcp" and SCOPED["on"] and "admin" not in (record.get("scope") or "").split():
+                STATS["insufficient_scope"] += 1
+                challenge = f'Bearer error="insufficient_scope", scope="mcp admin", resource_metadata="{prm}"'
+                await Response(status_code=403, headers={"WWW-Authenticate": challenge})(scope, receive, send)
+                return
             await app(scope, receive, send)
 
         async def prm_doc(request: Request) -> JSONResponse:
@@ -425,11 +434,20 @@ def build(base: str, ttl: int) -> Starlette:
 
     main_prm, main_mount, main_mcp = resource("/mcp")
     other_prm, other_mount, other_mcp = resource("/other/mcp")
+    scoped_prm, scoped_mount, scoped_mcp = resource("/scoped/mcp")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with main_mcp.session_manager.run(), other_mcp.session_manager.run():
+        async with (
+            main_mcp.session_manager.run(),
+            other_mcp.session_manager.run(),
+            scoped_mcp.session_manager.run(),
+        ):
             yield
+
+    async def want_admin(request: Request) -> JSONResponse:
+        SCOPED["on"] = True
+        return JSONResponse({})
 
     routes = [
         Route("/.well-known/oauth-authorization-server/as", as_metadata),
@@ -439,10 +457,13 @@ def build(base: str, ttl: int) -> Starlette:
         Route("/as/register", register, methods=["POST"]),
         Route("/admin/expire", expire, methods=["POST"]),
         Route("/admin/stats", stats),
+        Route("/admin/want-admin", want_admin, methods=["POST"]),
         main_prm,
         other_prm,
+        scoped_prm,
         main_mount,
         other_mount,
+        scoped_mount,
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 

@@ -94,7 +94,13 @@ class LoginAuth(httpx2.Auth):
                     refused = outgoing is request and response.status_code == 401
                     if refused and attempt == 0 and context.can_refresh_token():
                         break  # revoked or expired early at the issuer: refresh, then once more
-                    if refused and not self.authorize:
+                    # More scope wanted (403 insufficient_scope): a refresh cannot widen a grant.
+                    step_up = (
+                        outgoing is request
+                        and response.status_code == 403
+                        and ("insufficient_scope" in response.headers.get("www-authenticate", ""))
+                    )
+                    if (refused or step_up) and not self.authorize:
                         needed = NeedsLogin(self.server)
                         if self.on_refused is not None:
                             self.on_refused(needed.reason)
@@ -356,11 +362,14 @@ async def login(
         }
         auth = LoginAuth(server, provider, authorize=True)
         try:
-            async with (
-                httpx2.AsyncClient(auth=auth, timeout=30.0) as client,
-                client.stream("POST", url, json=body, headers=request_headers) as response,
-            ):
-                answered = response.status_code
+            async with httpx2.AsyncClient(auth=auth, timeout=30.0) as client:
+                # The SDK steps up a 403 insufficient_scope on the request after the one it met:
+                # the token just obtained may be refused that way, so the request goes once more.
+                for _ in range(2):
+                    async with client.stream("POST", url, json=body, headers=request_headers) as response:
+                        answered = response.status_code
+                    if answered != 403:
+                        break
         except httpx2.HTTPError as exc:
             raise UpstreamUnavailable(server, f"login failed: {url} did not answer: {exc}") from None
     if answered in (401, 403):

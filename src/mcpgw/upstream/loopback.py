@@ -23,7 +23,7 @@ _PAGE = "<!doctype html><title>mcpgw</title><p>{}</p><p>You can close this windo
 
 
 class Receiver:
-    """The redirect target of one login; `wait()` is the SDK's `callback_handler`."""
+    """The redirect target of one login (one redirect per `wait()`, the SDK's `callback_handler`)."""
 
     def __init__(self, server: str, listener: anyio.abc.Listener[SocketStream], port: int) -> None:
         self.server = server
@@ -68,11 +68,12 @@ class Receiver:
 
     async def wait(self) -> AuthorizationCodeResult:
         await self._done.wait()
-        if self._result is None:
-            raise UpstreamUnavailable(
-                self.server, f"login refused by the authorization server: {self._error}"
-            )
-        return self._result
+        result, error = self._result, self._error
+        # Ready for another redirect: a step-up to more scope sends the browser round again.
+        self._done, self._result, self._error = anyio.Event(), None, None
+        if result is None:
+            raise UpstreamUnavailable(self.server, f"login refused by the authorization server: {error}")
+        return result
 
 
 async def _respond(stream: SocketStream, status: str, text: str) -> None:
