@@ -320,3 +320,13 @@ def test_a_server_wanting_more_scope_needs_login_and_login_steps_up(
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["scope"] == "mcp admin" and "scope=mcp+admin" in browser[-1]
     assert anyio.run(call_whoami, registry, "scoped") == "alice"
+
+
+def test_login_to_a_server_that_lets_initialize_in_without_one(
+    registry: Path, base: str, browser: list[str]
+) -> None:
+    with registry.open("a") as file:
+        file.write(f'[servers.lenient]\nurl = "{base}/lenient/mcp"\nrestart = false\n')
+    logged = run("login", "--config", str(registry), "lenient")
+    assert logged.exit_code == 0, logged.output
+    assert len(browser) == 1 and anyio.run(call_whoami, registry, "lenient") == "alice"

@@ -16,6 +16,7 @@ GitHub, Linear or Notion are protected. Run as `oauth_login.py PORT [--token-ttl
   cc-client / cc-secret   a client registered by hand for the client-credentials grant (basic auth)
   /scoped/mcp             like /mcp, but after POST /admin/want-admin it also wants scope `admin`
                           (403 insufficient_scope, scope="mcp admin": a step-up)
+  /lenient/mcp            like /mcp, but lets `initialize` (no session yet) in without a token
   POST /admin/expire      every access token expires now (refresh tokens stay good)
   GET  /admin/stats       counters: registrations, grants by type, revocations, refused calls,
                           and the Authorization headers /other/mcp was sent
@@ -398,6 +399,9 @@ def build(base: str, ttl: int) -> Starlette:
                 store.access.get(bearer.removeprefix("Bearer ")) if bearer.startswith("Bearer ") else None
             )
             live = record is not None and not record.get("revoked") and record["expires"] > time.time()
+            if path == "/lenient/mcp" and "mcp-session-id" not in headers:
+                await app(scope, receive, send)  # `initialize` is let in without a token
+                return
             if not live or record is None or record.get("resource") != url:
                 STATS["refused"] += 1
                 challenge = f'Bearer resource_metadata="{prm}"'
@@ -435,6 +439,7 @@ def build(base: str, ttl: int) -> Starlette:
     main_prm, main_mount, main_mcp = resource("/mcp")
     other_prm, other_mount, other_mcp = resource("/other/mcp")
     scoped_prm, scoped_mount, scoped_mcp = resource("/scoped/mcp")
+    lenient_prm, lenient_mount, lenient_mcp = resource("/lenient/mcp")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -442,6 +447,7 @@ def build(base: str, ttl: int) -> Starlette:
             main_mcp.session_manager.run(),
             other_mcp.session_manager.run(),
             scoped_mcp.session_manager.run(),
+            lenient_mcp.session_manager.run(),
         ):
             yield
 
@@ -461,9 +467,11 @@ def build(base: str, ttl: int) -> Starlette:
         main_prm,
         other_prm,
         scoped_prm,
+        lenient_prm,
         main_mount,
         other_mount,
         scoped_mount,
+        lenient_mount,
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 

@@ -318,6 +318,47 @@ def _port(store: TokenFile, login: UpstreamLogin | None) -> int:
     return 0
 
 
+_KNOCKS: tuple[dict[str, Any], ...] = (
+    {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "mcpgw-login", "version": "1"},
+        },
+    },
+    {"jsonrpc": "2.0", "method": "notifications/initialized"},
+    {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+)
+"""What the login sends until the server asks for a login: some let `initialize` in without one."""
+
+
+async def _knock(url: str, headers: Mapping[str, str] | None, auth: LoginAuth, store: TokenFile) -> int:
+    """Send `_KNOCKS` until the flow has run (or the server refuses); the last status answered."""
+    sent = {
+        **(headers or {}),
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": PROTOCOL_VERSION,
+    }
+    answered = 0
+    async with httpx2.AsyncClient(auth=auth, timeout=30.0) as client:
+        for message in _KNOCKS:
+            # The SDK steps up a 403 insufficient_scope on the request after the one it met: the
+            # token just obtained may be refused that way, so a 403 is sent once more.
+            for _ in range(2):
+                async with client.stream("POST", url, json=message, headers=sent) as response:
+                    answered = response.status_code
+                    if session := response.headers.get("mcp-session-id"):
+                        sent["Mcp-Session-Id"] = session
+                if answered != 403:
+                    break
+            if store.tokens() is not None or answered >= 400:
+                break
+    return answered
+
+
 async def login(
     server: str,
     config: UrlServer,
@@ -344,32 +385,9 @@ async def login(
             open_url=open_url,
             receiver=receiver,
         )
-        # Any MCP request starts the flow at the server's 401; `initialize` is one every era answers.
-        body = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": PROTOCOL_VERSION,
-                "capabilities": {},
-                "clientInfo": {"name": "mcpgw-login", "version": "1"},
-            },
-        }
-        request_headers = {
-            **(headers or {}),
-            "Accept": "application/json, text/event-stream",
-            "MCP-Protocol-Version": PROTOCOL_VERSION,
-        }
         auth = LoginAuth(server, provider, authorize=True)
         try:
-            async with httpx2.AsyncClient(auth=auth, timeout=30.0) as client:
-                # The SDK steps up a 403 insufficient_scope on the request after the one it met:
-                # the token just obtained may be refused that way, so the request goes once more.
-                for _ in range(2):
-                    async with client.stream("POST", url, json=body, headers=request_headers) as response:
-                        answered = response.status_code
-                    if answered != 403:
-                        break
+            answered = await _knock(url, headers, auth, store)
         except httpx2.HTTPError as exc:
             raise UpstreamUnavailable(server, f"login failed: {url} did not answer: {exc}") from None
     if answered in (401, 403):
