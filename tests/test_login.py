@@ -330,3 +330,11 @@ def test_login_to_a_server_that_lets_initialize_in_without_one(
     logged = run("login", "--config", str(registry), "lenient")
     assert logged.exit_code == 0, logged.output
     assert len(browser) == 1 and anyio.run(call_whoami, registry, "lenient") == "alice"
+
+
+def test_login_to_a_legacy_sse_server(registry: Path, base: str, browser: list[str]) -> None:
+    with registry.open("a") as file:
+        file.write(f'[servers.legacy]\nurl = "{base}/legacy/sse"\ntransport = "sse"\nrestart = false\n')
+    logged = run("login", "--config", str(registry), "legacy")
+    assert logged.exit_code == 0, logged.output
+    assert anyio.run(call_whoami, registry, "legacy") == "alice"

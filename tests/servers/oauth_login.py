@@ -17,6 +17,7 @@ GitHub, Linear or Notion are protected. Run as `oauth_login.py PORT [--token-ttl
   /scoped/mcp             like /mcp, but after POST /admin/want-admin it also wants scope `admin`
                           (403 insufficient_scope, scope="mcp admin": a step-up)
   /lenient/mcp            like /mcp, but lets `initialize` (no session yet) in without a token
+  /legacy/sse             the legacy SSE transport (FastMCP), guarded the same way
   POST /admin/expire      every access token expires now (refresh tokens stay good)
   GET  /admin/stats       counters: registrations, grants by type, revocations, refused calls,
                           and the Authorization headers /other/mcp was sent
@@ -41,11 +42,12 @@ from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7591 import ClientRegistrationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
+from fastmcp import FastMCP
 from mcp.server.lowlevel.server import Server
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 STATS: Counter[str] = Counter()
 CC_CLIENT, CC_SECRET = "cc-client", "cc-secret"
@@ -186,6 +188,11 @@ class AuthCode:
 
     def is_expired(self) -> bool:
         return False
+
+
+def whoami() -> str:
+    """Who called."""
+    return "alice"
 
 
 def build(base: str, ttl: int) -> Starlette:
@@ -384,10 +391,10 @@ def build(base: str, ttl: int) -> Starlette:
     async def stats(request: Request) -> JSONResponse:
         return JSONResponse({**STATS, "sent_to_other": SENT_TO_OTHER})
 
-    def resource(path: str) -> tuple[Route, Route, Any]:
+    def resource(path: str, sse: Any = None) -> tuple[Route, Any, Any]:
         url = f"{base}{path}"
         mcp: Server[Any] = Server(f"protected{path}", on_list_tools=list_tools, on_call_tool=call_tool)
-        app = mcp.streamable_http_app(streamable_http_path=path)
+        app = sse or mcp.streamable_http_app(streamable_http_path=path)
         prm = f"{base}/.well-known/oauth-protected-resource{path}"
 
         async def guarded(scope: Any, receive: Any, send: Any) -> None:
@@ -399,6 +406,9 @@ def build(base: str, ttl: int) -> Starlette:
                 store.access.get(bearer.removeprefix("Bearer ")) if bearer.startswith("Bearer ") else None
             )
             live = record is not None and not record.get("revoked") and record["expires"] > time.time()
+            if sse is not None and scope["method"] != "GET" and scope["path"].endswith("/sse"):
+                await app(scope, receive, send)  # as a routed app answers: 405 before any auth
+                return
             if path == "/lenient/mcp" and "mcp-session-id" not in headers:
                 await app(scope, receive, send)  # `initialize` is let in without a token
                 return
@@ -421,11 +431,8 @@ def build(base: str, ttl: int) -> Starlette:
                 {"resource": url, "authorization_servers": [issuer], "scopes_supported": ["mcp"]}
             )
 
-        return (
-            Route(f"/.well-known/oauth-protected-resource{path}", prm_doc),
-            Route(path, _Asgi(guarded)),
-            mcp,
-        )
+        mount = Mount("/legacy", _Asgi(guarded)) if sse is not None else Route(path, _Asgi(guarded))
+        return Route(f"/.well-known/oauth-protected-resource{path}", prm_doc), mount, mcp
 
     async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
         schema = {"type": "object", "properties": {}}
@@ -440,6 +447,10 @@ def build(base: str, ttl: int) -> Starlette:
     other_prm, other_mount, other_mcp = resource("/other/mcp")
     scoped_prm, scoped_mount, scoped_mcp = resource("/scoped/mcp")
     lenient_prm, lenient_mount, lenient_mcp = resource("/lenient/mcp")
+    legacy = FastMCP("legacy")
+    legacy.tool(whoami)
+    legacy_app = legacy.http_app(transport="sse", path="/sse")
+    sse_prm, sse_mount, _ = resource("/legacy/sse", sse=legacy_app)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -448,6 +459,7 @@ def build(base: str, ttl: int) -> Starlette:
             other_mcp.session_manager.run(),
             scoped_mcp.session_manager.run(),
             lenient_mcp.session_manager.run(),
+            legacy_app.router.lifespan_context(legacy_app),
         ):
             yield
 
@@ -468,10 +480,12 @@ def build(base: str, ttl: int) -> Starlette:
         other_prm,
         scoped_prm,
         lenient_prm,
+        sse_prm,
         main_mount,
         other_mount,
         scoped_mount,
         lenient_mount,
+        sse_mount,
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 

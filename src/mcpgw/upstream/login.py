@@ -335,8 +335,12 @@ _KNOCKS: tuple[dict[str, Any], ...] = (
 """What the login sends until the server asks for a login: some let `initialize` in without one."""
 
 
-async def _knock(url: str, headers: Mapping[str, str] | None, auth: LoginAuth, store: TokenFile) -> int:
-    """Send `_KNOCKS` until the flow has run (or the server refuses); the last status answered."""
+async def _knock(
+    url: str, headers: Mapping[str, str] | None, auth: LoginAuth, store: TokenFile, *, sse: bool
+) -> int:
+    """Send `_KNOCKS` until the flow has run (or the server refuses); the last status answered.
+
+    A legacy SSE server is knocked on by opening its event stream (GET), closed once answered."""
     sent = {
         **(headers or {}),
         "Accept": "application/json, text/event-stream",
@@ -344,6 +348,9 @@ async def _knock(url: str, headers: Mapping[str, str] | None, auth: LoginAuth, s
     }
     answered = 0
     async with httpx2.AsyncClient(auth=auth, timeout=30.0) as client:
+        if sse:
+            async with client.stream("GET", url, headers={**sent, "Accept": "text/event-stream"}) as response:
+                return response.status_code
         for message in _KNOCKS:
             # The SDK steps up a 403 insufficient_scope on the request after the one it met: the
             # token just obtained may be refused that way, so a 403 is sent once more.
@@ -387,7 +394,7 @@ async def login(
         )
         auth = LoginAuth(server, provider, authorize=True)
         try:
-            answered = await _knock(url, headers, auth, store)
+            answered = await _knock(url, headers, auth, store, sse=isinstance(config, SseServer))
         except httpx2.HTTPError as exc:
             raise UpstreamUnavailable(server, f"login failed: {url} did not answer: {exc}") from None
     if answered in (401, 403):
