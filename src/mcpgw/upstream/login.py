@@ -56,8 +56,6 @@ class LoginAuth(httpx2.Auth):
     The SDK's own errors (discovery, registration, token endpoint) become `UpstreamUnavailable` here.
     """
 
-    requires_response_body = True
-
     def __init__(
         self,
         server: str,
