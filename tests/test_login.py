@@ -338,3 +338,11 @@ def test_login_to_a_legacy_sse_server(registry: Path, base: str, browser: list[s
     logged = run("login", "--config", str(registry), "legacy")
     assert logged.exit_code == 0, logged.output
     assert anyio.run(call_whoami, registry, "legacy") == "alice"
+
+
+def test_a_401_without_oauth_is_not_called_a_login(registry: Path, base: str) -> None:
+    with registry.open("a") as file:
+        file.write(f'[servers.keyed]\nurl = "{base}/keyed/mcp"\nrestart = false\n')
+    checked = run("list-servers", "--config", str(registry), "--check", "--json")
+    row = next(r for r in json.loads(checked.stdout)["servers"] if r["name"] == "keyed")
+    assert row["status"] == "failed" and "login" not in row["error"], row

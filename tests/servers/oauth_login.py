@@ -17,6 +17,7 @@ GitHub, Linear or Notion are protected. Run as `oauth_login.py PORT [--token-ttl
   /scoped/mcp             like /mcp, but after POST /admin/want-admin it also wants scope `admin`
                           (403 insufficient_scope, scope="mcp admin": a step-up)
   /lenient/mcp            like /mcp, but lets `initialize` (no session yet) in without a token
+  /keyed/mcp              401 without any challenge: a server wanting an API key, not OAuth
   /legacy/sse             the legacy SSE transport (FastMCP), guarded the same way
   POST /admin/expire      every access token expires now (refresh tokens stay good)
   GET  /admin/stats       counters: registrations, grants by type, revocations, refused calls,
@@ -406,6 +407,9 @@ def build(base: str, ttl: int) -> Starlette:
                 store.access.get(bearer.removeprefix("Bearer ")) if bearer.startswith("Bearer ") else None
             )
             live = record is not None and not record.get("revoked") and record["expires"] > time.time()
+            if path == "/keyed/mcp":  # wants an API key mcpgw does not have: no OAuth at all
+                await Response("no API key", status_code=401)(scope, receive, send)
+                return
             if sse is not None and scope["method"] != "GET" and scope["path"].endswith("/sse"):
                 await app(scope, receive, send)  # as a routed app answers: 405 before any auth
                 return
@@ -447,6 +451,7 @@ def build(base: str, ttl: int) -> Starlette:
     other_prm, other_mount, other_mcp = resource("/other/mcp")
     scoped_prm, scoped_mount, scoped_mcp = resource("/scoped/mcp")
     lenient_prm, lenient_mount, lenient_mcp = resource("/lenient/mcp")
+    _, keyed_mount, _ = resource("/keyed/mcp")
     legacy = FastMCP("legacy")
     legacy.tool(whoami)
     legacy_app = legacy.http_app(transport="sse", path="/sse")
@@ -486,6 +491,7 @@ def build(base: str, ttl: int) -> Starlette:
         scoped_mount,
         lenient_mount,
         sse_mount,
+        keyed_mount,
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 

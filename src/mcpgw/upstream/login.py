@@ -98,6 +98,8 @@ class LoginAuth(httpx2.Auth):
                         and response.status_code == 403
                         and ("insufficient_scope" in response.headers.get("www-authenticate", ""))
                     )
+                    if refused and not self.authorize and not _oauth_refusal(response, context):
+                        return  # not OAuth (an API key, say): the 401 reaches the transport as it came
                     if (refused or step_up) and not self.authorize:
                         needed = NeedsLogin(self.server)
                         if self.on_refused is not None:
@@ -110,6 +112,12 @@ class LoginAuth(httpx2.Auth):
                 raise UpstreamUnavailable(self.server, f"OAuth: {exc}") from None
             finally:
                 await flow.aclose()
+
+
+def _oauth_refusal(response: httpx2.Response, context: Any) -> bool:
+    """Whether a 401 is an OAuth server's: a Bearer challenge, or a refusal of our stored login."""
+    challenge = response.headers.get("www-authenticate", "").lstrip().lower()
+    return challenge.startswith("bearer") or context.current_tokens is not None
 
 
 def _login_values(server: str, login: UpstreamLogin | None, environ: Mapping[str, str]) -> dict[str, Any]:
