@@ -264,11 +264,17 @@ def test_bad_logins_say_what_is_wrong(registry: Path, base: str, monkeypatch: py
         assert denied.status_code == 400 and "the user said no" in denied.text
         return True
 
+    def follow(url: str) -> bool:
+        return httpx.get(url, follow_redirects=True).status_code == 200
+
+    monkeypatch.setattr("webbrowser.open", follow)
+    assert run("login", "--config", str(registry), "s").exit_code == 0
+    before = token_file(registry).read_text()
     monkeypatch.setattr("webbrowser.open", deny)
     refused = run("login", "--config", str(registry), "s")
     assert refused.exit_code == 3
     assert "upstream 's': login refused by the authorization server: the user said no" in refused.output
-    assert "access_token" not in token_file(registry).read_text()
+    assert token_file(registry).read_text() == before  # the earlier login is kept
     # A damaged login file is named, with what to do, and left for the user to look at.
     token_file(registry).write_text("{not json")
     damaged = run("list-servers", "--config", str(registry), "--check", "--json")

@@ -179,7 +179,7 @@ def _provider(
         raise UpstreamUnavailable(server, f"servers.{server}.login: {exc}") from None
     # What the SDK would otherwise only learn on the next 401 (see the module docstring).
     context = provider.context
-    context.current_tokens = store.tokens()
+    context.current_tokens = None if store.fresh else store.tokens()
     context.client_info = store.client()
     context.oauth_metadata = store.oauth_metadata()
     context.token_expiry_time = store.expires_at()
@@ -367,7 +367,7 @@ async def _knock(
                         sent["Mcp-Session-Id"] = session
                 if answered != 403:
                     break
-            if store.tokens() is not None or answered >= 400:
+            if not store.fresh or answered >= 400:
                 break
     return answered
 
@@ -385,8 +385,7 @@ async def login(
     """Log in to `server` (discovery, registration, the code flow via `open_url`) and store the tokens."""
     if not config.takes_login():
         raise UpstreamUnavailable(server, "has its own credentials (`oauth` or an Authorization header)")
-    store = TokenFile(tokens_dir(settings), server, url)
-    store.update(tokens=None, expires_at=None)  # a fresh login, whatever was stored
+    store = TokenFile(tokens_dir(settings), server, url, fresh=True)
     async with loopback.receiving(server, port=_port(store, config.login)) as receiver:
         provider = _provider(
             server,
@@ -410,7 +409,7 @@ async def login(
             oauth_metadata=provider.context.oauth_metadata.model_dump(mode="json", exclude_none=True)
         )
     found = status(server, url, settings)
-    if found is None:
+    if found is None or store.fresh:
         raise UpstreamUnavailable(
             server, f"{url} did not ask for a login (it answered {answered} without one)"
         )

@@ -38,10 +38,12 @@ def tokens_dir(settings: GatewaySettings) -> Path:
 class TokenFile:
     """The mcp SDK's `TokenStorage` for one server, bound to the URL it logs in to."""
 
-    def __init__(self, folder: Path, server: str, url: str) -> None:
+    def __init__(self, folder: Path, server: str, url: str, *, fresh: bool = False) -> None:
         self.path = folder / f"{server}.json"
         self.server = server
         self.url = url
+        self.fresh = fresh
+        """A new login: the stored tokens are hidden from the SDK (and kept, should it fail)."""
 
     # --- the file -------------------------------------------------------------------------
 
@@ -110,9 +112,10 @@ class TokenFile:
         return info
 
     async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens()
+        return None if self.fresh else self.tokens()
 
     async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.fresh = False
         expires = time.time() + tokens.expires_in if tokens.expires_in else None
         self.update(tokens=tokens.model_dump(mode="json", exclude_none=True), expires_at=expires)
 
