@@ -157,7 +157,7 @@ def test_logout_revokes_the_tokens(registry: Path, base: str, browser: list[str]
     token = json.loads(token_file(registry).read_text())["tokens"]["access_token"]
     before = stats(base)
     out = run("logout", "--config", str(registry), "s")
-    assert out.exit_code == 0 and "logged out of s" in out.output
+    assert out.exit_code == 0 and "logged out of s (tokens revoked and removed)" in out.output
     assert stats(base)["revocations"] >= before.get("revocations", 0) + 2  # refresh and access token
     refused = httpx.post(f"{base}/mcp", headers={"Authorization": f"Bearer {token}"}, json={})
     assert refused.status_code == 401

@@ -97,7 +97,8 @@ def logout(config_path: Path | None, name: str) -> None:
 
     registry, _ = load_registry(config_path)
     _, url, _ = _target(registry, name)
-    if anyio.run(login_mod.logout, name, url, registry.gateway):
-        err.print(f"logged out of {escape(name)} (tokens revoked and removed)")
+    done = anyio.run(login_mod.logout, name, url, registry.gateway)
+    if done is not None:
+        err.print(f"logged out of {escape(name)} ({done})")
     else:
         err.print(f"{escape(name)}: not logged in")

@@ -417,12 +417,16 @@ async def login(
     return found
 
 
-async def logout(server: str, url: str, settings: GatewaySettings) -> bool:
-    """Revoke `server`'s tokens where the authorization server allows (RFC 7009) and forget them."""
+async def logout(server: str, url: str, settings: GatewaySettings) -> str | None:
+    """Revoke `server`'s tokens where the authorization server allows (RFC 7009) and forget them;
+    what happened, for the user (None: there was no login)."""
     store = TokenFile(tokens_dir(settings), server, url)
     tokens, client, metadata = store.tokens(), store.client(), store.oauth_metadata()
+    if tokens is None:
+        return None
     endpoint = metadata.revocation_endpoint if metadata else None
-    if tokens and client and endpoint:
+    revoked = 0
+    if client and endpoint:
         from authlib.common.errors import AuthlibBaseError
         from authlib.integrations.httpx_client import AsyncOAuth2Client
 
@@ -438,11 +442,16 @@ async def logout(server: str, url: str, settings: GatewaySettings) -> bool:
                 if token is None:
                     continue
                 try:
-                    await oauth.revoke_token(str(endpoint), token=token, token_type_hint=hint)
+                    answer = await oauth.revoke_token(str(endpoint), token=token, token_type_hint=hint)
+                    revoked += answer.status_code == 200
                 except (AuthlibBaseError, httpx2.HTTPError) as exc:
                     # Forgotten here all the same: the user asked to be logged out.
                     logger.warning(
                         "upstream %s: revoking its %s failed: %s", server, hint, type(exc).__name__
                     )
     store.update(tokens=None, expires_at=None)
-    return tokens is not None
+    if revoked:
+        return "tokens revoked and removed"
+    if endpoint is None:
+        return "tokens removed; the authorization server offers no revocation"
+    return "tokens removed; the authorization server did not confirm revoking them"
