@@ -11,8 +11,11 @@ request the scenario server sees is one mcpgw sent as a client.
 
 The user's client is the mcp SDK's `Client` over a wire to the gateway (as over stdio), of the
 scenario's era. It lists tools raw: the SDK's own 2026-07-28 list filtering would otherwise hide
-what mcpgw served, and that is what the invalid-tool scenario checks. Exits 1, saying why on
-stderr, if the upstream never became ready (the OAuth scenarios: mcpgw has no upstream login).
+what mcpgw served, and that is what the invalid-tool scenario checks. For the `auth/*` scenarios it
+first logs in as `mcpgw login` does (the context's `client_id`/`client_secret` as the server's
+`[login]` table), its browser following the authorization URL: the scenario's authorization server
+approves at once; the client-credentials scenarios get an `[oauth]` table (discovery) instead.
+Exits 1, saying why on stderr, if the upstream never became ready.
 """
 
 from __future__ import annotations
@@ -20,21 +23,26 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from typing import Any
 
 import anyio
+import httpx2
 import mcp_types as types
 from mcp import Client
 from mcp.client.session import ClientRequestContext
 from pydantic import TypeAdapter
 
 from mcpgw.assembly import build_gateway
-from mcpgw.config import validate
+from mcpgw.config import Registry, validate
+from mcpgw.errors import GatewayError
 from mcpgw.server.handlers import build_server
 from mcpgw.server.notify import notification_options
+from mcpgw.upstream import login
 from parity import wire
 
 SERVER = "scenario"
+CLIENT_METADATA_URL = "https://conformance-test.local/client-metadata.json"
 MODERN = "2026-07-28"
 _RAW = TypeAdapter(dict[str, Any])
 SCHEMA_ECHO = ("json_schema_2020_12_tool", "json_schema_echo")
@@ -106,14 +114,52 @@ async def use(client: Client, scenario: str, context: dict[str, Any]) -> None:
             await client.get_prompt(prompt.name, required)
 
 
+async def browse(authorization_url: str) -> None:
+    """The user's browser: the scenario's authorization server approves at once and redirects to
+    mcpgw's loopback receiver."""
+    async with httpx2.AsyncClient(follow_redirects=True, timeout=60) as browser:
+        landed = await browser.get(authorization_url)
+        print(f"browser: {landed.status_code} at {landed.url.copy_with(query=None)}", file=sys.stderr)
+
+
+async def log_in(registry: Registry, url: str) -> None:
+    """`mcpgw login`, non-interactively: what a user runs once before the gateway serves."""
+    try:
+        found = await login.login(
+            SERVER, registry.servers[SERVER], url, None, registry.gateway, os.environ, open_url=browse
+        )  # type: ignore[arg-type]
+        print(f"logged in: scope {found.scope}", file=sys.stderr)
+    except GatewayError as exc:
+        print(f"login failed: {exc}", file=sys.stderr)
+
+
 async def main(url: str) -> int:
     scenario = os.environ.get("MCP_CONFORMANCE_SCENARIO", "")
     version = os.environ.get("MCP_CONFORMANCE_PROTOCOL_VERSION", "2025-11-25")
     context = json.loads(os.environ.get("MCP_CONFORMANCE_CONTEXT") or "{}")
     # Default settings, but for two a loaded test machine needs: no restart of an upstream that
     # refuses us (the OAuth scenarios), and a start-up limit no busy machine reaches.
-    servers = {SERVER: {"url": url, "namespace": "", "restart": False}}
-    registry = validate({"gateway": {"startup_timeout": 120}, "servers": servers}, source="conformance")
+    server: dict[str, Any] = {"url": url, "namespace": "", "restart": False}
+    settings: dict[str, Any] = {"startup_timeout": 120}
+    with tempfile.TemporaryDirectory() as tokens:
+        given = {k: context[k] for k in ("client_id", "client_secret", "issuer") if k in context}
+        # A machine's own credentials (the client-credentials grant) or a user's login (the rest).
+        granted = "client-credentials" in scenario and "client_secret" in given
+        if granted:
+            server["oauth"] = given
+        elif scenario.startswith("auth/"):
+            settings["tokens_dir"] = tokens
+            given.pop("issuer", None)
+            # The client ID metadata document the suite's servers know mcpgw by, used where one
+            # advertises `client_id_metadata_document_supported` (else mcpgw registers).
+            server["login"] = {**given, "client_metadata_url": CLIENT_METADATA_URL}
+        registry = validate({"gateway": settings, "servers": {SERVER: server}}, source="conformance")
+        if scenario.startswith("auth/") and not granted:
+            await log_in(registry, url)
+        return await run_gateway(registry, scenario, version, context)
+
+
+async def run_gateway(registry: Registry, scenario: str, version: str, context: dict[str, Any]) -> int:
     gateway = build_gateway(registry, audit=None).gateway
     async with gateway.running():
         await gateway.wait_started()

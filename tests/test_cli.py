@@ -24,6 +24,8 @@ COMMANDS = {
     "import",
     "pin",
     "logs",
+    "login",
+    "logout",
     "stats",
 }
 

@@ -12,6 +12,7 @@ a message from the CLI) never have to guess.
     ├── DraftError                    a persona draft cannot be made: no route, not a proposal (exit 2)
     ├── UpstreamError                 an upstream failed; names the server (exit 3)
     │   ├── UpstreamUnavailable       not connected / failed to start
+    │   │   └── NeedsLogin            answered 401: `mcpgw login SERVER` is due
     │   └── UpstreamTimeout           a call exceeded its timeout
     ├── NotFound                      unknown tool, resource or prompt (-32602)
     │   ├── ResourceNotFound          unknown resource URI, named in `data`
@@ -95,6 +96,16 @@ class UpstreamError(GatewayError):
 
 class UpstreamUnavailable(UpstreamError):
     """The upstream is not connected (failed to start, or died)."""
+
+
+class NeedsLogin(UpstreamUnavailable):
+    """The upstream answered 401: its OAuth login is missing, expired past refreshing, or revoked."""
+
+    marker: ClassVar[str] = "needs login: run `mcpgw login"
+    """How the message starts after the server's name (an upstream's state keeps the text only)."""
+
+    def __init__(self, server: str) -> None:
+        super().__init__(server, f"{self.marker} {server}`")
 
 
 class UpstreamTimeout(UpstreamError):

@@ -4,7 +4,7 @@ Owns: the command group, which loads each command's module only when that comman
 (`mcpgw --help` and `--version` import none of them, nor pydantic, the mcp SDK, fastmcp or
 litellm: a test checks, and bench/ times them), and the one place a `GatewayError` becomes a
 message on stderr plus its exit code. Each command group lives in its own module (`serve`,
-`catalog`, `personas`, `registry`, `clients`, `pin`, `logs`), printing through `output`.
+`catalog`, `personas`, `registry`, `clients`, `pin`, `logs`, `login`), printing through `output`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Put mcpgw into a client's configuration (printed, or written with --write).",
     ),
     "list-servers": ("catalog", "list_servers", "List the servers in the registry."),
+    "login": (
+        "login",
+        "login",
+        "Log in to an OAuth-protected URL server (discovery, registration, browser, tokens stored).",
+    ),
+    "logout": ("login", "logout", "Revoke and forget the tokens of `mcpgw login SERVER`."),
     "logs": ("logs", "logs", "The audit log, newest first (oldest first with --follow or --session)."),
     "personas": (
         "personas",

@@ -1,16 +1,19 @@
 """Editing the registry: `mcpgw add-server`, `remove-server`, `enable`, `disable`.
 
 `add-server` refuses a taken name or namespace before it connects, then (unless `--no-check`)
-starts the server once, showing its progress and, when it fails, the end of its stderr."""
+starts the server once, showing its progress and, when it fails, the end of its stderr; a URL
+server that wants an OAuth login is added and the login offered (`--login`, or asked in a terminal)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, get_args
 
 import anyio
 import click
 
+from mcpgw import config as config_mod
 from mcpgw.cli import progress
 from mcpgw.cli.options import config_option, edit_path, json_option
 from mcpgw.cli.output import err, out, print_findings, quiet_logs
@@ -49,6 +52,12 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     help="Protocol era: auto (probe), handshake (initialize), stateless (2026-07-28).",
 )
 @click.option("--no-check", is_flag=True, help="Do not connect to the server before adding it.")
+@click.option(
+    "--login/--no-login",
+    "log_in",
+    default=None,
+    help="When the server wants an OAuth login, log in now (default: ask, when run in a terminal).",
+)
 @json_option
 def add_server(
     config_path: Path | None,
@@ -63,6 +72,7 @@ def add_server(
     timeout: float | None,
     era: str | None,
     no_check: bool,
+    log_in: bool | None,
     as_json: bool,
 ) -> None:
     """Add a server: `add-server NAME -- COMMAND ARGS...` or `add-server NAME --url URL`."""
@@ -97,21 +107,46 @@ def add_server(
     given = namespace is not None
     registry_mod.check_new_server(path, name, server, namespace_given=given)  # before connecting
     result: dict[str, Any] = {"added": name, "file": str(path), "tools": None, "findings": []}
+    added = False
     if not no_check:
         from mcpgw.security import review
 
         quiet_logs()
         with progress.starting([name]):
             check = anyio.run(lambda: review.check_server(path, name, server, follow=progress.follow))
+        if check.needs_login:
+            # Added before the login, which finds the server (and its `login` table) in the file.
+            registry_mod.add_server(path, name, server, namespace_given=given)
+            added = True
+            if not _offer_login(name, log_in):
+                err.print(f"added [bold]{name}[/] to {path}; it needs a login: run `mcpgw login {name}`")
+                if as_json:
+                    out.print_json(data={**result, "needs_login": True})
+                return
+            from mcpgw.cli.login import run_login, show_login
+
+            show_login(run_login(config_mod.load(path)[0], name, browser=True))
+            with progress.starting([name]):
+                check = anyio.run(lambda: review.check_server(path, name, server, follow=progress.follow))
         print_findings(check.findings)
         if check.error is not None:
             raise check.error
         err.print(f"checked {name}: {check.tools} tools")
         result.update(tools=check.tools, findings=[str(finding) for finding in check.findings])
-    registry_mod.add_server(path, name, server, namespace_given=given)
+    if not added:
+        registry_mod.add_server(path, name, server, namespace_given=given)
     err.print(f"added [bold]{name}[/] to {path}")
     if as_json:
         out.print_json(data=result)
+
+
+def _offer_login(name: str, log_in: bool | None) -> bool:
+    """Whether to log in now: `--login`/`--no-login`, else the user's answer in a terminal."""
+    if log_in is not None:
+        return log_in
+    if not sys.stdin.isatty():
+        return False
+    return click.confirm(f"{name} wants an OAuth login. Log in now?", default=True, err=True)
 
 
 @click.command("remove-server")

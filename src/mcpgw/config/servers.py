@@ -43,10 +43,14 @@ the `initialize` handshake (2025-11-25 and earlier), or the stateless 2026-07-28
 class UpstreamOAuth(Strict):
     """`[servers.X.oauth]`: the OAuth 2.1 client-credentials grant mcpgw uses for an HTTP upstream.
 
-    Values may use `${VAR}`, resolved from the environment or `[gateway] secrets_file`.
+    Values may use `${VAR}`, resolved from the environment or `[gateway] secrets_file`. Without
+    `token_url` the authorization server is discovered from the upstream (RFC 9728, RFC 8414),
+    `issuer` naming the only one the client secret may go to.
     """
 
-    token_url: str
+    token_url: str | None = None
+    issuer: str | None = None
+    """With discovery: the authorization server's issuer; another one the upstream names is refused."""
     client_id: str
     client_secret: str
     scope: str | None = None
@@ -58,12 +62,32 @@ class UpstreamOAuth(Strict):
     refresh_before: Annotated[float, Field(ge=0)] = 60.0
     """Seconds before expiry at which the token is replaced (at most half its lifetime)."""
 
-    @field_validator("token_url")
+    @field_validator("token_url", "issuer")
     @classmethod
-    def _token_url_is_http(cls, url: str) -> str:
-        if "${" not in url and urlsplit(url).scheme not in ("http", "https"):
+    def _token_url_is_http(cls, url: str | None) -> str | None:
+        if url is not None and "${" not in url and urlsplit(url).scheme not in ("http", "https"):
             raise ValueError(f"{url!r} is not an http:// or https:// URL")
         return url
+
+
+class UpstreamLogin(Strict):
+    """`[servers.X.login]`: how `mcpgw login X` signs in to an OAuth-protected URL server.
+
+    All optional: without it, mcpgw discovers the authorization server (RFC 9728, RFC 8414) and
+    registers itself there (RFC 7591). Values may use `${VAR}`.
+    """
+
+    client_id: str | None = None
+    """A client registered by hand at the authorization server (no dynamic registration)."""
+    client_secret: str | None = None
+    auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    """How a configured `client_secret` is sent to the token endpoint."""
+    scope: str | None = None
+    """The scope asked for (else the one the server challenges with or advertises)."""
+    client_metadata_url: str | None = None
+    """An https URL of a client ID metadata document, used as the client id where the server allows."""
+    redirect_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    """The loopback port the browser is sent back to (0: any free one, kept for later logins)."""
 
 
 class _Server(Strict):
@@ -225,6 +249,13 @@ class _UrlServer(_Server):
     headers: dict[str, str] = Field(default_factory=dict)
     oauth: UpstreamOAuth | None = None
     """URL servers behind OAuth: mcpgw's own client-credentials token, never the caller's."""
+    login: UpstreamLogin | None = None
+    """Settings for `mcpgw login` (any URL server without `oauth` or an `Authorization` header may
+    be logged in to; this table only changes how)."""
+
+    def takes_login(self) -> bool:
+        """Whether the tokens of `mcpgw login` are what reach this server (no other credential is set)."""
+        return self.oauth is None and not any(k.lower() == "authorization" for k in self.headers)
 
     _TOLERATED: ClassVar[frozenset[str]] = frozenset({"args", "env", "cwd"})
 

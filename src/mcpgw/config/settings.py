@@ -51,6 +51,9 @@ class GatewaySettings(Strict):
     secrets_file: str | None = None
     """A dotenv file (`NAME=value`) read for `${NAME}` in upstream env, headers and oauth; the
     environment wins over it."""
+    tokens_dir: str | None = None
+    """Where `mcpgw login` keeps upstream OAuth tokens, one owner-only file per server
+    (default: `$XDG_STATE_HOME/mcpgw/tokens`, else `~/.local/state/mcpgw/tokens`)."""
     allowed_hosts: list[str] = Field(default_factory=list)
     """HTTP `Host` values accepted besides loopback (`name`, `name:port`, `name:*`); against DNS rebinding."""
     allowed_origins: list[str] = Field(default_factory=list)

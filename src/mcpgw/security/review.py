@@ -26,7 +26,7 @@ import anyio
 
 from mcpgw import config as config_mod
 from mcpgw.config import Registry, ServerConfig
-from mcpgw.errors import RegistryError, UpstreamUnavailable
+from mcpgw.errors import NeedsLogin, RegistryError, UpstreamUnavailable
 from mcpgw.security import pins, poisoning
 from mcpgw.security.pins import Change, ServerPins
 from mcpgw.upstream import Upstream, credentials, for_server
@@ -86,6 +86,8 @@ class ServerCheck:
     findings: list[poisoning.Finding]
     error: RegistryError | None
     """Set when it did not start: the caller stops with it (after showing the findings)."""
+    needs_login: bool = False
+    """It did not start because it wants an OAuth login (`mcpgw login`) mcpgw does not have yet."""
 
 
 async def check_server(
@@ -101,7 +103,10 @@ async def check_server(
             f"server {name!r} did not start (use --no-check to add it anyway): {look.error}"
         )
     findings = poisoning.scan_lists(name, look.lists, max_length=poisoning.DEFAULT_MAX_DESCRIPTION)
-    return ServerCheck(tools=len(look.lists["tools"]), findings=findings, error=error)
+    needs_login = error is not None and NeedsLogin.marker in (look.error or "")
+    return ServerCheck(
+        tools=len(look.lists["tools"]), findings=findings, error=error, needs_login=needs_login
+    )
 
 
 # --- pin ----------------------------------------------------------------------------------------

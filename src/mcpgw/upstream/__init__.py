@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -34,6 +35,7 @@ import mcp_types as types
 from mcpgw.config import Registry, ServerConfig, call_timeout
 from mcpgw.errors import UpstreamError, UpstreamUnavailable
 from mcpgw.observe import context as observe_context
+from mcpgw.upstream import tokens
 from mcpgw.upstream.answers import Answers, ElicitationAnswer, SamplingAnswer
 from mcpgw.upstream.companion import Companion
 from mcpgw.upstream.lists import ListKind, Lists
@@ -80,6 +82,7 @@ class Upstream:
         max_concurrent: int = 64,
         max_result_bytes: int = 32 * 1024 * 1024,
         secrets: Mapping[str, str] | None = None,
+        tokens_dir: Path | None = None,
         hooks: Hooks | None = None,
         in_process: Any = None,
     ) -> None:
@@ -91,6 +94,9 @@ class Upstream:
             name,
             config,
             secrets=dict(secrets or {}),
+            tokens_dir=tokens_dir,
+            # A login found missing mid-call ends the connection: the calls it cuts off say why.
+            on_refused=lambda reason: self._session.closing(reason),
             in_process=in_process,
             # A line is JSON: its escapes can make it longer than the content it carries, so the line
             # bound (memory and time, before parsing) leaves the content check its own limit to judge.
@@ -388,6 +394,7 @@ def for_server(
         max_concurrent=server.max_concurrent or settings.max_concurrent,
         max_result_bytes=settings.max_result_bytes,
         secrets=secrets,
+        tokens_dir=tokens.tokens_dir(settings),
         hooks=hooks,
         in_process=in_process,
     )

@@ -76,6 +76,10 @@ class ClientCredentials(httpx2.Auth):
             return expand(text, key=f"servers.{server}.oauth.{field}", environ=env)
 
         self.server = server
+        if oauth.token_url is None:
+            raise ValueError(
+                "ClientCredentials needs a token_url (else see login.discovered_client_credentials)"
+            )
         self.token_url = value("token_url", oauth.token_url)
         self.refresh_before = oauth.refresh_before
         self.extra: dict[str, str] = {}

@@ -155,6 +155,7 @@ class Session:
 
     async def connect(self, stack: AsyncExitStack, streams: tuple[Any, Any], *, era: Era) -> ClientSession:
         """A new `ClientSession` over `streams`, entered on `stack`, with its era negotiated."""
+        self._closed_because = "connection closed"  # a new life: an earlier one's reason is over
         read, write = streams
         answers = self._answers
         session = ClientSession(

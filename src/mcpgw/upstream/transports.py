@@ -5,7 +5,8 @@ back its (read, write) streams; for stdio (`upstream.stdio`), the child in its
 own process group (whose pgid is remembered so the whole group can be killed)
 and its stderr copied into the gateway's log; for
 HTTP, one pooled client for the life of the session, the upstream's OAuth
-client credentials, and (tracing on) each message's trace context as HTTP headers.
+credentials (client credentials, or the tokens of `mcpgw login`), and (tracing on)
+each message's trace context as HTTP headers.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import signal
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from mcpgw import _compat
 from mcpgw.config import ServerConfig, SseServer, StdioServer
 from mcpgw.observe import context as observe_context
 from mcpgw.observe import tracing
-from mcpgw.upstream import credentials
+from mcpgw.upstream import credentials, login
 from mcpgw.upstream.stdio import stdio_transport
 
 STDERR_TAIL = 8
@@ -99,6 +100,10 @@ class Transport:
     config: ServerConfig
     secrets: Mapping[str, str] = field(default_factory=dict)
     """`[gateway] secrets_file` values, for `${NAME}` the environment does not define."""
+    tokens_dir: Path | None = None
+    """Where `mcpgw login` stored its tokens (`upstream.tokens`); None: no login is looked for."""
+    on_refused: Callable[[str], None] | None = None
+    """Told why, when the upstream refuses the login (the connection then ends)."""
     in_process: Any = None
     """A lowlevel `Server` (or `MCPServer`) served in this process instead of the configured
     transport: the tests' parity harness builds the whole gateway in memory with it."""
@@ -152,11 +157,20 @@ class Transport:
                 )
             )
         target = config.to_params(self.name, environ=env)
-        oauth: credentials.ClientCredentials | None = None
-        if config.oauth is not None:
-            oauth = credentials.ClientCredentials(self.name, config.oauth, env or os.environ)
-            stack.push_async_callback(oauth.aclose)
-            await oauth.token()  # a bad client secret fails the start with the token endpoint's answer
+        oauth: httpx2.Auth | None = None
+        if config.oauth is not None and config.oauth.token_url is None:
+            oauth = login.discovered_client_credentials(
+                self.name, config.oauth, target.url, env or os.environ
+            )
+        elif config.oauth is not None:
+            granted = credentials.ClientCredentials(self.name, config.oauth, env or os.environ)
+            stack.push_async_callback(granted.aclose)
+            await granted.token()  # a bad client secret fails the start with the token endpoint's answer
+            oauth = granted
+        elif self.tokens_dir is not None:
+            oauth = login.upstream_auth(
+                self.name, config, target.url, self.tokens_dir, env or os.environ, on_refused=self.on_refused
+            )
         if isinstance(config, SseServer):
             return await stack.enter_async_context(
                 sse_client(target.url, headers=target.headers, auth=oauth, httpx_client_factory=_http_client)

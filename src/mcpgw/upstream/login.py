@@ -1,0 +1,457 @@
+"""OAuth login to an upstream: `mcpgw login`, `mcpgw logout`, and the tokens a running gateway sends.
+
+Owns: `LoginAuth`, the httpx auth of a URL server that takes a login (see
+`UrlServer.takes_login`): the mcp SDK's `OAuthClientProvider` (RFC 9728 and RFC 8414/OpenID
+discovery, RFC 7591 registration or a client ID metadata document, the authorization code with
+PKCE, RFC 8707 resource indicators) over `tokens.TokenFile`, with what it lacks added around it;
+`login`, which runs that flow once with a browser and the loopback receiver; and `logout`, which
+revokes the tokens (RFC 7009, through Authlib) and forgets them.
+
+Where the SDK falls short (mcp 2.3), and what is done here instead:
+- it refreshes only once a token has expired: `LoginAuth` refreshes `REFRESH_BEFORE` seconds
+  ahead (at most half the lifetime);
+- on a 401 it starts a new authorization at once, never trying its refresh token: `LoginAuth`
+  refreshes first, and only a 401 after that means a new login;
+- it keeps the authorization server's metadata and the expiry time in memory only, so a restarted
+  process refreshes at `ORIGIN/token`: both are stored with the tokens and restored;
+- it has no revocation: `logout` uses Authlib's client.
+A running gateway never opens a browser: where a login is due, a call fails with `NeedsLogin`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from mcp.client.auth import OAuthClientProvider, OAuthFlowError, OAuthRegistrationError, OAuthTokenError
+from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+
+from mcpgw.config import GatewaySettings, UpstreamLogin, UpstreamOAuth, expand
+from mcpgw.config.servers import HttpServer, SseServer
+from mcpgw.errors import NeedsLogin, UpstreamUnavailable
+from mcpgw.upstream import loopback
+from mcpgw.upstream.tokens import TokenFile, tokens_dir
+
+logger = logging.getLogger("mcpgw.login")
+
+REFRESH_BEFORE = 60.0
+"""Seconds before expiry at which an access token is refreshed (at most half its lifetime)."""
+PROTOCOL_VERSION = "2025-11-25"
+"""Sent with the login's first request: the SDK asks for the resource (RFC 8707) from 2025-06-18 on."""
+
+UrlServer = HttpServer | SseServer
+OpenUrl = Callable[[str], Awaitable[None]]
+
+
+class LoginAuth(httpx2.Auth):
+    """The SDK's `OAuthClientProvider`, refreshing early and on a 401, and never authorizing unless told.
+
+    The SDK's own errors (discovery, registration, token endpoint) become `UpstreamUnavailable` here.
+    """
+
+    def __init__(
+        self,
+        server: str,
+        provider: OAuthClientProvider,
+        *,
+        authorize: bool,
+        on_refused: Callable[[str], None] | None = None,
+    ) -> None:
+        self.server = server
+        self.provider = provider
+        self.authorize = authorize
+        """Whether a 401 runs the SDK's flow (the browser login, or the client-credentials grant)."""
+        self.on_refused = on_refused
+
+    def _refresh_due(self) -> bool:
+        context = self.provider.context
+        tokens, expiry = context.current_tokens, context.token_expiry_time
+        if not tokens or not expiry or not tokens.expires_in:
+            return False
+        return time.time() > expiry - min(REFRESH_BEFORE, tokens.expires_in / 2)
+
+    async def async_auth_flow(
+        self, request: httpx2.Request
+    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        context = self.provider.context
+        for attempt in range(2):
+            if attempt or self._refresh_due():
+                context.token_expiry_time = 1.0  # expired, in the SDK's eyes: it refreshes first
+            flow = self.provider.async_auth_flow(request)
+            try:
+                outgoing = await flow.__anext__()
+                while True:
+                    response = yield outgoing
+                    refused = outgoing is request and response.status_code == 401
+                    if refused and attempt == 0 and context.can_refresh_token():
+                        break  # revoked or expired early at the issuer: refresh, then once more
+                    # More scope wanted (403 insufficient_scope): a refresh cannot widen a grant.
+                    step_up = (
+                        outgoing is request
+                        and response.status_code == 403
+                        and ("insufficient_scope" in response.headers.get("www-authenticate", ""))
+                    )
+                    if refused and not self.authorize and not _oauth_refusal(response, context):
+                        return  # not OAuth (an API key, say): the 401 reaches the transport as it came
+                    if (refused or step_up) and not self.authorize:
+                        needed = NeedsLogin(self.server)
+                        if self.on_refused is not None:
+                            self.on_refused(needed.reason)
+                        raise needed
+                    outgoing = await flow.asend(response)
+            except StopAsyncIteration:
+                return
+            except (OAuthFlowError, OAuthRegistrationError, OAuthTokenError) as exc:
+                raise UpstreamUnavailable(self.server, f"OAuth: {exc}") from None
+            finally:
+                await flow.aclose()
+
+
+def _oauth_refusal(response: httpx2.Response, context: Any) -> bool:
+    """Whether a 401 is an OAuth server's: a Bearer challenge, or a refusal of our stored login."""
+    challenge = response.headers.get("www-authenticate", "").lstrip().lower()
+    return challenge.startswith("bearer") or context.current_tokens is not None
+
+
+def _login_values(server: str, login: UpstreamLogin | None, environ: Mapping[str, str]) -> dict[str, Any]:
+    if login is None:
+        return {}
+    fields = ("client_id", "client_secret", "scope", "client_metadata_url")
+    return {
+        field: expand(value, key=f"servers.{server}.login.{field}", environ=environ)
+        for field in fields
+        if (value := getattr(login, field)) is not None
+    }
+
+
+def _provider(
+    server: str,
+    url: str,
+    store: TokenFile,
+    login: UpstreamLogin | None,
+    environ: Mapping[str, str],
+    *,
+    redirect_uri: str,
+    open_url: OpenUrl | None = None,
+    receiver: loopback.Receiver | None = None,
+) -> OAuthClientProvider:
+    values = _login_values(server, login, environ)
+    method = login.auth_method if login is not None and values.get("client_secret") else "none"
+    metadata = OAuthClientMetadata(
+        client_name="mcpgw",
+        redirect_uris=[redirect_uri],  # type: ignore[list-item]
+        grant_types=["authorization_code", "refresh_token"],
+        response_types=["code"],
+        token_endpoint_auth_method=method,  # type: ignore[arg-type]
+        scope=values.get("scope"),
+    )
+    if values.get("client_id"):
+        stored = store.client()
+        if stored is None or stored.client_id != values["client_id"]:
+            configured = OAuthClientInformationFull(
+                client_id=values["client_id"],
+                client_secret=values.get("client_secret"),
+                redirect_uris=[redirect_uri],  # type: ignore[list-item]
+                token_endpoint_auth_method=method,  # type: ignore[arg-type]
+            )
+            store.update(client=configured.model_dump(mode="json", exclude_none=True))
+
+    async def no_browser(authorization_url: str) -> None:
+        raise NeedsLogin(server)
+
+    try:
+        provider = OAuthClientProvider(
+            url,
+            metadata,
+            store,
+            redirect_handler=open_url or no_browser,
+            callback_handler=receiver.wait if receiver else None,
+            client_metadata_url=values.get("client_metadata_url"),
+        )
+    except ValueError as exc:
+        raise UpstreamUnavailable(server, f"servers.{server}.login: {exc}") from None
+    # What the SDK would otherwise only learn on the next 401 (see the module docstring).
+    context = provider.context
+    context.current_tokens = None if store.fresh else store.tokens()
+    context.client_info = store.client()
+    context.oauth_metadata = store.oauth_metadata()
+    context.token_expiry_time = store.expires_at()
+    return provider
+
+
+def upstream_auth(
+    server: str,
+    config: UrlServer,
+    url: str,
+    folder: Path,
+    environ: Mapping[str, str],
+    *,
+    on_refused: Callable[[str], None] | None = None,
+) -> LoginAuth | None:
+    """The auth a running gateway sends `server` with (None: it has another credential)."""
+    if not config.takes_login():
+        return None
+    store = TokenFile(folder, server, url)
+    client = store.client()
+    redirect = (
+        str(client.redirect_uris[0]) if client and client.redirect_uris else "http://127.0.0.1/callback"
+    )
+    provider = _provider(server, url, store, config.login, environ, redirect_uri=redirect)
+    return LoginAuth(server, provider, authorize=False, on_refused=on_refused)
+
+
+class _Memory:
+    """The SDK's `TokenStorage` in memory: a client-credentials token is simply fetched again."""
+
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client = client_info
+
+
+def discovered_client_credentials(
+    server: str, oauth: UpstreamOAuth, url: str, environ: Mapping[str, str]
+) -> LoginAuth:
+    """`[servers.X.oauth]` without `token_url`: the SDK's client-credentials provider, which
+    discovers the authorization server from the upstream's 401 (no early refresh: a new token is
+    fetched at the next 401, there being no refresh token in this grant)."""
+    import warnings
+
+    from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
+
+    def value(field: str, text: str) -> str:
+        return expand(text, key=f"servers.{server}.oauth.{field}", environ=environ)
+
+    issuer = value("issuer", oauth.issuer) if oauth.issuer else None
+    if issuer is None:
+        logger.warning(
+            "SECURITY: upstream %s: [servers.%s.oauth] names no `issuer` (nor `token_url`): its client "
+            "secret goes to whichever authorization server the upstream names",
+            server,
+            server,
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the SDK's, for the missing issuer: said above
+        provider = ClientCredentialsOAuthProvider(
+            url,
+            _Memory(),
+            client_id=value("client_id", oauth.client_id),
+            client_secret=value("client_secret", oauth.client_secret),
+            token_endpoint_auth_method=oauth.auth_method,
+            scope=value("scope", oauth.scope) if oauth.scope else None,
+            issuer=issuer,
+        )
+    return LoginAuth(server, provider, authorize=True)
+
+
+@dataclass(frozen=True)
+class Login:
+    """Who is logged in to a server, as `mcpgw login` shows it."""
+
+    server: str
+    url: str
+    issuer: str | None
+    client_id: str | None
+    subject: str | None
+    scope: str | None
+    expires_at: float | None
+    refreshable: bool
+
+
+def _subject(access_token: str) -> str | None:
+    """The `sub` (or name) of a JWT access token, for display only: the token is not verified here."""
+    parts = access_token.split(".")
+    if len(parts) != 3:
+        return None  # an opaque token: only the authorization server knows whose it is
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    if not isinstance(claims, dict):
+        return None
+    for claim in ("email", "preferred_username", "name", "sub"):
+        if isinstance(claims.get(claim), str):
+            return str(claims[claim])
+    return None
+
+
+def status(server: str, url: str, settings: GatewaySettings) -> Login | None:
+    """The stored login of `server` at `url`, if any."""
+    store = TokenFile(tokens_dir(settings), server, url)
+    tokens = store.tokens()
+    if tokens is None:
+        return None
+    metadata, client = store.oauth_metadata(), store.client()
+    return Login(
+        server=server,
+        url=url,
+        issuer=str(metadata.issuer) if metadata else None,
+        client_id=client.client_id if client else None,
+        subject=_subject(tokens.access_token),
+        scope=tokens.scope,
+        expires_at=store.expires_at(),
+        refreshable=bool(tokens.refresh_token),
+    )
+
+
+def _port(store: TokenFile, login: UpstreamLogin | None) -> int:
+    """The configured port, else the one the stored client was registered with (its redirect URI)."""
+    if login is not None and login.redirect_port:
+        return login.redirect_port
+    client = store.client()
+    if client and client.redirect_uris:
+        uri = client.redirect_uris[0]
+        if uri.host == "127.0.0.1" and uri.port:
+            return uri.port
+    return 0
+
+
+_KNOCKS: tuple[dict[str, Any], ...] = (
+    {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "mcpgw-login", "version": "1"},
+        },
+    },
+    {"jsonrpc": "2.0", "method": "notifications/initialized"},
+    {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+)
+"""What the login sends until the server asks for a login: some let `initialize` in without one."""
+
+
+async def _knock(
+    url: str, headers: Mapping[str, str] | None, auth: LoginAuth, store: TokenFile, *, sse: bool
+) -> int:
+    """Send `_KNOCKS` until the flow has run (or the server refuses); the last status answered.
+
+    A legacy SSE server is knocked on by opening its event stream (GET), closed once answered."""
+    sent = {
+        **(headers or {}),
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": PROTOCOL_VERSION,
+    }
+    answered = 0
+    async with httpx2.AsyncClient(auth=auth, timeout=30.0) as client:
+        if sse:
+            async with client.stream("GET", url, headers={**sent, "Accept": "text/event-stream"}) as response:
+                return response.status_code
+        for message in _KNOCKS:
+            # The SDK steps up a 403 insufficient_scope on the request after the one it met: the
+            # token just obtained may be refused that way, so a 403 is sent once more.
+            for _ in range(2):
+                async with client.stream("POST", url, json=message, headers=sent) as response:
+                    answered = response.status_code
+                    if session := response.headers.get("mcp-session-id"):
+                        sent["Mcp-Session-Id"] = session
+                if answered != 403:
+                    break
+            if not store.fresh or answered >= 400:
+                break
+    return answered
+
+
+async def login(
+    server: str,
+    config: UrlServer,
+    url: str,
+    headers: Mapping[str, str] | None,
+    settings: GatewaySettings,
+    environ: Mapping[str, str],
+    *,
+    open_url: OpenUrl,
+) -> Login:
+    """Log in to `server` (discovery, registration, the code flow via `open_url`) and store the tokens."""
+    if not config.takes_login():
+        raise UpstreamUnavailable(server, "has its own credentials (`oauth` or an Authorization header)")
+    store = TokenFile(tokens_dir(settings), server, url, fresh=True)
+    async with loopback.receiving(server, port=_port(store, config.login)) as receiver:
+        provider = _provider(
+            server,
+            url,
+            store,
+            config.login,
+            environ,
+            redirect_uri=receiver.redirect_uri,
+            open_url=open_url,
+            receiver=receiver,
+        )
+        auth = LoginAuth(server, provider, authorize=True)
+        try:
+            answered = await _knock(url, headers, auth, store, sse=isinstance(config, SseServer))
+        except httpx2.HTTPError as exc:
+            raise UpstreamUnavailable(server, f"login failed: {url} did not answer: {exc}") from None
+    if answered in (401, 403):
+        raise UpstreamUnavailable(server, f"login failed: {url} still answers {answered} with the new token")
+    if provider.context.oauth_metadata is not None:
+        store.update(
+            oauth_metadata=provider.context.oauth_metadata.model_dump(mode="json", exclude_none=True)
+        )
+    found = status(server, url, settings)
+    if found is None or store.fresh:
+        raise UpstreamUnavailable(
+            server, f"{url} did not ask for a login (it answered {answered} without one)"
+        )
+    logger.info("logged in to upstream %s at %s", server, url)
+    return found
+
+
+async def logout(server: str, url: str, settings: GatewaySettings) -> str | None:
+    """Revoke `server`'s tokens where the authorization server allows (RFC 7009) and forget them;
+    what happened, for the user (None: there was no login)."""
+    store = TokenFile(tokens_dir(settings), server, url)
+    tokens, client, metadata = store.tokens(), store.client(), store.oauth_metadata()
+    if tokens is None:
+        return None
+    endpoint = metadata.revocation_endpoint if metadata else None
+    revoked = 0
+    if client and endpoint:
+        from authlib.common.errors import AuthlibBaseError
+        from authlib.integrations.httpx_client import AsyncOAuth2Client
+
+        method = client.token_endpoint_auth_method or "none"
+        async with AsyncOAuth2Client(
+            client_id=client.client_id,
+            client_secret=client.client_secret,
+            revocation_endpoint_auth_method=method,
+            timeout=30.0,
+        ) as oauth:
+            hints = [("refresh_token", tokens.refresh_token), ("access_token", tokens.access_token)]
+            for hint, token in hints:
+                if token is None:
+                    continue
+                try:
+                    answer = await oauth.revoke_token(str(endpoint), token=token, token_type_hint=hint)
+                    revoked += answer.status_code == 200
+                except (AuthlibBaseError, httpx2.HTTPError) as exc:
+                    # Forgotten here all the same: the user asked to be logged out.
+                    logger.warning(
+                        "upstream %s: revoking its %s failed: %s", server, hint, type(exc).__name__
+                    )
+    store.update(tokens=None, expires_at=None)
+    if revoked:
+        return "tokens revoked and removed"
+    if endpoint is None:
+        return "tokens removed; the authorization server offers no revocation"
+    return "tokens removed; the authorization server did not confirm revoking them"
