@@ -289,3 +289,36 @@ async def test_redact_redacts_a_sampling_request_on_its_way_to_the_model(
     assert json.loads(answer) == f"stand-in answer from good: {REDACTED}"
     assert SECRET not in json.dumps(llm.requests())
     assert [(r.outcome, r.answered_by) for r in gateway.sampler.records] == [(Outcome.OK, "llm")]
+
+
+# --- prices --------------------------------------------------------------------------------------
+
+
+async def test_a_routes_registry_prices_hold_whatever_else_names_its_model(
+    llm: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """litellm keeps custom prices in one map per process, keyed by model: a second Router naming the
+    same model with other prices (a reload, a second gateway, a persona draft) must not change what
+    the first route's calls cost."""
+    from mcpgw.config.settings import SamplingSettings
+    from mcpgw.sampling import Record
+    from mcpgw.sampling.llm import Models
+
+    monkeypatch.setenv("PRICED_TWICE_KEY", "k")
+
+    def models(price: float | None) -> Models:
+        route = {"model": "openai/priced-twice", "api_base": llm.base, "api_key_env": "PRICED_TWICE_KEY"}
+        if price is not None:
+            route |= {"input_cost_per_token": price, "output_cost_per_token": price}
+        return Models(SamplingSettings.model_validate({"routes": {"main": route}}))
+
+    message = {"messages": [{"role": "user", "content": {"type": "text", "text": "hello"}}], "maxTokens": 5}
+    costs = []
+    for price in (None, 0.001, None, 0.5, 0.001):
+        record = Record(server="s", persona=None)
+        await models(price).complete(["main"], message, record)
+        tokens = record.input_tokens + record.output_tokens
+        assert tokens > 0
+        if price is not None:
+            costs.append(record.cost_usd / tokens)
+    assert costs == pytest.approx([0.001, 0.5, 0.001])

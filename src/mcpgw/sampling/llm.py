@@ -90,6 +90,19 @@ class Models:
         record.input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         record.output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         record.cost_usd = float(hidden.get("response_cost") or 0.0)
+        route = self.settings.routes.get(used)
+        if (
+            route is not None
+            and route.input_cost_per_token is not None
+            and route.output_cost_per_token is not None
+        ):
+            # The registry's prices are the operator's word. litellm keeps custom prices in one map for
+            # the whole process, keyed by model name, so another Router that names the same model
+            # (a reload, a second gateway) can change what `response_cost` says.
+            record.cost_usd = (
+                record.input_tokens * route.input_cost_per_token
+                + record.output_tokens * route.output_cost_per_token
+            )
         result = from_chat_response(response, tools=bool(params.get("tools")))
         record.model = str(result.get("model"))
         return result
