@@ -817,6 +817,46 @@ async def bench_cli(s: Settings, tmp: Path, results: Results, errlog: IO[str]) -
             )
 
 
+def on_off_rows(
+    results: Results,
+    what: str,
+    off: dict[str, float],
+    on: dict[str, float],
+    tp: Any,
+    *,
+    target: str,
+    note: str,
+    throughput_note: str,
+    cpu_note: str = "the gateway process's user+system CPU over the throughput rounds",
+) -> None:
+    """The three rows of a feature measured on vs off in one run (the same gateway with and without
+    it): call p50, throughput with INFLIGHT calls in flight, and the gateway process's CPU per call."""
+    results.add(
+        Row(f"{what} on vs off: stdio call p50", "ms", off["p50_ms"], on["p50_ms"], target, note=note)
+    )
+    results.add(
+        Row(
+            f"{what} off vs on: throughput x{INFLIGHT}",
+            "calls/s",
+            statistics.median(tp.gateway),
+            statistics.median(tp.direct),
+            target,
+            note=throughput_note,
+        )
+    )
+    results.add(
+        Row(
+            f"{what} on vs off: gateway CPU per call",
+            "ms",
+            tp.cpu_ms.get("direct"),
+            tp.cpu_ms.get("gateway"),
+            target,
+            note=cpu_note,
+            samples=dict(tp.cpu_ms),
+        )
+    )
+
+
 async def bench_metrics(s: Settings, tmp: Path, results: Results, errlog: IO[str]) -> None:
     """The cost of Prometheus metrics on the call path: the same stdio gateway with and without them."""
     off = write_registry(tmp / "metrics-off.toml", {"up": stdio_entry("metrics-off")})
@@ -842,29 +882,15 @@ async def bench_metrics(s: Settings, tmp: Path, results: Results, errlog: IO[str
         raise RuntimeError(f"the metrics counted {counted:g} calls; {expected} were made")
     ds, gs = summary(d_lat), summary(g_lat)
     note = "'direct' here is the same gateway without metrics (audit off on both sides)"
-    results.add(
-        Row("metrics on vs off: stdio call p50", "ms", ds["p50_ms"], gs["p50_ms"], "<= 1.05x", note=note)
-    )
-    results.add(
-        Row(
-            f"metrics off vs on: throughput x{INFLIGHT}",
-            "calls/s",
-            statistics.median(tp.gateway),
-            statistics.median(tp.direct),
-            "<= 1.05x",
-            note="ratio = calls/s with metrics off / with metrics on",
-        )
-    )
-    results.add(
-        Row(
-            "metrics on vs off: gateway CPU per call",
-            "ms",
-            tp.cpu_ms.get("direct"),
-            tp.cpu_ms.get("gateway"),
-            "<= 1.05x",
-            note="the gateway process's user+system CPU over the throughput rounds",
-            samples=dict(tp.cpu_ms),
-        )
+    on_off_rows(
+        results,
+        "metrics",
+        ds,
+        gs,
+        tp,
+        target="<= 1.05x",
+        note=note,
+        throughput_note="ratio = calls/s with metrics off / with metrics on",
     )
     reap(str(off))
     reap(str(on))
@@ -916,27 +942,15 @@ async def bench_traces(s: Settings, tmp: Path, results: Results, errlog: IO[str]
         raise RuntimeError(f"{counted} request spans arrived; {expected} calls were made")
     ds, gs = summary(d_lat), summary(g_lat)
     note = "'direct' here is the same gateway not tracing (audit off on both sides); on: every call sampled"
-    results.add(Row("traces on vs off: stdio call p50", "ms", ds["p50_ms"], gs["p50_ms"], "-", note=note))
-    results.add(
-        Row(
-            f"traces off vs on: throughput x{INFLIGHT}",
-            "calls/s",
-            statistics.median(tp.gateway),
-            statistics.median(tp.direct),
-            "-",
-            note=f"ratio = calls/s off / on; {len(spans)} spans exported for {expected} calls",
-        )
-    )
-    results.add(
-        Row(
-            "traces on vs off: gateway CPU per call",
-            "ms",
-            tp.cpu_ms.get("direct"),
-            tp.cpu_ms.get("gateway"),
-            "-",
-            note="the gateway process's user+system CPU over the throughput rounds",
-            samples=dict(tp.cpu_ms),
-        )
+    on_off_rows(
+        results,
+        "traces",
+        ds,
+        gs,
+        tp,
+        target="-",
+        note=note,
+        throughput_note=f"ratio = calls/s off / on; {len(spans)} spans exported for {expected} calls",
     )
     hooks_us = _tracing_hooks_off_us()
     results.add(
@@ -1014,29 +1028,16 @@ async def bench_flows(s: Settings, tmp: Path, results: Results, errlog: IO[str])
         tp = await throughputs(d_call, g_call, s.rounds, s.per_round, cpu_of=cpu_of)
     ds, gs = summary(d_lat), summary(g_lat)
     note = "'direct' here is the same gateway without [security.flows] (audit off on both sides)"
-    results.add(
-        Row("flows on vs off: stdio call p50", "ms", ds["p50_ms"], gs["p50_ms"], "<= 1.05x", note=note)
-    )
-    results.add(
-        Row(
-            f"flows off vs on: throughput x{INFLIGHT}",
-            "calls/s",
-            statistics.median(tp.gateway),
-            statistics.median(tp.direct),
-            "<= 1.05x",
-            note="ratio = calls/s with flow policies off / on",
-        )
-    )
-    results.add(
-        Row(
-            "flows on vs off: gateway CPU per call",
-            "ms",
-            tp.cpu_ms.get("direct"),
-            tp.cpu_ms.get("gateway"),
-            "<= 1.05x",
-            note=f"the gateway process's CPU over the throughput rounds; {FLOW_VALUES} private values held",
-            samples=dict(tp.cpu_ms),
-        )
+    on_off_rows(
+        results,
+        "flows",
+        ds,
+        gs,
+        tp,
+        target="<= 1.05x",
+        note=note,
+        throughput_note="ratio = calls/s with flow policies off / on",
+        cpu_note=f"the gateway process's CPU over the throughput rounds; {FLOW_VALUES} private values held",
     )
     reap(str(off))
     reap(str(on))

@@ -259,6 +259,19 @@ def _npm_install(prefix: Path, *packages: str) -> Path:
     return prefix
 
 
+CONFORMANCE_PKG = "@modelcontextprotocol/conformance@0.2.0-alpha.12"
+"""The official conformance suite, newest on npm: its server scenarios (test_conformance) and its
+client scenarios (test_conformance_client)."""
+
+
+@pytest.fixture(scope="session")
+def conformance_js() -> str:
+    prefix = _npm_install(TOOLS_DIR / "conformance", CONFORMANCE_PKG)
+    cli = prefix / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
+    assert cli.exists(), f"{cli} missing after npm install"
+    return str(cli)
+
+
 def pip_install(prefix: Path, *packages: str) -> Path:
     """A virtual environment with `packages` from PyPI, made once per machine (like `_npm_install`):
     for published Python tools that must not share the project's environment."""

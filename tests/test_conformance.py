@@ -34,9 +34,8 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import SERVERS, TOOLS_DIR, _npm_install, background, free_port, mcpgw_command, write_registry
+from conftest import SERVERS, background, free_port, mcpgw_command, write_registry
 
-CONFORMANCE_PKG = "@modelcontextprotocol/conformance@0.2.0-alpha.12"
 FIXTURE = SERVERS / "conformance.py"
 EXPECTED = Path(__file__).resolve().parent / "conformance-expected-failures.yml"
 SUITE_TIMEOUT = 600
@@ -45,14 +44,6 @@ SUITE_TIMEOUT = 600
 UPSTREAMS = {"both-eras": [], "handshake-only": ["--protocol", "2025-11-25"]}
 PAIRS = [("2025-11-25", "both-eras"), ("2026-07-28", "both-eras"), ("2025-11-25", "handshake-only")]
 """(requirement set, upstream) pairs. A handshake-only upstream cannot serve the 2026-07-28 set directly."""
-
-
-@pytest.fixture(scope="session")
-def conformance_js() -> str:
-    prefix = _npm_install(TOOLS_DIR / "conformance", CONFORMANCE_PKG)
-    cli = prefix / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
-    assert cli.exists(), f"{cli} missing after npm install"
-    return str(cli)
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from conftest import PROCESS_LIMIT, ROOT, TOOLS_DIR, _npm_install
+from conftest import PROCESS_LIMIT, ROOT
 
-CONFORMANCE_PKG = "@modelcontextprotocol/conformance@0.2.0-alpha.12"
 TESTS = Path(__file__).resolve().parent
 DRIVER = TESTS / "conformance_client.py"
 EXPECTED = TESTS / "conformance-client-expected-failures.yml"
@@ -33,14 +31,6 @@ SCENARIO_TIMEOUT_MS = 120_000
 """How long the suite lets the client (the driver: a gateway and its client) run; a hang guard."""
 SCENARIO_LIMIT = 300
 """Seconds one scenario's run may take, the suite's own start-up and stop included: a hang guard."""
-
-
-@pytest.fixture(scope="session")
-def conformance_js() -> str:
-    prefix = _npm_install(TOOLS_DIR / "conformance", CONFORMANCE_PKG)
-    cli = prefix / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
-    assert cli.exists(), f"{cli} missing after npm install"
-    return str(cli)
 
 
 def expected_failures() -> dict[str, str]:

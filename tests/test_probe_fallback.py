@@ -8,7 +8,6 @@ default configuration, each must list its tools at the first `tools/list` and an
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import subprocess
@@ -20,7 +19,7 @@ import anyio
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from conftest import SERVERS, TOOLS_DIR, gateway_stdio
+from conftest import SERVERS, TOOLS_DIR, gateway_stdio, pip_install
 from test_lifecycle import alive, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -36,27 +35,9 @@ HANG_GUARD = 120.0
 """Seconds a wait may take before the test calls it a hang: never reached on a loaded machine."""
 
 
-def _pip_venv(prefix: Path, *requirements: str) -> Path:
-    """A venv with `requirements`, made once per machine; a lock keeps parallel workers apart."""
-    marker = prefix / ".installed"
-    wanted = " ".join(requirements)
-    if marker.exists() and marker.read_text() == wanted:
-        return prefix
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    with (prefix.parent / f".{prefix.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.exists() and marker.read_text() == wanted:
-            return prefix
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(prefix)], check=True, timeout=300)
-        pip = [str(prefix / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-        subprocess.run([*pip, *requirements], check=True, timeout=600)
-        marker.write_text(wanted)
-    return prefix
-
-
 @pytest.fixture(scope="session")
 def sqlite_server() -> str:
-    binary = _pip_venv(TOOLS_DIR / "mcp-server-sqlite", *SQLITE_REQUIREMENTS) / "bin" / "mcp-server-sqlite"
+    binary = pip_install(TOOLS_DIR / "mcp-server-sqlite", *SQLITE_REQUIREMENTS) / "bin" / "mcp-server-sqlite"
     assert binary.exists(), f"{binary} missing after pip install"
     return str(binary)
 
