@@ -610,7 +610,11 @@ async def test_a_setting_read_only_at_start_is_reported_until_it_is_back(tmp_pat
 async def test_sighup_reloads_instead_of_stopping(tmp_path: Path) -> None:
     config = write_registry(tmp_path / "servers.toml", {"a": tiny()})
     # Polling once an hour: only SIGHUP can make this gateway notice the edit within the test.
-    quiet = {"WATCHFILES_FORCE_POLLING": "1", "WATCHFILES_POLL_DELAY_MS": "3600000"}
+    quiet = {
+        "WATCHFILES_FORCE_POLLING": "1",
+        "WATCHFILES_POLL_DELAY_MS": "3600000",
+        "MCPGW_RELOAD_RECHECK_SECONDS": "3600",
+    }
     with http_gateway(config, env=quiet) as gateway:
         async with http_client(gateway) as client:
             assert await names(client) == tools_of("a")
@@ -625,6 +629,24 @@ async def test_sighup_reloads_instead_of_stopping(tmp_path: Path) -> None:
             assert await names(client) == tools_of("a", "b")
             assert gateway.process.poll() is None
         assert "received SIGHUP; reloading the registry" in gateway.log()
+
+
+async def test_an_edit_the_watcher_never_reports_is_still_taken(tmp_path: Path) -> None:
+    """The files' content is compared every few seconds besides the watcher: an edit saved before the
+    watcher was set up (a gateway binds its port first), or on a mount that reports nothing, is taken."""
+    config = write_registry(tmp_path / "servers.toml", {"a": tiny()})
+    blind = {"WATCHFILES_FORCE_POLLING": "1", "WATCHFILES_POLL_DELAY_MS": "3600000"}
+    with http_gateway(config, env=blind) as gateway:
+        async with http_client(gateway) as client:
+            assert await names(client) == tools_of("a")  # serving: past any check made at start
+        write_registry(config, {"a": tiny(), "b": tiny()})
+
+        async def b_ready() -> bool:
+            upstreams = (await gateway.health())["upstreams"]
+            return upstreams.get("b", {}).get("state") == "ready"
+
+        await poll(b_ready, "b started without the watcher")
+        assert "received SIGHUP" not in gateway.log()
 
 
 # --- what a reload restarts (the plan) -------------------------------------------------------------

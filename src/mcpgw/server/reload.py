@@ -43,6 +43,9 @@ from mcpgw.upstream import credentials
 logger = logging.getLogger("mcpgw.reload")
 
 WATCH_TIMEOUT_MS = 1000
+RECHECK_SECONDS = float(os.environ.get("MCPGW_RELOAD_RECHECK_SECONDS") or 2.0)
+"""How often the files' content is compared with what was last tried, besides the watcher: an edit
+made before the watcher was set up (or one an unusual mount never reports) is still taken."""
 """How long watchfiles' thread waits before looking at its stop event: bounds the wait at shutdown."""
 
 
@@ -80,6 +83,8 @@ class Reloader:
         """Keys the running files change that apply only when mcpgw restarts (`core.reload`)."""
         self._started_with = gateway.registry
         self._loaded = self._digest()
+        self._tried = self._loaded
+        """The content last loaded or refused: the recheck asks again only when the files differ from it."""
         self._wanted = anyio.Event()
         self._stop = anyio.Event()
 
@@ -106,9 +111,7 @@ class Reloader:
         """Watch the files and reload on request, until cancelled."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch)
-            # An edit saved while the upstreams were starting, before the watcher was: not missed.
-            if self._digest() != self._loaded:
-                self._wanted.set()
+            tg.start_soon(self._recheck)
             try:
                 while True:
                     await self._wanted.wait()
@@ -120,6 +123,7 @@ class Reloader:
     async def reload(self) -> Plan | None:
         """Load the files and apply them; the plan applied, or None when nothing was (see `refused`)."""
         digest = self._digest()
+        self._tried = digest
         if digest == self._loaded:
             if self.refused is not None:
                 logger.info("registry %s is back as loaded; the refused edit is gone", self.path)
@@ -202,6 +206,13 @@ class Reloader:
         if secrets is not None:
             files.append(secrets)
         return [Path(os.path.abspath(f)) for f in files]
+
+    async def _recheck(self) -> None:
+        """Ask for a reload whenever the files hold something not yet tried, watcher or not."""
+        while True:
+            if self._digest() != self._tried:
+                self._wanted.set()
+            await anyio.sleep(RECHECK_SECONDS)
 
     def _digest(self) -> str:
         """What the files hold now (a missing file counts as its own content)."""
