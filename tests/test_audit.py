@@ -624,3 +624,16 @@ def test_refusals_fold_into_one_row_per_key_and_interval() -> None:
     assert overflow.count == 2
     clock[0] = 25.0  # every window over: room again
     assert not folds.add("f").overflow
+
+
+def test_request_ids_survive_the_audits_own_redaction() -> None:
+    """A row's JSON may name other requests by id (a flow refusal lists its chain of steps): the card
+    detector, which the audit always applies, must not take an id for a card number. With hex ids, one
+    in a few hundred held a 13-digit run that passes the checksum and came back `[REDACTED:card]`."""
+    from mcpgw.audit.redact import Redactor
+    from mcpgw.audit.step import new_request_id
+
+    ids = [new_request_id() for _ in range(3000)]
+    assert Redactor().value({"steps": [{"request_id": i} for i in ids]}) == {
+        "steps": [{"request_id": i} for i in ids]
+    }

@@ -15,12 +15,11 @@ window, so neither the table nor this map can be grown by varying what the key i
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mcpgw.audit.step import now
+from mcpgw.audit.step import new_request_id, now
 
 FOLD_INTERVAL = 10.0
 """Seconds one row stands for, per key."""
@@ -35,7 +34,7 @@ class Fold:
 
     key: Hashable
     opened: float
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = field(default_factory=lambda: new_request_id())
     count: int = 1
     first: str = field(default_factory=now)
     last: str = ""

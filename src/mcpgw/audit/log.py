@@ -24,7 +24,6 @@ import queue
 import sqlite3
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from mcpgw.audit.fields import (
 from mcpgw.audit.queries import prune
 from mcpgw.audit.redact import Redactor
 from mcpgw.audit.schema import SPEND_KEYS, ensure_schema, path_for
-from mcpgw.audit.step import Kind, Outcome, Step, now
+from mcpgw.audit.step import Kind, Outcome, Step, new_request_id, now
 from mcpgw.detectors import Detector
 from mcpgw.errors import ConfigError
 
@@ -182,7 +181,7 @@ class AuditLog:
         kind, outcome = Kind(kind), Outcome(outcome)
         row = {
             "ts": now(),
-            "request_id": request_id or uuid.uuid4().hex,
+            "request_id": request_id or new_request_id(),
             "kind": kind.value,
             "method": method,
             "persona": persona,

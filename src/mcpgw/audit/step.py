@@ -10,9 +10,10 @@ request becomes a step: it makes the step current, tells how the work ended
 
 from __future__ import annotations
 
+import base64
 import contextvars
+import os
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +22,17 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from mcpgw.errors import UpstreamTimeout
+
+
+def new_request_id() -> str:
+    """A request id: 160 random bits in lowercase base32 (32 characters).
+
+    Not hex: one in a few hundred random hex ids holds a run of 13 or more digits that passes the
+    card checksum, and the data detectors would redact it wherever a row's JSON names it (a flow
+    refusal's chain of steps). Base32's digits are 2 to 7 among letters, so such a run is as good
+    as impossible.
+    """
+    return base64.b32encode(os.urandom(20)).decode("ascii").lower()
 
 
 class Kind(StrEnum):
@@ -96,7 +108,7 @@ class Step:
     session: str | None = None
     """The agent session the request belongs to (`mcpgw logs --session`): the MCP session of a
     handshake-era client, the session a 2026-07-28 client names, or one the flow policies keep."""
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = field(default_factory=lambda: new_request_id())
     server: str | None = None
     name: str | None = None
     outcome: Outcome = Outcome.OK

@@ -46,6 +46,9 @@ logger = logging.getLogger("mcpgw.upstream")
 ProgressRelay = Callable[[float, float | None, str | None], Awaitable[None]]
 
 _RAW = TypeAdapter(dict[str, Any])
+TIMER_STEP = 0.002
+"""Slack when telling the SDK's own timeout from an upstream's error with the same code: a loop's
+timer may fire up to one clock step (uvloop: 1 ms) early."""
 _RESERVED_META_PREFIX = "io.modelcontextprotocol/"
 
 
@@ -272,7 +275,9 @@ class Session:
         request: types.Request[Any, Any] = types.Request[dict[str, Any], str](
             method=method, params=params or {}
         )
-        sent = time.monotonic()
+        # The loop's own clock, as the SDK's timer reads it: uvloop's has millisecond steps, so by
+        # `time.monotonic` its timer may fire a hair before `timeout` has passed.
+        sent = anyio.current_time()
         try:
             result: dict[str, Any] = await client.send_request(  # type: ignore[type-var]
                 request,
@@ -286,7 +291,7 @@ class Session:
             # The SDK raises its own timeout and connection loss with the same codes an upstream may
             # put in an error reply, so the codes alone decide nothing: a hostile upstream answering
             # -32000 would otherwise get itself restarted, failing every other client's calls.
-            if exc.code == types.REQUEST_TIMEOUT and time.monotonic() - sent >= timeout:
+            if exc.code == types.REQUEST_TIMEOUT and anyio.current_time() - sent >= timeout - TIMER_STEP:
                 raise UpstreamTimeout(self.name, f"{method} timed out after {timeout:g}s") from exc
             if exc.code == types.CONNECTION_CLOSED and _compat.connection_closed(client):
                 self._on_lost("connection closed")
