@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import base64
 import itertools
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import anyio
 import mcp_types as types
 from mcp import Client
 from mcp.server import Server
+from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.utilities.types import Audio, Image
 from mcp.shared.memory import create_client_server_memory_streams
@@ -203,6 +205,37 @@ class TestUpstream:
 
 
 # --- the gateway, as `mcpgw serve` builds it ------------------------------------------------------
+
+
+RawHandler = Callable[[ServerRequestContext[Any, Any], Any], Awaitable[dict[str, Any]]]
+
+
+def raw_tools_server(name: str, *, list_tools: RawHandler, call_tool: RawHandler) -> Server[Any]:
+    """A lowlevel server whose tool handlers answer raw dicts (an `input_required` result among them).
+
+    The SDK's typed results carry `resultType`; raw ones do not, so a 2026-07-28 answer without one is
+    completed here. Listings are never cached (hints of 0 ms), so each test sees what the server lists.
+    """
+
+    async def completed(
+        handler: RawHandler, ctx: ServerRequestContext[Any, Any], params: Any
+    ) -> dict[str, Any]:
+        result = await handler(ctx, params)
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            result.setdefault("resultType", "complete")
+        return result
+
+    async def listed(ctx: ServerRequestContext[Any, Any], params: Any) -> dict[str, Any]:
+        return await completed(list_tools, ctx, params)
+
+    async def called(ctx: ServerRequestContext[Any, Any], params: Any) -> dict[str, Any]:
+        return await completed(call_tool, ctx, params)
+
+    hints = {cast(CacheableMethod, m): CacheHint(ttl_ms=0, scope="private") for m in CACHEABLE_METHODS}
+    server: Server[Any] = Server(name, version="1.0.0", cache_hints=hints)
+    server.add_request_handler("tools/list", types.PaginatedRequestParams, listed)
+    server.add_request_handler("tools/call", types.CallToolRequestParams, called)
+    return server
 
 
 def registry(upstreams: Mapping[str, Mapping[str, Any]] | None = None, **sections: Any) -> Registry:

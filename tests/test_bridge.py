@@ -18,17 +18,17 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
 import mcp_types as types
 import pytest
 from mcp import Client
-from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+import parity
 from mcpgw.assembly import build_gateway
 from mcpgw.config import validate
 from mcpgw.core.gateway import Gateway
@@ -112,23 +112,7 @@ def upstream() -> Server[Any]:
             return _text({"keys": sorted(answers), "state": params.request_state})
         raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {params.name}")
 
-    async def typed(ctx: ServerRequestContext[Any, Any], params: Any) -> dict[str, Any]:
-        result = await call_tool(ctx, params)
-        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-            result.setdefault("resultType", "complete")
-        return result
-
-    async def typed_list(ctx: ServerRequestContext[Any, Any], params: Any) -> dict[str, Any]:
-        result = await list_tools(ctx, params)
-        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-            result.setdefault("resultType", "complete")
-        return result
-
-    hints = {cast(CacheableMethod, m): CacheHint(ttl_ms=0, scope="private") for m in CACHEABLE_METHODS}
-    server: Server[Any] = Server("asking", version="1.0.0", cache_hints=hints)
-    server.add_request_handler("tools/list", types.PaginatedRequestParams, typed_list)
-    server.add_request_handler("tools/call", types.CallToolRequestParams, typed)
-    return server
+    return parity.raw_tools_server("asking", list_tools=list_tools, call_tool=call_tool)
 
 
 @pytest.fixture

@@ -18,17 +18,17 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
 import mcp_types as types
 import pytest
 from mcp import Client
-from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+import parity
 from conftest import StandIn
 from mcpgw.assembly import build_gateway
 from mcpgw.audit.step import Outcome
@@ -91,23 +91,10 @@ def upstream() -> Server[Any]:
             return _text(reply.content)
         raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {params.name}")
 
-    async def typed(ctx: ServerRequestContext[Any, Any], params: Any) -> dict[str, Any]:
-        result = await call_tool(ctx, params)
-        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-            result.setdefault("resultType", "complete")
-        return result
-
     async def list_tools(ctx: ServerRequestContext[Any, Any], params: Any) -> dict[str, Any]:
-        result: dict[str, Any] = {"tools": TOOLS}
-        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-            result["resultType"] = "complete"
-        return result
+        return {"tools": TOOLS}
 
-    hints = {cast(CacheableMethod, m): CacheHint(ttl_ms=0, scope="private") for m in CACHEABLE_METHODS}
-    server: Server[Any] = Server("asking", version="1.0.0", cache_hints=hints)
-    server.add_request_handler("tools/list", types.PaginatedRequestParams, list_tools)
-    server.add_request_handler("tools/call", types.CallToolRequestParams, typed)
-    return server
+    return parity.raw_tools_server("asking", list_tools=list_tools, call_tool=call_tool)
 
 
 def asking(requests: dict[str, Any]) -> dict[str, Any]:
