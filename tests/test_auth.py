@@ -29,6 +29,7 @@ from fastmcp import Client
 
 from conftest import (
     INITIALIZE,
+    PROCESS_LIMIT,
     SERVERS,
     UPSTREAM,
     background,
@@ -265,7 +266,8 @@ def audit_rows(stack: Stack, sql: str, *params: Any, at_least: int = 1) -> list[
 def folded_rows(stack: Stack, error_like: str, *, total: int) -> list[tuple[Any, ...]]:
     """The auth rows whose error is like `error_like`, once their counts add up to `total`."""
     rows: list[tuple[Any, ...]] = []
-    for _ in range(100):
+    deadline = time.monotonic() + PROCESS_LIMIT  # a hang guard: the audit writer batches its rows
+    while time.monotonic() < deadline:
         rows = audit_rows(
             stack,
             "SELECT outcome, method, error, json_extract(result, '$.count') FROM events"
