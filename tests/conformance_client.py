@@ -20,10 +20,14 @@ Exits 1, saying why on stderr, if the upstream never became ready.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import socket
 import sys
 import tempfile
+import traceback
 from typing import Any
 
 import anyio
@@ -181,5 +185,44 @@ async def run_gateway(registry: Registry, scenario: str, version: str, context: 
     return 0
 
 
+def serve(path: str) -> None:
+    """The resident driver: imports done once, then one fork per scenario (`conformance_shim.py`
+    connects, sends its arguments and environment; the fork runs `main` with them, its output and
+    exit code going back over the connection). No thread runs here, so forking is safe."""
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # forks are reaped by the kernel
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(64)
+        print("ready", flush=True)
+        while True:
+            connection, _ = listener.accept()
+            if os.fork() == 0:
+                listener.close()
+                run_forked(connection)
+            connection.close()
+
+
+def run_forked(connection: socket.socket) -> None:
+    code = 1
+    try:
+        request = json.loads(connection.makefile("rb").readline())
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.dup2(connection.fileno(), 1)
+        os.dup2(connection.fileno(), 2)
+        code = anyio.run(main, request["argv"][-1])
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        with contextlib.suppress(OSError):
+            connection.sendall(b"\0EXIT %d" % code)
+        os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(anyio.run(main, sys.argv[-1]))
+    if sys.argv[1:2] == ["--serve"]:
+        serve(sys.argv[2])
+    else:
+        sys.exit(anyio.run(main, sys.argv[-1]))

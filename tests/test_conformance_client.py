@@ -1,11 +1,11 @@
 """The official MCP conformance suite's client scenarios, with mcpgw as the client under test.
 
-The suite (npm `@modelcontextprotocol/conformance`, Node 22) starts one scenario
-server per client scenario and runs `tests/conformance_client.py` against it: mcpgw
-in its default configuration with that server as its one upstream, driven by a
-client of the gateway that uses everything the gateway serves. Every client scenario
-runs, two at a time; its checks judge what mcpgw sent upstream. The scenarios expected to
-fail are in `tests/conformance-client-expected-failures.yml`, each with its cause: any
+The suite (npm `@modelcontextprotocol/conformance`, Node 22) starts one scenario server per client
+scenario and runs the client command against it: `conformance_shim.py`, which hands the scenario to
+a fork of the resident `conformance_client.py`, mcpgw in its default configuration with that server
+as its one upstream, driven by a client of the gateway that uses everything the gateway serves.
+Every client scenario runs, two at a time; its checks judge what mcpgw sent upstream. The scenarios
+expected to fail are in `tests/conformance-client-expected-failures.yml`, each with its cause: any
 other failure, or a listed scenario that now passes, fails the test.
 """
 
@@ -16,16 +16,20 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from conftest import PROCESS_LIMIT, ROOT
 
 TESTS = Path(__file__).resolve().parent
 DRIVER = TESTS / "conformance_client.py"
+SHIM = TESTS / "conformance_shim.py"
 EXPECTED = TESTS / "conformance-client-expected-failures.yml"
 SCENARIO_TIMEOUT_MS = 120_000
 """How long the suite lets the client (the driver: a gateway and its client) run; a hang guard."""
@@ -62,19 +66,39 @@ def client_scenarios(node22: str, cli: str) -> list[str]:
     return re.findall(r"^\s+- (\S+)", listed.stdout, re.MULTILINE)
 
 
-def run_scenario(node22: str, cli: str, scenario: str, output: Path) -> str:
+@pytest.fixture
+def driver() -> Iterator[str]:
+    """The resident driver (`conformance_client.py --serve`), its socket's path: mcpgw and the SDK are
+    imported once, and each scenario's client command is a fork of it."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(TESTS)])}
+    with tempfile.TemporaryDirectory(prefix="mcpgw-cc-") as folder:
+        path = os.path.join(folder, "driver.sock")  # short: a unix socket's path has a small limit
+        process = subprocess.Popen(
+            [sys.executable, str(DRIVER), "--serve", path], stdout=subprocess.PIPE, text=True, env=env
+        )
+        try:
+            assert process.stdout is not None and process.stdout.readline() == "ready\n"
+            yield path
+        finally:
+            process.kill()
+            process.wait()
+
+
+def run_scenario(node22: str, cli: str, scenario: str, output: Path, driver: str) -> str:
     """One scenario, its checks written under `output`; the suite's console output, for failures."""
     command = [node22, cli, "client", "--scenario", scenario, "-o", str(output)]
     # The suite splits the client command on spaces and runs it in a shell.
-    command += ["--command", f"{sys.executable} {DRIVER}", "--timeout", str(SCENARIO_TIMEOUT_MS)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(TESTS)])}
+    command += ["--command", f"{sys.executable} -S {SHIM}", "--timeout", str(SCENARIO_TIMEOUT_MS)]
+    env = {**os.environ, "MCPGW_CONFORMANCE_DRIVER": driver}
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=SCENARIO_LIMIT, cwd=output.parent, env=env
     )
     return done.stdout[-3000:] + done.stderr[-3000:]
 
 
-def test_client_scenarios_with_mcpgw_as_the_client(node22: str, conformance_js: str, tmp_path: Path) -> None:
+def test_client_scenarios_with_mcpgw_as_the_client(
+    node22: str, conformance_js: str, driver: str, tmp_path: Path
+) -> None:
     scenarios = client_scenarios(node22, conformance_js)
     # The whole client suite runs, not a part of it that happened to pass.
     assert len(scenarios) >= 45 and {"http-custom-headers", "http-invalid-tool-headers"} <= set(scenarios)
@@ -82,7 +106,7 @@ def test_client_scenarios_with_mcpgw_as_the_client(node22: str, conformance_js: 
     # Two at a time (the machine's cores), not the suite's all-at-once: ~50 gateways starting
     # together on a busy 2-core machine outlast their upstreams' start-up limit.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = pool.map(lambda s: run_scenario(node22, conformance_js, s, output), scenarios)
+        runs = pool.map(lambda s: run_scenario(node22, conformance_js, s, output, driver), scenarios)
         consoles = dict(zip(scenarios, runs, strict=True))
     checks = scenario_checks(output)
     for name, scenario in sorted(checks.items()):
