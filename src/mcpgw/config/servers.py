@@ -455,7 +455,8 @@ ServerConfig: TypeAlias = Annotated[
         _kind_of,
         custom_error_type="server_kind",
         custom_error_message=(
-            "needs either 'command' (a stdio server) or 'url' (an HTTP server), or 'openapi' (a REST API's spec)"
+            "needs either 'command' (a stdio server) or 'url' (an HTTP server), "
+            "or 'openapi' (a REST API's spec)"
         ),
     ),
     BeforeValidator(_a_table),
