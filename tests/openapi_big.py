@@ -1,4 +1,4 @@
-"""A public-style OpenAPI spec of realistic size, generated: the naming and start-time tests' (and bench's) spec.
+"""A public-style OpenAPI spec of realistic size, generated: the naming tests' and the bench's spec.
 
 Shaped after the large public specs (GitHub's REST API, Stripe's): resources nested two deep, five
 to seven operations each, `operationId`s written `area/verb-noun-for-thing` (slashes and dashes,
@@ -53,7 +53,10 @@ def _op(operation_id: str | None, summary: str, *, body: bool = False, page: boo
     if operation_id is not None:
         op["operationId"] = operation_id
     if page:
-        op["parameters"] = [{"$ref": "#/components/parameters/PerPage"}, {"$ref": "#/components/parameters/Page"}]
+        op["parameters"] = [
+            {"$ref": "#/components/parameters/PerPage"},
+            {"$ref": "#/components/parameters/Page"},
+        ]
     if body:
         op["requestBody"] = {
             "required": True,
@@ -89,7 +92,11 @@ def big_spec(resources: int = 70, *, version: str = "3.1.0") -> dict[str, Any]:
         paths[f"/meta/{suffix}"] = {"get": _op(operation_id, "Get meta")}
     return {
         "openapi": version,
-        "info": {"title": "Public-style API", "version": "2026-11-30", "description": "A large generated API."},
+        "info": {
+            "title": "Public-style API",
+            "version": "2026-11-30",
+            "description": "A large generated API.",
+        },
         "servers": [{"url": "https://api.example.com"}],
         "paths": paths,
         "components": {
@@ -108,7 +115,10 @@ def big_spec(resources: int = 70, *, version: str = "3.1.0") -> dict[str, Any]:
                     "required": ["name"],
                     "properties": {"name": {"type": "string"}, "private": {"type": "boolean"}},
                 },
-                "Owner": {"type": "object", "properties": {"login": {"type": "string"}, "id": {"type": "integer"}}},
+                "Owner": {
+                    "type": "object",
+                    "properties": {"login": {"type": "string"}, "id": {"type": "integer"}},
+                },
             },
             "parameters": {
                 "Owner": {"name": "owner", "in": "path", "required": True, "schema": {"type": "string"}},

@@ -113,7 +113,7 @@ def build(
     except ConfigError:
         raise
     except Exception as exc:  # fastmcp raises ValueError and pydantic errors for a spec it cannot read
-        raise ConfigError(f"the spec cannot be served: {_first_line(exc)}", key=key) from None
+        raise ConfigError(f"the spec cannot be served: {_reason(exc)}", key=key) from None
     logger.info(
         "upstream %s: %d operations of its OpenAPI spec read in %.0f ms",
         name,
@@ -140,9 +140,19 @@ def _logs_through_mcpgw() -> None:
     for handler in list(fastmcp_logger.handlers):
         fastmcp_logger.removeHandler(handler)
     fastmcp_logger.propagate = True
+    # Their errors about a spec they cannot read are the `ConfigError` raised here, said once.
+    logging.getLogger("fastmcp.utilities.openapi.parser").setLevel(logging.CRITICAL)
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    lines = text.splitlines()
+def _reason(exc: BaseException) -> str:
+    """Where in the spec and what, from the pydantic errors fastmcp's parser wraps; else its message."""
+    from pydantic import ValidationError
+
+    cause = exc if isinstance(exc, ValidationError) else exc.__cause__
+    if isinstance(cause, ValidationError):
+        errors = cause.errors(include_url=False)
+        shown = [f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in errors[:3]]
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        return "; ".join(shown) + more
+    lines = (str(exc).strip() or type(exc).__name__).splitlines()
     return lines[0][:500] + (f" (and {len(lines) - 1} more lines)" if len(lines) > 1 else "")
