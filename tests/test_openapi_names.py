@@ -103,3 +103,16 @@ print([m for m in heavy if m in sys.modules])
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
+
+
+def test_a_reload_that_changes_the_namespace_restarts_an_openapi_server() -> None:
+    """Its tool names are cut to what the namespace leaves: a new namespace needs them made again."""
+    from mcpgw.config import parse
+    from mcpgw.core.reload import Parts, plan
+
+    before = '[servers.api]\nopenapi = "spec.json"\n[servers.cmd]\ncommand = "x"\n'
+    after = before.replace('"spec.json"', '"spec.json"\nnamespace = "b"').replace(
+        '"x"', '"x"\nnamespace = "c"'
+    )
+    done = plan(Parts(parse(before, source="t")), Parts(parse(after, source="t")))
+    assert (done.restarted, done.retuned) == (("api",), ("cmd",))

@@ -86,7 +86,8 @@ def build(
         if not isinstance(component, OpenAPITool):
             return
         method = str(route.method).upper()
-        component.name = tool_names[(method, route.path)]
+        # fastmcp's own name stays only if its route is not the spec's (the catalog then says so)
+        component.name = tool_names.get((method, route.path), component.name)
         component.annotations = ToolAnnotations(
             title=route.summary or None,
             read_only_hint=method in ("GET", "HEAD"),

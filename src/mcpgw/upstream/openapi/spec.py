@@ -170,7 +170,10 @@ def selected(
                 continue
             if not isinstance(value, dict):
                 continue
-            operation = Operation(field.upper(), path, value.get("operationId"))
+            operation_id = value.get("operationId")
+            operation = Operation(
+                field.upper(), path, operation_id if isinstance(operation_id, str) else None
+            )
             if include and not any(matches(operation, pattern) for pattern in include):
                 continue
             if any(matches(operation, pattern) for pattern in exclude):
