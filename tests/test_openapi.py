@@ -157,16 +157,22 @@ async def test_calls_send_each_parameter_kind_with_the_registry_token(api: str) 
 
 
 async def test_error_statuses_are_tool_errors_with_the_status_and_body(api: str) -> None:
-    config = registry({"billing": billing(api), "nokey": billing(api, headers={})})
+    down = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    config = registry(
+        {"billing": billing(api), "nokey": billing(api, headers={}), "down": billing(api, base_url=down)}
+    )
     async with gateway(config) as gw, parity.gateway_client(gw) as client:
         missing = await client.call_tool("billing__getInvoice", {"id": "nope"})
         broken = await client.call_tool("billing__boom", {})
         refused = await client.call_tool("nokey__listInvoices", {})
         invalid = await client.call_tool("billing__getInvoice", {})
+        unreachable = await client.call_tool("down__getInvoice", {"id": "inv-1"})
     assert missing.is_error and "404" in text(missing) and '"no invoice nope"' in text(missing)
     assert broken.is_error and "500" in text(broken) and "database down" in text(broken)
     assert refused.is_error and "401" in text(refused) and "missing or wrong token" in text(refused)
     assert invalid.is_error and "Missing required arguments: id" in text(invalid), text(invalid)
+    # which API is down, the base URL's path kept before the operation's
+    assert unreachable.is_error and f"GET {down}/invoices/inv-1: " in text(unreachable), text(unreachable)
 
 
 async def test_a_spec_file_and_a_relative_servers_url(api: str, tmp_path: Path) -> None:

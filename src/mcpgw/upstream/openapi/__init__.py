@@ -53,6 +53,7 @@ async def open_server(
     api = spec.base_url(loaded.document, given=params.base_url, spec_url=loaded.url, key=key)
     http = httpx2.AsyncClient(
         base_url=api,
+        transport=_Naming(httpx2.AsyncHTTPTransport()),
         headers=params.headers,
         # None: the gateway's own call timeout bounds the call (and cancels the request).
         timeout=config.timeout,
@@ -63,6 +64,24 @@ async def open_server(
         partial(build, name, loaded.document, config=config, http=http, key=key)
     )
     return _compat.fastmcp_lowlevel_server(server)
+
+
+class _Naming(httpx2.AsyncBaseTransport):
+    """Says which request failed: httpx's "All connection attempts failed" alone does not tell the
+    caller (or the log) which API is down. The error keeps its type, so fastmcp still tells a
+    timeout ("Upstream request timed out") from other failures."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        try:
+            return await self._inner.handle_async_request(request)
+        except httpx2.TransportError as exc:
+            raise type(exc)(f"{request.method} {request.url.copy_with(query=None)}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def build(
