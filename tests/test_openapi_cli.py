@@ -94,6 +94,10 @@ BAD_SPECS = {
     "no openapi version": (_spec(paths={"/ping": GOOD_OPERATION}), "it has no 'openapi' version"),
     "OpenAPI 4": (_spec(openapi="4.0.0", paths={"/ping": GOOD_OPERATION}), "OpenAPI 4.0.0 is not supported"),
     "no operations": (_spec(openapi="3.1.0", paths={}), "the spec has no operations"),
+    "external $ref": (
+        _spec(openapi="3.1.0", paths={"/ping": {"get": {"responses": {"200": {"$ref": "common.yaml#/Ok"}}}}}),
+        "$ref 'common.yaml#/Ok' points outside the document",
+    ),
     "no server URL": (_spec(openapi="3.1.0", paths={"/ping": GOOD_OPERATION}), "set base_url"),
     "invalid operation": (
         _spec(

@@ -125,6 +125,27 @@ def _check(document: dict[str, Any], *, key: str) -> None:
         raise ConfigError("'paths' is not an object", key=key)
     if not any(True for _ in operations(document)):
         raise ConfigError("the spec has no operations ('paths' is empty)", key=key)
+    if (external := _external_ref(document)) is not None:
+        raise ConfigError(
+            f"$ref {external!r} points outside the document, which is not supported: bundle the spec "
+            "into one file first (for example with `redocly bundle`)",
+            key=key,
+        )
+
+
+def _external_ref(node: Any) -> str | None:
+    """The first `$ref` that is not local (`#/...`): fastmcp resolves only references within the document."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            ref = item.get("$ref")
+            if isinstance(ref, str) and not ref.startswith("#"):
+                return ref
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
 
 
 def operations(document: Mapping[str, Any]) -> Iterator[Operation]:
