@@ -86,6 +86,7 @@ async def test_operations_are_listed_as_tools_with_their_schemas(api: str, varia
             "deleteInvoice",
             "invoiceNote",
             "boom",
+            "busy",
         )
     }
     get = tools["billing__getInvoice"]
@@ -164,12 +165,16 @@ async def test_error_statuses_are_tool_errors_with_the_status_and_body(api: str)
     async with gateway(config) as gw, parity.gateway_client(gw) as client:
         missing = await client.call_tool("billing__getInvoice", {"id": "nope"})
         broken = await client.call_tool("billing__boom", {})
+        busy = await client.call_tool("billing__busy", {})
         refused = await client.call_tool("nokey__listInvoices", {})
         invalid = await client.call_tool("billing__getInvoice", {})
         unreachable = await client.call_tool("down__getInvoice", {"id": "inv-1"})
-    assert missing.is_error and "404" in text(missing) and '"no invoice nope"' in text(missing)
-    assert broken.is_error and "500" in text(broken) and "database down" in text(broken)
-    assert refused.is_error and "401" in text(refused) and "missing or wrong token" in text(refused)
+    assert missing.is_error and text(missing) == 'HTTP 404 Not Found: {"error":"no invoice nope"}'
+    assert broken.is_error and text(broken) == "HTTP 500 Internal Server Error: database down"
+    assert refused.is_error and text(refused) == 'HTTP 401 Unauthorized: {"error":"missing or wrong token"}'
+    assert (
+        busy.is_error and text(busy) == 'HTTP 429 Too Many Requests (Retry-After: 7): {"error":"slow down"}'
+    )
     assert invalid.is_error and "Missing required arguments: id" in text(invalid), text(invalid)
     # which API is down, the base URL's path kept before the operation's
     assert unreachable.is_error and f"GET {down}/invoices/inv-1: " in text(unreachable), text(unreachable)
@@ -211,7 +216,7 @@ async def test_personas_see_and_call_only_their_operations(api: str) -> None:
                 await client.call_tool("billing__deleteInvoice", {"id": "inv-1"})
         async with parity.gateway_client(gw, persona="clerk") as client:
             clerk = sorted(t.name.removeprefix("billing__") for t in (await client.list_tools()).tools)
-    assert reader == ["boom", "getInvoice", "invoiceNote", "listInvoices"]
+    assert reader == ["boom", "busy", "getInvoice", "invoiceNote", "listInvoices"]
     assert clerk == ["createInvoice", "getInvoice", "listInvoices", "replaceInvoice"]
     assert not [r for r in seen(api) if r["method"] == "DELETE"]
 

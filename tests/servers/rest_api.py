@@ -2,7 +2,8 @@
 
 Every call but the spec's needs `Authorization: Bearer s3cret` (else 401). It answers JSON and
 text, takes path, query, header and cookie parameters and a JSON body, and fails on purpose:
-`GET /invoices/{id}` of an unknown id is 404 with a JSON body, `GET /boom` is 500 with a text one.
+`GET /invoices/{id}` of an unknown id is 404 with a JSON body, `GET /boom` is 500 with a text one,
+`GET /busy` is 429 with `Retry-After`.
 
 The spec is served in both versions, each with `$ref`s (schemas, parameters, request bodies,
 responses): `/openapi-3.0.json`, `/openapi-3.1.yaml` (YAML), and `/openapi-3.0-relative.json`
@@ -119,6 +120,7 @@ def spec(version: str, *, server_url: str | None = None) -> dict[str, Any]:
                 },
             },
             "/boom": {"get": {"operationId": "boom", "responses": {"200": {"description": "Never"}}}},
+            "/busy": {"get": {"operationId": "busy", "responses": {"200": {"description": "Never"}}}},
         },
         "components": {
             "schemas": {
@@ -231,6 +233,12 @@ async def boom(request: Request) -> Response:
     return PlainTextResponse("database down", status_code=500)
 
 
+async def busy(request: Request) -> Response:
+    if (refused := _authorised(request)) is not None:
+        return refused
+    return JSONResponse({"error": "slow down"}, status_code=429, headers={"Retry-After": "7"})
+
+
 async def seen(request: Request) -> Response:
     if request.method == "DELETE":
         SEEN.clear()
@@ -254,6 +262,7 @@ app = Starlette(
         Route("/invoices/{id}", invoice, methods=["GET", "PUT", "DELETE"]),
         Route("/invoices/{id}/note", note),
         Route("/boom", boom),
+        Route("/busy", busy),
         Route("/seen", seen, methods=["GET", "DELETE"]),
         Route("/openapi-3.0.json", spec_route("3.0.3")),
         Route("/openapi-3.1.yaml", spec_route("3.1.0", as_yaml=True)),

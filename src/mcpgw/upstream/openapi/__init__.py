@@ -8,10 +8,10 @@ session, catalog, personas, data rules, pins, audit and limits as any other upst
 - `names`: each operation's tool name (valid, within 64 characters with the namespace, stable).
 
 Here: fastmcp's `OpenAPIProvider` builds the tools (parameters and request body as the input
-schema, `$ref`s resolved, the HTTP request, JSON or text results, 4xx/5xx as tool errors with the
-status and body); mcpgw gives it the HTTP client (base URL, the registry's headers, the timeout),
-the names, and the annotations fastmcp leaves out (read-only for GET/HEAD, destructive for
-DELETE, idempotent for PUT and DELETE).
+schema, `$ref`s resolved, the HTTP request, JSON or text results); mcpgw gives it the HTTP client
+(base URL, the registry's headers, the timeout, 4xx/5xx answers as tool errors with the status,
+body and `Retry-After`, failed requests named), the names, and the annotations fastmcp leaves out
+(read-only for GET/HEAD, destructive for DELETE, idempotent for PUT and DELETE).
 
 This package imports fastmcp's server stack (about half a second): `upstream.transports` imports it
 only when a gateway has an OpenAPI server, and the spec is parsed in a worker thread, so neither
@@ -58,12 +58,44 @@ async def open_server(
         # None: the gateway's own call timeout bounds the call (and cancels the request).
         timeout=config.timeout,
         follow_redirects=True,  # httpx drops the registry's Authorization on a redirect to another host
+        event_hooks={"response": [_refused]},
     )
     stack.push_async_callback(http.aclose)
     server = await anyio.to_thread.run_sync(
         partial(build, name, loaded.document, config=config, http=http, key=key)
     )
     return _compat.fastmcp_lowlevel_server(server)
+
+
+ERROR_BODY_CHARS = 2000
+"""The part of an error answer's body a tool error carries."""
+
+
+async def _refused(response: httpx2.Response) -> None:
+    """An API's 4xx/5xx answer as a tool error with its status and body, whatever the status.
+
+    Why not fastmcp's: it turns a 429 into "Rate limited by upstream API" without the body or the
+    `Retry-After` the API sent, and logs every error answer at ERROR with "Error calling tool"; an
+    answer is not a gateway failure (the audit log records it), so it is logged at INFO here.
+    """
+    if response.status_code < 400:
+        return
+    from fastmcp.exceptions import ToolError
+
+    await response.aread()
+    media = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = response.text.strip()
+    if media in ("text/html", "application/xhtml+xml") or body.lower().startswith(
+        ("<!doctype html", "<html")
+    ):
+        body = "(an HTML page)"
+    elif len(body) > ERROR_BODY_CHARS:
+        body = body[:ERROR_BODY_CHARS] + " ... (cut)"
+    retry = response.headers.get("retry-after")
+    message = f"HTTP {response.status_code} {response.reason_phrase}" + (
+        f" (Retry-After: {retry})" if retry else ""
+    )
+    raise ToolError(f"{message}: {body}" if body else message, log_level=logging.INFO)
 
 
 class _Naming(httpx2.AsyncBaseTransport):
