@@ -135,6 +135,8 @@ async def test_calls_send_each_parameter_kind_with_the_registry_token(api: str) 
         )
         note = await client.call_tool("billing__invoiceNote", {"id": "inv-2"})
         gone = await client.call_tool("billing__deleteInvoice", {"id": "inv-9"})
+        # a path parameter cannot climb out of its place to reach another operation
+        climbing = await client.call_tool("billing__getInvoice", {"id": "../../boom"})
     assert not one.is_error, text(one)
     assert one.structured_content == {
         "id": "inv-1", "customer": "Ada", "email": "ada@example.com", "amount": 120.5, "status": "open",
@@ -155,6 +157,8 @@ async def test_calls_send_each_parameter_kind_with_the_registry_token(api: str) 
         r for r in requests if r["path"] == "/invoices" and r["query"]
     ).items()
     assert [r["method"] for r in requests if r["path"] == "/invoices/inv-9"] == ["PUT", "DELETE"]
+    assert climbing.is_error and "cannot contain dot segments" in text(climbing)
+    assert not [r for r in requests if r["path"] == "/boom"]
 
 
 async def test_error_statuses_are_tool_errors_with_the_status_and_body(api: str) -> None:
