@@ -87,6 +87,7 @@ async def test_operations_are_listed_as_tools_with_their_schemas(api: str, varia
             "invoiceNote",
             "boom",
             "busy",
+            "slow",
         )
     }
     get = tools["billing__getInvoice"]
@@ -163,9 +164,12 @@ async def test_calls_send_each_parameter_kind_with_the_registry_token(api: str) 
 
 async def test_error_statuses_are_tool_errors_with_the_status_and_body(api: str) -> None:
     down = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
-    config = registry(
-        {"billing": billing(api), "nokey": billing(api, headers={}), "down": billing(api, base_url=down)}
-    )
+    servers = {
+        "billing": billing(api, timeout=0.5),
+        "nokey": billing(api, headers={}),
+        "down": billing(api, base_url=down, timeout=5, tool_timeouts={"getInvoice": 10}),
+    }
+    config = registry(servers)
     async with gateway(config) as gw, parity.gateway_client(gw) as client:
         missing = await client.call_tool("billing__getInvoice", {"id": "nope"})
         broken = await client.call_tool("billing__boom", {})
@@ -173,6 +177,8 @@ async def test_error_statuses_are_tool_errors_with_the_status_and_body(api: str)
         refused = await client.call_tool("nokey__listInvoices", {})
         invalid = await client.call_tool("billing__getInvoice", {})
         unreachable = await client.call_tool("down__getInvoice", {"id": "inv-1"})
+        with pytest.raises(MCPError, match=r"tools/call timed out after 0.5s"):
+            await client.call_tool("billing__slow", {})  # the registry's timeout, as for any upstream
     assert missing.is_error and text(missing) == 'HTTP 404 Not Found: {"error":"no invoice nope"}'
     assert broken.is_error and text(broken) == "HTTP 500 Internal Server Error: database down"
     assert refused.is_error and text(refused) == 'HTTP 401 Unauthorized: {"error":"missing or wrong token"}'
@@ -220,7 +226,7 @@ async def test_personas_see_and_call_only_their_operations(api: str) -> None:
                 await client.call_tool("billing__deleteInvoice", {"id": "inv-1"})
         async with parity.gateway_client(gw, persona="clerk") as client:
             clerk = sorted(t.name.removeprefix("billing__") for t in (await client.list_tools()).tools)
-    assert reader == ["boom", "busy", "getInvoice", "invoiceNote", "listInvoices"]
+    assert reader == ["boom", "busy", "getInvoice", "invoiceNote", "listInvoices", "slow"]
     assert clerk == ["createInvoice", "getInvoice", "listInvoices", "replaceInvoice"]
     assert not [r for r in seen(api) if r["method"] == "DELETE"]
 

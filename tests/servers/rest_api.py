@@ -3,7 +3,7 @@
 Every call but the spec's needs `Authorization: Bearer s3cret` (else 401). It answers JSON and
 text, takes path, query, header and cookie parameters and a JSON body, and fails on purpose:
 `GET /invoices/{id}` of an unknown id is 404 with a JSON body, `GET /boom` is 500 with a text one,
-`GET /busy` is 429 with `Retry-After`.
+`GET /busy` is 429 with `Retry-After`, `GET /slow` answers after 30 s.
 
 The spec is served in both versions, each with `$ref`s (schemas, parameters, request bodies,
 responses): `/openapi-3.0.json`, `/openapi-3.1.yaml` (YAML), and `/openapi-3.0-relative.json`
@@ -21,6 +21,7 @@ import json
 import sys
 from typing import Any
 
+import anyio
 import uvicorn
 import yaml
 from starlette.applications import Starlette
@@ -121,6 +122,7 @@ def spec(version: str, *, server_url: str | None = None) -> dict[str, Any]:
             },
             "/boom": {"get": {"operationId": "boom", "responses": {"200": {"description": "Never"}}}},
             "/busy": {"get": {"operationId": "busy", "responses": {"200": {"description": "Never"}}}},
+            "/slow": {"get": {"operationId": "slow", "responses": {"200": {"description": "Late"}}}},
         },
         "components": {
             "schemas": {
@@ -239,6 +241,13 @@ async def busy(request: Request) -> Response:
     return JSONResponse({"error": "slow down"}, status_code=429, headers={"Retry-After": "7"})
 
 
+async def slow(request: Request) -> Response:
+    """Answers after 30 s: longer than any test waits (a hang guard ends it sooner)."""
+    _record(request)
+    await anyio.sleep(30)
+    return JSONResponse({"late": True})
+
+
 async def seen(request: Request) -> Response:
     if request.method == "DELETE":
         SEEN.clear()
@@ -263,6 +272,7 @@ app = Starlette(
         Route("/invoices/{id}/note", note),
         Route("/boom", boom),
         Route("/busy", busy),
+        Route("/slow", slow),
         Route("/seen", seen, methods=["GET", "DELETE"]),
         Route("/openapi-3.0.json", spec_route("3.0.3")),
         Route("/openapi-3.1.yaml", spec_route("3.1.0", as_yaml=True)),

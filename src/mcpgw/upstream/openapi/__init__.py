@@ -55,8 +55,7 @@ async def open_server(
         base_url=api,
         transport=_Naming(httpx2.AsyncHTTPTransport()),
         headers=params.headers,
-        # None: the gateway's own call timeout bounds the call (and cancels the request).
-        timeout=config.timeout,
+        timeout=_longest(config),
         follow_redirects=True,  # httpx drops the registry's Authorization on a redirect to another host
         event_hooks={"response": [_refused]},
     )
@@ -65,6 +64,14 @@ async def open_server(
         partial(build, name, loaded.document, config=config, http=http, key=key)
     )
     return _compat.fastmcp_lowlevel_server(server)
+
+
+def _longest(config: OpenApiServer) -> float | None:
+    """The HTTP client's timeout: the longest a call of this server may take (`tool_timeouts` too).
+    None: the gateway's default call timeout bounds each call, and its cancellation ends the request."""
+    if config.timeout is None:
+        return None
+    return max([config.timeout, *config.tool_timeouts.values()])
 
 
 ERROR_BODY_CHARS = 2000
@@ -158,7 +165,7 @@ def build(
             client=http,
             name=str(info.get("title") or name),
             mcp_component_fn=customised,
-            # An API's 4xx/5xx answer is what the caller needs to see: its status and body.
+            # Why a request could not be built or sent is what the caller needs to see.
             mask_error_details=False,
             instructions=info.get("description") if isinstance(info.get("description"), str) else None,
         )
