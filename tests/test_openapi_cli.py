@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from conftest import SERVERS, background, free_port
 from mcpgw import config
 from mcpgw.cli import cli
+from mcpgw.errors import ConfigError
 
 GOOD_OPERATION = {"get": {"operationId": "ping", "responses": {"200": {"description": "pong"}}}}
 
@@ -163,3 +164,33 @@ def test_bad_options_are_refused_before_anything_is_read(
     code, output = run("add-server", "-c", str(registry), "api", *args)
     assert code == 2 and reason in output, output
     assert registry.read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("entry", "key", "reason"),
+    [
+        ('openapi = "s.json"\nurl = "http://h/mcp"', "servers.a", "has both 'openapi' and 'url'"),
+        ('openapi = "s.json"\ncommand = "x"', "servers.a", "has both 'openapi' and 'command'"),
+        ('openapi = "s.json"\nenv = { A = "1" }', "servers.a.env", "applies to command servers"),
+        (
+            'openapi = "s.json"\n[servers.a.oauth]\nclient_id = "c"\nclient_secret = "s"',
+            "servers.a.oauth",
+            "go in 'headers'",
+        ),
+        ('openapi = ""', "servers.a.openapi", "'openapi' is empty"),
+        (
+            'openapi = "s.json"\nexclude = ["GET invoices"]',
+            "servers.a.exclude",
+            "must be 'METHOD /path-glob'",
+        ),
+        ('openapi = "s.json"\nbogus = 1', "servers.a.bogus", "unknown key"),
+    ],
+)
+def test_a_bad_openapi_entry_names_its_key_and_reason(
+    entry: str, key: str, reason: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "servers.toml"
+    path.write_text(f"[servers.a]\n{entry}\n")
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    assert caught.value.key == key and reason in caught.value.reason, str(caught.value)
