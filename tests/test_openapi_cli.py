@@ -194,3 +194,22 @@ def test_a_bad_openapi_entry_names_its_key_and_reason(
     with pytest.raises(ConfigError) as caught:
         config.load(path)
     assert caught.value.key == key and reason in caught.value.reason, str(caught.value)
+
+
+def test_a_private_spec_gets_the_headers_only_from_the_apis_own_origin(
+    api: str, registry: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BILLING_TOKEN", "s3cret")
+    spec, header = f"{api}/private/openapi.json", "Authorization=Bearer ${BILLING_TOKEN}"
+    # the API is elsewhere: its token is not sent with the spec's request
+    elsewhere = ("--base-url", f"http://localhost:{api.rsplit(':', 1)[1]}")
+    code, output = run(
+        "add-server", "-c", str(registry), "api", "--openapi", spec, "--header", header, *elsewhere
+    )
+    assert code == 2 and "answered HTTP 401 (the server's headers go with it only when base_url" in output, (
+        output
+    )
+    code, output = run(
+        "add-server", "-c", str(registry), "api", "--openapi", spec, "--header", header, "--base-url", api
+    )
+    assert code == 0 and "checked api: 9 tools" in output, output

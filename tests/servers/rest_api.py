@@ -7,7 +7,8 @@ text, takes path, query, header and cookie parameters and a JSON body, and fails
 
 The spec is served in both versions, each with `$ref`s (schemas, parameters, request bodies,
 responses): `/openapi-3.0.json`, `/openapi-3.1.yaml` (YAML), and `/openapi-3.0-relative.json`
-whose `servers` URL is relative (`/`), resolved against where the spec was fetched from.
+whose `servers` URL is relative (`/`), resolved against where the spec was fetched from, and
+`/private/openapi.json`, which needs the token like the API.
 `GET /seen` lists the requests received (method, path, query, the headers a test asks about);
 `DELETE /seen` forgets them.
 
@@ -254,8 +255,10 @@ async def seen(request: Request) -> Response:
     return JSONResponse(SEEN)
 
 
-def spec_route(version: str, *, relative: bool = False, as_yaml: bool = False) -> Any:
+def spec_route(version: str, *, relative: bool = False, as_yaml: bool = False, private: bool = False) -> Any:
     async def serve(request: Request) -> Response:
+        if private and (refused := _authorised(request)) is not None:
+            return refused
         base = str(request.base_url).rstrip("/")
         document = spec(version, server_url="/" if relative else base)
         if as_yaml:
@@ -277,6 +280,7 @@ app = Starlette(
         Route("/openapi-3.0.json", spec_route("3.0.3")),
         Route("/openapi-3.1.yaml", spec_route("3.1.0", as_yaml=True)),
         Route("/openapi-3.0-relative.json", spec_route("3.0.3", relative=True)),
+        Route("/private/openapi.json", spec_route("3.0.3", private=True)),
     ]
 )
 

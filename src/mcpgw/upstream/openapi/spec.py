@@ -17,10 +17,12 @@ import fnmatch
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
+import anyio
 import httpx2
 
 from mcpgw.config import HTTP_METHODS
@@ -55,22 +57,27 @@ async def load(source: str, *, key: str, headers: Mapping[str, str], base_url: s
     `headers` go with the request only when the spec is on the API's own origin (`base_url`):
     the API's credentials never reach another host.
     """
+    # Reading, parsing and checking a large spec takes a while (YAML most): in a worker thread, so
+    # the gateway's other traffic goes on meanwhile.
     if source.startswith(("http://", "https://")):
         text = await _fetch(source, key=key, headers=headers if _same_origin(source, base_url) else {})
-        document, url = _parse(text, source=source, key=key), source
-    else:
-        path = Path(unquote(urlsplit(source).path) if source.startswith("file://") else source).expanduser()
-        try:
-            if path.stat().st_size > MAX_SPEC_BYTES:
-                raise ConfigError(f"{path} is larger than {MAX_SPEC_BYTES // 2**20} MiB", key=key)
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"spec file {str(path)!r} not found", key=key) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read spec file {str(path)!r}: {exc}", key=key) from None
-        document, url = _parse(text, source=str(path), key=key), None
-    _check(document, key=key)
-    return Loaded(document, url)
+        document = await anyio.to_thread.run_sync(partial(_parse, text, source=source, key=key))
+        return Loaded(document, source)
+    path = Path(unquote(urlsplit(source).path) if source.startswith("file://") else source).expanduser()
+    document = await anyio.to_thread.run_sync(partial(_read, path, key=key))
+    return Loaded(document, None)
+
+
+def _read(path: Path, *, key: str) -> dict[str, Any]:
+    try:
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise ConfigError(f"{path} is larger than {MAX_SPEC_BYTES // 2**20} MiB", key=key)
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"spec file {str(path)!r} not found", key=key) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read spec file {str(path)!r}: {exc}", key=key) from None
+    return _parse(text, source=str(path), key=key)
 
 
 def _same_origin(url: str, base_url: str | None) -> bool:
@@ -87,14 +94,19 @@ async def _fetch(url: str, *, key: str, headers: Mapping[str, str]) -> str:
     except httpx2.HTTPError as exc:
         raise ConfigError(f"cannot fetch the spec from {url}: {type(exc).__name__}: {exc}", key=key) from None
     if response.status_code != 200:
-        raise ConfigError(f"fetching the spec from {url} answered HTTP {response.status_code}", key=key)
+        hint = (
+            " (the server's headers go with it only when base_url is on the spec's origin)"
+            if response.status_code in (401, 403) and not headers
+            else ""
+        )
+        raise ConfigError(f"fetching the spec from {url} answered HTTP {response.status_code}{hint}", key=key)
     if len(response.content) > MAX_SPEC_BYTES:
         raise ConfigError(f"the spec at {url} is larger than {MAX_SPEC_BYTES // 2**20} MiB", key=key)
     return response.text
 
 
 def _parse(text: str, *, source: str, key: str) -> dict[str, Any]:
-    """JSON, else YAML (a superset of JSON, and slower: JSON is tried first)."""
+    """The checked document: JSON, else YAML (a superset of JSON, and slower: JSON is tried first)."""
     try:
         document = json.loads(text)
     except ValueError:
@@ -106,6 +118,7 @@ def _parse(text: str, *, source: str, key: str) -> dict[str, Any]:
             raise ConfigError(f"{source} is neither JSON nor YAML: {exc}", key=key) from None
     if not isinstance(document, dict):
         raise ConfigError(f"{source} is not an OpenAPI document (not a JSON/YAML object)", key=key)
+    _check(document, key=key)
     return document
 
 
