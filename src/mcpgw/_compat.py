@@ -294,3 +294,13 @@ def keep_request_capabilities(session: ClientSession) -> None:
             data["params"]["_meta"][CLIENT_CAPABILITIES_META_KEY] = own
 
     session._stamp = stamp_keeping
+
+
+def fastmcp_lowlevel_server(server: Any) -> Any:
+    """The lowlevel mcp `Server` of a fastmcp `FastMCP` server, for `in_memory_transport`.
+
+    fastmcp 4.2: `FastMCP` keeps its lowlevel `Server` in `_mcp_server` (its own in-memory transport
+    reads it there too); the SDK's `InMemoryTransport` takes only a lowlevel `Server` or `MCPServer`.
+    Running it enters the FastMCP lifespan (fastmcp's lifespan proxy). Used for OpenAPI upstreams.
+    """
+    return server._mcp_server

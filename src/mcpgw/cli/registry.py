@@ -2,7 +2,8 @@
 
 `add-server` refuses a taken name or namespace before it connects, then (unless `--no-check`)
 starts the server once, showing its progress and, when it fails, the end of its stderr; a URL
-server that wants an OAuth login is added and the login offered (`--login`, or asked in a terminal)."""
+server that wants an OAuth login is added and the login offered (`--login`, or asked in a terminal).
+`--openapi` adds a REST API from its OpenAPI spec (the check reads the spec and lists its tools)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,14 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 @click.option("--url", help="Streamable HTTP (or with --sse, legacy SSE) endpoint.")
 @click.option("--header", "headers", multiple=True, help="HTTP header KEY=VALUE (values may use ${VAR}).")
 @click.option("--sse", is_flag=True, help="The URL is a legacy SSE endpoint.")
+@click.option("--openapi", help="A REST API's OpenAPI 3 spec (URL or file): its operations become tools.")
+@click.option("--base-url", help="With --openapi: where the API is (default: the spec's servers URL).")
+@click.option(
+    "--include",
+    multiple=True,
+    help="With --openapi: operations to serve, e.g. 'GET /invoices*' (default: all).",
+)
+@click.option("--exclude", multiple=True, help="With --openapi: operations to leave out, in the same forms.")
 @click.option(
     "--env", "env", multiple=True, help="Environment KEY=VALUE for a command (values may use ${VAR})."
 )
@@ -66,6 +75,10 @@ def add_server(
     url: str | None,
     headers: tuple[str, ...],
     sse: bool,
+    openapi: str | None,
+    base_url: str | None,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
     env: tuple[str, ...],
     cwd: str | None,
     namespace: str | None,
@@ -75,11 +88,17 @@ def add_server(
     log_in: bool | None,
     as_json: bool,
 ) -> None:
-    """Add a server: `add-server NAME -- COMMAND ARGS...` or `add-server NAME --url URL`."""
+    """Add a server: `add-server NAME -- COMMAND ARGS...`, `--url URL` or `--openapi SPEC`."""
     fields: dict[str, Any] = {}
-    if command and url:
-        raise RegistryError("give either a command (after --) or --url, not both")
-    if command:
+    if sum(map(bool, (command, url, openapi))) > 1:
+        raise RegistryError("give one of a command (after --), --url or --openapi")
+    if (base_url or include or exclude) and not openapi:
+        raise RegistryError("--base-url, --include and --exclude go with --openapi")
+    if openapi:
+        fields.update(_openapi_fields(openapi, base_url, include, exclude))
+        if headers:
+            fields["headers"] = _pairs(headers, "--header")
+    elif command:
         fields.update(command=command[0], args=list(command[1:]))
         if env:
             fields["env"] = _pairs(env, "--env")
@@ -92,7 +111,9 @@ def add_server(
         if sse:
             fields["transport"] = "sse"
     else:
-        raise RegistryError("give a command (add-server NAME -- COMMAND ARGS...) or --url URL")
+        raise RegistryError(
+            "give a command (add-server NAME -- COMMAND ARGS...), --url URL or --openapi URL_OR_FILE"
+        )
     if namespace is not None:
         fields["namespace"] = namespace
     if timeout is not None:
@@ -138,6 +159,21 @@ def add_server(
     err.print(f"added [bold]{name}[/] to {path}")
     if as_json:
         out.print_json(data=result)
+
+
+def _openapi_fields(
+    spec: str, base_url: str | None, include: tuple[str, ...], exclude: tuple[str, ...]
+) -> dict[str, Any]:
+    """An OpenAPI entry's keys; a spec file is written as an absolute path (the registry may be elsewhere)."""
+    local = "://" not in spec and not spec.startswith("${")
+    fields: dict[str, Any] = {"openapi": str(Path(spec).expanduser().resolve()) if local else spec}
+    if base_url:
+        fields["base_url"] = base_url
+    if include:
+        fields["include"] = list(include)
+    if exclude:
+        fields["exclude"] = list(exclude)
+    return fields
 
 
 def _offer_login(name: str, log_in: bool | None) -> bool:

@@ -5,7 +5,7 @@ import users need. Its modules, from the bottom up:
 
     base       the strict base model and the naming rules (servers, namespaces, tools, personas)
     env        `${VAR}` expansion and command lookup
-    servers    `[servers.NAME]`: one upstream server, a union of stdio, HTTP and SSE models
+    servers    `[servers.NAME]`: one upstream server, a union of stdio, HTTP, SSE and OpenAPI models
     settings   `[gateway]`, `[personas]`, `[audit]`, `[auth]`, `[security]`, `[sampling]`
     telemetry  `[telemetry]`: metrics and the gateway's own log format
     registry   the root `Registry`; finding, loading and validating the file; `ConfigError`s
@@ -34,8 +34,11 @@ from mcpgw.config.registry import (
     validate,
 )
 from mcpgw.config.servers import (
+    HTTP_METHODS,
     Era,
     HttpServer,
+    OpenApiParams,
+    OpenApiServer,
     ServerConfig,
     SseServer,
     StdioServer,
@@ -75,6 +78,7 @@ __all__ = [
     "DIRECTIONS",
     "ENV_CONFIG",
     "ENV_NAME_RE",
+    "HTTP_METHODS",
     "NAMESPACE_RE",
     "PERSONA_NAME_RE",
     "SEPARATOR",
@@ -89,6 +93,8 @@ __all__ = [
     "GatewaySettings",
     "HttpServer",
     "Mode",
+    "OpenApiParams",
+    "OpenApiServer",
     "PersonaConfig",
     "Registry",
     "SamplingPolicy",

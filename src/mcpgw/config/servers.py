@@ -1,11 +1,13 @@
 """`[servers.NAME]`: one upstream MCP server, as a union of one model per transport.
 
-Owns: the schema of a server entry: `StdioServer` (a command), `HttpServer` (streamable HTTP)
-and `SseServer` (legacy SSE), joined in `ServerConfig`, a discriminated union. TOML has no type
-key, so the entry's keys pick its model: `command` means stdio, `url` with `transport = "sse"`
-means SSE, `url` otherwise streamable HTTP. Also owned here: the error for a key that belongs to
-another kind of server, what each kind needs to be reached (`to_params`, `${VAR}` expanded), the
-OAuth client-credentials table, and the names a server exposes under (`namespace_of`).
+Owns: the schema of a server entry: `StdioServer` (a command), `HttpServer` (streamable HTTP),
+`SseServer` (legacy SSE) and `OpenApiServer` (a REST API described by an OpenAPI document, served
+in process), joined in `ServerConfig`, a discriminated union. TOML has no type key, so the entry's
+keys pick its model: `openapi` means a REST API, `command` means stdio, `url` with
+`transport = "sse"` means SSE, `url` otherwise streamable HTTP. Also owned here: the error for a
+key that belongs to another kind of server, what each kind needs to be reached (`to_params`,
+`${VAR}` expanded), the OAuth client-credentials table, and the names a server exposes under
+(`namespace_of`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from mcpgw.config.env import expand, resolved_command
 from mcpgw.config.flows import Label
 from mcpgw.errors import ConfigError
 
-Transport = Literal["stdio", "http", "sse"]
+Transport = Literal["stdio", "http", "sse", "openapi"]
 Era = Literal["auto", "handshake", "stateless"]
 """How mcpgw speaks to an upstream: probe (`server/discover`, falling back to `initialize`),
 the `initialize` handshake (2025-11-25 and earlier), or the stateless 2026-07-28 revision."""
@@ -322,11 +324,115 @@ class SseServer(_UrlServer):
     transport: Literal["sse"]
 
 
+HTTP_METHODS = ("GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE")
+"""The operations of an OpenAPI path item, as `include`/`exclude` patterns name them."""
+
+
+@dataclass(frozen=True)
+class OpenApiParams:
+    """What the in-process server of an OpenAPI upstream needs, `${VAR}` expanded."""
+
+    spec: str
+    """The document's URL, or its file path."""
+    base_url: str | None
+    """None: the spec's own `servers` entry."""
+    headers: dict[str, str]
+
+
+class OpenApiServer(_Server):
+    """A REST API whose operations mcpgw serves as tools, from its OpenAPI 3.0 or 3.1 document.
+
+    The tools are served by an in-process fastmcp server over memory streams (`upstream.openapi`),
+    so they pass through the same catalog, personas, data rules, pins, audit and limits as any
+    other upstream's.
+    """
+
+    kind: ClassVar[Transport] = "openapi"
+
+    openapi: str
+    """The spec: an http(s) URL, or a path to a JSON or YAML file."""
+    base_url: str | None = None
+    """Where the API is; default: the spec's first `servers` URL (resolved against the spec's URL)."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Sent with every API call (credentials); a spec's header parameter of the same name is dropped."""
+    include: list[str] = Field(default_factory=list)
+    """Operations to serve (default: all): `"GET /invoices*"`, `"/invoices*"` (any method), or an
+    operationId glob (`"list*"`)."""
+    exclude: list[str] = Field(default_factory=list)
+    """Operations left out, in the same forms; applied after `include`."""
+
+    @field_validator("openapi")
+    @classmethod
+    def _spec_not_blank(cls, spec: str) -> str:
+        if not spec.strip():
+            raise ValueError("'openapi' is empty: give the spec's URL or file path")
+        if "://" in spec and not spec.startswith(("${", "http://", "https://", "file://")):
+            raise ValueError(f"{spec!r} is not an http(s) URL or a file path")
+        return spec
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_http(cls, url: str | None) -> str | None:
+        if url is None or url.startswith("${"):
+            return url
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return url
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _patterns_shape(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            method, sep, path = pattern.strip().partition(" ")
+            if sep and (method.upper() not in (*HTTP_METHODS, "*") or not path.strip().startswith("/")):
+                raise ValueError(
+                    f"{pattern!r} must be 'METHOD /path-glob' (METHOD one of {', '.join(HTTP_METHODS)} "
+                    "or *), '/path-glob', or an operationId glob"
+                )
+            if not pattern.strip():
+                raise ValueError("an empty pattern matches nothing")
+        return patterns
+
+    @classmethod
+    def _misplaced(cls, data: Mapping[str, Any]) -> Iterator[tuple[str | None, str]]:
+        if "command" in data or "url" in data:
+            other = "command" if "command" in data else "url"
+            yield None, f"has both 'openapi' and '{other}'; a server is one or the other"
+        for key in ("args", "env", "cwd"):
+            if key in data:
+                yield key, f"'{key}' applies to command servers, not OpenAPI servers"
+        for key in ("transport", "oauth", "login"):
+            if key in data:
+                yield (
+                    key,
+                    f"'{key}' applies to MCP URL servers; an OpenAPI server's credentials go in 'headers'",
+                )
+
+    def to_params(self, name: str, *, environ: Mapping[str, str] | None = None) -> OpenApiParams:
+        """The spec, base URL and headers of server `name`, `${VAR}` expanded (from `environ` too)."""
+        key = f"servers.{name}"
+        base_url = expand(self.base_url, key=f"{key}.base_url", environ=environ) if self.base_url else None
+        if base_url is not None and urlsplit(base_url).scheme not in ("http", "https"):
+            raise ConfigError(
+                f"{self.base_url!r} expands to {base_url!r}, not an http(s) URL", key=f"{key}.base_url"
+            )
+        return OpenApiParams(
+            spec=expand(self.openapi, key=f"{key}.openapi", environ=environ),
+            base_url=base_url,
+            headers={
+                k: expand(v, key=f"{key}.headers.{k}", environ=environ) for k, v in self.headers.items()
+            },
+        )
+
+
 def _kind_of(entry: Any) -> Transport | None:
-    """The tag of the model an entry is, from its keys; None when it has neither key."""
+    """The tag of the model an entry is, from its keys; None when it has none of them."""
     if isinstance(entry, _Server):
         return entry.kind
     if isinstance(entry, Mapping):
+        if "openapi" in entry:
+            return "openapi"  # with 'command' or 'url' too, `OpenApiServer` says the entry has both
         if "command" in entry:
             return "stdio"  # with 'url' too, `StdioServer` says the entry has both
         if "url" in entry:
@@ -337,21 +443,25 @@ def _kind_of(entry: Any) -> Transport | None:
 def _a_table(entry: Any) -> Any:
     if isinstance(entry, Mapping | _Server):
         return entry
-    raise ValueError(f"must be a table with 'command' or 'url', not {type(entry).__name__}")
+    raise ValueError(f"must be a table with 'command' or 'url' (or 'openapi'), not {type(entry).__name__}")
 
 
 ServerConfig: TypeAlias = Annotated[
     Annotated[StdioServer, Tag("stdio")]
     | Annotated[HttpServer, Tag("http")]
-    | Annotated[SseServer, Tag("sse")],
+    | Annotated[SseServer, Tag("sse")]
+    | Annotated[OpenApiServer, Tag("openapi")],
     Discriminator(
         _kind_of,
         custom_error_type="server_kind",
-        custom_error_message="needs either 'command' (a stdio server) or 'url' (an HTTP server)",
+        custom_error_message=(
+            "needs either 'command' (a stdio server) or 'url' (an HTTP server), "
+            "or 'openapi' (a REST API's spec)"
+        ),
     ),
     BeforeValidator(_a_table),
 ]
-"""One upstream MCP server: a stdio command, or a URL (streamable HTTP or legacy SSE)."""
+"""One upstream: a stdio command, a URL (streamable HTTP or legacy SSE), or a REST API's OpenAPI spec."""
 
 
 def namespace_of(name: str, server: ServerConfig) -> str:

@@ -175,7 +175,10 @@ def _built_from(name: str, registry: Registry) -> tuple[Any, ...]:
     server = registry.servers[name]
     settings = registry.gateway
     return (
-        server.model_dump_json(exclude=set(CALL_TIME)),
+        # An OpenAPI server's tool names are cut to what its namespace leaves of 64 characters.
+        server.model_dump_json(
+            exclude=set(CALL_TIME) - ({"namespace"} if server.kind == "openapi" else set())
+        ),
         tuple(getattr(settings, key) for key in UPSTREAM_SETTINGS),
         policy.declares_sampling(registry.sampling, name),
         policy.declares_elicitation(registry.sampling, name),

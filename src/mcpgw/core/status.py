@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, get_args
 
-from mcpgw.config import Registry, ServerConfig, StdioServer, namespace_of
+from mcpgw.config import OpenApiServer, Registry, ServerConfig, StdioServer, namespace_of
 
 if TYPE_CHECKING:
     from mcpgw.catalog.personas import View
@@ -23,9 +23,11 @@ if TYPE_CHECKING:
 
 
 def target(server: ServerConfig) -> str:
-    """What a server runs or where it is: its command line, or its URL."""
+    """What a server runs or where it is: its command line, its URL, or its OpenAPI spec."""
     if isinstance(server, StdioServer):
         return " ".join([server.command, *server.args])
+    if isinstance(server, OpenApiServer):
+        return server.openapi
     return server.url
 
 

@@ -35,7 +35,7 @@ from typing import Any
 import anyio
 from mcp.client.session import ClientSession
 
-from mcpgw.config import StdioServer
+from mcpgw.config import OpenApiServer, StdioServer
 from mcpgw.upstream.session import Session, describe
 from mcpgw.upstream.transports import Transport
 
@@ -74,6 +74,8 @@ class Companion:
             return False
         config = self._transport.config
         if config.era != "auto" or (isinstance(config, StdioServer) and self._transport.in_process is None):
+            return False
+        if isinstance(config, OpenApiServer):
             return False
         # `server/discover` lists only 2026-07-28 versions (the handshake era is negotiated by
         # `initialize`), so whether the server speaks the handshake era too is learnt by asking it

@@ -1,4 +1,5 @@
-"""The streams to one upstream: a stdio child, streamable HTTP, legacy SSE, or a server in this process.
+"""The streams to one upstream: a stdio child, streamable HTTP, legacy SSE, or a server in this process
+(the tests' in-process servers, and an OpenAPI upstream's fastmcp server, `upstream.openapi`).
 
 Owns: opening an upstream's transport on the caller's exit stack and handing
 back its (read, write) streams; for stdio (`upstream.stdio`), the child in its
@@ -29,7 +30,7 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 from mcpgw import _compat
-from mcpgw.config import ServerConfig, SseServer, StdioServer
+from mcpgw.config import OpenApiServer, ServerConfig, SseServer, StdioServer
 from mcpgw.observe import context as observe_context
 from mcpgw.observe import tracing
 from mcpgw.upstream import credentials, login
@@ -139,6 +140,13 @@ class Transport:
             return await stack.enter_async_context(_compat.in_memory_transport(self.in_process))
         config = self.config
         env = credentials.environ(self.secrets) if self.secrets else None
+        if isinstance(config, OpenApiServer):
+            # Imported here: fastmcp's OpenAPI stack costs about half a second, paid only by gateways
+            # that serve an OpenAPI upstream.
+            from mcpgw.upstream import openapi
+
+            server = await openapi.open_server(self.name, config, stack, environ=env)
+            return await stack.enter_async_context(_compat.in_memory_transport(server))
         if isinstance(config, StdioServer):
             params = config.to_params(self.name, environ=env)
             pump = self._pump = _StderrPump(self.name)
