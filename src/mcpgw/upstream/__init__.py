@@ -239,6 +239,12 @@ class Upstream:
             self._companion.session.closing(reason)
         self._supervisor.stop(now=now)
 
+    def restart(self, reason: str) -> None:
+        """Stop this life and start the next at once; requests it cuts off fail with `reason`."""
+        self._session.closing(reason)
+        self._companion.session.closing(reason)
+        self._supervisor.restart_now(reason)
+
     def retune(self, config: ServerConfig, *, timeout: float) -> None:
         """A reload changed only what is read per call (timeouts, aliases, namespace): from now on."""
         self.config = config
