@@ -20,13 +20,15 @@ from mcpgw.errors import ConfigError
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
 def admin(config_path: Path | None, host: str, port: int, log_level: str) -> None:
     """Serve the web console (servers, personas, traffic, spend, pins) for a registry served over stdio."""
-    from mcpgw.server.console.standalone import serve_console
+    from mcpgw.server.console.standalone import check, serve_console
     from mcpgw.server.lifecycle import stderr_logging
 
     stderr_logging(getattr(logging, log_level.upper()))
     registry, path = load_registry(config_path)
     if path is None:
         raise ConfigError("mcpgw admin needs a registry file to show and edit (--config, or ./servers.toml)")
+
+    check(registry, host=host)  # before anything starts
 
     async def ready(url: str) -> None:
         err.print(f"[bold green]mcpgw admin[/] for {path} at [bold]{url}[/]  (Ctrl+C to stop)")

@@ -77,7 +77,7 @@ class Routes:
                 self.access.check_post(request, visitor, form.get(CSRF_FIELD))
             except Refused as exc:
                 await self.console.record(
-                    name,
+                    request.path_params.get("action", name),
                     principal=visitor.principal,
                     server=request.path_params.get("name"),
                     outcome=Outcome.DENIED,

@@ -31,12 +31,14 @@ POLL = 0.2
 within a second of its request's end."""
 RECHECK = 5.0
 """Seconds between checks that the stream's visitor may still look (a session ends, a token expires)."""
-DETAIL = (
-    ("time", "ts"), ("kind", "kind"), ("method", "method"), ("persona", "persona"),
-    ("principal", "principal"), ("session", "session"), ("client", "client"), ("protocol", "protocol"),
-    ("server", "server"), ("name", "name"), ("outcome", "outcome"), ("error", "error"), ("latency ms", "latency_ms"),
-    ("findings", "findings"), ("input tokens", "input_tokens"), ("output tokens", "output_tokens"),
-    ("cost USD", "cost_usd"),
+DETAIL = tuple(
+    (label, column or label)
+    for label, column in (
+        ("time", "ts"), ("kind", ""), ("method", ""), ("persona", ""), ("principal", ""), ("session", ""),
+        ("client", ""), ("protocol", ""), ("server", ""), ("name", ""), ("outcome", ""), ("error", ""),
+        ("latency ms", "latency_ms"), ("findings", ""), ("input tokens", "input_tokens"),
+        ("output tokens", "output_tokens"), ("cost USD", "cost_usd"),
+    )
 )  # fmt: skip
 """A request's detail: label, audit column."""
 FILTERS = ("persona", "server", "tool", "kind", "outcome", "principal")
