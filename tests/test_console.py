@@ -54,6 +54,7 @@ ARTIFACTS = ROOT / "tests" / "artifacts" / "console"
 HANG = 30_000
 """Milliseconds Playwright's auto-waiting may take: a hang guard, never a speed limit."""
 SCOPE = "mcp:tools"
+ALICE = "sub=alice client_id=console-test"
 ADMIN = "mcpgw:admin"
 KEY_VAR = "MCPGW_CONSOLE_TEST_LLM_KEY"
 SECRET = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
@@ -292,7 +293,7 @@ def test_a_requests_detail_shows_the_sampling_it_caused_and_spend_counts_it(
     admin.goto(f"{stack.gateway}/admin/spend")
     reader = admin.locator("#spend tbody tr", has_text="reader").locator("td")
     expect(reader.nth(1)).to_have_text(f"{tokens:,.0f} of 5,000")
-    expect(reader.nth(2)).to_have_text(f"${usd:.4f} of $0.01")
+    expect(reader.nth(2)).to_have_text(f"${usd:.6f} of $0.01")
     bar = admin.locator("#spend-reader svg").nth(1).locator("rect.bar").last
     assert float(bar.get_attribute("data-value") or 0) == tokens
     expect(admin.locator("#spend-reader svg line.limit")).to_have_count(2)
@@ -319,7 +320,7 @@ def test_approving_a_pin_change_makes_the_tool_callable(admin: Page, stack: Stac
     (principal,) = rows(
         stack.audit, "select principal from events where kind = 'admin' and method = 'admin/approve'"
     )[0]
-    assert principal == "sub=alice client_id=console-test"
+    assert principal == ALICE
 
 
 def test_restarting_a_server_starts_a_new_process_and_counts_it(admin: Page, stack: Stack) -> None:
@@ -366,9 +367,11 @@ def test_disabling_a_server_removes_its_tools_for_a_connected_client(admin: Page
     tiny.locator("button", has_text="Enable").click()  # as it was, for the tests after this one
     expect(admin.locator(".flash")).to_contain_text("enabled tiny")
     actions = rows(
-        stack.audit, "select method, server, principal from events where kind = 'admin' and server = 'tiny'"
+        stack.audit,
+        "select method, principal from events where kind = 'admin' and server = 'tiny' "
+        "and method like '%able'",
     )
-    assert [a[:2] for a in actions] == [("admin/disable", "tiny"), ("admin/enable", "tiny")]
+    assert actions == [("admin/disable", ALICE), ("admin/enable", ALICE)]
 
 
 # --- refusals ----------------------------------------------------------------------------------
@@ -385,6 +388,27 @@ def test_no_token_gets_the_login_form_and_nothing_else(browser: Browser, stack: 
     refused = httpx.post(f"{stack.gateway}/admin/servers/up/disable", data={"csrf": "x"})
     assert refused.status_code == 401
     assert "enabled = false" not in stack.registry.read_text()
+    context.close()
+
+
+def test_logging_out_ends_the_session(browser: Browser, stack: Stack) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(HANG)
+    page.goto(f"{stack.gateway}/admin/login")
+    page.fill("input[name=token]", stack.mint(sub="bob"))
+    page.click("button[type=submit]")
+    expect(page.locator("header .who")).to_have_text("sub=bob client_id=console-test")
+    page.click("header button")
+    expect(page.locator("input[name=token]")).to_be_visible()
+    response = page.goto(f"{stack.gateway}/admin/servers")
+    assert response is not None and response.status == 401
+    assert rows(
+        stack.audit, "select method from events where kind = 'admin' and principal like 'sub=bob %'"
+    ) == [
+        ("admin/login",),
+        ("admin/logout",),
+    ]
     context.close()
 
 
@@ -429,7 +453,7 @@ def test_a_cross_site_form_post_is_refused(admin: Page, browser: Browser, stack:
     refused = rows(
         stack.audit, "select outcome, principal from events where kind = 'admin' and server = 'up'"
     )
-    assert refused == [("denied", "sub=alice client_id=console-test")]
+    assert refused == [("denied", ALICE)]
     attack.close()
 
 
@@ -438,7 +462,10 @@ def test_a_cross_site_form_post_is_refused(admin: Page, browser: Browser, stack:
 
 def test_mcpgw_admin_serves_the_console_for_a_stdio_registry(tmp_path: Path) -> None:
     registry = tmp_path / "servers.toml"
-    registry.write_text(f'[servers.tiny]\ncommand = "{sys.executable}"\nargs = ["{SERVERS / "tiny.py"}"]\n')
+    registry.write_text(
+        '[gateway]\nallowed_hosts = ["gw.example"]\n'
+        f'[servers.tiny]\ncommand = "{sys.executable}"\nargs = ["{SERVERS / "tiny.py"}"]\n'
+    )
     port = free_port()
     base = f"http://127.0.0.1:{port}/admin"
     audit = tmp_path / "audit.db"
@@ -463,6 +490,10 @@ def test_mcpgw_admin_serves_the_console_for_a_stdio_registry(tmp_path: Path) -> 
         assert "enabled = false" in registry.read_text()
         forged = httpx.post(f"{base}/servers/tiny/enable", data={"csrf": "guess"})
         assert forged.status_code == 403
+        # A name the Host check lets through (`allowed_hosts`) is no loopback: no console without [auth].
+        named = httpx.get(f"{base}/servers", headers={"Host": "gw.example"})
+        assert named.status_code == 403 and "only on a loopback address" in named.text
+        assert httpx.get(f"{base}/servers", headers={"Host": "evil.example"}).status_code == 421
     assert "enabled = false" in registry.read_text()
     assert rows(audit, "select method, principal from events where kind = 'admin'") == [
         ("admin/disable", "local (loopback, no [auth])"),

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.responses import HTMLResponse
 
-from mcpgw.server.console.access import CSRF_FIELD, PREFIX, Visitor
+from mcpgw.server.console.access import CSRF_FIELD, LOCAL, PREFIX, Visitor
 
 PAGES = (
     ("servers", "Servers"),
@@ -100,7 +100,11 @@ def render(
         f'<a href="{url(key)}" class="{"on" if key == active else ""}">{esc(label)}</a>'
         for key, label in PAGES
     )
-    who = f'<span class="who">{esc(visitor.principal)}</span>' if visitor is not None else ""
+    who = ""
+    if visitor is not None:
+        who = f'<span class="who">{esc(visitor.principal)}</span>'
+        if visitor.principal != LOCAL:
+            who += button_form("logout", "Log out", visitor)
     notes = (f'<div class="flash">{esc(flash)}</div>' if flash else "") + (
         f'<div class="problem">{esc(problem)}</div>' if problem else ""
     )

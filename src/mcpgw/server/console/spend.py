@@ -65,8 +65,8 @@ async def page(console: Console, request: Request, visitor: Visitor) -> Response
             [
                 esc(persona),
                 esc(f"{tokens:,.0f}") + (f" of {token_budget:,}" if token_budget else ""),
-                esc(f"${usd:.4f}") + (f" of ${usd_budget:g}" if usd_budget else ""),
-                esc(f"${total:.4f}"),
+                esc(f"${usd:.6f}") + (f" of ${usd_budget:g}" if usd_budget else ""),
+                esc(f"${total:.6f}"),
             ]
         )
     body = [
