@@ -37,6 +37,7 @@ from conftest import (
     mcpgw_command,
     pin_registry,
 )
+from mcpgw import config
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -321,6 +322,48 @@ def test_approving_a_pin_change_makes_the_tool_callable(admin: Page, stack: Stac
         stack.audit, "select principal from events where kind = 'admin' and method = 'admin/approve'"
     )[0]
     assert principal == ALICE
+
+
+def test_adding_a_server_from_the_form_checks_it_as_add_server_does(admin: Page, stack: Stack) -> None:
+    def add(**fields: str) -> None:
+        admin.goto(f"{stack.gateway}/admin/servers")
+        form = admin.locator("form", has=admin.locator("input[name=name]"))
+        for name, value in fields.items():
+            form.locator(f"[name={name}]").fill(value)
+        form.locator("button").click()
+
+    before = stack.registry.read_text()
+    tiny = f"{sys.executable} {SERVERS / 'tiny.py'}"
+    add(name="tiny", command=tiny)
+    expect(admin.locator(".problem")).to_contain_text("a server named 'tiny' already exists")
+    add(name="other", command=tiny, url="http://127.0.0.1:9/mcp")
+    expect(admin.locator(".problem")).to_contain_text("give either a command or a URL")
+    add(name="broken", command=f"{sys.executable} -c 'raise SystemExit(3)'")
+    expect(admin.locator(".problem")).to_contain_text("server 'broken' did not start")
+    assert stack.registry.read_text() == before  # refused: nothing written
+    add(name="extra", command=tiny, namespace="x")
+    expect(admin.locator(".flash")).to_contain_text("added extra")
+    expect(admin.locator(".flash")).to_contain_text(": 7 tools")
+    assert config.load(stack.registry)[0].servers["extra"].namespace == "x"
+    extra = admin.locator("#servers tbody tr", has=admin.locator("strong:text-is('extra')"))
+    deadline = time.monotonic() + HANG / 1000
+    while not extra.locator("[data-state=ready]").count() and time.monotonic() < deadline:
+        admin.goto(f"{stack.gateway}/admin/servers")  # the gateway's reload starts it
+    expect(extra.locator("td").nth(1)).to_have_text("ready")
+    assert rows(
+        stack.audit, "select outcome from events where kind = 'admin' and method = 'admin/add-server'"
+    ) == [
+        ("error",),
+        ("error",),
+        ("error",),
+        ("ok",),
+    ]
+
+
+def test_a_bad_traffic_filter_is_said_and_filters_nothing(admin: Page, stack: Stack) -> None:
+    admin.goto(f"{stack.gateway}/admin/traffic?outcome=bogus")
+    expect(admin.locator(".problem")).to_contain_text("outcome 'bogus' is not one of ok, error")
+    expect(admin.locator("input[name=outcome]")).to_have_value("")
 
 
 def test_restarting_a_server_starts_a_new_process_and_counts_it(admin: Page, stack: Stack) -> None:

@@ -71,7 +71,7 @@ class Console:
             import sqlite_utils
 
             # Read-only and short-waiting: the writer thread holds the file now and then.
-            uri = f"file:{path}?mode=ro"
+            uri = f"{path.resolve().as_uri()}?mode=ro"
             with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=2.0)) as conn:
                 return query(sqlite_utils.Database(conn))
 

@@ -246,7 +246,7 @@ async def act(console: Console, request: Request, visitor: Visitor, form: dict[s
             return Response(status_code=404)
     except GatewayError as exc:
         await console.record(
-            action,
+            "add-server" if action == "add" else action,
             principal=visitor.principal,
             server=name or form.get("name"),
             outcome=Outcome.ERROR,
