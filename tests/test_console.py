@@ -533,6 +533,11 @@ def test_mcpgw_admin_serves_the_console_for_a_stdio_registry(tmp_path: Path) -> 
         assert "enabled = false" in registry.read_text()
         forged = httpx.post(f"{base}/servers/tiny/enable", data={"csrf": "guess"})
         assert forged.status_code == 403
+        elsewhere = {"Origin": f"http://127.0.0.1:{port + 1}"}  # the right token, from another origin
+        assert (
+            httpx.post(f"{base}/servers/tiny/enable", data={"csrf": csrf}, headers=elsewhere).status_code
+            == 403
+        )
         # A name the Host check lets through (`allowed_hosts`) is no loopback: no console without [auth].
         named = httpx.get(f"{base}/servers", headers={"Host": "gw.example"})
         assert named.status_code == 403 and "only on a loopback address" in named.text
@@ -541,9 +546,11 @@ def test_mcpgw_admin_serves_the_console_for_a_stdio_registry(tmp_path: Path) -> 
     assert rows(audit, "select method, principal from events where kind = 'admin'") == [
         ("admin/disable", "local (loopback, no [auth])"),
         ("admin/enable", "local (loopback, no [auth])"),
+        ("admin/enable", "local (loopback, no [auth])"),
     ]
     assert rows(audit, "select outcome from events where kind = 'admin' order by id") == [
         ("ok",),
+        ("denied",),
         ("denied",),
     ]
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.responses import HTMLResponse
 
+from mcpgw.security.poisoning import shown
 from mcpgw.server.console.access import CSRF_FIELD, LOCAL, PREFIX, Visitor
 
 PAGES = (
@@ -47,6 +48,12 @@ label{display:inline-block;margin:.2em .8em .2em 0}input[type=text],input[type=p
 def esc(value: Any) -> str:
     """Any value as HTML text (None as an empty string)."""
     return "" if value is None else html.escape(str(value), quote=True)
+
+
+def visible(value: Any) -> str:
+    """Text an upstream wrote (a description, an error) as HTML, its invisible characters shown as
+    `\\u{XXXX}`: what a model would read is what a reviewer sees."""
+    return esc(shown(str(value))) if value is not None else ""
 
 
 def url(path: str) -> str:

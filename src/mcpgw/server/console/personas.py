@@ -18,7 +18,7 @@ from mcpgw.catalog.explain import explain
 from mcpgw.core.status import tool_labels
 from mcpgw.server.console.access import Visitor
 from mcpgw.server.console.context import Console
-from mcpgw.server.console.layout import esc, render, table
+from mcpgw.server.console.layout import esc, render, table, visible
 
 
 def _params(tool: dict[str, Any]) -> str:
@@ -54,7 +54,7 @@ def _persona(console: Console, name: str | None) -> str:
             [
                 f"<code>{esc(tool['name'])}</code>"
                 + (f"<br><span class=note>was {esc(entry.target)}</span>" if renamed and entry else ""),
-                esc(str(tool.get("description") or "")[:300]),
+                visible(str(tool.get("description") or "")[:300]),
                 esc(_params(tool)),
                 esc(", ".join(sorted(entry.fixed)) if entry is not None else ""),
                 esc(", ".join(labels.get(str(tool["name"]), []))),
@@ -70,7 +70,9 @@ def _persona(console: Console, name: str | None) -> str:
         *(["prompt", str(p.get("name", "")), str(p.get("description") or "")] for p in view.prompts),
     ]
     if others:
-        parts.append(table(["kind", "name", "description"], ([esc(c) for c in row] for row in others)))
+        parts.append(
+            table(["kind", "name", "description"], ([esc(k), esc(n), visible(d)] for k, n, d in others))
+        )
     held = [
         ['<span class="withheld">withheld</span>', esc(i.kind), esc(i.name), esc(i.server), esc(i.reason)]
         for i in withheld

@@ -26,7 +26,7 @@ from mcpgw.core.status import target
 from mcpgw.errors import ConfigError, GatewayError, RegistryError
 from mcpgw.server.console.access import Visitor
 from mcpgw.server.console.context import Console
-from mcpgw.server.console.layout import button_form, csrf_field, esc, render, table, url
+from mcpgw.server.console.layout import button_form, csrf_field, esc, render, table, url, visible
 
 DAY = timedelta(days=1)
 
@@ -111,7 +111,7 @@ async def page(
                 esc(seen.get("restarts", 0)),
                 esc(f"{seen.get('calls', 0)} / {seen.get('errors', 0)}"),
                 esc(f"{_ms(seen.get('p50'))} / {_ms(seen.get('p95'))}" if "p50" in seen else ""),
-                f'<span class="error">{esc((error or "")[:300])}</span>',
+                f'<span class="error">{visible((error or "")[:300])}</span>',
                 " ".join(actions),
             ]
         )
