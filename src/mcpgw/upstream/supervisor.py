@@ -274,14 +274,18 @@ class Supervisor:
         streams = await self._transport.open(stack)
         return await self._session.connect(stack, streams, era=era)
 
-    def restart_now(self, reason: str) -> None:
+    def restart_now(self, reason: str) -> bool:
         """End this life and start the next at once (a person asked, in the console), even with
-        `restart = false`; a failed upstream waiting out its backoff starts at once."""
+        `restart = false`; a failed upstream waiting out its backoff starts at once. False (and
+        nothing done) while it is starting or stopping: that life is not to be cut short."""
+        if self._stopping or self.state not in ("ready", "failed"):
+            return False
         self._asked_restart = True
         if self.state == "failed":
             self._wakeup.set()
         else:
             self.fail(reason)
+        return True
 
     def fail(self, message: str) -> None:
         """Record that the upstream failed and end its current life (`run` restarts it if it should)."""

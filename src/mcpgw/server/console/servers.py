@@ -159,8 +159,9 @@ async def restart(console: Console, name: str, visitor: Visitor) -> str:
     upstream = console.gateway.upstreams.get(name)
     if not console.live or upstream is None:
         raise RegistryError(f"server {name!r} is not running here; nothing to restart")
+    if not upstream.restart(f"restarted from the admin console by {visitor.principal}"):
+        raise RegistryError(f"server {name!r} is {upstream.state}; restart it once it is ready or failed")
     await console.record("restart", principal=visitor.principal, server=name)
-    upstream.restart(f"restarted from the admin console by {visitor.principal}")
     return f"restarting {name}"
 
 
