@@ -162,6 +162,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, llm: StandIn) -> Iterator[St
                     "jwks_url": f"{issuer}/jwks",
                     "public_url": gateway,
                     "required_scopes": [SCOPE],
+                    "jwks_min_refresh_seconds": 0.2,
                 },
             }
         )
@@ -468,6 +469,26 @@ def test_a_token_without_the_admin_scope_is_refused(browser: Browser, stack: Sta
     expect(page.locator(".problem")).to_contain_text(f"the token lacks the scope {ADMIN}")
     assert not context.cookies()
     context.close()
+
+
+def test_unreachable_signing_keys_are_the_servers_trouble_not_the_tokens(stack: Stack) -> None:
+    """A token signed by a key the console has not fetched, while the issuer's JWKS is down: 503
+    and retry, not 401 (the token is good; a client told 401 would throw it away)."""
+    httpx.post(f"{stack.issuer}/rotate").raise_for_status()
+    httpx.post(f"{stack.issuer}/jwks-outage", json={"on": True}).raise_for_status()
+    try:
+        token = stack.mint()
+        down = httpx.get(f"{stack.gateway}/admin/servers", headers={"Authorization": f"Bearer {token}"})
+        assert down.status_code == 503 and "cannot be fetched now" in down.text
+    finally:
+        httpx.post(f"{stack.issuer}/jwks-outage", json={"on": False}).raise_for_status()
+    deadline = time.monotonic() + HANG / 1000
+    while time.monotonic() < deadline:  # fetches stay `jwks_min_refresh_seconds` apart
+        back = httpx.get(f"{stack.gateway}/admin/servers", headers={"Authorization": f"Bearer {token}"})
+        if back.status_code != 503:
+            break
+        time.sleep(0.05)
+    assert back.status_code == 200
 
 
 def test_a_cross_site_form_post_is_refused(admin: Page, browser: Browser, stack: Stack) -> None:

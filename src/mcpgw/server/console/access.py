@@ -31,7 +31,7 @@ from starlette.requests import Request
 
 from mcpgw.config import AuthSettings
 from mcpgw.server.hostcheck import is_loopback
-from mcpgw.server.tokens import JWTVerifier, TokenRejected
+from mcpgw.server.tokens import JWTVerifier, KeysUnavailable, TokenRejected
 
 if TYPE_CHECKING:
     from mcpgw.server.console.context import Console
@@ -133,6 +133,11 @@ class Access:
         403 short of the scope)."""
         try:
             access = await self._verify(settings).check(token)
+        except KeysUnavailable as exc:  # the token may well be good: the server's trouble, as on /mcp
+            logger.warning("console: cannot check a token now: %s", exc)
+            raise Refused(
+                503, "the authorization server's signing keys cannot be fetched now; retry shortly"
+            ) from None
         except TokenRejected as exc:
             logger.info("console: token refused: %s", exc)
             raise Refused(401, "the token is not valid for this gateway", login=True) from None
