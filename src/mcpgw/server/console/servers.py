@@ -235,7 +235,7 @@ async def act(console: Console, request: Request, visitor: Visitor, form: dict[s
     """Run the action the path names and show the page with what it did (or why it did not)."""
     name, action = request.path_params.get("name", ""), request.path_params.get("action", "add")
     try:
-        if action == "add":
+        if action == "add" and not name:
             done = await add(console, form, visitor)
         elif name not in console.registry.servers:
             raise RegistryError(f"no server named {name!r}")
