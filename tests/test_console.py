@@ -274,6 +274,7 @@ def test_a_live_call_appears_in_the_traffic_view_within_a_second(admin: Page, st
     arguments = admin.locator("pre.arguments")
     expect(arguments).to_contain_text("[REDACTED")
     assert SECRET not in admin.content()
+    shot(admin, "request")
 
 
 def test_a_requests_detail_shows_the_sampling_it_caused_and_spend_counts_it(
@@ -429,6 +430,9 @@ def test_no_token_gets_the_login_form_and_nothing_else(browser: Browser, stack: 
         response = page.goto(f"{stack.gateway}/admin/{path}")
         assert response is not None and response.status == 401, path
     expect(page.locator("body")).not_to_contain_text("tiny")
+    page.goto(f"{stack.gateway}/admin/servers")
+    expect(page.locator("input[name=token]")).to_be_visible()
+    shot(page, "login")
     refused = httpx.post(f"{stack.gateway}/admin/servers/up/disable", data={"csrf": "x"})
     assert refused.status_code == 401
     assert "enabled = false" not in stack.registry.read_text()
