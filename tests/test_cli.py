@@ -27,6 +27,7 @@ COMMANDS = {
     "login",
     "logout",
     "stats",
+    "admin",
 }
 
 HEAVY = ("mcp.server", "mcp.client", "fastmcp", "litellm", "uvicorn", "starlette", "mcpgw.server")

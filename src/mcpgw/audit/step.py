@@ -57,6 +57,8 @@ class Kind(StrEnum):
     """An upstream's sampling request: its accounting is the row's result."""
     DRAFT = "draft"
     """`mcpgw personas draft`: the job, the route, tokens and cost, what was kept and dropped."""
+    ADMIN = "admin"
+    """An action taken in the web console (`/admin`): what, on which server, by which principal."""
 
 
 STAT_KINDS = (Kind.CALL, Kind.READ, Kind.PROMPT, Kind.COMPLETE, Kind.LIST)

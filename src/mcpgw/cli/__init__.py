@@ -4,7 +4,7 @@ Owns: the command group, which loads each command's module only when that comman
 (`mcpgw --help` and `--version` import none of them, nor pydantic, the mcp SDK, fastmcp or
 litellm: a test checks, and bench/ times them), and the one place a `GatewayError` becomes a
 message on stderr plus its exit code. Each command group lives in its own module (`serve`,
-`catalog`, `personas`, `registry`, `clients`, `pin`, `logs`, `login`), printing through `output`.
+`catalog`, `personas`, `registry`, `clients`, `pin`, `logs`, `login`, `admin`), printing through `output`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,11 @@ from typing import Any
 import click
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "admin": (
+        "admin",
+        "admin",
+        "Serve the web console (servers, personas, traffic, spend, pins) for a registry served over stdio.",
+    ),
     "add-server": (
         "registry",
         "add_server",

@@ -125,6 +125,8 @@ def serve(
         print_tools(gateway, err)
         if served and registry.telemetry.metrics_port is None:
             err.print(f"metrics: {url.removesuffix('/mcp')}/metrics")
+        if registry.admin.enabled and (registry.auth is not None or registry.gateway.mode != "production"):
+            err.print(f"console: {url.removesuffix('/mcp')}/admin/")
         if audit_log is not None:
             err.print(f"audit log: {audit_log.path} (see `mcpgw logs`)")
         err.print("Press Ctrl+C to stop.")

@@ -8,10 +8,12 @@ import users need. Its modules, from the bottom up:
     servers    `[servers.NAME]`: one upstream server, a union of stdio, HTTP, SSE and OpenAPI models
     settings   `[gateway]`, `[personas]`, `[audit]`, `[auth]`, `[security]`, `[sampling]`
     telemetry  `[telemetry]`: metrics and the gateway's own log format
+    admin      `[admin]`: the web console
     registry   the root `Registry`; finding, loading and validating the file; `ConfigError`s
     edit       comment-keeping edits of the file; Claude Desktop import (imported on its own)
 """
 
+from mcpgw.config.admin import AdminSettings
 from mcpgw.config.base import (
     DEFAULT_PERSONA,
     NAMESPACE_RE,
@@ -84,6 +86,7 @@ __all__ = [
     "SEPARATOR",
     "SERVER_NAME_RE",
     "TOOL_NAME_RE",
+    "AdminSettings",
     "AuditSettings",
     "AuthSettings",
     "DataRule",

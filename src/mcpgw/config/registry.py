@@ -18,6 +18,7 @@ from typing import Any, get_args
 
 from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from mcpgw.config.admin import AdminSettings
 from mcpgw.config.base import DEFAULT_PERSONA, PERSONA_NAME_RE, SERVER_NAME_RE, Strict
 from mcpgw.config.servers import ServerConfig, Transport, namespace_of
 from mcpgw.config.settings import (
@@ -46,6 +47,7 @@ class Registry(Strict):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
 
     @model_validator(mode="after")
     def _auth_personas_exist(self) -> Registry:

@@ -26,7 +26,7 @@ from typing import Any
 import anyio
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from mcpgw import _compat
 from mcpgw.config import Registry
@@ -49,8 +49,11 @@ MAX_HEADER_BYTES = 64 * 1024
 """The most a request's headers may take (a bearer JWT is a few KiB); more gets 431."""
 
 
-def http_app(gateway: Gateway, *, host: str, reloader: Reloader | None = None) -> Any:
-    """`/mcp` for the default persona (or everything), `/personas/<name>/mcp` for each persona."""
+def http_app(
+    gateway: Gateway, *, host: str, reloader: Reloader | None = None, registry_path: Path | None = None
+) -> Any:
+    """`/mcp` for the default persona (or everything), `/personas/<name>/mcp` for each persona,
+    and the admin console at `/admin` (`server.console`; `registry_path` is the file it edits)."""
     server, _ = build_server(gateway)
     settings = gateway.registry.gateway
     security = transport_security(gateway.registry, bind=host)
@@ -80,8 +83,14 @@ def http_app(gateway: Gateway, *, host: str, reloader: Reloader | None = None) -
         if gateway.registry.telemetry.metrics_port is None:  # else on a listener of its own
             routes.append(scrape.metrics_route(metrics))
 
+    from mcpgw.server.console import Console, console_app
+
+    admin = Mount("/admin", app=console_app(Console(gateway, registry_path, gateway.audit)))
+
     def shell(registry: Registry) -> Starlette:
-        app = Starlette(routes=[Route(r.path, endpoint=r.endpoint, methods=r.methods) for r in routes])
+        app = Starlette(
+            routes=[*(Route(r.path, endpoint=r.endpoint, methods=r.methods) for r in routes), admin]
+        )
         app.add_middleware(BodyLimit, limit=settings.max_request_bytes, timeout=settings.request_body_timeout)
         if registry.auth is not None or settings.cors_origins:
             from mcpgw.server import auth
@@ -197,7 +206,7 @@ async def serve_http(
 
     auth.check_exposure(gateway.registry, host=host)
     reloader = Reloader(gateway, registry_path, host=host) if registry_path is not None else None
-    app = http_app(gateway, host=host, reloader=reloader)
+    app = http_app(gateway, host=host, reloader=reloader, registry_path=registry_path)
     settings = gateway.registry.gateway
     config = uvicorn.Config(
         app,

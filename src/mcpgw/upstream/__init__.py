@@ -239,6 +239,15 @@ class Upstream:
             self._companion.session.closing(reason)
         self._supervisor.stop(now=now)
 
+    def restart(self, reason: str) -> bool:
+        """Stop this life and start the next at once; requests it cuts off fail with `reason`.
+        False while it is starting or stopping (nothing is done)."""
+        if self.state not in ("ready", "failed"):
+            return False
+        self._session.closing(reason)
+        self._companion.session.closing(reason)
+        return self._supervisor.restart_now(reason)
+
     def retune(self, config: ServerConfig, *, timeout: float) -> None:
         """A reload changed only what is read per call (timeouts, aliases, namespace): from now on."""
         self.config = config

@@ -80,6 +80,7 @@ class Supervisor:
         self._wakeup = anyio.Event()
         self._stopping = False
         self._settled = anyio.Event()
+        self._asked_restart = False
         self.known_era: Era | None = None
         """The era an `auto` upstream's next life uses: the one its last life settled on, or
         `handshake` after a probe that was cut off by the start-up timeout. Kept in memory only: a
@@ -106,11 +107,14 @@ class Supervisor:
         while True:
             began = anyio.current_time()
             await self._run_once()
-            if self._stopping or not self.restart or self.state != "failed":
+            asked, self._asked_restart = self._asked_restart, False
+            if self._stopping or not (self.restart or asked) or self.state != "failed":
                 return
-            if anyio.current_time() - began > RESTART_RESET_AFTER:
-                attempt = 0  # it ran well for a while: start the backoff over
-            delay = min(self.backoff_max, RESTART_BASE * 2**attempt) * random.uniform(0.5, 1.0)
+            if anyio.current_time() - began > RESTART_RESET_AFTER or asked:
+                attempt = 0  # it ran well for a while (or a person asked): start the backoff over
+            delay = (
+                0.0 if asked else min(self.backoff_max, RESTART_BASE * 2**attempt) * random.uniform(0.5, 1.0)
+            )
             attempt += 1
             logger.info("upstream %s: restarting in %.1fs (attempt %d)", self.name, delay, attempt)
             self._wakeup = anyio.Event()
@@ -269,6 +273,19 @@ class Supervisor:
     async def _open(self, stack: AsyncExitStack, era: Era) -> ClientSession:
         streams = await self._transport.open(stack)
         return await self._session.connect(stack, streams, era=era)
+
+    def restart_now(self, reason: str) -> bool:
+        """End this life and start the next at once (a person asked, in the console), even with
+        `restart = false`; a failed upstream waiting out its backoff starts at once. False (and
+        nothing done) while it is starting or stopping: that life is not to be cut short."""
+        if self._stopping or self.state not in ("ready", "failed"):
+            return False
+        self._asked_restart = True
+        if self.state == "failed":
+            self._wakeup.set()
+        else:
+            self.fail(reason)
+        return True
 
     def fail(self, message: str) -> None:
         """Record that the upstream failed and end its current life (`run` restarts it if it should)."""
