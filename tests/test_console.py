@@ -39,6 +39,9 @@ from conftest import (
 )
 from mcpgw import config
 
+# One worker builds the browser and the gateway (scripts/check runs `--dist loadgroup`).
+pytestmark = pytest.mark.xdist_group("console")
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
