@@ -1,11 +1,12 @@
-"""The audit log's writer: every row to SQLite through sqlite-utils, off the hot path.
+"""The audit log's writer: every row to its store (SQLite or PostgreSQL), off the hot path.
 
 Owns: turning steps and events into rows of the `events` table (redacted, escaped
 and bounded here, through `fields.stored`, nowhere else), the one writer thread
-that inserts them in batches with WAL on, which rows are written before the
+that inserts them in batches through a `store.Connection`, which rows are written before the
 request is answered (`durable`), the count updates of folded refusals
 (`recount`), the bounded retry buffer that keeps rows when the disk fails (and
-counts what it had to drop), flushing on shutdown, and opening the log
+counts what it had to drop; a new connection for each retry, so a database
+server that went away and came back is written to again), flushing on shutdown, and opening the log
 `[audit]` configures.
 
 An ordinary request only appends to a queue; it never waits on the disk, so a
@@ -21,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -45,10 +45,10 @@ from mcpgw.audit.fields import (
 )
 from mcpgw.audit.queries import prune
 from mcpgw.audit.redact import Redactor
-from mcpgw.audit.schema import SPEND_KEYS, ensure_schema, path_for
+from mcpgw.audit.schema import SPEND_KEYS
 from mcpgw.audit.step import Kind, Outcome, Step, new_request_id, now
+from mcpgw.audit.store import Connection, SqliteStore, Store, StoreError, store_for
 from mcpgw.detectors import Detector
-from mcpgw.errors import ConfigError
 
 logger = logging.getLogger("mcpgw.audit")
 
@@ -86,13 +86,16 @@ class AuditLog:
 
     def __init__(
         self,
-        path: Path,
+        path: Path | Store,
         *,
         redactor: Redactor | None = None,
         max_buffer: int = 100_000,
         instance: str | None = None,
     ) -> None:
-        self.path = path
+        self.store = path if isinstance(path, Store) else SqliteStore(path)
+        """Where the rows go: a SQLite file (a `Path` given is one) or a PostgreSQL database."""
+        self.path = self.store.path
+        """The SQLite file; None for a database server."""
         self.instance = instance
         """Written on every row: which gateway wrote it, when several share one database."""
         self.redactor = redactor or Redactor()
@@ -106,6 +109,10 @@ class AuditLog:
         self._urgent = threading.Event()
         """Set when a durable row is queued: the writer commits at once instead of gathering a batch."""
         self._failing = False
+        self._connection: Connection | None = None
+        """The writer thread's; replaced after a failure."""
+        self._full = False
+        """The retry buffer reached `max_buffer` during this failure (said once, then counted)."""
         self._thread: threading.Thread | None = None
         self._limiter: anyio.CapacityLimiter | None = None
         """Threads that wait for `commit`s, so a burst of refusals cannot take every worker thread."""
@@ -114,23 +121,8 @@ class AuditLog:
     # --- set-up ----------------------------------------------------------------------------------
 
     def _prepare(self) -> None:
-        """Create (or migrate) the database now, so a bad path is a clear error at start."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = self._open()
-            ensure_schema(db)
-            db.conn.close()
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"cannot open the audit database {self.path}: {exc}", key="audit.path") from exc
-
-    def _open(self) -> Any:
-        import sqlite_utils
-
-        db = sqlite_utils.Database(sqlite3.connect(str(self.path), timeout=1.0, check_same_thread=False))
-        db.enable_wal()
-        # With WAL, NORMAL survives a crash of the process; only an OS crash can lose the last commits.
-        db.execute("PRAGMA synchronous=NORMAL")
-        return db
+        """Create (or migrate) the database now, so a bad path or URL is a clear error at start."""
+        self.store.prepare()
 
     @property
     def queued(self) -> int:
@@ -300,22 +292,22 @@ class AuditLog:
     # --- the writer ------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        db = self._open()
         try:
             stop = False
             while not stop:
                 batch, stop = self._take()
                 self._pending.extend(batch)
-                self._flush(db)
+                self._flush()
         finally:
-            self._flush(db)
+            self._flush()
             if self._pending:
                 logger.error("audit log: %d rows could not be written at shutdown", len(self._pending))
             if self.dropped:
                 logger.error(
                     "audit log: %d rows were dropped in all (buffer full while the disk failed)", self.dropped
                 )
-            db.conn.close()
+            if self._connection is not None:
+                self._connection.close()
 
     def _take(self) -> tuple[list[_Pending], bool]:
         """Wait for a row, then let more gather for a moment: one commit per interval, not per call.
@@ -341,12 +333,17 @@ class AuditLog:
             except queue.Empty:
                 return batch, False
 
-    def _flush(self, db: Any) -> None:
+    def _connected(self) -> Connection:
+        if self._connection is None:
+            self._connection = self.store.connect()
+        return self._connection
+
+    def _flush(self) -> None:
         while self._pending:
             chunk = [self._pending.popleft() for _ in range(min(_BATCH * 4, len(self._pending)))]
             try:
-                db["events"].insert_all([row for row, _ in chunk])
-            except (sqlite3.Error, OSError) as exc:
+                self._connected().insert([row for row, _ in chunk])
+            except StoreError as exc:
                 self._pending.extendleft(reversed(chunk))
                 self._failed(exc)
                 return
@@ -358,27 +355,36 @@ class AuditLog:
             self._recovered()
         if self._recounts:
             try:
-                with db.conn:
-                    db.conn.executemany(
-                        "update events set result = ? where request_id = ?",
-                        [(result, request_id) for request_id, result in self._recounts.items()],
-                    )
-            except (sqlite3.Error, OSError) as exc:
+                self._connected().executemany(
+                    "update events set result = ? where request_id = ?",
+                    [(result, request_id) for request_id, result in self._recounts.items()],
+                )
+            except StoreError as exc:
                 self._failed(exc)
                 return
             self._recounts.clear()
             self._recovered()
 
     def _failed(self, exc: Exception) -> None:
+        if self._connection is not None:  # it may be broken (a server restarted): the retry opens another
+            self._connection.close()
+            self._connection = None
         overflow = len(self._pending) - self.max_buffer
         if overflow > 0:
             for _ in range(overflow):
                 self._pending.popleft()
             self.dropped += overflow
+            if not self._full:
+                logger.error(
+                    "audit log: %d rows are waiting for %s; the oldest are dropped from now on (counted)",
+                    self.max_buffer,
+                    self.store.where,
+                )
+            self._full = True
         if not self._failing:
             logger.error(
                 "audit log: writing to %s failed (%s); serving goes on, rows are kept (up to %d) and retried",
-                self.path,
+                self.store.where,
                 exc,
                 self.max_buffer,
             )
@@ -387,7 +393,7 @@ class AuditLog:
     def _recovered(self) -> None:
         if self._failing:
             logger.warning("audit log: writing works again; %d rows dropped meanwhile", self.dropped)
-            self._failing = False
+            self._failing = self._full = False
 
     def close(self, timeout: float = 10.0) -> None:
         """Flush everything queued and stop the writer."""
@@ -405,9 +411,8 @@ def open_for(
     `instance` names the gateway on every row: `[audit] instance`, else this argument, else `source`."""
     if not settings.enabled:
         return None
-    path = path_for(settings)
     log = AuditLog(
-        path,
+        store_for(settings),
         redactor=Redactor(
             extra_keys=settings.redact_keys, extra_patterns=settings.redact_patterns, detectors=detectors
         ),
@@ -415,9 +420,8 @@ def open_for(
         instance=settings.instance or instance or source,
     )
     if settings.retention_days:
-        import sqlite_utils
-
-        removed = prune(sqlite_utils.Database(path), settings.retention_days)
+        with log.store.reading() as connection:
+            removed = prune(connection, settings.retention_days)
         if removed:
             logger.info("audit log: pruned %d rows older than %g days", removed, settings.retention_days)
     log.start()

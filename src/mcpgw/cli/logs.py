@@ -141,7 +141,7 @@ def logs(
         if prune == 0 and not yes:
             raise click.UsageError("--prune 0 deletes every row of the audit log; add --yes to do that")
     registry, _ = load_registry(config_path)
-    db = audit.open_for_reading(audit.path_for(registry.audit))
+    db = audit.open_for_reading(audit.store_for(registry.audit))
     if prune is not None:
         removed = audit.prune(db, prune)
         err.print(f"pruned {removed} rows older than {prune:g} days")
@@ -297,7 +297,7 @@ def stats(config_path: Path | None, since: str | None, groups: tuple[str, ...], 
     from mcpgw import audit
 
     registry, _ = load_registry(config_path)
-    db = audit.open_for_reading(audit.path_for(registry.audit))
+    db = audit.open_for_reading(audit.store_for(registry.audit))
     data = audit.stats(db, since=since)
     from mcpgw.audit import spend as sampling_spend
 

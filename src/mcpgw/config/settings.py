@@ -136,11 +136,14 @@ class PersonaConfig(Strict):
 
 
 class AuditSettings(Strict):
-    """`[audit]`: the SQLite audit log."""
+    """`[audit]`: the audit log, in a SQLite file (the default) or a PostgreSQL database (`url`)."""
 
     enabled: bool = True
     path: str | None = None
     """Database file; default $MCPGW_AUDIT_DB, else ~/.local/share/mcpgw/audit.db."""
+    url: str | None = None
+    """`postgresql://user@host:port/dbname`: the log in PostgreSQL instead, shared by several gateways
+    (`${VAR}` is expanded; libpq's PGPASSWORD and ~/.pgpass work too)."""
     retention_days: Annotated[float, Field(ge=0)] = 30
     """Rows older than this are deleted when the gateway starts; 0 keeps everything."""
     max_buffer: Annotated[int, Field(ge=1000)] = 100_000
@@ -151,6 +154,19 @@ class AuditSettings(Strict):
     """Extra argument names whose values are never stored (password, token, ... always are)."""
     redact_patterns: list[str] = Field(default_factory=list)
     """Extra regular expressions replaced wherever they match."""
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_postgresql(cls, url: str | None) -> str | None:
+        if url is not None and urlsplit(url).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a PostgreSQL URL: postgresql://user@host:port/dbname")
+        return url
+
+    @model_validator(mode="after")
+    def _one_store(self) -> AuditSettings:
+        if self.url is not None and self.path is not None:
+            raise ValueError("give `path` (a SQLite file) or `url` (PostgreSQL), not both")
+        return self
 
     @field_validator("redact_patterns")
     @classmethod
