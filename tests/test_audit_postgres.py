@@ -21,12 +21,24 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import psycopg
 import pytest
 from click.testing import CliRunner
 from mcp.shared.exceptions import MCPError
 
 from conftest import mcpgw_command, run_mcpgw, upstream_server, write_registry
-from mcpgw.audit import AuditLog, Kind, Outcome, SqliteStore, Step, Store, spend, store_for
+from mcpgw.audit import (
+    AuditLog,
+    Kind,
+    Outcome,
+    SqliteStore,
+    Step,
+    Store,
+    open_for_reading,
+    query,
+    spend,
+    store_for,
+)
 from mcpgw.audit.postgres import PostgresStore
 from mcpgw.cli import cli
 from mcpgw.config import SamplingSettings
@@ -286,6 +298,51 @@ def test_logs_follow_sees_every_row_of_two_replicas_once(tmp_path: Path, pg_url:
     assert [row["id"] for row in seen] == sorted(row["id"] for row in seen)
     for name in ("r1", "r2"):
         assert [row["name"] for row in seen if row["instance"] == name] == [f"n{i}" for i in range(150)]
+
+
+async def test_a_row_committed_late_by_one_replica_is_not_skipped_by_a_follower(
+    pg_url: str, postgres_server: Postgres
+) -> None:
+    """Replica r1's batch has its id but is not committed (a trigger holds it on a lock the test
+    owns) when replica r2 writes: r2 waits, so a follower reading `id > last` never passes r1's row."""
+    opener = AuditLog(PostgresStore(pg_url)).start()
+    opener.event(Kind.CONFIG, name="start")
+    opener.close()
+    with psycopg.connect(pg_url, autocommit=True) as test:
+        test.execute(
+            "create function held() returns trigger language plpgsql as $$ begin "
+            "perform pg_advisory_lock(4242); perform pg_advisory_unlock(4242); return new; end $$"
+        )
+        test.execute(
+            "create trigger held before insert on events for each row when (new.name = 'slow') "
+            "execute function held()"
+        )
+        test.execute("select pg_advisory_lock(4242)")
+        r1, r2 = (AuditLog(PostgresStore(pg_url), instance=name).start() for name in ("r1", "r2"))
+        follower = open_for_reading(PostgresStore(pg_url))
+        seen = follower.select("select * from events")
+        try:
+            r1.event(Kind.UPSTREAM, name="slow")
+            await until(lambda: waiting(test) == 1)  # r1's row has its id, its transaction waits
+            r2.event(Kind.UPSTREAM, name="quick")
+            await until(lambda: waiting(test) == 2 or r2.written == 1)
+            seen += query(follower, after_id=seen[-1]["id"], newest_first=False)
+            assert r2.written == 0 and [row["name"] for row in seen] == ["start"]
+        finally:
+            test.execute("select pg_advisory_unlock(4242)")
+            for log in (r1, r2):
+                log.close()
+        seen += query(follower, after_id=seen[-1]["id"], newest_first=False)
+        follower.close()
+    assert [row["name"] for row in seen] == ["start", "slow", "quick"]
+
+
+def waiting(connection: psycopg.Connection[Any]) -> int:
+    """Transactions of this database waiting for an advisory lock."""
+    (count,) = connection.execute(
+        "select count(*) from pg_locks where locktype = 'advisory' and not granted"
+    ).fetchone() or (0,)
+    return int(count)
 
 
 # --- budgets -------------------------------------------------------------------------------------
