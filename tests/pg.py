@@ -3,9 +3,10 @@
 `postgres_server` (session scope) runs `initdb` into a temp folder and starts `postgres` on a
 free 127.0.0.1 port and a unix socket in that folder, then polls until it accepts connections;
 it is stopped and the folder removed after the session. Under xdist each worker is a session of
-its own, so each has its own cluster. `pg_url` (per test) is a fresh schema in the `mcpgw`
-database, owned by the `mcpgw` role that logs in with a password over TCP, as a deployment does;
-the URL names the schema through `options`, so tests never see each other's rows.
+its own, so each has its own cluster. `running_postgres` is the same without pytest (bench/run.py
+uses it). `pg_url` (per test) is a fresh schema in the `mcpgw` database, owned by the `mcpgw` role
+that logs in with a password over TCP, as a deployment does; the URL names the schema through
+`options`, so tests never see each other's rows.
 
 PostgreSQL refuses to run as root: as root (CI, containers), the server runs as the `postgres`
 user the Debian package creates (else `nobody`), in a folder that user owns.
@@ -24,6 +25,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,9 @@ def binaries() -> Path:
     """The newest installed PostgreSQL's bin folder (/usr/lib/postgresql/N/bin), by glob, not PATH."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
     if not found:
-        pytest.fail("PostgreSQL is needed (Debian package postgresql; scripts/system-packages installs it)")
+        raise RuntimeError(
+            "PostgreSQL is needed (Debian package postgresql; scripts/system-packages installs it)"
+        )
     return Path(found[-1]).parent
 
 
@@ -104,20 +108,25 @@ def _ready(server: Postgres, log: Path) -> None:
     deadline = time.monotonic() + 120
     while True:
         if server.process.poll() is not None:
-            pytest.fail(
+            raise RuntimeError(
                 f"postgres exited with {server.process.returncode}:\n{log.read_text(errors='replace')}"
             )
         try:
             server.admin().close()
             return
-        except psycopg.OperationalError:
+        except psycopg.OperationalError as exc:
             if time.monotonic() > deadline:
-                pytest.fail(f"postgres did not accept connections:\n{log.read_text(errors='replace')}")
+                raise RuntimeError(
+                    f"postgres did not accept connections:\n{log.read_text(errors='replace')}"
+                ) from exc
             time.sleep(0.05)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[Postgres]:
+@contextmanager
+def running_postgres(*, durable: bool = False) -> Iterator[Postgres]:
+    """A new cluster in a temp folder, serving until the block ends (then stopped and removed), with
+    the `mcpgw` role and database. `durable`: PostgreSQL's own fsync settings (the benchmark); else
+    none, as nothing of a test's cluster outlives it."""
     bin_dir = binaries()
     folder = Path(tempfile.mkdtemp(prefix="mcpgw-pg-"))
     data, sockets, log = folder / "data", folder / "sock", folder / "server.log"
@@ -146,11 +155,10 @@ def postgres_server() -> Iterator[Postgres]:
     settings = [
         "listen_addresses=127.0.0.1",
         f"unix_socket_directories={sockets}",
-        "fsync=off",
-        "synchronous_commit=off",
-        "full_page_writes=off",
         "max_connections=100",
     ]
+    if not durable:
+        settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
     with log.open("ab") as out:
         process = subprocess.Popen(
             [
@@ -182,6 +190,12 @@ def postgres_server() -> Iterator[Postgres]:
             process.kill()
             process.wait()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Postgres]:
+    with running_postgres() as server:
+        yield server
 
 
 @pytest.fixture

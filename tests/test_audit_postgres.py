@@ -28,6 +28,7 @@ from mcp.shared.exceptions import MCPError
 
 from conftest import mcpgw_command, run_mcpgw, upstream_server, write_registry
 from mcpgw.audit import (
+    COLUMNS,
     AuditLog,
     Kind,
     Outcome,
@@ -196,9 +197,13 @@ COMMANDS = [
 ]
 
 
-def test_logs_and_stats_print_the_same_from_postgresql(tmp_path: Path, pg_url: str) -> None:
+def test_logs_and_stats_print_the_same_from_postgresql(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUDIT_DB_PASSWORD", PASSWORD)
     configs = {}
-    for name, audit in (("sqlite", {"path": str(tmp_path / "cli.db")}), ("postgres", {"url": pg_url})):
+    in_file = {"url": pg_url.replace(PASSWORD, "${AUDIT_DB_PASSWORD}")}  # as the README shows it
+    for name, audit in (("sqlite", {"path": str(tmp_path / "cli.db")}), ("postgres", in_file)):
         configs[name] = config_with(tmp_path / f"{name}.toml", {**audit, "instance": "replica-1"})
         log = AuditLog(store_for(SettingsOf(audit)), instance="replica-1").start()
         history(log)
@@ -343,6 +348,29 @@ def waiting(connection: psycopg.Connection[Any]) -> int:
         "select count(*) from pg_locks where locktype = 'advisory' and not granted"
     ).fetchone() or (0,)
     return int(count)
+
+
+def test_a_table_an_older_version_made_gets_the_missing_columns(
+    tmp_path: Path, pg_url: str, postgres_server: Postgres
+) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute(
+            "create table events (id bigint generated always as identity primary key, ts text, "
+            "request_id text, kind text, name text, outcome text)"
+        )
+        db.execute(
+            "insert into events (ts, request_id, kind, name, outcome) values (%s, 'old', 'call', 'x', 'ok')",
+            [NOW.isoformat()],
+        )
+    log = AuditLog(PostgresStore(pg_url), instance="new").start()
+    log.event(Kind.CONFIG, name="after")
+    log.close()
+    rows = postgres_server.rows(pg_url)
+    assert [(r["name"], r["instance"]) for r in rows] == [("x", None), ("after", "new")]
+    assert set(rows[0]) == {"id", *COLUMNS}
+    config = config_with(tmp_path / "servers.toml", {"url": pg_url})
+    result = CliRunner().invoke(cli, ["logs", "--json", "--session", "none", "-c", str(config)])
+    assert result.exit_code == 0 and "no rows match" in result.output
 
 
 # --- budgets -------------------------------------------------------------------------------------

@@ -420,7 +420,7 @@ def open_for(
         instance=settings.instance or instance or source,
     )
     if settings.retention_days:
-        with log.store.reading() as connection:
+        with log.store.connect() as connection:  # the schema is in place: `AuditLog` prepared it
             removed = prune(connection, settings.retention_days)
         if removed:
             logger.info("audit log: pruned %d rows older than %g days", removed, settings.retention_days)

@@ -101,10 +101,13 @@ class PostgresStore(Store):
         self.reading().close()
 
     def reading(self) -> Connection:
+        connection = None
         try:
             connection = self.connect()
             self._ensure_schema(connection)
         except StoreError as exc:
+            if connection is not None:
+                connection.close()
             raise ConfigError(f"cannot use the audit database {self.where}: {exc}", key=self.key) from exc
         return connection
 
