@@ -2,12 +2,12 @@
 
 Owns: turning steps and events into rows of the `events` table (redacted, escaped
 and bounded here, through `fields.stored`, nowhere else), the one writer thread
-that inserts them in batches through a `store.Connection`, which rows are written before the
-request is answered (`durable`), the count updates of folded refusals
-(`recount`), the bounded retry buffer that keeps rows when the disk fails (and
-counts what it had to drop; a new connection for each retry, so a database
-server that went away and came back is written to again), flushing on shutdown, and opening the log
-`[audit]` configures.
+that inserts them in batches through a `store.Connection`, which rows are written
+before the request is answered (`durable`), the count updates of folded refusals
+(`recount`), the bounded retry buffer that keeps rows when the disk or the database
+server fails (and counts what it had to drop; each retry opens a new connection, so
+a server that went away and came back is written to again), flushing on shutdown,
+and opening the log `[audit]` configures.
 
 An ordinary request only appends to a queue; it never waits on the disk, so a
 crash (`kill -9`) loses at most the rows of the last batch interval

@@ -48,6 +48,7 @@ class Dialect:
     """Run in the same transaction before rows are inserted (PostgreSQL: ids in commit order)."""
 
     def sql(self, text: str) -> str:
+        """`text` with this dialect's placeholders (our statements hold no `?` inside a literal)."""
         if self.placeholder == "?":
             return text
         return text.replace("%", "%%").replace("?", self.placeholder)
