@@ -508,12 +508,13 @@ def test_a_url_that_is_not_postgresql_is_refused_when_the_file_is_read(
     assert "audit" in str(caught.value) and "sekrit" not in str(caught.value)
 
 
-def test_a_gateway_without_a_url_never_imports_the_driver() -> None:
+def test_a_gateway_without_a_url_never_imports_the_driver(tmp_path: Path) -> None:
+    """The gateway's one way to its store (`open_for`, as `build_gateway` calls it), in a fresh process."""
     code = (
-        "import sys; from mcpgw import audit; from mcpgw.assembly import build_gateway; "
-        "import mcpgw.cli.logs; "
-        "audit.store_for(type('S', (), {'url': None, 'path': '/tmp/never.db'})()); "
+        "import sys; from mcpgw import audit; from mcpgw.config import AuditSettings; "
+        f"audit.open_for(AuditSettings(path={str(tmp_path / 'lite.db')!r}), source='t').close(); "
         "assert 'psycopg' not in sys.modules, 'psycopg imported'"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+    assert (tmp_path / "lite.db").exists()
