@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import psycopg
 import pytest
 from click.testing import CliRunner
+from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from conftest import mcpgw_command, run_mcpgw, upstream_server, write_registry
+from conftest import background, free_port, mcpgw_command, run_mcpgw, upstream_server, write_registry
 from mcpgw.audit import (
     COLUMNS,
     AuditLog,
@@ -371,6 +373,38 @@ def test_a_table_an_older_version_made_gets_the_missing_columns(
     config = config_with(tmp_path / "servers.toml", {"url": pg_url})
     result = CliRunner().invoke(cli, ["logs", "--json", "--session", "none", "-c", str(config)])
     assert result.exit_code == 0 and "no rows match" in result.output
+
+
+async def test_with_durable_all_a_replica_killed_after_answering_has_lost_no_row(
+    tmp_path: Path, pg_url: str, postgres_server: Postgres
+) -> None:
+    """`[audit] durable = "all"`: every answered call's row is in PostgreSQL, though the gateway was
+    killed with SIGKILL the moment the last answer arrived (16 calls in flight, sharing commits)."""
+    port = free_port()
+    config = config_with(tmp_path / "servers.toml", {"url": pg_url, "durable": "all"})
+    answered: list[str] = []
+
+    async def call(client: Client, number: int) -> None:
+        await client.call_tool("up__echo", {"message": f"m{number}"})
+        answered.append(f"m{number}")
+
+    serve = mcpgw_command(
+        "serve", "-c", str(config), "-t", "http", "--port", str(port), "--log-level", "warning"
+    )
+    with background(serve, port=port) as process:
+        with anyio.fail_after(60):
+            while httpx.get(f"http://127.0.0.1:{port}/healthz").status_code != 200:
+                await anyio.sleep(0.05)
+        async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+            for start in range(0, 48, 16):
+                async with anyio.create_task_group() as group:
+                    for number in range(start, start + 16):
+                        group.start_soon(call, client, number)
+            process.kill()
+        process.wait(10)
+    rows = postgres_server.rows(pg_url, "select arguments from events where kind = 'call'")
+    stored = {json.loads(row["arguments"])["message"] for row in rows}
+    assert len(answered) == 48 and set(answered) <= stored
 
 
 # --- budgets -------------------------------------------------------------------------------------

@@ -19,19 +19,21 @@ client hears of it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.to_thread
 
 from mcpgw.audit.fields import (
     ARGUMENTS_CHARS,
@@ -46,14 +48,13 @@ from mcpgw.audit.fields import (
 from mcpgw.audit.queries import prune
 from mcpgw.audit.redact import Redactor
 from mcpgw.audit.schema import SPEND_KEYS
-from mcpgw.audit.step import Kind, Outcome, Step, new_request_id, now
+from mcpgw.audit.step import Kind, Outcome, Step, new_request_id, now, recording
 from mcpgw.audit.store import Connection, SqliteStore, Store, StoreError, store_for
 from mcpgw.detectors import Detector
 
 logger = logging.getLogger("mcpgw.audit")
 
 _BATCH = 500
-_COMMIT_WAITERS = 8
 BATCH_INTERVAL = 0.05
 """Seconds the writer lets ordinary rows gather before one commit: the most a crash can lose."""
 DURABLE_WAIT = 2.0
@@ -78,7 +79,9 @@ class _Recount:
 
 
 _Item = dict[str, Any] | Step | _Recount
-_Pending = tuple[dict[str, Any], threading.Event | None]
+_Done = Callable[[], None]
+"""Called on the writer thread once a durable row is committed (or kept for a retry)."""
+_Pending = tuple[dict[str, Any], _Done | None]
 
 
 class AuditLog:
@@ -91,6 +94,7 @@ class AuditLog:
         redactor: Redactor | None = None,
         max_buffer: int = 100_000,
         instance: str | None = None,
+        every_request: bool = False,
     ) -> None:
         self.store = path if isinstance(path, Store) else SqliteStore(path)
         """Where the rows go: a SQLite file (a `Path` given is one) or a PostgreSQL database."""
@@ -98,11 +102,13 @@ class AuditLog:
         """The SQLite file; None for a database server."""
         self.instance = instance
         """Written on every row: which gateway wrote it, when several share one database."""
+        self.every_request = every_request
+        """`[audit] durable = "all"`: a request is answered once its row is committed (`answering`)."""
         self.redactor = redactor or Redactor()
         self.max_buffer = max_buffer
         self.dropped = 0
         self.written = 0
-        self._queue: queue.SimpleQueue[tuple[_Item, threading.Event | None] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[_Item, _Done | None] | None] = queue.SimpleQueue()
         self._pending: deque[_Pending] = deque()
         self._recounts: dict[str, str] = {}
         """Count updates of folded refusals, applied once every row before them is written."""
@@ -114,8 +120,6 @@ class AuditLog:
         self._full = False
         """The retry buffer reached `max_buffer` during this failure (said once, then counted)."""
         self._thread: threading.Thread | None = None
-        self._limiter: anyio.CapacityLimiter | None = None
-        """Threads that wait for `commit`s, so a burst of refusals cannot take every worker thread."""
         self._prepare()
 
     # --- set-up ----------------------------------------------------------------------------------
@@ -140,17 +144,30 @@ class AuditLog:
         """Queue a finished step (made a redacted row on the writer thread); a refusal or security
         step is committed before this returns (see `durable`)."""
         step.latency_ms = (time.perf_counter() - step.started) * 1000
-        self._wait(self._put(step, durable=durable(step.kind, step.outcome)))
+        self._put_and_wait(step, durable=durable(step.kind, step.outcome))
 
     async def commit(self, step: Step) -> None:
-        """Record `step` and wait until it is on disk, without holding up the event loop meanwhile
-        (at most `DURABLE_WAIT`; not at all while the disk is failing)."""
+        """Record `step` and wait until it is on disk, holding up neither the event loop nor a worker
+        thread meanwhile (at most `DURABLE_WAIT`; not at all while the disk is failing).
+
+        The writer thread wakes the waiting request through the event loop. The gateway runs on
+        asyncio (uvicorn, or anyio's default backend over stdio); anyio's own way, a worker thread
+        per waiter, would cap how many requests can wait for one shared commit."""
         step.latency_ms = (time.perf_counter() - step.started) * 1000
-        done = self._put(step, durable=True)  # queued now: whatever is queued after lands after it
-        if done is not None:
-            if self._limiter is None:
-                self._limiter = anyio.CapacityLimiter(_COMMIT_WAITERS)
-            await anyio.to_thread.run_sync(self._wait, done, limiter=self._limiter)
+        loop = asyncio.get_running_loop()
+        committed: asyncio.Future[None] = loop.create_future()
+
+        def done() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+                loop.call_soon_threadsafe(_resolve, committed)
+
+        # Queued now: whatever is queued after lands after it.
+        if not self._put(step, durable=True, done=done):
+            return
+        with anyio.move_on_after(DURABLE_WAIT) as waited:
+            await committed
+        if waited.cancelled_caught:
+            logger.warning("audit log: a row waited over %gs for the database", DURABLE_WAIT)
 
     def event(
         self,
@@ -193,25 +210,25 @@ class AuditLog:
             "findings": None,
             **_spend(kind, result),
         }
-        self._wait(self._put(row, durable=durable(kind, outcome)))
+        self._put_and_wait(row, durable=durable(kind, outcome))
 
     def recount(self, request_id: str, result: Mapping[str, Any]) -> None:
         """Replace the `result` of the row `request_id` (a folded refusal's running count), soon."""
         self._queue.put((_Recount(request_id, json.dumps(self._accounting(result))), None))
 
-    def _put(self, item: _Item, *, durable: bool) -> threading.Event | None:
-        """Queue `item`; for a durable one (with a writer running and the disk not failing), the
-        event the writer sets once it is committed."""
+    def _put(self, item: _Item, *, durable: bool, done: _Done | None = None) -> bool:
+        """Queue `item`. A durable one (with a writer running and the disk not failing) is committed
+        at once, and `done` is called once it is: whether it will be."""
         if not durable or self._thread is None or self._failing:
             self._queue.put((item, None))
-            return None
-        done = threading.Event()
-        self._queue.put((item, done))
+            return False
+        self._queue.put((item, done or _nothing))
         self._urgent.set()
-        return done
+        return True
 
-    def _wait(self, done: threading.Event | None) -> None:
-        if done is not None and not done.wait(DURABLE_WAIT):
+    def _put_and_wait(self, item: _Item, *, durable: bool) -> None:
+        done = threading.Event()
+        if self._put(item, durable=durable, done=done.set) and not done.wait(DURABLE_WAIT):
             logger.warning("audit log: a refusal or security row waited over %gs for the disk", DURABLE_WAIT)
 
     # --- rows ------------------------------------------------------------------------------------
@@ -350,7 +367,7 @@ class AuditLog:
             finally:
                 for _, done in chunk:  # written, or kept for a retry: the caller goes on either way
                     if done is not None:
-                        done.set()
+                        done()
             self.written += len(chunk)
             self._recovered()
         if self._recounts:
@@ -418,6 +435,7 @@ def open_for(
         ),
         max_buffer=settings.max_buffer,
         instance=settings.instance or instance or source,
+        every_request=settings.durable == "all",
     )
     if settings.retention_days:
         with log.store.connect() as connection:  # the schema is in place: `AuditLog` prepared it
@@ -427,6 +445,31 @@ def open_for(
     log.start()
     log.event(Kind.CONFIG, name=source)
     return log
+
+
+@asynccontextmanager
+async def answering(step: Step, *, into: AuditLog | None) -> AsyncIterator[Step]:
+    """`step.recording` for a request: with `[audit] durable = "all"`, its answer also waits until its
+    row is committed, so a gateway killed right after answering (`kill -9`) has lost no row of an
+    answered request. Requests in flight together share one commit."""
+    if into is None or not into.every_request:
+        with recording(step, into=into):
+            yield step
+        return
+    try:
+        with recording(step, into=None):
+            yield step
+    finally:
+        await into.commit(step)  # queued before the wait: even a cancelled request's row is kept
+
+
+def _nothing() -> None:
+    return None
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():  # a request that stopped waiting (cancelled, timed out) has cancelled it
+        future.set_result(None)
 
 
 def _spend(kind: Kind, result: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -150,6 +150,10 @@ class AuditSettings(Strict):
     """Rows kept in memory while the disk fails; beyond this they are dropped and counted."""
     instance: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     """Names this gateway in every row's `instance` column; default: the registry file's path."""
+    durable: Literal["refusals", "all"] = "refusals"
+    """Rows committed before their request is answered: refusals and security events, or `all`:
+    every request's too, so a replica killed with SIGKILL loses no row of an answered request
+    (each answer waits for a commit it shares with the requests in flight)."""
     redact_keys: list[str] = Field(default_factory=list)
     """Extra argument names whose values are never stored (password, token, ... always are)."""
     redact_patterns: list[str] = Field(default_factory=list)
