@@ -230,6 +230,8 @@ def test_logs_and_stats_print_the_same_from_postgresql(
     ]
     pruned = runner.invoke(cli, ["logs", "--prune", "30", "-c", str(configs["postgres"])])
     assert pruned.exit_code == 0 and "pruned 1 rows" in pruned.output
+    datasette = runner.invoke(cli, ["logs", "--datasette-metadata", "-c", str(configs["postgres"])])
+    assert datasette.exit_code == 2 and "is for a SQLite audit log" in datasette.output
 
 
 class SettingsOf:

@@ -113,6 +113,10 @@ def logs(
         from mcpgw.audit import dashboard
 
         registry, _ = load_registry(config_path)
+        if registry.audit.url:  # Datasette opens SQLite files only
+            raise click.UsageError(
+                "--datasette-metadata is for a SQLite audit log; [audit] url is PostgreSQL"
+            )
         out.print_json(data=dashboard.metadata(audit.path_for(registry.audit)))
         return
 
