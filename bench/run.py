@@ -716,6 +716,22 @@ def innermost(exc: BaseException) -> str:
 # --- main -----------------------------------------------------------------------------------------
 
 
+SECTIONS = (
+    "stdio",
+    "http",
+    "list",
+    "cold",
+    "audit",
+    "audit-pg",
+    "metrics",
+    "traces",
+    "redact",
+    "flows",
+    "cli",
+)
+"""Every section, in the order a full run takes them."""
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smaller numbers: a smoke run in about 40 s")
@@ -731,21 +747,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     parser.add_argument(
         "--only",
-        choices=(
-            *(
-                "stdio",
-                "http",
-                "list",
-                "cold",
-                "audit",
-                "audit-pg",
-                "metrics",
-                "traces",
-                "redact",
-                "flows",
-                "cli",
-            ),
-        ),
+        choices=SECTIONS,
         action="append",
         help="run only these sections (repeatable)",
     )
@@ -1192,19 +1194,7 @@ async def run(s: Settings, sections: list[str], results: Results) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     s = settings_from(args)
-    sections = args.only or [
-        "stdio",
-        "http",
-        "list",
-        "cold",
-        "audit",
-        "audit-pg",
-        "metrics",
-        "traces",
-        "redact",
-        "flows",
-        "cli",
-    ]
+    sections = args.only or list(SECTIONS)
     results = Results()
     results.info.update(
         mode=s.mode,

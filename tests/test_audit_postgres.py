@@ -138,27 +138,11 @@ NOW = datetime.now(UTC)
 def history(log: AuditLog) -> None:
     """Rows of every shape `logs` and `stats` read: requests of two personas and principals, a session,
     an old row, a sampling row with its spend, and text that must come out escaped."""
+    alice = {"persona": "a", "server": "s", "name": "s__t", "principal": "sub=alice client_id=c1"}
     steps = [
+        Step(Kind.CALL, "tools/call", **alice, session="sess-1", ts=(NOW - timedelta(days=40)).isoformat()),
         Step(
-            Kind.CALL,
-            "tools/call",
-            persona="a",
-            server="s",
-            name="s__t",
-            principal="sub=alice client_id=c1",
-            session="sess-1",
-            ts=(NOW - timedelta(days=40)).isoformat(),
-        ),
-        Step(
-            Kind.CALL,
-            "tools/call",
-            persona="a",
-            server="s",
-            name="s__t",
-            outcome=Outcome.ERROR,
-            error="boom \x1b[31m",
-            session="sess-1",
-            principal="sub=alice client_id=c1",
+            Kind.CALL, "tools/call", **alice, outcome=Outcome.ERROR, error="boom \x1b[31m", session="sess-1"
         ),
         Step(Kind.READ, "resources/read", persona="b", server="s", name="s://r", session="sess-1"),
         Step(
