@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import subprocess
 import sys
 import threading
@@ -37,6 +38,7 @@ from mcpgw.audit import (
     SqliteStore,
     Step,
     Store,
+    open_for,
     open_for_reading,
     query,
     spend,
@@ -44,7 +46,7 @@ from mcpgw.audit import (
 )
 from mcpgw.audit.postgres import PostgresStore
 from mcpgw.cli import cli
-from mcpgw.config import SamplingSettings
+from mcpgw.config import AuditSettings, SamplingSettings
 from mcpgw.errors import ConfigError, SamplingRefused
 from mcpgw.sampling.budget import Budgets
 from parity import MODES, TestUpstream, gateway_client, registry, served
@@ -393,6 +395,20 @@ async def test_with_durable_all_a_replica_killed_after_answering_has_lost_no_row
     assert len(answered) == 48 and set(answered) <= stored
 
 
+def test_replicas_sharing_a_registry_path_are_told_apart(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REPLICA", "replica-7")
+    named = {}
+    for given in (None, "${REPLICA}"):
+        settings = AuditSettings(url=pg_url, instance=given, retention_days=0)
+        log = open_for(settings, source="/etc/mcpgw/servers.toml", instance="/etc/mcpgw/servers.toml")
+        assert log is not None
+        log.close()
+        named[given] = log.instance
+    assert named == {None: f"{socket.gethostname()}:/etc/mcpgw/servers.toml", "${REPLICA}": "replica-7"}
+
+
 # --- budgets -------------------------------------------------------------------------------------
 
 
@@ -470,14 +486,6 @@ async def test_past_the_buffer_the_oldest_rows_are_dropped_counted_and_said(
 # --- a database that cannot be used --------------------------------------------------------------
 
 
-def _unused_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
@@ -495,7 +503,7 @@ def _unused_port() -> int:
 def test_a_database_that_cannot_be_used_is_a_clear_error_at_start(
     url: str, reason: str, postgres_server: Postgres
 ) -> None:
-    url = url.format(pw=PASSWORD, port=postgres_server.port, unused=_unused_port())
+    url = url.format(pw=PASSWORD, port=postgres_server.port, unused=free_port())
     with pytest.raises(ConfigError) as caught:
         AuditLog(PostgresStore(url))
     message = str(caught.value)

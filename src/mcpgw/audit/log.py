@@ -49,7 +49,7 @@ from mcpgw.audit.queries import prune
 from mcpgw.audit.redact import Redactor
 from mcpgw.audit.schema import SPEND_KEYS
 from mcpgw.audit.step import Kind, Outcome, Step, new_request_id, now, recording
-from mcpgw.audit.store import Connection, SqliteStore, Store, StoreError, store_for
+from mcpgw.audit.store import Connection, SqliteStore, Store, StoreError, instance_name, store_for
 from mcpgw.detectors import Detector
 
 logger = logging.getLogger("mcpgw.audit")
@@ -425,7 +425,7 @@ def open_for(
     settings: Any, *, source: str, detectors: Iterable[Detector] = (), instance: str | None = None
 ) -> AuditLog | None:
     """The gateway's audit log per `[audit]`: created, pruned, writer started; None when disabled.
-    `instance` names the gateway on every row: `[audit] instance`, else this argument, else `source`."""
+    `instance` names the gateway on every row (see `store.instance_name`), else `source`."""
     if not settings.enabled:
         return None
     log = AuditLog(
@@ -434,7 +434,7 @@ def open_for(
             extra_keys=settings.redact_keys, extra_patterns=settings.redact_patterns, detectors=detectors
         ),
         max_buffer=settings.max_buffer,
-        instance=settings.instance or instance or source,
+        instance=instance_name(settings, instance or source),
         every_request=settings.durable == "all",
     )
     if settings.retention_days:

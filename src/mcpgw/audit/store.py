@@ -3,8 +3,8 @@
 Owns: `Store` (a database the rows go to: a SQLite file here, a PostgreSQL server in
 `postgres`), `Connection` (what is done with one: rows inserted, statements run and rows
 selected, each committed when it returns), `Dialect` (what differs between the two: the
-placeholder, the substring test, which errors mean "not now"), `StoreError`, and `store_for`,
-the store `[audit]` configures.
+placeholder, the substring test, which errors mean "not now"), `StoreError`, `store_for`, the
+store `[audit]` configures, and `instance_name`, what names a gateway on the rows it writes.
 
 Every statement is written once, in SQLite's spelling with `?` placeholders, by the module that
 owns it (`log`, `queries`, `spend`); a `Connection` turns it into its database's. A database
@@ -15,6 +15,7 @@ connection); one that cannot be used at all when the gateway starts is a `Config
 from __future__ import annotations
 
 import contextlib
+import socket
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -205,6 +206,18 @@ def store_for(settings: Any) -> Store:
 
         return PostgresStore(expand(settings.url, key="audit.url"))
     return SqliteStore(path_for(settings))
+
+
+def instance_name(settings: Any, default: str) -> str:
+    """What names this gateway on its rows: `[audit] instance` (`${VAR}` expanded, e.g. `${HOSTNAME}`),
+    else `default` (the registry file's path); on a shared database, prefixed with the host name,
+    since replicas usually share the registry's path and a database server is shared to be written
+    by several."""
+    if getattr(settings, "instance", None):
+        return expand(settings.instance, key="audit.instance")
+    if getattr(settings, "url", None):
+        return f"{socket.gethostname()}:{default}"
+    return default
 
 
 def connection(db: Any) -> Connection:

@@ -149,7 +149,8 @@ class AuditSettings(Strict):
     max_buffer: Annotated[int, Field(ge=1000)] = 100_000
     """Rows kept in memory while the disk fails; beyond this they are dropped and counted."""
     instance: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    """Names this gateway in every row's `instance` column; default: the registry file's path."""
+    """Names this gateway in every row's `instance` column (`${VAR}` expanded, e.g. `${HOSTNAME}`);
+    default: the registry file's path, after the host name with a `url`."""
     durable: Literal["refusals", "all"] = "refusals"
     """Rows committed before their request is answered: refusals and security events, or `all`:
     every request's too, so a replica killed with SIGKILL loses no row of an answered request
