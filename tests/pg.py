@@ -183,7 +183,8 @@ def running_postgres(*, durable: bool = False) -> Iterator[Postgres]:
             conn.execute("create database mcpgw owner mcpgw")
         yield server
     finally:
-        process.send_signal(signal.SIGINT)  # "fast" shutdown: active connections are closed
+        # "immediate" shutdown: no checkpoint, as the cluster is deleted next (a hang guard follows)
+        process.send_signal(signal.SIGQUIT)
         try:
             process.wait(30)
         except subprocess.TimeoutExpired:
