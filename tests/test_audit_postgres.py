@@ -259,7 +259,11 @@ def _unclocked(value: Any) -> Any:
     return value
 
 
-def test_logs_follow_sees_every_row_of_two_replicas_once(tmp_path: Path, pg_url: str) -> None:
+def test_logs_follow_sees_every_row_of_two_replicas_once(
+    tmp_path: Path, pg_url: str, postgres_server: Postgres
+) -> None:
+    """Rows of two replicas writing at once, each printed once in id order, by a follower that also
+    rode out a moment without its database."""
     config = config_with(tmp_path / "servers.toml", {"url": pg_url})
     first = AuditLog(PostgresStore(pg_url), instance="r1").start()
     first.event(Kind.CONFIG, name="start")
@@ -267,12 +271,15 @@ def test_logs_follow_sees_every_row_of_two_replicas_once(tmp_path: Path, pg_url:
     with subprocess.Popen(
         mcpgw_command("logs", "-c", str(config), "--follow", "--json"),
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
     ) as follower:
         try:
-            assert follower.stdout is not None
+            assert follower.stdout is not None and follower.stderr is not None
             assert json.loads(follower.stdout.readline())["name"] == "start"
+            with unreachable(postgres_server):
+                while "the audit database stopped answering" not in (line := follower.stderr.readline()):
+                    assert line, "the follower stopped"
             replicas = [AuditLog(PostgresStore(pg_url), instance=name).start() for name in ("r1", "r2")]
 
             def write(log: AuditLog) -> None:
