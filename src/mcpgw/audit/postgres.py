@@ -36,6 +36,14 @@ _SESSION = (
     "set idle_in_transaction_session_timeout = '30s'",
     "set lock_timeout = '10s'",
 )
+_NETWORK = {
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+"""libpq's TCP settings unless the URL gives its own: a server cut off by the network is noticed in
+about half a minute, not the operating system's hours, so the writer reconnects (and keeps the rows)."""
 _LOCK_CLASS = 0x6D637067
 """The first key of mcpgw's advisory locks ("mcpg"); the second names the schema."""
 _INSERT_LOCK = f"select pg_advisory_xact_lock({_LOCK_CLASS}, hashtext(current_schema()))"
@@ -71,6 +79,8 @@ class PostgresStore(Store):
                 f"the audit database URL is not valid: {self._reason(exc)}", key=self.key
             ) from exc
         self._password = self._password or (str(params["password"]) if params.get("password") else None)
+        network = {key: value for key, value in _NETWORK.items() if key not in params}
+        self._conninfo = conninfo.make_conninfo(url, **network)
         host, port = params.get("host"), params.get("port")
         self.where = (
             "postgresql://"
@@ -89,7 +99,7 @@ class PostgresStore(Store):
 
     def connect(self) -> Connection:
         try:
-            raw = psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT)
+            raw = psycopg.connect(self._conninfo, connect_timeout=CONNECT_TIMEOUT)
         except (psycopg.Error, OSError) as exc:
             raise StoreError(self._reason(exc)) from exc
         connection = Connection(raw, POSTGRES)
