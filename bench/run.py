@@ -788,6 +788,23 @@ def innermost(exc: BaseException) -> str:
 # --- main -----------------------------------------------------------------------------------------
 
 
+SECTIONS = (
+    "stdio",
+    "http",
+    "list",
+    "cold",
+    "audit",
+    "audit-pg",
+    "metrics",
+    "traces",
+    "redact",
+    "flows",
+    "cli",
+    "openapi",
+)
+"""Every section, in the order a full run takes them."""
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smaller numbers: a smoke run in about 40 s")
@@ -803,19 +820,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     parser.add_argument(
         "--only",
-        choices=(
-            "stdio",
-            "http",
-            "list",
-            "cold",
-            "audit",
-            "metrics",
-            "traces",
-            "redact",
-            "flows",
-            "cli",
-            "openapi",
-        ),
+        choices=SECTIONS,
         action="append",
         help="run only these sections (repeatable)",
     )
@@ -862,6 +867,48 @@ async def bench_audit(s: Settings, tmp: Path, results: Results, errlog: IO[str])
             note="ratio = calls/s with logging off / with logging on",
         )
     )
+
+
+async def bench_audit_pg(s: Settings, tmp: Path, results: Results, errlog: IO[str]) -> None:
+    """The audit log on PostgreSQL against SQLite: the same gateway, one store each, side by side.
+    The server is a throwaway cluster (tests/pg.py) with PostgreSQL's own fsync settings."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import psycopg
+
+    from pg import running_postgres
+
+    lite = write_registry(tmp / "audit-sqlite.toml", {"up": stdio_entry("audit-sqlite")})
+    lite.write_text(lite.read_text() + f"\n[audit]\npath = {_toml_str(str(tmp / 'bench-lite.db'))}\n")
+    with running_postgres(durable=True) as server:
+        pg = write_registry(tmp / "audit-pg.toml", {"up": stdio_entry("audit-pg")})
+        pg.write_text(pg.read_text() + f"\n[audit]\nurl = {_toml_str(server.url())}\n")
+        async with (
+            stdio_client_of(gateway_args(lite), s.mode, errlog) as on_sqlite,
+            stdio_client_of(gateway_args(pg), s.mode, errlog) as on_pg,
+        ):
+            await check_echo(on_sqlite, "up__echo")
+            await check_echo(on_pg, "up__echo")
+            d_call, g_call = echo_call(on_sqlite, "up__echo"), echo_call(on_pg, "up__echo")
+            d_lat, g_lat = await latencies(d_call, g_call, s.calls, s.warmup)
+            cpu_of = {"direct": [find_gateway_pid(lite)], "gateway": [find_gateway_pid(pg)]}
+            tp = await throughputs(d_call, g_call, s.rounds, s.per_round, cpu_of=cpu_of)
+        with psycopg.connect(server.url()) as db:  # the calls' rows reached the table
+            (rows,) = db.execute("select count(*) from events where kind = 'call'").fetchone() or (0,)
+    if rows < s.calls:
+        raise RuntimeError(f"only {rows} call rows reached PostgreSQL")
+    on_off_rows(
+        results,
+        "PostgreSQL audit",
+        summary(d_lat),
+        summary(g_lat),
+        tp,
+        target="<= 1.1x",
+        note="'off' (and 'direct') here is the same gateway with its audit log on SQLite, the default",
+        throughput_note="ratio = calls/s on SQLite / on PostgreSQL",
+        cpu_note="the gateway process's user+system CPU over the throughput rounds (not the server's)",
+    )
+    reap(str(lite))
+    reap(str(pg))
 
 
 async def bench_cli(s: Settings, tmp: Path, results: Results, errlog: IO[str]) -> None:
@@ -1189,6 +1236,7 @@ async def run(s: Settings, sections: list[str], results: Results) -> None:
         with (tmp / "stderr.log").open("w") as errlog:
             plan = {
                 "audit": lambda: bench_audit(s, tmp, results, errlog),
+                "audit-pg": lambda: bench_audit_pg(s, tmp, results, errlog),
                 "metrics": lambda: bench_metrics(s, tmp, results, errlog),
                 "traces": lambda: bench_traces(s, tmp, results, errlog),
                 "redact": lambda: bench_redact(s, tmp, results, errlog),
@@ -1220,19 +1268,7 @@ async def run(s: Settings, sections: list[str], results: Results) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     s = settings_from(args)
-    sections = args.only or [
-        "stdio",
-        "http",
-        "list",
-        "cold",
-        "audit",
-        "metrics",
-        "traces",
-        "redact",
-        "flows",
-        "cli",
-        "openapi",
-    ]
+    sections = args.only or list(SECTIONS)
     results = Results()
     results.info.update(
         mode=s.mode,

@@ -47,7 +47,6 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcpgw.audit.step import Outcome
@@ -136,7 +135,7 @@ class Sampler:
         """The gateway's upstreams (filled as it builds them): their instructions for `includeContext`."""
         self._models = Models(self.settings)
         """litellm's Router, loaded on the first request that needs a model."""
-        self._budgets = Budgets(self.settings, audit_path=Path(audit.path) if audit is not None else None)
+        self._budgets = Budgets(self.settings, audit=audit.store if audit is not None else None)
         self.records: list[Record] = []
         """The last requests' accounting (bounded); the audit log holds them all."""
 

@@ -96,7 +96,7 @@ async def _recorded(
         _request_span(gateway, ctx, step) as span,
     ):
         try:
-            with audit.recording(step, into=gateway.audit):
+            async with audit.answering(step, into=gateway.audit):
                 result = await _guarded(work)
                 if result.get("isError"):
                     if step.outcome is audit.Outcome.OK:  # a flow policy's refusal says `blocked`
