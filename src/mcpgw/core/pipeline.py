@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -95,6 +95,9 @@ class Target:
     """This request's own timeout (a per-tool timeout); None: the upstream's."""
     answer: dict[str, Any] | None = None
     """Set when the gateway itself answers (e.g. a search-mode `search_tools`): nothing is forwarded."""
+    local: Callable[[Gateway, Request, Target], Awaitable[dict[str, Any]]] | None = None
+    """Set when the gateway serves the request itself after the guard stages (a workflow tool,
+    `core.workflows`): called in place of `Kind.forward`."""
 
 
 class Kind(Protocol):
@@ -183,7 +186,7 @@ class Pipeline:
         began = time.perf_counter()
         with upstream_span(target) as span:
             try:
-                result = await kind.forward(gateway, request, target)
+                result = await (target.local or kind.forward)(gateway, request, target)
             except UpstreamReplyError as exc:
                 tracing.annotate(span, {"rpc.response.status_code": str(exc.error.code)})
                 raise self._guarded_error(target, exc) from exc

@@ -1,0 +1,240 @@
+"""Workflow tools through the gateway, as a client sees them, in both protocol eras (in memory).
+
+Two upstreams (`first`, `second`, each the parity harness's `TestUpstream`, which records every call
+that reaches it) and workflows whose steps call them: the catalog listing, a run whose later step
+reads an earlier result, progress, the audit rows (one per step, linked to the workflow call), a
+failing step, a step the persona may not call (refused before anything reaches an upstream), data
+rules on a step, expression errors at run time, and a search-mode persona.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlite_utils
+from click.testing import CliRunner
+from mcp.shared.exceptions import MCPError
+
+from conftest import write_registry
+from mcpgw.cli import cli
+from parity import MODES, TestUpstream, gateway_client, registry, served
+
+pytestmark = pytest.mark.anyio
+
+WORKFLOWS: dict[str, Any] = {
+    "add_and_say": {
+        "description": "Add two numbers, then say the sum.",
+        "input": {"a": {"type": "integer"}, "b": {"type": "integer", "default": 2}},
+        "steps": [
+            {"call": "first__add", "name": "total", "args": {"a": "{{ input.a }}", "b": "{{ input.b }}"}},
+            {"call": "second__echo", "args": {"message": "sum is {{ steps.total.result.sum }}"}},
+        ],
+    },
+    "report": {
+        "input": {"a": {"type": "integer"}},
+        "steps": [
+            {"call": "first__add", "args": {"a": "{{ input.a }}", "b": 1}},
+            {"call": "second__echo", "args": {"message": "total: {{ steps[0].result }}"}},
+        ],
+        "output": {
+            "total": "{{ steps[0].result.sum }}",
+            "said": "{{ steps[1].result }}",
+            "n": "{{ input.a }}",
+        },
+    },
+    "breaks": {
+        "input": {"reason": {"type": "string"}},
+        "required": [],
+        "steps": [
+            {"call": "first__add", "args": {"a": 1, "b": 1}},
+            {"call": "second__fail", "name": "boom", "args": {"reason": "{{ input.reason }}"}},
+            {"call": "first__echo", "args": {"message": "never"}},
+        ],
+    },
+    "misreads": {
+        "steps": [
+            {"call": "first__add", "args": {"a": 1, "b": 1}},
+            {"call": "second__echo", "args": {"message": "{{ steps[0].result.total }}"}},
+        ],
+    },
+}
+PERSONAS: dict[str, Any] = {
+    "limited": {"allow": ["workflows__*", "first__*"]},
+    "no_workflows": {"deny": ["workflows__*"]},
+    "finder": {"catalog": "search"},
+}
+
+
+def gateway_registry(**sections: Any) -> Any:
+    return registry({"first": {}, "second": {}}, workflows=WORKFLOWS, **sections)
+
+
+def rows(db: Path) -> list[dict[str, Any]]:
+    return list(sqlite_utils.Database(db).query("select * from events where kind = 'call' order by id"))
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_workflow_runs_its_steps_with_progress_and_an_audit_row_each(
+    mode: str, audit_db: Path
+) -> None:
+    first, second = TestUpstream("first"), TestUpstream("second")
+    progress: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append((done, total, message))
+
+    async with (
+        served(gateway_registry(), {"first": first, "second": second}) as gateway,
+        gateway_client(gateway, mode=mode) as client,
+    ):
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        listed = tools["workflows__add_and_say"]
+        assert listed.description == "Add two numbers, then say the sum."
+        assert listed.input_schema["required"] == ["a"]  # `b` has a default
+        assert listed.annotations is not None and listed.annotations.read_only_hint is True  # add, echo are
+        result = await client.call_tool("workflows__add_and_say", {"a": 40}, progress_callback=on_progress)
+        assert result.is_error is False
+        assert [c.text for c in result.content] == ["sum is 42"]  # type: ignore[union-attr]
+        report = await client.call_tool("workflows__report", {"a": 2})
+        # `echo` answers structured content too (`{"result": ...}`): that is its `result`.
+        assert report.structured_content == {"total": 3, "said": {"result": 'total: {"sum": 3}'}, "n": 2}
+
+    # A whole-value expression keeps its JSON type (integers reach `add`); one inside text is text.
+    assert first.calls[0] == {"name": "add", "arguments": {"a": 40, "b": 2}}
+    assert second.calls[0] == {"name": "echo", "arguments": {"message": "sum is 42"}}
+    assert second.calls[1] == {"name": "echo", "arguments": {"message": 'total: {"sum": 3}'}}
+    assert progress == [
+        (0.0, 2.0, "step 1 (total) of 2: first__add"),
+        (1.0, 2.0, "step 2 of 2: second__echo"),
+        (2.0, 2.0, "2 of 2 steps done"),
+    ]
+    calls = rows(audit_db)
+    workflow = next(r for r in calls if r["name"] == "workflows__add_and_say")
+    steps = [r for r in calls if r["parent"] == workflow["request_id"]]
+    assert workflow["outcome"] == "ok" and workflow["parent"] is None
+    assert json.loads(workflow["arguments"]) == {"a": 40}
+    assert [(r["name"], r["server"], r["outcome"]) for r in steps] == [
+        ("first__add", "first", "ok"),
+        ("second__echo", "second", "ok"),
+    ]
+    assert json.loads(steps[0]["arguments"]) == {"a": 40, "b": 2}
+    assert {(r["persona"], r["client"], r["protocol"]) for r in steps} == {
+        (workflow["persona"], workflow["client"], workflow["protocol"])
+    }
+    config = write_registry(audit_db.parent / "servers.toml", {"first": {"command": "x"}})
+    shown = CliRunner().invoke(cli, ["logs", "-c", str(config), "--parent", workflow["request_id"], "--json"])
+    assert [json.loads(line)["name"] for line in shown.stdout.splitlines()] == ["first__add", "second__echo"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_failing_step_stops_the_workflow_and_is_named(mode: str, audit_db: Path) -> None:
+    first, second = TestUpstream("first"), TestUpstream("second")
+    async with (
+        served(gateway_registry(), {"first": first, "second": second}) as gateway,
+        gateway_client(gateway, mode=mode) as client,
+    ):
+        result = await client.call_tool("workflows__breaks", {"reason": "disk on fire"})
+        assert result.is_error is True
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert text.startswith("workflows__breaks stopped at step 2 (boom) (second__fail): ")
+        assert text.endswith("Error executing tool fail")  # the upstream's own tool error
+        # An optional input not given: the argument that is exactly it is left out.
+        await client.call_tool("workflows__breaks", {})
+    assert [c["name"] for c in first.calls] == ["add", "add"]  # step 3 never ran
+    assert [c["arguments"] for c in second.calls] == [{"reason": "disk on fire"}, {}]
+    calls = rows(audit_db)
+    workflow = next(r for r in calls if r["name"] == "workflows__breaks")
+    assert workflow["outcome"] == "error" and "step 2 (boom)" in workflow["error"]
+    steps = [(r["name"], r["outcome"]) for r in calls if r["parent"] == workflow["request_id"]]
+    assert steps == [("first__add", "ok"), ("second__fail", "error")]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_step_the_persona_may_not_call_refuses_the_workflow_before_any_step_runs(
+    mode: str, audit_db: Path
+) -> None:
+    first, second = TestUpstream("first"), TestUpstream("second")
+    async with served(gateway_registry(personas=PERSONAS), {"first": first, "second": second}) as gateway:
+        assert (
+            "persona 'limited': workflow 'workflows__add_and_say' step 2 calls 'second__echo', which this "
+            "persona cannot call (hidden or unknown): its calls will be refused"
+        ) in gateway.check_personas()
+        async with gateway_client(gateway, mode=mode, persona="limited") as client:
+            assert "workflows__add_and_say" in {t.name for t in (await client.list_tools()).tools}
+            result = await client.call_tool("workflows__add_and_say", {"a": 1})
+        assert result.is_error is True
+        assert result.content[0].text == (  # type: ignore[union-attr]
+            "workflows__add_and_say: refused before any step ran: step 2 calls second__echo, "
+            "which persona 'limited' cannot call"
+        )
+        async with gateway_client(gateway, mode=mode, persona="no_workflows") as client:
+            assert not any(t.name.startswith("workflows__") for t in (await client.list_tools()).tools)
+            with pytest.raises(MCPError, match="Unknown tool: workflows__add_and_say"):
+                await client.call_tool("workflows__add_and_say", {"a": 1})
+    assert first.calls == [] and second.calls == []  # the first step's upstream saw nothing
+    calls = rows(audit_db)
+    assert [(r["persona"], r["outcome"]) for r in calls] == [
+        ("limited", "denied"),
+        ("no_workflows", "denied"),
+    ]
+
+
+async def test_a_step_passes_the_data_rules_and_a_search_persona_runs_workflows(audit_db: Path) -> None:
+    first, second = TestUpstream("first"), TestUpstream("second")
+    security = {
+        "detectors": {"acme": "ACME-[0-9]+"},
+        "rules": [
+            {"detectors": ["acme"], "action": "block", "directions": ["arguments"], "tools": ["second__*"]}
+        ],
+    }
+    workflows = {
+        **WORKFLOWS,
+        "relay": {
+            "input": {"text": {"type": "string"}},
+            "steps": [
+                {"call": "first__echo", "args": {"message": "{{ input.text }}"}},
+                {"call": "second__echo", "args": {"message": "{{ steps[0].result.result }}"}},
+            ],
+        },
+    }
+    config = registry({"first": {}, "second": {}}, workflows=workflows, personas=PERSONAS, security=security)
+    async with served(config, {"first": first, "second": second}) as gateway:
+        async with gateway_client(gateway) as client:
+            result = await client.call_tool("workflows__relay", {"text": "ticket ACME-1234"})
+            assert result.is_error is True
+            assert result.content[0].text.startswith(  # type: ignore[union-attr]
+                "workflows__relay stopped at step 2 (second__echo): "
+            )
+        async with gateway_client(gateway, persona="finder") as client:
+            found = await client.call_tool("search_tools", {"query": "add two numbers then say the sum"})
+            assert "workflows__add_and_say" in found.content[0].text  # type: ignore[union-attr]
+            wrapped = {"name": "workflows__add_and_say", "arguments": {"a": 1, "b": 1}}
+            result = await client.call_tool("call_tool", wrapped)
+            assert [c.text for c in result.content] == ["sum is 2"]  # type: ignore[union-attr]
+    assert [c["arguments"] for c in first.calls] == [{"message": "ticket ACME-1234"}, {"a": 1, "b": 1}]
+    assert [c["arguments"] for c in second.calls] == [{"message": "sum is 2"}]  # the blocked one never came
+    blocked = [r for r in rows(audit_db) if r["name"] == "second__echo"]
+    assert blocked[0]["outcome"] == "blocked" and blocked[0]["parent"] is not None
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_expression_and_input_errors_name_the_step_and_run_nothing_more(mode: str) -> None:
+    first, second = TestUpstream("first"), TestUpstream("second")
+    async with (
+        served(gateway_registry(), {"first": first, "second": second}) as gateway,
+        gateway_client(gateway, mode=mode) as client,
+    ):
+        misread = await client.call_tool("workflows__misreads", {})
+        wrong = await client.call_tool("workflows__add_and_say", {"a": "forty"})
+    assert misread.is_error is True and wrong.is_error is True
+    assert misread.content[0].text == (  # type: ignore[union-attr]
+        "workflows__misreads stopped at step 2, before calling second__echo: {{ steps[0].result.total }}: "
+        "steps[0].result has no field 'total' (its fields: sum)"
+    )
+    assert wrong.content[0].text == (  # type: ignore[union-attr]
+        "workflows__add_and_say: input 'a': 'forty' is not of type 'integer'; no step ran"
+    )
+    assert [c["name"] for c in first.calls] == ["add"] and second.calls == []
