@@ -13,13 +13,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import sqlite_utils
 from click.testing import CliRunner
 from mcp.shared.exceptions import MCPError
 
 from conftest import write_registry
+from mcpgw.assembly import reload_parts
 from mcpgw.cli import cli
+from mcpgw.security import pins
 from parity import MODES, TestUpstream, gateway_client, registry, served
 
 pytestmark = pytest.mark.anyio
@@ -238,3 +241,52 @@ async def test_expression_and_input_errors_name_the_step_and_run_nothing_more(mo
         "workflows__add_and_say: input 'a': 'forty' is not of type 'integer'; no step ran"
     )
     assert [c["name"] for c in first.calls] == ["add"] and second.calls == []
+
+
+async def test_a_step_tool_withheld_by_the_pin_policy_refuses_the_workflow(tmp_path: Path) -> None:
+    """The workflow's definition is the registry's (trusted); its steps' tools are pinned like any."""
+    first, second = TestUpstream("first"), TestUpstream("second")
+    registry_path = tmp_path / "servers.toml"
+    registry_path.write_text('[gateway]\nmode = "production"\n')
+    async with served(gateway_registry(), {"first": first, "second": second}, audit=None) as gateway:
+        lists = {kind: list(items) for kind, items in gateway.upstreams["first"].lists.items()}
+    pins.write_lock(tmp_path / "servers.lock", {"first": pins.snapshot(lists)})  # `second` is not pinned
+    config = gateway_registry(gateway={"mode": "production"})
+    upstreams = {"first": first, "second": second}
+    async with served(config, upstreams, audit=None, registry_path=registry_path) as gateway:
+        assert (
+            "workflow 'workflows__add_and_say' step 2 calls 'second__echo', which the catalog does not "
+            "offer now (unknown, withheld, or its server never started): its calls will be refused"
+        ) in gateway.check_personas()
+        async with gateway_client(gateway) as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            assert {"first__add", "workflows__add_and_say"} <= names and "second__echo" not in names
+            result = await client.call_tool("workflows__add_and_say", {"a": 1})
+    assert result.content[0].text == (  # type: ignore[union-attr]
+        "workflows__add_and_say: refused before any step ran: step 2 calls second__echo, "
+        "which this gateway cannot call"
+    )
+    assert first.calls == [] and second.calls == []
+
+
+async def test_a_reload_that_adds_a_workflow_is_announced_and_listed() -> None:
+    first, second = TestUpstream("first"), TestUpstream("second")
+    bare = registry({"first": {}, "second": {}})
+    announced = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if getattr(message, "method", None) == "notifications/tools/list_changed":
+            announced.set()
+
+    async with (
+        served(bare, {"first": first, "second": second}, audit=None) as gateway,
+        gateway_client(gateway, mode="legacy", message_handler=on_message) as client,
+    ):
+        assert not [t for t in (await client.list_tools()).tools if t.name.startswith("workflows__")]
+        await gateway.reconfigure(reload_parts(gateway_registry(), registry_path=None, running=gateway))
+        with anyio.fail_after(30):  # a hang guard: the announcement is sent before reconfigure returns
+            await announced.wait()
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        assert {f"workflows__{name}" for name in WORKFLOWS} <= names
+        result = await client.call_tool("workflows__add_and_say", {"a": 1, "b": 1})
+        assert [c.text for c in result.content] == ["sum is 2"]  # type: ignore[union-attr]

@@ -54,6 +54,18 @@ def hints_of(steps: list[Mapping[str, Any] | None]) -> dict[str, bool]:
     return out
 
 
+def unknown_steps(registry: Registry, catalog: Catalog) -> list[str]:
+    """Steps that call a tool no server offers now (a typo, a server that never started): calls of their
+    workflow are refused until one does."""
+    return [
+        f"workflow {exposed_name(name)!r} {step_label(workflow, i)} calls {step.call!r}, which the catalog "
+        "does not offer now (unknown, withheld, or its server never started): its calls will be refused"
+        for name, workflow in registry.workflows.items()
+        for i, step in enumerate(workflow.steps)
+        if step.call not in catalog.tool_routes
+    ]
+
+
 def step_warnings(persona: str, registry: Registry, reachable: set[str]) -> list[str]:
     """A persona lists a workflow (`reachable`: the catalog names it lists) with a step it cannot call:
     the workflow's calls will be refused before any step runs."""
