@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import mcp_types as types
 import pytest
 import sqlite_utils
 from click.testing import CliRunner
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPError
+from pydantic import BaseModel
 
 from conftest import write_registry
 from mcpgw.assembly import reload_parts
@@ -290,3 +293,48 @@ async def test_a_reload_that_adds_a_workflow_is_announced_and_listed() -> None:
         assert {f"workflows__{name}" for name in WORKFLOWS} <= names
         result = await client.call_tool("workflows__add_and_say", {"a": 1, "b": 1})
         assert [c.text for c in result.content] == ["sum is 2"]  # type: ignore[union-attr]
+
+
+class Answer(BaseModel):
+    ok: bool
+
+
+def asking_upstream() -> MCPServer:
+    """A handshake-era server whose tool asks the user (elicitation) before it answers."""
+    server = MCPServer("asking")
+
+    @server.tool()
+    async def confirm(question: str, ctx: Context) -> str:
+        """Ask the user to confirm."""
+        answer = await ctx.elicit(question, Answer)
+        return f"{answer.action}: {answer.data.ok if answer.data is not None else '-'}"
+
+    return server
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_step_that_asks_the_user(mode: str) -> None:
+    """A handshake-era caller is asked on its own channel; a 2026-07-28 one could only answer by retrying
+    the whole workflow, so the step's upstream hears that this client cannot answer, and the step fails."""
+    asked: list[str] = []
+
+    async def on_elicit(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"ok": True})
+
+    workflows = {"ask": {"steps": [{"call": "asking__confirm", "args": {"question": "Label it?"}}]}}
+    config = registry({"asking": {"era": "handshake"}}, workflows=workflows)
+    async with (
+        served(config, {"asking": asking_upstream()}, audit=None) as gateway,
+        gateway_client(gateway, mode=mode, elicitation_callback=on_elicit) as client,
+    ):
+        result = await client.call_tool("workflows__ask", {})
+    text = result.content[0].text  # type: ignore[union-attr]
+    if mode == "legacy":
+        assert (result.is_error, text, asked) == (False, "accept: True", ["Label it?"])
+    else:
+        assert result.is_error is True and asked == []
+        assert text == (
+            "workflows__ask stopped at step 1 (asking__confirm): upstream 'asking' asked the user for input "
+            "(elicitation), and this client cannot answer elicitation requests"
+        )

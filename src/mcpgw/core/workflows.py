@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from mcpgw import audit
@@ -168,6 +169,12 @@ async def _call(gateway: Gateway, request: Request, name: str, arguments: dict[s
         arguments=arguments,
     )
     params: dict[str, Any] = {"name": name, "arguments": arguments}
+    client = request.client
+    if client is not None and client.modern:
+        # A 2026-07-28 client answers questions by retrying its call with the answers: it would retry
+        # the workflow, not this step. So a step's upstream is not told this client can answer
+        # (mcpgw's own sampling policy still can); a handshake-era client is asked on its channel.
+        client = replace(client, can_sample=False, can_elicit=False)
     if gateway.view(request.persona).search:  # a search-mode persona calls its tools through the wrapper
         params = {"name": personas_mod.CALL_TOOL, "arguments": params}
     # Fields of its own: the step's log lines and routing must not relabel the workflow call's.
@@ -179,7 +186,7 @@ async def _call(gateway: Gateway, request: Request, name: str, arguments: dict[s
             params,
             persona=request.persona,
             on_log=request.on_log,
-            client=request.client,
+            client=client,
             session=request.session,
         )
         if result.get("isError") is True:
