@@ -71,6 +71,7 @@ PERSONAS: dict[str, Any] = {
     "limited": {"allow": ["workflows__*", "first__*"]},
     "no_workflows": {"deny": ["workflows__*"]},
     "finder": {"catalog": "search"},
+    "reader": {"read_only": True},
 }
 
 
@@ -180,6 +181,10 @@ async def test_a_step_the_persona_may_not_call_refuses_the_workflow_before_any_s
             assert not any(t.name.startswith("workflows__") for t in (await client.list_tools()).tools)
             with pytest.raises(MCPError, match="Unknown tool: workflows__add_and_say"):
                 await client.call_tool("workflows__add_and_say", {"a": 1})
+        async with gateway_client(gateway, mode=mode, persona="reader") as client:
+            listed = {t.name for t in (await client.list_tools()).tools if t.name.startswith("workflows__")}
+            assert "workflows__breaks" not in listed  # its `fail` step is not read-only
+            assert {"workflows__add_and_say", "workflows__report", "workflows__misreads"} == listed
     assert first.calls == [] and second.calls == []  # the first step's upstream saw nothing
     calls = rows(audit_db)
     assert [(r["persona"], r["outcome"]) for r in calls] == [
@@ -338,3 +343,36 @@ async def test_a_step_that_asks_the_user(mode: str) -> None:
             "workflows__ask stopped at step 1 (asking__confirm): upstream 'asking' asked the user for input "
             "(elicitation), and this client cannot answer elicitation requests"
         )
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_cancelled_workflow_cancels_its_running_step_and_runs_no_more(
+    mode: str, audit_db: Path
+) -> None:
+    first, second = TestUpstream("first"), TestUpstream("second")
+    workflows = {
+        "waits": {
+            "steps": [
+                {"call": "first__sleep", "args": {"seconds": 600}},
+                {"call": "second__echo", "args": {"message": "late"}},
+            ]
+        }
+    }
+    config = registry({"first": {}, "second": {}}, workflows=workflows)
+    async with (
+        served(config, {"first": first, "second": second}) as gateway,
+        gateway_client(gateway, mode=mode) as client,
+    ):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.call_tool, "workflows__waits", {})
+            with anyio.fail_after(30):  # hang guards, not speed limits
+                while not first.calls:
+                    await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+        with anyio.fail_after(30):
+            await first.cancelled.wait()
+    assert second.calls == []
+    assert [(r["name"], r["outcome"]) for r in rows(audit_db)] == [
+        ("first__sleep", "cancelled"),
+        ("workflows__waits", "cancelled"),
+    ]
