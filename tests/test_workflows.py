@@ -240,6 +240,7 @@ async def test_expression_and_input_errors_name_the_step_and_run_nothing_more(mo
     ):
         misread = await client.call_tool("workflows__misreads", {})
         wrong = await client.call_tool("workflows__add_and_say", {"a": "forty"})
+        missing = await client.call_tool("workflows__add_and_say", {"b": 1})
     assert misread.is_error is True and wrong.is_error is True
     assert misread.content[0].text == (  # type: ignore[union-attr]
         "workflows__misreads stopped at step 2, before calling second__echo: {{ steps[0].result.total }}: "
@@ -247,6 +248,9 @@ async def test_expression_and_input_errors_name_the_step_and_run_nothing_more(mo
     )
     assert wrong.content[0].text == (  # type: ignore[union-attr]
         "workflows__add_and_say: input 'a': 'forty' is not of type 'integer'; no step ran"
+    )
+    assert missing.content[0].text == (  # type: ignore[union-attr]
+        "workflows__add_and_say: input: 'a' is a required property; no step ran"
     )
     assert [c["name"] for c in first.calls] == ["add"] and second.calls == []
 

@@ -10,7 +10,7 @@ running it (`run`):
    upstream; a workflow never grants what the persona lacks;
 3. the steps in order, each through `Gateway.call_tool` under the caller's persona, data rules,
    flow policies and client channel, each its own audit row whose `parent` is the workflow call's
-   request id; progress to the caller before each (`step 2/3: label`), when it asked for progress;
+   request id; progress to the caller before each (`step 2 (label) of 3: ns__tool`), when asked;
 4. the first step that fails (a tool error, a refusal, an upstream error, an expression pointing at
    nothing) stops the workflow: its tool error names the step;
 5. the answer: `output` with its expressions filled in, else the last step's result as it came.
@@ -33,7 +33,7 @@ from mcpgw.catalog.personas import ToolEntry, View
 from mcpgw.config import expressions
 from mcpgw.config.workflows import PREFIX, WorkflowConfig, step_label
 from mcpgw.core.pipeline import Request, Target
-from mcpgw.errors import GatewayError, InvalidRequest, WorkflowError
+from mcpgw.errors import GatewayError, NotFound, WorkflowError
 from mcpgw.observe import context as observe
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ async def run(gateway: Gateway, request: Request, target: Target) -> dict[str, A
     exposed = str(target.params["name"])
     workflow = gateway.registry.workflows.get(exposed.removeprefix(PREFIX))
     if workflow is None:  # a reload removed it between resolve and now
-        raise InvalidRequest(f"Unknown tool: {exposed}")
+        raise NotFound(f"Unknown tool: {exposed}")
     try:
         given = _input(exposed, workflow, target.params.get("arguments"))
         await gateway.wait_started()
@@ -75,11 +75,11 @@ async def run(gateway: Gateway, request: Request, target: Target) -> dict[str, A
 
 def _input(exposed: str, workflow: WorkflowConfig, arguments: Any) -> dict[str, Any]:
     from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
 
     given = {**workflow.defaults(), **(arguments or {})}
-    errors = sorted(Draft202012Validator(workflow.input_schema()).iter_errors(given), key=lambda e: e.path)
-    if errors:
-        error = errors[0]
+    error = best_match(Draft202012Validator(workflow.input_schema()).iter_errors(given))
+    if error is not None:
         where = f"input {'.'.join(map(str, error.path))!r}" if error.path else "input"
         raise WorkflowError(f"{exposed}: {where}: {error.message}; no step ran")
     return given
@@ -125,9 +125,8 @@ async def _steps(
             await request.on_progress(i, total, f"{label} of {total}: {step.call}")
         try:
             last = await _call(gateway, request, calls[i], arguments)
-        except (
-            GatewayError
-        ) as exc:  # an upstream's error, a timeout, a data rule's block: the step's row has it
+        except GatewayError as exc:
+            # An upstream's error reply, a timeout, a data rule's block: the step's own row has it too.
             raise WorkflowError(f"{exposed} stopped at {label} ({step.call}): {exc}") from exc
         if last.get("isError") is True:
             raise WorkflowError(
