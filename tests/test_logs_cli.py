@@ -317,6 +317,7 @@ def test_an_older_database_gets_the_spend_columns_filled_in(config: Path, audit_
     assert spend == [("sampling", 10, 5, 0.25), ("sampling", None, None, None), ("call", None, None, None)]
     assert version == "4"
     assert logs(config, "--session", "any").stderr.strip() == "no rows match these filters"
+    assert logs(config, "--parent", "any").stderr.strip() == "no rows match these filters"  # schema 4
     rows = [json.loads(line) for line in logs(config, "--json", "--kind", "sampling").stdout.splitlines()]
     assert [(row["input_tokens"], row["cost_usd"]) for row in rows] == [(None, None), (10, 0.25)]
     lines = [line.split("\t") for line in logs(config, "--kind", "sampling").stdout.splitlines()]
