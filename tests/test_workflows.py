@@ -94,7 +94,7 @@ async def test_a_workflow_runs_its_steps_with_progress_and_an_audit_row_each(
         progress.append((done, total, message))
 
     async with (
-        served(gateway_registry(), {"first": first, "second": second}) as gateway,
+        served(gateway_registry(), {"first": first, "second": second}, metrics=True) as gateway,
         gateway_client(gateway, mode=mode) as client,
     ):
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
@@ -108,6 +108,11 @@ async def test_a_workflow_runs_its_steps_with_progress_and_an_audit_row_each(
         report = await client.call_tool("workflows__report", {"a": 2})
         # `echo` answers structured content too (`{"result": ...}`): that is its `result`.
         assert report.structured_content == {"total": 3, "said": {"result": 'total: {"sum": 3}'}, "n": 2}
+        assert gateway.metrics is not None
+        counted = {"method": "tools/call", "persona": "", "outcome": "ok"}
+        for server, tool, count in [("", "workflows__add_and_say", 1), ("first", "first__add", 2)]:
+            labels = {**counted, "server": server, "tool": tool}
+            assert gateway.metrics.registry.get_sample_value("mcpgw_requests_total", labels) == count
 
     # A whole-value expression keeps its JSON type (integers reach `add`); one inside text is text.
     assert first.calls[0] == {"name": "add", "arguments": {"a": 40, "b": 2}}

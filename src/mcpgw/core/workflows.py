@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -177,24 +178,34 @@ async def _call(gateway: Gateway, request: Request, name: str, arguments: dict[s
     if gateway.view(request.persona).search:  # a search-mode persona calls its tools through the wrapper
         params = {"name": personas_mod.CALL_TOOL, "arguments": params}
     # Fields of its own: the step's log lines and routing must not relabel the workflow call's.
-    with (
-        observe.serving(request_id=step.request_id, persona=step.persona),
-        audit.recording(step, into=gateway.audit),
-    ):
-        result = await gateway.call_tool(
-            params,
-            persona=request.persona,
-            on_log=request.on_log,
-            client=client,
-            session=request.session,
-        )
-        if result.get("isError") is True:
-            if step.outcome is audit.Outcome.OK:  # a flow policy's refusal says `blocked`
-                step.outcome = audit.Outcome.ERROR
-            step.error = _texts(result)
-        if step.result is None:
-            step.result = result.get("structuredContent") or _texts(result)
-        return result
+    with observe.serving(request_id=step.request_id, persona=step.persona) as fields:
+        try:
+            with audit.recording(step, into=gateway.audit):
+                result = await gateway.call_tool(
+                    params,
+                    persona=request.persona,
+                    on_log=request.on_log,
+                    client=client,
+                    session=request.session,
+                )
+                if result.get("isError") is True:
+                    if step.outcome is audit.Outcome.OK:  # a flow policy's refusal says `blocked`
+                        step.outcome = audit.Outcome.ERROR
+                    step.error = _texts(result)
+                if step.result is None:
+                    step.result = result.get("structuredContent") or _texts(result)
+                return result
+        finally:
+            if gateway.metrics is not None:  # counted like a client's call: the upstream served one
+                gateway.metrics.request(
+                    method="tools/call",
+                    persona=step.persona,
+                    server=fields.server,
+                    tool=fields.tool,
+                    outcome=step.outcome.value,
+                    seconds=time.perf_counter() - step.started,
+                    upstream_seconds=fields.upstream_seconds,
+                )
 
 
 def result_value(result: dict[str, Any]) -> Any:
