@@ -76,7 +76,9 @@ PERSONAS: dict[str, Any] = {
 
 
 def gateway_registry(**sections: Any) -> Any:
-    return registry({"first": {}, "second": {}}, workflows=WORKFLOWS, **sections)
+    """The two upstreams in the two eras: a workflow's steps cross them in either client era."""
+    upstreams = {"first": {"era": "handshake"}, "second": {"era": "stateless"}}
+    return registry(upstreams, workflows=WORKFLOWS, **sections)
 
 
 def rows(db: Path) -> list[dict[str, Any]]:
@@ -97,6 +99,7 @@ async def test_a_workflow_runs_its_steps_with_progress_and_an_audit_row_each(
         served(gateway_registry(), {"first": first, "second": second}, metrics=True) as gateway,
         gateway_client(gateway, mode=mode) as client,
     ):
+        assert (gateway.upstreams["first"].era, gateway.upstreams["second"].era) == ("handshake", "stateless")
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
         listed = tools["workflows__add_and_say"]
         assert listed.description == "Add two numbers, then say the sum."
