@@ -421,3 +421,20 @@ async def test_a_workflow_cannot_launder_private_data_past_the_flow_policies(mod
         "workflows__forward_record stopped at step 2 (mail__send): refused by flow policy private-data-egress"
     )
     assert world.sent() == [] and [name for name, _ in world.calls] == ["crm.customer"]
+
+
+async def test_a_server_tool_with_a_workflows_name_keeps_it_and_the_workflow_is_reported() -> None:
+    first, second = TestUpstream("first"), TestUpstream("second")
+    workflows = {"say": {"steps": [{"call": "first__echo", "args": {"message": "from the workflow"}}]}}
+    config = registry({"first": {}, "second": {"aliases": {"echo": "workflows__say"}}}, workflows=workflows)
+    async with served(config, {"first": first, "second": second}, audit=None) as gateway:
+        assert (
+            "workflow 'workflows__say' is not listed: a server's tool has that name (give the server a "
+            "namespace, or the workflow another name)"
+        ) in gateway.check_personas()
+        async with gateway_client(gateway) as client:
+            assert [t.name for t in (await client.list_tools()).tools].count("workflows__say") == 1
+            await client.call_tool("workflows__say", {"message": "from the client"})
+    assert first.calls == [] and second.calls == [
+        {"name": "echo", "arguments": {"message": "from the client"}}
+    ]

@@ -259,7 +259,7 @@ def full_view(catalog: Catalog, *, registry: Registry | None = None) -> View:
     view.entries = {t["name"]: ToolEntry(t, t["name"], {}, {}) for t in catalog.tools}
     view.entries |= {t["name"]: ToolEntry(t, t["name"], {}, {}, workflow=name) for name, t in workflows}
     if registry is not None:
-        view.warnings = workflows_mod.unknown_steps(registry, catalog)
+        view.warnings = workflows_mod.problems(registry, catalog)
     view.prompt_names = {p["name"] for p in catalog.prompts}
     return view
 

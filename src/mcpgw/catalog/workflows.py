@@ -23,7 +23,8 @@ def listed(registry: Registry | None, catalog: Catalog) -> Iterator[tuple[str, d
         return
     tools = {tool["name"]: tool for tool in catalog.tools}
     for name, workflow in registry.workflows.items():
-        yield name, definition(name, workflow, tools)
+        if exposed_name(name) not in tools:  # else a server without a namespace has the name (`problems`)
+            yield name, definition(name, workflow, tools)
 
 
 def definition(name: str, workflow: WorkflowConfig, tools: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -54,10 +55,17 @@ def hints_of(steps: list[Mapping[str, Any] | None]) -> dict[str, bool]:
     return out
 
 
-def unknown_steps(registry: Registry, catalog: Catalog) -> list[str]:
-    """Steps that call a tool no server offers now (a typo, a server that never started): calls of their
-    workflow are refused until one does."""
-    return [
+def problems(registry: Registry, catalog: Catalog) -> list[str]:
+    """A workflow whose name a server's tool has (through an alias or `namespace = ""`): the tool keeps
+    it. Steps that call a tool the catalog does not offer now (a typo, a tool withheld, a server that
+    never started): calls of their workflow are refused until it does."""
+    taken = [
+        f"workflow {exposed_name(name)!r} is not listed: a server's tool has that name (give the server a "
+        "namespace, or the workflow another name)"
+        for name in registry.workflows
+        if exposed_name(name) in catalog.tool_routes
+    ]
+    return taken + [
         f"workflow {exposed_name(name)!r} {step_label(workflow, i)} calls {step.call!r}, which the catalog "
         "does not offer now (unknown, withheld, or its server never started): its calls will be refused"
         for name, workflow in registry.workflows.items()
