@@ -67,8 +67,13 @@ BAD = {
         "workflows.w",
         "step 1 (one): args.n: {{ input.b }}: 'b' is not an input (inputs: a)",
     ),
+    "an input when none is declared": (
+        workflow('{ call = "github__a", args = { n = "{{ input.a }}" } }'),
+        "workflows.w",
+        "step 1: args.n: {{ input.a }}: 'a' is not an input (inputs: none: declare them in `input`)",
+    ),
     "a filter": (
-        workflow('{ call = "github__a", args = { n = "{{ input.a | upper }}" } }'),
+        workflow('{ call = "github__a", args = { n = "{{ input.a | upper }}" } }', "input = { a = {} }"),
         "workflows.w",
         "cannot read '| upper': only .name, [number] and [\"key\"] may follow (no calls, operators or "
         "filters)",

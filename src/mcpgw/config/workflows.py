@@ -129,13 +129,13 @@ def _check_inputs(workflow: WorkflowConfig) -> None:
 def _check_expressions(
     workflow: WorkflowConfig, value: Any, names: Mapping[str, int], before: int, *, where: str
 ) -> None:
-    """Every expression in `value` parses, reads a declared input (when any are declared) and only
+    """Every expression in `value` parses, reads only declared inputs (the schema clients see) and only
     steps before `before`."""
     for at, template in _templates(value, where):
         for path in template.paths:
             step = path.step
-            if path.root == "input" and workflow.input and path.segments[0] not in workflow.input:
-                known = ", ".join(workflow.input)
+            if path.root == "input" and path.segments[0] not in workflow.input:
+                known = ", ".join(workflow.input) or "none: declare them in `input`"
                 raise ValueError(f"{at}: {path}: {path.segments[0]!r} is not an input (inputs: {known})")
             if isinstance(step, str) and step not in names:
                 raise ValueError(f"{at}: {path}: no earlier step is named {step!r}")
