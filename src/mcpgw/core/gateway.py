@@ -395,7 +395,7 @@ class Gateway:
         warnings: list[str] = []
         for name in self.registry.personas:
             warnings.extend(self.view(name).warnings)
-        warnings.extend(w for w in self.view(None).warnings if w not in warnings)  # e.g. a workflow's
+        warnings.extend(w for w in self.view(None).warnings if w not in warnings)  # workflows' problems
         if self.registry.personas and DEFAULT_PERSONA not in self.registry.personas:
             warnings.append(
                 "personas are configured but none is named 'default': "

@@ -8,7 +8,8 @@
     flows     the session's flow policies on a tool call, given what the session did
               before (refused as a tool error, or asked of the user)          (`_flow_check`)
     forward   counted against draining, under the call's timeout, with progress
-              and log relay, through the era bridge                              (`Kind.forward`)
+              and log relay, through the era bridge                              (`Kind.forward`);
+              or the gateway's own tool: a workflow's steps (`Target.local`)
     shape     names and URIs in the result put back into the gateway's namespace (`Kind.shape`)
     guard     the data rules on what comes back: every result and error reply of every kind
                                                                  (`_guard_down`, `_guarded_error`)
