@@ -108,6 +108,11 @@ BAD = {
         "workflows.w",
         "output: {{ steps[1].result }}: steps[1] is not an earlier step",
     ),
+    "an output list reading a later step": (
+        workflow('{ call = "github__a" }', 'output = ["{{ steps[0].result }}", "{{ steps[1].result }}"]'),
+        "workflows.w",
+        "output[1]: {{ steps[1].result }}: steps[1] is not an earlier step",
+    ),
     "an input that is no JSON Schema": (
         workflow('{ call = "github__a" }', 'input = { a = { type = "nonsense" } }'),
         "workflows.w",

@@ -145,10 +145,10 @@ def _check_expressions(
 
 def _templates(value: Any, where: str) -> list[tuple[str, expressions.Template]]:
     found = []
-    for at, _ in _strings(value, ""):
-        path = f"{where}.{at}" if at else where
+    for at, text in _strings(value, ""):
+        path = f"{where}{at}" if at.startswith("[") else f"{where}.{at}" if at else where
         try:
-            found.append((path, expressions.parse(_)))
+            found.append((path, expressions.parse(text)))
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
     return found
