@@ -282,7 +282,7 @@ def test_rows_name_the_gateway_that_wrote_them(tmp_path: Path, audit_db: Path) -
 SCHEMA_1 = [
     column
     for column in COLUMNS
-    if column not in ("instance", "input_tokens", "output_tokens", "cost_usd", "session")
+    if column not in ("instance", "input_tokens", "output_tokens", "cost_usd", "session", "parent")
 ]
 
 
@@ -315,8 +315,9 @@ def test_an_older_database_gets_the_spend_columns_filled_in(config: Path, audit_
         ).fetchall()
         version = check.execute("select value from meta where key = 'schema_version'").fetchone()[0]
     assert spend == [("sampling", 10, 5, 0.25), ("sampling", None, None, None), ("call", None, None, None)]
-    assert version == "3"
+    assert version == "4"
     assert logs(config, "--session", "any").stderr.strip() == "no rows match these filters"
+    assert logs(config, "--parent", "any").stderr.strip() == "no rows match these filters"  # schema 4
     rows = [json.loads(line) for line in logs(config, "--json", "--kind", "sampling").stdout.splitlines()]
     assert [(row["input_tokens"], row["cost_usd"]) for row in rows] == [(None, None), (10, 0.25)]
     lines = [line.split("\t") for line in logs(config, "--kind", "sampling").stdout.splitlines()]

@@ -20,6 +20,7 @@ a message from the CLI) never have to guess.
     ├── InvalidRequest                bad arguments from the client (-32602)
     ├── Unavailable                   the gateway takes no new requests (shutting down)
     ├── DataBlocked                   a data rule refused a call or withheld a result (-32030)
+    ├── WorkflowError                 a workflow tool stopped: names the step (a tool error to clients)
     └── SamplingError                 an upstream's sampling/elicitation request not answered
         ├── SamplingRefused           denied by policy, budget spent, client cannot answer
         └── SamplingFailed            every route failed, or a route cannot be used
@@ -147,6 +148,14 @@ class DataBlocked(GatewayError):
 
     jsonrpc_code = -32030
     """In the JSON-RPC range reserved for implementation-defined server errors."""
+
+
+class WorkflowError(GatewayError):
+    """A workflow tool could not go on: a step refused or failed, an expression pointing at nothing.
+
+    The client gets it as the workflow's tool error (`isError`), naming the step, not as a JSON-RPC
+    error: a model calling the workflow reads it and can correct its input.
+    """
 
 
 class SamplingError(GatewayError):

@@ -191,6 +191,7 @@ class AuditLog:
         row = {
             "ts": now(),
             "request_id": request_id or new_request_id(),
+            "parent": None,
             "kind": kind.value,
             "method": method,
             "persona": persona,
@@ -238,6 +239,7 @@ class AuditLog:
         # The gateway's own id, which rows are joined on: never redacted (a run of hex digits can
         # pass for a card number), only bounded.
         row["request_id"] = shown(row["request_id"], FIELD_CHARS)
+        row["parent"] = shown(row["parent"], FIELD_CHARS) if row["parent"] is not None else None
         row["instance"] = stored(self.instance, FIELD_CHARS, self.redactor)
         for column in (
             "method",
@@ -282,6 +284,7 @@ class AuditLog:
         row = {
             "ts": step.ts,
             "request_id": step.request_id,
+            "parent": step.parent,
             "kind": step.kind.value,
             "method": step.method,
             "persona": step.persona,

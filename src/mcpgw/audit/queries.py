@@ -34,6 +34,7 @@ def query(
     outcome: Outcome | None = None,
     principal: str | None = None,
     session: str | None = None,
+    parent: str | None = None,
     since: str | None = None,
     until: str | None = None,
     after_id: int | None = None,
@@ -52,6 +53,7 @@ def query(
         ("kind", kind),
         ("instance", instance),
         ("session", session),
+        ("parent", parent),
     ):
         if value is not None:
             where.append(f"{column} = ?")

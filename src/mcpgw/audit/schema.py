@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 ENV_AUDIT_DB = "MCPGW_AUDIT_DB"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """2: `instance`, and a sampling row's `input_tokens`, `output_tokens` and `cost_usd` as columns.
-3: `session` (rows of older files have none)."""
+3: `session` (rows of older files have none). 4: `parent`, a workflow step's workflow call."""
 COLUMNS: dict[str, type] = {
     "ts": str,
     "instance": str,
     "request_id": str,
+    "parent": str,
     "kind": str,
     "method": str,
     "persona": str,
@@ -51,6 +52,7 @@ INDEXES = [
     ["kind", "ts"],
     ["instance", "ts"],
     ["session", "id"],
+    ["parent"],
 ]
 SPEND_KEYS = ("input_tokens", "output_tokens", "cost_usd")
 """A sampling row's accounting (its `result` JSON) that is also stored as columns, to sum in SQL."""

@@ -111,6 +111,8 @@ class Step:
     """The agent session the request belongs to (`mcpgw logs --session`): the MCP session of a
     handshake-era client, the session a 2026-07-28 client names, or one the flow policies keep."""
     request_id: str = field(default_factory=lambda: new_request_id())
+    parent: str | None = None
+    """The request id of the workflow call this step ran for (`mcpgw logs --parent`); None: a client's own."""
     server: str | None = None
     name: str | None = None
     outcome: Outcome = Outcome.OK

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mcpgw.catalog import Catalog, Route, input_schema, template_matches
+from mcpgw.catalog import workflows as workflows_mod
 from mcpgw.config import DEFAULT_PERSONA, Filter, PersonaConfig, Registry
 from mcpgw.errors import ConfigError, InvalidRequest, NotFound, ResourceNotFound, UnknownPersona
 
@@ -85,6 +86,8 @@ class ToolEntry:
     """The tool's name in the full catalog."""
     fixed: dict[str, Any]
     narrow: dict[str, dict[str, Any]]
+    workflow: str | None = None
+    """A workflow tool's name in `[workflows]` (its steps run by `core.workflows`); None: an upstream's."""
 
 
 @dataclass
@@ -243,16 +246,20 @@ def _search_tools() -> list[dict[str, Any]]:
 # --- building views -------------------------------------------------------------------------------
 
 
-def full_view(catalog: Catalog) -> View:
-    """Everything, unchanged: the view when no persona applies."""
+def full_view(catalog: Catalog, *, registry: Registry | None = None) -> View:
+    """Everything, unchanged: the view when no persona applies (with `registry`, its workflows too)."""
+    workflows = list(workflows_mod.listed(registry, catalog))
     view = View(
         persona=None,
-        tools=catalog.tools,
+        tools=[*catalog.tools, *(tool for _, tool in workflows)] if workflows else catalog.tools,
         resources=catalog.resources,
         resource_templates=catalog.resource_templates,
         prompts=catalog.prompts,
     )
     view.entries = {t["name"]: ToolEntry(t, t["name"], {}, {}) for t in catalog.tools}
+    view.entries |= {t["name"]: ToolEntry(t, t["name"], {}, {}, workflow=name) for name, t in workflows}
+    if registry is not None:
+        view.warnings = workflows_mod.problems(registry, catalog)
     view.prompt_names = {p["name"] for p in catalog.prompts}
     return view
 
@@ -267,10 +274,13 @@ def build_view(name: str, persona: PersonaConfig, catalog: Catalog, registry: Re
 
     used_allow: set[str] = set()
     used_deny: set[str] = set()
-    for tool in catalog.tools:
+    workflows = list(workflows_mod.listed(registry, catalog))
+    tools = [(tool, None) for tool in catalog.tools] + [(tool, name) for name, tool in workflows]
+    for tool, workflow in tools:
         exposed = tool["name"]
-        route = catalog.tool_routes[exposed]
-        if not in_servers(route.upstream):
+        # `servers` names upstream servers: a workflow is listed by the name rules, and each of its
+        # steps is called under all of this persona's rules (`core.workflows`).
+        if workflow is None and not in_servers(catalog.tool_routes[exposed].upstream):
             continue
         used_allow.update(p for p in persona.allow if fnmatch.fnmatchcase(exposed, p))
         denied = [p for p in persona.deny if fnmatch.fnmatchcase(exposed, p)]
@@ -302,10 +312,13 @@ def build_view(name: str, persona: PersonaConfig, catalog: Catalog, registry: Re
                 f"persona {name!r}: two tools would both be named {listed['name']!r}",
                 key=f"personas.{name}.tools",
             )
-        view.entries[listed["name"]] = ToolEntry(listed, exposed, fixed, narrow)
+        view.entries[listed["name"]] = ToolEntry(listed, exposed, fixed, narrow, workflow)
         view.tools.append(listed)
 
-    _check_overrides(name, persona, catalog, view)
+    _check_overrides(name, persona, catalog, view, workflows={tool["name"] for _, tool in workflows})
+    if workflows:
+        reachable = {entry.target for entry in view.entries.values()}
+        view.warnings += workflows_mod.step_warnings(name, registry, reachable)
     for pattern in persona.allow:
         if pattern not in used_allow and pattern != "*":
             view.warnings.append(f"persona {name!r}: allow rule {pattern!r} matches no tool")
@@ -332,9 +345,11 @@ def build_view(name: str, persona: PersonaConfig, catalog: Catalog, registry: Re
     return view
 
 
-def _check_overrides(name: str, persona: PersonaConfig, catalog: Catalog, view: View) -> None:
+def _check_overrides(
+    name: str, persona: PersonaConfig, catalog: Catalog, view: View, *, workflows: set[str]
+) -> None:
     for tool_name in persona.tools:
-        if tool_name in catalog.tool_routes:
+        if tool_name in catalog.tool_routes or tool_name in workflows:
             continue
         if tool_name in catalog.withheld:
             view.warnings.append(

@@ -68,6 +68,7 @@ def _days(value: float) -> float:
     "--session",
     help="One agent session's steps, in order (its MCP session id, or the id `logs --json` shows).",
 )
+@click.option("--parent", help="The steps one workflow call ran (its request id), in order.")
 @click.option("--instance", help="Only rows this gateway wrote (its registry path, or `[audit] instance`).")
 @click.option("--since", type=_Time(), help=_SINCE_HELP)
 @click.option("--until", type=_Time(end=True), help="Rows before this time (same forms; a date: its end).")
@@ -96,6 +97,7 @@ def logs(
     outcome: str | None,
     principal: str | None,
     session: str | None,
+    parent: str | None,
     instance: str | None,
     since: str | None,
     until: str | None,
@@ -128,6 +130,7 @@ def logs(
         "outcome": outcome,
         "principal": principal,
         "session": session,
+        "parent": parent,
         "instance": instance,
         "since": since,
         "until": until,
@@ -152,8 +155,9 @@ def logs(
         err.print(f"pruned {removed} rows older than {prune:g} days")
         return
     rows = [printable(row) for row in audit.query(db, limit=limit, **filters)]
-    if session is not None and not follow:
-        rows.reverse()  # a session reads as a story: its last `limit` steps, first to last
+    if (session is not None or parent is not None) and not follow:
+        # A session (or a workflow call's steps) reads as a story: its last `limit` steps, first to last.
+        rows.reverse()
     if not follow:
         if not rows:
             err.print("no rows" + (" match these filters" if any(filters.values()) else ""))

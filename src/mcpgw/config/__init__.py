@@ -9,6 +9,8 @@ import users need. Its modules, from the bottom up:
     settings   `[gateway]`, `[personas]`, `[audit]`, `[auth]`, `[security]`, `[sampling]`
     telemetry  `[telemetry]`: metrics and the gateway's own log format
     admin      `[admin]`: the web console
+    expressions  the workflow expression language (`{{ steps[0].result.field }}`)
+    workflows  `[workflows.NAME]`: tools whose steps call other tools
     registry   the root `Registry`; finding, loading and validating the file; `ConfigError`s
     edit       comment-keeping edits of the file; Claude Desktop import (imported on its own)
 """
@@ -71,6 +73,7 @@ from mcpgw.config.settings import (
     ToolOverride,
 )
 from mcpgw.config.telemetry import TelemetrySettings
+from mcpgw.config.workflows import WorkflowConfig, WorkflowStep
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
@@ -114,6 +117,8 @@ __all__ = [
     "UpstreamLogin",
     "UpstreamOAuth",
     "UrlParams",
+    "WorkflowConfig",
+    "WorkflowStep",
     "call_timeout",
     "default_path",
     "embedded_default_text",

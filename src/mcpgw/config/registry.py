@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, get_args
 
-from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
 
 from mcpgw.config.admin import AdminSettings
 from mcpgw.config.base import DEFAULT_PERSONA, PERSONA_NAME_RE, SERVER_NAME_RE, Strict
@@ -30,6 +30,7 @@ from mcpgw.config.settings import (
     SecuritySettings,
 )
 from mcpgw.config.telemetry import TelemetrySettings
+from mcpgw.config.workflows import WorkflowConfig, check_registry
 from mcpgw.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "servers.toml"
@@ -48,6 +49,7 @@ class Registry(Strict):
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    workflows: dict[str, WorkflowConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _auth_personas_exist(self) -> Registry:
@@ -108,6 +110,14 @@ class Registry(Strict):
                 )
             seen[namespace] = name
         return servers
+
+    @field_validator("workflows")
+    @classmethod
+    def _workflows_fit(
+        cls, workflows: dict[str, WorkflowConfig], info: ValidationInfo
+    ) -> dict[str, WorkflowConfig]:
+        check_registry(workflows, info.data.get("servers") or {})
+        return workflows
 
     def enabled_servers(self) -> dict[str, ServerConfig]:
         return {name: server for name, server in self.servers.items() if server.enabled}

@@ -334,10 +334,7 @@ class Gateway:
                 self._retiring.add(upstream)
                 reason = "removed from the registry" if upstream.name in plan.removed else "changed"
                 self._spawn(self._retire, upstream, f"{reason} by a registry reload")
-            views_changed = (old.registry.personas, old.registry.security) != (
-                registry.personas,
-                registry.security,
-            ) or (old.trust is not parts.trust)
+            views_changed = reload_mod.views_changed(old, parts)
             changed = {
                 _LIST_OF[kind]
                 for kind in _LIST_OF
@@ -387,7 +384,7 @@ class Gateway:
         view = self._views.get(name)
         if view is None:
             if name is None:
-                view = personas_mod.full_view(catalog)
+                view = personas_mod.full_view(catalog, registry=self.registry)
             else:
                 view = personas_mod.build_view(name, self.registry.personas[name], catalog, self.registry)
             self._views[name] = view
@@ -398,6 +395,7 @@ class Gateway:
         warnings: list[str] = []
         for name in self.registry.personas:
             warnings.extend(self.view(name).warnings)
+        warnings.extend(w for w in self.view(None).warnings if w not in warnings)  # workflows' problems
         if self.registry.personas and DEFAULT_PERSONA not in self.registry.personas:
             warnings.append(
                 "personas are configured but none is named 'default': "
@@ -437,7 +435,7 @@ class Gateway:
         self, lookup: Callable[[View], Any], withheld: Callable[[Catalog], bool] | None = None
     ) -> None:
         try:
-            lookup(personas_mod.full_view(self.catalog))
+            lookup(personas_mod.full_view(self.catalog, registry=self.registry))
         except NotFound:
             if withheld is not None and self.catalog.withheld and withheld(self.catalog):
                 audit.note(outcome=audit.Outcome.WITHHELD)

@@ -22,6 +22,7 @@ from mcpgw import catalog as catalog_mod
 from mcpgw.catalog import personas as personas_mod
 from mcpgw.catalog.personas import View
 from mcpgw.config import SEPARATOR
+from mcpgw.core import workflows
 from mcpgw.core.pipeline import Request, Target
 from mcpgw.core.watch import Subscriber
 from mcpgw.errors import InvalidRequest, NotFound, ResourceNotFound
@@ -81,6 +82,8 @@ class CallTool(_Bridged):
                 raise
             audit.note(server=unstarted.name)
             raise unstarted.unavailable() from None
+        if entry.workflow is not None:
+            return workflows.target(view, entry, arguments)
         route = gateway.catalog.tool(entry.target)
         audit.note(server=route.upstream.name)
         upstream_params = _with_extras({"name": route.name}, params)
@@ -277,7 +280,8 @@ async def _resource_route(gateway: Gateway, persona: str | None, uri: str) -> tu
 
 
 def _namespace(gateway: Gateway, target: Target) -> str | None:
-    assert target.upstream is not None
+    if target.upstream is None:  # the gateway's own tool (a workflow): its steps' results were shaped
+        return None
     return gateway.catalog.namespace_of(target.upstream)
 
 

@@ -8,7 +8,8 @@
     flows     the session's flow policies on a tool call, given what the session did
               before (refused as a tool error, or asked of the user)          (`_flow_check`)
     forward   counted against draining, under the call's timeout, with progress
-              and log relay, through the era bridge                              (`Kind.forward`)
+              and log relay, through the era bridge                              (`Kind.forward`);
+              or the gateway's own tool: a workflow's steps (`Target.local`)
     shape     names and URIs in the result put back into the gateway's namespace (`Kind.shape`)
     guard     the data rules on what comes back: every result and error reply of every kind
                                                                  (`_guard_down`, `_guarded_error`)
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -95,6 +96,9 @@ class Target:
     """This request's own timeout (a per-tool timeout); None: the upstream's."""
     answer: dict[str, Any] | None = None
     """Set when the gateway itself answers (e.g. a search-mode `search_tools`): nothing is forwarded."""
+    local: Callable[[Gateway, Request, Target], Awaitable[dict[str, Any]]] | None = None
+    """Set when the gateway serves the request itself after the guard stages (a workflow tool,
+    `core.workflows`): called in place of `Kind.forward`."""
 
 
 class Kind(Protocol):
@@ -183,7 +187,7 @@ class Pipeline:
         began = time.perf_counter()
         with upstream_span(target) as span:
             try:
-                result = await kind.forward(gateway, request, target)
+                result = await (target.local or kind.forward)(gateway, request, target)
             except UpstreamReplyError as exc:
                 tracing.annotate(span, {"rpc.response.status_code": str(exc.error.code)})
                 raise self._guarded_error(target, exc) from exc

@@ -161,6 +161,16 @@ def plan(old: Parts, new: Parts) -> Plan:
     return Plan(added, removed, restarted, retuned, restart_needed, other)
 
 
+def views_changed(old: Parts, new: Parts) -> bool:
+    """Whether every persona's view may differ though the catalog does not: their rules, the pin
+    policy, or the workflow tools they may list changed."""
+    fields = ("personas", "security", "workflows")
+    return (
+        any(getattr(old.registry, f) != getattr(new.registry, f) for f in fields)
+        or old.trust is not new.trust
+    )
+
+
 def waiting_for_restart(started: Registry, now: Registry) -> tuple[str, ...]:
     """The keys read only at start (`RESTART_ONLY`, `[audit]`) that differ between the two."""
     keys = tuple(

@@ -91,7 +91,8 @@ class Metrics:
         Info("mcpgw_build", "The mcpgw version serving.", registry=r).info({"version": version})
         self._requests = Counter(
             "mcpgw_requests",
-            "Client requests served, by MCP method, persona, upstream server, tool and outcome.",
+            "Client requests served (a workflow tool's steps each too), by MCP method, persona, upstream "
+            "server, tool and outcome.",
             ["method", "persona", "server", "tool", "outcome"],
             registry=r,
         )
