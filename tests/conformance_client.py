@@ -143,8 +143,11 @@ async def main(url: str) -> int:
     settings: dict[str, Any] = {"startup_timeout": 120}
     with tempfile.TemporaryDirectory() as tokens:
         given = {k: context[k] for k in ("client_id", "client_secret", "issuer") if k in context}
+        if "private_key_pem" in context:  # private_key_jwt client authentication (RFC 7523)
+            given["private_key"] = context["private_key_pem"]
+            given["signing_algorithm"] = context.get("signing_algorithm", "RS256")
         # A machine's own credentials (the client-credentials grant) or a user's login (the rest).
-        granted = "client-credentials" in scenario and "client_secret" in given
+        granted = "client-credentials" in scenario and ("client_secret" in given or "private_key" in given)
         if granted:
             server["oauth"] = given
         elif scenario.startswith("auth/"):

@@ -352,3 +352,24 @@ def test_a_401_without_oauth_is_not_called_a_login(registry: Path, base: str) ->
     checked = run("list-servers", "--config", str(registry), "--check", "--json")
     row = next(r for r in json.loads(checked.stdout)["servers"] if r["name"] == "keyed")
     assert row["status"] == "failed" and "login" not in row["error"], row
+
+
+def test_an_oauth_table_takes_one_credential(tmp_path: Path) -> None:
+    from mcpgw.config import validate
+    from mcpgw.errors import ConfigError
+
+    def oauth(**fields: str) -> dict[str, Any]:
+        server = {"url": "https://up.example/mcp", "oauth": {"client_id": "c", **fields}}
+        return {"servers": {"up": server}}
+
+    for fields, reason in (
+        (
+            {"client_secret": "s", "private_key": "k"},
+            "needs exactly one of `client_secret` and `private_key`",
+        ),
+        ({}, "needs exactly one of `client_secret` and `private_key`"),
+        ({"private_key": "k", "token_url": "https://as.example/token"}, "`private_key` works with discovery"),
+    ):
+        with pytest.raises(ConfigError, match=reason.replace("(", r"\(")):
+            validate(oauth(**fields), source="test")
+    validate(oauth(private_key="${KEY}", signing_algorithm="ES256"), source="test")

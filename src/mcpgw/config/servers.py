@@ -52,7 +52,12 @@ class UpstreamOAuth(Strict):
     issuer: str | None = None
     """With discovery: the authorization server's issuer; another one the upstream names is refused."""
     client_id: str
-    client_secret: str
+    client_secret: str | None = None
+    private_key: str | None = None
+    """A PEM private key (usually `${VAR}`) instead of `client_secret`: the client authenticates
+    with a JWT it signs (`private_key_jwt`, RFC 7523), needing discovery (no `token_url`)."""
+    signing_algorithm: str = "RS256"
+    """The JWS algorithm of `private_key` (RS256, ES256, ...)."""
     scope: str | None = None
     resource: str | None = None
     """RFC 8707 resource indicator sent with the token request (the upstream's URL, usually)."""
@@ -68,6 +73,14 @@ class UpstreamOAuth(Strict):
         if url is not None and "${" not in url and urlsplit(url).scheme not in ("http", "https"):
             raise ValueError(f"{url!r} is not an http:// or https:// URL")
         return url
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> UpstreamOAuth:
+        if (self.client_secret is None) == (self.private_key is None):
+            raise ValueError("needs exactly one of `client_secret` and `private_key`")
+        if self.private_key is not None and self.token_url is not None:
+            raise ValueError("`private_key` works with discovery: leave out `token_url` (set `issuer`)")
+        return self
 
 
 class UpstreamLogin(Strict):

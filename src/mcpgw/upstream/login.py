@@ -31,9 +31,9 @@ from typing import Any
 
 import httpx2
 from mcp.client.auth import OAuthClientProvider, OAuthFlowError, OAuthRegistrationError, OAuthTokenError
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata
 
-from mcpgw.config import GatewaySettings, UpstreamLogin, UpstreamOAuth, expand
+from mcpgw.config import GatewaySettings, UpstreamLogin, expand
 from mcpgw.config.servers import HttpServer, SseServer
 from mcpgw.errors import NeedsLogin, UpstreamUnavailable
 from mcpgw.upstream import loopback
@@ -205,61 +205,6 @@ def upstream_auth(
     )
     provider = _provider(server, url, store, config.login, environ, redirect_uri=redirect)
     return LoginAuth(server, provider, authorize=False, on_refused=on_refused)
-
-
-class _Memory:
-    """The SDK's `TokenStorage` in memory: a client-credentials token is simply fetched again."""
-
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client = client_info
-
-
-def discovered_client_credentials(
-    server: str, oauth: UpstreamOAuth, url: str, environ: Mapping[str, str]
-) -> LoginAuth:
-    """`[servers.X.oauth]` without `token_url`: the SDK's client-credentials provider, which
-    discovers the authorization server from the upstream's 401 (no early refresh: a new token is
-    fetched at the next 401, there being no refresh token in this grant)."""
-    import warnings
-
-    from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
-
-    def value(field: str, text: str) -> str:
-        return expand(text, key=f"servers.{server}.oauth.{field}", environ=environ)
-
-    issuer = value("issuer", oauth.issuer) if oauth.issuer else None
-    if issuer is None:
-        logger.warning(
-            "SECURITY: upstream %s: [servers.%s.oauth] names no `issuer` (nor `token_url`): its client "
-            "secret goes to whichever authorization server the upstream names",
-            server,
-            server,
-        )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the SDK's, for the missing issuer: said above
-        provider = ClientCredentialsOAuthProvider(
-            url,
-            _Memory(),
-            client_id=value("client_id", oauth.client_id),
-            client_secret=value("client_secret", oauth.client_secret),
-            token_endpoint_auth_method=oauth.auth_method,
-            scope=value("scope", oauth.scope) if oauth.scope else None,
-            issuer=issuer,
-        )
-    return LoginAuth(server, provider, authorize=True)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from mcpgw import _compat
 from mcpgw.config import ServerConfig, SseServer, StdioServer
 from mcpgw.observe import context as observe_context
 from mcpgw.observe import tracing
-from mcpgw.upstream import credentials, login
+from mcpgw.upstream import credentials, grants, login
 from mcpgw.upstream.stdio import stdio_transport
 
 STDERR_TAIL = 8
@@ -159,7 +159,7 @@ class Transport:
         target = config.to_params(self.name, environ=env)
         oauth: httpx2.Auth | None = None
         if config.oauth is not None and config.oauth.token_url is None:
-            oauth = login.discovered_client_credentials(
+            oauth = grants.discovered_client_credentials(
                 self.name, config.oauth, target.url, env or os.environ
             )
         elif config.oauth is not None:
