@@ -101,6 +101,9 @@ class UpstreamLogin(Strict):
     """An https URL of a client ID metadata document, used as the client id where the server allows."""
     redirect_port: Annotated[int, Field(ge=0, le=65535)] = 0
     """The loopback port the browser is sent back to (0: any free one, kept for later logins)."""
+    per_user: bool = False
+    """Served over HTTP with `[auth]`: each caller logs in for itself and its calls go upstream with
+    its own token, in its own session (`mcpgw login` then only lists the server's tools)."""
 
 
 class _Server(Strict):

@@ -33,6 +33,7 @@ from mcpgw.config import Registry
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import GatewayError, StartupError
 from mcpgw.server import scrape
+from mcpgw.server.callback import callback_route
 from mcpgw.server.edge import BodyLimit, FieldValues
 from mcpgw.server.handlers import HTTP_PERSONA, PERSONA_PATH_PARAM, build_server
 from mcpgw.server.hostcheck import HostCheck, transport_security
@@ -72,6 +73,7 @@ def http_app(gateway: Gateway, *, host: str, reloader: Reloader | None = None) -
         Route("/mcp", endpoint=endpoint),
         Route(PERSONA_PATH, endpoint=PersonaEndpoint(gateway, endpoint)),
         Route("/healthz", endpoint=_health(gateway, reloader), methods=["GET"]),
+        callback_route(gateway),  # where per-user upstream logins come back (`server.callback`)
     ]
     metrics = gateway.metrics
     if metrics is not None:

@@ -375,10 +375,12 @@ def for_server(
     hooks: Hooks | None = None,
     restart: bool | None = None,
     in_process: Any = None,
+    tokens_dir: Path | None = None,
 ) -> Upstream:
     """The one way an `Upstream` is made from the registry: its limits, timeouts and hooks.
 
     `restart`: None follows the server's own `restart`; the CLI's one-shot checks pass False.
+    `tokens_dir`: where its login is (default: `mcpgw login`'s folder; a per-user session's own).
     """
     settings = registry.gateway
     return Upstream(
@@ -394,7 +396,7 @@ def for_server(
         max_concurrent=server.max_concurrent or settings.max_concurrent,
         max_result_bytes=settings.max_result_bytes,
         secrets=secrets,
-        tokens_dir=tokens.tokens_dir(settings),
+        tokens_dir=tokens_dir or tokens.tokens_dir(settings),
         hooks=hooks,
         in_process=in_process,
     )

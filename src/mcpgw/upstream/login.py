@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx2
 from mcp.client.auth import OAuthClientProvider, OAuthFlowError, OAuthRegistrationError, OAuthTokenError
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata
 
 from mcpgw.config import GatewaySettings, UpstreamLogin, expand
 from mcpgw.config.servers import HttpServer, SseServer
@@ -48,6 +48,8 @@ PROTOCOL_VERSION = "2025-11-25"
 
 UrlServer = HttpServer | SseServer
 OpenUrl = Callable[[str], Awaitable[None]]
+Callback = Callable[[], Awaitable[AuthorizationCodeResult]]
+"""Waits for the redirect back from the authorization server (the SDK's `callback_handler`)."""
 
 
 class LoginAuth(httpx2.Auth):
@@ -63,8 +65,11 @@ class LoginAuth(httpx2.Auth):
         *,
         authorize: bool,
         on_refused: Callable[[str], None] | None = None,
+        on_step_up: Callable[[str], None] | None = None,
     ) -> None:
         self.server = server
+        self.on_step_up = on_step_up
+        """Told the scope a new login should ask for when the server wants more (403 insufficient_scope)."""
         self.provider = provider
         self.authorize = authorize
         """Whether a 401 runs the SDK's flow (the browser login, or the client-credentials grant)."""
@@ -100,6 +105,8 @@ class LoginAuth(httpx2.Auth):
                     )
                     if refused and not self.authorize and not _oauth_refusal(response, context):
                         return  # not OAuth (an API key, say): the 401 reaches the transport as it came
+                    if step_up and not self.authorize and self.on_step_up is not None:
+                        self.on_step_up(_widened(context, response))
                     if (refused or step_up) and not self.authorize:
                         needed = NeedsLogin(self.server)
                         if self.on_refused is not None:
@@ -112,6 +119,15 @@ class LoginAuth(httpx2.Auth):
                 raise UpstreamUnavailable(self.server, f"OAuth: {exc}") from None
             finally:
                 await flow.aclose()
+
+
+def _widened(context: Any, response: httpx2.Response) -> str:
+    """The scope granted so far and the one a 403 challenges with, together (SEP-2350's union)."""
+    from mcp.client.auth.utils import extract_scope_from_www_auth
+
+    granted = (context.current_tokens.scope or "") if context.current_tokens else ""
+    wanted = extract_scope_from_www_auth(response) or ""
+    return " ".join(dict.fromkeys([*granted.split(), *wanted.split()]))
 
 
 def _oauth_refusal(response: httpx2.Response, context: Any) -> bool:
@@ -140,9 +156,12 @@ def _provider(
     *,
     redirect_uri: str,
     open_url: OpenUrl | None = None,
-    receiver: loopback.Receiver | None = None,
+    callback: Callback | None = None,
+    scope: str | None = None,
 ) -> OAuthClientProvider:
     values = _login_values(server, login, environ)
+    if scope:
+        values["scope"] = scope
     method = login.auth_method if login is not None and values.get("client_secret") else "none"
     metadata = OAuthClientMetadata(
         client_name="mcpgw",
@@ -172,7 +191,7 @@ def _provider(
             metadata,
             store,
             redirect_handler=open_url or no_browser,
-            callback_handler=receiver.wait if receiver else None,
+            callback_handler=callback,
             client_metadata_url=values.get("client_metadata_url"),
         )
     except ValueError as exc:
@@ -204,7 +223,18 @@ def upstream_auth(
         str(client.redirect_uris[0]) if client and client.redirect_uris else "http://127.0.0.1/callback"
     )
     provider = _provider(server, url, store, config.login, environ, redirect_uri=redirect)
-    return LoginAuth(server, provider, authorize=False, on_refused=on_refused)
+
+    def step_up(scope: str) -> None:
+        store.update(wanted_scope=scope)  # what the next login asks for (per-user logins read it)
+
+    def refused(reason: str) -> None:
+        if config.login is not None and config.login.per_user:
+            # A caller's login the server refused is spent: its next call gets a new login link.
+            store.update(tokens=None, expires_at=None)
+        if on_refused is not None:
+            on_refused(reason)
+
+    return LoginAuth(server, provider, authorize=False, on_refused=refused, on_step_up=step_up)
 
 
 @dataclass(frozen=True)
@@ -332,34 +362,84 @@ async def login(
         raise UpstreamUnavailable(server, "has its own credentials (`oauth` or an Authorization header)")
     store = TokenFile(tokens_dir(settings), server, url, fresh=True)
     async with loopback.receiving(server, port=_port(store, config.login)) as receiver:
-        provider = _provider(
+        await authorize(
             server,
+            config,
             url,
+            headers,
             store,
-            config.login,
             environ,
             redirect_uri=receiver.redirect_uri,
             open_url=open_url,
-            receiver=receiver,
+            callback=receiver.wait,
         )
-        auth = LoginAuth(server, provider, authorize=True)
-        try:
-            answered = await _knock(url, headers, auth, store, sse=isinstance(config, SseServer))
-        except httpx2.HTTPError as exc:
-            raise UpstreamUnavailable(server, f"login failed: {url} did not answer: {exc}") from None
+    found = status(server, url, settings)
+    assert found is not None  # `authorize` stored the tokens
+    return found
+
+
+async def authorize(
+    server: str,
+    config: UrlServer,
+    url: str,
+    headers: Mapping[str, str] | None,
+    store: TokenFile,
+    environ: Mapping[str, str],
+    *,
+    redirect_uri: str,
+    open_url: OpenUrl,
+    callback: Callback,
+    scope: str | None = None,
+) -> None:
+    """The code flow for `store` (a `fresh` one): discovery, registration, `open_url` with the
+    authorization URL, `callback` for the redirect to `redirect_uri`, the tokens stored. `mcpgw login`
+    runs it with the loopback receiver; a per-user login (`userlogin`) with the gateway's listener.
+    `scope` asks for more than configured (a step-up: what the server challenged with, and before)."""
+
+    async def opened(authorization_url: str) -> None:
+        await open_url(_widen(authorization_url, scope) if scope else authorization_url)
+
+    provider = _provider(
+        server,
+        url,
+        store,
+        config.login,
+        environ,
+        redirect_uri=redirect_uri,
+        open_url=opened,
+        callback=callback,
+        scope=scope,
+    )
+    auth = LoginAuth(server, provider, authorize=True)
+    try:
+        answered = await _knock(url, headers, auth, store, sse=isinstance(config, SseServer))
+    except httpx2.HTTPError as exc:
+        raise UpstreamUnavailable(server, f"login failed: {url} did not answer: {exc}") from None
     if answered in (401, 403):
         raise UpstreamUnavailable(server, f"login failed: {url} still answers {answered} with the new token")
     if provider.context.oauth_metadata is not None:
         store.update(
             oauth_metadata=provider.context.oauth_metadata.model_dump(mode="json", exclude_none=True)
         )
-    found = status(server, url, settings)
-    if found is None or store.fresh:
+    if store.fresh or store.tokens() is None:
         raise UpstreamUnavailable(
             server, f"{url} did not ask for a login (it answered {answered} without one)"
         )
     logger.info("logged in to upstream %s at %s", server, url)
-    return found
+
+
+def _widen(authorization_url: str, scope: str) -> str:
+    """The authorization URL asking for `scope` too. The SDK (mcp 2.3) picks the scope of a new
+    authorization from the 401's challenge or the resource's metadata, not from what it is given:
+    a step-up found on an earlier call (a 403 on one tool) would be forgotten by the login."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit
+
+    parts = urlsplit(authorization_url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    asked = next((value for key, value in query if key == "scope"), "")
+    union = " ".join(dict.fromkeys([*asked.split(), *scope.split()]))
+    query = [(key, value) for key, value in query if key != "scope"] + [("scope", union)]
+    return parts._replace(query=urlencode(query)).geturl()
 
 
 async def logout(server: str, url: str, settings: GatewaySettings) -> str | None:
