@@ -238,3 +238,21 @@ def test_a_caller_short_of_scope_logs_in_again_for_more(stack: Stack) -> None:
     assert set(httpx.URL(link).params["scope"].split()) == {"mcp", "admin"}
     assert browse(link, "frank-upstream").status_code == 200
     assert answer(call_whoami(stack, frank, server="sc")) == "frank-upstream"
+
+
+def test_per_user_needs_auth_and_the_servers_own_login() -> None:
+    from mcpgw.config import validate
+    from mcpgw.errors import ConfigError
+
+    auth = {
+        "issuer": "https://as.example",
+        "jwks_url": "https://as.example/jwks",
+        "public_url": "https://gw.example",
+    }
+    server = {"url": "https://up.example/mcp", "login": {"per_user": True}}
+    with pytest.raises(ConfigError, match=r"servers.up.login.per_user needs \[auth\]"):
+        validate({"servers": {"up": server}}, source="test")
+    keyed = {**server, "headers": {"Authorization": "Bearer x"}}
+    with pytest.raises(ConfigError, match="which every caller would share"):
+        validate({"servers": {"up": keyed}, "auth": auth}, source="test")
+    validate({"servers": {"up": server}, "auth": auth}, source="test")
