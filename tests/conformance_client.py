@@ -146,8 +146,12 @@ async def main(url: str) -> int:
         if "private_key_pem" in context:  # private_key_jwt client authentication (RFC 7523)
             given["private_key"] = context["private_key_pem"]
             given["signing_algorithm"] = context.get("signing_algorithm", "RS256")
-        # A machine's own credentials (the client-credentials grant) or a user's login (the rest).
-        granted = "client-credentials" in scenario and ("client_secret" in given or "private_key" in given)
+        if "valid_jwt" in context:  # the workload's own JWT: the jwt-bearer grant (RFC 7523)
+            given["assertion"] = context["valid_jwt"]
+        # A machine's own credentials (client credentials, a workload's JWT) or a user's login (the rest).
+        granted = any(k in given for k in ("client_secret", "private_key", "assertion")) and (
+            "client-credentials" in scenario or "assertion" in given
+        )
         if granted:
             server["oauth"] = given
         elif scenario.startswith("auth/"):

@@ -365,11 +365,26 @@ def test_an_oauth_table_takes_one_credential(tmp_path: Path) -> None:
     for fields, reason in (
         (
             {"client_secret": "s", "private_key": "k"},
-            "needs exactly one of `client_secret` and `private_key`",
+            "needs exactly one of `client_secret`, `private_key`",
         ),
-        ({}, "needs exactly one of `client_secret` and `private_key`"),
+        ({}, "needs exactly one of `client_secret`, `private_key`"),
+        ({"assertion": "a", "assertion_file": "/f"}, "needs exactly one of"),
         ({"private_key": "k", "token_url": "https://as.example/token"}, "`private_key` works with discovery"),
     ):
         with pytest.raises(ConfigError, match=reason.replace("(", r"\(")):
             validate(oauth(**fields), source="test")
     validate(oauth(private_key="${KEY}", signing_algorithm="ES256"), source="test")
+    validate(oauth(assertion_file="/var/run/secrets/tokens/mcp"), source="test")
+    validate(oauth(assertion_file="/var/run/secrets/tokens/mcp"), source="test")
+
+
+def test_a_missing_workload_token_file_is_named(registry: Path, base: str) -> None:
+    with registry.open("a") as file:
+        file.write(f'[servers.wif]\nurl = "{base}/mcp"\nrestart = false\n[servers.wif.oauth]\n')
+        file.write(f'client_id = "w"\nassertion_file = "{registry.parent}/nope.jwt"\nissuer = "{base}/as"\n')
+    checked = run("list-servers", "--config", str(registry), "--check", "--json")
+    errors = {r["name"]: r["error"] for r in json.loads(checked.stdout)["servers"]}
+    assert (
+        errors["wif"]
+        == f"upstream 'wif': cannot read assertion_file {registry.parent}/nope.jwt: No such file or directory"
+    ), errors

@@ -58,6 +58,11 @@ class UpstreamOAuth(Strict):
     with a JWT it signs (`private_key_jwt`, RFC 7523), needing discovery (no `token_url`)."""
     signing_algorithm: str = "RS256"
     """The JWS algorithm of `private_key` (RS256, ES256, ...)."""
+    assertion: str | None = None
+    """A JWT the platform issued this workload (usually `${VAR}`), exchanged for a token by the
+    RFC 7523 jwt-bearer grant (workload identity federation) instead of a client credential."""
+    assertion_file: str | None = None
+    """As `assertion`, read from this file at each token request (a projected, rotated token)."""
     scope: str | None = None
     resource: str | None = None
     """RFC 8707 resource indicator sent with the token request (the upstream's URL, usually)."""
@@ -76,10 +81,17 @@ class UpstreamOAuth(Strict):
 
     @model_validator(mode="after")
     def _one_credential(self) -> UpstreamOAuth:
-        if (self.client_secret is None) == (self.private_key is None):
-            raise ValueError("needs exactly one of `client_secret` and `private_key`")
-        if self.private_key is not None and self.token_url is not None:
-            raise ValueError("`private_key` works with discovery: leave out `token_url` (set `issuer`)")
+        given = [
+            name
+            for name in ("client_secret", "private_key", "assertion", "assertion_file")
+            if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "needs exactly one of `client_secret`, `private_key`, `assertion` and `assertion_file`"
+            )
+        if given[0] != "client_secret" and self.token_url is not None:
+            raise ValueError(f"`{given[0]}` works with discovery: leave out `token_url` (set `issuer`)")
         return self
 
 

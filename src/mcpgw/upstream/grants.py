@@ -2,7 +2,9 @@
 
 Owns: `discovered_client_credentials`, the httpx auth of `[servers.X.oauth]` without `token_url`:
 the mcp SDK's `ClientCredentialsOAuthProvider` (a client secret) or `PrivateKeyJWTOAuthProvider`
-(`private_key`: RFC 7523 client authentication, a JWT signed per token request), which discover
+(`private_key`: RFC 7523 client authentication, a JWT signed per token request), or the RFC 7523
+jwt-bearer grant with a workload's own JWT (`assertion`, `assertion_file`: workload identity
+federation; `_compat.jwt_bearer_provider`), which discover
 the authorization server from the upstream's 401 (RFC 9728, RFC 8414), wrapped in `LoginAuth`.
 (With `token_url`, `credentials.ClientCredentials` asks Authlib instead.)
 """
@@ -10,12 +12,16 @@ the authorization server from the upstream's 401 (RFC 9728, RFC 8414), wrapped i
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 
+import anyio
 from mcp.client.auth import OAuthClientProvider
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
+from mcpgw import _compat
 from mcpgw.config import UpstreamOAuth, expand
+from mcpgw.errors import UpstreamUnavailable
 from mcpgw.upstream.login import LoginAuth
 
 logger = logging.getLogger("mcpgw.login")
@@ -58,7 +64,7 @@ def discovered_client_credentials(
     if issuer is None:
         logger.warning(
             "SECURITY: upstream %s: [servers.%s.oauth] names no `issuer` (nor `token_url`): its client "
-            "secret goes to whichever authorization server the upstream names",
+            "credential goes to whichever authorization server the upstream names",
             server,
             server,
         )
@@ -87,6 +93,15 @@ def discovered_client_credentials(
                 scope=scope,
                 issuer=issuer,
             )
+        elif oauth.assertion is not None or oauth.assertion_file is not None:
+            provider = _compat.jwt_bearer_provider(
+                url,
+                _Memory(),
+                client_id=value("client_id", oauth.client_id),
+                assertion=_assertion(server, oauth, value),
+                scope=scope,
+                issuer=issuer,
+            )
         else:
             provider = ClientCredentialsOAuthProvider(
                 url,
@@ -98,3 +113,22 @@ def discovered_client_credentials(
                 issuer=issuer,
             )
     return LoginAuth(server, provider, authorize=True)
+
+
+def _assertion(
+    server: str, oauth: UpstreamOAuth, value: Callable[[str, str], str]
+) -> Callable[[], Awaitable[str]]:
+    """The workload's JWT for each token request: configured, or read from its file each time (a
+    platform rotates a projected token in place)."""
+
+    async def read() -> str:
+        if oauth.assertion is not None:
+            return value("assertion", oauth.assertion)
+        assert oauth.assertion_file is not None
+        path = Path(value("assertion_file", oauth.assertion_file)).expanduser()
+        try:
+            return (await anyio.Path(path).read_text(encoding="utf-8")).strip()
+        except OSError as exc:
+            raise UpstreamUnavailable(server, f"cannot read assertion_file {path}: {exc.strerror}") from None
+
+    return read
