@@ -133,6 +133,15 @@ async def log_in(registry: Registry, url: str) -> None:
         print(f"login failed: {exc}", file=sys.stderr)
 
 
+async def authorization_server(url: str) -> str:
+    """The issuer the upstream's resource metadata names (RFC 9728, path-based), as an operator
+    configuring an enterprise-managed server would look it up once."""
+    parts = httpx2.URL(url)
+    metadata = parts.copy_with(path=f"/.well-known/oauth-protected-resource{parts.path}")
+    async with httpx2.AsyncClient(timeout=30) as http:
+        return str((await http.get(str(metadata))).json()["authorization_servers"][0])
+
+
 async def main(url: str) -> int:
     scenario = os.environ.get("MCP_CONFORMANCE_SCENARIO", "")
     version = os.environ.get("MCP_CONFORMANCE_PROTOCOL_VERSION", "2025-11-25")
@@ -148,9 +157,16 @@ async def main(url: str) -> int:
             given["signing_algorithm"] = context.get("signing_algorithm", "RS256")
         if "valid_jwt" in context:  # the workload's own JWT: the jwt-bearer grant (RFC 7523)
             given["assertion"] = context["valid_jwt"]
+        if "idp_id_token" in context:  # enterprise-managed (SEP-990): the operator knows the issuer
+            given["issuer"] = await authorization_server(url)
+            given["enterprise"] = {
+                "idp_token_url": context["idp_token_endpoint"],
+                "idp_client_id": context["idp_client_id"],
+                "id_token": context["idp_id_token"],
+            }
         # A machine's own credentials (client credentials, a workload's JWT) or a user's login (the rest).
         granted = any(k in given for k in ("client_secret", "private_key", "assertion")) and (
-            "client-credentials" in scenario or "assertion" in given
+            "client-credentials" in scenario or "assertion" in given or "enterprise" in given
         )
         if granted:
             server["oauth"] = given

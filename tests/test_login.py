@@ -358,7 +358,7 @@ def test_an_oauth_table_takes_one_credential(tmp_path: Path) -> None:
     from mcpgw.config import validate
     from mcpgw.errors import ConfigError
 
-    def oauth(**fields: str) -> dict[str, Any]:
+    def oauth(**fields: Any) -> dict[str, Any]:
         server = {"url": "https://up.example/mcp", "oauth": {"client_id": "c", **fields}}
         return {"servers": {"up": server}}
 
@@ -375,7 +375,33 @@ def test_an_oauth_table_takes_one_credential(tmp_path: Path) -> None:
             validate(oauth(**fields), source="test")
     validate(oauth(private_key="${KEY}", signing_algorithm="ES256"), source="test")
     validate(oauth(assertion_file="/var/run/secrets/tokens/mcp"), source="test")
+    enterprise = {"idp_token_url": "https://idp.example/token", "idp_client_id": "c", "id_token": "t"}
+    with pytest.raises(ConfigError, match="`enterprise` needs `client_secret` and `issuer`"):
+        validate(oauth(client_secret="s", enterprise=enterprise), source="test")
+    with pytest.raises(ConfigError, match="needs exactly one of `id_token` and `id_token_file`"):
+        validate(
+            oauth(
+                client_secret="s",
+                issuer="https://as.example",
+                enterprise={**enterprise, "id_token_file": "/f"},
+            ),
+            source="test",
+        )
+    validate(oauth(client_secret="s", issuer="https://as.example", enterprise=enterprise), source="test")
     validate(oauth(assertion_file="/var/run/secrets/tokens/mcp"), source="test")
+    enterprise = {"idp_token_url": "https://idp.example/token", "idp_client_id": "c", "id_token": "t"}
+    with pytest.raises(ConfigError, match="`enterprise` needs `client_secret` and `issuer`"):
+        validate(oauth(client_secret="s", enterprise=enterprise), source="test")
+    with pytest.raises(ConfigError, match="needs exactly one of `id_token` and `id_token_file`"):
+        validate(
+            oauth(
+                client_secret="s",
+                issuer="https://as.example",
+                enterprise={**enterprise, "id_token_file": "/f"},
+            ),
+            source="test",
+        )
+    validate(oauth(client_secret="s", issuer="https://as.example", enterprise=enterprise), source="test")
 
 
 def test_a_missing_workload_token_file_is_named(registry: Path, base: str) -> None:

@@ -40,6 +40,26 @@ Era = Literal["auto", "handshake", "stateless"]
 the `initialize` handshake (2025-11-25 and earlier), or the stateless 2026-07-28 revision."""
 
 
+class UpstreamEnterprise(Strict):
+    """`[servers.X.oauth.enterprise]`: enterprise-managed authorization (SEP-990). The user's ID
+    token from the enterprise IdP is exchanged there (RFC 8693) for an identity assertion grant
+    (ID-JAG), which the upstream's authorization server (`issuer`) takes by the jwt-bearer grant."""
+
+    idp_token_url: str
+    idp_client_id: str
+    idp_client_secret: str | None = None
+    id_token: str | None = None
+    """The user's ID token from the IdP (usually `${VAR}`)."""
+    id_token_file: str | None = None
+    """As `id_token`, read from this file at each exchange."""
+
+    @model_validator(mode="after")
+    def _one_id_token(self) -> UpstreamEnterprise:
+        if (self.id_token is None) == (self.id_token_file is None):
+            raise ValueError("needs exactly one of `id_token` and `id_token_file`")
+        return self
+
+
 class UpstreamOAuth(Strict):
     """`[servers.X.oauth]`: the OAuth 2.1 client-credentials grant mcpgw uses for an HTTP upstream.
 
@@ -63,6 +83,8 @@ class UpstreamOAuth(Strict):
     RFC 7523 jwt-bearer grant (workload identity federation) instead of a client credential."""
     assertion_file: str | None = None
     """As `assertion`, read from this file at each token request (a projected, rotated token)."""
+    enterprise: UpstreamEnterprise | None = None
+    """With `client_secret` and `issuer`: the assertion comes from the enterprise IdP (SEP-990)."""
     scope: str | None = None
     resource: str | None = None
     """RFC 8707 resource indicator sent with the token request (the upstream's URL, usually)."""
@@ -92,6 +114,10 @@ class UpstreamOAuth(Strict):
             )
         if given[0] != "client_secret" and self.token_url is not None:
             raise ValueError(f"`{given[0]}` works with discovery: leave out `token_url` (set `issuer`)")
+        if self.enterprise is not None and (
+            given[0] != "client_secret" or self.issuer is None or self.token_url is not None
+        ):
+            raise ValueError("`enterprise` needs `client_secret` and `issuer` (and no `token_url`)")
         return self
 
 
