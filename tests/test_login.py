@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 import httpx
+import mcp_types as types
 import pytest
 from click.testing import CliRunner
 from mcp.shared.exceptions import MCPError
@@ -414,3 +415,43 @@ def test_a_missing_workload_token_file_is_named(registry: Path, base: str) -> No
         errors["wif"]
         == f"upstream 'wif': cannot read assertion_file {registry.parent}/nope.jwt: No such file or directory"
     ), errors
+
+
+@pytest.mark.anyio
+async def test_more_scope_while_serving_is_asked_of_the_client_as_a_link(
+    registry: Path, base: str, browser: list[str]
+) -> None:
+    with registry.open("a") as file:
+        file.write(f'[servers.scoped]\nurl = "{base}/scoped/mcp"\nrestart = false\n')
+    async with httpx.AsyncClient() as http:
+        await http.post(f"{base}/admin/want-admin", json={"on": False})
+        assert (
+            await anyio.to_thread.run_sync(
+                lambda: run("login", "--config", str(registry), "scoped").exit_code
+            )
+            == 0
+        )
+        links: list[str] = []
+
+        async def elicit(context: Any, params: Any) -> types.ElicitResult:
+            # The user's client shows the link; the user opens it and approves.
+            links.append(params.url)
+            landed = await http.get(params.url, follow_redirects=True)
+            assert landed.status_code == 200 and "Logged in to scoped" in landed.text
+            return types.ElicitResult(action="accept")
+
+        async with (
+            served(load(registry)[0], {}, registry_path=registry) as gateway,
+            gateway_client(gateway, mode="legacy", elicitation_callback=elicit) as client,
+        ):
+            assert (await client.call_tool("scoped__whoami", {})).content[0].text == "alice"  # type: ignore[union-attr]
+            await http.post(f"{base}/admin/want-admin", json={"on": True})
+            before = stats(base)
+            # The call that met the 403 goes on once the user approved the link it was given.
+            assert (await client.call_tool("scoped__whoami", {})).content[0].text == "alice"  # type: ignore[union-attr]
+            [link] = links
+            assert set(httpx.URL(link).params["scope"].split()) == {"mcp", "admin"}
+            assert stats(base)["authorizations"] == before["authorizations"] + 1
+        await http.post(f"{base}/admin/want-admin", json={"on": False})
+    assert len(browser) == 1  # the gateway itself opened no browser
+    assert json.loads(token_file(registry, "scoped").read_text())["tokens"]["scope"] == "mcp admin"

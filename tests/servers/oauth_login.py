@@ -17,7 +17,8 @@ GitHub, Linear or Notion are protected. Run as `oauth_login.py PORT [--token-ttl
                           own URL, else 401 with `WWW-Authenticate: Bearer resource_metadata=..`.
   cc-client / cc-secret   a client registered by hand for the client-credentials grant (basic auth)
   /scoped/mcp             like /mcp, but after POST /admin/want-admin it also wants scope `admin`
-                          (403 insufficient_scope, scope="mcp admin": a step-up)
+                          (403 insufficient_scope, scope="mcp admin": a step-up), until
+                          POST /admin/want-admin {"on": false}
   /lenient/mcp            like /mcp, but lets `initialize` (no session yet) in without a token
   /keyed/mcp              401 without any challenge: a server wanting an API key, not OAuth
   /legacy/sse             the legacy SSE transport (FastMCP), guarded the same way
@@ -485,7 +486,8 @@ def build(base: str, ttl: int) -> Starlette:
             yield
 
     async def want_admin(request: Request) -> JSONResponse:
-        SCOPED["on"] = True
+        body = await request.body()
+        SCOPED["on"] = bool(json.loads(body).get("on", True)) if body else True
         return JSONResponse({})
 
     routes = [

@@ -36,7 +36,7 @@ from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull,
 from mcpgw.config import GatewaySettings, UpstreamLogin, expand
 from mcpgw.config.servers import HttpServer, SseServer
 from mcpgw.errors import NeedsLogin, UpstreamUnavailable
-from mcpgw.upstream import loopback
+from mcpgw.upstream import loopback, relogin
 from mcpgw.upstream.tokens import TokenFile, tokens_dir
 
 logger = logging.getLogger("mcpgw.login")
@@ -66,8 +66,12 @@ class LoginAuth(httpx2.Auth):
         authorize: bool,
         on_refused: Callable[[str], None] | None = None,
         on_step_up: Callable[[str], None] | None = None,
+        through_client: bool = False,
     ) -> None:
         self.server = server
+        self.through_client = through_client
+        """The flow's authorization URL goes to the caller's client (`relogin`): a 401 that is not
+        OAuth's still reaches the transport as it came."""
         self.on_step_up = on_step_up
         """Told the scope a new login should ask for when the server wants more (403 insufficient_scope)."""
         self.provider = provider
@@ -103,10 +107,11 @@ class LoginAuth(httpx2.Auth):
                         and response.status_code == 403
                         and ("insufficient_scope" in response.headers.get("www-authenticate", ""))
                     )
-                    if refused and not self.authorize and not _oauth_refusal(response, context):
+                    passing = not self.authorize or self.through_client
+                    if refused and passing and not _oauth_refusal(response, context):
                         return  # not OAuth (an API key, say): the 401 reaches the transport as it came
                     if step_up and not self.authorize and self.on_step_up is not None:
-                        self.on_step_up(_widened(context, response))
+                        self.on_step_up(relogin.widened(context, response))
                     if (refused or step_up) and not self.authorize:
                         needed = NeedsLogin(self.server)
                         if self.on_refused is not None:
@@ -119,15 +124,6 @@ class LoginAuth(httpx2.Auth):
                 raise UpstreamUnavailable(self.server, f"OAuth: {exc}") from None
             finally:
                 await flow.aclose()
-
-
-def _widened(context: Any, response: httpx2.Response) -> str:
-    """The scope granted so far and the one a 403 challenges with, together (SEP-2350's union)."""
-    from mcp.client.auth.utils import extract_scope_from_www_auth
-
-    granted = (context.current_tokens.scope or "") if context.current_tokens else ""
-    wanted = extract_scope_from_www_auth(response) or ""
-    return " ".join(dict.fromkeys([*granted.split(), *wanted.split()]))
 
 
 def _oauth_refusal(response: httpx2.Response, context: Any) -> bool:
@@ -213,8 +209,12 @@ def upstream_auth(
     environ: Mapping[str, str],
     *,
     on_refused: Callable[[str], None] | None = None,
+    ask: relogin.Ask | None = None,
 ) -> LoginAuth | None:
-    """The auth a running gateway sends `server` with (None: it has another credential)."""
+    """The auth a running gateway sends `server` with (None: it has another credential).
+
+    `ask`: where a login due during a call may be put to the caller's client (`relogin`); None:
+    such a call fails with `NeedsLogin`."""
     if not config.takes_login():
         return None
     store = TokenFile(folder, server, url)
@@ -222,18 +222,34 @@ def upstream_auth(
     redirect = (
         str(client.redirect_uris[0]) if client and client.redirect_uris else "http://127.0.0.1/callback"
     )
-    provider = _provider(server, url, store, config.login, environ, redirect_uri=redirect)
+    per_user = config.login is not None and config.login.per_user
 
     def step_up(scope: str) -> None:
         store.update(wanted_scope=scope)  # what the next login asks for (per-user logins read it)
 
     def refused(reason: str) -> None:
-        if config.login is not None and config.login.per_user:
+        if per_user:
             # A caller's login the server refused is spent: its next call gets a new login link.
             store.update(tokens=None, expires_at=None)
         if on_refused is not None:
             on_refused(reason)
 
+    if ask is not None and not per_user:
+        through = relogin.ThroughClient(server, ask=ask, on_refused=refused)
+        provider = _provider(
+            server,
+            url,
+            store,
+            config.login,
+            environ,
+            redirect_uri=redirect,
+            open_url=through.open_url,
+            callback=through.callback,
+        )
+        return LoginAuth(
+            server, provider, authorize=True, on_refused=refused, on_step_up=step_up, through_client=True
+        )
+    provider = _provider(server, url, store, config.login, environ, redirect_uri=redirect)
     return LoginAuth(server, provider, authorize=False, on_refused=refused, on_step_up=step_up)
 
 
@@ -332,7 +348,10 @@ async def _knock(
         if sse:
             async with client.stream("GET", url, headers={**sent, "Accept": "text/event-stream"}) as response:
                 return response.status_code
+        stateless = False
         for message in _KNOCKS:
+            if stateless and "id" not in message:
+                continue  # no session to say `initialized` to
             # The SDK steps up a 403 insufficient_scope on the request after the one it met: the
             # token just obtained may be refused that way, so a 403 is sent once more.
             for _ in range(2):
@@ -342,7 +361,10 @@ async def _knock(
                         sent["Mcp-Session-Id"] = session
                 if answered != 403:
                     break
-            if not store.fresh or answered >= 400:
+            # An `initialize` refused with 400 may be a server of the stateless era only (2026-07-28):
+            # its `tools/list` still asks for the login.
+            stateless = answered == 400 and message is _KNOCKS[0]
+            if not store.fresh or (answered >= 400 and not stateless):
                 break
     return answered
 
@@ -397,7 +419,7 @@ async def authorize(
     `scope` asks for more than configured (a step-up: what the server challenged with, and before)."""
 
     async def opened(authorization_url: str) -> None:
-        await open_url(_widen(authorization_url, scope) if scope else authorization_url)
+        await open_url(relogin.asking_for(authorization_url, scope) if scope else authorization_url)
 
     provider = _provider(
         server,
@@ -426,20 +448,6 @@ async def authorize(
             server, f"{url} did not ask for a login (it answered {answered} without one)"
         )
     logger.info("logged in to upstream %s at %s", server, url)
-
-
-def _widen(authorization_url: str, scope: str) -> str:
-    """The authorization URL asking for `scope` too. The SDK (mcp 2.3) picks the scope of a new
-    authorization from the 401's challenge or the resource's metadata, not from what it is given:
-    a step-up found on an earlier call (a 403 on one tool) would be forgotten by the login."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit
-
-    parts = urlsplit(authorization_url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    asked = next((value for key, value in query if key == "scope"), "")
-    union = " ".join(dict.fromkeys([*asked.split(), *scope.split()]))
-    query = [(key, value) for key, value in query if key != "scope"] + [("scope", union)]
-    return parts._replace(query=urlencode(query)).geturl()
 
 
 async def logout(server: str, url: str, settings: GatewaySettings) -> str | None:

@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +104,8 @@ class Transport:
     """Where `mcpgw login` stored its tokens (`upstream.tokens`); None: no login is looked for."""
     on_refused: Callable[[str], None] | None = None
     """Told why, when the upstream refuses the login (the connection then ends)."""
+    ask: Callable[[dict[str, Any]], Awaitable[Any]] | None = None
+    """Where a login due during a call goes (the caller's client: `relogin`); None: it fails."""
     in_process: Any = None
     """A lowlevel `Server` (or `MCPServer`) served in this process instead of the configured
     transport: the tests' parity harness builds the whole gateway in memory with it."""
@@ -169,7 +171,13 @@ class Transport:
             oauth = granted
         elif self.tokens_dir is not None:
             oauth = login.upstream_auth(
-                self.name, config, target.url, self.tokens_dir, env or os.environ, on_refused=self.on_refused
+                self.name,
+                config,
+                target.url,
+                self.tokens_dir,
+                env or os.environ,
+                on_refused=self.on_refused,
+                ask=self.ask,
             )
         if isinstance(config, SseServer):
             return await stack.enter_async_context(
