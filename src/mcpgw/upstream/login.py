@@ -4,8 +4,8 @@ Owns: `LoginAuth`, the httpx auth of a URL server that takes a login (see
 `UrlServer.takes_login`): the mcp SDK's `OAuthClientProvider` (RFC 9728 and RFC 8414/OpenID
 discovery, RFC 7591 registration or a client ID metadata document, the authorization code with
 PKCE, RFC 8707 resource indicators) over `tokens.TokenFile`, with what it lacks added around it;
-`login`, which runs that flow once with a browser and the loopback receiver; and `logout`, which
-revokes the tokens (RFC 7009, through Authlib) and forgets them.
+and `login`, which runs that flow once with a browser and the loopback receiver (`logout` is
+its own module).
 
 Where the SDK falls short (mcp 2.3), and what is done here instead:
 - it refreshes only once a token has expired: `LoginAuth` refreshes `REFRESH_BEFORE` seconds
@@ -36,7 +36,8 @@ from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull,
 from mcpgw.config import GatewaySettings, UpstreamLogin, expand
 from mcpgw.config.servers import HttpServer, SseServer
 from mcpgw.errors import NeedsLogin, UpstreamUnavailable
-from mcpgw.upstream import loopback, relogin
+from mcpgw.upstream import dpop, loopback, relogin
+from mcpgw.upstream.dpop import DPoP
 from mcpgw.upstream.tokens import TokenFile, tokens_dir
 
 logger = logging.getLogger("mcpgw.login")
@@ -67,8 +68,11 @@ class LoginAuth(httpx2.Auth):
         on_refused: Callable[[str], None] | None = None,
         on_step_up: Callable[[str], None] | None = None,
         through_client: bool = False,
+        dpop: DPoP | None = None,
     ) -> None:
         self.server = server
+        self.dpop = dpop
+        """Proves possession of the login's key where its authorization server offers DPoP."""
         self.through_client = through_client
         """The flow's authorization URL goes to the caller's client (`relogin`): a 401 that is not
         OAuth's still reaches the transport as it came."""
@@ -86,6 +90,17 @@ class LoginAuth(httpx2.Auth):
             return False
         return time.time() > expiry - min(REFRESH_BEFORE, tokens.expires_in / 2)
 
+    def _signed(self, outgoing: httpx2.Request, request: httpx2.Request) -> httpx2.Request:
+        """`outgoing` with its DPoP proof, where the login uses DPoP (see `dpop`)."""
+        proofs, metadata = self.dpop, self.provider.context.oauth_metadata
+        if proofs is None or not proofs.offered:
+            return outgoing
+        if outgoing is request and proofs.bound:
+            proofs.sign_resource_request(outgoing)
+        elif dpop.is_token_request(outgoing, metadata):
+            proofs.sign_token_request(outgoing)
+        return outgoing
+
     async def async_auth_flow(
         self, request: httpx2.Request
     ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
@@ -97,7 +112,13 @@ class LoginAuth(httpx2.Auth):
             try:
                 outgoing = await flow.__anext__()
                 while True:
-                    response = yield outgoing
+                    response = yield self._signed(outgoing, request)
+                    if self.dpop is not None and await self.dpop.wants_nonce(outgoing, response):
+                        response = yield self._signed(outgoing, request)  # again, with its nonce
+                    if self.dpop is not None and dpop.is_token_request(outgoing, context.oauth_metadata):
+                        response = await self.dpop.token_answer(response)
+                    elif self.dpop is not None:
+                        await self.dpop.metadata_answer(outgoing, response)
                     refused = outgoing is request and response.status_code == 401
                     if refused and attempt == 0 and context.can_refresh_token():
                         break  # revoked or expired early at the issuer: refresh, then once more
@@ -129,7 +150,7 @@ class LoginAuth(httpx2.Auth):
 def _oauth_refusal(response: httpx2.Response, context: Any) -> bool:
     """Whether a 401 is an OAuth server's: a Bearer challenge, or a refusal of our stored login."""
     challenge = response.headers.get("www-authenticate", "").lstrip().lower()
-    return challenge.startswith("bearer") or context.current_tokens is not None
+    return challenge.startswith(("bearer", "dpop")) or context.current_tokens is not None
 
 
 def _login_values(server: str, login: UpstreamLogin | None, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -247,10 +268,18 @@ def upstream_auth(
             callback=through.callback,
         )
         return LoginAuth(
-            server, provider, authorize=True, on_refused=refused, on_step_up=step_up, through_client=True
+            server,
+            provider,
+            authorize=True,
+            on_refused=refused,
+            on_step_up=step_up,
+            through_client=True,
+            dpop=DPoP(store),
         )
     provider = _provider(server, url, store, config.login, environ, redirect_uri=redirect)
-    return LoginAuth(server, provider, authorize=False, on_refused=refused, on_step_up=step_up)
+    return LoginAuth(
+        server, provider, authorize=False, on_refused=refused, on_step_up=step_up, dpop=DPoP(store)
+    )
 
 
 @dataclass(frozen=True)
@@ -432,7 +461,7 @@ async def authorize(
         callback=callback,
         scope=scope,
     )
-    auth = LoginAuth(server, provider, authorize=True)
+    auth = LoginAuth(server, provider, authorize=True, dpop=DPoP(store))
     try:
         answered = await _knock(url, headers, auth, store, sse=isinstance(config, SseServer))
     except httpx2.HTTPError as exc:
@@ -448,43 +477,3 @@ async def authorize(
             server, f"{url} did not ask for a login (it answered {answered} without one)"
         )
     logger.info("logged in to upstream %s at %s", server, url)
-
-
-async def logout(server: str, url: str, settings: GatewaySettings) -> str | None:
-    """Revoke `server`'s tokens where the authorization server allows (RFC 7009) and forget them;
-    what happened, for the user (None: there was no login)."""
-    store = TokenFile(tokens_dir(settings), server, url)
-    tokens, client, metadata = store.tokens(), store.client(), store.oauth_metadata()
-    if tokens is None:
-        return None
-    endpoint = metadata.revocation_endpoint if metadata else None
-    revoked = 0
-    if client and endpoint:
-        from authlib.common.errors import AuthlibBaseError
-        from authlib.integrations.httpx_client import AsyncOAuth2Client
-
-        method = client.token_endpoint_auth_method or "none"
-        async with AsyncOAuth2Client(
-            client_id=client.client_id,
-            client_secret=client.client_secret,
-            revocation_endpoint_auth_method=method,
-            timeout=30.0,
-        ) as oauth:
-            hints = [("refresh_token", tokens.refresh_token), ("access_token", tokens.access_token)]
-            for hint, token in hints:
-                if token is None:
-                    continue
-                try:
-                    answer = await oauth.revoke_token(str(endpoint), token=token, token_type_hint=hint)
-                    revoked += answer.status_code == 200
-                except (AuthlibBaseError, httpx2.HTTPError) as exc:
-                    # Forgotten here all the same: the user asked to be logged out.
-                    logger.warning(
-                        "upstream %s: revoking its %s failed: %s", server, hint, type(exc).__name__
-                    )
-    store.update(tokens=None, expires_at=None)
-    if revoked:
-        return "tokens revoked and removed"
-    if endpoint is None:
-        return "tokens removed; the authorization server offers no revocation"
-    return "tokens removed; the authorization server did not confirm revoking them"
