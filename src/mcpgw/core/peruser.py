@@ -108,7 +108,7 @@ class PerUser:
         url = config.to_params(shared.name, environ=self._environ()).url
         own = self._sessions.get(key)
         if own is not None and own.config != config:  # a reload changed the server: a new session
-            self._drop(key)
+            self._drop(key, own)
             own = None
         if own is None:
             if logins.store(shared.name, url, principal).tokens() is None:
@@ -121,7 +121,7 @@ class PerUser:
             await own.wait_settled()
         if own.state == "ready":
             return own
-        self._drop(key)
+        self._drop(key, own)
         # Refused at start-up (revoked, expired past refreshing): the session forgot the tokens.
         if logins.store(shared.name, url, principal).tokens() is None:
             raise await self._login_required(logins, shared.name, config, url, client)
@@ -145,13 +145,15 @@ class PerUser:
             url = shared.config.to_params(shared.name, environ=self._environ()).url
             if logins.store(shared.name, url, client.principal).tokens() is not None:
                 raise
-            self._drop((shared.name, client.principal))
+            self._drop((shared.name, client.principal), own)
             raise await self._login_required(logins, shared.name, shared.config, url, client) from None
 
-    def _drop(self, key: tuple[str, str]) -> None:
-        own = self._sessions.pop(key, None)
-        if own is not None:
-            own.stop(reason="its per-user session ended")
+    def _drop(self, key: tuple[str, str], own: Upstream) -> None:
+        """Stop `own`, and forget it if it is still the session at `key` (another call may have
+        started the next one already)."""
+        if self._sessions.get(key) is own:
+            del self._sessions[key]
+        own.stop(reason="its per-user session ended")
 
     async def _login_required(
         self,
