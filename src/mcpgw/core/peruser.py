@@ -164,7 +164,8 @@ class PerUser:
         client: ClientChannel | None,
     ) -> UserLoginRequired:
         assert client is not None and client.principal is not None
-        pending: Pending = await logins.begin(server, config, url, client.principal)
+        headers = config.to_params(server, environ=self._environ()).headers
+        pending: Pending = await logins.begin(server, config, url, client.principal, headers=headers)
         assert pending.url is not None
         logger.info("upstream %s: a per-user login is due; its link went to the caller", server)
         if client.elicits_urls and not client.modern:

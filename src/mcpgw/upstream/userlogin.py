@@ -96,8 +96,17 @@ class UserLogins:
     def store(self, server: str, url: str, principal: str) -> TokenFile:
         return TokenFile(folder(self.root, principal), server, url)
 
-    async def begin(self, server: str, config: HttpServer | SseServer, url: str, principal: str) -> Pending:
-        """The login of `principal` to `server` in progress (started now, or the one already open)."""
+    async def begin(
+        self,
+        server: str,
+        config: HttpServer | SseServer,
+        url: str,
+        principal: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> Pending:
+        """The login of `principal` to `server` in progress (started now, or the one already open);
+        `headers`: the server's own (not its credentials: a per-user server has none)."""
         key = (server, principal)
         pending = self._pending.get(key)
         if pending is None or pending.done.is_set() or pending.expires < time.monotonic():
@@ -105,7 +114,7 @@ class UserLogins:
             self._pending[key] = pending
             store = TokenFile(folder(self.root, principal), server, url, fresh=True)
             wanted = store.read().get("wanted_scope")
-            self._spawn(lambda: self._run(pending, config, url, store, wanted))
+            self._spawn(lambda: self._run(pending, config, url, headers, store, wanted))
         with anyio.move_on_after(START_LIMIT):
             await pending.linked.wait()
         if pending.url is None:
@@ -115,7 +124,13 @@ class UserLogins:
         return pending
 
     async def _run(
-        self, pending: Pending, config: HttpServer | SseServer, url: str, store: TokenFile, scope: object
+        self,
+        pending: Pending,
+        config: HttpServer | SseServer,
+        url: str,
+        headers: Mapping[str, str] | None,
+        store: TokenFile,
+        scope: object,
     ) -> None:
         try:
             with anyio.move_on_after(LOGIN_WINDOW):
@@ -123,7 +138,7 @@ class UserLogins:
                     pending.server,
                     config,
                     url,
-                    None,
+                    headers,
                     store,
                     self._environ,
                     redirect_uri=self.callback_url,
