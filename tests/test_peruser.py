@@ -30,6 +30,8 @@ from mcpgw.config.servers import StdioServer
 from mcpgw.upstream import login, userlogin
 
 AS_SERVER, ISSUER = SERVERS / "oauth_login.py", SERVERS / "issuer.py"
+IDLE = 2.0
+"""`[gateway] session_idle_timeout` of the test gateway: a per-user session idle this long is closed."""
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
@@ -65,7 +67,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     gateway = f"http://127.0.0.1:{gateway_port}"
     registry = tmp / "servers.toml"
     document = {
-        "gateway": {"tokens_dir": str(tmp / "tokens"), "startup_timeout": 60},
+        "gateway": {"tokens_dir": str(tmp / "tokens"), "startup_timeout": 60, "session_idle_timeout": IDLE},
         "servers": {
             "s": {"url": f"{base}/mcp", "login": {"per_user": True}},
             "sc": {"url": f"{base}/scoped/mcp", "login": {"per_user": True}},
@@ -256,3 +258,16 @@ def test_per_user_needs_auth_and_the_servers_own_login() -> None:
     with pytest.raises(ConfigError, match="which every caller would share"):
         validate({"servers": {"up": keyed}, "auth": auth}, source="test")
     validate({"servers": {"up": server}, "auth": auth}, source="test")
+
+
+def test_an_idle_callers_session_is_closed_and_reopened_on_its_next_call(stack: Stack) -> None:
+    gina, hank = stack.mint("gina"), stack.mint("hank")
+    for token, user in ((gina, "gina-upstream"), (hank, "hank-upstream")):
+        assert browse(login_link(call_whoami(stack, token)), user).status_code == 200
+        assert answer(call_whoami(stack, token)) == user
+    assert httpx.get(f"{stack.gateway}/healthz").json()["per_user_sessions"] >= 2
+    time.sleep(IDLE + 0.5)  # the idle timeout itself is what is tested: every session goes idle
+    # Gina's next call closes every session idle past the timeout (Hank's) and opens her own again.
+    assert answer(call_whoami(stack, gina)) == "gina-upstream"
+    assert httpx.get(f"{stack.gateway}/healthz").json()["per_user_sessions"] == 1
+    assert answer(call_whoami(stack, hank)) == "hank-upstream"  # no new login: its tokens are kept

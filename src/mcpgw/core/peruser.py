@@ -16,6 +16,7 @@ principal got from the upstream's authorization server.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -57,6 +58,8 @@ class PerUser:
         self._secrets = secrets
         self._spawn = spawn
         self._sessions: dict[tuple[str, str], Upstream] = {}
+        self._used: dict[tuple[str, str], float] = {}
+        """When each session last took a call (monotonic seconds)."""
         self._logins: UserLogins | None = None
 
     def _make(self, name: str, config: ServerConfig, folder: Path) -> Upstream:
@@ -104,6 +107,7 @@ class PerUser:
         logins = self.logins()
         if principal is None or logins is None:
             raise Unavailable(f"upstream '{shared.name}' logs in per user: call it over HTTP with [auth]")
+        self._close_idle()
         key = (shared.name, principal)
         url = config.to_params(shared.name, environ=self._environ()).url
         own = self._sessions.get(key)
@@ -120,6 +124,7 @@ class PerUser:
         if own.state in ("starting", "restarting"):
             await own.wait_settled()
         if own.state == "ready":
+            self._used[key] = time.monotonic()
             return own
         self._drop(key, own)
         # Refused at start-up (revoked, expired past refreshing): the session forgot the tokens.
@@ -136,24 +141,39 @@ class PerUser:
         own = await self.upstream(shared, client)
         if own is shared:
             return await send(shared)
+        assert client is not None and client.principal is not None
+        key = (shared.name, client.principal)
         try:
             return await send(own)
         except UpstreamUnavailable:
-            assert client is not None and client.principal is not None
             logins = self.logins()
             assert isinstance(shared.config, HttpServer | SseServer) and logins is not None
             url = shared.config.to_params(shared.name, environ=self._environ()).url
             if logins.store(shared.name, url, client.principal).tokens() is not None:
                 raise
-            self._drop((shared.name, client.principal), own)
+            self._drop(key, own)
             raise await self._login_required(logins, shared.name, shared.config, url, client) from None
+        finally:
+            if self._sessions.get(key) is own:
+                self._used[key] = time.monotonic()  # idle from the end of its last call
 
     def _drop(self, key: tuple[str, str], own: Upstream) -> None:
         """Stop `own`, and forget it if it is still the session at `key` (another call may have
         started the next one already)."""
         if self._sessions.get(key) is own:
             del self._sessions[key]
+            self._used.pop(key, None)
         own.stop(reason="its per-user session ended")
+
+    def _close_idle(self) -> None:
+        """Close the sessions no call used for `[gateway] session_idle_timeout` (a caller's next
+        call opens a new one, with the tokens it logged in with)."""
+        limit = self._gateway.registry.gateway.session_idle_timeout
+        now = time.monotonic()
+        for key, own in list(self._sessions.items()):
+            used = self._used.get(key)
+            if used is not None and own.in_flight == 0 and now - used > limit:
+                self._drop(key, own)
 
     async def _login_required(
         self,

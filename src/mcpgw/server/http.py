@@ -176,6 +176,8 @@ def _health(gateway: Gateway, reloader: Reloader | None) -> Callable[[Any], Awai
         body: dict[str, Any] = {"status": "ok" if healthy else "degraded", "upstreams": upstreams}
         if reloader is not None:
             body["config"] = reloader.status()
+        if sessions := gateway.per_user.running():  # callers' own sessions of per-user servers
+            body["per_user_sessions"] = len(sessions)
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     return health
