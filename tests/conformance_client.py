@@ -15,7 +15,9 @@ what mcpgw served, and that is what the invalid-tool scenario checks. For the `a
 first logs in as `mcpgw login` does (the context's `client_id`/`client_secret` as the server's
 `[login]` table), its browser following the authorization URL: the scenario's authorization server
 approves at once; the client-credentials scenarios get an `[oauth]` table (discovery) instead.
-Exits 1, saying why on stderr, if the upstream never became ready.
+Exits 1, saying why on stderr, if the upstream never became ready (after one more login where it
+said "needs login", as a user told so would). A link mcpgw hands the client during a call (its login
+renewed: more scope, a new authorization server) is opened by the same browser.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from pydantic import TypeAdapter
 
 from mcpgw.assembly import build_gateway
 from mcpgw.config import Registry, validate
-from mcpgw.errors import GatewayError
+from mcpgw.errors import GatewayError, NeedsLogin
 from mcpgw.server.handlers import build_server
 from mcpgw.server.notify import notification_options
 from mcpgw.upstream import login
@@ -48,6 +50,8 @@ from parity import wire
 SERVER = "scenario"
 CLIENT_METADATA_URL = "https://conformance-test.local/client-metadata.json"
 MODERN = "2026-07-28"
+NEEDS_LOGIN = 3
+"""What `run_gateway` returns when the upstream wants a new login (as `list-servers --check` exits)."""
 _RAW = TypeAdapter(dict[str, Any])
 SCHEMA_ECHO = ("json_schema_2020_12_tool", "json_schema_echo")
 """json-schema-2020-12-preservation: the focal tool's schema, as listed, goes back through the echo tool."""
@@ -73,7 +77,11 @@ def arguments_for(tool: dict[str, Any], given: dict[str, dict[str, Any]]) -> dic
 
 async def elicit(context: ClientRequestContext, params: Any) -> types.ElicitResult:
     """Accept the form as a user's client shows it: each field filled with its schema `default`
-    (SEP-1034), so the defaults the upstream sent must reach this client through mcpgw intact."""
+    (SEP-1034), so the defaults the upstream sent must reach this client through mcpgw intact.
+    A link (URL mode: mcpgw's login renewed during a call) is opened in the user's browser."""
+    if getattr(params, "mode", None) == "url":
+        await browse(str(params.url))
+        return types.ElicitResult(action="accept")
     schema = getattr(params, "requested_schema", None) or {}
     properties = schema.get("properties") or {} if isinstance(schema, dict) else {}
     content = {
@@ -137,6 +145,15 @@ async def log_in(registry: Registry, url: str) -> None:
         print(f"login failed: {exc}", file=sys.stderr)
 
 
+async def authorization_server(url: str) -> str:
+    """The issuer the upstream's resource metadata names (RFC 9728, path-based), as an operator
+    configuring an enterprise-managed server would look it up once."""
+    parts = httpx2.URL(url)
+    metadata = parts.copy_with(path=f"/.well-known/oauth-protected-resource{parts.path}")
+    async with httpx2.AsyncClient(timeout=30) as http:
+        return str((await http.get(str(metadata))).json()["authorization_servers"][0])
+
+
 async def main(url: str) -> int:
     scenario = os.environ.get("MCP_CONFORMANCE_SCENARIO", "")
     version = os.environ.get("MCP_CONFORMANCE_PROTOCOL_VERSION", "2025-11-25")
@@ -147,8 +164,22 @@ async def main(url: str) -> int:
     settings: dict[str, Any] = {"startup_timeout": 120}
     with tempfile.TemporaryDirectory() as tokens:
         given = {k: context[k] for k in ("client_id", "client_secret", "issuer") if k in context}
-        # A machine's own credentials (the client-credentials grant) or a user's login (the rest).
-        granted = "client-credentials" in scenario and "client_secret" in given
+        if "private_key_pem" in context:  # private_key_jwt client authentication (RFC 7523)
+            given["private_key"] = context["private_key_pem"]
+            given["signing_algorithm"] = context.get("signing_algorithm", "RS256")
+        if "valid_jwt" in context:  # the workload's own JWT: the jwt-bearer grant (RFC 7523)
+            given["assertion"] = context["valid_jwt"]
+        if "idp_id_token" in context:  # enterprise-managed (SEP-990): the operator knows the issuer
+            given["issuer"] = await authorization_server(url)
+            given["enterprise"] = {
+                "idp_token_url": context["idp_token_endpoint"],
+                "idp_client_id": context["idp_client_id"],
+                "id_token": context["idp_id_token"],
+            }
+        # A machine's own credentials (client credentials, a workload's JWT) or a user's login (the rest).
+        granted = any(k in given for k in ("client_secret", "private_key", "assertion")) and (
+            "client-credentials" in scenario or "assertion" in given or "enterprise" in given
+        )
         if granted:
             server["oauth"] = given
         elif scenario.startswith("auth/"):
@@ -160,7 +191,13 @@ async def main(url: str) -> int:
         registry = validate({"gateway": settings, "servers": {SERVER: server}}, source="conformance")
         if scenario.startswith("auth/") and not granted:
             await log_in(registry, url)
-        return await run_gateway(registry, scenario, version, context)
+        done = await run_gateway(registry, scenario, version, context)
+        if done == NEEDS_LOGIN and scenario.startswith("auth/") and not granted:
+            # The login went stale before the gateway started (its authorization server moved):
+            # the user is told "needs login", logs in again, and starts the gateway again.
+            await log_in(registry, url)
+            done = await run_gateway(registry, scenario, version, context)
+        return done
 
 
 async def run_gateway(registry: Registry, scenario: str, version: str, context: dict[str, Any]) -> int:
@@ -170,7 +207,7 @@ async def run_gateway(registry: Registry, scenario: str, version: str, context: 
         upstream = gateway.upstreams[SERVER]
         if upstream.state != "ready":
             print(f"upstream {upstream.state}: {upstream.error}", file=sys.stderr)
-            return 1
+            return NEEDS_LOGIN if NeedsLogin.marker in (upstream.error or "") else 1
         server, _ = build_server(gateway)
         options = server.create_initialization_options(notification_options())
         mode = "auto" if version == MODERN else "legacy"

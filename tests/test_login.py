@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 import httpx
+import mcp_types as types
 import pytest
 from click.testing import CliRunner
 from mcp.shared.exceptions import MCPError
@@ -352,3 +353,105 @@ def test_a_401_without_oauth_is_not_called_a_login(registry: Path, base: str) ->
     checked = run("list-servers", "--config", str(registry), "--check", "--json")
     row = next(r for r in json.loads(checked.stdout)["servers"] if r["name"] == "keyed")
     assert row["status"] == "failed" and "login" not in row["error"], row
+
+
+def test_an_oauth_table_takes_one_credential(tmp_path: Path) -> None:
+    from mcpgw.config import validate
+    from mcpgw.errors import ConfigError
+
+    def oauth(**fields: Any) -> dict[str, Any]:
+        server = {"url": "https://up.example/mcp", "oauth": {"client_id": "c", **fields}}
+        return {"servers": {"up": server}}
+
+    for fields, reason in (
+        (
+            {"client_secret": "s", "private_key": "k"},
+            "needs exactly one of `client_secret`, `private_key`",
+        ),
+        ({}, "needs exactly one of `client_secret`, `private_key`"),
+        ({"assertion": "a", "assertion_file": "/f"}, "needs exactly one of"),
+        ({"private_key": "k", "token_url": "https://as.example/token"}, "`private_key` works with discovery"),
+    ):
+        with pytest.raises(ConfigError, match=reason.replace("(", r"\(")):
+            validate(oauth(**fields), source="test")
+    validate(oauth(private_key="${KEY}", signing_algorithm="ES256"), source="test")
+    validate(oauth(assertion_file="/var/run/secrets/tokens/mcp"), source="test")
+    enterprise = {"idp_token_url": "https://idp.example/token", "idp_client_id": "c", "id_token": "t"}
+    with pytest.raises(ConfigError, match="`enterprise` needs `client_secret` and `issuer`"):
+        validate(oauth(client_secret="s", enterprise=enterprise), source="test")
+    with pytest.raises(ConfigError, match="needs exactly one of `id_token` and `id_token_file`"):
+        validate(
+            oauth(
+                client_secret="s",
+                issuer="https://as.example",
+                enterprise={**enterprise, "id_token_file": "/f"},
+            ),
+            source="test",
+        )
+    validate(oauth(client_secret="s", issuer="https://as.example", enterprise=enterprise), source="test")
+    validate(oauth(assertion_file="/var/run/secrets/tokens/mcp"), source="test")
+    enterprise = {"idp_token_url": "https://idp.example/token", "idp_client_id": "c", "id_token": "t"}
+    with pytest.raises(ConfigError, match="`enterprise` needs `client_secret` and `issuer`"):
+        validate(oauth(client_secret="s", enterprise=enterprise), source="test")
+    with pytest.raises(ConfigError, match="needs exactly one of `id_token` and `id_token_file`"):
+        validate(
+            oauth(
+                client_secret="s",
+                issuer="https://as.example",
+                enterprise={**enterprise, "id_token_file": "/f"},
+            ),
+            source="test",
+        )
+    validate(oauth(client_secret="s", issuer="https://as.example", enterprise=enterprise), source="test")
+
+
+def test_a_missing_workload_token_file_is_named(registry: Path, base: str) -> None:
+    with registry.open("a") as file:
+        file.write(f'[servers.wif]\nurl = "{base}/mcp"\nrestart = false\n[servers.wif.oauth]\n')
+        file.write(f'client_id = "w"\nassertion_file = "{registry.parent}/nope.jwt"\nissuer = "{base}/as"\n')
+    checked = run("list-servers", "--config", str(registry), "--check", "--json")
+    errors = {r["name"]: r["error"] for r in json.loads(checked.stdout)["servers"]}
+    assert (
+        errors["wif"]
+        == f"upstream 'wif': cannot read assertion_file {registry.parent}/nope.jwt: No such file or directory"
+    ), errors
+
+
+@pytest.mark.anyio
+async def test_more_scope_while_serving_is_asked_of_the_client_as_a_link(
+    registry: Path, base: str, browser: list[str]
+) -> None:
+    with registry.open("a") as file:
+        file.write(f'[servers.scoped]\nurl = "{base}/scoped/mcp"\nrestart = false\n')
+    async with httpx.AsyncClient() as http:
+        await http.post(f"{base}/admin/want-admin", json={"on": False})
+        assert (
+            await anyio.to_thread.run_sync(
+                lambda: run("login", "--config", str(registry), "scoped").exit_code
+            )
+            == 0
+        )
+        links: list[str] = []
+
+        async def elicit(context: Any, params: Any) -> types.ElicitResult:
+            # The user's client shows the link; the user opens it and approves.
+            links.append(params.url)
+            landed = await http.get(params.url, follow_redirects=True)
+            assert landed.status_code == 200 and "Logged in to scoped" in landed.text
+            return types.ElicitResult(action="accept")
+
+        async with (
+            served(load(registry)[0], {}, registry_path=registry) as gateway,
+            gateway_client(gateway, mode="legacy", elicitation_callback=elicit) as client,
+        ):
+            assert (await client.call_tool("scoped__whoami", {})).content[0].text == "alice"  # type: ignore[union-attr]
+            await http.post(f"{base}/admin/want-admin", json={"on": True})
+            before = stats(base)
+            # The call that met the 403 goes on once the user approved the link it was given.
+            assert (await client.call_tool("scoped__whoami", {})).content[0].text == "alice"  # type: ignore[union-attr]
+            [link] = links
+            assert set(httpx.URL(link).params["scope"].split()) == {"mcp", "admin"}
+            assert stats(base)["authorizations"] == before["authorizations"] + 1
+        await http.post(f"{base}/admin/want-admin", json={"on": False})
+    assert len(browser) == 1  # the gateway itself opened no browser
+    assert json.loads(token_file(registry, "scoped").read_text())["tokens"]["scope"] == "mcp admin"

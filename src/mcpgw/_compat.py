@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -304,3 +304,41 @@ def fastmcp_lowlevel_server(server: Any) -> Any:
     Running it enters the FastMCP lifespan (fastmcp's lifespan proxy). Used for OpenAPI upstreams.
     """
     return server._mcp_server
+def jwt_bearer_provider(
+    server_url: str,
+    storage: Any,
+    *,
+    client_id: str,
+    assertion: Callable[[], Awaitable[str]],
+    scope: str | None,
+    issuer: str | None,
+) -> Any:
+    """The mcp SDK's client-credentials provider (discovery, the issuer check, token handling)
+    sending the RFC 7523 jwt-bearer grant with `assertion()` instead (workload identity federation).
+
+    mcp 2.3: its `IdentityAssertionOAuthProvider` sends this grant but only for a confidential client
+    and a configured issuer (no discovery); the token request is built by the private
+    `_exchange_token_client_credentials`, overridden here, as its own `PrivateKeyJWTOAuthProvider` does.
+    """
+    import httpx2
+    from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
+    from mcp.shared.auth import JWT_BEARER_GRANT_TYPE
+
+    class JwtBearer(ClientCredentialsOAuthProvider):
+        async def _exchange_token_client_credentials(self) -> httpx2.Request:
+            from mcp.client.auth.extensions.client_credentials import _require_metadata_for_configured_issuer
+
+            _require_metadata_for_configured_issuer(self.context, issuer)
+            data = {
+                "grant_type": JWT_BEARER_GRANT_TYPE,
+                "assertion": await assertion(),
+                "client_id": client_id,
+            }
+            if self.context.should_include_resource_param(self.context.protocol_version):
+                data["resource"] = self.context.get_resource_url()
+            if scope:
+                data["scope"] = scope
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            return httpx2.Request("POST", self._get_token_endpoint(), data=data, headers=headers)
+
+    return JwtBearer(server_url, storage, client_id=client_id, client_secret="", scope=scope, issuer=issuer)

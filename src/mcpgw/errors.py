@@ -109,6 +109,33 @@ class NeedsLogin(UpstreamUnavailable):
         super().__init__(server, f"{self.marker} {server}`")
 
 
+class UserLoginRequired(UpstreamUnavailable):
+    """A `per_user` server the caller has not logged in to (or whose login it refused): the
+    message carries the caller's own login link."""
+
+    def __init__(self, server: str, url: str) -> None:
+        super().__init__(
+            server,
+            f"log in to it first (once, as yourself): open {url} and approve, then call again "
+            "(the link works for 10 minutes)",
+        )
+        self.url = url
+
+
+class UrlElicitationRequired(UserLoginRequired):
+    """`UserLoginRequired` for a handshake-era client that takes URL elicitations: -32042 with the
+    login link as the elicitation (2025-11-25; removed in 2026-07-28)."""
+
+    jsonrpc_code = -32042
+
+    def __init__(self, server: str, url: str, *, elicitation_id: str) -> None:
+        super().__init__(server, url)
+        message = f"Log in to {server} to use it through mcpgw"
+        self.data = {
+            "elicitations": [{"mode": "url", "elicitationId": elicitation_id, "url": url, "message": message}]
+        }
+
+
 class UpstreamTimeout(UpstreamError):
     """A request to the upstream took longer than its timeout."""
 

@@ -7,21 +7,25 @@ GitHub, Linear or Notion are protected. Run as `oauth_login.py PORT [--token-ttl
                           Authlib's `AuthorizationServer`: RFC 8414 metadata at
                           /.well-known/oauth-authorization-server/as, RFC 7591 registration
                           (/as/register), the authorization code with PKCE S256 required
-                          (/as/authorize, approving at once as user "alice"), refresh tokens
+                          (/as/authorize, approving at once as user "alice", or as the one
+                          the browser's `X-Test-User` header names), refresh tokens
                           (/as/token), RFC 7009 revocation (/as/revoke). Access tokens carry the
                           RFC 8707 `resource` they were asked for.
-  /mcp, /other/mcp        two MCP servers (the mcp SDK's lowlevel server, tool `whoami`), each
+  /mcp, /other/mcp        two MCP servers (the mcp SDK's lowlevel server, tool `whoami`: the
+                          user whose token it was called with), each
                           with its RFC 9728 metadata; each takes only a live token issued for its
                           own URL, else 401 with `WWW-Authenticate: Bearer resource_metadata=..`.
   cc-client / cc-secret   a client registered by hand for the client-credentials grant (basic auth)
   /scoped/mcp             like /mcp, but after POST /admin/want-admin it also wants scope `admin`
-                          (403 insufficient_scope, scope="mcp admin": a step-up)
+                          (403 insufficient_scope, scope="mcp admin": a step-up), until
+                          POST /admin/want-admin {"on": false}
   /lenient/mcp            like /mcp, but lets `initialize` (no session yet) in without a token
   /keyed/mcp              401 without any challenge: a server wanting an API key, not OAuth
   /legacy/sse             the legacy SSE transport (FastMCP), guarded the same way
   POST /admin/expire      every access token expires now (refresh tokens stay good)
   GET  /admin/stats       counters: registrations, grants by type, revocations, refused calls,
-                          and the Authorization headers /other/mcp was sent
+                          the Authorization headers /other/mcp was sent, and those of every
+                          server (`seen`)
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ STATS: Counter[str] = Counter()
 CC_CLIENT, CC_SECRET = "cc-client", "cc-secret"
 """The confidential client of the client-credentials grant."""
 SENT_TO_OTHER: list[str] = []
+SEEN: defaultdict[str, set[str]] = defaultdict(set)
+"""Every Authorization header each MCP server was sent."""
 SCOPED = {"on": False}
 """Whether /scoped/mcp wants the `admin` scope too (403 insufficient_scope without it)."""
 
@@ -172,7 +178,7 @@ class Token:
         return False
 
     def get_user(self) -> str:
-        return "alice"
+        return str(self.record.get("user") or "alice")
 
 
 class AuthCode:
@@ -212,6 +218,7 @@ def build(base: str, ttl: int) -> Starlette:
                 "client_id": request.client.client_id,
                 "scope": token.get("scope"),
                 "resource": resource,
+                "user": request.user,
             }
             store.access[token["access_token"]] = {**record, "expires": time.time() + ttl}
             if "refresh_token" in token:
@@ -246,6 +253,7 @@ def build(base: str, ttl: int) -> Starlette:
                 "resource": data.get("resource"),
                 "code_challenge": data.get("code_challenge"),
                 "code_challenge_method": data.get("code_challenge_method"),
+                "user": request.user,
             }
 
         def query_authorization_code(self, code: str, client: Client) -> AuthCode | None:
@@ -258,7 +266,7 @@ def build(base: str, ttl: int) -> Starlette:
                     del store.codes[code]
 
         def authenticate_user(self, authorization_code: AuthCode) -> str:
-            return "alice"
+            return str(authorization_code.record.get("user") or "alice")
 
     class RefreshGrant(grants.RefreshTokenGrant):
         TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = [
@@ -280,7 +288,7 @@ def build(base: str, ttl: int) -> Starlette:
             return Token(record) if record and not record.get("revoked") else None
 
         def authenticate_user(self, refresh_token: Token) -> str:
-            return "alice"
+            return refresh_token.get_user()
 
         def revoke_old_credential(self, refresh_token: Token) -> None:
             refresh_token.record["revoked"] = True
@@ -371,7 +379,9 @@ def build(base: str, ttl: int) -> Starlette:
     async def authorize(request: Request) -> Response:
         STATS["authorizations"] += 1
         oauth_request = FormRequest(request, {})
-        return server.create_authorization_response(oauth_request, grant_user="alice")
+        # The user who approves: the test's browser names it (default alice).
+        user = request.headers.get("x-test-user", "alice")
+        return server.create_authorization_response(oauth_request, grant_user=user)
 
     async def token(request: Request) -> Response:
         oauth_request = FormRequest(request, await form_of(request))
@@ -390,7 +400,8 @@ def build(base: str, ttl: int) -> Starlette:
         return JSONResponse({})
 
     async def stats(request: Request) -> JSONResponse:
-        return JSONResponse({**STATS, "sent_to_other": SENT_TO_OTHER})
+        seen = {path: sorted(values) for path, values in SEEN.items()}
+        return JSONResponse({**STATS, "sent_to_other": SENT_TO_OTHER, "seen": seen})
 
     def resource(path: str, sse: Any = None) -> tuple[Route, Any, Any]:
         url = f"{base}{path}"
@@ -403,6 +414,8 @@ def build(base: str, ttl: int) -> Starlette:
             bearer = headers.get("authorization", "")
             if path == "/other/mcp" and bearer:
                 SENT_TO_OTHER.append(bearer)
+            if bearer:
+                SEEN[path].add(bearer)
             record = (
                 store.access.get(bearer.removeprefix("Bearer ")) if bearer.startswith("Bearer ") else None
             )
@@ -445,7 +458,11 @@ def build(base: str, ttl: int) -> Starlette:
         )
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-        return types.CallToolResult(content=[types.TextContent(type="text", text="alice")])
+        # Whose token the call came with (the user who approved its login).
+        bearer = ctx.request.headers.get("authorization", "") if ctx.request is not None else ""
+        record = store.access.get(bearer.removeprefix("Bearer ")) or {}
+        user = str(record.get("user") or "alice")
+        return types.CallToolResult(content=[types.TextContent(type="text", text=user)])
 
     main_prm, main_mount, main_mcp = resource("/mcp")
     other_prm, other_mount, other_mcp = resource("/other/mcp")
@@ -469,7 +486,8 @@ def build(base: str, ttl: int) -> Starlette:
             yield
 
     async def want_admin(request: Request) -> JSONResponse:
-        SCOPED["on"] = True
+        body = await request.body()
+        SCOPED["on"] = bool(json.loads(body).get("on", True)) if body else True
         return JSONResponse({})
 
     routes = [

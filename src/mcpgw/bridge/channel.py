@@ -43,6 +43,7 @@ def client_channel(ctx: ServerRequestContext[Any, Any], *, principal: str | None
     return ClientChannel(
         can_sample=caps is not None and caps.sampling is not None,
         can_elicit=caps is not None and caps.elicitation is not None,
+        elicits_urls=caps is not None and caps.elicitation is not None and caps.elicitation.url is not None,
         apps=apps.client_supports_apps(ctx),
         modern=modern,
         send=None if modern else send,

@@ -93,11 +93,11 @@ def login(config_path: Path | None, name: str, no_browser: bool, as_json: bool) 
 @click.argument("name")
 def logout(config_path: Path | None, name: str) -> None:
     """Revoke and forget the tokens of `mcpgw login SERVER`."""
-    from mcpgw.upstream import login as login_mod
+    from mcpgw.upstream import logout as logout_mod
 
     registry, _ = load_registry(config_path)
     _, url, _ = _target(registry, name)
-    done = anyio.run(login_mod.logout, name, url, registry.gateway)
+    done = anyio.run(logout_mod.logout, name, url, registry.gateway)
     if done is not None:
         err.print(f"logged out of {escape(name)} ({done})")
     else:

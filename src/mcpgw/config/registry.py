@@ -20,7 +20,7 @@ from pydantic import Field, TypeAdapter, ValidationError, ValidationInfo, field_
 
 from mcpgw.config.admin import AdminSettings
 from mcpgw.config.base import DEFAULT_PERSONA, PERSONA_NAME_RE, SERVER_NAME_RE, Strict
-from mcpgw.config.servers import ServerConfig, Transport, namespace_of
+from mcpgw.config.servers import ServerConfig, StdioServer, Transport, namespace_of
 from mcpgw.config.settings import (
     AuditSettings,
     AuthSettings,
@@ -59,6 +59,23 @@ class Registry(Strict):
                     raise ValueError(
                         f"auth.persona_map maps {value!r} to {persona!r}, which is not a persona"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _per_user_logins_need_auth(self) -> Registry:
+        for name, server in self.servers.items():
+            if isinstance(server, StdioServer) or server.login is None or not server.login.per_user:
+                continue
+            if self.auth is None:
+                raise ValueError(
+                    f"servers.{name}.login.per_user needs [auth]: each caller is known by its token "
+                    "(and the login comes back to [auth] public_url)"
+                )
+            if not server.takes_login():
+                raise ValueError(
+                    f"servers.{name}.login.per_user: the server has its own credentials "
+                    "(`oauth` or an Authorization header), which every caller would share"
+                )
         return self
 
     @model_validator(mode="after")

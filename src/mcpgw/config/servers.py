@@ -42,6 +42,26 @@ Era = Literal["auto", "handshake", "stateless"]
 the `initialize` handshake (2025-11-25 and earlier), or the stateless 2026-07-28 revision."""
 
 
+class UpstreamEnterprise(Strict):
+    """`[servers.X.oauth.enterprise]`: enterprise-managed authorization (SEP-990). The user's ID
+    token from the enterprise IdP is exchanged there (RFC 8693) for an identity assertion grant
+    (ID-JAG), which the upstream's authorization server (`issuer`) takes by the jwt-bearer grant."""
+
+    idp_token_url: str
+    idp_client_id: str
+    idp_client_secret: str | None = None
+    id_token: str | None = None
+    """The user's ID token from the IdP (usually `${VAR}`)."""
+    id_token_file: str | None = None
+    """As `id_token`, read from this file at each exchange."""
+
+    @model_validator(mode="after")
+    def _one_id_token(self) -> UpstreamEnterprise:
+        if (self.id_token is None) == (self.id_token_file is None):
+            raise ValueError("needs exactly one of `id_token` and `id_token_file`")
+        return self
+
+
 class UpstreamOAuth(Strict):
     """`[servers.X.oauth]`: the OAuth 2.1 client-credentials grant mcpgw uses for an HTTP upstream.
 
@@ -54,7 +74,19 @@ class UpstreamOAuth(Strict):
     issuer: str | None = None
     """With discovery: the authorization server's issuer; another one the upstream names is refused."""
     client_id: str
-    client_secret: str
+    client_secret: str | None = None
+    private_key: str | None = None
+    """A PEM private key (usually `${VAR}`) instead of `client_secret`: the client authenticates
+    with a JWT it signs (`private_key_jwt`, RFC 7523), needing discovery (no `token_url`)."""
+    signing_algorithm: str = "RS256"
+    """The JWS algorithm of `private_key` (RS256, ES256, ...)."""
+    assertion: str | None = None
+    """A JWT the platform issued this workload (usually `${VAR}`), exchanged for a token by the
+    RFC 7523 jwt-bearer grant (workload identity federation) instead of a client credential."""
+    assertion_file: str | None = None
+    """As `assertion`, read from this file at each token request (a projected, rotated token)."""
+    enterprise: UpstreamEnterprise | None = None
+    """With `client_secret` and `issuer`: the assertion comes from the enterprise IdP (SEP-990)."""
     scope: str | None = None
     resource: str | None = None
     """RFC 8707 resource indicator sent with the token request (the upstream's URL, usually)."""
@@ -70,6 +102,25 @@ class UpstreamOAuth(Strict):
         if url is not None and "${" not in url and urlsplit(url).scheme not in ("http", "https"):
             raise ValueError(f"{url!r} is not an http:// or https:// URL")
         return url
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> UpstreamOAuth:
+        given = [
+            name
+            for name in ("client_secret", "private_key", "assertion", "assertion_file")
+            if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "needs exactly one of `client_secret`, `private_key`, `assertion` and `assertion_file`"
+            )
+        if given[0] != "client_secret" and self.token_url is not None:
+            raise ValueError(f"`{given[0]}` works with discovery: leave out `token_url` (set `issuer`)")
+        if self.enterprise is not None and (
+            given[0] != "client_secret" or self.issuer is None or self.token_url is not None
+        ):
+            raise ValueError("`enterprise` needs `client_secret` and `issuer` (and no `token_url`)")
+        return self
 
 
 class UpstreamLogin(Strict):
@@ -90,6 +141,9 @@ class UpstreamLogin(Strict):
     """An https URL of a client ID metadata document, used as the client id where the server allows."""
     redirect_port: Annotated[int, Field(ge=0, le=65535)] = 0
     """The loopback port the browser is sent back to (0: any free one, kept for later logins)."""
+    per_user: bool = False
+    """Served over HTTP with `[auth]`: each caller logs in for itself and its calls go upstream with
+    its own token, in its own session (`mcpgw login` then only lists the server's tools)."""
 
 
 class _Server(Strict):

@@ -29,6 +29,7 @@ from mcpgw.catalog.personas import View
 from mcpgw.config import DEFAULT_PERSONA, Registry, ServerConfig, call_timeout
 from mcpgw.core import kinds, status
 from mcpgw.core import reload as reload_mod
+from mcpgw.core.peruser import PerUser
 from mcpgw.core.pipeline import Pipeline, Request
 from mcpgw.core.reload import Parts, Plan
 from mcpgw.core.watch import ResourceWatch, Subscriber
@@ -58,11 +59,8 @@ ChangeListener = Callable[[set[str]], Awaitable[None]]
 """Called with the changed list names: a subset of {"tools", "resources", "prompts"}."""
 
 _LIST_OF: dict[ListKind, str] = {
-    "tools": "tools",
-    "resources": "resources",
-    "resource_templates": "resources",
-    "prompts": "prompts",
-}
+    "tools": "tools", "resources": "resources", "resource_templates": "resources", "prompts": "prompts"
+}  # fmt: skip
 
 
 class Gateway:
@@ -130,6 +128,7 @@ class Gateway:
         self._idle = anyio.Event()
         self.draining = False
         self.pipeline = Pipeline(self)
+        self.per_user = PerUser(self, secrets=lambda: self._parts.secrets, spawn=self._spawn)
         self._tasks: anyio.abc.TaskGroup | None = None
         """The gateway's own tasks: calls that outlive one downstream request (`bridge.Exchange`)."""
         if metrics is not None:
@@ -149,7 +148,7 @@ class Gateway:
             try:
                 yield self
             finally:
-                running = [*self.upstreams.values(), *self._retiring]
+                running = [*self.upstreams.values(), *self._retiring, *self.per_user.running()]
                 for upstream in running:
                     upstream.stop()
                 # One still starting (or restarting) would hold shutdown up to its start-up timeout;
@@ -160,9 +159,8 @@ class Gateway:
                 tg.cancel_scope.cancel()
 
     def hurry(self) -> None:
-        """Stop every upstream now, stdio children's process groups at once: the client is gone. A stdio
-        client that closes the gateway's stdin gives it 2 s (the mcp SDK's grace) before SIGTERM; an
-        upstream that ignores its own stdin closing must not hold the gateway past that."""
+        """Stop every upstream now, stdio children's process groups at once: the client is gone (a stdio
+        client closing stdin gives 2 s, the SDK's grace, before SIGTERM: no upstream may hold us past it)."""
         for upstream in self.upstreams.values():
             upstream.stop(now=True)
 

@@ -23,6 +23,7 @@ from mcpgw.catalog import personas as personas_mod
 from mcpgw.catalog.personas import View
 from mcpgw.config import SEPARATOR
 from mcpgw.core import workflows
+from mcpgw.core.peruser import per_user
 from mcpgw.core.pipeline import Request, Target
 from mcpgw.core.watch import Subscriber
 from mcpgw.errors import InvalidRequest, NotFound, ResourceNotFound
@@ -39,9 +40,10 @@ class _Bridged:
 
     async def forward(self, gateway: Gateway, request: Request, target: Target) -> dict[str, Any]:
         assert target.upstream is not None
-        async with gateway.tracked():
+
+        async def send(upstream: Upstream) -> dict[str, Any]:
             return await gateway.bridge.request(
-                target.upstream,
+                upstream,
                 target.method,
                 target.params,
                 persona=request.persona,
@@ -50,6 +52,10 @@ class _Bridged:
                 on_log=request.on_log,
                 timeout=target.timeout,
             )
+
+        async with gateway.tracked():
+            # A per-user server's calls go in the caller's own session (`core.peruser`).
+            return await gateway.per_user.forward(target.upstream, request.client, send)
 
 
 class CallTool(_Bridged):
@@ -225,7 +231,8 @@ class Complete:
     async def forward(self, gateway: Gateway, request: Request, target: Target) -> dict[str, Any]:
         upstream = target.upstream
         assert upstream is not None
-        if "completions" not in upstream.capabilities:
+        if "completions" not in upstream.capabilities or per_user(upstream.config):
+            # A per-user server completes nothing: a completion names no caller to send it as.
             return {"completion": {"values": [], "hasMore": False}}
         async with gateway.tracked():
             with gateway.inflight.calling(upstream.name, Caller(persona=target.persona)):

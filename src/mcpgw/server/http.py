@@ -33,6 +33,7 @@ from mcpgw.config import Registry
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import GatewayError, StartupError
 from mcpgw.server import scrape
+from mcpgw.server.callback import callback_route
 from mcpgw.server.edge import BodyLimit, FieldValues
 from mcpgw.server.handlers import HTTP_PERSONA, PERSONA_PATH_PARAM, build_server
 from mcpgw.server.hostcheck import HostCheck, transport_security
@@ -75,6 +76,7 @@ def http_app(
         Route("/mcp", endpoint=endpoint),
         Route(PERSONA_PATH, endpoint=PersonaEndpoint(gateway, endpoint)),
         Route("/healthz", endpoint=_health(gateway, reloader), methods=["GET"]),
+        callback_route(gateway),  # where per-user upstream logins come back (`server.callback`)
     ]
     metrics = gateway.metrics
     if metrics is not None:
@@ -183,6 +185,8 @@ def _health(gateway: Gateway, reloader: Reloader | None) -> Callable[[Any], Awai
         body: dict[str, Any] = {"status": "ok" if healthy else "degraded", "upstreams": upstreams}
         if reloader is not None:
             body["config"] = reloader.status()
+        if sessions := gateway.per_user.running():  # callers' own sessions of per-user servers
+            body["per_user_sessions"] = len(sessions)
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     return health

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,7 @@ class Upstream:
         tokens_dir: Path | None = None,
         hooks: Hooks | None = None,
         in_process: Any = None,
+        relogin: bool = False,
     ) -> None:
         self.name = name
         self.config = config
@@ -97,6 +99,10 @@ class Upstream:
             tokens_dir=tokens_dir,
             # A login found missing mid-call ends the connection: the calls it cuts off say why.
             on_refused=lambda reason: self._session.closing(reason),
+            # A login due during a call is put to the caller's client, where its callers are its user.
+            ask=partial(on_elicitation, name)
+            if relogin and (on_elicitation := hooks.on_elicitation)
+            else None,
             in_process=in_process,
             # A line is JSON: its escapes can make it longer than the content it carries, so the line
             # bound (memory and time, before parsing) leaves the content check its own limit to judge.
@@ -384,10 +390,12 @@ def for_server(
     hooks: Hooks | None = None,
     restart: bool | None = None,
     in_process: Any = None,
+    tokens_dir: Path | None = None,
 ) -> Upstream:
     """The one way an `Upstream` is made from the registry: its limits, timeouts and hooks.
 
     `restart`: None follows the server's own `restart`; the CLI's one-shot checks pass False.
+    `tokens_dir`: where its login is (default: `mcpgw login`'s folder; a per-user session's own).
     """
     settings = registry.gateway
     return Upstream(
@@ -403,7 +411,8 @@ def for_server(
         max_concurrent=server.max_concurrent or settings.max_concurrent,
         max_result_bytes=settings.max_result_bytes,
         secrets=secrets,
-        tokens_dir=tokens.tokens_dir(settings),
+        tokens_dir=tokens_dir or tokens.tokens_dir(settings),
+        relogin=registry.auth is None,  # with [auth], any caller could log mcpgw's login in as itself
         hooks=hooks,
         in_process=in_process,
     )

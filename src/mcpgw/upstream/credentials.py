@@ -78,7 +78,7 @@ class ClientCredentials(httpx2.Auth):
         self.server = server
         if oauth.token_url is None:
             raise ValueError(
-                "ClientCredentials needs a token_url (else see login.discovered_client_credentials)"
+                "ClientCredentials needs a token_url (else see grants.discovered_client_credentials)"
             )
         self.token_url = value("token_url", oauth.token_url)
         self.refresh_before = oauth.refresh_before
@@ -89,7 +89,7 @@ class ClientCredentials(httpx2.Auth):
             self.extra["audience"] = value("audience", oauth.audience)
         self._client = AsyncOAuth2Client(
             client_id=value("client_id", oauth.client_id),
-            client_secret=value("client_secret", oauth.client_secret),
+            client_secret=value("client_secret", oauth.client_secret or ""),  # set: see UpstreamOAuth
             scope=value("scope", oauth.scope) if oauth.scope else None,
             token_endpoint_auth_method=oauth.auth_method,
             leeway=int(oauth.refresh_before),

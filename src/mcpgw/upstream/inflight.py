@@ -41,6 +41,8 @@ class ClientChannel:
     can_elicit: bool = False
     apps: bool = False
     """It renders MCP Apps: it declared the `io.modelcontextprotocol/ui` extension with its MIME type."""
+    elicits_urls: bool = False
+    """It declared URL-mode elicitation (2025-11-25): a login link can reach it as one."""
     modern: bool = False
     """A 2026-07-28 client: it answers `input_required` results, not server-to-client requests."""
     send: Send | None = None

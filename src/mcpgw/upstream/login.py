@@ -4,8 +4,8 @@ Owns: `LoginAuth`, the httpx auth of a URL server that takes a login (see
 `UrlServer.takes_login`): the mcp SDK's `OAuthClientProvider` (RFC 9728 and RFC 8414/OpenID
 discovery, RFC 7591 registration or a client ID metadata document, the authorization code with
 PKCE, RFC 8707 resource indicators) over `tokens.TokenFile`, with what it lacks added around it;
-`login`, which runs that flow once with a browser and the loopback receiver; and `logout`, which
-revokes the tokens (RFC 7009, through Authlib) and forgets them.
+and `login`, which runs that flow once with a browser and the loopback receiver (`logout` is
+its own module).
 
 Where the SDK falls short (mcp 2.3), and what is done here instead:
 - it refreshes only once a token has expired: `LoginAuth` refreshes `REFRESH_BEFORE` seconds
@@ -31,12 +31,13 @@ from typing import Any
 
 import httpx2
 from mcp.client.auth import OAuthClientProvider, OAuthFlowError, OAuthRegistrationError, OAuthTokenError
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata
 
-from mcpgw.config import GatewaySettings, UpstreamLogin, UpstreamOAuth, expand
+from mcpgw.config import GatewaySettings, UpstreamLogin, expand
 from mcpgw.config.servers import HttpServer, SseServer
 from mcpgw.errors import NeedsLogin, UpstreamUnavailable
-from mcpgw.upstream import loopback
+from mcpgw.upstream import dpop, loopback, relogin
+from mcpgw.upstream.dpop import DPoP
 from mcpgw.upstream.tokens import TokenFile, tokens_dir
 
 logger = logging.getLogger("mcpgw.login")
@@ -48,6 +49,8 @@ PROTOCOL_VERSION = "2025-11-25"
 
 UrlServer = HttpServer | SseServer
 OpenUrl = Callable[[str], Awaitable[None]]
+Callback = Callable[[], Awaitable[AuthorizationCodeResult]]
+"""Waits for the redirect back from the authorization server (the SDK's `callback_handler`)."""
 
 
 class LoginAuth(httpx2.Auth):
@@ -63,8 +66,18 @@ class LoginAuth(httpx2.Auth):
         *,
         authorize: bool,
         on_refused: Callable[[str], None] | None = None,
+        on_step_up: Callable[[str], None] | None = None,
+        through_client: bool = False,
+        dpop: DPoP | None = None,
     ) -> None:
         self.server = server
+        self.dpop = dpop
+        """Proves possession of the login's key where its authorization server offers DPoP."""
+        self.through_client = through_client
+        """The flow's authorization URL goes to the caller's client (`relogin`): a 401 that is not
+        OAuth's still reaches the transport as it came."""
+        self.on_step_up = on_step_up
+        """Told the scope a new login should ask for when the server wants more (403 insufficient_scope)."""
         self.provider = provider
         self.authorize = authorize
         """Whether a 401 runs the SDK's flow (the browser login, or the client-credentials grant)."""
@@ -77,6 +90,17 @@ class LoginAuth(httpx2.Auth):
             return False
         return time.time() > expiry - min(REFRESH_BEFORE, tokens.expires_in / 2)
 
+    def _signed(self, outgoing: httpx2.Request, request: httpx2.Request) -> httpx2.Request:
+        """`outgoing` with its DPoP proof, where the login uses DPoP (see `dpop`)."""
+        proofs, metadata = self.dpop, self.provider.context.oauth_metadata
+        if proofs is None or not proofs.offered:
+            return outgoing
+        if outgoing is request and proofs.bound:
+            proofs.sign_resource_request(outgoing)
+        elif dpop.is_token_request(outgoing, metadata):
+            proofs.sign_token_request(outgoing)
+        return outgoing
+
     async def async_auth_flow(
         self, request: httpx2.Request
     ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
@@ -88,7 +112,13 @@ class LoginAuth(httpx2.Auth):
             try:
                 outgoing = await flow.__anext__()
                 while True:
-                    response = yield outgoing
+                    response = yield self._signed(outgoing, request)
+                    if self.dpop is not None and await self.dpop.wants_nonce(outgoing, response):
+                        response = yield self._signed(outgoing, request)  # again, with its nonce
+                    if self.dpop is not None and dpop.is_token_request(outgoing, context.oauth_metadata):
+                        response = await self.dpop.token_answer(response)
+                    elif self.dpop is not None:
+                        await self.dpop.metadata_answer(outgoing, response)
                     refused = outgoing is request and response.status_code == 401
                     if refused and attempt == 0 and context.can_refresh_token():
                         break  # revoked or expired early at the issuer: refresh, then once more
@@ -98,8 +128,11 @@ class LoginAuth(httpx2.Auth):
                         and response.status_code == 403
                         and ("insufficient_scope" in response.headers.get("www-authenticate", ""))
                     )
-                    if refused and not self.authorize and not _oauth_refusal(response, context):
+                    passing = not self.authorize or self.through_client
+                    if refused and passing and not _oauth_refusal(response, context):
                         return  # not OAuth (an API key, say): the 401 reaches the transport as it came
+                    if step_up and not self.authorize and self.on_step_up is not None:
+                        self.on_step_up(relogin.widened(context, response))
                     if (refused or step_up) and not self.authorize:
                         needed = NeedsLogin(self.server)
                         if self.on_refused is not None:
@@ -117,7 +150,7 @@ class LoginAuth(httpx2.Auth):
 def _oauth_refusal(response: httpx2.Response, context: Any) -> bool:
     """Whether a 401 is an OAuth server's: a Bearer challenge, or a refusal of our stored login."""
     challenge = response.headers.get("www-authenticate", "").lstrip().lower()
-    return challenge.startswith("bearer") or context.current_tokens is not None
+    return challenge.startswith(("bearer", "dpop")) or context.current_tokens is not None
 
 
 def _login_values(server: str, login: UpstreamLogin | None, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -140,9 +173,12 @@ def _provider(
     *,
     redirect_uri: str,
     open_url: OpenUrl | None = None,
-    receiver: loopback.Receiver | None = None,
+    callback: Callback | None = None,
+    scope: str | None = None,
 ) -> OAuthClientProvider:
     values = _login_values(server, login, environ)
+    if scope:
+        values["scope"] = scope
     method = login.auth_method if login is not None and values.get("client_secret") else "none"
     metadata = OAuthClientMetadata(
         client_name="mcpgw",
@@ -172,7 +208,7 @@ def _provider(
             metadata,
             store,
             redirect_handler=open_url or no_browser,
-            callback_handler=receiver.wait if receiver else None,
+            callback_handler=callback,
             client_metadata_url=values.get("client_metadata_url"),
         )
     except ValueError as exc:
@@ -194,8 +230,12 @@ def upstream_auth(
     environ: Mapping[str, str],
     *,
     on_refused: Callable[[str], None] | None = None,
+    ask: relogin.Ask | None = None,
 ) -> LoginAuth | None:
-    """The auth a running gateway sends `server` with (None: it has another credential)."""
+    """The auth a running gateway sends `server` with (None: it has another credential).
+
+    `ask`: where a login due during a call may be put to the caller's client (`relogin`); None:
+    such a call fails with `NeedsLogin`."""
     if not config.takes_login():
         return None
     store = TokenFile(folder, server, url)
@@ -203,63 +243,43 @@ def upstream_auth(
     redirect = (
         str(client.redirect_uris[0]) if client and client.redirect_uris else "http://127.0.0.1/callback"
     )
-    provider = _provider(server, url, store, config.login, environ, redirect_uri=redirect)
-    return LoginAuth(server, provider, authorize=False, on_refused=on_refused)
+    per_user = config.login is not None and config.login.per_user
 
+    def step_up(scope: str) -> None:
+        store.update(wanted_scope=scope)  # what the next login asks for (per-user logins read it)
 
-class _Memory:
-    """The SDK's `TokenStorage` in memory: a client-credentials token is simply fetched again."""
+    def refused(reason: str) -> None:
+        if per_user:
+            # A caller's login the server refused is spent: its next call gets a new login link.
+            store.update(tokens=None, expires_at=None)
+        if on_refused is not None:
+            on_refused(reason)
 
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client = client_info
-
-
-def discovered_client_credentials(
-    server: str, oauth: UpstreamOAuth, url: str, environ: Mapping[str, str]
-) -> LoginAuth:
-    """`[servers.X.oauth]` without `token_url`: the SDK's client-credentials provider, which
-    discovers the authorization server from the upstream's 401 (no early refresh: a new token is
-    fetched at the next 401, there being no refresh token in this grant)."""
-    import warnings
-
-    from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
-
-    def value(field: str, text: str) -> str:
-        return expand(text, key=f"servers.{server}.oauth.{field}", environ=environ)
-
-    issuer = value("issuer", oauth.issuer) if oauth.issuer else None
-    if issuer is None:
-        logger.warning(
-            "SECURITY: upstream %s: [servers.%s.oauth] names no `issuer` (nor `token_url`): its client "
-            "secret goes to whichever authorization server the upstream names",
+    if ask is not None and not per_user:
+        through = relogin.ThroughClient(server, ask=ask, on_refused=refused)
+        provider = _provider(
             server,
-            server,
-        )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the SDK's, for the missing issuer: said above
-        provider = ClientCredentialsOAuthProvider(
             url,
-            _Memory(),
-            client_id=value("client_id", oauth.client_id),
-            client_secret=value("client_secret", oauth.client_secret),
-            token_endpoint_auth_method=oauth.auth_method,
-            scope=value("scope", oauth.scope) if oauth.scope else None,
-            issuer=issuer,
+            store,
+            config.login,
+            environ,
+            redirect_uri=redirect,
+            open_url=through.open_url,
+            callback=through.callback,
         )
-    return LoginAuth(server, provider, authorize=True)
+        return LoginAuth(
+            server,
+            provider,
+            authorize=True,
+            on_refused=refused,
+            on_step_up=step_up,
+            through_client=True,
+            dpop=DPoP(store),
+        )
+    provider = _provider(server, url, store, config.login, environ, redirect_uri=redirect)
+    return LoginAuth(
+        server, provider, authorize=False, on_refused=refused, on_step_up=step_up, dpop=DPoP(store)
+    )
 
 
 @dataclass(frozen=True)
@@ -357,7 +377,10 @@ async def _knock(
         if sse:
             async with client.stream("GET", url, headers={**sent, "Accept": "text/event-stream"}) as response:
                 return response.status_code
+        stateless = False
         for message in _KNOCKS:
+            if stateless and "id" not in message:
+                continue  # no session to say `initialized` to
             # The SDK steps up a 403 insufficient_scope on the request after the one it met: the
             # token just obtained may be refused that way, so a 403 is sent once more.
             for _ in range(2):
@@ -367,7 +390,10 @@ async def _knock(
                         sent["Mcp-Session-Id"] = session
                 if answered != 403:
                     break
-            if not store.fresh or answered >= 400:
+            # An `initialize` refused with 400 may be a server of the stateless era only (2026-07-28):
+            # its `tools/list` still asks for the login.
+            stateless = answered == 400 and message is _KNOCKS[0]
+            if not store.fresh or (answered >= 400 and not stateless):
                 break
     return answered
 
@@ -387,71 +413,67 @@ async def login(
         raise UpstreamUnavailable(server, "has its own credentials (`oauth` or an Authorization header)")
     store = TokenFile(tokens_dir(settings), server, url, fresh=True)
     async with loopback.receiving(server, port=_port(store, config.login)) as receiver:
-        provider = _provider(
+        await authorize(
             server,
+            config,
             url,
+            headers,
             store,
-            config.login,
             environ,
             redirect_uri=receiver.redirect_uri,
             open_url=open_url,
-            receiver=receiver,
+            callback=receiver.wait,
         )
-        auth = LoginAuth(server, provider, authorize=True)
-        try:
-            answered = await _knock(url, headers, auth, store, sse=isinstance(config, SseServer))
-        except httpx2.HTTPError as exc:
-            raise UpstreamUnavailable(server, f"login failed: {url} did not answer: {exc}") from None
+    found = status(server, url, settings)
+    assert found is not None  # `authorize` stored the tokens
+    return found
+
+
+async def authorize(
+    server: str,
+    config: UrlServer,
+    url: str,
+    headers: Mapping[str, str] | None,
+    store: TokenFile,
+    environ: Mapping[str, str],
+    *,
+    redirect_uri: str,
+    open_url: OpenUrl,
+    callback: Callback,
+    scope: str | None = None,
+) -> None:
+    """The code flow for `store` (a `fresh` one): discovery, registration, `open_url` with the
+    authorization URL, `callback` for the redirect to `redirect_uri`, the tokens stored. `mcpgw login`
+    runs it with the loopback receiver; a per-user login (`userlogin`) with the gateway's listener.
+    `scope` asks for more than configured (a step-up: what the server challenged with, and before)."""
+
+    async def opened(authorization_url: str) -> None:
+        await open_url(relogin.asking_for(authorization_url, scope) if scope else authorization_url)
+
+    provider = _provider(
+        server,
+        url,
+        store,
+        config.login,
+        environ,
+        redirect_uri=redirect_uri,
+        open_url=opened,
+        callback=callback,
+        scope=scope,
+    )
+    auth = LoginAuth(server, provider, authorize=True, dpop=DPoP(store))
+    try:
+        answered = await _knock(url, headers, auth, store, sse=isinstance(config, SseServer))
+    except httpx2.HTTPError as exc:
+        raise UpstreamUnavailable(server, f"login failed: {url} did not answer: {exc}") from None
     if answered in (401, 403):
         raise UpstreamUnavailable(server, f"login failed: {url} still answers {answered} with the new token")
     if provider.context.oauth_metadata is not None:
         store.update(
             oauth_metadata=provider.context.oauth_metadata.model_dump(mode="json", exclude_none=True)
         )
-    found = status(server, url, settings)
-    if found is None or store.fresh:
+    if store.fresh or store.tokens() is None:
         raise UpstreamUnavailable(
             server, f"{url} did not ask for a login (it answered {answered} without one)"
         )
     logger.info("logged in to upstream %s at %s", server, url)
-    return found
-
-
-async def logout(server: str, url: str, settings: GatewaySettings) -> str | None:
-    """Revoke `server`'s tokens where the authorization server allows (RFC 7009) and forget them;
-    what happened, for the user (None: there was no login)."""
-    store = TokenFile(tokens_dir(settings), server, url)
-    tokens, client, metadata = store.tokens(), store.client(), store.oauth_metadata()
-    if tokens is None:
-        return None
-    endpoint = metadata.revocation_endpoint if metadata else None
-    revoked = 0
-    if client and endpoint:
-        from authlib.common.errors import AuthlibBaseError
-        from authlib.integrations.httpx_client import AsyncOAuth2Client
-
-        method = client.token_endpoint_auth_method or "none"
-        async with AsyncOAuth2Client(
-            client_id=client.client_id,
-            client_secret=client.client_secret,
-            revocation_endpoint_auth_method=method,
-            timeout=30.0,
-        ) as oauth:
-            hints = [("refresh_token", tokens.refresh_token), ("access_token", tokens.access_token)]
-            for hint, token in hints:
-                if token is None:
-                    continue
-                try:
-                    answer = await oauth.revoke_token(str(endpoint), token=token, token_type_hint=hint)
-                    revoked += answer.status_code == 200
-                except (AuthlibBaseError, httpx2.HTTPError) as exc:
-                    # Forgotten here all the same: the user asked to be logged out.
-                    logger.warning(
-                        "upstream %s: revoking its %s failed: %s", server, hint, type(exc).__name__
-                    )
-    store.update(tokens=None, expires_at=None)
-    if revoked:
-        return "tokens revoked and removed"
-    if endpoint is None:
-        return "tokens removed; the authorization server offers no revocation"
-    return "tokens removed; the authorization server did not confirm revoking them"

@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +33,7 @@ from mcpgw import _compat
 from mcpgw.config import OpenApiServer, ServerConfig, SseServer, StdioServer
 from mcpgw.observe import context as observe_context
 from mcpgw.observe import tracing
-from mcpgw.upstream import credentials, login
+from mcpgw.upstream import credentials, grants, login
 from mcpgw.upstream.stdio import stdio_transport
 
 STDERR_TAIL = 8
@@ -105,6 +105,8 @@ class Transport:
     """Where `mcpgw login` stored its tokens (`upstream.tokens`); None: no login is looked for."""
     on_refused: Callable[[str], None] | None = None
     """Told why, when the upstream refuses the login (the connection then ends)."""
+    ask: Callable[[dict[str, Any]], Awaitable[Any]] | None = None
+    """Where a login due during a call goes (the caller's client: `relogin`); None: it fails."""
     in_process: Any = None
     """A lowlevel `Server` (or `MCPServer`) served in this process instead of the configured
     transport: the tests' parity harness builds the whole gateway in memory with it."""
@@ -167,7 +169,7 @@ class Transport:
         target = config.to_params(self.name, environ=env)
         oauth: httpx2.Auth | None = None
         if config.oauth is not None and config.oauth.token_url is None:
-            oauth = login.discovered_client_credentials(
+            oauth = grants.discovered_client_credentials(
                 self.name, config.oauth, target.url, env or os.environ
             )
         elif config.oauth is not None:
@@ -177,7 +179,13 @@ class Transport:
             oauth = granted
         elif self.tokens_dir is not None:
             oauth = login.upstream_auth(
-                self.name, config, target.url, self.tokens_dir, env or os.environ, on_refused=self.on_refused
+                self.name,
+                config,
+                target.url,
+                self.tokens_dir,
+                env or os.environ,
+                on_refused=self.on_refused,
+                ask=self.ask,
             )
         if isinstance(config, SseServer):
             return await stack.enter_async_context(
