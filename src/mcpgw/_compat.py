@@ -304,6 +304,8 @@ def fastmcp_lowlevel_server(server: Any) -> Any:
     Running it enters the FastMCP lifespan (fastmcp's lifespan proxy). Used for OpenAPI upstreams.
     """
     return server._mcp_server
+
+
 def jwt_bearer_provider(
     server_url: str,
     storage: Any,

@@ -6,6 +6,7 @@ import users need. Its modules, from the bottom up:
     base       the strict base model and the naming rules (servers, namespaces, tools, personas)
     env        `${VAR}` expansion and command lookup
     servers    `[servers.NAME]`: one upstream server, a union of stdio, HTTP, SSE and OpenAPI models
+    oauth      `[servers.NAME.oauth]` and `.login`: how mcpgw gets a token for an upstream
     settings   `[gateway]`, `[personas]`, `[audit]`, `[auth]`, `[security]`, `[sampling]`
     telemetry  `[telemetry]`: metrics and the gateway's own log format
     admin      `[admin]`: the web console
@@ -25,6 +26,7 @@ from mcpgw.config.base import (
     TOOL_NAME_RE,
 )
 from mcpgw.config.env import expand, resolved_command
+from mcpgw.config.oauth import UpstreamLogin, UpstreamOAuth
 from mcpgw.config.registry import (
     DEFAULT_CONFIG_NAME,
     ENV_CONFIG,
@@ -47,8 +49,6 @@ from mcpgw.config.servers import (
     SseServer,
     StdioServer,
     Transport,
-    UpstreamLogin,
-    UpstreamOAuth,
     UrlParams,
     namespace_of,
 )

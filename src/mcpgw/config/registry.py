@@ -20,7 +20,7 @@ from pydantic import Field, TypeAdapter, ValidationError, ValidationInfo, field_
 
 from mcpgw.config.admin import AdminSettings
 from mcpgw.config.base import DEFAULT_PERSONA, PERSONA_NAME_RE, SERVER_NAME_RE, Strict
-from mcpgw.config.servers import ServerConfig, StdioServer, Transport, namespace_of
+from mcpgw.config.servers import HttpServer, ServerConfig, SseServer, Transport, namespace_of
 from mcpgw.config.settings import (
     AuditSettings,
     AuthSettings,
@@ -64,7 +64,11 @@ class Registry(Strict):
     @model_validator(mode="after")
     def _per_user_logins_need_auth(self) -> Registry:
         for name, server in self.servers.items():
-            if isinstance(server, StdioServer) or server.login is None or not server.login.per_user:
+            if (
+                not isinstance(server, HttpServer | SseServer)
+                or server.login is None
+                or not server.login.per_user
+            ):
                 continue
             if self.auth is None:
                 raise ValueError(

@@ -23,7 +23,7 @@ from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
 from mcpgw import _compat
 from mcpgw.config import UpstreamOAuth, expand
-from mcpgw.config.servers import UpstreamEnterprise
+from mcpgw.config.oauth import UpstreamEnterprise
 from mcpgw.errors import UpstreamUnavailable
 from mcpgw.upstream.login import LoginAuth
 
