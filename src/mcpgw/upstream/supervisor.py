@@ -268,7 +268,7 @@ class Supervisor:
 
     async def _open(self, stack: AsyncExitStack, era: Era) -> ClientSession:
         streams = await self._transport.open(stack)
-        return await self._session.connect(stack, streams, era=era)
+        return await self._session.connect(stack, streams, era=era, wire=self._transport.wire)
 
     def fail(self, message: str) -> None:
         """Record that the upstream failed and end its current life (`run` restarts it if it should)."""
