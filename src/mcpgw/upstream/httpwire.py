@@ -26,11 +26,10 @@ from typing import Any
 import anyio
 import httpx2
 import mcp_types as types
-import orjson
 from httpx2 import EventSource
 
 from mcpgw import _compat
-from mcpgw.upstream.wire import FIRST_ID, ProgressRelay, parse, relay_progress
+from mcpgw.upstream.wire import FIRST_ID, ProgressRelay, dumps, parse, relay_progress
 
 logger = logging.getLogger("mcpgw.upstream")
 
@@ -81,7 +80,7 @@ class HttpWire:
                 **params,
                 "_meta": {**(meta if isinstance(meta, dict) else {}), "progressToken": request_id},
             }
-        body = orjson.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        body = dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
         sent = {
             "accept": "application/json, text/event-stream",
             "content-type": "application/json",

@@ -33,6 +33,13 @@ import orjson
 logger = logging.getLogger("mcpgw.upstream")
 
 FIRST_ID = 1 << 40
+ORJSON_MAX = 64 * 1024
+"""Bytes of JSON up to which orjson parses (measured on a 250-byte answer: 3.7 us with the digit check
+below, against 9.5 us for the standard library); past it the check costs more than orjson saves."""
+_DIGITS = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
+_LONG_RUN = b"0" * 19
+"""Digits enough for an integer past 64 bits, which orjson would read as a float (a long run of digits
+in a string is read the slower way too, correctly)."""
 CANCEL_WRITE_TIMEOUT = 2.0
 """Seconds the courtesy `notifications/cancelled` may take to write (a hang guard)."""
 
@@ -74,7 +81,7 @@ class LeanWire:
             self._progress[request_id] = on_progress
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        line = orjson.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        line = dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
         written = False
         try:
             await self._send(line + b"\n")
@@ -107,7 +114,7 @@ class LeanWire:
         }
         with anyio.move_on_after(CANCEL_WRITE_TIMEOUT, shield=shield):
             with contextlib.suppress(WireClosed):
-                await self._send(orjson.dumps(note) + b"\n")
+                await self._send(dumps(note) + b"\n")
 
     async def take(self, message: Any) -> bool:
         """Whether `message` (a parsed line) was the lean path's: an answer or progress of its requests.
@@ -159,9 +166,21 @@ async def relay_progress(relay: ProgressRelay, params: dict[str, Any]) -> None:
 
 
 def parse(data: bytes | str) -> Any:
-    """JSON text parsed with orjson, or the standard library for what orjson refuses (integers over
-    64 bits, NaN), so no message a JSON-RPC peer may send is lost to the faster parser."""
+    """JSON text parsed with orjson, or the standard library where orjson would lose or refuse what
+    a JSON-RPC peer may send: an integer over 64 bits (orjson reads it as a float), NaN."""
+    raw = data.encode() if isinstance(data, str) else data
+    if len(raw) > ORJSON_MAX or _LONG_RUN in raw.translate(_DIGITS):
+        return json.loads(raw)
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         return json.loads(data)
+
+
+def dumps(message: Any) -> bytes:
+    """A message as compact JSON: orjson, or the standard library for what orjson refuses (integers
+    over 64 bits), so a client's arguments that JSON allows are forwarded as they came."""
+    try:
+        return orjson.dumps(message)
+    except TypeError:
+        return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
