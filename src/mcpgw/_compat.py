@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -157,7 +157,12 @@ def session_transport(manager: StreamableHTTPSessionManager, session_id: str) ->
     return manager._server_instances.get(session_id)
 
 
-def http_protocol(*, header_timeout: float, max_header_bytes: int) -> type[asyncio.Protocol]:
+def http_protocol(
+    *,
+    header_timeout: float,
+    max_header_bytes: int,
+    wrap_transport: Callable[[asyncio.Transport], Any] | None = None,
+) -> type[asyncio.Protocol]:
     """uvicorn's HTTP/1.1 protocol (httptools) with a deadline and a size limit for request headers.
 
     uvicorn 0.54 has neither: its keep-alive timer is only armed once a response is complete and
@@ -169,6 +174,8 @@ def http_protocol(*, header_timeout: float, max_header_bytes: int) -> type[async
     (`cycle`); bytes received while headers are awaited are counted, and past
     `max_header_bytes` the client gets 431 and the connection is closed. `loop`, `transport`,
     `cycle` and those callbacks are attributes of `HttpToolsProtocol` without a public contract.
+    `wrap_transport`: what the protocol writes through instead of the connection's transport
+    (`server.coalesce`).
     """
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -179,7 +186,7 @@ def http_protocol(*, header_timeout: float, max_header_bytes: int) -> type[async
             self.header_bytes = 0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+            super().connection_made(wrap_transport(transport) if wrap_transport is not None else transport)
             self.await_headers()
 
         def data_received(self, data: bytes) -> None:
@@ -369,3 +376,17 @@ def deliver_notification(
     HTTP path reads a POST's SSE stream itself and hands on what is not its answer.
     """
     return session._on_notify(None, method, params)  # type: ignore[arg-type]
+
+
+def wrap_network_backend(client: httpx2.AsyncClient, wrap: Callable[[Any], Any]) -> None:
+    """Make `client`'s connections through `wrap(its network backend)` (`upstream.cork`).
+
+    httpx2 2.16 / httpcore2: `AsyncHTTPTransport` builds its `AsyncConnectionPool` without a way to
+    pass a network backend; the pool keeps it in `_network_backend`, the transport the pool in
+    `_pool`, the client its transport in `_transport`. A client whose transport is another kind
+    (a proxy from the environment, a test's mock) is left as it is.
+    """
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    backend = getattr(pool, "_network_backend", None)
+    if backend is not None:
+        pool._network_backend = wrap(backend)  # type: ignore[union-attr]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -29,7 +28,7 @@ import mcp_types as types
 from httpx2 import EventSource
 
 from mcpgw import _compat
-from mcpgw.upstream.wire import FIRST_ID, ProgressRelay, dumps, parse, relay_progress
+from mcpgw.upstream.wire import FIRST_ID, Notify, ProgressRelay, dumps, parse, relay_progress
 
 logger = logging.getLogger("mcpgw.upstream")
 
@@ -39,8 +38,6 @@ RESUMES = 2
 """Attempts to resume an SSE stream that ended without the answer (the SDK's transport makes two)."""
 RESUME_DELAY = 1.0
 """Seconds before resuming when the server named no `retry` (the SDK's default)."""
-
-Notify = Callable[[str, dict[str, Any] | None], Awaitable[None]]
 
 
 def _error(code: int, message: str) -> dict[str, Any]:

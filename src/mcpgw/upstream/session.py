@@ -209,6 +209,12 @@ class Session:
         self.capabilities = caps.model_dump(by_alias=True, exclude_none=True) if caps else {}
         # Over HTTP only a 2026-07-28 upstream: a handshake-era one's requests belong to its session.
         self._wire = wire if isinstance(wire, LeanWire) or self.era == "stateless" else None
+        if isinstance(wire, LeanWire):
+
+            async def log_line(method: str, params: dict[str, Any] | None) -> None:
+                await _compat.deliver_notification(session, method, params)
+
+            wire.on_log = log_line
         return session
 
     async def _negotiate(self, session: ClientSession) -> None:

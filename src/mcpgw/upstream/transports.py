@@ -33,6 +33,7 @@ from mcpgw.config import ServerConfig, SseServer, StdioServer
 from mcpgw.observe import context as observe_context
 from mcpgw.observe import tracing
 from mcpgw.upstream import credentials, login
+from mcpgw.upstream.cork import CorkedBackend
 from mcpgw.upstream.httpwire import HttpWire
 from mcpgw.upstream.stdio import stdio_transport
 from mcpgw.upstream.wire import LeanWire
@@ -199,6 +200,7 @@ def _http_client(
     """An upstream's HTTP client: the MCP transports' defaults, and (tracing on) each message's trace
     context as HTTP headers too (`tracing.header_hook`)."""
     http = _compat.mcp_http_client(headers=headers, auth=auth)
+    _compat.wrap_network_backend(http, CorkedBackend)  # one write per request (`upstream.cork`)
     if timeout is not None:  # the legacy SSE transport's own (a shorter connect timeout)
         http.timeout = timeout
     if tracing.on():

@@ -47,6 +47,7 @@ CANCEL_WRITE_TIMEOUT = 2.0
 
 ProgressRelay = Callable[[float, float | None, str | None], Awaitable[None]]
 Write = Callable[[bytes], Awaitable[None]]
+Notify = Callable[[str, dict[str, Any] | None], Awaitable[None]]
 
 
 class WireClosed(Exception):
@@ -62,6 +63,8 @@ class LeanWire:
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._progress: dict[int, ProgressRelay] = {}
         self.closed = False
+        self.on_log: Notify | None = None
+        """Where the upstream's log lines go while lean requests run (the SDK session's own handling)."""
 
     async def request(
         self, method: str, params: dict[str, Any], *, timeout: float, on_progress: ProgressRelay | None
@@ -139,6 +142,13 @@ class LeanWire:
             if future is not None and not future.done():
                 future.set_result(message)
             return True  # an answer to a lean request nobody waits for any more is dropped, as the SDK does
+        if message.get("method") == "notifications/message" and self._pending and self.on_log is not None:
+            # A log line said while lean requests run is handed on here, in order: through the SDK's
+            # session it could arrive after the answer that follows it, when no call is in flight to
+            # own it any more (`upstream.inflight`), and be dropped.
+            params = message.get("params")
+            await self.on_log("notifications/message", params if isinstance(params, dict) else None)
+            return True
         if message.get("method") == "notifications/progress" and self._progress:
             params = message.get("params")
             token = params.get("progressToken") if isinstance(params, dict) else None
