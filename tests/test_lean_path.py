@@ -17,12 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPError
+from mcp.shared.message import SessionMessage
 
 import parity
 from conftest import SERVERS, background, free_port
 from mcpgw.config import validate
+from mcpgw.server.handlers import build_server
+from mcpgw.server.notify import notification_options
 
 pytestmark = pytest.mark.anyio
 
@@ -103,3 +107,35 @@ async def test_a_call_whose_upstream_dies_ends_at_once() -> None:
                     await anyio.sleep(0.05)
     assert isinstance(outcome[0], MCPError)
     assert "upstream 'up'" in outcome[0].error.message
+
+
+async def test_a_handshake_era_client_gets_no_2026_fields_when_its_upstream_speaks_its_version() -> None:
+    """The result is not re-shaped when client and upstream speak the same version, yet the 2026-07-28
+    cache hints the SDK's runner adds to `resources/read` must still not reach a 2025-11-25 client."""
+    config = parity.registry({"up": {"era": "handshake"}})
+    async with parity.served(config, {"up": parity.TestUpstream()}, audit=None) as gateway:
+        assert gateway.upstreams["up"].protocol_version == "2025-11-25"
+        server, _ = build_server(gateway)
+        options = server.create_initialization_options(notification_options())
+        async with parity.wire(server, options=options) as (read, write):
+
+            async def send(message: dict[str, Any]) -> None:
+                await write.send(SessionMessage(types.jsonrpc_message_adapter.validate_python(message)))
+
+            async def ask(request_id: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
+                await send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+                with anyio.fail_after(60):
+                    while True:
+                        got = await read.receive()
+                        answer = got.message.model_dump(by_alias=True, exclude_unset=True)
+                        if answer.get("id") == request_id:
+                            return answer
+
+            info = {"name": "raw", "version": "1"}
+            await ask(
+                1, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": info}
+            )
+            await send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            reply = await ask(2, "resources/read", {"uri": "mcpgw://up/test://static"})
+    assert reply["result"]["contents"][0]["text"], reply
+    assert "ttlMs" not in reply["result"] and "cacheScope" not in reply["result"], reply["result"]

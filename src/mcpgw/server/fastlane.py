@@ -89,7 +89,9 @@ class LeanCalls:
         """The result as the SDK runner's `_serialize` leaves it; the schema check only across versions."""
         input_required = spec.is_input_required(result)
         hint = self._server.cache_hints.get(cast(Any, method))
-        if hint is not None and not input_required:
+        # Cache hints are 2026-07-28 fields: the runner adds them for every client and its per-version
+        # shaping takes them out again for an older one, which is not shaped here when versions match.
+        if hint is not None and not input_required and version in MODERN_PROTOCOL_VERSIONS:
             result = {"ttlMs": hint.ttl_ms, "cacheScope": hint.scope, **result}
         else:
             result = dict(result)
