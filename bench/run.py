@@ -526,6 +526,17 @@ def call_rows(
                 samples=dict(tp.cpu_ms),
             )
         )
+    if "gateway process" in tp.cpu_ms:
+        results.add(
+            Row(
+                f"{transport} gateway process CPU per call",
+                "ms",
+                tp.cpu_ms.get("direct"),
+                tp.cpu_ms.get("gateway process"),
+                note="the gateway process alone beside the upstream alone (the lean forward path's "
+                "cost, and the figure least moved by other load on the machine)",
+            )
+        )
 
 
 @dataclass

@@ -157,7 +157,12 @@ def session_transport(manager: StreamableHTTPSessionManager, session_id: str) ->
     return manager._server_instances.get(session_id)
 
 
-def http_protocol(*, header_timeout: float, max_header_bytes: int) -> type[asyncio.Protocol]:
+def http_protocol(
+    *,
+    header_timeout: float,
+    max_header_bytes: int,
+    wrap_transport: Callable[[asyncio.Transport], Any] | None = None,
+) -> type[asyncio.Protocol]:
     """uvicorn's HTTP/1.1 protocol (httptools) with a deadline and a size limit for request headers.
 
     uvicorn 0.54 has neither: its keep-alive timer is only armed once a response is complete and
@@ -169,6 +174,8 @@ def http_protocol(*, header_timeout: float, max_header_bytes: int) -> type[async
     (`cycle`); bytes received while headers are awaited are counted, and past
     `max_header_bytes` the client gets 431 and the connection is closed. `loop`, `transport`,
     `cycle` and those callbacks are attributes of `HttpToolsProtocol` without a public contract.
+    `wrap_transport`: what the protocol writes through instead of the connection's transport
+    (`server.coalesce`).
     """
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -179,7 +186,7 @@ def http_protocol(*, header_timeout: float, max_header_bytes: int) -> type[async
             self.header_bytes = 0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+            super().connection_made(wrap_transport(transport) if wrap_transport is not None else transport)
             self.await_headers()
 
         def data_received(self, data: bytes) -> None:
@@ -344,3 +351,90 @@ def jwt_bearer_provider(
             return httpx2.Request("POST", self._get_token_endpoint(), data=data, headers=headers)
 
     return JwtBearer(server_url, storage, client_id=client_id, client_secret="", scope=scope, issuer=issuer)
+def stamp_request(session: ClientSession, data: dict[str, Any]) -> dict[str, str]:
+    """Stamp a request (`{"method", "params"}`) as `session.send_request` would before sending it;
+    returns the HTTP headers the stamp adds (`Mcp-Protocol-Version`, `Mcp-Method`, `Mcp-Name`, ...).
+
+    mcp 2.3: `ClientSession._stamp` puts the negotiated era's envelope on every request (a 2026-07-28
+    session's protocol version, client info and capabilities in `_meta`, and its headers); the lean
+    paths (`upstream.wire`, `upstream.httpwire`) send requests themselves and must send what the SDK
+    would have sent.
+    """
+    opts: dict[str, Any] = {}
+    session._stamp(data, opts)  # type: ignore[arg-type]
+    return dict(opts.get("headers") or {})
+
+
+def checked_result(session: ClientSession, method: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """A raw result as `session.send_request` leaves it before typing it: a 2026-07-28 result without
+    `resultType` read as `complete`, a negative `ttlMs` floored, checked against the negotiated
+    version's schema (pydantic's `ValidationError` if it fails), a later revision's fields dropped.
+
+    mcp 2.3: these steps sit inline in `ClientSession.send_request` after the private
+    `_dispatcher.send_raw_request`, with `_clamp_inbound_ttl` and `_later_revision_fields` private
+    to `mcp.client.session`; the lean stdio path receives results itself and must check them the
+    same way, once.
+    """
+    from mcp.client.session import _clamp_inbound_ttl, _later_revision_fields
+    from mcp_types import methods
+    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+    version = session._negotiated_version or "2025-11-25"
+    if "resultType" not in raw and version in MODERN_PROTOCOL_VERSIONS:
+        raw["resultType"] = "complete"
+    _clamp_inbound_ttl(raw)
+    with contextlib.suppress(KeyError):
+        methods.validate_server_result(method, version, raw)
+    foreign = _later_revision_fields(method, version)
+    if not foreign.isdisjoint(raw):
+        raw = {key: value for key, value in raw.items() if key not in foreign}
+    return raw
+
+
+def stream_within_origin(client: httpx2.AsyncClient, method: str, url: str, **kwargs: Any) -> Any:
+    """`client.stream(...)` following redirects only within the endpoint's origin, as the SDK's
+    streamable HTTP transport posts.
+
+    mcp 2.3: `mcp.shared._httpx_utils.stream_within_origin` is that transport's own; the lean HTTP
+    path (`upstream.httpwire`) posts requests itself and must follow redirects by the same rule.
+    """
+    from mcp.shared._httpx_utils import stream_within_origin
+
+    return stream_within_origin(client, method, url, **kwargs)
+
+
+def unfollowed_redirect(response: httpx2.Response) -> str | None:
+    """Why a redirect response was not followed (None: it is no redirect), in the SDK's words.
+
+    mcp 2.3: `mcp.client.streamable_http._unfollowed_redirect` is the message the SDK's transport
+    answers such a POST with; the lean HTTP path answers it the same.
+    """
+    from mcp.client.streamable_http import _unfollowed_redirect
+
+    return _unfollowed_redirect(response)
+
+
+def deliver_notification(
+    session: ClientSession, method: str, params: dict[str, Any] | None
+) -> Awaitable[None]:
+    """Hand a notification the upstream sent to `session` as if its transport had read it.
+
+    mcp 2.3: `ClientSession._on_notify` validates a server notification for the negotiated version and
+    runs the session's callbacks (log lines, list changes); its dispatch context is not read. The lean
+    HTTP path reads a POST's SSE stream itself and hands on what is not its answer.
+    """
+    return session._on_notify(None, method, params)  # type: ignore[arg-type]
+
+
+def wrap_network_backend(client: httpx2.AsyncClient, wrap: Callable[[Any], Any]) -> None:
+    """Make `client`'s connections through `wrap(its network backend)` (`upstream.cork`).
+
+    httpx2 2.16 / httpcore2: `AsyncHTTPTransport` builds its `AsyncConnectionPool` without a way to
+    pass a network backend; the pool keeps it in `_network_backend`, the transport the pool in
+    `_pool`, the client its transport in `_transport`. A client whose transport is another kind
+    (a proxy from the environment, a test's mock) is left as it is.
+    """
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    backend = getattr(pool, "_network_backend", None)
+    if backend is not None:
+        pool._network_backend = wrap(backend)  # type: ignore[union-attr]

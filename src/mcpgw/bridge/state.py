@@ -37,6 +37,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from mcp.server.request_state import InvalidRequestState, RequestStateSecurity
@@ -65,8 +66,14 @@ class Binding:
     method: str
     target: str
     """The tool or prompt name, or the resource URI, as sent upstream."""
-    arguments: str
-    """A digest of the arguments sent upstream."""
+    sent: Any = field(default=None, compare=False, repr=False)
+    """The arguments sent upstream; only their digest (`arguments`) is compared, sealed and opened."""
+
+    @cached_property
+    def arguments(self) -> str:
+        """A digest of the arguments sent upstream: worked out only when a state is sealed or opened,
+        not on every call that builds a binding."""
+        return _digest(self.sent or {})
 
     @classmethod
     def of(
@@ -85,7 +92,7 @@ class Binding:
             server=server,
             method=method,
             target=str(target),
-            arguments=_digest(params.get("arguments") or {}),
+            sent=params.get("arguments"),
         )
 
     def who(self) -> dict[str, Any]:

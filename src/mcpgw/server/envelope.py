@@ -8,10 +8,11 @@ max_request_bytes`, on stdio and HTTP alike.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import mcp_types as types
+
+from mcpgw.upstream.wire import parse
 
 MAX_DEPTH = 200
 """The deepest nesting the SDK's parser (pydantic's JSON, ~200 levels) accepts: a deeper message would
@@ -40,7 +41,7 @@ def envelope_problem(line: str) -> dict[str, Any] | None:
     if not line.strip():
         return None
     try:
-        message = json.loads(line)
+        message = parse(line)
     except ValueError:
         return _error(None, types.PARSE_ERROR, "Parse error: not JSON")
     except RecursionError:

@@ -38,6 +38,7 @@ from mcpgw.core.gateway import Gateway
 from mcpgw.errors import GatewayError
 from mcpgw.observe import context as observe
 from mcpgw.observe import tracing
+from mcpgw.server import fastlane
 from mcpgw.server.flowsession import session_of
 from mcpgw.server.listcache import ListingCache
 from mcpgw.server.listening import ListenBridge
@@ -297,6 +298,7 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
         async def handler(ctx: Ctx, params: Any) -> dict[str, Any]:
             async def work() -> dict[str, Any]:
                 result = await forward(ctx, persona_of(ctx))
+                fastlane.answered_by(gateway)
                 _check_era(ctx, result)
                 return _shaped(ctx, result)
 
@@ -406,7 +408,7 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
     cache = ListingCache(
         gateway, persona_of, record=lambda ctx, work: _recorded(gateway, ctx, "list", persona_of(ctx), work)
     )
-    server.middleware = [announcer.track, cache]
+    server.middleware = [announcer.track, cache, fastlane.LeanCalls(server)]
     gateway.add_listener(announcer)
     if gateway.metrics is not None:
         server.middleware.insert(1, _listings_counted(gateway, gateway.metrics, persona_of))

@@ -34,6 +34,7 @@ from mcpgw.core.gateway import Gateway
 from mcpgw.errors import GatewayError, StartupError
 from mcpgw.server import scrape
 from mcpgw.server.callback import callback_route
+from mcpgw.server.coalesce import Coalescing
 from mcpgw.server.edge import BodyLimit, FieldValues
 from mcpgw.server.handlers import HTTP_PERSONA, PERSONA_PATH_PARAM, build_server
 from mcpgw.server.hostcheck import HostCheck, transport_security
@@ -220,7 +221,9 @@ async def serve_http(
         log_config=None,  # its lines go through the gateway's own log (and its format)
         lifespan="on",
         http=_compat.http_protocol(
-            header_timeout=settings.request_header_timeout, max_header_bytes=MAX_HEADER_BYTES
+            header_timeout=settings.request_header_timeout,
+            max_header_bytes=MAX_HEADER_BYTES,
+            wrap_transport=Coalescing,
         ),
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )

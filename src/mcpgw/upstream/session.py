@@ -27,6 +27,7 @@ from contextlib import AsyncExitStack
 from typing import Any, cast
 
 import anyio
+import httpx2
 import mcp_types as types
 from mcp.client.session import ClientSession, MessageHandlerFnT
 from mcp.shared.dispatcher import ProgressFnT
@@ -39,7 +40,10 @@ from pydantic import TypeAdapter, ValidationError
 from mcpgw import _compat, version
 from mcpgw.config import Era
 from mcpgw.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from mcpgw.observe import tracing
 from mcpgw.upstream.answers import Answers
+from mcpgw.upstream.httpwire import HttpWire
+from mcpgw.upstream.wire import LeanWire, WireClosed
 
 logger = logging.getLogger("mcpgw.upstream")
 
@@ -50,6 +54,8 @@ TIMER_STEP = 0.002
 """Slack when telling the SDK's own timeout from an upstream's error with the same code: a loop's
 timer may fire up to one clock step (uvloop: 1 ms) early."""
 _RESERVED_META_PREFIX = "io.modelcontextprotocol/"
+LEAN_METHODS = frozenset({"tools/call", "resources/read", "prompts/get", "completion/complete"})
+"""Requests a client's call forwards, sent on the lean path where the transport has one (stdio)."""
 
 
 def era_of(protocol_version: str | None) -> str:
@@ -146,6 +152,8 @@ class Session:
         """The live session while the upstream serves; the supervisor sets it once the lists are in."""
         self.tasks: anyio.abc.TaskGroup | None = None
         """The task group of the upstream's latest life: re-lists and watch streams run in it."""
+        self._wire: LeanWire | HttpWire | None = None
+        """The lean request path of the latest life (stdio: `upstream.wire`), for `LEAN_METHODS`."""
 
     @property
     def era(self) -> str:
@@ -156,9 +164,20 @@ class Session:
         """Calls holding a slot, and calls waiting for one (read by metrics when scraped)."""
         return int(self._slots.borrowed_tokens), self._slots.statistics().tasks_waiting
 
-    async def connect(self, stack: AsyncExitStack, streams: tuple[Any, Any], *, era: Era) -> ClientSession:
-        """A new `ClientSession` over `streams`, entered on `stack`, with its era negotiated."""
+    async def connect(
+        self,
+        stack: AsyncExitStack,
+        streams: tuple[Any, Any],
+        *,
+        era: Era,
+        wire: LeanWire | HttpWire | None = None,
+    ) -> ClientSession:
+        """A new `ClientSession` over `streams`, entered on `stack`, with its era negotiated.
+
+        `wire`: the lean request path on the same connection (stdio), for the common requests.
+        """
         self._closed_because = "connection closed"  # a new life: an earlier one's reason is over
+        self._wire = None
         read, write = streams
         answers = self._answers
         session = ClientSession(
@@ -188,6 +207,14 @@ class Session:
         self.instructions = session.instructions
         caps = session.server_capabilities
         self.capabilities = caps.model_dump(by_alias=True, exclude_none=True) if caps else {}
+        # Over HTTP only a 2026-07-28 upstream: a handshake-era one's requests belong to its session.
+        self._wire = wire if isinstance(wire, LeanWire) or self.era == "stateless" else None
+        if isinstance(wire, LeanWire):
+
+            async def log_line(method: str, params: dict[str, Any] | None) -> None:
+                await _compat.deliver_notification(session, method, params)
+
+            wire.on_log = log_line
         return session
 
     async def _negotiate(self, session: ClientSession) -> None:
@@ -272,6 +299,94 @@ class Session:
         on_progress: ProgressRelay | None = None,
     ) -> dict[str, Any]:
         """Send one request outside the call slots: the boundary where the mcp client's errors are ours."""
+        wire = self._wire
+        if wire is not None and method in LEAN_METHODS and not wire.closed and not tracing.on():
+            # Tracing on, the SDK's path: its `MCP send` span carries the trace context upstream.
+            result = await self._lean(client, wire, method, params or {}, timeout, on_progress)
+        else:
+            result = await self._via_sdk(client, method, params, timeout, on_progress)
+        self._last_answer = time.monotonic()
+        if (
+            method not in ("ping", "server/discover")
+            and _content_size(result, self.max_result_bytes) > self.max_result_bytes
+        ):
+            raise UpstreamError(
+                self.name,
+                f"{method} returned more than {self.max_result_bytes} characters "
+                "([gateway] max_result_bytes); the result was dropped",
+            )
+        meta = result.get("_meta")
+        if isinstance(meta, dict) and any(k.startswith(_RESERVED_META_PREFIX) for k in meta):
+            # The upstream's own protocol stamps (its serverInfo) describe the upstream hop;
+            # the client is talking to mcpgw, which stamps its own.
+            kept = {k: v for k, v in meta.items() if not k.startswith(_RESERVED_META_PREFIX)}
+            if kept:
+                result["_meta"] = kept
+            else:
+                del result["_meta"]
+        return result
+
+    async def _lean(
+        self,
+        client: ClientSession,
+        wire: LeanWire | HttpWire,
+        method: str,
+        params: dict[str, Any],
+        timeout: float,
+        on_progress: ProgressRelay | None,
+    ) -> dict[str, Any]:
+        """One request on the lean path (`upstream.wire`): stamped, checked and answered as the SDK's
+        session would, without its models, memory streams and writer task."""
+        meta = params.get("_meta")
+        data: dict[str, Any] = {"method": method, "params": {**params}}
+        if isinstance(meta, dict):
+            data["params"]["_meta"] = {**meta}  # the stamp writes into it: the caller's stays as it was
+        headers = _compat.stamp_request(client, data)
+        try:
+            if isinstance(wire, LeanWire):
+                answer = await wire.request(method, data["params"], timeout=timeout, on_progress=on_progress)
+            else:
+
+                async def notified(name: str, params: dict[str, Any] | None) -> None:
+                    await _compat.deliver_notification(client, name, params)
+
+                answer = await wire.request(
+                    method,
+                    data["params"],
+                    headers=headers,
+                    timeout=timeout,
+                    on_progress=on_progress,
+                    on_notify=notified,
+                )
+        except httpx2.HTTPError as exc:
+            raise UpstreamUnavailable(self.name, describe(exc)) from exc
+        except TimeoutError as exc:
+            raise UpstreamTimeout(self.name, f"{method} timed out after {timeout:g}s") from exc
+        except WireClosed as exc:
+            self._on_lost("connection closed")
+            raise UpstreamUnavailable(self.name, self._closed_because) from exc
+        result = answer.get("result")
+        try:
+            if "error" in answer and result is None:
+                self._last_answer = time.monotonic()
+                raise UpstreamReplyError(self.name, types.ErrorData.model_validate(answer["error"]))
+            if not isinstance(result, dict):
+                raise UpstreamError(self.name, f"sent an invalid {method} result: not an object")
+            return _compat.checked_result(client, method, result)
+        except ValidationError as exc:
+            raise UpstreamError(
+                self.name, f"sent an invalid {method} result: {exc.error_count()} problems"
+            ) from exc
+
+    async def _via_sdk(
+        self,
+        client: ClientSession,
+        method: str,
+        params: dict[str, Any] | None,
+        timeout: float,
+        on_progress: ProgressRelay | None,
+    ) -> dict[str, Any]:
+        """One request through the SDK's session: the mcp client's errors become ours here."""
         request: types.Request[Any, Any] = types.Request[dict[str, Any], str](
             method=method, params=params or {}
         )
@@ -305,25 +420,6 @@ class Session:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
             self._on_lost("connection closed")
             raise UpstreamUnavailable(self.name, self._closed_because) from exc
-        self._last_answer = time.monotonic()
-        if (
-            method not in ("ping", "server/discover")
-            and _content_size(result, self.max_result_bytes) > self.max_result_bytes
-        ):
-            raise UpstreamError(
-                self.name,
-                f"{method} returned more than {self.max_result_bytes} characters "
-                "([gateway] max_result_bytes); the result was dropped",
-            )
-        meta = result.get("_meta")
-        if isinstance(meta, dict) and any(k.startswith(_RESERVED_META_PREFIX) for k in meta):
-            # The upstream's own protocol stamps (its serverInfo) describe the upstream hop;
-            # the client is talking to mcpgw, which stamps its own.
-            kept = {k: v for k, v in meta.items() if not k.startswith(_RESERVED_META_PREFIX)}
-            if kept:
-                result["_meta"] = kept
-            else:
-                del result["_meta"]
         return result
 
     def _absorbed(

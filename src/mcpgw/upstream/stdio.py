@@ -31,6 +31,7 @@ from mcp.client.stdio import StdioServerParameters, get_default_environment
 from mcp.shared.message import SessionMessage
 
 from mcpgw.upstream import reaper
+from mcpgw.upstream.wire import LeanWire, parse
 
 logger = logging.getLogger("mcpgw.upstream")
 
@@ -94,32 +95,21 @@ class TooLong:
         self.size = size
 
 
-def _message(line: bytes | TooLong, limit: int) -> SessionMessage | Exception | None:
-    """The session message a line carries; for a line too long, an error reply to its request."""
-    if isinstance(line, TooLong):
-        found = _ID.search(line.head)
-        logger.warning(
-            "an upstream line of %d bytes was over the %d-byte limit and dropped", line.size, limit
-        )
-        if found is None or b'"method"' in line.head[: found.start()]:
-            return None  # a request or notification of the upstream's own, or no id: nothing to answer
-        error = {
-            "jsonrpc": "2.0",
-            "id": json.loads(found.group(1)),
-            "error": {
-                "code": types.INTERNAL_ERROR,
-                "message": f"the upstream's answer was {line.size} bytes, over the gateway's limit of "
-                f"{limit} ([gateway] max_result_bytes); it was dropped unread",
-            },
-        }
-        return SessionMessage(types.jsonrpc_message_adapter.validate_python(error))
-    if not line.strip():
-        return None
-    try:
-        return SessionMessage(types.jsonrpc_message_adapter.validate_json(line, by_name=False))
-    except ValueError as exc:
-        logger.warning("an upstream sent a line that is not a JSON-RPC message: %s", str(exc)[:200])
-        return exc
+def _too_long(line: TooLong, limit: int) -> dict[str, Any] | None:
+    """For a line too long, an error reply to the request it answered (None: nothing to answer)."""
+    found = _ID.search(line.head)
+    logger.warning("an upstream line of %d bytes was over the %d-byte limit and dropped", line.size, limit)
+    if found is None or b'"method"' in line.head[: found.start()]:
+        return None  # a request or notification of the upstream's own, or no id: nothing to answer
+    return {
+        "jsonrpc": "2.0",
+        "id": json.loads(found.group(1)),
+        "error": {
+            "code": types.INTERNAL_ERROR,
+            "message": f"the upstream's answer was {line.size} bytes, over the gateway's limit of "
+            f"{limit} ([gateway] max_result_bytes); it was dropped unread",
+        },
+    }
 
 
 @asynccontextmanager
@@ -129,9 +119,11 @@ async def stdio_transport(
     errlog: TextIO,
     max_line: int,
     on_spawn: Callable[[int], None],
+    on_wire: Callable[[LeanWire], None] | None = None,
     hurried: Callable[[], bool] = lambda: False,
 ) -> AsyncIterator[tuple[Any, Any]]:
-    """The (read, write) streams of a child run from `params`; `on_spawn(pid)` gets its process group.
+    """The (read, write) streams of a child run from `params`; `on_spawn(pid)` gets its process group,
+    `on_wire` the lean request path on the same pipe (`upstream.wire`).
 
     `hurried()` true (checked while stopping) skips the wait for the child to leave on its own.
     """
@@ -153,16 +145,22 @@ async def stdio_transport(
     stdin, stdout = process.stdin, process.stdout
     read_writer, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     write_stream, write_reader = anyio.create_memory_object_stream[SessionMessage](0)
+    wire = LeanWire(stdin.send)
+    if on_wire is not None:
+        on_wire(wire)
 
     async def read() -> None:
         lines = _Lines(max_line)
-        async with read_writer:
-            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
-                async for chunk in stdout:
-                    for line in lines.feed(chunk):
-                        message = _message(line, max_line)
-                        if message is not None:
-                            await read_writer.send(message)
+        try:
+            async with read_writer:
+                with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+                    async for chunk in stdout:
+                        for line in lines.feed(chunk):
+                            message = await _routed(line, wire, max_line)
+                            if message is not None:
+                                await read_writer.send(message)
+        finally:
+            wire.close()
 
     async def write() -> None:
         with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
@@ -189,6 +187,26 @@ async def stdio_transport(
                     os.killpg(process.pid, signal.SIGKILL)
                 reaper.release(process.pid)
             tg.cancel_scope.cancel()
+
+
+async def _routed(line: bytes | TooLong, wire: LeanWire, limit: int) -> SessionMessage | Exception | None:
+    """What the SDK's session gets of one line (parsed once): nothing when the lean path took it
+    (`upstream.wire`); for a line too long, an error reply to the request it answered."""
+    try:
+        if isinstance(line, TooLong):
+            parsed: Any = _too_long(line, limit)
+            if parsed is None:
+                return None
+        elif not line.strip():
+            return None
+        else:
+            parsed = parse(line)
+        if await wire.take(parsed):
+            return None
+        return SessionMessage(types.jsonrpc_message_adapter.validate_python(parsed, by_name=False))
+    except ValueError as exc:
+        logger.warning("an upstream sent a line that is not a JSON-RPC message: %s", str(exc)[:200])
+        return exc
 
 
 async def _stop(process: anyio.abc.Process, hurried: Callable[[], bool]) -> None:

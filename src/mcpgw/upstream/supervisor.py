@@ -272,7 +272,7 @@ class Supervisor:
 
     async def _open(self, stack: AsyncExitStack, era: Era) -> ClientSession:
         streams = await self._transport.open(stack)
-        return await self._session.connect(stack, streams, era=era)
+        return await self._session.connect(stack, streams, era=era, wire=self._transport.wire)
 
     def restart_now(self, reason: str) -> bool:
         """End this life and start the next at once (a person asked, in the console), even with

@@ -34,7 +34,10 @@ from mcpgw.config import OpenApiServer, ServerConfig, SseServer, StdioServer
 from mcpgw.observe import context as observe_context
 from mcpgw.observe import tracing
 from mcpgw.upstream import credentials, grants, login
+from mcpgw.upstream.cork import CorkedBackend
+from mcpgw.upstream.httpwire import HttpWire
 from mcpgw.upstream.stdio import stdio_transport
+from mcpgw.upstream.wire import LeanWire
 
 STDERR_TAIL = 8
 """Lines of a child's stderr kept for the error shown when it fails to start."""
@@ -116,6 +119,9 @@ class Transport:
     """The longest stdio line read whole; a longer one is skipped as it arrives (see `upstream.stdio`)."""
     hurried: bool = False
     """Stopping in a hurry: the child is not given time to leave by itself (see `hurry`)."""
+    wire: LeanWire | HttpWire | None = None
+    """The lean request path of the latest life (`upstream.wire`, `upstream.httpwire`); None for the
+    others (legacy SSE, in-process)."""
 
     def hurry(self) -> None:
         """Stop the stdio child's whole group now (SIGTERM), and its transport without waiting for it."""
@@ -138,6 +144,7 @@ class Transport:
     async def open(self, stack: AsyncExitStack) -> tuple[Any, Any]:
         """The upstream's (read, write) streams, entered on `stack`: closing it closes them."""
         self._pump = None  # a failure before the child starts must not show an earlier life's stderr
+        self.wire = None
         if self.in_process is not None:
             return await stack.enter_async_context(_compat.in_memory_transport(self.in_process))
         config = self.config
@@ -157,12 +164,16 @@ class Transport:
             def spawned(pid: int) -> None:
                 self.pgid = pid  # the child leads its own session: its pid is its process group
 
+            def wired(wire: LeanWire) -> None:
+                self.wire = wire
+
             return await stack.enter_async_context(
                 stdio_transport(
                     params,
                     errlog=pump.writer,
                     max_line=self.max_line,
                     on_spawn=spawned,
+                    on_wire=wired,
                     hurried=lambda: self.hurried,
                 )
             )
@@ -193,6 +204,7 @@ class Transport:
             )
         # One pooled HTTP client for the life of the session: no new TLS context per call.
         http = await stack.enter_async_context(_http_client(headers=target.headers, auth=oauth))
+        self.wire = HttpWire(http, target.url)  # used once the session is known to be 2026-07-28
         return await stack.enter_async_context(streamable_http_client(target.url, http_client=http))
 
 
@@ -204,6 +216,7 @@ def _http_client(
     """An upstream's HTTP client: the MCP transports' defaults, and (tracing on) each message's trace
     context as HTTP headers too (`tracing.header_hook`)."""
     http = _compat.mcp_http_client(headers=headers, auth=auth)
+    _compat.wrap_network_backend(http, CorkedBackend)  # one write per request (`upstream.cork`)
     if timeout is not None:  # the legacy SSE transport's own (a shorter connect timeout)
         http.timeout = timeout
     if tracing.on():
