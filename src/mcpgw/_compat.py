@@ -351,6 +351,8 @@ def jwt_bearer_provider(
             return httpx2.Request("POST", self._get_token_endpoint(), data=data, headers=headers)
 
     return JwtBearer(server_url, storage, client_id=client_id, client_secret="", scope=scope, issuer=issuer)
+
+
 def stamp_request(session: ClientSession, data: dict[str, Any]) -> dict[str, str]:
     """Stamp a request (`{"method", "params"}`) as `session.send_request` would before sending it;
     returns the HTTP headers the stamp adds (`Mcp-Protocol-Version`, `Mcp-Method`, `Mcp-Name`, ...).
