@@ -48,6 +48,8 @@ import anyio
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
+import startup  # bench/startup.py: the start-up, memory and peers sections, and --profile
+
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM = ROOT / "tests" / "servers" / "upstream.py"
 PYTHON = sys.executable
@@ -716,6 +718,12 @@ def innermost(exc: BaseException) -> str:
 # --- main -----------------------------------------------------------------------------------------
 
 
+SECTIONS = (
+    *("stdio", "http", "list", "cold", "audit", "metrics", "traces", "redact", "flows", "cli"),
+    *("start", "rss", "peers"),
+)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smaller numbers: a smoke run in about 40 s")
@@ -731,9 +739,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     parser.add_argument(
         "--only",
-        choices=("stdio", "http", "list", "cold", "audit", "metrics", "traces", "redact", "flows", "cli"),
+        choices=SECTIONS,
         action="append",
         help="run only these sections (repeatable)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=SECTIONS,
+        default=None,
+        help="run this section with py-spy sampling every gateway process, then print their top frames",
     )
     return parser.parse_args(argv)
 
@@ -1114,6 +1128,10 @@ async def run(s: Settings, sections: list[str], results: Results) -> None:
                 "list": lambda: bench_big_list(s, tmp, results, errlog),
                 "cold": lambda: bench_cold_start(s, tmp, results, errlog),
                 "cli": lambda: bench_cli(s, tmp, results, errlog),
+                # bench/startup.py: start-up, memory and peers (it uses this module's helpers)
+                "start": lambda: startup.bench_start(sys.modules[__name__], s, tmp, results, errlog),
+                "rss": lambda: startup.bench_rss(sys.modules[__name__], s, tmp, results, errlog),
+                "peers": lambda: startup.bench_peers(sys.modules[__name__], s, tmp, results, errlog),
             }
             for name in sections:
                 print(f"[{name}]", flush=True)
@@ -1146,7 +1164,12 @@ def main(argv: list[str] | None = None) -> int:
         "redact",
         "flows",
         "cli",
+        "start",
+        "rss",
+        "peers",
     ]
+    if args.profile is not None:
+        sections = [args.profile]
     results = Results()
     results.info.update(
         mode=s.mode,
@@ -1163,8 +1186,14 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     started = time.perf_counter()
+    profiling = tempfile.TemporaryDirectory(prefix=f"{TOKEN}-profile-")
+    profiler = startup.Profiler(sys.modules[__name__], Path(profiling.name)) if args.profile else None
     try:
-        anyio.run(run, s, sections, results, backend="asyncio")
+        if profiler is not None:
+            with profiler:
+                anyio.run(run, s, sections, results, backend="asyncio")
+        else:
+            anyio.run(run, s, sections, results, backend="asyncio")
     finally:
         reap(TOKEN, timeout=5.0)  # belt and braces: nothing of ours survives the run
     results.info["total_seconds"] = round(time.perf_counter() - started, 1)
@@ -1175,6 +1204,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"gateway {results.info[key]['gateway']}"
             )
     print_table(results)
+    if profiler is not None:
+        profiler.report()
+    profiling.cleanup()
     print(f"\ntotal {results.info['total_seconds']} s")
     if args.json is not None:
         args.json.write_text(

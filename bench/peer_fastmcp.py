@@ -1,0 +1,17 @@
+"""A peer for the benchmark: fastmcp's proxy (`fastmcp.server.create_proxy`) over the servers of an MCP
+config file (`{"mcpServers": {...}}`), served over stdio as `fastmcp run` would.
+
+    python bench/peer_fastmcp.py CONFIG.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from fastmcp.server import create_proxy
+
+if __name__ == "__main__":
+    config = json.loads(Path(sys.argv[1]).read_text())
+    create_proxy(config, name="fastmcp-proxy").run(transport="stdio", show_banner=False)
