@@ -16,6 +16,7 @@ The helpers (registries, clients, process lookup, `Row`) are `bench/run.py`'s, h
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import statistics
 import subprocess
@@ -31,6 +32,12 @@ import anyio
 from mcp import Client
 
 PEER_FASTMCP = Path(__file__).resolve().parent / "peer_fastmcp.py"
+MCP_PROXY = Path(__file__).resolve().parent / ".peers" / "venv" / "bin" / "mcp-proxy"
+"""sparfenyuk/mcp-proxy, a stdio-to-HTTP bridge, in a venv of its own (it pins an older mcp SDK):
+`python -m venv bench/.peers/venv && bench/.peers/venv/bin/pip install mcp-proxy`."""
+SUPERGATEWAY = Path(__file__).resolve().parent / ".peers" / "node" / "node_modules" / ".bin" / "supergateway"
+"""supercorp-ai/supergateway, a stdio-to-HTTP bridge on Node:
+`npm install --prefix bench/.peers/node supergateway`."""
 START_UPSTREAMS = 10
 PEER_TOOLS = 50
 GROWTH_CALLS = 10_000
@@ -298,6 +305,75 @@ async def bench_peers(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) 
         )
     h.reap(f"{h.TOKEN}-peer")
     h.reap(str(gw_config))
+    await _bridges(h, s, tmp, results, errlog)
+
+
+async def _bridges(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) -> None:
+    """A stdio upstream served over streamable HTTP: by mcpgw and by mcp-proxy (when installed), call p50
+    against the same upstream reached directly over stdio."""
+    gw_port, mp_port, fm_port = h.free_port(), h.free_port(), h.free_port()
+    fm_config = _peer_config(h, tmp, "peer-http-fastmcp", {"up": h.stdio_entry("peer-hfm")})
+    fm_cmd = [sys.executable, str(PEER_FASTMCP), str(fm_config), "--http", str(fm_port)]
+    config = h.write_registry(tmp / "peer-http.toml", {"up": h.stdio_entry("peer-hgw")})
+    config.write_text(config.read_text() + "\n[audit]\nenabled = false\n")
+    gw_cmd = [sys.executable, *h.gateway_args(config, "--transport", "http", "--port", str(gw_port))]
+    mp_cmd = [str(MCP_PROXY), "--host", "127.0.0.1", "--port", str(mp_port), "--", sys.executable]
+    mp_cmd += h.upstream_args("peer-hmp")
+    sg_port = h.free_port()
+    upstream = " ".join([sys.executable, *h.upstream_args("peer-hsg")])
+    sg_cmd = [str(SUPERGATEWAY), "--stdio", upstream, "--outputTransport", "streamableHttp", "--stateful"]
+    sg_cmd += ["--port", str(sg_port), "--logLevel", "none"]  # stateful: one child, not one per request
+    for peer in (MCP_PROXY, SUPERGATEWAY):
+        if not peer.exists():
+            print(f"  ({peer.name} is not installed at {peer}: its column is left out)")
+    async with contextlib.AsyncExitStack() as stack:
+        stack.enter_context(h.background(gw_cmd, tmp / "peer-http-gateway.log", port=gw_port))
+        sides = {
+            "direct": (
+                await stack.enter_async_context(
+                    h.stdio_client_of(h.upstream_args("peer-hd"), s.mode, errlog)
+                ),
+                "echo",
+            ),
+            "mcpgw": (
+                await stack.enter_async_context(h.http_client_of(f"http://127.0.0.1:{gw_port}/mcp", s.mode)),
+                "up__echo",
+            ),
+        }
+        stack.enter_context(h.background(fm_cmd, tmp / "peer-fastmcp-http.log", port=fm_port))
+        client = await stack.enter_async_context(h.http_client_of(f"http://127.0.0.1:{fm_port}/mcp", s.mode))
+        sides["fastmcp proxy"] = (client, await _tool_named(client, "echo"))
+        if MCP_PROXY.exists():
+            stack.enter_context(h.background(mp_cmd, tmp / "peer-mcp-proxy.log", port=mp_port))
+            client = await stack.enter_async_context(
+                h.http_client_of(f"http://127.0.0.1:{mp_port}/mcp", s.mode)
+            )
+            sides["mcp-proxy"] = (client, "echo")
+        if SUPERGATEWAY.exists():
+            stack.enter_context(h.background(sg_cmd, tmp / "peer-supergateway.log", port=sg_port))
+            # Handshake era: it passes the upstream's `server/discover` answer through but keeps a session
+            # per `initialize`, so a 2026-07-28 client (no session) got a new child per call (4 s each).
+            sg_url = f"http://127.0.0.1:{sg_port}/mcp"
+            client = await stack.enter_async_context(h.http_client_of(sg_url, "legacy"))
+            sides["supergateway"] = (client, "echo")
+        for client, tool in sides.values():
+            await h.check_echo(client, tool)
+        p50 = await _three_way(
+            {side: h.echo_call(client, tool) for side, (client, tool) in sides.items()}, s.calls, s.warmup
+        )
+    for side in p50:
+        if side != "direct":
+            results.add(
+                h.Row(
+                    f"peers: stdio upstream served over HTTP, call p50, {side}",
+                    "ms",
+                    p50["direct"],
+                    p50[side],
+                    note="'direct' is the upstream over stdio",
+                )
+            )
+    h.reap(f"{h.TOKEN}-peer")
+    h.reap(str(config))
 
 
 # --- profile --------------------------------------------------------------------------------------
@@ -341,7 +417,9 @@ class Profiler:
                 seen.add(pid)
                 out = self._folder / f"profile-{pid}.txt"
                 command = [self.spy, "record", "--pid", str(pid), "--rate", "500", "--format", "raw"]
-                command.extend(["-o", str(out), "--nonblocking"])  # nonblocking: the gateway is not paused
+                # --gil: only the thread running Python counts (threads waiting on a queue or a lock, and the
+                # loop waiting in epoll, are not CPU); --nonblocking: the gateway is never paused to be read.
+                command.extend(["-o", str(out), "--gil", "--nonblocking"])
                 self._recorders.append(
                     subprocess.Popen(
                         command,
@@ -368,7 +446,7 @@ class Profiler:
                 packages[_package(frames[-1])] += n
                 for frame in set(frames):
                     total[frame] += n
-        print(f"\nCPU profile of the gateway process(es): {samples} samples (py-spy, 500 Hz)")
+        print(f"\nCPU profile of the gateway process(es): {samples} samples holding the GIL (py-spy, 500 Hz)")
         if not samples:
             print("  no samples: py-spy could not attach (try as root, or kernel.yama.ptrace_scope=0)")
             return
