@@ -187,7 +187,10 @@ async def test_a_server_that_fails_to_start_loses_its_remembered_names(tmp_path:
         assert caught.value.error.message.startswith("upstream 'broken': down (failed, not restarted")
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"format": 99}', '{"format": 1, "servers": {"up": []}}'])
+@pytest.mark.parametrize(
+    "content",
+    ["{not json", '{"format": 99}', '{"format": 1, "servers": []}', '{"format": 1, "servers": {"up": []}}'],
+)
 async def test_a_damaged_memory_is_ignored_with_a_warning_and_rewritten(
     tmp_path: Path, content: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -196,8 +199,7 @@ async def test_a_damaged_memory_is_ignored_with_a_warning_and_rewritten(
     caplog.set_level(logging.WARNING, logger="mcpgw.memory")
     memory = CatalogMemory.load(memory_path(path), config)
     assert not memory
-    if content != '{"format": 1, "servers": {"up": []}}':  # a malformed entry is only not remembered
-        assert str(memory_path(path)) in caplog.text
+    assert str(memory_path(path)) in caplog.text
     await remember(config, path, "echo")
     assert CatalogMemory.load(memory_path(path), config)
 

@@ -75,19 +75,15 @@ class CatalogMemory:
         except (OSError, ValueError) as exc:
             logger.warning("catalog memory %s ignored (%s); upstreams are listed as they start", path, exc)
             data = None
-        if data is not None:
-            if not isinstance(data, dict) or data.get("format") != FORMAT:
-                logger.warning("catalog memory %s ignored: not format %d", path, FORMAT)
-            else:
-                for name, entry in (data.get("servers") or {}).items():
-                    server = servers.get(name)
-                    lists = _entry(entry)
-                    if (
-                        server is not None
-                        and lists is not None
-                        and entry.get("fingerprint") == fingerprint(server)
-                    ):
-                        entries[name] = lists
+        remembered = data.get("servers") if isinstance(data, dict) and data.get("format") == FORMAT else None
+        if data is not None and not isinstance(remembered, dict):
+            logger.warning("catalog memory %s ignored: not a format %d file", path, FORMAT)
+        for name, entry in (remembered or {}).items():
+            server, lists = servers.get(name), _entry(entry)
+            if server is not None and lists is None:
+                logger.warning("catalog memory %s: the entry of %r is damaged; not used", path, name)
+            elif server is not None and lists is not None and entry.get("fingerprint") == fingerprint(server):
+                entries[name] = lists
         memory = cls(path, entries)
         memory.complete = bool(servers) and set(servers) <= set(entries)
         return memory
