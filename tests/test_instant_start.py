@@ -8,6 +8,7 @@ as the test wants. Without the memory the first listing would wait for it (up to
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,3 +73,28 @@ async def test_the_first_listing_does_not_wait_for_a_slow_upstream(
             assert answers == ["waited"]
     finally:
         gate.unlink(missing_ok=True)
+
+
+def test_serving_stdio_imports_neither_the_http_stack_nor_litellm(tmp_path: Path) -> None:
+    """What a stdio start does not need stays unloaded: Starlette's app and the OAuth guard (mcpgw's
+    HTTP transport, fastmcp's auth), rich (the HTTP banner) and litellm (sampling: at its first use)."""
+    config = write_registry(tmp_path / "servers.toml", {})
+    config.write_text("[gateway]\n\n[audit]\nenabled = false\n")
+    script = (
+        "import sys\n"
+        "from mcpgw.cli import main\n"
+        f"sys.argv = ['mcpgw', 'serve', '--config', {str(config)!r}, '--log-level', 'warning']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "print('MODULES', ' '.join(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(result.stdout.split("MODULES", 1)[1].split())
+    assert "mcpgw.server.stdio" in loaded
+    heavy = ("mcpgw.server.http", "mcpgw.server.auth", "fastmcp", "rich", "litellm", "openai")
+    assert not {m for m in loaded if m.startswith(heavy)}
