@@ -15,6 +15,8 @@ gateway/direct against its target:
   6. gateway RSS (VmRSS of the `python -m mcpgw` process, not its children)
      after the stdio benchmark, upstream still connected            <= 80 MiB
   7. `mcpgw --version` and `--help`, p50, beside `python -c pass`   <= 250 ms
+  8. start-up from the remembered catalog, RSS with 10 upstreams, the peers' columns and
+     `--profile SECTION`: see bench/startup.py
 
 It is a measurement, not a test: a missed target does not change the exit
 status. The exit status is 1 only when a section could not be measured.
