@@ -17,6 +17,8 @@ gateway/direct against its target:
   7. `mcpgw --version` and `--help`, p50, beside `python -c pass`   <= 250 ms
   8. cold start to the first tools/list: gateway with an OpenAPI server of 424 operations
      (tests/openapi_big.py) versus gateway with one stdio upstream; and the spec's parse alone
+  9. start-up from the remembered catalog, RSS with 10 upstreams, the peers' columns and
+     `--profile SECTION`: see bench/startup.py
 
 It is a measurement, not a test: a missed target does not change the exit
 status. The exit status is 1 only when a section could not be measured.
@@ -49,6 +51,8 @@ from typing import IO, Any
 import anyio
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
+
+import startup  # bench/startup.py: the start-up, memory and peers sections, and --profile
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM = ROOT / "tests" / "servers" / "upstream.py"
@@ -812,6 +816,9 @@ SECTIONS = (
     "flows",
     "cli",
     "openapi",
+    "start",
+    "rss",
+    "peers",
 )
 """Every section, in the order a full run takes them."""
 
@@ -834,6 +841,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=SECTIONS,
         action="append",
         help="run only these sections (repeatable)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=SECTIONS,
+        default=None,
+        help="run this section with py-spy sampling every gateway process, then print their top frames",
     )
     return parser.parse_args(argv)
 
@@ -1258,6 +1271,10 @@ async def run(s: Settings, sections: list[str], results: Results) -> None:
                 "cold": lambda: bench_cold_start(s, tmp, results, errlog),
                 "cli": lambda: bench_cli(s, tmp, results, errlog),
                 "openapi": lambda: bench_openapi(s, tmp, results, errlog),
+                # bench/startup.py: start-up, memory and peers (it uses this module's helpers)
+                "start": lambda: startup.bench_start(sys.modules[__name__], s, tmp, results, errlog),
+                "rss": lambda: startup.bench_rss(sys.modules[__name__], s, tmp, results, errlog),
+                "peers": lambda: startup.bench_peers(sys.modules[__name__], s, tmp, results, errlog),
             }
             for name in sections:
                 print(f"[{name}]", flush=True)
@@ -1280,6 +1297,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     s = settings_from(args)
     sections = args.only or list(SECTIONS)
+    if args.profile is not None:
+        sections = [args.profile]
     results = Results()
     results.info.update(
         mode=s.mode,
@@ -1296,8 +1315,14 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     started = time.perf_counter()
+    profiling = tempfile.TemporaryDirectory(prefix=f"{TOKEN}-profile-")
+    profiler = startup.Profiler(sys.modules[__name__], Path(profiling.name)) if args.profile else None
     try:
-        anyio.run(run, s, sections, results, backend="asyncio")
+        if profiler is not None:
+            with profiler:
+                anyio.run(run, s, sections, results, backend="asyncio")
+        else:
+            anyio.run(run, s, sections, results, backend="asyncio")
     finally:
         reap(TOKEN, timeout=5.0)  # belt and braces: nothing of ours survives the run
     results.info["total_seconds"] = round(time.perf_counter() - started, 1)
@@ -1308,6 +1333,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"gateway {results.info[key]['gateway']}"
             )
     print_table(results)
+    if profiler is not None:
+        profiler.report()
+    profiling.cleanup()
     print(f"\ntotal {results.info['total_seconds']} s")
     if args.json is not None:
         args.json.write_text(

@@ -19,6 +19,7 @@ from mcpgw import version
 from mcpgw.audit import AuditLog
 from mcpgw.config import Registry
 from mcpgw.core.gateway import Gateway
+from mcpgw.core.memory import CatalogMemory, memory_path
 from mcpgw.core.reload import Parts
 from mcpgw.security.dataguard import Guard
 from mcpgw.security.flows import Flows
@@ -74,6 +75,9 @@ def build_gateway(
 
         counted = Metrics(version=version())
     trust = Trust.for_registry(registry, registry_path, audit=audit_log, reporting=purpose == "serve")
+    memory = None
+    if purpose == "serve" and registry_path is not None and registry.gateway.remember_catalog:
+        memory = CatalogMemory.load(memory_path(registry_path), registry)
     gateway = Gateway(
         registry,
         audit=audit_log,
@@ -85,6 +89,7 @@ def build_gateway(
         # Always there when serving: a reload may add flow policies, and the sessions' state must
         # then already be kept (the policies themselves are read from the registry per call).
         flows=None if purpose == "listing" else Flows(),
+        memory=memory,
     )
     return Assembly(gateway=gateway, trust=trust, audit=audit_log)
 

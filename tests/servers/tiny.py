@@ -15,7 +15,7 @@ so a test can wait for a call to be in flight instead of sleeping.
 (-32601, the default), `crash` (exits with a traceback, as mcp 1.6-1.8 servers do), `close` (closes
 stdout and lingers), `silent` (never answers it; serves the rest). With `$TINY_PROBE_LOG`, each probe
 appends a line there. `--linger` keeps the process alive after stdin closes, as servers whose other
-threads keep running do.
+threads keep running do. `--gate PATH` is a server slow to start: it reads nothing until PATH exists.
 """
 
 from __future__ import annotations
@@ -112,6 +112,9 @@ def probed(mode: str) -> bool:
 
 def main() -> None:
     discover = _option("--discover") or "error"
+    gate = _option("--gate")
+    while gate is not None and not os.path.exists(gate):
+        time.sleep(0.02)
     for line in sys.stdin:
         message = json.loads(line)
         method, request_id = message.get("method"), message.get("id")

@@ -14,7 +14,7 @@ see a half-built catalog.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -26,6 +26,7 @@ from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 from mcpgw.config import SEPARATOR, TOOL_NAME_RE
 from mcpgw.errors import NotFound, ResourceNotFound
 from mcpgw.upstream import Upstream
+from mcpgw.upstream.lists import ListKind
 
 URI_SCHEME = "mcpgw"
 _URI_PREFIX = f"{URI_SCHEME}://"
@@ -163,6 +164,8 @@ class Catalog:
     withheld_prompts: frozenset[str] = frozenset()
     withheld_templates: tuple[str, ...] = ()
     """Exposed URI templates kept out: a URI only they produce is refused like an unknown one."""
+    remembered: frozenset[str] = frozenset()
+    """Upstreams whose names here are remembered from the last run: their first start is under way."""
 
     # --- routing ---------------------------------------------------------------------------------
 
@@ -225,25 +228,40 @@ def input_schema(tools: Iterable[dict[str, Any]], name: str) -> dict[str, Any] |
     return None
 
 
-def build(upstreams: Iterable[tuple[str, Upstream]]) -> Catalog:
+Standing = Callable[[Upstream], "Lists | None"]
+"""The lists that stand for an upstream that has not served yet (the catalog remembered from the last
+run, see `core.memory`), or None."""
+Lists = tuple[Mapping[ListKind, list[dict[str, Any]]], Mapping[str, str]]
+"""An upstream's lists by kind, and the tools it left out (`Upstream.invalid_tools`)."""
+
+
+def build(upstreams: Iterable[tuple[str, Upstream]], *, standing: Standing | None = None) -> Catalog:
     """A catalog over `(namespace, upstream)` pairs, in registry order.
 
     An upstream counts once it has served: one that went down keeps its names while it restarts, so
     a call gets an error naming it and its state (never "Unknown tool"), clients' lists do not churn
     with every restart, and a name two servers share (`namespace = ""`) never moves to the other
-    one while the first is down.
+    one while the first is down. One that has not served counts with the lists `standing` gives for
+    it (remembered from the last run), if any: they are named in `Catalog.remembered`.
     """
     catalog = Catalog()
+    remembered: list[str] = []
     for namespace, upstream in upstreams:
         if namespace:
             catalog.namespaces[namespace] = upstream
         else:
             catalog.unprefixed.append(upstream)
+        lists: Lists = (upstream.lists, upstream.invalid_tools)
         if not upstream.served:
-            continue
-        _add_tools(catalog, namespace, upstream)
-        _add_prompts(catalog, namespace, upstream)
-        _add_resources(catalog, namespace, upstream)
+            memory = standing(upstream) if standing is not None else None
+            if memory is None:
+                continue
+            lists = memory
+            remembered.append(upstream.name)
+        _add_tools(catalog, namespace, upstream, *lists)
+        _add_prompts(catalog, namespace, upstream, lists[0])
+        _add_resources(catalog, namespace, upstream, lists[0])
+    catalog.remembered = frozenset(remembered)
     return catalog
 
 
@@ -272,13 +290,19 @@ def _claim(
     return True
 
 
-def _add_tools(catalog: Catalog, namespace: str, upstream: Upstream) -> None:
+def _add_tools(
+    catalog: Catalog,
+    namespace: str,
+    upstream: Upstream,
+    lists: Mapping[ListKind, list[dict[str, Any]]],
+    invalid_tools: Mapping[str, str],
+) -> None:
     aliases = upstream.config.aliases
-    for original, reason in upstream.invalid_tools.items():
+    for original, reason in invalid_tools.items():
         why = f"invalid x-mcp-header annotation ({reason}): withheld, as 2026-07-28 clients must"
         fix = "the server must annotate only string, integer or boolean properties, with unique header names"
         catalog.problems.append(Problem(upstream.name, "tool", original, why, fix))
-    for tool in upstream.lists["tools"]:
+    for tool in lists["tools"]:
         original = str(tool.get("name", ""))
         exposed = aliases.get(original) or _exposed(namespace, original)
         fix = f'add `aliases = {{ "{original}" = "<short_name>" }}` to [servers.{upstream.name}]'
@@ -297,10 +321,12 @@ def _add_tools(catalog: Catalog, namespace: str, upstream: Upstream) -> None:
             catalog.tools.append(expose_item(tool, namespace, name=exposed))
 
 
-def _add_prompts(catalog: Catalog, namespace: str, upstream: Upstream) -> None:
+def _add_prompts(
+    catalog: Catalog, namespace: str, upstream: Upstream, lists: Mapping[ListKind, list[dict[str, Any]]]
+) -> None:
     fix = f"give [servers.{upstream.name}] another namespace"
     taken = "exposed name {exposed!r} is already taken by {other}"
-    for prompt in upstream.lists["prompts"]:
+    for prompt in lists["prompts"]:
         original = str(prompt.get("name", ""))
         exposed = _exposed(namespace, original)
         if _claim(
@@ -317,9 +343,11 @@ def _add_prompts(catalog: Catalog, namespace: str, upstream: Upstream) -> None:
             catalog.prompts.append({**prompt, "name": exposed})
 
 
-def _add_resources(catalog: Catalog, namespace: str, upstream: Upstream) -> None:
+def _add_resources(
+    catalog: Catalog, namespace: str, upstream: Upstream, lists: Mapping[ListKind, list[dict[str, Any]]]
+) -> None:
     fix = f"give [servers.{upstream.name}] a namespace"
-    for resource in upstream.lists["resources"]:
+    for resource in lists["resources"]:
         original = str(resource.get("uri", ""))
         exposed = expose_uri(namespace, original)
         taken = "URI is already served by {other}"
@@ -335,7 +363,7 @@ def _add_resources(catalog: Catalog, namespace: str, upstream: Upstream) -> None
             fix=fix,
         ):
             catalog.resources.append(expose_item(resource, namespace, uri=exposed))
-    for template in upstream.lists["resource_templates"]:
+    for template in lists["resource_templates"]:
         original = str(template.get("uriTemplate", ""))
         exposed = expose_uri(namespace, original)
         taken, kind = "URI template is already served by {other}", "resource template"

@@ -11,7 +11,6 @@ import anyio
 import click
 
 from mcpgw.cli.options import config_option, load_registry
-from mcpgw.cli.output import err, print_servers, print_tools
 from mcpgw.errors import ConfigError, RegistryError
 from mcpgw.observe.logs import LogFormat
 
@@ -53,9 +52,8 @@ def serve(
     metrics_port: int | None,
 ) -> None:
     """Serve the merged catalog over stdio (for Claude Desktop, IDEs) or streamable HTTP."""
-    from mcpgw.server.http import serve_http
+    # Only the chosen transport is imported: HTTP's stack (Starlette, the OAuth guard) is not on stdio's path.
     from mcpgw.server.lifecycle import stderr_logging
-    from mcpgw.server.stdio import serve_stdio
 
     level = getattr(logging, log_level.upper())
     chosen: LogFormat = "json" if log_format == "json" else "text"
@@ -113,6 +111,8 @@ def serve(
                 registry.auth.issuer if registry.auth is not None else "none",
             )
             return
+        from mcpgw.cli.output import err, print_servers, print_tools  # rich: only for this banner
+
         err.print(f"[bold green]mcpgw[/] serving {source} at [bold]{url}[/]")
         for name in registry.personas:
             err.print(f"  persona [bold]{name}[/]: {url.removesuffix('/mcp')}/personas/{name}/mcp")
@@ -133,11 +133,15 @@ def serve(
 
     try:
         if transport == "stdio":
+            from mcpgw.server.stdio import serve_stdio
+
             logging.getLogger("mcpgw").info("serving %s over stdio", source)
             anyio.run(
                 lambda: serve_stdio(gateway, persona, registry_path=path), backend_options=_loop_options()
             )
         else:
+            from mcpgw.server.http import serve_http
+
             anyio.run(
                 lambda: serve_http(
                     gateway,

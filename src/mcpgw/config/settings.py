@@ -70,6 +70,9 @@ class GatewaySettings(Strict):
     """Seconds an HTTP client has to send a request's headers, from connecting or from the last answer."""
     request_body_timeout: Annotated[float, Field(gt=0)] = 30.0
     """Seconds an HTTP client has to send a request's body once its headers are in; else 408."""
+    remember_catalog: bool = True
+    """Keep the catalog served next to the registry (`servers.catalog.json`) and, at the next start,
+    answer lists from it while the upstreams start (checked against pins, personas and data rules)."""
 
     @field_validator("allowed_hosts")
     @classmethod

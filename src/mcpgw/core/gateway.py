@@ -40,11 +40,12 @@ from mcpgw.security.flows import Flows, SessionRef
 from mcpgw.upstream import Hooks, Upstream
 from mcpgw.upstream import for_server as upstream_for
 from mcpgw.upstream.inflight import ClientChannel, InFlight
-from mcpgw.upstream.lists import ListKind
+from mcpgw.upstream.lists import LIST_OF, ListKind
 from mcpgw.upstream.logrelay import LogRelay, LogSink
 from mcpgw.upstream.session import ProgressRelay
 
 if TYPE_CHECKING:
+    from mcpgw.core.memory import CatalogMemory
     from mcpgw.observe.metrics import Metrics
     from mcpgw.security.trust import Trust
 
@@ -57,10 +58,6 @@ LOCK_POLL = 0.5
 
 ChangeListener = Callable[[set[str]], Awaitable[None]]
 """Called with the changed list names: a subset of {"tools", "resources", "prompts"}."""
-
-_LIST_OF: dict[ListKind, str] = {
-    "tools": "tools", "resources": "resources", "resource_templates": "resources", "prompts": "prompts"
-}  # fmt: skip
 
 
 class Gateway:
@@ -82,8 +79,9 @@ class Gateway:
         in_process: Mapping[str, Any] | None = None,
         metrics: Metrics | None = None,
         flows: Flows | None = None,
+        memory: CatalogMemory | None = None,
     ) -> None:
-        self.registry = registry
+        self.registry, self.memory = registry, memory  # memory: the last run's catalog (`core.memory`)
         self.flows = flows
         self.audit = audit
         self.guard = guard
@@ -139,6 +137,7 @@ class Gateway:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
         """Start every upstream in parallel; stop them all on exit, however it happens."""
+        self._rebuild()  # judged by the pins before anything is listed: a remembered catalog has names
         async with anyio.create_task_group() as tg:
             for upstream in self.upstreams.values():
                 tg.start_soon(upstream.run)
@@ -236,8 +235,10 @@ class Gateway:
         async with anyio.create_task_group() as tg:
             for upstream in self.upstreams.values():
                 tg.start_soon(upstream.wait_settled)
-        self._rebuild()
+        before, after = self.catalog, self._rebuild()
         self._started.set()
+        if self.memory is not None:  # a client that listed from memory hears what the live catalog changed
+            await self._announce(await self.memory.settled(before, after, self.upstreams))
 
     async def wait_started(self) -> None:
         """Wait until every upstream is ready or has failed (each is bounded by its start-up timeout)."""
@@ -247,7 +248,7 @@ class Gateway:
         self._listeners.append(listener)
 
     def _rebuild(self) -> Catalog:
-        catalog = catalog_mod.build(self._namespaces)
+        catalog = catalog_mod.build(self._namespaces, standing=self.memory.standing if self.memory else None)
         self.catalog = self.trust.apply(catalog) if self.trust is not None else catalog
         for problem in self.catalog.problems:
             if problem not in self._reported:
@@ -262,9 +263,9 @@ class Gateway:
     async def _upstream_changed(self, upstream: Upstream | None, kinds: tuple[ListKind, ...]) -> None:
         before = self.catalog
         after = self._rebuild()
-        if not self._started.is_set():
+        if not self._started.is_set() and not self.memory:
             return  # nobody has listed yet: nothing to announce
-        changed = {_LIST_OF[kind] for kind in kinds if getattr(before, kind) != getattr(after, kind)}
+        changed = {LIST_OF[kind] for kind in kinds if getattr(before, kind) != getattr(after, kind)}
         await self._announce(changed)
 
     async def _announce(self, changed: set[str]) -> None:
@@ -334,8 +335,8 @@ class Gateway:
                 self._spawn(self._retire, upstream, f"{reason} by a registry reload")
             views_changed = reload_mod.views_changed(old, parts)
             changed = {
-                _LIST_OF[kind]
-                for kind in _LIST_OF
+                LIST_OF[kind]
+                for kind in LIST_OF
                 if views_changed or getattr(before, kind) != getattr(after, kind)
             }
             for name in plan.removed:
@@ -414,6 +415,8 @@ class Gateway:
         one the security policy withholds (`withheld(catalog)`, see `trust`) as `withheld`;
         the client gets the same error either way.
         """
+        if self.catalog.remembered:  # resolved against the live lists, judged by the pins, never memory's
+            await self.wait_started()
         try:
             view = self.view(persona)
             return view, lookup(view)

@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from mcpgw import _compat, audit, version
 from mcpgw.bridge.channel import client_channel
 from mcpgw.core.gateway import Gateway
+from mcpgw.core.memory import wait_listable
 from mcpgw.errors import GatewayError
 from mcpgw.observe import context as observe
 from mcpgw.observe import tracing
@@ -285,7 +286,7 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
     def listing(key: str, attribute: str) -> RequestHandler[Any, Any]:
         async def handler(ctx: Ctx, params: Any) -> dict[str, Any]:
             async def work() -> dict[str, Any]:
-                await gateway.wait_started()
+                await wait_listable(gateway)  # from the last run's catalog while upstreams start
                 return _shaped(ctx, {key: getattr(gateway.view(persona_of(ctx)), attribute)})
 
             return await _recorded(gateway, ctx, "list", persona_of(ctx), work)

@@ -17,6 +17,7 @@ from mcp.server.context import ServerRequestContext
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcpgw.core.gateway import Gateway
+from mcpgw.core.memory import wait_listable
 
 Ctx = ServerRequestContext[Any, Any]
 
@@ -50,7 +51,7 @@ class ListingCache:
     async def __call__(self, ctx: Ctx, call_next: Callable[[Ctx], Awaitable[Any]]) -> Any:
         if ctx.method not in self.METHODS or (ctx.params or {}).get("cursor"):
             return self._with_execution(ctx, await call_next(ctx))
-        await self._gateway.wait_started()
+        await wait_listable(self._gateway)
         catalog = self._gateway.catalog
         if catalog is not self._catalog:
             self._catalog, self._shaped = catalog, {}

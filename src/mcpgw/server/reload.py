@@ -37,7 +37,6 @@ from mcpgw.core import reload as reload_mod
 from mcpgw.core.gateway import Gateway
 from mcpgw.core.reload import Plan
 from mcpgw.errors import ConfigError, GatewayError, UnknownPersona
-from mcpgw.server import auth
 from mcpgw.upstream import credentials
 
 logger = logging.getLogger("mcpgw.reload")
@@ -182,7 +181,9 @@ class Reloader:
                 file=str(self.path),
             )
         registry = config.parse(text, source=str(self.path))
-        if self.host is not None:
+        if self.host is not None:  # HTTP only: stdio's start need not import the auth stack (fastmcp)
+            from mcpgw.server import auth
+
             auth.check_exposure(registry, host=self.host)
         try:
             personas.resolve(registry, self.persona)

@@ -59,6 +59,14 @@ _EVENT_KINDS: dict[type[ServerEvent], tuple[ListKind, ...]] = {
     PromptsListChanged: ("prompts",),
 }
 
+LIST_OF: dict[ListKind, str] = {
+    "tools": "tools",
+    "resources": "resources",
+    "resource_templates": "resources",
+    "prompts": "prompts",
+}
+"""The client-facing list (what `notifications/*/list_changed` names) each kind belongs to."""
+
 OnChange = Callable[[tuple[ListKind, ...]], Coroutine[Any, Any, None]]
 """Told which lists changed (run as a task at start, so a coroutine function)."""
 

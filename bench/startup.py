@@ -1,0 +1,475 @@
+"""Start-up and memory sections of the benchmark (`bench/run.py --only start --only rss`), the peers'
+columns (`--only peers`) and the CPU profile mode (`--profile SECTION`).
+
+The helpers (registries, clients, process lookup, `Row`) are `bench/run.py`'s, handed in as `h`.
+
+  start  time to the first tools/list through the gateway with 10 upstreams, against the same 10
+         upstreams started directly in parallel (the slowest one's list)           <= 1.3x
+         the same with the catalog remembered from the last run (`servers.catalog.json`), whatever
+         the upstreams do (10 real ones, starting meanwhile)                       <= 500 ms
+  rss    the gateway's RSS with 10 upstreams connected                             <= 80 MiB
+         its growth over 10,000 calls (after 1,000 to warm up)                     <= 5 MiB
+  peers  the same client through fastmcp's proxy (`fastmcp.server.create_proxy`) and through mcpgw,
+         beside the upstream reached directly: stdio call p50, tools/list over 10 upstreams x 50
+         tools, start to the first list with 10 upstreams
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+from mcp import Client
+
+PEER_FASTMCP = Path(__file__).resolve().parent / "peer_fastmcp.py"
+MCP_PROXY = Path(__file__).resolve().parent / ".peers" / "venv" / "bin" / "mcp-proxy"
+"""sparfenyuk/mcp-proxy, a stdio-to-HTTP bridge, in a venv of its own (it pins an older mcp SDK):
+`python -m venv bench/.peers/venv && bench/.peers/venv/bin/pip install mcp-proxy`."""
+SUPERGATEWAY = Path(__file__).resolve().parent / ".peers" / "node" / "node_modules" / ".bin" / "supergateway"
+"""supercorp-ai/supergateway, a stdio-to-HTTP bridge on Node:
+`npm install --prefix bench/.peers/node supergateway`."""
+START_UPSTREAMS = 10
+PEER_TOOLS = 50
+GROWTH_CALLS = 10_000
+
+
+# --- start ----------------------------------------------------------------------------------------
+
+
+def _upstreams(h: Any, tag: str, *extra: str) -> dict[str, dict[str, Any]]:
+    return {f"u{i}": h.stdio_entry(f"{tag}-{i}", *extra) for i in range(START_UPSTREAMS)}
+
+
+async def _first_list(
+    h: Any, args: list[str], mode: str, errlog: IO[str], *, cpu_of: Path | None = None
+) -> tuple[float, int, float | None]:
+    """Seconds from spawning `python ARGS` to its first tools/list answer, how many tools it had, and
+    (with `cpu_of`, the gateway's registry) the CPU seconds the gateway process had used by then."""
+    started = time.perf_counter()
+    async with h.stdio_client_of(args, mode, errlog) as client:
+        tools = await client.list_tools()
+        elapsed = time.perf_counter() - started
+        cpu = h.cpu_seconds([h.find_gateway_pid(cpu_of)]) if cpu_of is not None else None
+        return elapsed, len(tools.tools), cpu
+
+
+async def _parallel_direct(h: Any, tag: str, mode: str, errlog: IO[str]) -> tuple[float, int]:
+    """The same 10 upstreams started directly, each by its own client, all at once: until the last lists."""
+    started = time.perf_counter()
+    counts: list[int] = []
+
+    async def one(i: int) -> None:
+        async with h.stdio_client_of(h.upstream_args(f"{tag}-{i}"), mode, errlog) as client:
+            counts.append(len((await client.list_tools()).tools))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(START_UPSTREAMS):
+            tg.start_soon(one, i)
+    return time.perf_counter() - started, sum(counts)
+
+
+async def bench_start(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) -> None:
+    """Cold start to the first list: gateway vs the same upstreams in parallel; then from memory."""
+    direct: list[float] = []
+    gateway: list[float] = []
+    for rep in range(s.cold_reps + 1):  # rep 0 warms the page cache and bytecode, untimed
+        for kind in ("d", "g") if rep % 2 else ("g", "d"):
+            tag = f"{h.TOKEN}-start{rep}{kind}"
+            if kind == "d":
+                elapsed, direct_count = await _parallel_direct(h, f"start{rep}{kind}", s.mode, errlog)
+                (direct if rep else []).append(elapsed)
+            else:
+                config = h.write_registry(tmp / f"start{rep}.toml", _upstreams(h, f"start{rep}{kind}"))
+                config.write_text(config.read_text() + "\n[gateway]\nremember_catalog = false\n")
+                elapsed, count, _ = await _first_list(h, h.gateway_args(config), s.mode, errlog)
+                (gateway if rep else []).append(elapsed)
+                h.reap(str(config))
+            h.reap(tag)
+    if count != direct_count:
+        raise RuntimeError(f"the gateway listed {count} tools, the upstreams directly {direct_count}")
+    results.add(
+        h.Row(
+            f"start to tools/list, {START_UPSTREAMS} upstreams (direct: the same, in parallel)",
+            "ms",
+            statistics.median(direct) * 1000,
+            statistics.median(gateway) * 1000,
+            "<= 1.3x",
+            note=f"medians of {s.cold_reps}; direct {[round(x * 1000) for x in direct]} ms (the slowest of "
+            f"{START_UPSTREAMS} started at once), gateway {[round(x * 1000) for x in gateway]} ms",
+            samples={"direct_ms": [x * 1000 for x in direct], "gateway_ms": [x * 1000 for x in gateway]},
+        )
+    )
+    # From memory: one run writes servers.catalog.json; each next start lists from it at once.
+    config = h.write_registry(tmp / "remembered.toml", _upstreams(h, "remembered"))
+    remembered: list[float] = []
+    cpu: list[float] = []
+    for rep in range(s.cold_reps + 1):
+        elapsed, listed, used = await _first_list(h, h.gateway_args(config), s.mode, errlog, cpu_of=config)
+        if rep and listed != count:
+            raise RuntimeError(f"the gateway listed {listed} tools from memory, {count} live")
+        if rep:
+            remembered.append(elapsed)
+            cpu.append(used or 0.0)
+        h.reap(str(config))
+        h.reap(f"{h.TOKEN}-remembered")
+    results.add(
+        h.Row(
+            f"start to tools/list from the remembered catalog, {START_UPSTREAMS} upstreams starting",
+            "ms",
+            None,
+            statistics.median(remembered) * 1000,
+            "<= 500 ms",
+            note=f"medians of {s.cold_reps}: {[round(x * 1000) for x in remembered]} ms (the upstreams start "
+            f"meanwhile, competing for the CPU); the gateway's own CPU by then: "
+            f"{[round(x * 1000) for x in cpu]} ms, the figure a loaded machine does not move",
+            samples={"gateway_ms": [x * 1000 for x in remembered], "gateway_cpu_ms": [x * 1000 for x in cpu]},
+        )
+    )
+
+
+# --- rss ------------------------------------------------------------------------------------------
+
+
+async def bench_rss(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) -> None:
+    """The gateway's RSS with 10 upstreams connected, and its growth over 10,000 calls."""
+    config = h.write_registry(tmp / "rss.toml", _upstreams(h, "rss"))
+    config.write_text(config.read_text() + "\n[audit]\nenabled = false\n")
+    calls = GROWTH_CALLS if s.calls >= 100 else GROWTH_CALLS // 5
+    async with h.stdio_client_of(h.gateway_args(config), s.mode, errlog) as client:
+        await h.check_echo(client, "u0__echo")
+        pid = h.find_gateway_pid(config)
+        rounds = [h.echo_call(client, f"u{i}__echo") for i in range(START_UPSTREAMS)]
+        turn = 0
+
+        async def call() -> None:
+            nonlocal turn
+            turn += 1
+            await rounds[turn % START_UPSTREAMS]()
+
+        await h.burst(call, 1000, h.INFLIGHT)
+        before = h.rss_mib(pid)
+        await h.burst(call, calls, h.INFLIGHT)
+        after = h.rss_mib(pid)
+        upstream = h.rss_mib(h.the_upstream("rss-0"))
+    results.add(
+        h.Row(
+            f"gateway RSS, {START_UPSTREAMS} upstreams connected",
+            "MiB",
+            None,
+            before,
+            "<= 80 MiB",
+            note=f"after 1000 calls; for scale, one upstream process: {h._fmt(upstream)} MiB",
+        )
+    )
+    results.add(
+        h.Row(
+            f"gateway RSS growth over {calls} calls",
+            "MiB",
+            None,
+            None if before is None or after is None else after - before,
+            "<= 5 MiB",
+            note=f"{h._fmt(before)} -> {h._fmt(after)} MiB, "
+            f"{h.INFLIGHT} in flight across {START_UPSTREAMS} upstreams",
+        )
+    )
+    h.reap(str(config))
+
+
+# --- peers ----------------------------------------------------------------------------------------
+
+
+async def _tool_named(client: Client, suffix: str) -> str:
+    """A peer names tools its own way (fastmcp: `<server>_<tool>`): the one whose name ends so."""
+    names = [t.name for t in (await client.list_tools()).tools]
+    found = [n for n in names if n == suffix or n.endswith(f"_{suffix}")]
+    if not found:
+        raise RuntimeError(f"no tool named like {suffix!r} in {names[:10]}")
+    return sorted(found)[0]
+
+
+async def _three_way(
+    calls: dict[str, Callable[[], Awaitable[None]]], n: int, warmup: int
+) -> dict[str, float]:
+    """p50 ms of each side, the sides taking turns call by call (and which goes first)."""
+    for _ in range(warmup):
+        for call in calls.values():
+            await call()
+    samples: dict[str, list[float]] = {side: [] for side in calls}
+    order = list(calls)
+    for i in range(n):
+        for side in order[i % len(order) :] + order[: i % len(order)]:
+            started = time.perf_counter()
+            await calls[side]()
+            samples[side].append(time.perf_counter() - started)
+    return {side: statistics.median(v) * 1000 for side, v in samples.items()}
+
+
+def _peer_config(h: Any, tmp: Path, name: str, servers: dict[str, dict[str, Any]]) -> Path:
+    import json
+
+    path = tmp / f"{name}.json"
+    path.write_text(json.dumps({"mcpServers": servers}))
+    return path
+
+
+async def bench_peers(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) -> None:
+    """fastmcp's proxy beside mcpgw, each against the upstream reached directly, in one run."""
+    # stdio call p50: direct, mcpgw, fastmcp proxy, call by call in turn.
+    gw_config = h.write_registry(tmp / "peer-gw.toml", {"up": h.stdio_entry("peer-gw")})
+    gw_config.write_text(gw_config.read_text() + "\n[audit]\nenabled = false\n")
+    fm_config = _peer_config(h, tmp, "peer-fastmcp", {"up": h.stdio_entry("peer-fm")})
+    async with (
+        h.stdio_client_of(h.upstream_args("peer-direct"), s.mode, errlog) as direct,
+        h.stdio_client_of(h.gateway_args(gw_config), s.mode, errlog) as gateway,
+        h.stdio_client_of([str(PEER_FASTMCP), str(fm_config)], s.mode, errlog) as fastmcp,
+    ):
+        tools = {
+            "direct": (direct, "echo"),
+            "mcpgw": (gateway, "up__echo"),
+            "fastmcp proxy": (fastmcp, await _tool_named(fastmcp, "echo")),
+        }
+        for client, tool in tools.values():
+            await h.check_echo(client, tool)
+        p50 = await _three_way(
+            {side: h.echo_call(client, tool) for side, (client, tool) in tools.items()}, s.calls, s.warmup
+        )
+    for side in ("mcpgw", "fastmcp proxy"):
+        results.add(h.Row(f"peers: stdio call p50, {side}", "ms", p50["direct"], p50[side]))
+    h.reap(f"{h.TOKEN}-peer")
+    h.reap(str(gw_config))
+
+    # tools/list over 10 upstreams x 50 tools, and start to that first list.
+    many = _upstreams(h, "peerlist", "--tools", str(PEER_TOOLS))
+    gw_config = h.write_registry(tmp / "peer-list.toml", many)
+    gw_config.write_text(
+        gw_config.read_text() + "\n[audit]\nenabled = false\n[gateway]\nremember_catalog = false\n"
+    )
+    fm_config = _peer_config(h, tmp, "peer-list", many)
+    starts: dict[str, float] = {}
+    started = time.perf_counter()
+    async with h.stdio_client_of(h.gateway_args(gw_config), s.mode, errlog) as gateway:
+        want = len((await gateway.list_tools()).tools)
+        starts["mcpgw"] = time.perf_counter() - started
+        started = time.perf_counter()
+        async with h.stdio_client_of([str(PEER_FASTMCP), str(fm_config)], s.mode, errlog) as fastmcp:
+            got = len((await fastmcp.list_tools()).tools)
+            starts["fastmcp proxy"] = time.perf_counter() - started
+            if got != want:
+                raise RuntimeError(f"fastmcp's proxy listed {got} tools, mcpgw {want}")
+            own = want // START_UPSTREAMS - PEER_TOOLS  # the tools each upstream has besides the generated
+            single = h.upstream_args("peerlist-direct", "--tools", str(want - own))
+            async with h.stdio_client_of(single, s.mode, errlog) as direct:
+
+                def lister(client: Client) -> Callable[[], Awaitable[None]]:
+                    async def call() -> None:
+                        await client.list_tools()
+
+                    return call
+
+                reps = max(5, s.list_reps // 3)
+                p50 = await _three_way(
+                    {"direct": lister(direct), "mcpgw": lister(gateway), "fastmcp proxy": lister(fastmcp)},
+                    reps,
+                    2,
+                )
+    for side in ("mcpgw", "fastmcp proxy"):
+        results.add(
+            h.Row(
+                f"peers: tools/list {want} tools from {START_UPSTREAMS} upstreams, {side}",
+                "ms",
+                p50["direct"],
+                p50[side],
+                note="'direct' is one upstream serving as many tools",
+            )
+        )
+    parallel, _ = await _parallel_direct(h, "peerstart", s.mode, errlog)
+    for side in ("mcpgw", "fastmcp proxy"):
+        results.add(
+            h.Row(
+                f"peers: start to the first list, {START_UPSTREAMS} upstreams, {side}",
+                "ms",
+                parallel * 1000,
+                starts[side] * 1000,
+                note="one start each; 'direct' is the same upstreams started in parallel",
+            )
+        )
+    h.reap(f"{h.TOKEN}-peer")
+    h.reap(str(gw_config))
+    await _bridges(h, s, tmp, results, errlog)
+
+
+async def _bridges(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) -> None:
+    """A stdio upstream served over streamable HTTP: by mcpgw and by mcp-proxy (when installed), call p50
+    against the same upstream reached directly over stdio."""
+    gw_port, mp_port, fm_port = h.free_port(), h.free_port(), h.free_port()
+    fm_config = _peer_config(h, tmp, "peer-http-fastmcp", {"up": h.stdio_entry("peer-hfm")})
+    fm_cmd = [sys.executable, str(PEER_FASTMCP), str(fm_config), "--http", str(fm_port)]
+    config = h.write_registry(tmp / "peer-http.toml", {"up": h.stdio_entry("peer-hgw")})
+    config.write_text(config.read_text() + "\n[audit]\nenabled = false\n")
+    gw_cmd = [sys.executable, *h.gateway_args(config, "--transport", "http", "--port", str(gw_port))]
+    mp_cmd = [str(MCP_PROXY), "--host", "127.0.0.1", "--port", str(mp_port), "--", sys.executable]
+    mp_cmd += h.upstream_args("peer-hmp")
+    sg_port = h.free_port()
+    upstream = " ".join([sys.executable, *h.upstream_args("peer-hsg")])
+    sg_cmd = [str(SUPERGATEWAY), "--stdio", upstream, "--outputTransport", "streamableHttp", "--stateful"]
+    sg_cmd += ["--port", str(sg_port), "--logLevel", "none"]  # stateful: one child, not one per request
+    for peer in (MCP_PROXY, SUPERGATEWAY):
+        if not peer.exists():
+            print(f"  ({peer.name} is not installed at {peer}: its column is left out)")
+    async with contextlib.AsyncExitStack() as stack:
+        stack.enter_context(h.background(gw_cmd, tmp / "peer-http-gateway.log", port=gw_port))
+        sides = {
+            "direct": (
+                await stack.enter_async_context(
+                    h.stdio_client_of(h.upstream_args("peer-hd"), s.mode, errlog)
+                ),
+                "echo",
+            ),
+            "mcpgw": (
+                await stack.enter_async_context(h.http_client_of(f"http://127.0.0.1:{gw_port}/mcp", s.mode)),
+                "up__echo",
+            ),
+        }
+        stack.enter_context(h.background(fm_cmd, tmp / "peer-fastmcp-http.log", port=fm_port))
+        client = await stack.enter_async_context(h.http_client_of(f"http://127.0.0.1:{fm_port}/mcp", s.mode))
+        sides["fastmcp proxy"] = (client, await _tool_named(client, "echo"))
+        if MCP_PROXY.exists():
+            stack.enter_context(h.background(mp_cmd, tmp / "peer-mcp-proxy.log", port=mp_port))
+            client = await stack.enter_async_context(
+                h.http_client_of(f"http://127.0.0.1:{mp_port}/mcp", s.mode)
+            )
+            sides["mcp-proxy"] = (client, "echo")
+        if SUPERGATEWAY.exists():
+            stack.enter_context(h.background(sg_cmd, tmp / "peer-supergateway.log", port=sg_port))
+            # Handshake era: it passes the upstream's `server/discover` answer through but keeps a session
+            # per `initialize`, so a 2026-07-28 client (no session) got a new child per call (4 s each).
+            sg_url = f"http://127.0.0.1:{sg_port}/mcp"
+            client = await stack.enter_async_context(h.http_client_of(sg_url, "legacy"))
+            sides["supergateway"] = (client, "echo")
+        for client, tool in sides.values():
+            await h.check_echo(client, tool)
+        p50 = await _three_way(
+            {side: h.echo_call(client, tool) for side, (client, tool) in sides.items()}, s.calls, s.warmup
+        )
+    for side in p50:
+        if side != "direct":
+            results.add(
+                h.Row(
+                    f"peers: stdio upstream served over HTTP, call p50, {side}",
+                    "ms",
+                    p50["direct"],
+                    p50[side],
+                    note="'direct' is the upstream over stdio",
+                )
+            )
+    h.reap(f"{h.TOKEN}-peer")
+    h.reap(str(config))
+
+
+# --- profile --------------------------------------------------------------------------------------
+
+
+class Profiler:
+    """py-spy attached to every gateway process this run starts (found by their command line), each
+    recording its samples to a file; `report` prints the top frames of all of them together."""
+
+    def __init__(self, h: Any, folder: Path) -> None:
+        self._h, self._folder = h, folder
+        self._stop = threading.Event()
+        self._recorders: list[subprocess.Popen[bytes]] = []
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self.error: str | None = None
+
+    def __enter__(self) -> Profiler:
+        self.spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if not Path(self.spy).exists():
+            raise RuntimeError("--profile needs py-spy (pip install py-spy)")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        for recorder in self._recorders:
+            try:
+                recorder.wait(15)  # it writes its file once the gateway is gone
+            except subprocess.TimeoutExpired:
+                recorder.terminate()
+                recorder.wait(5)
+
+    def _watch(self) -> None:
+        seen: set[int] = set()
+        while not self._stop.is_set():
+            for pid in self._h.pids_matching(self._h.TOKEN):
+                cmdline = self._h._cmdline(pid)
+                if pid in seen or " -m mcpgw serve " not in cmdline or not self._h._alive(pid):
+                    continue
+                seen.add(pid)
+                out = self._folder / f"profile-{pid}.txt"
+                command = [self.spy, "record", "--pid", str(pid), "--rate", "500", "--format", "raw"]
+                # --gil: only the thread running Python counts (threads waiting on a queue or a lock, and the
+                # loop waiting in epoll, are not CPU); --nonblocking: the gateway is never paused to be read.
+                command.extend(["-o", str(out), "--gil", "--nonblocking"])
+                self._recorders.append(
+                    subprocess.Popen(
+                        command,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+            time.sleep(0.02)
+
+    def report(self, top: int = 30) -> None:
+        own: Counter[str] = Counter()
+        total: Counter[str] = Counter()
+        packages: Counter[str] = Counter()
+        samples = 0
+        for path in sorted(self._folder.glob("profile-*.txt")):
+            for line in path.read_text(errors="replace").splitlines():
+                stack, _, count = line.rpartition(" ")
+                if not stack or not count.isdigit():
+                    continue
+                n = int(count)
+                frames = stack.split(";")
+                samples += n
+                own[frames[-1]] += n
+                packages[_package(frames[-1])] += n
+                for frame in set(frames):
+                    total[frame] += n
+        print(f"\nCPU profile of the gateway process(es): {samples} samples holding the GIL (py-spy, 500 Hz)")
+        if not samples:
+            print("  no samples: py-spy could not attach (try as root, or kernel.yama.ptrace_scope=0)")
+            return
+        print("  by package (own time):")
+        for name, n in packages.most_common(12):
+            print(f"    {100 * n / samples:5.1f}%  {name}")
+        print("  top frames by own time:")
+        for frame, n in own.most_common(top):
+            print(f"    {100 * n / samples:5.1f}%  {frame}")
+        print("  top frames including callees:")
+        for frame, n in total.most_common(top):
+            print(f"    {100 * n / samples:5.1f}%  {frame}")
+
+
+def _package(frame: str) -> str:
+    """`write (asyncio/selector_events.py:1040)` -> `asyncio`; mcpgw's own code by its package."""
+    where = frame.rpartition("(")[2]
+    path = where.split(":")[0]
+    for marker in ("site-packages/", "python3.11/", "src/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    parts = path.split("/")
+    if parts[0] == "mcpgw" and len(parts) > 2:
+        return "/".join(parts[:2])
+    return parts[0] if len(parts) > 1 else path

@@ -1,0 +1,100 @@
+"""Instant start with real processes: `mcpgw serve` over stdio lists the catalog it remembered from
+its last run while its upstream is still starting, and a call made meanwhile waits for the upstream.
+
+The upstream is `tiny.py --gate PATH`: it reads nothing until PATH exists, a server as slow to start
+as the test wants. Without the memory the first listing would wait for it (up to its start-up limit).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from conftest import gateway_stdio, write_registry
+from mcpgw.core.memory import memory_path
+
+TINY = Path(__file__).parent / "servers" / "tiny.py"
+MODES = ["auto", "legacy"]
+
+
+@pytest.fixture(scope="module")
+def remembered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """A registry whose catalog a first `mcpgw serve` remembered, and its upstream's gate (closed)."""
+    folder = tmp_path_factory.mktemp("instant")
+    gate = folder / "gate"
+    config = write_registry(
+        folder / "servers.toml",
+        {"slow": {"command": sys.executable, "args": [str(TINY), "--gate", str(gate)]}},
+    )
+    config.write_text(config.read_text() + "\n[audit]\nenabled = false\n")
+    gate.touch()
+
+    async def first_run() -> None:
+        async with gateway_stdio(config) as client:
+            await client.list_tools()
+
+    anyio.run(first_run)
+    assert "echo" in {
+        tool["name"] for tool in json.loads(memory_path(config).read_text())["servers"]["slow"]["tools"]
+    }
+    gate.unlink()
+    yield config, gate
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_first_listing_does_not_wait_for_a_slow_upstream(
+    remembered: tuple[Path, Path], mode: str
+) -> None:
+    config, gate = remembered
+    answers: list[Any] = []
+    try:
+        async with gateway_stdio(config, mode=mode) as client:
+            with anyio.fail_after(
+                20
+            ):  # a hang guard: without the memory, this waits out the 30 s start-up limit
+                listed = {tool.name for tool in (await client.list_tools()).tools}
+            assert {"slow__echo", "slow__sleep"} <= listed
+            assert not gate.exists()  # the upstream has read nothing yet
+
+            async def call() -> None:
+                answers.append((await client.call_tool("slow__echo", {"message": "waited"})).content[0].text)  # type: ignore[union-attr]
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                gate.touch()
+            assert answers == ["waited"]
+    finally:
+        gate.unlink(missing_ok=True)
+
+
+def test_serving_stdio_imports_neither_the_http_stack_nor_litellm(tmp_path: Path) -> None:
+    """What a stdio start does not need stays unloaded: Starlette's app and the OAuth guard (mcpgw's
+    HTTP transport, fastmcp's auth), rich (the HTTP banner) and litellm (sampling: at its first use)."""
+    config = write_registry(tmp_path / "servers.toml", {})
+    config.write_text("[gateway]\n\n[audit]\nenabled = false\n")
+    script = (
+        "import sys\n"
+        "from mcpgw.cli import main\n"
+        f"sys.argv = ['mcpgw', 'serve', '--config', {str(config)!r}, '--log-level', 'warning']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "print('MODULES', ' '.join(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(result.stdout.split("MODULES", 1)[1].split())
+    assert "mcpgw.server.stdio" in loaded
+    heavy = ("mcpgw.server.http", "mcpgw.server.auth", "fastmcp", "rich", "litellm", "openai")
+    assert not {m for m in loaded if m.startswith(heavy)}
