@@ -580,6 +580,12 @@ async def test_key_rotation_needs_no_restart(stack: Stack) -> None:
     httpx.post(f"{stack.issuer}/rotate").raise_for_status()
     new = stack.mint()
     assert json.loads(httpx.get(f"{stack.issuer}/jwks").text)["keys"][-1]["kid"] in _header_kid(new)
+    # The new key id is looked up once `jwks_min_refresh_seconds` (0.5 s) has passed since the last
+    # fetch, which may have been the call just above: until then the token is refused, after it taken.
+    deadline = time.monotonic() + 60  # a hang guard
+    while (status := _post(f"{stack.gateway}/mcp", new).status_code) == 401 and time.monotonic() < deadline:
+        await anyio.sleep(0.05)
+    assert status != 401, "the token signed by the new key is still refused"
     assert await _tools(f"{stack.gateway}/mcp", new) == {"up__echo"}
 
 

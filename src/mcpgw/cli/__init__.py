@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "add-server": (
         "registry",
         "add_server",
-        "Add a server: `add-server NAME -- COMMAND ARGS...` or `add-server NAME --url URL`.",
+        "Add a server: `add-server NAME -- COMMAND ARGS...`, `--url URL` or `--openapi SPEC`.",
     ),
     "disable": ("registry", "disable", "Disable a server (kept in the file, not started)."),
     "enable": ("registry", "enable", "Enable a server."),
