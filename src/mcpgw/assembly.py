@@ -2,7 +2,8 @@
 
 Owns: deciding which parts a gateway is made of and handing each its
 collaborators through its constructor: the upstream secrets, the data rules,
-the audit log, the pin/poisoning policy, the metrics, then the `Gateway` over them. `mcpgw
+the audit log, the pin/poisoning policy, the metrics, the replicas' shared state (`[cluster]`),
+then the `Gateway` over them. `mcpgw
 serve`, every CLI command that starts upstreams, the benchmark and the tests
 all build through here, so what they run is what is served.
 """
@@ -74,6 +75,11 @@ def build_gateway(
 
         counted = Metrics(version=version())
     trust = Trust.for_registry(registry, registry_path, audit=audit_log, reporting=purpose == "serve")
+    cluster = None
+    if registry.cluster is not None and purpose == "serve":
+        from mcpgw.cluster import Cluster  # redis-py is imported on first use, never without [cluster]
+
+        cluster = Cluster(registry.cluster)
     gateway = Gateway(
         registry,
         audit=audit_log,
@@ -85,6 +91,7 @@ def build_gateway(
         # Always there when serving: a reload may add flow policies, and the sessions' state must
         # then already be kept (the policies themselves are read from the registry per call).
         flows=None if purpose == "listing" else Flows(),
+        cluster=cluster,
     )
     return Assembly(gateway=gateway, trust=trust, audit=audit_log)
 

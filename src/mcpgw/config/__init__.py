@@ -8,6 +8,7 @@ import users need. Its modules, from the bottom up:
     servers    `[servers.NAME]`: one upstream server, a union of stdio, HTTP and SSE models
     settings   `[gateway]`, `[personas]`, `[audit]`, `[auth]`, `[security]`, `[sampling]`
     telemetry  `[telemetry]`: metrics and the gateway's own log format
+    cluster    `[cluster]` (shared state on Redis) and `[limits]` (rate limits)
     registry   the root `Registry`; finding, loading and validating the file; `ConfigError`s
     edit       comment-keeping edits of the file; Claude Desktop import (imported on its own)
 """
@@ -20,6 +21,7 @@ from mcpgw.config.base import (
     SERVER_NAME_RE,
     TOOL_NAME_RE,
 )
+from mcpgw.config.cluster import ClusterSettings, LimitSettings, RateLimit
 from mcpgw.config.env import expand, resolved_command
 from mcpgw.config.registry import (
     DEFAULT_CONFIG_NAME,
@@ -82,14 +84,17 @@ __all__ = [
     "TOOL_NAME_RE",
     "AuditSettings",
     "AuthSettings",
+    "ClusterSettings",
     "DataRule",
     "Direction",
     "Era",
     "Filter",
     "GatewaySettings",
     "HttpServer",
+    "LimitSettings",
     "Mode",
     "PersonaConfig",
+    "RateLimit",
     "Registry",
     "SamplingPolicy",
     "SamplingRoute",

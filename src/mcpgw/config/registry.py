@@ -19,6 +19,7 @@ from typing import Any, get_args
 from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from mcpgw.config.base import DEFAULT_PERSONA, PERSONA_NAME_RE, SERVER_NAME_RE, Strict
+from mcpgw.config.cluster import ClusterSettings, LimitSettings
 from mcpgw.config.servers import ServerConfig, Transport, namespace_of
 from mcpgw.config.settings import (
     AuditSettings,
@@ -46,6 +47,15 @@ class Registry(Strict):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    cluster: ClusterSettings | None = None
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+
+    @model_validator(mode="after")
+    def _limits_name_personas(self) -> Registry:
+        for persona in self.limits.personas:
+            if persona not in self.personas and persona != DEFAULT_PERSONA:
+                raise ValueError(f"limits.personas names persona {persona!r}, which is not in [personas]")
+        return self
 
     @model_validator(mode="after")
     def _auth_personas_exist(self) -> Registry:

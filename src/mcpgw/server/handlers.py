@@ -34,6 +34,7 @@ from pydantic import BaseModel
 
 from mcpgw import _compat, audit, version
 from mcpgw.bridge.channel import client_channel
+from mcpgw.cluster.limits import Limiter
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import GatewayError
 from mcpgw.observe import context as observe
@@ -42,6 +43,7 @@ from mcpgw.server.flowsession import session_of
 from mcpgw.server.listcache import ListingCache
 from mcpgw.server.listening import ListenBridge
 from mcpgw.server.notify import Announcer, log_sink, progress_relay
+from mcpgw.server.ratelimit import limited
 from mcpgw.upstream.logrelay import LogLevels
 
 if TYPE_CHECKING:
@@ -266,12 +268,15 @@ HTTP_PERSONA: ContextVar[str | None] = ContextVar("mcpgw_http_persona", default=
 what the SDK runs before a handler has the request: the `Mcp-Param-*` header check."""
 
 
-def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Server[Any], Announcer]:
+def build_server(
+    gateway: Gateway, *, persona: str | None = None, limiter: Limiter | None = None
+) -> tuple[Server[Any], Announcer]:
     """The MCP server that serves `gateway`'s catalog.
 
     On stdio the persona is fixed by `persona`; on HTTP each request's persona
     comes from its URL path (`/personas/<name>/mcp`), never from session state,
-    so one session cannot carry a persona across endpoints.
+    so one session cannot carry a persona across endpoints. `limiter`: `[limits]`, shared with the
+    HTTP edge (`ratelimit.RateLimits`); by default one of its own.
     """
 
     def persona_of(ctx: Ctx) -> str | None:
@@ -406,7 +411,8 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
     cache = ListingCache(
         gateway, persona_of, record=lambda ctx, work: _recorded(gateway, ctx, "list", persona_of(ctx), work)
     )
-    server.middleware = [announcer.track, cache]
+    limits = limiter or Limiter(lambda: gateway.registry.limits, cluster=gateway.cluster)
+    server.middleware = [announcer.track, limited(limits, persona_of), cache]
     gateway.add_listener(announcer)
     if gateway.metrics is not None:
         server.middleware.insert(1, _listings_counted(gateway, gateway.metrics, persona_of))

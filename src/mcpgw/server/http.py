@@ -29,14 +29,16 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from mcpgw import _compat
+from mcpgw.cluster.limits import Limiter
 from mcpgw.config import Registry
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import GatewayError, StartupError
-from mcpgw.server import scrape
+from mcpgw.server import replicas, scrape
 from mcpgw.server.edge import BodyLimit, FieldValues
 from mcpgw.server.handlers import HTTP_PERSONA, PERSONA_PATH_PARAM, build_server
 from mcpgw.server.hostcheck import HostCheck, transport_security
 from mcpgw.server.lifecycle import check_personas, stop_on_signals
+from mcpgw.server.ratelimit import RateLimits
 from mcpgw.server.reload import Reloader
 from mcpgw.server.sessions import SessionLimits
 
@@ -51,7 +53,8 @@ MAX_HEADER_BYTES = 64 * 1024
 
 def http_app(gateway: Gateway, *, host: str, reloader: Reloader | None = None) -> Any:
     """`/mcp` for the default persona (or everything), `/personas/<name>/mcp` for each persona."""
-    server, _ = build_server(gateway)
+    limiter = Limiter(lambda: gateway.registry.limits, cluster=gateway.cluster)
+    server, _ = build_server(gateway, limiter=limiter)
     settings = gateway.registry.gateway
     security = transport_security(gateway.registry, bind=host)
     from mcpgw.server import resume
@@ -66,6 +69,8 @@ def http_app(gateway: Gateway, *, host: str, reloader: Reloader | None = None) -
         max_sessions=settings.max_sessions,
         per_client=settings.max_sessions_per_client,
         idle_timeout=settings.session_idle_timeout,
+        store=replicas.event_store(gateway),
+        session_prefix=replicas.session_prefix(gateway),
     )
     endpoint = next(r.endpoint for r in sessions.routes if isinstance(r, Route) and r.path == "/mcp")
     routes = [
@@ -82,6 +87,7 @@ def http_app(gateway: Gateway, *, host: str, reloader: Reloader | None = None) -
 
     def shell(registry: Registry) -> Starlette:
         app = Starlette(routes=[Route(r.path, endpoint=r.endpoint, methods=r.methods) for r in routes])
+        app.add_middleware(RateLimits, limiter=limiter)  # inside the body limit: reads the body it read
         app.add_middleware(BodyLimit, limit=settings.max_request_bytes, timeout=settings.request_body_timeout)
         if registry.auth is not None or settings.cors_origins:
             from mcpgw.server import auth
@@ -255,11 +261,17 @@ async def serve_http(
             tg.start_soon(announce)
             if reloader is not None:
                 tg.start_soon(reloader.run)
+            if gateway.cluster is not None:
+                shared = replicas.Replicas(gateway, registry_path=registry_path, reloader=reloader)
+                tg.start_soon(shared.run)
             await web.serve(sockets=[sock])
             stop()
             tg.cancel_scope.cancel()
     finally:
         sock.close()
+        if gateway.cluster is not None:
+            with anyio.CancelScope(shield=True):
+                await gateway.cluster.close()
     if failures:
         raise failures[0]
 
