@@ -28,9 +28,9 @@ def redis_server(home: Path) -> Iterator[str]:
     import redis
 
     port = free_port()
+    options = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     process = subprocess.Popen(
-        [str(REDIS_SERVER), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        + ["--dir", str(home), "--logfile", str(home / "redis.log")],
+        [str(REDIS_SERVER), *options, "--dir", str(home), "--logfile", str(home / "redis.log")],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -15,9 +15,9 @@ import anyio
 import pytest
 from mcp.shared.exceptions import MCPError
 
+import parity
 from mcpgw import config
 from mcpgw.errors import ConfigError
-from tests import parity
 
 pytestmark = pytest.mark.anyio
 
