@@ -67,6 +67,7 @@ def nginx(home: Path, backends: Mapping[str, int]) -> Iterator[int]:
     # Debian's nginx keeps request bodies and proxied responses under /var/lib/nginx: here, the temp folder.
     temp = "".join(f"    {kind}_temp_path {home / kind};\n" for kind in ("client_body", "proxy"))
     text = text.replace("http {\n", "http {\n" + temp, 1)
+    home.mkdir(parents=True, exist_ok=True)
     conf = home / "nginx.conf"
     conf.write_text(text)
     main = f"daemon off; pid {home / 'nginx.pid'};" + (" user root;" if os.geteuid() == 0 else "")

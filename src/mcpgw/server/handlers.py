@@ -39,6 +39,7 @@ from mcpgw.core.gateway import Gateway
 from mcpgw.errors import GatewayError
 from mcpgw.observe import context as observe
 from mcpgw.observe import tracing
+from mcpgw.server import durable
 from mcpgw.server.flowsession import session_of
 from mcpgw.server.listcache import ListingCache
 from mcpgw.server.listening import ListenBridge
@@ -85,6 +86,7 @@ async def _recorded(
     The step's request id and persona are the request's observed fields (`observe.context`)
     too, which every log line of it carries; its outcome and time are counted in the metrics.
     """
+    confirm = durable.confirms(gateway)  # [cluster]: answered only once its row is committed
     raw = ctx.params or {}
     step = _step(gateway, ctx, audit.Kind(kind), persona)
     if kind in _NAME_KEYS:
@@ -98,7 +100,7 @@ async def _recorded(
         _request_span(gateway, ctx, step) as span,
     ):
         try:
-            with audit.recording(step, into=gateway.audit):
+            with audit.recording(step, into=None if confirm else gateway.audit):
                 result = await _guarded(work)
                 if result.get("isError"):
                     if step.outcome is audit.Outcome.OK:  # a flow policy's refusal says `blocked`
@@ -114,6 +116,8 @@ async def _recorded(
             tracing.failed(span, code, exc.error.message)
             raise
         finally:
+            if confirm:
+                await durable.committed(gateway, step)
             if span is not None:
                 _finish_span(span, gateway, ctx, step, fields)
             if gateway.metrics is not None and kind != "list":  # listings: `_listings_counted`
@@ -275,8 +279,7 @@ def build_server(
 
     On stdio the persona is fixed by `persona`; on HTTP each request's persona
     comes from its URL path (`/personas/<name>/mcp`), never from session state,
-    so one session cannot carry a persona across endpoints. `limiter`: `[limits]`, shared with the
-    HTTP edge (`ratelimit.RateLimits`); by default one of its own.
+    so one session cannot carry a persona across endpoints. `limiter`: `[limits]` (`ratelimit`).
     """
 
     def persona_of(ctx: Ctx) -> str | None:
@@ -411,8 +414,7 @@ def build_server(
     cache = ListingCache(
         gateway, persona_of, record=lambda ctx, work: _recorded(gateway, ctx, "list", persona_of(ctx), work)
     )
-    limits = limiter or Limiter(lambda: gateway.registry.limits, cluster=gateway.cluster)
-    server.middleware = [announcer.track, limited(limits, persona_of), cache]
+    server.middleware = [announcer.track, limited(gateway, persona_of, limiter=limiter), cache]
     gateway.add_listener(announcer)
     if gateway.metrics is not None:
         server.middleware.insert(1, _listings_counted(gateway, gateway.metrics, persona_of))

@@ -25,6 +25,7 @@ from mcp.shared.exceptions import MCPError
 from starlette.responses import JSONResponse
 
 from mcpgw.cluster.limits import Limiter
+from mcpgw.core.gateway import Gateway
 from mcpgw.errors import RateLimited
 from mcpgw.server.sessions import client_of
 
@@ -102,9 +103,14 @@ class RateLimits:
 
 
 def limited(
-    limiter: Limiter, persona_of: Callable[[ServerRequestContext[Any, Any]], str | None]
+    gateway: Gateway,
+    persona_of: Callable[[ServerRequestContext[Any, Any]], str | None],
+    *,
+    limiter: Limiter | None = None,
 ) -> ServerMiddleware[Any]:
-    """Server middleware: the limits on calls that did not pass the HTTP edge (stdio)."""
+    """Server middleware: the limits on calls that did not pass the HTTP edge (stdio); `limiter`
+    shared with that edge, else one of its own."""
+    limiter = limiter or Limiter(lambda: gateway.registry.limits, cluster=gateway.cluster)
 
     async def middleware(
         ctx: ServerRequestContext[Any, Any], call_next: Callable[..., Awaitable[Any]]
