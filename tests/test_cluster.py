@@ -59,10 +59,10 @@ CLIENTS = 16
 CALLS = 10_000
 KILL_AT = 3_000
 """Calls answered when the second replica is SIGKILLed."""
-SAMPLE_EVERY = 25
-"""Every 25th call samples (`modern__summarize`): 400 sampling requests against the budget."""
-BUDGET = 3_000
-"""Tokens per day for the whole run: about 60 of the 400 sampling requests fit."""
+SAMPLE_EVERY = 50
+"""Every 50th call samples (`modern__summarize`): 200 sampling requests, 16 at a time, against the budget."""
+BUDGET = 1_000
+"""Tokens per day for the whole run: about 20 of the 200 sampling requests fit."""
 KEY_VAR = "MCPGW_TEST_LLM_KEY"
 HANDSHAKE = "2025-11-25"
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
