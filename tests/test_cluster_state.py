@@ -8,6 +8,8 @@ behind nginx are `test_cluster.py`'s.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -198,3 +200,26 @@ async def test_an_unreachable_redis_is_a_clear_error_naming_it(tmp_path: Path) -
     assert f"a call under [limits] needs the cluster's shared state, and Redis at 127.0.0.1:{port}" in message
     assert caught.value.jsonrpc_code == -32603
     await cluster.close()
+
+
+def test_a_gateway_without_cluster_never_imports_redis(tmp_path: Path) -> None:
+    """redis-py is the `cluster` extra: a gateway that does not use it never loads it, even with
+    `[limits]` (counted in the process) and the whole HTTP app built."""
+    config = tmp_path / "servers.toml"
+    config.write_text("[limits.principal]\nconcurrent = 4\n[servers.up]\ncommand = 'in-process'\n")
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from mcpgw import config\n"
+        "from mcpgw.assembly import build_gateway\n"
+        "from mcpgw.server.http import http_app\n"
+        f"registry, _ = config.load(Path({str(config)!r}))\n"
+        "built = build_gateway(registry, audit=None, in_process={'up': object()})\n"
+        "http_app(built.gateway, host='127.0.0.1')\n"
+        "print('MODULES', ' '.join(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    loaded = set(result.stdout.split("MODULES", 1)[1].split())
+    assert "mcpgw.server.ratelimit" in loaded
+    assert not {m for m in loaded if m.split(".")[0] == "redis" or m == "mcpgw.cluster.events"}

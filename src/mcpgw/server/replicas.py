@@ -7,7 +7,9 @@ built with, and `Replicas`, the task that keeps replicas agreeing:
   published with its text; every other replica writes that text to its own lock file and judges
   its catalog again at once, so the approval holds everywhere within a fraction of a second;
 - the registry: an edit taken on one replica is published likewise; the others write it to their
-  own registry file and reload it as they would an edit made there (refused the same way, if bad);
+  own registry file and reload it as they would an edit made there (refused the same way, if bad).
+  The registry is meant to be one file for all: one naming another replica (`[cluster] replica`)
+  is not taken (name replicas by `$MCPGW_REPLICA`);
 - list changes: when a replica's catalog changes (an upstream said its lists changed), the others
   list their own upstreams again, for upstreams that tell only the session they are on.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +76,17 @@ def _read(path: Path | None) -> str | None:
         return path.read_text(encoding="utf-8")
     except OSError:
         return None
+
+
+def _replica_named(text: str) -> str | None:
+    """The `[cluster] replica` a registry's text sets, if any (a text that does not parse names none:
+    the reload refuses it, as it would a bad edit made here)."""
+    try:
+        cluster = tomllib.loads(text).get("cluster")
+    except tomllib.TOMLDecodeError:
+        return None
+    replica = cluster.get("replica") if isinstance(cluster, dict) else None
+    return str(replica) if replica is not None else None
 
 
 class Replicas:
@@ -134,6 +148,14 @@ class Replicas:
         if path is None or _digest(text) == self._seen[kind]:
             return
         self._seen[kind] = _digest(text)
+        if kind == "registry" and (named := _replica_named(text)) not in (None, self.bus.cluster.replica):
+            logger.error(
+                "replica %s changed the registry, which names replica %r: not taken (the registry must be"
+                " the same file on every replica; name each by $MCPGW_REPLICA)",
+                sender,
+                named,
+            )
+            return
         try:
             write_atomically(path, text)
         except OSError as exc:  # e.g. a read-only mount: this replica keeps what it has
