@@ -20,6 +20,7 @@ import mcp_types as types
 import pytest
 from mcp.server.streamable_http import EventMessage
 
+import parity
 from conftest import free_port
 from mcpgw.cluster import Cluster
 from mcpgw.cluster.budgets import SharedBudgets
@@ -34,6 +35,8 @@ from services import redis_server
 pytestmark = pytest.mark.anyio
 
 HANG_GUARD = 30.0
+HANDSHAKE_UP = {"up": {"era": "handshake"}}
+"""An in-process upstream reached in the handshake era: a list change is told to one session only."""
 _prefixes = iter(range(1_000_000))
 
 
@@ -223,3 +226,35 @@ def test_a_gateway_without_cluster_never_imports_redis(tmp_path: Path) -> None:
     loaded = set(result.stdout.split("MODULES", 1)[1].split())
     assert "mcpgw.server.ratelimit" in loaded
     assert not {m for m in loaded if m.split(".")[0] == "redis" or m == "mcpgw.cluster.events"}
+
+
+async def test_a_list_change_one_replica_hears_reaches_the_others(redis_url: str) -> None:
+    """One upstream object served to two replicas; `grow` adds a tool and tells only the session it
+    was called on. The other replica lists its upstream again when the first says its catalog changed."""
+    from mcpgw.server.replicas import Replicas
+
+    upstream = parity.TestUpstream()
+    prefix = f"t{next(_prefixes)}:"
+
+    def cluster_of(name: str) -> dict[str, Any]:
+        return {"cluster": {"redis_url": redis_url, "replica": name, "key_prefix": prefix}}
+
+    async with (
+        parity.served(parity.registry(HANDSHAKE_UP, **cluster_of("a")), {"up": upstream}, audit=None) as a,
+        parity.served(parity.registry(HANDSHAKE_UP, **cluster_of("b")), {"up": upstream}, audit=None) as b,
+        anyio.create_task_group() as tg,
+    ):
+        shared = [Replicas(g, registry_path=None, reloader=None) for g in (a, b)]
+        for replica in shared:
+            tg.start_soon(replica.run)
+        with anyio.fail_after(HANG_GUARD):
+            for replica in shared:
+                await replica.subscribed.wait()
+            async with parity.gateway_client(a) as client:
+                assert (await client.call_tool("up__grow", {"tool_name": "fresh"})).content
+            while "up__fresh" not in [t["name"] for t in b.view(None).listed_tools]:
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    for gateway in (a, b):
+        assert gateway.cluster is not None
+        await gateway.cluster.close()
