@@ -8,7 +8,8 @@ stdio upstreams per replica (`tiny.py`, and `modern.py`, which samples), and the
 1. sessions: a handshake-era session stays on the replica that opened it; stateless calls spread;
 2. limits: a persona's requests per minute hold across replicas, refused with 429 and `Retry-After`;
 3. pins: an approval made through one replica is served by every replica (the delay is measured);
-4. load: 16 clients, 10,000 calls in both eras, one replica SIGKILLed a third of the way in.
+4. registry: an edit taken by one replica is served by the others;
+5. load: 16 clients, 10,000 calls in both eras, one replica SIGKILLed a third of the way in.
    Every call is answered (a result or a clear error), every answered call has its audit row, and
    the sampling budget set for the run is never exceeded across replicas.
 
@@ -100,7 +101,7 @@ class Cluster:
     redis_url: str
 
 
-def registry(redis_url: str, llm: StandIn, *, name: str, home: Path, late: bool) -> str:
+def registry(redis_url: str, llm: StandIn, *, home: Path, late: bool) -> str:
     servers: dict[str, Any] = {"tiny": TINY, "modern": MODERN}
     if late:
         servers["late"] = TINY  # unpinned: withheld (production mode) until `mcpgw pin late`
@@ -112,7 +113,7 @@ def registry(redis_url: str, llm: StandIn, *, name: str, home: Path, late: bool)
         "limits": {"personas": {p: {"requests_per_minute": 5} for p in ("limited", "limited2")}},
         "sampling": {"routes": {"main": route}, "personas": {"default": {"tokens_per_day": BUDGET}}},
         "audit": {"path": str(home / "audit.db")},
-        "cluster": {"redis_url": redis_url, "replica": name, "key_prefix": "accept:"},
+        "cluster": {"redis_url": redis_url, "key_prefix": "accept:"},  # replica: $MCPGW_REPLICA
     }
     return tomlkit.dumps(doc)
 
@@ -137,22 +138,24 @@ def cluster(llm: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         # The pins every replica starts with: tiny's and modern's (not late's).
         seed = base / "seed"
         seed.mkdir()
-        (seed / "servers.toml").write_text(registry(redis_url, llm, name="seed", home=seed, late=False))
+        (seed / "servers.toml").write_text(registry(redis_url, llm, home=seed, late=False))
         pinned = run_mcpgw("pin", "--config", str(seed / "servers.toml"))
         assert pinned.returncode == 0, pinned.stderr
         replicas = []
         for name in REPLICAS:
             home = base / name
             home.mkdir()
-            (home / "servers.toml").write_text(registry(redis_url, llm, name=name, home=home, late=True))
+            (home / "servers.toml").write_text(registry(redis_url, llm, home=home, late=True))
             shutil.copy(seed / "servers.lock", home / "servers.lock")
             port = free_port()
             command = mcpgw_command("serve", "--transport", "http", "--port", str(port))
             command += ["--config", str(home / "servers.toml")]
-            process = stack.enter_context(background(command, port=port, env={KEY_VAR: "sk-test"}))
+            env = {KEY_VAR: "sk-test", "MCPGW_REPLICA": name}
+            process = stack.enter_context(background(command, port=port, env=env))
             replicas.append(Replica(name, home, port, process))
         for replica in replicas:
             healthy(replica.url)
+            assert httpx.get(replica.url.replace("/mcp", "/healthz")).json()["replica"] == replica.name
         port = stack.enter_context(nginx(base / "nginx", {r.name: r.port for r in replicas}))
         yield Cluster(replicas, f"http://127.0.0.1:{port}/mcp", redis_url)
 
@@ -239,17 +242,35 @@ def pool() -> httpx.AsyncClient:
 # --- the scenario -----------------------------------------------------------------------------------
 
 
-async def sessions_stay_home(cluster: Cluster) -> None:
+async def sessions_stay_home(cluster: Cluster) -> str:
     """A handshake-era session's id names its replica, and all its calls go there; stateless calls
-    spread over the replicas."""
+    spread over the replicas. Returns the id of a session on the second replica (killed later)."""
     async with pool() as http:
-        client = Client(http, cluster.url, "handshake")
-        pids = {(await client.call("tiny__pid", {}))[1] for _ in range(6)}
-        assert client.session is not None and client.session.split(".")[0] in REPLICAS
-        assert len(pids) == 1
+        on_victim = None
+        for _ in range(12):  # nginx takes turns: some session lands on the second replica
+            client = Client(http, cluster.url, "handshake")
+            pids = {(await client.call("tiny__pid", {}))[1] for _ in range(3)}
+            assert client.session is not None and client.session.split(".")[0] in REPLICAS
+            assert len(pids) == 1
+            if client.session.startswith(f"{REPLICAS[1]}."):
+                on_victim = client.session
+                break
+        assert on_victim is not None
         stateless = Client(http, cluster.url, "stateless")
         spread = {(await stateless.call("tiny__pid", {}))[1] for _ in range(9)}
         assert len(spread) >= 2, spread
+    return on_victim
+
+
+async def a_dead_replicas_session_is_not_found(cluster: Cluster, session: str) -> None:
+    """The victim's session, asked for after the kill, gets 404: its client starts a new one."""
+    async with pool() as http:
+        client = Client(http, cluster.url, "handshake", session=session)
+        ok, message = await client.call("tiny__echo", {"message": "anyone there?"})
+        assert not ok and "Session not found" in message
+        assert client.session is None  # the next call opens a new session, on a live replica
+        assert await client.call("tiny__echo", {"message": "again"}) == (True, "again")
+        assert client.session is not None and not client.session.startswith(f"{REPLICAS[1]}.")
 
 
 async def limits_hold_across_replicas(cluster: Cluster) -> None:
@@ -281,7 +302,9 @@ async def approval_reaches_every_replica(cluster: Cluster, record: Any) -> None:
             assert "late__echo" not in [t["name"] for t in listed["result"]["tools"]]  # withheld
         pinned = run_mcpgw("pin", "late", "--config", str(cluster.replicas[0].home / "servers.toml"))
         assert pinned.returncode == 0, pinned.stderr
-        approved = time.monotonic()
+        approved = (
+            (cluster.replicas[0].home / "servers.lock").stat().st_mtime
+        )  # when the approval was written
         delays = {}
         with anyio.fail_after(PROCESS_LIMIT):  # a hang guard; the delay itself is measured, not bounded
             for replica in cluster.replicas:
@@ -291,12 +314,29 @@ async def approval_reaches_every_replica(cluster: Cluster, record: Any) -> None:
                     if "late__echo" in [t["name"] for t in listed["result"]["tools"]]:
                         break
                     await anyio.sleep(0.01)
-                delays[replica.name] = round(time.monotonic() - approved, 3)
+                delays[replica.name] = round(time.time() - approved, 3)
         assert (cluster.replicas[2].home / "servers.lock").read_text() == (
             cluster.replicas[0].home / "servers.lock"
         ).read_text()
         record("pin_approval_delay_seconds", delays)
         print(f"pin approval served by every replica after: {delays}")
+
+
+async def registry_edit_reaches_every_replica(cluster: Cluster) -> None:
+    """A persona added to the third replica's registry file is served by the first two."""
+    edited = cluster.replicas[2].home / "servers.toml"
+    doc = tomlkit.parse(edited.read_text())
+    doc["personas"]["broadcast"] = {}  # type: ignore[index]
+    edited.write_text(tomlkit.dumps(doc))
+    async with pool() as http:
+        with anyio.fail_after(PROCESS_LIMIT):  # a hang guard
+            for replica in cluster.replicas[:2]:
+                url = replica.url.replace("/mcp", "/personas/broadcast/mcp")
+                client = Client(http, url, "stateless")
+                # 404 {"error": "unknown persona 'broadcast'"} until the edit is taken
+                while "result" not in (listed := await client.request("tools/list", {})):
+                    await anyio.sleep(0.05)
+                assert "tiny__echo" in [t["name"] for t in listed["result"]["tools"]]
 
 
 @dataclass
@@ -361,15 +401,17 @@ def model_tokens(llm: StandIn) -> int:
 
 
 async def test_three_replicas_behind_nginx(cluster: Cluster, llm: StandIn, record_property: Any) -> None:
-    await sessions_stay_home(cluster)
+    on_victim = await sessions_stay_home(cluster)
     await limits_hold_across_replicas(cluster)
     await approval_reaches_every_replica(cluster, record_property)
+    await registry_edit_reaches_every_replica(cluster)
     load = await load_with_a_replica_killed(cluster, llm, record_property)
 
     assert load.answered == CALLS
     assert set(load.errors) <= set(CLEAR_ERRORS), load.errors
     assert load.errors["has used its sampling budget for today"] > 0  # the budget was reached
     assert cluster.replicas[1].process.poll() is not None  # the victim is dead
+    await a_dead_replicas_session_is_not_found(cluster, on_victim)
     assert sum(load.errors.values()) < CALLS // 10  # a few in flight on the victim, and the budget
     missing = set(load.results) - audited(cluster.replicas)
     assert not missing, f"{len(missing)} answered calls have no audit row, e.g. {sorted(missing)[:5]}"

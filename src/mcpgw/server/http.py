@@ -180,6 +180,8 @@ def _health(gateway: Gateway, reloader: Reloader | None) -> Callable[[Any], Awai
         body: dict[str, Any] = {"status": "ok" if healthy else "degraded", "upstreams": upstreams}
         if reloader is not None:
             body["config"] = reloader.status()
+        if gateway.cluster is not None:  # which replica answered, behind a load balancer
+            body["replica"] = gateway.cluster.replica
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     return health
