@@ -128,6 +128,8 @@ class Replicas:
                     if text is not None:
                         logger.info("%s changed here; telling the other replicas", kind)
                         await self.bus.publish(kind, text=text)
+                    if kind == "lock":  # here too at once, not at the gateway's next look (LOCK_POLL)
+                        await self._judge_again()
 
     async def _received(self, message: dict[str, Any]) -> None:
         kind, sender = message.get("kind"), message.get("from")
@@ -166,6 +168,11 @@ class Replicas:
             if self.reloader is not None:
                 self.reloader.request()
             return
+        await self._judge_again()
+
+    async def _judge_again(self) -> None:
+        """The lock file changed: the catalog is judged again now (each replica does so itself, so
+        the catalog changes this causes are not announced to the others)."""
         trust = self.gateway.trust
         if trust is not None and trust.reload():
             self._quiet += 1
