@@ -8,8 +8,10 @@ Redis are tested with real processes in `test_cluster.py`; the registry's checks
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import pytest
@@ -22,24 +24,40 @@ from mcpgw.errors import ConfigError
 pytestmark = pytest.mark.anyio
 
 HANG_GUARD = 60.0
+T = TypeVar("T")
+
+
+async def within_a_minute(attempt: Callable[[], Awaitable[T]]) -> T:
+    """`attempt()`'s outcome from a run that began and ended in one clock minute: a count per minute
+    can only be checked within one (a run that spans two is made again, on a fresh gateway)."""
+    for _ in range(3):
+        began = time.time() // 60
+        outcome = await attempt()
+        if time.time() // 60 == began:
+            return outcome
+    raise AssertionError("three runs in a row spanned a clock minute's end")
 
 
 async def test_requests_per_minute_refuse_the_next_call_with_when_to_retry() -> None:
-    upstream = parity.TestUpstream()
     limits = {"personas": {"default": {"requests_per_minute": 3}}}
-    async with (
-        parity.served(parity.registry({"up": {}}, limits=limits), {"up": upstream}) as gateway,
-        parity.gateway_client(gateway) as client,
-    ):
-        for i in range(3):
-            result = await client.call_tool("up__echo", {"message": f"m{i}"})
-            assert not result.is_error
-        tools = await client.list_tools()  # listings are not counted
-        assert tools.tools
-        with pytest.raises(MCPError) as caught:
-            await client.call_tool("up__echo", {"message": "one too many"})
-    error = caught.value.error
-    assert error.code == -32029
+
+    async def attempt() -> tuple[parity.TestUpstream, list[bool], Any]:
+        upstream = parity.TestUpstream()
+        async with (
+            parity.served(parity.registry({"up": {}}, limits=limits), {"up": upstream}) as gateway,
+            parity.gateway_client(gateway) as client,
+        ):
+            errors = [(await client.call_tool("up__echo", {"message": f"m{i}"})).is_error for i in range(3)]
+            assert (await client.list_tools()).tools  # listings are not counted
+            try:
+                await client.call_tool("up__echo", {"message": "one too many"})
+            except MCPError as exc:
+                return upstream, errors, exc.error
+            return upstream, errors, None
+
+    upstream, errors, error = await within_a_minute(attempt)
+    assert errors == [False, False, False]
+    assert error is not None and error.code == -32029
     assert "persona 'default' is limited to 3 requests per minute ([limits])" in error.message
     assert isinstance(error.data, dict) and 1 <= error.data["retryAfter"] <= 60
     assert f"retry in {error.data['retryAfter']}s" in error.message
@@ -77,16 +95,26 @@ async def test_calls_in_flight_are_limited_and_a_finished_call_frees_its_slot() 
 async def test_a_persona_without_a_limit_is_not_counted() -> None:
     limits = {"personas": {"tight": {"requests_per_minute": 1}}}
     sections: dict[str, Any] = {"limits": limits, "personas": {"tight": {}}}
-    async with (
-        parity.served(parity.registry({"up": {}}, **sections), {"up": parity.TestUpstream()}) as gateway,
-        parity.gateway_client(gateway) as open_client,
-        parity.gateway_client(gateway, persona="tight") as tight,
-    ):
-        for i in range(3):
-            assert not (await open_client.call_tool("up__echo", {"message": str(i)})).is_error
-        assert not (await tight.call_tool("up__echo", {"message": "first"})).is_error
-        with pytest.raises(MCPError, match="persona 'tight' is limited to 1 requests per minute"):
-            await tight.call_tool("up__echo", {"message": "second"})
+
+    async def attempt() -> tuple[list[bool], str | None]:
+        async with (
+            parity.served(parity.registry({"up": {}}, **sections), {"up": parity.TestUpstream()}) as gateway,
+            parity.gateway_client(gateway) as open_client,
+            parity.gateway_client(gateway, persona="tight") as tight,
+        ):
+            errors = [
+                (await open_client.call_tool("up__echo", {"message": str(i)})).is_error for i in range(3)
+            ]
+            errors.append((await tight.call_tool("up__echo", {"message": "first"})).is_error)
+            try:
+                await tight.call_tool("up__echo", {"message": "second"})
+            except MCPError as exc:
+                return errors, exc.error.message
+            return errors, None
+
+    errors, refusal = await within_a_minute(attempt)
+    assert errors == [False] * 4
+    assert refusal is not None and "persona 'tight' is limited to 1 requests per minute" in refusal
 
 
 @pytest.mark.parametrize(

@@ -89,8 +89,10 @@ class Limiter:
     def __init__(self, settings: Callable[[], LimitSettings], *, cluster: Cluster | None = None) -> None:
         self._settings = settings
         self.cluster = cluster
-        self._minute: dict[tuple[str, str], tuple[int, int]] = {}
-        """(kind, name) -> (the minute counted, requests admitted in it), in process."""
+        self._minute = 0
+        """The clock minute `_counts` counts (a new minute starts them all at 0)."""
+        self._counts: dict[tuple[str, str], int] = {}
+        """(kind, name) -> requests admitted this minute, in process."""
         self._in_flight: dict[tuple[str, str], int] = {}
 
     @property
@@ -126,6 +128,8 @@ class Limiter:
                 key = (scope.kind, scope.name)
                 if scope.limit.concurrent is not None and self._in_flight.get(key):
                     self._in_flight[key] -= 1
+                    if not self._in_flight[key]:
+                        del self._in_flight[key]
             return
         cluster = self.cluster
         concurrent = [s for s in ticket.scopes if s.limit.concurrent is not None]
@@ -139,19 +143,19 @@ class Limiter:
     def _admit_here(self, scopes: tuple[_Scope, ...]) -> Ticket:
         now = time.time()
         minute = int(now // 60)
+        if minute != self._minute:
+            self._minute, self._counts = minute, {}
         for scope in scopes:
             key = (scope.kind, scope.name)
-            counted, used = self._minute.get(key, (minute, 0))
             rpm = scope.limit.requests_per_minute
-            if rpm is not None and counted == minute and used >= rpm:
+            if rpm is not None and self._counts.get(key, 0) >= rpm:
                 raise _refusal(scope, "rpm", math.ceil(60 - now % 60))
             if scope.limit.concurrent is not None and self._in_flight.get(key, 0) >= scope.limit.concurrent:
                 raise _refusal(scope, "concurrent", CONCURRENT_RETRY)
         for scope in scopes:
             key = (scope.kind, scope.name)
             if scope.limit.requests_per_minute is not None:
-                counted, used = self._minute.get(key, (minute, 0))
-                self._minute[key] = (minute, used + 1 if counted == minute else 1)
+                self._counts[key] = self._counts.get(key, 0) + 1
             if scope.limit.concurrent is not None:
                 self._in_flight[key] = self._in_flight.get(key, 0) + 1
         return Ticket(scopes)
