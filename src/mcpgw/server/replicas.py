@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mcpgw.cluster")
 
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.1
 """How often the lock file and the registry are compared with what was last seen or published."""
 _KINDS_OF: dict[str, tuple[ListKind, ...]] = {
     "tools": ("tools",),
