@@ -15,7 +15,7 @@ gateway/direct against its target:
   6. gateway RSS (VmRSS of the `python -m mcpgw` process, not its children)
      after the stdio benchmark, upstream still connected            <= 80 MiB
   7. `mcpgw --version` and `--help`, p50, beside `python -c pass`   <= 250 ms
-  8. (`--only cluster`) one replica on SQLite against three on PostgreSQL and Redis behind nginx:
+  8. one replica on SQLite against three on PostgreSQL and Redis behind nginx (`--only cluster`):
      call p50 and throughput (information: on two cores the replicas share the same CPUs)
 
 It is a measurement, not a test: a missed target does not change the exit
@@ -718,6 +718,23 @@ def innermost(exc: BaseException) -> str:
 # --- main -----------------------------------------------------------------------------------------
 
 
+SECTIONS = (
+    "stdio",
+    "http",
+    "list",
+    "cold",
+    "audit",
+    "audit-pg",
+    "metrics",
+    "traces",
+    "redact",
+    "flows",
+    "cli",
+    "cluster",
+)
+"""Every section, in the order a full run takes them."""
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smaller numbers: a smoke run in about 40 s")
@@ -733,10 +750,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     parser.add_argument(
         "--only",
-        choices=(
-            *("stdio", "http", "list", "cold", "audit", "metrics", "traces", "redact", "flows", "cli"),
-            "cluster",
-        ),
+        choices=SECTIONS,
         action="append",
         help="run only these sections (repeatable)",
     )
@@ -785,6 +799,48 @@ async def bench_audit(s: Settings, tmp: Path, results: Results, errlog: IO[str])
     )
 
 
+async def bench_audit_pg(s: Settings, tmp: Path, results: Results, errlog: IO[str]) -> None:
+    """The audit log on PostgreSQL against SQLite: the same gateway, one store each, side by side.
+    The server is a throwaway cluster (tests/pg.py) with PostgreSQL's own fsync settings."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import psycopg
+
+    from pg import running_postgres
+
+    lite = write_registry(tmp / "audit-sqlite.toml", {"up": stdio_entry("audit-sqlite")})
+    lite.write_text(lite.read_text() + f"\n[audit]\npath = {_toml_str(str(tmp / 'bench-lite.db'))}\n")
+    with running_postgres(durable=True) as server:
+        pg = write_registry(tmp / "audit-pg.toml", {"up": stdio_entry("audit-pg")})
+        pg.write_text(pg.read_text() + f"\n[audit]\nurl = {_toml_str(server.url())}\n")
+        async with (
+            stdio_client_of(gateway_args(lite), s.mode, errlog) as on_sqlite,
+            stdio_client_of(gateway_args(pg), s.mode, errlog) as on_pg,
+        ):
+            await check_echo(on_sqlite, "up__echo")
+            await check_echo(on_pg, "up__echo")
+            d_call, g_call = echo_call(on_sqlite, "up__echo"), echo_call(on_pg, "up__echo")
+            d_lat, g_lat = await latencies(d_call, g_call, s.calls, s.warmup)
+            cpu_of = {"direct": [find_gateway_pid(lite)], "gateway": [find_gateway_pid(pg)]}
+            tp = await throughputs(d_call, g_call, s.rounds, s.per_round, cpu_of=cpu_of)
+        with psycopg.connect(server.url()) as db:  # the calls' rows reached the table
+            (rows,) = db.execute("select count(*) from events where kind = 'call'").fetchone() or (0,)
+    if rows < s.calls:
+        raise RuntimeError(f"only {rows} call rows reached PostgreSQL")
+    on_off_rows(
+        results,
+        "PostgreSQL audit",
+        summary(d_lat),
+        summary(g_lat),
+        tp,
+        target="<= 1.1x",
+        note="'off' (and 'direct') here is the same gateway with its audit log on SQLite, the default",
+        throughput_note="ratio = calls/s on SQLite / on PostgreSQL",
+        cpu_note="the gateway process's user+system CPU over the throughput rounds (not the server's)",
+    )
+    reap(str(lite))
+    reap(str(pg))
+
+
 async def bench_cluster(s: Settings, tmp: Path, results: Results) -> None:
     """One replica with its audit log on SQLite against three replicas on PostgreSQL and Redis
     (`[cluster]`) behind nginx running `deploy/nginx.conf`, in one run. 2026-07-28 clients: their
@@ -792,7 +848,6 @@ async def bench_cluster(s: Settings, tmp: Path, results: Results) -> None:
     the test suite's (tests/pg.py, tests/services.py): real servers on 127.0.0.1, stopped after."""
     sys.path.insert(0, str(ROOT / "tests"))
     from pg import running_postgres
-
     from services import nginx, redis_server
 
     single = write_registry(tmp / "cluster-single.toml", {"up": stdio_entry("cluster-single")})
@@ -1180,6 +1235,7 @@ async def run(s: Settings, sections: list[str], results: Results) -> None:
         with (tmp / "stderr.log").open("w") as errlog:
             plan = {
                 "audit": lambda: bench_audit(s, tmp, results, errlog),
+                "audit-pg": lambda: bench_audit_pg(s, tmp, results, errlog),
                 "metrics": lambda: bench_metrics(s, tmp, results, errlog),
                 "traces": lambda: bench_traces(s, tmp, results, errlog),
                 "redact": lambda: bench_redact(s, tmp, results, errlog),
@@ -1211,18 +1267,7 @@ async def run(s: Settings, sections: list[str], results: Results) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     s = settings_from(args)
-    sections = args.only or [
-        "stdio",
-        "http",
-        "list",
-        "cold",
-        "audit",
-        "metrics",
-        "traces",
-        "redact",
-        "flows",
-        "cli",
-    ]
+    sections = args.only or list(SECTIONS)
     results = Results()
     results.info.update(
         mode=s.mode,

@@ -27,6 +27,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
 import parity
+from pg import pg_url, postgres_server  # noqa: F401  (fixtures: a real PostgreSQL)
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = Path(__file__).resolve().parent / "servers"

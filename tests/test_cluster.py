@@ -1,7 +1,8 @@
 """Three `mcpgw serve --transport http` replicas on Redis behind nginx: the scale-out acceptance test.
 
-Real parts only: redis-server and nginx from Debian (nginx runs the shipped `deploy/nginx.conf`),
-three gateway processes sharing budgets, limits, approvals and stream events through `[cluster]`,
+Real parts only: redis-server, nginx and PostgreSQL from Debian (nginx runs the shipped
+`deploy/nginx.conf`; PostgreSQL holds the one audit log, `[audit] url`, `durable = "all"`), three
+gateway processes sharing budgets, limits, approvals and stream events through `[cluster]`,
 stdio upstreams per replica (`tiny.py`, and `modern.py`, which samples), and the stand-in model
 (`llm`). One scenario in phases, so the processes start once (and on one xdist worker):
 
@@ -10,7 +11,8 @@ stdio upstreams per replica (`tiny.py`, and `modern.py`, which samples), and the
 3. pins: an approval made through one replica is served by every replica (the delay is measured);
 4. registry: an edit taken by one replica is served by the others;
 5. load: 16 clients, 10,000 calls in both eras, one replica SIGKILLed a third of the way in.
-   Every call is answered (a result or a clear error), every answered call has its audit row, and
+   Every call is answered (a result or a clear error), every answered call has its audit row in
+   PostgreSQL (the victim's last answers too), and
    the sampling budget set for the run is never exceeded across replicas.
 
 Clients are raw httpx with keep-alive, speaking MCP as the SDK's client does on the wire (a
@@ -24,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import sys
 import time
 from collections import Counter
@@ -37,6 +38,7 @@ from typing import Any
 
 import anyio
 import httpx
+import psycopg
 import pytest
 import tomlkit
 
@@ -50,6 +52,7 @@ from conftest import (
     mcpgw_command,
     run_mcpgw,
 )
+from pg import Postgres
 from services import nginx, redis_server
 
 pytestmark = pytest.mark.anyio
@@ -99,9 +102,11 @@ class Cluster:
     url: str
     """nginx's `/mcp`."""
     redis_url: str
+    audit_url: str
+    """The one audit log of every replica: a schema of its own on the test session's PostgreSQL."""
 
 
-def registry(redis_url: str, llm: StandIn, *, home: Path, late: bool) -> str:
+def registry(redis_url: str, llm: StandIn, *, audit_url: str, late: bool) -> str:
     servers: dict[str, Any] = {"tiny": TINY, "modern": MODERN}
     if late:
         servers["late"] = TINY  # unpinned: withheld (production mode) until `mcpgw pin late`
@@ -112,7 +117,7 @@ def registry(redis_url: str, llm: StandIn, *, home: Path, late: bool) -> str:
         "personas": {"limited": {}, "limited2": {}},
         "limits": {"personas": {p: {"requests_per_minute": 5} for p in ("limited", "limited2")}},
         "sampling": {"routes": {"main": route}, "personas": {"default": {"tokens_per_day": BUDGET}}},
-        "audit": {"path": str(home / "audit.db")},
+        "audit": {"url": audit_url, "durable": "all"},  # one log; no answered call's row lost
         "cluster": {"redis_url": redis_url, "key_prefix": "accept:"},  # replica: $MCPGW_REPLICA
     }
     return tomlkit.dumps(doc)
@@ -131,21 +136,24 @@ def healthy(url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(llm: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(
+    llm: StandIn, postgres_server: Postgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
     base = tmp_path_factory.mktemp("cluster")
+    audit_url = postgres_server.fresh()
     with ExitStack() as stack:
         redis_url = stack.enter_context(redis_server(base))
         # The pins every replica starts with: tiny's and modern's (not late's).
         seed = base / "seed"
         seed.mkdir()
-        (seed / "servers.toml").write_text(registry(redis_url, llm, home=seed, late=False))
+        (seed / "servers.toml").write_text(registry(redis_url, llm, audit_url=audit_url, late=False))
         pinned = run_mcpgw("pin", "--config", str(seed / "servers.toml"))
         assert pinned.returncode == 0, pinned.stderr
         replicas = []
         for name in REPLICAS:
             home = base / name
             home.mkdir()
-            (home / "servers.toml").write_text(registry(redis_url, llm, home=home, late=True))
+            (home / "servers.toml").write_text(registry(redis_url, llm, audit_url=audit_url, late=True))
             shutil.copy(seed / "servers.lock", home / "servers.lock")
             port = free_port()
             command = mcpgw_command("serve", "--transport", "http", "--port", str(port))
@@ -157,7 +165,7 @@ def cluster(llm: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             healthy(replica.url)
             assert httpx.get(replica.url.replace("/mcp", "/healthz")).json()["replica"] == replica.name
         port = stack.enter_context(nginx(base / "nginx", {r.name: r.port for r in replicas}))
-        yield Cluster(replicas, f"http://127.0.0.1:{port}/mcp", redis_url)
+        yield Cluster(replicas, f"http://127.0.0.1:{port}/mcp", redis_url, audit_url)
 
 
 # --- an MCP client on raw HTTP ----------------------------------------------------------------------
@@ -384,15 +392,15 @@ async def load_with_a_replica_killed(cluster: Cluster, llm: StandIn, record: Any
     return load
 
 
-def audited(replicas: list[Replica]) -> set[str]:
-    """The messages of every tool call with a row in the replicas' audit logs."""
+def audited(cluster: Cluster) -> tuple[set[str], set[str]]:
+    """The messages of every tool call with a row in the cluster's audit log, and the replicas
+    (`instance`) that wrote them."""
     found: set[str] = set()
-    for replica in replicas:
-        with sqlite3.connect(replica.home / "audit.db") as db:
-            for (arguments,) in db.execute("select arguments from events where kind = 'call'"):
-                values = json.loads(arguments or "{}")
-                found.update(str(v) for v in values.values())
-    return found
+    with psycopg.connect(cluster.audit_url) as db:
+        rows = db.execute("select arguments, instance from events where kind = 'call'").fetchall()
+    for arguments, _ in rows:
+        found.update(str(v) for v in json.loads(arguments or "{}").values())
+    return found, {str(instance).rsplit(":", 1)[-1] for _, instance in rows}
 
 
 def model_tokens(llm: StandIn) -> int:
@@ -413,7 +421,9 @@ async def test_three_replicas_behind_nginx(cluster: Cluster, llm: StandIn, recor
     assert cluster.replicas[1].process.poll() is not None  # the victim is dead
     await a_dead_replicas_session_is_not_found(cluster, on_victim)
     assert sum(load.errors.values()) < CALLS // 10  # a few in flight on the victim, and the budget
-    missing = set(load.results) - audited(cluster.replicas)
+    found, writers = audited(cluster)
+    assert writers == set(REPLICAS)  # one log, every replica's rows in it, each named
+    missing = set(load.results) - found
     assert not missing, f"{len(missing)} answered calls have no audit row, e.g. {sorted(missing)[:5]}"
     spent = model_tokens(llm)
     record_property("model_tokens", spent)

@@ -1,4 +1,4 @@
-"""The audit log: every step a gateway takes, as one row of a local SQLite table.
+"""The audit log: every step a gateway takes, as one row of a table (local SQLite, or PostgreSQL).
 
 The package's modules, one job each:
 
@@ -9,6 +9,8 @@ The package's modules, one job each:
     fields    each text column made safe: redacted, control characters escaped, bounded
     fold      repeated refusals folded into one row per interval, with a count
     schema    where the database lives, the `events` table's columns and indexes
+    store     the store interface the writer and readers share (`Store`, `Connection`), SQLite's
+    postgres  the same table on PostgreSQL (`[audit] url`), imported only when configured
     queries   `mcpgw logs` and `mcpgw stats`: filtering, summaries, pruning, `printable`
     times     the times a reader may give (`1h`, `yesterday`, ISO, local or UTC), or an error
     spend     sampling spend per persona and route, and a persona's spend since a time
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from mcpgw.audit.fields import SUMMARY_CHARS, shown
 from mcpgw.audit.fold import Fold, Folds
-from mcpgw.audit.log import BATCH_INTERVAL, AuditLog, durable, open_for
+from mcpgw.audit.log import BATCH_INTERVAL, AuditLog, answering, durable, open_for
 from mcpgw.audit.queries import STAT_GROUPS, open_for_reading, printable, prune, query, stats
 from mcpgw.audit.schema import (
     COLUMNS,
@@ -35,6 +37,7 @@ from mcpgw.audit.schema import (
     path_for,
 )
 from mcpgw.audit.step import STAT_KINDS, Kind, Outcome, Recorder, Step, current, note, now, recording
+from mcpgw.audit.store import Connection, SqliteStore, Store, StoreError, store_for
 
 __all__ = [
     "BATCH_INTERVAL",
@@ -46,12 +49,17 @@ __all__ = [
     "STAT_KINDS",
     "SUMMARY_CHARS",
     "AuditLog",
+    "Connection",
     "Fold",
     "Folds",
     "Kind",
     "Outcome",
     "Recorder",
+    "SqliteStore",
     "Step",
+    "Store",
+    "StoreError",
+    "answering",
     "current",
     "default_path",
     "durable",
@@ -67,4 +75,5 @@ __all__ = [
     "recording",
     "shown",
     "stats",
+    "store_for",
 ]

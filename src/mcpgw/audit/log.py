@@ -1,12 +1,13 @@
-"""The audit log's writer: every row to SQLite through sqlite-utils, off the hot path.
+"""The audit log's writer: every row to its store (SQLite or PostgreSQL), off the hot path.
 
 Owns: turning steps and events into rows of the `events` table (redacted, escaped
 and bounded here, through `fields.stored`, nowhere else), the one writer thread
-that inserts them in batches with WAL on, which rows are written before the
-request is answered (`durable`), the count updates of folded refusals
-(`recount`), the bounded retry buffer that keeps rows when the disk fails (and
-counts what it had to drop), flushing on shutdown, and opening the log
-`[audit]` configures.
+that inserts them in batches through a `store.Connection`, which rows are written
+before the request is answered (`durable`), the count updates of folded refusals
+(`recount`), the bounded retry buffer that keeps rows when the disk or the database
+server fails (and counts what it had to drop; each retry opens a new connection, so
+a server that went away and came back is written to again), flushing on shutdown,
+and opening the log `[audit]` configures.
 
 An ordinary request only appends to a queue; it never waits on the disk, so a
 crash (`kill -9`) loses at most the rows of the last batch interval
@@ -18,20 +19,21 @@ client hears of it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.to_thread
 
 from mcpgw.audit.fields import (
     ARGUMENTS_CHARS,
@@ -45,15 +47,14 @@ from mcpgw.audit.fields import (
 )
 from mcpgw.audit.queries import prune
 from mcpgw.audit.redact import Redactor
-from mcpgw.audit.schema import SPEND_KEYS, ensure_schema, path_for
-from mcpgw.audit.step import Kind, Outcome, Step, new_request_id, now
+from mcpgw.audit.schema import SPEND_KEYS
+from mcpgw.audit.step import Kind, Outcome, Step, new_request_id, now, recording
+from mcpgw.audit.store import Connection, SqliteStore, Store, StoreError, instance_name, store_for
 from mcpgw.detectors import Detector
-from mcpgw.errors import ConfigError
 
 logger = logging.getLogger("mcpgw.audit")
 
 _BATCH = 500
-_COMMIT_WAITERS = 8
 BATCH_INTERVAL = 0.05
 """Seconds the writer lets ordinary rows gather before one commit: the most a crash can lose."""
 DURABLE_WAIT = 2.0
@@ -78,7 +79,9 @@ class _Recount:
 
 
 _Item = dict[str, Any] | Step | _Recount
-_Pending = tuple[dict[str, Any], threading.Event | None]
+_Done = Callable[[], None]
+"""Called on the writer thread once a durable row is committed (or kept for a retry)."""
+_Pending = tuple[dict[str, Any], _Done | None]
 
 
 class AuditLog:
@@ -86,51 +89,44 @@ class AuditLog:
 
     def __init__(
         self,
-        path: Path,
+        path: Path | Store,
         *,
         redactor: Redactor | None = None,
         max_buffer: int = 100_000,
         instance: str | None = None,
+        every_request: bool = False,
     ) -> None:
-        self.path = path
+        self.store = path if isinstance(path, Store) else SqliteStore(path)
+        """Where the rows go: a SQLite file (a `Path` given is one) or a PostgreSQL database."""
+        self.path = self.store.path
+        """The SQLite file; None for a database server."""
         self.instance = instance
         """Written on every row: which gateway wrote it, when several share one database."""
+        self.every_request = every_request
+        """`[audit] durable = "all"`: a request is answered once its row is committed (`answering`)."""
         self.redactor = redactor or Redactor()
         self.max_buffer = max_buffer
         self.dropped = 0
         self.written = 0
-        self._queue: queue.SimpleQueue[tuple[_Item, threading.Event | None] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[_Item, _Done | None] | None] = queue.SimpleQueue()
         self._pending: deque[_Pending] = deque()
         self._recounts: dict[str, str] = {}
         """Count updates of folded refusals, applied once every row before them is written."""
         self._urgent = threading.Event()
         """Set when a durable row is queued: the writer commits at once instead of gathering a batch."""
         self._failing = False
+        self._connection: Connection | None = None
+        """The writer thread's; replaced after a failure."""
+        self._full = False
+        """The retry buffer reached `max_buffer` during this failure (said once, then counted)."""
         self._thread: threading.Thread | None = None
-        self._limiter: anyio.CapacityLimiter | None = None
-        """Threads that wait for `commit`s, so a burst of refusals cannot take every worker thread."""
         self._prepare()
 
     # --- set-up ----------------------------------------------------------------------------------
 
     def _prepare(self) -> None:
-        """Create (or migrate) the database now, so a bad path is a clear error at start."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = self._open()
-            ensure_schema(db)
-            db.conn.close()
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"cannot open the audit database {self.path}: {exc}", key="audit.path") from exc
-
-    def _open(self) -> Any:
-        import sqlite_utils
-
-        db = sqlite_utils.Database(sqlite3.connect(str(self.path), timeout=1.0, check_same_thread=False))
-        db.enable_wal()
-        # With WAL, NORMAL survives a crash of the process; only an OS crash can lose the last commits.
-        db.execute("PRAGMA synchronous=NORMAL")
-        return db
+        """Create (or migrate) the database now, so a bad path or URL is a clear error at start."""
+        self.store.prepare()
 
     @property
     def queued(self) -> int:
@@ -148,17 +144,30 @@ class AuditLog:
         """Queue a finished step (made a redacted row on the writer thread); a refusal or security
         step is committed before this returns (see `durable`)."""
         step.latency_ms = (time.perf_counter() - step.started) * 1000
-        self._wait(self._put(step, durable=durable(step.kind, step.outcome)))
+        self._put_and_wait(step, durable=durable(step.kind, step.outcome))
 
     async def commit(self, step: Step) -> None:
-        """Record `step` and wait until it is on disk, without holding up the event loop meanwhile
-        (at most `DURABLE_WAIT`; not at all while the disk is failing)."""
+        """Record `step` and wait until it is on disk, holding up neither the event loop nor a worker
+        thread meanwhile (at most `DURABLE_WAIT`; not at all while the disk is failing).
+
+        The writer thread wakes the waiting request through the event loop. The gateway runs on
+        asyncio (uvicorn, or anyio's default backend over stdio); anyio's own way, a worker thread
+        per waiter, would cap how many requests can wait for one shared commit."""
         step.latency_ms = (time.perf_counter() - step.started) * 1000
-        done = self._put(step, durable=True)  # queued now: whatever is queued after lands after it
-        if done is not None:
-            if self._limiter is None:
-                self._limiter = anyio.CapacityLimiter(_COMMIT_WAITERS)
-            await anyio.to_thread.run_sync(self._wait, done, limiter=self._limiter)
+        loop = asyncio.get_running_loop()
+        committed: asyncio.Future[None] = loop.create_future()
+
+        def done() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+                loop.call_soon_threadsafe(_resolve, committed)
+
+        # Queued now: whatever is queued after lands after it.
+        if not self._put(step, durable=True, done=done):
+            return
+        with anyio.move_on_after(DURABLE_WAIT) as waited:
+            await committed
+        if waited.cancelled_caught:
+            logger.warning("audit log: a row waited over %gs for the database", DURABLE_WAIT)
 
     def event(
         self,
@@ -201,25 +210,25 @@ class AuditLog:
             "findings": None,
             **_spend(kind, result),
         }
-        self._wait(self._put(row, durable=durable(kind, outcome)))
+        self._put_and_wait(row, durable=durable(kind, outcome))
 
     def recount(self, request_id: str, result: Mapping[str, Any]) -> None:
         """Replace the `result` of the row `request_id` (a folded refusal's running count), soon."""
         self._queue.put((_Recount(request_id, json.dumps(self._accounting(result))), None))
 
-    def _put(self, item: _Item, *, durable: bool) -> threading.Event | None:
-        """Queue `item`; for a durable one (with a writer running and the disk not failing), the
-        event the writer sets once it is committed."""
+    def _put(self, item: _Item, *, durable: bool, done: _Done | None = None) -> bool:
+        """Queue `item`. A durable one (with a writer running and the disk not failing) is committed
+        at once, and `done` is called once it is: whether it will be."""
         if not durable or self._thread is None or self._failing:
             self._queue.put((item, None))
-            return None
-        done = threading.Event()
-        self._queue.put((item, done))
+            return False
+        self._queue.put((item, done or _nothing))
         self._urgent.set()
-        return done
+        return True
 
-    def _wait(self, done: threading.Event | None) -> None:
-        if done is not None and not done.wait(DURABLE_WAIT):
+    def _put_and_wait(self, item: _Item, *, durable: bool) -> None:
+        done = threading.Event()
+        if self._put(item, durable=durable, done=done.set) and not done.wait(DURABLE_WAIT):
             logger.warning("audit log: a refusal or security row waited over %gs for the disk", DURABLE_WAIT)
 
     # --- rows ------------------------------------------------------------------------------------
@@ -300,22 +309,22 @@ class AuditLog:
     # --- the writer ------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        db = self._open()
         try:
             stop = False
             while not stop:
                 batch, stop = self._take()
                 self._pending.extend(batch)
-                self._flush(db)
+                self._flush()
         finally:
-            self._flush(db)
+            self._flush()
             if self._pending:
                 logger.error("audit log: %d rows could not be written at shutdown", len(self._pending))
             if self.dropped:
                 logger.error(
                     "audit log: %d rows were dropped in all (buffer full while the disk failed)", self.dropped
                 )
-            db.conn.close()
+            if self._connection is not None:
+                self._connection.close()
 
     def _take(self) -> tuple[list[_Pending], bool]:
         """Wait for a row, then let more gather for a moment: one commit per interval, not per call.
@@ -341,44 +350,58 @@ class AuditLog:
             except queue.Empty:
                 return batch, False
 
-    def _flush(self, db: Any) -> None:
+    def _connected(self) -> Connection:
+        if self._connection is None:
+            self._connection = self.store.connect()
+        return self._connection
+
+    def _flush(self) -> None:
         while self._pending:
             chunk = [self._pending.popleft() for _ in range(min(_BATCH * 4, len(self._pending)))]
             try:
-                db["events"].insert_all([row for row, _ in chunk])
-            except (sqlite3.Error, OSError) as exc:
+                self._connected().insert([row for row, _ in chunk])
+            except StoreError as exc:
                 self._pending.extendleft(reversed(chunk))
                 self._failed(exc)
                 return
             finally:
                 for _, done in chunk:  # written, or kept for a retry: the caller goes on either way
                     if done is not None:
-                        done.set()
+                        done()
             self.written += len(chunk)
             self._recovered()
         if self._recounts:
             try:
-                with db.conn:
-                    db.conn.executemany(
-                        "update events set result = ? where request_id = ?",
-                        [(result, request_id) for request_id, result in self._recounts.items()],
-                    )
-            except (sqlite3.Error, OSError) as exc:
+                self._connected().executemany(
+                    "update events set result = ? where request_id = ?",
+                    [(result, request_id) for request_id, result in self._recounts.items()],
+                )
+            except StoreError as exc:
                 self._failed(exc)
                 return
             self._recounts.clear()
             self._recovered()
 
     def _failed(self, exc: Exception) -> None:
+        if self._connection is not None:  # it may be broken (a server restarted): the retry opens another
+            self._connection.close()
+            self._connection = None
         overflow = len(self._pending) - self.max_buffer
         if overflow > 0:
             for _ in range(overflow):
                 self._pending.popleft()
             self.dropped += overflow
+            if not self._full:
+                logger.error(
+                    "audit log: %d rows are waiting for %s; the oldest are dropped from now on (counted)",
+                    self.max_buffer,
+                    self.store.where,
+                )
+            self._full = True
         if not self._failing:
             logger.error(
                 "audit log: writing to %s failed (%s); serving goes on, rows are kept (up to %d) and retried",
-                self.path,
+                self.store.where,
                 exc,
                 self.max_buffer,
             )
@@ -387,7 +410,7 @@ class AuditLog:
     def _recovered(self) -> None:
         if self._failing:
             logger.warning("audit log: writing works again; %d rows dropped meanwhile", self.dropped)
-            self._failing = False
+            self._failing = self._full = False
 
     def close(self, timeout: float = 10.0) -> None:
         """Flush everything queued and stop the writer."""
@@ -402,27 +425,51 @@ def open_for(
     settings: Any, *, source: str, detectors: Iterable[Detector] = (), instance: str | None = None
 ) -> AuditLog | None:
     """The gateway's audit log per `[audit]`: created, pruned, writer started; None when disabled.
-    `instance` names the gateway on every row: `[audit] instance`, else this argument, else `source`."""
+    `instance` names the gateway on every row (see `store.instance_name`), else `source`."""
     if not settings.enabled:
         return None
-    path = path_for(settings)
     log = AuditLog(
-        path,
+        store_for(settings),
         redactor=Redactor(
             extra_keys=settings.redact_keys, extra_patterns=settings.redact_patterns, detectors=detectors
         ),
         max_buffer=settings.max_buffer,
-        instance=settings.instance or instance or source,
+        instance=instance_name(settings, instance or source),
+        every_request=settings.durable == "all",
     )
     if settings.retention_days:
-        import sqlite_utils
-
-        removed = prune(sqlite_utils.Database(path), settings.retention_days)
+        with log.store.connect() as connection:  # the schema is in place: `AuditLog` prepared it
+            removed = prune(connection, settings.retention_days)
         if removed:
             logger.info("audit log: pruned %d rows older than %g days", removed, settings.retention_days)
     log.start()
     log.event(Kind.CONFIG, name=source)
     return log
+
+
+@asynccontextmanager
+async def answering(step: Step, *, into: AuditLog | None) -> AsyncIterator[Step]:
+    """`step.recording` for a request: with `[audit] durable = "all"`, its answer also waits until its
+    row is committed, so a gateway killed right after answering (`kill -9`) has lost no row of an
+    answered request. Requests in flight together share one commit."""
+    if into is None or not into.every_request:
+        with recording(step, into=into):
+            yield step
+        return
+    try:
+        with recording(step, into=None):
+            yield step
+    finally:
+        await into.commit(step)  # queued before the wait: even a cancelled request's row is kept
+
+
+def _nothing() -> None:
+    return None
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():  # a request that stopped waiting (cancelled, timed out) has cancelled it
+        future.set_result(None)
 
 
 def _spend(kind: Kind, result: Mapping[str, Any] | None) -> dict[str, Any]:

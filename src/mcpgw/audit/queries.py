@@ -1,9 +1,10 @@
 """Reading the audit log: the queries behind `mcpgw logs` and `mcpgw stats`, and pruning.
 
-Owns: opening the database for the CLI (a clear error when there is none),
+Owns: opening the store for the CLI (a clear error when there is none or it cannot be reached),
 filtering rows, the per-group summaries (calls, errors, p50/p95 latency),
 deleting rows past their retention, and `printable`: a row as it may be shown on
-a terminal, whatever wrote it.
+a terminal, whatever wrote it. Each query is written once and runs on either store
+(`store.Connection`); `db` may also be a sqlite-utils `Database`.
 """
 
 from __future__ import annotations
@@ -13,19 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from mcpgw.audit.fields import LIMITS, shown
-from mcpgw.audit.schema import ensure_schema
 from mcpgw.audit.step import STAT_KINDS, Outcome
-from mcpgw.errors import ConfigError
+from mcpgw.audit.store import Connection, SqliteStore, Store, connection
 
 
-def open_for_reading(path: Path) -> Any:
-    import sqlite_utils
-
-    if not path.exists():
-        raise ConfigError(f"no audit database at {path} (has the gateway run?)", key="audit.path")
-    db = sqlite_utils.Database(path)
-    ensure_schema(db)
-    return db
+def open_for_reading(where: Path | Store) -> Connection:
+    """A connection to read the log at `where` (a SQLite file, or `store.store_for(settings)`)."""
+    return (where if isinstance(where, Store) else SqliteStore(where)).reading()
 
 
 def query(
@@ -45,10 +40,11 @@ def query(
     limit: int = 50,
     newest_first: bool = True,
 ) -> list[dict[str, Any]]:
-    where: list[str] = []
-    params: list[Any] = []
     """Rows matching every filter given. `since` and `until` are instants shaped like `ts` (see
     `times.parse`): `since` is inclusive, `until` exclusive."""
+    reader = connection(db)
+    where: list[str] = []
+    params: list[Any] = []
     for column, value in (
         ("persona", persona),
         ("server", server),
@@ -64,7 +60,7 @@ def query(
         where.append("outcome = ?")
         params.append(Outcome(outcome).value)
     if principal is not None:  # a substring: `alice` finds `sub=alice client_id=cli-1`
-        where.append("instr(principal, ?) > 0")
+        where.append(reader.contains("principal"))
         params.append(principal)
     if since:
         where.append("ts >= ?")
@@ -78,7 +74,7 @@ def query(
     sql = "select * from events" + (" where " + " and ".join(where) if where else "")
     sql += f" order by id {'desc' if newest_first else 'asc'} limit ?"
     params.append(limit)
-    return list(db.query(sql, params))
+    return reader.select(sql, params)
 
 
 def printable(row: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +98,7 @@ def stats(db: Any, *, since: str | None = None) -> dict[str, list[dict[str, Any]
     only)."""
     kinds = ", ".join(f"'{kind.value}'" for kind in STAT_KINDS)
     sql = f"select {', '.join(STAT_GROUPS)}, outcome, latency_ms from events where kind in ({kinds})"
-    rows = list(db.query(sql + (" and ts >= ?" if since else ""), [since] if since else []))
+    rows = connection(db).select(sql + (" and ts >= ?" if since else ""), [since] if since else [])
     result: dict[str, list[dict[str, Any]]] = {}
     for group in STAT_GROUPS:
         buckets: dict[str, list[dict[str, Any]]] = {}
@@ -129,7 +125,4 @@ def prune(db: Any, days: float) -> int:
     if not days >= 0:  # also NaN
         raise ValueError(f"cannot prune rows older than {days} days")
     cutoff = (datetime.now(UTC) - timedelta(days=days)).isoformat()
-    before = db["events"].count
-    db.execute("delete from events where ts < ?", [cutoff])
-    db.conn.commit()
-    return int(before - db["events"].count)
+    return connection(db).execute("delete from events where ts < ?", [cutoff])

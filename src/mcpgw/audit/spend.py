@@ -5,16 +5,17 @@ and per route that `mcpgw stats` shows, and what one persona spent since a
 time, which per-persona budgets start from so that they survive a restart.
 The rows themselves are written by sampling; the log stores their accounting both
 as JSON in `result` and as the columns `input_tokens`, `output_tokens` and
-`cost_usd` (schema 2; `schema` copies them out of older rows), which are summed here.
+`cost_usd` (schema 2; `schema` copies them out of older rows), which are summed here,
+on whichever store the log is in (`store`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sqlite3
 from pathlib import Path
 from typing import Any
+
+from mcpgw.audit.store import SqliteStore, Store, StoreError, connection
 
 logger = logging.getLogger("mcpgw.audit")
 
@@ -23,9 +24,9 @@ _SPENT = "coalesce(input_tokens, 0) + coalesce(output_tokens, 0) as tokens, coal
 
 
 def summary(db: Any, *, since: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Sampling requests, tokens and cost per persona and per route (`db`: a sqlite-utils Database)."""
+    """Sampling requests, tokens and cost per persona and per route (`db`: a `store.Connection`)."""
     sql = f"select persona, name, outcome, {_SPENT} from events where kind = 'sampling'"
-    rows = list(db.query(sql + (" and ts >= ?" if since else ""), [since] if since else []))
+    rows = connection(db).select(sql + (" and ts >= ?" if since else ""), [since] if since else [])
     out: dict[str, list[dict[str, Any]]] = {}
     for group, column in (("persona", "persona"), ("route", "name")):
         buckets: dict[str, dict[str, Any]] = {}
@@ -42,22 +43,23 @@ def summary(db: Any, *, since: str | None = None) -> dict[str, list[dict[str, An
     return out
 
 
-def spent_by(path: Path, persona: str, *, since: str) -> tuple[float, float]:
+def spent_by(where: Path | Store, persona: str, *, since: str) -> tuple[float, float]:
     """The tokens and dollars `persona`'s sampling requests cost since `since` (0, 0 without a log).
 
-    Opened with plain sqlite3 and a short timeout: this runs on a sampling request's path,
-    while the audit writer may hold the database.
+    A connection of its own with a short timeout: this runs on a sampling request's path, while
+    the audit writer may hold the database.
     """
-    if not path.exists():
+    store = where if isinstance(where, Store) else SqliteStore(where)
+    if store.path is not None and not store.path.exists():
         return 0.0, 0.0
     try:
-        with contextlib.closing(sqlite3.connect(str(path), timeout=1.0)) as db:
-            tokens, usd = db.execute(
-                f"select coalesce(sum(tokens), 0), coalesce(sum(usd), 0) from (select {_SPENT} from events "
-                "where kind = 'sampling' and persona = ? and ts >= ?)",
+        with store.connect() as db:
+            (row,) = db.select(
+                "select coalesce(sum(tokens), 0) as tokens, coalesce(sum(usd), 0) as usd from "
+                f"(select {_SPENT} from events where kind = 'sampling' and persona = ? and ts >= ?) as spent",
                 [persona, since],
-            ).fetchone()
-    except sqlite3.Error as exc:
+            )
+    except StoreError as exc:
         logger.warning("sampling: cannot read today's spend from the audit log: %s", exc)
         return 0.0, 0.0
-    return float(tokens), float(usd)
+    return float(row["tokens"]), float(row["usd"])

@@ -113,6 +113,10 @@ def logs(
         from mcpgw.audit import dashboard
 
         registry, _ = load_registry(config_path)
+        if registry.audit.url:  # Datasette opens SQLite files only
+            raise click.UsageError(
+                "--datasette-metadata is for a SQLite audit log; [audit] url is PostgreSQL"
+            )
         out.print_json(data=dashboard.metadata(audit.path_for(registry.audit)))
         return
 
@@ -141,7 +145,8 @@ def logs(
         if prune == 0 and not yes:
             raise click.UsageError("--prune 0 deletes every row of the audit log; add --yes to do that")
     registry, _ = load_registry(config_path)
-    db = audit.open_for_reading(audit.path_for(registry.audit))
+    store = audit.store_for(registry.audit)
+    db = audit.open_for_reading(store)
     if prune is not None:
         removed = audit.prune(db, prune)
         err.print(f"pruned {removed} rows older than {prune:g} days")
@@ -159,11 +164,14 @@ def logs(
         else:
             _Lines(rows, aligned=False).print(rows)
         return
-    _follow(db, list(reversed(rows)), filters, as_json=as_json)
+    _follow(store, db, list(reversed(rows)), filters, as_json=as_json)
 
 
-def _follow(db: Any, rows: list[dict[str, Any]], filters: dict[str, Any], *, as_json: bool) -> None:
-    """Print `rows`, then every new row as it lands, under the one header printed first."""
+def _follow(
+    store: Any, db: Any, rows: list[dict[str, Any]], filters: dict[str, Any], *, as_json: bool
+) -> None:
+    """Print `rows`, then every new row as it lands, under the one header printed first. A database
+    that stops answering (a server restarting, a file locked) is said once and retried, not fatal."""
     import time
 
     from mcpgw import audit
@@ -185,10 +193,16 @@ def _follow(db: Any, rows: list[dict[str, Any]], filters: dict[str, Any], *, as_
                 last = max(last, rows[-1]["id"])
             out.file.flush()  # a pipe is block-buffered: each batch is seen as it comes
             time.sleep(0.5)
-            rows = [
-                printable(row)
-                for row in audit.query(db, after_id=last, limit=1000, newest_first=False, **filters)
-            ]
+            try:
+                db = db or store.connect()
+                found = audit.query(db, after_id=last, limit=1000, newest_first=False, **filters)
+            except audit.StoreError as exc:
+                if db is not None:
+                    err.print(f"the audit database stopped answering ({exc}); retrying")
+                    db.close()
+                db, rows = None, []
+                continue
+            rows = [printable(row) for row in found]
     except KeyboardInterrupt:
         return
 
@@ -297,7 +311,7 @@ def stats(config_path: Path | None, since: str | None, groups: tuple[str, ...], 
     from mcpgw import audit
 
     registry, _ = load_registry(config_path)
-    db = audit.open_for_reading(audit.path_for(registry.audit))
+    db = audit.open_for_reading(audit.store_for(registry.audit))
     data = audit.stats(db, since=since)
     from mcpgw.audit import spend as sampling_spend
 

@@ -136,21 +136,42 @@ class PersonaConfig(Strict):
 
 
 class AuditSettings(Strict):
-    """`[audit]`: the SQLite audit log."""
+    """`[audit]`: the audit log, in a SQLite file (the default) or a PostgreSQL database (`url`)."""
 
     enabled: bool = True
     path: str | None = None
     """Database file; default $MCPGW_AUDIT_DB, else ~/.local/share/mcpgw/audit.db."""
+    url: str | None = None
+    """`postgresql://user@host:port/dbname`: the log in PostgreSQL instead, shared by several gateways
+    (`${VAR}` is expanded; libpq's PGPASSWORD and ~/.pgpass work too)."""
     retention_days: Annotated[float, Field(ge=0)] = 30
     """Rows older than this are deleted when the gateway starts; 0 keeps everything."""
     max_buffer: Annotated[int, Field(ge=1000)] = 100_000
     """Rows kept in memory while the disk fails; beyond this they are dropped and counted."""
     instance: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    """Names this gateway in every row's `instance` column; default: the registry file's path."""
+    """Names this gateway in every row's `instance` column (`${VAR}` expanded, e.g. `${HOSTNAME}`);
+    default: the registry file's path, after the host name with a `url`."""
+    durable: Literal["refusals", "all"] = "refusals"
+    """Rows committed before their request is answered: refusals and security events, or `all`:
+    every request's too, so a replica killed with SIGKILL loses no row of an answered request
+    (each answer waits for a commit it shares with the requests in flight)."""
     redact_keys: list[str] = Field(default_factory=list)
     """Extra argument names whose values are never stored (password, token, ... always are)."""
     redact_patterns: list[str] = Field(default_factory=list)
     """Extra regular expressions replaced wherever they match."""
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_postgresql(cls, url: str | None) -> str | None:
+        if url is not None and urlsplit(url).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a PostgreSQL URL: postgresql://user@host:port/dbname")
+        return url
+
+    @model_validator(mode="after")
+    def _one_store(self) -> AuditSettings:
+        if self.url is not None and self.path is not None:
+            raise ValueError("give `path` (a SQLite file) or `url` (PostgreSQL), not both")
+        return self
 
     @field_validator("redact_patterns")
     @classmethod

@@ -47,7 +47,6 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcpgw.audit.step import Outcome
@@ -139,7 +138,7 @@ class Sampler:
         self._models = Models(self.settings)
         """litellm's Router, loaded on the first request that needs a model."""
         self._budgets = Budgets(
-            self.settings, audit_path=Path(audit.path) if audit is not None else None, shared=shared_budgets
+            self.settings, audit=audit.store if audit is not None else None, shared=shared_budgets
         )
         self.records: list[Record] = []
         """The last requests' accounting (bounded); the audit log holds them all."""

@@ -27,12 +27,11 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from mcpgw.audit import spend
+from mcpgw.audit import Store, spend
 from mcpgw.config import DEFAULT_PERSONA, SamplingScope, SamplingSettings
 from mcpgw.errors import SamplingRefused
 
@@ -109,14 +108,14 @@ class Budgets:
         self,
         settings: SamplingSettings,
         *,
-        audit_path: Path | None = None,
+        audit: Store | None = None,
         shared: SharedBudgets | None = None,
     ) -> None:
         self.settings = settings
         self.shared = shared
         """The cluster's budgets (`[cluster]`): reservations and spend shared by every replica."""
-        self.audit_path = audit_path
-        """The audit database spend is read back from (None: no log, every day starts at 0)."""
+        self.audit = audit
+        """The audit store spend is read back from (None: no log, every day starts at 0)."""
         self._spent: dict[tuple[str, str], list[float]] = {}
         """(persona, UTC day) -> [tokens, usd]; seeded from the audit log at first use."""
         self._held: dict[tuple[str, str], list[Hold]] = {}
@@ -147,8 +146,7 @@ class Budgets:
         """The running [tokens, usd] of `persona` today, seeded once per day from the audit log."""
         key = (persona or DEFAULT_PERSONA, _today())
         if key not in self._spent:
-            path = self.audit_path
-            seed = spend.spent_by(path, key[0], since=key[1]) if path is not None else (0.0, 0.0)
+            seed = spend.spent_by(self.audit, key[0], since=key[1]) if self.audit is not None else (0.0, 0.0)
             self._spent[key] = list(seed)
         return self._spent[key]
 

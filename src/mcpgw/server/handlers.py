@@ -39,7 +39,6 @@ from mcpgw.core.gateway import Gateway
 from mcpgw.errors import GatewayError
 from mcpgw.observe import context as observe
 from mcpgw.observe import tracing
-from mcpgw.server import durable
 from mcpgw.server.flowsession import session_of
 from mcpgw.server.listcache import ListingCache
 from mcpgw.server.listening import ListenBridge
@@ -86,7 +85,6 @@ async def _recorded(
     The step's request id and persona are the request's observed fields (`observe.context`)
     too, which every log line of it carries; its outcome and time are counted in the metrics.
     """
-    confirm = durable.confirms(gateway)  # [cluster]: answered only once its row is committed
     raw = ctx.params or {}
     step = _step(gateway, ctx, audit.Kind(kind), persona)
     if kind in _NAME_KEYS:
@@ -100,7 +98,7 @@ async def _recorded(
         _request_span(gateway, ctx, step) as span,
     ):
         try:
-            with audit.recording(step, into=None if confirm else gateway.audit):
+            async with audit.answering(step, into=gateway.audit):
                 result = await _guarded(work)
                 if result.get("isError"):
                     if step.outcome is audit.Outcome.OK:  # a flow policy's refusal says `blocked`
@@ -116,8 +114,6 @@ async def _recorded(
             tracing.failed(span, code, exc.error.message)
             raise
         finally:
-            if confirm:
-                await durable.committed(gateway, step)
             if span is not None:
                 _finish_span(span, gateway, ctx, step, fields)
             if gateway.metrics is not None and kind != "list":  # listings: `_listings_counted`
