@@ -400,7 +400,7 @@ def audited(cluster: Cluster) -> tuple[set[str], set[str]]:
         rows = db.execute("select arguments, instance from events where kind = 'call'").fetchall()
     for arguments, _ in rows:
         found.update(str(v) for v in json.loads(arguments or "{}").values())
-    return found, {str(instance).rsplit(":", 1)[-1] for _, instance in rows}
+    return found, {str(instance) for _, instance in rows}
 
 
 def model_tokens(llm: StandIn) -> int:

@@ -66,9 +66,10 @@ def build_gateway(
         source = str(registry_path) if registry_path else "the shipped default registry"
         detectors = guard.detectors_in_rules() if guard is not None else ()
         instance = str(registry_path.resolve()) if registry_path else None
-        if registry.cluster is not None:  # replicas share one file path and one log: name the replica
-            instance = registry.cluster.replica_name()
-        audit_log = audit_mod.open_for(registry.audit, source=source, detectors=detectors, instance=instance)
+        settings = registry.audit
+        if registry.cluster is not None and not settings.instance:  # one log, one name per replica
+            settings = settings.model_copy(update={"instance": registry.cluster.replica_name()})
+        audit_log = audit_mod.open_for(settings, source=source, detectors=detectors, instance=instance)
     else:
         audit_log = audit
     counted = None
