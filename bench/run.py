@@ -859,7 +859,8 @@ async def bench_cluster(s: Settings, tmp: Path, results: Results) -> None:
         ports, pids = {}, []
         for name in ("mcpgw-1", "mcpgw-2", "mcpgw-3"):  # as deploy/nginx.conf names them
             config = write_registry(tmp / f"{name}.toml", {"up": stdio_entry(name)})
-            extra = f"\n[audit]\nurl = {_toml_str(postgres.url())}\n[cluster]\nreplica = {_toml_str(name)}\n"
+            audit = f'\n[audit]\nurl = {_toml_str(postgres.url())}\ndurable = "all"\n'  # as README advises
+            extra = audit + f"[cluster]\nreplica = {_toml_str(name)}\n"
             config.write_text(config.read_text() + extra + f"redis_url = {_toml_str(redis_url)}\n")
             ports[name] = free_port()
             args = gateway_args(config, "--transport", "http", "--port", str(ports[name]))
@@ -882,7 +883,9 @@ async def bench_cluster(s: Settings, tmp: Path, results: Results) -> None:
                 d_call, g_call, s.rounds, s.per_round, cpu_of={"direct": [one_pid], "gateway": pids}
             )
     ds, gs = summary(d_lat), summary(g_lat)
-    note = "'direct' = one replica on SQLite; 'gateway' = three on PostgreSQL/Redis behind nginx"
+    note = (
+        "'direct' = one replica on SQLite; 'gateway' = three on PostgreSQL/Redis behind nginx, durable = all"
+    )
     results.add(
         Row(
             "cluster: call p50", "ms", ds["p50_ms"], gs["p50_ms"], note=note, samples={"one": ds, "three": gs}
