@@ -14,11 +14,11 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 # Only what the wheel is built from: a change to tests or docs does not rebuild this layer. The
 # `otel` extra: traces are one setting away (`[telemetry] traces`, or OTEL_TRACES_EXPORTER=otlp);
-# `postgres`: the audit log on PostgreSQL (`[audit] url`).
+# `postgres`: the audit log on PostgreSQL (`[audit] url`); `cluster`: replicas sharing state on Redis.
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN python -m venv /opt/mcpgw \
-    && /opt/mcpgw/bin/pip install '.[otel,postgres]' \
+    && /opt/mcpgw/bin/pip install '.[otel,postgres,cluster]' \
     && /opt/mcpgw/bin/mcpgw --version
 
 FROM python:${PYTHON_VERSION}-slim-bookworm

@@ -19,6 +19,8 @@ gateway/direct against its target:
      (tests/openapi_big.py) versus gateway with one stdio upstream; and the spec's parse alone
   9. start-up from the remembered catalog, RSS with 10 upstreams, the peers' columns and
      `--profile SECTION`: see bench/startup.py
+  10. one replica on SQLite against three on PostgreSQL and Redis behind nginx (`--only cluster`):
+     call p50 and throughput (information: on two cores the replicas share the same CPUs)
 
 It is a measurement, not a test: a missed target does not change the exit
 status. The exit status is 1 only when a section could not be measured.
@@ -43,7 +45,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import ExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -819,6 +821,7 @@ SECTIONS = (
     "start",
     "rss",
     "peers",
+    "cluster",
 )
 """Every section, in the order a full run takes them."""
 
@@ -933,6 +936,78 @@ async def bench_audit_pg(s: Settings, tmp: Path, results: Results, errlog: IO[st
     )
     reap(str(lite))
     reap(str(pg))
+
+
+async def bench_cluster(s: Settings, tmp: Path, results: Results) -> None:
+    """One replica with its audit log on SQLite against three replicas on PostgreSQL and Redis
+    (`[cluster]`) behind nginx running `deploy/nginx.conf`, in one run. 2026-07-28 clients: their
+    requests are stateless, so nginx spreads them over the three. PostgreSQL, Redis and nginx are
+    the test suite's (tests/pg.py, tests/services.py): real servers on 127.0.0.1, stopped after."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pg import running_postgres
+    from services import nginx, redis_server
+
+    single = write_registry(tmp / "cluster-single.toml", {"up": stdio_entry("cluster-single")})
+    single.write_text(single.read_text() + f"\n[audit]\npath = {_toml_str(str(tmp / 'single.db'))}\n")
+    (tmp / "redis").mkdir()
+    with ExitStack() as stack:
+        redis_url = stack.enter_context(redis_server(tmp / "redis"))
+        postgres = stack.enter_context(running_postgres(durable=True))
+        ports, pids = {}, []
+        for name in ("mcpgw-1", "mcpgw-2", "mcpgw-3"):  # as deploy/nginx.conf names them
+            config = write_registry(tmp / f"{name}.toml", {"up": stdio_entry(name)})
+            audit = f'\n[audit]\nurl = {_toml_str(postgres.url())}\ndurable = "all"\n'  # as README advises
+            extra = audit + f"[cluster]\nreplica = {_toml_str(name)}\n"
+            config.write_text(config.read_text() + extra + f"redis_url = {_toml_str(redis_url)}\n")
+            ports[name] = free_port()
+            args = gateway_args(config, "--transport", "http", "--port", str(ports[name]))
+            pids.append(
+                stack.enter_context(background([PYTHON, *args], tmp / f"{name}.log", port=ports[name])).pid
+            )
+        port = free_port()
+        args = gateway_args(single, "--transport", "http", "--port", str(port))
+        one_pid = stack.enter_context(background([PYTHON, *args], tmp / "single.log", port=port)).pid
+        balancer = stack.enter_context(nginx(tmp / "nginx", ports))
+        async with (
+            http_client_of(f"http://127.0.0.1:{port}/mcp", "auto") as one,
+            http_client_of(f"http://127.0.0.1:{balancer}/mcp", "auto") as three,
+        ):
+            await check_echo(one, "up__echo")
+            await check_echo(three, "up__echo")
+            d_call, g_call = echo_call(one, "up__echo"), echo_call(three, "up__echo")
+            d_lat, g_lat = await latencies(d_call, g_call, s.calls, s.warmup)
+            tp = await throughputs(
+                d_call, g_call, s.rounds, s.per_round, cpu_of={"direct": [one_pid], "gateway": pids}
+            )
+    ds, gs = summary(d_lat), summary(g_lat)
+    note = (
+        "'direct' = one replica on SQLite; 'gateway' = three on PostgreSQL/Redis behind nginx, durable = all"
+    )
+    results.add(
+        Row(
+            "cluster: call p50", "ms", ds["p50_ms"], gs["p50_ms"], note=note, samples={"one": ds, "three": gs}
+        )
+    )
+    results.add(
+        Row(
+            f"cluster: throughput x{INFLIGHT}",
+            "calls/s",
+            statistics.median(tp.direct),
+            statistics.median(tp.gateway),
+            note=note,
+            samples={"one": tp.direct, "three": tp.gateway},
+        )
+    )
+    results.add(
+        Row(
+            "cluster: gateways' CPU per call",
+            "ms",
+            tp.cpu_ms.get("direct"),
+            tp.cpu_ms.get("gateway"),
+            note="the replicas' own processes (not nginx, Redis or PostgreSQL); " + note,
+        )
+    )
+    reap(str(tmp))
 
 
 async def bench_cli(s: Settings, tmp: Path, results: Results, errlog: IO[str]) -> None:
@@ -1275,6 +1350,7 @@ async def run(s: Settings, sections: list[str], results: Results) -> None:
                 "start": lambda: startup.bench_start(sys.modules[__name__], s, tmp, results, errlog),
                 "rss": lambda: startup.bench_rss(sys.modules[__name__], s, tmp, results, errlog),
                 "peers": lambda: startup.bench_peers(sys.modules[__name__], s, tmp, results, errlog),
+                "cluster": lambda: bench_cluster(s, tmp, results),
             }
             for name in sections:
                 print(f"[{name}]", flush=True)

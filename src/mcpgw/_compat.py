@@ -440,3 +440,22 @@ def wrap_network_backend(client: httpx2.AsyncClient, wrap: Callable[[Any], Any])
     backend = getattr(pool, "_network_backend", None)
     if backend is not None:
         pool._network_backend = wrap(backend)  # type: ignore[union-attr]
+
+
+def admit_session(manager: StreamableHTTPSessionManager, requestor: Any, *, prefix: str) -> Any:
+    """mcp 2.3: `StreamableHTTPSessionManager._admit_session` names a new session `uuid4().hex`, with
+    no hook for the name. Behind a load balancer that routes a session to the replica that holds it
+    (`[cluster]`, see `deploy/nginx.conf`), the id must say which replica that is: it is admitted as
+    the SDK does, then renamed `<prefix><hex>` in the manager's tables before anyone has seen it."""
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager as Manager
+
+    transport = Manager._admit_session(manager, requestor)
+    if transport is None or not prefix:
+        return transport
+    old = str(transport.mcp_session_id)
+    new = prefix + old
+    transport.mcp_session_id = new
+    manager._server_instances[new] = manager._server_instances.pop(old)
+    if old in manager._session_owners:
+        manager._session_owners[new] = manager._session_owners.pop(old)
+    return transport

@@ -2,7 +2,8 @@
 
 Owns: deciding which parts a gateway is made of and handing each its
 collaborators through its constructor: the upstream secrets, the data rules,
-the audit log, the pin/poisoning policy, the metrics, then the `Gateway` over them. `mcpgw
+the audit log, the pin/poisoning policy, the metrics, the replicas' shared state (`[cluster]`),
+then the `Gateway` over them. `mcpgw
 serve`, every CLI command that starts upstreams, the benchmark and the tests
 all build through here, so what they run is what is served.
 """
@@ -66,7 +67,10 @@ def build_gateway(
         source = str(registry_path) if registry_path else "the shipped default registry"
         detectors = guard.detectors_in_rules() if guard is not None else ()
         instance = str(registry_path.resolve()) if registry_path else None
-        audit_log = audit_mod.open_for(registry.audit, source=source, detectors=detectors, instance=instance)
+        settings = registry.audit
+        if registry.cluster is not None and not settings.instance:  # one log, one name per replica
+            settings = settings.model_copy(update={"instance": registry.cluster.replica_name()})
+        audit_log = audit_mod.open_for(settings, source=source, detectors=detectors, instance=instance)
     else:
         audit_log = audit
     counted = None
@@ -78,6 +82,11 @@ def build_gateway(
     memory = None
     if purpose == "serve" and registry_path is not None and registry.gateway.remember_catalog:
         memory = CatalogMemory.load(memory_path(registry_path), registry)
+    cluster = None
+    if registry.cluster is not None and purpose == "serve":
+        from mcpgw.cluster import Cluster  # redis-py is imported on first use, never without [cluster]
+
+        cluster = Cluster(registry.cluster)
     gateway = Gateway(
         registry,
         audit=audit_log,
@@ -90,6 +99,7 @@ def build_gateway(
         # then already be kept (the policies themselves are read from the registry per call).
         flows=None if purpose == "listing" else Flows(),
         memory=memory,
+        cluster=cluster,
     )
     return Assembly(gateway=gateway, trust=trust, audit=audit_log)
 

@@ -19,6 +19,8 @@ a message from the CLI) never have to guess.
     │   └── UnknownPersona            a persona not in the registry (404 on HTTP)
     ├── InvalidRequest                bad arguments from the client (-32602)
     ├── Unavailable                   the gateway takes no new requests (shutting down)
+    │   └── SharedStateUnavailable    `[cluster]`'s Redis cannot be reached
+    ├── RateLimited                   a `[limits]` rate limit refused a call (-32029, HTTP 429)
     ├── DataBlocked                   a data rule refused a call or withheld a result (-32030)
     ├── WorkflowError                 a workflow tool stopped: names the step (a tool error to clients)
     └── SamplingError                 an upstream's sampling/elicitation request not answered
@@ -197,3 +199,19 @@ class SamplingRefused(SamplingError):
 
 class SamplingFailed(SamplingError):
     """The model could not be reached: every route failed, or a route lacks its API key."""
+
+
+class RateLimited(GatewayError):
+    """A `[limits]` rate limit refused the call before anything was sent; `data` says when to retry."""
+
+    jsonrpc_code = -32029
+    """In the implementation-defined server error range; HTTP's own answer for it is 429."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.data = {"retryAfter": retry_after}
+
+
+class SharedStateUnavailable(Unavailable):
+    """`[cluster]`'s Redis cannot be reached: what needs shared state (limits, budgets) is refused."""

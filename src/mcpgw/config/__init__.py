@@ -12,6 +12,7 @@ import users need. Its modules, from the bottom up:
     admin      `[admin]`: the web console
     expressions  the workflow expression language (`{{ steps[0].result.field }}`)
     workflows  `[workflows.NAME]`: tools whose steps call other tools
+    cluster    `[cluster]` (shared state on Redis) and `[limits]` (rate limits)
     registry   the root `Registry`; finding, loading and validating the file; `ConfigError`s
     edit       comment-keeping edits of the file; Claude Desktop import (imported on its own)
 """
@@ -25,6 +26,7 @@ from mcpgw.config.base import (
     SERVER_NAME_RE,
     TOOL_NAME_RE,
 )
+from mcpgw.config.cluster import ClusterSettings, LimitSettings, RateLimit
 from mcpgw.config.env import expand, resolved_command
 from mcpgw.config.oauth import UpstreamLogin, UpstreamOAuth
 from mcpgw.config.registry import (
@@ -92,16 +94,19 @@ __all__ = [
     "AdminSettings",
     "AuditSettings",
     "AuthSettings",
+    "ClusterSettings",
     "DataRule",
     "Direction",
     "Era",
     "Filter",
     "GatewaySettings",
     "HttpServer",
+    "LimitSettings",
     "Mode",
     "OpenApiParams",
     "OpenApiServer",
     "PersonaConfig",
+    "RateLimit",
     "Registry",
     "SamplingPolicy",
     "SamplingRoute",

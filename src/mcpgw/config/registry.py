@@ -20,6 +20,7 @@ from pydantic import Field, TypeAdapter, ValidationError, ValidationInfo, field_
 
 from mcpgw.config.admin import AdminSettings
 from mcpgw.config.base import DEFAULT_PERSONA, PERSONA_NAME_RE, SERVER_NAME_RE, Strict
+from mcpgw.config.cluster import ClusterSettings, LimitSettings
 from mcpgw.config.servers import HttpServer, ServerConfig, SseServer, Transport, namespace_of
 from mcpgw.config.settings import (
     AuditSettings,
@@ -50,6 +51,15 @@ class Registry(Strict):
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     workflows: dict[str, WorkflowConfig] = Field(default_factory=dict)
+    cluster: ClusterSettings | None = None
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+
+    @model_validator(mode="after")
+    def _limits_name_personas(self) -> Registry:
+        for persona in self.limits.personas:
+            if persona not in self.personas and persona != DEFAULT_PERSONA:
+                raise ValueError(f"limits.personas names persona {persona!r}, which is not in [personas]")
+        return self
 
     @model_validator(mode="after")
     def _auth_personas_exist(self) -> Registry:

@@ -3,10 +3,9 @@
 Owns: starting every enabled upstream at once, rebuilding the catalog when an
 upstream becomes ready, fails, or says its lists changed, telling listeners
 (the server's transports) what changed, taking a reloaded registry's parts in
-one swap (`reconfigure`; what it restarts is `core.reload`'s to decide), and
-the forwarding of calls, reads, prompt gets and completions with their
-arguments, `_meta` and progress.
-Transport concerns (stdio, HTTP, eras on the wire) belong to `server`.
+one swap (`reconfigure`; what it restarts is `core.reload`'s to decide), and the forwarding of
+calls, reads, prompt gets and completions with their arguments, `_meta` and progress. Transport
+concerns (stdio, HTTP, eras on the wire) belong to `server`.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from mcpgw.bridge import Bridge
 from mcpgw.catalog import Catalog, Problem, Route
 from mcpgw.catalog import personas as personas_mod
 from mcpgw.catalog.personas import View
+from mcpgw.cluster.budgets import SharedBudgets
 from mcpgw.config import DEFAULT_PERSONA, Registry, ServerConfig, call_timeout
 from mcpgw.core import kinds, status
 from mcpgw.core import reload as reload_mod
@@ -45,6 +45,7 @@ from mcpgw.upstream.logrelay import LogRelay, LogSink
 from mcpgw.upstream.session import ProgressRelay
 
 if TYPE_CHECKING:
+    from mcpgw.cluster import Cluster
     from mcpgw.core.memory import CatalogMemory
     from mcpgw.observe.metrics import Metrics
     from mcpgw.security.trust import Trust
@@ -80,8 +81,10 @@ class Gateway:
         metrics: Metrics | None = None,
         flows: Flows | None = None,
         memory: CatalogMemory | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.registry, self.memory = registry, memory  # memory: the last run's catalog (`core.memory`)
+        self.cluster = cluster  # the replicas' shared state (`[cluster]`); None: all this process's own
         self.flows = flows
         self.audit = audit
         self.guard = guard
@@ -99,13 +102,9 @@ class Gateway:
         self.logs = LogRelay(self.inflight)
         self.watch = ResourceWatch()
         self.sampler = Sampler(
-            registry,
-            audit=audit,
-            guard=guard,
-            inflight=self.inflight,
-            upstreams=self.upstreams,
-            metrics=metrics,
-        )
+            registry, audit=audit, guard=guard, inflight=self.inflight, upstreams=self.upstreams,
+            metrics=metrics, shared_budgets=SharedBudgets.of(cluster),
+        )  # fmt: skip
         self.bridge = Bridge(
             registry, sampler=self.sampler, inflight=self.inflight, tasks=lambda: self._tasks
         )
@@ -302,6 +301,7 @@ class Gateway:
                 inflight=self.inflight,
                 upstreams=self.upstreams,
                 metrics=self.metrics,
+                shared_budgets=SharedBudgets.of(self.cluster),
             )
             fresh = {
                 name: self._upstream(name, registry.servers[name], parts, sampler) for name in plan.started

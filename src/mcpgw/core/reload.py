@@ -8,7 +8,7 @@ the `[gateway]` limits it takes, a secret its entry names, whether mcpgw
 answers its sampling or elicitation); one whose entry changed only in what is
 read per call (its timeouts, aliases, namespace) is re-tuned in place; every
 other upstream, and every client session, is left alone. Settings read only when the process starts (the
-listening address, the HTTP server's bounds, `[audit]`) are named in
+listening address, the HTTP server's bounds, `[audit]`, `[cluster]`) are named in
 `Plan.restart_needed` instead of being half-applied. Also the two checks a new
 configuration passes before the running gateway takes it (`check_personas`).
 """
@@ -172,11 +172,12 @@ def views_changed(old: Parts, new: Parts) -> bool:
 
 
 def waiting_for_restart(started: Registry, now: Registry) -> tuple[str, ...]:
-    """The keys read only at start (`RESTART_ONLY`, `[audit]`) that differ between the two."""
+    """The keys read only at start (`RESTART_ONLY`, `[audit]`, `[cluster]`) that differ between the two."""
     keys = tuple(
         f"gateway.{key}" for key in RESTART_ONLY if getattr(started.gateway, key) != getattr(now.gateway, key)
     )
-    return keys + (("audit",) if started.audit != now.audit else ())
+    keys += ("audit",) if started.audit != now.audit else ()
+    return keys + (("cluster",) if started.cluster != now.cluster else ())
 
 
 def _built_from(name: str, registry: Registry) -> tuple[Any, ...]:

@@ -61,6 +61,7 @@ from mcpgw.upstream.inflight import Caller, InFlight
 
 if TYPE_CHECKING:
     from mcpgw.audit import AuditLog
+    from mcpgw.cluster.budgets import SharedBudgets
     from mcpgw.observe.metrics import Metrics
     from mcpgw.security.dataguard import Guard
     from mcpgw.upstream import Upstream
@@ -122,6 +123,7 @@ class Sampler:
         inflight: InFlight | None = None,
         upstreams: Mapping[str, Upstream] | None = None,
         metrics: Metrics | None = None,
+        shared_budgets: SharedBudgets | None = None,
     ) -> None:
         self.inflight = inflight if inflight is not None else InFlight()
         """The calls in flight per upstream, shared with the gateway's log relay."""
@@ -135,7 +137,9 @@ class Sampler:
         """The gateway's upstreams (filled as it builds them): their instructions for `includeContext`."""
         self._models = Models(self.settings)
         """litellm's Router, loaded on the first request that needs a model."""
-        self._budgets = Budgets(self.settings, audit=audit.store if audit is not None else None)
+        self._budgets = Budgets(
+            self.settings, audit=audit.store if audit is not None else None, shared=shared_budgets
+        )
         self.records: list[Record] = []
         """The last requests' accounting (bounded); the audit log holds them all."""
 
@@ -289,10 +293,10 @@ class Sampler:
         context = self._context(server, params.get("includeContext"))
         prompt, output = prompt_tokens(params, context=context), max_tokens(params)
         usd = self._models.worst_cost(chain, input_tokens=prompt, output_tokens=output)
-        with self._budgets.hold(persona, tokens=prompt + output, usd=usd) as hold:
+        async with self._budgets.holding(persona, tokens=prompt + output, usd=usd) as hold:
             answer = await self._models.complete(chain, params, record, context=context)
             used = record.input_tokens + record.output_tokens
-            self._budgets.settle(hold, tokens=used, usd=record.cost_usd)
+            await self._budgets.settled(hold, tokens=used, usd=record.cost_usd)
         return answer
 
     def _context(self, server: str, include: Any) -> str | None:

@@ -15,19 +15,28 @@ cancelled releases it. Concurrent requests therefore cannot spend more than the
 budget together; the day's spend exceeds it by at most what one request uses
 (the lone one), or by what requests use beyond their reservation (the prompt
 estimate is approximate; a route without prices reserves no dollars).
+
+With `[cluster]`, reservations and spend live in Redis (`cluster.budgets`), shared by every
+replica, and a request is admitted only when its whole reservation fits (see there why).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from mcpgw.audit import Store, spend
 from mcpgw.config import DEFAULT_PERSONA, SamplingScope, SamplingSettings
 from mcpgw.errors import SamplingRefused
+
+if TYPE_CHECKING:
+    from mcpgw.cluster.budgets import SharedBudgets
 
 _UNCOUNTED = frozenset({"data", "blob", "_meta"})
 """Keys whose values are not prompt text: base64 images and audio, metadata."""
@@ -87,13 +96,24 @@ class Hold:
     usd: float
     done: bool = False
     """Settled or released: it no longer counts."""
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    shared: bool = False
+    """Held in the cluster's Redis (`cluster.budgets`), not in this process."""
 
 
 class Budgets:
     """What each persona spent on sampling today, what its requests in flight hold, and whether more fits."""
 
-    def __init__(self, settings: SamplingSettings, *, audit: Store | None = None) -> None:
+    def __init__(
+        self,
+        settings: SamplingSettings,
+        *,
+        audit: Store | None = None,
+        shared: SharedBudgets | None = None,
+    ) -> None:
         self.settings = settings
+        self.shared = shared
+        """The cluster's budgets (`[cluster]`): reservations and spend shared by every replica."""
         self.audit = audit
         """The audit store spend is read back from (None: no log, every day starts at 0)."""
         self._spent: dict[tuple[str, str], list[float]] = {}
@@ -159,15 +179,7 @@ class Budgets:
         for limit, spent, held, wanted, show, unit in measures:
             if limit is None or _fits(limit, spent, held, wanted, alone=not others):
                 continue
-            detail = f"{show(spent)} of {show(limit)}{unit}"
-            if others:
-                detail += (
-                    f", {show(held)} more held by {len(others)} request(s) in flight,"
-                    f" and this request may use up to {show(wanted)}{unit}"
-                )
-            raise SamplingRefused(
-                f"persona {name!r} has used its sampling budget for today ({detail}); it renews at 00:00 UTC"
-            )
+            raise _refused(name, limit, spent, held, len(others), wanted, show, unit)
         self._held.setdefault((name, hold.day), []).append(hold)
         return hold
 
@@ -188,3 +200,84 @@ class Budgets:
             holds.remove(hold)
             if not holds:
                 del self._held[(hold.persona, hold.day)]
+
+    # --- across replicas ([cluster]) ----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def holding(self, persona: str | None, *, tokens: int, usd: float) -> AsyncIterator[Hold]:
+        """`hold`, in this process or in the cluster's Redis; settle inside with `settled`."""
+        if self.shared is None:
+            with self.hold(persona, tokens=tokens, usd=usd) as hold:
+                yield hold
+            return
+        hold = await self._reserve_shared(persona, tokens=tokens, usd=usd)
+        try:
+            yield hold
+        finally:
+            if hold.shared and not hold.done:
+                hold.done = True
+                with anyio.CancelScope(shield=True):  # a cancelled request still frees its reservation
+                    await self.shared.settle(hold.persona, hold.day, hold.id, used=None)
+
+    async def settled(self, hold: Hold, *, tokens: int, usd: float) -> None:
+        """`settle`, where `hold` was taken."""
+        if not hold.shared:
+            self.settle(hold, tokens=tokens, usd=usd)
+            return
+        if hold.done or self.shared is None:
+            return
+        hold.done = True
+        with anyio.CancelScope(shield=True):  # what the model used is spent, cancelled or not
+            await self.shared.settle(hold.persona, hold.day, hold.id, used=(tokens, usd))
+
+    async def _reserve_shared(self, persona: str | None, *, tokens: int, usd: float) -> Hold:
+        assert self.shared is not None
+        name = persona or DEFAULT_PERSONA
+        hold = Hold(persona=name, day=_today(), tokens=max(0, tokens), usd=max(0.0, usd))
+        scope = self._budget(persona)
+        if scope is None:
+            return hold  # no budget: nothing to share; the audit log still counts its spend
+        seed = self._spent_today(persona)
+        standing = await self.shared.reserve(
+            name,
+            hold.day,
+            hold.id,
+            tokens=hold.tokens,
+            usd=hold.usd,
+            limits=(scope.tokens_per_day, scope.usd_per_day),
+            seed=(seed[0], seed[1]),
+        )
+        if not standing.fits:
+            measures = (
+                (
+                    scope.tokens_per_day,
+                    standing.spent_tokens,
+                    standing.held_tokens,
+                    hold.tokens,
+                    _count,
+                    " tokens",
+                ),
+                (scope.usd_per_day, standing.spent_usd, standing.held_usd, hold.usd, _dollars, ""),
+            )
+            for limit, spent, held, wanted, show, unit in measures:
+                if limit is not None and not _fits(limit, spent, held, wanted, alone=False):
+                    raise _refused(name, limit, spent, held, standing.holders, wanted, show, unit)
+            raise SamplingRefused(f"persona {name!r} has used its sampling budget for today")
+        hold.shared = True
+        return hold
+
+
+def _refused(
+    name: str, limit: float, spent: float, held: float, others: int, wanted: float, show: Any, unit: str
+) -> SamplingRefused:
+    detail = f"{show(spent)} of {show(limit)}{unit}"
+    if others:
+        detail += (
+            f", {show(held)} more held by {others} request(s) in flight,"
+            f" and this request may use up to {show(wanted)}{unit}"
+        )
+    elif wanted and spent < limit:
+        detail += f", and this request may use up to {show(wanted)}{unit}"
+    return SamplingRefused(
+        f"persona {name!r} has used its sampling budget for today ({detail}); it renews at 00:00 UTC"
+    )

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -34,21 +33,21 @@ from pydantic import BaseModel
 
 from mcpgw import _compat, audit, version
 from mcpgw.bridge.channel import client_channel
+from mcpgw.cluster.limits import Limiter
 from mcpgw.core.gateway import Gateway
 from mcpgw.core.memory import wait_listable
 from mcpgw.errors import GatewayError
 from mcpgw.observe import context as observe
 from mcpgw.observe import tracing
-from mcpgw.server import fastlane
+from mcpgw.server import fastlane, observing
 from mcpgw.server.flowsession import session_of
 from mcpgw.server.listcache import ListingCache
 from mcpgw.server.listening import ListenBridge
 from mcpgw.server.notify import Announcer, log_sink, progress_relay
+from mcpgw.server.ratelimit import limited
 from mcpgw.upstream.logrelay import LogLevels
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span
-
     from mcpgw.observe.metrics import Metrics
 
 logger = logging.getLogger("mcpgw.server")
@@ -95,7 +94,7 @@ async def _recorded(
         step.arguments = raw.get("arguments")
     with (
         observe.serving(request_id=step.request_id, persona=step.persona) as fields,
-        _request_span(gateway, ctx, step) as span,
+        observing.request_span(gateway, ctx, step) as span,
     ):
         try:
             async with audit.answering(step, into=gateway.audit):
@@ -115,9 +114,9 @@ async def _recorded(
             raise
         finally:
             if span is not None:
-                _finish_span(span, gateway, ctx, step, fields)
+                observing.finish_span(span, gateway, ctx, step, fields)
             if gateway.metrics is not None and kind != "list":  # listings: `_listings_counted`
-                _count(gateway.metrics, gateway, ctx, step, fields)
+                observing.count(gateway.metrics, gateway, ctx, step, fields)
             if logger.isEnabledFor(logging.DEBUG):  # an access log, for `--log-level debug`
                 logger.debug(
                     "%s%s: %s in %.1f ms",
@@ -126,77 +125,6 @@ async def _recorded(
                     step.outcome,
                     (time.perf_counter() - step.started) * 1000,
                 )
-
-
-@contextmanager
-def _request_span(gateway: Gateway, ctx: Ctx, step: audit.Step) -> Iterator[Span | None]:
-    """The request's span (tracing on), its trace id on the request's fields (the log lines').
-
-    The span's name holds a tool or prompt name only if the catalog has it, as the metrics' labels
-    do: a client cannot mint span names (the name it sent is an attribute, bounded).
-    """
-    if not tracing.on():
-        yield None
-        return
-    headers = getattr(ctx.request, "headers", None)
-    named = step.kind in (audit.Kind.CALL, audit.Kind.PROMPT)
-    target = _catalog_name(gateway, step) if named else None
-    attributes = tracing.request_attributes(
-        ctx.method,
-        protocol=ctx.protocol_version,
-        request_id=ctx.request_id,
-        name=step.name if named else None,
-        uri=step.name if step.kind in (audit.Kind.READ, audit.Kind.SUBSCRIBE) else None,
-        session=headers.get("mcp-session-id") if headers is not None else None,
-        over_http=headers is not None,
-    )
-    attributes["mcpgw.request_id"] = step.request_id
-    if step.persona is not None:
-        attributes["mcpgw.persona"] = step.persona
-    with tracing.request(
-        ctx.method,
-        target=target,
-        meta=ctx.meta if isinstance(ctx.meta, Mapping) else None,
-        headers=headers,
-        attributes=attributes,
-    ) as span:
-        observe.current().trace_id = tracing.trace_id(span)
-        yield span
-
-
-def _finish_span(span: Span, gateway: Gateway, ctx: Ctx, step: audit.Step, fields: observe.Fields) -> None:
-    """Where the request went and how it ended, on its span; its name, now the catalog is known.
-
-    A call that arrived while its upstream was still starting was named before the catalog had it.
-    """
-    tracing.annotate(span, {"mcpgw.server": fields.server, "mcpgw.outcome": step.outcome.value})
-    if step.kind in (audit.Kind.CALL, audit.Kind.PROMPT):
-        tracing.rename(span, f"{ctx.method} {fields.tool or _catalog_name(gateway, step)}")
-
-
-def _catalog_name(gateway: Gateway, step: audit.Step) -> str:
-    """A call's or prompt's name if the catalog has it, else `(unknown)`: a client cannot mint it."""
-    routes = gateway.catalog.tool_routes if step.kind is audit.Kind.CALL else gateway.catalog.prompt_routes
-    return step.name if step.name is not None and step.name in routes else observe.UNKNOWN
-
-
-def _count(metrics: Metrics, gateway: Gateway, ctx: Ctx, step: audit.Step, fields: observe.Fields) -> None:
-    tool = fields.tool
-    if tool is None and step.kind in (audit.Kind.CALL, audit.Kind.PROMPT):
-        # Not routed (unknown, hidden or withheld): the name is a label only if the catalog has it.
-        routes = (
-            gateway.catalog.tool_routes if step.kind is audit.Kind.CALL else gateway.catalog.prompt_routes
-        )
-        tool = step.name if step.name in routes else observe.UNKNOWN
-    metrics.request(
-        method=ctx.method,
-        persona=step.persona,
-        server=fields.server,
-        tool=tool,
-        outcome=step.outcome.value,
-        seconds=time.perf_counter() - step.started,
-        upstream_seconds=fields.upstream_seconds,
-    )
 
 
 def _step(gateway: Gateway, ctx: Ctx, kind: audit.Kind, persona: str | None) -> audit.Step:
@@ -268,12 +196,14 @@ HTTP_PERSONA: ContextVar[str | None] = ContextVar("mcpgw_http_persona", default=
 what the SDK runs before a handler has the request: the `Mcp-Param-*` header check."""
 
 
-def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Server[Any], Announcer]:
+def build_server(
+    gateway: Gateway, *, persona: str | None = None, limiter: Limiter | None = None
+) -> tuple[Server[Any], Announcer]:
     """The MCP server that serves `gateway`'s catalog.
 
     On stdio the persona is fixed by `persona`; on HTTP each request's persona
     comes from its URL path (`/personas/<name>/mcp`), never from session state,
-    so one session cannot carry a persona across endpoints.
+    so one session cannot carry a persona across endpoints. `limiter`: `[limits]` (`ratelimit`).
     """
 
     def persona_of(ctx: Ctx) -> str | None:
@@ -404,12 +334,17 @@ def build_server(gateway: Gateway, *, persona: str | None = None) -> tuple[Serve
     # to clients whatever its upstreams declare: a host looks for the extension before rendering.
     server.extensions[apps.EXTENSION_ID] = {}
     # Replaces the default OpenTelemetry middleware: the call path stays lean (see module docstring),
-    # and `_request_span` opens the request's span only while tracing is on, with what only mcpgw
+    # and `observing.request_span` opens the request's span only while tracing is on, with what only mcpgw
     # knows (persona, server, outcome) and the HTTP `traceparent` as a parent when `_meta` has none.
     cache = ListingCache(
         gateway, persona_of, record=lambda ctx, work: _recorded(gateway, ctx, "list", persona_of(ctx), work)
     )
-    server.middleware = [announcer.track, cache, fastlane.LeanCalls(server)]
+    server.middleware = [
+        announcer.track,
+        limited(gateway, persona_of, limiter=limiter),
+        cache,
+        fastlane.LeanCalls(server),
+    ]
     gateway.add_listener(announcer)
     if gateway.metrics is not None:
         server.middleware.insert(1, _listings_counted(gateway, gateway.metrics, persona_of))

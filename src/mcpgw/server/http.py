@@ -29,16 +29,18 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from mcpgw import _compat
+from mcpgw.cluster.limits import Limiter
 from mcpgw.config import Registry
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import GatewayError, StartupError
-from mcpgw.server import scrape
+from mcpgw.server import replicas, scrape
 from mcpgw.server.callback import callback_route
 from mcpgw.server.coalesce import Coalescing
 from mcpgw.server.edge import BodyLimit, FieldValues
 from mcpgw.server.handlers import HTTP_PERSONA, PERSONA_PATH_PARAM, build_server
 from mcpgw.server.hostcheck import HostCheck, transport_security
 from mcpgw.server.lifecycle import check_personas, stop_on_signals
+from mcpgw.server.ratelimit import RateLimits
 from mcpgw.server.reload import Reloader
 from mcpgw.server.sessions import SessionLimits
 
@@ -56,7 +58,8 @@ def http_app(
 ) -> Any:
     """`/mcp` for the default persona (or everything), `/personas/<name>/mcp` for each persona,
     and the admin console at `/admin` (`server.console`; `registry_path` is the file it edits)."""
-    server, _ = build_server(gateway)
+    limiter = Limiter(lambda: gateway.registry.limits, cluster=gateway.cluster)
+    server, _ = build_server(gateway, limiter=limiter)
     settings = gateway.registry.gateway
     security = transport_security(gateway.registry, bind=host)
     from mcpgw.server import resume
@@ -71,6 +74,8 @@ def http_app(
         max_sessions=settings.max_sessions,
         per_client=settings.max_sessions_per_client,
         idle_timeout=settings.session_idle_timeout,
+        store=replicas.event_store(gateway),
+        session_prefix=replicas.session_prefix(gateway),
     )
     endpoint = next(r.endpoint for r in sessions.routes if isinstance(r, Route) and r.path == "/mcp")
     routes = [
@@ -94,6 +99,7 @@ def http_app(
         app = Starlette(
             routes=[*(Route(r.path, endpoint=r.endpoint, methods=r.methods) for r in routes), admin]
         )
+        app.add_middleware(RateLimits, limiter=limiter)  # inside the body limit: reads the body it read
         app.add_middleware(BodyLimit, limit=settings.max_request_bytes, timeout=settings.request_body_timeout)
         if registry.auth is not None or settings.cors_origins:
             from mcpgw.server import auth
@@ -188,6 +194,8 @@ def _health(gateway: Gateway, reloader: Reloader | None) -> Callable[[Any], Awai
             body["config"] = reloader.status()
         if sessions := gateway.per_user.running():  # callers' own sessions of per-user servers
             body["per_user_sessions"] = len(sessions)
+        if gateway.cluster is not None:  # which replica answered, behind a load balancer
+            body["replica"] = gateway.cluster.replica
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     return health
@@ -271,11 +279,17 @@ async def serve_http(
             tg.start_soon(announce)
             if reloader is not None:
                 tg.start_soon(reloader.run)
+            if gateway.cluster is not None:
+                shared = replicas.Replicas(gateway, registry_path=registry_path, reloader=reloader)
+                tg.start_soon(shared.run)
             await web.serve(sockets=[sock])
             stop()
             tg.cancel_scope.cancel()
     finally:
         sock.close()
+        if gateway.cluster is not None:
+            with anyio.CancelScope(shield=True):
+                await gateway.cluster.close()
     if failures:
         raise failures[0]
 

@@ -131,7 +131,13 @@ class BoundedEventStore(EventStore):
 
 
 class _SessionManager(StreamableHTTPSessionManager):
-    """The SDK's session manager, giving each new session its own view of the shared store."""
+    """The SDK's session manager, giving each new session its own view of the shared store, and an
+    id that starts with `session_prefix` (`<replica>.`, so a load balancer can route it home)."""
+
+    session_prefix = ""
+
+    def _admit_session(self, requestor: Any) -> Any:
+        return _compat.admit_session(self, requestor, prefix=self.session_prefix)
 
     @property
     def event_store(self) -> EventStore | None:
@@ -156,10 +162,12 @@ def streamable_http_app(
     per_client: int,
     idle_timeout: float,
     store: EventStore | None = None,
+    session_prefix: str = "",
 ) -> Starlette:
     """What `Server.streamable_http_app(streamable_http_path=path, transport_security=security)` builds,
     with a resumable-stream store shared by every session, each in its own namespace, and the
-    sessions bounded per client and in all (`sessions.SessionLimits`)."""
+    sessions bounded per client and in all (`sessions.SessionLimits`); every session id starts with
+    `session_prefix`."""
     manager = _SessionManager(
         app=server,
         event_store=store or BoundedEventStore(),
@@ -171,6 +179,7 @@ def streamable_http_app(
         # may be counted here until its server task has wound down.
         max_sessions=2 * max_sessions,
     )
+    manager.session_prefix = session_prefix
     _compat.set_session_manager(server, manager)  # as the SDK's own builder does
     endpoint = SessionLimits(
         StreamableHTTPASGIApp(manager), manager, max_sessions=max_sessions, per_client=per_client

@@ -365,6 +365,10 @@ class Upstream:
             return
         self._lists.notified(method)
 
+    async def relist(self, kinds: tuple[ListKind, ...]) -> None:
+        """List `kinds` again, as a `list_changed` notification has it (another replica saw one)."""
+        await self._lists._refresh_quietly(kinds)
+
     def serves_handshake_callers(self) -> bool:
         """Whether a handshake-era caller's requests go to a handshake-era session (`upstream.companion`)."""
         return self._companion.applies()

@@ -1,0 +1,98 @@
+"""What operators see of each request besides its audit row: its span and its metrics.
+
+Owns: the request's span (tracing on; its trace id on the request's fields, so log lines carry
+it), the span's final name and outcome, and the request's count in the Prometheus metrics. Names in
+spans and labels come from the catalog only (`catalog_name`): a client cannot mint them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from mcp.server.context import ServerRequestContext
+
+from mcpgw import audit
+from mcpgw.core.gateway import Gateway
+from mcpgw.observe import context as observe
+from mcpgw.observe import tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from mcpgw.observe.metrics import Metrics
+
+Ctx = ServerRequestContext[Any, Any]
+
+
+@contextmanager
+def request_span(gateway: Gateway, ctx: Ctx, step: audit.Step) -> Iterator[Span | None]:
+    """The request's span (tracing on), its trace id on the request's fields (the log lines').
+
+    The span's name holds a tool or prompt name only if the catalog has it, as the metrics' labels
+    do: a client cannot mint span names (the name it sent is an attribute, bounded).
+    """
+    if not tracing.on():
+        yield None
+        return
+    headers = getattr(ctx.request, "headers", None)
+    named = step.kind in (audit.Kind.CALL, audit.Kind.PROMPT)
+    target = catalog_name(gateway, step) if named else None
+    attributes = tracing.request_attributes(
+        ctx.method,
+        protocol=ctx.protocol_version,
+        request_id=ctx.request_id,
+        name=step.name if named else None,
+        uri=step.name if step.kind in (audit.Kind.READ, audit.Kind.SUBSCRIBE) else None,
+        session=headers.get("mcp-session-id") if headers is not None else None,
+        over_http=headers is not None,
+    )
+    attributes["mcpgw.request_id"] = step.request_id
+    if step.persona is not None:
+        attributes["mcpgw.persona"] = step.persona
+    with tracing.request(
+        ctx.method,
+        target=target,
+        meta=ctx.meta if isinstance(ctx.meta, Mapping) else None,
+        headers=headers,
+        attributes=attributes,
+    ) as span:
+        observe.current().trace_id = tracing.trace_id(span)
+        yield span
+
+
+def finish_span(span: Span, gateway: Gateway, ctx: Ctx, step: audit.Step, fields: observe.Fields) -> None:
+    """Where the request went and how it ended, on its span; its name, now the catalog is known.
+
+    A call that arrived while its upstream was still starting was named before the catalog had it.
+    """
+    tracing.annotate(span, {"mcpgw.server": fields.server, "mcpgw.outcome": step.outcome.value})
+    if step.kind in (audit.Kind.CALL, audit.Kind.PROMPT):
+        tracing.rename(span, f"{ctx.method} {fields.tool or catalog_name(gateway, step)}")
+
+
+def catalog_name(gateway: Gateway, step: audit.Step) -> str:
+    """A call's or prompt's name if the catalog has it, else `(unknown)`: a client cannot mint it."""
+    routes = gateway.catalog.tool_routes if step.kind is audit.Kind.CALL else gateway.catalog.prompt_routes
+    return step.name if step.name is not None and step.name in routes else observe.UNKNOWN
+
+
+def count(metrics: Metrics, gateway: Gateway, ctx: Ctx, step: audit.Step, fields: observe.Fields) -> None:
+    tool = fields.tool
+    if tool is None and step.kind in (audit.Kind.CALL, audit.Kind.PROMPT):
+        # Not routed (unknown, hidden or withheld): the name is a label only if the catalog has it.
+        routes = (
+            gateway.catalog.tool_routes if step.kind is audit.Kind.CALL else gateway.catalog.prompt_routes
+        )
+        tool = step.name if step.name in routes else observe.UNKNOWN
+    metrics.request(
+        method=ctx.method,
+        persona=step.persona,
+        server=fields.server,
+        tool=tool,
+        outcome=step.outcome.value,
+        seconds=time.perf_counter() - step.started,
+        upstream_seconds=fields.upstream_seconds,
+    )
