@@ -35,6 +35,9 @@
     table.insertBefore(tr, table.firstChild);
     while (table.rows.length > 500) table.deleteRow(table.rows.length - 1);
   });
+  source.addEventListener("problem", function (event) {
+    status.textContent = JSON.parse(event.data); status.className = "warning";
+  });
   source.addEventListener("open", function () { status.textContent = "live"; status.className = "ok"; });
   source.addEventListener("error", function () { status.textContent = "reconnecting"; status.className = "warning"; });
 })();
