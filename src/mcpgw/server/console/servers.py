@@ -82,7 +82,8 @@ async def page(
     flash: str | None = None,
     problem: str | None = None,
 ) -> Response:
-    numbers, unread = await console.read(lambda db: _numbers(db, _since()), {})
+    none: dict[str, dict[str, Any]] = {}
+    numbers, unread = await console.read(lambda db: _numbers(db, _since()), none)
     gateway = console.gateway
     rows = []
     for name, server in gateway.registry.servers.items():

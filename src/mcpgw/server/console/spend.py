@@ -51,7 +51,8 @@ def _series(rows: list[dict[str, Any]], days: list[str], key: str, value: str, g
 
 async def page(console: Console, request: Request, visitor: Visitor) -> Response:
     days = _days()
-    rows, problem = await console.read(lambda db: _sums(db, days[0]), [])
+    none: list[dict[str, Any]] = []
+    rows, problem = await console.read(lambda db: _sums(db, days[0]), none)
     budgets = console.registry.sampling.personas
     personas = sorted({str(r["persona"]) for r in rows} | set(budgets))
     routes = sorted({str(r["route"]) for r in rows})

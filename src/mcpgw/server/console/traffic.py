@@ -116,7 +116,8 @@ async def page(console: Console, request: Request, visitor: Visitor) -> Response
             return rows, max(int(r["id"]) for r in rows)
         return rows, int(db.select("select coalesce(max(id), 0) as last from events")[0]["last"])
 
-    (rows, after), unread = await console.read(newest, ([], 0))
+    none: tuple[Rows, int] = ([], 0)
+    (rows, after), unread = await console.read(newest, none)
     problem = problem or unread
     inputs = "".join(
         f'<label>{esc(key)} <input type="text" name="{key}" value="{esc(filters.get(key, ""))}"></label>'
@@ -156,7 +157,8 @@ async def stream(console: Console, access: Access, request: Request, visitor: Vi
             def newer(db: Connection, after: int = after) -> Rows:
                 return query(db, after_id=after, newest_first=False, limit=200, **args)
 
-            rows, unread = await console.read(newer, [])
+            empty: Rows = []
+            rows, unread = await console.read(newer, empty)
             if unread is not None and unread != said:  # said once, not five times a second
                 yield f"event: problem\ndata: {json.dumps(unread)}\n\n"
             said = unread
@@ -195,8 +197,9 @@ def _pretty(text: str | None) -> str:
 
 async def detail(console: Console, request: Request, visitor: Visitor) -> Response:
     request_id = request.path_params["request_id"]
+    empty: Rows = []
     rows, problem = await console.read(
-        lambda db: db.select("select * from events where request_id = ? order by id", [request_id]), []
+        lambda db: db.select("select * from events where request_id = ? order by id", [request_id]), empty
     )
     if problem is not None:
         return render("Request", "", active="traffic", visitor=visitor, problem=problem, status=503)
