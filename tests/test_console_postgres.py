@@ -108,9 +108,20 @@ async def test_the_console_shows_a_call_logged_to_postgresql(
             assert "1 / 0" in row  # calls / errors over the last day
             assert re.search(r"\d+\.\d / \d+\.\d", row)  # p50 / p95 ms
 
+            # A filter no row matches: the stream starts after the newest row (`select max(id)`).
+            (newest,) = postgres_server.rows(pg_url, "select max(id) as id from events")
+            nothing = (await admin.get("/traffic", params={"tool": "nothing"})).text
+            assert f"tool=nothing&amp;after={newest['id']}" in nothing
+
             spend = (await admin.get("/spend")).text
             reader = spend.split("<table id=spend>", 1)[1].split("reader", 1)[1].split("</tr>", 1)[0]
             assert spent["tokens"] > 0 and f"{spent['tokens']:,.0f} of 5,000" in reader
+
+    # `mcpgw admin` (the console beside a stdio gateway) reads the same database.
+    port = free_port()
+    with background(mcpgw_command("admin", "-c", str(config), "--port", str(port)), port=port):
+        traffic = httpx.get(f"http://127.0.0.1:{port}/admin/traffic", timeout=HANG).text
+    assert f"/admin/traffic/request/{call['request_id']}" in traffic
 
 
 async def test_an_unreachable_audit_database_is_said_on_each_page(tmp_path: Path) -> None:
