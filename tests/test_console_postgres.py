@@ -20,9 +20,13 @@ import pytest
 import tomlkit
 from fastmcp import Client
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
 from starlette.routing import Mount
 
 from conftest import SERVERS, StandIn, background, free_port, mcpgw_command
+from mcpgw.server.console import traffic
+from mcpgw.server.console.access import Access, Visitor
 from mcpgw.server.console.app import console_app
 from mcpgw.server.console.context import Console
 from parity import registry
@@ -144,6 +148,21 @@ async def test_an_unreachable_audit_database_is_said_on_each_page(tmp_path: Path
             assert page.status_code == status, (path, page.text)
             assert f"cannot read the audit log (postgresql://mcpgw@127.0.0.1:{closed}/mcpgw)" in page.text
             assert "secret-pw" not in page.text
+    # httpx's ASGI transport waits for a whole body, and a stream has none: read the response's own.
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/admin/traffic/stream",
+        "headers": [],
+        "query_string": b"",
+    }
+    response = await traffic.stream(console, Access(console), Request(scope), Visitor("local", "-"))
+    assert isinstance(response, StreamingResponse)
+    events = response.body_iterator
+    assert await anext(events) == "retry: 1000\n\n"
+    said = str(await anext(events))
+    assert said.startswith("event: problem\ndata: ") and "cannot read the audit log" in said
+    await events.aclose()
     console.close()
 
 

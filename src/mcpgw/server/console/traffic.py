@@ -159,8 +159,8 @@ async def stream(console: Console, access: Access, request: Request, visitor: Vi
 
             empty: Rows = []
             rows, unread = await console.read(newer, empty)
-            if unread is not None and unread != said:  # said once, not five times a second
-                yield f"event: problem\ndata: {json.dumps(unread)}\n\n"
+            if unread != said:  # said once, not five times a second; "" once it reads again
+                yield f"event: problem\ndata: {json.dumps(unread or '')}\n\n"
             said = unread
             for row in rows:
                 after = int(row["id"])
