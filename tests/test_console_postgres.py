@@ -75,7 +75,13 @@ async def test_the_console_shows_a_call_logged_to_postgresql(
         )
     )
     serve = mcpgw_command("serve", "-c", str(config), "-t", "http", "--port", str(port))
-    with background([*serve, "--log-level", "warning"], port=port, env={KEY_VAR: "sk-test"}):
+    # `mcpgw admin` (the console beside a stdio gateway) on the same registry, started meanwhile.
+    admin_port = free_port()
+    admin_command = mcpgw_command("admin", "-c", str(config), "--port", str(admin_port))
+    with (
+        background([*serve, "--log-level", "warning"], port=port, env={KEY_VAR: "sk-test"}),
+        background(admin_command, port=admin_port),
+    ):
         _wait_ready(gateway)
         async with Client(f"{gateway}/personas/reader/mcp") as client:
             result = await client.call_tool("modern__summarize", {"text": "the console"})
@@ -121,11 +127,9 @@ async def test_the_console_shows_a_call_logged_to_postgresql(
             reader = spend.split("<table id=spend>", 1)[1].split("reader", 1)[1].split("</tr>", 1)[0]
             assert spent["tokens"] > 0 and f"{spent['tokens']:,.0f} of 5,000" in reader
 
-    # `mcpgw admin` (the console beside a stdio gateway) reads the same database.
-    port = free_port()
-    with background(mcpgw_command("admin", "-c", str(config), "--port", str(port)), port=port):
-        traffic = httpx.get(f"http://127.0.0.1:{port}/admin/traffic", timeout=HANG).text
-    assert f"/admin/traffic/request/{call['request_id']}" in traffic
+        # `mcpgw admin` reads the same database.
+        beside = httpx.get(f"http://127.0.0.1:{admin_port}/admin/traffic", timeout=HANG).text
+        assert f"/admin/traffic/request/{call['request_id']}" in beside
 
 
 async def test_an_unreachable_audit_database_is_said_on_each_page(tmp_path: Path) -> None:
