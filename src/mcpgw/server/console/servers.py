@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mcpgw.audit import Outcome
+from mcpgw.audit.store import connection
 from mcpgw.config import edit as registry_edit
 from mcpgw.config import namespace_of, server_config
 from mcpgw.core.status import target
@@ -37,32 +38,35 @@ def _since() -> str:
 
 def _numbers(db: Any, since: str) -> dict[str, dict[str, Any]]:
     """Per server, over the last day: restarts, calls, errors, p50 and p95 latency (ms), last error."""
+    reader = connection(db)
     out: dict[str, dict[str, Any]] = {}
-    for server, restarts in db.execute(
-        "select server, count(*) from events where kind = 'upstream' and name = 'restarting' and ts >= ? "
-        "group by server",
+    for row in reader.select(
+        "select server, count(*) as restarts from events "
+        "where kind = 'upstream' and name = 'restarting' and ts >= ? group by server",
         [since],
-    ).fetchall():
-        out.setdefault(server, {})["restarts"] = restarts
+    ):
+        out.setdefault(row["server"], {})["restarts"] = row["restarts"]
     latencies: dict[str, list[float]] = {}
-    for server, latency, outcome in db.execute(
+    for row in reader.select(
         "select server, latency_ms, outcome from events "
         "where kind = 'call' and ts >= ? and server is not null",
         [since],
-    ).fetchall():
-        latencies.setdefault(server, []).append(float(latency or 0))
-        row = out.setdefault(server, {})
-        row["calls"] = row.get("calls", 0) + 1
-        row["errors"] = row.get("errors", 0) + (outcome != "ok")
+    ):
+        latencies.setdefault(row["server"], []).append(float(row["latency_ms"] or 0))
+        seen = out.setdefault(row["server"], {})
+        seen["calls"] = seen.get("calls", 0) + 1
+        seen["errors"] = seen.get("errors", 0) + (row["outcome"] != "ok")
     for server, values in latencies.items():
         values.sort()
         out[server]["p50"] = values[len(values) // 2]
         out[server]["p95"] = values[min(len(values) - 1, int(len(values) * 0.95))]
-    for server, error, ts in db.execute(
-        "select server, error, max(ts) from events "
-        "where kind = 'upstream' and outcome = 'error' group by server"
-    ).fetchall():
-        out.setdefault(server, {})["last_error"] = (error, ts)
+    # Each server's newest error row by id (the order rows are written in): no bare column beside an
+    # aggregate, which only SQLite allows.
+    for row in reader.select(
+        "select server, error, ts from events where id in (select max(id) from events "
+        "where kind = 'upstream' and outcome = 'error' group by server)"
+    ):
+        out.setdefault(row["server"], {})["last_error"] = (row["error"], row["ts"])
     return out
 
 
@@ -78,7 +82,8 @@ async def page(
     flash: str | None = None,
     problem: str | None = None,
 ) -> Response:
-    numbers: dict[str, dict[str, Any]] = await console.read(lambda db: _numbers(db, _since()), {})
+    none: dict[str, dict[str, Any]] = {}
+    numbers, unread = await console.read(lambda db: _numbers(db, _since()), none)
     gateway = console.gateway
     rows = []
     for name, server in gateway.registry.servers.items():
@@ -127,6 +132,7 @@ async def page(
             "reload applies. Restart the gateway's client to restart its servers.</p>"
         )
     body += _add_form(visitor)
+    problem = "; ".join(text for text in (problem, unread) if text) or None
     return render("Servers", body, active="servers", visitor=visitor, flash=flash, problem=problem)
 
 

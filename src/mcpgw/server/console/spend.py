@@ -3,7 +3,7 @@
 Owns: the daily sums of `sampling` rows over the last `DAYS` UTC days (the days budgets count
 in, see `sampling.budget`), a table per persona of today's spend against its
 `[sampling.personas.NAME]` budgets, and a chart per persona (cost and tokens, with the daily
-budget drawn) and per route. The sums are SQL over the audit log's spend columns.
+budget drawn) and per route. The sums are SQL over the audit log's spend columns, on either store.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mcpgw.audit.store import connection
 from mcpgw.server.console.access import Visitor
 from mcpgw.server.console.charts import bars
 from mcpgw.server.console.context import Console
@@ -29,13 +30,15 @@ def _days() -> list[str]:
 
 def _sums(db: Any, since: str) -> list[dict[str, Any]]:
     """(day, persona, route) -> requests, tokens, dollars: sampling rows since `since` (a UTC day)."""
+    # Grouped by the expressions, not their aliases: PostgreSQL would read `persona` as the column.
+    day, persona, route = "substr(ts, 1, 10)", "coalesce(persona, '-')", "coalesce(name, '-')"
     sql = (
-        "select substr(ts, 1, 10) as day, coalesce(persona, '-') as persona, coalesce(name, '-') as route, "
-        "count(*) as requests, sum(coalesce(input_tokens, 0) + coalesce(output_tokens, 0)) as tokens, "
+        f"select {day} as day, {persona} as persona, {route} as route, count(*) as requests, "
+        "sum(coalesce(input_tokens, 0) + coalesce(output_tokens, 0)) as tokens, "
         "sum(coalesce(cost_usd, 0)) as usd from events where kind = 'sampling' and ts >= ? "
-        "group by day, persona, route"
+        f"group by {day}, {persona}, {route}"
     )
-    return list(db.query(sql, [since]))
+    return connection(db).select(sql, [since])
 
 
 def _series(rows: list[dict[str, Any]], days: list[str], key: str, value: str, group: str) -> list[float]:
@@ -48,7 +51,8 @@ def _series(rows: list[dict[str, Any]], days: list[str], key: str, value: str, g
 
 async def page(console: Console, request: Request, visitor: Visitor) -> Response:
     days = _days()
-    rows: list[dict[str, Any]] = await console.read(lambda db: _sums(db, days[0]), [])
+    none: list[dict[str, Any]] = []
+    rows, problem = await console.read(lambda db: _sums(db, days[0]), none)
     budgets = console.registry.sampling.personas
     personas = sorted({str(r["persona"]) for r in rows} | set(budgets))
     routes = sorted({str(r["route"]) for r in rows})
@@ -104,4 +108,4 @@ async def page(console: Console, request: Request, visitor: Visitor) -> Response
         body.append("</section>")
     if not rows:
         body.append("<p>No sampling requests in this period.</p>")
-    return render("Spend", "".join(body), active="spend", visitor=visitor)
+    return render("Spend", "".join(body), active="spend", visitor=visitor, problem=problem)

@@ -20,7 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 
 from mcpgw import _compat
-from mcpgw.audit import AuditLog, path_for
+from mcpgw.audit import AuditLog, store_for
 from mcpgw.audit.redact import Redactor
 from mcpgw.config import Registry
 from mcpgw.errors import ConfigError
@@ -48,12 +48,13 @@ def check(registry: Registry, *, host: str) -> None:
 
 
 def action_log(registry: Registry) -> AuditLog | None:
-    """The audit database the gateway writes, opened for the console's action rows."""
+    """The audit log the gateway writes (its SQLite file or PostgreSQL), opened for the console's action
+    rows."""
     if not registry.audit.enabled:
         return None
     settings = registry.audit
     log = AuditLog(
-        path_for(settings),
+        store_for(settings),
         redactor=Redactor(extra_keys=settings.redact_keys, extra_patterns=settings.redact_patterns),
         instance=settings.instance or "mcpgw admin",
     )
@@ -127,5 +128,6 @@ async def serve_console(
             tg.cancel_scope.cancel()
     finally:
         sock.close()
+        console.close()
         if actions is not None:
             actions.close()

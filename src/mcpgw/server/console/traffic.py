@@ -3,7 +3,8 @@
 Owns: the filter form (persona, server, tool, kind, outcome, principal), the newest matching
 rows, the live stream of new ones (server-sent events from `/admin/traffic/stream`: the audit
 database is polled every `POLL` seconds for rows past the last one sent, which works as well
-for `mcpgw admin` beside a stdio gateway as inside the serving one), and a request's detail:
+for `mcpgw admin` beside a stdio gateway as inside the serving one; a `problem` event says when
+the log cannot be read, and polling goes on), and a request's detail:
 every row with its request id (the call, and the sampling requests it caused), with the
 arguments and result summary as stored, i.e. already redacted.
 """
@@ -21,7 +22,7 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from mcpgw.audit import Outcome, printable, query
+from mcpgw.audit import Connection, Outcome, printable, query
 from mcpgw.server.console.access import Access, Refused, Visitor
 from mcpgw.server.console.context import Console
 from mcpgw.server.console.layout import esc, render, table, url
@@ -108,12 +109,16 @@ async def page(console: Console, request: Request, visitor: Visitor) -> Response
         args = _query_args(filters)
     except ValueError as exc:
         problem, args, filters = str(exc), {}, {}
-    rows: Rows = await console.read(lambda db: query(db, limit=SHOWN, **args), [])
-    after = max((int(r["id"]) for r in rows), default=0)
-    if not rows:
-        after = await console.read(
-            lambda db: int(db.execute("select coalesce(max(id), 0) from events").fetchone()[0]), 0
-        )
+
+    def newest(db: Connection) -> tuple[Rows, int]:
+        rows = query(db, limit=SHOWN, **args)
+        if rows:
+            return rows, max(int(r["id"]) for r in rows)
+        return rows, int(db.select("select coalesce(max(id), 0) as last from events")[0]["last"])
+
+    none: tuple[Rows, int] = ([], 0)
+    (rows, after), unread = await console.read(newest, none)
+    problem = problem or unread
     inputs = "".join(
         f'<label>{esc(key)} <input type="text" name="{key}" value="{esc(filters.get(key, ""))}"></label>'
         for key in FILTERS
@@ -146,12 +151,17 @@ async def stream(console: Console, access: Access, request: Request, visitor: Vi
         nonlocal after
         yield "retry: 1000\n\n"
         checked = anyio.current_time()
+        said: str | None = None
         while True:
 
-            def newer(db: Any, after: int = after) -> Rows:
+            def newer(db: Connection, after: int = after) -> Rows:
                 return query(db, after_id=after, newest_first=False, limit=200, **args)
 
-            rows: Rows = await console.read(newer, [])
+            empty: Rows = []
+            rows, unread = await console.read(newer, empty)
+            if unread != said:  # said once, not five times a second; "" once it reads again
+                yield f"event: problem\ndata: {json.dumps(unread or '')}\n\n"
+            said = unread
             for row in rows:
                 after = int(row["id"])
                 yield f"id: {after}\nevent: row\ndata: {json.dumps(_wire(row))}\n\n"
@@ -187,9 +197,12 @@ def _pretty(text: str | None) -> str:
 
 async def detail(console: Console, request: Request, visitor: Visitor) -> Response:
     request_id = request.path_params["request_id"]
-    rows: Rows = await console.read(
-        lambda db: list(db.query("select * from events where request_id = ? order by id", [request_id])), []
+    empty: Rows = []
+    rows, problem = await console.read(
+        lambda db: db.select("select * from events where request_id = ? order by id", [request_id]), empty
     )
+    if problem is not None:
+        return render("Request", "", active="traffic", visitor=visitor, problem=problem, status=503)
     if not rows:
         return render(
             "Request", "<p>No rows with that request id.</p>", active="traffic", visitor=visitor, status=404
