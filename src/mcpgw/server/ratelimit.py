@@ -27,7 +27,6 @@ from starlette.responses import JSONResponse
 from mcpgw.cluster.limits import Limiter
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import RateLimited
-from mcpgw.server.sessions import client_of
 
 COUNTED = frozenset({"tools/call", "resources/read", "prompts/get", "completion/complete"})
 """The requests a limit counts: the ones that reach an upstream. Listings are answered from memory."""
@@ -88,6 +87,9 @@ class RateLimits:
             await self.app(scope, replay, send)
             return
         try:
+            # Imported here: `sessions` brings the HTTP auth stack, which a stdio gateway never loads.
+            from mcpgw.server.sessions import client_of
+
             ticket = await self.limiter.admit(named.group(1) if named else None, client_of(scope))
         except RateLimited as exc:
             headers = {"Retry-After": str(exc.retry_after)}
