@@ -49,7 +49,8 @@ async def test_a_killed_http_upstream_keeps_its_tools_and_names_itself_in_errors
     entry: dict[str, Any] = {"url": f"http://127.0.0.1:{port}/{'mcp' if transport == 'http' else 'sse'}"}
     if transport == "sse":
         entry["transport"] = "sse"
-    config = registry_file({"web": entry}, restart_backoff_max=1)
+    # No pings: the failed calls alone must tell the gateway its upstream is gone.
+    config = registry_file({"web": entry}, restart_backoff_max=1, ping_interval=0)
     with contextlib.ExitStack() as upstream:
         upstream.enter_context(background(command, port=port))
         async with gateway_stdio(config) as client:

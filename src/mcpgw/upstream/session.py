@@ -358,6 +358,11 @@ class Session:
                     on_progress=on_progress,
                     on_notify=notified,
                 )
+        except (httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
+            # The upstream is not there (refused, reset, cut off): failed, as the SDK's transport
+            # would have ended its session, so the supervisor reconnects and errors say "down".
+            self._on_lost(describe(exc))
+            raise UpstreamUnavailable(self.name, describe(exc)) from exc
         except httpx2.HTTPError as exc:
             raise UpstreamUnavailable(self.name, describe(exc)) from exc
         except TimeoutError as exc:
