@@ -167,7 +167,9 @@ async def test_without_auth_there_is_no_principal_column_or_table(
     tmp_path: Path, audit_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tmp_path / "servers.toml"
-    config.write_text(tomlkit.dumps({"servers": {"up": upstream_server()}}))
+    # tiny.py: an echo, standard library only (starts in milliseconds, not a FastMCP CPU second)
+    tiny = {"command": sys.executable, "args": [str(SERVERS / "tiny.py")]}
+    config.write_text(tomlkit.dumps({"servers": {"up": tiny}}))
     async with gateway_stdio(config) as client:
         await client.call_tool("up__echo", {"message": "anonymous"})
     for _ in range(200):

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from conftest import upstream_server, write_registry
-from mcpgw import config
+from conftest import SERVERS, write_registry
 from mcpgw.catalog import expose_uri, split_uri
 from mcpgw.cli import cli
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import NotFound
+from parity import TestUpstream, registry, served
 
 pytestmark = pytest.mark.anyio
 
@@ -20,15 +21,14 @@ LONG = "n" * 58  # "<58>__echo" is 64 characters; "<58>__image" is 65
 
 
 async def catalog_of(servers: dict[str, dict[str, Any]]) -> Gateway:
-    registry = config.validate({"servers": servers}, source="test")
-    gateway = Gateway(registry)
-    async with gateway.running():
-        await gateway.wait_started()
-    return gateway
+    """The gateway's catalog of `servers` (registry entries), each served by our test upstream in
+    memory: naming is the catalog's business, the same whatever the transport."""
+    async with served(registry(servers), {name: TestUpstream() for name in servers}, audit=None) as gateway:
+        return gateway
 
 
 async def test_names_over_64_characters_are_withheld_and_reported_with_the_fix() -> None:
-    gateway = await catalog_of({"up": {**upstream_server(), "namespace": LONG}})
+    gateway = await catalog_of({"up": {"namespace": LONG}})
     names = {t["name"] for t in gateway.catalog.tools}
     assert f"{LONG}__echo" in names
     assert f"{LONG}__image" not in names
@@ -38,7 +38,7 @@ async def test_names_over_64_characters_are_withheld_and_reported_with_the_fix()
 
 
 async def test_an_alias_fixes_a_long_name() -> None:
-    entry = {**upstream_server(), "namespace": LONG, "aliases": {"image": "up_image", "audio": "up_audio"}}
+    entry = {"namespace": LONG, "aliases": {"image": "up_image", "audio": "up_audio"}}
     gateway = await catalog_of({"up": entry})
     names = {t["name"] for t in gateway.catalog.tools}
     assert {"up_image", "up_audio"} <= names
@@ -48,8 +48,8 @@ async def test_an_alias_fixes_a_long_name() -> None:
 async def test_collisions_are_reported_and_the_first_server_keeps_the_name() -> None:
     gateway = await catalog_of(
         {
-            "a": {**upstream_server("--name", "A"), "namespace": ""},
-            "b": {**upstream_server("--name", "B"), "aliases": {"pid": "echo"}},
+            "a": {"namespace": ""},
+            "b": {"aliases": {"pid": "echo"}},
         }
     )
     assert gateway.catalog.tool("echo").upstream.name == "a"
@@ -59,14 +59,14 @@ async def test_collisions_are_reported_and_the_first_server_keeps_the_name() -> 
 
 
 async def test_unprefixed_servers_keep_their_names_and_uris() -> None:
-    gateway = await catalog_of({"bare": {**upstream_server(), "namespace": ""}})
+    gateway = await catalog_of({"bare": {"namespace": ""}})
     assert "echo" in {t["name"] for t in gateway.catalog.tools}
     assert [r["uri"] for r in gateway.catalog.resources] == ["test://static"]
     assert gateway.catalog.resource("test://items/7").name == "test://items/7"
 
 
 async def test_unknown_names_raise_not_found() -> None:
-    gateway = await catalog_of({"up": upstream_server()})
+    gateway = await catalog_of({"up": {}})
     for lookup in (
         lambda: gateway.catalog.tool("up__nope"),
         lambda: gateway.catalog.prompt("nope"),
@@ -84,7 +84,9 @@ def test_uri_rewriting_is_reversible() -> None:
 
 
 def test_list_servers_check_shows_name_problems(tmp_path: Any) -> None:
-    path = write_registry(tmp_path / "servers.toml", {"up": {**upstream_server(), "namespace": LONG}})
+    # tiny.py (standard library, starts in milliseconds): "<58>__sleep" and "<58>__block" are 65 long
+    tiny = {"command": sys.executable, "args": [str(SERVERS / "tiny.py")]}
+    path = write_registry(tmp_path / "servers.toml", {"up": {**tiny, "namespace": LONG}})
     result = CliRunner().invoke(cli, ["list-servers", "-c", str(path), "--check"])
     assert result.exit_code == 0, result.output
     assert "65 characters (max 64)" in result.output

@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from conftest import upstream_server, write_registry
+from conftest import SERVERS, write_registry
 from mcpgw.cli import cli
 from mcpgw.security import pins
 
 DEAD = {"command": sys.executable, "args": ["-c", "import sys; sys.exit(7)"]}
+# Any working server will do for exit codes and JSON shapes; this one starts in milliseconds (stdlib).
+UP = {"command": sys.executable, "args": [str(SERVERS / "tiny.py")]}
 
 
 def run(*args: str) -> Any:
@@ -23,7 +25,7 @@ def run(*args: str) -> Any:
 
 
 def test_list_servers_check_exits_3_when_a_server_failed(tmp_path: Path) -> None:
-    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server(), "dead": DEAD})
+    config = write_registry(tmp_path / "servers.toml", {"up": UP, "dead": DEAD})
     table = run("list-servers", "-c", str(config), "--check")
     assert table.exit_code == 3, table.output
     assert "1 server(s) not ready: dead" in table.stderr
@@ -35,13 +37,13 @@ def test_list_servers_check_exits_3_when_a_server_failed(tmp_path: Path) -> None
 
 
 def test_list_servers_check_exits_0_when_every_server_is_up(tmp_path: Path) -> None:
-    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    config = write_registry(tmp_path / "servers.toml", {"up": UP})
     result = run("list-servers", "-c", str(config), "--check")
     assert result.exit_code == 0, result.output
 
 
 def test_pin_diff_exits_1_on_drift_and_0_when_up_to_date(tmp_path: Path) -> None:
-    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    config = write_registry(tmp_path / "servers.toml", {"up": UP})
     unpinned = run("pin", "-c", str(config), "--diff")
     assert unpinned.exit_code == 1 and "not pinned yet" in unpinned.stdout
     assert "1 server(s) differ from their pins: up" in unpinned.stderr
@@ -60,19 +62,19 @@ def test_pin_diff_exits_1_on_drift_and_0_when_up_to_date(tmp_path: Path) -> None
     lock_file = tmp_path / "servers.lock"
     lock = pins.read_lock(lock_file)
     assert lock is not None
-    lock["up"]["tools"]["add"] = pins.pin_of("tools", {"name": "add", "description": "Add, as it was."})
+    lock["up"]["tools"]["echo"] = pins.pin_of("tools", {"name": "echo", "description": "Echo, as it was."})
     pins.write_lock(lock_file, lock)
     drift = run("pin", "-c", str(config), "--diff", "--json")
     assert drift.exit_code == 1
     [server] = json.loads(drift.stdout)["servers"]
-    assert [(c["kind"], c["name"], c["status"]) for c in server["changes"]] == [("tool", "add", "changed")]
-    assert '-  "description": "Add, as it was."' in server["changes"][0]["diff"]
+    assert [(c["kind"], c["name"], c["status"]) for c in server["changes"]] == [("tool", "echo", "changed")]
+    assert '-  "description": "Echo, as it was."' in server["changes"][0]["diff"]
     assert pins.read_lock(lock_file) == lock  # --diff writes nothing
 
 
 def test_add_server_json(tmp_path: Path) -> None:
     config = tmp_path / "servers.toml"
-    up = upstream_server()
+    up = UP
     result = run("add-server", "-c", str(config), "--json", "up", "--", up["command"], *up["args"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)

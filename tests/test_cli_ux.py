@@ -10,7 +10,7 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from conftest import UPSTREAM, free_port, run_mcpgw, write_registry
+from conftest import SERVERS, free_port, run_mcpgw, write_registry
 from mcpgw import config
 from mcpgw.cli import cli
 
@@ -67,23 +67,28 @@ def test_add_server_shows_why_a_server_did_not_start(tmp_path: Path) -> None:
     assert not registry.exists()
 
 
+TINY = SERVERS / "tiny.py"
+"""A server with seven tools (`echo`, `pid`, ...), standard library only: it starts in milliseconds where
+our FastMCP upstream takes a CPU second. For the tests that need any working server."""
+
+
 def test_list_servers_check_shows_progress_and_the_stderr_of_a_failed_server(tmp_path: Path) -> None:
     registry = write_registry(
         tmp_path / "servers.toml",
         {
-            "up": {"command": sys.executable, "args": [str(UPSTREAM)]},
+            "up": {"command": sys.executable, "args": [str(TINY)]},
             "broken": {"command": FAILING[0], "args": FAILING[1:], "restart": False},
         },
     )
     result = CliRunner().invoke(cli, ["list-servers", "-c", str(registry), "--check", "--json"])
-    assert "ready  up: 11 tools" in result.stderr
+    assert "ready  up: 7 tools" in result.stderr
     assert "failed broken (" in result.stderr and "stderr: fatal: MY_API_KEY is not set" in result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)["servers"]}
     assert "fatal: MY_API_KEY is not set" in rows["broken"]["error"]
 
 
 def test_tools_shows_one_progress_line_per_server(tmp_path: Path) -> None:
-    entry = {"command": sys.executable, "args": [str(UPSTREAM)]}
+    entry = {"command": sys.executable, "args": [str(TINY)]}
     registry = write_registry(tmp_path / "servers.toml", {"a": entry, "b": entry})
     result = CliRunner().invoke(cli, ["tools", "-c", str(registry), "--json"])
     assert result.exit_code == 0, result.output
@@ -113,7 +118,7 @@ def test_serve_on_a_taken_port(tmp_path: Path) -> None:
 def test_serve_http_with_an_override_of_a_missing_tool(tmp_path: Path) -> None:
     registry = tmp_path / "servers.toml"
     registry.write_text(
-        f"[servers.up]\ncommand = {json.dumps(sys.executable)}\nargs = [{json.dumps(str(UPSTREAM))}]\n"
+        f"[servers.up]\ncommand = {json.dumps(sys.executable)}\nargs = [{json.dumps(str(TINY))}]\n"
         '[personas.p]\nservers = ["up"]\n[personas.p.tools.nope]\ndescription = "x"\n'
     )
     done = run_mcpgw("serve", "-c", str(registry), "-t", "http", "--port", str(free_port()))

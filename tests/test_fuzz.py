@@ -7,13 +7,14 @@ that hung or died fails the test at once. Bounded: a fixed number of cases.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import upstream_server
+from conftest import SERVERS, upstream_server
 from test_lifecycle import RawGateway
 
 METHODS = [
@@ -131,8 +132,10 @@ def test_fuzzed_stdio_input(registry_file: Any) -> None:
 def test_a_stdio_line_of_deeply_nested_json_gets_a_parse_error_and_the_gateway_goes_on(
     registry_file: Any,
 ) -> None:
-    """100,000 open brackets used to crash the gateway (RecursionError); 300 went unanswered."""
-    gateway = RawGateway(registry_file({"up": upstream_server()}))
+    """100,000 open brackets used to crash the gateway (RecursionError); 300 went unanswered.
+    The upstream is tiny.py (standard library, starts in milliseconds): only its echo is called."""
+    tiny = {"command": sys.executable, "args": [str(SERVERS / "tiny.py")]}
+    gateway = RawGateway(registry_file({"up": tiny}))
     try:
         gateway.initialize()
         for depth in (300, 100_000):

@@ -26,7 +26,7 @@ import httpx
 import pytest
 import tomlkit
 
-from conftest import INITIALIZE, SERVERS, background, free_port, mcpgw_command, upstream_server
+from conftest import INITIALIZE, SERVERS, background, free_port, mcpgw_command
 
 VERSION = "2025-11-25"
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -67,6 +67,11 @@ def serve(
         yield Gateway(f"http://127.0.0.1:{port}", port)
 
 
+TINY = {"command": sys.executable, "args": [str(SERVERS / "tiny.py")]}
+"""The upstream behind these gateways: they call no more than `echo`, and this one is standard library
+only, so it starts in milliseconds where a FastMCP upstream takes a CPU second."""
+
+
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """No `[auth]`: clients are told apart by address. Small limits, short deadlines, one persona."""
@@ -77,7 +82,7 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             "request_body_timeout": DEADLINE,
             "request_header_timeout": DEADLINE,
         },
-        "servers": {"up": upstream_server()},
+        "servers": {"up": TINY},
         "personas": {"ops": {}},
     }
     with serve(tmp_path_factory.mktemp("plain"), document) as gateway:
@@ -106,7 +111,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guarded]:
     issuer = f"http://127.0.0.1:{issuer_port}"
     document = {
         "gateway": {"max_sessions": 10, "max_sessions_per_client": 4},
-        "servers": {"up": upstream_server()},
+        "servers": {"up": TINY},
         "personas": {"ops": {}},
         "auth": {"issuer": issuer, "jwks_url": f"{issuer}/jwks", "public_url": f"http://127.0.0.1:{port}"},
     }
@@ -233,7 +238,7 @@ def test_session_flood_by_one_principal_leaves_another_principal_its_handshake(g
 
 
 def test_idle_sessions_end_after_session_idle_timeout(tmp_path: Path) -> None:
-    document = {"gateway": {"session_idle_timeout": 1}, "servers": {"up": upstream_server()}}
+    document = {"gateway": {"session_idle_timeout": 1}, "servers": {"up": TINY}}
     with serve(tmp_path, document) as gateway, client() as http:
         session = open_session(http, gateway.url)
         # A probe of a live session restarts its countdown, so probes come less often than it runs.

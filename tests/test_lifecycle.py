@@ -21,6 +21,10 @@ import pytest
 
 from conftest import SERVERS, gateway_stdio, mcpgw_command, stop_group, upstream_server
 
+TINY = {"command": sys.executable, "args": [str(SERVERS / "tiny.py")]}
+"""An upstream with `echo` and `pid`, standard library only: it starts in milliseconds where a FastMCP
+upstream takes a CPU second, and these tests are about processes, not what the upstream serves."""
+
 STARTUP_LIMIT = 120.0
 """Seconds an upstream may take to start in these tests: far above a loaded machine's worst."""
 
@@ -121,7 +125,7 @@ class RawGateway:
 
 @pytest.fixture
 def two_upstreams(registry_file: Any) -> Path:
-    path: Path = registry_file({"a": upstream_server("--name", "A"), "b": upstream_server("--name", "B")})
+    path: Path = registry_file({"a": TINY, "b": TINY})
     return path
 
 
@@ -183,7 +187,7 @@ def test_broken_upstreams_do_not_stop_the_rest(registry_file: Any, tmp_path: Pat
     bad = str(SERVERS / "bad.py")
     config = registry_file(
         {
-            "good": upstream_server(),
+            "good": TINY,
             "exits": {"command": sys.executable, "args": [bad, "exit"]},
             "garbage": {"command": sys.executable, "args": [bad, "garbage"]},
             "missing": {"command": str(tmp_path / "no-such-binary")},
@@ -218,10 +222,10 @@ def test_broken_upstreams_do_not_stop_the_rest(registry_file: Any, tmp_path: Pat
 
 def test_a_silent_upstream_fails_at_the_startup_timeout(registry_file: Any) -> None:
     """A server that never answers fails at the limit. Alone, so the limit can be short: no good
-    upstream is there to miss it on a loaded machine."""
+    upstream is there to miss it on a loaded machine, and the silent one misses any limit."""
     config = registry_file(
         {"silent": {"command": sys.executable, "args": [str(SERVERS / "bad.py"), "silent"]}},
-        startup_timeout=6,
+        startup_timeout=2,
     )
     gateway = RawGateway(config)
     try:
@@ -230,7 +234,7 @@ def test_a_silent_upstream_fails_at_the_startup_timeout(registry_file: Any) -> N
         assert not [t for t in tools if t.startswith("silent__")]
     finally:
         gateway.close()
-    assert "upstream silent failed to start: did not start within 6s" in gateway.log()
+    assert "upstream silent failed to start: did not start within 2s" in gateway.log()
 
 
 def test_an_upstream_that_dies_fails_fast_then_comes_back(two_upstreams: Path) -> None:
@@ -275,8 +279,8 @@ def test_malformed_requests_get_jsonrpc_errors(two_upstreams: Path) -> None:
 
 
 def test_a_call_to_a_server_still_starting_waits_for_it(registry_file: Any) -> None:
-    slow = f"sleep 2; exec {sys.executable} {SERVERS / 'upstream.py'}"
-    config = registry_file({"up": upstream_server(), "slow": {"command": "/bin/sh", "args": ["-c", slow]}})
+    slow = f"sleep 2; exec {sys.executable} {SERVERS / 'tiny.py'}"
+    config = registry_file({"up": TINY, "slow": {"command": "/bin/sh", "args": ["-c", slow]}})
     gateway = RawGateway(config)
     try:
         gateway.initialize()
@@ -292,7 +296,7 @@ def test_health_endpoint_reports_each_upstream(registry_file: Any, tmp_path: Pat
 
     from conftest import background, free_port
 
-    config = registry_file({"good": upstream_server(), "bad": {"command": str(tmp_path / "missing")}})
+    config = registry_file({"good": TINY, "bad": {"command": str(tmp_path / "missing")}})
     port = free_port()
     with background(
         mcpgw_command("serve", "-t", "http", "--port", str(port), "--config", str(config)), port=port
@@ -311,7 +315,7 @@ def test_health_endpoint_reports_each_upstream(registry_file: Any, tmp_path: Pat
             body["upstreams"]["bad"]["state"] in ("failed", "restarting")
             and "missing" in body["upstreams"]["bad"]["error"]
         )
-    healthy = registry_file({"good": upstream_server()})
+    healthy = registry_file({"good": TINY})
     with background(
         mcpgw_command("serve", "-t", "http", "--port", str(port), "--config", str(healthy)), port=port
     ):

@@ -20,6 +20,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from conftest import (
     PROCESS_LIMIT,
+    SERVERS,
     free_port,
     mcpgw_command,
     run_mcpgw,
@@ -38,10 +39,15 @@ def lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def registry(home: Path, **telemetry: Any) -> Path:
+TINY = {"command": sys.executable, "args": [str(SERVERS / "tiny.py")]}
+"""Standard library only: it starts in milliseconds where a FastMCP upstream takes a CPU second. For
+the tests that only need a server to be ready (the first needs the FastMCP one's stderr lines)."""
+
+
+def registry(home: Path, *, up: dict[str, Any] | None = None, **telemetry: Any) -> Path:
     config = home / "servers.toml"
     document: dict[str, Any] = {
-        "servers": {"up": upstream_server()},
+        "servers": {"up": up or upstream_server()},
         "personas": {"ops": {"allow": ["up__echo"]}},
         "audit": {"path": str(home / "audit.db")},
     }
@@ -82,7 +88,9 @@ async def test_json_lines_carry_request_id_persona_and_server(tmp_path: Path) ->
 def test_http_stderr_is_json_lines_only_banner_and_uvicorn_included(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "stderr.log"
-    command = mcpgw_command("serve", "-c", str(registry(tmp_path)), "-t", "http", "--port", str(port))
+    command = mcpgw_command(
+        "serve", "-c", str(registry(tmp_path, up=TINY)), "-t", "http", "--port", str(port)
+    )
     with log.open("w") as errlog:
         process = subprocess.Popen(
             [*command, "--log-format", "json"],
@@ -108,16 +116,18 @@ def test_http_stderr_is_json_lines_only_banner_and_uvicorn_included(tmp_path: Pa
 
 
 def test_the_flag_overrides_the_setting(tmp_path: Path) -> None:
-    from_setting = run_mcpgw("serve", "-c", str(registry(tmp_path, log_format="json")))
+    from_setting = run_mcpgw("serve", "-c", str(registry(tmp_path, up=TINY, log_format="json")))
     assert from_setting.returncode == 0, from_setting.stderr
     assert any(r["message"].startswith("serving") for r in lines(from_setting.stderr))
 
-    text = run_mcpgw("serve", "-c", str(registry(tmp_path, log_format="json")), "--log-format", "text")
+    text = run_mcpgw(
+        "serve", "-c", str(registry(tmp_path, up=TINY, log_format="json")), "--log-format", "text"
+    )
     assert text.returncode == 0 and "serving" in text.stderr
     with pytest.raises(json.JSONDecodeError):
         lines(text.stderr)
 
-    flag = run_mcpgw("serve", "-c", str(registry(tmp_path)), "--log-format", "json")
+    flag = run_mcpgw("serve", "-c", str(registry(tmp_path, up=TINY)), "--log-format", "json")
     assert any(r["message"].startswith("serving") for r in lines(flag.stderr))
 
     bad = run_mcpgw("serve", "-c", str(registry(tmp_path)), "--log-format", "xml")

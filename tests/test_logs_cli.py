@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ import pytest
 import sqlite_utils
 from click.testing import CliRunner
 
-from conftest import gateway_stdio, mcpgw_command, upstream_server, write_registry
+from conftest import SERVERS, gateway_stdio, mcpgw_command, upstream_server, write_registry
 from mcpgw.audit import COLUMNS, ensure_schema
 from mcpgw.cli import cli
 
@@ -252,7 +253,9 @@ def test_follow_prints_one_header_and_rows_as_they_come(config: Path, audit_db: 
 
 
 def test_rows_name_the_gateway_that_wrote_them(tmp_path: Path, audit_db: Path) -> None:
-    first = write_registry(tmp_path / "one.toml", {"up": upstream_server()})
+    # tiny.py: an echo, standard library only (starts in milliseconds, not a FastMCP CPU second)
+    tiny = {"command": sys.executable, "args": [str(SERVERS / "tiny.py")]}
+    first = write_registry(tmp_path / "one.toml", {"up": tiny})
     second = tmp_path / "two.toml"
     second.write_text(first.read_text() + '\n[audit]\ninstance = "laptop-b"\n')
 

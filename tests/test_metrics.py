@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import mcpgw
 import parity
-from conftest import StandIn, background, free_port, mcpgw_command, run_mcpgw, upstream_server
+from conftest import SERVERS, StandIn, background, free_port, mcpgw_command, run_mcpgw, upstream_server
 from mcpgw.config import validate
 from mcpgw.server import scrape
 
@@ -91,6 +91,11 @@ def call(base: str, tool: str, arguments: dict[str, Any], *, path: str = "/mcp")
                 return exc
 
     return anyio.run(go)
+
+
+TINY = {"command": sys.executable, "args": [str(SERVERS / "tiny.py")]}
+"""An upstream with `echo`, standard library only: it starts in milliseconds where a FastMCP upstream
+takes a CPU second. For the tests that need no more than that (the first needs `fail`'s isError, `add`)."""
 
 
 # --- over HTTP ------------------------------------------------------------------------------------
@@ -163,7 +168,7 @@ def test_http_metrics_count_calls_by_method_persona_server_tool_and_outcome(tmp_
 
 
 async def test_open_http_sessions_are_counted(tmp_path: Path) -> None:
-    with http_gateway(tmp_path, {"servers": {"up": upstream_server()}}) as base:
+    with http_gateway(tmp_path, {"servers": {"up": TINY}}) as base:
         async with (
             Client(f"{base}/mcp", mode="legacy", cache=None),
             Client(f"{base}/mcp", mode="legacy", cache=None),
@@ -175,14 +180,14 @@ async def test_open_http_sessions_are_counted(tmp_path: Path) -> None:
 
 def test_metrics_move_to_their_own_listener_or_are_turned_off(tmp_path: Path) -> None:
     port = free_port()
-    document = {"servers": {"up": upstream_server()}, "telemetry": {"metrics_port": port}}
+    document = {"servers": {"up": TINY}, "telemetry": {"metrics_port": port}}
     with http_gateway(tmp_path / "moved", document) as base:
         assert httpx.get(f"{base}/metrics").status_code == 404
         assert call(base, "up__echo", {"message": "hi"})
         s = scraped(f"http://127.0.0.1:{port}/metrics")
         echo = {"method": "tools/call", "persona": "", "server": "up", "tool": "up__echo"}
         assert value(s, "mcpgw_requests_total", **echo, outcome="ok") == 1
-    off = {"servers": {"up": upstream_server()}, "telemetry": {"metrics": False}}
+    off = {"servers": {"up": TINY}, "telemetry": {"metrics": False}}
     with http_gateway(tmp_path / "off", off) as base:
         assert httpx.get(f"{base}/metrics").status_code == 404
         assert httpx.get(f"{base}/healthz").status_code in (200, 503)  # ready, or still starting
@@ -190,7 +195,7 @@ def test_metrics_move_to_their_own_listener_or_are_turned_off(tmp_path: Path) ->
 
 def test_auth_refusals_are_counted_by_reason_and_metrics_need_no_token(tmp_path: Path) -> None:
     document = {
-        "servers": {"up": upstream_server()},
+        "servers": {"up": TINY},
         "auth": {
             # Nothing listens there: no refusal here needs the issuer's keys.
             "issuer": "http://127.0.0.1:9/",
@@ -213,9 +218,7 @@ def test_auth_refusals_are_counted_by_reason_and_metrics_need_no_token(tmp_path:
 
 async def test_stdio_serves_metrics_on_its_own_listener(tmp_path: Path) -> None:
     config = tmp_path / "servers.toml"
-    config.write_text(
-        tomlkit.dumps({"servers": {"up": upstream_server()}, "audit": {"path": str(tmp_path / "a.db")}})
-    )
+    config.write_text(tomlkit.dumps({"servers": {"up": TINY}, "audit": {"path": str(tmp_path / "a.db")}}))
     port = free_port()
     params = StdioServerParameters(
         command=sys.executable,
@@ -236,7 +239,7 @@ async def test_stdio_serves_metrics_on_its_own_listener(tmp_path: Path) -> None:
 
 def test_a_taken_metrics_port_stops_serve_with_a_clear_error(tmp_path: Path) -> None:
     config = tmp_path / "servers.toml"
-    config.write_text(tomlkit.dumps({"servers": {"up": upstream_server()}}))
+    config.write_text(tomlkit.dumps({"servers": {"up": TINY}}))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

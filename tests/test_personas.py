@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from conftest import (
+    SERVERS,
     background,
     free_port,
     mcpgw_command,
@@ -34,6 +36,10 @@ from mcpgw.core.gateway import Gateway
 from parity import MODES, TestUpstream, gateway_client, registry, served
 
 pytestmark = pytest.mark.anyio
+
+# For the start-up checks below any server with an `echo` tool will do; this one is standard library
+# only, so it starts in milliseconds where a FastMCP upstream takes a CPU second.
+TINY = {"command": sys.executable, "args": [str(SERVERS / "tiny.py")]}
 
 PERSONAS: dict[str, Any] = {
     "default": {"allow": ["up__echo"]},
@@ -250,7 +256,7 @@ def test_unknown_persona_on_the_cli_is_a_clear_error(config: Path) -> None:
 
 
 def test_override_of_a_missing_tool_stops_the_start(tmp_path: Path) -> None:
-    path = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    path = write_registry(tmp_path / "servers.toml", {"up": TINY})
     path.write_text(path.read_text() + '\n[personas.broken.tools.up__nope]\ndescription = "x"\n')
     # stdin stays open, as a client's would: the gateway must stop by itself
     with subprocess.Popen(
@@ -268,7 +274,7 @@ def test_override_of_a_missing_tool_stops_the_start(tmp_path: Path) -> None:
 
 
 def test_rules_that_match_nothing_are_warnings(tmp_path: Path) -> None:
-    path = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    path = write_registry(tmp_path / "servers.toml", {"up": TINY})
     path.write_text(path.read_text() + '\n[personas.p]\nallow = ["up__echo", "gh__*"]\ndeny = ["nothing"]\n')
     done = run_mcpgw("tools", "--config", str(path), "--persona", "p", "--json")
     assert done.returncode == 0, done.stderr

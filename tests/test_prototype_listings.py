@@ -1,8 +1,9 @@
 """Prototype-mode listings mark what is served only with a warning (what production would withhold).
 
 `mcpgw tools`, `mcpgw personas` and `mcpgw list-servers --check` run against a
-real registry in prototype mode: our test upstream pinned but with `add`
-changed since its pin and `echo` new, the mutable upstream whose `lookup` tool
+real registry in prototype mode: a pinned server (`tiny.py`: standard library only, so each of the
+eight listings starts it in milliseconds, not a FastMCP second) with `echo` changed since its pin
+and `sleep` new, the mutable upstream whose `lookup` tool
 and `notes://{title}` template trip the poisoning checks (so `pin` left them
 out), a server missing from the lock, and a registry with no lock file at all.
 """
@@ -17,7 +18,7 @@ import pytest
 import tomlkit
 from click.testing import CliRunner
 
-from conftest import SERVERS, pin_registry, upstream_server, write_registry
+from conftest import SERVERS, pin_registry, write_registry
 from mcpgw.cli import cli
 from mcpgw.security import pins
 
@@ -27,17 +28,17 @@ MUT = {"command": sys.executable, "args": [str(SERVERS / "mutable.py"), "--poiso
 
 @pytest.fixture(scope="module")
 def prototype(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A prototype registry, pinned, then: `up`'s add changed, its echo new, `fresh` unpinned."""
+    """A prototype registry, pinned, then: `up`'s echo changed, its sleep new, `fresh` unpinned."""
     tmp = tmp_path_factory.mktemp("prototype")
-    config = write_registry(tmp / "servers.toml", {"up": upstream_server(), "mut": MUT, "fresh": TINY})
+    config = write_registry(tmp / "servers.toml", {"up": TINY, "mut": MUT, "fresh": TINY})
     parsed = tomlkit.parse(config.read_text())
     parsed["personas"] = {"everyone": {}, "uponly": {"servers": ["up"]}}
     config.write_text(tomlkit.dumps(parsed))
     lock_file, lock = pin_registry(config)
     assert "lookup" not in lock["mut"]["tools"], "pin must not pin a flagged item on its own"
-    old = json.loads(lock["up"]["tools"]["add"].definition)
-    lock["up"]["tools"]["add"] = pins.pin_of("tools", {**old, "description": "Add, as it was pinned."})
-    del lock["up"]["tools"]["echo"], lock["fresh"]
+    old = json.loads(lock["up"]["tools"]["echo"].definition)
+    lock["up"]["tools"]["echo"] = pins.pin_of("tools", {**old, "description": "Echo, as it was pinned."})
+    del lock["up"]["tools"]["sleep"], lock["fresh"]
     pins.write_lock(lock_file, lock)
     return config
 
@@ -56,11 +57,11 @@ def test_prototype_listings_mark_what_production_would_withhold(prototype: Path)
     config = str(prototype)
     listed = json.loads(run("tools", "--config", config, "--json"))
     names = {tool["name"] for tool in listed["tools"]}
-    assert {"up__add", "up__echo", "mut__lookup", "fresh__echo"} <= names, "prototype mode serves them"
+    assert {"up__echo", "up__sleep", "mut__lookup", "fresh__echo"} <= names, "prototype mode serves them"
     assert listed["withheld"] == []
     warned = marked(listed["warned"])
-    assert warned[("tool", "up__add")] == "its definition differs from its pin"
-    assert warned[("tool", "up__echo")] == "it is not pinned (new since the server was pinned)"
+    assert warned[("tool", "up__echo")] == "its definition differs from its pin"
+    assert warned[("tool", "up__sleep")] == "it is not pinned (new since the server was pinned)"
     assert warned[("tool", "fresh__echo")] == "its server has no pins"
     assert warned[("tool", "mut__lookup")].startswith("it is not pinned (new since the server was pinned); ")
     assert "poisoning checks flagged it" in warned[("tool", "mut__lookup")]
@@ -69,18 +70,18 @@ def test_prototype_listings_mark_what_production_would_withhold(prototype: Path)
 
     text = run("tools", "--config", config)
     assert "┃ warning" in text
-    add_row = next(line for line in text.splitlines() if "up__add " in line)
-    assert "its definition" in add_row
+    echo_row = next(line for line in text.splitlines() if "up__echo " in line)
+    assert "its definition" in echo_row
     assert "its" not in next(line for line in text.splitlines() if "up__pid " in line)
     assert "served with warnings: 1 (production mode would withhold these" in text  # the template
 
     uponly = json.loads(run("tools", "--config", config, "--json", "--persona", "uponly"))
-    assert {w["name"] for w in uponly["warned"]} == {"up__add", "up__echo"}
+    assert {w["name"] for w in uponly["warned"]} == {"up__echo", "up__sleep"}
 
     personas = json.loads(run("personas", "--config", config, "--json"))["personas"]
     by_name = {row["persona"]: row for row in personas}
     assert marked(by_name["everyone"]["warned"]) == warned
-    assert {w["name"] for w in by_name["uponly"]["warned"]} == {"up__add", "up__echo"}
+    assert {w["name"] for w in by_name["uponly"]["warned"]} == {"up__echo", "up__sleep"}
     text = run("personas", "--config", config)
     assert f"{len(warned)} items served with warnings" in text
     # Items with a warning of their own in a table; the blanket "its server has no pins" in one line.
