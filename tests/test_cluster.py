@@ -79,6 +79,7 @@ CLEAR_ERRORS = (
     "has used its sampling budget for today",  # the budget, once spent
     "Session not found",  # the session's replica is gone: the client starts a new one
     "mcpgw replica failed while answering",  # nginx: the replica died with the call in flight
+    CUT_OFF := "the answer was cut off",  # the replica died after its answer's headers went out
 )
 TINY = {"command": sys.executable, "args": [str(SERVERS / "tiny.py")]}
 MODERN = {"command": sys.executable, "args": [str(SERVERS / "modern.py")]}
@@ -228,7 +229,10 @@ class Client:
     async def _resume(self, lines: list[str]) -> dict[str, Any]:
         """A stream cut mid-call: reconnect with `Last-Event-ID`, as the SDK's client does."""
         seen = [line[3:].strip() for line in lines if line.startswith("id:")]
-        assert self.era == "handshake" and seen, f"a stateless answer was cut off: {lines}"
+        if self.era == "stateless" or not seen:
+            # Nothing to resume: the connection closed mid-answer is what the client reports, as an
+            # SDK client raises it for that call (nginx cannot retry a POST whose answer began).
+            return {"error": {"code": -32000, "message": f"{CUT_OFF}: {len(lines)} lines received"}}
         response = await self.http.get(self.url, headers={**self._headers("GET"), "Last-Event-ID": seen[-1]})
         assert response.status_code == 404, response.text  # the replica holding the session is gone
         self.session = None
