@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from conftest import (
     run_mcpgw,
 )
 from mcpgw import config
+from mcpgw.audit.fold import Folds
 from mcpgw.errors import ConfigError
 
 pytestmark = pytest.mark.anyio
@@ -775,9 +776,10 @@ class _Served:
         await PlainTextResponse("served")(scope, receive, send)
 
 
-def _guarded(audit: Any) -> Any:
+def _guarded(audit: Any, *, fold_clock: Callable[[], float] | None = None) -> Any:
     """An app with `/mcp` and `/personas/{persona}/mcp` behind `[auth]`, in memory (no issuer needed:
-    the refusals sent to it are decided before any key is fetched)."""
+    the refusals sent to it are decided before any key is fetched). `fold_clock`: the refusal
+    folds' clock, for a test whose refusals must fall in one fold interval however slow the machine."""
     from starlette.applications import Starlette
     from starlette.routing import Route
 
@@ -797,6 +799,11 @@ def _guarded(audit: Any) -> Any:
     persona_path = "/personas/{persona}/mcp"
     app = Starlette(routes=[Route("/mcp", endpoint=_Served()), Route(persona_path, endpoint=_Served())])
     auth.install(app, registry, mcp_path="/mcp", persona_path=persona_path, audit=audit)
+    if fold_clock is not None:
+        folds = Folds(clock=fold_clock)
+        for route in app.router.routes:
+            if isinstance(getattr(route, "app", None), auth.Guard):
+                route.app.folds = folds
     return app
 
 
@@ -818,7 +825,8 @@ async def test_a_burst_of_refused_requests_cannot_fill_the_disk(
 
     caplog.set_level("INFO", logger="mcpgw.auth")
     log = AuditLog(tmp_path / "audit.db").start()
-    app = _guarded(log)
+    # One fold interval (10 s) for the whole burst, however long a loaded machine takes to send it.
+    app = _guarded(log, fold_clock=lambda: 0.0)
     peers = ["203.0.113.1", "203.0.113.2", "198.51.100.7", "2001:db8::{:x}"]  # the last: one /64
 
     async def refused(peer: str, path: str, headers: dict[str, str]) -> None:
