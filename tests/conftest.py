@@ -9,6 +9,7 @@ process a test starts, it stops.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import socket
@@ -372,6 +373,24 @@ def audit_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "audit.db"
     monkeypatch.setenv("MCPGW_AUDIT_DB", str(path))
     return path
+
+
+@pytest.fixture(autouse=True)
+def log_levels() -> Iterator[None]:
+    """Each test starts from the logging levels the one before it found: a CLI command run in
+    process configures logging (`observe.logs`, quiet output), which would otherwise hide the next
+    test's warnings from `caplog`."""
+
+    def ours() -> dict[str, logging.Logger]:
+        named = logging.Logger.manager.loggerDict.items()
+        return {n: lg for n, lg in named if n.startswith("mcpgw") and isinstance(lg, logging.Logger)}
+
+    before = {name: logger.level for name, logger in ours().items()}
+    root = logging.getLogger().level
+    yield
+    logging.getLogger().setLevel(root)
+    for name, logger in ours().items():
+        logger.setLevel(before.get(name, logging.NOTSET))
 
 
 class StandIn:
