@@ -389,20 +389,6 @@ def test_an_oauth_table_takes_one_credential(tmp_path: Path) -> None:
             source="test",
         )
     validate(oauth(client_secret="s", issuer="https://as.example", enterprise=enterprise), source="test")
-    validate(oauth(assertion_file="/var/run/secrets/tokens/mcp"), source="test")
-    enterprise = {"idp_token_url": "https://idp.example/token", "idp_client_id": "c", "id_token": "t"}
-    with pytest.raises(ConfigError, match="`enterprise` needs `client_secret` and `issuer`"):
-        validate(oauth(client_secret="s", enterprise=enterprise), source="test")
-    with pytest.raises(ConfigError, match="needs exactly one of `id_token` and `id_token_file`"):
-        validate(
-            oauth(
-                client_secret="s",
-                issuer="https://as.example",
-                enterprise={**enterprise, "id_token_file": "/f"},
-            ),
-            source="test",
-        )
-    validate(oauth(client_secret="s", issuer="https://as.example", enterprise=enterprise), source="test")
 
 
 def test_a_missing_workload_token_file_is_named(registry: Path, base: str) -> None:
