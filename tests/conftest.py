@@ -178,6 +178,18 @@ def wait_for_port(
     raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout}s")
 
 
+def wait_all_ready(base: str, *, timeout: float = PROCESS_LIMIT) -> dict[str, Any]:
+    """The `/healthz` body of the gateway at `base` once every upstream is ready (a hang guard)."""
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = httpx.get(f"{base}/healthz").json()
+        if all(u["state"] == "ready" for u in body["upstreams"].values()):
+            return body
+        time.sleep(0.1)
+    raise TimeoutError(f"gateway at {base} not ready: {body}")
+
+
 @contextmanager
 def background(
     command: list[str],

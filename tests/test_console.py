@@ -36,6 +36,7 @@ from conftest import (
     free_port,
     mcpgw_command,
     pin_registry,
+    wait_all_ready,
 )
 from mcpgw import config
 
@@ -109,17 +110,6 @@ class Stack:
         return self.run(go)
 
 
-def _wait_ready(base: str) -> dict[str, Any]:
-    deadline = time.monotonic() + HANG / 1000 * 2
-    body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        body = httpx.get(f"{base}/healthz").json()
-        if all(u["state"] == "ready" for u in body["upstreams"].values()):
-            return body
-        time.sleep(0.1)
-    raise TimeoutError(f"gateway at {base} not ready: {body}")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, llm: StandIn) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("console")
@@ -183,7 +173,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, llm: StandIn) -> Iterator[St
         ),
         start_blocking_portal() as portal,
     ):
-        _wait_ready(gateway)
+        wait_all_ready(gateway, timeout=HANG / 1000 * 2)
         yield Stack(issuer, gateway, registry, audit, portal)
 
 

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Mount
 
-from conftest import SERVERS, StandIn, background, free_port, mcpgw_command
+from conftest import SERVERS, StandIn, background, free_port, mcpgw_command, wait_all_ready
 from mcpgw.server.console import traffic
 from mcpgw.server.console.access import Access, Visitor
 from mcpgw.server.console.app import console_app
@@ -35,16 +35,6 @@ from pg import Postgres
 KEY_VAR = "MCPGW_CONSOLE_PG_TEST_LLM_KEY"
 HANG = 60.0
 """Seconds a wait may take: a hang guard, never a speed limit."""
-
-
-def _wait_ready(base: str) -> None:
-    deadline = time.monotonic() + HANG
-    while time.monotonic() < deadline:
-        upstreams = httpx.get(f"{base}/healthz").json()["upstreams"]
-        if all(u["state"] == "ready" for u in upstreams.values()):
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"gateway at {base} not ready")
 
 
 async def test_the_console_shows_a_call_logged_to_postgresql(
@@ -82,7 +72,7 @@ async def test_the_console_shows_a_call_logged_to_postgresql(
         background([*serve, "--log-level", "warning"], port=port, env={KEY_VAR: "sk-test"}),
         background(admin_command, port=admin_port),
     ):
-        _wait_ready(gateway)
+        wait_all_ready(gateway, timeout=HANG)
         async with Client(f"{gateway}/personas/reader/mcp") as client:
             result = await client.call_tool("modern__summarize", {"text": "the console"})
         assert not result.is_error, result
