@@ -83,6 +83,10 @@ class LeanCalls:
             _checked_in.reset(token)
         return self._shaped(method, version, result, checked_in=slot[0])
 
+    def shaped(self, method: str, version: str, result: dict[str, Any]) -> dict[str, Any]:
+        """`result` as the SDK runner's `_serialize` leaves it, checked against `version`'s schema."""
+        return self._shaped(method, version, result, checked_in=None)
+
     def _shaped(
         self, method: str, version: str, result: dict[str, Any], *, checked_in: str | None
     ) -> dict[str, Any]:

@@ -25,8 +25,10 @@ from mcpgw.core.gateway import Gateway
 from mcpgw.server import scrape
 from mcpgw.server.envelope import envelope_problem, too_large
 from mcpgw.server.handlers import build_server
+from mcpgw.server.leanlane import LeanLane
 from mcpgw.server.lifecycle import check_personas, stop_on_signals
 from mcpgw.server.notify import notification_options
+from mcpgw.server.pipestreams import PipeMessages, PipeSends
 from mcpgw.server.reload import Reloader
 
 
@@ -94,6 +96,9 @@ class _PipeWriter:
 
     async def write(self, data: str) -> None:
         self._writer.write(data.encode("utf-8"))
+
+    def write_line(self, line: bytes) -> None:
+        self._writer.write(line)
 
     async def flush(self) -> None:
         await self._writer.drain()
@@ -170,7 +175,15 @@ async def serve_stdio(
         tg.start_soon(check_personas, gateway)
         if reloader is not None:
             tg.start_soon(reloader.run)
-        async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):  # type: ignore[arg-type]
-            await server.run(read, write, server.create_initialization_options(notification_options()))
-            gateway.hurry()  # stdin closed: the client's grace (2 s) has begun
+        options = server.create_initialization_options(notification_options())
+        if stdin is not None and stdout is not None:
+            # The pipe itself as the SDK's streams, and the forwarded requests served off it (`leanlane`).
+            lane = LeanLane(server, write=stdout.write_line, drain=stdout.flush)
+            server.middleware.insert(0, lane.observe)
+            async with lane.serving():
+                await server.run(PipeMessages(stdin, lane.take), PipeSends(stdout.write_line, stdout.flush), options)
+        else:
+            async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):  # type: ignore[arg-type]
+                await server.run(read, write, options)
+        gateway.hurry()  # stdin closed: the client's grace (2 s) has begun
         stop()
