@@ -35,6 +35,7 @@ import anyio.abc
 from mcp.server.connection import Connection, NotifyOnlyOutbound
 from mcp.server.context import CallNext, ServerMiddleware, ServerRequestContext
 from mcp.server.lowlevel.server import Server
+from mcp.server.models import InitializationOptions
 from mcp.server.runner import aclose_shielded, modern_error_data
 from mcp.server.session import ServerSession
 from mcp.shared.dispatcher import CallOptions, Outbound, coerce_request_id
@@ -63,6 +64,7 @@ from pydantic import BaseModel
 
 from mcpgw import _compat
 from mcpgw.server.fastlane import LeanCalls
+from mcpgw.server.pipestreams import PipeMessages, PipeSends
 from mcpgw.upstream.wire import dumps
 
 logger = logging.getLogger("mcpgw.server")
@@ -74,7 +76,16 @@ METHODS = frozenset({"tools/call", "resources/read", "prompts/get", "completion/
 class _Request:
     """The `DispatchContext` of one lean request: its notifications and progress go straight to the pipe."""
 
-    __slots__ = ("_back", "_cancel_requested", "_closed", "_lane", "_token", "cancelled", "request_id", "scope")
+    __slots__ = (
+        "_back",
+        "_cancel_requested",
+        "_closed",
+        "_lane",
+        "_token",
+        "cancelled",
+        "request_id",
+        "scope",
+    )
 
     message_metadata = None
 
@@ -116,7 +127,9 @@ class _Request:
     def close(self) -> None:
         self._closed = True
 
-    async def notify(self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None) -> None:
+    async def notify(
+        self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
+    ) -> None:
         if self._closed:
             logger.debug("dropped %s: request %r already answered", method, self.request_id)
             return
@@ -151,8 +164,26 @@ class _PipeOutbound:
     ) -> dict[str, Any]:
         raise NoBackChannelError(method)
 
-    async def notify(self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None) -> None:
+    async def notify(
+        self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
+    ) -> None:
         await self._lane.notify(method, params)
+
+
+async def serve(
+    server: Server[Any],
+    lines: AsyncIterator[str],
+    *,
+    write: Callable[[bytes], None],
+    drain: Callable[[], Awaitable[None]],
+    options: InitializationOptions,
+) -> None:
+    """Serve one client whose JSON-RPC lines come from `lines`, answering through `write` (whole
+    lines; `drain` waits while the client is behind), with the lean lane in front of the SDK."""
+    lane = LeanLane(server, write=write, drain=drain)
+    server.middleware.insert(0, lane.observe)
+    async with lane.serving():
+        await server.run(PipeMessages(lines, lane.take), PipeSends(write, drain), options)
 
 
 class LeanLane:
@@ -162,7 +193,9 @@ class LeanLane:
     `observe` must be the server's first middleware: it learns the connection's era from the SDK.
     """
 
-    def __init__(self, server: Server[Any], *, write: Callable[[bytes], None], drain: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self, server: Server[Any], *, write: Callable[[bytes], None], drain: Callable[[], Awaitable[None]]
+    ) -> None:
         self._server = server
         self._shaping = LeanCalls(server)
         self._write = write
@@ -252,7 +285,9 @@ class LeanLane:
         connection.initialized.set()
         return connection
 
-    async def _serve(self, request: _Request, method: str, params: dict[str, Any] | None, connection: Connection) -> None:
+    async def _serve(
+        self, request: _Request, method: str, params: dict[str, Any] | None, connection: Connection
+    ) -> None:
         key = coerce_request_id(request.request_id)
         self._in_flight[key] = request
         answer: bytes | None = None
@@ -318,7 +353,7 @@ class LeanLane:
                 await aclose_shielded(connection)  # as the SDK's `serve_one` does per request
 
     async def _handle(self, connection: Connection, version: str, ctx: Ctx) -> dict[str, Any]:
-        """The end of the chain, as the SDK runner's: params checked, the init gate, the handler, the shaping."""
+        """The end of the chain, as the SDK runner's: params checked, the init gate, the handler, shaping."""
         method, params = ctx.method, ctx.params
         if method in spec.SPEC_CLIENT_METHODS:
             try:
@@ -342,7 +377,7 @@ def _apply(middleware: ServerMiddleware[Any], call_next: CallNext, ctx: Ctx) -> 
 
 
 def _enveloped(params: Any) -> bool:
-    """Whether a request carries the 2026-07-28 envelope (the SDK refuses it on a handshake-era connection)."""
+    """Whether a request carries the 2026-07-28 envelope (refused on a handshake-era connection)."""
     meta = params.get("_meta") if isinstance(params, dict) else None
     return isinstance(meta, dict) and PROTOCOL_VERSION_META_KEY in meta
 

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import anyio
 import mcp_types as types
 from mcp.shared.message import SessionMessage
-from typing_extensions import Self
 
 from mcpgw.upstream.wire import parse
 
@@ -78,7 +77,7 @@ class PipeMessages:
 
 
 class PipeSends:
-    """The SDK's write stream over stdout: each message one line, dumped as the SDK's stdio server dumps it."""
+    """The SDK's write stream over stdout: each message a line, dumped as the SDK's stdio server dumps it."""
 
     def __init__(self, write: Callable[[bytes], None], drain: Callable[[], Any]) -> None:
         self._write = write

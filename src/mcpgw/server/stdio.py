@@ -22,13 +22,11 @@ from typing import Any
 import anyio
 
 from mcpgw.core.gateway import Gateway
-from mcpgw.server import scrape
+from mcpgw.server import leanlane, scrape
 from mcpgw.server.envelope import envelope_problem, too_large
 from mcpgw.server.handlers import build_server
-from mcpgw.server.leanlane import LeanLane
 from mcpgw.server.lifecycle import check_personas, stop_on_signals
 from mcpgw.server.notify import notification_options
-from mcpgw.server.pipestreams import PipeMessages, PipeSends
 from mcpgw.server.reload import Reloader
 
 
@@ -178,10 +176,7 @@ async def serve_stdio(
         options = server.create_initialization_options(notification_options())
         if stdin is not None and stdout is not None:
             # The pipe itself as the SDK's streams, and the forwarded requests served off it (`leanlane`).
-            lane = LeanLane(server, write=stdout.write_line, drain=stdout.flush)
-            server.middleware.insert(0, lane.observe)
-            async with lane.serving():
-                await server.run(PipeMessages(stdin, lane.take), PipeSends(stdout.write_line, stdout.flush), options)
+            await leanlane.serve(server, stdin, write=stdout.write_line, drain=stdout.flush, options=options)
         else:
             async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):  # type: ignore[arg-type]
                 await server.run(read, write, options)
