@@ -349,7 +349,7 @@ class LeanLane:
         try:
             return _dumped(await call(ctx))
         finally:
-            if self._modern:
+            if self._modern and not _compat.exit_stack_empty(connection.exit_stack):
                 await aclose_shielded(connection)  # as the SDK's `serve_one` does per request
 
     async def _handle(self, connection: Connection, version: str, ctx: Ctx) -> dict[str, Any]:
