@@ -255,6 +255,8 @@ class LeanLane:
                 return False
             back = connection.outbound
         request = _Request(self, message["id"], progress_token_from_params(params), back)
+        # In flight from now: a `notifications/cancelled` read before its task first runs still finds it.
+        self._in_flight[coerce_request_id(request.request_id)] = request
         self._tg.start_soon(self._serve, request, method, params, connection)
         return True
 
@@ -289,7 +291,6 @@ class LeanLane:
         self, request: _Request, method: str, params: dict[str, Any] | None, connection: Connection
     ) -> None:
         key = coerce_request_id(request.request_id)
-        self._in_flight[key] = request
         answer: bytes | None = None
         try:
             with request.scope:
