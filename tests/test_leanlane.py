@@ -324,12 +324,12 @@ def sleepy_registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     return path, log
 
 
-@pytest.mark.parametrize("how", ["eof", "sigterm"])
-def test_calls_in_flight_are_answered_connection_closed_at_shutdown(
-    sleepy_registry: tuple[Path, Path], how: str
-) -> None:
-    config, log = sleepy_registry
-    log.write_text("")
+def _lines(*messages: dict[str, Any]) -> bytes:
+    return b"".join(json.dumps(message).encode() + b"\n" for message in messages)
+
+
+def _started(config: Path) -> subprocess.Popen[bytes]:
+    """`mcpgw serve` over pipes, past the handshake (so its next call is the lane's)."""
     process = subprocess.Popen(
         mcpgw_command("serve", "--config", str(config)),
         stdin=subprocess.PIPE,
@@ -338,25 +338,38 @@ def test_calls_in_flight_are_answered_connection_closed_at_shutdown(
         start_new_session=True,
     )
     assert process.stdin is not None and process.stdout is not None
-    try:
-        init = {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "l", "version": "0"},
-        }
-        lines = [
+    init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "l", "version": "0"}}
+    process.stdin.write(
+        _lines(
             {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init},
             {"jsonrpc": "2.0", "method": "notifications/initialized"},
             {"jsonrpc": "2.0", "id": 2, "method": "ping"},
-        ]
-        process.stdin.write(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
-        process.stdin.flush()
-        assert json.loads(process.stdout.readline())["id"] == 1
-        assert json.loads(process.stdout.readline())["id"] == 2  # initialized is in: the next call is lean
-        call = {"name": "up__sleep", "arguments": {"seconds": 60}}
-        process.stdin.write(
-            json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": call}).encode() + b"\n"
         )
+    )
+    process.stdin.flush()
+    assert json.loads(process.stdout.readline())["id"] == 1
+    assert json.loads(process.stdout.readline())["id"] == 2  # `initialized` is in
+    return process
+
+
+SLEEP = {
+    "jsonrpc": "2.0",
+    "id": 3,
+    "method": "tools/call",
+    "params": {"name": "up__sleep", "arguments": {"seconds": 60}},
+}
+
+
+@pytest.mark.parametrize("how", ["eof", "sigterm"])
+def test_calls_in_flight_are_answered_connection_closed_at_shutdown(
+    sleepy_registry: tuple[Path, Path], how: str
+) -> None:
+    config, log = sleepy_registry
+    log.write_text("")
+    process = _started(config)
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        process.stdin.write(_lines(SLEEP))
         process.stdin.flush()
         _wait_for_line(log)  # the call reached the upstream
         if how == "eof":
@@ -372,6 +385,31 @@ def test_calls_in_flight_are_answered_connection_closed_at_shutdown(
         "id": 3,
         "error": {"code": types.CONNECTION_CLOSED, "message": "Connection closed"},
     }
+
+
+def test_a_call_cancelled_in_the_same_write_is_never_answered(sleepy_registry: tuple[Path, Path]) -> None:
+    """The cancel is read before the call's task first runs: it must still find the call (else the
+    call would run on, and be answered `Connection closed` when stdin closes)."""
+    config, _ = sleepy_registry
+    process = _started(config)
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 3}}
+        echo = {
+            "jsonrpc": "2.0",
+            "id": 4,
+            "method": "tools/call",
+            "params": {"name": "up__echo", "arguments": {"message": "x"}},
+        }
+        process.stdin.write(_lines(SLEEP, cancel, echo))
+        process.stdin.flush()
+        assert json.loads(process.stdout.readline())["id"] == 4
+        process.stdin.close()
+        rest = [json.loads(line) for line in process.stdout]  # everything until the gateway exits
+        assert process.wait(timeout=HANG_GUARD) == 0
+    finally:
+        stop_group(process)
+    assert [m for m in rest if m.get("id") == 3] == []
 
 
 def _wait_for_line(path: Path) -> None:
