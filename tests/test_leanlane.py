@@ -309,6 +309,52 @@ async def test_an_elicitation_during_a_lean_call_is_answered_through_stdin() -> 
     assert reply["result"]["content"][0]["text"] == '{"ok": true}'
 
 
+def _chatty() -> Any:
+    """A handshake-era upstream whose `chat` logs one line at `debug` and one at `warning`, then answers."""
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> dict[str, Any]:
+        for level in ("debug", "warning"):
+            await ctx.session.send_log_message(level, f"a {level} line", related_request_id=ctx.request_id)
+        return {"content": [{"type": "text", "text": "said"}], "isError": False}
+
+    async def list_tools(ctx: Any, params: Any) -> dict[str, Any]:
+        return {"tools": [{"name": "chat", "inputSchema": {"type": "object"}}]}
+
+    return raw_tools_server("chatty", list_tools=list_tools, call_tool=call_tool)
+
+
+@pytest.mark.parametrize(
+    ("era", "level", "expected"),
+    [
+        ("legacy", "info", ["warning"]),  # `logging/setLevel`
+        ("legacy", None, ["debug", "warning"]),
+        ("modern", "info", ["warning"]),  # the request's own `_meta` log level
+        ("modern", None, []),  # a 2026-07-28 request that did not ask gets none
+    ],
+)
+async def test_the_log_gate_holds_on_the_lane_as_on_the_sdk_path(
+    era: str, level: str | None, expected: list[str]
+) -> None:
+    config = registry({"up": {"era": "handshake"}})
+    seen: dict[bool, list[str]] = {}
+    async with served(config, {"up": _chatty()}) as gateway:
+        for lean in (False, True):
+            async with lines_client(gateway, lean=lean) as client:
+                await client.open(era)
+                meta: dict[str, Any] = {}
+                if level is not None and era == "legacy":
+                    assert "result" in await client.request("logging/setLevel", {"level": level})
+                elif level is not None:
+                    meta = {"io.modelcontextprotocol/logLevel": level}
+                call = client.start("tools/call", {"name": "up__chat", "arguments": {}, "_meta": meta})
+                assert (await client.reply(call))["result"]["content"][0]["text"] == "said"
+                assert (call in client.taken) is lean
+                seen[lean] = [
+                    m["params"]["level"] for m in client.out if m.get("method") == "notifications/message"
+                ]
+    assert seen[True] == seen[False] == expected
+
+
 # --- a real process: the answer to calls in flight when the client goes or a signal stops the gateway
 
 
