@@ -5,6 +5,8 @@ ends it serves over: stdin read through the event loop, so a signal can cancel
 the read (`_PipeLines`; each line's envelope is checked first, see `envelope`),
 and stdout written through the event loop (`_PipeWriter`). Either falls back to
 the SDK's own reader or writer when its descriptor is not a pipe or a socket.
+Over pipes, the forwarded requests are served off them by the lean lane
+(`leanlane`), the rest by the SDK over the same pipes (`pipestreams`).
 """
 
 from __future__ import annotations
