@@ -18,14 +18,18 @@ it: the same server, the same initialization options).
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import anyio
+import anyio.lowlevel
 import mcp_types as types
 from mcp import Client
 from mcp.server import Server
@@ -33,13 +37,14 @@ from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.utilities.types import Audio, Image
-from mcp.shared.memory import create_client_server_memory_streams
+from mcp.shared.message import SessionMessage
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcpgw.assembly import build_gateway
 from mcpgw.audit import AuditLog
 from mcpgw.config import Registry, validate
 from mcpgw.core.gateway import Gateway
+from mcpgw.server import leanlane
 from mcpgw.server.handlers import build_server
 from mcpgw.server.notify import notification_options
 
@@ -272,15 +277,30 @@ async def served(
 
 @asynccontextmanager
 async def wire(server: Server[Any], *, options: Any = None) -> AsyncIterator[Any]:
-    """Client streams to `server` run in this task group: JSON-RPC over memory streams, as over stdio."""
+    """Client streams to `server` run in this task group: JSON-RPC lines over memory streams, served as
+    `serve_stdio` serves stdin and stdout (the lean lane in front of the SDK, `server.leanlane`)."""
     init = options if options is not None else server.create_initialization_options()
-    async with (
-        create_client_server_memory_streams() as (client_streams, (read, write)),
-        anyio.create_task_group() as tg,
-    ):
-        tg.start_soon(lambda: server.run(read, write, init))
+    to_client, client_read = anyio.create_memory_object_stream[SessionMessage | Exception](math.inf)
+    client_write, from_client = anyio.create_memory_object_stream[SessionMessage](math.inf)
+    lines_in, lines = anyio.create_memory_object_stream[str](math.inf)
+
+    async def carry() -> None:  # the client's messages, as the lines a stdio client writes
+        async with lines_in, from_client:
+            async for message in from_client:
+                await lines_in.send(message.message.model_dump_json(by_alias=True, exclude_unset=True))
+
+    def write(line: bytes) -> None:  # the server's lines, as the messages a stdio client reads
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):  # the client has gone
+            to_client.send_nowait(SessionMessage(types.jsonrpc_message_adapter.validate_json(line)))
+
+    async def drain() -> None:
+        await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg, to_client, client_read, client_write, lines:
+        tg.start_soon(carry)
+        tg.start_soon(partial(leanlane.serve, server, lines, write=write, drain=drain, options=init))
         try:
-            yield client_streams
+            yield client_read, client_write
         finally:
             tg.cancel_scope.cancel()
 

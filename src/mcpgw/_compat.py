@@ -459,3 +459,27 @@ def admit_session(manager: StreamableHTTPSessionManager, requestor: Any, *, pref
     if old in manager._session_owners:
         manager._session_owners[new] = manager._session_owners.pop(old)
     return transport
+
+
+def exit_stack_empty(stack: contextlib.AsyncExitStack) -> bool:
+    """Whether nothing was pushed on `stack`, so unwinding it has nothing to do.
+
+    Python 3.11-3.13 `contextlib`: an exit stack keeps its callbacks in `_exit_callbacks`, with no
+    public way to ask. The lean lane (`server.leanlane`) builds a connection per 2026-07-28 request,
+    as the mcp SDK does, and unwinds its stack after the request in a shielded, bounded scope (the
+    SDK's `aclose_shielded`), which costs a timer per call for a stack nearly always empty. Unknown
+    internals read as not empty: the stack is then unwound, as the SDK would.
+    """
+    return not getattr(stack, "_exit_callbacks", True)
+
+
+def process_stdin_writer(stdin: Any) -> asyncio.StreamWriter | None:
+    """The asyncio `StreamWriter` under an anyio process's stdin; None if anyio no longer keeps one.
+
+    anyio 4.16: `StreamWriterWrapper.send` (a process's stdin) yields to the event loop after every
+    write that did not have to wait, a whole loop turn per request to a stdio upstream on the lean
+    path (`upstream.wire`). Writing to the asyncio writer it wraps (`_stream`), and draining it, does
+    the same without the extra turn.
+    """
+    stream = getattr(stdin, "_stream", None)
+    return stream if isinstance(stream, asyncio.StreamWriter) else None

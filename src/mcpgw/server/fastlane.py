@@ -63,6 +63,9 @@ class LeanCalls:
 
     def __init__(self, server: Server[Any]) -> None:
         self._server = server
+        # The SDK deep-copies its stamp on every access (so a caller may mutate it); a forwarded
+        # result is dumped as soon as it is shaped and never mutated, so one copy serves every call.
+        self._stamp = server.server_info_stamp
 
     async def __call__(self, ctx: Ctx, call_next: Callable[[Ctx], Awaitable[Any]]) -> Any:
         method = ctx.method
@@ -82,6 +85,10 @@ class LeanCalls:
         finally:
             _checked_in.reset(token)
         return self._shaped(method, version, result, checked_in=slot[0])
+
+    def shaped(self, method: str, version: str, result: dict[str, Any]) -> dict[str, Any]:
+        """`result` as the SDK runner's `_serialize` leaves it, checked against `version`'s schema."""
+        return self._shaped(method, version, result, checked_in=None)
 
     def _shaped(
         self, method: str, version: str, result: dict[str, Any], *, checked_in: str | None
@@ -112,7 +119,7 @@ class LeanCalls:
                 result["resultType"] = "complete"
             meta = result.get("_meta")
             if meta is None:
-                result["_meta"] = {SERVER_INFO_META_KEY: self._server.server_info_stamp}
+                result["_meta"] = {SERVER_INFO_META_KEY: self._stamp}
             elif isinstance(meta, dict) and meta.get(SERVER_INFO_META_KEY) is None:
-                result["_meta"] = {**meta, SERVER_INFO_META_KEY: self._server.server_info_stamp}
+                result["_meta"] = {**meta, SERVER_INFO_META_KEY: self._stamp}
         return result

@@ -5,6 +5,8 @@ ends it serves over: stdin read through the event loop, so a signal can cancel
 the read (`_PipeLines`; each line's envelope is checked first, see `envelope`),
 and stdout written through the event loop (`_PipeWriter`). Either falls back to
 the SDK's own reader or writer when its descriptor is not a pipe or a socket.
+Over pipes, the forwarded requests are served off them by the lean lane
+(`leanlane`), the rest by the SDK over the same pipes (`pipestreams`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import anyio
 
 from mcpgw.core.gateway import Gateway
-from mcpgw.server import scrape
+from mcpgw.server import leanlane, scrape
 from mcpgw.server.envelope import envelope_problem, too_large
 from mcpgw.server.handlers import build_server
 from mcpgw.server.lifecycle import check_personas, stop_on_signals
@@ -94,6 +96,9 @@ class _PipeWriter:
 
     async def write(self, data: str) -> None:
         self._writer.write(data.encode("utf-8"))
+
+    def write_line(self, line: bytes) -> None:
+        self._writer.write(line)
 
     async def flush(self) -> None:
         await self._writer.drain()
@@ -170,7 +175,12 @@ async def serve_stdio(
         tg.start_soon(check_personas, gateway)
         if reloader is not None:
             tg.start_soon(reloader.run)
-        async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):  # type: ignore[arg-type]
-            await server.run(read, write, server.create_initialization_options(notification_options()))
-            gateway.hurry()  # stdin closed: the client's grace (2 s) has begun
+        options = server.create_initialization_options(notification_options())
+        if stdin is not None and stdout is not None:
+            # The pipe itself as the SDK's streams, and the forwarded requests served off it (`leanlane`).
+            await leanlane.serve(server, stdin, write=stdout.write_line, drain=stdout.flush, options=options)
+        else:
+            async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):  # type: ignore[arg-type]
+                await server.run(read, write, options)
+        gateway.hurry()  # stdin closed: the client's grace (2 s) has begun
         stop()

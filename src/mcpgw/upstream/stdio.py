@@ -21,7 +21,7 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any, TextIO
 
@@ -30,6 +30,7 @@ import mcp_types as types
 from mcp.client.stdio import StdioServerParameters, get_default_environment
 from mcp.shared.message import SessionMessage
 
+from mcpgw import _compat
 from mcpgw.upstream import reaper
 from mcpgw.upstream.wire import LeanWire, parse
 
@@ -145,7 +146,7 @@ async def stdio_transport(
     stdin, stdout = process.stdin, process.stdout
     read_writer, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     write_stream, write_reader = anyio.create_memory_object_stream[SessionMessage](0)
-    wire = LeanWire(stdin.send)
+    wire = LeanWire(_sender(stdin))
     if on_wire is not None:
         on_wire(wire)
 
@@ -187,6 +188,22 @@ async def stdio_transport(
                     os.killpg(process.pid, signal.SIGKILL)
                 reaper.release(process.pid)
             tg.cancel_scope.cancel()
+
+
+def _sender(stdin: Any) -> Callable[[bytes], Awaitable[None]]:
+    """How the lean path writes to the child's stdin: to the pipe at once, waiting only while it is full."""
+    writer = _compat.process_stdin_writer(stdin)
+    if writer is None:
+        return stdin.send  # type: ignore[no-any-return]
+
+    async def send(data: bytes) -> None:
+        try:
+            writer.write(data)
+            await writer.drain()
+        except RuntimeError as exc:  # uvloop's word for a pipe closed under the write
+            raise anyio.BrokenResourceError from exc
+
+    return send
 
 
 async def _routed(line: bytes | TooLong, wire: LeanWire, limit: int) -> SessionMessage | Exception | None:

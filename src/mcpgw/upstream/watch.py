@@ -28,6 +28,10 @@ OnUpdated = Callable[[str, str], Awaitable[None]]
 """Told (upstream name, upstream URI) when a watched resource changed."""
 
 
+LISTEN_WAIT = 60.0
+"""Seconds a `resources/subscribe` waits at most for a 2026-07-28 upstream's listen stream to open."""
+
+
 class ResourceWatches:
     """The URIs watched on one upstream."""
 
@@ -58,7 +62,12 @@ class ResourceWatches:
         if self._session.client is None or self._session.tasks is None:
             raise UpstreamUnavailable(self.name, f"not connected ({self._state()})")
         self.watched.add(uri)
-        self._restart()
+        listening = self._restart()
+        if listening is not None:
+            # Answered once the upstream listens: a change the client causes right after its
+            # `resources/subscribe` is answered must not reach the upstream before the stream does.
+            with anyio.move_on_after(LISTEN_WAIT):  # a guard: the stream's own read timeout ends it first
+                await listening.wait()
 
     async def unwatch(self, uri: str) -> None:
         self.watched.discard(uri)
@@ -78,22 +87,32 @@ class ResourceWatches:
             except UpstreamError as exc:
                 logger.warning("upstream %s: %s is no longer watched: %s", self.name, uri, exc)
 
-    def _restart(self) -> None:
-        """One listen stream carries every watched URI; a changed set means a new stream."""
+    def _restart(self) -> anyio.Event | None:
+        """One listen stream carries every watched URI; a changed set means a new stream.
+
+        Returns what is set once the new stream is acknowledged (or has failed); None: no stream."""
         if self._scope is not None:
             self._scope.cancel()
             self._scope = None
         client, tasks = self._session.client, self._session.tasks
         if self.watched and client is not None and tasks is not None:
             self._scope = anyio.CancelScope()
-            tasks.start_soon(self._stream, client, self._scope, sorted(self.watched))
+            listening = anyio.Event()
+            tasks.start_soon(self._stream, client, self._scope, sorted(self.watched), listening)
+            return listening
+        return None
 
-    async def _stream(self, client: ClientSession, scope: anyio.CancelScope, uris: list[str]) -> None:
+    async def _stream(
+        self, client: ClientSession, scope: anyio.CancelScope, uris: list[str], listening: anyio.Event
+    ) -> None:
         with scope:
             try:
                 async with listen(client, resource_subscriptions=uris) as subscription:
+                    listening.set()
                     async for event in subscription:
                         if isinstance(event, ResourceUpdated) and self._on_updated is not None:
                             await self._on_updated(self.name, event.uri)
             except (MCPError, SubscriptionLost, ListenNotSupportedError, TimeoutError) as exc:
                 logger.warning("upstream %s: resource updates will not be seen: %s", self.name, describe(exc))
+            finally:
+                listening.set()

@@ -1,0 +1,410 @@
+"""The lean lane: the forwarded requests of a stdio client served straight off the pipe.
+
+Owns: `LeanLane`, which takes `tools/call`, `resources/read`, `prompts/get` and
+`completion/complete` lines from stdin (`pipestreams.PipeMessages` offers it every line first), runs
+each in a task of its own through the server's middleware chain and handler exactly as the mcp SDK's
+runner would, and writes the answer (or error) as one line.
+
+What the SDK would do around the handler, and this lane does not: validate the line into a message
+model, pass it through two memory streams and a relay task, build a dispatch context and a kernel
+per request, validate `_meta` into a model, and dump the answer through a response model. What it
+keeps, the same way: the middleware chain (rate limits, audit, tracing, metrics, the listing cache,
+`fastlane`), the params check and its errors, the per-version result shaping, progress for a
+`progressToken`, `notifications/cancelled` (a cancelled request is never answered), server-to-client
+requests during a call (sent through the SDK's dispatcher, whose waiter the client's answer reaches),
+the log gate (the connection's `logging/setLevel`, a 2026-07-28 request's own log level) and the
+answer `Connection closed` to calls in flight at shutdown.
+
+The lane takes a request only when it knows what the SDK would make of it; everything else goes to
+the SDK unchanged: any request before the connection's era is known (the SDK decides it on the first
+request, and this lane learns it from the first context the middleware chain sees), a handshake-era
+request before `initialize` was accepted or carrying the 2026-07-28 envelope, a 2026-07-28 request
+whose envelope the SDK's ladder refuses, and every other method, notification and response.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import anyio
+import anyio.abc
+from mcp.server.connection import Connection, NotifyOnlyOutbound
+from mcp.server.context import CallNext, ServerMiddleware, ServerRequestContext
+from mcp.server.lowlevel.server import Server
+from mcp.server.models import InitializationOptions
+from mcp.server.runner import aclose_shielded, modern_error_data
+from mcp.server.session import ServerSession
+from mcp.shared.dispatcher import CallOptions, Outbound, coerce_request_id
+from mcp.shared.exceptions import MCPError, NoBackChannelError
+from mcp.shared.inbound import InboundLadderRejection, InboundModernRoute, classify_inbound_request
+from mcp.shared.jsonrpc_dispatcher import (
+    cancelled_request_id_from_params,
+    handler_exception_to_error_data,
+    progress_token_from_params,
+)
+from mcp.shared.transport_context import TransportContext
+from mcp_types import (
+    CONNECTION_CLOSED,
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    PROTOCOL_VERSION_META_KEY,
+    ErrorData,
+    JSONRPCError,
+    JSONRPCResponse,
+    ProgressToken,
+    RequestId,
+)
+from mcp_types import methods as spec
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel
+
+from mcpgw import _compat
+from mcpgw.server.fastlane import LeanCalls
+from mcpgw.server.pipestreams import PipeMessages, PipeSends
+from mcpgw.upstream.wire import dumps
+
+logger = logging.getLogger("mcpgw.server")
+
+Ctx = ServerRequestContext[Any, Any]
+METHODS = frozenset({"tools/call", "resources/read", "prompts/get", "completion/complete"})
+
+
+class _Request:
+    """The `DispatchContext` of one lean request: its notifications and progress go straight to the pipe."""
+
+    __slots__ = (
+        "_back",
+        "_cancel_requested",
+        "_closed",
+        "_lane",
+        "_token",
+        "cancelled",
+        "request_id",
+        "scope",
+    )
+
+    message_metadata = None
+
+    def __init__(
+        self, lane: LeanLane, request_id: RequestId, token: ProgressToken | None, back: Outbound | None
+    ) -> None:
+        self._lane = lane
+        self.request_id = request_id
+        self._token = token
+        self._back = back  # the SDK's dispatcher for a handshake-era connection; none at 2026-07-28
+        self._closed = False
+        self._cancel_requested: anyio.Event | None = None
+        self.cancelled = False
+        self.scope = anyio.CancelScope()
+
+    @property
+    def can_send_request(self) -> bool:
+        return self._back is not None and not self._closed
+
+    @property
+    def transport(self) -> TransportContext:
+        return TransportContext(kind="jsonrpc", can_send_request=self._back is not None)
+
+    @property
+    def cancel_requested(self) -> anyio.Event:
+        if self._cancel_requested is None:
+            self._cancel_requested = anyio.Event()
+            if self.cancelled:
+                self._cancel_requested.set()
+        return self._cancel_requested
+
+    def cancel(self) -> None:
+        """The client cancelled this request: stop it, and never answer it."""
+        self.cancelled = True
+        if self._cancel_requested is not None:
+            self._cancel_requested.set()
+        self.scope.cancel()
+
+    def close(self) -> None:
+        self._closed = True
+
+    async def notify(
+        self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
+    ) -> None:
+        if self._closed:
+            logger.debug("dropped %s: request %r already answered", method, self.request_id)
+            return
+        await self._lane.notify(method, params)
+
+    async def send_raw_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
+    ) -> dict[str, Any]:
+        if self._back is None or self._closed:
+            raise NoBackChannelError(method)
+        return await self._back.send_raw_request(method, params, opts)
+
+    async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        if self._token is None:
+            return
+        params: dict[str, Any] = {"progressToken": self._token, "progress": progress}
+        if total is not None:
+            params["total"] = total
+        if message is not None:
+            params["message"] = message
+        await self.notify("notifications/progress", params)
+
+
+class _PipeOutbound:
+    """A 2026-07-28 connection's standalone channel: notifications ride the pipe, requests are refused."""
+
+    def __init__(self, lane: LeanLane) -> None:
+        self._lane = lane
+
+    async def send_raw_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
+    ) -> dict[str, Any]:
+        raise NoBackChannelError(method)
+
+    async def notify(
+        self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
+    ) -> None:
+        await self._lane.notify(method, params)
+
+
+async def serve(
+    server: Server[Any],
+    lines: AsyncIterator[str],
+    *,
+    write: Callable[[bytes], None],
+    drain: Callable[[], Awaitable[None]],
+    options: InitializationOptions,
+) -> None:
+    """Serve one client whose JSON-RPC lines come from `lines`, answering through `write` (whole
+    lines; `drain` waits while the client is behind), with the lean lane in front of the SDK."""
+    lane = LeanLane(server, write=write, drain=drain)
+    server.middleware.insert(0, lane.observe)
+    async with lane.serving():
+        await server.run(PipeMessages(lines, lane.take), PipeSends(write, drain), options)
+
+
+class LeanLane:
+    """Serves the forwarded requests of one stdio connection off the pipe (see the module docstring).
+
+    `write` puts whole lines on stdout; `drain` waits while the client is behind reading them.
+    `observe` must be the server's first middleware: it learns the connection's era from the SDK.
+    """
+
+    def __init__(
+        self, server: Server[Any], *, write: Callable[[bytes], None], drain: Callable[[], Awaitable[None]]
+    ) -> None:
+        self._server = server
+        self._shaping = LeanCalls(server)
+        self._write = write
+        self._drain = drain
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._modern: bool | None = None  # the connection's era, once the SDK chose it
+        self._connection: Connection | None = None  # a handshake-era connection (one for all requests)
+        self._lifespan: Any = None
+        self._outbound = NotifyOnlyOutbound(_PipeOutbound(self))
+        self._envelope: tuple[Any, Connection] | None = None
+        self._in_flight: dict[RequestId, _Request] = {}
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
+        """Take requests while open; on leaving, calls still in flight are answered `Connection closed`."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            try:
+                yield
+            finally:
+                self._tg = None
+                tg.cancel_scope.cancel()
+
+    async def observe(self, ctx: Ctx, call_next: Callable[[Ctx], Awaitable[Any]]) -> Any:
+        """Server middleware: the first context the SDK builds says the connection's era."""
+        if self._modern is None:
+            self._lifespan = ctx.lifespan_context
+            if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                self._modern = True
+            else:
+                self._connection = _compat.session_connection(ctx.session)
+                self._modern = False if self._connection is not None else None
+        return await call_next(ctx)
+
+    def take(self, message: Any) -> bool:
+        """Serve `message` here if it is a request this lane serves as the SDK would; False: the SDK's."""
+        if type(message) is not dict:
+            return False
+        method = message.get("method")
+        if method not in METHODS:
+            if method == "notifications/cancelled":
+                self._cancelled(message.get("params"))
+            return False
+        if self._tg is None or "id" not in message or self._modern is None:
+            return False
+        params = message.get("params")
+        back: Outbound | None = None
+        connection: Connection | None
+        if self._modern:
+            route = classify_inbound_request(message)
+            if isinstance(route, InboundLadderRejection):
+                return False  # the SDK's refusal, with its code, message and data
+            connection = self._born_ready(route)
+        else:
+            connection = self._connection
+            if connection is None or not connection.initialize_accepted or _enveloped(params):
+                return False
+            back = connection.outbound
+        request = _Request(self, message["id"], progress_token_from_params(params), back)
+        # In flight from now: a `notifications/cancelled` read before its task first runs still finds it.
+        self._in_flight[coerce_request_id(request.request_id)] = request
+        self._tg.start_soon(self._serve, request, method, params, connection)
+        return True
+
+    async def notify(self, method: str, params: Mapping[str, Any] | None) -> None:
+        line: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            line["params"] = dict(params)
+        await self._send(dumps(line) + b"\n")
+
+    def _cancelled(self, params: Any) -> None:
+        request_id = cancelled_request_id_from_params(params if isinstance(params, dict) else None)
+        request = self._in_flight.get(coerce_request_id(request_id)) if request_id is not None else None
+        if request is not None:
+            request.cancel()
+
+    def _born_ready(self, route: InboundModernRoute) -> Connection:
+        """A 2026-07-28 request's connection, as the SDK builds it (`Connection.from_envelope`); the
+        envelope's typed client info and capabilities are kept while the client sends the same ones."""
+        key = (route.protocol_version, route.client_info, route.client_capabilities)
+        if self._envelope is None or self._envelope[0] != key:
+            template = Connection.from_envelope(*key, outbound=self._outbound)
+            self._envelope = (key, template)
+        template = self._envelope[1]
+        connection = Connection(
+            self._outbound, protocol_version=route.protocol_version, client_params=template.client_params
+        )
+        connection.client_capabilities = template.client_capabilities
+        connection.initialized.set()
+        return connection
+
+    async def _serve(
+        self, request: _Request, method: str, params: dict[str, Any] | None, connection: Connection
+    ) -> None:
+        key = coerce_request_id(request.request_id)
+        answer: bytes | None = None
+        try:
+            with request.scope:
+                try:
+                    result = await self._run(request, method, params, connection)
+                    answer = _result_line(request.request_id, result)
+                except Exception as exc:
+                    answer = _error_line(request.request_id, self._error(method, exc))
+                finally:
+                    request.close()
+                    if self._in_flight.get(key) is request:
+                        del self._in_flight[key]
+        except anyio.get_cancelled_exc_class():
+            if not request.cancelled:  # shutting down: the client is not left waiting
+                error = ErrorData(code=CONNECTION_CLOSED, message="Connection closed")
+                self._write(_error_line(request.request_id, error))
+            raise
+        if answer is not None and not request.cancelled:
+            await self._send(answer)
+
+    async def _send(self, line: bytes) -> None:
+        self._write(line)
+        try:
+            await self._drain()
+        except (ConnectionError, RuntimeError):
+            logger.debug("the client stopped reading stdout")
+
+    def _error(self, method: str, exc: Exception) -> ErrorData:
+        """The error the SDK's dispatcher (and, at 2026-07-28, its modern loop) would answer with."""
+        error = handler_exception_to_error_data(exc)
+        if error is not None:
+            return error
+        if self._modern:
+            return modern_error_data(exc)
+        logger.exception("handler for %r raised", method)
+        return ErrorData(code=0, message=str(exc))
+
+    async def _run(
+        self, request: _Request, method: str, params: dict[str, Any] | None, connection: Connection
+    ) -> dict[str, Any]:
+        meta = params.get("_meta") if params else None
+        if not isinstance(meta, dict):
+            meta = None
+        version = connection.protocol_version
+        ctx: Ctx = ServerRequestContext(
+            session=ServerSession(request, connection, request_meta=meta),  # type: ignore[arg-type]
+            lifespan_context=self._lifespan,
+            protocol_version=version,
+            method=method,
+            params=params,
+            request_id=request.request_id,
+            meta=meta,  # type: ignore[arg-type]
+        )
+        call: CallNext = partial(self._handle, connection, version)
+        for middleware in reversed(self._server.middleware):
+            call = partial(_apply, middleware, call)
+        try:
+            return _dumped(await call(ctx))
+        finally:
+            if self._modern and not _compat.exit_stack_empty(connection.exit_stack):
+                await aclose_shielded(connection)  # as the SDK's `serve_one` does per request
+
+    async def _handle(self, connection: Connection, version: str, ctx: Ctx) -> dict[str, Any]:
+        """The end of the chain, as the SDK runner's: params checked, the init gate, the handler, shaping."""
+        method, params = ctx.method, ctx.params
+        if method in spec.SPEC_CLIENT_METHODS:
+            try:
+                spec.validate_client_request(method, version, params)
+            except KeyError:
+                raise MCPError(code=METHOD_NOT_FOUND, message="Method not found", data=method) from None
+        entry = self._server.get_request_handler(method)
+        if entry is None:
+            raise MCPError(code=METHOD_NOT_FOUND, message="Method not found", data=method)
+        if not connection.initialize_accepted:
+            raise MCPError(code=INVALID_PARAMS, message="Invalid request parameters", data="")
+        typed = entry.params_type.model_validate({} if params is None else params, by_name=False)
+        result = await entry.handler(ctx, typed)
+        if isinstance(result, ErrorData):
+            raise MCPError.from_error_data(result)
+        return self._shaping.shaped(method, version, _dumped(result))
+
+
+def _apply(middleware: ServerMiddleware[Any], call_next: CallNext, ctx: Ctx) -> Awaitable[Any]:
+    return middleware(ctx, call_next)  # as the SDK's runner calls a middleware
+
+
+def _enveloped(params: Any) -> bool:
+    """Whether a request carries the 2026-07-28 envelope (refused on a handshake-era connection)."""
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return isinstance(meta, dict) and PROTOCOL_VERSION_META_KEY in meta
+
+
+def _dumped(result: Any) -> dict[str, Any]:
+    """A chain's answer as the SDK runner's `_dump_result` makes it a dict."""
+    if result is None:
+        return {}
+    if isinstance(result, ErrorData):
+        raise MCPError.from_error_data(result)
+    if isinstance(result, BaseModel):
+        return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+    if isinstance(result, dict):
+        return dict(result)
+    raise TypeError(f"handler returned {type(result).__name__}; expected BaseModel, dict, or None")
+
+
+def _result_line(request_id: RequestId, result: dict[str, Any]) -> bytes:
+    try:
+        return dumps({"jsonrpc": "2.0", "id": request_id, "result": result}) + b"\n"
+    except (TypeError, ValueError):  # what only pydantic can write: the SDK's own dump
+        message = JSONRPCResponse(jsonrpc="2.0", id=request_id, result=result)
+        return message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
+
+
+def _error_line(request_id: RequestId, error: ErrorData) -> bytes:
+    """An error as the SDK writes it (`data` only when set): errors are rare, so the SDK's own model."""
+    message = JSONRPCError(jsonrpc="2.0", id=request_id, error=error)
+    return message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
