@@ -136,6 +136,12 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point; errors are shown once, by `_GatewayFailure`, with their exit code."""
+    if argv is None:  # the process's own command line: a stdio `serve` may answer before importing
+        import sys
+
+        from mcpgw.prestart.preserver import begin
+
+        begin(sys.argv[1:])
     cli.main(args=argv, prog_name="mcpgw")
 
 

@@ -27,6 +27,7 @@ from mcpgw.server.envelope import envelope_problem, too_large
 from mcpgw.server.handlers import build_server
 from mcpgw.server.lifecycle import check_personas, stop_on_signals
 from mcpgw.server.notify import notification_options
+from mcpgw.server.prestarted import EarlyStart, KeptWriter
 from mcpgw.server.reload import Reloader
 
 
@@ -112,7 +113,8 @@ def _is_pipe(fd: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
-async def _event_loop_stdout() -> _PipeWriter | None:
+async def _event_loop_stdout(*, keep: Callable[[bytes], bytes] | None = None) -> _PipeWriter | None:
+    """`keep`: what of each write goes out (see `prestarted.EarlyStart.outgoing`)."""
     loop = asyncio.get_running_loop()
     if not _is_pipe(sys.stdout.fileno()):
         return None
@@ -121,14 +123,17 @@ async def _event_loop_stdout() -> _PipeWriter | None:
         transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, stdout)
     except (OSError, ValueError):
         return None
-    return _PipeWriter(asyncio.StreamWriter(transport, protocol, None, loop))
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    return _PipeWriter(writer if keep is None else KeptWriter(writer, keep))  # type: ignore[arg-type]
 
 
-async def _cancellable_stdin(limit: int) -> _PipeLines | None:
+async def _cancellable_stdin(limit: int, *, replay: bytes = b"") -> _PipeLines | None:
+    """`replay`: bytes read before (by the pre-server), read first."""
     loop = asyncio.get_running_loop()
     if not _is_pipe(sys.stdin.fileno()):
         return None
     reader = asyncio.StreamReader(limit=limit)
+    reader.feed_data(replay)
     try:
         stdin = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
@@ -147,9 +152,12 @@ async def serve_stdio(
     from mcp.server.stdio import stdio_server
 
     gateway.resolve_persona(persona)
-    server, _ = build_server(gateway, persona=persona)
-    stdin = await _cancellable_stdin(gateway.registry.gateway.max_request_bytes)
-    stdout = await _event_loop_stdout()
+    server, announcer = build_server(gateway, persona=persona)
+    early = EarlyStart.for_stdio(gateway, persona, registry_path=registry_path, announce=announcer)
+    stdin = await _cancellable_stdin(
+        gateway.registry.gateway.max_request_bytes, replay=early.replay if early else b""
+    )
+    stdout = await _event_loop_stdout(keep=early.outgoing if early else None)
     if stdin is not None and stdout is not None:
         stdin.reply = stdout.send_now
         # The channel now lives on duplicated descriptors; stray reads of fd 0 see EOF and stray
@@ -170,7 +178,10 @@ async def serve_stdio(
         tg.start_soon(check_personas, gateway)
         if reloader is not None:
             tg.start_soon(reloader.run)
-        async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):  # type: ignore[arg-type]
+        if early is not None:
+            tg.start_soon(early.run)
+        lines = early.tap(stdin) if early is not None and stdin is not None else stdin
+        async with stdio_server(stdin=lines, stdout=stdout) as (read, write):  # type: ignore[arg-type]
             await server.run(read, write, server.create_initialization_options(notification_options()))
             gateway.hurry()  # stdin closed: the client's grace (2 s) has begun
         stop()
