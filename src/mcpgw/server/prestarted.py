@@ -36,6 +36,8 @@ _CHANGED_BY = {
     "resources/templates/list": "resources",
     "prompts/list": "prompts",
 }
+_ANSWER = b'{"jsonrpc":"2.0","id":'
+"""How the server's messages begin when they carry an id: most lines are told apart by it alone."""
 _MARKERS = ('"initialize"', '"server/discover"', '/list"')
 """A line holding none of these is no opening request: not parsed here (the hot path stays lean)."""
 
@@ -69,7 +71,7 @@ class EarlyStart:
         self._settled: Catalog | None = None
         self._wake = anyio.Event()
         if handed is not None and handed.notes:
-            logger.info("answered before the mcp SDK was loaded: %s", "; ".join(handed.notes))
+            logger.debug("answered before the mcp SDK was loaded: %s", "; ".join(handed.notes))
 
     @classmethod
     def for_stdio(
@@ -140,6 +142,11 @@ class EarlyStart:
 
     def _answer(self, line: bytes) -> bool:
         """Note an answer to an opening request; False when it was answered early (dropped)."""
+        if line.startswith(_ANSWER):  # the usual shape: its id read without parsing the whole line
+            end = line.find(b",", len(_ANSWER))
+            named = line[len(_ANSWER) : end].decode(errors="replace")
+            if named not in self._asked and named not in self._early:
+                return True
         try:
             message = json.loads(line)
         except ValueError:
