@@ -161,7 +161,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Saved]:
         modern.ask(1, "server/discover", MODERN)
         assert tool_names(modern.ask(2, "tools/list", MODERN)) == names
         deadline = time.monotonic() + HANG_GUARD
-        while len(next(iter(json.loads(answers_path(config).read_text())["answers"].values()))) < 4:
+        while len(next(iter(json.loads(Path(answers_path(config)).read_text())["answers"].values()))) < 4:
             assert time.monotonic() < deadline, modern.log()
             time.sleep(0.05)
         modern.finish()
@@ -307,4 +307,29 @@ def test_a_pipelined_client_gets_every_answer_once_and_its_call_waits(saved: Sav
     finally:
         serve.close()
         saved.gate.unlink(missing_ok=True)
+    assert "tools/list (id 2)" in early(log), log
+
+
+def test_an_early_list_the_gateway_finds_different_is_announced_as_changed(saved: Saved) -> None:
+    """The saved list edited by hand (its key untouched): the client gets it early, then
+    `list_changed` from the full gateway, whose list is the catalog's."""
+    path = Path(answers_path(saved.config))
+    original = path.read_bytes()
+    data = json.loads(original)
+    for answers in data["answers"].values():
+        for result in answers.values():
+            if "tools" in result:
+                result["tools"] = [tool for tool in result["tools"] if tool["name"] != "slow__echo"]
+    path.write_text(json.dumps(data))
+    serve = Serve(saved)
+    try:
+        serve.ask(1, "initialize", HANDSHAKE)
+        serve.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        assert tool_names(serve.ask(2, "tools/list")) == saved.names - {"slow__echo"}
+        assert serve.read() == {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
+        assert tool_names(serve.ask(3, "tools/list")) == saved.names
+        log = serve.finish()
+    finally:
+        serve.close()
+        path.write_bytes(original)
     assert "tools/list (id 2)" in early(log), log

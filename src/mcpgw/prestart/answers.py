@@ -17,16 +17,18 @@ heavy imports.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import re
 import stat
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 FORMAT = 1
 METHODS = frozenset(
@@ -45,9 +47,9 @@ KEEP = 8
 _ENV_RE = re.compile(rb"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
-def answers_path(registry_path: Path) -> Path:
-    """Where the answers of the registry at `registry_path` are saved."""
-    return registry_path.with_suffix(".answers.json")
+def answers_path(registry_path: str | Path) -> str:
+    """Where the answers of `registry_path` are saved (`servers.toml` -> `servers.answers.json`)."""
+    return os.path.splitext(registry_path)[0] + ".answers.json"
 
 
 def canonical(value: Any) -> bytes:
@@ -58,18 +60,21 @@ def _code_stamp() -> bytes:
     """mcpgw's modules (path, size, mtime), the mcp SDK's entry modules, and the interpreter: an
     upgrade or an edited source file is another gateway, whose answers may be shaped otherwise."""
     parts = [sys.version, sys.executable]
-    package = Path(__file__).resolve().parent.parent
+    package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
     for folder, _, names in sorted(os.walk(package)):
         for name in sorted(names):
             if name.endswith(".py"):
                 info = os.stat(os.path.join(folder, name))
                 parts.append(f"{folder}/{name}:{info.st_size}:{info.st_mtime_ns}")
-    for module in ("mcp", "mcp_types"):
-        spec = importlib.util.find_spec(module)  # located, not imported
-        origin = spec.origin if spec is not None else None
-        if origin:
-            info = os.stat(origin)
+    for module in ("mcp", "mcp_types"):  # located as the import system would, not imported
+        for entry in sys.path:
+            origin = os.path.join(entry or ".", module, "__init__.py")
+            try:
+                info = os.stat(origin)
+            except OSError:
+                continue
             parts.append(f"{origin}:{info.st_size}:{info.st_mtime_ns}")
+            break
     return "\n".join(parts).encode()
 
 
@@ -117,7 +122,7 @@ def request_key(method: str, params: Any, session: Any) -> str:
     return hashlib.sha256(canonical([method, params, session])).hexdigest()
 
 
-def read(path: Path) -> dict[str, Any] | None:
+def read(path: str | Path) -> dict[str, Any] | None:
     """The saved answers at `path`, or None: missing, unreadable, damaged, of another format, or not
     the file's owner's alone (anyone else able to write it could put words in the gateway's mouth)."""
     try:
@@ -148,7 +153,7 @@ def read(path: Path) -> dict[str, Any] | None:
 
 
 def save(
-    path: Path,
+    path: str | Path,
     *,
     files: Sequence[str],
     memory: str,
@@ -171,13 +176,15 @@ def save(
     kept += [d for d in saved if d not in kept][: max(0, KEEP - len(kept))]
     saved = {d: merged if d == inputs else saved[d] for d in kept}
     text = json.dumps({"format": FORMAT, "files": list(files), "memory": memory, "answers": saved})
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    folder, name = os.path.split(path)
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
         os.replace(temporary, path)
     except OSError:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
         return False
     return True

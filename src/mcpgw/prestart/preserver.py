@@ -21,8 +21,6 @@ import stat
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -44,22 +42,23 @@ _OPTIONS = {
 """`serve`'s options with a value (those that shape answers named); any other argument: no pre-server."""
 
 
-@dataclass
 class Handover:
-    """What the pre-server leaves to the full server."""
+    """What the pre-server leaves to the full server (a plain class: `dataclasses` costs an import
+    of `inspect`, tens of ms, on the path this module exists to keep short)."""
 
-    path: Path
-    """The saved answers' file."""
-    consumed: bytes
-    """Every byte read from stdin, in order: the full server reads them first."""
-    answered: dict[str, tuple[str, Any]] = field(default_factory=dict)
-    """Answered here: canonical request id -> (method, the result sent)."""
-    notes: list[str] = field(default_factory=list)
-    """What was answered when, for the log (which is not set up while the pre-server runs)."""
+    def __init__(self, path: str) -> None:
+        self.path = path
+        """The saved answers' file."""
+        self.consumed = b""
+        """Every byte read from stdin, in order: the full server reads them first."""
+        self.answered: dict[str, tuple[str, Any]] = {}
+        """Answered here: canonical request id -> (method, the result sent)."""
+        self.notes: list[str] = []
+        """What was answered when, for the log (which is not set up while the pre-server runs)."""
 
 
 class _PreServer:
-    def __init__(self, path: Path, answers: dict[str, Any]) -> None:
+    def __init__(self, path: str, answers: dict[str, Any]) -> None:
         self.path = path
         self._answers = answers
         self._started = time.perf_counter()
@@ -67,7 +66,7 @@ class _PreServer:
         self._scanned = 0
         self._session: Any = None
         self._blocked = False
-        self._handover = Handover(path, b"")
+        self._handover = Handover(path)
         self._wake_r, self._wake_w = os.pipe()
         self._thread = threading.Thread(target=self._serve, name="mcpgw-preserver", daemon=True)
 
@@ -212,14 +211,13 @@ def _serve_options(argv: list[str]) -> dict[str, str] | None:
     return options
 
 
-def _registry_path(config: str | None) -> Path | None:
+def _registry_path(config: str | None) -> str | None:
     """The registry `serve` will read (as `config.registry.default_path`); None: the shipped one."""
     if config:
-        return Path(config)
+        return config
     if env := os.environ.get("MCPGW_CONFIG"):
-        return Path(env)
-    default = Path("servers.toml")
-    return default if default.exists() else None
+        return env
+    return "servers.toml" if os.path.exists("servers.toml") else None
 
 
 def _is_pipe(fd: int) -> bool:

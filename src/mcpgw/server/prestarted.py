@@ -49,7 +49,7 @@ class EarlyStart:
         self,
         gateway: Gateway,
         *,
-        path: Path,
+        path: str,
         files: list[str],
         memory: str,
         persona: str | None,
