@@ -1,9 +1,10 @@
 import sys
 
-from mcpgw.prestart.preserver import begin
+if sys.argv[1:2] == ["serve"]:  # a stdio `serve` answers its opening requests before the heavy imports
+    from mcpgw.prestart.preserver import begin
 
-begin(sys.argv[1:])  # a stdio `serve` answers its opening requests before the heavy imports
+    begin(sys.argv[1:])
 
-from mcpgw.cli import main  # noqa: E402
+from mcpgw.cli import main
 
 main()

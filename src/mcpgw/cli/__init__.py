@@ -136,9 +136,9 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point; errors are shown once, by `_GatewayFailure`, with their exit code."""
-    if argv is None:  # the process's own command line: a stdio `serve` may answer before importing
-        import sys
+    import sys
 
+    if argv is None and sys.argv[1:2] == ["serve"]:  # a stdio `serve` may answer before importing
         from mcpgw.prestart.preserver import begin
 
         begin(sys.argv[1:])
