@@ -65,7 +65,9 @@ class EarlyStart:
         """The bytes the pre-server read: stdin's first."""
         self._early = dict(handed.answered) if handed is not None else {}
         self._session: Any = None
-        self._asked: dict[str, tuple[str, Any, Any]] = {}
+        self._asked: dict[str, tuple[str, str]] = {}
+        """Opening requests awaiting their answer: canonical id -> (method, key)."""
+        self._seen: set[str] = set()
         self._got: list[tuple[str, Any, Catalog | None]] = []
         self._changed: set[str] = set()
         self._settled: Catalog | None = None
@@ -86,10 +88,19 @@ class EarlyStart:
         handed = preserver.handover()
         registry = gateway.registry
         if registry_path is None or not registry.gateway.remember_catalog:
-            if handed is not None:  # the pre-server cannot have answered for such a registry; be sure
-                return cls(gateway, path=handed.path, files=[], memory="", persona=persona,
-                           announce=announce, handed=handed)  # fmt: skip
-            return None
+            if handed is None:
+                return None
+            # It cannot have answered for such a registry (nothing was saved for it): its lines are
+            # still the server's to read, and nothing is saved.
+            return cls(
+                gateway,
+                path=handed.path,
+                files=[],
+                memory="",
+                persona=persona,
+                announce=announce,
+                handed=handed,
+            )
         files = [str(registry_path.resolve())]
         if gateway.trust is not None:
             files.append(str(gateway.trust.path.resolve()))
@@ -124,7 +135,10 @@ class EarlyStart:
         method, params = message["method"], message.get("params")
         if isinstance(params, dict) and params.get("cursor") is not None:
             return  # a later page: not an opening answer
-        self._asked[saved.canonical(message["id"]).decode()] = (method, params, self._session)
+        key = saved.request_key(method, params, None if method == "initialize" else self._session)
+        if key not in self._seen:  # asked again: its answer is saved or on its way (lists stay lean)
+            self._seen.add(key)
+            self._asked[saved.canonical(message["id"]).decode()] = (method, key)
         if method == "initialize":  # keys what this connection asks next (the answers follow its version)
             self._session = params
 
@@ -155,10 +169,12 @@ class EarlyStart:
             return True
         key = saved.canonical(message["id"]).decode()
         asked = self._asked.pop(key, None)
-        if asked is not None and isinstance(message.get("result"), dict):
-            method, params, session = asked
+        if asked is not None and not isinstance(message.get("result"), dict):
+            self._seen.discard(asked[1])  # an error: the next time it is asked may be saved
+        elif asked is not None:
+            method, asked_key = asked
             catalog = self._gateway.catalog if method in _CHANGED_BY else None  # the handshakes name no list
-            self._got.append((saved.request_key(method, params, session), message["result"], catalog))
+            self._got.append((asked_key, message["result"], catalog))
             if self._settled is not None:
                 self._save()
         early = self._early.pop(key, None)
@@ -190,9 +206,9 @@ class EarlyStart:
     async def _settle(self) -> None:
         await self._gateway.wait_started()
         self._settled = self._gateway.catalog
-        self._save()
+        self._save(settling=True)
 
-    def _save(self) -> None:
+    def _save(self, *, settling: bool = False) -> None:
         """Save what was answered from the catalog the gateway settled on (the one `core.memory` now
         holds). Done at once, not in a task: a client may close stdin right after its first list."""
         got, self._got = self._got, []
@@ -202,6 +218,8 @@ class EarlyStart:
             for key, result, catalog in got
             if catalog is None or (settled is not None and _same_lists(catalog, settled))
         }
+        if settling:  # answered before the catalog settled: asked again, the answer may be saved
+            self._seen.difference_update(key for key, _, _ in got if key not in same)
         if not same or saved.static_digest(self._files, self._persona) != self._static:
             return  # answered from another catalog, or the registry or pins changed meanwhile
         inputs = saved.inputs_digest(self._static, self._memory)
