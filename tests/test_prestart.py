@@ -195,7 +195,7 @@ def test_a_second_start_answers_the_handshake_and_the_list_while_the_upstream_is
         serve.close()
     assert serve.process.returncode == 0, log
     line = early(log)
-    assert "initialize (id 1) at" in line and "tools/list (id 2) at" in line, log
+    assert "initialize (id 1)" in line and "tools/list (id 2)" in line, log
     assert "mcp SDK imported: no" in line and "mcp SDK imported: yes" not in line
     assert none_left(saved.gate)
     assert audited_lists(saved) == listed + 1  # the early answer has its audit row, as any list

@@ -137,7 +137,7 @@ class _PreServer:
             return
         answered[key] = (str(method), result)
         self._handover.notes.append(
-            f"{method} (id {key}) at {time.perf_counter() - self._started:.3f}s, "
+            f"{method} (id {key}) {time.perf_counter() - self._started:.3f}s after the pre-server began, "
             f"mcp SDK imported: {'yes' if 'mcp' in sys.modules else 'no'}"
         )
 

@@ -38,8 +38,6 @@ _CHANGED_BY = {
 }
 _ANSWER = b'{"jsonrpc":"2.0","id":'
 """How the server's messages begin when they carry an id: most lines are told apart by it alone."""
-_MARKERS = ('"initialize"', '"server/discover"', '/list"')
-"""A line holding none of these is no opening request: not parsed here (the hot path stays lean)."""
 
 
 class EarlyStart:
@@ -119,9 +117,10 @@ class EarlyStart:
     # --- stdin: what the client asked ---------------------------------------------------------
 
     async def tap(self, lines: AsyncIterator[str]) -> AsyncIterator[str]:
-        """`lines`, unchanged; the opening requests among them noted, to key their answers."""
+        """`lines`, unchanged; the opening requests among them noted, to key their answers (a line that
+        cannot be one is not parsed: calls stay on the lean path)."""
         async for line in lines:
-            if any(marker in line for marker in _MARKERS):
+            if "/list" in line or '"initialize"' in line or "server/discover" in line:
                 self._asked_for(line)
             yield line
 
