@@ -5,8 +5,9 @@ server as if they came from stdin now, so every message is served once, in order
 usual; (2) drops the server's own answers to the requests the pre-server already answered, and
 when such a list answer differs from the early one, announces `list_changed` for it; (3) watches
 the opening requests and their answers, and saves them (`prestart.answers`) once every upstream
-has settled, if the catalog they were answered from is the one the gateway settled on (the one
-`core.memory` then remembers), so the next start answers exactly what this one would.
+has settled; a list only if every upstream has served and the catalog it was answered from is the
+one the gateway settled on (the one `core.memory` then remembers), so the next start answers
+exactly what this one would.
 """
 
 from __future__ import annotations
@@ -212,10 +213,13 @@ class EarlyStart:
         holds). Done at once, not in a task: a client may close stdin right after its first list."""
         got, self._got = self._got, []
         settled = self._settled
+        # Lists only when every upstream has served: the next start then has all of them in memory and
+        # would answer at once from it too (with one missing, it waits for the upstreams instead).
+        complete = all(upstream.served for upstream in self._gateway.upstreams.values())
         same = {
             key: result
             for key, result, catalog in got
-            if catalog is None or (settled is not None and _same_lists(catalog, settled))
+            if catalog is None or (complete and settled is not None and _same_lists(catalog, settled))
         }
         if settling:  # answered before the catalog settled: asked again, the answer may be saved
             self._seen.difference_update(key for key, _, _ in got if key not in same)
