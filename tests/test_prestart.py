@@ -333,3 +333,27 @@ def test_an_early_list_the_gateway_finds_different_is_announced_as_changed(saved
         serve.close()
         path.write_bytes(original)
     assert "tools/list (id 2)" in early(log), log
+
+
+def test_lists_are_not_saved_while_an_upstream_fails(saved: Saved, tmp_path: Path) -> None:
+    """With a server that never starts, the next start waits for the upstreams before it lists (its
+    memory is not complete), so no list is answered early either; the handshake still is."""
+    config = write_registry(
+        tmp_path / "servers.toml",
+        {
+            "fine": {"command": "python", "args": [str(TINY)]},
+            "broken": {"command": "python", "args": ["-c", "raise SystemExit(3)"]},
+        },
+    )
+    runs = Saved(config, saved.gate, set(), saved.audit)
+    logs = []
+    for _ in range(2):
+        serve = Serve(runs)
+        try:
+            serve.ask(1, "initialize", HANDSHAKE)
+            serve.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            assert "fine__echo" in tool_names(serve.ask(2, "tools/list"))
+            logs.append(serve.finish())
+        finally:
+            serve.close()
+    assert "initialize (id 1)" in early(logs[1]) and "tools/list" not in early(logs[1]), logs[1]
