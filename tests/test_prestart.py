@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from conftest import mcpgw_command, stop_group, write_registry
-from mcpgw.prestart.answers import answers_path
+from mcpgw.prestart.answers import answers_path, read, save
 from mcpgw.security.pins import pin_of, write_lock
 
 TINY = Path(__file__).parent / "servers" / "tiny.py"
@@ -357,3 +357,12 @@ def test_lists_are_not_saved_while_an_upstream_fails(saved: Saved, tmp_path: Pat
         finally:
             serve.close()
     assert "initialize (id 1)" in early(logs[1]) and "tools/list" not in early(logs[1]), logs[1]
+
+
+def test_saved_answers_others_may_write_are_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "servers.answers.json"
+    assert save(path, files=[], memory="", inputs="d", answers={"k": {"tools": []}})
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert read(path) is not None
+    path.chmod(0o666)  # anyone could have put words in the gateway's mouth
+    assert read(path) is None
