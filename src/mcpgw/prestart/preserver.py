@@ -159,8 +159,8 @@ def begin(argv: list[str]) -> None:
         return
     _begun = True
     options = _serve_options(argv)
-    if options is None or options.get("transport", "stdio") != "stdio":
-        return
+    if options is None or options.get("transport", "stdio") != "stdio" or not hasattr(select, "poll"):
+        return  # (no poll(): Windows, where the gateway starts as it always has)
     registry = _registry_path(options.get("config"))
     if registry is None or not (_is_pipe(0) and _is_pipe(1)):
         return
@@ -184,13 +184,27 @@ def handover() -> Handover | None:
     if running is None:
         return None
     handed = running.stop()
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the full server installs its own handling
+    # From here upstreams start: a SIGTERM waits for the full server's own handling (`resend_deferred`).
+    signal.signal(signal.SIGTERM, _defer_signal)
     return handed
 
 
+def resend_deferred() -> None:
+    """Called once the full server handles signals itself: a SIGTERM that came in between is sent again."""
+    while _deferred:
+        os.kill(os.getpid(), _deferred.pop(0))
+
+
+_deferred: list[int] = []
+
+
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM before the full server is up: nothing is started yet, so exit at once (cleanly)."""
+    """SIGTERM while the pre-server answers: nothing is started yet, so exit at once (cleanly)."""
     raise SystemExit(0)
+
+
+def _defer_signal(signum: int, frame: FrameType | None) -> None:
+    _deferred.append(signum)
 
 
 def _serve_options(argv: list[str]) -> dict[str, str] | None:

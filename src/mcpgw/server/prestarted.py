@@ -192,7 +192,10 @@ class EarlyStart:
     # --- the connection's companion task ---------------------------------------------------------
 
     async def run(self) -> None:
-        """Announce what differed from the early answers; save answers once the gateway has settled."""
+        """Announce what differed from the early answers; save answers once the gateway has settled.
+
+        Started after `stop_on_signals`: a SIGTERM the pre-server held back is delivered to it now."""
+        preserver.resend_deferred()
         async with anyio.create_task_group() as tg:
             if self._files:
                 tg.start_soon(self._settle)
