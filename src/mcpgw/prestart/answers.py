@@ -24,7 +24,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -159,11 +159,11 @@ def save(
     memory: str,
     inputs: str,
     answers: Mapping[str, Any],
-    keep: Iterable[str] = (),
 ) -> bool:
     """Add `answers` under `inputs` and write the file whole, owner-only (it holds what upstreams
-    describe). Digests in `keep` and a few more recent ones stay; the rest are dropped. False when
-    nothing changed (the file is not rewritten) or it could not be written."""
+    describe). The `KEEP - 1` most recently written other digests stay (other personas, versions);
+    the rest are dropped. False when nothing changed (the file is not rewritten) or it could not be
+    written."""
     old = read(path)
     if old is not None and (old["files"], old["memory"]) != (list(files), memory):
         old = None  # another registry's layout: its digests cannot match any more
@@ -172,8 +172,7 @@ def save(
     merged = {**current, **answers}
     if merged == current and inputs in saved:
         return False
-    kept = [inputs, *(d for d in keep if d != inputs and d in saved)]
-    kept += [d for d in saved if d not in kept][: max(0, KEEP - len(kept))]
+    kept = [inputs, *[d for d in saved if d != inputs][: KEEP - 1]]
     saved = {d: merged if d == inputs else saved[d] for d in kept}
     text = json.dumps({"format": FORMAT, "files": list(files), "memory": memory, "answers": saved})
     folder, name = os.path.split(path)
