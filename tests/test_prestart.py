@@ -39,6 +39,11 @@ MODERN = {
     }
 }
 EARLY = "answered before the mcp SDK was loaded"
+OPENING = [
+    {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": HANDSHAKE},
+    {"jsonrpc": "2.0", "method": "notifications/initialized"},
+    {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+]
 
 
 @dataclass(frozen=True)
@@ -184,9 +189,11 @@ def test_a_second_start_answers_the_handshake_and_the_list_while_the_upstream_is
     listed = audited_lists(saved)
     serve = Serve(saved)
     try:
-        assert serve.ask(1, "initialize", HANDSHAKE)["result"]["protocolVersion"] == "2025-11-25"
-        serve.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
-        assert tool_names(serve.ask(2, "tools/list")) == saved.names
+        # Sent at once, so that they are in the pipe when the pre-server starts (a client that waits
+        # for each answer is no slower to be answered, but this test process may be off the CPU).
+        serve.send(*OPENING)
+        assert serve.read()["result"]["protocolVersion"] == "2025-11-25"
+        assert tool_names(serve.read()) == saved.names
         assert not saved.gate.exists()  # the upstream has not served: it reads nothing yet
         serve.send(request(3, "ping"))
         assert serve.read() == {"jsonrpc": "2.0", "id": 3, "result": {}}  # nothing was answered twice
@@ -243,8 +250,9 @@ def test_anything_that_differs_goes_the_normal_path(saved: Saved, change: str) -
 def test_a_2026_client_is_answered_early_too(saved: Saved) -> None:
     serve = Serve(saved)
     try:
-        assert serve.ask(1, "server/discover", MODERN)["result"]["supportedVersions"]
-        assert tool_names(serve.ask(2, "tools/list", MODERN)) == saved.names
+        serve.send(request(1, "server/discover", MODERN), request(2, "tools/list", MODERN))
+        assert serve.read()["result"]["supportedVersions"]
+        assert tool_names(serve.read()) == saved.names
         log = serve.finish()
     finally:
         serve.close()
@@ -291,9 +299,7 @@ def test_a_pipelined_client_gets_every_answer_once_and_its_call_waits(saved: Sav
     serve = Serve(saved)
     try:
         serve.send(
-            request(1, "initialize", HANDSHAKE),
-            {"jsonrpc": "2.0", "method": "notifications/initialized"},
-            request(2, "tools/list"),
+            *OPENING,
             request(3, "tools/call", {"name": "slow__echo", "arguments": {"message": "hi"}}),
         )
         assert serve.read()["id"] == 1
@@ -307,7 +313,8 @@ def test_a_pipelined_client_gets_every_answer_once_and_its_call_waits(saved: Sav
     finally:
         serve.close()
         saved.gate.unlink(missing_ok=True)
-    assert "tools/list (id 2)" in early(log), log
+    line = early(log)  # all four lines were in the pipe at spawn: both answers came before the SDK's import
+    assert "tools/list (id 2)" in line and "mcp SDK imported: yes" not in line, log
 
 
 def test_an_early_list_the_gateway_finds_different_is_announced_as_changed(saved: Saved) -> None:
@@ -323,9 +330,9 @@ def test_an_early_list_the_gateway_finds_different_is_announced_as_changed(saved
     path.write_text(json.dumps(data))
     serve = Serve(saved)
     try:
-        serve.ask(1, "initialize", HANDSHAKE)
-        serve.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
-        assert tool_names(serve.ask(2, "tools/list")) == saved.names - {"slow__echo"}
+        serve.send(*OPENING)
+        assert serve.read()["id"] == 1
+        assert tool_names(serve.read()) == saved.names - {"slow__echo"}
         assert serve.read() == {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
         assert tool_names(serve.ask(3, "tools/list")) == saved.names
         log = serve.finish()
