@@ -136,6 +136,12 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point; errors are shown once, by `_GatewayFailure`, with their exit code."""
+    import sys
+
+    if argv is None and sys.argv[1:2] == ["serve"]:  # a stdio `serve` may answer before importing
+        from mcpgw.prestart.preserver import begin
+
+        begin(sys.argv[1:])
     cli.main(args=argv, prog_name="mcpgw")
 
 

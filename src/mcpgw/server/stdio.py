@@ -6,7 +6,8 @@ the read (`_PipeLines`; each line's envelope is checked first, see `envelope`),
 and stdout written through the event loop (`_PipeWriter`). Either falls back to
 the SDK's own reader or writer when its descriptor is not a pipe or a socket.
 Over pipes, the forwarded requests are served off them by the lean lane
-(`leanlane`), the rest by the SDK over the same pipes (`pipestreams`).
+(`leanlane`), the rest by the SDK over the same pipes (`pipestreams`). What the pre-server
+read and answered before the SDK was imported is handed over first (`prestarted`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from mcpgw.server.envelope import envelope_problem, too_large
 from mcpgw.server.handlers import build_server
 from mcpgw.server.lifecycle import check_personas, stop_on_signals
 from mcpgw.server.notify import notification_options
+from mcpgw.server.prestarted import EarlyStart, KeptWriter
 from mcpgw.server.reload import Reloader
 
 
@@ -117,7 +119,8 @@ def _is_pipe(fd: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
-async def _event_loop_stdout() -> _PipeWriter | None:
+async def _event_loop_stdout(*, keep: Callable[[bytes], bytes] | None = None) -> _PipeWriter | None:
+    """`keep`: what of each write goes out (see `prestarted.EarlyStart.outgoing`)."""
     loop = asyncio.get_running_loop()
     if not _is_pipe(sys.stdout.fileno()):
         return None
@@ -126,14 +129,17 @@ async def _event_loop_stdout() -> _PipeWriter | None:
         transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, stdout)
     except (OSError, ValueError):
         return None
-    return _PipeWriter(asyncio.StreamWriter(transport, protocol, None, loop))
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    return _PipeWriter(writer if keep is None else KeptWriter(writer, keep))  # type: ignore[arg-type]
 
 
-async def _cancellable_stdin(limit: int) -> _PipeLines | None:
+async def _cancellable_stdin(limit: int, *, replay: bytes = b"") -> _PipeLines | None:
+    """`replay`: bytes read before (by the pre-server), read first."""
     loop = asyncio.get_running_loop()
     if not _is_pipe(sys.stdin.fileno()):
         return None
     reader = asyncio.StreamReader(limit=limit)
+    reader.feed_data(replay)
     try:
         stdin = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
@@ -152,9 +158,12 @@ async def serve_stdio(
     from mcp.server.stdio import stdio_server
 
     gateway.resolve_persona(persona)
-    server, _ = build_server(gateway, persona=persona)
-    stdin = await _cancellable_stdin(gateway.registry.gateway.max_request_bytes)
-    stdout = await _event_loop_stdout()
+    server, announcer = build_server(gateway, persona=persona)
+    early = EarlyStart.for_stdio(gateway, persona, registry_path=registry_path, announce=announcer)
+    stdin = await _cancellable_stdin(
+        gateway.registry.gateway.max_request_bytes, replay=early.replay if early else b""
+    )
+    stdout = await _event_loop_stdout(keep=early.outgoing if early else None)
     if stdin is not None and stdout is not None:
         stdin.reply = stdout.send_now
         # The channel now lives on duplicated descriptors; stray reads of fd 0 see EOF and stray
@@ -175,10 +184,13 @@ async def serve_stdio(
         tg.start_soon(check_personas, gateway)
         if reloader is not None:
             tg.start_soon(reloader.run)
+        if early is not None:
+            tg.start_soon(early.run)
         options = server.create_initialization_options(notification_options())
         if stdin is not None and stdout is not None:
+            lines = early.tap(stdin) if early is not None else stdin
             # The pipe itself as the SDK's streams, and the forwarded requests served off it (`leanlane`).
-            await leanlane.serve(server, stdin, write=stdout.write_line, drain=stdout.flush, options=options)
+            await leanlane.serve(server, lines, write=stdout.write_line, drain=stdout.flush, options=options)
         else:
             async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):  # type: ignore[arg-type]
                 await server.run(read, write, options)
