@@ -459,3 +459,24 @@ def admit_session(manager: StreamableHTTPSessionManager, requestor: Any, *, pref
     if old in manager._session_owners:
         manager._session_owners[new] = manager._session_owners.pop(old)
     return transport
+
+
+def lifespan_state(manager: StreamableHTTPSessionManager) -> Any:
+    """The server lifespan's state, as the session manager hands it to each 2026-07-28 request.
+
+    mcp 2.3: `StreamableHTTPSessionManager.run` enters `Server.lifespan` once and keeps what it
+    yields in `_lifespan_state`, which it passes to `handle_modern_request`; the lean stateless path
+    (`server.stateless`) serves those requests itself and passes the same state to `serve_one`.
+    """
+    return manager._lifespan_state
+
+
+def sse_response_headers() -> list[tuple[bytes, bytes]]:
+    """The headers the SDK's 2026-07-28 entry begins an SSE answer with.
+
+    mcp 2.3: `mcp.server._streamable_http_modern._SSE_HEADERS`; the lean stateless path
+    (`server.stateless`) turns an answer into a stream as that entry does, with the same headers.
+    """
+    from mcp.server._streamable_http_modern import _SSE_HEADERS
+
+    return list(_SSE_HEADERS)
