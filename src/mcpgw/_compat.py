@@ -480,3 +480,13 @@ def sse_response_headers() -> list[tuple[bytes, bytes]]:
     from mcp.server._streamable_http_modern import _SSE_HEADERS
 
     return list(_SSE_HEADERS)
+
+
+def oauth_initialized(provider: Any) -> bool:
+    """Whether an `OAuthClientProvider` has loaded its stored tokens and client (its first request did).
+
+    mcp 2.3: the provider keeps that in `_initialized` and loads them under its lock on the first
+    request; `upstream.login.LoginAuth` sends a request outside that lock only once they are loaded
+    and there is no token to send (see its `_nothing_to_send`).
+    """
+    return bool(getattr(provider, "_initialized", False))
