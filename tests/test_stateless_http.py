@@ -286,6 +286,10 @@ async def test_good_and_bad_requests_get_the_sdks_answers(monkeypatch: pytest.Mo
             assert lean.status != 200 or "error" in lean.messages[0], (
                 label
             )  # a refusal, or 202 for a notification
+        # A rebound page's Host and Origin are refused in front of every route, before either path.
+        for rebound in ({"host": "evil.example.com"}, {"origin": "http://evil.example.com"}):
+            lean, sdk = await both(app, ECHO, routing("tools/call", "up__echo") | rebound)
+            assert lean.seen() == sdk.seen() and lean.status in (421, 403) and not entered
         # A path persona that does not exist is the HTTP layer's 404, naming none of the others.
         lean, sdk = await both(app, ECHO, routing("tools/call", "up__echo"), "/personas/nobody/mcp")
         assert lean.seen() == sdk.seen() and lean.status == 404

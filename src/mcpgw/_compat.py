@@ -393,7 +393,9 @@ def checked_result(session: ClientSession, method: str, raw: dict[str, Any]) -> 
     return raw
 
 
-def stream_within_origin(client: httpx2.AsyncClient, method: str, url: str, **kwargs: Any) -> Any:
+def stream_within_origin(
+    client: httpx2.AsyncClient, method: str, url: httpx2.URL | str, **kwargs: Any
+) -> Any:
     """`client.stream(...)` following redirects only within the endpoint's origin, as the SDK's
     streamable HTTP transport posts.
 

@@ -80,7 +80,7 @@ def http_app(
     )
     endpoint = next(r.endpoint for r in sessions.routes if isinstance(r, Route) and r.path == "/mcp")
     # 2026-07-28 calls answered in one JSON body are served without the SDK's per-request transport.
-    lean = StatelessCalls(endpoint, server, manager=server.session_manager, security=security)
+    lean = StatelessCalls(endpoint, server, manager=server.session_manager)
     routes = [
         Route("/mcp", endpoint=lean),
         Route(PERSONA_PATH, endpoint=PersonaEndpoint(gateway, lean)),

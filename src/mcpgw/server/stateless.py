@@ -36,7 +36,6 @@ from mcp.server.connection import Connection
 from mcp.server.lowlevel.server import Server
 from mcp.server.runner import modern_error_data, serve_one
 from mcp.server.streamable_http import check_accept_headers
-from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import NoBackChannelError
 from mcp.shared.inbound import (
@@ -73,15 +72,15 @@ _SSE_HEADERS = _compat.sse_response_headers()
 
 
 class StatelessCalls:
-    """ASGI app: 2026-07-28 forwarded calls served here, everything else by `app` (the SDK's)."""
+    """ASGI app: 2026-07-28 forwarded calls served here, everything else by `app` (the SDK's).
 
-    def __init__(
-        self, app: Any, server: Server[Any], *, manager: Any, security: TransportSecuritySettings
-    ) -> None:
+    Behind `hostcheck.HostCheck` with the SDK's transport-security settings, as `http.http_app`
+    installs it (the SDK's entry checks Host and Origin with those same settings again)."""
+
+    def __init__(self, app: Any, server: Server[Any], *, manager: Any) -> None:
         self.app = app
         self.server = server
         self.manager = manager
-        self.security = TransportSecurityMiddleware(security)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or not _routed_here(scope["headers"]):
@@ -109,7 +108,10 @@ class StatelessCalls:
         if first.get("type") != "http.request" or first.get("more_body"):
             return None
         request = Request(scope, receive)
-        if await self.security.validate_request(request, is_post=True) is not None:
+        # Host and Origin: `hostcheck.HostCheck`, in front of every route with these same settings,
+        # has checked them; of the SDK's transport checks only the content type is left.
+        kind = request.headers.get("content-type")
+        if kind is None or not kind.lower().startswith("application/json"):
             return None
         has_json, has_sse = check_accept_headers(request)
         if not (has_json and has_sse):

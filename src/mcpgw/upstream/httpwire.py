@@ -52,7 +52,8 @@ class HttpWire:
 
     def __init__(self, http: httpx2.AsyncClient, url: str) -> None:
         self._http = http
-        self._url = url
+        self._url = httpx2.URL(url)
+        """Parsed once: httpx parses a URL given as text again for every request (~45 us)."""
         self._ids = itertools.count(FIRST_ID)
 
     async def request(
