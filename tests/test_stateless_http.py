@@ -371,3 +371,19 @@ async def test_audit_rows_and_metrics_are_the_same_on_both_paths(tmp_path: Path)
     assert len(rows) == 2 and rows[0] == rows[1]
     assert rows[0][:6] == ("call", "tools/call", "up__echo", "default", "up", "ok")
     assert rows[0][7] == MODERN
+
+
+async def test_a_call_that_outlasts_the_ping_interval_becomes_a_stream_as_on_the_sdks_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SDK commits to SSE and pings when a call runs silent past its interval; so does the lean path."""
+    from mcp.server import _streamable_http_modern
+
+    monkeypatch.setattr(_streamable_http_modern, "_SSE_PING_INTERVAL", 0.05)
+    monkeypatch.setattr(stateless, "PING_INTERVAL", 0.05)
+    sleep = call("tools/call", {"name": "up__sleep", "arguments": {"seconds": 0.3}})
+    async with gateway_app() as (_, app):
+        lean, sdk = await both(app, sleep, routing("tools/call", "up__sleep"), "/personas/wide/mcp")
+    assert lean.seen() == sdk.seen()
+    assert lean.headers["content-type"] == "text/event-stream" and lean.body.startswith(b": ping\r\n\r\n")
+    assert lean.messages[0]["result"]["content"][0]["text"]

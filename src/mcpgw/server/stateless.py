@@ -29,6 +29,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
@@ -245,7 +246,7 @@ async def _serve(server: Server[Any], manager: Any, call: _Call, scope: Any, rec
     answer: dict[str, Any] | None = None
     with anyio.CancelScope() as scope_:
         watcher = loop.create_task(_until_disconnect(receive))
-        watcher.add_done_callback(lambda task: None if task.cancelled() else scope_.cancel())
+        watcher.add_done_callback(partial(_gone, scope_))
         pinger: asyncio.Task[None] | None = None
 
         def ping() -> None:
@@ -290,11 +291,21 @@ async def _until_disconnect(receive: Any) -> None:
         pass
 
 
+def _gone(scope: anyio.CancelScope, watcher: asyncio.Task[None]) -> None:
+    """The client went away (or its connection failed under us): its call is cancelled."""
+    if not watcher.cancelled():
+        watcher.exception()  # retrieved, so a failed receive is not logged as never seen
+        scope.cancel()
+
+
 async def _keep_alive(exchange: _Exchange) -> None:
     """Past the ping interval without an answer: the SSE stream begun, and a ping each interval."""
-    while True:
-        await exchange.event(b"")
-        await asyncio.sleep(PING_INTERVAL)
+    try:
+        while True:
+            await exchange.event(b"")
+            await asyncio.sleep(PING_INTERVAL)
+    except OSError:
+        return  # the client is gone: the disconnect cancels the call
 
 
 def _dumps(message: dict[str, Any]) -> bytes:
