@@ -387,3 +387,21 @@ async def test_a_call_that_outlasts_the_ping_interval_becomes_a_stream_as_on_the
     assert lean.seen() == sdk.seen()
     assert lean.headers["content-type"] == "text/event-stream" and lean.body.startswith(b": ping\r\n\r\n")
     assert lean.messages[0]["result"]["content"][0]["text"]
+
+
+async def test_with_auth_a_call_without_a_good_token_is_refused_before_either_path() -> None:
+    """`[auth]` stays in front: no token, or one that is not a JWT, gets the same 401 on both paths
+    (decided before any key is fetched, so the issuer need not exist)."""
+    auth = {
+        "issuer": "https://issuer.invalid",
+        "jwks_url": "https://issuer.invalid/jwks",
+        "public_url": "http://127.0.0.1:8000",
+        "persona_claim": "p",
+    }
+    async with gateway_app(auth=auth) as (_, app):
+        for path in ("/mcp", "/personas/wide/mcp"):
+            for token in ({}, {"authorization": "Bearer not-a-jwt"}):
+                lean, sdk = await both(app, ECHO, routing("tools/call", "up__echo") | token, path)
+                assert lean.status == sdk.status == 401, (path, token)
+                assert lean.headers["www-authenticate"] == sdk.headers["www-authenticate"]
+                assert lean.body == sdk.body
