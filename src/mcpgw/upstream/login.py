@@ -103,15 +103,17 @@ class LoginAuth(httpx2.Auth):
             proofs.sign_token_request(outgoing)
         return outgoing
 
+    def sends_nothing(self) -> bool:
+        """Its tokens loaded and none to send (so none to refresh): a request goes out as it came."""
+        return _compat.oauth_initialized(self.provider) and self.provider.context.current_tokens is None
+
     async def async_auth_flow(
         self, request: httpx2.Request
     ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
         context = self.provider.context
         answered: httpx2.Response | None = None
-        # The SDK's flow holds its lock from a request's sending to its answer: one request at a time
-        # to a server without a login. With its tokens loaded and none to send (so none to refresh),
-        # the request goes out unlocked; a 401 or 403 goes to the flow as the answer to its first.
-        if _compat.oauth_initialized(self.provider) and context.current_tokens is None:
+        # The SDK's flow locks from a request to its answer: with nothing to add, sent here, unlocked.
+        if self.sends_nothing():
             context.protocol_version = request.headers.get(MCP_PROTOCOL_VERSION_HEADER)
             answered = yield request
             if answered.status_code not in (401, 403):
@@ -128,7 +130,7 @@ class LoginAuth(httpx2.Auth):
                         and outgoing is request
                         and "authorization" not in request.headers
                     ):
-                        response, answered = answered, None  # already sent, as the SDK would have sent it
+                        response, answered = answered, None  # sent above, as the SDK would have
                     else:
                         answered = None
                         response = yield self._signed(outgoing, request)
