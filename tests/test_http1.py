@@ -151,3 +151,36 @@ async def test_a_header_that_would_break_the_request_is_refused_before_sending(
         with pytest.raises(httpx2.LocalProtocolError):
             await exchanges.post(b"{}", [header])
     assert not server.requests
+
+
+class Drops(Server):
+    """Answers the first request on each connection; reads the second and closes without a word."""
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        for n in range(2):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            self.requests.append(await reader.readexactly(length))
+            if n == 0:
+                writer.write(json_answer(b"{}"))
+                await writer.drain()
+        writer.close()
+
+
+async def test_a_request_the_server_read_and_dropped_is_not_sent_twice() -> None:
+    server = Drops(lambda n: b"")
+    async with serving(server) as exchanges:
+        assert await post(exchanges) == (200, b"{}")
+        with pytest.raises(httpx2.RemoteProtocolError):
+            await post(exchanges)
+    assert len(server.requests) == 2  # it may have run: no second run
+
+
+async def test_a_connection_idle_past_the_keep_alive_race_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http1, "STALE_AFTER", 0.0)  # as if idle for long
+    server = Drops(lambda n: b"")
+    async with serving(server) as exchanges:
+        assert await post(exchanges) == (200, b"{}")
+        assert await post(exchanges) == (200, b"{}")
+    assert server.connections == 2

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,6 +28,8 @@ import httpx2
 MAX_HEAD = 64 * 1024
 """Bytes in a response's status line and headers (as h11 allows by default)."""
 READ_SIZE = 64 * 1024
+STALE_AFTER = 1.0
+"""Seconds idle after which a connection closed under a request's feet is retried on a new one."""
 RETRY_STATUSES = frozenset({301, 302, 303, 307, 308, 401, 403})
 """Answers left to the httpx client: its redirect rule and its auth flow read them."""
 _DROPPED = frozenset({"host", "content-length", "transfer-encoding", "accept-encoding"})
@@ -47,6 +50,7 @@ class Refused(Exception):
 class _Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.idle_since = 0.0
 
     def usable(self) -> bool:
         return not self.reader.at_eof() and not self.writer.is_closing()
@@ -92,6 +96,7 @@ class _Body(httpx2.AsyncByteStream):
 
     async def aclose(self) -> None:
         if self._done and self._connection.usable():
+            self._connection.idle_since = time.monotonic()
             self._pool.idle.append(self._connection)
         else:
             self._connection.close()
@@ -132,10 +137,12 @@ class Exchanges:
             if not connection.usable():
                 connection.close()
                 continue
-            # A reused connection the server closed while idle fails before any answer: sent again on
-            # a new one, as httpcore does (the server read nothing of it).
+            # A connection idle past a second may have met the server's keep-alive timeout as the
+            # request went: closed without a byte of answer, it is sent again on a new one. Sooner,
+            # the server may have run it and gone: an error, never a second run.
             try:
-                return await self._exchange(connection, message, fresh=False)
+                expired = time.monotonic() - connection.idle_since >= STALE_AFTER
+                return await self._exchange(connection, message, fresh=not expired)
             except _Stale:
                 continue
         return await self._exchange(await self._connect(), message, fresh=True)
