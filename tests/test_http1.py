@@ -72,6 +72,9 @@ async def test_answers_by_length_reuse_the_connection() -> None:
     async with serving(server) as exchanges:
         assert await post(exchanges) == (200, b'{"n":0}')
         assert await post(exchanges, b'{"a":1}') == (200, b'{"n":1}')
+        (kept,) = exchanges.idle
+        exchanges.close()
+        assert not exchanges.idle and kept.writer.is_closing()
     assert server.connections == 1
     first = server.requests[0]
     assert first.startswith(b"POST /mcp?x=1 HTTP/1.1\r\nHost: 127.0.0.1:")

@@ -117,6 +117,11 @@ class Exchanges:
         self.authority = url.netloc.decode("ascii")
         self.idle: list[_Connection] = []
 
+    def close(self) -> None:
+        """Close the idle connections (one in use is closed by its request)."""
+        while self.idle:
+            self.idle.pop().close()
+
     async def post(self, body: bytes, headers: list[tuple[str, str]]) -> httpx2.Response:
         """The answer to one POST; `Refused` for an answer the httpx client must see itself."""
         lines = [f"POST {self.target} HTTP/1.1", f"Host: {self.authority}"]

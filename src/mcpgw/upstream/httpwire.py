@@ -111,6 +111,11 @@ class HttpWire:
             ) as response:
                 return await self._answer(response, request_id, sent, on_progress, on_notify)
 
+    def close(self) -> None:
+        """Close the idle keep-alive connections of `upstream.http1` (the session has ended)."""
+        if self._exchanges is not None:
+            self._exchanges.close()
+
     def _needs_nothing_of_the_client(self) -> bool:
         """No token to add, no cookie to send, no hook to run: the request is its headers and body."""
         http, auth = self._http, self._http.auth
