@@ -51,10 +51,9 @@ def session_connection(session: ServerSession) -> Connection | None:
 def uvicorn_without_signal_capture(server: uvicorn.Server) -> None:
     """Keep `server` from installing its own signal handlers and re-raising what they caught.
 
-    uvicorn 0.54: `Server.serve` runs inside `Server.capture_signals()`, which replaces the
-    SIGINT/SIGTERM handlers and, once serving ends, re-raises a caught signal: that would kill the
-    gateway before its upstreams are stopped. There is no setting for it; the gateway receives
-    signals itself (`server.lifecycle.stop_on_signals`) and asks uvicorn to exit.
+    uvicorn 0.54: `Server.serve` runs inside `capture_signals()`, which re-raises a caught SIGINT or
+    SIGTERM once serving ends, killing the gateway before its upstreams are stopped; no setting. The
+    gateway takes signals itself (`server.lifecycle.stop_on_signals`) and asks uvicorn to exit.
     """
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
 
@@ -62,10 +61,8 @@ def uvicorn_without_signal_capture(server: uvicorn.Server) -> None:
 def set_session_manager(server: Server[Any], manager: StreamableHTTPSessionManager) -> None:
     """Make `manager` what `server.session_manager` returns.
 
-    mcp 2.3: `Server.session_manager` is a read-only property over `_session_manager`, which only
-    `Server.streamable_http_app` sets. The gateway builds that app itself, with its own session
-    manager (resumable streams, a store namespace per session: `server.resume`), and sets the
-    manager as the SDK's builder does.
+    mcp 2.3: a read-only property over `_session_manager`, set only by `Server.streamable_http_app`.
+    The gateway builds that app itself, with its own manager (resumable streams: `server.resume`).
     """
     server._session_manager = manager
 
@@ -121,13 +118,10 @@ def skip_tool_result_validation(session: ClientSession) -> None:
 def direct_progress_requested(session: ServerSession) -> bool:
     """Whether the in-process caller of this request asked for progress (a callback, no token).
 
-    mcp 2.3: a request dispatched in-process (`Client(server)`) carries its progress callback on
-    the request's `DirectDispatchContext._on_progress`, which the session keeps as
-    `_request_outbound` (for a 2026-07-28 request, wrapped in a context that refuses server
-    requests, which keeps it as `_inner`); over JSON-RPC the token is in the request's `_meta`,
-    which the caller reads.
-    Without this the gateway could not tell an in-process client that wants progress from one that
-    does not, and would either drop its progress or ask every upstream for progress nobody reads.
+    mcp 2.3: an in-process request (`Client(server)`) carries its progress callback on its
+    `DirectDispatchContext._on_progress`, kept by the session as `_request_outbound` (for 2026-07-28,
+    wrapped, as `_inner`); over JSON-RPC the token is in `_meta`. Without this the gateway would drop
+    such a client's progress or ask every upstream for progress nobody reads.
     """
     outbound = getattr(session, "_request_outbound", None)
     # A 2026-07-28 request's context is wrapped (`runner._NoServerRequestsDispatchContext._inner`).
@@ -165,17 +159,13 @@ def http_protocol(
 ) -> type[asyncio.Protocol]:
     """uvicorn's HTTP/1.1 protocol (httptools) with a deadline and a size limit for request headers.
 
-    uvicorn 0.54 has neither: its keep-alive timer is only armed once a response is complete and
-    is disarmed by any byte received, so a client sending a header a byte at a time holds a
-    connection for ever, and httptools buffers a header of any size (100 MB of one header
-    value cost 200 MB of memory). This subclass arms a timer when a connection is made and after
-    each answer, disarms it once a request's headers are in (`on_headers_complete`, the parser's
-    callback), and closes the connection if it fires while no request is being served
-    (`cycle`); bytes received while headers are awaited are counted, and past
-    `max_header_bytes` the client gets 431 and the connection is closed. `loop`, `transport`,
-    `cycle` and those callbacks are attributes of `HttpToolsProtocol` without a public contract.
-    `wrap_transport`: what the protocol writes through instead of the connection's transport
-    (`server.coalesce`).
+    uvicorn 0.54 has neither: its keep-alive timer is armed only once a response is complete and
+    disarmed by any byte, so a client sending a header a byte at a time holds a connection for ever,
+    and httptools buffers a header of any size (100 MB of one header value cost 200 MB). A timer is
+    armed at connect and after each answer, disarmed once headers are in (`on_headers_complete`),
+    and closes an idle connection (`cycle`) when it fires; past `max_header_bytes` of headers the
+    client gets 431. `loop`, `transport`, `cycle` and those callbacks have no public contract.
+    `wrap_transport`: what the protocol writes through instead (`server.coalesce`).
     """
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -255,11 +245,9 @@ def complete_without_result_type(session: ClientSession) -> None:
     """Make `session` read a 2026-07-28 result that has no `resultType` as `complete`.
 
     mcp 2.3: `ClientSession.send_request` validates every result against the negotiated version's
-    schema (`validate_server_result`) before the caller's result type sees it, and the 2026-07-28
-    schema requires `resultType`; there is no switch. The spec says a client takes a missing
-    `resultType` as `complete`, and real servers omit it (the conformance suite's reference does,
-    on its stateless `tools/call`), so the raw result is completed where it arrives, in the
-    session's dispatcher (`_dispatcher.send_raw_request`), before the SDK validates it.
+    schema, which for 2026-07-28 requires `resultType`, with no switch. The spec has a client read a
+    missing one as `complete`, and real servers omit it (the conformance suite's reference server),
+    so the raw result is completed in the session's `_dispatcher.send_raw_request`, before that.
     """
     from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
@@ -282,12 +270,10 @@ def complete_without_result_type(session: ClientSession) -> None:
 def keep_request_capabilities(session: ClientSession) -> None:
     """Let a 2026-07-28 request's own `_meta` clientCapabilities stand instead of the session's.
 
-    mcp 2.3: a modern `ClientSession` stamps every request's `_meta` (`_stamp`, set when
-    `server/discover` is adopted) with the capabilities the session was built with, overwriting
-    any the request carries; there is no per-request override. mcpgw's upstream session is shared
-    by all its clients, and the spec has a 2026-07-28 server judge each request by the capabilities
-    it declares (rejecting with -32021 what the caller cannot answer), so the gateway puts the
-    caller's capabilities on the request and this keeps them. Call after the era is negotiated.
+    mcp 2.3: a modern `ClientSession` stamps every request's `_meta` (`_stamp`) with the session's
+    capabilities, overwriting the request's own, with no per-request override. mcpgw's upstream
+    session serves all its clients, and a 2026-07-28 server judges each request by the capabilities
+    it declares (-32021), so the caller's are kept. Call after the era is negotiated.
     """
     from mcp_types import CLIENT_CAPABILITIES_META_KEY
 
@@ -372,10 +358,8 @@ def checked_result(session: ClientSession, method: str, raw: dict[str, Any]) -> 
     `resultType` read as `complete`, a negative `ttlMs` floored, checked against the negotiated
     version's schema (pydantic's `ValidationError` if it fails), a later revision's fields dropped.
 
-    mcp 2.3: these steps sit inline in `ClientSession.send_request` after the private
-    `_dispatcher.send_raw_request`, with `_clamp_inbound_ttl` and `_later_revision_fields` private
-    to `mcp.client.session`; the lean stdio path receives results itself and must check them the
-    same way, once.
+    mcp 2.3: inline in `ClientSession.send_request`, with `_clamp_inbound_ttl` and
+    `_later_revision_fields` private; the lean path receives results itself and checks them so, once.
     """
     from mcp.client.session import _clamp_inbound_ttl, _later_revision_fields
     from mcp_types import methods
@@ -393,7 +377,9 @@ def checked_result(session: ClientSession, method: str, raw: dict[str, Any]) -> 
     return raw
 
 
-def stream_within_origin(client: httpx2.AsyncClient, method: str, url: str, **kwargs: Any) -> Any:
+def stream_within_origin(
+    client: httpx2.AsyncClient, method: str, url: httpx2.URL | str, **kwargs: Any
+) -> Any:
     """`client.stream(...)` following redirects only within the endpoint's origin, as the SDK's
     streamable HTTP transport posts.
 
@@ -464,11 +450,9 @@ def admit_session(manager: StreamableHTTPSessionManager, requestor: Any, *, pref
 def exit_stack_empty(stack: contextlib.AsyncExitStack) -> bool:
     """Whether nothing was pushed on `stack`, so unwinding it has nothing to do.
 
-    Python 3.11-3.13 `contextlib`: an exit stack keeps its callbacks in `_exit_callbacks`, with no
-    public way to ask. The lean lane (`server.leanlane`) builds a connection per 2026-07-28 request,
-    as the mcp SDK does, and unwinds its stack after the request in a shielded, bounded scope (the
-    SDK's `aclose_shielded`), which costs a timer per call for a stack nearly always empty. Unknown
-    internals read as not empty: the stack is then unwound, as the SDK would.
+    Python 3.11-3.13 `contextlib`: the callbacks are in `_exit_callbacks`, with no public way to ask.
+    The lean lane (`server.leanlane`) unwinds a 2026-07-28 request's connection stack as the SDK does
+    (`aclose_shielded`: a timer per call) only when it is not empty. Unknown internals: not empty.
     """
     return not getattr(stack, "_exit_callbacks", True)
 
@@ -483,3 +467,34 @@ def process_stdin_writer(stdin: Any) -> asyncio.StreamWriter | None:
     """
     stream = getattr(stdin, "_stream", None)
     return stream if isinstance(stream, asyncio.StreamWriter) else None
+
+
+def lifespan_state(manager: StreamableHTTPSessionManager) -> Any:
+    """The server lifespan's state, as the session manager hands it to each 2026-07-28 request.
+
+    mcp 2.3: `StreamableHTTPSessionManager.run` enters `Server.lifespan` once and keeps what it
+    yields in `_lifespan_state`, which it passes to `handle_modern_request`; the lean stateless path
+    (`server.stateless`) serves those requests itself and passes the same state to `serve_one`.
+    """
+    return manager._lifespan_state
+
+
+def sse_response_headers() -> list[tuple[bytes, bytes]]:
+    """The headers the SDK's 2026-07-28 entry begins an SSE answer with.
+
+    mcp 2.3: `mcp.server._streamable_http_modern._SSE_HEADERS`; the lean stateless path
+    (`server.stateless`) turns an answer into a stream as that entry does, with the same headers.
+    """
+    from mcp.server._streamable_http_modern import _SSE_HEADERS
+
+    return list(_SSE_HEADERS)
+
+
+def oauth_initialized(provider: Any) -> bool:
+    """Whether an `OAuthClientProvider` has loaded its stored tokens and client (its first request did).
+
+    mcp 2.3: the provider keeps that in `_initialized` and loads them under its lock on the first
+    request; `upstream.login.LoginAuth` sends a request outside that lock only once they are loaded
+    and there is no token to send (see its `_nothing_to_send`).
+    """
+    return bool(getattr(provider, "_initialized", False))

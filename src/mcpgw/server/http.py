@@ -43,6 +43,7 @@ from mcpgw.server.lifecycle import check_personas, stop_on_signals
 from mcpgw.server.ratelimit import RateLimits
 from mcpgw.server.reload import Reloader
 from mcpgw.server.sessions import SessionLimits
+from mcpgw.server.stateless import StatelessCalls
 
 logger = logging.getLogger("mcpgw.http")
 
@@ -78,9 +79,11 @@ def http_app(
         session_prefix=replicas.session_prefix(gateway),
     )
     endpoint = next(r.endpoint for r in sessions.routes if isinstance(r, Route) and r.path == "/mcp")
+    # 2026-07-28 calls answered in one JSON body are served without the SDK's per-request transport.
+    lean = StatelessCalls(endpoint, server, manager=server.session_manager)
     routes = [
-        Route("/mcp", endpoint=endpoint),
-        Route(PERSONA_PATH, endpoint=PersonaEndpoint(gateway, endpoint)),
+        Route("/mcp", endpoint=lean),
+        Route(PERSONA_PATH, endpoint=PersonaEndpoint(gateway, lean)),
         Route("/healthz", endpoint=_health(gateway, reloader), methods=["GET"]),
         callback_route(gateway),  # where per-user upstream logins come back (`server.callback`)
     ]

@@ -32,7 +32,9 @@ from typing import Any
 import httpx2
 from mcp.client.auth import OAuthClientProvider, OAuthFlowError, OAuthRegistrationError, OAuthTokenError
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 
+from mcpgw import _compat
 from mcpgw.config import GatewaySettings, UpstreamLogin, expand
 from mcpgw.config.servers import HttpServer, SseServer
 from mcpgw.errors import NeedsLogin, UpstreamUnavailable
@@ -101,10 +103,21 @@ class LoginAuth(httpx2.Auth):
             proofs.sign_token_request(outgoing)
         return outgoing
 
+    def sends_nothing(self) -> bool:
+        """Its tokens loaded and none to send (so none to refresh): a request goes out as it came."""
+        return _compat.oauth_initialized(self.provider) and self.provider.context.current_tokens is None
+
     async def async_auth_flow(
         self, request: httpx2.Request
     ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
         context = self.provider.context
+        answered: httpx2.Response | None = None
+        # The SDK's flow locks from a request to its answer: with nothing to add, sent here, unlocked.
+        if self.sends_nothing():
+            context.protocol_version = request.headers.get(MCP_PROTOCOL_VERSION_HEADER)
+            answered = yield request
+            if answered.status_code not in (401, 403):
+                return
         for attempt in range(2):
             if attempt or self._refresh_due():
                 context.token_expiry_time = 1.0  # expired, in the SDK's eyes: it refreshes first
@@ -112,7 +125,15 @@ class LoginAuth(httpx2.Auth):
             try:
                 outgoing = await flow.__anext__()
                 while True:
-                    response = yield self._signed(outgoing, request)
+                    if (
+                        answered is not None
+                        and outgoing is request
+                        and "authorization" not in request.headers
+                    ):
+                        response, answered = answered, None  # sent above, as the SDK would have
+                    else:
+                        answered = None
+                        response = yield self._signed(outgoing, request)
                     if self.dpop is not None and await self.dpop.wants_nonce(outgoing, response):
                         response = yield self._signed(outgoing, request)  # again, with its nonce
                     if self.dpop is not None and dpop.is_token_request(outgoing, context.oauth_metadata):

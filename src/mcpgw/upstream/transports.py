@@ -205,6 +205,7 @@ class Transport:
         # One pooled HTTP client for the life of the session: no new TLS context per call.
         http = await stack.enter_async_context(_http_client(headers=target.headers, auth=oauth))
         self.wire = HttpWire(http, target.url)  # used once the session is known to be 2026-07-28
+        stack.callback(self.wire.close)  # its own keep-alive connections end with the session
         return await stack.enter_async_context(streamable_http_client(target.url, http_client=http))
 
 

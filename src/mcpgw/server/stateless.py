@@ -1,0 +1,317 @@
+"""The lean HTTP path for 2026-07-28 calls: one stateless POST served in the request's own task.
+
+Owns: `StatelessCalls`, the ASGI app in front of the SDK's session manager that serves a
+2026-07-28 `tools/call`, `resources/read`, `prompts/get` or `completion/complete` POST itself,
+through the same server (its middleware, `handlers`, the pipeline), and answers it with one JSON
+body; everything else goes to the SDK unchanged.
+
+Why: the SDK's stateless entry (`handle_modern_request`, mcp 2.3) validates the envelope into a
+`JSONRPCRequest` model, then, since mcpgw answers in SSE mode, runs every request as a task group
+with a handler task, a disconnect-watching task and a memory stream, and dumps the answer through
+a `JSONRPCResponse` model. Per call that was a large share of the gateway's own CPU over HTTP. Here
+the same checks run in the same order, with the SDK's own functions (content type, Accept,
+duplicated routing headers, the envelope ladder, the `Mcp-Param-*` check), the request is served by
+the SDK's own `serve_one` (the server middleware and handlers, exactly), and only the transport
+around it is lean: the handler runs in the request's task, a disconnect cancels it, and the answer
+is written as the SDK writes it (same status mapping, headers and JSON).
+
+Taken only when the answer is one JSON body: a request that asks for progress (`progressToken`)
+or log lines (`logLevel`) goes to the SDK, as does anything it would refuse (a bad body, a
+missing or mismatched header, a wrong content type). Should a notification still come while a
+call runs, or the call run past the SDK's 15 s ping interval, the answer becomes an SSE stream
+exactly as the SDK's would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import anyio
+from mcp.server.connection import Connection
+from mcp.server.lowlevel.server import Server
+from mcp.server.runner import modern_error_data, serve_one
+from mcp.server.streamable_http import check_accept_headers
+from mcp.shared.dispatcher import CallOptions
+from mcp.shared.exceptions import NoBackChannelError
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    MCP_PARAM_HEADER_PREFIX,
+    InboundLadderRejection,
+    classify_inbound_request,
+    find_duplicated_routing_header,
+    validate_mcp_param_headers,
+)
+from mcp.shared.message import MessageMetadata, ServerMessageMetadata
+from mcp.shared.transport_context import TransportContext
+from mcp_types import LOG_LEVEL_META_KEY, JSONRPCError, JSONRPCNotification, RequestId
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from starlette.requests import Request
+
+from mcpgw import _compat
+from mcpgw.upstream.wire import parse
+
+logger = logging.getLogger("mcpgw.http")
+
+METHODS = frozenset({"tools/call", "resources/read", "prompts/get", "completion/complete"})
+"""The requests served here: the ones forwarded to an upstream."""
+PING_INTERVAL = 15.0
+"""Seconds of silence before the answer becomes an SSE stream kept alive by pings (the SDK's)."""
+
+_VERSION_HEADER = b"mcp-protocol-version"
+_METHOD_HEADER = b"mcp-method"
+_MODERN = frozenset(v.encode() for v in MODERN_PROTOCOL_VERSIONS)
+_PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower()
+_ENVELOPE_KEYS = frozenset({"jsonrpc", "id", "method", "params"})
+_JSON_HEADERS = b"application/json"
+_SSE_HEADERS = _compat.sse_response_headers()
+
+
+class StatelessCalls:
+    """ASGI app: 2026-07-28 forwarded calls served here, everything else by `app` (the SDK's).
+
+    Behind `hostcheck.HostCheck` with the SDK's transport-security settings, as `http.http_app`
+    installs it (the SDK's entry checks Host and Origin with those same settings again)."""
+
+    def __init__(self, app: Any, server: Server[Any], *, manager: Any) -> None:
+        self.app = app
+        self.server = server
+        self.manager = manager
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not _routed_here(scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        # `edge.BodyLimit` (in front) has read the body whole, within its limits, as one message.
+        first = await receive()
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return first
+            return await receive()
+
+        call = await self._admitted(scope, replay, first)
+        if call is None:
+            await self.app(scope, replay, send)
+            return
+        await _serve(self.server, self.manager, call, scope, replay, send)
+
+    async def _admitted(self, scope: Any, receive: Any, first: Any) -> _Call | None:
+        """The call, if the SDK would serve it with one answer and no refusal; else None."""
+        if first.get("type") != "http.request" or first.get("more_body"):
+            return None
+        request = Request(scope, receive)
+        # Host and Origin: `hostcheck.HostCheck`, in front of every route with these same settings,
+        # has checked them; of the SDK's transport checks only the content type is left.
+        kind = request.headers.get("content-type")
+        if kind is None or not kind.lower().startswith("application/json"):
+            return None
+        has_json, has_sse = check_accept_headers(request)
+        if not (has_json and has_sse):
+            return None
+        try:
+            decoded = parse(first.get("body", b""))
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(decoded, dict) or not decoded.keys() >= _ENVELOPE_KEYS:
+            return None
+        request_id, method, params = decoded["id"], decoded["method"], decoded["params"]
+        if (
+            decoded["jsonrpc"] != "2.0"
+            or type(request_id) not in (int, str)  # the SDK's `RequestId`: a strict int (no bool) or a str
+            or method not in METHODS
+            or not isinstance(params, dict)
+        ):
+            return None
+        meta = params.get("_meta")
+        if not isinstance(meta, dict) or "progressToken" in meta or LOG_LEVEL_META_KEY in meta:
+            return None  # may be answered as an SSE stream: the SDK's to serve
+        if find_duplicated_routing_header(request.headers.items()) is not None:
+            return None
+        verdict = classify_inbound_request(decoded, headers=dict(request.headers))
+        if isinstance(verdict, InboundLadderRejection) or self._param_rejection(request, method, params):
+            return None
+        connection = Connection.from_envelope(
+            verdict.protocol_version, verdict.client_info, verdict.client_capabilities
+        )
+        return _Call(request, request_id, method, params, connection)
+
+    def _param_rejection(self, request: Request, method: str, params: dict[str, Any]) -> bool:
+        """Whether the SDK's `Mcp-Param-*` check would refuse (or could not run) this `tools/call`."""
+        if method != "tools/call":
+            return False
+        lookup = self.server.get_tool_input_schema
+        name, arguments = params.get("name"), params.get("arguments")
+        if lookup is None or not isinstance(name, str):
+            return lookup is None  # no lookup: the SDK would walk `tools/list`; let it
+        if arguments is not None and not isinstance(arguments, Mapping):
+            return False
+        if not arguments and not any(h.startswith(_PARAM_PREFIX) for h in request.headers):
+            return False
+        try:
+            schema = lookup(name)
+        except Exception:
+            return True  # the SDK logs this and goes on; it is its to say so
+        return (
+            schema is not None
+            and validate_mcp_param_headers(schema, arguments or {}, request.headers) is not None
+        )
+
+
+def _routed_here(headers: list[tuple[bytes, bytes]]) -> bool:
+    """A 2026-07-28 request naming one of `METHODS` in its `Mcp-Method` header (read before the body)."""
+    version = method = None
+    for key, value in headers:
+        if key == _VERSION_HEADER:
+            version = value
+        elif key == _METHOD_HEADER:
+            method = value
+    return version in _MODERN and method is not None and method.decode("latin-1") in METHODS
+
+
+@dataclass
+class _Call:
+    request: Request
+    request_id: RequestId
+    method: str
+    params: dict[str, Any]
+    connection: Connection
+
+
+@dataclass
+class _Exchange:
+    """`DispatchContext` for one request, as the SDK's single-exchange one (mcp 2.3): no back-channel;
+    a notification turns the answer into an SSE stream and goes on it."""
+
+    transport: TransportContext
+    request_id: RequestId
+    message_metadata: MessageMetadata
+    send: Any
+    progress_token: None = None
+    cancel_requested: anyio.Event = field(default_factory=anyio.Event)
+    can_send_request: bool = field(default=False, init=False)
+    streaming: bool = field(default=False, init=False)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def send_raw_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
+    ) -> dict[str, Any]:
+        raise NoBackChannelError(method)
+
+    async def notify(
+        self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
+    ) -> None:
+        body = dict(params) if params is not None else None
+        await self.event(
+            _sse_event(
+                JSONRPCNotification(jsonrpc="2.0", method=method, params=body).model_dump(
+                    mode="json", by_alias=True, exclude_none=True
+                )
+            )
+        )
+
+    async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        return  # no progress token: the SDK's context drops progress too
+
+    async def event(self, data: bytes, *, more: bool = True) -> None:
+        """One SSE frame (a ping if empty), the stream begun first if it has not been."""
+        async with self.lock:
+            if not self.streaming:
+                self.streaming = True
+                await self.send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+            await self.send(
+                {"type": "http.response.body", "body": data or b": ping\r\n\r\n", "more_body": more}
+            )
+
+
+async def _serve(server: Server[Any], manager: Any, call: _Call, scope: Any, receive: Any, send: Any) -> None:
+    """Serve `call` in this task; a disconnect cancels it, as closing the SDK's response stream does."""
+    exchange = _Exchange(
+        transport=TransportContext(
+            kind="streamable-http", can_send_request=False, headers=call.request.headers
+        ),
+        request_id=call.request_id,
+        message_metadata=ServerMessageMetadata(request_context=call.request),
+        send=send,
+    )
+    loop = asyncio.get_running_loop()
+    answer: dict[str, Any] | None = None
+    with anyio.CancelScope() as scope_:
+        watcher = loop.create_task(_until_disconnect(receive))
+        watcher.add_done_callback(partial(_gone, scope_))
+        pinger: asyncio.Task[None] | None = None
+
+        def ping() -> None:
+            nonlocal pinger
+            pinger = loop.create_task(_keep_alive(exchange))
+
+        timer = loop.call_later(PING_INTERVAL, ping)
+        try:
+            try:
+                result = await serve_one(
+                    server,
+                    exchange,
+                    call.method,
+                    call.params,
+                    connection=call.connection,
+                    lifespan_state=_compat.lifespan_state(manager),
+                )
+                answer = {"jsonrpc": "2.0", "id": call.request_id, "result": result}
+            except Exception as exc:
+                error = JSONRPCError(jsonrpc="2.0", id=call.request_id, error=modern_error_data(exc))
+                answer = error.model_dump(mode="json", by_alias=True, exclude_none=True)
+        finally:
+            timer.cancel()
+            watcher.cancel()
+            if pinger is not None:
+                pinger.cancel()
+    if answer is None:
+        return  # the client went away: nothing to answer
+    if exchange.streaming:
+        await exchange.event(_sse_event(answer), more=False)
+        return
+    failed = answer.get("error")
+    status = ERROR_CODE_HTTP_STATUS.get(failed["code"], 200) if isinstance(failed, dict) else 200
+    body = _dumps(answer)
+    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON_HEADERS)]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _until_disconnect(receive: Any) -> None:
+    while (await receive()).get("type") != "http.disconnect":
+        pass
+
+
+def _gone(scope: anyio.CancelScope, watcher: asyncio.Task[None]) -> None:
+    """The client went away (or its connection failed under us): its call is cancelled."""
+    if not watcher.cancelled():
+        watcher.exception()  # retrieved, so a failed receive is not logged as never seen
+        scope.cancel()
+
+
+async def _keep_alive(exchange: _Exchange) -> None:
+    """Past the ping interval without an answer: the SSE stream begun, and a ping each interval."""
+    try:
+        while True:
+            await exchange.event(b"")
+            await asyncio.sleep(PING_INTERVAL)
+    except OSError:
+        return  # the client is gone: the disconnect cancels the call
+
+
+def _dumps(message: dict[str, Any]) -> bytes:
+    """As the SDK writes an answer: compact JSON, ASCII only."""
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+def _sse_event(message: dict[str, Any]) -> bytes:
+    return b"event: message\r\ndata: " + _dumps(message) + b"\r\n\r\n"
