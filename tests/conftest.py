@@ -430,3 +430,26 @@ def llm() -> Iterator[StandIn]:
     port = free_port()
     with background([sys.executable, str(SERVERS / "llm.py"), str(port)], port=port):
         yield StandIn(port)
+
+
+# --- Scheduling under xdist (scripts/check: `-n 3 --dist loadgroup --no-loadscope-reorder`) --------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "long: runs for tens of seconds on its own; started first so it never finishes last"
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Hand out the longest work first (xdist deals work in collection order): `long` tests, then
+    the modules kept on one worker (`xdist_group`, so their module fixtures' processes start once),
+    then the rest. Only the order changes; each worker collects the same order."""
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("long") is not None:
+            return 0
+        return 1 if item.get_closest_marker("xdist_group") is not None else 2
+
+    items.sort(key=rank)

@@ -27,7 +27,8 @@ from conftest import SERVERS, background, free_port, gateway_stdio, mcpgw_comman
 from mcpgw.cli import cli
 from mcpgw.cli import output as cli_output
 
-pytestmark = pytest.mark.anyio
+# On one xdist worker: the module's shared processes start once, not once per worker.
+pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("audit_principal")]
 
 SCOPE = "mcp:tools"
 

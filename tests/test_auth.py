@@ -42,7 +42,8 @@ from mcpgw import config
 from mcpgw.audit.fold import Folds
 from mcpgw.errors import ConfigError
 
-pytestmark = pytest.mark.anyio
+# On one xdist worker: the module's shared processes start once, not once per worker.
+pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("auth")]
 
 ISSUER = SERVERS / "issuer.py"
 SCOPE = "mcp:tools"

@@ -45,6 +45,9 @@ UPSTREAMS = {"both-eras": [], "handshake-only": ["--protocol", "2025-11-25"]}
 PAIRS = [("2025-11-25", "both-eras"), ("2026-07-28", "both-eras"), ("2025-11-25", "handshake-only")]
 """(requirement set, upstream) pairs. A handshake-only upstream cannot serve the 2026-07-28 set directly."""
 
+# On one xdist worker: the module's shared processes start once, not once per worker.
+pytestmark = pytest.mark.xdist_group("conformance")
+
 
 @pytest.fixture(scope="module")
 def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str, str], str]]:

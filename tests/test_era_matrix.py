@@ -34,7 +34,8 @@ from mcp import Client
 
 from conftest import SERVERS, free_port, mcpgw_command, stop_group, wait_for_port, write_registry
 
-pytestmark = pytest.mark.anyio
+# On one xdist worker: the module's shared processes start once, not once per worker.
+pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("era_matrix")]
 
 FIXTURE = SERVERS / "conformance.py"
 ERAS = ["2025-06-18", "2025-11-25", "2026-07-28"]

@@ -36,7 +36,8 @@ ENVELOPE = {
     "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
 }
 
-pytestmark = pytest.mark.anyio
+# On one xdist worker: the module's shared processes start once, not once per worker.
+pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("http_headers")]
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,8 @@ from mcpgw.errors import SamplingError, SamplingFailed, SamplingRefused
 from mcpgw.sampling import Sampler
 from mcpgw.upstream.inflight import Caller
 
-pytestmark = pytest.mark.anyio
+# On one xdist worker: the module's shared processes start once, not once per worker.
+pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("sampling")]
 
 MODERN = {"command": sys.executable, "args": [str(SERVERS / "modern.py")]}
 KEY_VAR = "MCPGW_TEST_LLM_KEY"

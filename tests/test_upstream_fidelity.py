@@ -35,7 +35,8 @@ import parity
 from conftest import SERVERS, background, free_port
 from mcpgw.config import validate
 
-pytestmark = pytest.mark.anyio
+# On one xdist worker: the module's shared processes start once, not once per worker.
+pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("upstream_fidelity")]
 
 
 # --- a missing resultType ---------------------------------------------------------------------

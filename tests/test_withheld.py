@@ -28,7 +28,8 @@ from conftest import SERVERS, gateway_stdio, mcpgw_command, pin_registry, upstre
 from mcpgw.cli import cli
 from mcpgw.security import pins
 
-pytestmark = pytest.mark.anyio
+# On one xdist worker: the module's shared processes start once, not once per worker.
+pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("withheld")]
 
 TEMPLATE = "test://items/{item_id}"
 
@@ -197,6 +198,7 @@ def test_listings_apply_the_policy_and_say_what_is_withheld(secured: tuple[Path,
     assert {(w["kind"], w["name"], w["server"]) for w in servers["withheld"]} == everything
 
 
+@pytest.mark.long
 def test_pin_approve_accepts_only_the_named_items(tmp_path: Path) -> None:
     config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()}, mode="production")
     runner = CliRunner()
