@@ -34,8 +34,9 @@ from mcpgw.errors import SamplingError, SamplingFailed, SamplingRefused
 from mcpgw.sampling import Sampler
 from mcpgw.upstream.inflight import Caller
 
-# On one xdist worker: the module's shared processes start once, not once per worker.
-pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("sampling")]
+# On one xdist worker: the module's shared processes start once, not once per worker; with
+# test_personas_cli, which imports litellm in process too (4 s of CPU), once per run.
+pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("litellm")]
 
 MODERN = {"command": sys.executable, "args": [str(SERVERS / "modern.py")]}
 KEY_VAR = "MCPGW_TEST_LLM_KEY"
