@@ -432,24 +432,21 @@ def llm() -> Iterator[StandIn]:
         yield StandIn(port)
 
 
-# --- Scheduling under xdist (scripts/check: `-n 3 --dist loadgroup --no-loadscope-reorder`) --------
+# --- Scheduling under xdist (scripts/check: `-n 3 --dist loadscope --no-loadscope-reorder`) --------
+# loadscope: a module is one unit of work, on one worker, so its module fixtures (the era matrix's six
+# gateways, the auth and sampling stacks, the console's browser, `llm`...) start once, not once per
+# worker that ran one of its tests. (`loadgroup` would do it for `xdist_group` modules only, but
+# with pytest 9 it groups nothing: xdist 3.8 renames `item._nodeid`, which pytest 9 no longer reads.)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "long: runs for tens of seconds on its own; started first so it never finishes last"
+        "markers", "long: among the longest tests; its module is handed out first so it never finishes last"
     )
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Hand out the longest work first (xdist deals work in collection order): `long` tests, then
-    the modules kept on one worker (`xdist_group`, so their module fixtures' processes start once),
-    then the rest. Only the order changes; each worker collects the same order."""
-
-    def rank(item: pytest.Item) -> int:
-        if item.get_closest_marker("long") is not None:
-            return 0
-        return 1 if item.get_closest_marker("xdist_group") is not None else 2
-
-    items.sort(key=rank)
+    """Deal the longest work first (xdist hands out modules in the order their first test comes):
+    the modules of `long` tests, then the rest. Only the order changes, the same on every worker."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)

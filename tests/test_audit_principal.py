@@ -27,8 +27,7 @@ from conftest import SERVERS, background, free_port, gateway_stdio, mcpgw_comman
 from mcpgw.cli import cli
 from mcpgw.cli import output as cli_output
 
-# On one xdist worker: the module's shared processes start once, not once per worker.
-pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("audit_principal")]
+pytestmark = pytest.mark.anyio
 
 SCOPE = "mcp:tools"
 

@@ -42,8 +42,7 @@ from mcpgw import config
 from mcpgw.audit.fold import Folds
 from mcpgw.errors import ConfigError
 
-# On one xdist worker: the module's shared processes start once, not once per worker.
-pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("auth")]
+pytestmark = pytest.mark.anyio
 
 ISSUER = SERVERS / "issuer.py"
 SCOPE = "mcp:tools"

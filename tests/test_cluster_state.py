@@ -33,8 +33,7 @@ from mcpgw.sampling.budget import Budgets
 from services import redis_server
 from test_limits import within_a_minute
 
-# On one xdist worker: the module's shared processes start once, not once per worker.
-pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("cluster_state")]
+pytestmark = pytest.mark.anyio
 
 HANG_GUARD = 30.0
 HANDSHAKE_UP = {"up": {"era": "handshake"}}

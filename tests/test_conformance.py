@@ -45,9 +45,6 @@ UPSTREAMS = {"both-eras": [], "handshake-only": ["--protocol", "2025-11-25"]}
 PAIRS = [("2025-11-25", "both-eras"), ("2026-07-28", "both-eras"), ("2025-11-25", "handshake-only")]
 """(requirement set, upstream) pairs. A handshake-only upstream cannot serve the 2026-07-28 set directly."""
 
-# On one xdist worker: the module's shared processes start once, not once per worker.
-pytestmark = pytest.mark.xdist_group("conformance")
-
 
 @pytest.fixture(scope="module")
 def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str, str], str]]:
@@ -105,6 +102,7 @@ def run_suite(node22: str, cli: str, url: str, requirements: str, tmp_path: Path
     return outcomes
 
 
+@pytest.mark.long
 @pytest.mark.parametrize(("requirements", "upstream"), PAIRS)
 def test_conformance_suite_directly_and_through_mcpgw(
     node22: str,

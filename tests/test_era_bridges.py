@@ -37,8 +37,7 @@ from mcpgw.assembly import build_gateway
 from mcpgw.audit import AuditLog
 from mcpgw.server.handlers import build_server
 
-# On one xdist worker: the module's shared processes start once, not once per worker.
-pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("era_bridges")]
+pytestmark = pytest.mark.anyio
 
 ERAS = {"old": "2025-11-25", "new": "2026-07-28"}
 ROOTS = ["file:///srv/project", "file:///srv/data"]

@@ -34,8 +34,7 @@ from mcp import Client
 
 from conftest import SERVERS, free_port, mcpgw_command, stop_group, wait_for_port, write_registry
 
-# On one xdist worker: the module's shared processes start once, not once per worker.
-pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("era_matrix")]
+pytestmark = pytest.mark.anyio
 
 FIXTURE = SERVERS / "conformance.py"
 ERAS = ["2025-06-18", "2025-11-25", "2026-07-28"]
@@ -157,6 +156,7 @@ def cell_id(cell: tuple[str, str, str]) -> str:
     return f"client-{client}|upstream-{upstream}-{transport}"
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("cell", CELLS, ids=[cell_id(c) for c in CELLS])
 async def test_cell(cell: tuple[str, str, str], gateways: dict[tuple[str, str], Gateway]) -> None:
     client_era, upstream_era, transport = cell

@@ -18,9 +18,6 @@ from conftest import INITIALIZE, SERVERS, background, free_port, mcpgw_command, 
 from mcpgw import config
 from mcpgw.errors import ConfigError
 
-# On one xdist worker: the module's shared processes start once, not once per worker.
-pytestmark = pytest.mark.xdist_group("hostcheck")
-
 
 @pytest.fixture(scope="module")
 def gateway_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:

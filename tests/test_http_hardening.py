@@ -71,9 +71,6 @@ TINY = {"command": sys.executable, "args": [str(SERVERS / "tiny.py")]}
 """The upstream behind these gateways: they call no more than `echo`, and this one is standard library
 only, so it starts in milliseconds where a FastMCP upstream takes a CPU second."""
 
-# On one xdist worker: the module's shared processes start once, not once per worker.
-pytestmark = pytest.mark.xdist_group("http_hardening")
-
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:

@@ -36,8 +36,7 @@ ENVELOPE = {
     "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
 }
 
-# On one xdist worker: the module's shared processes start once, not once per worker.
-pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("http_headers")]
+pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture(scope="module")

@@ -79,6 +79,7 @@ def check_echo(result: dict[str, Any], era: str) -> None:
         assert stamp is None
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("era", ERAS)
 async def test_inspector_against_gateway_over_stdio(era: str, inspector: Any, registry_file: Any) -> None:
     config = registry_file({"up": upstream_server()})

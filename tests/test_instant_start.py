@@ -23,9 +23,6 @@ from mcpgw.core.memory import memory_path
 TINY = Path(__file__).parent / "servers" / "tiny.py"
 MODES = ["auto", "legacy"]
 
-# On one xdist worker: the module's shared processes start once, not once per worker.
-pytestmark = pytest.mark.xdist_group("instant_start")
-
 
 @pytest.fixture(scope="module")
 def remembered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:

@@ -28,8 +28,7 @@ from mcpgw.config import validate
 from mcpgw.server.handlers import build_server
 from mcpgw.server.notify import notification_options
 
-# On one xdist worker: the module's shared processes start once, not once per worker.
-pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("lean_path")]
+pytestmark = pytest.mark.anyio
 
 STDIO = {"command": sys.executable, "args": [str(SERVERS / "upstream.py")]}
 

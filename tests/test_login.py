@@ -32,9 +32,6 @@ from parity import gateway_client, served
 
 AS_SERVER = SERVERS / "oauth_login.py"
 
-# On one xdist worker: the module's shared processes start once, not once per worker.
-pytestmark = pytest.mark.xdist_group("login")
-
 
 @pytest.fixture(scope="module")
 def base() -> Iterator[str]:

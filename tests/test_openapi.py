@@ -26,8 +26,7 @@ from conftest import SERVERS, background, free_port
 from mcpgw.config import Registry, validate
 from mcpgw.core.gateway import Gateway
 
-# On one xdist worker: the module's shared processes start once, not once per worker.
-pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("openapi")]
+pytestmark = pytest.mark.anyio
 
 VARIANTS = ["openapi-3.0.json", "openapi-3.1.yaml"]
 TOKEN_ENV = {"Authorization": "Bearer ${BILLING_TOKEN}"}

@@ -20,9 +20,6 @@ from mcpgw.errors import ConfigError
 
 GOOD_OPERATION = {"get": {"operationId": "ping", "responses": {"200": {"description": "pong"}}}}
 
-# On one xdist worker: the module's shared processes start once, not once per worker.
-pytestmark = pytest.mark.xdist_group("openapi_cli")
-
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[str]:

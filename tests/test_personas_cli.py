@@ -18,9 +18,6 @@ from click.testing import CliRunner, Result
 from conftest import UPSTREAM, StandIn
 from mcpgw.cli import cli
 
-# With test_sampling on one xdist worker: litellm (4 s of CPU) is imported in process once.
-pytestmark = pytest.mark.xdist_group("litellm")
-
 KEY_VAR = "MCPGW_TEST_LLM_KEY"
 JOB = "Echo messages back and add numbers; never delete anything."
 PROPOSAL = {

@@ -59,10 +59,6 @@ def browse(url: str, user: str) -> httpx.Response:
     return httpx.get(url, headers={"X-Test-User": user}, follow_redirects=True, timeout=60)
 
 
-# On one xdist worker: the module's shared processes start once, not once per worker.
-pytestmark = pytest.mark.xdist_group("peruser")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("peruser")

@@ -22,8 +22,7 @@ from mcp.shared.exceptions import MCPError
 from conftest import SERVERS, TOOLS_DIR, gateway_stdio, pip_install
 from test_lifecycle import alive, wait_until
 
-# On one xdist worker: the module's shared processes start once, not once per worker.
-pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("probe_fallback")]
+pytestmark = pytest.mark.anyio
 
 SQLITE_REQUIREMENTS = (
     "mcp-server-sqlite==2025.4.25",

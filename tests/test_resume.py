@@ -19,8 +19,7 @@ import tomlkit
 from conftest import background, free_port, mcpgw_command, upstream_server
 from mcpgw.server.resume import BoundedEventStore
 
-# On one xdist worker: the module's shared processes start once, not once per worker.
-pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("resume")]
+pytestmark = pytest.mark.anyio
 
 VERSION = "2025-11-25"
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}

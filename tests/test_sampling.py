@@ -34,9 +34,7 @@ from mcpgw.errors import SamplingError, SamplingFailed, SamplingRefused
 from mcpgw.sampling import Sampler
 from mcpgw.upstream.inflight import Caller
 
-# On one xdist worker: the module's shared processes start once, not once per worker; with
-# test_personas_cli, which imports litellm in process too (4 s of CPU), once per run.
-pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("litellm")]
+pytestmark = pytest.mark.anyio
 
 MODERN = {"command": sys.executable, "args": [str(SERVERS / "modern.py")]}
 KEY_VAR = "MCPGW_TEST_LLM_KEY"
@@ -212,6 +210,7 @@ async def client_samples(context: Any, params: types.CreateMessageRequestParams)
 # --- both eras answered by the model, for clients that cannot sample ------------------------------
 
 
+@pytest.mark.long
 async def test_everything_sampling_is_answered_by_the_model(shared: Shared, model: StandIn) -> None:
     async with Client(shared.persona("default"), mode="legacy", cache=None) as client:  # cannot sample
         tools = {t.name for t in (await client.list_tools()).tools}

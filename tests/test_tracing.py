@@ -46,8 +46,7 @@ META_TRACE = "0af7651916cd43dd8448eb211c80319c"
 META_SPAN = "b7ad6b7169203331"
 META_PARENT = f"00-{META_TRACE}-{META_SPAN}-01"
 
-# On one xdist worker: the module's shared processes start once, not once per worker.
-pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("tracing")]
+pytestmark = pytest.mark.anyio
 
 
 def parse(traceparent: str) -> tuple[str, str]:
@@ -215,6 +214,7 @@ async def test_meta_traceparent_wins_over_the_http_header_and_reaches_every_upst
     )
 
 
+@pytest.mark.long
 async def test_sampling_and_its_model_call_are_spans_of_the_call_that_asked(
     tmp_path: Path, llm: StandIn, monkeypatch: pytest.MonkeyPatch, audit_db: Path, upstream_url: str
 ) -> None:

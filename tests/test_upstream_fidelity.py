@@ -35,8 +35,7 @@ import parity
 from conftest import SERVERS, background, free_port
 from mcpgw.config import validate
 
-# On one xdist worker: the module's shared processes start once, not once per worker.
-pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("upstream_fidelity")]
+pytestmark = pytest.mark.anyio
 
 
 # --- a missing resultType ---------------------------------------------------------------------

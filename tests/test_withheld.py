@@ -28,8 +28,7 @@ from conftest import SERVERS, gateway_stdio, mcpgw_command, pin_registry, upstre
 from mcpgw.cli import cli
 from mcpgw.security import pins
 
-# On one xdist worker: the module's shared processes start once, not once per worker.
-pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("withheld")]
+pytestmark = pytest.mark.anyio
 
 TEMPLATE = "test://items/{item_id}"
 
