@@ -430,3 +430,23 @@ def llm() -> Iterator[StandIn]:
     port = free_port()
     with background([sys.executable, str(SERVERS / "llm.py"), str(port)], port=port):
         yield StandIn(port)
+
+
+# --- Scheduling under xdist (scripts/check: `-n 3 --dist loadscope --no-loadscope-reorder`) --------
+# loadscope: a module is one unit of work, on one worker, so its module fixtures (the era matrix's six
+# gateways, the auth and sampling stacks, the console's browser, `llm`...) start once, not once per
+# worker that ran one of its tests. (`loadgroup` would do it for `xdist_group` modules only, but
+# with pytest 9 it groups nothing: xdist 3.8 renames `item._nodeid`, which pytest 9 no longer reads.)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "long: among the longest tests; its module is handed out first so it never finishes last"
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Deal the longest work first (xdist hands out modules in the order their first test comes):
+    the modules of `long` tests, then the rest. Only the order changes, the same on every worker."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)

@@ -412,6 +412,7 @@ def model_tokens(llm: StandIn) -> int:
     return sum(sum(len(json.dumps(m)) // 4 for m in r["messages"]) + 7 for r in llm.requests())
 
 
+@pytest.mark.long
 async def test_three_replicas_behind_nginx(cluster: Cluster, llm: StandIn, record_property: Any) -> None:
     on_victim = await sessions_stay_home(cluster)
     await limits_hold_across_replicas(cluster)

@@ -102,6 +102,7 @@ def run_suite(node22: str, cli: str, url: str, requirements: str, tmp_path: Path
     return outcomes
 
 
+@pytest.mark.long
 @pytest.mark.parametrize(("requirements", "upstream"), PAIRS)
 def test_conformance_suite_directly_and_through_mcpgw(
     node22: str,

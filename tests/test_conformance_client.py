@@ -96,6 +96,7 @@ def run_scenario(node22: str, cli: str, scenario: str, output: Path, driver: str
     return done.stdout[-3000:] + done.stderr[-3000:]
 
 
+@pytest.mark.long
 def test_client_scenarios_with_mcpgw_as_the_client(
     node22: str, conformance_js: str, driver: str, tmp_path: Path
 ) -> None:

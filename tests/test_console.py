@@ -40,7 +40,8 @@ from conftest import (
 )
 from mcpgw import config
 
-# One worker builds the browser and the gateway (scripts/check runs `--dist loadgroup`).
+# One worker builds the browser and the gateway: scripts/check runs `--dist loadscope`, a module to a
+# worker (the group is what `--dist loadgroup` would need; with pytest 9 it groups nothing, see conftest).
 pytestmark = pytest.mark.xdist_group("console")
 
 CHROMIUM = "/usr/bin/chromium"

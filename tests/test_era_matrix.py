@@ -156,6 +156,7 @@ def cell_id(cell: tuple[str, str, str]) -> str:
     return f"client-{client}|upstream-{upstream}-{transport}"
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("cell", CELLS, ids=[cell_id(c) for c in CELLS])
 async def test_cell(cell: tuple[str, str, str], gateways: dict[tuple[str, str], Gateway]) -> None:
     client_era, upstream_era, transport = cell

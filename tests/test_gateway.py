@@ -105,10 +105,13 @@ async def test_parity_direct_versus_gateway(sides: Sides) -> None:
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("transport", ["stdio", "http"])
 async def test_parity_over_real_processes(
-    mode: str, transport: str, registry_file: Any, http_upstream: str
+    mode: str, transport: str, registry_file: Any, request: pytest.FixtureRequest
 ) -> None:
     """The same scenario with the upstream a real process over stdio or HTTP, and `mcpgw serve` too."""
-    upstream = upstream_server() if transport == "stdio" else {"url": http_upstream}
+    # The HTTP upstream is started only where it is used (a FastMCP process is a second of CPU).
+    upstream = (
+        upstream_server() if transport == "stdio" else {"url": request.getfixturevalue("http_upstream")}
+    )
     config = registry_file({"up": upstream})
     if "url" in upstream:
         direct_cm: Any = Client(upstream["url"], mode=mode, cache=None)  # type: ignore[arg-type]

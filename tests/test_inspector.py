@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,14 @@ from typing import Any
 import anyio
 import pytest
 
-from conftest import background, free_port, inspector_command, mcpgw_command, upstream_server
+from conftest import (
+    background,
+    free_port,
+    inspector_command,
+    mcpgw_command,
+    upstream_server,
+    write_registry,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -79,6 +86,7 @@ def check_echo(result: dict[str, Any], era: str) -> None:
         assert stamp is None
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("era", ERAS)
 async def test_inspector_against_gateway_over_stdio(era: str, inspector: Any, registry_file: Any) -> None:
     config = registry_file({"up": upstream_server()})
@@ -110,22 +118,30 @@ async def test_inspector_against_gateway_over_stdio(era: str, inspector: Any, re
     assert failing.error()["code"] == "tool_is_error"
 
 
-@pytest.mark.parametrize("era", ERAS)
-async def test_inspector_against_gateway_over_http(era: str, inspector: Any, registry_file: Any) -> None:
-    config = registry_file({"up": upstream_server()})
+@pytest.fixture(scope="module")
+def http_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One `mcpgw serve --transport http` for both eras' inspectors (each a client of its own, that
+    lists and calls, changing nothing); yields its /mcp URL."""
+    folder = tmp_path_factory.mktemp("inspector-http")
+    config = write_registry(folder / "servers.toml", {"up": upstream_server()})
     port = free_port()
     command = mcpgw_command(
         "serve", "--config", str(config), "--transport", "http", "--port", str(port), "--log-level", "warning"
     )
-    url = f"http://127.0.0.1:{port}/mcp"
-    with background(command, port=port):
-        check_listing((await inspector([url], "--method", "tools/list", era=era)).result())
+    with background(command, port=port, env={"MCPGW_AUDIT_DB": str(folder / "audit.db")}):
+        yield f"http://127.0.0.1:{port}/mcp"
 
-        call = await inspector(
-            [url], "--method", "tools/call", "--tool-name", "up__echo", "--tool-arg", "message=hi", era=era
-        )
-        check_echo(call.result(), era)
 
-        unknown = await inspector([url], "--method", "tools/call", "--tool-name", "up__nope", era=era)
-        assert unknown.code == 5
-        assert unknown.error()["code"] == "tool_not_found"
+@pytest.mark.parametrize("era", ERAS)
+async def test_inspector_against_gateway_over_http(era: str, inspector: Any, http_gateway: str) -> None:
+    url = http_gateway
+    check_listing((await inspector([url], "--method", "tools/list", era=era)).result())
+
+    call = await inspector(
+        [url], "--method", "tools/call", "--tool-name", "up__echo", "--tool-arg", "message=hi", era=era
+    )
+    check_echo(call.result(), era)
+
+    unknown = await inspector([url], "--method", "tools/call", "--tool-name", "up__nope", era=era)
+    assert unknown.code == 5
+    assert unknown.error()["code"] == "tool_not_found"

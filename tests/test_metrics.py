@@ -101,6 +101,7 @@ takes a CPU second. For the tests that need no more than that (the first needs `
 # --- over HTTP ------------------------------------------------------------------------------------
 
 
+@pytest.mark.long
 def test_http_metrics_count_calls_by_method_persona_server_tool_and_outcome(tmp_path: Path) -> None:
     document = {
         "servers": {"up": upstream_server()},

@@ -363,6 +363,7 @@ async def test_mixed_era_clients_share_upstreams_over_http(
 # --- server-everything as an HTTP upstream: streamable HTTP and legacy SSE ------------------------
 
 
+@pytest.mark.long
 @pytest.mark.parametrize(
     ("everything_transport", "path", "registry_transport"),
     [("streamableHttp", "/mcp", None), ("sse", "/sse", "sse")],

@@ -71,6 +71,7 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+@pytest.mark.long
 def test_kill_9_a_hundred_times_in_the_middle_of_calls(registry_file: Any, tmp_path: Path) -> None:
     tag = f"kill-loop-{uuid.uuid4().hex}"
     sleeps = tmp_path / "sleeps.log"
@@ -347,6 +348,7 @@ def test_a_busy_upstream_that_misses_pings_during_a_call_is_not_killed(registry_
     assert "did not answer a ping" not in gateway.log()
 
 
+@pytest.mark.long
 def test_16_clients_10000_calls_with_upstream_restarts_lose_nothing(
     registry_file: Any, audit_db: Path
 ) -> None:

@@ -510,6 +510,7 @@ async def test_a_persona_override_the_new_catalog_cannot_satisfy_is_refused_whol
             assert await names(client) == tools_of("a")
 
 
+@pytest.mark.long
 async def test_a_server_added_under_production_pins_stays_withheld_until_pinned(tmp_path: Path) -> None:
     config = write_registry(tmp_path / "servers.toml", {"a": tiny()}, mode="production")
     pinned = run_mcpgw("pin", "--config", str(config))

@@ -210,6 +210,7 @@ async def client_samples(context: Any, params: types.CreateMessageRequestParams)
 # --- both eras answered by the model, for clients that cannot sample ------------------------------
 
 
+@pytest.mark.long
 async def test_everything_sampling_is_answered_by_the_model(shared: Shared, model: StandIn) -> None:
     async with Client(shared.persona("default"), mode="legacy", cache=None) as client:  # cannot sample
         tools = {t.name for t in (await client.list_tools()).tools}

@@ -63,6 +63,14 @@ def traced_upstream(*, sse: bool = False) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/sse" if sse else f"http://127.0.0.1:{port}/mcp"
 
 
+@pytest.fixture(scope="module")
+def upstream_url() -> Iterator[str]:
+    """One streamable-HTTP `traced.py` for the module: it only reports what reached it, per call, so
+    each test's gateway (its own client session) reads it without seeing another test's calls."""
+    with traced_upstream() as url:
+        yield url
+
+
 def registry(path: Path, receiver: Receiver, servers: dict[str, Any], **extra: Any) -> Path:
     doc: dict[str, Any] = {
         "telemetry": {"traces": True, "traces_endpoint": receiver.base, "service_name": "gw-under-test"},
@@ -125,10 +133,10 @@ def one(spans: list[Span], name: str, **where: Any) -> Span:
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_a_client_traceparent_is_continued_to_an_http_upstream_and_the_tree_exported(
-    tmp_path: Path, mode: str
+    tmp_path: Path, mode: str, upstream_url: str
 ) -> None:
     rules = {"rules": [{"detectors": ["email"], "directions": ["arguments", "results"], "action": "redact"}]}
-    with receiving() as receiver, traced_upstream() as upstream_url:
+    with receiving() as receiver:
         config = registry(tmp_path / "servers.toml", receiver, {"up": {"url": upstream_url}}, security=rules)
         async with serving(config) as url, client(url, traceparent=CLIENT_PARENT, mode=mode) as c:
             result = await c.call_tool("up__seen", {})
@@ -175,9 +183,11 @@ async def test_a_client_traceparent_is_continued_to_an_http_upstream_and_the_tre
     assert all(s.attributes["mcpgw.data_rules.target"] == "up__seen" for s in rules_spans)
 
 
-async def test_meta_traceparent_wins_over_the_http_header_and_reaches_every_upstream(tmp_path: Path) -> None:
+async def test_meta_traceparent_wins_over_the_http_header_and_reaches_every_upstream(
+    tmp_path: Path, upstream_url: str
+) -> None:
     stdio = {"command": sys.executable, "args": [str(SERVERS / "traced.py"), "stdio"]}
-    with receiving() as receiver, traced_upstream() as upstream_url, traced_upstream(sse=True) as sse_url:
+    with receiving() as receiver, traced_upstream(sse=True) as sse_url:
         servers = {"web": {"url": upstream_url}, "old": {"url": sse_url, "transport": "sse"}, "local": stdio}
         config = registry(tmp_path / "servers.toml", receiver, servers)
         async with serving(config) as url, client(url, traceparent=CLIENT_PARENT) as c:
@@ -204,14 +214,15 @@ async def test_meta_traceparent_wins_over_the_http_header_and_reaches_every_upst
     )
 
 
+@pytest.mark.long
 async def test_sampling_and_its_model_call_are_spans_of_the_call_that_asked(
-    tmp_path: Path, llm: StandIn, monkeypatch: pytest.MonkeyPatch, audit_db: Path
+    tmp_path: Path, llm: StandIn, monkeypatch: pytest.MonkeyPatch, audit_db: Path, upstream_url: str
 ) -> None:
     monkeypatch.setenv("MCPGW_TEST_LLM_KEY", "sk-test")
     route = {"model": "openai/good", "api_base": llm.base, "api_key_env": "MCPGW_TEST_LLM_KEY"}
     sampling = {"policy": "llm", "routes": {"main": route}}
     log: list[str] = []
-    with receiving() as receiver, traced_upstream() as upstream_url:
+    with receiving() as receiver:
         servers = {"up": {"url": upstream_url, "era": "handshake"}}
         config = registry(tmp_path / "servers.toml", receiver, servers, sampling=sampling)
         async with serving(config, log=log) as url:
@@ -247,9 +258,11 @@ async def test_sampling_and_its_model_call_are_spans_of_the_call_that_asked(
     assert sorted(rows) == [("call", request_id), ("sampling", request_id)]
 
 
-async def test_a_failed_call_is_an_error_span_with_the_code_the_client_saw(tmp_path: Path) -> None:
+async def test_a_failed_call_is_an_error_span_with_the_code_the_client_saw(
+    tmp_path: Path, upstream_url: str
+) -> None:
     block = {"detectors": ["email"], "directions": ["arguments"], "tools": ["up__seen"], "action": "block"}
-    with receiving() as receiver, traced_upstream() as upstream_url:
+    with receiving() as receiver:
         servers = {"up": {"url": upstream_url}}
         config = registry(tmp_path / "servers.toml", receiver, servers, security={"rules": [block]})
         async with serving(config) as url, client(url) as c:
