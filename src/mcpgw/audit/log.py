@@ -42,6 +42,7 @@ from mcpgw.audit.fields import (
     FIELD_CHARS,
     SCAN_CHARS,
     SUMMARY_CHARS,
+    Fields,
     shown,
     stored,
 )
@@ -105,6 +106,7 @@ class AuditLog:
         self.every_request = every_request
         """`[audit] durable = "all"`: a request is answered once its row is committed (`answering`)."""
         self.redactor = redactor or Redactor()
+        self._fields = Fields(self.redactor)
         self.max_buffer = max_buffer
         self.dropped = 0
         self.written = 0
@@ -240,7 +242,7 @@ class AuditLog:
         # pass for a card number), only bounded.
         row["request_id"] = shown(row["request_id"], FIELD_CHARS)
         row["parent"] = shown(row["parent"], FIELD_CHARS) if row["parent"] is not None else None
-        row["instance"] = stored(self.instance, FIELD_CHARS, self.redactor)
+        row["instance"] = self._fields.stored(self.instance)
         for column in (
             "method",
             "persona",
@@ -252,7 +254,7 @@ class AuditLog:
             "name",
             "findings",
         ):
-            row[column] = stored(row[column], FIELD_CHARS, self.redactor)
+            row[column] = self._fields.stored(row[column])
         # What an upstream says may echo a secret argument back: those values go wherever they appear.
         row["error"] = stored(row["error"], ERROR_CHARS, self.redactor, literals=literals)
         return row
