@@ -32,7 +32,19 @@ def new_request_id() -> str:
     refusal's chain of steps). Base32's digits are 2 to 7 among letters, so such a run is as good
     as impossible.
     """
-    return base64.b32encode(os.urandom(20)).decode("ascii").lower()
+    try:
+        return _unused_ids.pop()
+    except IndexError:
+        # 64 at a time: one `urandom` and one encoding for 64 requests (20 bytes are exactly 32
+        # base32 characters, so the batch's text cuts into whole ids). `pop` is atomic across threads.
+        text = base64.b32encode(os.urandom(20 * _ID_BATCH)).decode("ascii").lower()
+        _unused_ids.extend(text[i : i + 32] for i in range(0, len(text), 32))
+        return _unused_ids.pop()
+
+
+_ID_BATCH = 64
+_unused_ids: list[str] = []
+os.register_at_fork(after_in_child=_unused_ids.clear)  # a forked child never repeats its parent's ids
 
 
 class Kind(StrEnum):
