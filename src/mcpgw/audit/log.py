@@ -230,8 +230,11 @@ class AuditLog:
         return True
 
     def _put_and_wait(self, item: _Item, *, durable: bool) -> None:
+        if not durable:  # nothing waits: no `threading.Event` (a lock and a condition) per request
+            self._put(item, durable=False)
+            return
         done = threading.Event()
-        if self._put(item, durable=durable, done=done.set) and not done.wait(DURABLE_WAIT):
+        if self._put(item, durable=True, done=done.set) and not done.wait(DURABLE_WAIT):
             logger.warning("audit log: a refusal or security row waited over %gs for the disk", DURABLE_WAIT)
 
     # --- rows ------------------------------------------------------------------------------------
