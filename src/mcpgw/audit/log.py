@@ -287,7 +287,7 @@ class AuditLog:
         arguments = _dump(self.redactor.value(step.arguments)) if step.arguments is not None else None
         result = _dump(step.result)[: SUMMARY_CHARS * 4] if step.result is not None else None
         row = {
-            "ts": step.ts,
+            "ts": step.ts if step.ts is not None else now(step.clock),
             "request_id": step.request_id,
             "parent": step.parent,
             "kind": step.kind.value,

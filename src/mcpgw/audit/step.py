@@ -104,8 +104,10 @@ class Outcome(StrEnum):
 CANCELLED_TEXT = "cancelled by the client or at shutdown"
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+def now(clock: float | None = None) -> str:
+    """`clock` (seconds since the epoch; default: now) as a row's `ts`."""
+    moment = datetime.now(UTC) if clock is None else datetime.fromtimestamp(clock, UTC)
+    return moment.isoformat(timespec="microseconds")
 
 
 @dataclass
@@ -134,7 +136,10 @@ class Step:
     findings: str | None = None
     """What data rules found (detector names and counts, never values)."""
     started: float = field(default_factory=time.perf_counter)
-    ts: str = field(default_factory=lambda: now())
+    clock: float = field(default_factory=time.time)
+    """When the step began; its row's `ts` is made of it by the log's writer thread, off the request."""
+    ts: str | None = None
+    """The row's `ts` when given (an imported or back-dated step); else made of `clock`."""
     latency_ms: float = 0.0
 
     def __post_init__(self) -> None:

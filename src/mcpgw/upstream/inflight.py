@@ -52,6 +52,9 @@ class ClientChannel:
     handed is bound to it (`bridge.state`). None on stdio and without `[auth]`."""
 
 
+_tokens = itertools.count(1)
+
+
 @dataclass(frozen=True)
 class Caller:
     """One downstream call in flight on an upstream."""
@@ -66,9 +69,6 @@ class Caller:
     """The downstream call's trace context (tracing on): its sampling spans join its trace."""
     token: str = field(default_factory=lambda: str(next(_tokens)))
     """Its key among the calls in flight: unique within this process (a count, no random id per call)."""
-
-
-_tokens = itertools.count(1)
 
 
 class InFlight:
