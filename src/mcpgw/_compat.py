@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
@@ -361,20 +362,34 @@ def checked_result(session: ClientSession, method: str, raw: dict[str, Any]) -> 
     mcp 2.3: inline in `ClientSession.send_request`, with `_clamp_inbound_ttl` and
     `_later_revision_fields` private; the lean path receives results itself and checks them so, once.
     """
+    modern, clamp, validate, foreign = _result_check(method, session._negotiated_version or "2025-11-25")
+    if "resultType" not in raw and modern:
+        raw["resultType"] = "complete"
+    clamp(raw)
+    if validate is not None:
+        validate(raw)
+    return raw if foreign.isdisjoint(raw) else {k: v for k, v in raw.items() if k not in foreign}
+
+
+@functools.cache
+def _result_check(
+    method: str, version: str
+) -> tuple[bool, Callable[..., None], Callable[..., Any] | None, Any]:
+    """`checked_result`'s steps per method and version, looked up once. mcp_types 2.3:
+    `validate_server_result` validates against the surface type (`methods._adapter`), then dumps it
+    and drops the dump (which cannot fail once validated): only the validation runs here."""
     from mcp.client.session import _clamp_inbound_ttl, _later_revision_fields
     from mcp_types import methods
-    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+    from mcp_types.version import KNOWN_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
-    version = session._negotiated_version or "2025-11-25"
-    if "resultType" not in raw and version in MODERN_PROTOCOL_VERSIONS:
-        raw["resultType"] = "complete"
-    _clamp_inbound_ttl(raw)
-    with contextlib.suppress(KeyError):
-        methods.validate_server_result(method, version, raw)
+    surface = methods.SERVER_RESULTS.get((method, version))
+    validate: Callable[..., Any] | None = None
+    if version not in KNOWN_PROTOCOL_VERSIONS:
+        validate = functools.partial(methods.validate_server_result, method, version)
+    elif surface is not None:
+        validate = functools.partial(methods._adapter(surface).validate_python, by_name=False)
     foreign = _later_revision_fields(method, version)
-    if not foreign.isdisjoint(raw):
-        raw = {key: value for key, value in raw.items() if key not in foreign}
-    return raw
+    return version in MODERN_PROTOCOL_VERSIONS, _clamp_inbound_ttl, validate, foreign
 
 
 def stream_within_origin(

@@ -75,3 +75,28 @@ def stored(text: str | None, limit: int, redactor: Redactor, *, literals: Iterab
     if text is None:
         return None
     return shown(redactor.text(text[:SCAN_CHARS], literals), limit, length=len(text))
+
+
+class Fields:
+    """`stored(text, FIELD_CHARS, redactor)` for the short columns a connection repeats on every row
+    (method, persona, client, protocol, session, tool name): each distinct text redacted once.
+
+    Why: redacting a row's nine short columns was most of the writer thread's CPU per call, for texts
+    that are the same call after call. The redactor has no state, so a text's column value is fixed;
+    at most `size` texts are kept (all dropped when full: the next rows fill it again).
+    """
+
+    def __init__(self, redactor: Redactor, *, size: int = 4096) -> None:
+        self._redactor = redactor
+        self._size = size
+        self._known: dict[str, str | None] = {}
+
+    def stored(self, text: str | None) -> str | None:
+        if text is None:
+            return None
+        known = self._known.get(text, self)
+        if known is self:
+            if len(self._known) >= self._size:
+                self._known.clear()
+            known = self._known[text] = stored(text, FIELD_CHARS, self._redactor)
+        return known  # type: ignore[return-value]

@@ -42,6 +42,7 @@ from mcpgw.audit.fields import (
     FIELD_CHARS,
     SCAN_CHARS,
     SUMMARY_CHARS,
+    Fields,
     shown,
     stored,
 )
@@ -105,6 +106,7 @@ class AuditLog:
         self.every_request = every_request
         """`[audit] durable = "all"`: a request is answered once its row is committed (`answering`)."""
         self.redactor = redactor or Redactor()
+        self._fields = Fields(self.redactor)
         self.max_buffer = max_buffer
         self.dropped = 0
         self.written = 0
@@ -228,8 +230,11 @@ class AuditLog:
         return True
 
     def _put_and_wait(self, item: _Item, *, durable: bool) -> None:
+        if not durable:  # nothing waits: no `threading.Event` (a lock and a condition) per request
+            self._put(item, durable=False)
+            return
         done = threading.Event()
-        if self._put(item, durable=durable, done=done.set) and not done.wait(DURABLE_WAIT):
+        if self._put(item, durable=True, done=done.set) and not done.wait(DURABLE_WAIT):
             logger.warning("audit log: a refusal or security row waited over %gs for the disk", DURABLE_WAIT)
 
     # --- rows ------------------------------------------------------------------------------------
@@ -240,7 +245,7 @@ class AuditLog:
         # pass for a card number), only bounded.
         row["request_id"] = shown(row["request_id"], FIELD_CHARS)
         row["parent"] = shown(row["parent"], FIELD_CHARS) if row["parent"] is not None else None
-        row["instance"] = stored(self.instance, FIELD_CHARS, self.redactor)
+        row["instance"] = self._fields.stored(self.instance)
         for column in (
             "method",
             "persona",
@@ -252,7 +257,7 @@ class AuditLog:
             "name",
             "findings",
         ):
-            row[column] = stored(row[column], FIELD_CHARS, self.redactor)
+            row[column] = self._fields.stored(row[column])
         # What an upstream says may echo a secret argument back: those values go wherever they appear.
         row["error"] = stored(row["error"], ERROR_CHARS, self.redactor, literals=literals)
         return row
@@ -282,7 +287,7 @@ class AuditLog:
         arguments = _dump(self.redactor.value(step.arguments)) if step.arguments is not None else None
         result = _dump(step.result)[: SUMMARY_CHARS * 4] if step.result is not None else None
         row = {
-            "ts": step.ts,
+            "ts": step.ts if step.ts is not None else now(step.clock),
             "request_id": step.request_id,
             "parent": step.parent,
             "kind": step.kind.value,

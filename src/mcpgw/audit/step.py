@@ -32,7 +32,19 @@ def new_request_id() -> str:
     refusal's chain of steps). Base32's digits are 2 to 7 among letters, so such a run is as good
     as impossible.
     """
-    return base64.b32encode(os.urandom(20)).decode("ascii").lower()
+    try:
+        return _unused_ids.pop()
+    except IndexError:
+        # 64 at a time: one `urandom` and one encoding for 64 requests (20 bytes are exactly 32
+        # base32 characters, so the batch's text cuts into whole ids). `pop` is atomic across threads.
+        text = base64.b32encode(os.urandom(20 * _ID_BATCH)).decode("ascii").lower()
+        _unused_ids.extend(text[i : i + 32] for i in range(0, len(text), 32))
+        return _unused_ids.pop()
+
+
+_ID_BATCH = 64
+_unused_ids: list[str] = []
+os.register_at_fork(after_in_child=_unused_ids.clear)  # a forked child never repeats its parent's ids
 
 
 class Kind(StrEnum):
@@ -92,8 +104,10 @@ class Outcome(StrEnum):
 CANCELLED_TEXT = "cancelled by the client or at shutdown"
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+def now(clock: float | None = None) -> str:
+    """`clock` (seconds since the epoch; default: now) as a row's `ts`."""
+    moment = datetime.now(UTC) if clock is None else datetime.fromtimestamp(clock, UTC)
+    return moment.isoformat(timespec="microseconds")
 
 
 @dataclass
@@ -122,7 +136,10 @@ class Step:
     findings: str | None = None
     """What data rules found (detector names and counts, never values)."""
     started: float = field(default_factory=time.perf_counter)
-    ts: str = field(default_factory=lambda: now())
+    clock: float = field(default_factory=time.time)
+    """When the step began; its row's `ts` is made of it by the log's writer thread, off the request."""
+    ts: str | None = None
+    """The row's `ts` when given (an imported or back-dated step); else made of `clock`."""
     latency_ms: float = 0.0
 
     def __post_init__(self) -> None:

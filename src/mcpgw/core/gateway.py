@@ -207,14 +207,12 @@ class Gateway:
     async def tracked(self) -> AsyncIterator[None]:
         if self.draining:
             raise Unavailable("mcpgw is shutting down and takes no new requests")
-        if self._in_flight == 0:
-            self._idle = anyio.Event()
         self._in_flight += 1
         try:
             yield
         finally:
             self._in_flight -= 1
-            if self._in_flight == 0:
+            if self._in_flight == 0 and self.draining:  # only `drain` waits for it: no Event per call
                 self._idle.set()
 
     def _upstream_state(self, upstream: Upstream) -> None:

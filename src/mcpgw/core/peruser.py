@@ -44,8 +44,11 @@ Result = dict[str, Any]
 
 
 def per_user(config: ServerConfig) -> bool:
-    login = getattr(config, "login", None)
-    return login is not None and bool(login.per_user)
+    # Not `getattr(config, "login", None)`: on a model without the field, pydantic's `__getattr__`
+    # raises and catches an AttributeError, a few microseconds on every call to a stdio server.
+    if not isinstance(config, HttpServer | SseServer):
+        return False
+    return config.login is not None and bool(config.login.per_user)
 
 
 class PerUser:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from mcp.server.context import ServerRequestContext
@@ -27,16 +27,21 @@ if TYPE_CHECKING:
 Ctx = ServerRequestContext[Any, Any]
 
 
-@contextmanager
-def request_span(gateway: Gateway, ctx: Ctx, step: audit.Step) -> Iterator[Span | None]:
+_NO_SPAN: AbstractContextManager[None] = nullcontext()
+"""Tracing off: no span, and no generator per request (`nullcontext` holds no state: one serves all)."""
+
+
+def request_span(gateway: Gateway, ctx: Ctx, step: audit.Step) -> AbstractContextManager[Span | None]:
     """The request's span (tracing on), its trace id on the request's fields (the log lines').
 
     The span's name holds a tool or prompt name only if the catalog has it, as the metrics' labels
     do: a client cannot mint span names (the name it sent is an attribute, bounded).
     """
-    if not tracing.on():
-        yield None
-        return
+    return _span(gateway, ctx, step) if tracing.on() else _NO_SPAN
+
+
+@contextmanager
+def _span(gateway: Gateway, ctx: Ctx, step: audit.Step) -> Iterator[Span | None]:
     headers = getattr(ctx.request, "headers", None)
     named = step.kind in (audit.Kind.CALL, audit.Kind.PROMPT)
     target = catalog_name(gateway, step) if named else None

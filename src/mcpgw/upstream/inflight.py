@@ -19,7 +19,7 @@ counts for the other.
 
 from __future__ import annotations
 
-import uuid
+import itertools
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,6 +52,9 @@ class ClientChannel:
     handed is bound to it (`bridge.state`). None on stdio and without `[auth]`."""
 
 
+_tokens = itertools.count(1)
+
+
 @dataclass(frozen=True)
 class Caller:
     """One downstream call in flight on an upstream."""
@@ -64,7 +67,8 @@ class Caller:
     """Where the upstream's log lines go while this is its only call (None: the gateway's own log)."""
     trace: object | None = None
     """The downstream call's trace context (tracing on): its sampling spans join its trace."""
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    token: str = field(default_factory=lambda: str(next(_tokens)))
+    """Its key among the calls in flight: unique within this process (a count, no random id per call)."""
 
 
 class InFlight:

@@ -262,12 +262,14 @@ class Session:
         if slots.available_tokens == 0:
             return await self._queued(slots, client, method, params, timeout, on_progress)
         # Taken without `async with`: anyio's acquire yields to the event loop even when a slot is free,
-        # one loop turn per call for nothing.
-        slots.acquire_nowait()
+        # one loop turn per call for nothing. Held for a token of its own, not the task: `acquire_nowait`
+        # and `release` each look the current task up (about 2% of a lean call's CPU, py-spy).
+        borrower = object()
+        slots.acquire_on_behalf_of_nowait(borrower)
         try:
             return await self.send(client, method, params, timeout=timeout, on_progress=on_progress)
         finally:
-            slots.release()
+            slots.release_on_behalf_of(borrower)
 
     async def _queued(
         self,
