@@ -40,11 +40,9 @@ def in_memory_transport(server: Any) -> AbstractAsyncContextManager[tuple[Any, A
 def session_connection(session: ServerSession) -> Connection | None:
     """The `Connection` a request's session belongs to; None if the SDK no longer keeps it there.
 
-    mcp 2.3: the lowlevel `ServerRunner` hands handlers a `ServerRequestContext`, whose
-    `ServerSession` keeps its connection in `_connection` (only `Context`, which the runner does
-    not build, exposes `connection`). The gateway needs the connection itself: the log level a
-    handshake-era client set, standalone list-change notifications, and resource subscriptions
-    that are dropped when the connection closes.
+    mcp 2.3: a handler's `ServerSession` keeps it in `_connection` (only `Context`, which the runner
+    does not build, exposes it). The gateway needs it for the log level a handshake-era client set,
+    standalone list changes, and subscriptions dropped when the connection closes.
     """
     return getattr(session, "_connection", None)
 
@@ -105,9 +103,8 @@ def mcp_http_client(*, headers: dict[str, str] | None, auth: httpx2.Auth | None)
 def skip_tool_result_validation(session: ClientSession) -> None:
     """Stop `session` checking `tools/call` results against the tool's output schema.
 
-    mcp 2.3: `ClientSession.validate_tool_result` has no switch; replacing the method on the instance is
-    the only way off. mcpgw passes results through as the upstream sent them: validating structured
-    output is the downstream client's business, not the gateway's.
+    mcp 2.3: `ClientSession.validate_tool_result` has no switch. mcpgw passes results through as the
+    upstream sent them: checking structured output is the downstream client's business.
     """
 
     async def _no_validation(name: str, result: Any) -> None:
@@ -133,10 +130,9 @@ def direct_progress_requested(session: ServerSession) -> bool:
 def connection_closed(session: ClientSession) -> bool:
     """Whether `session`'s connection to its server is gone (its dispatcher saw the end of the stream).
 
-    mcp 2.3: the dispatcher raises `MCPError(CONNECTION_CLOSED)` both when the transport ends and when
-    the peer merely answers with that code, and keeps the difference only in its private `_closed`
-    flag (set before it fails the pending requests); `ClientSession` keeps the dispatcher as
-    `_dispatcher`. An unknown shape counts as open: the supervisor still notices a real loss.
+    mcp 2.3: `MCPError(CONNECTION_CLOSED)` comes both when the transport ends and when the peer answers
+    with that code; only the dispatcher's (`_dispatcher`) `_closed` flag tells them apart. An unknown
+    shape counts as open: the supervisor still notices a real loss.
     """
     dispatcher = getattr(session, "_dispatcher", None)
     return getattr(dispatcher, "_closed", False) is True
@@ -228,13 +224,10 @@ def http_protocol(
 def absorb_tool_listing(session: ClientSession, tools: list[Any], *, complete: bool) -> set[str]:
     """Hand `session` a `tools/list` page sent raw, as its own `list_tools` would; the tool names it kept.
 
-    mcp 2.3: `ClientSession.list_tools` passes each page to `_absorb_tool_listing`, which on a
-    2026-07-28 connection drops tools whose `x-mcp-header` annotations are invalid (the spec's
-    MUST) and caches each kept tool's argument-to-`Mcp-Param-*` header map, which the session's
-    request stamp reads for every `tools/call`. mcpgw lists raw dicts (a typed round trip would lose
-    what the upstream sent), so without this its calls would go out without the headers the
-    spec requires. `tools` are `mcp_types.Tool`s; `complete` (one uncursored page) lets the
-    session forget tools no longer listed.
+    mcp 2.3: `ClientSession.list_tools` passes each page to `_absorb_tool_listing`, which (2026-07-28)
+    drops tools with invalid `x-mcp-header` annotations and caches each kept tool's `Mcp-Param-*`
+    header map for the stamp of every `tools/call`. mcpgw lists raw dicts, so without this its calls
+    would lack those headers. `complete` (one uncursored page): forget tools no longer listed.
     """
     import mcp_types as types
 
@@ -344,10 +337,8 @@ def stamp_request(session: ClientSession, data: dict[str, Any]) -> dict[str, str
     """Stamp a request (`{"method", "params"}`) as `session.send_request` would before sending it;
     returns the HTTP headers the stamp adds (`Mcp-Protocol-Version`, `Mcp-Method`, `Mcp-Name`, ...).
 
-    mcp 2.3: `ClientSession._stamp` puts the negotiated era's envelope on every request (a 2026-07-28
-    session's protocol version, client info and capabilities in `_meta`, and its headers); the lean
-    paths (`upstream.wire`, `upstream.httpwire`) send requests themselves and must send what the SDK
-    would have sent.
+    mcp 2.3: `ClientSession._stamp` puts the era's envelope on every request (2026-07-28: `_meta` and
+    headers); the lean paths (`upstream.wire`, `httpwire`) send requests themselves, stamped the same.
     """
     opts: dict[str, Any] = {}
     session._stamp(data, opts)  # type: ignore[arg-type]
@@ -432,10 +423,8 @@ def deliver_notification(
 def wrap_network_backend(client: httpx2.AsyncClient, wrap: Callable[[Any], Any]) -> None:
     """Make `client`'s connections through `wrap(its network backend)` (`upstream.cork`).
 
-    httpx2 2.16 / httpcore2: `AsyncHTTPTransport` builds its `AsyncConnectionPool` without a way to
-    pass a network backend; the pool keeps it in `_network_backend`, the transport the pool in
-    `_pool`, the client its transport in `_transport`. A client whose transport is another kind
-    (a proxy from the environment, a test's mock) is left as it is.
+    httpx2 2.16 / httpcore2: no way to pass a network backend; it is kept in `_transport._pool.
+    _network_backend`. A client with another kind of transport (a proxy) is left as it is.
     """
     pool = getattr(getattr(client, "_transport", None), "_pool", None)
     backend = getattr(pool, "_network_backend", None)
@@ -475,10 +464,8 @@ def exit_stack_empty(stack: contextlib.AsyncExitStack) -> bool:
 def process_stdin_writer(stdin: Any) -> asyncio.StreamWriter | None:
     """The asyncio `StreamWriter` under an anyio process's stdin; None if anyio no longer keeps one.
 
-    anyio 4.16: `StreamWriterWrapper.send` (a process's stdin) yields to the event loop after every
-    write that did not have to wait, a whole loop turn per request to a stdio upstream on the lean
-    path (`upstream.wire`). Writing to the asyncio writer it wraps (`_stream`), and draining it, does
-    the same without the extra turn.
+    anyio 4.16: `StreamWriterWrapper.send` yields to the loop after every write, a loop turn per
+    request on the lean path (`upstream.wire`); its asyncio writer (`_stream`) does without.
     """
     stream = getattr(stdin, "_stream", None)
     return stream if isinstance(stream, asyncio.StreamWriter) else None
@@ -487,8 +474,7 @@ def process_stdin_writer(stdin: Any) -> asyncio.StreamWriter | None:
 def lifespan_state(manager: StreamableHTTPSessionManager) -> Any:
     """The server lifespan's state, as the session manager hands it to each 2026-07-28 request.
 
-    mcp 2.3: `StreamableHTTPSessionManager.run` enters `Server.lifespan` once and keeps what it
-    yields in `_lifespan_state`, which it passes to `handle_modern_request`; the lean stateless path
+    mcp 2.3: `run` keeps what `Server.lifespan` yields in `_lifespan_state`; the lean stateless path
     (`server.stateless`) serves those requests itself and passes the same state to `serve_one`.
     """
     return manager._lifespan_state
@@ -508,8 +494,7 @@ def sse_response_headers() -> list[tuple[bytes, bytes]]:
 def oauth_initialized(provider: Any) -> bool:
     """Whether an `OAuthClientProvider` has loaded its stored tokens and client (its first request did).
 
-    mcp 2.3: the provider keeps that in `_initialized` and loads them under its lock on the first
-    request; `upstream.login.LoginAuth` sends a request outside that lock only once they are loaded
-    and there is no token to send (see its `_nothing_to_send`).
+    mcp 2.3: kept in `_initialized`, loaded under its lock; `upstream.login.LoginAuth` sends outside
+    that lock only once they are loaded and there is no token to send (`_nothing_to_send`).
     """
     return bool(getattr(provider, "_initialized", False))
