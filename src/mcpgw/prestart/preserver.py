@@ -162,7 +162,7 @@ def begin(argv: list[str]) -> None:
     if options is None or options.get("transport", "stdio") != "stdio" or not hasattr(select, "poll"):
         return  # (no poll(): Windows, where the gateway starts as it always has)
     registry = _registry_path(options.get("config"))
-    if registry is None or not (_is_pipe(0) and _is_pipe(1)):
+    if registry is None or not (is_pipe(0) and is_pipe(1)):
         return
     path = saved.answers_path(registry)
     data = saved.read(path)
@@ -234,7 +234,8 @@ def _registry_path(config: str | None) -> str | None:
     return "servers.toml" if os.path.exists("servers.toml") else None
 
 
-def _is_pipe(fd: int) -> bool:
+def is_pipe(fd: int) -> bool:
+    """Only pipes and sockets go on the event loop (uvloop aborts on /dev/null, files cannot be polled)."""
     try:
         mode = os.fstat(fd).st_mode
     except OSError:

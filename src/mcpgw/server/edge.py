@@ -17,6 +17,7 @@ any ASGI app runs: see `_compat.http_protocol`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -167,3 +168,18 @@ def _nesting_problem(body: bytes) -> str | None:
 def _peer(scope: Any) -> str:
     client = scope.get("client")
     return f"{client[0]}:{client[1]}" if client else "an unknown peer"
+
+
+def replaying(first: Any, receive: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+    """`receive` that gives `first` (the body message `BodyLimit` handed on whole, already read by a
+    layer that looked into it) once more before the rest."""
+    replayed = False
+
+    async def replay() -> Any:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return first
+        return await receive()
+
+    return replay

@@ -24,7 +24,24 @@ from mcp.shared.message import SessionMessage
 from mcpgw.upstream.wire import parse
 
 
-class PipeMessages:
+class _Closable:
+    """What both streams do as async context managers: closing marks them closed."""
+
+    _closed = False
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class PipeMessages(_Closable):
     """The SDK's read stream over stdin: `SessionMessage`s, or the exception a line failed with.
 
     `lines` yields stdin's lines, envelope-checked (`stdio._PipeLines`); `take` is offered each
@@ -64,19 +81,8 @@ class PipeMessages:
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise StopAsyncIteration from None
 
-    async def aclose(self) -> None:
-        self._closed = True
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-
-class PipeSends:
+class PipeSends(_Closable):
     """The SDK's write stream over stdout: each message a line, dumped as the SDK's stdio server dumps it."""
 
     def __init__(self, write: Callable[[bytes], None], drain: Callable[[], Any]) -> None:
@@ -93,14 +99,3 @@ class PipeSends:
             await self._drain()
         except (ConnectionError, RuntimeError) as exc:  # the client closed stdout's other end
             raise anyio.BrokenResourceError from exc
-
-    async def aclose(self) -> None:
-        self._closed = True
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse
 from mcpgw.cluster.limits import Limiter
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import RateLimited
+from mcpgw.server.edge import replaying
 
 COUNTED = frozenset({"tools/call", "resources/read", "prompts/get", "completion/complete"})
 """The requests a limit counts: the ones that reach an upstream. Listings are answered from memory."""
@@ -74,14 +75,7 @@ class RateLimits:
         # `edge.BodyLimit` (outside this) has read the body whole and hands it on as one message.
         first = await receive()
         method, request_id = _method_and_id(first.get("body", b""))
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return first
-            return await receive()
+        replay = replaying(first, receive)
 
         if method not in COUNTED:
             await self.app(scope, replay, send)

@@ -54,6 +54,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 
 from mcpgw import _compat
+from mcpgw.server.edge import replaying
 from mcpgw.upstream.wire import parse
 
 logger = logging.getLogger("mcpgw.http")
@@ -89,14 +90,7 @@ class StatelessCalls:
             return
         # `edge.BodyLimit` (in front) has read the body whole, within its limits, as one message.
         first = await receive()
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return first
-            return await receive()
+        replay = replaying(first, receive)
 
         call = await self._admitted(scope, replay, first)
         if call is None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import stat
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -25,6 +24,7 @@ from typing import Any
 import anyio
 
 from mcpgw.core.gateway import Gateway
+from mcpgw.prestart.preserver import is_pipe
 from mcpgw.server import leanlane, scrape
 from mcpgw.server.envelope import envelope_problem, too_large
 from mcpgw.server.handlers import build_server
@@ -110,19 +110,10 @@ class _PipeWriter:
         self._writer.write((json.dumps(message) + "\n").encode("utf-8"))
 
 
-def _is_pipe(fd: int) -> bool:
-    """Only pipes and sockets go on the event loop (uvloop aborts on /dev/null, files cannot be polled)."""
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError:
-        return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
-
-
 async def _event_loop_stdout(*, keep: Callable[[bytes], bytes] | None = None) -> _PipeWriter | None:
     """`keep`: what of each write goes out (see `prestarted.EarlyStart.outgoing`)."""
     loop = asyncio.get_running_loop()
-    if not _is_pipe(sys.stdout.fileno()):
+    if not is_pipe(sys.stdout.fileno()):
         return None
     try:
         stdout = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
@@ -136,7 +127,7 @@ async def _event_loop_stdout(*, keep: Callable[[bytes], bytes] | None = None) ->
 async def _cancellable_stdin(limit: int, *, replay: bytes = b"") -> _PipeLines | None:
     """`replay`: bytes read before (by the pre-server), read first."""
     loop = asyncio.get_running_loop()
-    if not _is_pipe(sys.stdin.fileno()):
+    if not is_pipe(sys.stdin.fileno()):
         return None
     reader = asyncio.StreamReader(limit=limit)
     reader.feed_data(replay)
