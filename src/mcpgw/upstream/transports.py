@@ -34,7 +34,6 @@ from mcpgw.config import OpenApiServer, ServerConfig, SseServer, StdioServer
 from mcpgw.observe import context as observe_context
 from mcpgw.observe import tracing
 from mcpgw.upstream import credentials, grants, login
-from mcpgw.upstream.cork import CorkedBackend
 from mcpgw.upstream.httpwire import HttpWire
 from mcpgw.upstream.stdio import stdio_transport
 from mcpgw.upstream.wire import LeanWire
@@ -216,6 +215,10 @@ def _http_client(
 ) -> httpx2.AsyncClient:
     """An upstream's HTTP client: the MCP transports' defaults, and (tracing on) each message's trace
     context as HTTP headers too (`tracing.header_hook`)."""
+    # Imported here, not at the top: httpcore (2.5 MiB with h11 and h2) is not loaded by a gateway
+    # without HTTP upstreams.
+    from mcpgw.upstream.cork import CorkedBackend
+
     http = _compat.mcp_http_client(headers=headers, auth=auth)
     _compat.wrap_network_backend(http, CorkedBackend)  # one write per request (`upstream.cork`)
     if timeout is not None:  # the legacy SSE transport's own (a shorter connect timeout)
