@@ -97,7 +97,9 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
     server = Server(lambda n: json_answer(b"{}"), close_after=True)  # no `Connection: close` said
     async with serving(server) as exchanges:
         assert await post(exchanges) == (200, b"{}")
-        await anyio.sleep(0.05)  # the server's close arrives
+        with anyio.fail_after(10):  # a hang guard
+            while exchanges.idle[0].usable():  # until the server's close has arrived
+                await anyio.sleep(0.01)
         assert await post(exchanges) == (200, b"{}")
     assert server.connections == 2 and len(server.requests) == 2
 
