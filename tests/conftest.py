@@ -405,6 +405,10 @@ def log_levels() -> Iterator[None]:
         logger.setLevel(before.get(name, logging.NOTSET))
 
 
+LLM_PRICES = {"input_cost_per_token": 0.000001, "output_cost_per_token": 0.000002}
+"""The prices per token the tests give the stand-in's models, where a test checks what was spent."""
+
+
 class StandIn:
     """The stand-in model server (tests/servers/llm.py, the only stand-in): its base URL and what it
     was asked."""
@@ -419,6 +423,11 @@ class StandIn:
 
     def clear(self) -> None:
         httpx.delete(self._control)
+
+    def route(self, model: str, *, key_env: str, **extra: Any) -> dict[str, Any]:
+        """A `[sampling.routes.X]` table for the stand-in's model `model` (`openai/<model>` through
+        litellm), its API key read from `key_env`; `extra`: more of the route's keys (prices...)."""
+        return {"model": f"openai/{model}", "api_base": self.base, "api_key_env": key_env, **extra}
 
     def script(self, model: str, text: str) -> None:
         """What the model named `model` (a `scripted...` name) answers from now on."""

@@ -111,7 +111,7 @@ def registry(redis_url: str, llm: StandIn, *, audit_url: str, late: bool) -> str
     servers: dict[str, Any] = {"tiny": TINY, "modern": MODERN}
     if late:
         servers["late"] = TINY  # unpinned: withheld (production mode) until `mcpgw pin late`
-    route = {"model": "openai/good", "api_base": llm.base, "api_key_env": KEY_VAR}
+    route = llm.route("good", key_env=KEY_VAR)
     doc = {
         "gateway": {"mode": "production", "drain_grace": 1},
         "servers": servers,

@@ -28,6 +28,7 @@ from fastmcp import Client
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from conftest import (
+    LLM_PRICES,
     ROOT,
     SERVERS,
     UPSTREAM,
@@ -141,13 +142,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, llm: StandIn) -> Iterator[St
                 },
                 "sampling": {
                     "routes": {
-                        "main": {
-                            "model": "openai/good",
-                            "api_base": llm.base,
-                            "api_key_env": KEY_VAR,
-                            "input_cost_per_token": 0.000001,
-                            "output_cost_per_token": 0.000002,
-                        }
+                        "main": llm.route("good", key_env=KEY_VAR, **LLM_PRICES),
                     },
                     "personas": {"reader": {"tokens_per_day": 5000, "usd_per_day": 0.01}},
                 },

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Mount
 
-from conftest import SERVERS, StandIn, background, free_port, mcpgw_command, wait_all_ready
+from conftest import LLM_PRICES, SERVERS, StandIn, background, free_port, mcpgw_command, wait_all_ready
 from mcpgw.server.console import traffic
 from mcpgw.server.console.access import Access, Visitor
 from mcpgw.server.console.app import console_app
@@ -50,13 +50,7 @@ async def test_the_console_shows_a_call_logged_to_postgresql(
                 "personas": {"reader": {"allow": ["*"]}},
                 "sampling": {
                     "routes": {
-                        "main": {
-                            "model": "openai/good",
-                            "api_base": llm.base,
-                            "api_key_env": KEY_VAR,
-                            "input_cost_per_token": 0.000001,
-                            "output_cost_per_token": 0.000002,
-                        }
+                        "main": llm.route("good", key_env=KEY_VAR, **LLM_PRICES),
                     },
                     "personas": {"reader": {"tokens_per_day": 5000}},
                 },

@@ -299,13 +299,9 @@ async def test_sampling_tokens_and_cost_by_route_and_persona(
     from test_sampling_paths import upstream as asking
 
     monkeypatch.setenv("MCPGW_TEST_LLM_KEY", "sk-test")
-    route = {
-        "model": "openai/good",
-        "api_base": llm.base,
-        "api_key_env": "MCPGW_TEST_LLM_KEY",
-        "input_cost_per_token": 0.001,
-        "output_cost_per_token": 0.002,
-    }
+    route = llm.route(
+        "good", key_env="MCPGW_TEST_LLM_KEY", input_cost_per_token=0.001, output_cost_per_token=0.002
+    )
     config = validate(
         {
             "servers": {"ask": {"command": "unused", "era": "handshake"}},

@@ -27,7 +27,16 @@ import tomlkit
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from conftest import SERVERS, StandIn, background, free_port, gateway_stdio, mcpgw_command, run_mcpgw
+from conftest import (
+    LLM_PRICES,
+    SERVERS,
+    StandIn,
+    background,
+    free_port,
+    gateway_stdio,
+    mcpgw_command,
+    run_mcpgw,
+)
 from mcpgw.audit.step import Outcome
 from mcpgw.config import validate
 from mcpgw.errors import SamplingError, SamplingFailed, SamplingRefused
@@ -59,14 +68,7 @@ PERSONAS = [
 
 
 def route(llm: StandIn, model: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "model": f"openai/{model}",
-        "api_base": llm.base,
-        "api_key_env": KEY_VAR,
-        "input_cost_per_token": 0.000001,
-        "output_cost_per_token": 0.000002,
-        **extra,
-    }
+    return llm.route(model, key_env=KEY_VAR, **{**LLM_PRICES, **extra})
 
 
 def write(path: Path, servers: dict[str, Any], sampling: dict[str, Any], **rest: Any) -> Path:

@@ -117,7 +117,7 @@ async def gateway(llm: StandIn, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
                 "policy": "relay",
                 "elicitation": "relay",
                 "routes": {
-                    "main": {"model": "openai/good", "api_base": llm.base, "api_key_env": KEY_VAR},
+                    "main": llm.route("good", key_env=KEY_VAR),
                 },
                 "personas": {"block-llm": {"policy": "llm"}, "redact-llm": {"policy": "llm"}},
             },
@@ -294,7 +294,7 @@ async def test_a_routes_registry_prices_hold_whatever_else_names_its_model(
     monkeypatch.setenv("PRICED_TWICE_KEY", "k")
 
     def models(price: float | None) -> Models:
-        route = {"model": "openai/priced-twice", "api_base": llm.base, "api_key_env": "PRICED_TWICE_KEY"}
+        route = llm.route("priced-twice", key_env="PRICED_TWICE_KEY")
         if price is not None:
             route |= {"input_cost_per_token": price, "output_cost_per_token": price}
         return Models(SamplingSettings.model_validate({"routes": {"main": route}}))

@@ -219,7 +219,7 @@ async def test_sampling_and_its_model_call_are_spans_of_the_call_that_asked(
     tmp_path: Path, llm: StandIn, monkeypatch: pytest.MonkeyPatch, audit_db: Path, upstream_url: str
 ) -> None:
     monkeypatch.setenv("MCPGW_TEST_LLM_KEY", "sk-test")
-    route = {"model": "openai/good", "api_base": llm.base, "api_key_env": "MCPGW_TEST_LLM_KEY"}
+    route = llm.route("good", key_env="MCPGW_TEST_LLM_KEY")
     sampling = {"policy": "llm", "routes": {"main": route}}
     log: list[str] = []
     with receiving() as receiver:

@@ -76,7 +76,7 @@ async def test_a_model_route_answers_the_handshake_side_for_the_callers_persona(
     """Sampling on the handshake-era session is the gateway's as on any other: the persona's policy
     (a model route here), its audit row charged to that persona and that server."""
     monkeypatch.setenv("FIDELITY_KEY", "sk-test")
-    route = {"model": "openai/good", "api_base": llm.base, "api_key_env": "FIDELITY_KEY"}
+    route = llm.route("good", key_env="FIDELITY_KEY")
     config = registry(
         {"ref": {"namespace": ""}},
         personas={"writer": {}},
