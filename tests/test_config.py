@@ -78,6 +78,15 @@ enabled = false
         ),
         ("[gateway]\nmax_request_bytes = 10\n", "gateway.max_request_bytes", "greater than or equal to 1024"),
         ("[server.a]\ncommand = 'x'\n", "server", "unknown key"),
+        # [limits] and [cluster]
+        ("[limits.personas.ghost]\nconcurrent = 1\n", None, "limits.personas names persona 'ghost'"),
+        ("[limits.principal]\n", "limits.principal", "set requests_per_minute, concurrent, or both"),
+        ("[limits.principal]\nconcurrent = 0\n", "limits.principal.concurrent", "greater than 0"),
+        ("[limits]\nper_user = 1\n", "limits.per_user", "unknown key"),
+        ("[cluster]\nredis_url = 'http://x'\n", "cluster.redis_url", "not a redis://, rediss:// or unix://"),
+        ("[cluster]\nreplica = 'r1'\n", "cluster.redis_url", "missing"),
+        ("[cluster]\nredis_url = 'redis://h'\nreplica = 'a.b'\n", "cluster.replica", "must be 1-32 letters"),
+        ("[cluster]\nredis_url = 'redis://h'\nlease = 0\n", "cluster.lease", "greater than 0"),
     ],
 )
 def test_broken_file_names_file_key_and_reason(
