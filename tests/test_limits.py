@@ -3,7 +3,7 @@
 In memory (the parity harness: `build_gateway` in front of an in-process upstream, an mcp `Client`
 over memory streams, as over stdio). The HTTP edge's 429 and the limits shared across replicas on
 Redis are tested with real processes in `test_cluster.py`; the registry's checks of `[limits]` and
-`[cluster]` are here.
+`[cluster]` are with the other bad-registry cases in `test_config.py`.
 """
 
 from __future__ import annotations
