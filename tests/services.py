@@ -29,12 +29,8 @@ def redis_server(home: Path) -> Iterator[str]:
 
     port = free_port()
     options = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen(
-        [str(REDIS_SERVER), *options, "--dir", str(home), "--logfile", str(home / "redis.log")],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
+    process = _service(
+        [str(REDIS_SERVER), *options, "--dir", str(home), "--logfile", str(home / "redis.log")]
     )
     try:
         wait_for_port(port, process=process)
@@ -71,15 +67,23 @@ def nginx(home: Path, backends: Mapping[str, int]) -> Iterator[int]:
     conf = home / "nginx.conf"
     conf.write_text(text)
     main = f"daemon off; pid {home / 'nginx.pid'};" + (" user root;" if os.geteuid() == 0 else "")
-    process = subprocess.Popen(
-        [str(NGINX), "-p", str(home), "-e", str(home / "error.log"), "-c", str(conf), "-g", main],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
+    process = _service(
+        [str(NGINX), "-p", str(home), "-e", str(home / "error.log"), "-c", str(conf), "-g", main]
     )
     try:
         wait_for_port(port, process=process)
         yield port
     finally:
         stop_group(process)
+
+
+def _service(command: list[str]) -> subprocess.Popen[bytes]:
+    """A service in a process group of its own (`stop_group` stops it and anything it forked), off
+    the test's terminal (redis and nginx log to files in their folder)."""
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
