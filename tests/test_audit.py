@@ -637,3 +637,22 @@ def test_request_ids_survive_the_audits_own_redaction() -> None:
     assert Redactor().value({"steps": [{"request_id": i} for i in ids]}) == {
         "steps": [{"request_id": i} for i in ids]
     }
+
+
+def test_request_ids_begin_with_the_time_so_rows_written_together_sit_together() -> None:
+    """An id's first 8 characters are the centisecond its batch of ids was made: rows written at
+    one time share a prefix, so their `request_id` index entries share pages (random ids cost a
+    page each). The other 24 characters are random: ids never repeat."""
+    import base64
+    import time
+
+    from mcpgw.audit.step import new_request_id
+
+    before = int(time.time() * 100)
+    ids = [new_request_id() for _ in range(200)]  # past the 64 made ahead: from batches made now
+    after = int(time.time() * 100)
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and i == i.lower() for i in ids)
+    made = [int.from_bytes(base64.b32decode(i[:8].upper()), "big") for i in ids[-100:]]
+    assert all(before <= m <= after for m in made)
+    assert made == sorted(made)
