@@ -67,6 +67,14 @@ class Redactor:
         extra = [d for d in detectors if d not in AUDIT_ALWAYS]
         custom = [Detector("custom", re.compile(p)) for p in extra_patterns]
         self._rules: list[Detector] = [*AUDIT_ALWAYS, *extra, *custom]
+        # Why a screen: most texts (a call's arguments, a plain result) hold none of the literals a
+        # secret starts with and no run of digits. One pass of `in` tests over the text says so for
+        # every detector that has a prefilter or a screen at once, where running each detector
+        # (its generator, its own prefilter test) cost ~10 us per 200 characters.
+        self._plan = tuple((d, bool(d.prefilter) or d.screen is not None) for d in self._rules)
+        self._literals = tuple(lit for d in self._rules if not d.caseless for lit in d.prefilter)
+        self._lowered = tuple(lit for d in self._rules if d.caseless for lit in d.prefilter)
+        self._screens = tuple(d.screen for d in self._rules if not d.prefilter and d.screen is not None)
         names = "|".join(re.escape(k) for k in (*self._keys, *QUERY_SECRET_KEYS))
         # `?`, `&`, `;` or `#`, a parameter name containing a secret key, `=`, and the value up to
         # the next separator: the value goes, the name stays so a reader sees what it was.
@@ -84,11 +92,27 @@ class Redactor:
         return _BASE64_RUN.sub(self._run, self._spans(value))
 
     def _spans(self, value: str) -> str:
-        for detector in self._rules:
-            value = detector.sub(value)[0]
+        clean = self._clean(value)
+        for detector, screened in self._plan:
+            if clean and screened:  # it would find nothing: its prefilter or screen does not either
+                continue
+            value, found = detector.sub(value)
+            if found:  # a detector without a screen changed the text: the rest read the new one
+                clean = False
         if "=" in value:
             value = self._query.sub(rf"\1{QUERY_MARKER}", value)
         return value
+
+    def _clean(self, value: str) -> bool:
+        """Whether no detector with a prefilter or a screen can find anything in `value`."""
+        for literal in self._literals:
+            if literal in value:
+                return False
+        if self._lowered:
+            lowered = value.lower()
+            if any(literal in lowered for literal in self._lowered):
+                return False
+        return not any(screen.search(value) for screen in self._screens)
 
     def _string(self, value: str) -> str:
         """A whole string value, and its text if it is base64 of text, as the data rules read it."""
