@@ -491,8 +491,12 @@ def _spend(kind: Kind, result: Mapping[str, Any] | None) -> dict[str, Any]:
     return values
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":"))
+"""`json.dumps` with these options makes an encoder per call: one, made once."""
+
+
 def _dump(value: Any) -> str:
     try:
-        return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+        return _ENCODER.encode(value)
     except (TypeError, ValueError):
         return str(value)

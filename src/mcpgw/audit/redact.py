@@ -53,6 +53,8 @@ QUERY_SECRET_KEYS = ("key", "sig", "signature", "code", "pwd")
 """Besides the secret keys: URL parameters that carry credentials by custom (`?key=` API keys,
 signed-URL signatures, OAuth authorization codes)."""
 QUERY_MARKER = "[REDACTED:url-parameter]"
+_KNOWN_KEYS = 4096
+_KNOWN_KEY_CHARS = 200
 
 
 class Redactor:
@@ -79,10 +81,24 @@ class Redactor:
         # `?`, `&`, `;` or `#`, a parameter name containing a secret key, `=`, and the value up to
         # the next separator: the value goes, the name stays so a reader sees what it was.
         self._query = re.compile(rf"(?i)([?&;#][^=&#\s?]*(?:{names})[^=&#\s?]*=)[^&#\s]+")
+        self._known_keys: dict[str, tuple[bool, str]] = {}
+        """Object keys read before: whether each names a secret, and the key as stored (see `_key`)."""
 
     def secret_key(self, key: str) -> bool:
         lowered = key.lower()
         return any(k in lowered for k in self._keys)
+
+    def _key(self, key: str) -> tuple[bool, str]:
+        """Whether `key` names a secret, and `key` redacted: kept for short keys, since arguments
+        use the same few keys call after call (the redactor has no state: the answer is fixed)."""
+        known = self._known_keys.get(key)
+        if known is None:
+            known = (self.secret_key(key), self._string(key))
+            if len(key) <= _KNOWN_KEY_CHARS:
+                if len(self._known_keys) >= _KNOWN_KEYS:
+                    self._known_keys.clear()
+                self._known_keys[key] = known
+        return known
 
     def text(self, value: str, literals: Iterable[str] = ()) -> str:
         """Secret-looking spans replaced, also inside base64 runs, and any of `literals` (known
@@ -110,9 +126,13 @@ class Redactor:
                 return False
         if self._lowered:
             lowered = value.lower()
-            if any(literal in lowered for literal in self._lowered):
+            for literal in self._lowered:
+                if literal in lowered:
+                    return False
+        for screen in self._screens:
+            if screen.search(value) is not None:
                 return False
-        return not any(screen.search(value) for screen in self._screens)
+        return True
 
     def _string(self, value: str) -> str:
         """A whole string value, and its text if it is base64 of text, as the data rules read it."""
@@ -149,7 +169,7 @@ class Redactor:
         found: list[str] = []
         if isinstance(value, dict):
             for k, v in value.items():
-                if self.secret_key(str(k)) and isinstance(v, str | int | float) and len(str(v)) >= 4:
+                if self._key(str(k))[0] and isinstance(v, str | int | float) and len(str(v)) >= 4:
                     found.append(str(v))
                 else:
                     found.extend(self.secret_values(v))
@@ -164,8 +184,9 @@ class Redactor:
         if isinstance(value, dict):
             out: dict[Any, Any] = {}
             for k, v in value.items():
-                new = "[REDACTED:key]" if self.secret_key(str(k)) and v not in (None, "") else self.value(v)
-                key = self._string(k) if isinstance(k, str) else k
+                secret, shown = self._key(str(k))
+                new = "[REDACTED:key]" if secret and v not in (None, "") else self.value(v)
+                key = shown if isinstance(k, str) else k
                 out[key if key == k else free_key(key, value, out)] = new
             return out
         if isinstance(value, list):
