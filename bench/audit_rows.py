@@ -5,7 +5,7 @@ Pushes N typical `tools/call` steps (small arguments, a ~200-byte text result, a
 `AuditLog` writing a temporary SQLite file, and prints this process's CPU per row (`process_time`,
 which counts the writer thread too):
 
-- built: `AuditLog._row` alone over the N steps, on this thread (redaction, escaping, bounds);
+- built: `Rows.step` alone over the N steps, on this thread (redaction, escaping, bounds);
 - written: `record_step` for each step and the writer thread building and inserting every row,
   from the first push to the last commit. Rows are pushed `BATCH` at a time (default 32, about
   what a batch interval gathers from sequential calls), each group waited for before the next
@@ -67,7 +67,7 @@ def built(log: audit.AuditLog, n: int) -> float:
     if profile is not None:
         profile.enable()
     for step in batch:
-        log._row(step)
+        log._rows.step(step)
     if profile is not None:
         profile.disable()
         pstats.Stats(profile).sort_stats(PROF).print_stats(25)

@@ -129,10 +129,7 @@ class Redactor:
             for literal in self._lowered:
                 if literal in lowered:
                     return False
-        for screen in self._screens:
-            if screen.search(value) is not None:
-                return False
-        return True
+        return all(screen.search(value) is None for screen in self._screens)
 
     def _string(self, value: str) -> str:
         """A whole string value, and its text if it is base64 of text, as the data rules read it."""
