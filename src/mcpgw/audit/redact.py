@@ -27,10 +27,15 @@ from typing import Any
 
 from mcpgw.detectors import AUDIT_ALWAYS, MARKER, Base64Text, Detector, free_key, marker, number_text
 
-_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_\\-]{16,}={0,2}")
+_IN, _OUT = r"[A-Za-z0-9+/_\\-]", r"[^A-Za-z0-9+/_\\-]"
+_BASE64_RUN = re.compile(rf"{_IN}{{16,}}={{0,2}}")
 """Base64 inside a text, such as a JSON dump's `"data":"..."`, where a line break is written as a
 backslash and `n` (the class takes the backslash: an alternation would cost five times more).
 16 characters hold 12 bytes."""
+_NO_BASE64_RUN = re.compile(rf"{_OUT}*+(?:{_IN}{{1,15}}+{_OUT}++)*+{_IN}{{0,15}}+")
+"""Matches a whole text exactly when `_BASE64_RUN` finds nothing in it: runs of at most 15, taken
+possessively, so it never tries again inside a run (~0.8 us on 200 characters where a search
+that finds nothing takes ~1.8)."""
 
 DEFAULT_SECRET_KEYS = (
     "password",
@@ -105,7 +110,10 @@ class Redactor:
         secret values) wherever they appear."""
         for literal in literals:
             value = value.replace(literal, "[REDACTED:key]")
-        return _BASE64_RUN.sub(self._run, self._spans(value))
+        value = self._spans(value)
+        if _NO_BASE64_RUN.fullmatch(value) is not None:  # most texts: no base64 to read
+            return value
+        return _BASE64_RUN.sub(self._run, value)
 
     def _spans(self, value: str) -> str:
         clean = self._clean(value)
