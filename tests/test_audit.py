@@ -637,3 +637,64 @@ def test_request_ids_survive_the_audits_own_redaction() -> None:
     assert Redactor().value({"steps": [{"request_id": i} for i in ids]}) == {
         "steps": [{"request_id": i} for i in ids]
     }
+
+
+def test_request_ids_begin_with_the_time_so_rows_written_together_sit_together() -> None:
+    """An id's first 8 characters are the centisecond its batch of ids was made: rows written at
+    one time share a prefix, so their `request_id` index entries share pages (random ids cost a
+    page each). The other 24 characters are random: ids never repeat."""
+    import base64
+    import time
+
+    from mcpgw.audit.step import new_request_id
+
+    before = int(time.time() * 100)
+    ids = [new_request_id() for _ in range(200)]  # past the 64 made ahead: from batches made now
+    after = int(time.time() * 100)
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and i == i.lower() for i in ids)
+    made = [int.from_bytes(base64.b32decode(i[:8].upper()), "big") for i in ids[-100:]]
+    assert all(before <= m <= after for m in made)
+    assert made == sorted(made)
+
+
+PROSE = "The quick brown fox jumps over the lazy dog, as an upstream's echo gives it back: {} and more."
+GLUED_SECRETS = {  # each kind of secret glued to word characters, the bearer scheme in mixed case
+    "aws-key": "x_AKIAIOSFODNN7EXAMPLE",
+    "github-token": f"x{GITHUB_TOKEN}",
+    "slack-token": "tokenxoxb-1234567890-abcdefghij",
+    "jwt": "x_eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXZhbHVl",
+    "bearer": "BeArEr abcdef0123456789",
+    "private-key": "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----",
+    "url-password": "https://bob:hunter2-pw@git.example.com/r",
+    "card": "ref-4111-1111-1111-1111",
+    "email": "first_last@example.com",
+    "custom": "ORDER-77231",
+}
+
+
+def test_every_kind_of_secret_in_a_short_result_or_argument_is_redacted(tmp_path: Path) -> None:
+    """Most texts hold nothing to redact and are screened in one pass; one that holds any secret,
+    a data rule's (e-mail) or a custom pattern's, is still redacted in every column it reaches."""
+    from mcpgw.audit.redact import Redactor
+    from mcpgw.detectors import BUILTIN
+
+    redactor = Redactor(extra_patterns=[r"ORDER-\d+"], detectors=[BUILTIN["email"]])
+    log = AuditLog(tmp_path / "audit.db", redactor=redactor).start()
+    try:
+        for name, secret in GLUED_SECRETS.items():
+            text = PROSE.format(secret)
+            log.record_step(
+                Step(kind=Kind.CALL, method="tools/call", name=name, arguments={"m": text}, result=text)
+            )
+            log.record_step(Step(kind=Kind.CALL, method="tools/call", name=name, error=text, result="ok"))
+    finally:
+        log.close()
+    for row in rows(tmp_path / "audit.db"):
+        stored = " ".join(str(row[c]) for c in ("arguments", "result", "error"))
+        assert f"[REDACTED:{row['name']}]" in stored and "fox jumps" in stored, row
+    data = b"".join(p.read_bytes() for p in tmp_path.glob("audit.db*"))
+    for secret in ("IOSFODNN7", GITHUB_TOKEN, "1234567890-abc", "c2lnbmF0", "abcdef0123456789", "MIIEow"):
+        assert secret.encode() not in data, secret
+    for secret in ("hunter2-pw", "4111-1111", "first_last@", "ORDER-77231"):
+        assert secret.encode() not in data, secret

@@ -49,6 +49,8 @@ class Detector:
     is faster. `min_length`: no match is shorter. `digits`: whether a match can be all digits,
     so that JSON numbers are checked with this detector (custom detectors: always), and
     `number_check` what a number's digits must also pass to count (see `in_number`).
+    `screen`: for a detector without a prefilter, a pattern that finds something in every text
+    this detector finds something in (the card's runs of digits), so a caller can skip it.
     """
 
     name: str
@@ -60,6 +62,7 @@ class Detector:
     min_length: int = 0
     digits: bool = True
     number_check: Callable[[str], bool] | None = None
+    screen: re.Pattern[str] | None = None
 
     def spans(self, text: str) -> Iterator[tuple[int, int]]:
         if len(text) < self.min_length:
@@ -216,7 +219,9 @@ def _card_network(digits: str) -> bool:
     return digits[0] in "23456" and (len(digits) > 13 or digits[0] == "4")
 
 
-CARD = Detector("card", _CARD, luhn, finder=_cards, min_length=13, number_check=_card_network)
+CARD = Detector(
+    "card", _CARD, luhn, finder=_cards, min_length=13, number_check=_card_network, screen=_CARD_RUN
+)
 EMAIL = Detector("email", _EMAIL_DOMAIN, prefilter=("@",), finder=_emails, digits=False)
 BUILTIN: dict[str, Detector] = {d.name: d for d in (*SECRET_DETECTORS, CARD, EMAIL)}
 """Every built-in detector by name; `[security.detectors]` adds custom ones."""

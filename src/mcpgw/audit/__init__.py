@@ -4,8 +4,9 @@ The package's modules, one job each:
 
     step      the row's vocabulary (`Kind`, `Outcome`), the per-request `Step`, the current
               step (`current`, `note`) and `recording`, the one way a request becomes a row
-    log       `AuditLog`: rows built and cleaned, one writer thread, batches, the retry buffer,
-              refusals and security events committed before their caller goes on
+    log       `AuditLog`: one writer thread, batches, the retry buffer, refusals and security
+              events committed before their caller goes on
+    rows      steps and events made rows: every column cleaned, in the table's column order
     fields    each text column made safe: redacted, control characters escaped, bounded
     fold      repeated refusals folded into one row per interval, with a count
     schema    where the database lives, the `events` table's columns and indexes

@@ -1,8 +1,7 @@
 """The audit log's writer: every row to its store (SQLite or PostgreSQL), off the hot path.
 
-Owns: turning steps and events into rows of the `events` table (redacted, escaped
-and bounded here, through `fields.stored`, nowhere else), the one writer thread
-that inserts them in batches through a `store.Connection`, which rows are written
+Owns: the one writer thread, which turns steps and events into rows (`rows`) and
+inserts them in batches through a `store.Connection`; which rows are written
 before the request is answered (`durable`), the count updates of folded refusals
 (`recount`), the bounded retry buffer that keeps rows when the disk or the database
 server fails (and counts what it had to drop; each retry opens a new connection, so
@@ -35,20 +34,9 @@ from typing import Any
 
 import anyio
 
-from mcpgw.audit.fields import (
-    ARGUMENTS_CHARS,
-    ERROR_CHARS,
-    EVENT_RESULT_CHARS,
-    FIELD_CHARS,
-    SCAN_CHARS,
-    SUMMARY_CHARS,
-    Fields,
-    shown,
-    stored,
-)
 from mcpgw.audit.queries import prune
 from mcpgw.audit.redact import Redactor
-from mcpgw.audit.schema import SPEND_KEYS
+from mcpgw.audit.rows import Rows, Values, spend
 from mcpgw.audit.step import Kind, Outcome, Step, new_request_id, now, recording
 from mcpgw.audit.store import Connection, SqliteStore, Store, StoreError, instance_name, store_for
 from mcpgw.detectors import Detector
@@ -82,7 +70,7 @@ class _Recount:
 _Item = dict[str, Any] | Step | _Recount
 _Done = Callable[[], None]
 """Called on the writer thread once a durable row is committed (or kept for a retry)."""
-_Pending = tuple[dict[str, Any], _Done | None]
+_Pending = tuple[Values, _Done | None]
 
 
 class AuditLog:
@@ -106,7 +94,7 @@ class AuditLog:
         self.every_request = every_request
         """`[audit] durable = "all"`: a request is answered once its row is committed (`answering`)."""
         self.redactor = redactor or Redactor()
-        self._fields = Fields(self.redactor)
+        self._rows = Rows(self.redactor, instance=instance)
         self.max_buffer = max_buffer
         self.dropped = 0
         self.written = 0
@@ -209,15 +197,15 @@ class AuditLog:
             "arg_bytes": 0,
             "result_bytes": 0,
             "arguments": None,
-            "result": self._accounting(result) if result is not None else None,  # a copy, cleaned now
+            "result": self._rows.accounting(result) if result is not None else None,  # a copy, cleaned now
             "findings": None,
-            **_spend(kind, result),
+            **spend(kind, result),
         }
         self._put_and_wait(row, durable=durable(kind, outcome))
 
     def recount(self, request_id: str, result: Mapping[str, Any]) -> None:
         """Replace the `result` of the row `request_id` (a folded refusal's running count), soon."""
-        self._queue.put((_Recount(request_id, json.dumps(self._accounting(result))), None))
+        self._queue.put((_Recount(request_id, json.dumps(self._rows.accounting(result))), None))
 
     def _put(self, item: _Item, *, durable: bool, done: _Done | None = None) -> bool:
         """Queue `item`. A durable one (with a writer running and the disk not failing) is committed
@@ -238,81 +226,6 @@ class AuditLog:
             logger.warning("audit log: a refusal or security row waited over %gs for the disk", DURABLE_WAIT)
 
     # --- rows ------------------------------------------------------------------------------------
-
-    def _text(self, row: dict[str, Any], literals: Iterable[str] = ()) -> dict[str, Any]:
-        """Every text column of `row` redacted, escaped and bounded (arguments and result aside)."""
-        # The gateway's own id, which rows are joined on: never redacted (a run of hex digits can
-        # pass for a card number), only bounded.
-        row["request_id"] = shown(row["request_id"], FIELD_CHARS)
-        row["parent"] = shown(row["parent"], FIELD_CHARS) if row["parent"] is not None else None
-        row["instance"] = self._fields.stored(self.instance)
-        for column in (
-            "method",
-            "persona",
-            "principal",
-            "session",
-            "client",
-            "protocol",
-            "server",
-            "name",
-            "findings",
-        ):
-            row[column] = self._fields.stored(row[column])
-        # What an upstream says may echo a secret argument back: those values go wherever they appear.
-        row["error"] = stored(row["error"], ERROR_CHARS, self.redactor, literals=literals)
-        return row
-
-    def _accounting(self, value: Any) -> Any:
-        """An event's result with its strings cleaned; still JSON (sampling spend is read back from it)."""
-        if isinstance(value, Mapping):
-            return {str(k)[:FIELD_CHARS]: self._accounting(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self._accounting(v) for v in value[:100]]
-        if isinstance(value, str):
-            return stored(value, FIELD_CHARS, self.redactor)
-        return value
-
-    def _event_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        row = self._text(row)
-        if row["result"] is not None:
-            text = json.dumps(row["result"], ensure_ascii=False, default=str)
-            if len(text) > EVENT_RESULT_CHARS:  # still JSON: its numbers, not its strings
-                numbers = {k: v for k, v in row["result"].items() if isinstance(v, int | float)}
-                text = json.dumps({**numbers, "cut": len(text)})
-            row["result"] = text
-        return row
-
-    def _row(self, step: Step) -> dict[str, Any]:
-        secrets = self.redactor.secret_values(step.arguments) if step.arguments is not None else []
-        arguments = _dump(self.redactor.value(step.arguments)) if step.arguments is not None else None
-        result = _dump(step.result)[: SUMMARY_CHARS * 4] if step.result is not None else None
-        row = {
-            "ts": step.ts if step.ts is not None else now(step.clock),
-            "request_id": step.request_id,
-            "parent": step.parent,
-            "kind": step.kind.value,
-            "method": step.method,
-            "persona": step.persona,
-            "principal": step.principal,
-            "session": step.session,
-            "client": step.client,
-            "protocol": step.protocol,
-            "server": step.server,
-            "name": step.name,
-            "outcome": step.outcome.value,
-            "error": step.error,
-            "latency_ms": round(step.latency_ms, 3),
-            "arg_bytes": len(arguments.encode()) if arguments else 0,
-            "result_bytes": len(result.encode()) if result else 0,
-            # The arguments were redacted value by value above; here they are only escaped and bounded.
-            "arguments": shown(arguments[:SCAN_CHARS], ARGUMENTS_CHARS, length=len(arguments))
-            if arguments
-            else None,
-            "result": stored(result, SUMMARY_CHARS, self.redactor, literals=secrets) if result else None,
-            "findings": step.findings,
-            **dict.fromkeys(SPEND_KEYS),
-        }
-        return self._text(row, secrets)
 
     # --- the writer ------------------------------------------------------------------------------
 
@@ -352,7 +265,9 @@ class AuditLog:
             if isinstance(item, _Recount):
                 self._recounts[item.request_id] = item.result
             else:
-                batch.append((self._row(item) if isinstance(item, Step) else self._event_row(item), done))
+                batch.append(
+                    (self._rows.step(item) if isinstance(item, Step) else self._rows.event(item), done)
+                )
             try:
                 entry = self._queue.get_nowait()
             except queue.Empty:
@@ -478,21 +393,3 @@ def _nothing() -> None:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():  # a request that stopped waiting (cancelled, timed out) has cancelled it
         future.set_result(None)
-
-
-def _spend(kind: Kind, result: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A sampling (or draft) row's tokens and cost as columns (also kept in its `result`); numbers only."""
-    values: dict[str, Any] = dict.fromkeys(SPEND_KEYS)
-    if kind in (Kind.SAMPLING, Kind.DRAFT) and result is not None:
-        for key, cast in (("input_tokens", int), ("output_tokens", int), ("cost_usd", float)):
-            value = result.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                values[key] = cast(value)
-    return values
-
-
-def _dump(value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
-    except (TypeError, ValueError):
-        return str(value)

@@ -25,20 +25,28 @@ from mcpgw.errors import UpstreamTimeout
 
 
 def new_request_id() -> str:
-    """A request id: 160 random bits in lowercase base32 (32 characters).
+    """A request id: 32 lowercase base32 characters, the first 8 the moment its batch of ids was made
+    (centiseconds since the epoch, 40 bits) and the other 24 random (120 bits).
 
     Not hex: one in a few hundred random hex ids holds a run of 13 or more digits that passes the
     card checksum, and the data detectors would redact it wherever a row's JSON names it (a flow
     refusal's chain of steps). Base32's digits are 2 to 7 among letters, so such a run is as good
     as impossible.
+
+    Why the time first: rows written together then share a prefix, so their entries in the
+    `request_id` index land on the same few pages of the file. Wholly random ids put every row's
+    entry on a page of its own, which made inserting a row about twice as costly, and more so as
+    the file grew.
     """
     try:
         return _unused_ids.pop()
     except IndexError:
-        # 64 at a time: one `urandom` and one encoding for 64 requests (20 bytes are exactly 32
+        # 64 at a time: one `urandom` and one encoding for 64 requests (15 bytes are exactly 24
         # base32 characters, so the batch's text cuts into whole ids). `pop` is atomic across threads.
-        text = base64.b32encode(os.urandom(20 * _ID_BATCH)).decode("ascii").lower()
-        _unused_ids.extend(text[i : i + 32] for i in range(0, len(text), 32))
+        made = (int(time.time() * 100) % (1 << 40)).to_bytes(5, "big")
+        prefix = base64.b32encode(made).decode("ascii").lower()
+        text = base64.b32encode(os.urandom(15 * _ID_BATCH)).decode("ascii").lower()
+        _unused_ids.extend(prefix + text[i : i + 24] for i in range(0, len(text), 24))
         return _unused_ids.pop()
 
 

@@ -94,8 +94,9 @@ class Connection:
 
         self.transaction(run)
 
-    def insert(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert `rows` (each with every column of `schema.COLUMNS`) in one transaction: all or none."""
+    def insert(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert `rows` (each the values of `schema.COLUMNS`, in that order) in one transaction: all
+        or none."""
         marks = ", ".join("?" * len(_INSERT_COLUMNS))
         sql = self.dialect.sql(f"insert into events ({', '.join(_INSERT_COLUMNS)}) values ({marks})")
 
@@ -103,7 +104,7 @@ class Connection:
             cursor = self.raw.cursor()
             if self.dialect.insert_lock:
                 cursor.execute(self.dialect.insert_lock)
-            cursor.executemany(sql, [[row.get(column) for column in _INSERT_COLUMNS] for row in rows])
+            cursor.executemany(sql, rows)
 
         self.transaction(run)
 
