@@ -78,7 +78,8 @@ async def test_the_first_listing_does_not_wait_for_a_slow_upstream(
 def test_serving_stdio_imports_neither_the_http_stack_nor_litellm(tmp_path: Path) -> None:
     """What a stdio start does not need stays unloaded: Starlette's app and the OAuth guard (mcpgw's
     HTTP transport, fastmcp's auth), rich (the HTTP banner), litellm (sampling: at its first use) and
-    httpcore (the HTTP upstreams' client: 2.5 MiB, loaded with the first HTTP upstream)."""
+    httpcore (the HTTP upstreams' client: 2.5 MiB, loaded with the first HTTP upstream), sqlite3 (the
+    audit log's SQLite store, off here), tomlkit and difflib (the lock file and its diffs, none here)."""
     config = write_registry(tmp_path / "servers.toml", {})
     config.write_text("[gateway]\n\n[audit]\nenabled = false\n")
     script = (
@@ -98,4 +99,5 @@ def test_serving_stdio_imports_neither_the_http_stack_nor_litellm(tmp_path: Path
     loaded = set(result.stdout.split("MODULES", 1)[1].split())
     assert "mcpgw.server.stdio" in loaded
     heavy = ("mcpgw.server.http", "mcpgw.server.auth", "fastmcp", "rich", "litellm", "openai", "httpcore")
+    heavy += ("sqlite3", "_sqlite3", "tomlkit", "difflib", "mcpgw.config.edit")
     assert not {m for m in loaded if m.startswith(heavy)}
