@@ -15,8 +15,8 @@ connection); one that cannot be used at all when the gateway starts is a `Config
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
-import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -55,7 +55,13 @@ class Dialect:
         return text.replace("%", "%%").replace("?", self.placeholder)
 
 
-SQLITE = Dialect(placeholder="?", contains="instr({column}, ?) > 0", errors=(sqlite3.Error, OSError))
+@functools.cache
+def sqlite_dialect() -> Dialect:
+    """SQLite's dialect. sqlite3 is imported with the first SQLite store used, not with this module:
+    a gateway whose audit log is off (or on PostgreSQL) never loads it (about 1 MiB of RSS)."""
+    import sqlite3
+
+    return Dialect(placeholder="?", contains="instr({column}, ?) > 0", errors=(sqlite3.Error, OSError))
 
 
 class Connection:
@@ -172,31 +178,37 @@ class SqliteStore(Store):
     def prepare(self) -> None:
         import sqlite_utils
 
+        failed: tuple[type[BaseException], ...] = (*sqlite_dialect().errors, StoreError)
         try:
             self.file.parent.mkdir(parents=True, exist_ok=True)
             with self.connect() as connection:
                 ensure_schema(sqlite_utils.Database(connection.raw))
-        except (OSError, sqlite3.Error, StoreError) as exc:
+        except failed as exc:
             raise ConfigError(f"cannot open the audit database {self.file}: {exc}", key=self.key) from exc
 
     def connect(self) -> Connection:
+        import sqlite3
+
+        dialect = sqlite_dialect()
         try:
             raw = sqlite3.connect(str(self.file), timeout=1.0, check_same_thread=False)
             raw.execute("PRAGMA journal_mode=wal")
             # With WAL, NORMAL survives a crash of the process; only an OS crash can lose the last commits.
             raw.execute("PRAGMA synchronous=NORMAL")
-        except SQLITE.errors as exc:
+        except dialect.errors as exc:
             raise StoreError(str(exc)) from exc
-        return Connection(raw, SQLITE)
+        return Connection(raw, dialect)
 
     def reading(self) -> Connection:
+        import sqlite3
+
         import sqlite_utils
 
         if not self.file.exists():
             raise ConfigError(f"no audit database at {self.file} (has the gateway run?)", key=self.key)
         raw = sqlite3.connect(str(self.file))
         ensure_schema(sqlite_utils.Database(raw))
-        return Connection(raw, SQLITE)
+        return Connection(raw, sqlite_dialect())
 
 
 def store_for(settings: Any) -> Store:
@@ -225,4 +237,4 @@ def connection(db: Any) -> Connection:
     """`db` as a `Connection`: one already, or a sqlite-utils `Database` (older callers, tests)."""
     if isinstance(db, Connection):
         return db
-    return Connection(db.conn, SQLITE)
+    return Connection(db.conn, sqlite_dialect())

@@ -2,23 +2,21 @@
 
 Owns: adding, removing, enabling and disabling servers with tomlkit, adding the
 servers imported from a client (`config.importing`), the command a client's
-entry runs to start mcpgw, and replacing a file atomically with its mode kept.
+entry runs to start mcpgw. Files are replaced through `config.files.write_atomically`.
 Every edit is validated as a whole document before it is written, and written
 atomically, so a refused edit leaves the file exactly as it was.
 """
 
 from __future__ import annotations
 
-import os
-import stat
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import tomlkit
 from tomlkit.items import Table
 
+from mcpgw.config.files import write_atomically as write_atomically  # its importers' old home
 from mcpgw.config.registry import Registry, validate
 from mcpgw.config.servers import ServerConfig, StdioServer, namespace_of
 from mcpgw.errors import ConfigError, RegistryError
@@ -44,30 +42,6 @@ def _write(path: Path, doc: tomlkit.TOMLDocument) -> Registry:
     registry = validate(doc.unwrap(), source=str(path))
     write_atomically(path, tomlkit.dumps(doc))
     return registry
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one step: readers see the old file or the new one, never half.
-
-    The file keeps its mode (mkstemp's 0600 would narrow it, silently); a new file gets the
-    umask's; a symlinked file is written through the link, which stays a link."""
-    path = path.resolve() if path.is_symlink() else path
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        mask = os.umask(0)
-        os.umask(mask)
-        mode = 0o666 & ~mask
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _servers(doc: tomlkit.TOMLDocument) -> Table:

@@ -30,13 +30,14 @@ from mcpgw.errors import (
     UrlElicitationRequired,
     UserLoginRequired,
 )
-from mcpgw.upstream import Hooks, Upstream, credentials, tokens, userlogin
+from mcpgw.upstream import Hooks, Upstream, credentials, tokens
 from mcpgw.upstream import for_server as upstream_for
 from mcpgw.upstream.inflight import ClientChannel
-from mcpgw.upstream.userlogin import Pending, UserLogins
 
 if TYPE_CHECKING:
     from mcpgw.core.gateway import Gateway
+    from mcpgw.upstream import userlogin
+    from mcpgw.upstream.userlogin import Pending, UserLogins
 
 logger = logging.getLogger("mcpgw.peruser")
 
@@ -88,8 +89,11 @@ class PerUser:
         registry = self._gateway.registry
         if registry.auth is None:
             return None
+        # Imported here: per-user logins (and the SDK's OAuth client) only load with `[auth]`.
+        from mcpgw.upstream.userlogin import CALLBACK_PATH, UserLogins
+
         root = tokens.tokens_dir(registry.gateway)
-        callback = registry.auth.public_url.rstrip("/") + userlogin.CALLBACK_PATH
+        callback = registry.auth.public_url.rstrip("/") + CALLBACK_PATH
         current = self._logins
         if current is None or (current.root, current.callback_url) != (root, callback):
             current = self._logins = UserLogins(
@@ -118,10 +122,12 @@ class PerUser:
             self._drop(key, own)
             own = None
         if own is None:
+            from mcpgw.upstream.userlogin import folder as userlogin_folder  # loaded by `logins()`
+
             if logins.store(shared.name, url, principal).tokens() is None:
                 raise await self._login_required(logins, shared.name, config, url, client)
             own = self._sessions[key] = self._make(
-                shared.name, config, userlogin.folder(logins.root, principal)
+                shared.name, config, userlogin_folder(logins.root, principal)
             )
             self._spawn(own.run)
         if own.state in ("starting", "restarting"):

@@ -13,7 +13,6 @@ text; and the comparison of pins with current definitions (`changes`,
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from collections.abc import Collection, Mapping
@@ -21,10 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import tomlkit
-
 from mcpgw.config import Registry
-from mcpgw.config.edit import write_atomically
+from mcpgw.config.files import write_atomically
 from mcpgw.errors import ConfigError, RegistryError
 from mcpgw.security import poisoning
 
@@ -102,6 +99,8 @@ def read_lock(path: Path) -> Lock | None:
         return None
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from exc
+    import tomlkit  # only with a lock file: `mcpgw serve` without one never loads it (RSS)
+
     try:
         data = tomlkit.parse(text).unwrap()
     except tomlkit.exceptions.ParseError as exc:
@@ -145,6 +144,8 @@ def read_lock(path: Path) -> Lock | None:
 
 def write_lock(path: Path, lock: Lock) -> None:
     """Write the whole lock, sorted so that diffs between versions are minimal; atomically."""
+    import tomlkit  # see `read_lock`
+
     doc = tomlkit.document()
     for line in LOCK_HEADER.splitlines():
         doc.add(tomlkit.comment(line.removeprefix("# ")))
@@ -186,6 +187,8 @@ class Change:
 
     def diff(self) -> str:
         """A unified diff of the old and new definition text."""
+        import difflib  # only `mcpgw pin` and the console show a diff: a gateway never loads it
+
         old = self.old.definition.splitlines(keepends=True) if self.old else []
         new = self.new.definition.splitlines(keepends=True) if self.new else []
         label = f"{self.server}/{self.list_name}/{self.name}"

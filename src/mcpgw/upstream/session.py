@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import httpx2
@@ -42,9 +42,10 @@ from mcpgw.config import Era
 from mcpgw.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from mcpgw.observe import tracing
 from mcpgw.upstream.answers import Answers
-from mcpgw.upstream.httpwire import HttpWire
 from mcpgw.upstream.wire import LeanWire, WireClosed
 
+if TYPE_CHECKING:  # loaded with the first URL upstream (`upstream.transports`)
+    from mcpgw.upstream.httpwire import HttpWire
 logger = logging.getLogger("mcpgw.upstream")
 
 ProgressRelay = Callable[[float, float | None, str | None], Awaitable[None]]

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 import httpx2
@@ -33,10 +33,12 @@ from mcpgw import _compat
 from mcpgw.config import OpenApiServer, ServerConfig, SseServer, StdioServer
 from mcpgw.observe import context as observe_context
 from mcpgw.observe import tracing
-from mcpgw.upstream import credentials, grants, login
-from mcpgw.upstream.httpwire import HttpWire
+from mcpgw.upstream import credentials
 from mcpgw.upstream.stdio import stdio_transport
 from mcpgw.upstream.wire import LeanWire
+
+if TYPE_CHECKING:
+    from mcpgw.upstream.httpwire import HttpWire
 
 STDERR_TAIL = 8
 """Lines of a child's stderr kept for the error shown when it fails to start."""
@@ -176,6 +178,11 @@ class Transport:
                     hurried=lambda: self.hurried,
                 )
             )
+        # Imported with the first URL upstream: the logins, OAuth grants (the SDK's OAuth client) and
+        # the lean HTTP wire are not loaded by a gateway of stdio upstreams (about 0.5 MiB of RSS).
+        from mcpgw.upstream import grants, login
+        from mcpgw.upstream.httpwire import HttpWire
+
         target = config.to_params(self.name, environ=env)
         oauth: httpx2.Auth | None = None
         if config.oauth is not None and config.oauth.token_url is None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio.to_thread
 
 from mcpgw.audit import AuditLog, Connection, Kind, Outcome, Step, Store, StoreError, store_for
-from mcpgw.audit.store import SQLITE
+from mcpgw.audit.store import sqlite_dialect
 from mcpgw.config import Registry
 from mcpgw.errors import ConfigError
 
@@ -94,7 +94,7 @@ class Console:
                 raw = sqlite3.connect(uri, uri=True, timeout=2.0)
             except sqlite3.Error as exc:
                 raise StoreError(str(exc)) from exc
-            with Connection(raw, SQLITE) as db:
+            with Connection(raw, sqlite_dialect()) as db:
                 return query(db)
         with self._reader_lock:
             if self._reader is None or self._reader[0] != store.where:
