@@ -29,7 +29,7 @@ from click.testing import CliRunner
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from conftest import background, free_port, mcpgw_command, run_mcpgw, upstream_server, write_registry
+from conftest import TLS, background, free_port, mcpgw_command, run_mcpgw, upstream_server, write_registry
 from mcpgw.audit import (
     COLUMNS,
     AuditLog,
@@ -388,7 +388,7 @@ async def test_with_durable_all_a_replica_killed_after_answering_has_lost_no_row
     )
     with background(serve, port=port) as process:
         with anyio.fail_after(60):
-            while httpx.get(f"http://127.0.0.1:{port}/healthz").status_code != 200:
+            while httpx.get(f"http://127.0.0.1:{port}/healthz", verify=TLS).status_code != 200:
                 await anyio.sleep(0.05)
         async with Client(f"http://127.0.0.1:{port}/mcp") as client:
             for start in range(0, 48, 16):

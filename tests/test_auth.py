@@ -31,6 +31,7 @@ from conftest import (
     INITIALIZE,
     PROCESS_LIMIT,
     SERVERS,
+    TLS,
     UPSTREAM,
     background,
     free_port,
@@ -118,7 +119,7 @@ def _wait_ready(base: str, timeout: float = 30.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     body: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        response = httpx.get(f"{base}/healthz")
+        response = httpx.get(f"{base}/healthz", verify=TLS)
         body = response.json()
         if response.status_code == 200 or any(u["state"] == "failed" for u in body["upstreams"].values()):
             return body

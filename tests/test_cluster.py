@@ -46,6 +46,7 @@ from conftest import (
     INITIALIZE,
     PROCESS_LIMIT,
     SERVERS,
+    TLS,
     StandIn,
     background,
     free_port,
@@ -128,7 +129,7 @@ def healthy(url: str) -> None:
     deadline = time.monotonic() + PROCESS_LIMIT
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url.replace("/mcp", "/healthz")).status_code == 200:
+            if httpx.get(url.replace("/mcp", "/healthz"), verify=TLS).status_code == 200:
                 return
         except httpx.TransportError:
             pass

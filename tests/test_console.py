@@ -31,6 +31,7 @@ from conftest import (
     LLM_PRICES,
     ROOT,
     SERVERS,
+    TLS,
     UPSTREAM,
     StandIn,
     background,
@@ -365,7 +366,9 @@ def test_restarting_a_server_starts_a_new_process_and_counts_it(admin: Page, sta
     tiny.locator("button", has_text="Restart").click()
     expect(admin.locator(".flash")).to_contain_text("restarting tiny")
     deadline = time.monotonic() + HANG / 1000
-    while httpx.get(f"{stack.gateway}/healthz").status_code != 200 and time.monotonic() < deadline:
+    while (
+        httpx.get(f"{stack.gateway}/healthz", verify=TLS).status_code != 200 and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     after = stack.call("tiny__pid", {}, persona="ops").content[0].text
     assert after != before
@@ -478,7 +481,9 @@ def test_unreachable_signing_keys_are_the_servers_trouble_not_the_tokens(stack: 
         httpx.post(f"{stack.issuer}/jwks-outage", json={"on": False}).raise_for_status()
     deadline = time.monotonic() + HANG / 1000
     while time.monotonic() < deadline:  # fetches stay `jwks_min_refresh_seconds` apart
-        back = httpx.get(f"{stack.gateway}/admin/servers", headers={"Authorization": f"Bearer {token}"})
+        back = httpx.get(
+            f"{stack.gateway}/admin/servers", headers={"Authorization": f"Bearer {token}"}, verify=TLS
+        )
         if back.status_code != 503:
             break
         time.sleep(0.05)
@@ -536,7 +541,7 @@ def test_mcpgw_admin_serves_the_console_for_a_stdio_registry(tmp_path: Path) -> 
         page = httpx.get(f"{base}/servers").text
         while 'data-state="ready"' not in page and time.monotonic() < deadline:
             time.sleep(0.1)
-            page = httpx.get(f"{base}/servers").text
+            page = httpx.get(f"{base}/servers", verify=TLS).text
         assert 'data-state="ready"' in page and ">Restart</button>" not in page  # no client uses them
         csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
         done = httpx.post(

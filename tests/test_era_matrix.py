@@ -32,7 +32,7 @@ import mcp_types as types
 import pytest
 from mcp import Client
 
-from conftest import SERVERS, free_port, mcpgw_command, stop_group, wait_for_port, write_registry
+from conftest import SERVERS, TLS, free_port, mcpgw_command, stop_group, wait_for_port, write_registry
 
 pytestmark = pytest.mark.anyio
 
@@ -82,7 +82,7 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 6
     while time.monotonic() < deadline:
         assert process.poll() is None, f"gateway exited: {process.stderr.read() if process.stderr else ''}"
         try:
-            response = httpx.get(health, timeout=2)
+            response = httpx.get(health, timeout=2, verify=TLS)
             if response.status_code == 200:
                 body: dict[str, Any] = response.json()
                 return body

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import SERVERS, gateway_stdio, mcpgw_command, stop_group, upstream_server
+from conftest import SERVERS, TLS, gateway_stdio, mcpgw_command, stop_group, upstream_server
 
 TINY = {"command": sys.executable, "args": [str(SERVERS / "tiny.py")]}
 """An upstream with `echo` and `pid`, standard library only: it starts in milliseconds where a FastMCP
@@ -305,7 +305,8 @@ def test_health_endpoint_reports_each_upstream(registry_file: Any, tmp_path: Pat
     ):
         assert wait_until(
             lambda: (
-                httpx.get(f"http://127.0.0.1:{port}/healthz").json()["upstreams"]["good"]["state"] == "ready"
+                httpx.get(f"http://127.0.0.1:{port}/healthz", verify=TLS).json()["upstreams"]["good"]["state"]
+                == "ready"
             ),
             15,
         )
@@ -321,7 +322,9 @@ def test_health_endpoint_reports_each_upstream(registry_file: Any, tmp_path: Pat
     with background(
         mcpgw_command("serve", "-t", "http", "--port", str(port), "--config", str(healthy)), port=port
     ):
-        assert wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200, 15)
+        assert wait_until(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", verify=TLS).status_code == 200, 15
+        )
 
 
 def lingering(tmp_path: Path) -> dict[str, Any]:

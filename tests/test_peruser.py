@@ -24,7 +24,7 @@ import httpx
 import pytest
 import tomlkit
 
-from conftest import INITIALIZE, SERVERS, background, free_port, mcpgw_command
+from conftest import INITIALIZE, SERVERS, TLS, background, free_port, mcpgw_command
 from mcpgw.config import load
 from mcpgw.config.servers import StdioServer
 from mcpgw.upstream import login, userlogin
@@ -94,7 +94,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         command = mcpgw_command("serve", "--config", str(registry), "-t", "http", "--port", str(gateway_port))
         with background([*command, "--log-level", "warning"], port=gateway_port):
             deadline = time.monotonic() + 60
-            while httpx.get(f"{gateway}/healthz").status_code != 200 and time.monotonic() < deadline:
+            while (
+                httpx.get(f"{gateway}/healthz", verify=TLS).status_code != 200 and time.monotonic() < deadline
+            ):
                 time.sleep(0.05)
             yield Stack(base, issuer, gateway, tmp / "tokens")
 

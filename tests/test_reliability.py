@@ -25,7 +25,7 @@ import pytest
 import sqlite_utils
 from mcp.shared.exceptions import MCPError
 
-from conftest import SERVERS, UPSTREAM, background, free_port, mcpgw_command
+from conftest import SERVERS, TLS, UPSTREAM, background, free_port, mcpgw_command
 from parity import TestUpstream, gateway_client, registry, served
 from test_lifecycle import RawGateway, alive, wait_until
 
@@ -419,7 +419,7 @@ def _http_echo(url: str, tool: str = "up__echo", message: str = "x") -> dict[str
         "params": {"name": tool, "arguments": {"message": message}, "_meta": meta},
     }
     response = httpx.post(
-        url, json=request, headers={**headers, "Mcp-Method": "tools/call", "Mcp-Name": tool}
+        url, json=request, headers={**headers, "Mcp-Method": "tools/call", "Mcp-Name": tool}, verify=TLS
     )
     try:
         return dict(response.json())
