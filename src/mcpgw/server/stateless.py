@@ -103,9 +103,13 @@ class StatelessCalls:
         if first.get("type") != "http.request" or first.get("more_body"):
             return None
         request = Request(scope, receive)
+        # The header lines decoded once (the SDK's checks below would each decode them again), and
+        # folded as Starlette's `Headers` reads them: the first of a repeated name counts.
+        lines = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        fields = dict(reversed(lines))
         # Host and Origin: `hostcheck.HostCheck`, in front of every route with these same settings,
         # has checked them; of the SDK's transport checks only the content type is left.
-        kind = request.headers.get("content-type")
+        kind = fields.get("content-type")
         if kind is None or not kind.lower().startswith("application/json"):
             return None
         has_json, has_sse = check_accept_headers(request)
@@ -128,17 +132,21 @@ class StatelessCalls:
         meta = params.get("_meta")
         if not isinstance(meta, dict) or "progressToken" in meta or LOG_LEVEL_META_KEY in meta:
             return None  # may be answered as an SSE stream: the SDK's to serve
-        if find_duplicated_routing_header(request.headers.items()) is not None:
+        if find_duplicated_routing_header(lines) is not None:
             return None
-        verdict = classify_inbound_request(decoded, headers=dict(request.headers))
-        if isinstance(verdict, InboundLadderRejection) or self._param_rejection(request, method, params):
+        verdict = classify_inbound_request(decoded, headers=fields)
+        if isinstance(verdict, InboundLadderRejection) or self._param_rejection(
+            request, fields, method, params
+        ):
             return None
         connection = Connection.from_envelope(
             verdict.protocol_version, verdict.client_info, verdict.client_capabilities
         )
         return _Call(request, request_id, method, params, connection)
 
-    def _param_rejection(self, request: Request, method: str, params: dict[str, Any]) -> bool:
+    def _param_rejection(
+        self, request: Request, fields: dict[str, str], method: str, params: dict[str, Any]
+    ) -> bool:
         """Whether the SDK's `Mcp-Param-*` check would refuse (or could not run) this `tools/call`."""
         if method != "tools/call":
             return False
@@ -148,7 +156,7 @@ class StatelessCalls:
             return lookup is None  # no lookup: the SDK would walk `tools/list`; let it
         if arguments is not None and not isinstance(arguments, Mapping):
             return False
-        if not arguments and not any(h.startswith(_PARAM_PREFIX) for h in request.headers):
+        if not arguments and not any(h.startswith(_PARAM_PREFIX) for h in fields):
             return False
         try:
             schema = lookup(name)
