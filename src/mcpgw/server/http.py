@@ -141,6 +141,7 @@ class LiveApp:
         self._shell = shell
         self._registry = registry
         self._built_for: tuple[Any, ...] | None = None
+        self._seen: Registry | None = None
         self._app: Direct | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -148,9 +149,11 @@ class LiveApp:
             await self._sessions(scope, receive, send)
             return
         registry = self._registry()
-        key = (registry.auth, list(registry.personas))
-        if self._app is None or key != self._built_for:
-            self._app, self._built_for = self._shell(registry), key
+        if registry is not self._seen or self._app is None:  # a reload brings a new registry
+            key = (registry.auth, list(registry.personas))
+            if self._app is None or key != self._built_for:
+                self._app, self._built_for = self._shell(registry), key
+            self._seen = registry
         await self._app(scope, receive, send)
 
 
