@@ -46,6 +46,27 @@ _VALUE = re.compile(
 """RFC 9110 field names and values (h11's rules): no control characters, no edge whitespace."""
 
 
+_CHECKED: dict[tuple[str, str], str] = {}
+"""Header fields already checked, as their line ("" for one left out): most recur on every call."""
+CHECKED_FIELDS = 512
+CHECKED_VALUE_CHARS = 256
+"""Only short values are remembered, and at most this many fields (then the memory starts again)."""
+
+
+def _checked(name: str, value: str) -> str:
+    """The request line for a header field ("" if it is left out), checked as h11 checks it: a value
+    with a line break would start a header (or a request) of its own, and the resource URI in
+    `Mcp-Name` is the caller's."""
+    if not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
+        raise httpx2.LocalProtocolError(f"illegal header {name!r}: {value[:80]!r}")
+    line = "" if name.lower() in _DROPPED else f"{name}: {value}"
+    if len(value) <= CHECKED_VALUE_CHARS:
+        if len(_CHECKED) >= CHECKED_FIELDS:
+            _CHECKED.clear()
+        _CHECKED[(name, value)] = line
+    return line
+
+
 class Refused(Exception):
     """The answer is one the httpx client must see for itself (`RETRY_STATUSES`)."""
 
@@ -129,13 +150,12 @@ class Exchanges:
         """The answer to one POST (bytes: a plain JSON answer's body); `Refused` for an answer the
         httpx client must see itself."""
         lines = [f"POST {self.target} HTTP/1.1", f"Host: {self.authority}"]
-        for name, value in headers:
-            # As h11 checks them: a value with a line break would start a header (or a request) of
-            # its own, and the resource URI in `Mcp-Name` is the caller's.
-            if not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
-                raise httpx2.LocalProtocolError(f"illegal header {name!r}: {value[:80]!r}")
-            if name.lower() not in _DROPPED:
-                lines.append(f"{name}: {value}")
+        for field in headers:
+            line = _CHECKED.get(field)
+            if line is None:
+                line = _checked(*field)
+            if line:
+                lines.append(line)
         lines.append(f"Content-Length: {len(body)}")
         try:
             message = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
