@@ -197,6 +197,8 @@ async def main() -> None:
                 by_package(profile)
                 if PROF != "count":
                     pstats.Stats(profile).sort_stats(PROF).print_stats(50)
+                    if os.environ.get("CALLEES"):
+                        pstats.Stats(profile).print_callees(os.environ["CALLEES"])
             stopping.set()
         if log is not None:
             log.close()

@@ -45,7 +45,9 @@ from mcp.shared.inbound import (
     InboundLadderRejection,
     classify_inbound_request,
     find_duplicated_routing_header,
+    find_invalid_x_mcp_header,
     validate_mcp_param_headers,
+    x_mcp_header_map,
 )
 from mcp.shared.message import MessageMetadata, ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
@@ -164,8 +166,28 @@ class StatelessCalls:
             return True  # the SDK logs this and goes on; it is its to say so
         return (
             schema is not None
+            and _declares_headers(schema)
             and validate_mcp_param_headers(schema, arguments or {}, request.headers) is not None
         )
+
+
+_DECLARING: dict[int, tuple[dict[str, Any], bool]] = {}
+"""Whether a tool's input schema declares `Mcp-Param-*` headers, by the schema's identity (the
+catalog's schemas live as long as its view, and are not changed in place); at most this many:"""
+DECLARING_SCHEMAS = 1024
+
+
+def _declares_headers(schema: dict[str, Any]) -> bool:
+    """Whether the SDK's `Mcp-Param-*` check has anything to compare for `schema`: a valid one with an
+    annotated property. Else it accepts any request, and walking the schema each call is waste."""
+    known = _DECLARING.get(id(schema))
+    if known is not None and known[0] is schema:
+        return known[1]
+    declares = find_invalid_x_mcp_header(schema) is None and bool(x_mcp_header_map(schema))
+    if len(_DECLARING) >= DECLARING_SCHEMAS:
+        _DECLARING.clear()
+    _DECLARING[id(schema)] = (schema, declares)
+    return declares
 
 
 def _routed_here(headers: list[tuple[bytes, bytes]]) -> bool:
