@@ -171,13 +171,13 @@ class StatelessCalls:
         )
 
 
-_DECLARING: dict[int, tuple[dict[str, Any], bool]] = {}
+_DECLARING: dict[int, tuple[Mapping[str, Any], bool]] = {}
 """Whether a tool's input schema declares `Mcp-Param-*` headers, by the schema's identity (the
 catalog's schemas live as long as its view, and are not changed in place); at most this many:"""
 DECLARING_SCHEMAS = 1024
 
 
-def _declares_headers(schema: dict[str, Any]) -> bool:
+def _declares_headers(schema: Mapping[str, Any]) -> bool:
     """Whether the SDK's `Mcp-Param-*` check has anything to compare for `schema`: a valid one with an
     annotated property. Else it accepts any request, and walking the schema each call is waste."""
     known = _DECLARING.get(id(schema))
