@@ -63,7 +63,14 @@ def app() -> Starlette:
     async def other(request: Any) -> PlainTextResponse:
         return PlainTextResponse(f"other {request.scope['tags']}")
 
-    built = Starlette(routes=[Route("/mcp", endpoint=mcp), Route("/other", endpoint=other)])
+    built = Starlette(
+        routes=[
+            Route("/.well-known/x/personas/{persona}/mcp", endpoint=other),
+            Route("/mcp", endpoint=mcp),
+            Route("/personas/{persona}/mcp", endpoint=mcp),
+            Route("/other", endpoint=other),
+        ]
+    )
     built.add_middleware(Tagging, tag="inner")
     built.add_middleware(Tagging, tag="outer")
     return built
@@ -108,19 +115,34 @@ async def request(target: Any, method: str, path: str) -> tuple[int, bytes]:
         ("GET", "/mcp"),
         ("DELETE", "/mcp"),
         ("PUT", "/mcp"),
+        ("POST", "/personas/wide/mcp"),
+        ("POST", "/personas/wi%20de/mcp"),
+        ("POST", "/personas/a/b/mcp"),
+        ("POST", "/personas/wide/mcp/"),
         ("POST", "/other"),
         ("GET", "/mcp/"),
     ],
 )
 async def test_direct_answers_as_the_router_does(method: str, path: str) -> None:
     routed = await request(app(), method, path)
-    direct = await request(Direct(app(), path="/mcp"), method, path)
+    direct = await request(Direct(app(), paths=("/mcp", "/personas/{persona}/mcp")), method, path)
     assert direct == routed
     if (method, path) == ("POST", "/mcp"):
         assert direct == (200, b"(['outer', 'inner'], 'Starlette', '/mcp', True, {}, True)")
+    if (method, path) == ("POST", "/personas/wide/mcp"):
+        assert b"'/personas/{persona}/mcp', True, {'persona': 'wide'}" in direct[1]
 
 
 def test_a_route_limited_to_some_methods_is_refused() -> None:
     limited = Starlette(routes=[Route("/mcp", endpoint=mcp, methods=["POST"])])
     with pytest.raises(ValueError, match="every method"):
-        Direct(limited, path="/mcp")
+        Direct(limited, paths=("/mcp",))
+
+
+@pytest.mark.parametrize("earlier", ["/personas/{name}/{rest}", "/personas/admin/mcp", "/{anything}"])
+def test_a_route_behind_one_that_may_take_its_requests_is_refused(earlier: str) -> None:
+    shadowed = Starlette(
+        routes=[Route(earlier, endpoint=mcp), Route("/personas/{persona}/mcp", endpoint=mcp)]
+    )
+    with pytest.raises(ValueError, match="may take its requests"):
+        Direct(shadowed, paths=("/personas/{persona}/mcp",))

@@ -120,7 +120,7 @@ def http_app(
         app.add_middleware(HostCheck, settings=security)
         # Outermost: every check reads header values as HTTP defines them, whatever the parser kept.
         app.add_middleware(FieldValues)
-        return Direct(app, path="/mcp")  # `/mcp` past the router, through the same layers
+        return Direct(app, paths=("/mcp", PERSONA_PATH))  # past the router, through the same layers
 
     return LiveApp(sessions, shell, lambda: gateway.registry)
 
