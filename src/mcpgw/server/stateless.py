@@ -220,10 +220,18 @@ class _Exchange:
     message_metadata: MessageMetadata
     send: Any
     progress_token: None = None
-    cancel_requested: anyio.Event = field(default_factory=anyio.Event)
     can_send_request: bool = field(default=False, init=False)
     streaming: bool = field(default=False, init=False)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _cancel: anyio.Event | None = field(default=None, init=False)
+
+    @property
+    def cancel_requested(self) -> anyio.Event:
+        """Never set (a stateless call is cancelled by its client going away); made when first read,
+        as few handlers read it."""
+        if self._cancel is None:
+            self._cancel = anyio.Event()
+        return self._cancel
 
     async def send_raw_request(
         self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
