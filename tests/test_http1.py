@@ -61,6 +61,8 @@ def json_answer(body: bytes, *extra: bytes) -> bytes:
 
 async def post(exchanges: http1.Exchanges, body: bytes = b"{}") -> tuple[int, bytes]:
     response = await exchanges.post(body, [("content-type", "application/json"), ("accept-encoding", "gzip")])
+    if isinstance(response, bytes):  # a plain JSON answer, read whole
+        return 200, response
     try:
         return response.status_code, await response.aread()
     finally:
@@ -79,6 +81,28 @@ async def test_answers_by_length_reuse_the_connection() -> None:
     first = server.requests[0]
     assert first.startswith(b"POST /mcp?x=1 HTTP/1.1\r\nHost: 127.0.0.1:")
     assert b"accept-encoding" not in first.lower() and server.requests[1].endswith(b'{"a":1}')
+
+
+@pytest.mark.parametrize(
+    ("extra", "plain"),
+    [
+        ((), True),
+        ((b"set-cookie: a=1",), False),  # for the client's cookie jar: httpx reads it
+        ((b"content-encoding: gzip",), False),  # for httpx to decode
+    ],
+)
+async def test_a_plain_json_answer_is_its_body_else_a_response(extra: tuple[bytes, ...], plain: bool) -> None:
+    server = Server(lambda n: json_answer(b'{"n":%d}' % n, *extra))
+    async with serving(server) as exchanges:
+        for n in range(2):
+            answer = await exchanges.post(b"{}", [("content-type", "application/json")])
+            if plain:
+                assert answer == b'{"n":%d}' % n
+            else:
+                assert isinstance(answer, httpx2.Response) and answer.status_code == 200
+                assert b"".join([chunk async for chunk in answer.aiter_raw()]) == b'{"n":%d}' % n
+                await answer.aclose()
+    assert server.connections == 1  # kept alive either way
 
 
 async def test_a_chunked_answer_is_read_whole_and_the_connection_kept() -> None:
@@ -132,6 +156,7 @@ async def test_a_refused_connection_is_a_connect_error() -> None:
     "answer",
     [
         b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n{}",  # cut short
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 10\r\n\r\n{}",  # read whole
         b"HTTP/1.1 200 OK\r\nbroken header\r\ncontent-length: 2\r\n\r\n{}",
         b"SSH-2.0-OpenSSH\r\n\r\n",
         b"",  # closed without a word

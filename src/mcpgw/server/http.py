@@ -36,6 +36,7 @@ from mcpgw.errors import GatewayError, StartupError
 from mcpgw.server import replicas, scrape
 from mcpgw.server.callback import callback_route
 from mcpgw.server.coalesce import Coalescing
+from mcpgw.server.direct import Direct
 from mcpgw.server.edge import BodyLimit, FieldValues
 from mcpgw.server.handlers import HTTP_PERSONA, PERSONA_PATH_PARAM, build_server
 from mcpgw.server.hostcheck import HostCheck, transport_security
@@ -98,7 +99,7 @@ def http_app(
 
     admin = Mount("/admin", app=console_app(Console(gateway, registry_path, gateway.audit)))
 
-    def shell(registry: Registry) -> Starlette:
+    def shell(registry: Registry) -> Direct:
         app = Starlette(
             routes=[*(Route(r.path, endpoint=r.endpoint, methods=r.methods) for r in routes), admin]
         )
@@ -119,7 +120,7 @@ def http_app(
         app.add_middleware(HostCheck, settings=security)
         # Outermost: every check reads header values as HTTP defines them, whatever the parser kept.
         app.add_middleware(FieldValues)
-        return app
+        return Direct(app, paths=("/mcp", PERSONA_PATH))  # past the router, through the same layers
 
     return LiveApp(sessions, shell, lambda: gateway.registry)
 
@@ -134,22 +135,25 @@ class LiveApp:
     """
 
     def __init__(
-        self, sessions: Starlette, shell: Callable[[Registry], Starlette], registry: Callable[[], Registry]
+        self, sessions: Starlette, shell: Callable[[Registry], Direct], registry: Callable[[], Registry]
     ) -> None:
         self._sessions = sessions
         self._shell = shell
         self._registry = registry
         self._built_for: tuple[Any, ...] | None = None
-        self._app: Starlette | None = None
+        self._seen: Registry | None = None
+        self._app: Direct | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             await self._sessions(scope, receive, send)
             return
         registry = self._registry()
-        key = (registry.auth, list(registry.personas))
-        if self._app is None or key != self._built_for:
-            self._app, self._built_for = self._shell(registry), key
+        if registry is not self._seen or self._app is None:  # a reload brings a new registry
+            key = (registry.auth, list(registry.personas))
+            if self._app is None or key != self._built_for:
+                self._app, self._built_for = self._shell(registry), key
+            self._seen = registry
         await self._app(scope, receive, send)
 
 
@@ -230,6 +234,7 @@ async def serve_http(
         port=port,
         log_level="warning",
         log_config=None,  # its lines go through the gateway's own log (and its format)
+        access_log=False,  # at "warning" it writes none, but would format each request's line first
         lifespan="on",
         http=_compat.http_protocol(
             header_timeout=settings.request_header_timeout,

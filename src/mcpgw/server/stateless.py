@@ -45,7 +45,9 @@ from mcp.shared.inbound import (
     InboundLadderRejection,
     classify_inbound_request,
     find_duplicated_routing_header,
+    find_invalid_x_mcp_header,
     validate_mcp_param_headers,
+    x_mcp_header_map,
 )
 from mcp.shared.message import MessageMetadata, ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
@@ -103,9 +105,13 @@ class StatelessCalls:
         if first.get("type") != "http.request" or first.get("more_body"):
             return None
         request = Request(scope, receive)
+        # The header lines decoded once (the SDK's checks below would each decode them again), and
+        # folded as Starlette's `Headers` reads them: the first of a repeated name counts.
+        lines = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        fields = dict(reversed(lines))
         # Host and Origin: `hostcheck.HostCheck`, in front of every route with these same settings,
         # has checked them; of the SDK's transport checks only the content type is left.
-        kind = request.headers.get("content-type")
+        kind = fields.get("content-type")
         if kind is None or not kind.lower().startswith("application/json"):
             return None
         has_json, has_sse = check_accept_headers(request)
@@ -128,17 +134,21 @@ class StatelessCalls:
         meta = params.get("_meta")
         if not isinstance(meta, dict) or "progressToken" in meta or LOG_LEVEL_META_KEY in meta:
             return None  # may be answered as an SSE stream: the SDK's to serve
-        if find_duplicated_routing_header(request.headers.items()) is not None:
+        if find_duplicated_routing_header(lines) is not None:
             return None
-        verdict = classify_inbound_request(decoded, headers=dict(request.headers))
-        if isinstance(verdict, InboundLadderRejection) or self._param_rejection(request, method, params):
+        verdict = classify_inbound_request(decoded, headers=fields)
+        if isinstance(verdict, InboundLadderRejection) or self._param_rejection(
+            request, fields, method, params
+        ):
             return None
         connection = Connection.from_envelope(
             verdict.protocol_version, verdict.client_info, verdict.client_capabilities
         )
         return _Call(request, request_id, method, params, connection)
 
-    def _param_rejection(self, request: Request, method: str, params: dict[str, Any]) -> bool:
+    def _param_rejection(
+        self, request: Request, fields: dict[str, str], method: str, params: dict[str, Any]
+    ) -> bool:
         """Whether the SDK's `Mcp-Param-*` check would refuse (or could not run) this `tools/call`."""
         if method != "tools/call":
             return False
@@ -148,7 +158,7 @@ class StatelessCalls:
             return lookup is None  # no lookup: the SDK would walk `tools/list`; let it
         if arguments is not None and not isinstance(arguments, Mapping):
             return False
-        if not arguments and not any(h.startswith(_PARAM_PREFIX) for h in request.headers):
+        if not arguments and not any(h.startswith(_PARAM_PREFIX) for h in fields):
             return False
         try:
             schema = lookup(name)
@@ -156,8 +166,28 @@ class StatelessCalls:
             return True  # the SDK logs this and goes on; it is its to say so
         return (
             schema is not None
+            and _declares_headers(schema)
             and validate_mcp_param_headers(schema, arguments or {}, request.headers) is not None
         )
+
+
+_DECLARING: dict[int, tuple[Mapping[str, Any], bool]] = {}
+"""Whether a tool's input schema declares `Mcp-Param-*` headers, by the schema's identity (the
+catalog's schemas live as long as its view, and are not changed in place); at most this many:"""
+DECLARING_SCHEMAS = 1024
+
+
+def _declares_headers(schema: Mapping[str, Any]) -> bool:
+    """Whether the SDK's `Mcp-Param-*` check has anything to compare for `schema`: a valid one with an
+    annotated property. Else it accepts any request, and walking the schema each call is waste."""
+    known = _DECLARING.get(id(schema))
+    if known is not None and known[0] is schema:
+        return known[1]
+    declares = find_invalid_x_mcp_header(schema) is None and bool(x_mcp_header_map(schema))
+    if len(_DECLARING) >= DECLARING_SCHEMAS:
+        _DECLARING.clear()
+    _DECLARING[id(schema)] = (schema, declares)
+    return declares
 
 
 def _routed_here(headers: list[tuple[bytes, bytes]]) -> bool:
@@ -190,10 +220,18 @@ class _Exchange:
     message_metadata: MessageMetadata
     send: Any
     progress_token: None = None
-    cancel_requested: anyio.Event = field(default_factory=anyio.Event)
     can_send_request: bool = field(default=False, init=False)
     streaming: bool = field(default=False, init=False)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _cancel: anyio.Event | None = field(default=None, init=False)
+
+    @property
+    def cancel_requested(self) -> anyio.Event:
+        """Never set (a stateless call is cancelled by its client going away); made when first read,
+        as few handlers read it."""
+        if self._cancel is None:
+            self._cancel = anyio.Event()
+        return self._cancel
 
     async def send_raw_request(
         self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None

@@ -47,6 +47,17 @@ def _error(code: int, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+def _json_answer(body: bytes) -> dict[str, Any]:
+    """The JSON-RPC answer in a JSON body, or the error the SDK's transport makes of a bad one."""
+    try:
+        reply = parse(body)
+    except ValueError as exc:
+        return _error(types.PARSE_ERROR, f"Failed to parse JSON response: {exc}")
+    if isinstance(reply, dict) and ("result" in reply or "error" in reply):
+        return reply
+    return _error(types.PARSE_ERROR, "Failed to parse JSON response: not a JSON-RPC answer")
+
+
 class HttpWire:
     """Requests posted to one HTTP upstream outside the SDK's transport, on its pooled client."""
 
@@ -98,6 +109,8 @@ class HttpWire:
                 except http1.Refused:
                     pass  # a redirect or an auth challenge: sent again below, for httpx to answer
                 else:
+                    if isinstance(response, bytes):  # a plain JSON answer, read whole
+                        return _json_answer(response)
                     try:
                         # What httpx's own response has, for an SSE reader and a cookie jar.
                         response.request = httpx2.Request("POST", self._url, headers=sent)
@@ -159,12 +172,9 @@ class HttpWire:
             return _error(types.INTERNAL_ERROR, "Server returned an error response")
         if kind.startswith("application/json"):
             try:
-                reply = parse(await response.aread())
-            except (ValueError, httpx2.StreamError) as exc:
+                return _json_answer(await response.aread())
+            except httpx2.StreamError as exc:
                 return _error(types.PARSE_ERROR, f"Failed to parse JSON response: {exc}")
-            if isinstance(reply, dict) and ("result" in reply or "error" in reply):
-                return reply
-            return _error(types.PARSE_ERROR, "Failed to parse JSON response: not a JSON-RPC answer")
         if kind.startswith("text/event-stream"):
             return await self._stream(response, request_id, headers, on_progress, on_notify)
         return _error(types.INVALID_REQUEST, f"Unexpected content type: {kind}")
