@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import mcp_types as types
@@ -39,7 +40,7 @@ from mcpgw.core.memory import wait_listable
 from mcpgw.errors import GatewayError
 from mcpgw.observe import context as observe
 from mcpgw.observe import tracing
-from mcpgw.server import fastlane, observing
+from mcpgw.server import afteranswer, fastlane, observing
 from mcpgw.server.flowsession import session_of
 from mcpgw.server.listcache import ListingCache
 from mcpgw.server.listening import ListenBridge
@@ -92,12 +93,14 @@ async def _recorded(
         step.name = ctx.method
     if kind in ("call", "prompt"):
         step.arguments = raw.get("arguments")
+    log = gateway.audit
+    deferred = log is not None and not log.every_request  # rows waited for (`durable = "all"`): now
     with (
         observe.serving(request_id=step.request_id, persona=step.persona) as fields,
         observing.request_span(gateway, ctx, step) as span,
     ):
         try:
-            async with audit.answering(step, into=gateway.audit):
+            async with audit.answering(step, into=None if deferred else log):
                 result = await _guarded(work)
                 if result.get("isError"):
                     if step.outcome is audit.Outcome.OK:  # a flow policy's refusal says `blocked`
@@ -115,16 +118,28 @@ async def _recorded(
         finally:
             if span is not None:
                 observing.finish_span(span, gateway, ctx, step, fields)
-            if gateway.metrics is not None and kind != "list":  # listings: `_listings_counted`
-                observing.count(gateway.metrics, gateway, ctx, step, fields)
-            if logger.isEnabledFor(logging.DEBUG):  # an access log, for `--log-level debug`
-                logger.debug(
-                    "%s%s: %s in %.1f ms",
-                    ctx.method,
-                    f" {step.name}" if step.name and step.name != ctx.method else "",
-                    step.outcome,
-                    (time.perf_counter() - step.started) * 1000,
-                )
+            if deferred and log is not None and audit.durable(step.kind, step.outcome):
+                log.record_step(step)  # committed before the answer leaves, as ever
+                deferred = False
+            afteranswer.later(partial(_booked, gateway, ctx, step, fields, log if deferred else None))
+
+
+def _booked(
+    gateway: Gateway, ctx: Ctx, step: audit.Step, fields: observe.Fields, log: audit.AuditLog | None
+) -> None:
+    """A request's row queued (when not already), counted and, at `--log-level debug`, logged."""
+    if log is not None:
+        log.record_step(step)
+    if gateway.metrics is not None and step.kind is not audit.Kind.LIST:  # `_listings_counted`
+        observing.count(gateway.metrics, gateway, ctx, step, fields)
+    if logger.isEnabledFor(logging.DEBUG):  # an access log
+        logger.debug(
+            "%s%s: %s in %.1f ms",
+            ctx.method,
+            f" {step.name}" if step.name and step.name != ctx.method else "",
+            step.outcome,
+            (time.perf_counter() - step.started) * 1000,
+        )
 
 
 def _step(gateway: Gateway, ctx: Ctx, kind: audit.Kind, persona: str | None) -> audit.Step:

@@ -64,6 +64,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
 from mcpgw import _compat
+from mcpgw.server import afteranswer
 from mcpgw.server.fastlane import LeanCalls
 from mcpgw.server.pipestreams import PipeMessages, PipeSends
 from mcpgw.upstream.wire import dumps
@@ -333,26 +334,32 @@ class LeanLane:
     ) -> None:
         key = coerce_request_id(request.request_id)
         answer: bytes | None = None
+        after = afteranswer.begin()  # the request's audit row and metrics: once its answer is out
         try:
-            with request.scope:
-                try:
-                    result = await self._run(request, method, params, connection)
-                    answer = _result_line(request.request_id, result)
-                except Exception as exc:
-                    answer = _error_line(request.request_id, self._error(method, exc))
-                finally:
-                    request.close()
-                    if self._in_flight.get(key) is request:
-                        del self._in_flight[key]
-        except anyio.get_cancelled_exc_class():
-            if not request.cancelled:  # shutting down: the client is not left waiting
-                self._write(_error_line(request.request_id, _CLOSED))
-            raise
-        if answer is not None and not request.cancelled:
-            await self._send(answer)
+            try:
+                with request.scope:
+                    try:
+                        result = await self._run(request, method, params, connection)
+                        answer = _result_line(request.request_id, result)
+                    except Exception as exc:
+                        answer = _error_line(request.request_id, self._error(method, exc))
+                    finally:
+                        request.close()
+                        if self._in_flight.get(key) is request:
+                            del self._in_flight[key]
+            except anyio.get_cancelled_exc_class():
+                if not request.cancelled:  # shutting down: the client is not left waiting
+                    self._write(_error_line(request.request_id, _CLOSED))
+                raise
+            if answer is not None and not request.cancelled:
+                await self._send(answer, after=after)
+        finally:
+            after.run()
 
-    async def _send(self, line: bytes) -> None:
+    async def _send(self, line: bytes, *, after: afteranswer.AfterAnswer | None = None) -> None:
         self._write(line)
+        if after is not None:
+            after.run()
         try:
             await self._drain()
         except (ConnectionError, RuntimeError):
