@@ -406,7 +406,8 @@ class LeanLane:
         if self._chain is None or self._chain[0] != middlewares:
             call: CallNext = self._handle
             for middleware in reversed(middlewares):
-                call = partial(_apply, middleware, call)
+                if middleware != self.observe:  # the era it learns is known before the lane takes any
+                    call = partial(_apply, middleware, call)
             self._chain = (middlewares, call)
         return self._chain[1]
 
