@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ import mcp_types as types
 import pytest
 
 from conftest import SERVERS, mcpgw_command, stop_group
+from mcpgw.audit import AuditLog
 from mcpgw.core.gateway import Gateway
 from mcpgw.server.handlers import build_server
 from mcpgw.server.leanlane import LeanLane
@@ -248,6 +250,38 @@ async def test_a_cancelled_lean_call_stops_upstream_and_is_never_answered(era: s
     assert after["result"]["content"][0]["text"] == "next"
     assert slow in client.taken
     assert [m for m in client.out if m.get("id") == slow] == []
+
+
+async def test_each_lean_call_is_one_row_in_the_order_answered(tmp_path: Path) -> None:
+    """The lane queues a call's audit row just after writing its answer (`server.afteranswer`): every
+    call still has its row, with how it ended (a failed and a cancelled one too), in the order answered."""
+    upstream = TestUpstream()
+    log = AuditLog(tmp_path / "audit.db").start()
+    async with (
+        served(registry({"up": {}}), {"up": upstream}, audit=log) as gateway,
+        lines_client(gateway) as client,
+    ):
+        await client.open("modern")
+        slow = client.start("tools/call", {"name": "up__sleep", "arguments": {"seconds": 60}})
+        with anyio.fail_after(HANG_GUARD):
+            while not any(call["name"] == "sleep" for call in upstream.calls):
+                await anyio.sleep(0.01)
+        await client.request("tools/call", {"name": "up__echo", "arguments": {"message": "one"}})
+        await client.request("tools/call", {"name": "up__fail", "arguments": {}})
+        client.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": slow}})
+        with anyio.fail_after(HANG_GUARD):
+            await upstream.cancelled.wait()
+        await client.request("tools/call", {"name": "up__echo", "arguments": {"message": "two"}})
+    log.close()
+    with sqlite3.connect(tmp_path / "audit.db") as db:
+        found = db.execute("select name, outcome from events where kind = 'call' order by id").fetchall()
+    assert found == [
+        ("up__echo", "ok"),
+        ("up__fail", "error"),
+        ("up__sleep", "cancelled"),
+        ("up__echo", "ok"),
+    ]
+    assert set(client.taken) >= {slow}
 
 
 @pytest.mark.parametrize("era", ["legacy", "modern"])

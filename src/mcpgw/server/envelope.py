@@ -18,6 +18,8 @@ MAX_DEPTH = 200
 """The deepest nesting the SDK's parser (pydantic's JSON, ~200 levels) accepts: a deeper message would
 be dropped unanswered there, and one deep enough crashed Python's own parser."""
 _TOO_DEEP = object()
+UNPARSED = object()
+"""What `checked` gives for a line it could not parse."""
 
 
 def _too_deep(line: str, message: Any) -> bool:
@@ -38,14 +40,24 @@ def _too_deep(line: str, message: Any) -> bool:
 
 def envelope_problem(line: str) -> dict[str, Any] | None:
     """The error reply for a line that is not a JSON-RPC 2.0 message; None for one that is."""
+    return checked(line)[1]
+
+
+def checked(line: str) -> tuple[Any, dict[str, Any] | None]:
+    """`line` parsed (`UNPARSED` when blank or not JSON), and `envelope_problem`'s reply for it: whoever
+    reads the line next need not parse it again."""
     if not line.strip():
-        return None
+        return UNPARSED, None
     try:
         message = parse(line)
     except ValueError:
-        return _error(None, types.PARSE_ERROR, "Parse error: not JSON")
+        return UNPARSED, _error(None, types.PARSE_ERROR, "Parse error: not JSON")
     except RecursionError:
         message = _TOO_DEEP
+    return message, _problem(line, message)
+
+
+def _problem(line: str, message: Any) -> dict[str, Any] | None:
     if message is _TOO_DEEP or _too_deep(line, message):
         return _error(None, types.PARSE_ERROR, f"Parse error: nested more than {MAX_DEPTH} levels deep")
     if not isinstance(message, dict):

@@ -20,7 +20,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import mcp_types as types
 from mcp.server import apps
@@ -39,7 +40,7 @@ from mcpgw.core.memory import wait_listable
 from mcpgw.errors import GatewayError
 from mcpgw.observe import context as observe
 from mcpgw.observe import tracing
-from mcpgw.server import fastlane, observing
+from mcpgw.server import afteranswer, fastlane, observing
 from mcpgw.server.flowsession import session_of
 from mcpgw.server.listcache import ListingCache
 from mcpgw.server.listening import ListenBridge
@@ -49,6 +50,7 @@ from mcpgw.upstream.logrelay import LogLevels
 
 if TYPE_CHECKING:
     from mcpgw.observe.metrics import Metrics
+    from mcpgw.security.flows import SessionRef
 
 logger = logging.getLogger("mcpgw.server")
 
@@ -77,27 +79,36 @@ _NAME_KEYS = {"call": "name", "prompt": "name", "read": "uri", "subscribe": "uri
 
 
 async def _recorded(
-    gateway: Gateway, ctx: Ctx, kind: str, persona: str | None, work: Callable[[], Awaitable[dict[str, Any]]]
+    gateway: Gateway,
+    ctx: Ctx,
+    kind: str,
+    persona: str | None,
+    work: Callable[[], Awaitable[dict[str, Any]]],
+    *,
+    session: SessionRef | Literal[False] | None = False,
 ) -> dict[str, Any]:
     """Serve one request as one audit step: what, for whom, from which client, how it ended.
 
     The step's request id and persona are the request's observed fields (`observe.context`)
     too, which every log line of it carries; its outcome and time are counted in the metrics.
+    `session`: the request's `session_of`, when the caller has it already (False: found here).
     """
     raw = ctx.params or {}
-    step = _step(gateway, ctx, audit.Kind(kind), persona)
+    step = _step(gateway, ctx, audit.Kind(kind), persona, session=session)
     if kind in _NAME_KEYS:
         step.name = str(raw.get(_NAME_KEYS[kind]))
     elif kind == "list":
         step.name = ctx.method
     if kind in ("call", "prompt"):
         step.arguments = raw.get("arguments")
+    log = gateway.audit
+    deferred = log is not None and not log.every_request  # rows waited for (`durable = "all"`): now
     with (
         observe.serving(request_id=step.request_id, persona=step.persona) as fields,
         observing.request_span(gateway, ctx, step) as span,
     ):
         try:
-            async with audit.answering(step, into=gateway.audit):
+            async with audit.answering(step, into=None if deferred else log):
                 result = await _guarded(work)
                 if result.get("isError"):
                     if step.outcome is audit.Outcome.OK:  # a flow policy's refusal says `blocked`
@@ -115,20 +126,42 @@ async def _recorded(
         finally:
             if span is not None:
                 observing.finish_span(span, gateway, ctx, step, fields)
-            if gateway.metrics is not None and kind != "list":  # listings: `_listings_counted`
-                observing.count(gateway.metrics, gateway, ctx, step, fields)
-            if logger.isEnabledFor(logging.DEBUG):  # an access log, for `--log-level debug`
-                logger.debug(
-                    "%s%s: %s in %.1f ms",
-                    ctx.method,
-                    f" {step.name}" if step.name and step.name != ctx.method else "",
-                    step.outcome,
-                    (time.perf_counter() - step.started) * 1000,
-                )
+            if deferred and log is not None and audit.durable(step.kind, step.outcome):
+                log.record_step(step)  # committed before the answer leaves, as ever
+                deferred = False
+            afteranswer.later(partial(_booked, gateway, ctx, step, fields, log if deferred else None))
 
 
-def _step(gateway: Gateway, ctx: Ctx, kind: audit.Kind, persona: str | None) -> audit.Step:
-    """A step for the request `ctx` serves: who asked, from which client, in which era."""
+def _booked(
+    gateway: Gateway, ctx: Ctx, step: audit.Step, fields: observe.Fields, log: audit.AuditLog | None
+) -> None:
+    """A request's row queued (when not already), counted and, at `--log-level debug`, logged."""
+    if log is not None:
+        log.record_step(step)
+    if gateway.metrics is not None and step.kind is not audit.Kind.LIST:  # `_listings_counted`
+        observing.count(gateway.metrics, gateway, ctx, step, fields)
+    if logger.isEnabledFor(logging.DEBUG):  # an access log
+        logger.debug(
+            "%s%s: %s in %.1f ms",
+            ctx.method,
+            f" {step.name}" if step.name and step.name != ctx.method else "",
+            step.outcome,
+            (time.perf_counter() - step.started) * 1000,
+        )
+
+
+def _step(
+    gateway: Gateway,
+    ctx: Ctx,
+    kind: audit.Kind,
+    persona: str | None,
+    *,
+    session: SessionRef | Literal[False] | None = False,
+) -> audit.Step:
+    """A step for the request `ctx` serves: who asked, from which client, in which era (`session`: its
+    `session_of`, when the caller has it; False: found here)."""
+    if session is False:
+        session = session_of(ctx)
     return audit.Step(
         kind=kind,
         method=ctx.method,
@@ -136,13 +169,8 @@ def _step(gateway: Gateway, ctx: Ctx, kind: audit.Kind, persona: str | None) -> 
         client=_client_name(ctx),
         protocol=ctx.protocol_version,
         principal=_principal(ctx),
-        session=_session_id(ctx),
+        session=session.id if session is not None else None,
     )
-
-
-def _session_id(ctx: Ctx) -> str | None:
-    ref = session_of(ctx)
-    return ref.id if ref is not None else None
 
 
 def _persona_label(gateway: Gateway, persona: str | None) -> str | None:
@@ -224,16 +252,18 @@ def build_server(
         return handler
 
     def forwarding(
-        kind: str, forward: Callable[[Ctx, str | None], Awaitable[dict[str, Any]]]
+        kind: str, forward: Callable[[Ctx, str | None, SessionRef | None], Awaitable[dict[str, Any]]]
     ) -> RequestHandler[Any, Any]:
         async def handler(ctx: Ctx, params: Any) -> dict[str, Any]:
+            persona, session = persona_of(ctx), session_of(ctx)  # each worked out once a request
+
             async def work() -> dict[str, Any]:
-                result = await forward(ctx, persona_of(ctx))
+                result = await forward(ctx, persona, session)
                 fastlane.answered_by(gateway)
                 _check_era(ctx, result)
                 return _shaped(ctx, result)
 
-            return await _recorded(gateway, ctx, kind, persona_of(ctx), work)
+            return await _recorded(gateway, ctx, kind, persona, work, session=session)
 
         return handler
 
@@ -284,13 +314,13 @@ def build_server(
             types.CallToolRequestParams,
             forwarding(
                 "call",
-                lambda ctx, p: gateway.call_tool(
+                lambda ctx, p, session: gateway.call_tool(
                     _raw(ctx),
                     persona=p,
                     on_progress=progress_relay(ctx),
                     on_log=log_sink(ctx, log_levels),
                     client=client_channel(ctx, principal=_principal(ctx)),
-                    session=session_of(ctx),
+                    session=session,
                 ),
             ),
         ),
@@ -299,11 +329,11 @@ def build_server(
             types.ReadResourceRequestParams,
             forwarding(
                 "read",
-                lambda ctx, p: gateway.read_resource(
+                lambda ctx, p, session: gateway.read_resource(
                     _raw(ctx),
                     persona=p,
                     client=client_channel(ctx, principal=_principal(ctx)),
-                    session=session_of(ctx),
+                    session=session,
                 ),
             ),
         ),
@@ -312,7 +342,7 @@ def build_server(
             types.GetPromptRequestParams,
             forwarding(
                 "prompt",
-                lambda ctx, p: gateway.get_prompt(
+                lambda ctx, p, _: gateway.get_prompt(
                     _raw(ctx), persona=p, client=client_channel(ctx, principal=_principal(ctx))
                 ),
             ),
@@ -320,7 +350,7 @@ def build_server(
         (
             "completion/complete",
             types.CompleteRequestParams,
-            forwarding("complete", lambda ctx, p: gateway.complete(_raw(ctx), persona=p)),
+            forwarding("complete", lambda ctx, p, _: gateway.complete(_raw(ctx), persona=p)),
         ),
     ]
     for method, params_type, handler in handlers:

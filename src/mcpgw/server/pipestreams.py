@@ -24,6 +24,19 @@ from mcp.shared.message import SessionMessage
 from mcpgw.upstream.wire import parse
 
 
+class ParsedLine(str):
+    """A line of stdin whose JSON was parsed already (by its envelope check, `stdio._PipeLines`), so
+    `PipeMessages` does not parse it a second time."""
+
+    message: Any
+
+    @classmethod
+    def of(cls, line: str, message: Any) -> ParsedLine:
+        parsed = cls(line)
+        parsed.message = message
+        return parsed
+
+
 class _Closable:
     """What both streams do as async context managers: closing marks them closed."""
 
@@ -61,10 +74,13 @@ class PipeMessages(_Closable):
                 line = await self._lines.__anext__()
             except StopAsyncIteration:
                 raise anyio.EndOfStream from None
-            try:
-                message = parse(line)
-            except (ValueError, RecursionError):
-                message = None  # a blank line: the SDK's own parser has the last word on it
+            if type(line) is ParsedLine:
+                message = line.message
+            else:
+                try:
+                    message = parse(line)
+                except (ValueError, RecursionError):
+                    message = None  # a blank line: the SDK's own parser has the last word on it
             if message is not None and self._take(message):
                 continue
             try:

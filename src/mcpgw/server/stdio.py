@@ -26,10 +26,11 @@ import anyio
 from mcpgw.core.gateway import Gateway
 from mcpgw.prestart.preserver import is_pipe
 from mcpgw.server import leanlane, scrape
-from mcpgw.server.envelope import envelope_problem, too_large
+from mcpgw.server.envelope import UNPARSED, checked, too_large
 from mcpgw.server.handlers import build_server
 from mcpgw.server.lifecycle import check_personas, stop_on_signals
 from mcpgw.server.notify import notification_options
+from mcpgw.server.pipestreams import ParsedLine
 from mcpgw.server.prestarted import EarlyStart, KeptWriter
 from mcpgw.server.reload import Reloader
 
@@ -83,10 +84,11 @@ class _PipeLines:
             if not raw:
                 raise StopAsyncIteration
             line = raw.decode("utf-8", errors="replace")
-            problem = envelope_problem(line) if self.reply is not None else None
-            if problem is None:
+            if self.reply is None:
                 return line
-            assert self.reply is not None
+            message, problem = checked(line)
+            if problem is None:
+                return line if message is UNPARSED else ParsedLine.of(line, message)
             self.reply(problem)
 
 

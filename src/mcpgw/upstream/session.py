@@ -1,21 +1,18 @@
 """The shared session to one upstream: its protocol era, what it said about itself, and requests to it.
 
-Owns: opening the mcp SDK's `ClientSession` over a transport's streams and
-negotiating its protocol era (`server/discover`, the `initialize` handshake,
-or the first with fallback to the second, telling a probe that failed without
-an answer, `ProbeFailed`, from a server's verdict); relaying requests as raw dicts so
-nothing the upstream sent is dropped, within the upstream's call slots
-(`max_concurrent`), its timeouts and its result size limit; handing each
-2026-07-28 tool listing to the SDK session as its own `list_tools` would, so
-calls carry the tools' `Mcp-Param-*` headers and tools with invalid
-`x-mcp-header` annotations are withheld; and translating the mcp client's
-errors into `UpstreamError`s at this one boundary.
+Owns: opening the mcp SDK's `ClientSession` over a transport's streams and negotiating its
+protocol era (`server/discover`, the `initialize` handshake, or the first with fallback to the
+second, telling a probe that failed without an answer, `ProbeFailed`, from a server's verdict);
+relaying requests as raw dicts so nothing the upstream sent is dropped, within the upstream's call
+slots (`max_concurrent`), its timeouts and its result size limit; handing each 2026-07-28 tool
+listing to the SDK session as its own `list_tools` would, so calls carry the tools' `Mcp-Param-*`
+headers and tools with invalid `x-mcp-header` annotations are withheld; and translating the mcp
+client's errors into `UpstreamError`s at this one boundary.
 
-Why not fastmcp's proxy provider: measured on fastmcp 4.2.3, it validated
-handshake-era list results against 2026-only fields (dropping server-everything's
-tools), re-spawned stdio upstreams when client eras switched, opened a new HTTP
-session per call and started upstreams lazily. mcpgw keeps one session per
-upstream, opened at start, on the mcp SDK's `ClientSession` directly.
+Why not fastmcp's proxy provider: measured on fastmcp 4.2.3, it validated handshake-era list
+results against 2026-only fields (dropping server-everything's tools), re-spawned stdio upstreams when
+client eras switched, opened a new HTTP session per call and started upstreams lazily. mcpgw keeps
+one session per upstream, opened at start, on the SDK's `ClientSession`.
 """
 
 from __future__ import annotations
@@ -42,7 +39,7 @@ from mcpgw.config import Era
 from mcpgw.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from mcpgw.observe import tracing
 from mcpgw.upstream.answers import Answers
-from mcpgw.upstream.wire import LeanWire, WireClosed
+from mcpgw.upstream.wire import UNSIZED, LeanWire, WireClosed
 
 if TYPE_CHECKING:  # loaded with the first URL upstream (`upstream.transports`)
     from mcpgw.upstream.httpwire import HttpWire
@@ -105,7 +102,6 @@ class UpstreamReplyError(UpstreamError):
 class ProbeFailed(UpstreamError):
     """`era = "auto"`'s `server/discover` probe ended without an answer: the connection closed (an
     old-SDK server crashes on the unknown method), the transport failed, or nothing came back.
-
     Not an era verdict, and the connection may be gone: the supervisor connects again with
     `initialize` alone. A JSON-RPC error the server answered is a verdict, and is raised as it came.
     """
@@ -142,7 +138,6 @@ class Session:
         """When the upstream last answered a request (monotonic seconds): it was alive then."""
         self._closed_because = "connection closed"
         """What a request cut off by the connection closing is told (see `closing`)."""
-
         self.protocol_version: str | None = None
         self.server_info: dict[str, Any] | None = None
         self.instructions: str | None = None
@@ -307,15 +302,16 @@ class Session:
         on_progress: ProgressRelay | None = None,
     ) -> dict[str, Any]:
         """Send one request outside the call slots: the boundary where the mcp client's errors are ours."""
-        wire = self._wire
+        wire, size = self._wire, UNSIZED
         if wire is not None and method in LEAN_METHODS and not wire.closed and not tracing.on():
             # Tracing on, the SDK's path: its `MCP send` span carries the trace context upstream.
-            result = await self._lean(client, wire, method, params or {}, timeout, on_progress)
+            result, size = await self._lean(client, wire, method, params or {}, timeout, on_progress)
         else:
             result = await self._via_sdk(client, method, params, timeout, on_progress)
         self._last_answer = time.monotonic()
-        if (
+        if (  # a line shorter than the limit (with room for a `resultType` added) needs no walk
             method not in ("ping", "server/discover")
+            and size + 32 > self.max_result_bytes
             and _content_size(result, self.max_result_bytes) > self.max_result_bytes
         ):
             raise UpstreamError(
@@ -342,17 +338,19 @@ class Session:
         params: dict[str, Any],
         timeout: float,
         on_progress: ProgressRelay | None,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], int]:
         """One request on the lean path (`upstream.wire`): stamped, checked and answered as the SDK's
-        session would, without its models, memory streams and writer task."""
-        meta = params.get("_meta")
+        session would, without its models, memory streams and writer task; and its line's size."""
+        meta, size = params.get("_meta"), UNSIZED
         data: dict[str, Any] = {"method": method, "params": {**params}}
         if isinstance(meta, dict):
             data["params"]["_meta"] = {**meta}  # the stamp writes into it: the caller's stays as it was
         headers = _compat.stamp_request(client, data)
         try:
             if isinstance(wire, LeanWire):
-                answer = await wire.request(method, data["params"], timeout=timeout, on_progress=on_progress)
+                answer, size = await wire.request(
+                    method, data["params"], timeout=timeout, on_progress=on_progress
+                )
             else:
 
                 async def notified(name: str, params: dict[str, Any] | None) -> None:
@@ -385,7 +383,7 @@ class Session:
                 raise UpstreamReplyError(self.name, types.ErrorData.model_validate(answer["error"]))
             if not isinstance(result, dict):
                 raise UpstreamError(self.name, f"sent an invalid {method} result: not an object")
-            return _compat.checked_result(client, method, result)
+            return _compat.checked_result(client, method, result), size
         except ValidationError as exc:
             raise UpstreamError(
                 self.name, f"sent an invalid {method} result: {exc.error_count()} problems"
@@ -464,7 +462,8 @@ class Session:
 
 
 def _content_size(result: dict[str, Any], limit: int) -> int:
-    """Characters of text a result carries anywhere (content, structuredContent, `_meta`, keys too).
+    """Characters of text a result carries anywhere (content, structuredContent, `_meta`, keys too):
+    never more than the bytes of the JSON line it came in, so `send` skips it for a short line.
 
     Every part counts: a limit on `content` alone let 40 MB through in `structuredContent`. The walk
     stops as soon as the count passes `limit`, so an oversized result costs no more than the limit.

@@ -32,7 +32,7 @@ from mcp.shared.message import SessionMessage
 
 from mcpgw import _compat
 from mcpgw.upstream import reaper
-from mcpgw.upstream.wire import LeanWire, parse
+from mcpgw.upstream.wire import UNSIZED, LeanWire, parse
 
 logger = logging.getLogger("mcpgw.upstream")
 
@@ -218,7 +218,7 @@ async def _routed(line: bytes | TooLong, wire: LeanWire, limit: int) -> SessionM
             return None
         else:
             parsed = parse(line)
-        if await wire.take(parsed):
+        if await wire.take(parsed, size=len(line) if isinstance(line, bytes) else UNSIZED):
             return None
         return SessionMessage(types.jsonrpc_message_adapter.validate_python(parsed, by_name=False))
     except ValueError as exc:

@@ -45,6 +45,9 @@ NO_TIMER = 1e9
 CANCEL_WRITE_TIMEOUT = 2.0
 """Seconds the courtesy `notifications/cancelled` may take to write (a hang guard)."""
 
+UNSIZED = 1 << 62
+"""The size an answer is given when its line's length is not known (`LeanWire.take`'s default)."""
+
 ProgressRelay = Callable[[float, float | None, str | None], Awaitable[None]]
 Write = Callable[[bytes], Awaitable[None]]
 Notify = Callable[[str, dict[str, Any] | None], Awaitable[None]]
@@ -60,7 +63,7 @@ class LeanWire:
     def __init__(self, write: Write) -> None:
         self._write = write
         self._ids = itertools.count(FIRST_ID)
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], int]]] = {}
         self._progress: dict[int, ProgressRelay] = {}
         self.closed = False
         self.on_log: Notify | None = None
@@ -68,8 +71,9 @@ class LeanWire:
 
     async def request(
         self, method: str, params: dict[str, Any], *, timeout: float, on_progress: ProgressRelay | None
-    ) -> dict[str, Any]:
-        """The upstream's JSON-RPC answer to one request: the whole message (`result` or `error`).
+    ) -> tuple[dict[str, Any], int]:
+        """The upstream's JSON-RPC answer to one request: the whole message (`result` or `error`), and
+        the length in bytes of the line it came in (no text in it is longer: `session` skips its size walk).
 
         Raises `TimeoutError` when no answer came within `timeout` (the upstream is told to stop,
         as the SDK tells it), `WireClosed` when the connection ended first.
@@ -84,7 +88,7 @@ class LeanWire:
                 "_meta": {**(meta if isinstance(meta, dict) else {}), "progressToken": request_id},
             }
             self._progress[request_id] = on_progress
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[dict[str, Any], int]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         line = dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
         written = False
@@ -128,8 +132,9 @@ class LeanWire:
             with contextlib.suppress(WireClosed):
                 await self._send(dumps(note) + b"\n")
 
-    async def take(self, message: Any) -> bool:
-        """Whether `message` (a parsed line) was the lean path's: an answer or progress of its requests.
+    async def take(self, message: Any, *, size: int = UNSIZED) -> bool:
+        """Whether `message` (a parsed line of `size` bytes) was the lean path's: an answer or progress
+        of its requests.
 
         Anything else (the SDK session's answers, the upstream's requests and notifications) is not
         taken, and goes to the SDK's session.
@@ -140,7 +145,7 @@ class LeanWire:
         if type(request_id) is int and request_id >= FIRST_ID and "method" not in message:
             future = self._pending.get(request_id)
             if future is not None and not future.done():
-                future.set_result(message)
+                future.set_result((message, size))
             return True  # an answer to a lean request nobody waits for any more is dropped, as the SDK does
         if message.get("method") == "notifications/message" and self._pending and self.on_log is not None:
             # A log line said while lean requests run is handed on here, in order: through the SDK's
@@ -169,7 +174,7 @@ class LeanWire:
         self._progress.clear()
 
 
-def _expire(future: asyncio.Future[dict[str, Any]]) -> None:
+def _expire(future: asyncio.Future[Any]) -> None:
     if not future.done():
         future.set_exception(TimeoutError())
 
