@@ -2,9 +2,10 @@
 
 Owns: one context variable holding the current request's `Fields` (request id, trace id,
 persona, server, tool, the time spent upstream), `serving` (the one way a request gets
-them, at the server boundary), `routed` and `forwarded` (the pipeline fills them in once
-it knows where the request goes and how long the upstream took), and `upstream`, which an
-upstream's own tasks run under, so their log lines name their server.
+them, at the server boundary; `resumed` returns to them for work done after its answer),
+`routed` and `forwarded` (the pipeline fills them in once it knows where the request goes
+and how long the upstream took), and `upstream`, which an upstream's own tasks run under,
+so their log lines name their server.
 
 The log format (`observe.logs`) reads every line's fields from here, metrics read the
 server, tool and upstream time, and tracing fills in `trace_id` (and reads the rest).
@@ -54,6 +55,17 @@ def current() -> Fields:
 def serving(*, request_id: str, persona: str | None) -> Iterator[Fields]:
     """Serve one client request under fresh fields for the duration of the block."""
     fields = Fields(request_id=request_id, persona=persona, trace_id=_current.get().trace_id)
+    token = _current.set(fields)
+    try:
+        yield fields
+    finally:
+        _current.reset(token)
+
+
+@contextmanager
+def resumed(fields: Fields) -> Iterator[Fields]:
+    """Back under a request's own `fields` for the block: its bookkeeping run after it was answered
+    (`server.afteranswer`), whose log lines still name the request."""
     token = _current.set(fields)
     try:
         yield fields

@@ -135,19 +135,21 @@ async def _recorded(
 def _booked(
     gateway: Gateway, ctx: Ctx, step: audit.Step, fields: observe.Fields, log: audit.AuditLog | None
 ) -> None:
-    """A request's row queued (when not already), counted and, at `--log-level debug`, logged."""
-    if log is not None:
-        log.record_step(step)
-    if gateway.metrics is not None and step.kind is not audit.Kind.LIST:  # `_listings_counted`
-        observing.count(gateway.metrics, gateway, ctx, step, fields)
-    if logger.isEnabledFor(logging.DEBUG):  # an access log
-        logger.debug(
-            "%s%s: %s in %.1f ms",
-            ctx.method,
-            f" {step.name}" if step.name and step.name != ctx.method else "",
-            step.outcome,
-            (time.perf_counter() - step.started) * 1000,
-        )
+    """A request's row queued (when not already), counted and, at `--log-level debug`, logged, under
+    the request's own fields (it may run after the request's answer, outside them)."""
+    with observe.resumed(fields):
+        if log is not None:
+            log.record_step(step)
+        if gateway.metrics is not None and step.kind is not audit.Kind.LIST:  # `_listings_counted`
+            observing.count(gateway.metrics, gateway, ctx, step, fields)
+        if logger.isEnabledFor(logging.DEBUG):  # an access log
+            logger.debug(
+                "%s%s: %s in %.1f ms",
+                ctx.method,
+                f" {step.name}" if step.name and step.name != ctx.method else "",
+                step.outcome,
+                (time.perf_counter() - step.started) * 1000,
+            )
 
 
 def _step(
