@@ -69,6 +69,24 @@ async def test_the_upstreams_progress_reaches_the_caller(transport: str, http_ur
     assert seen == [(1.0, 3.0, "step 1"), (2.0, 3.0, "step 2"), (3.0, 3.0, "step 3")]
 
 
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_a_result_over_max_result_bytes_is_refused_and_one_under_it_passes(
+    transport: str, http_url: str
+) -> None:
+    """The size walk is skipped for an answer whose line (stdio) or body (HTTP) is under the limit:
+    one over it is still counted and refused, on both lean paths."""
+    config = validate(
+        {"gateway": {"max_result_bytes": 4096}, "servers": {"up": _entry(transport, http_url)}}, source="test"
+    )
+    async with parity.served(config, {}, audit=None) as gateway, parity.gateway_client(gateway) as client:
+        fits = await client.call_tool("up__echo", {"message": "x" * 1500})
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool("up__echo", {"message": "x" * 5000})
+    assert fits.content[0].text == "x" * 1500  # type: ignore[union-attr]
+    assert "upstream 'up'" in caught.value.error.message
+    assert "max_result_bytes" in caught.value.error.message
+
+
 async def test_a_timed_out_call_is_cancelled_upstream(tmp_path: Path) -> None:
     marker = tmp_path / "cancelled"
     entry = {**STDIO, "env": {"UPSTREAM_CANCEL_MARKER": str(marker)}, "tool_timeouts": {"sleep": 0.5}}

@@ -31,7 +31,7 @@ from httpx2 import EventSource
 from mcpgw import _compat
 from mcpgw.upstream import http1
 from mcpgw.upstream.login import LoginAuth
-from mcpgw.upstream.wire import FIRST_ID, Notify, ProgressRelay, dumps, parse, relay_progress
+from mcpgw.upstream.wire import FIRST_ID, UNSIZED, Notify, ProgressRelay, dumps, parse, relay_progress
 
 logger = logging.getLogger("mcpgw.upstream")
 
@@ -83,8 +83,10 @@ class HttpWire:
         timeout: float,
         on_progress: ProgressRelay | None,
         on_notify: Notify,
-    ) -> dict[str, Any]:
-        """The JSON-RPC answer (`result` or `error`) to one request; `TimeoutError` after `timeout`.
+    ) -> tuple[dict[str, Any], int]:
+        """The JSON-RPC answer (`result` or `error`) to one request, and the size of the body it came
+        in when read whole (else `UNSIZED`: no text in it is longer, `session` skips its size walk);
+        `TimeoutError` after `timeout`.
 
         Leaving early (a timeout, the caller cancelled) closes the POST's stream: the 2026-07-28
         spelling of cancelling a request over HTTP.
@@ -110,19 +112,20 @@ class HttpWire:
                     pass  # a redirect or an auth challenge: sent again below, for httpx to answer
                 else:
                     if isinstance(response, bytes):  # a plain JSON answer, read whole
-                        return _json_answer(response)
+                        return _json_answer(response), len(response)
                     try:
                         # What httpx's own response has, for an SSE reader and a cookie jar.
                         response.request = httpx2.Request("POST", self._url, headers=sent)
                         if "set-cookie" in response.headers:
                             self._http.cookies.extract_cookies(response)
-                        return await self._answer(response, request_id, sent, on_progress, on_notify)
+                        answer = await self._answer(response, request_id, sent, on_progress, on_notify)
+                        return answer, UNSIZED
                     finally:
                         await response.aclose()
             async with _compat.stream_within_origin(
                 self._http, "POST", self._url, content=body, headers=sent
             ) as response:
-                return await self._answer(response, request_id, sent, on_progress, on_notify)
+                return await self._answer(response, request_id, sent, on_progress, on_notify), UNSIZED
 
     def close(self) -> None:
         """Close the idle keep-alive connections of `upstream.http1` (the session has ended)."""

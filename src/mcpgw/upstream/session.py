@@ -356,7 +356,7 @@ class Session:
                 async def notified(name: str, params: dict[str, Any] | None) -> None:
                     await _compat.deliver_notification(client, name, params)
 
-                answer = await wire.request(
+                answer, size = await wire.request(
                     method,
                     data["params"],
                     headers=headers,
