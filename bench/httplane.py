@@ -34,11 +34,13 @@ from typing import Any
 import anyio
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
 
 from mcpgw.assembly import build_gateway  # noqa: E402
 from mcpgw.audit import AuditLog  # noqa: E402
 from mcpgw.config import validate  # noqa: E402
 from mcpgw.server.http import http_app  # noqa: E402
+from parity import asgi_lifespan  # noqa: E402
 
 N = int(os.environ.get("N", "500"))
 ROUNDS = int(os.environ.get("ROUNDS", "8"))
@@ -119,24 +121,6 @@ async def call(app: Any) -> None:
     assert out[0]["status"] == 200 and b"ping" in out[-1]["body"], out
 
 
-async def lifespan(app: Any, started: anyio.Event, stopping: anyio.Event) -> None:
-    asked = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal asked
-        if not asked:
-            asked = True
-            return {"type": "lifespan.startup"}
-        await stopping.wait()
-        return {"type": "lifespan.shutdown"}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "lifespan.startup.complete":
-            started.set()
-
-    await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
-
-
 def by_package(profile: cProfile.Profile) -> None:
     stats = pstats.Stats(profile)
     print(f"function calls per request: {stats.total_calls / N:.0f}")  # type: ignore[attr-defined]
@@ -167,39 +151,36 @@ async def main() -> None:
         log = AuditLog(Path(tempfile.mkdtemp()) / "audit.db").start() if AUDIT else None
         config = validate({"servers": {"up": {"url": f"http://127.0.0.1:{port}/mcp"}}}, source="httplane")
         built = build_gateway(config, audit=log)
-        async with built.gateway.running(), anyio.create_task_group() as tg:
+        async with built.gateway.running():
             await built.gateway.wait_started()
             app = http_app(built.gateway, host="127.0.0.1")
-            started, stopping = anyio.Event(), anyio.Event()
-            tg.start_soon(lifespan, app, started, stopping)
-            await started.wait()
-            for _ in range(300):  # warm-up
-                await call(app)
-            rounds = []
-            profile = None
-            for r in range(ROUNDS):
-                profile = cProfile.Profile(time.process_time) if PROF and r == ROUNDS - 1 else None
-                cpu = time.process_time()
-                if profile is not None:
-                    profile.enable()
-                for _ in range(N):
+            async with asgi_lifespan(app):
+                for _ in range(300):  # warm-up
                     await call(app)
+                rounds = []
+                profile = None
+                for r in range(ROUNDS):
+                    profile = cProfile.Profile(time.process_time) if PROF and r == ROUNDS - 1 else None
+                    cpu = time.process_time()
+                    if profile is not None:
+                        profile.enable()
+                    for _ in range(N):
+                        await call(app)
+                    if profile is not None:
+                        profile.disable()
+                    rounds.append((time.process_time() - cpu) / N * 1e6)
+                rounds.sort()
+                print(
+                    f"audit {'on' if AUDIT else 'off'}, {ROUNDS} rounds of {N} calls: "
+                    f"min {rounds[0]:.0f} us, q1 {rounds[len(rounds) // 4]:.0f} us, "
+                    f"median {rounds[len(rounds) // 2]:.0f} us CPU per call"
+                )
                 if profile is not None:
-                    profile.disable()
-                rounds.append((time.process_time() - cpu) / N * 1e6)
-            rounds.sort()
-            print(
-                f"audit {'on' if AUDIT else 'off'}, {ROUNDS} rounds of {N} calls: "
-                f"min {rounds[0]:.0f} us, q1 {rounds[len(rounds) // 4]:.0f} us, "
-                f"median {rounds[len(rounds) // 2]:.0f} us CPU per call"
-            )
-            if profile is not None:
-                by_package(profile)
-                if PROF != "count":
-                    pstats.Stats(profile).sort_stats(PROF).print_stats(50)
-                    if os.environ.get("CALLEES"):
-                        pstats.Stats(profile).print_callees(os.environ["CALLEES"])
-            stopping.set()
+                    by_package(profile)
+                    if PROF != "count":
+                        pstats.Stats(profile).sort_stats(PROF).print_stats(50)
+                        if os.environ.get("CALLEES"):
+                            pstats.Stats(profile).print_callees(os.environ["CALLEES"])
         if log is not None:
             log.close()
     finally:

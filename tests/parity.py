@@ -370,3 +370,33 @@ def normalise(value: Any) -> Any:
     if isinstance(value, list):
         return [normalise(v) for v in value]
     return value
+
+
+LIFESPAN_GUARD = 30.0
+"""Seconds an app's ASGI lifespan may take to start: a hang guard, not a bound."""
+
+
+@asynccontextmanager
+async def asgi_lifespan(app: Any) -> AsyncIterator[Any]:
+    """`app` with its ASGI lifespan (the SDK's session manager) started, as uvicorn runs it."""
+    started, stopping = anyio.Event(), anyio.Event()
+    asked = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "lifespan.startup"}
+        await stopping.wait()
+        return {"type": "lifespan.shutdown"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "lifespan.startup.complete":
+            started.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(app, {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+        with anyio.fail_after(LIFESPAN_GUARD):
+            await started.wait()
+        yield app
+        stopping.set()

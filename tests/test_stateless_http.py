@@ -26,7 +26,7 @@ from mcpgw.audit import AuditLog
 from mcpgw.core.gateway import Gateway
 from mcpgw.server import stateless
 from mcpgw.server.http import http_app
-from parity import TestUpstream, registry, served
+from parity import TestUpstream, asgi_lifespan, registry, served
 
 pytestmark = pytest.mark.anyio
 
@@ -68,32 +68,6 @@ def sdk_only() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(stateless, "METHODS", frozenset())
         yield
-
-
-@asynccontextmanager
-async def running(app: Any) -> AsyncIterator[Any]:
-    """`app` with its ASGI lifespan (the SDK's session manager) started, as uvicorn runs it."""
-    started, stopping = anyio.Event(), anyio.Event()
-    asked = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal asked
-        if not asked:
-            asked = True
-            return {"type": "lifespan.startup"}
-        await stopping.wait()
-        return {"type": "lifespan.shutdown"}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "lifespan.startup.complete":
-            started.set()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(app, {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
-        with anyio.fail_after(HANG_GUARD):
-            await started.wait()
-        yield app
-        stopping.set()
 
 
 async def post(
@@ -174,7 +148,7 @@ async def gateway_app(
     config = registry({"up": {}}, personas=PERSONAS, **sections)
     async with (
         served(config, {"up": TestUpstream()}, audit=audit, metrics=True) as gateway,
-        running(http_app(gateway, host="127.0.0.1")) as app,
+        asgi_lifespan(http_app(gateway, host="127.0.0.1")) as app,
     ):
         yield gateway, app
 
