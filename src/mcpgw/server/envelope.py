@@ -38,14 +38,9 @@ def _too_deep(line: str, message: Any) -> bool:
     return False
 
 
-def envelope_problem(line: str) -> dict[str, Any] | None:
-    """The error reply for a line that is not a JSON-RPC 2.0 message; None for one that is."""
-    return checked(line)[1]
-
-
 def checked(line: str) -> tuple[Any, dict[str, Any] | None]:
-    """`line` parsed (`UNPARSED` when blank or not JSON), and `envelope_problem`'s reply for it: whoever
-    reads the line next need not parse it again."""
+    """`line` parsed (`UNPARSED` when blank or not JSON), and the error reply when it is not a JSON-RPC
+    2.0 message (None when it is): whoever reads the line next need not parse it again."""
     if not line.strip():
         return UNPARSED, None
     try:
