@@ -119,9 +119,8 @@ class _Body(httpx2.AsyncByteStream):
         self._done = True
 
     async def aclose(self) -> None:
-        if self._done and self._connection.usable():
-            self._connection.idle_since = time.monotonic()
-            self._pool.idle.append(self._connection)
+        if self._done:
+            self._pool.release(self._connection)
         else:
             self._connection.close()
 
@@ -145,6 +144,14 @@ class Exchanges:
         """Close the idle connections (one in use is closed by its request)."""
         while self.idle:
             self.idle.pop().close()
+
+    def release(self, connection: _Connection) -> None:
+        """An answer read whole: its connection back to the idle ones, if the server left it open."""
+        if connection.usable():
+            connection.idle_since = time.monotonic()
+            self.idle.append(connection)
+        else:
+            connection.close()
 
     async def post(self, body: bytes, headers: list[tuple[str, str]]) -> httpx2.Response | bytes:
         """The answer to one POST (bytes: a plain JSON answer's body); `Refused` for an answer the
@@ -215,11 +222,10 @@ class Exchanges:
                 and names.get("content-encoding", "identity").lower() == "identity"
             ):
                 data = await connection.reader.readexactly(length)
-                if closing or not connection.usable():
+                if closing:
                     connection.close()
                 else:
-                    connection.idle_since = time.monotonic()
-                    self.idle.append(connection)
+                    self.release(connection)
                 kept = True
                 return data
             body = (_Closing if closing else _Body)(self, connection, length, chunked)
