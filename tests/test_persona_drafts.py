@@ -26,7 +26,8 @@ from mcpgw import config as config_mod
 from mcpgw.audit import open_for
 from mcpgw.catalog.drafts import Draft, persona_table
 from mcpgw.catalog.explain import explain
-from mcpgw.config.edit import persona_edit, write_atomically
+from mcpgw.config.edit import persona_edit
+from mcpgw.config.files import write_atomically
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import DraftError
 from mcpgw.sampling import Record, drafting

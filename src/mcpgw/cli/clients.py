@@ -22,6 +22,7 @@ from mcpgw.cli.output import err, out
 from mcpgw.config import Registry, StdioServer, clients, expand, importing, jsonc
 from mcpgw.config import edit as registry_mod
 from mcpgw.config.clients import Client
+from mcpgw.config.files import write_atomically
 from mcpgw.errors import RegistryError
 
 SECRETS_NAME = "secrets.env"
@@ -217,7 +218,7 @@ def _import_command(client: Client) -> click.Command:
                 path, {n: i.server for n, i in added.items()}, secrets_file=secrets_file
             )
             importing.store_secrets(secrets_path, secrets.added)  # before the registry that names them
-            registry_mod.write_atomically(path, text)
+            write_atomically(path, text)
         for item in added.values():
             err.print(f"added [bold]{escape(item.name)}[/]")
             for notice in item.notices:

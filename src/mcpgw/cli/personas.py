@@ -78,7 +78,7 @@ def draft(
     name: str, job: str, route: str | None, write: bool, widen: bool, config_path: Path | None, as_json: bool
 ) -> None:
     """Draft a least-privilege persona from a job description, through a sampling route."""
-    from mcpgw.config.edit import write_atomically
+    from mcpgw.config.files import write_atomically
     from mcpgw.errors import RegistryError
     from mcpgw.sampling import drafting
 

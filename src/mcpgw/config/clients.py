@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from mcpgw.config import jsonc
-from mcpgw.config.edit import write_atomically
+from mcpgw.config.files import write_atomically
 from mcpgw.errors import RegistryError
 
 
@@ -223,7 +223,7 @@ def _nested_vscode(data: Mapping[str, Any]) -> bool:
 
 def write(file: Path, editor: jsonc.Editor) -> Path | None:
     """Replace `file` with the edited text after copying it to a backup (returned; None for a new
-    file). Its mode is kept (`edit.write_atomically`); a symlink is written through."""
+    file). Its mode is kept (`files.write_atomically`); a symlink is written through."""
     target = file.resolve() if file.is_symlink() else file
     backup = None
     if target.exists():

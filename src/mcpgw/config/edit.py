@@ -16,7 +16,7 @@ from pathlib import Path
 import tomlkit
 from tomlkit.items import Table
 
-from mcpgw.config.files import write_atomically as write_atomically  # its importers' old home
+from mcpgw.config.files import write_atomically
 from mcpgw.config.registry import Registry, validate
 from mcpgw.config.servers import ServerConfig, StdioServer, namespace_of
 from mcpgw.errors import ConfigError, RegistryError

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from mcpgw.cluster.bus import Bus
-from mcpgw.config.edit import write_atomically
+from mcpgw.config.files import write_atomically
 from mcpgw.core.gateway import Gateway
 from mcpgw.upstream.lists import ListKind
 
