@@ -28,7 +28,13 @@ _STALE = "2025-11-25"  # the models of every handshake-era version
 _MODERN = "2026-07-28"
 _ROLES = frozenset({"user", "assistant"})
 _LOG_LEVELS = frozenset({"alert", "critical", "debug", "emergency", "error", "info", "notice", "warning"})
-_JSON_SCALARS = (str, int, float, bool)
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+# Exact types, tested by set membership: pydantic's lax mode also takes what these leave out (an int
+# or "true" for a bool, bytes for a str), and that is left to it.
+_STR = frozenset({str})
+_OPT_STR = frozenset({str, type(None)})
+_OPT_BOOL = frozenset({bool, type(None)})
+_OPT_TOKEN = frozenset({str, int, type(None)})  # `ProgressToken | None`: `str | int`, a bool left out
 _JSON_DEPTH = 16  # deeper values go to pydantic rather than risk recursion here
 
 
@@ -71,25 +77,11 @@ def _by_model(
 
 def _object(value: object) -> bool:
     """`dict[str, Any]`, or a model with `extra="allow"` and no declared fields it reads."""
-    return type(value) is dict and all(type(key) is str for key in value)
+    return type(value) is dict and _STR.issuperset(map(type, value))
 
 
 def _opt_object(value: object) -> bool:
-    return value is None or _object(value)
-
-
-def _opt_str(value: object) -> bool:
-    return value is None or type(value) is str
-
-
-def _opt_bool(value: object) -> bool:
-    # Not an int or "true": pydantic's lax mode takes those for a bool, so they go to it.
-    return value is None or value is True or value is False
-
-
-def _opt_token(value: object) -> bool:
-    """`ProgressToken | None` (`str | int`); a bool is left to pydantic."""
-    return value is None or type(value) is str or type(value) is int
+    return value is None or (type(value) is dict and _STR.issuperset(map(type, value)))
 
 
 def _json(value: object, depth: int = 0) -> bool:
@@ -102,7 +94,7 @@ def _json(value: object, depth: int = 0) -> bool:
         )
     if kind is list:
         return depth < _JSON_DEPTH and all(_json(item, depth + 1) for item in value)  # type: ignore[attr-defined]
-    return value is None or kind in _JSON_SCALARS
+    return kind in _JSON_SCALARS
 
 
 def _opt_json_object(value: object) -> bool:
@@ -119,7 +111,7 @@ def _annotations(value: object) -> bool:
     priority = value.get("priority")
     return (
         (audience is None or (type(audience) is list and all(_role(role) for role in audience)))
-        and _opt_str(value.get("lastModified"))
+        and type(value.get("lastModified")) in _OPT_STR
         # NaN fails the bounds, so pydantic gives its verdict on it.
         and (priority is None or (type(priority) in (int, float) and 0 <= priority <= 1))
     )
@@ -147,7 +139,7 @@ def _resource_contents(item: object) -> bool:
         type(item) is dict
         and type(item.get("uri")) is str
         and (type(item.get("text")) is str or type(item.get("blob")) is str)
-        and _opt_str(item.get("mimeType"))
+        and type(item.get("mimeType")) in _OPT_STR
         and _opt_object(item.get("_meta"))
     )
 
@@ -165,7 +157,7 @@ def _call_tool_result(raw: Mapping[str, Any]) -> bool:
     return (
         type(content) is list
         and all(_text_block(item) for item in content)
-        and _opt_bool(raw.get("isError"))
+        and type(raw.get("isError")) in _OPT_BOOL
         and _opt_object(raw.get("structuredContent"))
         and _opt_object(raw.get("_meta"))
     )
@@ -185,7 +177,7 @@ def _get_prompt_result(raw: Mapping[str, Any]) -> bool:
     return (
         type(messages) is list
         and all(_prompt_message(item) for item in messages)
-        and _opt_str(raw.get("description"))
+        and type(raw.get("description")) in _OPT_STR
         and _opt_object(raw.get("_meta"))
     )
 
@@ -196,7 +188,7 @@ def _input_required_arm(raw: Mapping[str, Any]) -> bool:
     return (
         type(raw.get("resultType")) is str
         and raw.get("inputRequests") is None
-        and _opt_str(raw.get("requestState"))
+        and type(raw.get("requestState")) in _OPT_STR
         and _opt_object(raw.get("_meta"))
     )
 
@@ -217,7 +209,7 @@ _RESULTS: Mapping[tuple[str, str], Check] = {
 def _stale_meta(params: Mapping[str, Any]) -> bool:
     """2025-11-25 `Meta | None` (extra keys allowed)."""
     meta = params.get("_meta")
-    return meta is None or (_object(meta) and _opt_token(meta.get("progressToken")))
+    return meta is None or (_object(meta) and type(meta.get("progressToken")) in _OPT_TOKEN)
 
 
 def _call_tool_params(params: Mapping[str, Any]) -> bool:
@@ -258,7 +250,7 @@ def _modern_meta(params: Mapping[str, Any]) -> bool:
         and _capabilities(meta.get("io.modelcontextprotocol/clientCapabilities"))
         and _client_info(meta.get("io.modelcontextprotocol/clientInfo"))
         and (level is None or (type(level) is str and level in _LOG_LEVELS))
-        and _opt_token(meta.get("progressToken"))
+        and type(meta.get("progressToken")) in _OPT_TOKEN
     )
 
 
@@ -302,16 +294,16 @@ def _client_info(value: object) -> bool:
         type(value) is dict
         and type(value.get("name")) is str
         and type(value.get("version")) is str
-        and _opt_str(value.get("title"))
-        and _opt_str(value.get("description"))
-        and _opt_str(value.get("websiteUrl"))
+        and type(value.get("title")) in _OPT_STR
+        and type(value.get("description")) in _OPT_STR
+        and type(value.get("websiteUrl")) in _OPT_STR
         and value.get("icons") is None
     )
 
 
 def _modern_continuation(params: Mapping[str, Any]) -> bool:
     """`inputResponses`/`requestState` of a 2026-07-28 request: absent on a first call."""
-    return params.get("inputResponses") is None and _opt_str(params.get("requestState"))
+    return params.get("inputResponses") is None and type(params.get("requestState")) in _OPT_STR
 
 
 def _modern_call_tool_params(params: Mapping[str, Any]) -> bool:
