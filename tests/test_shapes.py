@@ -305,34 +305,48 @@ def test_the_models_are_those_the_checks_were_written_for() -> None:
 
 # --- through the gateway --------------------------------------------------------------------------
 
-VERBATIM = {"command": sys.executable, "args": [str(SERVERS / "verbatim.py")]}
-THROUGH = [
-    {"content": [TEXT], "isError": False},  # the fast path's
-    {"content": [TEXT], "isError": "true"},  # pydantic's: coerced, so valid
-    {"content": [IMAGE, TEXT], "_meta": NESTED},
-    {"content": [TEXT], "isError": "maybe"},
-    {"content": [{"type": "text", "text": 5}]},
-    {"content": [{**TEXT, "annotations": {"priority": 2}}]},
-    {"content": "hi"},
-    {"isError": True},
-    {"content": [TEXT], "structuredContent": [1]},
-]
+VERBATIM = [sys.executable, str(SERVERS / "verbatim.py")]
+THROUGH = {
+    "handshake": [
+        {"content": [TEXT], "isError": False},  # the fast path's
+        {"content": [TEXT], "isError": "true"},  # pydantic's: coerced, so valid
+        {"content": [IMAGE, TEXT], "_meta": NESTED},
+        {"content": [TEXT], "isError": "maybe"},
+        {"content": [{"type": "text", "text": 5}]},
+        {"content": [{**TEXT, "annotations": {"priority": 2}}]},
+        {"content": "hi"},
+        {"isError": True},
+        {"content": [TEXT], "structuredContent": [1]},
+    ],
+    "modern": [
+        {"content": [TEXT], "isError": False},
+        {"content": [TEXT], "structuredContent": [1], "resultType": "complete"},
+        {"content": [TEXT], "_meta": []},
+        {"content": [TEXT], "requestState": 5},
+        {"content": [TEXT], "resultType": 5},
+        {"content": [TEXT], "inputRequests": "x"},
+    ],
+}
 
 
-@pytest.mark.parametrize("mode", parity.MODES)
-async def test_an_invalid_upstream_result_is_refused_as_before(mode: str) -> None:
+@pytest.mark.parametrize(
+    ("era", "mode"), [("handshake", "auto"), ("handshake", "legacy"), ("modern", "auto")]
+)
+async def test_an_invalid_upstream_result_is_refused_as_before(era: str, mode: str) -> None:
     """A stdio upstream's result crosses the lean path (`upstream.wire`); the client sees the upstream's
     result, or the error it saw before `shapes` existed: the count of the SDK check's problems."""
-    config = validate({"servers": {"up": VERBATIM}}, source="test")
+    args = [*VERBATIM[1:], *(["--modern"] if era == "modern" else [])]
+    config = validate({"servers": {"up": {"command": VERBATIM[0], "args": args}}}, source="test")
     async with (
         parity.served(config, {}, audit=None) as gateway,
         parity.gateway_client(gateway, mode=mode) as client,
     ):
         version = gateway.upstreams["up"].protocol_version
-        assert version is not None and version not in MODERN_PROTOCOL_VERSIONS
-        for shape in THROUGH:
+        assert version is not None and (version in MODERN_PROTOCOL_VERSIONS) is (era == "modern")
+        for shape in THROUGH[era]:
+            sdk_raw = {"resultType": "complete", **shape} if era == "modern" else shape
             try:
-                methods.validate_server_result("tools/call", version, shape)
+                methods.validate_server_result("tools/call", version, sdk_raw)
             except ValidationError as exc:
                 with pytest.raises(MCPError) as caught:
                     await client.call_tool("up__answer", {"result": shape})

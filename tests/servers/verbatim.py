@@ -1,8 +1,9 @@
-"""A minimal MCP server over stdio (handshake era), standard library only, that answers any result.
+"""A minimal MCP server over stdio, standard library only, that answers any result.
 
 One tool, `answer(result)`: its `tools/call` result is `result` exactly as the caller wrote it, valid
 or not, so a test can put any shape on a real upstream's wire (`tests/test_shapes.py`). It speaks
-real JSON-RPC lines; anything but the handshake, `tools/list`, `tools/call` and `ping` is -32601.
+real JSON-RPC lines, in the handshake era; with `--modern`, in 2026-07-28 (it answers
+`server/discover`). Anything but those, `tools/list`, `tools/call` and `ping` is -32601.
 """
 
 from __future__ import annotations
@@ -18,15 +19,27 @@ TOOL = {
 }
 
 
+MODERN = "--modern" in sys.argv
+
+
 def answer(method: str, params: dict[str, Any]) -> dict[str, Any]:
-    if method == "initialize":
-        result: Any = {
+    modern = {"resultType": "complete", "ttlMs": 0, "cacheScope": "private"} if MODERN else {}
+    result: Any
+    if method == "server/discover" and MODERN:
+        result = {
+            "supportedVersions": ["2026-07-28"],
+            "capabilities": {"tools": {}},
+            "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "verbatim", "version": "1"}},
+            **modern,
+        }
+    elif method == "initialize":
+        result = {
             "protocolVersion": params.get("protocolVersion", "2025-11-25"),
             "capabilities": {"tools": {}},
             "serverInfo": {"name": "verbatim", "version": "1"},
         }
     elif method == "tools/list":
-        result = {"tools": [TOOL]}
+        result = {"tools": [TOOL], **modern}
     elif method == "tools/call":
         result = (params.get("arguments") or {}).get("result")
     elif method == "ping":
