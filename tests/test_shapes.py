@@ -258,7 +258,7 @@ def test_params_get_the_sdks_verdict(version: str) -> None:
             expected = _verdict(methods.validate_client_request, method, version, params)
             got = _verdict(shapes.validate_client_request, method, version, params)
             assert repr(got) == repr(expected), (method, params)
-            fast += type(params) is dict and shapes._request_check(method, version)(params)  # type: ignore[misc]
+            fast += type(params) is dict and shapes.request_check(method, version)(params)  # type: ignore[misc]
     assert fast > 20  # the fast path is taken, not only the SDK's check
 
 

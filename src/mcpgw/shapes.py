@@ -11,12 +11,11 @@ pydantic might coerce such as `"true"` for a bool, a version or method not liste
 SDK's own check, so a refusal, and its error, are always the SDK's. They are written for the models
 of mcp_types 2.3 and looked up by model identity (`methods.SERVER_RESULTS`/`CLIENT_REQUESTS`), so a
 version whose models differ gets no fast check; `tests/test_shapes.py` holds each one to the SDK's
-verdict shape by shape and pins the model fields they read.
+verdict shape by shape and pins the JSON schemas of the models they were written for.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -41,35 +40,19 @@ _JSON_DEPTH = 16  # deeper values go to pydantic rather than risk recursion here
 def validate_client_request(method: str, version: str, params: Mapping[str, Any] | None) -> None:
     """`mcp_types.methods.validate_client_request`, with the same errors (KeyError: not a method
     of `version`; ValueError: unknown version; pydantic's ValidationError: bad params)."""
-    check = _request_check(method, version)
+    check = _REQUEST_CHECKS.get((method, version))
     if check is None or type(params) is not dict or not check(params):
         methods.validate_client_request(method, version, params)
 
 
-@functools.cache
 def result_check(method: str, version: str) -> Check | None:
     """The fast check of `method`'s result in `version`, or None where only the SDK's will do."""
-    return _by_model(methods.SERVER_RESULTS, _RESULTS, method, version)
+    return _RESULT_CHECKS.get((method, version))
 
 
-@functools.cache
-def _request_check(method: str, version: str) -> Check | None:
-    return _by_model(methods.CLIENT_REQUESTS, _REQUESTS, method, version)
-
-
-def _by_model(
-    surface: Mapping[tuple[str, str], Any],
-    checks: Mapping[tuple[str, str], Check],
-    method: str,
-    version: str,
-) -> Check | None:
-    """The check written for the model the SDK checks `(method, version)` against, if any."""
-    model = surface.get((method, version))
-    for era in (_STALE, _MODERN):
-        check = checks.get((method, era))
-        if check is not None and model is not None and model is surface.get((method, era)):
-            return check
-    return None
+def request_check(method: str, version: str) -> Check | None:
+    """The fast check of `method`'s params in `version`, or None where only the SDK's will do."""
+    return _REQUEST_CHECKS.get((method, version))
 
 
 # --- values ---------------------------------------------------------------------------------------
@@ -336,3 +319,21 @@ _REQUESTS: Mapping[tuple[str, str], Check] = {
     ("resources/read", _MODERN): _modern_read_resource_params,
     ("prompts/get", _MODERN): _modern_get_prompt_params,
 }
+
+
+def _by_model(
+    surface: Mapping[tuple[str, str], Any], checks: Mapping[tuple[str, str], Check]
+) -> dict[tuple[str, str], Check]:
+    """Each row of `surface` whose model is the one a check was written for (every handshake-era
+    version shares 2025-11-25's), with that check: a version whose models differ gets none. Built
+    once, from the SDK's rows, so what a peer sends as a method or version adds nothing to it."""
+    return {
+        (method, version): check
+        for (method, version), model in surface.items()
+        for era in (_STALE, _MODERN)
+        if (check := checks.get((method, era))) is not None and model is surface.get((method, era))
+    }
+
+
+_RESULT_CHECKS = _by_model(methods.SERVER_RESULTS, _RESULTS)
+_REQUEST_CHECKS = _by_model(methods.CLIENT_REQUESTS, _REQUESTS)
