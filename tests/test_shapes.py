@@ -42,6 +42,8 @@ pytestmark = pytest.mark.anyio
 GONE = object()  # a mutation that removes the key
 TEXT = {"type": "text", "text": "hi"}
 IMAGE = {"type": "image", "data": "iVBORw0K", "mimeType": "image/png"}
+AUDIO = {"type": "audio", "data": "UklGRiQ=", "mimeType": "audio/wav"}
+EMBEDDED = {"type": "resource", "resource": {"uri": "file:///a", "text": "t", "mimeType": "text/plain"}}
 LINK = {"type": "resource_link", "uri": "file:///a", "name": "a"}
 NESTED = {"a": {"b": [1, {"c": None}], "d": "x" * 10}}
 # Values every typed field meets: right, wrong, null, coercible by pydantic's lax mode.
@@ -67,7 +69,13 @@ def _variants(base: dict[str, Any], keys: list[str]) -> Iterator[dict[str, Any]]
 def _items(item: dict[str, Any], keys: list[str]) -> Iterator[Any]:
     """Content items: `item`, each field of it mutated, and other kinds of item."""
     yield from _variants(item, keys)
-    yield from [IMAGE, {**IMAGE, "data": 5}, LINK, {"type": "image"}, None, "hi", 5, []]
+    yield from _variants(IMAGE, ["data", "mimeType", "type"])
+    yield from _variants(AUDIO, ["data", "mimeType", "type"])
+    yield from _variants(EMBEDDED, ["resource", "type"])
+    for resource in _variants(EMBEDDED["resource"], ["uri", "text", "mimeType", "_meta"]):
+        yield {**EMBEDDED, "resource": resource}
+        yield {**EMBEDDED, "resource": {**resource, "blob": "aGk="}}
+    yield from [LINK, {**LINK, "name": 5}, {**item, "type": "TEXT"}, None, "hi", 5, []]
     for notes in [
         {"audience": ["user", "assistant"], "priority": 0.5, "lastModified": "2025-01-12T15:00:58Z"},
         {"priority": 1},
@@ -310,7 +318,8 @@ THROUGH = {
     "handshake": [
         {"content": [TEXT], "isError": False},  # the fast path's
         {"content": [TEXT], "isError": "true"},  # pydantic's: coerced, so valid
-        {"content": [IMAGE, TEXT], "_meta": NESTED},
+        {"content": [IMAGE, TEXT, AUDIO, EMBEDDED], "_meta": NESTED},
+        {"content": [LINK, {**IMAGE, "data": None}]},
         {"content": [TEXT], "isError": "maybe"},
         {"content": [{"type": "text", "text": 5}]},
         {"content": [{**TEXT, "annotations": {"priority": 2}}]},

@@ -104,15 +104,22 @@ def _role(value: object) -> bool:
     return type(value) is str and value in _ROLES
 
 
-def _text_block(item: object) -> bool:
-    """A `ContentBlock` that is `TextContent` (the same model in both eras, `_meta` a plain object)."""
+def _content_block(item: object) -> bool:
+    """A `ContentBlock` that is text, an image, audio or an embedded resource (a resource link, with
+    more fields, is left to pydantic)."""
+    if type(item) is not dict:
+        return False
+    kind = item.get("type")
+    if kind == "text":
+        own = type(item.get("text")) is str
+    elif kind == "image" or kind == "audio":
+        own = type(item.get("data")) is str and type(item.get("mimeType")) is str
+    elif kind == "resource":
+        own = _resource_contents(item.get("resource"))
+    else:
+        return False
     return (
-        type(item) is dict
-        and type(item.get("type")) is str
-        and item["type"] == "text"
-        and type(item.get("text")) is str
-        and _opt_object(item.get("_meta"))
-        and _annotations(item.get("annotations"))
+        own and type(kind) is str and _opt_object(item.get("_meta")) and _annotations(item.get("annotations"))
     )
 
 
@@ -128,7 +135,7 @@ def _resource_contents(item: object) -> bool:
 
 
 def _prompt_message(item: object) -> bool:
-    return type(item) is dict and _role(item.get("role")) and _text_block(item.get("content"))
+    return type(item) is dict and _role(item.get("role")) and _content_block(item.get("content"))
 
 
 # --- results --------------------------------------------------------------------------------------
@@ -139,7 +146,7 @@ def _call_tool_result(raw: Mapping[str, Any]) -> bool:
     content = raw.get("content")
     return (
         type(content) is list
-        and all(_text_block(item) for item in content)
+        and all(_content_block(item) for item in content)
         and type(raw.get("isError")) in _OPT_BOOL
         and _opt_object(raw.get("structuredContent"))
         and _opt_object(raw.get("_meta"))
