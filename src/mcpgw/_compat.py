@@ -347,31 +347,30 @@ def stamp_request(session: ClientSession, data: dict[str, Any]) -> dict[str, str
 
 def checked_result(session: ClientSession, method: str, raw: dict[str, Any]) -> dict[str, Any]:
     """A raw result as `session.send_request` leaves it before typing it: a 2026-07-28 result without
-    `resultType` read as `complete`, a negative `ttlMs` floored, checked against the negotiated
-    version's schema (pydantic's `ValidationError` if it fails), a later revision's fields dropped.
-
-    mcp 2.3: inline in `ClientSession.send_request`, with `_clamp_inbound_ttl` and
-    `_later_revision_fields` private; the lean path receives results itself and checks them so, once.
+    `resultType` read as `complete`, a negative `ttlMs` floored, checked against the negotiated version's
+    schema (by `shapes` for the common shapes, else by pydantic, raising its `ValidationError`), a later
+    revision's fields dropped. mcp 2.3: inline in `ClientSession.send_request`, with `_clamp_inbound_ttl`
+    and `_later_revision_fields` private; the lean path receives results itself and checks them so, once.
     """
-    modern, clamp, validate, foreign = _result_check(method, session._negotiated_version or "2025-11-25")
+    modern, clamp, validate, known, drop = _result_check(method, session._negotiated_version or "2025-11-25")
     if "resultType" not in raw and modern:
         raw["resultType"] = "complete"
     clamp(raw)
-    if validate is not None:
+    if validate is not None and (known is None or not known(raw)):
         validate(raw)
-    return raw if foreign.isdisjoint(raw) else {k: v for k, v in raw.items() if k not in foreign}
+    return raw if drop.isdisjoint(raw) else {k: v for k, v in raw.items() if k not in drop}
 
 
 @functools.cache
-def _result_check(
-    method: str, version: str
-) -> tuple[bool, Callable[..., None], Callable[..., Any] | None, Any]:
+def _result_check(method: str, version: str) -> tuple[bool, Callable[..., None], Any, Any, Any]:
     """`checked_result`'s steps per method and version, looked up once. mcp_types 2.3:
     `validate_server_result` validates against the surface type (`methods._adapter`), then dumps it
     and drops the dump (which cannot fail once validated): only the validation runs here."""
     from mcp.client.session import _clamp_inbound_ttl, _later_revision_fields
     from mcp_types import methods
     from mcp_types.version import KNOWN_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+
+    from mcpgw import shapes
 
     surface = methods.SERVER_RESULTS.get((method, version))
     validate: Callable[..., Any] | None = None
@@ -380,7 +379,8 @@ def _result_check(
     elif surface is not None:
         validate = functools.partial(methods._adapter(surface).validate_python, by_name=False)
     foreign = _later_revision_fields(method, version)
-    return version in MODERN_PROTOCOL_VERSIONS, _clamp_inbound_ttl, validate, foreign
+    known = shapes.result_check(method, version)  # None for a version or method it has no check for
+    return version in MODERN_PROTOCOL_VERSIONS, _clamp_inbound_ttl, validate, known, foreign
 
 
 def stream_within_origin(

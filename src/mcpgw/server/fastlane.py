@@ -34,7 +34,7 @@ from mcp_types import methods as spec
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
-from mcpgw import _compat
+from mcpgw import _compat, shapes
 from mcpgw.observe import context as observe
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class LeanCalls:
             return await call_next(ctx)
         version = ctx.protocol_version
         try:
-            spec.validate_client_request(method, version, ctx.params)
+            shapes.validate_client_request(method, version, ctx.params)
         except KeyError:
             return await call_next(ctx)  # not a method of this version: the SDK's own refusal
         slot: list[str | None] = [None]

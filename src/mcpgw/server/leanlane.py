@@ -63,7 +63,7 @@ from mcp_types import methods as spec
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
-from mcpgw import _compat
+from mcpgw import _compat, shapes
 from mcpgw.server import afteranswer
 from mcpgw.server.fastlane import LeanCalls
 from mcpgw.server.pipestreams import PipeMessages, PipeSends
@@ -418,7 +418,7 @@ class LeanLane:
         assert connection is not None  # the lane's own `ServerSession` keeps it
         if method in spec.SPEC_CLIENT_METHODS:
             try:
-                spec.validate_client_request(method, version, params)
+                shapes.validate_client_request(method, version, params)
             except KeyError:
                 raise MCPError(code=METHOD_NOT_FOUND, message="Method not found", data=method) from None
         entry = self._server.get_request_handler(method)
