@@ -179,6 +179,8 @@ async def main() -> None:
                     by_package(profile)
                     if PROF != "count":
                         pstats.Stats(profile).sort_stats(PROF).print_stats(50)
+                        if os.environ.get("DUMP"):
+                            profile.dump_stats(os.environ["DUMP"])
                         if os.environ.get("CALLEES"):
                             pstats.Stats(profile).print_callees(os.environ["CALLEES"])
         if log is not None:
