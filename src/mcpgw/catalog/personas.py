@@ -137,8 +137,8 @@ class View:
         index = self._schemas
         if index is None or index[0] is not tools or index[1] != len(tools):
             places: dict[str, int] = {}
-            for place, tool in enumerate(tools):
-                places.setdefault(tool["name"], place)
+            for at, tool in enumerate(tools):
+                places.setdefault(tool["name"], at)
             index = self._schemas = (tools, len(tools), places)
         place = index[2].get(name)
         if place is not None and tools[place]["name"] == name:

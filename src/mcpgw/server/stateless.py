@@ -11,18 +11,11 @@ with a handler task, a disconnect-watching task and a memory stream, and dumps t
 a `JSONRPCResponse` model. Per call that was a large share of the gateway's own CPU over HTTP. Here
 the same checks run in the same order, with the SDK's own functions (content type, Accept,
 duplicated routing headers, the envelope ladder, the `Mcp-Param-*` check), the request is served
-through the server's middleware chain and handlers as the SDK's `serve_one` serves it, and only the
-transport around it is lean: the handler runs in the request's task, a disconnect cancels it (once
-the call has run `WATCH_AFTER`), and the answer is written as the SDK writes it (same status
-mapping, headers and JSON).
-
-What `serve_one` (mcp 2.3) does per request and this path does once (as the stdio lane does,
-`server.leanlane`): build a `ServerRunner` and compose the middleware chain (here: again only when
-the server's middleware changes), validate `_meta` into a model for the context (here: the
-envelope's `_meta` as it came, already checked by the SDK's ladder), turn the envelope's client
-info and capabilities into models (here: once per distinct envelope, kept while clients send the
-same one), and unwind the connection's exit stack under a shielded timer (here: only when something
-was pushed on it).
+through the server's middleware chain and handlers as the SDK's `serve_one` serves it
+(`server.serveone`, with what that makes per request made once), and only the transport around it
+is lean: the handler runs in the request's task, a disconnect cancels it (once the call has run
+`WATCH_AFTER`), and the answer is written as the SDK writes it (same status mapping, headers and
+JSON).
 
 Taken only when the answer is one JSON body: a request that asks for progress (`progressToken`)
 or log lines (`logLevel`) goes to the SDK, as does anything it would refuse (a bad body, a
@@ -36,20 +29,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import anyio
 from mcp.server.connection import Connection
-from mcp.server.context import CallNext, ServerMiddleware, ServerRequestContext
 from mcp.server.lowlevel.server import Server
-from mcp.server.runner import aclose_shielded, modern_error_data
-from mcp.server.session import ServerSession
+from mcp.server.runner import modern_error_data
 from mcp.server.streamable_http import check_accept_headers
 from mcp.shared.dispatcher import CallOptions
-from mcp.shared.exceptions import MCPError, NoBackChannelError
+from mcp.shared.exceptions import NoBackChannelError
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
     MCP_PARAM_HEADER_PREFIX,
@@ -63,22 +54,17 @@ from mcp.shared.inbound import (
 from mcp.shared.message import MessageMetadata, ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
 from mcp_types import (
-    INVALID_PARAMS,
     LOG_LEVEL_META_KEY,
-    METHOD_NOT_FOUND,
-    ErrorData,
     JSONRPCError,
     JSONRPCNotification,
     RequestId,
 )
-from mcp_types import methods as spec
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import BaseModel
 from starlette.requests import Request
 
 from mcpgw import _compat
 from mcpgw.server.edge import replaying
-from mcpgw.server.fastlane import LeanCalls
+from mcpgw.server.serveone import ServeOne
 from mcpgw.upstream.wire import parse
 
 logger = logging.getLogger("mcpgw.http")
@@ -99,10 +85,6 @@ _PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower()
 _ENVELOPE_KEYS = frozenset({"jsonrpc", "id", "method", "params"})
 _JSON_HEADERS = b"application/json"
 _SSE_HEADERS = _compat.sse_response_headers()
-ENVELOPES = 8
-"""Distinct client envelopes (version, client info, capabilities) whose typed models are kept."""
-
-Ctx = ServerRequestContext[Any, Any]
 
 
 class StatelessCalls:
@@ -115,9 +97,7 @@ class StatelessCalls:
         self.app = app
         self.server = server
         self.manager = manager
-        self._chain: tuple[tuple[Any, ...], CallNext] | None = None
-        self._shaping = LeanCalls(server)
-        self._envelopes: list[tuple[tuple[str, Any, Any], Connection]] = []
+        self._one = ServeOne(server, manager=manager)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or not _routed_here(scope["headers"]):
@@ -179,73 +159,14 @@ class StatelessCalls:
             verdict.client_info,
             verdict.client_capabilities,
         )
-        connection = self._born_ready(version, info, capabilities)
+        connection = self._one.born_ready(version, info, capabilities)
         return _Call(request, request_id, method, params, meta, connection)
 
-    def _born_ready(self, version: str, info: Any, capabilities: Any) -> Connection:
-        """The request's connection, as `Connection.from_envelope` makes it, with the typed client
-        info and capabilities of an earlier request that sent the same envelope."""
-        key = (version, info, capabilities)
-        template = next((known for seen, known in self._envelopes if seen == key), None)
-        if template is None:
-            template = Connection.from_envelope(version, info, capabilities)
-            if len(self._envelopes) >= ENVELOPES:
-                del self._envelopes[0]
-            self._envelopes.append((key, template))
-        connection = Connection(
-            template.outbound, protocol_version=version, client_params=template.client_params
-        )
-        connection.client_capabilities = template.client_capabilities
-        connection.initialized.set()
-        return connection
-
     async def run(self, exchange: _Exchange, call: _Call) -> dict[str, Any]:
-        """The request's result through the server's middleware chain, as the SDK's `serve_one` gives it."""
-        connection = call.connection
-        ctx: Ctx = ServerRequestContext(
-            session=ServerSession(exchange, connection, request_meta=call.meta),  # type: ignore[arg-type]
-            lifespan_context=_compat.lifespan_state(self.manager),
-            method=call.method,
-            params=call.params,
-            request_id=call.request_id,
-            meta=call.meta,  # type: ignore[arg-type]
-            protocol_version=connection.protocol_version,
-            request=call.request,
+        """The call's result, served as the SDK's `serve_one` serves it (`server.serveone`)."""
+        return await self._one.run(
+            exchange, call.method, call.params, call.meta, call.request, call.connection
         )
-        try:
-            return _dumped(await self._chained()(ctx))
-        finally:
-            if not _compat.exit_stack_empty(connection.exit_stack):
-                await aclose_shielded(connection)
-
-    def _chained(self) -> CallNext:
-        """The server's middleware chain around `_handle`, built again only when the middleware changed."""
-        middlewares = tuple(self.server.middleware)
-        if self._chain is None or self._chain[0] != middlewares:
-            call: CallNext = self._handle
-            for middleware in reversed(middlewares):
-                call = partial(_apply, middleware, call)
-            self._chain = (middlewares, call)
-        return self._chain[1]
-
-    async def _handle(self, ctx: Ctx) -> dict[str, Any]:
-        """The end of the chain, as the SDK runner's: params checked, the handler, the result shaped."""
-        method, params, version = ctx.method, ctx.params, ctx.protocol_version
-        try:
-            spec.validate_client_request(method, version, params)
-        except KeyError:
-            raise MCPError(code=METHOD_NOT_FOUND, message="Method not found", data=method) from None
-        entry = self.server.get_request_handler(method)
-        if entry is None:
-            raise MCPError(code=METHOD_NOT_FOUND, message="Method not found", data=method)
-        connection = _compat.session_connection(ctx.session)
-        if connection is None or not connection.initialize_accepted:
-            raise MCPError(code=INVALID_PARAMS, message="Invalid request parameters", data="")
-        typed = entry.params_type.model_validate({} if params is None else params, by_name=False)
-        result = await entry.handler(ctx, typed)
-        if isinstance(result, ErrorData):
-            raise MCPError.from_error_data(result)
-        return self._shaping.shaped(method, version, _dumped(result))
 
     def _param_rejection(
         self, request: Request, fields: dict[str, str], method: str, params: dict[str, Any]
@@ -381,6 +302,7 @@ async def _serve(calls: StatelessCalls, call: _Call, receive: Any, send: Any) ->
     with anyio.CancelScope() as scope_:
         watcher: asyncio.Task[None] | None = None
         pinger: asyncio.Task[None] | None = None
+        timer: asyncio.TimerHandle
 
         def ping() -> None:
             nonlocal pinger
@@ -448,20 +370,3 @@ def _dumps(message: dict[str, Any]) -> bytes:
 
 def _sse_event(message: dict[str, Any]) -> bytes:
     return b"event: message\r\ndata: " + _dumps(message) + b"\r\n\r\n"
-
-
-def _apply(middleware: ServerMiddleware[Any], call_next: CallNext, ctx: Ctx) -> Awaitable[Any]:
-    return middleware(ctx, call_next)  # as the SDK's runner calls a middleware
-
-
-def _dumped(result: Any) -> dict[str, Any]:
-    """A chain's answer as the SDK runner's `_dump_result` makes it a dict."""
-    if result is None:
-        return {}
-    if isinstance(result, ErrorData):
-        raise MCPError.from_error_data(result)
-    if isinstance(result, BaseModel):
-        return result.model_dump(by_alias=True, mode="json", exclude_none=True)
-    if isinstance(result, dict):
-        return dict(result)
-    raise TypeError(f"handler returned {type(result).__name__}; expected BaseModel, dict, or None")
