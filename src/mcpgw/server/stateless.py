@@ -127,8 +127,7 @@ class StatelessCalls:
         kind = fields.get("content-type")
         if kind is None or not kind.lower().startswith("application/json"):
             return None
-        has_json, has_sse = check_accept_headers(request)
-        if not (has_json and has_sse):
+        if not _accepts_both(fields.get("accept"), request):
             return None
         try:
             decoded = parse(first.get("body", b""))
@@ -212,6 +211,24 @@ def _declares_headers(schema: Mapping[str, Any]) -> bool:
     return declares
 
 
+_ACCEPTS: dict[str | None, bool] = {}
+"""Whether an `Accept` value takes both JSON and SSE, by value (clients send the same one each call)."""
+ACCEPT_VALUES = 256
+
+
+def _accepts_both(accept: str | None, request: Request) -> bool:
+    """Whether the request's `Accept` (`accept`, its first value) takes JSON and SSE, as the SDK reads it."""
+    both = _ACCEPTS.get(accept)
+    if both is None:
+        has_json, has_sse = check_accept_headers(request)
+        both = has_json and has_sse
+        if accept is not None and len(accept) <= 256:
+            if len(_ACCEPTS) >= ACCEPT_VALUES:
+                _ACCEPTS.clear()
+            _ACCEPTS[accept] = both
+    return both
+
+
 def _routed_here(headers: list[tuple[bytes, bytes]]) -> bool:
     """A 2026-07-28 request naming one of `METHODS` in its `Mcp-Method` header (read before the body)."""
     version = method = None
@@ -245,7 +262,7 @@ class _Exchange:
     progress_token: None = None
     can_send_request: bool = field(default=False, init=False)
     streaming: bool = field(default=False, init=False)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _lock: asyncio.Lock | None = field(default=None, init=False)
     _cancel: anyio.Event | None = field(default=None, init=False)
 
     @property
@@ -278,7 +295,9 @@ class _Exchange:
 
     async def event(self, data: bytes, *, more: bool = True) -> None:
         """One SSE frame (a ping if empty), the stream begun first if it has not been."""
-        async with self.lock:
+        if self._lock is None:  # made when first needed: most calls send no event
+            self._lock = asyncio.Lock()
+        async with self._lock:
             if not self.streaming:
                 self.streaming = True
                 await self.send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
@@ -363,9 +382,13 @@ async def _keep_alive(exchange: _Exchange) -> None:
         return  # the client is gone: the disconnect cancels the call
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+"""`json.dumps(message, separators=...)` makes an encoder like this one per call."""
+
+
 def _dumps(message: dict[str, Any]) -> bytes:
     """As the SDK writes an answer: compact JSON, ASCII only."""
-    return json.dumps(message, separators=(",", ":")).encode()
+    return _ENCODER.encode(message).encode()
 
 
 def _sse_event(message: dict[str, Any]) -> bytes:
