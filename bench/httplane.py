@@ -12,6 +12,7 @@ the minimum moves least).
     AUDIT=0 PYTHONPATH=src .venv/bin/python bench/httplane.py
     PROF=tottime PYTHONPATH=src .venv/bin/python bench/httplane.py  # a CPU-time cProfile of the last round
     PROF=count PYTHONPATH=src .venv/bin/python bench/httplane.py    # function calls per request, by package
+    PROF=tottime DUMP=h.pstats PYTHONPATH=src .venv/bin/python bench/httplane.py  # kept for pstats
 
 Run it on two commits back to back: the difference is what a change saved per call.
 """
