@@ -12,6 +12,7 @@ the minimum moves least).
     AUDIT=0 PYTHONPATH=src .venv/bin/python bench/httplane.py
     PROF=tottime PYTHONPATH=src .venv/bin/python bench/httplane.py  # a CPU-time cProfile of the last round
     PROF=count PYTHONPATH=src .venv/bin/python bench/httplane.py    # function calls per request, by package
+    PROF=tottime DUMP=h.pstats PYTHONPATH=src .venv/bin/python bench/httplane.py  # kept for pstats
 
 Run it on two commits back to back: the difference is what a change saved per call.
 """
@@ -179,6 +180,8 @@ async def main() -> None:
                     by_package(profile)
                     if PROF != "count":
                         pstats.Stats(profile).sort_stats(PROF).print_stats(50)
+                        if os.environ.get("DUMP"):
+                            profile.dump_stats(os.environ["DUMP"])
                         if os.environ.get("CALLEES"):
                             pstats.Stats(profile).print_callees(os.environ["CALLEES"])
         if log is not None:

@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import SERVERS, write_registry
-from mcpgw.catalog import expose_uri, split_uri
+from mcpgw.catalog import Catalog, expose_uri, split_uri
+from mcpgw.catalog.personas import full_view
 from mcpgw.cli import cli
 from mcpgw.core.gateway import Gateway
 from mcpgw.errors import NotFound
@@ -74,6 +75,30 @@ async def test_unknown_names_raise_not_found() -> None:
     ):
         with pytest.raises(NotFound):
             lookup()
+
+
+def test_input_schema_follows_the_listing_as_it_changes() -> None:
+    """The HTTP `Mcp-Param-*` check reads a tool's schema by name on every call (indexed): a tool
+    added, replaced, renamed or removed in the listing (a mutable list) is seen at once."""
+
+    def tool(name: str, title: str) -> dict[str, Any]:
+        return {"name": name, "inputSchema": {"type": "object", "title": title}}
+
+    catalog = Catalog(tools=[tool("a", "a1"), tool("b", "b1"), tool("a", "a-later")])
+    view = full_view(catalog)
+    assert view.input_schema("a") == {"type": "object", "title": "a1"}  # the first of a name, as listed
+    assert view.input_schema("c") is None
+    catalog.tools.append(tool("c", "c1"))
+    assert view.input_schema("c") == {"type": "object", "title": "c1"}
+    catalog.tools[0] = tool("a", "a2")
+    assert view.input_schema("a") == {"type": "object", "title": "a2"}
+    catalog.tools[1] = tool("d", "d1")  # renamed in place: the same length
+    assert view.input_schema("b") is None
+    assert view.input_schema("d") == {"type": "object", "title": "d1"}
+    del catalog.tools[0]
+    assert view.input_schema("a") == {"type": "object", "title": "a-later"}
+    catalog.tools[1]["inputSchema"] = "not an object"
+    assert view.input_schema("a") is None
 
 
 def test_uri_rewriting_is_reversible() -> None:

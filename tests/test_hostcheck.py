@@ -10,13 +10,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from mcp.server.transport_security import TransportSecuritySettings
 
 from conftest import INITIALIZE, SERVERS, background, free_port, mcpgw_command, write_registry
 from mcpgw import config
 from mcpgw.errors import ConfigError
+from mcpgw.server.hostcheck import HostCheck
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +138,38 @@ async def test_one_loopback_rule_for_the_exposure_policy_and_the_host_check() ->
     assert await status("localhost:8000", "http://localhost:8000") == 200
     assert await status("evil.example.com", "http://127.0.0.2:8000") == 421
     assert await status("127.0.0.2:8000", "http://evil.example.com") == 403
+
+
+@pytest.mark.anyio
+async def test_an_accepted_host_does_not_let_a_rebound_one_through() -> None:
+    """Accepted Host and Origin pairs are remembered; every other pair is still checked, on the same
+    instance, after them (and a repeated header counts by its first value, as the check reads it)."""
+    settings = TransportSecuritySettings(allowed_hosts=["127.0.0.1:*"], allowed_origins=[])
+    entered: list[int] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        entered.append(1)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    check = HostCheck(app, settings=settings)
+
+    async def status(*headers: tuple[bytes, bytes]) -> int:
+        sent: list[Any] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/mcp", "headers": list(headers)}
+        await check(scope, None, send)
+        return int(sent[0]["status"])
+
+    good = (b"host", b"127.0.0.1:8000")
+    evil = (b"host", b"evil.example.com")
+    for _ in range(2):
+        assert await status(good) == 200
+        assert await status(evil) == 421
+        assert await status(good, (b"origin", b"http://evil.example.com")) == 403
+        assert await status(evil, good) == 421
+        assert await status(good, evil) == 200
+    assert len(entered) == 4

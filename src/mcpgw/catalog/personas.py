@@ -106,6 +106,8 @@ class View:
     """The servers this persona may reach (`servers`), by name: never decided by a name's prefix,
     which two servers share when both use `namespace = ""`."""
     _index: Any = None
+    _schemas: tuple[list[dict[str, Any]], int, dict[str, int]] | None = None
+    """`input_schema`'s index: the listing it was made of, its length then, each name's first place."""
 
     def may_list(self, server: str, exposed: str) -> bool:
         """Whether this persona's rules let it list a tool of `server` exposed as `exposed`: `server`
@@ -123,7 +125,25 @@ class View:
         return _search_tools() if self.search else self.tools
 
     def input_schema(self, name: str) -> dict[str, Any] | None:
-        return input_schema(self.listed_tools, name)
+        """The listed tool's input schema, as `catalog.input_schema` finds it in `listed_tools`.
+
+        Every HTTP `tools/call` asks (the `Mcp-Param-*` check), and scanning a listing of hundreds of
+        tools each time was tens of microseconds, so names are indexed by their place. A listing is a
+        mutable list: the index is made again when it is another list or another length, a hit is
+        checked against the listing as it is now, and a name not indexed is looked for by a scan."""
+        if self.search:
+            return input_schema(self.listed_tools, name)  # two tools, made afresh each time
+        tools = self.tools
+        index = self._schemas
+        if index is None or index[0] is not tools or index[1] != len(tools):
+            places: dict[str, int] = {}
+            for at, tool in enumerate(tools):
+                places.setdefault(tool["name"], at)
+            index = self._schemas = (tools, len(tools), places)
+        place = index[2].get(name)
+        if place is not None and tools[place]["name"] == name:
+            return input_schema((tools[place],), name)
+        return input_schema(tools, name)
 
     # --- enforcement ------------------------------------------------------------------------------
 

@@ -98,7 +98,7 @@ class BodyLimit:
         if scope["type"] != "http" or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        declared = _last(scope.get("headers") or (), b"content-length")
         if declared is not None and not (declared.isdigit() and int(declared) <= self.limit):
             await self._too_large(scope, receive, send)
             return
@@ -169,6 +169,15 @@ def _nesting_problem(body: bytes) -> str | None:
         if _TOO_DEEP in str(exc):
             return str(exc)
     return None
+
+
+def _last(headers: Any, name: bytes) -> Any:
+    """The last value of header `name` (as a dict of the header lines holds it)."""
+    found = None
+    for key, value in headers:
+        if key == name:
+            found = value
+    return found
 
 
 def _peer(scope: Any) -> str:

@@ -91,18 +91,45 @@ def transport_security(registry: Registry, *, bind: str) -> TransportSecuritySet
     )
 
 
+PASSED = 256
+"""Host and Origin pairs remembered as accepted (then the memory starts again)."""
+
+
 class HostCheck:
-    """ASGI middleware: every HTTP request's Host and Origin are checked before any route sees it."""
+    """ASGI middleware: every HTTP request's Host and Origin are checked before any route sees it.
+
+    The pairs of values the check accepted are remembered: its settings do not change (a reload
+    that changes them builds a new `HostCheck`), and clients send the same few pairs request after
+    request, so each is checked once. Only accepted pairs are kept: a refused one is checked (and
+    logged) every time."""
 
     def __init__(self, app: Any, *, settings: TransportSecuritySettings) -> None:
         self.app = app
         self.security = TransportSecurityMiddleware(settings)
+        self._passed: set[tuple[bytes | None, bytes | None]] = set()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            # is_post=False: the content type is the MCP endpoint's to check, not every route's.
-            refusal = await self.security.validate_request(Request(scope), is_post=False)
-            if refusal is not None:
-                await refusal(scope, receive, send)
-                return
+            pair = _host_and_origin(scope["headers"])
+            if pair not in self._passed:
+                # is_post=False: the content type is the MCP endpoint's to check, not every route's.
+                refusal = await self.security.validate_request(Request(scope), is_post=False)
+                if refusal is not None:
+                    await refusal(scope, receive, send)
+                    return
+                if len(self._passed) >= PASSED:
+                    self._passed.clear()
+                self._passed.add(pair)
         await self.app(scope, receive, send)
+
+
+def _host_and_origin(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None]:
+    """The first `Host` and first `Origin` values, as the check reads them (Starlette's `Headers.get`)."""
+    host = origin = None
+    for key, value in headers:
+        if key == b"host":
+            if host is None:
+                host = value
+        elif key == b"origin" and origin is None:
+            origin = value
+    return host, origin

@@ -10,10 +10,12 @@ Why: the SDK's stateless entry (`handle_modern_request`, mcp 2.3) validates the 
 with a handler task, a disconnect-watching task and a memory stream, and dumps the answer through
 a `JSONRPCResponse` model. Per call that was a large share of the gateway's own CPU over HTTP. Here
 the same checks run in the same order, with the SDK's own functions (content type, Accept,
-duplicated routing headers, the envelope ladder, the `Mcp-Param-*` check), the request is served by
-the SDK's own `serve_one` (the server middleware and handlers, exactly), and only the transport
-around it is lean: the handler runs in the request's task, a disconnect cancels it, and the answer
-is written as the SDK writes it (same status mapping, headers and JSON).
+duplicated routing headers, the envelope ladder, the `Mcp-Param-*` check), the request is served
+through the server's middleware chain and handlers as the SDK's `serve_one` serves it
+(`server.serveone`, with what that makes per request made once), and only the transport around it
+is lean: the handler runs in the request's task, a disconnect cancels it (once the call has run
+`WATCH_AFTER`), and the answer is written as the SDK writes it (same status mapping, headers and
+JSON).
 
 Taken only when the answer is one JSON body: a request that asks for progress (`progressToken`)
 or log lines (`logLevel`) goes to the SDK, as does anything it would refuse (a bad body, a
@@ -35,7 +37,7 @@ from typing import Any
 import anyio
 from mcp.server.connection import Connection
 from mcp.server.lowlevel.server import Server
-from mcp.server.runner import modern_error_data, serve_one
+from mcp.server.runner import modern_error_data
 from mcp.server.streamable_http import check_accept_headers
 from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import NoBackChannelError
@@ -51,12 +53,18 @@ from mcp.shared.inbound import (
 )
 from mcp.shared.message import MessageMetadata, ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
-from mcp_types import LOG_LEVEL_META_KEY, JSONRPCError, JSONRPCNotification, RequestId
+from mcp_types import (
+    LOG_LEVEL_META_KEY,
+    JSONRPCError,
+    JSONRPCNotification,
+    RequestId,
+)
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 
 from mcpgw import _compat
 from mcpgw.server.edge import replaying
+from mcpgw.server.serveone import ServeOne
 from mcpgw.upstream.wire import parse
 
 logger = logging.getLogger("mcpgw.http")
@@ -65,6 +73,10 @@ METHODS = frozenset({"tools/call", "resources/read", "prompts/get", "completion/
 """The requests served here: the ones forwarded to an upstream."""
 PING_INTERVAL = 15.0
 """Seconds of silence before the answer becomes an SSE stream kept alive by pings (the SDK's)."""
+WATCH_AFTER = 0.05
+"""Seconds a call runs before its client's connection is watched: a client gone by then cancels it
+at once, one gone sooner once this has passed. Most calls are answered sooner, and watching (a task
+waiting on the connection, then cancelled) was a measurable share of a short call's CPU."""
 
 _VERSION_HEADER = b"mcp-protocol-version"
 _METHOD_HEADER = b"mcp-method"
@@ -85,6 +97,7 @@ class StatelessCalls:
         self.app = app
         self.server = server
         self.manager = manager
+        self._one = ServeOne(server, manager=manager)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or not _routed_here(scope["headers"]):
@@ -98,7 +111,7 @@ class StatelessCalls:
         if call is None:
             await self.app(scope, replay, send)
             return
-        await _serve(self.server, self.manager, call, scope, replay, send)
+        await _serve(self, call, replay, send)
 
     async def _admitted(self, scope: Any, receive: Any, first: Any) -> _Call | None:
         """The call, if the SDK would serve it with one answer and no refusal; else None."""
@@ -114,8 +127,7 @@ class StatelessCalls:
         kind = fields.get("content-type")
         if kind is None or not kind.lower().startswith("application/json"):
             return None
-        has_json, has_sse = check_accept_headers(request)
-        if not (has_json and has_sse):
+        if not _accepts_both(fields.get("accept"), request):
             return None
         try:
             decoded = parse(first.get("body", b""))
@@ -141,10 +153,19 @@ class StatelessCalls:
             request, fields, method, params
         ):
             return None
-        connection = Connection.from_envelope(
-            verdict.protocol_version, verdict.client_info, verdict.client_capabilities
+        version, info, capabilities = (
+            verdict.protocol_version,
+            verdict.client_info,
+            verdict.client_capabilities,
         )
-        return _Call(request, request_id, method, params, connection)
+        connection = self._one.born_ready(version, info, capabilities)
+        return _Call(request, request_id, method, params, meta, connection)
+
+    async def run(self, exchange: _Exchange, call: _Call) -> dict[str, Any]:
+        """The call's result, served as the SDK's `serve_one` serves it (`server.serveone`)."""
+        return await self._one.run(
+            exchange, call.method, call.params, call.meta, call.request, call.connection
+        )
 
     def _param_rejection(
         self, request: Request, fields: dict[str, str], method: str, params: dict[str, Any]
@@ -190,6 +211,24 @@ def _declares_headers(schema: Mapping[str, Any]) -> bool:
     return declares
 
 
+_ACCEPTS: dict[str | None, bool] = {}
+"""Whether an `Accept` value takes both JSON and SSE, by value (clients send the same one each call)."""
+ACCEPT_VALUES = 256
+
+
+def _accepts_both(accept: str | None, request: Request) -> bool:
+    """Whether the request's `Accept` (`accept`, its first value) takes JSON and SSE, as the SDK reads it."""
+    both = _ACCEPTS.get(accept)
+    if both is None:
+        has_json, has_sse = check_accept_headers(request)
+        both = has_json and has_sse
+        if accept is not None and len(accept) <= 256:
+            if len(_ACCEPTS) >= ACCEPT_VALUES:
+                _ACCEPTS.clear()
+            _ACCEPTS[accept] = both
+    return both
+
+
 def _routed_here(headers: list[tuple[bytes, bytes]]) -> bool:
     """A 2026-07-28 request naming one of `METHODS` in its `Mcp-Method` header (read before the body)."""
     version = method = None
@@ -207,6 +246,7 @@ class _Call:
     request_id: RequestId
     method: str
     params: dict[str, Any]
+    meta: dict[str, Any]
     connection: Connection
 
 
@@ -222,7 +262,7 @@ class _Exchange:
     progress_token: None = None
     can_send_request: bool = field(default=False, init=False)
     streaming: bool = field(default=False, init=False)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _lock: asyncio.Lock | None = field(default=None, init=False)
     _cancel: anyio.Event | None = field(default=None, init=False)
 
     @property
@@ -255,7 +295,9 @@ class _Exchange:
 
     async def event(self, data: bytes, *, more: bool = True) -> None:
         """One SSE frame (a ping if empty), the stream begun first if it has not been."""
-        async with self.lock:
+        if self._lock is None:  # made when first needed: most calls send no event
+            self._lock = asyncio.Lock()
+        async with self._lock:
             if not self.streaming:
                 self.streaming = True
                 await self.send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
@@ -264,7 +306,7 @@ class _Exchange:
             )
 
 
-async def _serve(server: Server[Any], manager: Any, call: _Call, scope: Any, receive: Any, send: Any) -> None:
+async def _serve(calls: StatelessCalls, call: _Call, receive: Any, send: Any) -> None:
     """Serve `call` in this task; a disconnect cancels it, as closing the SDK's response stream does."""
     exchange = _Exchange(
         transport=TransportContext(
@@ -277,32 +319,32 @@ async def _serve(server: Server[Any], manager: Any, call: _Call, scope: Any, rec
     loop = asyncio.get_running_loop()
     answer: dict[str, Any] | None = None
     with anyio.CancelScope() as scope_:
-        watcher = loop.create_task(_until_disconnect(receive))
-        watcher.add_done_callback(partial(_gone, scope_))
+        watcher: asyncio.Task[None] | None = None
         pinger: asyncio.Task[None] | None = None
+        timer: asyncio.TimerHandle
 
         def ping() -> None:
             nonlocal pinger
             pinger = loop.create_task(_keep_alive(exchange))
 
-        timer = loop.call_later(PING_INTERVAL, ping)
+        def watch() -> None:
+            nonlocal watcher, timer
+            watcher = loop.create_task(_until_disconnect(receive))
+            watcher.add_done_callback(partial(_gone, scope_))
+            timer = loop.call_later(PING_INTERVAL - WATCH_AFTER, ping)
+
+        timer = loop.call_later(WATCH_AFTER, watch)
         try:
             try:
-                result = await serve_one(
-                    server,
-                    exchange,
-                    call.method,
-                    call.params,
-                    connection=call.connection,
-                    lifespan_state=_compat.lifespan_state(manager),
-                )
+                result = await calls.run(exchange, call)
                 answer = {"jsonrpc": "2.0", "id": call.request_id, "result": result}
             except Exception as exc:
                 error = JSONRPCError(jsonrpc="2.0", id=call.request_id, error=modern_error_data(exc))
                 answer = error.model_dump(mode="json", by_alias=True, exclude_none=True)
         finally:
             timer.cancel()
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
             if pinger is not None:
                 pinger.cancel()
     if answer is None:
@@ -340,9 +382,13 @@ async def _keep_alive(exchange: _Exchange) -> None:
         return  # the client is gone: the disconnect cancels the call
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+"""`json.dumps(message, separators=...)` makes an encoder like this one per call."""
+
+
 def _dumps(message: dict[str, Any]) -> bytes:
     """As the SDK writes an answer: compact JSON, ASCII only."""
-    return json.dumps(message, separators=(",", ":")).encode()
+    return _ENCODER.encode(message).encode()
 
 
 def _sse_event(message: dict[str, Any]) -> bytes:

@@ -153,9 +153,9 @@ class Exchanges:
         else:
             connection.close()
 
-    async def post(self, body: bytes, headers: list[tuple[str, str]]) -> httpx2.Response | bytes:
-        """The answer to one POST (bytes: a plain JSON answer's body); `Refused` for an answer the
-        httpx client must see itself."""
+    def head(self, headers: list[tuple[str, str]]) -> bytes:
+        """The request line and header lines of a POST with `headers` (all but its Content-Length),
+        checked as h11 checks them; the same for every POST with the same headers."""
         lines = [f"POST {self.target} HTTP/1.1", f"Host: {self.authority}"]
         for field in headers:
             line = _CHECKED.get(field)
@@ -163,11 +163,15 @@ class Exchanges:
                 line = _checked(*field)
             if line:
                 lines.append(line)
-        lines.append(f"Content-Length: {len(body)}")
         try:
-            message = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+            return ("\r\n".join(lines) + "\r\n").encode("latin-1")
         except UnicodeEncodeError as exc:
             raise httpx2.LocalProtocolError(f"a header is not latin-1: {exc}") from exc
+
+    async def post(self, body: bytes, head: bytes) -> httpx2.Response | bytes:
+        """The answer to one POST of `body` after `head` (made by `head`); bytes: a plain JSON answer's
+        body; `Refused` for an answer the httpx client must see itself."""
+        message = b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body)
         while self.idle:
             connection = self.idle.pop()
             if not connection.usable():

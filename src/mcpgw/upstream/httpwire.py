@@ -41,6 +41,8 @@ RESUMES = 2
 """Attempts to resume an SSE stream that ended without the answer (the SDK's transport makes two)."""
 RESUME_DELAY = 1.0
 """Seconds before resuming when the server named no `retry` (the SDK's default)."""
+HEADS = 256
+"""POST heads kept per upstream, one per distinct set of request headers (then made afresh)."""
 
 
 def _error(code: int, message: str) -> dict[str, Any]:
@@ -73,6 +75,7 @@ class HttpWire:
         """Plain HTTP without a proxy: requests that need nothing of the client go out on its own
         keep-alive connections (`upstream.http1`)."""
         self._ids = itertools.count(FIRST_ID)
+        self._heads: dict[tuple[Any, ...], bytes] = {}
 
     async def request(
         self,
@@ -107,7 +110,7 @@ class HttpWire:
         with anyio.fail_after(timeout):
             if self._exchanges is not None and self._needs_nothing_of_the_client():
                 try:
-                    response = await self._exchanges.post(body, self._merged(sent))
+                    response = await self._exchanges.post(body, self._head(self._exchanges, headers, sent))
                 except http1.Refused:
                     pass  # a redirect or an auth challenge: sent again below, for httpx to answer
                 else:
@@ -138,6 +141,18 @@ class HttpWire:
         if auth is not None and not (isinstance(auth, LoginAuth) and auth.sends_nothing()):
             return False
         return not http.cookies and not http.event_hooks["request"] and not http.event_hooks["response"]
+
+    def _head(self, exchanges: http1.Exchanges, headers: dict[str, str], sent: dict[str, str]) -> bytes:
+        """The POST's head for these request headers and the client's own, made once for each
+        (`headers` are the request's stamp: its version, method and name recur call after call)."""
+        key = (tuple(headers.items()), tuple(self._http.headers.raw))
+        head = self._heads.get(key)
+        if head is None:
+            head = exchanges.head(self._merged(sent))
+            if len(self._heads) >= HEADS:
+                self._heads.clear()
+            self._heads[key] = head
+        return head
 
     def _merged(self, sent: dict[str, str]) -> list[tuple[str, str]]:
         """The client's default headers under the request's own, as httpx merges them."""

@@ -1,0 +1,139 @@
+"""One 2026-07-28 request served through the server's middleware chain and handlers, as the mcp SDK's
+`serve_one` serves it, with what `serve_one` makes per request made once.
+
+Owns: `ServeOne`, which the lean stateless HTTP path (`server.stateless`) hands each call it takes:
+the request's born-ready `Connection` (`born_ready`) and its result (`run`).
+
+What `serve_one` (mcp 2.3) does per request and this does once or not at all (as the stdio lane,
+`server.leanlane`, does): build a `ServerRunner` and compose the middleware chain (here: again only
+when the server's middleware changes); validate `_meta` into a model for the context (here: the
+envelope's `_meta` as it came, which the SDK's ladder has checked); turn the envelope's client info
+and capabilities into models (here: once per distinct envelope, kept while clients send the same
+one); and unwind the connection's exit stack under a shielded timer (here: only when something was
+pushed on it). The chain, the params check and its errors, the handler and the result's shaping
+are the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from functools import partial
+from typing import Any
+
+from mcp.server.connection import Connection
+from mcp.server.context import CallNext, ServerMiddleware, ServerRequestContext
+from mcp.server.lowlevel.server import Server
+from mcp.server.runner import aclose_shielded
+from mcp.server.session import ServerSession
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND, ErrorData
+from mcp_types import methods as spec
+from pydantic import BaseModel
+
+from mcpgw import _compat
+from mcpgw.server.fastlane import LeanCalls
+
+ENVELOPES = 8
+"""Distinct client envelopes (version, client info, capabilities) whose typed models are kept."""
+
+Ctx = ServerRequestContext[Any, Any]
+
+
+class ServeOne:
+    """2026-07-28 requests served through `server`'s middleware chain, as `serve_one` serves each."""
+
+    def __init__(self, server: Server[Any], *, manager: Any) -> None:
+        self._server = server
+        self._manager = manager
+        self._chain: tuple[tuple[Any, ...], CallNext] | None = None
+        self._shaping = LeanCalls(server)
+        self._envelopes: list[tuple[tuple[str, Any, Any], Connection]] = []
+
+    def born_ready(self, version: str, info: Any, capabilities: Any) -> Connection:
+        """The request's connection, as `Connection.from_envelope` makes it, with the typed client
+        info and capabilities of an earlier request that sent the same envelope."""
+        key = (version, info, capabilities)
+        template = next((known for seen, known in self._envelopes if seen == key), None)
+        if template is None:
+            template = Connection.from_envelope(version, info, capabilities)
+            if len(self._envelopes) >= ENVELOPES:
+                del self._envelopes[0]
+            self._envelopes.append((key, template))
+        connection = Connection(
+            template.outbound, protocol_version=version, client_params=template.client_params
+        )
+        connection.client_capabilities = template.client_capabilities
+        connection.initialized.set()
+        return connection
+
+    async def run(
+        self,
+        dctx: Any,
+        method: str,
+        params: dict[str, Any],
+        meta: dict[str, Any],
+        request: Any,
+        connection: Connection,
+    ) -> dict[str, Any]:
+        """The request's result through the server's middleware chain, as the SDK's `serve_one` gives it."""
+        ctx: Ctx = ServerRequestContext(
+            session=ServerSession(dctx, connection, request_meta=meta),  # type: ignore[arg-type]
+            lifespan_context=_compat.lifespan_state(self._manager),
+            method=method,
+            params=params,
+            request_id=dctx.request_id,
+            meta=meta,  # type: ignore[arg-type]
+            protocol_version=connection.protocol_version,
+            request=request,
+        )
+        try:
+            return _dumped(await self._chained()(ctx))
+        finally:
+            if not _compat.exit_stack_empty(connection.exit_stack):
+                await aclose_shielded(connection)  # as the SDK's `serve_one` does per request
+
+    def _chained(self) -> CallNext:
+        """The server's middleware chain around `_handle`, built again only when the middleware changed."""
+        middlewares = tuple(self._server.middleware)
+        if self._chain is None or self._chain[0] != middlewares:
+            call: CallNext = self._handle
+            for middleware in reversed(middlewares):
+                call = partial(_apply, middleware, call)
+            self._chain = (middlewares, call)
+        return self._chain[1]
+
+    async def _handle(self, ctx: Ctx) -> dict[str, Any]:
+        """The end of the chain, as the SDK runner's: params checked, the handler, the result shaped."""
+        method, params, version = ctx.method, ctx.params, ctx.protocol_version
+        try:
+            spec.validate_client_request(method, version, params)
+        except KeyError:
+            raise MCPError(code=METHOD_NOT_FOUND, message="Method not found", data=method) from None
+        entry = self._server.get_request_handler(method)
+        if entry is None:
+            raise MCPError(code=METHOD_NOT_FOUND, message="Method not found", data=method)
+        connection = _compat.session_connection(ctx.session)
+        if connection is None or not connection.initialize_accepted:
+            raise MCPError(code=INVALID_PARAMS, message="Invalid request parameters", data="")
+        typed = entry.params_type.model_validate({} if params is None else params, by_name=False)
+        result = await entry.handler(ctx, typed)
+        if isinstance(result, ErrorData):
+            raise MCPError.from_error_data(result)
+        return self._shaping.shaped(method, version, _dumped(result))
+
+
+def _apply(middleware: ServerMiddleware[Any], call_next: CallNext, ctx: Ctx) -> Awaitable[Any]:
+    return middleware(ctx, call_next)  # as the SDK's runner calls a middleware
+
+
+def _dumped(result: Any) -> dict[str, Any]:
+    """A chain's answer as the SDK runner's `_dump_result` makes it a dict."""
+    if result is None:
+        return {}
+    if isinstance(result, ErrorData):
+        raise MCPError.from_error_data(result)
+    if isinstance(result, BaseModel):
+        return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+    if isinstance(result, dict):
+        return dict(result)
+    raise TypeError(f"handler returned {type(result).__name__}; expected BaseModel, dict, or None")
