@@ -32,7 +32,7 @@ WRAPPED = {"fastmcp": {"wrap_result": True}}
 READ_ONLY = {"readOnlyHint": True}
 
 
-def _wrapped(kind: dict[str, Any]) -> dict[str, Any]:
+def wrapped(kind: dict[str, Any]) -> dict[str, Any]:
     """FastMCP's output schema for a function returning a plain value: `{"result": value}`."""
     return {
         "properties": {"result": kind},
@@ -42,7 +42,7 @@ def _wrapped(kind: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _tool(
+def tool(
     name: str,
     description: str,
     properties: dict[str, Any],
@@ -65,15 +65,15 @@ def _tool(
 
 STRING = {"type": "string"}
 TOOLS = [
-    _tool(
+    tool(
         "echo",
         "Echo the message back.",
         {"message": STRING},
         required=("message",),
-        output=_wrapped(STRING),
+        output=wrapped(STRING),
         annotations=READ_ONLY,
     ),
-    _tool(
+    tool(
         "add",
         "Add two integers; structured output.",
         {"a": {"type": "integer"}, "b": {"type": "integer"}},
@@ -81,41 +81,41 @@ TOOLS = [
         output={"additionalProperties": {"type": "integer"}, "type": "object"},
         annotations=READ_ONLY,
     ),
-    _tool("image", "Return a 1x1 PNG.", {}),
-    _tool("audio", "Return a tiny WAV.", {}),
-    _tool("mixed", "Text, embedded resource and resource link in one result, with _meta.", {}),
-    _tool(
+    tool("image", "Return a 1x1 PNG.", {}),
+    tool("audio", "Return a tiny WAV.", {}),
+    tool("mixed", "Text, embedded resource and resource link in one result, with _meta.", {}),
+    tool(
         "fail",
         "Always raises: the result has isError=true.",
         {"reason": {"default": "it failed", "type": "string"}},
-        output=_wrapped(STRING),
+        output=wrapped(STRING),
     ),
-    _tool(
+    tool(
         "slow",
         "Report progress `steps` times.",
         {"delay": {"default": 0.05, "type": "number"}, "steps": {"default": 3, "type": "integer"}},
-        output=_wrapped(STRING),
+        output=wrapped(STRING),
     ),
-    _tool(
+    tool(
         "sleep",
         "Sleep; used for timeouts and cancellation.",
         {"seconds": {"type": "number"}},
         required=("seconds",),
-        output=_wrapped(STRING),
+        output=wrapped(STRING),
     ),
-    _tool("pid", "The process id of this upstream.", {}, output=_wrapped({"type": "integer"})),
-    _tool(
+    tool("pid", "The process id of this upstream.", {}, output=wrapped({"type": "integer"})),
+    tool(
         "roots",
         "The roots the client (mcpgw) answers to roots/list.",
         {},
-        output=_wrapped({"items": STRING, "type": "array"}),
+        output=wrapped({"items": STRING, "type": "array"}),
     ),
-    _tool(
+    tool(
         "grow",
         "Add a tool at run time and announce the list change.",
         {"tool_name": STRING},
         required=("tool_name",),
-        output=_wrapped(STRING),
+        output=wrapped(STRING),
     ),
 ]
 RESOURCES = [
@@ -165,28 +165,35 @@ class Failed(Exception):
 
 
 class Lite:
-    def __init__(self, name: str, extra_tools: int, lorem: bool) -> None:
+    """The server: upstream.py's items; a subclass serves others (servers/mutable.py)."""
+
+    instructions: str | None = "Test upstream for mcpgw."
+    resources = RESOURCES
+    templates = TEMPLATES
+    prompts = PROMPTS
+
+    def __init__(self, name: str, extra_tools: int = 0, lorem: bool = False) -> None:
         self.name = name
         self.tools = [dict(t) for t in TOOLS]
         self.extra: dict[str, Callable[..., Any]] = {}
         for i in range(extra_tools):
             self.tools.append(
-                _tool(
+                tool(
                     f"gen_{i:04d}",
                     f"Generated tool number {i} for catalog benchmarks.",
                     {"x": {"default": 0, "type": "integer"}},
-                    output=_wrapped(STRING),
+                    output=wrapped(STRING),
                 )
             )
             self.extra[f"gen_{i:04d}"] = lambda x=0, _i=i: f"tool {_i}: {x}"
         if lorem:
             self.tools.append(
-                _tool(
+                tool(
                     "lorem",
                     "About `size` characters of text, one e-mail address and card number per ~1 kB "
                     "(benchmarks).",
                     {"size": {"default": 1000, "type": "integer"}},
-                    output=_wrapped(STRING),
+                    output=wrapped(STRING),
                 )
             )
             self.extra["lorem"] = lorem_text
@@ -257,12 +264,14 @@ class Lite:
 
     def do_initialize(self, params: dict[str, Any], _: Any) -> dict[str, Any]:
         asked = params.get("protocolVersion")
-        return {
+        hello = {
             "capabilities": CAPABILITIES,
-            "instructions": "Test upstream for mcpgw.",
             "protocolVersion": asked if asked in KNOWN_VERSIONS else VERSION,
             "serverInfo": {"name": self.name, "version": "lite"},
         }
+        if self.instructions is not None:
+            hello["instructions"] = self.instructions
+        return hello
 
     def do_ping(self, params: dict[str, Any], _: Any) -> dict[str, Any]:
         return {}
@@ -274,26 +283,29 @@ class Lite:
         return {"tools": list(self.tools)}
 
     def do_resources_list(self, params: dict[str, Any], _: Any) -> dict[str, Any]:
-        return {"resources": RESOURCES}
+        return {"resources": self.resources}
 
     def do_resources_templates_list(self, params: dict[str, Any], _: Any) -> dict[str, Any]:
-        return {"resourceTemplates": TEMPLATES}
+        return {"resourceTemplates": self.templates}
 
     def do_prompts_list(self, params: dict[str, Any], _: Any) -> dict[str, Any]:
-        return {"prompts": PROMPTS}
+        return {"prompts": self.prompts}
 
     def do_resources_read(self, params: dict[str, Any], _: Any) -> dict[str, Any]:
         uri = str(params.get("uri"))
+        return {"contents": [self.read(uri)]}
+
+    def read(self, uri: str) -> dict[str, Any]:
         if uri == "test://static":
-            return {"contents": [{"mimeType": "text/plain", "text": "static text", "uri": uri}]}
+            return {"mimeType": "text/plain", "text": "static text", "uri": uri}
         prefix = "test://items/"
         if uri.startswith(prefix) and "/" not in uri[len(prefix) :] and uri != prefix:
             text = json.dumps({"id": uri[len(prefix) :]})
-            return {"contents": [{"mimeType": "application/json", "text": text, "uri": uri}]}
+            return {"mimeType": "application/json", "text": text, "uri": uri}
         raise Failed(-32602, f"Resource not found: '{uri}'", {"uri": uri})
 
     def do_prompts_get(self, params: dict[str, Any], _: Any) -> dict[str, Any]:
-        if params.get("name") != "greet":
+        if params.get("name") not in {p["name"] for p in self.prompts}:
             raise Failed(-32602, f"Unknown prompt: '{params.get('name')}'")
         arguments = params.get("arguments") or {}
         if "name" not in arguments:
@@ -309,10 +321,10 @@ class Lite:
         if log := os.environ.get("UPSTREAM_CALL_LOG"):
             with open(log, "a") as handle:
                 handle.write(json.dumps({"name": name, "arguments": params.get("arguments")}) + "\n")
-        tool = next((t for t in self.tools if t["name"] == name), None)
-        if tool is None:
+        listed = next((t for t in self.tools if t["name"] == name), None)
+        if listed is None:
             return error_result(f"Unknown tool: '{name}'")
-        problem = argument_problem(name, tool["inputSchema"], arguments)
+        problem = argument_problem(name, listed["inputSchema"], arguments)
         if problem is not None:
             return error_result(problem)
         meta = params.get("_meta") or {}
@@ -395,7 +407,7 @@ class Lite:
             return [str(root["uri"]) for root in self.ask("roots/list").get("roots", [])]
         if name == "grow":
             added = str(arguments["tool_name"])
-            self.tools.append(_tool(added, "", {}, output=_wrapped(STRING)))
+            self.tools.append(tool(added, "", {}, output=wrapped(STRING)))
             self.tools[-1].pop("description")
             self.extra[added] = lambda: "added tool"
             self.send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
