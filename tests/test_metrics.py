@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import mcpgw
 import parity
-from conftest import SERVERS, StandIn, background, free_port, mcpgw_command, run_mcpgw, upstream_server
+from conftest import SERVERS, StandIn, background, free_port, lite_server, mcpgw_command, run_mcpgw
 from mcpgw.config import validate
 from mcpgw.server import scrape
 
@@ -104,7 +104,7 @@ takes a CPU second. For the tests that need no more than that (the first needs `
 @pytest.mark.long
 def test_http_metrics_count_calls_by_method_persona_server_tool_and_outcome(tmp_path: Path) -> None:
     document = {
-        "servers": {"up": upstream_server()},
+        "servers": {"up": lite_server()},
         "personas": {"ops": {"allow": ["up__echo"]}},
     }
     with http_gateway(tmp_path, document) as base:
