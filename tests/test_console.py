@@ -88,7 +88,7 @@ class Stack:
             "iat": now,
             "exp": now + 600,
         }
-        response = httpx.post(f"{self.issuer}/mint", json={"claims": claims})
+        response = httpx.post(f"{self.issuer}/mint", json={"claims": claims}, verify=TLS)
         response.raise_for_status()
         return str(response.json()["token"])
 

@@ -197,7 +197,6 @@ def test_listings_apply_the_policy_and_say_what_is_withheld(secured: tuple[Path,
     assert {(w["kind"], w["name"], w["server"]) for w in servers["withheld"]} == everything
 
 
-@pytest.mark.long
 def test_pin_approve_accepts_only_the_named_items(tmp_path: Path) -> None:
     config = write_registry(tmp_path / "servers.toml", {"up": lite_server()}, mode="production")
     runner = CliRunner()
