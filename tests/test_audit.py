@@ -23,7 +23,7 @@ import tomlkit
 from click.testing import CliRunner
 from mcp.shared.exceptions import MCPError
 
-from conftest import gateway_stdio, mcpgw_command, run_mcpgw, upstream_server, write_registry
+from conftest import gateway_stdio, lite_server, mcpgw_command, run_mcpgw, write_registry
 from mcpgw.audit import AuditLog, Kind, Outcome, Step, current, note, recording
 from mcpgw.cli import cli
 from mcpgw.config import load
@@ -139,7 +139,7 @@ def test_an_unwritable_database_is_a_clear_error_at_start(tmp_path: Path) -> Non
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     config = registry_with_personas(
-        tmp_path / "servers.toml", {"up": upstream_server()}, {}, audit={"path": str(blocker / "audit.db")}
+        tmp_path / "servers.toml", {"up": lite_server()}, {}, audit={"path": str(blocker / "audit.db")}
     )
     done = run_mcpgw("serve", "--config", str(config))
     assert done.returncode == 2
@@ -217,7 +217,7 @@ def test_logs_and_stats_commands(tmp_path: Path, audit_db: Path) -> None:
             },
         ]
     )
-    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    config = write_registry(tmp_path / "servers.toml", {"up": lite_server()})
     runner = CliRunner()
     result = runner.invoke(cli, ["logs", "-c", str(config), "--json", "--persona", "a"])
     assert result.exit_code == 0, result.output
@@ -236,7 +236,7 @@ def test_logs_and_stats_commands(tmp_path: Path, audit_db: Path) -> None:
 
 def test_logs_without_a_database_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MCPGW_AUDIT_DB", str(tmp_path / "none.db"))
-    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    config = write_registry(tmp_path / "servers.toml", {"up": lite_server()})
     result = CliRunner().invoke(cli, ["logs", "-c", str(config)])
     assert result.exit_code == 2 and "no audit database" in result.output
 
@@ -265,7 +265,7 @@ def test_logs_follow_prints_new_rows(tmp_path: Path, audit_db: Path) -> None:
 
     db = sqlite_utils.Database(audit_db)
     ensure_schema(db)
-    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    config = write_registry(tmp_path / "servers.toml", {"up": lite_server()})
     with subprocess.Popen(
         mcpgw_command("logs", "-c", str(config), "--follow", "--json"),
         stdout=subprocess.PIPE,
@@ -311,7 +311,7 @@ def test_logs_accepts_every_outcome_and_finds_its_rows(
         log.event(Kind.SECURITY, name="this", outcome=outcome)
 
     written(audit_db, write)
-    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    config = write_registry(tmp_path / "servers.toml", {"up": lite_server()})
     result = CliRunner().invoke(cli, ["logs", "-c", str(config), "--json", "--outcome", outcome.value])
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["name"] for line in result.stdout.splitlines()] == ["this"]
@@ -326,7 +326,7 @@ def test_expired_and_refused_rows_are_found_by_their_outcome(tmp_path: Path, aud
         log.event(Kind.UPSTREAM, server="up", name="ready")
 
     written(audit_db, write)
-    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    config = write_registry(tmp_path / "servers.toml", {"up": lite_server()})
     for outcome, kind in (("expired", "auth"), ("refused", "sampling")):
         result = CliRunner().invoke(cli, ["logs", "-c", str(config), "--json", "--outcome", outcome])
         assert result.exit_code == 0, result.output
@@ -334,7 +334,7 @@ def test_expired_and_refused_rows_are_found_by_their_outcome(tmp_path: Path, aud
 
 
 def test_logs_with_an_unknown_outcome_is_a_one_line_error(tmp_path: Path, audit_db: Path) -> None:
-    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    config = write_registry(tmp_path / "servers.toml", {"up": lite_server()})
     result = CliRunner().invoke(cli, ["logs", "-c", str(config), "--outcome", "exploded"])
     assert result.exit_code == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
@@ -548,7 +548,7 @@ def test_logs_shows_rows_an_older_version_wrote_without_driving_the_terminal(
             "request_id": "legacy",
         }
     )
-    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    config = write_registry(tmp_path / "servers.toml", {"up": lite_server()})
     for extra in ([], ["--json"]):
         result = CliRunner().invoke(cli, ["logs", "-c", str(config), *extra])
         assert result.exit_code == 0, result.output
@@ -573,7 +573,7 @@ def test_logs_prints_rich_markup_in_a_stored_persona_or_server_as_text(
         {**row, "ts": "2099-01-01T00:00:00+00:00", "kind": "auth", "persona": markup, "server": markup}
         | {"outcome": "denied", "request_id": "markup"}
     )
-    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    config = write_registry(tmp_path / "servers.toml", {"up": lite_server()})
     table = CliRunner().invoke(cli, ["logs", "-c", str(config)])
     assert table.exit_code == 0, table.output
     assert table.stdout.count("[link=") == 2, table.stdout  # shown as text (a cell may wrap after it)

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from mcp.shared.exceptions import MCPError
 
-from conftest import TOOLS_DIR, pip_install, upstream_server, write_registry
+from conftest import TOOLS_DIR, lite_server, pip_install, write_registry
 from mcpgw.audit import AuditLog, Kind, Outcome, dashboard
 from mcpgw.audit.schema import COLUMNS
 from mcpgw.cli import cli
@@ -57,7 +57,7 @@ def audit_file(tmp_path: Path, audit_db: Path) -> Path:
 
 
 def metadata_file(tmp_path: Path, database: Path) -> Path:
-    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    config = write_registry(tmp_path / "servers.toml", {"up": lite_server()})
     result = CliRunner().invoke(cli, ["logs", "-c", str(config), "--datasette-metadata"])
     assert result.exit_code == 0, result.output
     path = tmp_path / "metadata.json"

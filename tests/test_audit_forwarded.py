@@ -16,7 +16,7 @@ import sqlite_utils
 from click.testing import CliRunner
 from mcp.shared.exceptions import MCPError
 
-from conftest import upstream_server, write_registry
+from conftest import lite_server, write_registry
 from mcpgw.cli import cli
 from parity import TestUpstream, gateway_client, registry, served
 
@@ -50,7 +50,7 @@ async def test_search_mode_calls_are_logged_under_the_tool_called(tmp_path: Path
         ("up__echo", '{"message":"found"}'),
         ("up__nope", '{"name":"up__nope","arguments":{}}'),
     ]
-    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    config = write_registry(tmp_path / "servers.toml", {"up": lite_server()})
     listed = CliRunner().invoke(cli, ["logs", "-c", str(config), "--json", "--tool", "up__echo"])
     assert listed.exit_code == 0, listed.output
     assert [json.loads(line)["persona"] for line in listed.stdout.splitlines()] == ["finder"]

@@ -29,7 +29,7 @@ from click.testing import CliRunner
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from conftest import TLS, background, free_port, mcpgw_command, run_mcpgw, upstream_server, write_registry
+from conftest import TLS, background, free_port, lite_server, mcpgw_command, run_mcpgw, write_registry
 from mcpgw.audit import (
     COLUMNS,
     AuditLog,
@@ -67,7 +67,7 @@ async def until(condition: Any) -> None:
 
 
 def config_with(path: Path, audit: dict[str, Any]) -> Path:
-    config = write_registry(path, {"up": upstream_server()})
+    config = write_registry(path, {"up": lite_server()})
     lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in audit.items())
     config.write_text(config.read_text() + "\n[audit]\n" + lines)
     return config

@@ -23,7 +23,7 @@ import tomlkit
 from click.testing import CliRunner
 from fastmcp import Client
 
-from conftest import SERVERS, background, free_port, gateway_stdio, mcpgw_command, upstream_server
+from conftest import SERVERS, background, free_port, gateway_stdio, lite_server, mcpgw_command
 from mcpgw.cli import cli
 from mcpgw.cli import output as cli_output
 
@@ -82,7 +82,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     issuer, gateway = f"http://127.0.0.1:{issuer_port}", f"http://127.0.0.1:{gateway_port}"
     config, audit = tmp / "servers.toml", tmp / "audit.db"
     document = {
-        "servers": {"up": upstream_server()},
+        "servers": {"up": lite_server()},
         "personas": {"dev": {}},
         "auth": {
             "issuer": issuer,

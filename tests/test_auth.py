@@ -82,12 +82,12 @@ class Stack:
             "exp": now + 300,
         }
         body = {k: v for k, v in {**base, **claims}.items() if k not in drop}
-        response = httpx.post(f"{self.issuer}/mint", json={"claims": body, "forge": forge})
+        response = httpx.post(f"{self.issuer}/mint", json={"claims": body, "forge": forge}, verify=TLS)
         response.raise_for_status()
         return str(response.json()["token"])
 
     def stats(self) -> dict[str, int]:
-        return dict(httpx.get(f"{self.issuer}/stats").json())
+        return dict(httpx.get(f"{self.issuer}/stats", verify=TLS).json())
 
     def upstream_calls(self) -> list[dict[str, Any]]:
         if not self.calls.exists():
@@ -194,7 +194,7 @@ def _post(url: str, token: str | None) -> httpx.Response:
     headers = dict(MCP_HEADERS)
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    return httpx.post(url, json=ECHO_CALL, headers=headers)
+    return httpx.post(url, json=ECHO_CALL, headers=headers, verify=TLS)
 
 
 async def _tools(url: str, token: str) -> set[str]:
@@ -408,7 +408,7 @@ async def test_jwks_outage_refuses_tokens_and_is_not_refetched_per_request(stack
 
 def _initialize(stack: Stack, token: str) -> httpx.Response:
     headers = {**MCP_HEADERS, "Authorization": f"Bearer {token}"}
-    return httpx.post(f"{stack.gateway}/mcp", json=INITIALIZE, headers=headers)
+    return httpx.post(f"{stack.gateway}/mcp", json=INITIALIZE, headers=headers, verify=TLS)
 
 
 def test_jwks_outage_answers_503_with_retry_after_and_cached_keys_keep_working(stack: Stack) -> None:
@@ -643,7 +643,7 @@ def test_an_explicit_audience_counts_on_every_endpoint_and_nothing_else_does() -
 
 def _initialize_at(stack: Stack, path: str, token: str) -> httpx.Response:
     headers = {**MCP_HEADERS, "Authorization": f"Bearer {token}"}
-    return httpx.post(f"{stack.gateway}{path}", json=INITIALIZE, headers=headers)
+    return httpx.post(f"{stack.gateway}{path}", json=INITIALIZE, headers=headers, verify=TLS)
 
 
 async def test_a_key_removed_from_the_jwks_stops_working_within_the_cache_lifetime() -> None:
@@ -817,6 +817,7 @@ def _forged_alg(alg: str) -> str:
     return f"{part({'alg': alg, 'kid': 'k'})}.{part({'sub': 'x'})}.c2ln"
 
 
+@pytest.mark.long
 async def test_a_burst_of_refused_requests_cannot_fill_the_disk(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -28,11 +28,11 @@ from fastmcp import Client
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from conftest import (
+    LITE,
     LLM_PRICES,
     ROOT,
     SERVERS,
     TLS,
-    UPSTREAM,
     StandIn,
     background,
     free_port,
@@ -88,7 +88,7 @@ class Stack:
             "iat": now,
             "exp": now + 600,
         }
-        response = httpx.post(f"{self.issuer}/mint", json={"claims": claims})
+        response = httpx.post(f"{self.issuer}/mint", json={"claims": claims}, verify=TLS)
         response.raise_for_status()
         return str(response.json()["token"])
 
@@ -125,7 +125,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, llm: StandIn) -> Iterator[St
             {
                 "gateway": {"mode": "production"},
                 "servers": {
-                    "up": {"command": sys.executable, "args": [str(UPSTREAM)]},
+                    "up": {"command": sys.executable, "args": [str(LITE)]},
                     "tiny": {"command": sys.executable, "args": [str(SERVERS / "tiny.py")]},
                     "mut": {
                         "command": sys.executable,

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from conftest import SERVERS, UPSTREAM, background, free_port, gateway_stdio, mcpgw_command, upstream_server
+from conftest import SERVERS, UPSTREAM, background, free_port, gateway_stdio, lite_server, mcpgw_command
 from mcpgw.cli import cli
 
 ACCOUNT = "7731-4402-9917"
@@ -56,7 +56,7 @@ def text(result: types.CallToolResult) -> str:
 @pytest.mark.anyio
 async def test_stdio_gateway_refuses_the_exfiltration(tmp_path: Path) -> None:
     log = tmp_path / "mail.jsonl"
-    config = registry(tmp_path, {**upstream_server(), "env": {"UPSTREAM_CALL_LOG": str(log)}})
+    config = registry(tmp_path, {**lite_server(), "env": {"UPSTREAM_CALL_LOG": str(log)}})
     async with gateway_stdio(config, mode="legacy") as agent:
         assert not (await agent.call_tool("crm__echo", {"message": RECORD})).is_error
         assert not (await agent.call_tool("web__echo", {"message": PAGE})).is_error
@@ -125,7 +125,7 @@ async def test_http_gateway_keeps_each_session_apart_in_both_eras(tmp_path: Path
 
 
 def test_tools_shows_each_tools_flow_labels(tmp_path: Path) -> None:
-    config = registry(tmp_path, upstream_server())
+    config = registry(tmp_path, lite_server())
     shown = CliRunner().invoke(cli, ["tools", "-c", str(config), "--json"])
     assert shown.exit_code == 0, shown.output
     labels = json.loads(shown.stdout)["labels"]

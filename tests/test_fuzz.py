@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import SERVERS, upstream_server
+from conftest import SERVERS, lite_server
 from test_lifecycle import RawGateway
 
 METHODS = [
@@ -85,7 +85,7 @@ def well_formed(message: dict[str, Any]) -> bool:
 
 
 def test_fuzzed_stdio_input(registry_file: Any) -> None:
-    config: Path = registry_file({"up": upstream_server()})
+    config: Path = registry_file({"up": lite_server()})
     gateway = RawGateway(config)
     try:
         gateway.initialize()
@@ -171,7 +171,7 @@ def test_fuzzed_http_input(registry_file: Any) -> None:
 
     from conftest import background, free_port, mcpgw_command
 
-    config: Path = registry_file({"up": upstream_server()})
+    config: Path = registry_file({"up": lite_server()})
     port = free_port()
     url = f"http://127.0.0.1:{port}/mcp"
     modern = {"MCP-Protocol-Version": "2026-07-28"}

@@ -20,8 +20,8 @@ from conftest import (
     background,
     free_port,
     inspector_command,
+    lite_server,
     mcpgw_command,
-    upstream_server,
     write_registry,
 )
 
@@ -89,7 +89,7 @@ def check_echo(result: dict[str, Any], era: str) -> None:
 @pytest.mark.long
 @pytest.mark.parametrize("era", ERAS)
 async def test_inspector_against_gateway_over_stdio(era: str, inspector: Any, registry_file: Any) -> None:
-    config = registry_file({"up": upstream_server()})
+    config = registry_file({"up": lite_server()})
     gateway = mcpgw_command("serve", "--config", str(config), "--log-level", "warning")
 
     check_listing((await inspector(gateway, "--method", "tools/list", era=era)).result())
@@ -123,7 +123,7 @@ def http_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One `mcpgw serve --transport http` for both eras' inspectors (each a client of its own, that
     lists and calls, changing nothing); yields its /mcp URL."""
     folder = tmp_path_factory.mktemp("inspector-http")
-    config = write_registry(folder / "servers.toml", {"up": upstream_server()})
+    config = write_registry(folder / "servers.toml", {"up": lite_server()})
     port = free_port()
     command = mcpgw_command(
         "serve", "--config", str(config), "--transport", "http", "--port", str(port), "--log-level", "warning"

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import SERVERS, TLS, gateway_stdio, mcpgw_command, stop_group, upstream_server
+from conftest import SERVERS, TLS, gateway_stdio, lite_server, mcpgw_command, stop_group
 
 TINY = {"command": sys.executable, "args": [str(SERVERS / "tiny.py")]}
 """An upstream with `echo` and `pid`, standard library only: it starts in milliseconds where a FastMCP
@@ -193,7 +193,7 @@ def test_broken_upstreams_do_not_stop_the_rest(registry_file: Any, tmp_path: Pat
             "garbage": {"command": sys.executable, "args": [bad, "garbage"]},
             "missing": {"command": str(tmp_path / "no-such-binary")},
             "nohost": {"url": "http://127.0.0.1:9/mcp"},
-            "unset": {**upstream_server(), "env": {"TOKEN": "${MCPGW_TEST_UNSET_VARIABLE}"}},
+            "unset": {**lite_server(), "env": {"TOKEN": "${MCPGW_TEST_UNSET_VARIABLE}"}},
         },
         # Generous: the good upstreams must start within it however loaded the machine is. A broken
         # one fails at once, so none of them holds the catalog up to this limit.
@@ -375,7 +375,7 @@ def test_closing_stdin_stops_an_upstream_that_ignores_it_within_the_clients_grac
 
 
 def test_a_gateway_killed_with_sigkill_leaves_no_upstream_behind(registry_file: Any, tmp_path: Path) -> None:
-    gateway = RawGateway(registry_file({"a": lingering(tmp_path), "b": upstream_server("--name", "B")}))
+    gateway = RawGateway(registry_file({"a": lingering(tmp_path), "b": lite_server("--name", "B")}))
     pids: list[int] = []
     try:
         gateway.initialize()

@@ -25,7 +25,7 @@ import pytest
 from click.testing import CliRunner
 from mcp.shared.exceptions import MCPError
 
-from conftest import SERVERS, background, free_port
+from conftest import SERVERS, TLS, background, free_port
 from mcpgw.cli import cli
 from mcpgw.config import load
 from parity import gateway_client, served
@@ -41,7 +41,7 @@ def base() -> Iterator[str]:
 
 
 def stats(base: str) -> dict[str, Any]:
-    return dict(httpx.get(f"{base}/admin/stats").json())
+    return dict(httpx.get(f"{base}/admin/stats", verify=TLS).json())
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     def open_(url: str) -> bool:
         opened.append(url)
-        landed = httpx.get(url, follow_redirects=True, timeout=30)
+        landed = httpx.get(url, follow_redirects=True, timeout=30, verify=TLS)
         assert landed.status_code == 200, landed.text
         return True
 

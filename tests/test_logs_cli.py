@@ -21,7 +21,7 @@ import pytest
 import sqlite_utils
 from click.testing import CliRunner
 
-from conftest import SERVERS, gateway_stdio, mcpgw_command, upstream_server, write_registry
+from conftest import SERVERS, gateway_stdio, lite_server, mcpgw_command, write_registry
 from mcpgw.audit import COLUMNS, ensure_schema
 from mcpgw.cli import cli
 
@@ -48,7 +48,7 @@ def ids(db_path: Path) -> list[str]:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    return write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    return write_registry(tmp_path / "servers.toml", {"up": lite_server()})
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import mcpgw
 import parity
-from conftest import SERVERS, StandIn, background, free_port, mcpgw_command, run_mcpgw, upstream_server
+from conftest import SERVERS, TLS, StandIn, background, free_port, lite_server, mcpgw_command, run_mcpgw
 from mcpgw.config import validate
 from mcpgw.server import scrape
 
@@ -55,7 +55,7 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 
 
 def scraped(url: str) -> Samples:
-    response = httpx.get(url, timeout=30)
+    response = httpx.get(url, timeout=30, verify=TLS)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     return parse(response.text)
@@ -104,7 +104,7 @@ takes a CPU second. For the tests that need no more than that (the first needs `
 @pytest.mark.long
 def test_http_metrics_count_calls_by_method_persona_server_tool_and_outcome(tmp_path: Path) -> None:
     document = {
-        "servers": {"up": upstream_server()},
+        "servers": {"up": lite_server()},
         "personas": {"ops": {"allow": ["up__echo"]}},
     }
     with http_gateway(tmp_path, document) as base:

@@ -27,9 +27,9 @@ from conftest import (
     SERVERS,
     background,
     free_port,
+    lite_server,
     mcpgw_command,
     run_mcpgw,
-    upstream_server,
     write_registry,
 )
 from mcpgw.core.gateway import Gateway
@@ -70,8 +70,8 @@ def calls(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def config(tmp_path: Path, calls: Path) -> Path:
-    up = {**upstream_server(), "env": {"UPSTREAM_CALL_LOG": str(calls)}}
-    path = write_registry(tmp_path / "servers.toml", {"up": up, "other": upstream_server("--name", "other")})
+    up = {**lite_server(), "env": {"UPSTREAM_CALL_LOG": str(calls)}}
+    path = write_registry(tmp_path / "servers.toml", {"up": up, "other": lite_server("--name", "other")})
     doc = path.read_text()
     import tomlkit
 
@@ -285,7 +285,7 @@ def test_rules_that_match_nothing_are_warnings(tmp_path: Path) -> None:
 
 
 def test_persona_naming_an_unknown_server_is_a_config_error(tmp_path: Path) -> None:
-    path = write_registry(tmp_path / "servers.toml", {"up": upstream_server()})
+    path = write_registry(tmp_path / "servers.toml", {"up": lite_server()})
     path.write_text(path.read_text() + '\n[personas.p]\nservers = ["github"]\n')
     done = run_mcpgw("list-servers", "--config", str(path))
     assert done.returncode == 2

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from conftest import UPSTREAM, StandIn
+from conftest import LITE, StandIn
 from mcpgw.cli import cli
 
 KEY_VAR = "MCPGW_TEST_LLM_KEY"
@@ -61,7 +61,7 @@ def registry(tmp_path: Path, llm: StandIn, monkeypatch: pytest.MonkeyPatch) -> P
     llm.script("scripted-cli-good", json.dumps(PROPOSAL))
     llm.script("scripted-cli-garbage", "not json at all {")
     path = tmp_path / "servers.toml"
-    path.write_text(REGISTRY.format(python=sys.executable, upstream=UPSTREAM, base=llm.base, key=KEY_VAR))
+    path.write_text(REGISTRY.format(python=sys.executable, upstream=LITE, base=llm.base, key=KEY_VAR))
     return path
 
 
@@ -134,7 +134,7 @@ def test_bad_drafts_are_one_line_exit_2_and_nothing_written(
 
 def test_no_route_configured_is_one_line_exit_2(tmp_path: Path) -> None:
     path = tmp_path / "servers.toml"
-    path.write_text(f'[servers.up]\ncommand = "{sys.executable}"\nargs = ["{UPSTREAM}"]\n')
+    path.write_text(f'[servers.up]\ncommand = "{sys.executable}"\nargs = ["{LITE}"]\n')
     result = run("personas", "draft", "helper", "--job", JOB, "-c", str(path), "--write")
     assert result.exit_code == 2
     assert result.stderr.strip() == (

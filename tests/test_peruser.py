@@ -46,17 +46,19 @@ class Stack:
     def mint(self, sub: str) -> str:
         now = int(time.time())
         claims = {"iss": self.issuer, "sub": sub, "client_id": "cli", "aud": f"{self.gateway}/mcp"}
-        minted = httpx.post(f"{self.issuer}/mint", json={"claims": {**claims, "iat": now, "exp": now + 600}})
+        minted = httpx.post(
+            f"{self.issuer}/mint", json={"claims": {**claims, "iat": now, "exp": now + 600}}, verify=TLS
+        )
         minted.raise_for_status()
         return str(minted.json()["token"])
 
     def stats(self) -> dict[str, Any]:
-        return dict(httpx.get(f"{self.base}/admin/stats").json())
+        return dict(httpx.get(f"{self.base}/admin/stats", verify=TLS).json())
 
 
 def browse(url: str, user: str) -> httpx.Response:
     """The user's browser: approves at the authorization server, lands on the gateway's callback."""
-    return httpx.get(url, headers={"X-Test-User": user}, follow_redirects=True, timeout=60)
+    return httpx.get(url, headers={"X-Test-User": user}, follow_redirects=True, timeout=60, verify=TLS)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +133,7 @@ def call_whoami(
         "method": "tools/call",
         "params": {"name": f"{server}__whoami", "arguments": {}},
     }
-    return rpc(httpx.post(f"{stack.gateway}/mcp", json=call, headers=headers, timeout=60))
+    return rpc(httpx.post(f"{stack.gateway}/mcp", json=call, headers=headers, timeout=60, verify=TLS))
 
 
 def answer(reply: dict[str, Any]) -> str:

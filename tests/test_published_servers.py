@@ -22,13 +22,13 @@ from mcp_types import PromptReference
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from conftest import (
-    UPSTREAM,
+    LITE,
     background,
     direct_stdio,
     free_port,
     gateway_stdio,
+    lite_server,
     mcpgw_command,
-    upstream_server,
 )
 
 pytestmark = pytest.mark.anyio
@@ -299,7 +299,7 @@ def children_running(parent: int, needle: str) -> set[int]:
 async def test_mixed_era_clients_share_upstreams_over_http(
     registry_file: Any, node: str, everything_js: str
 ) -> None:
-    config = registry_file({"everything": everything_entry(node, everything_js), "up": upstream_server()})
+    config = registry_file({"everything": everything_entry(node, everything_js), "up": lite_server()})
     port = free_port()
     command = mcpgw_command(
         "serve", "--config", str(config), "--transport", "http", "--port", str(port), "--log-level", "warning"
@@ -315,7 +315,7 @@ async def test_mixed_era_clients_share_upstreams_over_http(
             first_pid = (await old.call_tool("up__pid", {})).structured_content
             assert isinstance(first_pid, dict) and isinstance(first_pid["result"], int)
             everything_before = children_running(gateway_process.pid, everything_js)
-            upstream_before = children_running(gateway_process.pid, str(UPSTREAM))
+            upstream_before = children_running(gateway_process.pid, str(LITE))
             assert len(everything_before) == 1
             assert upstream_before == {first_pid["result"]}
 
@@ -356,7 +356,7 @@ async def test_mixed_era_clients_share_upstreams_over_http(
 
             # Neither upstream was re-spawned by either client, or by the switch between eras.
             assert children_running(gateway_process.pid, everything_js) == everything_before
-            assert children_running(gateway_process.pid, str(UPSTREAM)) == upstream_before
+            assert children_running(gateway_process.pid, str(LITE)) == upstream_before
             assert (await new.call_tool("up__pid", {})).structured_content == first_pid
 
 

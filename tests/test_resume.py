@@ -16,7 +16,7 @@ import mcp_types
 import pytest
 import tomlkit
 
-from conftest import background, free_port, mcpgw_command, upstream_server
+from conftest import background, free_port, lite_server, mcpgw_command
 from mcpgw.server.resume import BoundedEventStore
 
 pytestmark = pytest.mark.anyio
@@ -29,7 +29,7 @@ ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "appl
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("resume")
     config = home / "servers.toml"
-    config.write_text(tomlkit.dumps({"servers": {"up": upstream_server()}}))
+    config.write_text(tomlkit.dumps({"servers": {"up": lite_server()}}))
     port = free_port()
     command = mcpgw_command("serve", "-c", str(config), "-t", "http", "--port", str(port))
     env = {"MCPGW_AUDIT_DB": str(home / "audit.db")}

@@ -48,7 +48,6 @@ async def wait_for(client: Client, predicate: Any, timeout: float = 60.0) -> set
             await anyio.sleep(0.1)
 
 
-@pytest.mark.long
 async def test_production_withholds_a_changed_tool_until_pin_approve(tmp_path: Path, audit_db: Path) -> None:
     config = write_registry(
         tmp_path / "servers.toml", {"mut": mutable_server(tmp_path / "state")}, mode="production"
@@ -117,7 +116,6 @@ async def test_prototype_serves_a_changed_tool_and_records_a_warning(tmp_path: P
     assert "served: its definition differs from its pin" in warnings[0]["error"]
 
 
-@pytest.mark.long
 def test_hidden_instruction_is_flagged_with_tool_and_position(tmp_path: Path, audit_db: Path) -> None:
     config = tmp_path / "servers.toml"
     runner = CliRunner()

@@ -24,7 +24,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_types import PromptReference, ResourceTemplateReference
 
-from conftest import SERVERS, gateway_stdio, mcpgw_command, pin_registry, upstream_server, write_registry
+from conftest import SERVERS, gateway_stdio, lite_server, mcpgw_command, pin_registry, write_registry
 from mcpgw.cli import cli
 from mcpgw.security import pins
 
@@ -38,8 +38,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(registry, upstream call log): production mode, pinned, with echo/greet/the template unpinned."""
     tmp = tmp_path_factory.mktemp("withheld")
     calls = tmp / "upstream-calls.jsonl"
-    up = {**upstream_server(), "env": {"UPSTREAM_CALL_LOG": str(calls)}}
-    raw = {**upstream_server("--name", "raw"), "namespace": ""}
+    up = {**lite_server(), "env": {"UPSTREAM_CALL_LOG": str(calls)}}
+    raw = {**lite_server("--name", "raw"), "namespace": ""}
     config = write_registry(tmp / "servers.toml", {"up": up, "raw": raw}, mode="production")
     parsed = tomlkit.parse(config.read_text())
     parsed["personas"] = {
@@ -197,9 +197,8 @@ def test_listings_apply_the_policy_and_say_what_is_withheld(secured: tuple[Path,
     assert {(w["kind"], w["name"], w["server"]) for w in servers["withheld"]} == everything
 
 
-@pytest.mark.long
 def test_pin_approve_accepts_only_the_named_items(tmp_path: Path) -> None:
-    config = write_registry(tmp_path / "servers.toml", {"up": upstream_server()}, mode="production")
+    config = write_registry(tmp_path / "servers.toml", {"up": lite_server()}, mode="production")
     runner = CliRunner()
     assert runner.invoke(cli, ["pin", "--config", str(config)]).exit_code == 0
     lock_file = tmp_path / "servers.lock"
