@@ -37,7 +37,19 @@ from mcpgw.audit.schema import (
     ensure_schema,
     path_for,
 )
-from mcpgw.audit.step import STAT_KINDS, Kind, Outcome, Recorder, Step, current, note, now, recording
+from mcpgw.audit.step import (
+    STAT_KINDS,
+    Kind,
+    Outcome,
+    Recorder,
+    Step,
+    current,
+    entered,
+    left,
+    note,
+    now,
+    recording,
+)
 from mcpgw.audit.store import Connection, SqliteStore, Store, StoreError, store_for
 
 __all__ = [
@@ -65,6 +77,8 @@ __all__ = [
     "default_path",
     "durable",
     "ensure_schema",
+    "entered",
+    "left",
     "note",
     "now",
     "open_for",
