@@ -75,11 +75,16 @@ def left(token: contextvars.Token[Fields]) -> None:
 def resumed(fields: Fields) -> Iterator[Fields]:
     """Back under a request's own `fields` for the block: its bookkeeping run after it was answered
     (`server.afteranswer`), whose log lines still name the request."""
-    token = _current.set(fields)
+    token = back(fields)
     try:
         yield fields
     finally:
         _current.reset(token)
+
+
+def back(fields: Fields) -> contextvars.Token[Fields]:
+    """`resumed` without its generator: hand the token to `left` when the work is done."""
+    return _current.set(fields)
 
 
 @contextmanager

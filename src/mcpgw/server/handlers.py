@@ -158,7 +158,8 @@ def _booked(
 ) -> None:
     """A request's row queued (when not already), counted and, at `--log-level debug`, logged, under
     the request's own fields (it may run after the request's answer, outside them)."""
-    with observe.resumed(fields):
+    resumed = observe.back(fields)  # `observe.resumed`, without its generator
+    try:
         if log is not None:
             log.record_step(step)
         if gateway.metrics is not None and step.kind is not audit.Kind.LIST:  # `_listings_counted`
@@ -171,6 +172,8 @@ def _booked(
                 step.outcome,
                 (time.perf_counter() - step.started) * 1000,
             )
+    finally:
+        observe.left(resumed)
 
 
 def _step(
