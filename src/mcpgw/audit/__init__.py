@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from mcpgw.audit.fields import SUMMARY_CHARS, shown
 from mcpgw.audit.fold import Fold, Folds
-from mcpgw.audit.log import BATCH_INTERVAL, AuditLog, answering, durable, open_for
+from mcpgw.audit.log import BATCH_INTERVAL, AuditLog, durable, open_for
 from mcpgw.audit.queries import STAT_GROUPS, open_for_reading, printable, prune, query, stats
 from mcpgw.audit.schema import (
     COLUMNS,
@@ -72,7 +72,6 @@ __all__ = [
     "Step",
     "Store",
     "StoreError",
-    "answering",
     "current",
     "default_path",
     "durable",
