@@ -9,6 +9,12 @@ and this small driver; the upstream is another process) for three rounds.
     PYTHONPATH=src .venv/bin/python bench/lane.py               # N=3000 calls a round, audit on
     AUDIT=0 N=2000 PYTHONPATH=src .venv/bin/python bench/lane.py
     PROF=tottime PYTHONPATH=src .venv/bin/python bench/lane.py  # cProfile of the last round
+    CRIT=1 PYTHONPATH=src .venv/bin/python bench/lane.py        # the critical path's share, too
+
+`CRIT=1` also prints the gateway thread's CPU (`time.thread_time`) on the critical path of a call:
+from the request line read to the upstream's request written, and from the upstream's answer line
+read to the client's answer written; the rest of the thread's CPU per call runs off that path (the
+bookkeeping after the answer, the event loop, this driver).
 
 The profile counts this thread's CPU (`time.thread_time`), not wall time: on a busy machine a wall
 clock charges a pipe write with the upstream that preempts the gateway on being woken.
@@ -46,12 +52,14 @@ from mcpgw.audit import AuditLog  # noqa: E402
 from mcpgw.server import leanlane  # noqa: E402
 from mcpgw.server.handlers import build_server  # noqa: E402
 from mcpgw.server.notify import notification_options  # noqa: E402
+from mcpgw.upstream import stdio as upstream_stdio  # noqa: E402
 from parity import registry, served  # noqa: E402
 
 N = int(os.environ.get("N", "3000"))
 AUDIT = os.environ.get("AUDIT", "1") == "1"
 MODE = os.environ.get("MODE", "auto")
 PROF = os.environ.get("PROF")
+CRIT = os.environ.get("CRIT") == "1"
 
 
 async def main() -> None:
@@ -67,9 +75,13 @@ async def main() -> None:
         waiting: list[asyncio.Event | None] = [None]
         answer: list[bytes] = [b""]
 
+        marks: dict[str, float] = {}  # CRIT=1: thread CPU at each step of the call in flight
+
         async def lines() -> AsyncIterator[str]:
             while True:
-                yield await queue.get()
+                line = await queue.get()
+                marks["read"] = time.thread_time()
+                yield line
 
         async def carry() -> None:  # the client's messages, as the lines a stdio client writes
             async for message in from_client:
@@ -81,6 +93,7 @@ async def main() -> None:
         def write(line: bytes) -> None:  # the gateway's lines: to the client, or to the loop below
             event = waiting[0]
             if event is not None:
+                marks["answered"] = time.thread_time()
                 waiting[0], answer[0] = None, line
                 event.set()
                 return
@@ -100,6 +113,8 @@ async def main() -> None:
             async with Client(transport(), mode=MODE, cache=None) as client:
                 await client.call_tool("up__echo", {"message": "hi"})
                 call = json.loads(calls[-1])
+                if CRIT:
+                    _mark_upstream(gateway.upstreams["up"]._session._wire, marks)
 
                 async def one(request_id: int) -> None:
                     call["id"] = request_id
@@ -112,18 +127,30 @@ async def main() -> None:
                 for i in range(300):  # warm-up
                     await one(1_000_000 + i)
                 rounds = []
+                legs = [0.0, 0.0, 0.0]  # CPU to the upstream, back to the client, all of the thread's
                 for r in range(3):
                     profile = cProfile.Profile(time.thread_time) if PROF and r == 2 else None
-                    cpu, wall = time.process_time(), time.perf_counter()
+                    cpu, wall, own = time.process_time(), time.perf_counter(), time.thread_time()
                     if profile is not None:
                         profile.enable()
                     for i in range(N):
                         await one(2_000_000 + r * N + i)
+                        if CRIT:
+                            legs[0] += marks["sent"] - marks["read"]
+                            legs[1] += marks["answered"] - marks["answer"]
+                    legs[2] += time.thread_time() - own
                     if profile is not None:
                         profile.disable()
                     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
                     rounds.append(f"{cpu / N * 1e6:.0f} us CPU ({wall / N * 1e6:.0f} us wall)")
                 print(f"audit {'on' if AUDIT else 'off'}, {N} calls a round:", "; ".join(rounds))
+                if CRIT:
+                    up, back, own = (leg / (3 * N) * 1e6 for leg in legs)
+                    print(
+                        f"critical path (gateway thread CPU per call): {up:.0f} us request line to upstream "
+                        f"request, {back:.0f} us upstream answer to client answer; {own - up - back:.0f} us "
+                        f"of the thread's {own:.0f} us off that path"
+                    )
                 if profile is not None:
                     stats = pstats.Stats(profile).sort_stats(PROF)
                     stats.print_stats(int(os.environ.get("LINES", "60")))
@@ -132,6 +159,22 @@ async def main() -> None:
             tg.cancel_scope.cancel()
     if log is not None:
         log.close()
+
+
+def _mark_upstream(wire: Any, marks: dict[str, float]) -> None:
+    """CRIT=1: note the thread CPU when the upstream's request is written and its answer line is read."""
+    write, routed = wire._write, upstream_stdio._routed
+
+    async def written(data: bytes) -> None:
+        marks["sent"] = time.thread_time()
+        await write(data)
+
+    async def read(line: Any, *args: Any) -> Any:
+        marks["answer"] = time.thread_time()
+        return await routed(line, *args)
+
+    wire._write = written
+    upstream_stdio._routed = read
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from mcpgw.audit.fields import SUMMARY_CHARS, shown
 from mcpgw.audit.fold import Fold, Folds
-from mcpgw.audit.log import BATCH_INTERVAL, AuditLog, answering, durable, open_for
+from mcpgw.audit.log import BATCH_INTERVAL, AuditLog, durable, open_for
 from mcpgw.audit.queries import STAT_GROUPS, open_for_reading, printable, prune, query, stats
 from mcpgw.audit.schema import (
     COLUMNS,
@@ -37,7 +37,19 @@ from mcpgw.audit.schema import (
     ensure_schema,
     path_for,
 )
-from mcpgw.audit.step import STAT_KINDS, Kind, Outcome, Recorder, Step, current, note, now, recording
+from mcpgw.audit.step import (
+    STAT_KINDS,
+    Kind,
+    Outcome,
+    Recorder,
+    Step,
+    current,
+    entered,
+    left,
+    note,
+    now,
+    recording,
+)
 from mcpgw.audit.store import Connection, SqliteStore, Store, StoreError, store_for
 
 __all__ = [
@@ -60,11 +72,12 @@ __all__ = [
     "Step",
     "Store",
     "StoreError",
-    "answering",
     "current",
     "default_path",
     "durable",
     "ensure_schema",
+    "entered",
+    "left",
     "note",
     "now",
     "open_for",

@@ -26,8 +26,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ import anyio
 from mcpgw.audit.queries import prune
 from mcpgw.audit.redact import Redactor
 from mcpgw.audit.rows import Rows, Values, spend
-from mcpgw.audit.step import Kind, Outcome, Step, new_request_id, now, recording
+from mcpgw.audit.step import Kind, Outcome, Step, new_request_id, now
 from mcpgw.audit.store import Connection, SqliteStore, Store, StoreError, instance_name, store_for
 from mcpgw.detectors import Detector
 
@@ -92,7 +91,8 @@ class AuditLog:
         self.instance = instance
         """Written on every row: which gateway wrote it, when several share one database."""
         self.every_request = every_request
-        """`[audit] durable = "all"`: a request is answered once its row is committed (`answering`)."""
+        """`[audit] durable = "all"`: a request is answered once its row is committed (`commit`, which
+        the request path awaits: `server.handlers._recorded`)."""
         self.redactor = redactor or Redactor()
         self._rows = Rows(self.redactor, instance=instance)
         self.max_buffer = max_buffer
@@ -368,22 +368,6 @@ def open_for(
     log.start()
     log.event(Kind.CONFIG, name=source)
     return log
-
-
-@asynccontextmanager
-async def answering(step: Step, *, into: AuditLog | None) -> AsyncIterator[Step]:
-    """`step.recording` for a request: with `[audit] durable = "all"`, its answer also waits until its
-    row is committed, so a gateway killed right after answering (`kill -9`) has lost no row of an
-    answered request. Requests in flight together share one commit."""
-    if into is None or not into.every_request:
-        with recording(step, into=into):
-            yield step
-        return
-    try:
-        with recording(step, into=None):
-            yield step
-    finally:
-        await into.commit(step)  # queued before the wait: even a cancelled request's row is kept
 
 
 def _nothing() -> None:

@@ -152,7 +152,11 @@ class Step:
 
     def __post_init__(self) -> None:
         # A free string would reach the table unchecked; the enums are the table's vocabulary.
-        self.kind, self.outcome = Kind(self.kind), Outcome(self.outcome)
+        # (Checked by type first: an enum call per field was a tenth of building a step.)
+        if type(self.kind) is not Kind:
+            self.kind = Kind(self.kind)
+        if type(self.outcome) is not Outcome:
+            self.outcome = Outcome(self.outcome)
 
     def ended_by(self, exc: BaseException) -> None:
         """Record how `exc` ended the step; an outcome the gateway already noted (denied, ...) stays."""
@@ -184,6 +188,16 @@ def note(**values: Any) -> None:
     if step is not None:
         for key, value in values.items():
             setattr(step, key, Outcome(value) if key == "outcome" else value)
+
+
+def entered(step: Step) -> contextvars.Token[Step | None]:
+    """Make `step` the current one (`recording` without its generator, for the request path); hand
+    the token to `left` when the request is done."""
+    return _current.set(step)
+
+
+def left(token: contextvars.Token[Step | None]) -> None:
+    _current.reset(token)
 
 
 @contextmanager

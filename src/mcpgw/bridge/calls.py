@@ -107,14 +107,12 @@ class Bridge:
             on_log=on_log,
             trace=tracing.context(),
         )
-        binding = Binding.of(
-            upstream.name,
-            method,
-            params,
-            persona=caller.persona,
-            principal=client.principal if client is not None else None,
-        )
-        params, resumed, answered = self._opened(params, binding)
+        binding: Binding | None = None  # only a state sealed or opened needs it: made then
+        if "requestState" in params or "inputResponses" in params:
+            binding = self._binding(upstream, method, params, caller)
+            params, resumed, answered = self._opened(params, binding)
+        else:  # a first call: nothing of mcpgw's to take out
+            params, resumed, answered = dict(params), None, {}
         # A handshake-era client of an upstream that speaks both eras gets its handshake-era side,
         # as when connected directly (`upstream.companion`): its questions reach the client as asked.
         handshake = client is not None and not client.modern and upstream.serves_handshake_callers()
@@ -124,13 +122,17 @@ class Bridge:
             if exchange is None:
                 raise InvalidRequest("the call this requestState continued has ended: call the tool again")
             exchange.answer(answered)
+            assert binding is not None
             return await self._next_of(exchange, binding, on_log=on_log, on_progress=on_progress)
         tasks = self._tasks()
         if resumed is None and tasks is not None and self.needs_exchange(upstream, caller):
             exchange, runs_as = self._open_exchange(caller, timeout=timeout or upstream.timeout)
             tasks.start_soon(self._run_exchange, exchange, upstream, method, params, runs_as, timeout)
+            binding = binding or self._binding(upstream, method, params, caller)
             return await self._next_of(exchange, binding, on_log=on_log, on_progress=on_progress)
-        with self.inflight.calling(upstream.name, caller):
+        inflight = self.inflight
+        inflight.add(upstream.name, caller)  # `inflight.calling`, without its generator
+        try:
             result = await upstream.request(
                 method, params, timeout=timeout, on_progress=on_progress, handshake_caller=handshake
             )
@@ -145,7 +147,20 @@ class Bridge:
                     again.pop("requestState", None)
                 return await upstream.request(method, again, timeout=timeout, on_progress=on_progress)
 
+            binding = binding or self._binding(upstream, method, params, caller)
             return await self._fulfil(upstream.name, result, caller, retry, binding)
+        finally:
+            inflight.discard(upstream.name, caller)
+
+    def _binding(self, upstream: Upstream, method: str, params: Mapping[str, Any], caller: Caller) -> Binding:
+        client = caller.client
+        return Binding.of(
+            upstream.name,
+            method,
+            params,
+            persona=caller.persona,
+            principal=client.principal if client is not None else None,
+        )
 
     def _opened(
         self, params: Mapping[str, Any], binding: Binding

@@ -28,10 +28,20 @@ class _AnyResult(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+_last_modern: tuple[Any, str | None, ClientChannel] | None = None
+"""The channel of the latest 2026-07-28 request, with the capabilities (by identity) and principal it
+was made of: a modern channel has no per-request part, and a client's requests share their
+capabilities object (the stdio lane's connection), so most requests reuse it whole (it is frozen)."""
+
+
 def client_channel(ctx: ServerRequestContext[Any, Any], *, principal: str | None) -> ClientChannel:
     """What the downstream client behind this request can answer: sampling, elicitation, and how."""
+    global _last_modern
     caps = ctx.session.client_capabilities
     modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+    last = _last_modern
+    if modern and last is not None and last[0] is caps and last[1] == principal:
+        return last[2]
 
     async def send(method: str, params: dict[str, Any]) -> dict[str, Any]:
         # On the request's own channel: over HTTP it rides the POST's response stream.
@@ -40,7 +50,7 @@ def client_channel(ctx: ServerRequestContext[Any, Any], *, principal: str | None
         answer = await ctx.session.send_request(request, _AnyResult, metadata=metadata)
         return answer.model_dump(by_alias=True, exclude_none=True)
 
-    return ClientChannel(
+    channel = ClientChannel(
         can_sample=caps is not None and caps.sampling is not None,
         can_elicit=caps is not None and caps.elicitation is not None,
         elicits_urls=caps is not None and caps.elicitation is not None and caps.elicitation.url is not None,
@@ -49,3 +59,6 @@ def client_channel(ctx: ServerRequestContext[Any, Any], *, principal: str | None
         send=None if modern else send,
         principal=principal,
     )
+    if modern and caps is not None:
+        _last_modern = (caps, principal, channel)
+    return channel

@@ -203,17 +203,16 @@ class Gateway:
         """Client requests being served now."""
         return self._in_flight
 
-    @asynccontextmanager
-    async def tracked(self) -> AsyncIterator[None]:
+    def enter(self) -> None:
+        """A request is forwarded (counted until its `leave`, in a `finally`): refused once draining."""
         if self.draining:
             raise Unavailable("mcpgw is shutting down and takes no new requests")
         self._in_flight += 1
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
-            if self._in_flight == 0 and self.draining:  # only `drain` waits for it: no Event per call
-                self._idle.set()
+
+    def leave(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0 and self.draining:  # only `drain` waits for it: no Event per call
+            self._idle.set()
 
     def _upstream_state(self, upstream: Upstream) -> None:
         if self.metrics is not None and upstream.state == "restarting":

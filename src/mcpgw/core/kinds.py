@@ -53,9 +53,12 @@ class _Bridged:
                 timeout=target.timeout,
             )
 
-        async with gateway.tracked():
+        gateway.enter()
+        try:
             # A per-user server's calls go in the caller's own session (`core.peruser`).
             return await gateway.per_user.forward(target.upstream, request.client, send)
+        finally:
+            gateway.leave()
 
 
 class CallTool(_Bridged):
@@ -234,9 +237,12 @@ class Complete:
         if "completions" not in upstream.capabilities or per_user(upstream.config):
             # A per-user server completes nothing: a completion names no caller to send it as.
             return {"completion": {"values": [], "hasMore": False}}
-        async with gateway.tracked():
+        gateway.enter()
+        try:
             with gateway.inflight.calling(upstream.name, Caller(persona=target.persona)):
                 return await upstream.request(target.method, target.params)
+        finally:
+            gateway.leave()
 
     def shape(self, gateway: Gateway, target: Target, result: dict[str, Any]) -> dict[str, Any]:
         return result

@@ -54,23 +54,37 @@ def current() -> Fields:
 @contextmanager
 def serving(*, request_id: str, persona: str | None) -> Iterator[Fields]:
     """Serve one client request under fresh fields for the duration of the block."""
-    fields = Fields(request_id=request_id, persona=persona, trace_id=_current.get().trace_id)
-    token = _current.set(fields)
+    fields, token = entered(request_id=request_id, persona=persona)
     try:
         yield fields
     finally:
         _current.reset(token)
+
+
+def entered(*, request_id: str, persona: str | None) -> tuple[Fields, contextvars.Token[Fields]]:
+    """`serving` without its generator (the request path): the fresh fields, and the token `left` takes."""
+    fields = Fields(request_id=request_id, persona=persona, trace_id=_current.get().trace_id)
+    return fields, _current.set(fields)
+
+
+def left(token: contextvars.Token[Fields]) -> None:
+    _current.reset(token)
 
 
 @contextmanager
 def resumed(fields: Fields) -> Iterator[Fields]:
     """Back under a request's own `fields` for the block: its bookkeeping run after it was answered
     (`server.afteranswer`), whose log lines still name the request."""
-    token = _current.set(fields)
+    token = back(fields)
     try:
         yield fields
     finally:
         _current.reset(token)
+
+
+def back(fields: Fields) -> contextvars.Token[Fields]:
+    """`resumed` without its generator: hand the token to `left` when the work is done."""
+    return _current.set(fields)
 
 
 @contextmanager

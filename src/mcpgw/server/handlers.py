@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import mcp_types as types
 from mcp.server import apps
@@ -54,28 +54,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mcpgw.server")
 
-T = TypeVar("T")
 _Answer = BaseModel | dict[str, Any] | None
 """What a server middleware's `call_next` returns."""
 Ctx = ServerRequestContext[Any, Any]
 
 
-async def _guarded(work: Callable[[], Awaitable[T]]) -> T:
-    """The one place gateway errors become MCP errors; unexpected ones are logged, never leaked."""
-    try:
-        return await work()
-    except GatewayError as exc:
-        raise MCPError(code=exc.jsonrpc_code, message=str(exc), data=exc.data) from exc
-    except MCPError:
-        raise
-    except Exception as exc:
-        logger.exception("internal error while serving a request")
-        raise MCPError(
-            code=types.INTERNAL_ERROR, message="mcpgw internal error (see the gateway log)"
-        ) from exc
-
-
 _NAME_KEYS = {"call": "name", "prompt": "name", "read": "uri", "subscribe": "uri"}
+_KINDS = {kind.value: kind for kind in audit.Kind}
 
 
 async def _recorded(
@@ -94,7 +79,7 @@ async def _recorded(
     `session`: the request's `session_of`, when the caller has it already (False: found here).
     """
     raw = ctx.params or {}
-    step = _step(gateway, ctx, audit.Kind(kind), persona, session=session)
+    step = _step(gateway, ctx, _KINDS[kind], persona, session=session)
     if kind in _NAME_KEYS:
         step.name = str(raw.get(_NAME_KEYS[kind]))
     elif kind == "list":
@@ -103,33 +88,55 @@ async def _recorded(
         step.arguments = raw.get("arguments")
     log = gateway.audit
     deferred = log is not None and not log.every_request  # rows waited for (`durable = "all"`): now
-    with (
-        observe.serving(request_id=step.request_id, persona=step.persona) as fields,
-        observing.request_span(gateway, ctx, step) as span,
-    ):
-        try:
-            async with audit.answering(step, into=None if deferred else log):
-                result = await _guarded(work)
-                if result.get("isError"):
-                    if step.outcome is audit.Outcome.OK:  # a flow policy's refusal says `blocked`
-                        step.outcome = audit.Outcome.ERROR
-                    step.error = _first_text(result)
-                    tracing.failed(span, "tool_error")
-                if kind == "call" and step.result is None:  # a refusal's account of its steps stays
-                    step.result = result.get("structuredContent") or _first_text(result)
-                return result
-        except MCPError as exc:
-            code = str(exc.error.code)
-            tracing.annotate(span, {"rpc.response.status_code": code})
-            tracing.failed(span, code, exc.error.message)
-            raise
-        finally:
-            if span is not None:
-                observing.finish_span(span, gateway, ctx, step, fields)
-            if deferred and log is not None and audit.durable(step.kind, step.outcome):
-                log.record_step(step)  # committed before the answer leaves, as ever
-                deferred = False
-            afteranswer.later(partial(_booked, gateway, ctx, step, fields, log if deferred else None))
+    # Plain try blocks, not context managers (`observe.serving`, `audit.recording`) and a coroutine for
+    # the error translation: the same steps, in the same order, at a fraction of the CPU per request.
+    fields, serving = observe.entered(request_id=step.request_id, persona=step.persona)
+    try:
+        with observing.request_span(gateway, ctx, step) as span:
+            try:
+                recording = audit.entered(step)
+                try:
+                    try:
+                        result = await work()
+                    except GatewayError as exc:  # the one place gateway errors become MCP errors
+                        raise MCPError(code=exc.jsonrpc_code, message=str(exc), data=exc.data) from exc
+                    except MCPError:
+                        raise
+                    except Exception as exc:  # unexpected ones are logged, never leaked
+                        logger.exception("internal error while serving a request")
+                        raise MCPError(code=types.INTERNAL_ERROR, message=_INTERNAL) from exc
+                    if result.get("isError"):
+                        if step.outcome is audit.Outcome.OK:  # a flow policy's refusal says `blocked`
+                            step.outcome = audit.Outcome.ERROR
+                        step.error = _first_text(result)
+                        tracing.failed(span, "tool_error")
+                    if kind == "call" and step.result is None:  # a refusal's account of its steps stays
+                        step.result = result.get("structuredContent") or _first_text(result)
+                    return result
+                except BaseException as exc:
+                    step.ended_by(exc)
+                    raise
+                finally:
+                    audit.left(recording)
+                    if log is not None and not deferred:  # `durable = "all"`: the answer waits for its row
+                        await log.commit(step)  # queued before the wait: a cancelled request's row is kept
+            except MCPError as exc:
+                code = str(exc.error.code)
+                tracing.annotate(span, {"rpc.response.status_code": code})
+                tracing.failed(span, code, exc.error.message)
+                raise
+            finally:
+                if span is not None:
+                    observing.finish_span(span, gateway, ctx, step, fields)
+                if deferred and log is not None and audit.durable(step.kind, step.outcome):
+                    log.record_step(step)  # committed before the answer leaves, as ever
+                    deferred = False
+                afteranswer.later(partial(_booked, gateway, ctx, step, fields, log if deferred else None))
+    finally:
+        observe.left(serving)
+
+
+_INTERNAL = "mcpgw internal error (see the gateway log)"
 
 
 def _booked(
@@ -137,7 +144,8 @@ def _booked(
 ) -> None:
     """A request's row queued (when not already), counted and, at `--log-level debug`, logged, under
     the request's own fields (it may run after the request's answer, outside them)."""
-    with observe.resumed(fields):
+    resumed = observe.back(fields)  # `observe.resumed`, without its generator
+    try:
         if log is not None:
             log.record_step(step)
         if gateway.metrics is not None and step.kind is not audit.Kind.LIST:  # `_listings_counted`
@@ -150,6 +158,8 @@ def _booked(
                 step.outcome,
                 (time.perf_counter() - step.started) * 1000,
             )
+    finally:
+        observe.left(resumed)
 
 
 def _step(

@@ -212,7 +212,7 @@ class LeanLane:
         self._outbound = NotifyOnlyOutbound(_PipeOutbound(self))
         self._envelope: tuple[Any, Connection] | None = None
         self._spare: Connection | None = None  # a 2026-07-28 request's connection, reusable as born
-        self._chain: tuple[tuple[Any, ...], CallNext] | None = None
+        self._chains: tuple[tuple[Any, ...], dict[str, CallNext]] = ((), {})
         self._in_flight: dict[RequestId, _Request] = {}
 
     @asynccontextmanager
@@ -392,7 +392,7 @@ class LeanLane:
             meta=meta,  # type: ignore[arg-type]
         )
         try:
-            return _dumped(await self._chained()(ctx))
+            return _dumped(await self._chained(method)(ctx))
         finally:
             if self._modern:
                 if not _compat.exit_stack_empty(connection.exit_stack):
@@ -400,16 +400,24 @@ class LeanLane:
                 else:
                     self._release(connection)
 
-    def _chained(self) -> CallNext:
-        """The server's middleware chain around `_handle`, built again only when the middleware changed."""
-        middlewares = tuple(self._server.middleware)
-        if self._chain is None or self._chain[0] != middlewares:
-            call: CallNext = self._handle
+    def _chained(self, method: str) -> CallNext:
+        """The server's middleware chain around `_handle` for `method`, built once per method (again
+        only when the middleware changed). A middleware whose `lean_methods` (the lane's requests it
+        acts on) leaves `method` out has nothing to do on it, and is not in its chain."""
+        middlewares, chains = self._chains
+        if middlewares != (current := tuple(self._server.middleware)):
+            middlewares, chains = self._chains = (current, {})
+        call = chains.get(method)
+        if call is None:
+            call = self._handle
             for middleware in reversed(middlewares):
-                if middleware != self.observe:  # the era it learns is known before the lane takes any
+                if middleware == self.observe:  # the era it learns is known before the lane takes any
+                    continue
+                acts_on = getattr(middleware, "lean_methods", None)
+                if acts_on is None or method in acts_on:
                     call = partial(_apply, middleware, call)
-            self._chain = (middlewares, call)
-        return self._chain[1]
+            chains[method] = call
+        return call
 
     async def _handle(self, ctx: Ctx) -> dict[str, Any]:
         """The end of the chain, as the SDK runner's: params checked, the init gate, the handler, shaping."""

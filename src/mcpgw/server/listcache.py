@@ -33,6 +33,8 @@ class ListingCache:
     """
 
     METHODS = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list"})
+    lean_methods: frozenset[str] = frozenset()
+    """The stdio lean lane's requests (`leanlane`) are no listings: it leaves this out of their chain."""
 
     def __init__(
         self,

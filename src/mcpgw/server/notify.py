@@ -40,14 +40,8 @@ class Announcer:
         self.bus = InMemorySubscriptionBus()
         self.listen = ListenHandler(self.bus)
         self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
-
-    async def track(self, ctx: Ctx, call_next: Callable[[Ctx], Awaitable[Any]]) -> Any:
+        self.track = _Tracker(self._connections)
         """Server middleware: remember handshake-era connections, which get standalone notifications."""
-        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
-            connection = _compat.session_connection(ctx.session)
-            if connection is not None:
-                self._connections.add(connection)
-        return await call_next(ctx)
 
     async def __call__(self, changed: set[str]) -> None:
         events: dict[str, ServerEvent] = {
@@ -64,6 +58,24 @@ class Announcer:
                 await connection.send_resource_list_changed()
             if "prompts" in changed:
                 await connection.send_prompt_list_changed()
+
+
+class _Tracker:
+    """`Announcer.track`: each handshake-era connection a request comes on is remembered."""
+
+    lean_methods: frozenset[str] = frozenset()
+    """Nothing to do on a request the stdio lean lane takes (`leanlane`): its connection was
+    remembered on the request that told the lane the connection's era."""
+
+    def __init__(self, connections: weakref.WeakSet[Connection]) -> None:
+        self._connections = connections
+
+    async def __call__(self, ctx: Ctx, call_next: Callable[[Ctx], Awaitable[Any]]) -> Any:
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            connection = _compat.session_connection(ctx.session)
+            if connection is not None:
+                self._connections.add(connection)
+        return await call_next(ctx)
 
 
 def notification_options() -> NotificationOptions:

@@ -80,11 +80,19 @@ class InFlight:
     @contextmanager
     def calling(self, upstream: str, caller: Caller) -> Iterator[None]:
         """Count `caller` as in flight on `upstream` for the block."""
-        calls = self._calls.setdefault(upstream, {})
-        calls[caller.token] = caller
+        self.add(upstream, caller)
         try:
             yield
         finally:
+            self.discard(upstream, caller)
+
+    def add(self, upstream: str, caller: Caller) -> None:
+        """`calling` without its generator (the forward path): pair it with `discard` in a `finally`."""
+        self._calls.setdefault(upstream, {})[caller.token] = caller
+
+    def discard(self, upstream: str, caller: Caller) -> None:
+        calls = self._calls.get(upstream)
+        if calls is not None:
             calls.pop(caller.token, None)
 
     def count(self, upstream: str) -> int:
