@@ -26,13 +26,20 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, cast
 
-from mcp.server.context import ServerRequestContext
+from mcp.server.context import CallNext, ServerMiddleware, ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.shared.exceptions import MCPError
-from mcp_types import CORE_RESULT_TYPES, INTERNAL_ERROR, SERVER_INFO_META_KEY
+from mcp_types import (
+    CORE_RESULT_TYPES,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    SERVER_INFO_META_KEY,
+    ErrorData,
+)
 from mcp_types import methods as spec
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from mcpgw import _compat, shapes
 from mcpgw.observe import context as observe
@@ -86,6 +93,27 @@ class LeanCalls:
             _checked_in.reset(token)
         return self._shaped(method, version, result, checked_in=slot[0])
 
+    async def handle(self, ctx: Ctx) -> dict[str, Any]:
+        """The end of a lane's middleware chain (the stdio lane's, the stateless HTTP path's), as the
+        SDK runner's: params checked, the init gate, the handler, the result shaped."""
+        method, params, version = ctx.method, ctx.params, ctx.protocol_version
+        if method in spec.SPEC_CLIENT_METHODS:
+            try:
+                shapes.validate_client_request(method, version, params)
+            except KeyError:
+                raise MCPError(code=METHOD_NOT_FOUND, message="Method not found", data=method) from None
+        entry = self._server.get_request_handler(method)
+        if entry is None:
+            raise MCPError(code=METHOD_NOT_FOUND, message="Method not found", data=method)
+        connection = _compat.session_connection(ctx.session)
+        if connection is None or not connection.initialize_accepted:
+            raise MCPError(code=INVALID_PARAMS, message="Invalid request parameters", data="")
+        typed = entry.params_type.model_validate({} if params is None else params, by_name=False)
+        result = await entry.handler(ctx, typed)
+        if isinstance(result, ErrorData):
+            raise MCPError.from_error_data(result)
+        return self.shaped(method, version, dumped(result))
+
     def shaped(self, method: str, version: str, result: dict[str, Any]) -> dict[str, Any]:
         """`result` as the SDK runner's `_serialize` leaves it, checked against `version`'s schema."""
         return self._shaped(method, version, result, checked_in=None)
@@ -123,3 +151,20 @@ class LeanCalls:
             elif isinstance(meta, dict) and meta.get(SERVER_INFO_META_KEY) is None:
                 result["_meta"] = {**meta, SERVER_INFO_META_KEY: self._stamp}
         return result
+
+
+def apply(middleware: ServerMiddleware[Any], call_next: CallNext, ctx: Ctx) -> Awaitable[Any]:
+    return middleware(ctx, call_next)  # as the SDK's runner calls a middleware
+
+
+def dumped(result: Any) -> dict[str, Any]:
+    """A chain's answer as the SDK runner's `_dump_result` makes it a dict."""
+    if result is None:
+        return {}
+    if isinstance(result, ErrorData):
+        raise MCPError.from_error_data(result)
+    if isinstance(result, BaseModel):
+        return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+    if isinstance(result, dict):
+        return dict(result)
+    raise TypeError(f"handler returned {type(result).__name__}; expected BaseModel, dict, or None")

@@ -34,13 +34,13 @@ from typing import Any
 import anyio
 import anyio.abc
 from mcp.server.connection import Connection, NotifyOnlyOutbound
-from mcp.server.context import CallNext, ServerMiddleware, ServerRequestContext
+from mcp.server.context import CallNext, ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.server.models import InitializationOptions
 from mcp.server.runner import aclose_shielded, modern_error_data
 from mcp.server.session import ServerSession
 from mcp.shared.dispatcher import CallOptions, Outbound, coerce_request_id
-from mcp.shared.exceptions import MCPError, NoBackChannelError
+from mcp.shared.exceptions import NoBackChannelError
 from mcp.shared.inbound import InboundLadderRejection, InboundModernRoute, classify_inbound_request
 from mcp.shared.jsonrpc_dispatcher import (
     cancelled_request_id_from_params,
@@ -50,8 +50,6 @@ from mcp.shared.jsonrpc_dispatcher import (
 from mcp.shared.transport_context import TransportContext
 from mcp_types import (
     CONNECTION_CLOSED,
-    INVALID_PARAMS,
-    METHOD_NOT_FOUND,
     PROTOCOL_VERSION_META_KEY,
     ErrorData,
     JSONRPCError,
@@ -59,13 +57,11 @@ from mcp_types import (
     ProgressToken,
     RequestId,
 )
-from mcp_types import methods as spec
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import BaseModel
 
-from mcpgw import _compat, shapes
+from mcpgw import _compat
 from mcpgw.server import afteranswer
-from mcpgw.server.fastlane import LeanCalls
+from mcpgw.server.fastlane import LeanCalls, apply, dumped
 from mcpgw.server.pipestreams import PipeMessages, PipeSends
 from mcpgw.upstream.wire import dumps
 
@@ -392,7 +388,7 @@ class LeanLane:
             meta=meta,  # type: ignore[arg-type]
         )
         try:
-            return _dumped(await self._chained(method)(ctx))
+            return dumped(await self._chained(method)(ctx))
         finally:
             if self._modern:
                 if not _compat.exit_stack_empty(connection.exit_stack):
@@ -401,70 +397,32 @@ class LeanLane:
                     self._release(connection)
 
     def _chained(self, method: str) -> CallNext:
-        """The server's middleware chain around `_handle` for `method`, built once per method (again
-        only when the middleware changed). A middleware whose `lean_methods` (the lane's requests it
-        acts on) leaves `method` out has nothing to do on it, and is not in its chain."""
+        """The server's middleware chain around `LeanCalls.handle` for `method`, built once per method
+        (again only when the middleware changed). A middleware whose `lean_methods` (the lane's requests
+        it acts on) leaves `method` out has nothing to do on it, and is not in its chain."""
         middlewares, chains = self._chains
         if middlewares != (current := tuple(self._server.middleware)):
             middlewares, chains = self._chains = (current, {})
         call = chains.get(method)
         if call is None:
-            call = self._handle
+            call = self._shaping.handle
             for middleware in reversed(middlewares):
                 if middleware == self.observe:  # the era it learns is known before the lane takes any
                     continue
                 acts_on = getattr(middleware, "lean_methods", None)
                 if acts_on is None or method in acts_on:
-                    call = partial(_apply, middleware, call)
+                    call = partial(apply, middleware, call)
             chains[method] = call
         return call
 
-    async def _handle(self, ctx: Ctx) -> dict[str, Any]:
-        """The end of the chain, as the SDK runner's: params checked, the init gate, the handler, shaping."""
-        method, params, version = ctx.method, ctx.params, ctx.protocol_version
-        connection = _compat.session_connection(ctx.session)
-        assert connection is not None  # the lane's own `ServerSession` keeps it
-        if method in spec.SPEC_CLIENT_METHODS:
-            try:
-                shapes.validate_client_request(method, version, params)
-            except KeyError:
-                raise MCPError(code=METHOD_NOT_FOUND, message="Method not found", data=method) from None
-        entry = self._server.get_request_handler(method)
-        if entry is None:
-            raise MCPError(code=METHOD_NOT_FOUND, message="Method not found", data=method)
-        if not connection.initialize_accepted:
-            raise MCPError(code=INVALID_PARAMS, message="Invalid request parameters", data="")
-        typed = entry.params_type.model_validate({} if params is None else params, by_name=False)
-        result = await entry.handler(ctx, typed)
-        if isinstance(result, ErrorData):
-            raise MCPError.from_error_data(result)
-        return self._shaping.shaped(method, version, _dumped(result))
-
 
 _CLOSED = ErrorData(code=CONNECTION_CLOSED, message="Connection closed")
-
-
-def _apply(middleware: ServerMiddleware[Any], call_next: CallNext, ctx: Ctx) -> Awaitable[Any]:
-    return middleware(ctx, call_next)  # as the SDK's runner calls a middleware
 
 
 def _enveloped(params: Any) -> bool:
     """Whether a request carries the 2026-07-28 envelope (refused on a handshake-era connection)."""
     meta = params.get("_meta") if isinstance(params, dict) else None
     return isinstance(meta, dict) and PROTOCOL_VERSION_META_KEY in meta
-
-
-def _dumped(result: Any) -> dict[str, Any]:
-    """A chain's answer as the SDK runner's `_dump_result` makes it a dict."""
-    if result is None:
-        return {}
-    if isinstance(result, ErrorData):
-        raise MCPError.from_error_data(result)
-    if isinstance(result, BaseModel):
-        return result.model_dump(by_alias=True, mode="json", exclude_none=True)
-    if isinstance(result, dict):
-        return dict(result)
-    raise TypeError(f"handler returned {type(result).__name__}; expected BaseModel, dict, or None")
 
 
 def _result_line(request_id: RequestId, result: dict[str, Any]) -> bytes:

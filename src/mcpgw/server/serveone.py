@@ -11,27 +11,22 @@ envelope's `_meta` as it came, which the SDK's ladder has checked); turn the env
 and capabilities into models (here: once per distinct envelope, kept while clients send the same
 one); and unwind the connection's exit stack under a shielded timer (here: only when something was
 pushed on it). The chain, the params check and its errors, the handler and the result's shaping
-are the same.
+are the same, and the chain's end is the stdio lane's own (`fastlane.LeanCalls.handle`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from functools import partial
 from typing import Any
 
 from mcp.server.connection import Connection
-from mcp.server.context import CallNext, ServerMiddleware, ServerRequestContext
+from mcp.server.context import CallNext, ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.server.runner import aclose_shielded
 from mcp.server.session import ServerSession
-from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND, ErrorData
-from mcp_types import methods as spec
-from pydantic import BaseModel
 
 from mcpgw import _compat
-from mcpgw.server.fastlane import LeanCalls
+from mcpgw.server.fastlane import LeanCalls, apply, dumped
 
 ENVELOPES = 8
 """Distinct client envelopes (version, client info, capabilities) whose typed models are kept."""
@@ -87,53 +82,17 @@ class ServeOne:
             request=request,
         )
         try:
-            return _dumped(await self._chained()(ctx))
+            return dumped(await self._chained()(ctx))
         finally:
             if not _compat.exit_stack_empty(connection.exit_stack):
                 await aclose_shielded(connection)  # as the SDK's `serve_one` does per request
 
     def _chained(self) -> CallNext:
-        """The server's middleware chain around `_handle`, built again only when the middleware changed."""
+        """The server's middleware chain around `LeanCalls.handle`, made again when the middleware changes."""
         middlewares = tuple(self._server.middleware)
         if self._chain is None or self._chain[0] != middlewares:
-            call: CallNext = self._handle
+            call: CallNext = self._shaping.handle
             for middleware in reversed(middlewares):
-                call = partial(_apply, middleware, call)
+                call = partial(apply, middleware, call)
             self._chain = (middlewares, call)
         return self._chain[1]
-
-    async def _handle(self, ctx: Ctx) -> dict[str, Any]:
-        """The end of the chain, as the SDK runner's: params checked, the handler, the result shaped."""
-        method, params, version = ctx.method, ctx.params, ctx.protocol_version
-        try:
-            spec.validate_client_request(method, version, params)
-        except KeyError:
-            raise MCPError(code=METHOD_NOT_FOUND, message="Method not found", data=method) from None
-        entry = self._server.get_request_handler(method)
-        if entry is None:
-            raise MCPError(code=METHOD_NOT_FOUND, message="Method not found", data=method)
-        connection = _compat.session_connection(ctx.session)
-        if connection is None or not connection.initialize_accepted:
-            raise MCPError(code=INVALID_PARAMS, message="Invalid request parameters", data="")
-        typed = entry.params_type.model_validate({} if params is None else params, by_name=False)
-        result = await entry.handler(ctx, typed)
-        if isinstance(result, ErrorData):
-            raise MCPError.from_error_data(result)
-        return self._shaping.shaped(method, version, _dumped(result))
-
-
-def _apply(middleware: ServerMiddleware[Any], call_next: CallNext, ctx: Ctx) -> Awaitable[Any]:
-    return middleware(ctx, call_next)  # as the SDK's runner calls a middleware
-
-
-def _dumped(result: Any) -> dict[str, Any]:
-    """A chain's answer as the SDK runner's `_dump_result` makes it a dict."""
-    if result is None:
-        return {}
-    if isinstance(result, ErrorData):
-        raise MCPError.from_error_data(result)
-    if isinstance(result, BaseModel):
-        return result.model_dump(by_alias=True, mode="json", exclude_none=True)
-    if isinstance(result, dict):
-        return dict(result)
-    raise TypeError(f"handler returned {type(result).__name__}; expected BaseModel, dict, or None")
