@@ -639,6 +639,30 @@ def test_request_ids_survive_the_audits_own_redaction() -> None:
     }
 
 
+def test_logs_session_finds_a_session_whose_id_looks_like_a_card_number(tmp_path: Path) -> None:
+    """Session ids are mostly random hex (the SDK's MCP session ids, a 2026-07-28 client's uuid); about
+    one in 450 holds a digit run that passes the card checksum, like this one. Redacted as a card, its
+    rows were stored under an id nobody had: `logs --session` showed none of them. Credentials in an id
+    are still redacted."""
+    carded, keyed = "8320411228004a61bc512dc318bb7011", "run-AKIAABCDEFGHIJKLMNOP"
+
+    def write(log: AuditLog) -> None:
+        for session, name in ((carded, "crm__echo"), (carded, "mail__echo"), (keyed, "web__echo")):
+            log.record_step(Step(kind=Kind.CALL, method="tools/call", name=name, session=session))
+
+    written(tmp_path / "audit.db", write)
+    env = {"MCPGW_AUDIT_DB": str(tmp_path / "audit.db")}
+    shown = CliRunner().invoke(cli, ["logs", "--session", carded, "--json"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert [(r["session"], r["name"]) for r in map(json.loads, shown.stdout.splitlines())] == [
+        (carded, "crm__echo"),
+        (carded, "mail__echo"),
+    ]
+    (keyed_row,) = rows(tmp_path / "audit.db", name="web__echo")
+    assert keyed_row["session"].startswith("run-[REDACTED:aws-key]")
+    assert b"AKIAABCDEFGHIJKLMNOP" not in b"".join(p.read_bytes() for p in tmp_path.glob("audit.db*"))
+
+
 def test_request_ids_begin_with_the_time_so_rows_written_together_sit_together() -> None:
     """An id's first 8 characters are the centisecond its batch of ids was made: rows written at
     one time share a prefix, so their `request_id` index entries share pages (random ids cost a

@@ -25,7 +25,16 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from mcpgw.detectors import AUDIT_ALWAYS, MARKER, Base64Text, Detector, free_key, marker, number_text
+from mcpgw.detectors import (
+    AUDIT_ALWAYS,
+    MARKER,
+    SECRET_DETECTORS,
+    Base64Text,
+    Detector,
+    free_key,
+    marker,
+    number_text,
+)
 
 _IN, _OUT = r"[A-Za-z0-9+/_\\-]", r"[^A-Za-z0-9+/_\\-]"
 _BASE64_RUN = re.compile(rf"{_IN}{{16,}}={{0,2}}")
@@ -69,11 +78,13 @@ class Redactor:
         extra_keys: Iterable[str] = (),
         extra_patterns: Iterable[str] = (),
         detectors: Iterable[Detector] = (),
+        always: tuple[Detector, ...] = AUDIT_ALWAYS,
     ) -> None:
+        self._extra_keys, self._patterns = tuple(extra_keys), tuple(extra_patterns)
         self._keys = tuple(k.lower() for k in (*DEFAULT_SECRET_KEYS, *extra_keys))
-        extra = [d for d in detectors if d not in AUDIT_ALWAYS]
-        custom = [Detector("custom", re.compile(p)) for p in extra_patterns]
-        self._rules: list[Detector] = [*AUDIT_ALWAYS, *extra, *custom]
+        extra = [d for d in detectors if d not in always]
+        custom = [Detector("custom", re.compile(p)) for p in self._patterns]
+        self._rules: list[Detector] = [*always, *extra, *custom]
         # Why a screen: most texts (a call's arguments, a plain result) hold none of the literals a
         # secret starts with and no run of digits. One pass of `in` tests over the text says so for
         # every detector that has a prefilter or a screen at once, where running each detector
@@ -88,6 +99,14 @@ class Redactor:
         self._query = re.compile(rf"(?i)([?&;#][^=&#\s?]*(?:{names})[^=&#\s?]*=)[^&#\s]+")
         self._known_keys: dict[str, tuple[bool, str]] = {}
         """Object keys read before: whether each names a secret, and the key as stored (see `_key`)."""
+
+    def for_ids(self) -> Redactor:
+        """This redactor for the ids rows are looked up by (a session's, `logs --session`): credentials
+        and `redact_patterns` only, not card numbers or the data rules. Why: session ids are mostly
+        random hex (the SDK's MCP session ids, a client's uuid), and about one in 450 holds a run of
+        13 digits or more that passes the card checksum; stored redacted, its rows were under an id
+        nobody had, and `logs --session` found none of them."""
+        return Redactor(extra_keys=self._extra_keys, extra_patterns=self._patterns, always=SECRET_DETECTORS)
 
     def secret_key(self, key: str) -> bool:
         lowered = key.lower()

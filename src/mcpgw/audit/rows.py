@@ -29,8 +29,9 @@ from mcpgw.audit.step import Kind, Step, now
 
 Values = tuple[Any, ...]
 """A row's values, in `schema.COLUMNS` order (as `store.Connection.insert` takes them)."""
-_REPEATED = ("method", "persona", "principal", "session", "client", "protocol", "server", "name", "findings")
-"""The short columns a connection repeats row after row: cleaned together, once (`Fields.many`)."""
+_REPEATED = ("method", "persona", "principal", "client", "protocol", "server", "name", "findings")
+"""The short columns a connection repeats row after row: cleaned together, once (`Fields.many`). The
+session is cleaned apart, by `Redactor.for_ids` (it is looked up as it was given)."""
 _NO_SPEND = (None,) * len(SPEND_KEYS)
 
 
@@ -41,6 +42,7 @@ class Rows:
         self.redactor = redactor
         self.instance = instance
         self.fields = Fields(redactor)
+        self.ids = Fields(redactor.for_ids())
 
     def _text(self, row: dict[str, Any], literals: Iterable[str] = ()) -> dict[str, Any]:
         """Every text column of `row` redacted, escaped and bounded (arguments and result aside)."""
@@ -50,6 +52,7 @@ class Rows:
         row["parent"] = shown(row["parent"], FIELD_CHARS) if row["parent"] is not None else None
         row["instance"] = self.fields.stored(self.instance)
         row.update(zip(_REPEATED, self.fields.many(tuple(row[column] for column in _REPEATED)), strict=True))
+        row["session"] = self.ids.stored(row["session"])
         # What an upstream says may echo a secret argument back: those values go wherever they appear.
         row["error"] = stored(row["error"], ERROR_CHARS, self.redactor, literals=literals)
         return row
@@ -80,12 +83,11 @@ class Rows:
         secrets = self.redactor.secret_values(step.arguments) if step.arguments is not None else []
         arguments = _dump(self.redactor.value(step.arguments)) if step.arguments is not None else None
         result = _dump(step.result)[: SUMMARY_CHARS * 4] if step.result is not None else None
-        method, persona, principal, session, client, protocol, server, name, findings = self.fields.many(
+        method, persona, principal, client, protocol, server, name, findings = self.fields.many(
             (
                 step.method,
                 step.persona,
                 step.principal,
-                step.session,
                 step.client,
                 step.protocol,
                 step.server,
@@ -102,7 +104,7 @@ class Rows:
             method,
             persona,
             principal,
-            session,
+            self.ids.stored(step.session),
             client,
             protocol,
             server,
