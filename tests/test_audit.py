@@ -645,10 +645,13 @@ def test_logs_session_finds_a_session_whose_id_looks_like_a_card_number(tmp_path
     rows were stored under an id nobody had: `logs --session` showed none of them. Credentials in an id
     are still redacted."""
     carded, keyed = "8320411228004a61bc512dc318bb7011", "run-AKIAABCDEFGHIJKLMNOP"
+    numbered = "sub=4111111111111111 client_id=cli-1"
 
     def write(log: AuditLog) -> None:
         for session, name in ((carded, "crm__echo"), (carded, "mail__echo"), (keyed, "web__echo")):
             log.record_step(Step(kind=Kind.CALL, method="tools/call", name=name, session=session))
+        # A principal is looked up the same way (`logs --principal`): an account number as the subject.
+        log.record_step(Step(kind=Kind.CALL, method="tools/call", name="num__echo", principal=numbered))
 
     written(tmp_path / "audit.db", write)
     env = {"MCPGW_AUDIT_DB": str(tmp_path / "audit.db")}
@@ -658,6 +661,8 @@ def test_logs_session_finds_a_session_whose_id_looks_like_a_card_number(tmp_path
         (carded, "crm__echo"),
         (carded, "mail__echo"),
     ]
+    by_principal = CliRunner().invoke(cli, ["logs", "--principal", "sub=4111111111111111", "--json"], env=env)
+    assert [json.loads(line)["name"] for line in by_principal.stdout.splitlines()] == ["num__echo"]
     (keyed_row,) = rows(tmp_path / "audit.db", name="web__echo")
     assert keyed_row["session"].startswith("run-[REDACTED:aws-key]")
     assert b"AKIAABCDEFGHIJKLMNOP" not in b"".join(p.read_bytes() for p in tmp_path.glob("audit.db*"))

@@ -101,7 +101,7 @@ class Redactor:
         """Object keys read before: whether each names a secret, and the key as stored (see `_key`)."""
 
     def for_ids(self) -> Redactor:
-        """This redactor for the ids rows are looked up by (a session's, `logs --session`): credentials
+        """This redactor for the ids rows are looked up by (`logs --session`, `--principal`): credentials
         and `redact_patterns` only, not card numbers or the data rules. Why: session ids are mostly
         random hex (the SDK's MCP session ids, a client's uuid), and about one in 450 holds a run of
         13 digits or more that passes the card checksum; stored redacted, its rows were under an id

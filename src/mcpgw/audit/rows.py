@@ -29,9 +29,9 @@ from mcpgw.audit.step import Kind, Step, now
 
 Values = tuple[Any, ...]
 """A row's values, in `schema.COLUMNS` order (as `store.Connection.insert` takes them)."""
-_REPEATED = ("method", "persona", "principal", "client", "protocol", "server", "name", "findings")
+_REPEATED = ("method", "persona", "client", "protocol", "server", "name", "findings")
 """The short columns a connection repeats row after row: cleaned together, once (`Fields.many`). The
-session is cleaned apart, by `Redactor.for_ids` (it is looked up as it was given)."""
+session and the principal are cleaned apart, by `Redactor.for_ids` (they are looked up as given)."""
 _NO_SPEND = (None,) * len(SPEND_KEYS)
 
 
@@ -53,6 +53,7 @@ class Rows:
         row["instance"] = self.fields.stored(self.instance)
         row.update(zip(_REPEATED, self.fields.many(tuple(row[column] for column in _REPEATED)), strict=True))
         row["session"] = self.ids.stored(row["session"])
+        row["principal"] = self.ids.stored(row["principal"])
         # What an upstream says may echo a secret argument back: those values go wherever they appear.
         row["error"] = stored(row["error"], ERROR_CHARS, self.redactor, literals=literals)
         return row
@@ -83,11 +84,10 @@ class Rows:
         secrets = self.redactor.secret_values(step.arguments) if step.arguments is not None else []
         arguments = _dump(self.redactor.value(step.arguments)) if step.arguments is not None else None
         result = _dump(step.result)[: SUMMARY_CHARS * 4] if step.result is not None else None
-        method, persona, principal, client, protocol, server, name, findings = self.fields.many(
+        method, persona, client, protocol, server, name, findings = self.fields.many(
             (
                 step.method,
                 step.persona,
-                step.principal,
                 step.client,
                 step.protocol,
                 step.server,
@@ -103,7 +103,7 @@ class Rows:
             step.kind.value,
             method,
             persona,
-            principal,
+            self.ids.stored(step.principal),
             self.ids.stored(step.session),
             client,
             protocol,
