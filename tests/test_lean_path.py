@@ -102,6 +102,41 @@ async def test_a_timed_out_call_is_cancelled_upstream(tmp_path: Path) -> None:
         assert (await client.call_tool("up__echo", {"message": "still here"})).content[0].text == "still here"  # type: ignore[union-attr]
 
 
+async def test_calls_in_flight_each_time_out_after_their_own_timeout() -> None:
+    """One timer serves a connection's calls in flight (`upstream.wire`): a call with a shorter timeout
+    than one already waiting still times out after its own, and so does one whose deadline comes after
+    a call that timed out first."""
+    entry = {**STDIO, "timeout": 600, "tool_timeouts": {"sleep": 0.5}}
+    config = validate({"servers": {"up": entry}}, source="test")
+    async with parity.served(config, {}, audit=None) as gateway, parity.gateway_client(gateway) as client:
+        outcomes: dict[str, str] = {}
+
+        async def call(key: str, name: str, arguments: dict[str, Any]) -> None:
+            try:
+                await client.call_tool(name, arguments)
+                outcomes[key] = "answered"
+            except MCPError as exc:
+                outcomes[key] = exc.error.message
+
+        async def started(key: str, name: str, arguments: dict[str, Any], in_flight: int) -> None:
+            tg.start_soon(call, key, name, arguments)
+            with anyio.fail_after(60):
+                while gateway.upstreams["up"].in_flight < in_flight:
+                    await anyio.sleep(0.01)
+
+        async with anyio.create_task_group() as tg:
+            await started("long", "up__slow", {"steps": 1, "delay": 600}, 1)
+            await started("first", "up__sleep", {"seconds": 600}, 2)
+            await started("second", "up__sleep", {"seconds": 600}, 3)
+            with anyio.fail_after(60):  # a hang guard: each times out after 0.5 s, not the server's 600 s
+                while len(outcomes) < 2:
+                    await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+    timed_out = "upstream 'up': tools/call timed out after 0.5s"
+    assert timed_out in outcomes["first"] and timed_out in outcomes["second"], outcomes
+    assert "long" not in outcomes
+
+
 async def test_a_call_whose_upstream_dies_ends_at_once() -> None:
     config = validate({"servers": {"up": {**STDIO, "timeout": 600}}}, source="test")
     async with parity.served(config, {}, audit=None) as gateway, parity.gateway_client(gateway) as client:

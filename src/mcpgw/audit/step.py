@@ -118,7 +118,7 @@ def now(clock: float | None = None) -> str:
     return moment.isoformat(timespec="microseconds")
 
 
-@dataclass
+@dataclass(slots=True)
 class Step:
     """What one downstream request did; filled in as it is served, recorded once at the end."""
 
@@ -132,7 +132,7 @@ class Step:
     session: str | None = None
     """The agent session the request belongs to (`mcpgw logs --session`): the MCP session of a
     handshake-era client, the session a 2026-07-28 client names, or one the flow policies keep."""
-    request_id: str = field(default_factory=lambda: new_request_id())
+    request_id: str = field(default_factory=new_request_id)
     parent: str | None = None
     """The request id of the workflow call this step ran for (`mcpgw logs --parent`); None: a client's own."""
     server: str | None = None
