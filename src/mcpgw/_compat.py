@@ -1,7 +1,8 @@
 """Every use of another library's private API, one function per use.
 
-Owns: nothing but these shims, each saying which version it was written against and why the
-public API does not serve; an upgrade that breaks one breaks it here, and its caller's tests say so.
+Owns: nothing but these shims. Each says which version it was written against
+and why the public API does not serve; a library upgrade that breaks one breaks
+it here, in one place, and the tests that cover the caller say so.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def skip_tool_result_validation(session: ClientSession) -> None:
 
 def direct_progress_requested(session: ServerSession) -> bool:
     """Whether the in-process caller of this request asked for progress (a callback, no token).
+
     mcp 2.3: an in-process request (`Client(server)`) carries its progress callback on its
     `DirectDispatchContext._on_progress`, kept by the session as `_request_outbound` (for 2026-07-28,
     wrapped, as `_inner`); over JSON-RPC the token is in `_meta`. Without this the gateway would drop
@@ -153,12 +155,14 @@ def http_protocol(
     wrap_transport: Callable[[asyncio.Transport], Any] | None = None,
 ) -> type[asyncio.Protocol]:
     """uvicorn's HTTP/1.1 protocol (httptools) with a deadline and a size limit for request headers.
-    uvicorn 0.54 has neither: its keep-alive timer is armed only once a response is complete and disarmed
-    by any byte, so a client sending a header a byte at a time holds a connection for ever, and httptools
-    buffers a header of any size (100 MB of one header value cost 200 MB). A timer armed at connect and
-    after each answer, disarmed once headers are in (`on_headers_complete`), closes an idle connection
-    (`cycle`); past `max_header_bytes` of headers the client gets 431. `loop`, `transport`, `cycle` and
-    those callbacks have no public contract. `wrap_transport`: what it writes through (`server.coalesce`).
+
+    uvicorn 0.54 has neither: its keep-alive timer is armed only once a response is complete and
+    disarmed by any byte, so a client sending a header a byte at a time holds a connection for ever,
+    and httptools buffers a header of any size (100 MB of one header value cost 200 MB). A timer is
+    armed at connect and after each answer, disarmed once headers are in (`on_headers_complete`),
+    and closes an idle connection (`cycle`) when it fires; past `max_header_bytes` of headers the
+    client gets 431. `loop`, `transport`, `cycle` and those callbacks have no public contract.
+    `wrap_transport`: what the protocol writes through instead (`server.coalesce`).
     """
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -233,6 +237,7 @@ def absorb_tool_listing(session: ClientSession, tools: list[Any], *, complete: b
 
 def complete_without_result_type(session: ClientSession) -> None:
     """Make `session` read a 2026-07-28 result that has no `resultType` as `complete`.
+
     mcp 2.3: `ClientSession.send_request` validates every result against the negotiated version's
     schema, which for 2026-07-28 requires `resultType`, with no switch. The spec has a client read a
     missing one as `complete`, and real servers omit it (the conformance suite's reference server),
@@ -300,9 +305,9 @@ def jwt_bearer_provider(
     """The mcp SDK's client-credentials provider (discovery, the issuer check, token handling)
     sending the RFC 7523 jwt-bearer grant with `assertion()` instead (workload identity federation).
 
-    mcp 2.3: its `IdentityAssertionOAuthProvider` sends this grant but only for a confidential client and a
-    configured issuer (no discovery); the private `_exchange_token_client_credentials` builds the token
-    request, overridden here, as its own `PrivateKeyJWTOAuthProvider` does.
+    mcp 2.3: its `IdentityAssertionOAuthProvider` sends this grant but only for a confidential client
+    and a configured issuer (no discovery); the token request is built by the private
+    `_exchange_token_client_credentials`, overridden here, as its own `PrivateKeyJWTOAuthProvider` does.
     """
     import httpx2
     from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
@@ -328,20 +333,15 @@ def jwt_bearer_provider(
     return JwtBearer(server_url, storage, client_id=client_id, client_secret="", scope=scope, issuer=issuer)
 
 
-def stamp_request(session: ClientSession, data: dict[str, Any], *, headers: bool = True) -> dict[str, str]:
+def stamp_request(session: ClientSession, data: dict[str, Any]) -> dict[str, str]:
     """Stamp a request (`{"method", "params"}`) as `session.send_request` would before sending it;
     returns the HTTP headers the stamp adds (`Mcp-Protocol-Version`, `Mcp-Method`, `Mcp-Name`, ...).
 
     mcp 2.3: `ClientSession._stamp` puts the era's envelope on every request (2026-07-28: `_meta` and
     headers); the lean paths (`upstream.wire`, `httpwire`) send requests themselves, stamped the same.
-    `headers=False` (stdio sends none): stamped as a method the stamp reads for no header and no option
-    (it reads it for those only), skipping a call's `Mcp-Name`/`Mcp-Param-*` work; same params; {}.
     """
     opts: dict[str, Any] = {}
-    stamped = data if headers else {"method": "mcpgw/lean", "params": data.setdefault("params", {})}
-    session._stamp(stamped, opts)  # type: ignore[arg-type]
-    if not headers:
-        return {}
+    session._stamp(data, opts)  # type: ignore[arg-type]
     return dict(opts.get("headers") or {})
 
 

@@ -345,7 +345,7 @@ class Session:
         data: dict[str, Any] = {"method": method, "params": {**params}}
         if isinstance(meta, dict):
             data["params"]["_meta"] = {**meta}  # the stamp writes into it: the caller's stays as it was
-        headers = _compat.stamp_request(client, data, headers=not isinstance(wire, LeanWire))
+        headers = _compat.stamp_request(client, data)
         try:
             if isinstance(wire, LeanWire):
                 answer, size = await wire.request(
