@@ -39,13 +39,10 @@ def command(stem: str, work: Path) -> list[str]:
     source = snapshot(stem)["source"]
     package, version = source["package"], source["version"]
     if source["registry"] == "npm":
-        prefix = _npm_install(TOOLS_DIR / "reference-servers", *(f"{p}@{version}" for p in NPM_PACKAGES))
-        script = prefix / "node_modules" / package / "dist" / "index.js"
+        script = npm_servers(version) / "node_modules" / package / "dist" / "index.js"
         args = source["command"].split()[2:]
         return ["node", str(script), *(str(work) if arg == "/tmp/repo" else arg for arg in args)]
-    prefix = pip_install(
-        TOOLS_DIR / "reference-servers-py", *(f"{p}=={PYPI_VERSIONS[p]}" for p in PYPI_VERSIONS)
-    )
+    prefix = pypi_servers()
     args = source["command"].split()[1:]
     return [str(prefix / "bin" / package), *(str(work) if arg == "/tmp/repo" else arg for arg in args)]
 
@@ -59,6 +56,22 @@ PYPI_VERSIONS = {
     for s in STEMS
     if snapshot(s)["source"]["registry"] == "pypi"
 }
+
+
+def npm_servers(version: str | None = None) -> Path:
+    """The npm reference servers, installed once (`tests/tools.py` installs them before the suite)."""
+    if version is None:
+        (version,) = {
+            snapshot(s)["source"]["version"] for s in STEMS if snapshot(s)["source"]["registry"] == "npm"
+        }
+    return _npm_install(TOOLS_DIR / "reference-servers", *(f"{p}@{version}" for p in NPM_PACKAGES))
+
+
+def pypi_servers() -> Path:
+    """The PyPI reference servers' environment, made once (`tests/tools.py` too)."""
+    return pip_install(
+        TOOLS_DIR / "reference-servers-py", *(f"{p}=={PYPI_VERSIONS[p]}" for p in PYPI_VERSIONS)
+    )
 
 
 async def _never(*args: Any) -> Any:
