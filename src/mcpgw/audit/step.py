@@ -205,13 +205,13 @@ def recording(step: Step, *, into: Recorder | None) -> Iterator[Step]:
     """Serve a request as `step`: current while the block runs, its outcome set by how the block
     ends, and handed to `into` exactly once (nowhere when `into` is None; notes still land on it).
     The block's exception goes on to the caller."""
-    token = _current.set(step)
+    token = entered(step)
     try:
         yield step
     except BaseException as exc:
         step.ended_by(exc)
         raise
     finally:
-        _current.reset(token)
+        left(token)
         if into is not None:
             into.record_step(step)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from mcp.server.context import CallNext, ServerMiddleware, ServerRequestContext
@@ -151,6 +152,33 @@ class LeanCalls:
             elif isinstance(meta, dict) and meta.get(SERVER_INFO_META_KEY) is None:
                 result["_meta"] = {**meta, SERVER_INFO_META_KEY: self._stamp}
         return result
+
+
+class Chains:
+    """The server's middleware chain around `end` for each method, made once per method (again when
+    the server's middleware changes), for the lanes that run chains themselves (the stdio lane, the
+    stateless HTTP path). A middleware whose `lean_methods` (the forwarded requests it acts on) leaves
+    a method out has nothing to do on it and is not in its chain; `skip`: middleware left out of all."""
+
+    def __init__(self, server: Server[Any], end: CallNext, *, skip: tuple[Any, ...] = ()) -> None:
+        self._server, self._end, self._skip = server, end, skip
+        self._chains: tuple[tuple[Any, ...], dict[str, CallNext]] = ((), {})
+
+    def __call__(self, method: str) -> CallNext:
+        middlewares, chains = self._chains
+        if middlewares != (current := tuple(self._server.middleware)):
+            middlewares, chains = self._chains = (current, {})
+        call = chains.get(method)
+        if call is None:
+            call = self._end
+            for middleware in reversed(middlewares):
+                if middleware in self._skip:
+                    continue
+                acts_on = getattr(middleware, "lean_methods", None)
+                if acts_on is None or method in acts_on:
+                    call = partial(apply, middleware, call)
+            chains[method] = call
+        return call
 
 
 def apply(middleware: ServerMiddleware[Any], call_next: CallNext, ctx: Ctx) -> Awaitable[Any]:

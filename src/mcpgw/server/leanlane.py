@@ -28,13 +28,12 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 import anyio
 import anyio.abc
 from mcp.server.connection import Connection, NotifyOnlyOutbound
-from mcp.server.context import CallNext, ServerRequestContext
+from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.server.models import InitializationOptions
 from mcp.server.runner import aclose_shielded, modern_error_data
@@ -61,8 +60,9 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcpgw import _compat
 from mcpgw.server import afteranswer
-from mcpgw.server.fastlane import LeanCalls, apply, dumped
+from mcpgw.server.fastlane import Chains, LeanCalls, dumped
 from mcpgw.server.pipestreams import PipeMessages, PipeSends
+from mcpgw.server.serveone import born_like
 from mcpgw.upstream.wire import dumps
 
 logger = logging.getLogger("mcpgw.server")
@@ -208,7 +208,8 @@ class LeanLane:
         self._outbound = NotifyOnlyOutbound(_PipeOutbound(self))
         self._envelope: tuple[Any, Connection] | None = None
         self._spare: Connection | None = None  # a 2026-07-28 request's connection, reusable as born
-        self._chains: tuple[tuple[Any, ...], dict[str, CallNext]] = ((), {})
+        # The era `observe` learns is known before the lane takes any request.
+        self._chained = Chains(server, self._shaping.handle, skip=(self.observe,))
         self._in_flight: dict[RequestId, _Request] = {}
 
     @asynccontextmanager
@@ -300,13 +301,7 @@ class LeanLane:
         spare, self._spare = self._spare, None
         if spare is not None:
             return spare
-        template = self._envelope[1]
-        connection = Connection(
-            self._outbound, protocol_version=route.protocol_version, client_params=template.client_params
-        )
-        connection.client_capabilities = template.client_capabilities
-        connection.initialized.set()
-        return connection
+        return born_like(self._envelope[1], route.protocol_version, outbound=self._outbound)
 
     def _release(self, connection: Connection) -> None:
         """A 2026-07-28 request's connection, done with: the next request's if it is still as it was
@@ -395,25 +390,6 @@ class LeanLane:
                     await aclose_shielded(connection)  # as the SDK's `serve_one` does per request
                 else:
                     self._release(connection)
-
-    def _chained(self, method: str) -> CallNext:
-        """The server's middleware chain around `LeanCalls.handle` for `method`, built once per method
-        (again only when the middleware changed). A middleware whose `lean_methods` (the lane's requests
-        it acts on) leaves `method` out has nothing to do on it, and is not in its chain."""
-        middlewares, chains = self._chains
-        if middlewares != (current := tuple(self._server.middleware)):
-            middlewares, chains = self._chains = (current, {})
-        call = chains.get(method)
-        if call is None:
-            call = self._shaping.handle
-            for middleware in reversed(middlewares):
-                if middleware == self.observe:  # the era it learns is known before the lane takes any
-                    continue
-                acts_on = getattr(middleware, "lean_methods", None)
-                if acts_on is None or method in acts_on:
-                    call = partial(apply, middleware, call)
-            chains[method] = call
-        return call
 
 
 _CLOSED = ErrorData(code=CONNECTION_CLOSED, message="Connection closed")

@@ -34,7 +34,8 @@ class ListingCache:
 
     METHODS = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list"})
     lean_methods: frozenset[str] = frozenset()
-    """The stdio lean lane's requests (`leanlane`) are no listings: it leaves this out of their chain."""
+    """The forwarded requests the lanes run chains for (`fastlane.Chains`) are no listings: this is
+    left out of their chains."""
 
     def __init__(
         self,

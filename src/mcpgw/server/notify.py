@@ -64,8 +64,9 @@ class _Tracker:
     """`Announcer.track`: each handshake-era connection a request comes on is remembered."""
 
     lean_methods: frozenset[str] = frozenset()
-    """Nothing to do on a request the stdio lean lane takes (`leanlane`): its connection was
-    remembered on the request that told the lane the connection's era."""
+    """Nothing to do on a forwarded request a lane runs the chain for (`fastlane.Chains`): the stdio
+    lane's connection was remembered on the request that told it the era, and the stateless HTTP
+    path's requests are all 2026-07-28 ones."""
 
     def __init__(self, connections: weakref.WeakSet[Connection]) -> None:
         self._connections = connections

@@ -16,17 +16,16 @@ are the same, and the chain's end is the stdio lane's own (`fastlane.LeanCalls.h
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from mcp.server.connection import Connection
-from mcp.server.context import CallNext, ServerRequestContext
+from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.server.runner import aclose_shielded
 from mcp.server.session import ServerSession
 
 from mcpgw import _compat
-from mcpgw.server.fastlane import LeanCalls, apply, dumped
+from mcpgw.server.fastlane import Chains, LeanCalls, dumped
 
 ENVELOPES = 8
 """Distinct client envelopes (version, client info, capabilities) whose typed models are kept."""
@@ -40,8 +39,8 @@ class ServeOne:
     def __init__(self, server: Server[Any], *, manager: Any) -> None:
         self._server = server
         self._manager = manager
-        self._chain: tuple[tuple[Any, ...], CallNext] | None = None
         self._shaping = LeanCalls(server)
+        self._chained = Chains(server, self._shaping.handle)
         self._envelopes: list[tuple[tuple[str, Any, Any], Connection]] = []
 
     def born_ready(self, version: str, info: Any, capabilities: Any) -> Connection:
@@ -54,12 +53,7 @@ class ServeOne:
             if len(self._envelopes) >= ENVELOPES:
                 del self._envelopes[0]
             self._envelopes.append((key, template))
-        connection = Connection(
-            template.outbound, protocol_version=version, client_params=template.client_params
-        )
-        connection.client_capabilities = template.client_capabilities
-        connection.initialized.set()
-        return connection
+        return born_like(template, version, outbound=template.outbound)
 
     async def run(
         self,
@@ -82,17 +76,16 @@ class ServeOne:
             request=request,
         )
         try:
-            return dumped(await self._chained()(ctx))
+            return dumped(await self._chained(method)(ctx))
         finally:
             if not _compat.exit_stack_empty(connection.exit_stack):
                 await aclose_shielded(connection)  # as the SDK's `serve_one` does per request
 
-    def _chained(self) -> CallNext:
-        """The server's middleware chain around `LeanCalls.handle`, made again when the middleware changes."""
-        middlewares = tuple(self._server.middleware)
-        if self._chain is None or self._chain[0] != middlewares:
-            call: CallNext = self._shaping.handle
-            for middleware in reversed(middlewares):
-                call = partial(apply, middleware, call)
-            self._chain = (middlewares, call)
-        return self._chain[1]
+
+def born_like(template: Connection, version: str, *, outbound: Any) -> Connection:
+    """A born-ready connection (as `Connection.from_envelope` makes one) with `template`'s typed client
+    info and capabilities: the stdio lane's and this path's, per request."""
+    connection = Connection(outbound, protocol_version=version, client_params=template.client_params)
+    connection.client_capabilities = template.client_capabilities
+    connection.initialized.set()
+    return connection

@@ -153,12 +153,9 @@ class StatelessCalls:
             request, fields, method, params
         ):
             return None
-        version, info, capabilities = (
-            verdict.protocol_version,
-            verdict.client_info,
-            verdict.client_capabilities,
+        connection = self._one.born_ready(
+            verdict.protocol_version, verdict.client_info, verdict.client_capabilities
         )
-        connection = self._one.born_ready(version, info, capabilities)
         return _Call(request, request_id, method, params, meta, connection)
 
     async def run(self, exchange: _Exchange, call: _Call) -> dict[str, Any]:
