@@ -342,6 +342,12 @@ def _toml_str(value: str) -> str:
 
 
 def write_registry(path: Path, servers: dict[str, dict[str, Any]]) -> Path:
+    """The registry file `path`'s name says, written in a `registries` folder beside it: the run's
+    logs and audit databases are written where `path` is, and a gateway watches its registry's folder
+    for edits (reload), so a registry there would wake its gateway on every log line (a user's
+    servers.toml does not sit beside a log written on every call). Returns where it was written."""
+    path = path.parent / "registries" / path.name
+    path.parent.mkdir(exist_ok=True)
     lines = []
     for name, entry in servers.items():
         lines.append(f"[servers.{name}]")
