@@ -81,6 +81,7 @@ class _Request:
         "_lane",
         "_token",
         "cancelled",
+        "releasable",
         "request_id",
         "task",
         "unwinding",
@@ -100,6 +101,7 @@ class _Request:
         self.cancelled = False
         self.task: asyncio.Task[None] | None = None
         self.unwinding = False  # its connection's exit stack is being unwound (shielded, as the SDK's)
+        self.releasable = False  # its 2026-07-28 connection may serve the next request (`_release`)
 
     @property
     def can_send_request(self) -> bool:
@@ -369,6 +371,8 @@ class LeanLane:
                 await self._send(answer, after=after)
         finally:
             after.run()
+            if request.releasable:
+                self._release(connection)  # after the answer: bookkeeping the client does not wait for
 
     async def _send(self, line: bytes, *, after: afteranswer.AfterAnswer | None = None) -> None:
         self._write(line)
@@ -406,14 +410,16 @@ class LeanLane:
             meta=meta,  # type: ignore[arg-type]
         )
         try:
-            return dumped(await self._chained(method)(ctx))
+            result = await self._chained(method)(ctx)
+            # A dict is only dumped from here on, never changed: no copy of it (as `dumped` makes).
+            return result if type(result) is dict else dumped(result)
         finally:
             if self._modern:
                 if not _compat.exit_stack_empty(connection.exit_stack):
                     request.unwinding = True  # a cancel now is not let in (the unwind is shielded)
                     await aclose_shielded(connection)  # as the SDK's `serve_one` does per request
                 else:
-                    self._release(connection)
+                    request.releasable = True
 
 
 _CLOSED = ErrorData(code=CONNECTION_CLOSED, message="Connection closed")
