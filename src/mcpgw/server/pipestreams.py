@@ -13,7 +13,6 @@ either served by the lane or handed to the SDK in the same step; an answer is on
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, Self
@@ -83,9 +82,6 @@ class PipeMessages(_Closable):
                 except (ValueError, RecursionError):
                     message = None  # a blank line: the SDK's own parser has the last word on it
             if message is not None and self._take(message):
-                # The request's task was just scheduled: let it run to its upstream's write before
-                # this reader goes on to the next line (its read is not on that request's path).
-                await asyncio.sleep(0)
                 continue
             try:
                 return SessionMessage(types.jsonrpc_message_adapter.validate_json(line, by_name=False))
