@@ -373,16 +373,19 @@ class LeanLane:
                     raise
                 return  # the client cancelled it: never answered
             if answer is not None and not request.cancelled:
-                await self._send(answer, after=after)
+                self._write(answer)  # here, not in `_send`: a coroutine fewer before the answer
+                after.run()
+                await self._drained()
         finally:
             after.run()
             if request.releasable:
                 self._release(connection)  # after the answer: bookkeeping the client does not wait for
 
-    async def _send(self, line: bytes, *, after: afteranswer.AfterAnswer | None = None) -> None:
+    async def _send(self, line: bytes) -> None:
         self._write(line)
-        if after is not None:
-            after.run()
+        await self._drained()
+
+    async def _drained(self) -> None:
         try:
             await self._drain()
         except (ConnectionError, RuntimeError):
