@@ -167,7 +167,8 @@ class Chains:
     stateless HTTP path). A middleware whose `lean_methods` (the forwarded requests it acts on) leaves
     a method out has nothing to do on it and is not in its chain; `skip`: middleware left out of all.
     With `LeanCalls.handle` as `end`, the `LeanCalls` middleware is left out too (`handle` serves the
-    forwarded requests as it does), and with it, on those, whatever follows it (which it never calls)."""
+    forwarded requests as it does), and with it, on those, whatever follows it (which it reaches only
+    on the way to a refusal `handle` gives the same)."""
 
     def __init__(self, server: Server[Any], end: CallNext, *, skip: tuple[Any, ...] = ()) -> None:
         self._server, self._end, self._skip = server, end, skip
