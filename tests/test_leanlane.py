@@ -192,6 +192,18 @@ MODERN_ONLY: list[tuple[str, dict[str, Any] | None]] = [
         },
     ),
     ("tools/call", {"name": "up__echo", "arguments": {}, "_meta": "not-an-object"}),
+    (
+        "tools/call",
+        {
+            "name": "up__echo",
+            "arguments": {},
+            "_meta": {**ENVELOPE, "io.modelcontextprotocol/protocolVersion": 7},
+        },
+    ),
+    (
+        "tools/call",
+        {"name": "up__echo", "arguments": {}, "_meta": {**ENVELOPE, "io.modelcontextprotocol/clientInfo": 7}},
+    ),
 ]
 
 

@@ -86,17 +86,22 @@ class LeanCalls:
             shapes.validate_client_request(method, version, ctx.params)
         except KeyError:
             return await call_next(ctx)  # not a method of this version: the SDK's own refusal
+        return await self._forwarded(ctx, entry.handler, method, version)
+
+    async def _forwarded(self, ctx: Ctx, handler: Any, method: str, version: str) -> dict[str, Any]:
+        """A forwarded request's handler run (its params checked already), its result shaped."""
         slot: list[str | None] = [None]
         token = _checked_in.set(slot)
         try:
-            result = cast(dict[str, Any], await entry.handler(ctx, None))
+            result = cast(dict[str, Any], await handler(ctx, None))
         finally:
             _checked_in.reset(token)
         return self._shaped(method, version, result, checked_in=slot[0])
 
     async def handle(self, ctx: Ctx) -> dict[str, Any]:
         """The end of a lane's middleware chain (the stdio lane's, the stateless HTTP path's), as the
-        SDK runner's: params checked, the init gate, the handler, the result shaped."""
+        SDK runner's: params checked, the init gate, the handler, the result shaped. The forwarded
+        requests as this middleware serves them (`Chains` leaves it out of their chains)."""
         method, params, version = ctx.method, ctx.params, ctx.protocol_version
         if method in spec.SPEC_CLIENT_METHODS:
             try:
@@ -109,6 +114,8 @@ class LeanCalls:
         connection = _compat.session_connection(ctx.session)
         if connection is None or not connection.initialize_accepted:
             raise MCPError(code=INVALID_PARAMS, message="Invalid request parameters", data="")
+        if method in METHODS:  # their handlers read the raw params: no typed copy of them
+            return await self._forwarded(ctx, entry.handler, method, version)
         typed = entry.params_type.model_validate({} if params is None else params, by_name=False)
         result = await entry.handler(ctx, typed)
         if isinstance(result, ErrorData):
@@ -158,11 +165,16 @@ class Chains:
     """The server's middleware chain around `end` for each method, made once per method (again when
     the server's middleware changes), for the lanes that run chains themselves (the stdio lane, the
     stateless HTTP path). A middleware whose `lean_methods` (the forwarded requests it acts on) leaves
-    a method out has nothing to do on it and is not in its chain; `skip`: middleware left out of all."""
+    a method out has nothing to do on it and is not in its chain; `skip`: middleware left out of all.
+    With `LeanCalls.handle` as `end`, the `LeanCalls` middleware is left out too (`handle` serves the
+    forwarded requests as it does), and with it, on those, whatever follows it (which it reaches only
+    on the way to a refusal `handle` gives the same)."""
 
     def __init__(self, server: Server[Any], end: CallNext, *, skip: tuple[Any, ...] = ()) -> None:
         self._server, self._end, self._skip = server, end, skip
         self._chains: tuple[tuple[Any, ...], dict[str, CallNext]] = ((), {})
+        # `LeanCalls.handle` serves the forwarded requests as `LeanCalls` itself would: it is their end.
+        self._ends_lean = isinstance(getattr(end, "__self__", None), LeanCalls)
 
     def __call__(self, method: str) -> CallNext:
         middlewares, chains = self._chains
@@ -174,6 +186,10 @@ class Chains:
             for middleware in reversed(middlewares):
                 if middleware in self._skip:
                     continue
+                if self._ends_lean and isinstance(middleware, LeanCalls):
+                    if method in METHODS:  # served here, as `end` serves it: what follows never runs
+                        call = self._end
+                    continue  # on any other method it only hands on
                 acts_on = getattr(middleware, "lean_methods", None)
                 if acts_on is None or method in acts_on:
                     call = partial(apply, middleware, call)

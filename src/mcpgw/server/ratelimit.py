@@ -111,12 +111,10 @@ def limited(
     async def middleware(
         ctx: ServerRequestContext[Any, Any], call_next: Callable[..., Awaitable[Any]]
     ) -> Any:
+        if ctx.method not in COUNTED or not limiter.active:
+            return await call_next(ctx)
         scope = getattr(ctx.request, "scope", None)
-        if (
-            ctx.method not in COUNTED
-            or not limiter.active
-            or (isinstance(scope, dict) and scope.get(ADMITTED))
-        ):
+        if isinstance(scope, dict) and scope.get(ADMITTED):
             return await call_next(ctx)
         try:
             ticket = await limiter.admit(persona_of(ctx), None)
