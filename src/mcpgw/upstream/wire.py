@@ -172,12 +172,8 @@ class LeanWire:
         """
         if not isinstance(message, dict):
             return False
-        request_id = message.get("id")
-        if type(request_id) is int and request_id >= FIRST_ID and "method" not in message:
-            future = self._pending.get(request_id)
-            if future is not None and not future.done():
-                future.set_result((message, size))
-            return True  # an answer to a lean request nobody waits for any more is dropped, as the SDK does
+        if self.answered(message, size):
+            return True
         if message.get("method") == "notifications/message" and self._pending and self.on_log is not None:
             # A log line said while lean requests run is handed on here, in order: through the SDK's
             # session it could arrive after the answer that follows it, when no call is in flight to
@@ -193,6 +189,19 @@ class LeanWire:
                 return False
             await relay_progress(relay, params)
             return True
+        return False
+
+    def answered(self, message: Any, size: int = UNSIZED) -> bool:
+        """Whether `message` (a parsed line of `size` bytes) was the answer to a lean request: handed to
+        its caller (`take`'s part that needs no waiting, so the pipe's protocol callback can do it)."""
+        if type(message) is not dict:
+            return False
+        request_id = message.get("id")
+        if type(request_id) is int and request_id >= FIRST_ID and "method" not in message:
+            future = self._pending.get(request_id)
+            if future is not None and not future.done():
+                future.set_result((message, size))
+            return True  # an answer to a lean request nobody waits for any more is dropped, as the SDK does
         return False
 
     def close(self) -> None:
