@@ -111,8 +111,8 @@ class Bridge:
         if "requestState" in params or "inputResponses" in params:
             binding = self._binding(upstream, method, params, caller)
             params, resumed, answered = self._opened(params, binding)
-        else:  # a first call: nothing of mcpgw's to take out
-            params, resumed, answered = dict(params), None, {}
+        else:  # a first call: nothing of mcpgw's to take out (nothing below writes into `params`)
+            resumed, answered = None, {}
         # A handshake-era client of an upstream that speaks both eras gets its handshake-era side,
         # as when connected directly (`upstream.companion`): its questions reach the client as asked.
         handshake = client is not None and not client.modern and upstream.serves_handshake_callers()

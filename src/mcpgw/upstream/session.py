@@ -39,7 +39,7 @@ from mcpgw.config import Era
 from mcpgw.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from mcpgw.observe import tracing
 from mcpgw.upstream.answers import Answers
-from mcpgw.upstream.wire import UNSIZED, LeanWire, WireClosed
+from mcpgw.upstream.wire import UNSIZED, LeanWire, WireClosed, stamp_of
 
 if TYPE_CHECKING:  # loaded with the first URL upstream (`upstream.transports`)
     from mcpgw.upstream.httpwire import HttpWire
@@ -211,6 +211,7 @@ class Session:
                 await _compat.deliver_notification(session, method, params)
 
             wire.on_log = log_line
+            wire.stamp = stamp_of(session)
         return session
 
     async def _negotiate(self, session: ClientSession) -> None:
@@ -341,17 +342,15 @@ class Session:
     ) -> tuple[dict[str, Any], int]:
         """One request on the lean path (`upstream.wire`): stamped, checked and answered as the SDK's
         session would, without its models, memory streams and writer task; and its line's size."""
-        meta, size = params.get("_meta"), UNSIZED
-        data: dict[str, Any] = {"method": method, "params": {**params}}
-        if isinstance(meta, dict):
-            data["params"]["_meta"] = {**meta}  # the stamp writes into it: the caller's stays as it was
-        headers = _compat.stamp_request(client, data)
         try:
-            if isinstance(wire, LeanWire):
-                answer, size = await wire.request(
-                    method, data["params"], timeout=timeout, on_progress=on_progress
-                )
+            if isinstance(wire, LeanWire):  # it stamps the request itself (`wire.stamp_of`): no headers
+                answer, size = await wire.request(method, params, timeout=timeout, on_progress=on_progress)
             else:
+                meta = params.get("_meta")
+                data: dict[str, Any] = {"method": method, "params": {**params}}
+                if isinstance(meta, dict):
+                    data["params"]["_meta"] = {**meta}  # the stamp writes into it: the caller's stays
+                headers = _compat.stamp_request(client, data)
 
                 async def notified(name: str, params: dict[str, Any] | None) -> None:
                     await _compat.deliver_notification(client, name, params)

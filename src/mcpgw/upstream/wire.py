@@ -32,6 +32,8 @@ from typing import Any
 import anyio
 import orjson
 
+from mcpgw import _compat
+
 logger = logging.getLogger("mcpgw.upstream")
 
 FIRST_ID = 1 << 40
@@ -78,6 +80,9 @@ class LeanWire:
         self.closed = False
         self.on_log: Notify | None = None
         """Where the upstream's log lines go while lean requests run (the SDK session's own handling)."""
+        self.stamp: tuple[dict[str, Any], frozenset[str]] = ({}, frozenset())
+        """What the session's stamp puts in every request's `_meta`, and the keys a request's own
+        value keeps (`stamp_of`): set once the session's era is negotiated."""
 
     async def request(
         self, method: str, params: dict[str, Any], *, timeout: float, on_progress: ProgressRelay | None
@@ -91,13 +96,17 @@ class LeanWire:
         if self.closed:
             raise WireClosed
         request_id = next(self._ids)
-        if on_progress is not None:
+        added, kept = self.stamp
+        if added or on_progress is not None:  # the caller's `params` stay as they were
             meta = params.get("_meta")
-            params = {
-                **params,
-                "_meta": {**(meta if isinstance(meta, dict) else {}), "progressToken": request_id},
-            }
-            self._progress[request_id] = on_progress
+            own = meta if isinstance(meta, dict) else {}
+            stamped = {**own, **added}
+            for key in kept.intersection(own):
+                stamped[key] = own[key]
+            if on_progress is not None:
+                stamped["progressToken"] = request_id
+                self._progress[request_id] = on_progress
+            params = {**params, "_meta": stamped}
         future: asyncio.Future[tuple[dict[str, Any], int]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         line = dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
@@ -216,6 +225,26 @@ class LeanWire:
                 future.set_exception(WireClosed())
         self._pending.clear()
         self._progress.clear()
+
+
+_OWN = object()
+
+
+def stamp_of(client: Any) -> tuple[dict[str, Any], frozenset[str]]:
+    """What `client`'s stamp (`_compat.stamp_request`) puts in a request's `_meta`, and which of those
+    keys a request's own value keeps, learnt from two probe requests.
+
+    mcp 2.3: the era's stamp writes the same `_meta` on every request but for a key a request sets
+    itself (its log level; its capabilities, `_compat.keep_request_capabilities`); the rest of its work
+    (HTTP headers, the tool's `Mcp-Param-*` among them) is nothing to stdio. Learnt once per session,
+    the lean request is stamped by a dict merge instead of the stamp's calls per request.
+    """
+    probe: dict[str, Any] = {"method": "tools/call", "params": {}}
+    _compat.stamp_request(client, probe)
+    added: dict[str, Any] = probe["params"].get("_meta") or {}
+    own: dict[str, Any] = {"method": "tools/call", "params": {"_meta": dict.fromkeys(added, _OWN)}}
+    _compat.stamp_request(client, own)
+    return added, frozenset(key for key, value in own["params"]["_meta"].items() if value is _OWN)
 
 
 async def relay_progress(relay: ProgressRelay, params: dict[str, Any]) -> None:
