@@ -212,10 +212,14 @@ def _sender(stdin: Any) -> Callable[[bytes], Awaitable[None]]:
     if writer is None:
         return stdin.send  # type: ignore[no-any-return]
 
+    pipe = writer.transport
+
     async def send(data: bytes) -> None:
         try:
             writer.write(data)
-            await writer.drain()
+            # `drain` returns at once unless something is left unwritten (the pipe full) or it closed.
+            if pipe.get_write_buffer_size() or pipe.is_closing():
+                await writer.drain()
         except RuntimeError as exc:  # uvloop's word for a pipe closed under the write
             raise anyio.BrokenResourceError from exc
 
