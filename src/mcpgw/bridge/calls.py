@@ -74,11 +74,15 @@ class Bridge:
         self._tasks = tasks
         self.seal = seal if seal is not None else StateSeal()
         self._exchanges: dict[str, Exchange] = {}
+        self._declared: dict[tuple[Any, ...], dict[str, Any]] = {}
+        """`capabilities` per server, persona and what the client can do: they read only the registry
+        and the sampler, so each is built once per reload (servers x personas x 8 at most)."""
 
     def reconfigure(self, registry: Registry, *, sampler: Sampler) -> None:
         """A reloaded registry: new requests read it; exchanges under way keep their state."""
         self.registry = registry
         self.sampler = sampler
+        self._declared = {}
 
     # --- the entry point -------------------------------------------------------------------------
 
@@ -230,11 +234,16 @@ class Bridge:
     ) -> dict[str, Any]:
         """`params` with the caller's capabilities in `_meta`, for a 2026-07-28 upstream (kept by the
         session's stamp: `_compat.keep_request_capabilities`)."""
-        if upstream.era != "stateless" or caller.client is None:
+        client = caller.client
+        if client is None or upstream.era != "stateless":
             return params
+        key = (upstream.name, caller.persona, client.can_sample, client.can_elicit, client.apps)
+        capabilities = self._declared.get(key)
+        if capabilities is None:
+            capabilities = self._declared[key] = self.capabilities(upstream.name, caller)
         meta = params.get("_meta")
         meta = {**meta} if isinstance(meta, dict) else {}
-        meta[CLIENT_CAPABILITIES_META_KEY] = self.capabilities(upstream.name, caller)
+        meta[CLIENT_CAPABILITIES_META_KEY] = capabilities  # shared: read and sent, never written into
         return {**params, "_meta": meta}
 
     def passes_through(self, server: str, result: Mapping[str, Any], caller: Caller) -> bool:
