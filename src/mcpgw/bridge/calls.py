@@ -128,8 +128,7 @@ class Bridge:
             exchange.answer(answered)
             assert binding is not None
             return await self._next_of(exchange, binding, on_log=on_log, on_progress=on_progress)
-        tasks = self._tasks()
-        if resumed is None and tasks is not None and self.needs_exchange(upstream, caller):
+        if resumed is None and self.needs_exchange(upstream, caller) and (tasks := self._tasks()) is not None:
             exchange, runs_as = self._open_exchange(caller, timeout=timeout or upstream.timeout)
             tasks.start_soon(self._run_exchange, exchange, upstream, method, params, runs_as, timeout)
             binding = binding or self._binding(upstream, method, params, caller)

@@ -97,7 +97,10 @@ class InFlight:
 
     def add(self, upstream: str, caller: Caller) -> None:
         """`calling` without its generator (the forward path): pair it with `discard` in a `finally`."""
-        self._calls.setdefault(upstream, {})[id(caller)] = caller
+        calls = self._calls.get(upstream)
+        if calls is None:
+            calls = self._calls[upstream] = {}
+        calls[id(caller)] = caller
 
     def discard(self, upstream: str, caller: Caller) -> None:
         calls = self._calls.get(upstream)

@@ -82,6 +82,8 @@ class _Lines:
         self._size += len(piece)
 
     def _take(self, last: bytes) -> bytes | TooLong:
+        if not self._pieces and not self._too_long and len(last) <= self._limit:
+            return last  # the whole line came in one chunk, as most do: nothing to join
         self._add(last)
         line: bytes | TooLong = (
             TooLong(self._pieces[0], self._size) if self._too_long else b"".join(self._pieces)
@@ -314,7 +316,7 @@ def _arrived(line: bytes | TooLong, wire: LeanWire, limit: int, *, first: bool) 
             if parsed is None:
                 return None
             size = UNSIZED
-        elif not line.strip():
+        elif not line or line.isspace():
             return None
         else:
             parsed, size = parse(line), len(line)

@@ -101,26 +101,27 @@ class LeanWire:
             meta = params.get("_meta")
             own = meta if isinstance(meta, dict) else {}
             stamped = {**own, **added}
-            for key in kept.intersection(own):
-                stamped[key] = own[key]
+            for key in kept:
+                if key in own:
+                    stamped[key] = own[key]
             if on_progress is not None:
                 stamped["progressToken"] = request_id
                 self._progress[request_id] = on_progress
             params = {**params, "_meta": stamped}
-        future: asyncio.Future[tuple[dict[str, Any], int]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[dict[str, Any], int]] = loop.create_future()
         self._pending[request_id] = future
-        line = dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        line = dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}, newline=True)
         written = False
         try:
             try:  # `_send`, inlined: one coroutine less per call
-                await self._write(line + b"\n")
+                await self._write(line)
             except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
                 raise WireClosed from exc
             written = True
             # A timer on the loop, not a cancel scope: anyio's `fail_after` was a tenth of the lean
             # path's own time per call (py-spy).
             if timeout < NO_TIMER:
-                loop = asyncio.get_running_loop()
                 deadline = loop.time() + timeout
                 self._deadlines[request_id] = (deadline, future)
                 if deadline < self._timer_at:
@@ -135,8 +136,10 @@ class LeanWire:
             raise
         finally:
             self._pending.pop(request_id, None)
-            self._progress.pop(request_id, None)
-            self._deadlines.pop(request_id, None)
+            if on_progress is not None:
+                self._progress.pop(request_id, None)
+            if timeout < NO_TIMER:
+                self._deadlines.pop(request_id, None)
 
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._timer is not None:
@@ -173,7 +176,7 @@ class LeanWire:
         }
         with anyio.move_on_after(CANCEL_WRITE_TIMEOUT, shield=shield):
             with contextlib.suppress(WireClosed):
-                await self._send(dumps(note) + b"\n")
+                await self._send(dumps(note, newline=True))
 
     async def take(self, message: Any, *, size: int = UNSIZED) -> bool:
         """Whether `message` (a parsed line of `size` bytes) was the lean path's: an answer or progress
@@ -277,10 +280,11 @@ def parse(data: bytes | str) -> Any:
         return json.loads(data)
 
 
-def dumps(message: Any) -> bytes:
-    """A message as compact JSON: orjson, or the standard library for what orjson refuses (integers
-    over 64 bits), so a client's arguments that JSON allows are forwarded as they came."""
+def dumps(message: Any, *, newline: bool = False) -> bytes:
+    """A message as compact JSON (`newline`: a line): orjson, or the standard library for what orjson
+    refuses (integers over 64 bits), so a client's arguments that JSON allows are forwarded as they came."""
     try:
-        return orjson.dumps(message)
+        return orjson.dumps(message, option=orjson.OPT_APPEND_NEWLINE) if newline else orjson.dumps(message)
     except TypeError:
-        return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+        return (text + "\n" if newline else text).encode()
