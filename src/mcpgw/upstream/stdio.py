@@ -169,13 +169,7 @@ async def stdio_transport(
         try:
             async with read_writer:
                 with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    while await routing.next():
-                        try:
-                            message = await _routed(routing.held[0][0], routing.held[0][1], wire)
-                            if message is not None:
-                                await read_writer.send(message)
-                        finally:
-                            routing.done()
+                    await routing.run(read_writer.send)
         finally:
             wire.close()
 
@@ -276,17 +270,24 @@ class _Routing:
         self.ended = True
         self._wake()
 
-    async def next(self) -> bool:
-        """Wait for a held line (then `held[0]`, handled until `done`); False once none will come."""
-        while not self.held:
-            if self.ended:
-                return False
-            await self.wait()
-        self._busy = True
-        return True
+    async def run(self, deliver: Callable[[SessionMessage | Exception], Awaitable[None]]) -> None:
+        """Hand each held line in turn to the wire (progress, log lines) or to `deliver` (the SDK's
+        session), until the end of the output."""
+        while True:
+            while not self.held:
+                if self.ended:
+                    return
+                await self.wait()
+            self._busy = True
+            try:
+                parsed, size, _ = self.held[0]
+                message = await _routed(parsed, size, self._wire)
+                if message is not None:
+                    await deliver(message)
+            finally:
+                self._done()
 
-    def done(self) -> None:
-        """`held[0]` is handled."""
+    def _done(self) -> None:
         self._held_bytes -= self.held.popleft()[2]
         self._busy = False
         if self.paused and self._held_bytes <= self.HOLD // 2:
