@@ -3,7 +3,8 @@
 An answer to a lean request wakes its caller as its line arrives, but never ahead of a line the
 upstream sent before it that is still being handled (a log line said during the call reaches the call
 first), and a flood of lines nobody takes yet stops the pipe being read until they are handled, as a
-stream reader's limit did. A real pipe, in memory: the protocol callback is the point.
+stream reader's limit did. A real pipe, in memory: the protocol callback is the point. And a lean
+request is stamped as the SDK's stamp would (`wire.stamp_of`), checked against a negotiated session.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from typing import Any
 
 import anyio
 import pytest
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, LOG_LEVEL_META_KEY, PROTOCOL_VERSION_META_KEY
 
+import parity
+from mcpgw import _compat
 from mcpgw.upstream.stdio import _Routing
-from mcpgw.upstream.wire import NO_TIMER, LeanWire
+from mcpgw.upstream.wire import NO_TIMER, LeanWire, stamp_of
 
 pytestmark = pytest.mark.anyio
 
@@ -134,3 +138,41 @@ async def test_a_flood_nobody_takes_pauses_the_pipe_until_it_is_handled() -> Non
         close()
         await until(lambda: routing.ended)
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("era", ["stateless", "handshake"])
+async def test_a_lean_request_is_stamped_as_the_sdks_stamp_would(era: str) -> None:
+    """The stdio wire stamps `_meta` from what it learnt of the session's stamp (`wire.stamp_of`):
+    the same keys and values the SDK's stamp writes, a request's own capabilities and log level kept."""
+    sent: list[bytes] = []
+
+    async def write(data: bytes) -> None:
+        sent.append(data)
+
+    upstream = parity.TestUpstream()
+    async with parity.served(parity.registry({"up": {"era": era}}), {"up": upstream}, audit=None) as gateway:
+        client = gateway.upstreams["up"]._session.client
+        assert client is not None
+        wire = LeanWire(write)
+        wire.stamp_of = lambda method: stamp_of(client, method)
+        own = {"k": 1, CLIENT_CAPABILITIES_META_KEY: {"roots": {}}, LOG_LEVEL_META_KEY: "error"}
+        for count, meta in enumerate((None, own), start=1):
+            params: dict[str, Any] = {"name": "echo", "arguments": {"message": "hi"}}
+            if meta is not None:
+                params["_meta"] = dict(meta)
+            expected = {"method": "tools/call", "params": json.loads(json.dumps(params))}
+            _compat.stamp_request(client, expected)  # the SDK's own stamp, as `session.send_request` runs it
+            call = asyncio.ensure_future(
+                wire.request("tools/call", params, timeout=NO_TIMER, on_progress=None)
+            )
+            await until(lambda: len(sent) == count)  # noqa: B023 (awaited within the iteration)
+            line = json.loads(sent[-1])
+            assert line["params"] == expected["params"]
+            assert params.get("_meta") == meta  # the caller's own stays as it was
+            wire.answered({"jsonrpc": "2.0", "id": line["id"], "result": {}})
+            await call
+        if era == "stateless":
+            assert line["params"]["_meta"][CLIENT_CAPABILITIES_META_KEY] == {"roots": {}}
+            assert PROTOCOL_VERSION_META_KEY in line["params"]["_meta"]
+        else:
+            assert line["params"]["_meta"] == own

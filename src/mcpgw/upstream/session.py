@@ -212,7 +212,7 @@ class Session:
                 await _compat.deliver_notification(session, method, params)
 
             wire.on_log = log_line
-            wire.stamp = stamp_of(session)
+            wire.stamp_of = lambda method: stamp_of(session, method)
         return session
 
     async def _negotiate(self, session: ClientSession) -> None:
