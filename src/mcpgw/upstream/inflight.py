@@ -62,6 +62,7 @@ class Caller:
     def __init__(
         self,
         persona: str | None,
+        *,
         client: ClientChannel | None = None,
         request_id: str | None = None,
         on_log: LogSink | None = None,

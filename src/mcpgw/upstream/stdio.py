@@ -226,7 +226,7 @@ class _Routing:
     """The child's stdout routed as it arrives, from the pipe's protocol callback (`feed`): an answer to a
     lean request wakes its caller there and then, a loop turn sooner than a reading task could; every
     other line waits in `held`, in order, for the `read` task (what goes to the SDK's session, progress
-    and log lines are awaited), and so does any line behind one held or being handled (`busy`), so
+    and log lines are awaited), and so does any line behind one held or being handled (`_busy`), so
     nothing overtakes a log line or progress said before it. Past `HOLD` bytes held the pipe is not read
     (`paused`) until the task catches up, as a stream reader's buffer limit would have it.
     """
