@@ -163,18 +163,18 @@ async def main() -> None:
 
 def _mark_upstream(wire: Any, marks: dict[str, float]) -> None:
     """CRIT=1: note the thread CPU when the upstream's request is written and its answer line is read."""
-    write, routed = wire._write, upstream_stdio._routed
+    write, arrived = wire._write, upstream_stdio._arrived
 
     async def written(data: bytes) -> None:
         marks["sent"] = time.thread_time()
         await write(data)
 
-    async def read(line: Any, *args: Any) -> Any:
+    def read(line: Any, *args: Any, **kwargs: Any) -> Any:
         marks["answer"] = time.thread_time()
-        return await routed(line, *args)
+        return arrived(line, *args, **kwargs)
 
     wire._write = written
-    upstream_stdio._routed = read
+    upstream_stdio._arrived = read
 
 
 if __name__ == "__main__":

@@ -236,25 +236,18 @@ def absorb_tool_listing(session: ClientSession, tools: list[Any], *, complete: b
 
 
 def complete_without_result_type(session: ClientSession) -> None:
-    """Make `session` read a 2026-07-28 result that has no `resultType` as `complete`.
-
-    mcp 2.3: `ClientSession.send_request` validates every result against the negotiated version's
-    schema, which for 2026-07-28 requires `resultType`, with no switch. The spec has a client read a
-    missing one as `complete`, and real servers omit it (the conformance suite's reference server),
-    so the raw result is completed in the session's `_dispatcher.send_raw_request`, before that.
-    """
-    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+    """Make `session` read a 2026-07-28 result that has no `resultType` as `complete` (as the spec has
+    it; real servers omit it). mcp 2.3: `ClientSession.send_request` validates every result against the
+    negotiated schema, which requires it, with no switch: the raw result is completed before that, in
+    the session's `_dispatcher.send_raw_request`."""
+    from mcp_types.version import MODERN_PROTOCOL_VERSIONS as modern
 
     dispatcher = session._dispatcher
     send_raw_request = dispatcher.send_raw_request
 
     async def completed(method: str, params: Any, opts: Any = None) -> Any:
         raw = await send_raw_request(method, params, opts)
-        if (
-            isinstance(raw, dict)
-            and "resultType" not in raw
-            and session.protocol_version in MODERN_PROTOCOL_VERSIONS
-        ):
+        if isinstance(raw, dict) and "resultType" not in raw and session.protocol_version in modern:
             raw["resultType"] = "complete"
         return raw
 
@@ -262,13 +255,9 @@ def complete_without_result_type(session: ClientSession) -> None:
 
 
 def keep_request_capabilities(session: ClientSession) -> None:
-    """Let a 2026-07-28 request's own `_meta` clientCapabilities stand instead of the session's.
-
-    mcp 2.3: a modern `ClientSession` stamps every request's `_meta` (`_stamp`) with the session's
-    capabilities, overwriting the request's own, with no per-request override. mcpgw's upstream
-    session serves all its clients, and a 2026-07-28 server judges each request by the capabilities
-    it declares (-32021), so the caller's are kept. Call after the era is negotiated.
-    """
+    """Let a 2026-07-28 request's own `_meta` clientCapabilities stand instead of the session's (a
+    server judges each request by them, -32021, and the session serves all clients). mcp 2.3: a modern
+    `ClientSession`'s `_stamp` overwrites them, with no per-request override. Call once negotiated."""
     from mcp_types import CLIENT_CAPABILITIES_META_KEY
 
     stamp = session._stamp
@@ -334,12 +323,9 @@ def jwt_bearer_provider(
 
 
 def stamp_request(session: ClientSession, data: dict[str, Any]) -> dict[str, str]:
-    """Stamp a request (`{"method", "params"}`) as `session.send_request` would before sending it;
-    returns the HTTP headers the stamp adds (`Mcp-Protocol-Version`, `Mcp-Method`, `Mcp-Name`, ...).
-
-    mcp 2.3: `ClientSession._stamp` puts the era's envelope on every request (2026-07-28: `_meta` and
-    headers); the lean paths (`upstream.wire`, `httpwire`) send requests themselves, stamped the same.
-    """
+    """Stamp a request (`{"method", "params"}`) as `session.send_request` would; returns the HTTP headers
+    the stamp adds. mcp 2.3: `ClientSession._stamp` puts the era's envelope (2026-07-28: `_meta` and
+    headers) on every request; the lean paths (`upstream.wire`, `httpwire`) send theirs themselves."""
     opts: dict[str, Any] = {}
     session._stamp(data, opts)  # type: ignore[arg-type]
     return dict(opts.get("headers") or {})
@@ -349,9 +335,8 @@ def checked_result(session: ClientSession, method: str, raw: dict[str, Any]) -> 
     """A raw result as `session.send_request` leaves it before typing it: a 2026-07-28 result without
     `resultType` read as `complete`, a negative `ttlMs` floored, checked against the negotiated version's
     schema (by `shapes` for the common shapes, else by pydantic, raising its `ValidationError`), a later
-    revision's fields dropped. mcp 2.3: inline in `ClientSession.send_request`, with `_clamp_inbound_ttl`
-    and `_later_revision_fields` private; the lean path receives results itself and checks them so, once.
-    """
+    revision's fields dropped. mcp 2.3: inline in `send_request`, with `_clamp_inbound_ttl` and
+    `_later_revision_fields` private; the lean path receives results itself and checks them so, once."""
     modern, clamp, validate, known, drop = _result_check(method, session._negotiated_version or "2025-11-25")
     if "resultType" not in raw and modern:
         raw["resultType"] = "complete"
@@ -364,8 +349,7 @@ def checked_result(session: ClientSession, method: str, raw: dict[str, Any]) -> 
 @functools.cache
 def _result_check(method: str, version: str) -> tuple[bool, Callable[..., None], Any, Any, Any]:
     """`checked_result`'s steps per method and version, looked up once. mcp_types 2.3:
-    `validate_server_result` validates against the surface type (`methods._adapter`), then dumps it
-    and drops the dump (which cannot fail once validated): only the validation runs here."""
+    `validate_server_result` validates (`methods._adapter`), then dumps and drops (cannot fail)."""
     from mcp.client.session import _clamp_inbound_ttl, _later_revision_fields
     from mcp_types import methods
     from mcp_types.version import KNOWN_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
@@ -411,12 +395,9 @@ def unfollowed_redirect(response: httpx2.Response) -> str | None:
 def deliver_notification(
     session: ClientSession, method: str, params: dict[str, Any] | None
 ) -> Awaitable[None]:
-    """Hand a notification the upstream sent to `session` as if its transport had read it.
-
-    mcp 2.3: `ClientSession._on_notify` validates a server notification for the negotiated version and
-    runs the session's callbacks (log lines, list changes); its dispatch context is not read. The lean
-    HTTP path reads a POST's SSE stream itself and hands on what is not its answer.
-    """
+    """Hand a notification the upstream sent to `session` as if its transport had read it (the lean
+    paths read the pipe or a POST's SSE stream themselves). mcp 2.3: `ClientSession._on_notify` validates
+    it for the negotiated version and runs the session's callbacks; its dispatch context is not read."""
     return session._on_notify(None, method, params)  # type: ignore[arg-type]
 
 
@@ -462,13 +443,32 @@ def exit_stack_empty(stack: contextlib.AsyncExitStack) -> bool:
 
 
 def process_stdin_writer(stdin: Any) -> asyncio.StreamWriter | None:
-    """The asyncio `StreamWriter` under an anyio process's stdin; None if anyio no longer keeps one.
-
-    anyio 4.16: `StreamWriterWrapper.send` yields to the loop after every write, a loop turn per
-    request on the lean path (`upstream.wire`); its asyncio writer (`_stream`) does without.
-    """
+    """The asyncio `StreamWriter` under an anyio process's stdin (None: anyio keeps none). anyio 4.16:
+    its `send` yields to the loop after each write, a loop turn per lean request; `_stream` does not."""
     stream = getattr(stdin, "_stream", None)
     return stream if isinstance(stream, asyncio.StreamWriter) else None
+
+
+def take_stdout(stdout: Any, feed: Callable[[bytes], None], end: Callable[[], None]) -> Any:
+    """Have the pipe's protocol hand an anyio process's stdout to `feed` as it arrives, its end to `end`;
+    returns the pipe's transport (to pause reading), None if anyio keeps no asyncio reader. anyio 4.16,
+    asyncio 3.11: the protocol calls its `StreamReader`'s (`_stream`) `feed_data`, `feed_eof`,
+    `set_exception`, then a reading task must wake: a loop turn per answer. Its `_buffer` goes first."""
+    reader = getattr(stdout, "_stream", None)
+    transport = getattr(reader, "_transport", None)
+    if not isinstance(reader, asyncio.StreamReader) or transport is None:
+        return None
+    early, eof = bytes(reader._buffer), reader._eof  # type: ignore[attr-defined]
+    reader._buffer.clear()  # type: ignore[attr-defined]
+    reader.feed_data, reader.feed_eof = feed, end  # type: ignore[method-assign,assignment]
+    reader.set_exception = lambda exc: end()  # type: ignore[method-assign]
+    if reader._paused:  # type: ignore[attr-defined]
+        transport.resume_reading()
+    if early:
+        feed(early)
+    if eof:
+        end()
+    return transport
 
 
 def lifespan_state(manager: StreamableHTTPSessionManager) -> Any:

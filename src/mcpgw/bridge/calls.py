@@ -74,11 +74,15 @@ class Bridge:
         self._tasks = tasks
         self.seal = seal if seal is not None else StateSeal()
         self._exchanges: dict[str, Exchange] = {}
+        self._declared: dict[tuple[Any, ...], dict[str, Any]] = {}
+        """`capabilities` per server, persona and what the client can do: they read only the registry
+        and the sampler, so each is built once per reload (servers x personas x 8 at most)."""
 
     def reconfigure(self, registry: Registry, *, sampler: Sampler) -> None:
         """A reloaded registry: new requests read it; exchanges under way keep their state."""
         self.registry = registry
         self.sampler = sampler
+        self._declared = {}
 
     # --- the entry point -------------------------------------------------------------------------
 
@@ -111,8 +115,8 @@ class Bridge:
         if "requestState" in params or "inputResponses" in params:
             binding = self._binding(upstream, method, params, caller)
             params, resumed, answered = self._opened(params, binding)
-        else:  # a first call: nothing of mcpgw's to take out
-            params, resumed, answered = dict(params), None, {}
+        else:  # a first call: nothing of mcpgw's to take out (nothing below writes into `params`)
+            resumed, answered = None, {}
         # A handshake-era client of an upstream that speaks both eras gets its handshake-era side,
         # as when connected directly (`upstream.companion`): its questions reach the client as asked.
         handshake = client is not None and not client.modern and upstream.serves_handshake_callers()
@@ -124,8 +128,7 @@ class Bridge:
             exchange.answer(answered)
             assert binding is not None
             return await self._next_of(exchange, binding, on_log=on_log, on_progress=on_progress)
-        tasks = self._tasks()
-        if resumed is None and tasks is not None and self.needs_exchange(upstream, caller):
+        if resumed is None and self.needs_exchange(upstream, caller) and (tasks := self._tasks()) is not None:
             exchange, runs_as = self._open_exchange(caller, timeout=timeout or upstream.timeout)
             tasks.start_soon(self._run_exchange, exchange, upstream, method, params, runs_as, timeout)
             binding = binding or self._binding(upstream, method, params, caller)
@@ -230,11 +233,16 @@ class Bridge:
     ) -> dict[str, Any]:
         """`params` with the caller's capabilities in `_meta`, for a 2026-07-28 upstream (kept by the
         session's stamp: `_compat.keep_request_capabilities`)."""
-        if upstream.era != "stateless" or caller.client is None:
+        client = caller.client
+        if client is None or upstream.era != "stateless":
             return params
+        key = (upstream.name, caller.persona, client.can_sample, client.can_elicit, client.apps)
+        capabilities = self._declared.get(key)
+        if capabilities is None:
+            capabilities = self._declared[key] = self.capabilities(upstream.name, caller)
         meta = params.get("_meta")
         meta = {**meta} if isinstance(meta, dict) else {}
-        meta[CLIENT_CAPABILITIES_META_KEY] = self.capabilities(upstream.name, caller)
+        meta[CLIENT_CAPABILITIES_META_KEY] = capabilities  # shared: read and sent, never written into
         return {**params, "_meta": meta}
 
     def passes_through(self, server: str, result: Mapping[str, Any], caller: Caller) -> bool:

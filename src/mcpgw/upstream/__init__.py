@@ -283,10 +283,12 @@ class Upstream:
         `handshake_caller`: the request comes from a handshake-era client; it goes to the upstream's
         handshake-era session when it has one to offer (`upstream.companion`).
         """
-        if self.state == "starting":
+        state = self._supervisor.state
+        if state == "starting":
             await self.wait_settled()
+            state = self._supervisor.state
         client = self._session.client
-        if client is None or self.state != "ready":
+        if client is None or state != "ready":
             raise self.unavailable()
         timeout = timeout or self.timeout
         if handshake_caller and self._companion.applies():

@@ -18,6 +18,7 @@ one session per upstream, opened at start, on the SDK's `ClientSession`.
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
@@ -39,7 +40,7 @@ from mcpgw.config import Era
 from mcpgw.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from mcpgw.observe import tracing
 from mcpgw.upstream.answers import Answers
-from mcpgw.upstream.wire import UNSIZED, LeanWire, WireClosed
+from mcpgw.upstream.wire import UNSIZED, LeanWire, WireClosed, stamp_of
 
 if TYPE_CHECKING:  # loaded with the first URL upstream (`upstream.transports`)
     from mcpgw.upstream.httpwire import HttpWire
@@ -52,6 +53,7 @@ TIMER_STEP = 0.002
 """Slack when telling the SDK's own timeout from an upstream's error with the same code: a loop's
 timer may fire up to one clock step (uvloop: 1 ms) early."""
 _RESERVED_META_PREFIX = "io.modelcontextprotocol/"
+_reserved = operator.methodcaller("startswith", _RESERVED_META_PREFIX)
 LEAN_METHODS = frozenset({"tools/call", "resources/read", "prompts/get", "completion/complete"})
 """Requests a client's call forwards, sent on the lean path where the transport has one (stdio)."""
 
@@ -139,6 +141,8 @@ class Session:
         self._closed_because = "connection closed"
         """What a request cut off by the connection closing is told (see `closing`)."""
         self.protocol_version: str | None = None
+        self.era = "-"
+        """`era_of(protocol_version)`, kept with it: read several times per forwarded call."""
         self.server_info: dict[str, Any] | None = None
         self.instructions: str | None = None
         self.capabilities: dict[str, Any] = {}
@@ -150,10 +154,6 @@ class Session:
         """The task group of the upstream's latest life: re-lists and watch streams run in it."""
         self._wire: LeanWire | HttpWire | None = None
         """The lean request path of the latest life (stdio: `upstream.wire`), for `LEAN_METHODS`."""
-
-    @property
-    def era(self) -> str:
-        return era_of(self.protocol_version)
 
     @property
     def slots(self) -> tuple[int, int]:
@@ -198,6 +198,7 @@ class Session:
             await self._negotiate(session)
         _compat.keep_request_capabilities(session)
         self.protocol_version = session.protocol_version
+        self.era = era_of(self.protocol_version)
         info = session.server_info
         self.server_info = info.model_dump(by_alias=True, exclude_none=True) if info else None
         self.instructions = session.instructions
@@ -211,6 +212,7 @@ class Session:
                 await _compat.deliver_notification(session, method, params)
 
             wire.on_log = log_line
+            wire.stamp_of = lambda method: stamp_of(session, method)
         return session
 
     async def _negotiate(self, session: ClientSession) -> None:
@@ -320,7 +322,7 @@ class Session:
                 "([gateway] max_result_bytes); the result was dropped",
             )
         meta = result.get("_meta")
-        if isinstance(meta, dict) and any(k.startswith(_RESERVED_META_PREFIX) for k in meta):
+        if isinstance(meta, dict) and any(map(_reserved, meta)):
             # The upstream's own protocol stamps (its serverInfo) describe the upstream hop;
             # the client is talking to mcpgw, which stamps its own.
             kept = {k: v for k, v in meta.items() if not k.startswith(_RESERVED_META_PREFIX)}
@@ -341,17 +343,15 @@ class Session:
     ) -> tuple[dict[str, Any], int]:
         """One request on the lean path (`upstream.wire`): stamped, checked and answered as the SDK's
         session would, without its models, memory streams and writer task; and its line's size."""
-        meta, size = params.get("_meta"), UNSIZED
-        data: dict[str, Any] = {"method": method, "params": {**params}}
-        if isinstance(meta, dict):
-            data["params"]["_meta"] = {**meta}  # the stamp writes into it: the caller's stays as it was
-        headers = _compat.stamp_request(client, data)
         try:
-            if isinstance(wire, LeanWire):
-                answer, size = await wire.request(
-                    method, data["params"], timeout=timeout, on_progress=on_progress
-                )
+            if isinstance(wire, LeanWire):  # it stamps the request itself (`wire.stamp_of`): no headers
+                answer, size = await wire.request(method, params, timeout=timeout, on_progress=on_progress)
             else:
+                meta = params.get("_meta")
+                data: dict[str, Any] = {"method": method, "params": {**params}}
+                if isinstance(meta, dict):
+                    data["params"]["_meta"] = {**meta}  # the stamp writes into it: the caller's stays
+                headers = _compat.stamp_request(client, data)
 
                 async def notified(name: str, params: dict[str, Any] | None) -> None:
                     await _compat.deliver_notification(client, name, params)

@@ -14,6 +14,8 @@ request it answered gets an error reply naming the limit (its id is read from th
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -80,6 +82,8 @@ class _Lines:
         self._size += len(piece)
 
     def _take(self, last: bytes) -> bytes | TooLong:
+        if not self._pieces and not self._too_long and len(last) <= self._limit:
+            return last  # the whole line came in one chunk, as most do: nothing to join
         self._add(last)
         line: bytes | TooLong = (
             TooLong(self._pieces[0], self._size) if self._too_long else b"".join(self._pieces)
@@ -150,16 +154,22 @@ async def stdio_transport(
     if on_wire is not None:
         on_wire(wire)
 
+    routing = _Routing(wire, max_line)
+    routing.transport = _compat.take_stdout(stdout, routing.feed, routing.end)
+
+    async def pump() -> None:  # no protocol callback to route from: the pipe read as a stream
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+            async for chunk in stdout:
+                routing.feed(chunk)
+                while routing.paused:
+                    await routing.wait()
+        routing.end()
+
     async def read() -> None:
-        lines = _Lines(max_line)
         try:
             async with read_writer:
-                with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
-                    async for chunk in stdout:
-                        for line in lines.feed(chunk):
-                            message = await _routed(line, wire, max_line)
-                            if message is not None:
-                                await read_writer.send(message)
+                with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    await routing.run(read_writer.send)
         finally:
             wire.close()
 
@@ -174,6 +184,8 @@ async def stdio_transport(
     async with anyio.create_task_group() as tg:
         tg.start_soon(read)
         tg.start_soon(write)
+        if routing.transport is None:
+            tg.start_soon(pump)
         try:
             yield read_stream, write_stream
         finally:
@@ -196,29 +208,133 @@ def _sender(stdin: Any) -> Callable[[bytes], Awaitable[None]]:
     if writer is None:
         return stdin.send  # type: ignore[no-any-return]
 
+    pipe = writer.transport
+
     async def send(data: bytes) -> None:
         try:
             writer.write(data)
-            await writer.drain()
+            # `drain` returns at once unless something is left unwritten (the pipe full) or it closed.
+            if pipe.get_write_buffer_size() or pipe.is_closing():
+                await writer.drain()
         except RuntimeError as exc:  # uvloop's word for a pipe closed under the write
             raise anyio.BrokenResourceError from exc
 
     return send
 
 
-async def _routed(line: bytes | TooLong, wire: LeanWire, limit: int) -> SessionMessage | Exception | None:
-    """What the SDK's session gets of one line (parsed once): nothing when the lean path took it
-    (`upstream.wire`); for a line too long, an error reply to the request it answered."""
+class _Routing:
+    """The child's stdout routed as it arrives, from the pipe's protocol callback (`feed`): an answer to a
+    lean request wakes its caller there and then, a loop turn sooner than a reading task could; every
+    other line waits in `held`, in order, for the `read` task (what goes to the SDK's session, progress
+    and log lines are awaited), and so does any line behind one held or being handled (`_busy`), so
+    nothing overtakes a log line or progress said before it. Past `HOLD` bytes held the pipe is not read
+    (`paused`) until the task catches up, as a stream reader's buffer limit would have it.
+    """
+
+    HOLD = 1 << 17
+
+    def __init__(self, wire: LeanWire, limit: int) -> None:
+        self._lines = _Lines(limit)
+        self._wire = wire
+        self._limit = limit
+        self.held: collections.deque[tuple[Any, int, int]] = collections.deque()
+        """Lines for the `read` task: the parsed message (or why it is none), its size, the bytes it holds."""
+        self._held_bytes = 0
+        self._busy = False
+        self.paused = False
+        self.ended = False
+        self.transport: asyncio.ReadTransport | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        try:
+            for line in self._lines.feed(chunk):
+                held = _arrived(line, self._wire, self._limit, first=not (self.held or self._busy))
+                if held is not None:
+                    weight = len(line) if isinstance(line, bytes) else _HEAD
+                    self.held.append((*held, weight))
+                    self._held_bytes += weight
+        except Exception:  # never into the pipe's protocol: the connection ends as a reading task's would
+            logger.exception("routing an upstream's output failed")
+            self.end()
+            return
+        if self._held_bytes > self.HOLD and not self.paused:
+            self.paused = True
+            if self.transport is not None:
+                with contextlib.suppress(RuntimeError):  # uvloop's word for a pipe already closed
+                    self.transport.pause_reading()
+        if self.held:
+            self._wake()
+
+    def end(self) -> None:
+        self.ended = True
+        self._wake()
+
+    async def run(self, deliver: Callable[[SessionMessage | Exception], Awaitable[None]]) -> None:
+        """Hand each held line in turn to the wire (progress, log lines) or to `deliver` (the SDK's
+        session), until the end of the output."""
+        while True:
+            while not self.held:
+                if self.ended:
+                    return
+                await self.wait()
+            self._busy = True
+            try:
+                parsed, size, _ = self.held[0]
+                message = await _routed(parsed, size, self._wire)
+                if message is not None:
+                    await deliver(message)
+            finally:
+                self._done()
+
+    def _done(self) -> None:
+        self._held_bytes -= self.held.popleft()[2]
+        self._busy = False
+        if self.paused and self._held_bytes <= self.HOLD // 2:
+            self.paused = False
+            if self.transport is not None:
+                with contextlib.suppress(RuntimeError):
+                    self.transport.resume_reading()
+            self._wake()
+
+    async def wait(self) -> None:
+        if self._waiter is None or self._waiter.done():
+            self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+def _arrived(line: bytes | TooLong, wire: LeanWire, limit: int, *, first: bool) -> tuple[Any, int] | None:
+    """One line from the child, parsed once: None when it needs nothing more (blank, or, when `first` in
+    line, the answer to a lean request, handed to its caller); else what the `read` task gets of it
+    (the parsed message and its size, or the error that it is not JSON)."""
     try:
         if isinstance(line, TooLong):
             parsed: Any = _too_long(line, limit)
             if parsed is None:
                 return None
-        elif not line.strip():
+            size = UNSIZED
+        elif not line or line.isspace():
             return None
         else:
-            parsed = parse(line)
-        if await wire.take(parsed, size=len(line) if isinstance(line, bytes) else UNSIZED):
+            parsed, size = parse(line), len(line)
+    except ValueError as exc:
+        logger.warning("an upstream sent a line that is not a JSON-RPC message: %s", str(exc)[:200])
+        return exc, UNSIZED
+    if first and wire.answered(parsed, size):
+        return None
+    return parsed, size
+
+
+async def _routed(parsed: Any, size: int, wire: LeanWire) -> SessionMessage | Exception | None:
+    """What the SDK's session gets of one held line: nothing when the lean path took it (`upstream.wire`)."""
+    if isinstance(parsed, Exception):
+        return parsed
+    try:
+        if await wire.take(parsed, size=size):
             return None
         return SessionMessage(types.jsonrpc_message_adapter.validate_python(parsed, by_name=False))
     except ValueError as exc:
