@@ -18,8 +18,10 @@ transport keeps the rest: the negotiation, the listen stream, pings, and every h
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
+import math
 import urllib.request
 from typing import Any
 
@@ -31,7 +33,16 @@ from httpx2 import EventSource
 from mcpgw import _compat
 from mcpgw.upstream import http1
 from mcpgw.upstream.login import LoginAuth
-from mcpgw.upstream.wire import FIRST_ID, UNSIZED, Notify, ProgressRelay, dumps, parse, relay_progress
+from mcpgw.upstream.wire import (
+    FIRST_ID,
+    NO_TIMER,
+    UNSIZED,
+    Notify,
+    ProgressRelay,
+    dumps,
+    parse,
+    relay_progress,
+)
 
 logger = logging.getLogger("mcpgw.upstream")
 
@@ -47,6 +58,11 @@ HEADS = 256
 
 def _error(code: int, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
+
+
+def _left(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float:
+    """Seconds to `deadline` (none: no limit), for what is left to anyio's cancel scope."""
+    return math.inf if deadline is None else max(deadline - loop.time(), 0.0)
 
 
 def _json_answer(body: bytes) -> dict[str, Any]:
@@ -107,15 +123,20 @@ class HttpWire:
             "content-type": "application/json",
             **headers,
         }
-        with anyio.fail_after(timeout):
-            if self._exchanges is not None and self._needs_nothing_of_the_client():
-                try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout if timeout < NO_TIMER else None
+        if self._exchanges is not None and self._needs_nothing_of_the_client():
+            try:
+                # A timer on the loop, not anyio's cancel scope (three times the CPU, measured):
+                # nothing under it is anyio's, so no shielded section it could cut into.
+                async with asyncio.timeout_at(deadline):
                     response = await self._exchanges.post(body, self._head(self._exchanges, headers, sent))
-                except http1.Refused:
-                    pass  # a redirect or an auth challenge: sent again below, for httpx to answer
-                else:
-                    if isinstance(response, bytes):  # a plain JSON answer, read whole
-                        return _json_answer(response), len(response)
+            except http1.Refused:
+                pass  # a redirect or an auth challenge: sent again below, for httpx to answer
+            else:
+                if isinstance(response, bytes):  # a plain JSON answer, read whole
+                    return _json_answer(response), len(response)
+                with anyio.fail_after(_left(loop, deadline)):
                     try:
                         # What httpx's own response has, for an SSE reader and a cookie jar.
                         response.request = httpx2.Request("POST", self._url, headers=sent)
@@ -125,6 +146,7 @@ class HttpWire:
                         return answer, UNSIZED
                     finally:
                         await response.aclose()
+        with anyio.fail_after(_left(loop, deadline)):
             async with _compat.stream_within_origin(
                 self._http, "POST", self._url, content=body, headers=sent
             ) as response:
