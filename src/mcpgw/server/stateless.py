@@ -63,6 +63,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 
 from mcpgw import _compat
+from mcpgw.server import afteranswer
 from mcpgw.server.edge import replaying
 from mcpgw.server.serveone import ServeOne
 from mcpgw.upstream.wire import parse
@@ -314,6 +315,23 @@ async def _serve(calls: StatelessCalls, call: _Call, receive: Any, send: Any) ->
         send=send,
     )
     loop = asyncio.get_running_loop()
+    after = afteranswer.begin()  # the call's audit row and metrics: once its answer is written
+    try:
+        await _answered(calls, call, exchange, receive, send, loop)
+    finally:
+        # Queued behind the answer's write (`coalesce` queues it in the same turn, first): the client
+        # waits for the answer, not for the row.
+        loop.call_soon(after.run)
+
+
+async def _answered(
+    calls: StatelessCalls,
+    call: _Call,
+    exchange: _Exchange,
+    receive: Any,
+    send: Any,
+    loop: asyncio.AbstractEventLoop,
+) -> None:
     answer: dict[str, Any] | None = None
     with anyio.CancelScope() as scope_:
         watcher: asyncio.Task[None] | None = None
