@@ -78,9 +78,11 @@ async def post(
     headers: dict[str, str] | None = None,
     gone: anyio.Event | None = None,
     on_body: Callable[[], object] | None = None,
+    repeated: tuple[tuple[str, str], ...] = (),
 ) -> Answer:
     """One POST through the whole app; `gone`, once set, is the client closing the connection;
-    `on_body` is called as the answer's body is handed to the server to write."""
+    `on_body` is called as the answer's body is handed to the server to write; `repeated`: header
+    lines sent after the others (a name sent twice)."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     fields = {"host": "127.0.0.1:8000", "content-type": "application/json", **(headers or {})}
     fields.setdefault("accept", "application/json, text/event-stream")
@@ -95,7 +97,8 @@ async def post(
         "query_string": b"",
         "root_path": "",
         "headers": [(k.encode(), v.encode()) for k, v in fields.items()]
-        + [(b"content-length", str(len(raw)).encode())],
+        + [(b"content-length", str(len(raw)).encode())]
+        + [(k.encode(), v.encode()) for k, v in repeated],
         "client": ("127.0.0.1", 40000),
         "server": ("127.0.0.1", 8000),
         "state": {},
@@ -349,6 +352,18 @@ async def test_audit_rows_and_metrics_are_the_same_on_both_paths(tmp_path: Path)
     assert len(rows) == 2 and rows[0] == rows[1]
     assert rows[0][:6] == ("call", "tools/call", "up__echo", "default", "up", "ok")
     assert rows[0][7] == MODERN
+
+
+async def test_a_repeated_routing_header_is_refused_after_the_same_lines_without_it_were_served() -> None:
+    """The header lines read once per distinct set (`_header_fields`) still tell a repeated `Mcp-Method`."""
+    headers = routing("tools/call", "up__echo")
+    async with gateway_app() as (_, app):
+        assert (await post(app, ECHO, headers=headers)).status == 200
+        twice = (("mcp-method", "tools/call"),)
+        lean = await post(app, ECHO, headers=headers, repeated=twice)
+        with sdk_only():
+            sdk = await post(app, ECHO, headers=headers, repeated=twice)
+    assert lean.seen() == sdk.seen() and lean.status == 400
 
 
 async def test_a_call_is_booked_once_its_answer_is_written() -> None:

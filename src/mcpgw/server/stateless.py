@@ -119,10 +119,7 @@ class StatelessCalls:
         if first.get("type") != "http.request" or first.get("more_body"):
             return None
         request = Request(scope, receive)
-        # The header lines decoded once (the SDK's checks below would each decode them again), and
-        # folded as Starlette's `Headers` reads them: the first of a repeated name counts.
-        lines = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        fields = dict(reversed(lines))
+        fields, duplicated = _header_fields(scope["headers"])
         # Host and Origin: `hostcheck.HostCheck`, in front of every route with these same settings,
         # has checked them; of the SDK's transport checks only the content type is left.
         kind = fields.get("content-type")
@@ -147,7 +144,7 @@ class StatelessCalls:
         meta = params.get("_meta")
         if not isinstance(meta, dict) or "progressToken" in meta or LOG_LEVEL_META_KEY in meta:
             return None  # may be answered as an SSE stream: the SDK's to serve
-        if find_duplicated_routing_header(lines) is not None:
+        if duplicated:
             return None
         verdict = classify_inbound_request(decoded, headers=fields)
         if isinstance(verdict, InboundLadderRejection) or self._param_rejection(
@@ -207,6 +204,32 @@ def _declares_headers(schema: Mapping[str, Any]) -> bool:
         _DECLARING.clear()
     _DECLARING[id(schema)] = (schema, declares)
     return declares
+
+
+_FIELDS: dict[Any, tuple[dict[str, str], bool]] = {}
+"""Header lines already read, by their bytes: a client sends the same ones call after call (but for
+`Content-Length` and `Mcp-Name`); at most this many:"""
+HEADER_SETS = 64
+
+
+def _header_fields(raw: Any) -> tuple[dict[str, str], bool]:
+    """The request's header fields decoded once (the SDK's checks would each decode them again) and
+    folded as Starlette's `Headers` reads them (the first of a repeated name counts), and whether a
+    routing header is repeated (the SDK refuses that)."""
+    try:
+        key = tuple(raw)
+        known = _FIELDS.get(key)
+    except TypeError:  # ASGI allows header pairs as lists: not kept
+        key, known = None, None
+    if known is not None:
+        return known
+    lines = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+    read = dict(reversed(lines)), find_duplicated_routing_header(lines) is not None
+    if key is not None:
+        if len(_FIELDS) >= HEADER_SETS:
+            _FIELDS.clear()
+        _FIELDS[key] = read
+    return read
 
 
 _ACCEPTS: dict[str | None, bool] = {}
