@@ -16,7 +16,6 @@ any ASGI app runs: see `_compat.http_protocol`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -28,6 +27,7 @@ import pydantic_core
 from starlette.responses import JSONResponse
 
 from mcpgw.server.envelope import too_large
+from mcpgw.upstream.deadlines import Deadlines
 
 logger = logging.getLogger("mcpgw.http")
 
@@ -93,6 +93,7 @@ class BodyLimit:
         self.app = app
         self.limit = limit
         self.timeout = timeout
+        self._deadlines = Deadlines()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("method") != "POST":
@@ -103,9 +104,9 @@ class BodyLimit:
             await self._too_large(scope, receive, send)
             return
         try:
-            # A timer on the loop, not anyio's cancel scope (three times the CPU, measured): what
-            # runs under it is the server's `receive` alone.
-            async with asyncio.timeout(self.timeout):
+            # One timer for all requests' bodies (`upstream.deadlines`), not anyio's cancel scope or a
+            # timer of each request's own: what runs under it is the server's `receive` alone.
+            with self._deadlines.limit(self.timeout):
                 body = await self._read(receive)
         except TimeoutError:
             body = None

@@ -66,6 +66,7 @@ from mcpgw import _compat
 from mcpgw.server import afteranswer
 from mcpgw.server.edge import replaying
 from mcpgw.server.serveone import ServeOne
+from mcpgw.upstream.deadlines import Deadlines, Later
 from mcpgw.upstream.wire import parse
 
 logger = logging.getLogger("mcpgw.http")
@@ -99,6 +100,7 @@ class StatelessCalls:
         self.server = server
         self.manager = manager
         self._one = ServeOne(server, manager=manager)
+        self.deadlines = Deadlines()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or not _routed_here(scope["headers"]):
@@ -359,7 +361,7 @@ async def _answered(
     with anyio.CancelScope() as scope_:
         watcher: asyncio.Task[None] | None = None
         pinger: asyncio.Task[None] | None = None
-        timer: asyncio.TimerHandle
+        timer: Later
 
         def ping() -> None:
             nonlocal pinger
@@ -369,9 +371,10 @@ async def _answered(
             nonlocal watcher, timer
             watcher = loop.create_task(_until_disconnect(receive))
             watcher.add_done_callback(partial(_gone, scope_))
-            timer = loop.call_later(PING_INTERVAL - WATCH_AFTER, ping)
+            timer = calls.deadlines.later(PING_INTERVAL - WATCH_AFTER, ping)
 
-        timer = loop.call_later(WATCH_AFTER, watch)
+        # One timer for all calls' watches (`upstream.deadlines`), not one of each call's own.
+        timer = calls.deadlines.later(WATCH_AFTER, watch)
         try:
             try:
                 result = await calls.run(exchange, call)
