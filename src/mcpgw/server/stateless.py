@@ -14,8 +14,9 @@ duplicated routing headers, the envelope ladder, the `Mcp-Param-*` check), the r
 through the server's middleware chain and handlers as the SDK's `serve_one` serves it
 (`server.serveone`, with what that makes per request made once), and only the transport around it
 is lean: the handler runs in the request's task, a disconnect cancels it (once the call has run
-`WATCH_AFTER`), and the answer is written as the SDK writes it (same status mapping, headers and
-JSON).
+`WATCH_AFTER`), the answer is written as the SDK writes it (same status mapping, headers and
+JSON), and the call's bookkeeping (audit row, metrics) runs once it is (`afteranswer`, as on the
+stdio lane).
 
 Taken only when the answer is one JSON body: a request that asks for progress (`progressToken`)
 or log lines (`logLevel`) goes to the SDK, as does anything it would refuse (a bad body, a
@@ -371,10 +372,10 @@ async def _answered(
             nonlocal watcher, timer
             watcher = loop.create_task(_until_disconnect(receive))
             watcher.add_done_callback(partial(_gone, scope_))
-            timer = calls.deadlines.later(PING_INTERVAL - WATCH_AFTER, ping)
+            timer = calls.deadlines.later(PING_INTERVAL - WATCH_AFTER, ping, loop=loop)
 
         # One timer for all calls' watches (`upstream.deadlines`), not one of each call's own.
-        timer = calls.deadlines.later(WATCH_AFTER, watch)
+        timer = calls.deadlines.later(WATCH_AFTER, watch, loop=loop)
         try:
             try:
                 result = await calls.run(exchange, call)

@@ -46,10 +46,13 @@ class Deadlines:
         """A block of the current task bounded to `seconds`, as `asyncio.timeout(seconds)` bounds it."""
         return Limit(self, seconds)
 
-    def later(self, seconds: float, callback: Callable[[], object]) -> Later:
-        """`callback` called once `seconds` have passed, unless the returned handle is cancelled first."""
+    def later(
+        self, seconds: float, callback: Callable[[], object], *, loop: asyncio.AbstractEventLoop | None = None
+    ) -> Later:
+        """`callback` called once `seconds` have passed, unless the returned handle is cancelled first
+        (`loop`: the running one, when the caller has it at hand)."""
         later = Later(callback)
-        self._note(later, asyncio.get_running_loop(), seconds)
+        self._note(later, loop or asyncio.get_running_loop(), seconds)
         return later
 
     def _note(self, entry: _Entry, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
