@@ -5,14 +5,17 @@ redirect or an auth challenge (left to httpx), a refused connection, an answer c
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import httpx2
 import pytest
 
 from mcpgw.upstream import http1
+from mcpgw.upstream.httpwire import HttpWire
 
 pytestmark = pytest.mark.anyio
 
@@ -215,4 +218,35 @@ async def test_a_connection_idle_past_the_keep_alive_race_is_retried(monkeypatch
     async with serving(server) as exchanges:
         assert await post(exchanges) == (200, b"{}")
         assert await post(exchanges) == (200, b"{}")
+    assert server.connections == 2
+
+
+async def test_a_request_past_its_timeout_is_dropped_with_its_connection() -> None:
+    """`HttpWire`'s timer on this path: no answer in time is `TimeoutError` and the connection it waited
+    on is closed (the 2026-07-28 way to cancel over HTTP); the next request goes on a new one, and an
+    unbounded timeout (`inf` in the registry) waits for its answer."""
+    server = Server(
+        lambda n: b"" if n == 0 else json_answer(b'{"jsonrpc":"2.0","id":1,"result":{"n":%d}}' % n)
+    )
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+
+    async def notified(method: str, params: dict[str, Any] | None) -> None:
+        raise AssertionError(method)
+
+    try:
+        async with httpx2.AsyncClient() as http:
+            wire = HttpWire(http, f"http://127.0.0.1:{port}/mcp")
+            with anyio.fail_after(HANG_GUARD):
+                with pytest.raises(TimeoutError):
+                    await wire.request(
+                        "ping", {}, headers={}, timeout=0.2, on_progress=None, on_notify=notified
+                    )
+                answer, _ = await wire.request(
+                    "ping", {}, headers={}, timeout=math.inf, on_progress=None, on_notify=notified
+                )
+            wire.close()
+    finally:
+        listener.close()
+    assert answer == {"jsonrpc": "2.0", "id": 1, "result": {"n": 1}}
     assert server.connections == 2

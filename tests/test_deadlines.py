@@ -1,0 +1,85 @@
+"""The lean HTTP path's time limits on one shared timer (`upstream.deadlines`) behave as
+`asyncio.timeout` and `call_later`: a block past its time gets `TimeoutError`, each at its own time
+whatever the order they were set in; a cancellation from elsewhere stays a cancellation; a delayed
+call runs once unless cancelled; an owner used on a new loop starts afresh."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import anyio
+import pytest
+
+from mcpgw.upstream.deadlines import Deadlines
+
+pytestmark = pytest.mark.anyio
+
+HANG_GUARD = 20
+
+
+async def test_a_block_past_its_limit_times_out_and_one_within_it_does_not() -> None:
+    deadlines = Deadlines()
+    with anyio.fail_after(HANG_GUARD):
+        with pytest.raises(TimeoutError), deadlines.limit(0.05):
+            await asyncio.sleep(HANG_GUARD)
+        with deadlines.limit(HANG_GUARD):
+            await asyncio.sleep(0)
+        with deadlines.limit(math.inf):  # no limit: nothing to fire
+            await asyncio.sleep(0.01)
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+async def test_limits_set_longest_first_each_end_at_their_own_time() -> None:
+    deadlines = Deadlines()
+    ended: list[float] = []
+
+    async def bounded(seconds: float) -> None:
+        with pytest.raises(TimeoutError), deadlines.limit(seconds):
+            await asyncio.sleep(HANG_GUARD)
+        ended.append(seconds)
+
+    with anyio.fail_after(HANG_GUARD):
+        async with anyio.create_task_group() as tasks:
+            for seconds in (0.6, 0.3, 0.05):  # each sooner than the timer was armed for
+                tasks.start_soon(bounded, seconds)
+                await asyncio.sleep(0)
+    assert ended == [0.05, 0.3, 0.6]
+
+
+async def test_a_cancellation_from_elsewhere_is_not_a_timeout() -> None:
+    deadlines = Deadlines()
+    with anyio.fail_after(HANG_GUARD):
+        with anyio.CancelScope() as outer:
+            with deadlines.limit(0.3):  # due after the outer cancellation came
+                asyncio.get_running_loop().call_later(0.05, outer.cancel)
+                await asyncio.sleep(HANG_GUARD)
+        assert outer.cancelled_caught
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+async def test_a_delayed_call_runs_once_unless_cancelled() -> None:
+    deadlines = Deadlines()
+    ran: list[str] = []
+    done = anyio.Event()
+    deadlines.later(0.2, lambda: ran.append("cancelled")).cancel()
+    deadlines.later(0.05, lambda: ran.append("once"))
+    deadlines.later(0.3, done.set)
+    with anyio.fail_after(HANG_GUARD):
+        await done.wait()
+    assert ran == ["once"]
+
+
+def test_an_owner_used_on_a_new_loop_starts_afresh() -> None:
+    deadlines = Deadlines()
+
+    async def timed_out() -> bool:
+        try:
+            with deadlines.limit(0.05):
+                await asyncio.sleep(HANG_GUARD)
+        except TimeoutError:
+            return True
+        return False
+
+    assert asyncio.run(timed_out())
+    assert asyncio.run(timed_out())
