@@ -69,27 +69,49 @@ def path_for(settings: Any) -> Path:
     return Path(settings.path).expanduser() if settings.path else default_path()
 
 
+_SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL"}
+"""Column types as sqlite-utils 4 writes them, so a file either made is the same file."""
+
+
 def ensure_schema(db: Any) -> None:
-    """Create the tables and indexes, or add what an older file lacks."""
-    events = db["events"]
-    if not events.exists():
-        events.create({"id": int, **COLUMNS}, pk="id")
-    else:
-        missing = {k: v for k, v in COLUMNS.items() if k not in events.columns_dict}
-        for column, kind in missing.items():
-            events.add_column(column, kind)
+    """Create the tables and indexes, or add what an older file lacks (`db`: a `sqlite3` connection,
+    or a `sqlite_utils.Database`).
+
+    Plain SQL, as the PostgreSQL store's, making what sqlite-utils made (the same table, column
+    types and index names): importing sqlite-utils kept about 2 MiB resident in every serving
+    gateway (of an 80 MiB budget) for these few statements at start. Its CLI stays for users."""
+    conn = getattr(db, "conn", db)
+    with conn:
+        columns = {row[1] for row in conn.execute("pragma table_info([events])")}
+        if not columns:
+            conn.execute(
+                "create table [events] ([id] INTEGER PRIMARY KEY, "
+                + ", ".join(f"[{name}] {_SQL_TYPES[kind]}" for name, kind in COLUMNS.items())
+                + ")"
+            )
+        missing = [name for name in COLUMNS if columns and name not in columns]
+        for name in missing:
+            conn.execute(f"alter table [events] add column [{name}] {_SQL_TYPES[COLUMNS[name]]}")
         if set(SPEND_KEYS) & set(missing):
-            _backfill_spend(db)
-    existing = {tuple(index.columns) for index in events.indexes}
-    for columns in INDEXES:
-        if tuple(columns) not in existing:
-            events.create_index(columns, if_not_exists=True)
-    db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key", replace=True)
+            _backfill_spend(conn)
+        indexed = set()
+        for index in conn.execute("pragma index_list([events])").fetchall():
+            indexed.add(tuple(row[2] for row in conn.execute(f"pragma index_info([{index[1]}])")))
+        for index_columns in INDEXES:
+            if tuple(index_columns) not in indexed:
+                conn.execute(
+                    f"create index if not exists [idx_events_{'_'.join(index_columns)}] "
+                    f"on [events] ({', '.join(f'[{c}]' for c in index_columns)})"
+                )
+        conn.execute("create table if not exists [meta] ([key] TEXT PRIMARY KEY, [value] TEXT)")
+        conn.execute(
+            "insert or replace into [meta] ([key], [value]) values ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
 
 
-def _backfill_spend(db: Any) -> None:
+def _backfill_spend(conn: Any) -> None:
     """Schema 1 kept a sampling row's tokens and cost only inside its `result` JSON: copy them out,
     once, when the columns are added (a `result` that is not JSON leaves them empty)."""
     parts = ", ".join(f"{key} = json_extract(result, '$.{key}')" for key in SPEND_KEYS)
-    with db.conn:
-        db.conn.execute(f"update events set {parts} where kind = 'sampling' and json_valid(result)")
+    conn.execute(f"update events set {parts} where kind = 'sampling' and json_valid(result)")

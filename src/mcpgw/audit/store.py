@@ -176,13 +176,11 @@ class SqliteStore(Store):
         return self.file
 
     def prepare(self) -> None:
-        import sqlite_utils
-
         failed: tuple[type[BaseException], ...] = (*sqlite_dialect().errors, StoreError)
         try:
             self.file.parent.mkdir(parents=True, exist_ok=True)
             with self.connect() as connection:
-                ensure_schema(sqlite_utils.Database(connection.raw))
+                ensure_schema(connection.raw)
         except failed as exc:
             raise ConfigError(f"cannot open the audit database {self.file}: {exc}", key=self.key) from exc
 
@@ -202,12 +200,10 @@ class SqliteStore(Store):
     def reading(self) -> Connection:
         import sqlite3
 
-        import sqlite_utils
-
         if not self.file.exists():
             raise ConfigError(f"no audit database at {self.file} (has the gateway run?)", key=self.key)
         raw = sqlite3.connect(str(self.file))
-        ensure_schema(sqlite_utils.Database(raw))
+        ensure_schema(raw)
         return Connection(raw, sqlite_dialect())
 
 
