@@ -31,8 +31,10 @@ from mcpgw.security.flows import SessionRef
 META_KEYS = ("mcpgw/session", "sessionId", "conversationId")
 HEADER = "mcpgw-session"
 _STATE_KEY = "mcpgw.flow-session"
-"""Connection state key: the id of a handshake-era connection's session where no header names it."""
+"""Connection state key: a handshake-era connection's session where no header names it."""
 _MAX_ID = 200
+_LOCAL = SessionRef(key="client:local")
+"""The session of a 2026-07-28 client over stdio (or in memory) that names none: one serves all (frozen)."""
 
 
 def session_of(ctx: Any) -> SessionRef | None:
@@ -46,10 +48,11 @@ def session_of(ctx: Any) -> SessionRef | None:
         connection = _compat.session_connection(ctx.session)
         if connection is None:
             return None
-        own = connection.state.get(_STATE_KEY)
-        if own is None:
-            own = connection.state[_STATE_KEY] = uuid.uuid4().hex
-        return SessionRef(key=f"mcp:{own}", id=own)
+        ref: SessionRef | None = connection.state.get(_STATE_KEY)
+        if ref is None:
+            own = uuid.uuid4().hex
+            ref = connection.state[_STATE_KEY] = SessionRef(key=f"mcp:{own}", id=own)
+        return ref  # made once a connection (it is frozen)
     scope = getattr(request, "scope", None)
     who = "local"
     if isinstance(scope, dict):
@@ -59,7 +62,7 @@ def session_of(ctx: Any) -> SessionRef | None:
     named = _named(ctx.params, headers)
     if named is not None:
         return SessionRef(key=f"named:{who}\x00{named}", id=named, client=who)
-    return SessionRef(key=f"client:{who}")
+    return _LOCAL if who == "local" else SessionRef(key=f"client:{who}")
 
 
 def _named(params: Any, headers: Any) -> str | None:

@@ -57,6 +57,8 @@ logger = logging.getLogger("mcpgw.server")
 _Answer = BaseModel | dict[str, Any] | None
 """What a server middleware's `call_next` returns."""
 Ctx = ServerRequestContext[Any, Any]
+Forward = Callable[[Ctx, str | None, "SessionRef | None", str | None], Awaitable[dict[str, Any]]]
+"""A forwarding handler's request to the gateway: its context, persona, session and principal."""
 
 
 _NAME_KEYS = {"call": "name", "prompt": "name", "read": "uri", "subscribe": "uri"}
@@ -71,15 +73,17 @@ async def _recorded(
     work: Callable[[], Awaitable[dict[str, Any]]],
     *,
     session: SessionRef | Literal[False] | None = False,
+    principal: str | Literal[False] | None = False,
 ) -> dict[str, Any]:
     """Serve one request as one audit step: what, for whom, from which client, how it ended.
 
     The step's request id and persona are the request's observed fields (`observe.context`)
     too, which every log line of it carries; its outcome and time are counted in the metrics.
-    `session`: the request's `session_of`, when the caller has it already (False: found here).
+    `session`, `principal`: the request's `session_of` and `_principal`, when the caller has them
+    already (False: found here).
     """
     raw = ctx.params or {}
-    step = _step(gateway, ctx, _KINDS[kind], persona, session=session)
+    step = _step(gateway, ctx, _KINDS[kind], persona, session=session, principal=principal)
     if kind in _NAME_KEYS:
         step.name = str(raw.get(_NAME_KEYS[kind]))
     elif kind == "list":
@@ -169,9 +173,10 @@ def _step(
     persona: str | None,
     *,
     session: SessionRef | Literal[False] | None = False,
+    principal: str | Literal[False] | None = False,
 ) -> audit.Step:
-    """A step for the request `ctx` serves: who asked, from which client, in which era (`session`: its
-    `session_of`, when the caller has it; False: found here)."""
+    """A step for the request `ctx` serves: who asked, from which client, in which era (`session`,
+    `principal`: its `session_of` and `_principal`, when the caller has them; False: found here)."""
     if session is False:
         session = session_of(ctx)
     return audit.Step(
@@ -180,7 +185,7 @@ def _step(
         persona=_persona_label(gateway, persona),
         client=_client_name(ctx),
         protocol=ctx.protocol_version,
-        principal=_principal(ctx),
+        principal=_principal(ctx) if principal is False else principal,
         session=session.id if session is not None else None,
     )
 
@@ -263,19 +268,22 @@ def build_server(
 
         return handler
 
-    def forwarding(
-        kind: str, forward: Callable[[Ctx, str | None, SessionRef | None], Awaitable[dict[str, Any]]]
-    ) -> RequestHandler[Any, Any]:
+    def forwarding(kind: str, forward: Forward) -> RequestHandler[Any, Any]:
         async def handler(ctx: Ctx, params: Any) -> dict[str, Any]:
-            persona, session = persona_of(ctx), session_of(ctx)  # each worked out once a request
+            # Each worked out once a request: the step and the bridge's channel share the principal.
+            persona, session, principal = persona_of(ctx), session_of(ctx), _principal(ctx)
 
             async def work() -> dict[str, Any]:
-                result = await forward(ctx, persona, session)
+                result = await forward(ctx, persona, session, principal)
                 fastlane.answered_by(gateway)
-                _check_era(ctx, result)
-                return _shaped(ctx, result)
+                if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:  # `_shaped`, inline
+                    if "resultType" not in result:
+                        result["resultType"] = "complete"
+                else:
+                    _check_era(ctx, result)
+                return result
 
-            return await _recorded(gateway, ctx, kind, persona, work, session=session)
+            return await _recorded(gateway, ctx, kind, persona, work, session=session, principal=principal)
 
         return handler
 
@@ -326,12 +334,12 @@ def build_server(
             types.CallToolRequestParams,
             forwarding(
                 "call",
-                lambda ctx, p, session: gateway.call_tool(
+                lambda ctx, p, session, principal: gateway.call_tool(
                     _raw(ctx),
                     persona=p,
                     on_progress=progress_relay(ctx),
                     on_log=log_sink(ctx, log_levels),
-                    client=client_channel(ctx, principal=_principal(ctx)),
+                    client=client_channel(ctx, principal=principal),
                     session=session,
                 ),
             ),
@@ -341,11 +349,8 @@ def build_server(
             types.ReadResourceRequestParams,
             forwarding(
                 "read",
-                lambda ctx, p, session: gateway.read_resource(
-                    _raw(ctx),
-                    persona=p,
-                    client=client_channel(ctx, principal=_principal(ctx)),
-                    session=session,
+                lambda ctx, p, session, principal: gateway.read_resource(
+                    _raw(ctx), persona=p, client=client_channel(ctx, principal=principal), session=session
                 ),
             ),
         ),
@@ -354,15 +359,15 @@ def build_server(
             types.GetPromptRequestParams,
             forwarding(
                 "prompt",
-                lambda ctx, p, _: gateway.get_prompt(
-                    _raw(ctx), persona=p, client=client_channel(ctx, principal=_principal(ctx))
+                lambda ctx, p, _, principal: gateway.get_prompt(
+                    _raw(ctx), persona=p, client=client_channel(ctx, principal=principal)
                 ),
             ),
         ),
         (
             "completion/complete",
             types.CompleteRequestParams,
-            forwarding("complete", lambda ctx, p, _: gateway.complete(_raw(ctx), persona=p)),
+            forwarding("complete", lambda ctx, p, _, __: gateway.complete(_raw(ctx), persona=p)),
         ),
     ]
     for method, params_type, handler in handlers:
