@@ -12,7 +12,8 @@ What every kind shares (the data rules, the stage order) is `core.pipeline`'s.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from mcp_types import LOG_LEVEL_META_KEY
@@ -20,7 +21,7 @@ from mcp_types import LOG_LEVEL_META_KEY
 from mcpgw import audit
 from mcpgw import catalog as catalog_mod
 from mcpgw.catalog import personas as personas_mod
-from mcpgw.catalog.personas import View
+from mcpgw.catalog.personas import ToolEntry, View
 from mcpgw.config import SEPARATOR
 from mcpgw.core import workflows
 from mcpgw.core.peruser import per_user
@@ -39,26 +40,32 @@ class _Bridged:
     """Forward through the era bridge: the upstream may ask for sampling, elicitation or roots."""
 
     async def forward(self, gateway: Gateway, request: Request, target: Target) -> dict[str, Any]:
-        assert target.upstream is not None
-
-        async def send(upstream: Upstream) -> dict[str, Any]:
-            return await gateway.bridge.request(
-                upstream,
-                target.method,
-                target.params,
-                persona=request.persona,
-                client=request.client,
-                on_progress=request.on_progress,
-                on_log=request.on_log,
-                timeout=target.timeout,
-            )
-
+        upstream = target.upstream
+        assert upstream is not None
         gateway.enter()
         try:
-            # A per-user server's calls go in the caller's own session (`core.peruser`).
-            return await gateway.per_user.forward(target.upstream, request.client, send)
+            if per_user(upstream.config):  # its calls go in the caller's own session (`core.peruser`)
+                send = partial(_sent, gateway, request, target)
+                return await gateway.per_user.forward(upstream, request.client, send)
+            return await _sent(gateway, request, target, upstream)  # a shared server's: no closure
         finally:
             gateway.leave()
+
+
+def _sent(
+    gateway: Gateway, request: Request, target: Target, upstream: Upstream
+) -> Awaitable[dict[str, Any]]:
+    """`request` sent to `upstream` through the era bridge (`bridge.Bridge.request`)."""
+    return gateway.bridge.request(
+        upstream,
+        target.method,
+        target.params,
+        persona=request.persona,
+        client=request.client,
+        on_progress=request.on_progress,
+        on_log=request.on_log,
+        timeout=target.timeout,
+    )
 
 
 class CallTool(_Bridged):
@@ -81,16 +88,11 @@ class CallTool(_Bridged):
             name, arguments = inner, _arguments(inner, (arguments or {}).get("arguments"))
             # The row names the tool called, not the search-mode wrapper: `logs --tool X` finds it.
             audit.note(name=name)
-        try:
-            view, entry = await gateway.lookup(
-                request.persona, lambda v: v.tool(name), withheld=lambda c: name in c.withheld_tools
-            )
-        except NotFound:
-            unstarted = _never_started_owner(gateway, request.persona, name)
-            if unstarted is None:
-                raise
-            audit.note(server=unstarted.name)
-            raise unstarted.unavailable() from None
+        # `gateway.lookup`'s first look, in the view in hand; a name it lacks, or a catalog remembered
+        # from the last run (judged again once upstreams start), takes the whole look-up.
+        entry = view.entries.get(name) if not gateway.catalog.remembered else None
+        if entry is None:
+            view, entry = await _tool_lookup(gateway, request.persona, name)
         if entry.workflow is not None:
             return workflows.target(view, entry, arguments)
         route = gateway.catalog.tool(entry.target)
@@ -119,6 +121,19 @@ class CallTool(_Bridged):
         if namespace and "_meta" in result:
             result["_meta"] = catalog_mod.expose_meta(result["_meta"], namespace)
         return result
+
+
+async def _tool_lookup(gateway: Gateway, persona: str | None, name: str) -> tuple[View, ToolEntry]:
+    try:
+        return await gateway.lookup(
+            persona, lambda v: v.tool(name), withheld=lambda c: name in c.withheld_tools
+        )
+    except NotFound:
+        unstarted = _never_started_owner(gateway, persona, name)
+        if unstarted is None:
+            raise
+        audit.note(server=unstarted.name)
+        raise unstarted.unavailable() from None
 
 
 def _never_started_owner(gateway: Gateway, persona: str | None, name: str) -> Upstream | None:

@@ -176,18 +176,21 @@ class Pipeline:
         )
         if target.answer is not None:
             return target.answer
-        with self._rules_span("arguments", target):
-            self._guard_up(target)
+        # Each stage's own check, made here first: a stage with nothing to do costs no call.
+        if gateway.guard is not None:
+            with self._rules_span("arguments", target):
+                self._guard_up(target)
         if "arguments" in target.upward:
             # What goes upstream, not what the client sent: a persona's fixed arguments included,
             # the search-mode wrapper and data-rule redactions removed.
             audit.note(arguments=target.params.get("arguments"))
-        flow = self._flow(request, target)
+        flow = self._flow(request, target) if gateway.flows is not None else None
         if flow is not None:
             refused = await self._flow_check(flow, request, target)
             if refused is not None:
                 return refused
-        request = self._guard_notifications(request, target)
+        if gateway.guard is not None:
+            request = self._guard_notifications(request, target)
         began = time.perf_counter()
         with upstream_span(target) as span:
             try:
@@ -200,8 +203,9 @@ class Pipeline:
             if result.get("isError") is True:
                 tracing.failed(span, "tool_error")
         result = kind.shape(gateway, target, result)
-        with self._rules_span("results", target):
-            result = self._guard_down(target, result)
+        if gateway.guard is not None:
+            with self._rules_span("results", target):
+                result = self._guard_down(target, result)
         if flow is not None:
             flow.done(result)
         return result
