@@ -63,9 +63,10 @@ _NAMED = frozenset({"tools/call", "prompts/get"})
 """Upstream methods whose target is named by the catalog (a tool, a prompt): its name is a metric label."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Request:
-    """One client request as the pipeline sees it, whatever its kind."""
+    """One client request as the pipeline sees it, whatever its kind. Not changed once made (a stage
+    that must, `replace`s it); not frozen, as a frozen dataclass costs a microsecond more per call."""
 
     params: Mapping[str, Any]
     persona: str | None

@@ -74,13 +74,15 @@ async def _recorded(
     *,
     session: SessionRef | Literal[False] | None = False,
     principal: str | Literal[False] | None = False,
+    forwarded: bool = False,
 ) -> dict[str, Any]:
     """Serve one request as one audit step: what, for whom, from which client, how it ended.
 
     The step's request id and persona are the request's observed fields (`observe.context`)
     too, which every log line of it carries; its outcome and time are counted in the metrics.
     `session`, `principal`: the request's `session_of` and `_principal`, when the caller has them
-    already (False: found here).
+    already (False: found here). `forwarded`: `work` is a forwarding handler's (its result is
+    answered as one: `_forwarded`).
     """
     raw = ctx.params or {}
     step = _step(gateway, ctx, _KINDS[kind], persona, session=session, principal=principal)
@@ -94,6 +96,7 @@ async def _recorded(
     deferred = log is not None and not log.every_request  # rows waited for (`durable = "all"`): now
     # Plain try blocks, not context managers (`observe.serving`, `audit.recording`) and a coroutine for
     # the error translation: the same steps, in the same order, at a fraction of the CPU per request.
+    answer: dict[str, Any] | None = None  # the row's account of it is made as the row is handed over
     fields, serving = observe.entered(request_id=step.request_id, persona=step.persona)
     try:
         with observing.request_span(gateway, ctx, step) as span:
@@ -102,6 +105,8 @@ async def _recorded(
                 try:
                     try:
                         result = await work()
+                        if forwarded:
+                            _forwarded(gateway, ctx, result)
                     except GatewayError as exc:  # the one place gateway errors become MCP errors
                         raise MCPError(code=exc.jsonrpc_code, message=str(exc), data=exc.data) from exc
                     except MCPError:
@@ -114,8 +119,7 @@ async def _recorded(
                             step.outcome = audit.Outcome.ERROR
                         step.error = _first_text(result)
                         tracing.failed(span, "tool_error")
-                    if kind == "call" and step.result is None:  # a refusal's account of its steps stays
-                        step.result = result.get("structuredContent") or _first_text(result)
+                    answer = result
                     return result
                 except BaseException as exc:
                     step.ended_by(exc)
@@ -123,6 +127,7 @@ async def _recorded(
                 finally:
                     audit.left(recording)
                     if log is not None and not deferred:  # `durable = "all"`: the answer waits for its row
+                        _account(step, answer)
                         await log.commit(step)  # queued before the wait: a cancelled request's row is kept
             except MCPError as exc:
                 code = str(exc.error.code)
@@ -133,9 +138,11 @@ async def _recorded(
                 if span is not None:
                     observing.finish_span(span, gateway, ctx, step, fields)
                 if deferred and log is not None and audit.durable(step.kind, step.outcome):
+                    _account(step, answer)
                     log.record_step(step)  # committed before the answer leaves, as ever
                     deferred = False
-                afteranswer.later(partial(_booked, gateway, ctx, step, fields, log if deferred else None))
+                booked = partial(_booked, gateway, ctx, step, fields, log if deferred else None, answer)
+                afteranswer.later(booked)
     finally:
         observe.left(serving)
 
@@ -143,14 +150,37 @@ async def _recorded(
 _INTERNAL = "mcpgw internal error (see the gateway log)"
 
 
+def _forwarded(gateway: Gateway, ctx: Ctx, result: dict[str, Any]) -> None:
+    """A forwarded request's result as its client's era takes it (`_check_era`, `_shaped`), and the
+    version it was checked in said (`fastlane.answered_by`)."""
+    fastlane.answered_by(gateway)
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        if "resultType" not in result:
+            result["resultType"] = "complete"
+    else:
+        _check_era(ctx, result)
+
+
+def _account(step: audit.Step, result: dict[str, Any] | None) -> None:
+    """A call's result as its row keeps it, made only for a row (a refusal's account of its steps stays)."""
+    if result is not None and step.kind is audit.Kind.CALL and step.result is None:
+        step.result = result.get("structuredContent") or _first_text(result)
+
+
 def _booked(
-    gateway: Gateway, ctx: Ctx, step: audit.Step, fields: observe.Fields, log: audit.AuditLog | None
+    gateway: Gateway,
+    ctx: Ctx,
+    step: audit.Step,
+    fields: observe.Fields,
+    log: audit.AuditLog | None,
+    answer: dict[str, Any] | None = None,
 ) -> None:
     """A request's row queued (when not already), counted and, at `--log-level debug`, logged, under
     the request's own fields (it may run after the request's answer, outside them)."""
     resumed = observe.back(fields)  # `observe.resumed`, without its generator
     try:
         if log is not None:
+            _account(step, answer)
             log.record_step(step)
         if gateway.metrics is not None and step.kind is not audit.Kind.LIST:  # `_listings_counted`
             observing.count(gateway.metrics, gateway, ctx, step, fields)
@@ -272,18 +302,10 @@ def build_server(
         async def handler(ctx: Ctx, params: Any) -> dict[str, Any]:
             # Each worked out once a request: the step and the bridge's channel share the principal.
             persona, session, principal = persona_of(ctx), session_of(ctx), _principal(ctx)
-
-            async def work() -> dict[str, Any]:
-                result = await forward(ctx, persona, session, principal)
-                fastlane.answered_by(gateway)
-                if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:  # `_shaped`, inline
-                    if "resultType" not in result:
-                        result["resultType"] = "complete"
-                else:
-                    _check_era(ctx, result)
-                return result
-
-            return await _recorded(gateway, ctx, kind, persona, work, session=session, principal=principal)
+            work = partial(forward, ctx, persona, session, principal)
+            return await _recorded(
+                gateway, ctx, kind, persona, work, session=session, principal=principal, forwarded=True
+            )
 
         return handler
 
