@@ -21,6 +21,7 @@ for honest agent hosts (the threat is a model steered by what it read, not the h
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -37,8 +38,9 @@ _LOCAL = SessionRef(key="client:local")
 """The session of a 2026-07-28 client over stdio (or in memory) that names none: one serves all (frozen)."""
 
 
-def session_of(ctx: Any) -> SessionRef | None:
-    """The agent session of the request `ctx` serves (see the module docstring)."""
+def session_of(ctx: Any, *, principal: str | None = None) -> SessionRef | None:
+    """The agent session of the request `ctx` serves (see the module docstring). `principal`: the
+    request's `[auth]` principal when the caller has it (who the client is, without a second look)."""
     request = ctx.request
     headers = getattr(request, "headers", None)
     if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
@@ -56,13 +58,24 @@ def session_of(ctx: Any) -> SessionRef | None:
     scope = getattr(request, "scope", None)
     who = "local"
     if isinstance(scope, dict):
-        from mcpgw.server.sessions import client_of  # the HTTP side (auth): only over HTTP
-
-        who = client_of(scope)
+        who = principal or (_client_of or _http_client_of())(scope)
     named = _named(ctx.params, headers)
     if named is not None:
         return SessionRef(key=f"named:{who}\x00{named}", id=named, client=who)
     return _LOCAL if who == "local" else SessionRef(key=f"client:{who}")
+
+
+_client_of: Callable[[Any], str] | None = None
+
+
+def _http_client_of() -> Callable[[Any], str]:
+    """`server.sessions.client_of`, imported once, on the first HTTP request: the HTTP side (auth) is
+    only loaded over HTTP, and an import statement run on every request costs about a microsecond."""
+    global _client_of
+    from mcpgw.server.sessions import client_of
+
+    _client_of = client_of
+    return client_of
 
 
 def _named(params: Any, headers: Any) -> str | None:

@@ -242,9 +242,20 @@ def _principal(ctx: Ctx) -> str | None:
     scope = getattr(ctx.request, "scope", None)
     if not isinstance(scope, dict) or "user" not in scope:
         return None
+    return (_auth_principal or _http_principal())(scope)
+
+
+_auth_principal: Callable[[Any], str | None] | None = None
+
+
+def _http_principal() -> Callable[[Any], str | None]:
+    """`server.auth.principal`, imported once, on the first request with `[auth]` (as `flowsession`'s
+    `client_of`: the HTTP side is only loaded over HTTP, and not looked up again on every request)."""
+    global _auth_principal
     from mcpgw.server import auth
 
-    return auth.principal(scope)
+    _auth_principal = auth.principal
+    return auth.principal
 
 
 def _first_text(result: dict[str, Any]) -> str | None:
@@ -299,11 +310,13 @@ def build_server(
         return handler
 
     def forwarding(kind: str, forward: Forward) -> RequestHandler[Any, Any]:
-        async def handler(ctx: Ctx, params: Any) -> dict[str, Any]:
+        def handler(ctx: Ctx, params: Any) -> Awaitable[dict[str, Any]]:
+            """`_recorded`'s own coroutine (no frame of this handler on the way of every call)."""
             # Each worked out once a request: the step and the bridge's channel share the principal.
-            persona, session, principal = persona_of(ctx), session_of(ctx), _principal(ctx)
+            persona, principal = persona_of(ctx), _principal(ctx)
+            session = session_of(ctx, principal=principal)
             work = partial(forward, ctx, persona, session, principal)
-            return await _recorded(
+            return _recorded(
                 gateway, ctx, kind, persona, work, session=session, principal=principal, forwarded=True
             )
 
