@@ -17,6 +17,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from mcp_types import LOG_LEVEL_META_KEY
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcpgw import audit
 from mcpgw import catalog as catalog_mod
@@ -101,17 +102,19 @@ class CallTool(_Bridged):
         sent = view.arguments(entry, arguments)
         if sent is not None:
             upstream_params["arguments"] = sent
-        if request.on_log is not None and route.upstream.era == "stateless":
-            # A 2026-07-28 upstream logs only for a request that opts in; mcpgw filters per client.
+        upstream = route.upstream
+        if request.on_log is not None and upstream.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            # A 2026-07-28 upstream (`Upstream.era` "stateless") logs only for a request that opts in;
+            # mcpgw filters per client.
             upstream_params.setdefault("_meta", {})[LOG_LEVEL_META_KEY] = "debug"
         return Target(
             persona=view.persona,
             rule_name=entry.target,
-            upstream=route.upstream,
+            upstream=upstream,
             method="tools/call",
             params=upstream_params,
             upward=("arguments",),
-            timeout=route.upstream.config.tool_timeouts.get(route.name),
+            timeout=upstream.config.tool_timeouts.get(route.name),
         )
 
     def shape(self, gateway: Gateway, target: Target, result: dict[str, Any]) -> dict[str, Any]:

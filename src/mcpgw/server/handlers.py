@@ -162,7 +162,8 @@ def _forwarded(gateway: Gateway, ctx: Ctx, result: dict[str, Any]) -> None:
 
 
 def _account(step: audit.Step, result: dict[str, Any] | None) -> None:
-    """A call's result as its row keeps it, made only for a row (a refusal's account of its steps stays)."""
+    """A call's result as its row keeps it, made as the row is handed over (after the answer, when it
+    is; a refusal's account of its steps stays)."""
     if result is not None and step.kind is audit.Kind.CALL and step.result is None:
         step.result = result.get("structuredContent") or _first_text(result)
 
