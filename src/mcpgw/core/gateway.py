@@ -377,12 +377,10 @@ class Gateway:
         catalog = self.catalog
         if catalog is not self._views_of:
             self._views_of, self._views = catalog, {}
-        view = self._views.get(persona)
-        if view is not None:
+        if (view := self._views.get(persona)) is not None:
             return view
         name = self.resolve_persona(persona)
-        view = self._views.get(name)
-        if view is None:
+        if (view := self._views.get(name)) is None:
             if name is None:
                 view = personas_mod.full_view(catalog, registry=self.registry)
             else:
