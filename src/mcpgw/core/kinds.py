@@ -40,17 +40,17 @@ if TYPE_CHECKING:
 class _Bridged:
     """Forward through the era bridge: the upstream may ask for sampling, elicitation or roots."""
 
-    async def forward(self, gateway: Gateway, request: Request, target: Target) -> dict[str, Any]:
+    counted = True
+
+    def forward(self, gateway: Gateway, request: Request, target: Target) -> Awaitable[dict[str, Any]]:
+        """The bridge's own coroutine: no frame of this method, and no closure, on a shared server's way."""
         upstream = target.upstream
         assert upstream is not None
-        gateway.enter()
-        try:
-            if per_user(upstream.config):  # its calls go in the caller's own session (`core.peruser`)
-                send = partial(_sent, gateway, request, target)
-                return await gateway.per_user.forward(upstream, request.client, send)
-            return await _sent(gateway, request, target, upstream)  # a shared server's: no closure
-        finally:
-            gateway.leave()
+        if per_user(upstream.config):  # its calls go in the caller's own session (`core.peruser`)
+            return gateway.per_user.forward(
+                upstream, request.client, partial(_sent, gateway, request, target)
+            )
+        return _sent(gateway, request, target, upstream)
 
 
 def _sent(
@@ -213,6 +213,8 @@ class GetPrompt(_Bridged):
 class Complete:
     """Completions: asked of the upstream only when it declares them (else: no values)."""
 
+    counted = False  # only what it asks of the upstream counts (see `forward`)
+
     async def resolve(self, gateway: Gateway, request: Request) -> Target:
         params = request.params
         ref = params.get("ref")
@@ -268,6 +270,8 @@ class Complete:
 
 class Subscribe:
     """`resources/subscribe` (`on`) and `unsubscribe`: forwarded to the resource watch, not as a request."""
+
+    counted = False
 
     def __init__(self, connection: Subscriber, *, on: bool) -> None:
         self._connection = connection

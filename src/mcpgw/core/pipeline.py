@@ -7,7 +7,7 @@
               the call runs (progress messages, log lines)   (`_guard_up`, `_guard_notifications`)
     flows     the session's flow policies on a tool call, given what the session did
               before (refused as a tool error, or asked of the user)          (`_flow_check`)
-    forward   counted against draining, under the call's timeout, with progress
+    forward   counted against draining (`Kind.counted`), under the call's timeout, with progress
               and log relay, through the era bridge                              (`Kind.forward`);
               or the gateway's own tool: a workflow's steps (`Target.local`)
     shape     names and URIs in the result put back into the gateway's namespace (`Kind.shape`)
@@ -105,9 +105,13 @@ class Target:
 class Kind(Protocol):
     """One request kind's part in the pipeline: how it resolves, forwards and shapes."""
 
+    counted: bool
+    """Whether the pipeline counts its forward against draining (`Gateway.enter`); False: it counts
+    itself, or reaches no upstream. Counted here, not in `forward`: no coroutine frame of its own."""
+
     async def resolve(self, gateway: Gateway, request: Request) -> Target: ...
 
-    async def forward(self, gateway: Gateway, request: Request, target: Target) -> dict[str, Any]: ...
+    def forward(self, gateway: Gateway, request: Request, target: Target) -> Awaitable[dict[str, Any]]: ...
 
     def shape(self, gateway: Gateway, target: Target, result: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -195,7 +199,16 @@ class Pipeline:
         began = time.perf_counter()
         with upstream_span(target) as span:
             try:
-                result = await (target.local or kind.forward)(gateway, request, target)
+                if target.local is not None:
+                    result = await target.local(gateway, request, target)
+                elif not kind.counted:
+                    result = await kind.forward(gateway, request, target)
+                else:
+                    gateway.enter()  # refused once draining; else counted until it is answered
+                    try:
+                        result = await kind.forward(gateway, request, target)
+                    finally:
+                        gateway.leave()
             except UpstreamReplyError as exc:
                 tracing.annotate(span, {"rpc.response.status_code": str(exc.error.code)})
                 raise self._guarded_error(target, exc) from exc
