@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import mcp_types as types
 from mcp.server import apps
 from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
-from mcp.server.context import ServerMiddleware, ServerRequestContext
+from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import RequestHandler, Server
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -49,13 +49,10 @@ from mcpgw.server.ratelimit import limited
 from mcpgw.upstream.logrelay import LogLevels
 
 if TYPE_CHECKING:
-    from mcpgw.observe.metrics import Metrics
     from mcpgw.security.flows import SessionRef
 
 logger = logging.getLogger("mcpgw.server")
 
-_Answer = BaseModel | dict[str, Any] | None
-"""What a server middleware's `call_next` returns."""
 Ctx = ServerRequestContext[Any, Any]
 Forward = Callable[[Ctx, str | None, "SessionRef | None", str | None], Awaitable[dict[str, Any]]]
 """A forwarding handler's request to the gateway: its context, persona, session and principal."""
@@ -183,7 +180,7 @@ def _booked(
         if log is not None:
             _account(step, answer)
             log.record_step(step)
-        if gateway.metrics is not None and step.kind is not audit.Kind.LIST:  # `_listings_counted`
+        if gateway.metrics is not None and step.kind is not audit.Kind.LIST:  # `listings_counted`
             observing.count(gateway.metrics, gateway, ctx, step, fields)
         if logger.isEnabledFor(logging.DEBUG):  # an access log
             logger.debug(
@@ -213,19 +210,12 @@ def _step(
     return audit.Step(
         kind=kind,
         method=ctx.method,
-        persona=_persona_label(gateway, persona),
+        persona=observing.persona_label(gateway, persona),
         client=_client_name(ctx),
         protocol=ctx.protocol_version,
         principal=_principal(ctx) if principal is False else principal,
         session=session.id if session is not None else None,
     )
-
-
-def _persona_label(gateway: Gateway, persona: str | None) -> str | None:
-    try:
-        return gateway.resolve_persona(persona)
-    except GatewayError:
-        return persona
 
 
 def _client_name(ctx: Ctx) -> str | None:
@@ -430,40 +420,8 @@ def build_server(
     ]
     gateway.add_listener(announcer)
     if gateway.metrics is not None:
-        server.middleware.insert(1, _listings_counted(gateway, gateway.metrics, persona_of))
+        server.middleware.insert(1, observing.listings_counted(gateway, gateway.metrics, persona_of))
     return server, announcer
-
-
-def _listings_counted(
-    gateway: Gateway, metrics: Metrics, persona_of: Callable[[Ctx], str | None]
-) -> ServerMiddleware[Any]:
-    """Server middleware, in front of the listing cache: every listing is counted, though the cache
-    answers most of them without reaching a handler."""
-
-    async def middleware(ctx: Ctx, call_next: Callable[[Ctx], Awaitable[_Answer]]) -> _Answer:
-        if ctx.method not in ListingCache.METHODS:
-            return await call_next(ctx)
-        began, outcome = time.perf_counter(), audit.Outcome.ERROR
-        try:
-            result = await call_next(ctx)
-            outcome = audit.Outcome.OK
-            return result
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                outcome = audit.Outcome.CANCELLED
-            raise
-        finally:
-            metrics.request(
-                method=ctx.method,
-                persona=_persona_label(gateway, persona_of(ctx)),
-                server=None,
-                tool=None,
-                outcome=outcome.value,
-                seconds=time.perf_counter() - began,
-                upstream_seconds=0.0,
-            )
-
-    return middleware
 
 
 _FORGETS = "mcpgw.forgets-subscriptions"
