@@ -97,12 +97,13 @@ class CallTool(_Bridged):
         if entry.workflow is not None:
             return workflows.target(view, entry, arguments)
         route = gateway.catalog.tool(entry.target)
-        audit.note(server=route.upstream.name)
+        upstream = route.upstream
+        if (step := audit.current()) is not None:  # `audit.note`, without building its keywords
+            step.server = upstream.name
         upstream_params = _with_extras({"name": route.name}, params)
         sent = view.arguments(entry, arguments)
         if sent is not None:
             upstream_params["arguments"] = sent
-        upstream = route.upstream
         if request.on_log is not None and upstream.protocol_version in MODERN_PROTOCOL_VERSIONS:
             # A 2026-07-28 upstream (`Upstream.era` "stateless") logs only for a request that opts in;
             # mcpgw filters per client.

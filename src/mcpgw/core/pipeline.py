@@ -185,10 +185,10 @@ class Pipeline:
         if gateway.guard is not None:
             with self._rules_span("arguments", target):
                 self._guard_up(target)
-        if "arguments" in target.upward:
-            # What goes upstream, not what the client sent: a persona's fixed arguments included,
-            # the search-mode wrapper and data-rule redactions removed.
-            audit.note(arguments=target.params.get("arguments"))
+        # What goes upstream, not what the client sent: a persona's fixed arguments included, the
+        # search-mode wrapper and data-rule redactions removed (`audit.note`, without its keywords).
+        if "arguments" in target.upward and (step := audit.current()) is not None:
+            step.arguments = target.params.get("arguments")
         flow = self._flow(request, target) if gateway.flows is not None else None
         if flow is not None:
             refused = await self._flow_check(flow, request, target)
