@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -256,8 +256,9 @@ def _first_text(result: dict[str, Any]) -> str | None:
     return None
 
 
-def _raw(ctx: Ctx) -> dict[str, Any]:
-    return dict(ctx.params or {})
+def _raw(ctx: Ctx) -> Mapping[str, Any]:
+    """The request's params, not copied: the pipeline reads them and builds the upstream's own."""
+    return ctx.params or {}
 
 
 def _shaped(ctx: Ctx, result: dict[str, Any]) -> dict[str, Any]:
