@@ -682,6 +682,7 @@ def test_request_ids_begin_with_the_time_so_rows_written_together_sit_together()
     after = int(time.time() * 100)
     assert len(set(ids)) == len(ids)
     assert all(len(i) == 32 and i == i.lower() for i in ids)
+    assert all(len(base64.b32decode(i.upper())) == 20 for i in ids)  # base32 throughout: 160 bits
     made = [int.from_bytes(base64.b32decode(i[:8].upper()), "big") for i in ids[-100:]]
     assert all(before <= m <= after for m in made)
     assert made == sorted(made)

@@ -41,16 +41,20 @@ def new_request_id() -> str:
     try:
         return _unused_ids.pop()
     except IndexError:
-        # 64 at a time: one `urandom` and one encoding for 64 requests (15 bytes are exactly 24
-        # base32 characters, so the batch's text cuts into whole ids). `pop` is atomic across threads.
+        # 64 at a time: one `urandom` for 64 requests, each random byte made one base32 digit by its
+        # low 5 bits (256 is a multiple of 32: each digit is uniform, 5 random bits, as encoding 15
+        # random bytes gives): `base64.b32encode` is pure Python, about 50 us for a batch's bytes.
+        # `pop` is atomic across threads.
         made = (int(time.time() * 100) % (1 << 40)).to_bytes(5, "big")
         prefix = base64.b32encode(made).decode("ascii").lower()
-        text = base64.b32encode(os.urandom(15 * _ID_BATCH)).decode("ascii").lower()
+        text = os.urandom(24 * _ID_BATCH).translate(_DIGITS).decode("ascii")
         _unused_ids.extend(prefix + text[i : i + 24] for i in range(0, len(text), 24))
         return _unused_ids.pop()
 
 
 _ID_BATCH = 64
+_DIGITS = bytes(b"abcdefghijklmnopqrstuvwxyz234567"[byte & 31] for byte in range(256))
+"""A byte's low 5 bits as a lowercase base32 digit (`bytes.translate`'s table)."""
 _unused_ids: list[str] = []
 os.register_at_fork(after_in_child=_unused_ids.clear)  # a forked child never repeats its parent's ids
 

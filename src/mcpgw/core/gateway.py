@@ -372,18 +372,20 @@ class Gateway:
         return personas_mod.resolve(self.registry, persona)
 
     def view(self, persona: str | None) -> View:
-        """The persona's view of the current catalog, built once per catalog."""
-        name = self.resolve_persona(persona)
+        """The persona's view of the current catalog, built once per catalog. Kept under the persona
+        as chosen too (one dict read a request): a registry is only swapped with a new catalog."""
         catalog = self.catalog
         if catalog is not self._views_of:
             self._views_of, self._views = catalog, {}
-        view = self._views.get(name)
-        if view is None:
+        if (view := self._views.get(persona)) is not None:
+            return view
+        name = self.resolve_persona(persona)
+        if (view := self._views.get(name)) is None:
             if name is None:
                 view = personas_mod.full_view(catalog, registry=self.registry)
             else:
                 view = personas_mod.build_view(name, self.registry.personas[name], catalog, self.registry)
-            self._views[name] = view
+        self._views[name] = self._views[persona] = view
         return view
 
     def check_personas(self) -> list[str]:
@@ -442,7 +444,7 @@ class Gateway:
 
     # --- forwarding: every kind through the one pipeline (`core.pipeline`) -----------------------
 
-    async def call_tool(
+    def call_tool(
         self,
         params: Mapping[str, Any],
         *,
@@ -451,9 +453,9 @@ class Gateway:
         on_log: LogSink | None = None,
         client: ClientChannel | None = None,
         session: SessionRef | None = None,
-    ) -> dict[str, Any]:
+    ) -> Coroutine[Any, Any, dict[str, Any]]:
         request = Request(params, persona, client, on_progress, on_log, session)
-        return await self.pipeline.run(kinds.CALL_TOOL, request)
+        return self.pipeline.run(kinds.CALL_TOOL, request)  # its coroutine: no frame of this method
 
     async def read_resource(
         self,

@@ -12,15 +12,17 @@ What every kind shares (the data rules, the stage order) is `core.pipeline`'s.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from mcp_types import LOG_LEVEL_META_KEY
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcpgw import audit
 from mcpgw import catalog as catalog_mod
 from mcpgw.catalog import personas as personas_mod
-from mcpgw.catalog.personas import View
+from mcpgw.catalog.personas import ToolEntry, View
 from mcpgw.config import SEPARATOR
 from mcpgw.core import workflows
 from mcpgw.core.peruser import per_user
@@ -38,27 +40,33 @@ if TYPE_CHECKING:
 class _Bridged:
     """Forward through the era bridge: the upstream may ask for sampling, elicitation or roots."""
 
-    async def forward(self, gateway: Gateway, request: Request, target: Target) -> dict[str, Any]:
-        assert target.upstream is not None
+    counted = True
 
-        async def send(upstream: Upstream) -> dict[str, Any]:
-            return await gateway.bridge.request(
-                upstream,
-                target.method,
-                target.params,
-                persona=request.persona,
-                client=request.client,
-                on_progress=request.on_progress,
-                on_log=request.on_log,
-                timeout=target.timeout,
+    def forward(self, gateway: Gateway, request: Request, target: Target) -> Awaitable[dict[str, Any]]:
+        """The bridge's own coroutine: no frame of this method, and no closure, on a shared server's way."""
+        upstream = target.upstream
+        assert upstream is not None
+        if per_user(upstream.config):  # its calls go in the caller's own session (`core.peruser`)
+            return gateway.per_user.forward(
+                upstream, request.client, partial(_sent, gateway, request, target)
             )
+        return _sent(gateway, request, target, upstream)
 
-        gateway.enter()
-        try:
-            # A per-user server's calls go in the caller's own session (`core.peruser`).
-            return await gateway.per_user.forward(target.upstream, request.client, send)
-        finally:
-            gateway.leave()
+
+def _sent(
+    gateway: Gateway, request: Request, target: Target, upstream: Upstream
+) -> Awaitable[dict[str, Any]]:
+    """`request` sent to `upstream` through the era bridge (`bridge.Bridge.request`)."""
+    return gateway.bridge.request(
+        upstream,
+        target.method,
+        target.params,
+        persona=request.persona,
+        client=request.client,
+        on_progress=request.on_progress,
+        on_log=request.on_log,
+        timeout=target.timeout,
+    )
 
 
 class CallTool(_Bridged):
@@ -81,35 +89,33 @@ class CallTool(_Bridged):
             name, arguments = inner, _arguments(inner, (arguments or {}).get("arguments"))
             # The row names the tool called, not the search-mode wrapper: `logs --tool X` finds it.
             audit.note(name=name)
-        try:
-            view, entry = await gateway.lookup(
-                request.persona, lambda v: v.tool(name), withheld=lambda c: name in c.withheld_tools
-            )
-        except NotFound:
-            unstarted = _never_started_owner(gateway, request.persona, name)
-            if unstarted is None:
-                raise
-            audit.note(server=unstarted.name)
-            raise unstarted.unavailable() from None
+        # `gateway.lookup`'s first look, in the view in hand; a name it lacks, or a catalog remembered
+        # from the last run (judged again once upstreams start), takes the whole look-up.
+        entry = view.entries.get(name) if not gateway.catalog.remembered else None
+        if entry is None:
+            view, entry = await _tool_lookup(gateway, request.persona, name)
         if entry.workflow is not None:
             return workflows.target(view, entry, arguments)
         route = gateway.catalog.tool(entry.target)
-        audit.note(server=route.upstream.name)
+        upstream = route.upstream
+        if (step := audit.current()) is not None:  # `audit.note`, without building its keywords
+            step.server = upstream.name
         upstream_params = _with_extras({"name": route.name}, params)
         sent = view.arguments(entry, arguments)
         if sent is not None:
             upstream_params["arguments"] = sent
-        if request.on_log is not None and route.upstream.era == "stateless":
-            # A 2026-07-28 upstream logs only for a request that opts in; mcpgw filters per client.
+        if request.on_log is not None and upstream.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            # A 2026-07-28 upstream (`Upstream.era` "stateless") logs only for a request that opts in;
+            # mcpgw filters per client.
             upstream_params.setdefault("_meta", {})[LOG_LEVEL_META_KEY] = "debug"
         return Target(
             persona=view.persona,
             rule_name=entry.target,
-            upstream=route.upstream,
+            upstream=upstream,
             method="tools/call",
             params=upstream_params,
             upward=("arguments",),
-            timeout=route.upstream.config.tool_timeouts.get(route.name),
+            timeout=upstream.config.tool_timeouts.get(route.name),
         )
 
     def shape(self, gateway: Gateway, target: Target, result: dict[str, Any]) -> dict[str, Any]:
@@ -119,6 +125,19 @@ class CallTool(_Bridged):
         if namespace and "_meta" in result:
             result["_meta"] = catalog_mod.expose_meta(result["_meta"], namespace)
         return result
+
+
+async def _tool_lookup(gateway: Gateway, persona: str | None, name: str) -> tuple[View, ToolEntry]:
+    try:
+        return await gateway.lookup(
+            persona, lambda v: v.tool(name), withheld=lambda c: name in c.withheld_tools
+        )
+    except NotFound:
+        unstarted = _never_started_owner(gateway, persona, name)
+        if unstarted is None:
+            raise
+        audit.note(server=unstarted.name)
+        raise unstarted.unavailable() from None
 
 
 def _never_started_owner(gateway: Gateway, persona: str | None, name: str) -> Upstream | None:
@@ -195,6 +214,8 @@ class GetPrompt(_Bridged):
 class Complete:
     """Completions: asked of the upstream only when it declares them (else: no values)."""
 
+    counted = False  # only what it asks of the upstream counts (see `forward`)
+
     async def resolve(self, gateway: Gateway, request: Request) -> Target:
         params = request.params
         ref = params.get("ref")
@@ -250,6 +271,8 @@ class Complete:
 
 class Subscribe:
     """`resources/subscribe` (`on`) and `unsubscribe`: forwarded to the resource watch, not as a request."""
+
+    counted = False
 
     def __init__(self, connection: Subscriber, *, on: bool) -> None:
         self._connection = connection

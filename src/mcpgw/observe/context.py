@@ -25,7 +25,7 @@ UNKNOWN = "(unknown)"
 """What a name no catalog has is shown as, in metric labels and span names: a client cannot mint them."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Fields:
     """What is known about the request (or upstream task) being served; None: not known (yet)."""
 

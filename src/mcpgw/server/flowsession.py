@@ -21,6 +21,7 @@ for honest agent hosts (the threat is a model steered by what it read, not the h
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -31,12 +32,15 @@ from mcpgw.security.flows import SessionRef
 META_KEYS = ("mcpgw/session", "sessionId", "conversationId")
 HEADER = "mcpgw-session"
 _STATE_KEY = "mcpgw.flow-session"
-"""Connection state key: the id of a handshake-era connection's session where no header names it."""
+"""Connection state key: a handshake-era connection's session where no header names it."""
 _MAX_ID = 200
+_LOCAL = SessionRef(key="client:local")
+"""The session of a 2026-07-28 client over stdio (or in memory) that names none: one serves all (frozen)."""
 
 
-def session_of(ctx: Any) -> SessionRef | None:
-    """The agent session of the request `ctx` serves (see the module docstring)."""
+def session_of(ctx: Any, *, principal: str | None = None) -> SessionRef | None:
+    """The agent session of the request `ctx` serves (see the module docstring). `principal`: the
+    request's `[auth]` principal when the caller has it (who the client is, without a second look)."""
     request = ctx.request
     headers = getattr(request, "headers", None)
     if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
@@ -46,20 +50,32 @@ def session_of(ctx: Any) -> SessionRef | None:
         connection = _compat.session_connection(ctx.session)
         if connection is None:
             return None
-        own = connection.state.get(_STATE_KEY)
-        if own is None:
-            own = connection.state[_STATE_KEY] = uuid.uuid4().hex
-        return SessionRef(key=f"mcp:{own}", id=own)
+        ref: SessionRef | None = connection.state.get(_STATE_KEY)
+        if ref is None:
+            own = uuid.uuid4().hex
+            ref = connection.state[_STATE_KEY] = SessionRef(key=f"mcp:{own}", id=own)
+        return ref  # made once a connection (it is frozen)
     scope = getattr(request, "scope", None)
     who = "local"
     if isinstance(scope, dict):
-        from mcpgw.server.sessions import client_of  # the HTTP side (auth): only over HTTP
-
-        who = client_of(scope)
+        who = principal or (_client_of or _http_client_of())(scope)
     named = _named(ctx.params, headers)
     if named is not None:
         return SessionRef(key=f"named:{who}\x00{named}", id=named, client=who)
-    return SessionRef(key=f"client:{who}")
+    return _LOCAL if who == "local" else SessionRef(key=f"client:{who}")
+
+
+_client_of: Callable[[Any], str] | None = None
+
+
+def _http_client_of() -> Callable[[Any], str]:
+    """`server.sessions.client_of`, imported once, on the first HTTP request: the HTTP side (auth) is
+    only loaded over HTTP, and an import statement run on every request costs about a microsecond."""
+    global _client_of
+    from mcpgw.server.sessions import client_of
+
+    _client_of = client_of
+    return client_of
 
 
 def _named(params: Any, headers: Any) -> str | None:

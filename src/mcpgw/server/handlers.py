@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import mcp_types as types
 from mcp.server import apps
 from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
-from mcp.server.context import ServerMiddleware, ServerRequestContext
+from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import RequestHandler, Server
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -49,14 +49,13 @@ from mcpgw.server.ratelimit import limited
 from mcpgw.upstream.logrelay import LogLevels
 
 if TYPE_CHECKING:
-    from mcpgw.observe.metrics import Metrics
     from mcpgw.security.flows import SessionRef
 
 logger = logging.getLogger("mcpgw.server")
 
-_Answer = BaseModel | dict[str, Any] | None
-"""What a server middleware's `call_next` returns."""
 Ctx = ServerRequestContext[Any, Any]
+Forward = Callable[[Ctx, str | None, "SessionRef | None", str | None], Awaitable[dict[str, Any]]]
+"""A forwarding handler's request to the gateway: its context, persona, session and principal."""
 
 
 _NAME_KEYS = {"call": "name", "prompt": "name", "read": "uri", "subscribe": "uri"}
@@ -71,15 +70,19 @@ async def _recorded(
     work: Callable[[], Awaitable[dict[str, Any]]],
     *,
     session: SessionRef | Literal[False] | None = False,
+    principal: str | Literal[False] | None = False,
+    forwarded: bool = False,
 ) -> dict[str, Any]:
     """Serve one request as one audit step: what, for whom, from which client, how it ended.
 
     The step's request id and persona are the request's observed fields (`observe.context`)
     too, which every log line of it carries; its outcome and time are counted in the metrics.
-    `session`: the request's `session_of`, when the caller has it already (False: found here).
+    `session`, `principal`: the request's `session_of` and `_principal`, when the caller has them
+    already (False: found here). `forwarded`: `work` is a forwarding handler's (its result is
+    answered as one: `_forwarded`).
     """
     raw = ctx.params or {}
-    step = _step(gateway, ctx, _KINDS[kind], persona, session=session)
+    step = _step(gateway, ctx, _KINDS[kind], persona, session=session, principal=principal)
     if kind in _NAME_KEYS:
         step.name = str(raw.get(_NAME_KEYS[kind]))
     elif kind == "list":
@@ -90,6 +93,7 @@ async def _recorded(
     deferred = log is not None and not log.every_request  # rows waited for (`durable = "all"`): now
     # Plain try blocks, not context managers (`observe.serving`, `audit.recording`) and a coroutine for
     # the error translation: the same steps, in the same order, at a fraction of the CPU per request.
+    answer: dict[str, Any] | None = None  # the row's account of it is made as the row is handed over
     fields, serving = observe.entered(request_id=step.request_id, persona=step.persona)
     try:
         with observing.request_span(gateway, ctx, step) as span:
@@ -98,6 +102,8 @@ async def _recorded(
                 try:
                     try:
                         result = await work()
+                        if forwarded:
+                            _forwarded(gateway, ctx, result)
                     except GatewayError as exc:  # the one place gateway errors become MCP errors
                         raise MCPError(code=exc.jsonrpc_code, message=str(exc), data=exc.data) from exc
                     except MCPError:
@@ -110,8 +116,7 @@ async def _recorded(
                             step.outcome = audit.Outcome.ERROR
                         step.error = _first_text(result)
                         tracing.failed(span, "tool_error")
-                    if kind == "call" and step.result is None:  # a refusal's account of its steps stays
-                        step.result = result.get("structuredContent") or _first_text(result)
+                    answer = result
                     return result
                 except BaseException as exc:
                     step.ended_by(exc)
@@ -119,6 +124,7 @@ async def _recorded(
                 finally:
                     audit.left(recording)
                     if log is not None and not deferred:  # `durable = "all"`: the answer waits for its row
+                        _account(step, answer)
                         await log.commit(step)  # queued before the wait: a cancelled request's row is kept
             except MCPError as exc:
                 code = str(exc.error.code)
@@ -129,9 +135,11 @@ async def _recorded(
                 if span is not None:
                     observing.finish_span(span, gateway, ctx, step, fields)
                 if deferred and log is not None and audit.durable(step.kind, step.outcome):
+                    _account(step, answer)
                     log.record_step(step)  # committed before the answer leaves, as ever
                     deferred = False
-                afteranswer.later(partial(_booked, gateway, ctx, step, fields, log if deferred else None))
+                booked = partial(_booked, gateway, ctx, step, fields, log if deferred else None, answer)
+                afteranswer.later(booked)
     finally:
         observe.left(serving)
 
@@ -139,16 +147,40 @@ async def _recorded(
 _INTERNAL = "mcpgw internal error (see the gateway log)"
 
 
+def _forwarded(gateway: Gateway, ctx: Ctx, result: dict[str, Any]) -> None:
+    """A forwarded request's result as its client's era takes it (`_check_era`, `_shaped`), and the
+    version it was checked in said (`fastlane.answered_by`)."""
+    fastlane.answered_by(gateway)
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        if "resultType" not in result:
+            result["resultType"] = "complete"
+    else:
+        _check_era(ctx, result)
+
+
+def _account(step: audit.Step, result: dict[str, Any] | None) -> None:
+    """A call's result as its row keeps it, made as the row is handed over (after the answer, when it
+    is; a refusal's account of its steps stays)."""
+    if result is not None and step.kind is audit.Kind.CALL and step.result is None:
+        step.result = result.get("structuredContent") or _first_text(result)
+
+
 def _booked(
-    gateway: Gateway, ctx: Ctx, step: audit.Step, fields: observe.Fields, log: audit.AuditLog | None
+    gateway: Gateway,
+    ctx: Ctx,
+    step: audit.Step,
+    fields: observe.Fields,
+    log: audit.AuditLog | None,
+    answer: dict[str, Any] | None = None,
 ) -> None:
     """A request's row queued (when not already), counted and, at `--log-level debug`, logged, under
     the request's own fields (it may run after the request's answer, outside them)."""
     resumed = observe.back(fields)  # `observe.resumed`, without its generator
     try:
         if log is not None:
+            _account(step, answer)
             log.record_step(step)
-        if gateway.metrics is not None and step.kind is not audit.Kind.LIST:  # `_listings_counted`
+        if gateway.metrics is not None and step.kind is not audit.Kind.LIST:  # `listings_counted`
             observing.count(gateway.metrics, gateway, ctx, step, fields)
         if logger.isEnabledFor(logging.DEBUG):  # an access log
             logger.debug(
@@ -169,27 +201,21 @@ def _step(
     persona: str | None,
     *,
     session: SessionRef | Literal[False] | None = False,
+    principal: str | Literal[False] | None = False,
 ) -> audit.Step:
-    """A step for the request `ctx` serves: who asked, from which client, in which era (`session`: its
-    `session_of`, when the caller has it; False: found here)."""
+    """A step for the request `ctx` serves: who asked, from which client, in which era (`session`,
+    `principal`: its `session_of` and `_principal`, when the caller has them; False: found here)."""
     if session is False:
         session = session_of(ctx)
     return audit.Step(
         kind=kind,
         method=ctx.method,
-        persona=_persona_label(gateway, persona),
+        persona=observing.persona_label(gateway, persona),
         client=_client_name(ctx),
         protocol=ctx.protocol_version,
-        principal=_principal(ctx),
+        principal=_principal(ctx) if principal is False else principal,
         session=session.id if session is not None else None,
     )
-
-
-def _persona_label(gateway: Gateway, persona: str | None) -> str | None:
-    try:
-        return gateway.resolve_persona(persona)
-    except GatewayError:
-        return persona
 
 
 def _client_name(ctx: Ctx) -> str | None:
@@ -207,9 +233,20 @@ def _principal(ctx: Ctx) -> str | None:
     scope = getattr(ctx.request, "scope", None)
     if not isinstance(scope, dict) or "user" not in scope:
         return None
+    return (_auth_principal or _http_principal())(scope)
+
+
+_auth_principal: Callable[[Any], str | None] | None = None
+
+
+def _http_principal() -> Callable[[Any], str | None]:
+    """`server.auth.principal`, imported once, on the first request with `[auth]` (as `flowsession`'s
+    `client_of`: the HTTP side is only loaded over HTTP, and not looked up again on every request)."""
+    global _auth_principal
     from mcpgw.server import auth
 
-    return auth.principal(scope)
+    _auth_principal = auth.principal
+    return auth.principal
 
 
 def _first_text(result: dict[str, Any]) -> str | None:
@@ -219,8 +256,9 @@ def _first_text(result: dict[str, Any]) -> str | None:
     return None
 
 
-def _raw(ctx: Ctx) -> dict[str, Any]:
-    return dict(ctx.params or {})
+def _raw(ctx: Ctx) -> Mapping[str, Any]:
+    """The request's params, not copied: the pipeline reads them and builds the upstream's own."""
+    return ctx.params or {}
 
 
 def _shaped(ctx: Ctx, result: dict[str, Any]) -> dict[str, Any]:
@@ -263,19 +301,16 @@ def build_server(
 
         return handler
 
-    def forwarding(
-        kind: str, forward: Callable[[Ctx, str | None, SessionRef | None], Awaitable[dict[str, Any]]]
-    ) -> RequestHandler[Any, Any]:
-        async def handler(ctx: Ctx, params: Any) -> dict[str, Any]:
-            persona, session = persona_of(ctx), session_of(ctx)  # each worked out once a request
-
-            async def work() -> dict[str, Any]:
-                result = await forward(ctx, persona, session)
-                fastlane.answered_by(gateway)
-                _check_era(ctx, result)
-                return _shaped(ctx, result)
-
-            return await _recorded(gateway, ctx, kind, persona, work, session=session)
+    def forwarding(kind: str, forward: Forward) -> RequestHandler[Any, Any]:
+        def handler(ctx: Ctx, params: Any) -> Awaitable[dict[str, Any]]:
+            """`_recorded`'s own coroutine (no frame of this handler on the way of every call)."""
+            # Each worked out once a request: the step and the bridge's channel share the principal.
+            persona, principal = persona_of(ctx), _principal(ctx)
+            session = session_of(ctx, principal=principal)
+            work = partial(forward, ctx, persona, session, principal)
+            return _recorded(
+                gateway, ctx, kind, persona, work, session=session, principal=principal, forwarded=True
+            )
 
         return handler
 
@@ -326,12 +361,12 @@ def build_server(
             types.CallToolRequestParams,
             forwarding(
                 "call",
-                lambda ctx, p, session: gateway.call_tool(
+                lambda ctx, p, session, principal: gateway.call_tool(
                     _raw(ctx),
                     persona=p,
                     on_progress=progress_relay(ctx),
                     on_log=log_sink(ctx, log_levels),
-                    client=client_channel(ctx, principal=_principal(ctx)),
+                    client=client_channel(ctx, principal=principal),
                     session=session,
                 ),
             ),
@@ -341,11 +376,8 @@ def build_server(
             types.ReadResourceRequestParams,
             forwarding(
                 "read",
-                lambda ctx, p, session: gateway.read_resource(
-                    _raw(ctx),
-                    persona=p,
-                    client=client_channel(ctx, principal=_principal(ctx)),
-                    session=session,
+                lambda ctx, p, session, principal: gateway.read_resource(
+                    _raw(ctx), persona=p, client=client_channel(ctx, principal=principal), session=session
                 ),
             ),
         ),
@@ -354,15 +386,15 @@ def build_server(
             types.GetPromptRequestParams,
             forwarding(
                 "prompt",
-                lambda ctx, p, _: gateway.get_prompt(
-                    _raw(ctx), persona=p, client=client_channel(ctx, principal=_principal(ctx))
+                lambda ctx, p, _, principal: gateway.get_prompt(
+                    _raw(ctx), persona=p, client=client_channel(ctx, principal=principal)
                 ),
             ),
         ),
         (
             "completion/complete",
             types.CompleteRequestParams,
-            forwarding("complete", lambda ctx, p, _: gateway.complete(_raw(ctx), persona=p)),
+            forwarding("complete", lambda ctx, p, _, __: gateway.complete(_raw(ctx), persona=p)),
         ),
     ]
     for method, params_type, handler in handlers:
@@ -389,40 +421,8 @@ def build_server(
     ]
     gateway.add_listener(announcer)
     if gateway.metrics is not None:
-        server.middleware.insert(1, _listings_counted(gateway, gateway.metrics, persona_of))
+        server.middleware.insert(1, observing.listings_counted(gateway, gateway.metrics, persona_of))
     return server, announcer
-
-
-def _listings_counted(
-    gateway: Gateway, metrics: Metrics, persona_of: Callable[[Ctx], str | None]
-) -> ServerMiddleware[Any]:
-    """Server middleware, in front of the listing cache: every listing is counted, though the cache
-    answers most of them without reaching a handler."""
-
-    async def middleware(ctx: Ctx, call_next: Callable[[Ctx], Awaitable[_Answer]]) -> _Answer:
-        if ctx.method not in ListingCache.METHODS:
-            return await call_next(ctx)
-        began, outcome = time.perf_counter(), audit.Outcome.ERROR
-        try:
-            result = await call_next(ctx)
-            outcome = audit.Outcome.OK
-            return result
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                outcome = audit.Outcome.CANCELLED
-            raise
-        finally:
-            metrics.request(
-                method=ctx.method,
-                persona=_persona_label(gateway, persona_of(ctx)),
-                server=None,
-                tool=None,
-                outcome=outcome.value,
-                seconds=time.perf_counter() - began,
-                upstream_seconds=0.0,
-            )
-
-    return middleware
 
 
 _FORGETS = "mcpgw.forgets-subscriptions"

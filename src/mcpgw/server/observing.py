@@ -1,23 +1,28 @@
 """What operators see of each request besides its audit row: its span and its metrics.
 
 Owns: the request's span (tracing on; its trace id on the request's fields, so log lines carry
-it), the span's final name and outcome, and the request's count in the Prometheus metrics. Names in
-spans and labels come from the catalog only (`catalog_name`): a client cannot mint them.
+it), the span's final name and outcome, and the request's count in the Prometheus metrics (a
+listing's too, which the listing cache mostly answers: `listings_counted`). Names in spans and
+labels come from the catalog only (`catalog_name`): a client cannot mint them; a persona is named
+as the gateway resolves it (`persona_label`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
-from mcp.server.context import ServerRequestContext
+from mcp.server.context import ServerMiddleware, ServerRequestContext
+from pydantic import BaseModel
 
 from mcpgw import audit
 from mcpgw.core.gateway import Gateway
+from mcpgw.errors import GatewayError
 from mcpgw.observe import context as observe
 from mcpgw.observe import tracing
+from mcpgw.server.listcache import ListingCache
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -25,6 +30,8 @@ if TYPE_CHECKING:
     from mcpgw.observe.metrics import Metrics
 
 Ctx = ServerRequestContext[Any, Any]
+Answer = BaseModel | dict[str, Any] | None
+"""What a server middleware's `call_next` returns."""
 
 
 _NO_SPAN: AbstractContextManager[None] = nullcontext()
@@ -101,3 +108,43 @@ def count(metrics: Metrics, gateway: Gateway, ctx: Ctx, step: audit.Step, fields
         seconds=time.perf_counter() - step.started,
         upstream_seconds=fields.upstream_seconds,
     )
+
+
+def persona_label(gateway: Gateway, persona: str | None) -> str | None:
+    """The persona a request is recorded and counted under: as resolved, or as named if unknown."""
+    try:
+        return gateway.resolve_persona(persona)
+    except GatewayError:
+        return persona
+
+
+def listings_counted(
+    gateway: Gateway, metrics: Metrics, persona_of: Callable[[Ctx], str | None]
+) -> ServerMiddleware[Any]:
+    """Server middleware, in front of the listing cache: every listing is counted, though the cache
+    answers most of them without reaching a handler."""
+
+    async def middleware(ctx: Ctx, call_next: Callable[[Ctx], Awaitable[Answer]]) -> Answer:
+        if ctx.method not in ListingCache.METHODS:
+            return await call_next(ctx)
+        began, outcome = time.perf_counter(), audit.Outcome.ERROR
+        try:
+            result = await call_next(ctx)
+            outcome = audit.Outcome.OK
+            return result
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                outcome = audit.Outcome.CANCELLED
+            raise
+        finally:
+            metrics.request(
+                method=ctx.method,
+                persona=persona_label(gateway, persona_of(ctx)),
+                server=None,
+                tool=None,
+                outcome=outcome.value,
+                seconds=time.perf_counter() - began,
+                upstream_seconds=0.0,
+            )
+
+    return middleware
