@@ -103,3 +103,29 @@ async def test_a_killed_stdio_upstream_keeps_its_tools_and_names_itself_in_error
             with anyio.fail_after(HANG_GUARD):
                 while await error_of(client, "t__echo", {"message": "back"}) is not None:
                     await anyio.sleep(0.1)
+
+
+async def test_an_http_upstream_started_after_the_gateway_is_met_in_its_own_era() -> None:
+    """A 2026-07-28 server not up yet when the gateway starts (a compose file starts both at once) is
+    connected in 2026-07-28 once it is up, with the lean request path: its refused connections say
+    nothing about its era. They used to cancel the era probe, which left it on 2025-11-25 for good."""
+    from mcpgw.config.registry import validate
+    from parity import served
+
+    port = free_port()
+    config = validate(
+        {"gateway": {"restart_backoff_max": 1}, "servers": {"web": {"url": f"http://127.0.0.1:{port}/mcp"}}},
+        source="test",
+    )
+    async with served(config, {}, audit=None) as gateway:
+        upstream = gateway.upstreams["web"]
+        with anyio.fail_after(HANG_GUARD):
+            while upstream.state == "starting" or not upstream.error:  # refused at least once
+                await anyio.sleep(0.05)
+        with background([sys.executable, str(UPSTREAM), "--http", str(port)], port=port):
+            with anyio.fail_after(HANG_GUARD):
+                while upstream.state != "ready":
+                    await anyio.sleep(0.05)
+            assert upstream.protocol_version == "2026-07-28"
+            answer = await gateway.call_tool({"name": "web__echo", "arguments": {"message": "late"}})
+            assert answer["content"][0]["text"] == "late"

@@ -39,6 +39,8 @@ RESTART_BASE = 0.5
 """Seconds before the first restart; doubled per failure (with jitter) up to `backoff_max`."""
 RESTART_RESET_AFTER = 30.0
 PROCESS_POLL = 0.25
+CLOCK_SLACK = 0.01
+"""Seconds a loop timer may fire before its deadline (uvloop's clock has millisecond steps)."""
 
 
 class Supervisor:
@@ -240,7 +242,7 @@ class Supervisor:
                 # An outage or a timeout says nothing about its era, and keeps it.
                 self.known_era = None if configured == "auto" else self.known_era
                 raise
-        attempt = AsyncExitStack()
+        attempt, deadline = AsyncExitStack(), anyio.current_effective_deadline()
         try:
             client = await self._open(attempt, "auto")
         except ProbeFailed as exc:
@@ -249,8 +251,11 @@ class Supervisor:
                 kill_process_group(self._transport.pgid)  # a crashed child's own children too
             failed = exc.reason
         except anyio.get_cancelled_exc_class():
-            # The start-up timeout (or a stop) cut the probe off: the next life tries `initialize` alone.
-            self.known_era = "handshake"
+            # The start-up timeout cut the probe off: the next life tries `initialize` alone. Not a
+            # stop, nor a transport that failed (a server not up yet: its task group cancels the probe),
+            # which say nothing of its era: a server started after the gateway is met in its own.
+            if anyio.current_time() >= deadline - CLOCK_SLACK:
+                self.known_era = "handshake"
             await attempt.aclose()
             raise
         except BaseException:
