@@ -104,7 +104,7 @@ class CallTool(_Bridged):
         sent = view.arguments(entry, arguments)
         if sent is not None:
             upstream_params["arguments"] = sent
-        if request.on_log is not None and upstream.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        if upstream.protocol_version in MODERN_PROTOCOL_VERSIONS and _wants_logs(request):
             # A 2026-07-28 upstream (`Upstream.era` "stateless") logs only for a request that opts in;
             # mcpgw filters per client.
             upstream_params.setdefault("_meta", {})[LOG_LEVEL_META_KEY] = "debug"
@@ -138,6 +138,20 @@ async def _tool_lookup(gateway: Gateway, persona: str | None, name: str) -> tupl
             raise
         audit.note(server=unstarted.name)
         raise unstarted.unavailable() from None
+
+
+def _wants_logs(request: Request) -> bool:
+    """Whether the client behind `request` can get a call's log lines: a handshake-era one unless its
+    `logging/setLevel` filters them (mcpgw filters), a 2026-07-28 one only when this request opts in
+    (its `_meta` log level). Asking an upstream for lines nobody gets would make it answer each call
+    as an SSE stream instead of one JSON body, for lines then dropped."""
+    if request.on_log is None:
+        return False
+    client = request.client
+    if client is None or not client.modern:
+        return True
+    meta = request.params.get("_meta")
+    return isinstance(meta, Mapping) and meta.get(LOG_LEVEL_META_KEY) is not None
 
 
 def _never_started_owner(gateway: Gateway, persona: str | None, name: str) -> Upstream | None:
