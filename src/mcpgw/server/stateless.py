@@ -30,12 +30,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import anyio
+import orjson
 from mcp.server.connection import Connection
 from mcp.server.lowlevel.server import Server
 from mcp.server.runner import modern_error_data
@@ -454,10 +456,24 @@ async def _keep_alive(exchange: _Exchange) -> None:
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 """`json.dumps(message, separators=...)` makes an encoder like this one per call."""
+_NUMBER_NOT_AN_INTEGER = re.compile(rb"[0-9][.eE]")
+"""Where orjson may write a float otherwise than `json` (`0.00001` for `1e-05`), or text like it."""
 
 
 def _dumps(message: dict[str, Any]) -> bytes:
-    """As the SDK writes an answer: compact JSON, ASCII only."""
+    """As the SDK writes an answer: compact JSON, ASCII only.
+
+    orjson's bytes when they are exactly the standard library's (a third of its CPU on a short
+    answer, far less on a long one): ASCII (else `json` escapes what orjson writes as UTF-8), no
+    DEL (`json` escapes it), no `null` (orjson writes NaN and infinities so), and nothing that may be
+    a float (the two write some differently). Else, and for what orjson refuses, `json` itself."""
+    try:
+        fast = orjson.dumps(message)
+    except TypeError:
+        return _ENCODER.encode(message).encode()
+    exact = fast.isascii() and b"\x7f" not in fast and b"null" not in fast
+    if exact and _NUMBER_NOT_AN_INTEGER.search(fast) is None:
+        return fast
     return _ENCODER.encode(message).encode()
 
 
