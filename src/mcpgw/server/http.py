@@ -7,10 +7,10 @@ what the last registry reload did), `/metrics` for Prometheus (`scrape`; unless
 they have a listener of their own), and `serve_http`, which runs it under
 uvicorn with the gateway's own signal handling and its bounds on slow or large
 request headers and idle connections. The HTTP-side guards it installs live
-beside it, outermost first: `hostcheck` (Host and Origin, on every route),
-`auth` (CORS, OAuth resource server), `edge` (request bodies: size, deadline,
-nesting), `sessions` (bounded handshake-era sessions) and `resume` (resumable
-SSE streams).
+beside it, outermost first: `hostcheck` (header values as HTTP defines them,
+then Host and Origin, on every route), `auth` (CORS, OAuth resource server),
+`edge` (request bodies: size, deadline, nesting), `sessions` (bounded
+handshake-era sessions) and `resume` (resumable SSE streams).
 """
 
 from __future__ import annotations
