@@ -131,6 +131,12 @@ async def test_a_call_refused_for_stale_headers_is_sent_again_after_listing_agai
 
 def _post(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
     """One raw HTTP/1.1 POST, header values sent byte for byte (httpx's h11 refuses edge whitespace)."""
+    status, _, answer = _exchange(url, body, headers)
+    return status, answer
+
+
+def _exchange(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, str, dict[str, Any]]:
+    """`_post`, with the answer's head (its status line and header lines, lower-cased)."""
     host, port = url.split("//")[1].split("/")[0].split(":")
     data = json.dumps(body).encode()
     lines = [
@@ -150,9 +156,10 @@ def _post(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int,
     head, _, payload = answer.partition(b"\r\n\r\n")
     status = int(head.split()[1])
     text = payload.decode()
-    if "text/event-stream" in head.decode("latin-1").lower():
+    lowered = head.decode("latin-1").lower()
+    if "text/event-stream" in lowered:
         text = next(line[5:] for line in text.splitlines() if line.startswith("data:") and line[5:].strip())
-    return status, json.loads(text)
+    return status, lowered, json.loads(text)
 
 
 def _call(region: str, *, tool: str = "route", **headers: str) -> tuple[dict[str, Any], dict[str, str]]:
@@ -182,6 +189,15 @@ def test_whitespace_around_a_header_value_is_not_part_of_it(
     status, answer = _post(gateway_url, body, headers)
     assert status == 200, answer
     assert json.loads(answer["result"]["content"][0]["text"])["headers"]["mcp-param-region"] == "eu-west1"
+
+
+def test_an_answer_carries_its_date_but_names_no_server_software(gateway_url: str) -> None:
+    """No `Server: uvicorn` line tells a caller what to probe; the `Date` HTTP asks of a server stays."""
+    status, head, answer = _exchange(gateway_url, *_call("eu-west1"))
+    assert status == 200, answer
+    lines = head.split("\r\n")[1:]
+    assert any(line.startswith("date: ") for line in lines), head
+    assert not any(line.startswith("server:") for line in lines), head
 
 
 @pytest.mark.parametrize(

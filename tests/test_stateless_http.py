@@ -425,3 +425,21 @@ async def test_with_auth_a_call_without_a_good_token_is_refused_before_either_pa
                 assert lean.status == sdk.status == 401, (path, token)
                 assert lean.headers["www-authenticate"] == sdk.headers["www-authenticate"]
                 assert lean.body == sdk.body
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        {"content": [{"type": "text", "text": "plain ASCII, 42 of them"}], "isError": False},
+        {"text": "hé \u2028 😀"},
+        {"text": 'a\x7fb\x00\x1f\n\t"\\/'},
+        {"n": [1e-05, 0.1, 1e16, 1e22, 5e-324, -0.0, 123456789.123, 2.0]},
+        {"n": [float("nan"), float("inf"), float("-inf")], "none": None},
+        {"big": 2**64 + 1, "small": -(2**63), "bools": [True, False]},
+        {"version": "v1.2e3 and 3. and 4e"},
+    ],
+)
+def test_an_answer_is_written_byte_for_byte_as_the_sdk_writes_it(result: dict[str, Any]) -> None:
+    """Compact, ASCII-only JSON as `json` writes it, whichever encoder wrote it."""
+    message = {"jsonrpc": "2.0", "id": 7, "result": result}
+    assert stateless._dumps(message) == json.dumps(message, separators=(",", ":")).encode()

@@ -31,6 +31,7 @@ from mcp.server.transport_security import TransportSecurityMiddleware, Transport
 from starlette.requests import Request
 
 from mcpgw.config import Registry
+from mcpgw.server.edge import OWS, stripped
 
 logger = logging.getLogger("mcpgw.hostcheck")
 
@@ -101,16 +102,34 @@ class HostCheck:
     The pairs of values the check accepted are remembered: its settings do not change (a reload
     that changes them builds a new `HostCheck`), and clients send the same few pairs request after
     request, so each is checked once. Only accepted pairs are kept: a refused one is checked (and
-    logged) every time."""
+    logged) every time.
 
-    def __init__(self, app: Any, *, settings: TransportSecuritySettings) -> None:
+    `field_values`: first hand on every header value as `edge.FieldValues` does (without the
+    whitespace around it), in the same pass over the headers: one layer in front of every request,
+    not two (`http.http_app`, where it is the outermost)."""
+
+    def __init__(self, app: Any, *, settings: TransportSecuritySettings, field_values: bool = False) -> None:
         self.app = app
         self.security = TransportSecurityMiddleware(settings)
+        self.field_values = field_values
         self._passed: set[tuple[bytes | None, bytes | None]] = set()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            pair = _host_and_origin(scope["headers"])
+            host = origin = None
+            clean = True
+            for key, value in scope["headers"]:
+                if clean and value != value.strip(OWS):
+                    clean = False
+                if key == b"host":
+                    if host is None:
+                        host = value
+                elif key == b"origin" and origin is None:
+                    origin = value
+            if not clean and self.field_values:
+                scope = stripped(scope)
+                host, origin = _host_and_origin(scope["headers"])
+            pair = host, origin
             if pair not in self._passed:
                 # is_post=False: the content type is the MCP endpoint's to check, not every route's.
                 refusal = await self.security.validate_request(Request(scope), is_post=False)

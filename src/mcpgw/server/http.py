@@ -7,10 +7,10 @@ what the last registry reload did), `/metrics` for Prometheus (`scrape`; unless
 they have a listener of their own), and `serve_http`, which runs it under
 uvicorn with the gateway's own signal handling and its bounds on slow or large
 request headers and idle connections. The HTTP-side guards it installs live
-beside it, outermost first: `hostcheck` (Host and Origin, on every route),
-`auth` (CORS, OAuth resource server), `edge` (request bodies: size, deadline,
-nesting), `sessions` (bounded handshake-era sessions) and `resume` (resumable
-SSE streams).
+beside it, outermost first: `hostcheck` (header values as HTTP defines them,
+then Host and Origin, on every route), `auth` (CORS, OAuth resource server),
+`edge` (request bodies: size, deadline, nesting), `sessions` (bounded
+handshake-era sessions) and `resume` (resumable SSE streams).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from mcpgw.server import replicas, scrape
 from mcpgw.server.callback import callback_route
 from mcpgw.server.coalesce import Coalescing
 from mcpgw.server.direct import Direct
-from mcpgw.server.edge import BodyLimit, FieldValues
+from mcpgw.server.edge import BodyLimit
 from mcpgw.server.handlers import HTTP_PERSONA, PERSONA_PATH_PARAM, build_server
 from mcpgw.server.hostcheck import HostCheck, transport_security
 from mcpgw.server.lifecycle import check_personas, stop_on_signals
@@ -116,10 +116,10 @@ def http_app(
                 audit=gateway.audit,
                 metrics=gateway.metrics,
             )
-        # Added last, so outermost: nothing (not even the body limit) answers a rebound page.
-        app.add_middleware(HostCheck, settings=security)
-        # Outermost: every check reads header values as HTTP defines them, whatever the parser kept.
-        app.add_middleware(FieldValues)
+        # Added last, so outermost: nothing (not even the body limit) answers a rebound page; and
+        # first (`field_values`) every check reads header values as HTTP defines them, whatever
+        # the parser kept.
+        app.add_middleware(HostCheck, settings=security, field_values=True)
         return Direct(app, paths=("/mcp", PERSONA_PATH))  # past the router, through the same layers
 
     return LiveApp(sessions, shell, lambda: gateway.registry)
@@ -242,6 +242,9 @@ async def serve_http(
             wrap_transport=Coalescing,
         ),
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        # No `Server: uvicorn` line in every answer's head: no client reads it, and uvicorn checks
+        # and writes it per response (it also told every caller which server to probe).
+        server_header=False,
     )
     web = uvicorn.Server(config)
     # uvicorn would re-raise a caught SIGTERM after serving, killing us before the upstreams are

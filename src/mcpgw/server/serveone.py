@@ -16,6 +16,7 @@ are the same, and the chain's end is the stdio lane's own (`fastlane.LeanCalls.h
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from typing import Any
 
 from mcp.server.connection import Connection
@@ -84,8 +85,21 @@ class ServeOne:
 
 def born_like(template: Connection, version: str, *, outbound: Any) -> Connection:
     """A born-ready connection (as `Connection.from_envelope` makes one) with `template`'s typed client
-    info and capabilities: the stdio lane's and this path's, per request."""
-    connection = Connection(outbound, protocol_version=version, client_params=template.client_params)
+    info and capabilities: the stdio lane's and this path's, per request.
+
+    Made without `Connection.__init__` (mcp 2.3), which makes an `anyio.Event` per connection (the
+    backend looked up through sniffio each time) only for it to be set at once: this one shares the
+    template's, already set (an anyio event cannot be cleared, so a set one says the same to every
+    connection). Every other field is the connection's own, as `__init__` gives it
+    (`tests/test_serveone.py` checks that the two agree field for field)."""
+    connection = Connection.__new__(Connection)
+    connection.outbound = outbound
+    connection.protocol_version = version
+    connection.session_id = None
+    connection.client_capabilities = None
+    connection.client_params = template.client_params
     connection.client_capabilities = template.client_capabilities
-    connection.initialized.set()
+    connection.initialized = template.initialized
+    connection.state = {}
+    connection.exit_stack = AsyncExitStack()
     return connection
