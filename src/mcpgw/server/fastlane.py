@@ -162,19 +162,17 @@ class LeanCalls:
 
 
 class Chains:
-    """The server's middleware chain around `end` for each method, made once per method (again when
-    the server's middleware changes), for the lanes that run chains themselves (the stdio lane, the
-    stateless HTTP path). A middleware whose `lean_methods` (the forwarded requests it acts on) leaves
-    a method out has nothing to do on it and is not in its chain; `skip`: middleware left out of all.
-    With `LeanCalls.handle` as `end`, the `LeanCalls` middleware is left out too (`handle` serves the
-    forwarded requests as it does), and with it, on those, whatever follows it (which it reaches only
-    on the way to a refusal `handle` gives the same)."""
+    """The server's middleware chain around `calls.handle` for each method, made once per method
+    (again when the server's middleware changes), for the lanes that run chains themselves (the stdio
+    lane, the stateless HTTP path). A middleware whose `lean_methods` (the forwarded requests it acts
+    on) leaves a method out has nothing to do on it and is not in its chain; `skip`: middleware left
+    out of all. The `LeanCalls` middleware is left out too (`handle` serves the forwarded requests as
+    it does), and with it, on those, whatever follows it (which it reaches only on the way to a
+    refusal `handle` gives the same)."""
 
-    def __init__(self, server: Server[Any], end: CallNext, *, skip: tuple[Any, ...] = ()) -> None:
-        self._server, self._end, self._skip = server, end, skip
+    def __init__(self, server: Server[Any], calls: LeanCalls, *, skip: tuple[Any, ...] = ()) -> None:
+        self._server, self._end, self._skip = server, calls.handle, skip
         self._chains: tuple[tuple[Any, ...], dict[str, CallNext]] = ((), {})
-        # `LeanCalls.handle` serves the forwarded requests as `LeanCalls` itself would: it is their end.
-        self._ends_lean = isinstance(getattr(end, "__self__", None), LeanCalls)
 
     def __call__(self, method: str) -> CallNext:
         middlewares, chains = self._chains
@@ -186,7 +184,7 @@ class Chains:
             for middleware in reversed(middlewares):
                 if middleware in self._skip:
                     continue
-                if self._ends_lean and isinstance(middleware, LeanCalls):
+                if isinstance(middleware, LeanCalls):
                     if method in METHODS:  # served here, as `end` serves it: what follows never runs
                         call = self._end
                     continue  # on any other method it only hands on
@@ -202,13 +200,16 @@ def apply(middleware: ServerMiddleware[Any], call_next: CallNext, ctx: Ctx) -> A
 
 
 def dumped(result: Any) -> dict[str, Any]:
-    """A chain's answer as the SDK runner's `_dump_result` makes it a dict."""
+    """A chain's answer as the SDK runner's `_dump_result` makes it a dict; a plain dict is itself, not
+    a copy: the lanes only read and dump it from here (`shaped` makes its own)."""
     if result is None:
         return {}
     if isinstance(result, ErrorData):
         raise MCPError.from_error_data(result)
     if isinstance(result, BaseModel):
         return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+    if type(result) is dict:
+        return result
     if isinstance(result, dict):
         return dict(result)
     raise TypeError(f"handler returned {type(result).__name__}; expected BaseModel, dict, or None")

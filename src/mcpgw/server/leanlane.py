@@ -223,7 +223,7 @@ class LeanLane:
         self._envelope: tuple[Any, Connection] | None = None
         self._spare: Connection | None = None  # a 2026-07-28 request's connection, reusable as born
         # The era `observe` learns is known before the lane takes any request.
-        self._chained = Chains(server, self._shaping.handle, skip=(self.observe,))
+        self._chained = Chains(server, self._shaping, skip=(self.observe,))
         self._in_flight: dict[RequestId, _Request] = {}
 
     @asynccontextmanager
@@ -418,9 +418,7 @@ class LeanLane:
             meta=meta,  # type: ignore[arg-type]
         )
         try:
-            result = await self._chained(method)(ctx)
-            # A dict is only dumped from here on, never changed: no copy of it (as `dumped` makes).
-            return result if type(result) is dict else dumped(result)
+            return dumped(await self._chained(method)(ctx))
         finally:
             if self._modern:
                 if not _compat.exit_stack_empty(connection.exit_stack):

@@ -41,7 +41,7 @@ class ServeOne:
         self._server = server
         self._manager = manager
         self._shaping = LeanCalls(server)
-        self._chained = Chains(server, self._shaping.handle)
+        self._chained = Chains(server, self._shaping)
         self._envelopes: list[tuple[tuple[str, Any, Any], Connection]] = []
 
     def born_ready(self, version: str, info: Any, capabilities: Any) -> Connection:
@@ -96,7 +96,6 @@ def born_like(template: Connection, version: str, *, outbound: Any) -> Connectio
     connection.outbound = outbound
     connection.protocol_version = version
     connection.session_id = None
-    connection.client_capabilities = None
     connection.client_params = template.client_params
     connection.client_capabilities = template.client_capabilities
     connection.initialized = template.initialized

@@ -56,33 +56,32 @@ class _PipeLines:
         self.reply = reply
         self._limit = limit
 
-    async def _readline(self, *, too_long: bool = False) -> bytes | None:
-        """The next line, `b""` at EOF, or None for a line over the limit (skipped, never buffered);
-        `too_long`: the line read so far was over the limit already."""
+    async def _rest_of_long_line(self) -> bytes | None:
+        """Past a line over the limit: its rest read and dropped (never buffered whole). None, or
+        `b""` when the input ended where the line did."""
         while True:
             try:
-                line = await self._reader.readuntil(b"\n")
+                await self._reader.readuntil(b"\n")
             except asyncio.IncompleteReadError as exc:
-                return None if too_long and exc.partial else exc.partial
+                return None if exc.partial else b""
             except asyncio.LimitOverrunError as exc:
                 # Drop what is buffered so far and keep reading until the line ends.
                 await self._reader.readexactly(exc.consumed)
-                too_long = True
                 continue
-            return None if too_long else line
+            return None
 
     def __aiter__(self) -> _PipeLines:
         return self
 
     async def __anext__(self) -> str:
         while True:
-            try:  # the usual line read here, not in `_readline`: a coroutine fewer per line
+            try:  # the usual line read here, not in a coroutine of its own: one fewer per line
                 raw: bytes | None = await self._reader.readuntil(b"\n")
             except asyncio.IncompleteReadError as exc:
                 raw = exc.partial
             except asyncio.LimitOverrunError as exc:
                 await self._reader.readexactly(exc.consumed)  # dropped: the line is over the limit
-                raw = await self._readline(too_long=True)
+                raw = await self._rest_of_long_line()
             if raw is None:
                 if self.reply is not None:
                     self.reply(too_large(self._limit))
