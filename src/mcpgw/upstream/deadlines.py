@@ -1,4 +1,4 @@
-"""Time limits and delayed calls of the lean HTTP path, on one timer of the event loop per owner.
+"""Time limits and delayed calls of the lean paths, on one timer of the event loop per owner.
 
 Owns: `Deadlines`, whose `limit(seconds)` bounds a block of the current task as `asyncio.timeout`
 does (`TimeoutError` once it is past, the task cancelled to get there), and whose `later(seconds,
@@ -6,8 +6,9 @@ callback)` calls `callback` once that time has passed, unless cancelled first (a
 
 Why not `asyncio.timeout` and `call_later`: each arms and disarms a timer of its own per request
 (uvloop: a libuv timer made, started, stopped and closed); measured in one process, a block under
-`asyncio.timeout` cost four times one under `limit`, and the lean path has three per call (the
-request body's deadline, the upstream POST's, the client watch of `server.stateless`). Here a
+`asyncio.timeout` cost four times one under `limit`, and the lean HTTP path has three per call (the
+request body's deadline, the upstream POST's, the client watch of `server.stateless`); a stdio
+upstream's lean requests (`upstream.wire`) share one too. Here a
 request only notes its time, and the one timer is armed again only for a time earlier than the one
 it waits for: with one timeout for all calls, the times come in order and the timer is armed about
 once per timeout, not once per call.

@@ -24,15 +24,15 @@ import contextlib
 import itertools
 import json
 import logging
-import math
-import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import anyio
 import orjson
 
 from mcpgw import _compat
+from mcpgw.upstream.deadlines import UNLIMITED, Deadlines
 
 logger = logging.getLogger("mcpgw.upstream")
 
@@ -44,10 +44,8 @@ _DIGITS = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
 _LONG_RUN = b"0" * 19
 """Digits enough for an integer past 64 bits, which orjson would read as a float (a long run of digits
 in a string is read the slower way too, correctly)."""
-NO_TIMER = 1e9
+NO_TIMER = UNLIMITED
 """Seconds from which a timeout is no timeout (`inf` in the registry): no timer is armed."""
-_RESOLUTION = time.get_clock_info("monotonic").resolution
-"""How early the event loop runs a timer (`BaseEventLoop._clock_resolution`, the same clock's)."""
 CANCEL_WRITE_TIMEOUT = 2.0
 """Seconds the courtesy `notifications/cancelled` may take to write (a hang guard)."""
 
@@ -72,11 +70,8 @@ class LeanWire:
         self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], int]]] = {}
         self._progress: dict[int, ProgressRelay] = {}
         # One timer for all requests in flight, armed for the earliest deadline, instead of a timer
-        # armed and cancelled per request (1.8 us a call, and the loop's heap of cancelled handles):
-        # a request that ends just leaves `_deadlines`; the timer re-arms for the next when it fires.
-        self._deadlines: dict[int, tuple[float, asyncio.Future[Any]]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
+        # armed and cancelled per request (1.8 us a call, and the loop's heap of cancelled handles).
+        self._deadlines = Deadlines()
         self.closed = False
         self.on_log: Notify | None = None
         """Where the upstream's log lines go while lean requests run (the SDK session's own handling)."""
@@ -116,7 +111,7 @@ class LeanWire:
         future: asyncio.Future[tuple[dict[str, Any], int]] = loop.create_future()
         self._pending[request_id] = future
         line = dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}, newline=True)
-        written = False
+        written, timer = False, None
         try:
             try:  # `_send`, inlined: one coroutine less per call
                 await self._write(line)
@@ -126,10 +121,7 @@ class LeanWire:
             # A timer on the loop, not a cancel scope: anyio's `fail_after` was a tenth of the lean
             # path's own time per call (py-spy).
             if timeout < NO_TIMER:
-                deadline = loop.time() + timeout
-                self._deadlines[request_id] = (deadline, future)
-                if deadline < self._timer_at:
-                    self._arm(loop, deadline)
+                timer = self._deadlines.later(timeout, partial(_expire, future), loop=loop)
             return await future
         except TimeoutError:
             await self._cancel(request_id, f"timed out after {timeout:g}s", shield=False)
@@ -142,28 +134,8 @@ class LeanWire:
             self._pending.pop(request_id, None)
             if on_progress is not None:
                 self._progress.pop(request_id, None)
-            if timeout < NO_TIMER:
-                self._deadlines.pop(request_id, None)
-
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer, self._timer_at = loop.call_at(when, self._expire, loop), when
-
-    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The timer fired: every request at or past the deadline it was armed for (when the loop fires
-        it, early by a clock step or not, as a request's own timer would have fired) times out, and the
-        timer is armed again for the next."""
-        due, earliest = max(self._timer_at, loop.time()) + _RESOLUTION, math.inf
-        self._timer, self._timer_at = None, math.inf
-        for deadline, future in list(self._deadlines.values()):
-            if deadline <= due:
-                if not future.done():
-                    future.set_exception(TimeoutError())
-            elif deadline < earliest:
-                earliest = deadline
-        if earliest < math.inf and not self.closed:
-            self._arm(loop, earliest)
+            if timer is not None:
+                timer.cancel()
 
     async def _send(self, data: bytes) -> None:
         try:
@@ -226,15 +198,17 @@ class LeanWire:
     def close(self) -> None:
         """The connection ended: every request in flight is told so."""
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer, self._timer_at = None, math.inf
-        self._deadlines.clear()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(WireClosed())
         self._pending.clear()
         self._progress.clear()
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    """A lean request's time is up: it times out, unless answered first."""
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 _OWN = object()
