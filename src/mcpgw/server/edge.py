@@ -1,7 +1,7 @@
 """What every HTTP request's header values and body must satisfy before any route or the SDK reads them.
 
-Owns: `FieldValues`, the outermost middleware, which hands on header values as
-RFC 9110 defines them (without the whitespace around them); `BodyLimit`, the
+Owns: `stripped`, header values as RFC 9110 defines them (without the whitespace
+around them), which the outermost middleware (`hostcheck.HostCheck`) hands on; `BodyLimit`, the
 middleware that reads every POST body before a route does: at most
 `[gateway] max_request_bytes` (else 413), all of it within
 `[gateway] request_body_timeout` seconds of its headers (else 408, and the
@@ -52,31 +52,15 @@ OWS = b" \t"
 """Optional whitespace (RFC 9110 §5.6.3): space and horizontal tab."""
 
 
-class FieldValues:
-    """ASGI middleware: every request header value without its leading and trailing whitespace.
+def stripped(scope: Any) -> Any:
+    """`scope` with every header value without its leading and trailing whitespace.
 
     RFC 9110 §5.5 says the whitespace around a field value is not part of it, and h11 strips it,
     but httptools (uvicorn's default parser, the one `serve_http` runs) keeps trailing whitespace:
-    `Mcp-Name: route ` then failed the SDK's exact comparison with the body (400). Stripping here,
-    before any check reads a header (`Host` included), makes every value what HTTP says it is,
-    whichever parser is in front. Values whose edge whitespace matters (`Mcp-Param-*`) are sent
-    base64-encoded by the spec for exactly this reason.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        headers = scope.get("headers") if scope["type"] == "http" else None
-        # Whether stripping would change a value (`bytes.strip` gives the value itself back when it
-        # would not): a fifth of the CPU of one regular expression over the values joined, per request.
-        if headers and any(v != v.strip(OWS) for _, v in headers):
-            scope = stripped(scope)
-        await self.app(scope, receive, send)
-
-
-def stripped(scope: Any) -> Any:
-    """`scope` with every header value without its leading and trailing whitespace (`FieldValues`)."""
+    `Mcp-Name: route ` then failed the SDK's exact comparison with the body (400). Stripped before
+    any check reads a header (`Host` included, `hostcheck.HostCheck(field_values=True)`), every value
+    is what HTTP says it is, whichever parser is in front. Values whose edge whitespace matters
+    (`Mcp-Param-*`) are sent base64-encoded by the spec for exactly this reason."""
     return {**scope, "headers": [(k, v.strip(OWS)) for k, v in scope["headers"]]}
 
 

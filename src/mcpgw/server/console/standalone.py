@@ -27,7 +27,7 @@ from mcpgw.errors import ConfigError
 from mcpgw.server.console.access import PREFIX
 from mcpgw.server.console.app import console_app
 from mcpgw.server.console.context import Console
-from mcpgw.server.edge import BodyLimit, FieldValues
+from mcpgw.server.edge import BodyLimit
 from mcpgw.server.hostcheck import HostCheck, is_loopback, transport_security
 from mcpgw.server.http import KEEP_ALIVE_SECONDS, MAX_HEADER_BYTES, listen
 from mcpgw.server.lifecycle import stop_on_signals
@@ -85,8 +85,7 @@ async def serve_console(
     app = Starlette(routes=[Route("/", home), Mount(PREFIX, app=console_app(console))])
     settings = registry.gateway
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes, timeout=settings.request_body_timeout)
-    app.add_middleware(HostCheck, settings=transport_security(registry, bind=host))
-    app.add_middleware(FieldValues)
+    app.add_middleware(HostCheck, settings=transport_security(registry, bind=host), field_values=True)
     web = uvicorn.Server(
         uvicorn.Config(
             app,
