@@ -17,7 +17,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from mcp_types import LOG_LEVEL_META_KEY
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcpgw import audit
 from mcpgw import catalog as catalog_mod
@@ -104,9 +103,8 @@ class CallTool(_Bridged):
         sent = view.arguments(entry, arguments)
         if sent is not None:
             upstream_params["arguments"] = sent
-        if upstream.protocol_version in MODERN_PROTOCOL_VERSIONS and _wants_logs(request):
-            # A 2026-07-28 upstream (`Upstream.era` "stateless") logs only for a request that opts in;
-            # mcpgw filters per client.
+        if upstream.era == "stateless" and _wants_logs(request):
+            # A 2026-07-28 upstream logs only for a request that opts in; mcpgw filters per client.
             upstream_params.setdefault("_meta", {})[LOG_LEVEL_META_KEY] = "debug"
         return Target(
             persona=view.persona,

@@ -141,20 +141,13 @@ class PerUser:
             raise await self._login_required(logins, shared.name, config, url, client)
         raise own.unavailable()
 
-    def forward(
-        self, shared: Upstream, client: ClientChannel | None, send: Callable[[Upstream], Awaitable[Result]]
-    ) -> Awaitable[Result]:
-        """`send` the request to where it goes (`upstream`). A caller whose login the server refused
-        during the call (revoked, or short of scope: its session then forgot the tokens) gets a new
-        login link instead of the bare refusal. A shared server's request is `send`'s own coroutine:
-        no frame of this class on the way of every call."""
-        if not per_user(shared.config):
-            return send(shared)
-        return self._forward_own(shared, client, send)
-
-    async def _forward_own(
+    async def forward(
         self, shared: Upstream, client: ClientChannel | None, send: Callable[[Upstream], Awaitable[Result]]
     ) -> Result:
+        """`send` a per-user server's request to where it goes (`upstream`); a shared server's is
+        `send`'s alone (`core.kinds`, which asks `per_user` first). A caller whose login the server
+        refused during the call (revoked, or short of scope: its session then forgot the tokens) gets
+        a new login link instead of the bare refusal."""
         own = await self.upstream(shared, client)
         if own is shared:
             return await send(shared)

@@ -2,7 +2,7 @@
 
 Owns: one context variable holding the current request's `Fields` (request id, trace id,
 persona, server, tool, the time spent upstream), `serving` (the one way a request gets
-them, at the server boundary; `resumed` returns to them for work done after its answer),
+them, at the server boundary; `back` returns to them for work done after its answer),
 `routed` and `forwarded` (the pipeline fills them in once it knows where the request goes
 and how long the upstream took), and `upstream`, which an upstream's own tasks run under,
 so their log lines name their server.
@@ -58,7 +58,7 @@ def serving(*, request_id: str, persona: str | None) -> Iterator[Fields]:
     try:
         yield fields
     finally:
-        _current.reset(token)
+        left(token)
 
 
 def entered(*, request_id: str, persona: str | None) -> tuple[Fields, contextvars.Token[Fields]]:
@@ -71,19 +71,10 @@ def left(token: contextvars.Token[Fields]) -> None:
     _current.reset(token)
 
 
-@contextmanager
-def resumed(fields: Fields) -> Iterator[Fields]:
-    """Back under a request's own `fields` for the block: its bookkeeping run after it was answered
-    (`server.afteranswer`), whose log lines still name the request."""
-    token = back(fields)
-    try:
-        yield fields
-    finally:
-        _current.reset(token)
-
-
 def back(fields: Fields) -> contextvars.Token[Fields]:
-    """`resumed` without its generator: hand the token to `left` when the work is done."""
+    """Back under a request's own `fields`: its bookkeeping run after it was answered
+    (`server.afteranswer`), whose log lines still name the request. Hand the token to `left` when
+    the work is done."""
     return _current.set(fields)
 
 

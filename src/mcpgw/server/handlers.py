@@ -175,7 +175,7 @@ def _booked(
 ) -> None:
     """A request's row queued (when not already), counted and, at `--log-level debug`, logged, under
     the request's own fields (it may run after the request's answer, outside them)."""
-    resumed = observe.back(fields)  # `observe.resumed`, without its generator
+    resumed = observe.back(fields)
     try:
         if log is not None:
             _account(step, answer)

@@ -226,9 +226,10 @@ class _Routing:
     """The child's stdout routed as it arrives, from the pipe's protocol callback (`feed`): an answer to a
     lean request wakes its caller there and then, a loop turn sooner than a reading task could; every
     other line waits in `held`, in order, for the `read` task (what goes to the SDK's session, progress
-    and log lines are awaited), and so does any line behind one held or being handled (`_busy`), so
-    nothing overtakes a log line or progress said before it. Past `HOLD` bytes held the pipe is not read
-    (`paused`) until the task catches up, as a stream reader's buffer limit would have it.
+    and log lines are awaited), and so does any line behind one held (a line stays held until it has
+    been handled), so nothing overtakes a log line or progress said before it. Past `HOLD` bytes held
+    the pipe is not read (`paused`) until the task catches up, as a stream reader's buffer limit would
+    have it.
     """
 
     HOLD = 1 << 17
@@ -240,7 +241,6 @@ class _Routing:
         self.held: collections.deque[tuple[Any, int, int]] = collections.deque()
         """Lines for the `read` task: the parsed message (or why it is none), its size, the bytes it holds."""
         self._held_bytes = 0
-        self._busy = False
         self.paused = False
         self.ended = False
         self.transport: asyncio.ReadTransport | None = None
@@ -249,7 +249,7 @@ class _Routing:
     def feed(self, chunk: bytes) -> None:
         try:
             for line in self._lines.feed(chunk):
-                held = _arrived(line, self._wire, self._limit, first=not (self.held or self._busy))
+                held = _arrived(line, self._wire, self._limit, first=not self.held)
                 if held is not None:
                     weight = len(line) if isinstance(line, bytes) else _HEAD
                     self.held.append((*held, weight))
@@ -278,7 +278,6 @@ class _Routing:
                 if self.ended:
                     return
                 await self.wait()
-            self._busy = True
             try:
                 parsed, size, _ = self.held[0]
                 message = await _routed(parsed, size, self._wire)
@@ -289,7 +288,6 @@ class _Routing:
 
     def _done(self) -> None:
         self._held_bytes -= self.held.popleft()[2]
-        self._busy = False
         if self.paused and self._held_bytes <= self.HOLD // 2:
             self.paused = False
             if self.transport is not None:
