@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
@@ -122,10 +122,6 @@ _OPERATIONS = {
 }
 
 
-_NO_SPAN: AbstractContextManager[None] = nullcontext()
-"""No span (tracing off, or nothing to trace): one `nullcontext` serves all, as it holds no state."""
-
-
 def upstream_span(target: Target) -> AbstractContextManager[Any]:
     """The upstream call's span (kind CLIENT, named as the MCP conventions say), when tracing is on.
 
@@ -134,7 +130,7 @@ def upstream_span(target: Target) -> AbstractContextManager[Any]:
     """
     upstream = target.upstream
     if upstream is None or not tracing.on():
-        return _NO_SPAN
+        return tracing.NO_SPAN
     params = target.params
     operation, name_key = _OPERATIONS.get(target.method, (None, None))
     name = params.get("name") if name_key is not None else None
@@ -227,7 +223,7 @@ class Pipeline:
     def _rules_span(self, stage: str, target: Target) -> AbstractContextManager[Any]:
         """A span for a guard stage that has data rules to apply (none: no span)."""
         if self._gateway.guard is None or not tracing.on():
-            return _NO_SPAN
+            return tracing.NO_SPAN
         attributes = {"mcpgw.data_rules.stage": stage, "mcpgw.data_rules.target": target.rule_name}
         return tracing.span(f"data rules {stage}", attributes=attributes)
 

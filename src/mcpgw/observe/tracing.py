@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -68,6 +68,11 @@ def stop(started: Started | None) -> None:
 
 def on() -> bool:
     return _tracer is not None
+
+
+NO_SPAN: AbstractContextManager[None] = nullcontext()
+"""No span (tracing off, or nothing to trace): one `nullcontext` serves every caller, as it holds no
+state, where a generator-made context manager per request would cost CPU on every call."""
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from mcp.server.context import ServerMiddleware, ServerRequestContext
@@ -34,17 +34,13 @@ Answer = BaseModel | dict[str, Any] | None
 """What a server middleware's `call_next` returns."""
 
 
-_NO_SPAN: AbstractContextManager[None] = nullcontext()
-"""Tracing off: no span, and no generator per request (`nullcontext` holds no state: one serves all)."""
-
-
 def request_span(gateway: Gateway, ctx: Ctx, step: audit.Step) -> AbstractContextManager[Span | None]:
     """The request's span (tracing on), its trace id on the request's fields (the log lines').
 
     The span's name holds a tool or prompt name only if the catalog has it, as the metrics' labels
     do: a client cannot mint span names (the name it sent is an attribute, bounded).
     """
-    return _span(gateway, ctx, step) if tracing.on() else _NO_SPAN
+    return _span(gateway, ctx, step) if tracing.on() else tracing.NO_SPAN
 
 
 @contextmanager
