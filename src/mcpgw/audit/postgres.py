@@ -25,7 +25,7 @@ import re
 import psycopg
 from psycopg import conninfo
 
-from mcpgw.audit.schema import COLUMNS, INDEXES, SCHEMA_VERSION
+from mcpgw.audit.schema import COLUMNS, INDEXES, META_STATEMENTS, SCHEMA_VERSION, index_statement
 from mcpgw.audit.store import Connection, Dialect, Store, StoreError
 from mcpgw.errors import ConfigError
 
@@ -134,13 +134,8 @@ class PostgresStore(Store):
             + ", ".join(_column(name) for name in names)
             + ")",
             *(f"alter table events add column if not exists {_column(name)}" for name in names),
-            *(
-                f"create index if not exists idx_events_{'_'.join(columns)} on events ({', '.join(columns)})"
-                for columns in INDEXES
-            ),
-            "create table if not exists meta (key text primary key, value text)",
-            "insert into meta (key, value) values ('schema_version', ?) "
-            "on conflict (key) do update set value = excluded.value",
+            *(index_statement(columns) for columns in INDEXES),
+            *META_STATEMENTS,
         ]
 
         def run() -> None:

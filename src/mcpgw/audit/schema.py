@@ -99,15 +99,23 @@ def ensure_schema(db: Any) -> None:
             indexed.add(tuple(row[2] for row in conn.execute(f"pragma index_info([{index[1]}])")))
         for index_columns in INDEXES:
             if tuple(index_columns) not in indexed:
-                conn.execute(
-                    f"create index if not exists [idx_events_{'_'.join(index_columns)}] "
-                    f"on [events] ({', '.join(f'[{c}]' for c in index_columns)})"
-                )
-        conn.execute("create table if not exists [meta] ([key] TEXT PRIMARY KEY, [value] TEXT)")
-        conn.execute(
-            "insert or replace into [meta] ([key], [value]) values ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
+                conn.execute(index_statement(index_columns))
+        for statement in META_STATEMENTS:
+            conn.execute(statement, (str(SCHEMA_VERSION),) if "?" in statement else ())
+
+
+def index_statement(columns: list[str]) -> str:
+    """One of `INDEXES`, as both stores make it (named as sqlite-utils names it)."""
+    return f"create index if not exists idx_events_{'_'.join(columns)} on events ({', '.join(columns)})"
+
+
+META_STATEMENTS = (
+    "create table if not exists meta (key TEXT PRIMARY KEY, value TEXT)",
+    "insert into meta (key, value) values ('schema_version', ?) "
+    "on conflict (key) do update set value = excluded.value",
+)
+"""The `meta` table and the schema version in it, in the SQL both stores speak (its one parameter:
+`SCHEMA_VERSION`)."""
 
 
 def _backfill_spend(conn: Any) -> None:
