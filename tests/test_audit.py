@@ -662,6 +662,7 @@ def test_logs_session_finds_a_session_whose_id_looks_like_a_card_number(tmp_path
         (carded, "mail__echo"),
     ]
     by_principal = CliRunner().invoke(cli, ["logs", "--principal", "sub=4111111111111111", "--json"], env=env)
+    assert by_principal.exit_code == 0, by_principal.output
     assert [json.loads(line)["name"] for line in by_principal.stdout.splitlines()] == ["num__echo"]
     (keyed_row,) = rows(tmp_path / "audit.db", name="web__echo")
     assert keyed_row["session"].startswith("run-[REDACTED:aws-key]")

@@ -9,6 +9,7 @@ import asyncio
 import math
 
 import anyio
+import anyio.abc
 import pytest
 
 from mcpgw.upstream.deadlines import Deadlines
@@ -31,20 +32,25 @@ async def test_a_block_past_its_limit_times_out_and_one_within_it_does_not() -> 
 
 
 async def test_limits_set_longest_first_each_end_at_their_own_time() -> None:
+    """Each limit set sooner than the one the timer waits for re-arms it: the short ones end long
+    before the first, longest one would (the wait for them is bounded well short of it)."""
     deadlines = Deadlines()
     ended: list[float] = []
 
-    async def bounded(seconds: float) -> None:
+    async def bounded(seconds: float, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         with pytest.raises(TimeoutError), deadlines.limit(seconds):
-            await asyncio.sleep(HANG_GUARD)
+            task_status.started()  # the limit is set: the next one is set after it
+            await asyncio.sleep(2 * HANG_GUARD)
         ended.append(seconds)
 
-    with anyio.fail_after(HANG_GUARD):
-        async with anyio.create_task_group() as tasks:
-            for seconds in (0.6, 0.3, 0.05):  # each sooner than the timer was armed for
-                tasks.start_soon(bounded, seconds)
-                await asyncio.sleep(0)
-    assert ended == [0.05, 0.3, 0.6]
+    async with anyio.create_task_group() as tasks:
+        for seconds in (HANG_GUARD, 0.3, 0.05):  # each sooner than the timer was armed for
+            await tasks.start(bounded, seconds)
+        with anyio.fail_after(HANG_GUARD / 2):  # a hang guard, short of the first limit
+            while len(ended) < 2:
+                await anyio.sleep(0.01)
+        assert ended == [0.05, 0.3]  # in the order of their times; the longest still running
+        tasks.cancel_scope.cancel()
 
 
 async def test_a_cancellation_from_elsewhere_is_not_a_timeout() -> None:

@@ -107,8 +107,8 @@ async def test_a_killed_stdio_upstream_keeps_its_tools_and_names_itself_in_error
 
 async def test_an_http_upstream_started_after_the_gateway_is_met_in_its_own_era() -> None:
     """A 2026-07-28 server not up yet when the gateway starts (a compose file starts both at once) is
-    connected in 2026-07-28 once it is up, with the lean request path: its refused connections say
-    nothing about its era. They used to cancel the era probe, which left it on 2025-11-25 for good."""
+    connected in 2026-07-28 once it is up: its refused connections say nothing about its era. They
+    used to cancel the era probe, which left it on 2025-11-25 for good."""
     from mcpgw.config.registry import validate
     from parity import served
 

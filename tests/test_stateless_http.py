@@ -390,7 +390,7 @@ async def test_a_call_is_booked_once_its_answer_is_written() -> None:
         assert answer.status == 200 and at_answer == [0.0]
         with anyio.fail_after(HANG_GUARD):
             while counted() != 1.0:
-                await anyio.sleep(0)
+                await anyio.sleep(0.01)
 
 
 async def test_a_call_that_outlasts_the_ping_interval_becomes_a_stream_as_on_the_sdks_path(

@@ -23,14 +23,9 @@ import parity
 from mcpgw import _compat
 from mcpgw.upstream.stdio import _Routing
 from mcpgw.upstream.wire import NO_TIMER, LeanWire, stamp_of
+from test_gateway import wait_until as until
 
 pytestmark = pytest.mark.anyio
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    with anyio.fail_after(30):  # a hang guard only
-        while not condition():
-            await asyncio.sleep(0.001)
 
 
 async def piped(routing: _Routing) -> tuple[asyncio.WriteTransport, Callable[[], None]]:
