@@ -94,11 +94,6 @@ class BodyLimit:
             with self._deadlines.limit(self.timeout):
                 body = await self._read(receive)
         except TimeoutError:
-            body = None
-        else:
-            if body is None:
-                return  # the client went away
-        if body is None:
             logger.info(
                 "closed a connection from %s: its request body took over %ss",
                 _peer(scope),
@@ -112,6 +107,8 @@ class BodyLimit:
             )
             await response(scope, receive, send)
             return
+        if body is None:
+            return  # the client went away
         if len(body) > self.limit:
             await self._too_large(scope, receive, send)
             return
