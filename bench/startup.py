@@ -384,13 +384,21 @@ async def _bridges(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) -> 
 
 class Profiler:
     """py-spy attached to every gateway process this run starts (found by their command line), each
-    recording its samples to a file; `report` prints the top frames of all of them together."""
+    recording its samples to a file; `report` prints the top frames of all of them together.
+
+    A section that times calls says so (`serving`, from `latencies`): what was recorded until then (the
+    gateway's imports, its upstreams' start, the warm-up) is set apart, and the report is of the calls
+    alone. Without that, a call section's profile was mostly the start-up's imports. A section that
+    times start-up (`start`, `cold`) never says so, and is profiled from each process's start."""
 
     def __init__(self, h: Any, folder: Path) -> None:
         self._h, self._folder = h, folder
         self._stop = threading.Event()
-        self._recorders: list[subprocess.Popen[bytes]] = []
+        self._lock = threading.Lock()
+        self._recorders: dict[int, subprocess.Popen[bytes]] = {}
+        self._finished: list[subprocess.Popen[bytes]] = []
         self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._serving = False
         self.error: str | None = None
 
     def __enter__(self) -> Profiler:
@@ -403,53 +411,50 @@ class Profiler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        for recorder in self._recorders:
-            try:
-                recorder.wait(15)  # it writes its file once the gateway is gone
-            except subprocess.TimeoutExpired:
-                recorder.terminate()
-                recorder.wait(5)
+        for recorder in [*self._finished, *self._recorders.values()]:
+            _stopped(recorder, signal=False)  # it writes its file once the gateway is gone
+
+    def serving(self) -> None:
+        """From now on calls are timed: the samples so far are start-up, kept apart (once a run)."""
+        with self._lock:
+            if self._serving:
+                return
+            self._serving = True
+            for pid, recorder in list(self._recorders.items()):
+                _stopped(recorder, signal=True)  # py-spy writes its file on SIGINT
+                for path in self._folder.glob(f"profile-{pid}.txt"):
+                    path.rename(path.with_name(f"startup-{pid}.txt"))
+                if self._h._alive(pid):
+                    self._recorders[pid] = self._record(pid)
 
     def _watch(self) -> None:
-        seen: set[int] = set()
         while not self._stop.is_set():
             for pid in self._h.pids_matching(self._h.TOKEN):
                 cmdline = self._h._cmdline(pid)
-                if pid in seen or " -m mcpgw serve " not in cmdline or not self._h._alive(pid):
-                    continue
-                seen.add(pid)
-                out = self._folder / f"profile-{pid}.txt"
-                command = [self.spy, "record", "--pid", str(pid), "--rate", "500", "--format", "raw"]
-                # --gil: only the thread running Python counts (threads waiting on a queue or a lock, and the
-                # loop waiting in epoll, are not CPU); --nonblocking: the gateway is never paused to be read.
-                command.extend(["-o", str(out), "--gil", "--nonblocking"])
-                self._recorders.append(
-                    subprocess.Popen(
-                        command,
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                )
+                with self._lock:
+                    if pid in self._recorders or " -m mcpgw serve " not in cmdline or not self._h._alive(pid):
+                        continue
+                    self._recorders[pid] = self._record(pid)
             time.sleep(0.02)
 
+    def _record(self, pid: int) -> subprocess.Popen[bytes]:
+        out = self._folder / f"profile-{pid}.txt"
+        command = [self.spy, "record", "--pid", str(pid), "--rate", "500", "--format", "raw"]
+        # --gil: only the thread running Python counts (threads waiting on a queue or a lock, and the
+        # loop waiting in epoll, are not CPU); --nonblocking: the gateway is never paused to be read.
+        command.extend(["-o", str(out), "--gil", "--nonblocking"])
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     def report(self, top: int = 30) -> None:
-        own: Counter[str] = Counter()
-        total: Counter[str] = Counter()
-        packages: Counter[str] = Counter()
-        samples = 0
-        for path in sorted(self._folder.glob("profile-*.txt")):
-            for line in path.read_text(errors="replace").splitlines():
-                stack, _, count = line.rpartition(" ")
-                if not stack or not count.isdigit():
-                    continue
-                n = int(count)
-                frames = stack.split(";")
-                samples += n
-                own[frames[-1]] += n
-                packages[_package(frames[-1])] += n
-                for frame in set(frames):
-                    total[frame] += n
-        print(f"\nCPU profile of the gateway process(es): {samples} samples holding the GIL (py-spy, 500 Hz)")
+        own, total, packages, samples, partial = _read_samples(sorted(self._folder.glob("profile-*.txt")))
+        started = _read_samples(sorted(self._folder.glob("startup-*.txt")))[3]
+        when = "while serving the timed calls" if self._serving else "from each process's start"
+        print(
+            f"\nCPU profile of the gateway process(es) {when}: {samples} samples holding the GIL "
+            "(py-spy, 500 Hz)"
+        )
+        if started:
+            print(f"  ({started} samples before the first timed call, the start-up and warm-up, left out)")
         if not samples:
             print("  no samples: py-spy could not attach (try as root, or kernel.yama.ptrace_scope=0)")
             return
@@ -460,8 +465,52 @@ class Profiler:
         for frame, n in own.most_common(top):
             print(f"    {100 * n / samples:5.1f}%  {frame}")
         print("  top frames including callees:")
+        if partial:
+            print(
+                f"  ({100 * partial / samples:.0f}% of the stacks were read cut short, as py-spy reads a"
+                " stack without pausing the gateway: their outer frames are missing here)"
+            )
         for frame, n in total.most_common(top):
             print(f"    {100 * n / samples:5.1f}%  {frame}")
+
+
+def _stopped(recorder: subprocess.Popen[bytes], *, signal: bool) -> None:
+    """Wait for a py-spy recorder to end (after a SIGINT, when `signal`), its file written."""
+    if signal and recorder.poll() is None:
+        recorder.send_signal(2)  # SIGINT
+    try:
+        recorder.wait(15)
+    except subprocess.TimeoutExpired:
+        recorder.terminate()
+        recorder.wait(5)
+
+
+_ROOTS = ("_run_module_as_main ", "Thread._bootstrap ", "<module> ")
+"""The outermost frame of a whole stack: the main thread's, or another thread's."""
+
+
+def _read_samples(paths: list[Path]) -> tuple[Counter[str], Counter[str], Counter[str], int, int]:
+    """Own time, time including callees and own time by package, per frame; the sample count, and how
+    many of the stacks were read cut short (`--nonblocking` reads a stack while it changes)."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
+    samples = partial = 0
+    for path in paths:
+        for line in path.read_text(errors="replace").splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            n = int(count)
+            frames = stack.split(";")
+            samples += n
+            if not frames[0].startswith(_ROOTS):
+                partial += n
+            own[frames[-1]] += n
+            packages[_package(frames[-1])] += n
+            for frame in set(frames):
+                total[frame] += n
+    return own, total, packages, samples, partial
 
 
 def _package(frame: str) -> str:
