@@ -124,10 +124,6 @@ def read_events(data: Path) -> list[tuple[float, int, int, str, int, Any]]:
             nxt = int(re.search(r"next_pid=(\d+)", rest)[1])  # type: ignore[index]
             events.append((when, pid, tid, "switch", cpu, (prev, nxt)))
     events.sort(key=lambda e: e[0])
-    if os.environ.get("HOPS_DEBUG"):
-        print(
-            f"{len(events)} events; {script.count(chr(10))} lines; first: {script[:300]!r}", file=sys.stderr
-        )
     return events
 
 
@@ -139,8 +135,6 @@ def analyse(events: list[Any], roles: dict[str, int], null_fd: int) -> dict[str,
     pairs = itertools.pairwise(marks)
     calls = [(a[0], b[0]) for a, b in pairs if a[5][1] == len(MARK) and b[5][1] == len(END)]
     times = [e[0] for e in events]
-    if os.environ.get("HOPS_DEBUG"):
-        print(f"client {client}: {len(marks)} marks, {len(calls)} calls; roles {roles}", file=sys.stderr)
     out: dict[str, dict[str, list[float]]] = {"direct": defaultdict(list), "gateway": defaultdict(list)}
 
     def io(seg: list[Any], after: float | None, pid: int, kind: str, *, main: bool) -> Any:
