@@ -30,8 +30,7 @@ def in_memory_transport(server: Any) -> AbstractAsyncContextManager[tuple[Any, A
     """Client streams to `server` (a lowlevel `Server` or `MCPServer`) run in this process.
 
     mcp 2.3: `mcp.client._memory.InMemoryTransport` is what `Client(server)` uses, but it is only
-    reachable from the private module. Used for in-process upstreams (the tests' parity harness).
-    """
+    reachable from the private module. Used for in-process upstreams (the tests' parity harness)."""
     from mcp.client._memory import InMemoryTransport
 
     return InMemoryTransport(server)
@@ -42,8 +41,7 @@ def session_connection(session: ServerSession) -> Connection | None:
 
     mcp 2.3: a handler's `ServerSession` keeps it in `_connection` (only `Context`, which the runner
     does not build, exposes it). The gateway needs it for the log level a handshake-era client set,
-    standalone list changes, and subscriptions dropped when the connection closes.
-    """
+    standalone list changes, and subscriptions dropped when the connection closes."""
     return getattr(session, "_connection", None)
 
 
@@ -52,8 +50,7 @@ def uvicorn_without_signal_capture(server: uvicorn.Server) -> None:
 
     uvicorn 0.54: `Server.serve` runs inside `capture_signals()`, which re-raises a caught SIGINT or
     SIGTERM once serving ends, killing the gateway before its upstreams are stopped; no setting. The
-    gateway takes signals itself (`server.lifecycle.stop_on_signals`) and asks uvicorn to exit.
-    """
+    gateway takes signals itself (`server.lifecycle.stop_on_signals`) and asks uvicorn to exit."""
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
 
 
@@ -61,8 +58,7 @@ def set_session_manager(server: Server[Any], manager: StreamableHTTPSessionManag
     """Make `manager` what `server.session_manager` returns.
 
     mcp 2.3: a read-only property over `_session_manager`, set only by `Server.streamable_http_app`.
-    The gateway builds that app itself, with its own manager (resumable streams: `server.resume`).
-    """
+    The gateway builds that app itself, with its own manager (resumable streams: `server.resume`)."""
     server._session_manager = manager
 
 
@@ -73,8 +69,7 @@ async def send_auth_error(
 
     fastmcp 4.2: `RequireAuthMiddleware._send_auth_error` builds the challenge (error, description,
     scopes, resource metadata URL) its own 401/403 answers carry; the gateway answers a token that
-    does not grant the requested persona with the same 403 `insufficient_scope`.
-    """
+    does not grant the requested persona with the same 403 `insufficient_scope`."""
     await middleware._send_auth_error(send, status_code, error, description)
 
 
@@ -89,15 +84,22 @@ def negotiate_auto(session: ClientSession) -> Awaitable[None]:
     return negotiate_auto(session)
 
 
-def mcp_http_client(*, headers: dict[str, str] | None, auth: httpx2.Auth | None) -> httpx2.AsyncClient:
+def mcp_http_client(
+    *, headers: dict[str, str] | None, auth: httpx2.Auth | None, http2: bool = False
+) -> httpx2.AsyncClient:
     """An HTTP client with the MCP transports' default timeouts (30s, and 300s to read a stream).
 
     mcp 2.3: `mcp.shared._httpx_utils.create_mcp_http_client` is what `streamable_http_client` builds
     when given none; we build it ourselves so one pooled client (and its auth) serves a whole session.
-    """
-    from mcp.shared._httpx_utils import create_mcp_http_client
+    `http2`: HTTP/2 offered as well (its factory has no such flag), with the same timeouts."""
+    from mcp.shared import _httpx_utils as sdk
 
-    return create_mcp_http_client(headers=headers, auth=auth)
+    if not http2:
+        return sdk.create_mcp_http_client(headers=headers, auth=auth)
+    import httpx2
+
+    timeout = httpx2.Timeout(sdk.MCP_DEFAULT_TIMEOUT, read=sdk.MCP_DEFAULT_SSE_READ_TIMEOUT)
+    return httpx2.AsyncClient(http2=True, timeout=timeout, headers=headers, auth=auth)
 
 
 def skip_tool_result_validation(session: ClientSession) -> None:
@@ -157,13 +159,11 @@ def http_protocol(
     """uvicorn's HTTP/1.1 protocol (httptools) with a deadline and a size limit for request headers.
 
     uvicorn 0.54 has neither: its keep-alive timer is armed only once a response is complete and
-    disarmed by any byte, so a client sending a header a byte at a time holds a connection for ever,
-    and httptools buffers a header of any size (100 MB of one header value cost 200 MB). A timer is
-    armed at connect and after each answer, disarmed once headers are in (`on_headers_complete`),
-    and closes an idle connection (`cycle`) when it fires; past `max_header_bytes` of headers the
-    client gets 431. `loop`, `transport`, `cycle` and those callbacks have no public contract.
-    `wrap_transport`: what the protocol writes through instead (`server.coalesce`).
-    """
+    disarmed by any byte (a header sent a byte at a time holds a connection for ever), and httptools
+    buffers a header of any size (100 MB of one value cost 200 MB). A timer armed at connect and after
+    each answer, disarmed once headers are in, closes an idle connection (`cycle`); past
+    `max_header_bytes` the client gets 431. `loop`, `transport`, `cycle` and those callbacks have no
+    public contract. `wrap_transport`: what the protocol writes through instead (`server.coalesce`)."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class HeaderBoundProtocol(HttpToolsProtocol):

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -204,12 +205,17 @@ class Transport:
                 on_refused=self.on_refused,
                 ask=self.ask,
             )
+        # Over TLS, HTTP/2 is offered too: a server that takes it carries every call at once on one
+        # connection (one handshake), where HTTP/1.1 opens one per call in flight. Plain `http://`
+        # stays HTTP/1.1 (the lean path's own connections, `upstream.http1`).
+        http2 = target.url.lower().startswith("https://")
         if isinstance(config, SseServer):
+            factory = partial(_http_client, http2=http2)
             return await stack.enter_async_context(
-                sse_client(target.url, headers=target.headers, auth=oauth, httpx_client_factory=_http_client)
+                sse_client(target.url, headers=target.headers, auth=oauth, httpx_client_factory=factory)
             )
         # One pooled HTTP client for the life of the session: no new TLS context per call.
-        http = await stack.enter_async_context(_http_client(headers=target.headers, auth=oauth))
+        http = await stack.enter_async_context(_http_client(headers=target.headers, auth=oauth, http2=http2))
         self.wire = HttpWire(http, target.url)  # used once the session is known to be 2026-07-28
         stack.callback(self.wire.close)  # its own keep-alive connections end with the session
         return await stack.enter_async_context(streamable_http_client(target.url, http_client=http))
@@ -219,14 +225,17 @@ def _http_client(
     headers: dict[str, str] | None = None,
     timeout: httpx2.Timeout | None = None,
     auth: httpx2.Auth | None = None,
+    *,
+    http2: bool = False,
 ) -> httpx2.AsyncClient:
-    """An upstream's HTTP client: the MCP transports' defaults, and (tracing on) each message's trace
-    context as HTTP headers too (`tracing.header_hook`)."""
+    """An upstream's HTTP client: the MCP transports' defaults, HTTP/2 offered with `http2` (the
+    server picks, by TLS ALPN), and (tracing on) each message's trace context as HTTP headers too
+    (`tracing.header_hook`)."""
     # Imported here, not at the top: httpcore (2.5 MiB with h11 and h2) is not loaded by a gateway
     # without HTTP upstreams.
     from mcpgw.upstream.cork import CorkedBackend
 
-    http = _compat.mcp_http_client(headers=headers, auth=auth)
+    http = _compat.mcp_http_client(headers=headers, auth=auth, http2=http2)
     _compat.wrap_network_backend(http, CorkedBackend)  # one write per request (`upstream.cork`)
     if timeout is not None:  # the legacy SSE transport's own (a shorter connect timeout)
         http.timeout = timeout

@@ -1,0 +1,203 @@
+"""HTTP/2 to an upstream over TLS that offers it (`upstream.transports`): its calls share one connection.
+
+nginx (Debian's) serves the test upstream over TLS under a certificate from a CA made here, with
+HTTP/2 offered or not; the gateway trusts that CA as a user would, through `SSL_CERT_FILE`. nginx's
+access log says, for each request, which protocol it came in on, on which connection, and its body
+(so its MCP method): what the upstream's operator sees. The gateway and its client are in memory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import pytest
+
+import parity
+from conftest import SERVERS, background, free_port
+from mcpgw.config import validate
+
+pytestmark = pytest.mark.anyio
+
+NGINX = Path("/usr/sbin/nginx")
+CALLS = 16
+
+
+@dataclass
+class Tls:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    """A CA, and a certificate it signed for 127.0.0.1."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder = tmp_path_factory.mktemp("tls")
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mcpgw test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = Tls(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    paths.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
+@pytest.fixture(scope="module")
+def upstream_port() -> Iterator[int]:
+    """The test upstream over plain HTTP, for nginx to serve over TLS."""
+    port = free_port()
+    with background([sys.executable, str(SERVERS / "upstream.py"), "--http", str(port)], port=port):
+        yield port
+
+
+@contextmanager
+def nginx_tls(home: Path, tls: Tls, upstream: int, *, http2: bool) -> Iterator[tuple[int, Path]]:
+    """nginx on TLS in front of `upstream`, HTTP/2 offered with `http2`; yields its port and access log."""
+    port = free_port()
+    home.mkdir(parents=True, exist_ok=True)
+    temps = "".join(
+        f"  {kind}_temp_path {home / kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    log = home / "access.log"
+    conf = home / "nginx.conf"
+    conf.write_text(
+        f"daemon off;\npid {home / 'nginx.pid'};\n"
+        + ("user root;\n" if os.geteuid() == 0 else "")
+        + "events {}\nhttp {\n"
+        + temps
+        + "  log_format mcp escape=json '$server_protocol $connection $request_body';\n"
+        + f"  access_log {log} mcp;\n"
+        + "  server {\n"
+        + f"    listen 127.0.0.1:{port} ssl{' http2' if http2 else ''};\n"
+        + f"    ssl_certificate {tls.cert};\n    ssl_certificate_key {tls.key};\n"
+        + "    location / {\n"
+        + f"      proxy_pass http://127.0.0.1:{upstream};\n"
+        + '      proxy_http_version 1.1;\n      proxy_set_header Connection "";\n'
+        + "      proxy_buffering off;\n      proxy_read_timeout 300s;\n"
+        + "    }\n  }\n}\n"
+    )
+    with background([str(NGINX), "-p", str(home), "-e", str(home / "error.log"), "-c", str(conf)], port=port):
+        yield port, log
+
+
+async def _calls_at_once(url: str, era: str = "auto") -> list[str]:
+    """`CALLS` calls in flight at once through a gateway to `url` (spoken to in `era`), each long
+    enough to overlap the others; their texts."""
+    config = validate({"servers": {"up": {"url": url, "era": era}}}, source="test")
+    texts: list[str] = []
+    async with parity.served(config, {}, audit=None) as gateway, parity.gateway_client(gateway) as client:
+        assert gateway.upstreams["up"].state == "ready", gateway.upstreams["up"].error
+        assert gateway.upstreams["up"].era == ("handshake" if era == "handshake" else "stateless")
+
+        async def call() -> None:
+            result = await client.call_tool("up__slow", {"steps": 2, "delay": 0.1})
+            texts.append(result.content[0].text)  # type: ignore[union-attr]
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(CALLS):
+                tg.start_soon(call)
+    return texts
+
+
+def _requests(log: Path, method: str) -> list[tuple[str, str]]:
+    """(protocol, connection) of each JSON-RPC `method` request in nginx's access log (the body tells
+    it in either era; the handshake era sends no `Mcp-Method` header)."""
+    found = []
+    for line in log.read_text().splitlines():
+        protocol, connection, body = [*line.split(" ", 2), "", ""][:3]
+        if f'"method":"{method}"' in body.replace(" ", "").replace("\\", ""):
+            found.append((protocol, connection))
+    return found
+
+
+@pytest.mark.parametrize("era", ["auto", "handshake"])
+async def test_calls_to_an_https_upstream_offering_http2_go_on_one_connection(
+    era: str, tls: Tls, upstream_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both eras: the 2026-07-28 lean path's posts and the SDK's handshake-era session alike."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca))
+    with nginx_tls(tmp_path / "nginx", tls, upstream_port, http2=True) as (port, log):
+        texts = await _calls_at_once(f"https://127.0.0.1:{port}/mcp", era)
+    assert texts == ["done after 2 steps"] * CALLS
+    calls = _requests(log, "tools/call")
+    assert len(calls) == CALLS
+    assert {protocol for protocol, _ in calls} == {"HTTP/2.0"}
+    assert len({connection for _, connection in calls}) == 1  # all in flight at once, on one connection
+
+
+async def test_an_https_upstream_without_http2_is_reached_over_http1(
+    tls: Tls, upstream_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP/2 is only offered: a server that does not take it is spoken to in HTTP/1.1, one
+    connection per call in flight, as before."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca))
+    with nginx_tls(tmp_path / "nginx", tls, upstream_port, http2=False) as (port, log):
+        texts = await _calls_at_once(f"https://127.0.0.1:{port}/mcp")
+    assert texts == ["done after 2 steps"] * CALLS
+    calls = _requests(log, "tools/call")
+    assert len(calls) == CALLS
+    assert {protocol for protocol, _ in calls} == {"HTTP/1.1"}
+    assert len({connection for _, connection in calls}) > 1
+
+
+async def test_an_https_upstream_whose_certificate_is_not_trusted_fails_with_the_reason(
+    tls: Tls, upstream_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without its CA trusted, the upstream is not started, and its error says why (not a hang, not a
+    bare 'connection failed')."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    with nginx_tls(tmp_path / "nginx", tls, upstream_port, http2=True) as (port, _):
+        config = validate({"servers": {"up": {"url": f"https://127.0.0.1:{port}/mcp"}}}, source="test")
+        async with parity.served(config, {}, audit=None) as gateway:
+            upstream = gateway.upstreams["up"]
+            assert upstream.state != "ready"
+            assert "certificate verify failed" in (upstream.error or "").lower(), upstream.error
