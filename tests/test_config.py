@@ -156,6 +156,12 @@ def test_env_expansion() -> None:
             "servers.a.transport",
             "needs 'url', not 'command'",
         ),
+        (
+            "[servers.a]\ncommand = 'x'\nhttp2 = false\n",
+            "servers.a.http2",
+            "'http2' applies to URL servers (https://), not command servers",
+        ),
+        ("[servers.a]\nurl = 'https://h/mcp'\nhttp2 = 'maybe'\n", "servers.a.http2", "valid boolean"),
         ("[servers.a]\ncommand = 'x'\ntransport = 'pipe'\n", "servers.a.transport", "should be 'stdio'"),
         ("[servers.a]\ncommand = ' '\n", "servers.a.command", "'command' is empty"),
         (

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -129,10 +130,10 @@ def nginx_tls(home: Path, tls: Tls, upstream: int, *, http2: bool) -> Iterator[t
         yield port, log
 
 
-async def _calls_at_once(url: str, era: str = "auto") -> list[str]:
-    """`CALLS` calls in flight at once through a gateway to `url` (spoken to in `era`), each long
-    enough to overlap the others; their texts."""
-    config = validate({"servers": {"up": {"url": url, "era": era}}}, source="test")
+async def _calls_at_once(url: str, era: str = "auto", **entry: Any) -> list[str]:
+    """`CALLS` calls in flight at once through a gateway to `url` (spoken to in `era`; `entry`: more
+    of the server's registry entry), each long enough to overlap the others; their texts."""
+    config = validate({"servers": {"up": {"url": url, "era": era, **entry}}}, source="test")
     texts: list[str] = []
     async with parity.served(config, {}, audit=None) as gateway, parity.gateway_client(gateway) as client:
         assert gateway.upstreams["up"].state == "ready", gateway.upstreams["up"].error
@@ -174,14 +175,22 @@ async def test_calls_to_an_https_upstream_offering_http2_go_on_one_connection(
     assert len({connection for _, connection in calls}) == 1  # all in flight at once, on one connection
 
 
-async def test_an_https_upstream_without_http2_is_reached_over_http1(
-    tls: Tls, upstream_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("offered", "entry"), [(False, {}), (True, {"http2": False})], ids=["not-offered", "http2-false"]
+)
+async def test_an_https_upstream_is_reached_over_http1_when_it_or_the_registry_says_so(
+    offered: bool,
+    entry: dict[str, Any],
+    tls: Tls,
+    upstream_port: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """HTTP/2 is only offered: a server that does not take it is spoken to in HTTP/1.1, one
-    connection per call in flight, as before."""
+    connection per call in flight, as before; and `http2 = false` does not offer it at all."""
     monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca))
-    with nginx_tls(tmp_path / "nginx", tls, upstream_port, http2=False) as (port, log):
-        texts = await _calls_at_once(f"https://127.0.0.1:{port}/mcp")
+    with nginx_tls(tmp_path / "nginx", tls, upstream_port, http2=offered) as (port, log):
+        texts = await _calls_at_once(f"https://127.0.0.1:{port}/mcp", **entry)
     assert texts == ["done after 2 steps"] * CALLS
     calls = _requests(log, "tools/call")
     assert len(calls) == CALLS

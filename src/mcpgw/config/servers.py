@@ -165,6 +165,8 @@ class StdioServer(_Server):
             yield "headers", "'headers' applies to URL servers; use 'env' for a command"
         if "oauth" in data:
             yield "oauth", "'oauth' applies to URL servers; a command server gets credentials via 'env'"
+        if "http2" in data:
+            yield "http2", "'http2' applies to URL servers (https://), not command servers"
 
     def to_params(self, name: str, *, environ: Mapping[str, str] | None = None) -> StdioServerParameters:
         """The SDK's parameters that start server `name`, `${VAR}` expanded.
@@ -205,6 +207,9 @@ class _UrlServer(_Server):
     login: UpstreamLogin | None = None
     """Settings for `mcpgw login` (any URL server without `oauth` or an `Authorization` header may
     be logged in to; this table only changes how)."""
+    http2: bool = True
+    """Offer HTTP/2 to an `https://` server, which takes it or not (TLS ALPN); false: HTTP/1.1 only.
+    Plain `http://` is always HTTP/1.1."""
 
     def takes_login(self) -> bool:
         """Whether the tokens of `mcpgw login` are what reach this server (no other credential is set)."""

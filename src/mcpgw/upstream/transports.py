@@ -208,7 +208,7 @@ class Transport:
         # Over TLS, HTTP/2 is offered too: a server that takes it carries every call at once on one
         # connection (one handshake), where HTTP/1.1 opens one per call in flight. Plain `http://`
         # stays HTTP/1.1 (the lean path's own connections, `upstream.http1`).
-        http2 = target.url.lower().startswith("https://")
+        http2 = config.http2 and target.url.lower().startswith("https://")
         if isinstance(config, SseServer):
             factory = partial(_http_client, http2=http2)
             return await stack.enter_async_context(
