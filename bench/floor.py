@@ -94,12 +94,7 @@ async def bench_floor(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) 
         h.stdio_client_of(h.upstream_args("floor-direct"), s.mode, errlog) as direct,
         h.stdio_client_of(relay_args, s.mode, errlog) as relayed,
     ):
-        await h.check_echo(direct, "echo")
-        await h.check_echo(relayed, "echo")
-        d_call, r_call = h.echo_call(direct, "echo"), h.echo_call(relayed, "echo")
-        d_lat, r_lat = await h.latencies(d_call, r_call, s.calls, s.warmup)
-        tp = await h.throughputs(d_call, r_call, s.rounds, s.per_round)
-        _rows(h, results, "floor stdio", d_lat, r_lat, tp)
+        await _measured(h, s, results, "floor stdio", direct, relayed)
     h.reap(h.TOKEN + "-floor")
 
     up_port, relay_port = h.free_port(), h.free_port()
@@ -113,19 +108,20 @@ async def bench_floor(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) 
             h.http_client_of(f"http://127.0.0.1:{up_port}/mcp", s.mode) as direct,
             h.http_client_of(f"http://127.0.0.1:{relay_port}/mcp", s.mode) as relayed,
         ):
-            await h.check_echo(direct, "echo")
-            await h.check_echo(relayed, "echo")
-            d_call, r_call = h.echo_call(direct, "echo"), h.echo_call(relayed, "echo")
-            d_lat, r_lat = await h.latencies(d_call, r_call, s.calls, s.warmup)
-            tp = await h.throughputs(d_call, r_call, s.rounds, s.per_round)
-            _rows(h, results, "floor http", d_lat, r_lat, tp)
+            await _measured(h, s, results, "floor http", direct, relayed)
     h.reap(h.TOKEN)
 
 
-def _rows(h: Any, results: Any, label: str, d_lat: list[float], r_lat: list[float], tp: Any) -> None:
-    """The call p50 and throughput rows, the relay in the gateway column (information: no target)."""
+async def _measured(h: Any, s: Any, results: Any, label: str, direct: Any, relayed: Any) -> None:
+    """The call p50 and throughput rows of the upstream through `relayed` against `direct`, measured as
+    the gateway's rows are, the relay in the gateway column (information: no target)."""
     import statistics
 
+    await h.check_echo(direct, "echo")
+    await h.check_echo(relayed, "echo")
+    d_call, r_call = h.echo_call(direct, "echo"), h.echo_call(relayed, "echo")
+    d_lat, r_lat = await h.latencies(d_call, r_call, s.calls, s.warmup)
+    tp = await h.throughputs(d_call, r_call, s.rounds, s.per_round)
     ds, rs = h.summary(d_lat), h.summary(r_lat)
     note = "the 'gateway' column is a bare relay (bench/floor.py): the least one more process adds here"
     results.add(h.Row(f"{label} call p50", "ms", ds["p50_ms"], rs["p50_ms"], note=note))
