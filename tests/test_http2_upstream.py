@@ -99,6 +99,14 @@ def upstream_port() -> Iterator[int]:
         yield port
 
 
+@pytest.fixture(scope="module")
+def sse_upstream_port() -> Iterator[int]:
+    """The test upstream over legacy SSE, plain, for nginx to serve over TLS."""
+    port = free_port()
+    with background([sys.executable, str(SERVERS / "upstream.py"), "--sse", str(port)], port=port):
+        yield port
+
+
 @contextmanager
 def nginx_tls(home: Path, tls: Tls, upstream: int, *, http2: bool) -> Iterator[tuple[int, Path]]:
     """nginx on TLS in front of `upstream`, HTTP/2 offered with `http2`; yields its port and access log."""
@@ -137,7 +145,8 @@ async def _calls_at_once(url: str, era: str = "auto", **entry: Any) -> list[str]
     texts: list[str] = []
     async with parity.served(config, {}, audit=None) as gateway, parity.gateway_client(gateway) as client:
         assert gateway.upstreams["up"].state == "ready", gateway.upstreams["up"].error
-        assert gateway.upstreams["up"].era == ("handshake" if era == "handshake" else "stateless")
+        if "transport" not in entry:  # a streamable HTTP server: the era asked for, or found
+            assert gateway.upstreams["up"].era == ("handshake" if era == "handshake" else "stateless")
 
         async def call() -> None:
             result = await client.call_tool("up__slow", {"steps": 2, "delay": 0.1})
@@ -173,6 +182,21 @@ async def test_calls_to_an_https_upstream_offering_http2_go_on_one_connection(
     assert len(calls) == CALLS
     assert {protocol for protocol, _ in calls} == {"HTTP/2.0"}
     assert len({connection for _, connection in calls}) == 1  # all in flight at once, on one connection
+
+
+async def test_a_legacy_sse_upstream_over_https_is_offered_http2_too(
+    tls: Tls, sse_upstream_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SSE transport's client is built the same way: its stream and its posted messages share
+    the one HTTP/2 connection."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca))
+    with nginx_tls(tmp_path / "nginx", tls, sse_upstream_port, http2=True) as (port, log):
+        texts = await _calls_at_once(f"https://127.0.0.1:{port}/sse", transport="sse")
+    assert texts == ["done after 2 steps"] * CALLS
+    calls = _requests(log, "tools/call")
+    assert len(calls) == CALLS
+    assert {protocol for protocol, _ in calls} == {"HTTP/2.0"}
+    assert len({connection for _, connection in calls}) == 1
 
 
 @pytest.mark.parametrize(
