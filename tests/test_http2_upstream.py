@@ -13,7 +13,7 @@ import ipaddress
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,9 +108,12 @@ def sse_upstream_port() -> Iterator[int]:
 
 
 @contextmanager
-def nginx_tls(home: Path, tls: Tls, upstream: int, *, http2: bool) -> Iterator[tuple[int, Path]]:
-    """nginx on TLS in front of `upstream`, HTTP/2 offered with `http2`; yields its port and access log."""
-    port = free_port()
+def nginx_tls(
+    home: Path, tls: Tls, upstream: int, *, http2: bool, port: int | None = None
+) -> Iterator[tuple[int, Path]]:
+    """nginx on TLS in front of `upstream`, HTTP/2 offered with `http2`, on `port` (default: a free
+    one); yields its port and access log."""
+    port = port or free_port()
     home.mkdir(parents=True, exist_ok=True)
     temps = "".join(
         f"  {kind}_temp_path {home / kind};\n"
@@ -234,3 +237,26 @@ async def test_an_https_upstream_whose_certificate_is_not_trusted_fails_with_the
             upstream = gateway.upstreams["up"]
             assert upstream.state != "ready"
             assert "certificate verify failed" in (upstream.error or "").lower(), upstream.error
+
+
+async def test_a_call_after_the_server_closed_the_idle_http2_connection_goes_on_a_new_one(
+    tls: Tls, upstream_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nginx stopped and started again between two calls (its idle timeout's GOAWAY closes the
+    connection the same way): the second call is answered on a new connection. It used to be written
+    to the closed one and fail (`WriteError`), failing the upstream with it."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca))
+    port = free_port()
+    config = validate({"servers": {"up": {"url": f"https://127.0.0.1:{port}/mcp"}}}, source="test")
+    with ExitStack() as first:
+        first.enter_context(nginx_tls(tmp_path / "first", tls, upstream_port, http2=True, port=port))
+        async with parity.served(config, {}, audit=None) as gateway, parity.gateway_client(gateway) as client:
+            before = await client.call_tool("up__echo", {"message": "before"})
+            first.close()  # nginx stopped: the gateway's one connection to it is closed
+            with nginx_tls(tmp_path / "second", tls, upstream_port, http2=True, port=port) as (_, log):
+                after = await client.call_tool("up__echo", {"message": "after"})
+                assert gateway.upstreams["up"].state == "ready"
+    assert before.content[0].text == "before"  # type: ignore[union-attr]
+    assert not after.is_error
+    assert after.content[0].text == "after"  # type: ignore[union-attr]
+    assert {protocol for protocol, _ in _requests(log, "tools/call")} == {"HTTP/2.0"}

@@ -77,8 +77,7 @@ def negotiate_auto(session: ClientSession) -> Awaitable[None]:
     """Negotiate `session`'s protocol era: `server/discover`, falling back to `initialize`.
 
     mcp 2.3: `mcp.client._probe.negotiate_auto` is the policy `Client(mode="auto")` runs at connect,
-    but `ClientSession` has no public method for it. Used for upstreams configured `era = "auto"`.
-    """
+    but `ClientSession` has no public method for it. Used for upstreams configured `era = "auto"`."""
     from mcp.client._probe import negotiate_auto
 
     return negotiate_auto(session)
@@ -102,12 +101,26 @@ def mcp_http_client(
     return httpx2.AsyncClient(http2=True, timeout=timeout, headers=headers, auth=auth)
 
 
+def notice_closed_idle_http2() -> None:
+    """Drop an idle HTTP/2 connection the server closed (its idle timeout, a restart) before reuse, as
+    httpcore2 2.16 does an HTTP/1.1 one (whose `has_expired` probes the idle socket; HTTP/2's only counts
+    5 s): a request written to it failed the upstream (`WriteError`). A readable idle socket = expired."""
+    from httpcore2._async.http2 import AsyncHTTP2Connection as H2
+
+    if not getattr(H2, "_mcpgw_probed", False):
+
+        def expired(self: H2, clock_only: Any = H2.has_expired) -> bool:
+            readable = self.is_idle() and self._network_stream.get_extra_info("is_readable")
+            return bool(clock_only(self) or readable)
+
+        H2.has_expired, H2._mcpgw_probed = expired, True  # type: ignore[method-assign,attr-defined]
+
+
 def skip_tool_result_validation(session: ClientSession) -> None:
     """Stop `session` checking `tools/call` results against the tool's output schema.
 
     mcp 2.3: `ClientSession.validate_tool_result` has no switch. mcpgw passes results through as the
-    upstream sent them: checking structured output is the downstream client's business.
-    """
+    upstream sent them: checking structured output is the downstream client's business."""
 
     async def _no_validation(name: str, result: Any) -> None:
         return None
@@ -121,8 +134,7 @@ def direct_progress_requested(session: ServerSession) -> bool:
     mcp 2.3: an in-process request (`Client(server)`) carries its progress callback on its
     `DirectDispatchContext._on_progress`, kept by the session as `_request_outbound` (for 2026-07-28,
     wrapped, as `_inner`); over JSON-RPC the token is in `_meta`. Without this the gateway would drop
-    such a client's progress or ask every upstream for progress nobody reads.
-    """
+    such a client's progress or ask every upstream for progress nobody reads."""
     outbound = getattr(session, "_request_outbound", None)
     # A 2026-07-28 request's context is wrapped (`runner._NoServerRequestsDispatchContext._inner`).
     outbound = getattr(outbound, "_inner", outbound)
@@ -134,8 +146,7 @@ def connection_closed(session: ClientSession) -> bool:
 
     mcp 2.3: `MCPError(CONNECTION_CLOSED)` comes both when the transport ends and when the peer answers
     with that code; only the dispatcher's (`_dispatcher`) `_closed` flag tells them apart. An unknown
-    shape counts as open: the supervisor still notices a real loss.
-    """
+    shape counts as open: the supervisor still notices a real loss."""
     dispatcher = getattr(session, "_dispatcher", None)
     return getattr(dispatcher, "_closed", False) is True
 
@@ -145,8 +156,7 @@ def session_transport(manager: StreamableHTTPSessionManager, session_id: str) ->
 
     mcp 2.3: the session manager keeps its sessions in `_server_instances` and offers no lookup.
     The gateway bounds sessions per client and in all (`server.sessions`) and closes idle ones to
-    make room, through the transport's public `terminate()` and `is_terminated`.
-    """
+    make room, through the transport's public `terminate()` and `is_terminated`."""
     return manager._server_instances.get(session_id)
 
 
@@ -227,8 +237,7 @@ def absorb_tool_listing(session: ClientSession, tools: list[Any], *, complete: b
     mcp 2.3: `ClientSession.list_tools` passes each page to `_absorb_tool_listing`, which (2026-07-28)
     drops tools with invalid `x-mcp-header` annotations and caches each kept tool's `Mcp-Param-*`
     header map for the stamp of every `tools/call`. mcpgw lists raw dicts, so without this its calls
-    would lack those headers. `complete` (one uncursored page): forget tools no longer listed.
-    """
+    would lack those headers. `complete` (one uncursored page): forget tools no longer listed."""
     import mcp_types as types
 
     kept = session._absorb_tool_listing(types.ListToolsResult(tools=tools), complete=complete)
@@ -277,8 +286,7 @@ def fastmcp_lowlevel_server(server: Any) -> Any:
 
     fastmcp 4.2: `FastMCP` keeps its lowlevel `Server` in `_mcp_server` (its own in-memory transport
     reads it there too); the SDK's `InMemoryTransport` takes only a lowlevel `Server` or `MCPServer`.
-    Running it enters the FastMCP lifespan (fastmcp's lifespan proxy). Used for OpenAPI upstreams.
-    """
+    Running it enters the FastMCP lifespan (fastmcp's lifespan proxy). Used for OpenAPI upstreams."""
     return server._mcp_server
 
 
@@ -296,8 +304,7 @@ def jwt_bearer_provider(
 
     mcp 2.3: its `IdentityAssertionOAuthProvider` sends this grant but only for a confidential client
     and a configured issuer (no discovery); the token request is built by the private
-    `_exchange_token_client_credentials`, overridden here, as its own `PrivateKeyJWTOAuthProvider` does.
-    """
+    `_exchange_token_client_credentials`, overridden here, as its own `PrivateKeyJWTOAuthProvider` does."""
     import httpx2
     from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
     from mcp.shared.auth import JWT_BEARER_GRANT_TYPE
@@ -374,8 +381,7 @@ def stream_within_origin(
     streamable HTTP transport posts.
 
     mcp 2.3: `mcp.shared._httpx_utils.stream_within_origin` is that transport's own; the lean HTTP
-    path (`upstream.httpwire`) posts requests itself and must follow redirects by the same rule.
-    """
+    path (`upstream.httpwire`) posts requests itself and must follow redirects by the same rule."""
     from mcp.shared._httpx_utils import stream_within_origin
 
     return stream_within_origin(client, method, url, **kwargs)
@@ -385,8 +391,7 @@ def unfollowed_redirect(response: httpx2.Response) -> str | None:
     """Why a redirect response was not followed (None: it is no redirect), in the SDK's words.
 
     mcp 2.3: `mcp.client.streamable_http._unfollowed_redirect` is the message the SDK's transport
-    answers such a POST with; the lean HTTP path answers it the same.
-    """
+    answers such a POST with; the lean HTTP path answers it the same."""
     from mcp.client.streamable_http import _unfollowed_redirect
 
     return _unfollowed_redirect(response)
@@ -405,8 +410,7 @@ def wrap_network_backend(client: httpx2.AsyncClient, wrap: Callable[[Any], Any])
     """Make `client`'s connections through `wrap(its network backend)` (`upstream.cork`).
 
     httpx2 2.16 / httpcore2: no way to pass a network backend; it is kept in `_transport._pool.
-    _network_backend`. A client with another kind of transport (a proxy) is left as it is.
-    """
+    _network_backend`. A client with another kind of transport (a proxy) is left as it is."""
     pool = getattr(getattr(client, "_transport", None), "_pool", None)
     backend = getattr(pool, "_network_backend", None)
     if backend is not None:
@@ -437,8 +441,7 @@ def exit_stack_empty(stack: contextlib.AsyncExitStack) -> bool:
 
     Python 3.11-3.13 `contextlib`: the callbacks are in `_exit_callbacks`, with no public way to ask.
     The lean lane (`server.leanlane`) unwinds a 2026-07-28 request's connection stack as the SDK does
-    (`aclose_shielded`: a timer per call) only when it is not empty. Unknown internals: not empty.
-    """
+    (`aclose_shielded`: a timer per call) only when it is not empty. Unknown internals: not empty."""
     return not getattr(stack, "_exit_callbacks", True)
 
 
@@ -475,8 +478,7 @@ def lifespan_state(manager: StreamableHTTPSessionManager) -> Any:
     """The server lifespan's state, as the session manager hands it to each 2026-07-28 request.
 
     mcp 2.3: `run` keeps what `Server.lifespan` yields in `_lifespan_state`; the lean stateless path
-    (`server.stateless`) serves those requests itself and passes the same state to `serve_one`.
-    """
+    (`server.stateless`) serves those requests itself and passes the same state to `serve_one`."""
     return manager._lifespan_state
 
 
@@ -484,8 +486,7 @@ def sse_response_headers() -> list[tuple[bytes, bytes]]:
     """The headers the SDK's 2026-07-28 entry begins an SSE answer with.
 
     mcp 2.3: `mcp.server._streamable_http_modern._SSE_HEADERS`; the lean stateless path
-    (`server.stateless`) turns an answer into a stream as that entry does, with the same headers.
-    """
+    (`server.stateless`) turns an answer into a stream as that entry does, with the same headers."""
     from mcp.server._streamable_http_modern import _SSE_HEADERS
 
     return list(_SSE_HEADERS)
@@ -495,6 +496,5 @@ def oauth_initialized(provider: Any) -> bool:
     """Whether an `OAuthClientProvider` has loaded its stored tokens and client (its first request did).
 
     mcp 2.3: kept in `_initialized`, loaded under its lock; `upstream.login.LoginAuth` sends outside
-    that lock only once they are loaded and there is no token to send (`_nothing_to_send`).
-    """
+    that lock only once they are loaded and there is no token to send (`_nothing_to_send`)."""
     return bool(getattr(provider, "_initialized", False))

@@ -235,6 +235,8 @@ def _http_client(
     # without HTTP upstreams.
     from mcpgw.upstream.cork import CorkedBackend
 
+    if http2:
+        _compat.notice_closed_idle_http2()  # else the first call after the server's idle timeout fails
     http = _compat.mcp_http_client(headers=headers, auth=auth, http2=http2)
     _compat.wrap_network_backend(http, CorkedBackend)  # one write per request (`upstream.cork`)
     if timeout is not None:  # the legacy SSE transport's own (a shorter connect timeout)
