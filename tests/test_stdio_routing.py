@@ -21,8 +21,9 @@ from mcp_types import CLIENT_CAPABILITIES_META_KEY, LOG_LEVEL_META_KEY, PROTOCOL
 
 import parity
 from mcpgw import _compat
+from mcpgw.upstream.deadlines import UNLIMITED
 from mcpgw.upstream.stdio import _Routing
-from mcpgw.upstream.wire import NO_TIMER, LeanWire, stamp_of
+from mcpgw.upstream.wire import LeanWire, stamp_of
 from test_gateway import wait_until as until
 
 pytestmark = pytest.mark.anyio
@@ -82,7 +83,7 @@ async def test_an_answer_waits_behind_a_log_line_still_being_handled() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(routing.run, deliver)
         call = asyncio.ensure_future(
-            wire.request("tools/call", {"name": "t"}, timeout=NO_TIMER, on_progress=None)
+            wire.request("tools/call", {"name": "t"}, timeout=UNLIMITED, on_progress=None)
         )
         await until(lambda: bool(sent))
         request_id = json.loads(sent[0])["id"]
@@ -158,7 +159,7 @@ async def test_a_lean_request_is_stamped_as_the_sdks_stamp_would(era: str) -> No
             expected = {"method": "tools/call", "params": json.loads(json.dumps(params))}
             _compat.stamp_request(client, expected)  # the SDK's own stamp, as `session.send_request` runs it
             call = asyncio.ensure_future(
-                wire.request("tools/call", params, timeout=NO_TIMER, on_progress=None)
+                wire.request("tools/call", params, timeout=UNLIMITED, on_progress=None)
             )
             await until(lambda: len(sent) == count)  # noqa: B023 (awaited within the iteration)
             line = json.loads(sent[-1])

@@ -44,8 +44,6 @@ _DIGITS = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
 _LONG_RUN = b"0" * 19
 """Digits enough for an integer past 64 bits, which orjson would read as a float (a long run of digits
 in a string is read the slower way too, correctly)."""
-NO_TIMER = UNLIMITED
-"""Seconds from which a timeout is no timeout (`inf` in the registry): no timer is armed."""
 CANCEL_WRITE_TIMEOUT = 2.0
 """Seconds the courtesy `notifications/cancelled` may take to write (a hang guard)."""
 
@@ -120,7 +118,7 @@ class LeanWire:
             written = True
             # A timer on the loop, not a cancel scope: anyio's `fail_after` was a tenth of the lean
             # path's own time per call (py-spy).
-            if timeout < NO_TIMER:
+            if timeout < UNLIMITED:  # no timeout (`inf` in the registry): no timer
                 timer = self._deadlines.later(timeout, partial(_expire, future), loop=loop)
             return await future
         except TimeoutError:
