@@ -13,6 +13,7 @@ import anyio.abc
 import pytest
 
 from mcpgw.upstream.deadlines import Deadlines
+from test_gateway import wait_until as until
 
 pytestmark = pytest.mark.anyio
 
@@ -46,9 +47,7 @@ async def test_limits_set_longest_first_each_end_at_their_own_time() -> None:
     async with anyio.create_task_group() as tasks:
         for seconds in (HANG_GUARD, 0.3, 0.05):  # each sooner than the timer was armed for
             await tasks.start(bounded, seconds)
-        with anyio.fail_after(HANG_GUARD / 2):  # a hang guard, short of the first limit
-            while len(ended) < 2:
-                await anyio.sleep(0.01)
+        await until(lambda: len(ended) == 2, timeout=HANG_GUARD / 2)  # a hang guard, short of the first limit
         assert ended == [0.05, 0.3]  # in the order of their times; the longest still running
         tasks.cancel_scope.cancel()
 
@@ -77,15 +76,26 @@ async def test_a_delayed_call_runs_once_unless_cancelled() -> None:
 
 
 def test_an_owner_used_on_a_new_loop_starts_afresh() -> None:
+    """What was left pending on the old loop never fires on the new one; limits work on both."""
     deadlines = Deadlines()
+    ran: list[str] = []
 
-    async def timed_out() -> bool:
+    async def timed_out(*, first: bool) -> bool:
+        if first:  # still pending when this loop ends
+            deadlines.later(0.2, lambda: ran.append("stale"))
         try:
             with deadlines.limit(0.05):
                 await asyncio.sleep(HANG_GUARD)
         except TimeoutError:
-            return True
-        return False
+            timed = True
+        else:
+            timed = False
+        if not first:  # due after the stale call's time: the one timer fires them in time order
+            done = asyncio.Event()
+            deadlines.later(0.3, done.set)
+            await asyncio.wait_for(done.wait(), HANG_GUARD)
+        return timed
 
-    assert asyncio.run(timed_out())
-    assert asyncio.run(timed_out())
+    assert asyncio.run(timed_out(first=True))
+    assert asyncio.run(timed_out(first=False))
+    assert ran == []

@@ -19,6 +19,9 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from conftest import SERVERS, UPSTREAM, background, free_port, gateway_stdio
+from mcpgw.config import validate
+from parity import served
+from test_gateway import wait_until as until
 from test_lifecycle import alive, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -109,9 +112,6 @@ async def test_an_http_upstream_started_after_the_gateway_is_met_in_its_own_era(
     """A 2026-07-28 server not up yet when the gateway starts (a compose file starts both at once) is
     connected in 2026-07-28 once it is up: its refused connections say nothing about its era. They
     used to cancel the era probe, which left it on 2025-11-25 for good."""
-    from mcpgw.config.registry import validate
-    from parity import served
-
     port = free_port()
     config = validate(
         {"gateway": {"restart_backoff_max": 1}, "servers": {"web": {"url": f"http://127.0.0.1:{port}/mcp"}}},
@@ -119,13 +119,11 @@ async def test_an_http_upstream_started_after_the_gateway_is_met_in_its_own_era(
     )
     async with served(config, {}, audit=None) as gateway:
         upstream = gateway.upstreams["web"]
-        with anyio.fail_after(HANG_GUARD):
-            while upstream.state == "starting" or not upstream.error:  # refused at least once
-                await anyio.sleep(0.05)
+        await until(
+            lambda: upstream.state != "starting" and upstream.error, timeout=HANG_GUARD
+        )  # refused once
         with background([sys.executable, str(UPSTREAM), "--http", str(port)], port=port):
-            with anyio.fail_after(HANG_GUARD):
-                while upstream.state != "ready":
-                    await anyio.sleep(0.05)
+            await until(lambda: upstream.state == "ready", timeout=HANG_GUARD)
             assert upstream.protocol_version == "2026-07-28"
             answer = await gateway.call_tool({"name": "web__echo", "arguments": {"message": "late"}})
             assert answer["content"][0]["text"] == "late"

@@ -27,6 +27,7 @@ from mcpgw.core.gateway import Gateway
 from mcpgw.server import stateless
 from mcpgw.server.http import http_app
 from parity import TestUpstream, asgi_lifespan, registry, served
+from test_gateway import wait_until as until
 
 pytestmark = pytest.mark.anyio
 
@@ -388,9 +389,7 @@ async def test_a_call_is_booked_once_its_answer_is_written() -> None:
             app, ECHO, headers=routing("tools/call", "up__echo"), on_body=lambda: at_answer.append(counted())
         )
         assert answer.status == 200 and at_answer == [0.0]
-        with anyio.fail_after(HANG_GUARD):
-            while counted() != 1.0:
-                await anyio.sleep(0.01)
+        await until(lambda: counted() == 1.0, timeout=HANG_GUARD)
 
 
 async def test_a_call_that_outlasts_the_ping_interval_becomes_a_stream_as_on_the_sdks_path(
