@@ -60,19 +60,29 @@ def nginx(home: Path, backends: Mapping[str, int]) -> Iterator[int]:
     for name, backend in backends.items():
         text = text.replace(f"{name}:8765", f"127.0.0.1:{backend}")
     text = re.sub(r"listen 8080;", f"listen 127.0.0.1:{port};", text)
+    with running_nginx(home, text, port):
+        yield port
+
+
+@contextmanager
+def running_nginx(home: Path, conf_text: str, port: int) -> Iterator[None]:
+    """nginx on `conf_text` (a whole configuration, with an `http {` block), in the foreground, with
+    its pid, error log and temp folders in `home`, until the block ends; from when `port` listens."""
     # Debian's nginx keeps request bodies and proxied responses under /var/lib/nginx: here, the temp folder.
-    temp = "".join(f"    {kind}_temp_path {home / kind};\n" for kind in ("client_body", "proxy"))
-    text = text.replace("http {\n", "http {\n" + temp, 1)
+    temp = "".join(
+        f"    {kind}_temp_path {home / kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     home.mkdir(parents=True, exist_ok=True)
     conf = home / "nginx.conf"
-    conf.write_text(text)
+    conf.write_text(conf_text.replace("http {\n", "http {\n" + temp, 1))
     main = f"daemon off; pid {home / 'nginx.pid'};" + (" user root;" if os.geteuid() == 0 else "")
     process = _service(
         [str(NGINX), "-p", str(home), "-e", str(home / "error.log"), "-c", str(conf), "-g", main]
     )
     try:
         wait_for_port(port, process=process)
-        yield port
+        yield
     finally:
         stop_group(process)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -22,12 +21,12 @@ import anyio
 import pytest
 
 import parity
-from conftest import SERVERS, background, free_port
+from conftest import UPSTREAM, background, free_port
 from mcpgw.config import validate
+from services import running_nginx
 
 pytestmark = pytest.mark.anyio
 
-NGINX = Path("/usr/sbin/nginx")
 CALLS = 16
 
 
@@ -94,16 +93,18 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
 @pytest.fixture(scope="module")
 def upstream_port() -> Iterator[int]:
     """The test upstream over plain HTTP, for nginx to serve over TLS."""
-    port = free_port()
-    with background([sys.executable, str(SERVERS / "upstream.py"), "--http", str(port)], port=port):
-        yield port
+    yield from _upstream("--http")
 
 
 @pytest.fixture(scope="module")
 def sse_upstream_port() -> Iterator[int]:
     """The test upstream over legacy SSE, plain, for nginx to serve over TLS."""
+    yield from _upstream("--sse")
+
+
+def _upstream(transport: str) -> Iterator[int]:
     port = free_port()
-    with background([sys.executable, str(SERVERS / "upstream.py"), "--sse", str(port)], port=port):
+    with background([sys.executable, str(UPSTREAM), transport, str(port)], port=port):
         yield port
 
 
@@ -114,18 +115,9 @@ def nginx_tls(
     """nginx on TLS in front of `upstream`, HTTP/2 offered with `http2`, on `port` (default: a free
     one); yields its port and access log."""
     port = port or free_port()
-    home.mkdir(parents=True, exist_ok=True)
-    temps = "".join(
-        f"  {kind}_temp_path {home / kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
     log = home / "access.log"
-    conf = home / "nginx.conf"
-    conf.write_text(
-        f"daemon off;\npid {home / 'nginx.pid'};\n"
-        + ("user root;\n" if os.geteuid() == 0 else "")
-        + "events {}\nhttp {\n"
-        + temps
+    conf = (
+        "events {}\nhttp {\n"
         + "  log_format mcp escape=json '$server_protocol $connection $request_body';\n"
         + f"  access_log {log} mcp;\n"
         + "  server {\n"
@@ -137,7 +129,7 @@ def nginx_tls(
         + "      proxy_buffering off;\n      proxy_read_timeout 300s;\n"
         + "    }\n  }\n}\n"
     )
-    with background([str(NGINX), "-p", str(home), "-e", str(home / "error.log"), "-c", str(conf)], port=port):
+    with running_nginx(home, conf, port):
         yield port, log
 
 
@@ -161,6 +153,13 @@ async def _calls_at_once(url: str, era: str = "auto", **entry: Any) -> list[str]
     return texts
 
 
+def _calls_seen(log: Path) -> tuple[int, set[str], int]:
+    """The `tools/call` requests in nginx's access log: how many, the protocols they came in on, and
+    on how many connections."""
+    calls = _requests(log, "tools/call")
+    return len(calls), {protocol for protocol, _ in calls}, len({connection for _, connection in calls})
+
+
 def _requests(log: Path, method: str) -> list[tuple[str, str]]:
     """(protocol, connection) of each JSON-RPC `method` request in nginx's access log (the body tells
     it in either era; the handshake era sends no `Mcp-Method` header)."""
@@ -181,10 +180,7 @@ async def test_calls_to_an_https_upstream_offering_http2_go_on_one_connection(
     with nginx_tls(tmp_path / "nginx", tls, upstream_port, http2=True) as (port, log):
         texts = await _calls_at_once(f"https://127.0.0.1:{port}/mcp", era)
     assert texts == ["done after 2 steps"] * CALLS
-    calls = _requests(log, "tools/call")
-    assert len(calls) == CALLS
-    assert {protocol for protocol, _ in calls} == {"HTTP/2.0"}
-    assert len({connection for _, connection in calls}) == 1  # all in flight at once, on one connection
+    assert _calls_seen(log) == (CALLS, {"HTTP/2.0"}, 1)  # all in flight at once, on one connection
 
 
 async def test_a_legacy_sse_upstream_over_https_is_offered_http2_too(
@@ -196,10 +192,7 @@ async def test_a_legacy_sse_upstream_over_https_is_offered_http2_too(
     with nginx_tls(tmp_path / "nginx", tls, sse_upstream_port, http2=True) as (port, log):
         texts = await _calls_at_once(f"https://127.0.0.1:{port}/sse", transport="sse")
     assert texts == ["done after 2 steps"] * CALLS
-    calls = _requests(log, "tools/call")
-    assert len(calls) == CALLS
-    assert {protocol for protocol, _ in calls} == {"HTTP/2.0"}
-    assert len({connection for _, connection in calls}) == 1
+    assert _calls_seen(log) == (CALLS, {"HTTP/2.0"}, 1)
 
 
 @pytest.mark.parametrize(
@@ -219,10 +212,9 @@ async def test_an_https_upstream_is_reached_over_http1_when_it_or_the_registry_s
     with nginx_tls(tmp_path / "nginx", tls, upstream_port, http2=offered) as (port, log):
         texts = await _calls_at_once(f"https://127.0.0.1:{port}/mcp", **entry)
     assert texts == ["done after 2 steps"] * CALLS
-    calls = _requests(log, "tools/call")
-    assert len(calls) == CALLS
-    assert {protocol for protocol, _ in calls} == {"HTTP/1.1"}
-    assert len({connection for _, connection in calls}) > 1
+    count, protocols, connections = _calls_seen(log)
+    assert (count, protocols) == (CALLS, {"HTTP/1.1"})
+    assert connections > 1
 
 
 async def test_an_https_upstream_whose_certificate_is_not_trusted_fails_with_the_reason(
@@ -259,4 +251,4 @@ async def test_a_call_after_the_server_closed_the_idle_http2_connection_goes_on_
     assert before.content[0].text == "before"  # type: ignore[union-attr]
     assert not after.is_error
     assert after.content[0].text == "after"  # type: ignore[union-attr]
-    assert {protocol for protocol, _ in _requests(log, "tools/call")} == {"HTTP/2.0"}
+    assert _calls_seen(log)[1] == {"HTTP/2.0"}
