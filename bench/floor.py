@@ -99,7 +99,7 @@ async def bench_floor(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) 
 
     up_port, relay_port = h.free_port(), h.free_port()
     up_cmd = [h.PYTHON, *h.upstream_args("floor-http", "--http", str(up_port))]
-    relay_cmd = [h.PYTHON, str(RELAY), "http", str(relay_port), str(up_port), h.TOKEN]
+    relay_cmd = [h.PYTHON, str(RELAY), "http", str(relay_port), str(up_port), f"{h.TOKEN}-floor-relay"]
     with (
         h.background(up_cmd, tmp / "floor-upstream.log", port=up_port),
         h.background(relay_cmd, tmp / "floor-relay.log", port=relay_port),
@@ -109,31 +109,19 @@ async def bench_floor(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) 
             h.http_client_of(f"http://127.0.0.1:{relay_port}/mcp", s.mode) as relayed,
         ):
             await _measured(h, s, results, "floor http", direct, relayed)
-    h.reap(h.TOKEN)
+    h.reap(h.TOKEN + "-floor")
 
 
 async def _measured(h: Any, s: Any, results: Any, label: str, direct: Any, relayed: Any) -> None:
-    """The call p50 and throughput rows of the upstream through `relayed` against `direct`, measured as
-    the gateway's rows are, the relay in the gateway column (information: no target)."""
-    import statistics
-
+    """The upstream through `relayed` against `direct`, measured as the gateway's rows are, in the same
+    rows (`call_rows`), the relay in the gateway column (information: no target)."""
     await h.check_echo(direct, "echo")
     await h.check_echo(relayed, "echo")
     d_call, r_call = h.echo_call(direct, "echo"), h.echo_call(relayed, "echo")
     d_lat, r_lat = await h.latencies(d_call, r_call, s.calls, s.warmup)
     tp = await h.throughputs(d_call, r_call, s.rounds, s.per_round)
-    ds, rs = h.summary(d_lat), h.summary(r_lat)
     note = "the 'gateway' column is a bare relay (bench/floor.py): the least one more process adds here"
-    results.add(h.Row(f"{label} call p50", "ms", ds["p50_ms"], rs["p50_ms"], note=note))
-    results.add(
-        h.Row(
-            f"{label} throughput x{h.INFLIGHT}",
-            "calls/s",
-            statistics.median(tp.direct),
-            statistics.median(tp.gateway),
-            note=note,
-        )
-    )
+    h.call_rows(results, label, d_lat, r_lat, tp, note=note)
 
 
 if __name__ == "__main__":

@@ -39,11 +39,14 @@ import bisect
 import itertools
 import os
 import re
+import select
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections import defaultdict
 from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
@@ -53,6 +56,8 @@ import anyio
 
 import run as h  # bench/run.py: registries, clients, processes
 
+WARMUP = 200
+"""Calls each way before perf looks."""
 MARK, END = b"MARK!", b"END!"
 """Written to /dev/null around each call: 5 and 4 bytes, told apart by their length."""
 EVENTS = (
@@ -78,17 +83,41 @@ def _filter(field: str, tids: list[int]) -> str:
     return " || ".join(f"{field} == {t}" for t in tids)
 
 
-def record(roles: dict[str, int], seconds: float, out: Path) -> subprocess.Popen[bytes]:
-    """`perf record` of the roles' threads' I/O and scheduling, system-wide but filtered to them."""
-    tids = sorted({t for pid in roles.values() for t in _threads(pid)})
-    command = ["perf", "record", "-q", "-a", "-o", str(out)]
+def record(owner: dict[int, int], out: Path, control: tuple[int, int]) -> subprocess.Popen[bytes]:
+    """`perf record` of the threads in `owner` (thread id: process id), their I/O and scheduling,
+    system-wide but filtered to them; its events off until `enabled` turns them on through `control`
+    (perf's control and ack descriptors)."""
+    tids = sorted(owner)
+    command = [
+        "perf",
+        "record",
+        "-q",
+        "-a",
+        "-o",
+        str(out),
+        "-D",
+        "-1",
+        "--control",
+        f"fd:{control[0]},{control[1]}",
+    ]
     for event in EVENTS:
         field = "pid" if event == "sched:sched_wakeup" else "common_pid"
         condition = _filter(field, tids)
         if event == "sched:sched_switch":
             condition = f"{_filter('prev_pid', tids)} || {_filter('next_pid', tids)}"
         command += ["-e", event, "--filter", condition]
-    return subprocess.Popen([*command, "--", "sleep", str(seconds)], stderr=subprocess.PIPE)
+    return subprocess.Popen(command, stderr=subprocess.PIPE, pass_fds=control)
+
+
+def enabled(recorder: subprocess.Popen[bytes], control: int, ack: int, *, timeout: float = 60.0) -> bool:
+    """perf's events turned on, and perf's word that they are (not a wait that hopes it has attached);
+    False if perf ended first or did not answer within `timeout`."""
+    os.write(control, b"enable\n")
+    deadline = time.monotonic() + timeout
+    while recorder.poll() is None and time.monotonic() < deadline:
+        if select.select([ack], [], [], 0.05)[0]:
+            return os.read(ack, 16).startswith(b"ack")
+    return False
 
 
 def read_events(data: Path) -> list[tuple[float, int, int, str, int, Any]]:
@@ -127,10 +156,12 @@ def read_events(data: Path) -> list[tuple[float, int, int, str, int, Any]]:
     return events
 
 
-def analyse(events: list[Any], roles: dict[str, int], null_fd: int) -> dict[str, dict[str, list[float]]]:
-    """Per path ('direct', 'gateway'): each leg's and each wake-up's durations over the calls."""
+def analyse(
+    events: list[Any], roles: dict[str, int], owner: dict[int, int], null_fd: int
+) -> dict[str, dict[str, list[float]]]:
+    """Per path ('direct', 'gateway'): each leg's and each wake-up's durations over the calls (`owner`:
+    the roles' thread ids, each to its process id)."""
     client = roles["client"]
-    owner = {t: pid for pid in roles.values() for t in _threads(pid)} | {pid: pid for pid in roles.values()}
     marks = [e for e in events if e[2] == client and e[3] == "w" and e[5][0] == null_fd]
     pairs = itertools.pairwise(marks)
     calls = [(a[0], b[0]) for a, b in pairs if a[5][1] == len(MARK) and b[5][1] == len(END)]
@@ -148,15 +179,18 @@ def analyse(events: list[Any], roles: dict[str, int], null_fd: int) -> dict[str,
                 return e
         return None
 
-    def woke(seg: list[Any], after: float, pid: int, waker_cpu: int) -> tuple[float, bool] | None:
-        """The first wake-up of a thread of `pid` after `after`: how long until it ran, and whether it
-        was woken onto `waker_cpu`."""
+    def woke(
+        seg: list[Any], after: float, pid: int, waker_cpu: int, *, main: bool
+    ) -> tuple[float, bool] | None:
+        """The first wake-up of a thread of `pid` (its main thread, with `main`) after `after`: how long
+        until it ran, and whether it was woken onto `waker_cpu`."""
         for e in seg:
-            if e[0] >= after and e[3] == "wake" and owner.get(e[5][0]) == pid:
-                for s in seg:
-                    if s[0] >= e[0] and s[3] == "switch" and s[5][1] == e[5][0]:
-                        return s[0] - e[0], e[5][1] == waker_cpu
-                return None
+            if e[0] < after or e[3] != "wake" or (e[5][0] != pid if main else owner.get(e[5][0]) != pid):
+                continue
+            for s in seg:
+                if s[0] >= e[0] and s[3] == "switch" and s[5][1] == e[5][0]:
+                    return s[0] - e[0], e[5][1] == waker_cpu
+            return None
         return None
 
     for start, end in calls:
@@ -165,20 +199,20 @@ def analyse(events: list[Any], roles: dict[str, int], null_fd: int) -> dict[str,
         if sent is None:
             continue
         path = "gateway" if io(seg, sent[0], roles["gateway"], "r", main=True) is not None else "direct"
-        chain = (
-            [("gateway", True), ("gateway upstream", False), ("gateway", True)] if path == "gateway" else []
-        )
-        chain = [*(chain or [("direct upstream", False)]), ("client", True)]
+        if path == "gateway":
+            chain = [("gateway", True), ("gateway upstream", False), ("gateway", True), ("client", True)]
+        else:
+            chain = [("direct upstream", False), ("client", True)]
         found: dict[str, float] = {}
         last, last_name = sent, "client"
         for name, main in chain:
             pid = roles[name]
-            short = name.replace("gateway upstream", "upstream").replace("direct upstream", "upstream")
+            short = "upstream" if name.endswith("upstream") else name
             got = io(seg, last[0], pid, "r", main=main)
             if got is None:
                 break
             found[f"{last_name} write -> {short} read"] = got[0] - last[0]
-            wake = woke(seg, last[0], pid, last[4])
+            wake = woke(seg, last[0], pid, last[4], main=main)
             if wake is not None:
                 found[f"wake-up {last_name} -> {short}: woken -> running"] = wake[0]
                 found[f"wake-up {last_name} -> {short}: onto the waker's CPU (share)"] = float(wake[1])
@@ -190,16 +224,10 @@ def analyse(events: list[Any], roles: dict[str, int], null_fd: int) -> dict[str,
             answered = io(seg, got[0], pid, "w", main=main)
             if answered is None:
                 break
-            found[f"{short} read -> write{' (answer)' if short in found_names(found, short) else ''}"] = (
-                answered[0] - got[0]
-            )
+            leg = f"{short} read -> write"
+            found[f"{leg} (answer)" if leg in found else leg] = answered[0] - got[0]  # the gateway's second
             last, last_name = answered, short
     return out
-
-
-def found_names(found: dict[str, float], short: str) -> list[str]:
-    """`[short]` when `short` already has a read-to-write leg (the gateway's second: the answer)."""
-    return [short] if f"{short} read -> write" in found else []
 
 
 def report(found: dict[str, dict[str, list[float]]], transport: str) -> None:
@@ -219,70 +247,91 @@ async def main(args: argparse.Namespace) -> int:
         print("bench/hops.py needs Linux `perf` (Debian: linux-perf)", file=sys.stderr)
         return 2
     null_fd = os.open(os.devnull, os.O_WRONLY)
-    with tempfile.TemporaryDirectory(prefix=f"{h.TOKEN}-") as tmpdir, ExitStack() as processes:
-        tmp = Path(tmpdir)
-        os.environ["MCPGW_AUDIT_DB"] = str(tmp / "audit.db")
-        errlog = (tmp / "stderr.log").open("w")
-        async with AsyncExitStack() as clients:
-            if args.transport == "stdio":
-                config = h.write_registry(tmp / "hops.toml", {"up": h.stdio_entry("hops-gw")})
-                direct = await clients.enter_async_context(
-                    h.stdio_client_of(h.upstream_args("hops-direct"), "auto", errlog)
-                )
-                gateway = await clients.enter_async_context(
-                    h.stdio_client_of(h.gateway_args(config), "auto", errlog)
-                )
-            else:
-                up_d, up_g, gw_port = h.free_port(), h.free_port(), h.free_port()
-                config = h.write_registry(tmp / "hops.toml", {"up": {"url": f"http://127.0.0.1:{up_g}/mcp"}})
-                started = {}
-                for role, command, port in (
-                    ("direct upstream", [h.PYTHON, *h.upstream_args("hops-d", "--http", str(up_d))], up_d),
-                    ("gateway upstream", [h.PYTHON, *h.upstream_args("hops-g", "--http", str(up_g))], up_g),
-                    (
-                        "gateway",
-                        [h.PYTHON, *h.gateway_args(config, "--transport", "http", "--port", str(gw_port))],
-                        gw_port,
-                    ),
-                ):
-                    started[role] = processes.enter_context(
-                        h.background(command, tmp / f"{port}.log", port=port)
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix=f"{h.TOKEN}-") as tmpdir,
+            ExitStack() as processes,
+            (Path(tmpdir) / "stderr.log").open("w") as errlog,
+        ):
+            tmp = Path(tmpdir)
+            os.environ["MCPGW_AUDIT_DB"] = str(tmp / "audit.db")
+            async with AsyncExitStack() as clients:
+                if args.transport == "stdio":
+                    config = h.write_registry(tmp / "hops.toml", {"up": h.stdio_entry("hops-gw")})
+                    direct = await clients.enter_async_context(
+                        h.stdio_client_of(h.upstream_args("hops-direct"), "auto", errlog)
                     )
-                roles = {role: process.pid for role, process in started.items()}
-                direct = await clients.enter_async_context(
-                    h.http_client_of(f"http://127.0.0.1:{up_d}/mcp", "auto")
-                )
-                gateway = await clients.enter_async_context(
-                    h.http_client_of(f"http://127.0.0.1:{gw_port}/mcp", "auto")
-                )
-            await h.check_echo(direct, "echo")
-            await h.check_echo(gateway, "up__echo")
-            if args.transport == "stdio":  # found once serving (the pre-server hands over at start)
-                roles = {
-                    "direct upstream": h.the_upstream("hops-direct"),
-                    "gateway upstream": h.the_upstream("hops-gw"),
-                    "gateway": h.find_gateway_pid(config),
-                }
-            roles["client"] = os.getpid()
-            d_call, g_call = h.echo_call(direct, "echo"), h.echo_call(gateway, "up__echo")
-            for _ in range(200):
-                await d_call()
-                await g_call()
-            data = tmp / "perf.data"
-            recorder = record(roles, 3600, data)
-            await anyio.sleep(2.0)  # perf attaches its probes before the first marked call
-            if recorder.poll() is not None:
-                print(f"perf record failed: {recorder.stderr.read().decode()[-500:]}", file=sys.stderr)  # type: ignore[union-attr]
-                return 2
-            for i in range(args.calls):
-                for call in (d_call, g_call) if i % 2 == 0 else (g_call, d_call):
-                    os.write(null_fd, MARK)
-                    await call()
-                    os.write(null_fd, END)
-            recorder.send_signal(2)  # SIGINT: perf writes its file and stops
-            recorder.wait(60)
-            # Read while the processes run: their threads are looked up by id.
-            report(analyse(read_events(data), roles, null_fd), args.transport)
+                    gateway = await clients.enter_async_context(
+                        h.stdio_client_of(h.gateway_args(config), "auto", errlog)
+                    )
+                else:
+                    up_d, up_g, gw_port = h.free_port(), h.free_port(), h.free_port()
+                    url = f"http://127.0.0.1:{up_g}/mcp"
+                    config = h.write_registry(tmp / "hops.toml", {"up": {"url": url}})
+
+                    def started(command: list[str], port: int) -> int:
+                        return processes.enter_context(
+                            h.background(command, tmp / f"{port}.log", port=port)
+                        ).pid
+
+                    roles = {
+                        "direct upstream": started(
+                            [h.PYTHON, *h.upstream_args("hops-d", "--http", str(up_d))], up_d
+                        ),
+                        "gateway upstream": started(
+                            [h.PYTHON, *h.upstream_args("hops-g", "--http", str(up_g))], up_g
+                        ),
+                        "gateway": started(
+                            [
+                                h.PYTHON,
+                                *h.gateway_args(config, "--transport", "http", "--port", str(gw_port)),
+                            ],
+                            gw_port,
+                        ),
+                    }
+                    direct = await clients.enter_async_context(
+                        h.http_client_of(f"http://127.0.0.1:{up_d}/mcp", "auto")
+                    )
+                    gateway = await clients.enter_async_context(
+                        h.http_client_of(f"http://127.0.0.1:{gw_port}/mcp", "auto")
+                    )
+                await h.check_echo(direct, "echo")
+                await h.check_echo(gateway, "up__echo")
+                if args.transport == "stdio":  # found once serving (the pre-server hands over at start)
+                    roles = {
+                        "direct upstream": h.the_upstream("hops-direct"),
+                        "gateway upstream": h.the_upstream("hops-gw"),
+                        "gateway": h.find_gateway_pid(config),
+                    }
+                roles["client"] = os.getpid()
+                d_call, g_call = h.echo_call(direct, "echo"), h.echo_call(gateway, "up__echo")
+                await h.latencies(d_call, g_call, 0, WARMUP)  # warm-up only, before perf looks
+                # Every thread of the roles, once: for perf's filter and to tell whose wake-up is whose.
+                owner = {tid: pid for pid in roles.values() for tid in _threads(pid)}
+                data = tmp / "perf.data"
+                control, ack = os.pipe(), os.pipe()
+                recorder = record(owner, data, (control[0], ack[1]))
+                if not enabled(recorder, control[1], ack[0]):
+                    recorder.kill()
+                    print(f"perf record failed: {recorder.communicate()[1].decode()[-500:]}", file=sys.stderr)
+                    return 2
+
+                def marked(call: h.Call) -> h.Call:
+                    async def between_marks() -> None:
+                        os.write(null_fd, MARK)
+                        await call()
+                        os.write(null_fd, END)
+
+                    return between_marks
+
+                # The bench's own alternation (`latencies`: direct and gateway call by call, which goes
+                # first in turn, the client's garbage collector kept out of the calls).
+                await h.latencies(marked(d_call), marked(g_call), args.calls, 0)
+                recorder.send_signal(signal.SIGINT)  # perf writes its file and stops
+                recorder.wait(60)
+                report(analyse(read_events(data), roles, owner, null_fd), args.transport)
+    finally:
+        h.reap(h.TOKEN)
     return 0
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -396,7 +397,6 @@ class Profiler:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._recorders: dict[int, subprocess.Popen[bytes]] = {}
-        self._finished: list[subprocess.Popen[bytes]] = []
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._serving = False
         self.error: str | None = None
@@ -411,8 +411,8 @@ class Profiler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        for recorder in [*self._finished, *self._recorders.values()]:
-            _stopped(recorder, signal=False)  # it writes its file once the gateway is gone
+        for recorder in self._recorders.values():
+            _stopped(recorder)  # it writes its file once the gateway is gone
 
     def serving(self) -> None:
         """From now on calls are timed: the samples so far are start-up, kept apart (once a run)."""
@@ -420,10 +420,14 @@ class Profiler:
             if self._serving:
                 return
             self._serving = True
+            for recorder in self._recorders.values():  # all told first, then each waited for
+                if recorder.poll() is None:
+                    recorder.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
             for pid, recorder in list(self._recorders.items()):
-                _stopped(recorder, signal=True)  # py-spy writes its file on SIGINT
-                for path in self._folder.glob(f"profile-{pid}.txt"):
-                    path.rename(path.with_name(f"startup-{pid}.txt"))
+                _stopped(recorder)
+                startup = self._folder / f"profile-{pid}.txt"
+                if startup.exists():
+                    startup.rename(startup.with_name(f"startup-{pid}.txt"))
                 if self._h._alive(pid):
                     self._recorders[pid] = self._record(pid)
 
@@ -456,7 +460,10 @@ class Profiler:
         if started:
             print(f"  ({started} samples before the first timed call, the start-up and warm-up, left out)")
         if not samples:
-            print("  no samples: py-spy could not attach (try as root, or kernel.yama.ptrace_scope=0)")
+            if not self._recorders:
+                print("  no samples: this section started no `mcpgw serve` process")
+            else:
+                print("  no samples: py-spy could not attach (try as root, or kernel.yama.ptrace_scope=0)")
             return
         print("  by package (own time):")
         for name, n in packages.most_common(12):
@@ -474,10 +481,8 @@ class Profiler:
             print(f"    {100 * n / samples:5.1f}%  {frame}")
 
 
-def _stopped(recorder: subprocess.Popen[bytes], *, signal: bool) -> None:
-    """Wait for a py-spy recorder to end (after a SIGINT, when `signal`), its file written."""
-    if signal and recorder.poll() is None:
-        recorder.send_signal(2)  # SIGINT
+def _stopped(recorder: subprocess.Popen[bytes]) -> None:
+    """Wait for a py-spy recorder to end, its file written."""
     try:
         recorder.wait(15)
     except subprocess.TimeoutExpired:
