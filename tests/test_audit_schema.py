@@ -4,6 +4,7 @@ load sqlite-utils (about 2 MiB of every serving gateway's memory, `bench/run.py 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from mcpgw.audit.schema import COLUMNS, INDEXES, SCHEMA_VERSION, ensure_schema
 
 def _shape(path: Path) -> dict[str, Any]:
     """What a reader can see of a file's schema: each table's columns, each index's columns."""
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         tables = [row[0] for row in conn.execute("select name from sqlite_master where type = 'table'")]
         columns = {t: conn.execute(f"pragma table_info([{t}])").fetchall() for t in sorted(tables)}
         indexes = {
@@ -38,8 +39,9 @@ def test_a_new_file_is_the_one_sqlite_utils_made(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "now.db") as conn:
         ensure_schema(conn)
     conn.close()
-    assert _shape(tmp_path / "now.db") == _shape(tmp_path / "before.db")
-    assert len(_shape(tmp_path / "now.db")["indexes"]) == len(INDEXES)
+    now = _shape(tmp_path / "now.db")
+    assert now == _shape(tmp_path / "before.db")
+    assert len(now["indexes"]) == len(INDEXES)
 
 
 def test_opening_a_current_file_again_changes_nothing(tmp_path: Path) -> None:

@@ -47,14 +47,20 @@ class Server:
 
 
 @asynccontextmanager
-async def serving(server: Server) -> AsyncIterator[http1.Exchanges]:
+async def listening(server: Server) -> AsyncIterator[int]:
+    """`server` on a free loopback port (yielded), under a hang guard."""
     listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
     try:
         with anyio.fail_after(HANG_GUARD):
-            yield http1.Exchanges(httpx2.URL(f"http://127.0.0.1:{port}/mcp?x=1"))
+            yield listener.sockets[0].getsockname()[1]
     finally:
         listener.close()
+
+
+@asynccontextmanager
+async def serving(server: Server) -> AsyncIterator[http1.Exchanges]:
+    async with listening(server) as port:
+        yield http1.Exchanges(httpx2.URL(f"http://127.0.0.1:{port}/mcp?x=1"))
 
 
 def json_answer(body: bytes, *extra: bytes) -> bytes:
@@ -228,25 +234,19 @@ async def test_a_request_past_its_timeout_is_dropped_with_its_connection() -> No
     server = Server(
         lambda n: b"" if n == 0 else json_answer(b'{"jsonrpc":"2.0","id":1,"result":{"n":%d}}' % n)
     )
-    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
 
     async def notified(method: str, params: dict[str, Any] | None) -> None:
         raise AssertionError(method)
 
-    try:
-        async with httpx2.AsyncClient() as http:
-            wire = HttpWire(http, f"http://127.0.0.1:{port}/mcp")
-            with anyio.fail_after(HANG_GUARD):
-                with pytest.raises(TimeoutError):
-                    await wire.request(
-                        "ping", {}, headers={}, timeout=0.2, on_progress=None, on_notify=notified
-                    )
-                answer, _ = await wire.request(
-                    "ping", {}, headers={}, timeout=math.inf, on_progress=None, on_notify=notified
-                )
+    async with listening(server) as port, httpx2.AsyncClient() as http:
+        wire = HttpWire(http, f"http://127.0.0.1:{port}/mcp")
+        try:
+            with pytest.raises(TimeoutError):
+                await wire.request("ping", {}, headers={}, timeout=0.2, on_progress=None, on_notify=notified)
+            answer, _ = await wire.request(
+                "ping", {}, headers={}, timeout=math.inf, on_progress=None, on_notify=notified
+            )
+        finally:
             wire.close()
-    finally:
-        listener.close()
     assert answer == {"jsonrpc": "2.0", "id": 1, "result": {"n": 1}}
     assert server.connections == 2

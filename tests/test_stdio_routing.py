@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -29,7 +28,7 @@ from test_gateway import wait_until as until
 pytestmark = pytest.mark.anyio
 
 
-async def piped(routing: _Routing) -> tuple[asyncio.WriteTransport, Callable[[], None]]:
+async def piped(routing: _Routing) -> asyncio.WriteTransport:
     """A real pipe whose read end feeds `routing` from its protocol, as a child's stdout does."""
     loop = asyncio.get_running_loop()
     read_end, write_end = os.pipe()
@@ -46,10 +45,7 @@ async def piped(routing: _Routing) -> tuple[asyncio.WriteTransport, Callable[[],
     routing.transport = reading
     writing, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(write_end, "wb", 0))
 
-    def close() -> None:  # the read end closes itself at the end of the output (`eof_received`)
-        writing.close()
-
-    return writing, close
+    return writing  # closing it ends the output; the read end then closes itself (`eof_received`)
 
 
 def line(message: dict[str, Any]) -> bytes:
@@ -74,7 +70,7 @@ async def test_an_answer_waits_behind_a_log_line_still_being_handled() -> None:
 
     wire.on_log = on_log
     routing = _Routing(wire, 1 << 20)
-    writing, close = await piped(routing)
+    writing = await piped(routing)
     delivered: list[Any] = []
 
     async def deliver(message: Any) -> None:
@@ -99,7 +95,7 @@ async def test_an_answer_waits_behind_a_log_line_still_being_handled() -> None:
         assert message["result"] == {"content": []}
         assert seen == ["log {'level': 'info', 'data': 1}", "answer"]
         assert delivered == []
-        close()
+        writing.close()
         await until(lambda: routing.ended)
         tg.cancel_scope.cancel()
 
@@ -109,7 +105,7 @@ async def test_a_flood_nobody_takes_pauses_the_pipe_until_it_is_handled() -> Non
         pass
 
     routing = _Routing(LeanWire(write), 1 << 20)
-    writing, close = await piped(routing)
+    writing = await piped(routing)
     gate = asyncio.Event()
     delivered: list[Any] = []
 
@@ -131,7 +127,7 @@ async def test_a_flood_nobody_takes_pauses_the_pipe_until_it_is_handled() -> Non
         await until(lambda: len(delivered) == count)
         assert reading.is_reading() and not routing.paused
         assert all(m.message.method == "notifications/tools/list_changed" for m in delivered)
-        close()
+        writing.close()
         await until(lambda: routing.ended)
         tg.cancel_scope.cancel()
 
@@ -162,13 +158,13 @@ async def test_a_lean_request_is_stamped_as_the_sdks_stamp_would(era: str) -> No
                 wire.request("tools/call", params, timeout=UNLIMITED, on_progress=None)
             )
             await until(lambda: len(sent) == count)  # noqa: B023 (awaited within the iteration)
-            line = json.loads(sent[-1])
-            assert line["params"] == expected["params"]
+            written = json.loads(sent[-1])
+            assert written["params"] == expected["params"]
             assert params.get("_meta") == meta  # the caller's own stays as it was
-            wire.answered({"jsonrpc": "2.0", "id": line["id"], "result": {}})
+            wire.answered({"jsonrpc": "2.0", "id": written["id"], "result": {}})
             await call
         if era == "stateless":
-            assert line["params"]["_meta"][CLIENT_CAPABILITIES_META_KEY] == {"roots": {}}
-            assert PROTOCOL_VERSION_META_KEY in line["params"]["_meta"]
+            assert written["params"]["_meta"][CLIENT_CAPABILITIES_META_KEY] == {"roots": {}}
+            assert PROTOCOL_VERSION_META_KEY in written["params"]["_meta"]
         else:
-            assert line["params"]["_meta"] == own
+            assert written["params"]["_meta"] == own
