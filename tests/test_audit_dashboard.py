@@ -104,8 +104,13 @@ def test_the_canned_queries_run_on_a_real_audit_database(audit_file: Path) -> No
     assert all(rows == [] for rows in later.values())
 
 
+def datasette() -> Path:
+    """Datasette's own environment, made once per machine (`tests/tools.py` makes it before the suite)."""
+    return pip_install(TOOLS_DIR / "datasette", DATASETTE)
+
+
 def test_datasette_serves_it_as_a_dashboard(tmp_path: Path, audit_file: Path) -> None:
-    venv = pip_install(TOOLS_DIR / "datasette", DATASETTE)
+    venv = datasette()
     metadata = metadata_file(tmp_path, audit_file)
 
     def get(path: str) -> Any:

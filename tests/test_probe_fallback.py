@@ -35,9 +35,14 @@ HANG_GUARD = 120.0
 """Seconds a wait may take before the test calls it a hang: never reached on a loaded machine."""
 
 
+def sqlite_environment() -> Path:
+    """mcp-server-sqlite's own environment, made once per machine (`tests/tools.py` too)."""
+    return pip_install(TOOLS_DIR / "mcp-server-sqlite", *SQLITE_REQUIREMENTS)
+
+
 @pytest.fixture(scope="session")
 def sqlite_server() -> str:
-    binary = pip_install(TOOLS_DIR / "mcp-server-sqlite", *SQLITE_REQUIREMENTS) / "bin" / "mcp-server-sqlite"
+    binary = sqlite_environment() / "bin" / "mcp-server-sqlite"
     assert binary.exists(), f"{binary} missing after pip install"
     return str(binary)
 

@@ -37,9 +37,9 @@ def snapshot(stem: str) -> dict[str, Any]:
 def command(stem: str, work: Path) -> list[str]:
     """How the snapshot says the package was started, with this machine's paths."""
     source = snapshot(stem)["source"]
-    package, version = source["package"], source["version"]
+    package = source["package"]
     if source["registry"] == "npm":
-        script = npm_servers(version) / "node_modules" / package / "dist" / "index.js"
+        script = npm_servers() / "node_modules" / package / "dist" / "index.js"
         args = source["command"].split()[2:]
         return ["node", str(script), *(str(work) if arg == "/tmp/repo" else arg for arg in args)]
     prefix = pypi_servers()
@@ -58,12 +58,12 @@ PYPI_VERSIONS = {
 }
 
 
-def npm_servers(version: str | None = None) -> Path:
-    """The npm reference servers, installed once (`tests/tools.py` installs them before the suite)."""
-    if version is None:
-        (version,) = {
-            snapshot(s)["source"]["version"] for s in STEMS if snapshot(s)["source"]["registry"] == "npm"
-        }
+def npm_servers() -> Path:
+    """The npm reference servers, installed once (`tests/tools.py` installs them before the suite), at
+    the one version their snapshots were taken of."""
+    (version,) = {
+        snapshot(s)["source"]["version"] for s in STEMS if snapshot(s)["source"]["registry"] == "npm"
+    }
     return _npm_install(TOOLS_DIR / "reference-servers", *(f"{p}@{version}" for p in NPM_PACKAGES))
 
 

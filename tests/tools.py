@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +28,15 @@ import conftest
 import test_audit_dashboard
 import test_probe_fallback
 import test_reference_servers
-from conftest import TOOLS_DIR, _npm_install, pip_install
 
 TOOLS: dict[str, Callable[[], Any]] = {
-    "node22": lambda: _npm_install(TOOLS_DIR / "node22", conftest.NODE22_PKG),
-    "everything": lambda: _npm_install(TOOLS_DIR / "everything", conftest.EVERYTHING_PKG),
-    "inspector": lambda: _npm_install(TOOLS_DIR / "inspector", conftest.INSPECTOR_PKG),
-    "conformance": lambda: _npm_install(TOOLS_DIR / "conformance", conftest.CONFORMANCE_PKG),
-    "apps": lambda: _npm_install(TOOLS_DIR / "apps", *conftest.APPS_PKGS.values()),
+    **{name: partial(conftest.npm_tool, name) for name in conftest.NPM_TOOLS},
     "reference servers (npm)": test_reference_servers.npm_servers,
     "reference servers (PyPI)": test_reference_servers.pypi_servers,
-    "mcp-server-sqlite": lambda: pip_install(
-        TOOLS_DIR / "mcp-server-sqlite", *test_probe_fallback.SQLITE_REQUIREMENTS
-    ),
-    "datasette": lambda: pip_install(TOOLS_DIR / "datasette", test_audit_dashboard.DATASETTE),
+    "mcp-server-sqlite": test_probe_fallback.sqlite_environment,
+    "datasette": test_audit_dashboard.datasette,
 }
+"""Each installed the very way its fixture or test installs it (the same function)."""
 
 
 def main() -> int:
