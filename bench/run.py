@@ -9,7 +9,8 @@ gateway/direct against its target:
   1. stdio tool-call latency, p50 of sequential `echo` calls        <= 1.25x
   2. stdio throughput, 16 calls in flight (calls/s)                 >= 0.85x
   3. the same two over streamable HTTP (gateway and direct clients share one HTTP upstream),
-     and both through a bare relay in the gateway's place: the floor (`--only floor`, bench/floor.py)
+     and both through a bare and a parsing relay in the gateway's place: the floor (`--only floor`,
+     bench/floor.py)
   4. cold start to the first tools/list: gateway with 10 stdio upstreams
      versus one upstream started directly (median of a few runs)    <= 1.3x
   5. tools/list over a 500-tool upstream (median)                   <= 0.5x
@@ -55,7 +56,7 @@ import anyio
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-import floor  # bench/floor.py: the same client through a bare relay, the floor of the stdio and http rows
+import floor  # bench/floor.py: the same client through a bare and a parsing relay: the call rows' floor
 import startup  # bench/startup.py: the start-up, memory and peers sections, and --profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -1365,7 +1366,7 @@ async def run(s: Settings, sections: list[str], results: Results) -> None:
                 "flows": lambda: bench_flows(s, tmp, results, errlog),
                 "stdio": lambda: bench_stdio(s, tmp, results, errlog),
                 "http": lambda: bench_http(s, tmp, results),
-                # bench/floor.py: the same with a bare relay in the gateway's place
+                # bench/floor.py: the same with a bare and a parsing relay in the gateway's place
                 "floor": lambda: floor.bench_floor(sys.modules[__name__], s, tmp, results, errlog),
                 "list": lambda: bench_big_list(s, tmp, results, errlog),
                 "cold": lambda: bench_cold_start(s, tmp, results, errlog),
