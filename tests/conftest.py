@@ -139,6 +139,22 @@ def run_mcpgw(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
     )
 
 
+def modules_after(script: str) -> set[str]:
+    """The modules a fresh interpreter holds once `script` has run to its end (it must succeed, its
+    stdin closed): what a command, or a gateway built or served, imported. For the tests that keep
+    heavy imports off a path."""
+    listing = f"{script}\nimport sys as _sys\nprint('MODULES', ' '.join(sorted(_sys.modules)))\n"
+    result = subprocess.run(
+        [sys.executable, "-c", listing],
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_LIMIT,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split("MODULES", 1)[1].split())
+
+
 @asynccontextmanager
 async def gateway_stdio(
     config: Path, *, mode: str = "auto", extra: tuple[str, ...] = (), **kwargs: Any

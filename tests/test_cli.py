@@ -8,6 +8,7 @@ import sys
 import click
 from click.testing import CliRunner
 
+from conftest import modules_after
 from mcpgw.cli import COMMANDS as LAZY
 from mcpgw.cli import cli
 
@@ -76,11 +77,8 @@ def test_help_and_version_do_not_import_the_server_stack() -> None:
         "        main(args)\n"
         "    except SystemExit as exc:\n"
         "        assert exc.code == 0, (args, exc.code)\n"
-        "print('MODULES', ' '.join(sorted(sys.modules)))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    loaded = set(result.stdout.split("MODULES", 1)[1].split())
+    loaded = modules_after(script)
     assert "mcpgw.cli" in loaded
     assert not {m for m in loaded if m.startswith(HEAVY + HEAVY_MCPGW)}
 
@@ -98,10 +96,8 @@ def test_top_help_and_version_load_no_command() -> None:
         script = (
             "import sys\nfrom mcpgw.cli import main\n"
             f"try:\n    main([{flag!r}])\nexcept SystemExit:\n    pass\n"
-            "print('MODULES', ' '.join(sorted(sys.modules)))\n"
         )
-        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-        loaded = set(result.stdout.split("MODULES", 1)[1].split())
+        loaded = modules_after(script)
         heavy = {m for m in loaded if m.split(".")[0] in NOT_FOR_TOP_HELP}
         heavy |= {m for m in loaded if m.startswith(("mcpgw.config", "mcpgw.cli."))}
         assert not heavy, flag

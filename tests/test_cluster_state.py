@@ -8,8 +8,6 @@ behind nginx are `test_cluster.py`'s.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +19,7 @@ import pytest
 from mcp.server.streamable_http import EventMessage
 
 import parity
-from conftest import free_port
+from conftest import free_port, modules_after
 from mcpgw.cluster import Cluster
 from mcpgw.cluster.budgets import SharedBudgets
 from mcpgw.cluster.bus import Bus
@@ -230,11 +228,8 @@ def test_a_gateway_without_cluster_never_imports_redis(tmp_path: Path) -> None:
         f"registry, _ = config.load(Path({str(config)!r}))\n"
         "built = build_gateway(registry, audit=None, in_process={'up': object()})\n"
         "http_app(built.gateway, host='127.0.0.1')\n"
-        "print('MODULES', ' '.join(sorted(sys.modules)))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    loaded = set(result.stdout.split("MODULES", 1)[1].split())
+    loaded = modules_after(script)
     assert "mcpgw.server.ratelimit" in loaded
     assert not {m for m in loaded if m.split(".")[0] == "redis" or m == "mcpgw.cluster.events"}
 

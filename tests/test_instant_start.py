@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from conftest import PROCESS_LIMIT, gateway_stdio, write_registry
+from conftest import PROCESS_LIMIT, gateway_stdio, modules_after, write_registry
 from mcpgw.core.memory import memory_path
 
 TINY = Path(__file__).parent / "servers" / "tiny.py"
@@ -93,13 +92,8 @@ def test_serving_stdio_imports_neither_the_http_stack_nor_litellm(tmp_path: Path
         "    main()\n"
         "except SystemExit as exc:\n"
         "    assert not exc.code, exc.code\n"
-        "print('MODULES', ' '.join(sorted(sys.modules)))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
-    )
-    assert result.returncode == 0, result.stderr
-    loaded = set(result.stdout.split("MODULES", 1)[1].split())
+    loaded = modules_after(script)
     assert "mcpgw.server.stdio" in loaded
     heavy = ("mcpgw.server.http", "mcpgw.server.auth", "fastmcp", "rich", "litellm", "openai", "httpcore")
     heavy += ("sqlite3", "_sqlite3", "tomlkit", "difflib", "mcpgw.config.edit")
