@@ -313,7 +313,15 @@ def wait_for_port(port: int, process: subprocess.Popen[Any], timeout: float = 30
 
 
 @contextmanager
-def background(command: list[str], log: Path, *, port: int) -> Iterator[subprocess.Popen[bytes]]:
+def background(
+    command: list[str],
+    log: Path,
+    *,
+    port: int,
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
+    listening_within: float = 30.0,
+) -> Iterator[subprocess.Popen[bytes]]:
     """A server process in its own session for the length of a block; its group is killed after."""
     with log.open("ab") as errfile:
         process = subprocess.Popen(
@@ -322,10 +330,11 @@ def background(command: list[str], log: Path, *, port: int) -> Iterator[subproce
             stdout=errfile,
             stderr=errfile,
             start_new_session=True,
-            cwd=ROOT,
+            cwd=cwd,
+            env=env,
         )
     try:
-        wait_for_port(port, process)
+        wait_for_port(port, process, listening_within)
         yield process
     finally:
         if process.poll() is None:

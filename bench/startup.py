@@ -33,6 +33,8 @@ from typing import IO, Any
 import anyio
 from mcp import Client
 
+import peer_gateways  # bench/peer_gateways.py: mcp-hub and ContextForge, when installed
+
 PEER_FASTMCP = Path(__file__).resolve().parent / "peer_fastmcp.py"
 MCP_PROXY = Path(__file__).resolve().parent / ".peers" / "venv" / "bin" / "mcp-proxy"
 """sparfenyuk/mcp-proxy, a stdio-to-HTTP bridge, in a venv of its own (it pins an older mcp SDK):
@@ -260,33 +262,40 @@ async def bench_peers(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) 
     )
     fm_config = _peer_config(h, tmp, "peer-list", many)
     starts: dict[str, float] = {}
-    started = time.perf_counter()
-    async with h.stdio_client_of(h.gateway_args(gw_config), s.mode, errlog) as gateway:
+    peers: dict[str, Client] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        # Each started in turn beside the ones before it, as a user's machine would run one of them.
+        started = time.perf_counter()
+        gateway = await stack.enter_async_context(
+            h.stdio_client_of(h.gateway_args(gw_config), s.mode, errlog)
+        )
         want = len((await gateway.list_tools()).tools)
         starts["mcpgw"] = time.perf_counter() - started
+        peers["mcpgw"] = gateway
         started = time.perf_counter()
-        async with h.stdio_client_of([str(PEER_FASTMCP), str(fm_config)], s.mode, errlog) as fastmcp:
-            got = len((await fastmcp.list_tools()).tools)
-            starts["fastmcp proxy"] = time.perf_counter() - started
+        fastmcp = await stack.enter_async_context(
+            h.stdio_client_of([str(PEER_FASTMCP), str(fm_config)], s.mode, errlog)
+        )
+        got = len((await fastmcp.list_tools()).tools)
+        starts["fastmcp proxy"] = time.perf_counter() - started
+        if got != want:
+            raise RuntimeError(f"fastmcp's proxy listed {got} tools, mcpgw {want}")
+        peers["fastmcp proxy"] = fastmcp
+        if not peer_gateways.missing(peer_gateways.MCP_HUB):
+            started = time.perf_counter()
+            hub = await stack.enter_async_context(peer_gateways.mcp_hub(h, tmp, many, "peer-hub-list"))
+            got = len(await peer_gateways.listed(hub))
+            starts["mcp-hub"] = time.perf_counter() - started
             if got != want:
-                raise RuntimeError(f"fastmcp's proxy listed {got} tools, mcpgw {want}")
-            own = want // START_UPSTREAMS - PEER_TOOLS  # the tools each upstream has besides the generated
-            single = h.upstream_args("peerlist-direct", "--tools", str(want - own))
-            async with h.stdio_client_of(single, s.mode, errlog) as direct:
-
-                def lister(client: Client) -> Callable[[], Awaitable[None]]:
-                    async def call() -> None:
-                        await client.list_tools()
-
-                    return call
-
-                reps = max(5, s.list_reps // 3)
-                p50 = await _three_way(
-                    {"direct": lister(direct), "mcpgw": lister(gateway), "fastmcp proxy": lister(fastmcp)},
-                    reps,
-                    2,
-                )
-    for side in ("mcpgw", "fastmcp proxy"):
+                raise RuntimeError(f"mcp-hub listed {got} tools, mcpgw {want}")
+            peers["mcp-hub"] = hub
+        own = want // START_UPSTREAMS - PEER_TOOLS  # the tools each upstream has besides the generated
+        single = h.upstream_args("peerlist-direct", "--tools", str(want - own))
+        direct = await stack.enter_async_context(h.stdio_client_of(single, s.mode, errlog))
+        reps = max(5, s.list_reps // 3)
+        listers = {"direct": _lister(direct), **{side: _lister(client) for side, client in peers.items()}}
+        p50 = await _three_way(listers, reps, 2)
+    for side in peers:
         results.add(
             h.Row(
                 f"peers: tools/list {want} tools from {START_UPSTREAMS} upstreams, {side}",
@@ -297,7 +306,7 @@ async def bench_peers(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) 
             )
         )
     parallel, _ = await _parallel_direct(h, "peerstart", s.mode, errlog)
-    for side in ("mcpgw", "fastmcp proxy"):
+    for side in starts:
         results.add(
             h.Row(
                 f"peers: start to the first list, {START_UPSTREAMS} upstreams, {side}",
@@ -310,11 +319,20 @@ async def bench_peers(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) 
     h.reap(f"{h.TOKEN}-peer")
     h.reap(str(gw_config))
     await _bridges(h, s, tmp, results, errlog)
+    await _http_upstreams(h, s, tmp, results)
+
+
+def _lister(client: Client) -> Callable[[], Awaitable[None]]:
+    async def call() -> None:
+        await peer_gateways.listed(client)
+
+    return call
 
 
 async def _bridges(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) -> None:
-    """A stdio upstream served over streamable HTTP: by mcpgw and by mcp-proxy (when installed), call p50
-    against the same upstream reached directly over stdio."""
+    """A stdio upstream served over HTTP: by mcpgw, fastmcp's proxy and (when installed) mcp-proxy,
+    supergateway and mcp-hub (over HTTP+SSE), call p50 against the same upstream reached directly over
+    stdio."""
     gw_port, mp_port, fm_port = h.free_port(), h.free_port(), h.free_port()
     fm_config = _peer_config(h, tmp, "peer-http-fastmcp", {"up": h.stdio_entry("peer-hfm")})
     fm_cmd = [sys.executable, str(PEER_FASTMCP), str(fm_config), "--http", str(fm_port)]
@@ -360,6 +378,10 @@ async def _bridges(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) -> 
             sg_url = f"http://127.0.0.1:{sg_port}/mcp"
             client = await stack.enter_async_context(h.http_client_of(sg_url, "legacy"))
             sides["supergateway"] = (client, "echo")
+        if not peer_gateways.missing(peer_gateways.MCP_HUB):
+            one = {"up": h.stdio_entry("peer-hhub")}
+            client = await stack.enter_async_context(peer_gateways.mcp_hub(h, tmp, one, "peer-hub-http"))
+            sides["mcp-hub"] = (client, "up__echo")
         for client, tool in sides.values():
             await h.check_echo(client, tool)
         p50 = await _three_way(
@@ -376,6 +398,76 @@ async def _bridges(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) -> 
                     note="'direct' is the upstream over stdio",
                 )
             )
+    h.reap(f"{h.TOKEN}-peer")
+    h.reap(str(config))
+
+
+async def _http_upstreams(h: Any, s: Any, tmp: Path, results: Any) -> None:
+    """Ten streamable HTTP upstreams behind mcpgw and ContextForge (when installed): call p50 against
+    one of them reached directly, `tools/list` of all of them against one upstream serving as many."""
+    if peer_gateways.missing(peer_gateways.CONTEXTFORGE):
+        return
+    async with contextlib.AsyncExitStack() as stack:
+        urls: dict[str, str] = {}
+        for i in range(START_UPSTREAMS):
+            port = h.free_port()
+            command = [sys.executable, *h.upstream_args(f"peer-cf-{i}", "--tools", str(PEER_TOOLS))]
+            stack.enter_context(
+                h.background([*command, "--http", str(port)], tmp / "peer-cf-up.log", port=port)
+            )
+            urls[f"u{i}"] = f"http://127.0.0.1:{port}/mcp"
+        config = h.write_registry(tmp / "peer-cf-gw.toml", {name: {"url": url} for name, url in urls.items()})
+        config.write_text(config.read_text() + "\n[audit]\nenabled = false\n")
+        gw_port = h.free_port()
+        gw_cmd = [sys.executable, *h.gateway_args(config, "--transport", "http", "--port", str(gw_port))]
+        stack.enter_context(h.background(gw_cmd, tmp / "peer-cf-gateway.log", port=gw_port))
+        forge = await stack.enter_async_context(peer_gateways.contextforge(h, tmp, urls))
+        sides = {
+            "direct": await stack.enter_async_context(h.http_client_of(urls["u0"], s.mode)),
+            "mcpgw": await stack.enter_async_context(
+                h.http_client_of(f"http://127.0.0.1:{gw_port}/mcp", s.mode)
+            ),
+            "ContextForge": await stack.enter_async_context(h.http_client_of(forge, s.mode)),
+        }
+        names = {side: await peer_gateways.listed(client) for side, client in sides.items()}
+        tools = {"direct": "echo", "mcpgw": "u0__echo", "ContextForge": "u0-echo"}  # its `<server>-<tool>`
+        for side, client in sides.items():
+            await h.check_echo(client, tools[side])
+        want = len(names["mcpgw"])
+        if len(names["ContextForge"]) != want:
+            raise RuntimeError(f"ContextForge listed {len(names['ContextForge'])} tools, mcpgw {want}")
+        calls = {side: h.echo_call(client, tools[side]) for side, client in sides.items()}
+        p50 = await _three_way(calls, s.calls, s.warmup)
+        versions = {side: client.protocol_version for side, client in sides.items()}
+        for side in ("mcpgw", "ContextForge"):
+            note = (
+                f"'direct' is one of the upstreams; protocol {versions[side]} (direct {versions['direct']})"
+            )
+            results.add(
+                h.Row(f"peers: HTTP upstreams, call p50, {side}", "ms", p50["direct"], p50[side], note=note)
+            )
+        own = want // START_UPSTREAMS - PEER_TOOLS
+        port = h.free_port()
+        single = [
+            sys.executable,
+            *h.upstream_args("peer-cf-one", "--tools", str(want - own), "--http", str(port)),
+        ]
+        stack.enter_context(h.background(single, tmp / "peer-cf-up.log", port=port))
+        sides["direct"] = await stack.enter_async_context(
+            h.http_client_of(f"http://127.0.0.1:{port}/mcp", s.mode)
+        )
+        listers = {side: _lister(client) for side, client in sides.items()}
+        p50 = await _three_way(listers, max(5, s.list_reps // 3), 2)
+    for side in ("mcpgw", "ContextForge"):
+        results.add(
+            h.Row(
+                f"peers: tools/list {want} tools from {START_UPSTREAMS} HTTP upstreams, {side}",
+                "ms",
+                p50["direct"],
+                p50[side],
+                note="'direct' is one HTTP upstream serving as many tools",
+            )
+        )
     h.reap(f"{h.TOKEN}-peer")
     h.reap(str(config))
 
