@@ -159,6 +159,10 @@ class _Side(asyncio.Protocol):
             self.peer.transport.close()
 
 
+BODILESS = frozenset({204, 304})
+"""Answers without a body, or a length for one."""
+
+
 class _HttpSide(_Side):
     """A side that parses HTTP/1.1 messages (httptools) and writes each one anew: requests from the
     client (`request=True`), answers from the upstream. A JSON body goes through `rewritten`; an answer
@@ -182,7 +186,7 @@ class _HttpSide(_Side):
         self.parser.feed_data(data)
 
     def on_message_begin(self) -> None:
-        self.headers, self.body, self.streaming = [], [], False
+        self.headers, self.body, self.url, self.streaming = [], [], b"", False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -191,7 +195,9 @@ class _HttpSide(_Side):
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        if not self.request and not any(n == b"content-length" for n, _ in self.headers):
+        if self.request or self.parser.get_status_code() in BODILESS:
+            return
+        if not any(n == b"content-length" for n, _ in self.headers):
             self.streaming = True
             self.send_on(self._head(b"transfer-encoding: chunked\r\n"))
 
@@ -209,8 +215,8 @@ class _HttpSide(_Side):
         kinds = [v for n, v in self.headers if n == b"content-type"]
         if body and (self.request or (kinds and kinds[0].startswith(b"application/json"))):
             body = rewritten(body)
-        self.send_on(self._head(b"content-length: %d\r\n" % len(body)) + body)
-        self.url = b""
+        bodiless = not self.request and self.parser.get_status_code() in BODILESS
+        self.send_on(self._head(b"" if bodiless else b"content-length: %d\r\n" % len(body)) + body)
 
     def _head(self, framing: bytes) -> bytes:
         if self.request:
