@@ -249,8 +249,7 @@ async def bench_peers(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) 
         p50 = await _three_way(
             {side: h.echo_call(client, tool) for side, (client, tool) in tools.items()}, s.calls, s.warmup
         )
-    for side in ("mcpgw", "fastmcp proxy"):
-        results.add(h.Row(f"peers: stdio call p50, {side}", "ms", p50["direct"], p50[side]))
+    _rows(h, results, "peers: stdio call p50", p50)
     h.reap(f"{h.TOKEN}-peer")
     h.reap(str(gw_config))
 
@@ -295,31 +294,23 @@ async def bench_peers(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) 
         reps = max(5, s.list_reps // 3)
         listers = {"direct": _lister(direct), **{side: _lister(client) for side, client in peers.items()}}
         p50 = await _three_way(listers, reps, 2)
-    for side in peers:
-        results.add(
-            h.Row(
-                f"peers: tools/list {want} tools from {START_UPSTREAMS} upstreams, {side}",
-                "ms",
-                p50["direct"],
-                p50[side],
-                note="'direct' is one upstream serving as many tools",
-            )
-        )
+    label = f"peers: tools/list {want} tools from {START_UPSTREAMS} upstreams"
+    _rows(h, results, label, p50, "'direct' is one upstream serving as many tools")
     parallel, _ = await _parallel_direct(h, "peerstart", s.mode, errlog)
-    for side in starts:
-        results.add(
-            h.Row(
-                f"peers: start to the first list, {START_UPSTREAMS} upstreams, {side}",
-                "ms",
-                parallel * 1000,
-                starts[side] * 1000,
-                note="one start each; 'direct' is the same upstreams started in parallel",
-            )
-        )
+    ms = {"direct": parallel * 1000, **{side: seconds * 1000 for side, seconds in starts.items()}}
+    label = f"peers: start to the first list, {START_UPSTREAMS} upstreams"
+    _rows(h, results, label, ms, "one start each; 'direct' is the same upstreams started in parallel")
     h.reap(f"{h.TOKEN}-peer")
     h.reap(str(gw_config))
     await _bridges(h, s, tmp, results, errlog)
     await _http_upstreams(h, s, tmp, results)
+
+
+def _rows(h: Any, results: Any, label: str, ms: dict[str, float], note: str = "") -> None:
+    """A row for each side of `ms` (milliseconds) but 'direct', against it: `label`, then the side."""
+    for side, value in ms.items():
+        if side != "direct":
+            results.add(h.Row(f"{label}, {side}", "ms", ms["direct"], value, note=note))
 
 
 def _lister(client: Client) -> Callable[[], Awaitable[None]]:
@@ -387,17 +378,13 @@ async def _bridges(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) -> 
         p50 = await _three_way(
             {side: h.echo_call(client, tool) for side, (client, tool) in sides.items()}, s.calls, s.warmup
         )
-    for side in p50:
-        if side != "direct":
-            results.add(
-                h.Row(
-                    f"peers: stdio upstream served over HTTP, call p50, {side}",
-                    "ms",
-                    p50["direct"],
-                    p50[side],
-                    note="'direct' is the upstream over stdio",
-                )
-            )
+    _rows(
+        h,
+        results,
+        "peers: stdio upstream served over HTTP, call p50",
+        p50,
+        "'direct' is the upstream over stdio",
+    )
     h.reap(f"{h.TOKEN}-peer")
     h.reap(str(config))
 
@@ -438,14 +425,14 @@ async def _http_upstreams(h: Any, s: Any, tmp: Path, results: Any) -> None:
             raise RuntimeError(f"ContextForge listed {len(names['ContextForge'])} tools, mcpgw {want}")
         calls = {side: h.echo_call(client, tools[side]) for side, client in sides.items()}
         p50 = await _three_way(calls, s.calls, s.warmup)
-        versions = {side: client.protocol_version for side, client in sides.items()}
-        for side in ("mcpgw", "ContextForge"):
-            note = (
-                f"'direct' is one of the upstreams; protocol {versions[side]} (direct {versions['direct']})"
-            )
-            results.add(
-                h.Row(f"peers: HTTP upstreams, call p50, {side}", "ms", p50["direct"], p50[side], note=note)
-            )
+        versions = ", ".join(f"{side} {client.protocol_version}" for side, client in sides.items())
+        _rows(
+            h,
+            results,
+            "peers: HTTP upstreams, call p50",
+            p50,
+            f"'direct' is one of them; protocols: {versions}",
+        )
         own = want // START_UPSTREAMS - PEER_TOOLS
         port = h.free_port()
         single = [
@@ -458,16 +445,8 @@ async def _http_upstreams(h: Any, s: Any, tmp: Path, results: Any) -> None:
         )
         listers = {side: _lister(client) for side, client in sides.items()}
         p50 = await _three_way(listers, max(5, s.list_reps // 3), 2)
-    for side in ("mcpgw", "ContextForge"):
-        results.add(
-            h.Row(
-                f"peers: tools/list {want} tools from {START_UPSTREAMS} HTTP upstreams, {side}",
-                "ms",
-                p50["direct"],
-                p50[side],
-                note="'direct' is one HTTP upstream serving as many tools",
-            )
-        )
+    label = f"peers: tools/list {want} tools from {START_UPSTREAMS} HTTP upstreams"
+    _rows(h, results, label, p50, "'direct' is one HTTP upstream serving as many tools")
     h.reap(f"{h.TOKEN}-peer")
     h.reap(str(config))
 
