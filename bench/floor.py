@@ -13,7 +13,8 @@ handed to the other side's transport in the loop's own callback: no stream objec
   floor stdio parsed  the same relays doing the least a gateway must do to each message: every JSON-RPC
   floor http parsed   line (stdio) or HTTP request and answer (httptools, as uvicorn parses) parsed,
                       a `tools/call`'s name looked up and set again, the JSON dumped again (orjson),
-                      HTTP heads written anew; no checks, no persona, no audit
+                      HTTP heads written anew, an SSE answer's `data:` lines each parsed and dumped
+                      as they stream; no checks, no persona, no audit
 
 The bare rows are the least any process in between can add here: the extra wake-ups of a hop, the
 reads and writes, three busy processes sharing two cores instead of two. The parsed rows are the
@@ -61,21 +62,40 @@ def same(data: bytes) -> bytes:
 
 
 class _Lines:
-    """Bytes in, whole lines out through `rewrite` (each line's newline kept), the rest kept for later."""
+    """Bytes in, whole lines out through `rewrite` (each line's newline kept), the rest kept for later;
+    blank lines dropped (JSON-RPC lines), or kept (`blank`: SSE, where they end an event)."""
 
-    def __init__(self, rewrite: Rewrite) -> None:
+    def __init__(self, rewrite: Rewrite, *, blank: bool = False) -> None:
         self.rewrite = rewrite
+        self.blank = blank
         self.rest = b""
 
     def __call__(self, data: bytes) -> bytes:
         if self.rewrite is same:
             return data
         *lines, self.rest = (self.rest + data).split(b"\n")
-        return b"".join(self.rewrite(line) + b"\n" for line in lines if line.strip())
+        return b"".join(self.rewrite(line) + b"\n" for line in lines if self.blank or line.strip())
+
+    def end(self) -> bytes:
+        """What is left at the end of the stream: a last line without its newline."""
+        rest, self.rest = self.rest, b""
+        return self.rewrite(rest) if rest.strip() else b""
+
+
+class _Out(asyncio.Protocol):
+    """This process's stdout; `closed` once what was written to it has gone out and it is closed."""
+
+    def __init__(self) -> None:
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
 
 class _Child(asyncio.SubprocessProtocol):
-    """The upstream: its stdout, through `down`, to this process's stdout."""
+    """The upstream: its stdout, through `down`, to this process's stdout; `done` once it has exited
+    and its pipes are closed (after the last of its output: `process_exited` may come before it)."""
 
     def __init__(self, out: asyncio.WriteTransport, down: _Lines, done: asyncio.Future[None]) -> None:
         self.out, self.down, self.done = out, down, done
@@ -84,7 +104,9 @@ class _Child(asyncio.SubprocessProtocol):
         if fd == 1 and (data := self.down(data)):
             self.out.write(data)
 
-    def process_exited(self) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
+        if last := self.down.end():
+            self.out.write(last)
         if not self.done.done():
             self.done.set_result(None)
 
@@ -101,16 +123,19 @@ class _Stdin(asyncio.Protocol):
             pipe.write(data)
 
     def eof_received(self) -> bool:
-        pipe = self.child.get_pipe_transport(0)
+        pipe: Any = self.child.get_pipe_transport(0)
         if pipe is not None:
+            if last := self.up.end():
+                pipe.write(last)
             pipe.close()
         return False
 
 
 async def relay_stdio(argv: list[str], rewrite: Rewrite = same) -> int:
-    """Start `argv` and relay this process's stdin to its stdin and its stdout to this stdout."""
+    """Start `argv` and relay this process's stdin to its stdin and its stdout to this stdout, until it
+    has exited and all its output is written."""
     loop = asyncio.get_running_loop()
-    out, _ = await loop.connect_write_pipe(asyncio.Protocol, sys.stdout)
+    out, stdout = await loop.connect_write_pipe(_Out, sys.stdout)
     done: asyncio.Future[None] = loop.create_future()
     child, _ = await loop.subprocess_exec(
         lambda: _Child(out, _Lines(rewrite), done),
@@ -121,6 +146,8 @@ async def relay_stdio(argv: list[str], rewrite: Rewrite = same) -> int:
     )
     await loop.connect_read_pipe(lambda: _Stdin(child, _Lines(rewrite)), sys.stdin)
     await done
+    out.close()  # after what is buffered has been written
+    await stdout.closed
     return child.get_returncode() or 0
 
 
@@ -134,6 +161,7 @@ class _Side(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: _Side | None = None
         self.held: list[bytes] = []
+        self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -155,18 +183,20 @@ class _Side(asyncio.Protocol):
             self.send_on(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
         if self.peer is not None and self.peer.transport is not None:
             self.peer.transport.close()
 
 
 BODILESS = frozenset({204, 304})
-"""Answers without a body, or a length for one."""
+"""Answers without a body, or a length for one (as are the interim 1xx ones)."""
 
 
 class _HttpSide(_Side):
     """A side that parses HTTP/1.1 messages (httptools) and writes each one anew: requests from the
     client (`request=True`), answers from the upstream. A JSON body goes through `rewritten`; an answer
-    without a length (an SSE stream) is passed on chunk by chunk."""
+    without a length (an SSE stream, chunked or to the connection's end) is passed on chunk by chunk,
+    each of its `data:` lines through `rewritten`. Enough of HTTP for MCP's clients: no HEAD, no upgrade."""
 
     SKIP = frozenset({b"host", b"content-length", b"connection", b"transfer-encoding", b"date", b"server"})
 
@@ -180,43 +210,67 @@ class _HttpSide(_Side):
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
         self.url = b""
+        self.reason = b""
         self.streaming = False
+        self.events = _Lines(_event_line, blank=True)
 
     def data_received(self, data: bytes) -> None:
         self.parser.feed_data(data)
 
+    def eof_received(self) -> bool | None:
+        if self.streaming:  # an answer delimited by the connection's end: its end, chunked
+            if last := self.events.end():
+                self.send_on(b"%x\r\n%s\r\n" % (len(last), last))
+            self.send_on(b"0\r\n\r\n")
+            self.streaming = False
+        return None
+
     def on_message_begin(self) -> None:
-        self.headers, self.body, self.url, self.streaming = [], [], b"", False
+        self.headers, self.body, self.url, self.reason, self.streaming = [], [], b"", b"", False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.lower(), value))
 
+    def _bodiless(self) -> bool:
+        if self.request:
+            return False
+        status = self.parser.get_status_code()
+        return status < 200 or status in BODILESS
+
     def on_headers_complete(self) -> None:
-        if self.request or self.parser.get_status_code() in BODILESS:
+        if self.request or self._bodiless():
             return
         if not any(n == b"content-length" for n, _ in self.headers):
             self.streaming = True
+            self.events = _Lines(_event_line, blank=True)
             self.send_on(self._head(b"transfer-encoding: chunked\r\n"))
 
     def on_body(self, body: bytes) -> None:
         if self.streaming:
-            self.send_on(b"%x\r\n%s\r\n" % (len(body), body))
+            if body := self.events(body):
+                self.send_on(b"%x\r\n%s\r\n" % (len(body), body))
         else:
             self.body.append(body)
 
     def on_message_complete(self) -> None:
         if self.streaming:
+            if last := self.events.end():
+                self.send_on(b"%x\r\n%s\r\n" % (len(last), last))
             self.send_on(b"0\r\n\r\n")
+            self.streaming = False
             return
         body = b"".join(self.body)
         kinds = [v for n, v in self.headers if n == b"content-type"]
         if body and (self.request or (kinds and kinds[0].startswith(b"application/json"))):
             body = rewritten(body)
-        bodiless = not self.request and self.parser.get_status_code() in BODILESS
-        self.send_on(self._head(b"" if bodiless else b"content-length: %d\r\n" % len(body)) + body)
+        framing = b"" if self._bodiless() else b"content-length: %d\r\n" % len(body)
+        self.send_on(self._head(framing) + body)
 
     def _head(self, framing: bytes) -> bytes:
         if self.request:
@@ -226,9 +280,17 @@ class _HttpSide(_Side):
                 self.upstream_port,
             )
         else:
-            first = b"HTTP/1.1 %d OK\r\n" % self.parser.get_status_code()
+            first = b"HTTP/1.1 %d %s\r\n" % (self.parser.get_status_code(), self.reason)
         fields = b"".join(n + b": " + v + b"\r\n" for n, v in self.headers if n not in self.SKIP)
         return first + fields + framing + b"\r\n"
+
+
+def _event_line(line: bytes) -> bytes:
+    """An SSE line, its `data:` JSON through `rewritten` (other lines, and blank ones, as they were)."""
+    text = line.rstrip(b"\r")
+    if text.startswith(b"data:") and text[5:].strip():
+        return b"data: " + rewritten(text[5:].strip())
+    return text
 
 
 async def relay_tcp(port: int, upstream_port: int, *, parse: bool = False) -> None:
@@ -251,6 +313,10 @@ async def relay_tcp(port: int, upstream_port: int, *, parse: bool = False) -> No
                     client.transport.close()
                 return
             assert isinstance(upstream, _Side)
+            if client.lost:  # the client went while this connected: nothing to relay
+                assert upstream.transport is not None
+                upstream.transport.close()
+                return
             upstream.joined(client)
             client.joined(upstream)
 

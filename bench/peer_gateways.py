@@ -44,14 +44,17 @@ READY_LIMIT = 300.0
 migrates its database: 9-28 s on a loaded 2-core machine)."""
 
 
-def missing(peer: Path) -> bool:
-    """Whether `peer` is not installed (and a line saying its rows are left out has been printed)."""
-    node = peer != MCP_HUB or shutil.which("node") is not None
+_TOLD: set[Path] = set()
+
+
+def missing(peer: Path, name: str) -> bool:
+    """Whether `peer` (called `name`) is not installed; the first time, a line says its rows are left out."""
+    node = peer.suffix != ".js" or shutil.which("node") is not None
     if peer.exists() and node:
         return False
-    print(
-        f"  ({peer.parent.name if peer == CONTEXTFORGE else 'mcp-hub'} is not installed at {peer}: left out)"
-    )
+    if peer not in _TOLD:
+        _TOLD.add(peer)
+        print(f"  ({name} is not installed at {peer}{'' if node else ', or node is not on PATH'}: left out)")
     return True
 
 
@@ -64,11 +67,11 @@ async def _polled(url: str, ready: Any, process: Any) -> Any:
                 raise RuntimeError(f"{process.args[0]} exited with {process.returncode} (see its log)")
             try:
                 value = ready(await http.get(url))
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):  # not up yet, or a page that is not its JSON yet
                 value = None
             if value is not None:
                 return value
-            await anyio.sleep(0.05)
+            await anyio.sleep(0.01)
     raise RuntimeError(f"{url} never said it was ready within {READY_LIMIT:g}s")
 
 

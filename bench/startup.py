@@ -280,7 +280,7 @@ async def bench_peers(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) 
         if got != want:
             raise RuntimeError(f"fastmcp's proxy listed {got} tools, mcpgw {want}")
         peers["fastmcp proxy"] = fastmcp
-        if not peer_gateways.missing(peer_gateways.MCP_HUB):
+        if not peer_gateways.missing(peer_gateways.MCP_HUB, "mcp-hub"):
             started = time.perf_counter()
             hub = await stack.enter_async_context(peer_gateways.mcp_hub(h, tmp, many, "peer-hub-list"))
             got = len(await peer_gateways.listed(hub))
@@ -336,9 +336,6 @@ async def _bridges(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) -> 
     upstream = " ".join([sys.executable, *h.upstream_args("peer-hsg")])
     sg_cmd = [str(SUPERGATEWAY), "--stdio", upstream, "--outputTransport", "streamableHttp", "--stateful"]
     sg_cmd += ["--port", str(sg_port), "--logLevel", "none"]  # stateful: one child, not one per request
-    for peer in (MCP_PROXY, SUPERGATEWAY):
-        if not peer.exists():
-            print(f"  ({peer.name} is not installed at {peer}: its column is left out)")
     async with contextlib.AsyncExitStack() as stack:
         stack.enter_context(h.background(gw_cmd, tmp / "peer-http-gateway.log", port=gw_port))
         sides = {
@@ -356,20 +353,20 @@ async def _bridges(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) -> 
         stack.enter_context(h.background(fm_cmd, tmp / "peer-fastmcp-http.log", port=fm_port))
         client = await stack.enter_async_context(h.http_client_of(f"http://127.0.0.1:{fm_port}/mcp", s.mode))
         sides["fastmcp proxy"] = (client, await _tool_named(client, "echo"))
-        if MCP_PROXY.exists():
+        if not peer_gateways.missing(MCP_PROXY, "mcp-proxy"):
             stack.enter_context(h.background(mp_cmd, tmp / "peer-mcp-proxy.log", port=mp_port))
             client = await stack.enter_async_context(
                 h.http_client_of(f"http://127.0.0.1:{mp_port}/mcp", s.mode)
             )
             sides["mcp-proxy"] = (client, "echo")
-        if SUPERGATEWAY.exists():
+        if not peer_gateways.missing(SUPERGATEWAY, "supergateway"):
             stack.enter_context(h.background(sg_cmd, tmp / "peer-supergateway.log", port=sg_port))
             # Handshake era: it passes the upstream's `server/discover` answer through but keeps a session
             # per `initialize`, so a 2026-07-28 client (no session) got a new child per call (4 s each).
             sg_url = f"http://127.0.0.1:{sg_port}/mcp"
             client = await stack.enter_async_context(h.http_client_of(sg_url, "legacy"))
             sides["supergateway"] = (client, "echo")
-        if not peer_gateways.missing(peer_gateways.MCP_HUB):
+        if not peer_gateways.missing(peer_gateways.MCP_HUB, "mcp-hub"):
             one = {"up": h.stdio_entry("peer-hhub")}
             client = await stack.enter_async_context(peer_gateways.mcp_hub(h, tmp, one, "peer-hub-http"))
             sides["mcp-hub"] = (client, "up__echo")
@@ -392,7 +389,7 @@ async def _bridges(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) -> 
 async def _http_upstreams(h: Any, s: Any, tmp: Path, results: Any) -> None:
     """Ten streamable HTTP upstreams behind mcpgw and ContextForge (when installed): call p50 against
     one of them reached directly, `tools/list` of all of them against one upstream serving as many."""
-    if peer_gateways.missing(peer_gateways.CONTEXTFORGE):
+    if peer_gateways.missing(peer_gateways.CONTEXTFORGE, "ContextForge"):
         return
     async with contextlib.AsyncExitStack() as stack:
         urls: dict[str, str] = {}

@@ -152,7 +152,7 @@ def modules_after(script: str) -> set[str]:
         stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr
-    return set(result.stdout.split("MODULES", 1)[1].split())
+    return set(result.stdout.rsplit("MODULES", 1)[1].split())
 
 
 @asynccontextmanager
