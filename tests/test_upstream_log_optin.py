@@ -9,13 +9,20 @@ upstream would only make every call a stream whose log lines are then dropped.
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+from pathlib import Path
 from typing import Any
 
 import mcp_types as types
 import pytest
+from mcp import Client, MCPDeprecationWarning
+from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import LOG_LEVEL_META_KEY
 
+from conftest import mcpgw_command, write_registry
 from parity import gateway_client, registry, served
 from test_gateway import wait_until as until
 
@@ -63,3 +70,38 @@ async def test_a_call_asks_the_upstream_for_log_lines_only_for_a_client_that_get
         assert result.content[0].text == asked  # type: ignore[union-attr]
         await until(lambda: len(seen) >= lines, timeout=10)  # a line said before the result, or none
         assert seen == ["a line"] * lines
+
+
+CHATTY = Path(__file__).parent / "servers" / "chatty.py"
+
+
+async def test_relaying_an_upstream_log_line_puts_no_python_warning_in_the_gateways_log(
+    tmp_path: Path,
+) -> None:
+    """The SDK marks sending log lines deprecated as of 2026-07-28 (SEP-2577) and warns where it is
+    called. mcpgw relays them on purpose, to a handshake-era client that asked for them, so its own log
+    (stderr: what a stdio client such as Claude Desktop keeps) must not carry that warning, with the
+    gateway's source path, the first time a line is relayed."""
+    config = write_registry(
+        tmp_path / "servers.toml", {"up": {"command": sys.executable, "args": [str(CHATTY)]}}
+    )
+    config.write_text(config.read_text() + "\n[audit]\nenabled = false\n")
+    seen: list[Any] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        seen.append(params.data)
+
+    command = mcpgw_command("serve", "--config", str(config), "--log-level", "warning")
+    params = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
+    log = tmp_path / "gateway.log"
+    with log.open("w") as errlog:
+        transport = stdio_client(params, errlog=errlog)
+        async with Client(transport, mode="legacy", cache=None, logging_callback=on_log) as client:
+            with warnings.catch_warnings():  # this test's own client warns for its setLevel: not the gateway
+                warnings.simplefilter("ignore", MCPDeprecationWarning)
+                await client.set_logging_level("info")
+            result = await client.call_tool("up__say", {"text": "hello"})
+            assert not result.is_error
+            await until(lambda: seen)
+    assert [line["msg"] for line in seen] == ["hello"]
+    assert "Warning" not in log.read_text(), log.read_text()

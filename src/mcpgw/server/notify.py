@@ -9,11 +9,14 @@ they belong to, at the level its client set.
 
 from __future__ import annotations
 
+import re
+import warnings
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import mcp_types as types
+from mcp import MCPDeprecationWarning
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions
@@ -31,6 +34,13 @@ from mcpgw import _compat
 from mcpgw.upstream.logrelay import LogLevels, LogSink
 
 Ctx = ServerRequestContext[Any, Any]
+
+# The SDK marks `send_log_message` deprecated as of 2026-07-28 (SEP-2577) and warns where it is called.
+# The warning is for authors of new servers. mcpgw relays an upstream's log lines on purpose, to the
+# clients that asked for them (handshake-era ones, and 2026-07-28 requests that opt in). Left alone,
+# the warning would appear once, with this file's path, in the gateway's own log. It is silenced for
+# calls made from this module only: the filter matches the caller's module name.
+warnings.filterwarnings("ignore", category=MCPDeprecationWarning, module=re.escape(__name__))
 
 
 class Announcer:
