@@ -19,6 +19,7 @@ fixture over HTTP.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -27,6 +28,7 @@ import httpx
 import mcp_types as types
 import pytest
 from mcp import Client
+from mcp.server.lowlevel.server import Server
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel
@@ -232,3 +234,46 @@ async def test_an_unknown_resource_is_named_in_the_errors_data(mode: str) -> Non
             await gateway.read_resource("mcpgw://up/test://missing")
     assert caught.value.error.code == types.INVALID_PARAMS
     assert caught.value.error.data == {"uri": "mcpgw://up/test://missing"}
+
+
+# --- an upstream with resources and no resource templates ------------------------------------------
+
+
+def resources_without_templates(*, failing: bool) -> Server[Any]:
+    """A handshake-era upstream with one resource and no `resources/templates/list`, which it answers
+    "Method not found" (as the SDK's lowlevel server does when given no handler for it, and published
+    servers such as mcp-server-sqlite do); or, `failing`, one whose templates list fails otherwise."""
+    upstream: Server[Any] = Server("notemplates")
+
+    async def list_resources(ctx: Any, params: Any) -> dict[str, Any]:
+        return {"resources": [{"uri": "test://note", "name": "note"}]}
+
+    async def broken(ctx: Any, params: Any) -> dict[str, Any]:
+        raise MCPError(code=types.INTERNAL_ERROR, message="the template index is down")
+
+    upstream.add_request_handler("resources/list", types.PaginatedRequestParams, list_resources)
+    if failing:
+        upstream.add_request_handler("resources/templates/list", types.PaginatedRequestParams, broken)
+    return upstream
+
+
+@pytest.mark.parametrize("failing", [False, True], ids=["not-implemented", "failing"])
+async def test_an_upstream_without_resource_templates_is_served_without_a_warning(
+    failing: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its resource is listed and it lists no templates, as directly. Not implementing the templates
+    list is no fault to warn of at every start; a templates list that fails is, and its line says why."""
+    caplog.set_level(logging.DEBUG, logger="mcpgw")
+    config = parity.registry({"up": {"era": "handshake"}})
+    async with (
+        parity.served(config, {"up": resources_without_templates(failing=failing)}, audit=None) as gateway,
+        parity.gateway_client(gateway) as client,
+    ):
+        assert len((await client.list_resources()).resources) == 1
+        assert (await client.list_resource_templates()).resource_templates == []
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    about = [line for line in warned if "resources/templates/list" in line]
+    if failing:
+        assert len(about) == 1 and "the template index is down" in about[0], warned
+    else:
+        assert about == [], warned

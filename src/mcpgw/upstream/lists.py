@@ -25,6 +25,7 @@ from mcp.client.subscriptions import (
     listen,
 )
 from mcp.shared.exceptions import MCPError
+from mcp_types import METHOD_NOT_FOUND
 
 from mcpgw.errors import UpstreamError
 from mcpgw.upstream.session import Session, describe
@@ -113,9 +114,21 @@ class Lists:
             try:
                 page = await self._session.send(client, method, params, timeout=self._timeout)
             except UpstreamError as exc:
-                if kind != "tools" and isinstance(exc.__cause__, MCPError):
-                    # A server that advertises a capability but lacks one list method is tolerated.
-                    logger.warning("upstream %s: %s failed: %s", self.name, method, exc)
+                cause = exc.__cause__
+                if kind != "tools" and isinstance(cause, MCPError):
+                    # A server that advertises a capability but lacks one list method is tolerated. The
+                    # usual case is `resources/templates/list`: the SDK's lowlevel server, given no
+                    # handler for it, answers "Method not found", and so do published servers such as
+                    # mcp-server-sqlite. That is not implementing the list, nothing to warn of at every
+                    # start. A list that fails in any other way is worth a warning.
+                    quiet = cause.code == METHOD_NOT_FOUND
+                    logger.log(
+                        logging.DEBUG if quiet else logging.WARNING,
+                        "upstream %s: %s failed: %s",
+                        self.name,
+                        method,
+                        exc,
+                    )
                     break
                 raise
             items.extend(page.get(key) or [])
