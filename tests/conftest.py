@@ -432,22 +432,30 @@ def audit_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+ROOT_LOG_LEVEL = logging.getLogger().level
+"""The root logger's level as the session began, before any test or fixture ran a command."""
+
+
 @pytest.fixture(autouse=True)
 def log_levels() -> Iterator[None]:
-    """Each test starts from the logging levels the one before it found: a CLI command run in
-    process configures logging (`observe.logs`, quiet output), which would otherwise hide the next
-    test's warnings from `caplog`."""
+    """Each test starts, and leaves, with the logging levels the session began with (mcpgw sets none
+    of its loggers' levels until a command runs).
 
-    def ours() -> dict[str, logging.Logger]:
-        named = logging.Logger.manager.loggerDict.items()
-        return {n: lg for n, lg in named if n.startswith("mcpgw") and isinstance(lg, logging.Logger)}
-
-    before = {name: logger.level for name, logger in ours().items()}
-    root = logging.getLogger().level
+    A CLI command run in process configures logging (`observe.logs`; quiet output puts
+    `mcpgw.upstream` at CRITICAL), which would otherwise hide later tests' warnings from `caplog`.
+    Restoring only what each test found was not enough: a module's fixture runs its command
+    (`pin_registry`) before its first test begins, so that test found the quiet level, restored it,
+    and every later test on that worker inherited it."""
+    _reset_log_levels()
     yield
-    logging.getLogger().setLevel(root)
-    for name, logger in ours().items():
-        logger.setLevel(before.get(name, logging.NOTSET))
+    _reset_log_levels()
+
+
+def _reset_log_levels() -> None:
+    logging.getLogger().setLevel(ROOT_LOG_LEVEL)
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if name.startswith("mcpgw") and isinstance(logger, logging.Logger):
+            logger.setLevel(logging.NOTSET)
 
 
 LLM_PRICES = {"input_cost_per_token": 0.000001, "output_cost_per_token": 0.000002}

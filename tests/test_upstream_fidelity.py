@@ -263,8 +263,6 @@ async def test_an_upstream_without_resource_templates_is_served_without_a_warnin
 ) -> None:
     """Its resource is listed and it lists no templates, as directly. Not implementing the templates
     list is no fault to warn of at every start; a templates list that fails is, and its line says why."""
-    # On the upstream's own logger: a CLI command run in process earlier may have left it quieter
-    # (`cli.output.quiet_logs`), and a level set on `mcpgw` would not reach past it.
     caplog.set_level(logging.DEBUG, logger="mcpgw.upstream")
     config = parity.registry({"up": {"era": "handshake"}})
     async with (
