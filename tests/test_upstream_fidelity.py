@@ -280,3 +280,18 @@ async def test_an_upstream_without_resource_templates_is_served_without_a_warnin
     else:  # said, for whoever looks at debug level, and only there
         assert len(about) == 1 and about[0][0] == logging.DEBUG, about
         assert "Method not found" in about[0][1]
+
+
+@pytest.mark.parametrize(("count", "said"), [(1, "1 tool)"), (2, "2 tools)")])
+async def test_an_upstream_ready_line_counts_its_tools_in_words(
+    count: int, said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`upstream fetch ready (stdio, protocol 2026-07-28, 1 tool)`: mcp-server-fetch has one tool."""
+    caplog.set_level(logging.INFO, logger="mcpgw.upstream")
+    upstream = MCPServer("counted")
+    for i in range(count):
+        upstream.add_tool(lambda: "ok", name=f"t{i}", description="A tool.")
+    async with parity.served(parity.registry({"up": {}}), {"up": upstream}, audit=None):
+        pass
+    ready = [r.getMessage() for r in caplog.records if "upstream up ready" in r.getMessage()]
+    assert len(ready) == 1 and ready[0].endswith(said), ready

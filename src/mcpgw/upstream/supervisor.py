@@ -179,12 +179,14 @@ class Supervisor:
                     self.error = None
                     self._tell_state()
                     self._settled.set()
+                    tools = len(self._lists.items["tools"])
                     logger.info(
-                        "upstream %s ready (%s, protocol %s, %d tools)",
+                        "upstream %s ready (%s, protocol %s, %d tool%s)",
                         self.name,
                         self._transport.config.kind,
                         session.protocol_version,
-                        len(self._lists.items["tools"]),
+                        tools,
+                        "" if tools == 1 else "s",
                     )
                     async with anyio.create_task_group() as tg:
                         session.tasks = tg
