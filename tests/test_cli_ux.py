@@ -8,11 +8,13 @@ import socket
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from conftest import SERVERS, free_port, run_mcpgw, write_registry
 from mcpgw import config
 from mcpgw.cli import cli
+from mcpgw.observe.logs import counted
 
 FAILING = [
     sys.executable,
@@ -127,3 +129,17 @@ def test_serve_http_with_an_override_of_a_missing_tool(tmp_path: Path) -> None:
     last = done.stderr.strip().splitlines()[-1]
     reason = "persona 'p': override of tool 'nope', which does not exist in the catalog"
     assert last == f"mcpgw: error: personas.p.tools.nope: {reason}"
+
+
+@pytest.mark.parametrize(
+    ("number", "noun", "said"),
+    [
+        (0, "tool", "0 tools"),
+        (1, "tool", "1 tool"),
+        (1, "prompt", "1 prompt"),
+        (2, "resource template", "2 resource templates"),
+    ],
+)
+def test_counts_read_as_a_person_writes_them(number: int, noun: str, said: str) -> None:
+    """What the CLI, the console and the log say of a server's tools: `fetch: 1 tool`, not `1 tools`."""
+    assert counted(number, noun) == said

@@ -210,7 +210,7 @@ def test_add_server_offers_the_login(registry: Path, base: str, browser: list[st
     assert "it needs a login: run `mcpgw login later`" in later.output and not browser
     now = run("add-server", "--config", str(registry), "now", "--url", f"{base}/mcp", "--login")
     assert now.exit_code == 0, now.output
-    assert "logged in to now" in now.output and "checked now: 1 tools" in now.output
+    assert "logged in to now" in now.output and "checked now: 1 tool" in now.output
     assert "[servers.now]" in registry.read_text() and len(browser) == 1
 
 

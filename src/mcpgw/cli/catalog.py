@@ -34,6 +34,7 @@ from mcpgw.cli.output import (
 from mcpgw.config import Registry
 from mcpgw.core import status
 from mcpgw.errors import UpstreamError
+from mcpgw.observe.logs import counted
 
 if TYPE_CHECKING:
     from mcpgw.core.gateway import Gateway
@@ -113,10 +114,12 @@ def show_personas(config_path: Path | None, *, as_json: bool, all_warnings: bool
         if as_json:
             out.print_json(data={"personas": rows, "warnings": warnings})
             return
-        held = f", {len(trust.withheld_items)} items withheld" if trust.withheld_items else ""
+        held = f", {counted(len(trust.withheld_items), 'item')} withheld" if trust.withheld_items else ""
         if trust.warned_items:
-            held += f", {len(trust.warned_items)} items served with warnings"
-        table = Table(title=f"personas ({len(gateway.catalog.tools)} tools in the full catalog{held})")
+            held += f", {counted(len(trust.warned_items), 'item')} served with warnings"
+        table = Table(
+            title=f"personas ({counted(len(gateway.catalog.tools), 'tool')} in the full catalog{held})"
+        )
         columns = ["persona", "catalog", "servers", "tools", "resources", "prompts", "overrides", "withheld"]
         if trust.warned_items:
             columns.append("warned")

@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mcpgw.core import status
+from mcpgw.observe.logs import counted
 
 if TYPE_CHECKING:
     from mcpgw.core.gateway import Gateway
@@ -122,10 +123,9 @@ def print_tools(
     """The tool table; `warned` (name -> reason) adds a column for tools served with a warning,
     `labels` (name -> flow labels) one for the tools' flow labels."""
     listed = gateway.catalog.tools if tools is None else tools
-    table = Table(
-        title=f"catalog: {len(listed)} tools, {len(gateway.catalog.resources)} "
-        f"resources, {len(gateway.catalog.prompts)} prompts"
-    )
+    catalog = gateway.catalog
+    counts = [counted(len(listed), "tool"), counted(len(catalog.resources), "resource")]
+    table = Table(title=f"catalog: {', '.join([*counts, counted(len(catalog.prompts), 'prompt')])}")
     table.add_column("tool")
     table.add_column("description", overflow="fold")
     if labels:

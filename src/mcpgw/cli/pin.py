@@ -13,6 +13,7 @@ from mcpgw.cli import progress
 from mcpgw.cli.options import config_option, json_option, load_registry
 from mcpgw.cli.output import err, out, print_findings, quiet_logs
 from mcpgw.errors import RegistryError
+from mcpgw.observe.logs import counted
 from mcpgw.security import pins
 
 if TYPE_CHECKING:
@@ -173,6 +174,5 @@ def _show_diff(difference: pins.Change) -> None:
 
 
 def _counts(pinned: pins.ServerPins) -> str:
-    return ", ".join(
-        f"{len(pinned.get(k, {}))} {k.replace('_', ' ')}" for k in ("tools", "prompts", "resource_templates")
-    )
+    kinds = (("tools", "tool"), ("prompts", "prompt"), ("resource_templates", "resource template"))
+    return ", ".join(counted(len(pinned.get(kind, {})), noun) for kind, noun in kinds)

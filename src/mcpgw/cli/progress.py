@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.status import Status
 
 from mcpgw.cli.output import err
+from mcpgw.observe.logs import counted
 
 _status: Status | None = None
 
@@ -73,6 +74,6 @@ async def follow(servers: Mapping[str, _Server]) -> None:
 
 def line(name: str, state: str, error: str | None, tools: int, took: float) -> str:
     if state == "ready":
-        return f"  [green]ready[/]  {escape(name)}: {tools} tools ({took:.1f}s)"
+        return f"  [green]ready[/]  {escape(name)}: {counted(tools, 'tool')} ({took:.1f}s)"
     detail = f": {escape(error)}" if error else ""
     return f"  [red]{escape(state)}[/] {escape(name)} ({took:.1f}s){detail}"

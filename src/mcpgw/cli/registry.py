@@ -21,6 +21,7 @@ from mcpgw.cli.output import err, out, print_findings, quiet_logs
 from mcpgw.config import Era, server_config
 from mcpgw.config import edit as registry_mod
 from mcpgw.errors import ConfigError, RegistryError
+from mcpgw.observe.logs import counted
 
 
 def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
@@ -152,7 +153,7 @@ def add_server(
         print_findings(check.findings)
         if check.error is not None:
             raise check.error
-        err.print(f"checked {name}: {check.tools} tools")
+        err.print(f"checked {name}: {counted(check.tools, 'tool')}")
         result.update(tools=check.tools, findings=[str(finding) for finding in check.findings])
     if not added:
         registry_mod.add_server(path, name, server, namespace_given=given)

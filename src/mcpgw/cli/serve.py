@@ -12,7 +12,7 @@ import click
 
 from mcpgw.cli.options import config_option, load_registry
 from mcpgw.errors import ConfigError, RegistryError
-from mcpgw.observe.logs import LogFormat
+from mcpgw.observe.logs import LogFormat, counted
 
 if TYPE_CHECKING:
     from mcpgw.config import Registry
@@ -101,12 +101,12 @@ def serve(
         if fmt == "json":  # stderr holds JSON lines only: the banner is one of them
             ready_count = sum(u.state == "ready" for u in gateway.upstreams.values())
             logging.getLogger("mcpgw").info(
-                "serving %s at %s: %d of %d servers ready, %d tools; personas: %s; auth: %s",
+                "serving %s at %s: %d of %d servers ready, %s; personas: %s; auth: %s",
                 source,
                 url,
                 ready_count,
                 len(gateway.upstreams),
-                len(gateway.catalog.tools),
+                counted(len(gateway.catalog.tools), "tool"),
                 ", ".join(registry.personas) or "none",
                 registry.auth.issuer if registry.auth is not None else "none",
             )

@@ -25,6 +25,11 @@ _NOISY = ("mcp", "uvicorn", "httpx", "httpx2")
 """Loggers whose INFO lines (per session, per connection) would drown the gateway's own."""
 
 
+def counted(number: int, noun: str) -> str:
+    """`number` and `noun` as a person writes them: "1 tool", "0 tools", "2 resource templates"."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, the request's fields, the exception."""
 

@@ -26,6 +26,7 @@ from mcp.shared.exceptions import MCPError
 
 from mcpgw.config import Era
 from mcpgw.errors import ConfigError, UpstreamError, UpstreamTimeout
+from mcpgw.observe.logs import counted
 from mcpgw.upstream.lists import ALL_LISTS, Lists, OnChange
 from mcpgw.upstream.session import ProbeFailed, Session, UpstreamReplyError, describe
 from mcpgw.upstream.transports import Transport, alive, kill_process_group
@@ -179,14 +180,12 @@ class Supervisor:
                     self.error = None
                     self._tell_state()
                     self._settled.set()
-                    tools = len(self._lists.items["tools"])
                     logger.info(
-                        "upstream %s ready (%s, protocol %s, %d tool%s)",
+                        "upstream %s ready (%s, protocol %s, %s)",
                         self.name,
                         self._transport.config.kind,
                         session.protocol_version,
-                        tools,
-                        "" if tools == 1 else "s",
+                        counted(len(self._lists.items["tools"]), "tool"),
                     )
                     async with anyio.create_task_group() as tg:
                         session.tasks = tg

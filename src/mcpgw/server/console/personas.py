@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from mcpgw.catalog.explain import explain
 from mcpgw.core.status import tool_labels
+from mcpgw.observe.logs import counted
 from mcpgw.server.console.access import Visitor
 from mcpgw.server.console.context import Console
 from mcpgw.server.console.layout import esc, render, table, visible
@@ -42,8 +43,8 @@ def _persona(console: Console, name: str | None) -> str:
     if config is not None and config.description:
         parts.append(f"<p>{esc(config.description)}</p>")
     parts.append(
-        f'<p class="note">{len(view.tools)} tools, {len(view.resources)} resources, '
-        f"{len(view.resource_templates)} templates, {len(view.prompts)} prompts"
+        f'<p class="note">{counted(len(view.tools), "tool")}, {counted(len(view.resources), "resource")}, '
+        f"{counted(len(view.resource_templates), 'template')}, {counted(len(view.prompts), 'prompt')}"
         f"{' · search mode: clients list search_tools and call_tool' if view.search else ''}</p>"
     )
     rows = []

@@ -25,6 +25,7 @@ from mcpgw.config import edit as registry_edit
 from mcpgw.config import namespace_of, server_config
 from mcpgw.core.status import target
 from mcpgw.errors import ConfigError, GatewayError, RegistryError
+from mcpgw.observe.logs import counted
 from mcpgw.server.console.access import Visitor
 from mcpgw.server.console.context import Console
 from mcpgw.server.console.layout import button_form, csrf_field, esc, render, table, url, visible
@@ -227,7 +228,7 @@ async def add(console: Console, form: dict[str, str], visitor: Visitor) -> str:
         if check.error is not None:
             raise check.error
         findings = "; ".join(str(f) for f in check.findings)
-        note = f": {check.tools} tools" + (f"; poisoning checks: {findings}" if findings else "")
+        note = f": {counted(check.tools, 'tool')}" + (f"; poisoning checks: {findings}" if findings else "")
     await anyio.to_thread.run_sync(
         lambda: registry_edit.add_server(path, name, server, namespace_given=given)
     )
