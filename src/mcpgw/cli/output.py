@@ -124,8 +124,12 @@ def print_tools(
     `labels` (name -> flow labels) one for the tools' flow labels."""
     listed = gateway.catalog.tools if tools is None else tools
     catalog = gateway.catalog
-    counts = [counted(len(listed), "tool"), counted(len(catalog.resources), "resource")]
-    table = Table(title=f"catalog: {', '.join([*counts, counted(len(catalog.prompts), 'prompt')])}")
+    counts = (
+        counted(len(listed), "tool"),
+        counted(len(catalog.resources), "resource"),
+        counted(len(catalog.prompts), "prompt"),
+    )
+    table = Table(title=f"catalog: {', '.join(counts)}")
     table.add_column("tool")
     table.add_column("description", overflow="fold")
     if labels:

@@ -35,7 +35,7 @@ class _Server(Protocol):
 def _label(names: Iterable[str]) -> str:
     waiting = list(names)
     shown = ", ".join(waiting[:4]) + (f" and {len(waiting) - 4} more" if len(waiting) > 4 else "")
-    return f"starting {len(waiting)} server{'s' if len(waiting) != 1 else ''}: {escape(shown)}"
+    return f"starting {counted(len(waiting), 'server')}: {escape(shown)}"
 
 
 @contextmanager
