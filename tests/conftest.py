@@ -19,13 +19,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 import pytest
 import tomlkit
 from mcp import Client
-from mcp.client.stdio import StdioServerParameters
+from mcp.client.stdio import StdioServerParameters, stdio_client
 
 import parity
 from pg import pg_url, postgres_server  # noqa: F401  (fixtures: a real PostgreSQL)
@@ -157,12 +157,18 @@ def modules_after(script: str) -> set[str]:
 
 @asynccontextmanager
 async def gateway_stdio(
-    config: Path, *, mode: str = "auto", extra: tuple[str, ...] = (), **kwargs: Any
+    config: Path,
+    *,
+    mode: str = "auto",
+    extra: tuple[str, ...] = (),
+    errlog: TextIO | None = None,
+    **kwargs: Any,
 ) -> AsyncIterator[Client]:
-    """A real mcp client talking to `mcpgw serve` over stdio."""
+    """A real mcp client talking to `mcpgw serve` over stdio (its stderr into `errlog`, if given)."""
     command = mcpgw_command("serve", "--config", str(config), "--log-level", "warning", *extra)
     params = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
-    async with Client(params, mode=mode, cache=None, **kwargs) as client:  # type: ignore[arg-type]
+    transport: Any = params if errlog is None else stdio_client(params, errlog=errlog)
+    async with Client(transport, mode=mode, cache=None, **kwargs) as client:
         yield client
 
 

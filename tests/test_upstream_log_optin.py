@@ -9,7 +9,6 @@ upstream would only make every call a stream whose log lines are then dropped.
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -17,12 +16,11 @@ from typing import Any
 
 import mcp_types as types
 import pytest
-from mcp import Client, MCPDeprecationWarning
-from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp import MCPDeprecationWarning
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import LOG_LEVEL_META_KEY
 
-from conftest import mcpgw_command, write_registry
+from conftest import gateway_stdio, write_registry
 from parity import gateway_client, registry, served
 from test_gateway import wait_until as until
 
@@ -91,12 +89,9 @@ async def test_relaying_an_upstream_log_line_puts_no_python_warning_in_the_gatew
     async def on_log(params: types.LoggingMessageNotificationParams) -> None:
         seen.append(params.data)
 
-    command = mcpgw_command("serve", "--config", str(config), "--log-level", "warning")
-    params = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
     log = tmp_path / "gateway.log"
     with log.open("w") as errlog:
-        transport = stdio_client(params, errlog=errlog)
-        async with Client(transport, mode="legacy", cache=None, logging_callback=on_log) as client:
+        async with gateway_stdio(config, mode="legacy", errlog=errlog, logging_callback=on_log) as client:
             with warnings.catch_warnings():  # this test's own client warns for its setLevel: not the gateway
                 warnings.simplefilter("ignore", MCPDeprecationWarning)
                 await client.set_logging_level("info")
