@@ -288,8 +288,7 @@ async def bench_peers(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) 
             if got != want:
                 raise RuntimeError(f"mcp-hub listed {got} tools, mcpgw {want}")
             peers["mcp-hub"] = hub
-        own = want // START_UPSTREAMS - PEER_TOOLS  # the tools each upstream has besides the generated
-        single = h.upstream_args("peerlist-direct", "--tools", str(want - own))
+        single = h.upstream_args("peerlist-direct", "--tools", str(_as_many(want)))
         direct = await stack.enter_async_context(h.stdio_client_of(single, s.mode, errlog))
         reps = max(5, s.list_reps // 3)
         listers = {"direct": _lister(direct), **{side: _lister(client) for side, client in peers.items()}}
@@ -311,6 +310,13 @@ def _rows(h: Any, results: Any, label: str, ms: dict[str, float], note: str = ""
     for side, value in ms.items():
         if side != "direct":
             results.add(h.Row(f"{label}, {side}", "ms", ms["direct"], value, note=note))
+
+
+def _as_many(want: int) -> int:
+    """The `--tools` that makes one upstream serve `want` tools, as many as the `START_UPSTREAMS`
+    upstreams of `PEER_TOOLS` generated tools each serve together (each has some of its own besides)."""
+    own = want // START_UPSTREAMS - PEER_TOOLS
+    return want - own
 
 
 def _lister(client: Client) -> Callable[[], Awaitable[None]]:
@@ -430,11 +436,10 @@ async def _http_upstreams(h: Any, s: Any, tmp: Path, results: Any) -> None:
             p50,
             f"'direct' is one of them; protocols: {versions}",
         )
-        own = want // START_UPSTREAMS - PEER_TOOLS
         port = h.free_port()
         single = [
             sys.executable,
-            *h.upstream_args("peer-cf-one", "--tools", str(want - own), "--http", str(port)),
+            *h.upstream_args("peer-cf-one", "--tools", str(_as_many(want)), "--http", str(port)),
         ]
         stack.enter_context(h.background(single, tmp / "peer-cf-up.log", port=port))
         sides["direct"] = await stack.enter_async_context(
