@@ -15,11 +15,15 @@ handed to the other side's transport in the loop's own callback: no stream objec
                       a `tools/call`'s name looked up and set again, the JSON dumped again (orjson),
                       HTTP heads written anew, an SSE answer's `data:` lines each parsed and dumped
                       as they stream; no checks, no persona, no audit
+  skeleton stdio      `mcpgw serve` itself, over stdio and over HTTP, with nothing between its
+  skeleton http       transports: a `tools/call` is looked up and sent straight to the upstream's
+                      session (`bench/skeleton.py`)
 
 The bare rows are the least any process in between can add here: the extra wake-ups of a hop, the
 reads and writes, three busy processes sharing two cores instead of two. The parsed rows are the
-least a Python gateway that parses what it forwards can add; what `mcpgw` adds above them is its own
-per-call work (checks, persona, data rules, audit, metrics).
+least a Python gateway that parses what it forwards can add. The skeleton rows are what mcpgw's own
+transports add (its stdio lane, its HTTP front, its upstream wires); what `mcpgw` adds above them is
+its governance per call (checks, persona, data rules, audit, metrics).
 
 Run as a script, this file is the relay itself.
 """
@@ -350,6 +354,7 @@ def main(argv: list[str]) -> int:
 # --- the section -----------------------------------------------------------------------------------
 
 RELAY = Path(__file__).resolve()
+SKELETON_SCRIPT = RELAY.with_name("skeleton.py")
 
 
 async def bench_floor(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) -> None:
@@ -357,33 +362,52 @@ async def bench_floor(h: Any, s: Any, tmp: Path, results: Any, errlog: IO[str]) 
     directly (one direct client per transport, measured against each relay in turn)."""
     bare = [str(RELAY), "stdio", h.PYTHON, *h.upstream_args("floor-relayed")]
     parsed = [str(RELAY), "--parse", "stdio", h.PYTHON, *h.upstream_args("floor-parsed")]
+    stdio_registry = h.write_registry(tmp / "skeleton-stdio.toml", {"up": h.stdio_entry("floor-skeleton")})
     async with (
         h.stdio_client_of(h.upstream_args("floor-direct"), s.mode, errlog) as direct,
         h.stdio_client_of(bare, s.mode, errlog) as relayed,
         h.stdio_client_of(parsed, s.mode, errlog) as parsing,
+        h.stdio_client_of(_skeleton(h, stdio_registry), s.mode, errlog) as skeleton,
     ):
         await _measured(h, s, results, "floor stdio", direct, relayed, BARE)
         await _measured(h, s, results, "floor stdio parsed", direct, parsing, PARSED)
+        await _measured(h, s, results, "skeleton stdio", direct, skeleton, SKELETON, name="up__echo")
     h.reap(h.TOKEN + "-floor")
+    h.reap(str(stdio_registry))
 
     up_port, bare_port, parsed_port = h.free_port(), h.free_port(), h.free_port()
     up_cmd = [h.PYTHON, *h.upstream_args("floor-http", "--http", str(up_port))]
     relay = [h.PYTHON, str(RELAY)]
     bare_cmd = [*relay, "http", str(bare_port), str(up_port), f"{h.TOKEN}-floor-relay"]
     parsed_cmd = [*relay, "--parse", "http", str(parsed_port), str(up_port), f"{h.TOKEN}-floor-parsed"]
+    skeleton_port = h.free_port()
+    http_registry = h.write_registry(
+        tmp / "skeleton-http.toml", {"up": {"url": f"http://127.0.0.1:{up_port}/mcp"}}
+    )
+    http_args = ("--transport", "http", "--host", "127.0.0.1", "--port", str(skeleton_port))
+    skeleton_cmd = [h.PYTHON, *_skeleton(h, http_registry, *http_args)]
     with (
         h.background(up_cmd, tmp / "floor-upstream.log", port=up_port),
         h.background(bare_cmd, tmp / "floor-relay.log", port=bare_port),
         h.background(parsed_cmd, tmp / "floor-parsed.log", port=parsed_port),
+        h.background(skeleton_cmd, tmp / "floor-skeleton.log", port=skeleton_port),
     ):
         async with (
             h.http_client_of(f"http://127.0.0.1:{up_port}/mcp", s.mode) as direct,
             h.http_client_of(f"http://127.0.0.1:{bare_port}/mcp", s.mode) as relayed,
             h.http_client_of(f"http://127.0.0.1:{parsed_port}/mcp", s.mode) as parsing,
+            h.http_client_of(f"http://127.0.0.1:{skeleton_port}/mcp", s.mode) as skeleton,
         ):
             await _measured(h, s, results, "floor http", direct, relayed, BARE)
             await _measured(h, s, results, "floor http parsed", direct, parsing, PARSED)
+            await _measured(h, s, results, "skeleton http", direct, skeleton, SKELETON, name="up__echo")
     h.reap(h.TOKEN + "-floor")
+    h.reap(str(http_registry))
+
+
+def _skeleton(h: Any, registry: Path, *extra: str) -> list[str]:
+    """`mcpgw serve` on `registry` as `bench/skeleton.py` runs it: its transports, nothing between."""
+    return [str(SKELETON_SCRIPT), *h.gateway_args(registry, *extra)[2:]]
 
 
 BARE = "the 'gateway' column is a bare relay (bench/floor.py): the least one more process adds here"
@@ -393,12 +417,21 @@ PARSED = (
 )
 
 
-async def _measured(h: Any, s: Any, results: Any, label: str, direct: Any, relayed: Any, note: str) -> None:
-    """The upstream through `relayed` against `direct`, measured as the gateway's rows are, in the same
-    rows (`call_rows`), the relay in the gateway column (information: no target)."""
+SKELETON = (
+    "the 'gateway' column is mcpgw's transports with nothing between them (bench/skeleton.py): what its"
+    " lanes and upstream wires add here, before any of its governance"
+)
+
+
+async def _measured(
+    h: Any, s: Any, results: Any, label: str, direct: Any, relayed: Any, note: str, *, name: str = "echo"
+) -> None:
+    """The upstream through `relayed` (which calls the tool `name`) against `direct`, measured as the
+    gateway's rows are, in the same rows (`call_rows`), `relayed` in the gateway column (information:
+    no target)."""
     await h.check_echo(direct, "echo")
-    await h.check_echo(relayed, "echo")
-    d_call, r_call = h.echo_call(direct, "echo"), h.echo_call(relayed, "echo")
+    await h.check_echo(relayed, name)
+    d_call, r_call = h.echo_call(direct, "echo"), h.echo_call(relayed, name)
     d_lat, r_lat = await h.latencies(d_call, r_call, s.calls, s.warmup)
     tp = await h.throughputs(d_call, r_call, s.rounds, s.per_round)
     h.call_rows(results, label, d_lat, r_lat, tp, note=note)
