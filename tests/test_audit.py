@@ -230,7 +230,7 @@ def test_logs_and_stats_commands(tmp_path: Path, audit_db: Path) -> None:
     persona_a = next(r for r in data["persona"] if r["key"] == "a")
     assert persona_a["calls"] == 2 and persona_a["errors"] == 1
     result = runner.invoke(cli, ["logs", "-c", str(config), "--prune", "30"])
-    assert result.exit_code == 0 and "pruned 1 rows" in result.output
+    assert result.exit_code == 0 and "pruned 1 row older than" in result.output
     assert [r["request_id"] for r in rows(audit_db)] == ["new1", "new2"]
 
 

@@ -223,7 +223,7 @@ def test_logs_and_stats_print_the_same_from_postgresql(
         {"key": "a", "requests": 1, "errors": 0, "tokens": 120, "cost_usd": 0.25}
     ]
     pruned = runner.invoke(cli, ["logs", "--prune", "30", "-c", str(configs["postgres"])])
-    assert pruned.exit_code == 0 and "pruned 1 rows" in pruned.output
+    assert pruned.exit_code == 0 and "pruned 1 row older than 30 days" in pruned.output
     datasette = runner.invoke(cli, ["logs", "--datasette-metadata", "-c", str(configs["postgres"])])
     assert datasette.exit_code == 2 and "is for a SQLite audit log" in datasette.output
 

@@ -138,8 +138,11 @@ def test_serve_http_with_an_override_of_a_missing_tool(tmp_path: Path) -> None:
         (1, "tool", "1 tool"),
         (1, "prompt", "1 prompt"),
         (2, "resource template", "2 resource templates"),
+        (1.0, "day", "1 day"),
+        (0.5, "day", "0.5 days"),
+        (30.0, "day", "30 days"),
     ],
 )
-def test_counts_read_as_a_person_writes_them(number: int, noun: str, said: str) -> None:
+def test_counts_read_as_a_person_writes_them(number: float, noun: str, said: str) -> None:
     """What the CLI, the console and the log say of a server's tools: `fetch: 1 tool`, not `1 tools`."""
     assert counted(number, noun) == said

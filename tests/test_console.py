@@ -12,6 +12,7 @@ Each page's screenshot lands in tests/artifacts/console/ (gitignored; the path i
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import sys
 import time
@@ -278,7 +279,7 @@ def test_a_requests_detail_shows_the_sampling_it_caused_and_spend_counts_it(
     admin.locator("#traffic tbody tr.live a").click()
     expect(admin.locator("section.row-sampling")).to_have_count(1)
     expect(admin.locator("section.row-sampling")).to_contain_text("main")
-    expect(admin.locator("p.note").first).to_contain_text("1 sampling requests it caused")
+    expect(admin.locator("p.note").first).to_contain_text("1 sampling request it caused")
     tokens, usd = rows(
         stack.audit,
         "select sum(input_tokens + output_tokens), sum(cost_usd) from events where kind = 'sampling' "
@@ -306,6 +307,7 @@ def test_approving_a_pin_change_makes_the_tool_callable(admin: Page, stack: Stac
     expect(admin.locator(".flash")).to_contain_text("approved mut: tool target")
     expect(admin.locator("#trust-mut .change[data-item=target]")).to_have_count(0)
     expect(admin.locator("#trust-mut .change[data-item=lookup]")).to_have_count(1)  # still pending
+    expect(admin.locator("#trust-mut")).to_contain_text(re.compile(r"1 change(?!s)"))  # not "1 changes"
     deadline = time.monotonic() + HANG / 1000
     while "mut__target" not in stack.tools() and time.monotonic() < deadline:  # the lock file is watched
         time.sleep(0.1)

@@ -95,7 +95,7 @@ async def test_the_console_shows_a_call_logged_to_postgresql(
 
             detail = await admin.get(f"/traffic/request/{call['request_id']}")
             assert detail.status_code == 200
-            assert "1 sampling requests it caused" in detail.text and "row-sampling" in detail.text
+            assert "1 sampling request it caused" in detail.text and "row-sampling" in detail.text
 
             servers = (await admin.get("/servers")).text
             row = servers.split("<strong>modern</strong>", 1)[1].split("</tr>", 1)[0]

@@ -18,6 +18,8 @@ from mcp.shared.exceptions import MCPError
 
 import parity
 from mcpgw import config
+from mcpgw.cluster.limits import Limiter
+from mcpgw.errors import RateLimited
 
 pytestmark = pytest.mark.anyio
 
@@ -90,6 +92,16 @@ async def test_calls_in_flight_are_limited_and_a_finished_call_frees_its_slot() 
             assert not (await client.call_tool("up__echo", {"message": str(i)})).is_error
 
 
+async def test_a_limit_of_one_call_in_flight_reads_as_one() -> None:
+    limits = config.LimitSettings.model_validate({"personas": {"default": {"concurrent": 1}}})
+    limiter = Limiter(lambda: limits)
+    held = await limiter.admit(None, None)
+    with pytest.raises(RateLimited, match=r"persona 'default' is limited to 1 call in flight \(\[limits\]\)"):
+        await limiter.admit(None, None)
+    await limiter.release(held)
+    await limiter.release(await limiter.admit(None, None))  # the slot freed is taken again
+
+
 async def test_a_persona_without_a_limit_is_not_counted() -> None:
     limits = {"personas": {"tight": {"requests_per_minute": 1}}}
     sections: dict[str, Any] = {"limits": limits, "personas": {"tight": {}}}
@@ -112,7 +124,7 @@ async def test_a_persona_without_a_limit_is_not_counted() -> None:
 
     errors, refusal = await within_a_minute(attempt)
     assert errors == [False] * 4
-    assert refusal is not None and "persona 'tight' is limited to 1 requests per minute" in refusal
+    assert refusal is not None and "persona 'tight' is limited to 1 request per minute ([limits])" in refusal
 
 
 def test_the_replica_name_comes_from_the_environment_else_the_host(monkeypatch: pytest.MonkeyPatch) -> None:

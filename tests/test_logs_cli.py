@@ -173,7 +173,7 @@ def test_prune_refuses_what_is_not_a_number_of_days(config: Path, audit_db: Path
 def test_prune_keeps_newer_rows(config: Path, audit_db: Path) -> None:
     put(audit_db, {"ts": iso(NOW)}, {"ts": iso(NOW - timedelta(days=40))})
     result = logs(config, "--prune", "30")
-    assert result.exit_code == 0 and "pruned 1 rows older than 30 days" in result.output
+    assert result.exit_code == 0 and "pruned 1 row older than 30 days" in result.output
     assert ids(audit_db) == ["r0"]
 
 

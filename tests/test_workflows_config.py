@@ -181,7 +181,7 @@ def test_a_disabled_server_still_lends_its_namespace() -> None:
 
 SCOPE = Scope(
     input={"issue": 7, "tags": ["a", "b"], "who": {"name": "Ann"}},
-    results=[{"labels": ["bug", "p1"], "odd key": {"x": None}, "count": 2}, "plain text"],
+    results=[{"labels": ["bug", "p1"], "odd key": {"x": None}, "count": 2, "short": ["one"]}, "plain text"],
     names={"fetch": 0},
     declared=frozenset({"issue", "tags", "who", "maybe"}),
 )
@@ -214,9 +214,11 @@ def test_a_whole_expression_keeps_its_json_type_and_one_in_text_is_text(text: st
     [
         (
             "{{ steps[0].result.title }}",
-            "steps[0].result has no field 'title' (its fields: count, labels, odd key)",
+            "steps[0].result has no field 'title' (its fields: count, labels, odd key, short)",
         ),
         ("{{ steps[0].result.labels[5] }}", "steps[0].result.labels has 2 items: [5] is out of range"),
+        ("{{ input.tags[0][1] }}", "input.tags[0] is a string, not a list: it has no [1]"),
+        ("{{ steps[0].result.short[1] }}", "steps[0].result.short has 1 item: [1] is out of range"),
         ("{{ steps[0].result.count[0] }}", "steps[0].result.count is a number, not a list: it has no [0]"),
         (
             "{{ steps[1].result.upper }}",

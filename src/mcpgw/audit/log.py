@@ -39,6 +39,7 @@ from mcpgw.audit.rows import Rows, Values, spend
 from mcpgw.audit.step import Kind, Outcome, Step, new_request_id, now
 from mcpgw.audit.store import Connection, SqliteStore, Store, StoreError, instance_name, store_for
 from mcpgw.detectors import Detector
+from mcpgw.observe.logs import counted
 
 logger = logging.getLogger("mcpgw.audit")
 
@@ -364,7 +365,8 @@ def open_for(
         with log.store.connect() as connection:  # the schema is in place: `AuditLog` prepared it
             removed = prune(connection, settings.retention_days)
         if removed:
-            logger.info("audit log: pruned %d rows older than %g days", removed, settings.retention_days)
+            days = counted(settings.retention_days, "day")
+            logger.info("audit log: pruned %s older than %s", counted(removed, "row"), days)
     log.start()
     log.event(Kind.CONFIG, name=source)
     return log

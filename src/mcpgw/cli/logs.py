@@ -25,6 +25,7 @@ from mcpgw.audit import times as audit_times
 from mcpgw.audit.fields import FIELD_CHARS
 from mcpgw.cli.options import config_option, json_option, load_registry
 from mcpgw.cli.output import err, out
+from mcpgw.observe.logs import counted
 
 
 class _Time(click.ParamType[str]):
@@ -152,7 +153,7 @@ def logs(
     db = audit.open_for_reading(store)
     if prune is not None:
         removed = audit.prune(db, prune)
-        err.print(f"pruned {removed} rows older than {prune:g} days")
+        err.print(f"pruned {counted(removed, 'row')} older than {counted(prune, 'day')}")
         return
     rows = [printable(row) for row in audit.query(db, limit=limit, **filters)]
     if (session is not None or parent is not None) and not follow:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from mcpgw.cluster import Cluster
 from mcpgw.config import DEFAULT_PERSONA, LimitSettings, RateLimit
 from mcpgw.errors import RateLimited
+from mcpgw.observe.logs import counted
 
 CONCURRENT_RETRY = 1
 """Seconds a call refused for too many in flight is told to wait."""
@@ -183,10 +184,11 @@ class Limiter:
 
 
 def _refusal(scope: _Scope, which: str, retry_after: int) -> RateLimited:
-    if which == "rpm":
-        reason = f"{scope.limit.requests_per_minute} requests per minute"
-    else:
-        reason = f"{scope.limit.concurrent} calls in flight"
+    limit = scope.limit.requests_per_minute if which == "rpm" else scope.limit.concurrent
+    assert limit is not None  # the limit that refused is set
+    reason = (
+        f"{counted(limit, 'request')} per minute" if which == "rpm" else f"{counted(limit, 'call')} in flight"
+    )
     return RateLimited(
         f"rate limit: {scope.describe()} is limited to {reason} ([limits]); retry in {retry_after}s",
         retry_after=retry_after,

@@ -25,6 +25,7 @@ from functools import lru_cache
 from typing import Any
 
 from mcpgw.errors import WorkflowError
+from mcpgw.observe.logs import counted
 
 ROOTS = ("input", "steps")
 _EXPRESSION = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
@@ -168,7 +169,9 @@ def _descend(value: Any, segments: Sequence[Segment], path: Path, where: str) ->
             if not isinstance(value, list):
                 raise WorkflowError(f"{path}: {where} is {_kind(value)}, not a list: it has no [{segment}]")
             if not -len(value) <= segment < len(value):
-                raise WorkflowError(f"{path}: {where} has {len(value)} items: [{segment}] is out of range")
+                raise WorkflowError(
+                    f"{path}: {where} has {counted(len(value), 'item')}: [{segment}] is out of range"
+                )
             value, where = value[segment], f"{where}[{segment}]"
             continue
         if not isinstance(value, Mapping):

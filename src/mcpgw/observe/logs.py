@@ -25,9 +25,11 @@ _NOISY = ("mcp", "uvicorn", "httpx", "httpx2")
 """Loggers whose INFO lines (per session, per connection) would drown the gateway's own."""
 
 
-def counted(number: int, noun: str) -> str:
-    """`number` and `noun` as a person writes them: "1 tool", "0 tools", "2 resource templates"."""
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+def counted(number: float, noun: str) -> str:
+    """`number` and `noun` as a person writes them: "1 tool", "0 tools", "2 resource templates",
+    "1 day", "0.5 days" (a float as `:g` writes it)."""
+    shown = f"{number:g}" if isinstance(number, float) else f"{number}"
+    return f"{shown} {noun}" if number == 1 else f"{shown} {noun}s"
 
 
 class JsonFormatter(logging.Formatter):

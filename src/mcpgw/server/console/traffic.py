@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from mcpgw.audit import Connection, Outcome, printable, query
+from mcpgw.observe.logs import counted
 from mcpgw.server.console.access import Access, Refused, Visitor
 from mcpgw.server.console.context import Console
 from mcpgw.server.console.layout import esc, render, table, url
@@ -224,7 +225,7 @@ async def detail(console: Console, request: Request, visitor: Visitor) -> Respon
         )
     caused = len([r for r in rows if r["kind"] == "sampling"])
     head = (
-        f'<p class="note">request {esc(request_id)}: {len(rows)} rows, '
-        f"{caused} sampling requests it caused</p>"
+        f'<p class="note">request {esc(request_id)}: {counted(len(rows), "row")}, '
+        f"{counted(caused, 'sampling request')} it caused</p>"
     )
     return render("Request", head + "".join(parts), active="traffic", visitor=visitor)

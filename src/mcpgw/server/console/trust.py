@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from mcpgw.audit import Outcome
 from mcpgw.errors import GatewayError, RegistryError
+from mcpgw.observe.logs import counted
 from mcpgw.security import pins, poisoning, review
 from mcpgw.security.pins import Change, ServerPins
 from mcpgw.server.console.access import Visitor
@@ -91,7 +92,7 @@ async def page(
                 what = (
                     "not pinned yet: approving pins what it serves now"
                     if not was_pinned
-                    else f"{len(changes)} changes"
+                    else counted(len(changes), "change")
                 )
                 body.append(
                     f"<p>{esc(what)} "
