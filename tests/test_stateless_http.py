@@ -11,7 +11,10 @@ stream; a client that goes away cancels its call; audit rows and metrics are the
 from __future__ import annotations
 
 import json
+import math
+import random
 import sqlite3
+import struct
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -436,9 +439,23 @@ async def test_with_auth_a_call_without_a_good_token_is_refused_before_either_pa
         {"n": [float("nan"), float("inf"), float("-inf")], "none": None},
         {"big": 2**64 + 1, "small": -(2**63), "bools": [True, False]},
         {"version": "v1.2e3 and 3. and 4e"},
+        {"a": [1.5], "b": [-2.5e-7, [3.25]], "c": {"d": 1e300}, "e": -1e-05},
     ],
 )
 def test_an_answer_is_written_byte_for_byte_as_the_sdk_writes_it(result: dict[str, Any]) -> None:
     """Compact, ASCII-only JSON as `json` writes it, whichever encoder wrote it."""
     message = {"jsonrpc": "2.0", "id": 7, "result": result}
     assert stateless._dumps(message) == json.dumps(message, separators=(",", ":")).encode()
+
+
+def test_floats_of_every_size_are_written_as_the_sdk_writes_them() -> None:
+    """Random floats across the whole range, exponents and the 1e-05..1e-04 band included, in arrays
+    and as values: each answer is byte for byte what `json` writes (seeded: the same every run)."""
+    rng = random.Random(2026)
+    for _ in range(20_000):
+        bits = struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0]
+        scaled = rng.random() * 10 ** rng.randint(-30, 30)
+        decimal = rng.randint(-(10**6), 10**6) / 10 ** rng.randint(0, 12)
+        values = [v for v in (bits, scaled, decimal) if math.isfinite(v)]
+        message = {"jsonrpc": "2.0", "id": 1, "result": {"n": values, "x": {"v": values[-1]}}}
+        assert stateless._dumps(message) == json.dumps(message, separators=(",", ":")).encode()
