@@ -9,8 +9,8 @@ gateway/direct against its target:
   1. stdio tool-call latency, p50 of sequential `echo` calls        <= 1.25x
   2. stdio throughput, 16 calls in flight (calls/s)                 >= 0.85x
   3. the same two over streamable HTTP (gateway and direct clients share one HTTP upstream),
-     and both through a bare and a parsing relay in the gateway's place: the floor (`--only floor`,
-     bench/floor.py)
+     and both through a bare and a parsing relay in the gateway's place, and through `mcpgw serve`
+     with nothing between its transports: the floor (`--only floor`, bench/floor.py, bench/skeleton.py)
   4. cold start to the first tools/list: gateway with 10 stdio upstreams
      versus one upstream started directly (median of a few runs)    <= 1.3x
   5. tools/list over a 500-tool upstream (median)                   <= 0.5x
