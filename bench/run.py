@@ -10,7 +10,8 @@ gateway/direct against its target:
   2. stdio throughput, 16 calls in flight (calls/s)                 >= 0.85x
   3. the same two over streamable HTTP (gateway and direct clients share one HTTP upstream),
      and both through a bare and a parsing relay in the gateway's place, and through `mcpgw serve`
-     with nothing between its transports: the floor (`--only floor`, bench/floor.py, bench/skeleton.py)
+     with nothing between its transports: the floor (`--only floor`, bench/floor.py, bench/skeleton.py);
+     and the throughput of both with a client that costs next to nothing (bench/rawclient.py)
   4. cold start to the first tools/list: gateway with 10 stdio upstreams
      versus one upstream started directly (median of a few runs)    <= 1.3x
   5. tools/list over a 500-tool upstream (median)                   <= 0.5x
@@ -57,6 +58,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 import floor  # bench/floor.py: the same client through a bare and a parsing relay: the call rows' floor
+import rawclient  # bench/rawclient.py: throughput with a client that costs next to nothing
 import startup  # bench/startup.py: the start-up, memory and peers sections, and --profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -517,6 +519,27 @@ async def throughputs(
     return out
 
 
+RAW_NOTE = (
+    "16 in flight from a raw client (bench/rawclient.py: 2026-07-28 calls, no SDK), so the rate is the"
+    " servers' and not the client's"
+)
+
+
+def raw_rows(results: Results, transport: str, rates: tuple[list[float], list[float]]) -> None:
+    """The throughput row of a raw client's rounds (`rawclient.alternating`): information, no target."""
+    direct, gateway = rates
+    results.add(
+        Row(
+            f"{transport} throughput x{INFLIGHT}, raw client",
+            "calls/s",
+            statistics.median(direct),
+            statistics.median(gateway),
+            note=RAW_NOTE,
+            samples={"direct_rounds": direct, "gateway_rounds": gateway},
+        )
+    )
+
+
 def call_rows(
     results: Results,
     transport: str,
@@ -626,8 +649,27 @@ async def bench_stdio(s: Settings, tmp: Path, results: Results, errlog: IO[str])
                 samples={"gateway_pid": gw_pid, "upstream_rss_mib": up_rss},
             )
         )
+    raw_config = write_registry(tmp / "stdio-raw.toml", {"up": stdio_entry("stdio-raw-gw")})
+    direct_raw = rawclient.StdioRates(
+        [PYTHON, *upstream_args("stdio-raw-direct")], "echo", cwd=str(ROOT), stderr=errlog
+    )
+    gateway_raw = rawclient.StdioRates(
+        [PYTHON, *gateway_args(raw_config)], "up__echo", cwd=str(ROOT), stderr=errlog
+    )
+    try:
+        await direct_raw.open()
+        await gateway_raw.open()
+        raw_rows(
+            results,
+            "stdio",
+            await rawclient.alternating(direct_raw.rate, gateway_raw.rate, s.rounds, s.per_round * 4),
+        )
+    finally:
+        await direct_raw.close()
+        await gateway_raw.close()
     reap(TOKEN + "-stdio")
     reap(str(config))
+    reap(str(raw_config))
 
 
 async def bench_http(s: Settings, tmp: Path, results: Results) -> None:
@@ -668,6 +710,20 @@ async def bench_http(s: Settings, tmp: Path, results: Results) -> None:
                 },
             )
             call_rows(results, "http", d_lat, g_lat, tp)
+            direct_raw, gateway_raw = (
+                rawclient.HttpRates(up_port, "echo"),
+                rawclient.HttpRates(gw_port, "up__echo"),
+            )
+            try:
+                await direct_raw.open()
+                await gateway_raw.open()
+                rates = await rawclient.alternating(
+                    direct_raw.rate, gateway_raw.rate, s.rounds, s.per_round * 4
+                )
+                raw_rows(results, "http", rates)
+            finally:
+                await direct_raw.close()
+                await gateway_raw.close()
             results.info["http_gateway_rss_mib"] = rss_mib(gw_pid)
     reap(TOKEN + "-http")
     reap(str(config))
