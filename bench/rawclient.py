@@ -10,6 +10,10 @@ same servers with a client that costs next to nothing, so the rate is the server
   stdio  one child process (the upstream, or `mcpgw serve` in front of it) and its pipes, 16
          2026-07-28 `tools/call` lines in flight, a new one written as each answer line is read
 
+and, in `--only list`, `tools/list` of 500 tools over stdio, one at a time: the SDK's client parses
+and validates every tool of an answer, which here takes about as long as the upstream takes to list
+them, in both columns of the SDK row.
+
 Both sides are the same processes and tools as the SDK rows (over stdio, started anew for these
 rounds). Rounds alternate direct and gateway; the row is the median calls/s of each.
 """
@@ -135,6 +139,25 @@ class StdioRates:
             process.kill()
             await process.wait()
         self._process = None
+
+    async def timed(self, method: str) -> tuple[float, dict[str, Any]]:
+        """One request of `method` (no params but the envelope), alone: its seconds and its result."""
+        process = self._process
+        assert process is not None and process.stdin is not None and process.stdout is not None
+        request_id, self._next_id = self._next_id, self._next_id + 1
+        line = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {"_meta": ENVELOPE}}
+        began = time.perf_counter()
+        process.stdin.write(json.dumps(line).encode() + b"\n")
+        await process.stdin.drain()
+        while True:
+            message = json.loads(await process.stdout.readline())
+            if isinstance(message, dict) and message.get("id") == request_id:
+                break
+        seconds = time.perf_counter() - began
+        result = message.get("result")
+        if not isinstance(result, dict):
+            raise RuntimeError(f"raw client: {method} was not answered: {str(message)[:300]}")
+        return seconds, result
 
     async def rate(self, calls: int) -> float:
         """Calls per second over `calls` calls, `INFLIGHT` of them in flight."""

@@ -758,8 +758,50 @@ async def bench_big_list(s: Settings, tmp: Path, results: Results, errlog: IO[st
             samples={"direct": ds, "gateway": gs},
         )
     )
+    raw_config = write_registry(
+        tmp / "big-raw.toml", {"big": stdio_entry("big-raw-gw", "--tools", str(BIG_CATALOG))}
+    )
+    direct_raw = rawclient.StdioRates(
+        [PYTHON, *upstream_args("big-raw-direct", "--tools", str(BIG_CATALOG))],
+        "echo",
+        cwd=str(ROOT),
+        stderr=errlog,
+    )
+    gateway_raw = rawclient.StdioRates(
+        [PYTHON, *gateway_args(raw_config)], "big__echo", cwd=str(ROOT), stderr=errlog
+    )
+    raw: tuple[list[float], list[float]] = ([], [])
+    try:
+        await direct_raw.open()
+        await gateway_raw.open()
+        for i in range(s.list_reps + 2):  # the first two of each are warm-up
+            order = ((direct_raw, raw[0]), (gateway_raw, raw[1]))
+            for client, out in order if i % 2 == 0 else order[::-1]:
+                seconds, listed = await client.timed("tools/list")
+                if len(listed.get("tools") or []) != expected:
+                    raise RuntimeError(
+                        f"raw tools/list: {len(listed.get('tools') or [])} tools, not {expected}"
+                    )
+                if i >= 2:
+                    out.append(seconds)
+    finally:
+        await direct_raw.close()
+        await gateway_raw.close()
+    rd, rg = summary(raw[0]), summary(raw[1])
+    results.add(
+        Row(
+            f"tools/list {expected} tools p50, raw client",
+            "ms",
+            rd["p50_ms"],
+            rg["p50_ms"],
+            note="one 2026-07-28 request at a time from a raw client (bench/rawclient.py); the row above has"
+            " the mcp SDK client's own parse and validation of every tool in both columns",
+            samples={"direct": rd, "gateway": rg},
+        )
+    )
     reap(TOKEN + "-big")
     reap(str(config))
+    reap(str(raw_config))
 
 
 async def bench_cold_start(s: Settings, tmp: Path, results: Results, errlog: IO[str]) -> None:
