@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
 
 INFLIGHT = 16
 ENVELOPE = {
@@ -185,6 +186,24 @@ class StdioRates:
                 stdin.write(json.dumps(_call(first + sent, self.tool)).encode() + b"\n")
                 sent += 1
         return calls / (time.perf_counter() - began)
+
+
+class Client(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@asynccontextmanager
+async def opened(*clients: Client) -> AsyncIterator[None]:
+    """`clients` opened (connected, warmed, answers checked), and closed at the end whatever happened."""
+    try:
+        for client in clients:
+            await client.open()
+        yield
+    finally:
+        for client in clients:
+            await client.close()
 
 
 async def alternating(

@@ -656,17 +656,9 @@ async def bench_stdio(s: Settings, tmp: Path, results: Results, errlog: IO[str])
     gateway_raw = rawclient.StdioRates(
         [PYTHON, *gateway_args(raw_config)], "up__echo", cwd=str(ROOT), stderr=errlog
     )
-    try:
-        await direct_raw.open()
-        await gateway_raw.open()
-        raw_rows(
-            results,
-            "stdio",
-            await rawclient.alternating(direct_raw.rate, gateway_raw.rate, s.rounds, s.per_round * 4),
-        )
-    finally:
-        await direct_raw.close()
-        await gateway_raw.close()
+    async with rawclient.opened(direct_raw, gateway_raw):
+        rates = await rawclient.alternating(direct_raw.rate, gateway_raw.rate, s.rounds, s.per_round * 4)
+        raw_rows(results, "stdio", rates)
     reap(TOKEN + "-stdio")
     reap(str(config))
     reap(str(raw_config))
@@ -714,16 +706,11 @@ async def bench_http(s: Settings, tmp: Path, results: Results) -> None:
                 rawclient.HttpRates(up_port, "echo"),
                 rawclient.HttpRates(gw_port, "up__echo"),
             )
-            try:
-                await direct_raw.open()
-                await gateway_raw.open()
+            async with rawclient.opened(direct_raw, gateway_raw):
                 rates = await rawclient.alternating(
                     direct_raw.rate, gateway_raw.rate, s.rounds, s.per_round * 4
                 )
                 raw_rows(results, "http", rates)
-            finally:
-                await direct_raw.close()
-                await gateway_raw.close()
             results.info["http_gateway_rss_mib"] = rss_mib(gw_pid)
     reap(TOKEN + "-http")
     reap(str(config))
@@ -771,9 +758,7 @@ async def bench_big_list(s: Settings, tmp: Path, results: Results, errlog: IO[st
         [PYTHON, *gateway_args(raw_config)], "big__echo", cwd=str(ROOT), stderr=errlog
     )
     raw: tuple[list[float], list[float]] = ([], [])
-    try:
-        await direct_raw.open()
-        await gateway_raw.open()
+    async with rawclient.opened(direct_raw, gateway_raw):
         for i in range(s.list_reps + 2):  # the first two of each are warm-up
             order = ((direct_raw, raw[0]), (gateway_raw, raw[1]))
             for client, out in order if i % 2 == 0 else order[::-1]:
@@ -784,9 +769,6 @@ async def bench_big_list(s: Settings, tmp: Path, results: Results, errlog: IO[st
                     )
                 if i >= 2:
                     out.append(seconds)
-    finally:
-        await direct_raw.close()
-        await gateway_raw.close()
     rd, rg = summary(raw[0]), summary(raw[1])
     results.add(
         Row(
