@@ -2,12 +2,12 @@
 
 Run as `python bench/skeleton.py serve ARGS...` (the arguments of `mcpgw serve`), it is `mcpgw serve`
 with one change: a forwarded `tools/call` skips everything between the lane that takes it and the
-upstream session that sends it. There is no middleware chain, audit step, metrics, rate limit,
-pipeline stage (persona rules past the name's look-up, data rules, flows) or era bridge, and no
-request context of the mcp SDK. The tool is looked up in the default persona's view and sent with
-the upstream session's `send` (its lean wire, as every call of the gateway goes). The answer carries
-the stamp a real one does. Everything else (the handshake, `tools/list`, any other method) is served
-as ever.
+upstream session that sends it. There is no middleware chain (so no stdio rate limit: the HTTP
+edge's stays, with the rest of the edge), audit step, metrics, pipeline stage (persona rules past
+the name's look-up, data rules, flows) or era bridge, and no request context of the mcp SDK. The
+tool is looked up in the default persona's view and sent with the upstream session's `send` (its
+lean wire, as every call of the gateway goes). The answer carries the stamp a real one does.
+Everything else (the handshake, `tools/list`, any other method) is served as ever.
 
 What it measures, beside the floor's relays (`bench/floor.py`):
   skeleton stdio    the gateway's stdio lane (the pipe read, the envelope, the answer line) and the
