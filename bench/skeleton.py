@@ -19,7 +19,7 @@ Stock `mcpgw` above the skeleton is the cost of its governance; the skeleton abo
 the cost of its transports. A pipeline however lean cannot take a call below the skeleton's row
 without a leaner transport.
 
-Not a gateway anyone should run: it enforces nothing. It exists to be measured.
+Not a gateway anyone should run: past the HTTP edge it enforces nothing. It exists to be measured.
 """
 
 from __future__ import annotations
