@@ -184,11 +184,12 @@ class Limiter:
 
 
 def _refusal(scope: _Scope, which: str, retry_after: int) -> RateLimited:
-    limit = scope.limit.requests_per_minute if which == "rpm" else scope.limit.concurrent
+    if which == "rpm":
+        limit, noun, unit = scope.limit.requests_per_minute, "request", "per minute"
+    else:
+        limit, noun, unit = scope.limit.concurrent, "call", "in flight"
     assert limit is not None  # the limit that refused is set
-    reason = (
-        f"{counted(limit, 'request')} per minute" if which == "rpm" else f"{counted(limit, 'call')} in flight"
-    )
+    reason = f"{counted(limit, noun)} {unit}"
     return RateLimited(
         f"rate limit: {scope.describe()} is limited to {reason} ([limits]); retry in {retry_after}s",
         retry_after=retry_after,
