@@ -141,24 +141,25 @@ class StdioRates:
             await process.wait()
         self._process = None
 
-    async def timed(self, method: str) -> tuple[float, dict[str, Any]]:
-        """One request of `method` (no params but the envelope), alone: its seconds and its result."""
+    async def request(self, method: str) -> dict[str, Any]:
+        """The result of one request of `method` (no params but the envelope), sent alone."""
         process = self._process
         assert process is not None and process.stdin is not None and process.stdout is not None
         request_id, self._next_id = self._next_id, self._next_id + 1
         line = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {"_meta": ENVELOPE}}
-        began = time.perf_counter()
         process.stdin.write(json.dumps(line).encode() + b"\n")
         await process.stdin.drain()
         while True:
             message = json.loads(await process.stdout.readline())
             if isinstance(message, dict) and message.get("id") == request_id:
                 break
-        seconds = time.perf_counter() - began
         result = message.get("result")
         if not isinstance(result, dict):
             raise RuntimeError(f"raw client: {method} was not answered: {str(message)[:300]}")
-        return seconds, result
+        return result
+
+    def _call_line(self, request_id: int) -> bytes:
+        return json.dumps(_call(request_id, self.tool)).encode() + b"\n"
 
     async def rate(self, calls: int) -> float:
         """Calls per second over `calls` calls, `INFLIGHT` of them in flight."""
@@ -170,7 +171,7 @@ class StdioRates:
         sent = answered = 0
         began = time.perf_counter()
         while sent < min(INFLIGHT, calls):
-            stdin.write(json.dumps(_call(first + sent, self.tool)).encode() + b"\n")
+            stdin.write(self._call_line(first + sent))
             sent += 1
         await stdin.drain()
         while answered < calls:
@@ -183,7 +184,7 @@ class StdioRates:
             _answered(message)
             answered += 1
             if sent < calls:
-                stdin.write(json.dumps(_call(first + sent, self.tool)).encode() + b"\n")
+                stdin.write(self._call_line(first + sent))
                 sent += 1
         return calls / (time.perf_counter() - began)
 

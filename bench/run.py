@@ -50,6 +50,7 @@ import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -757,18 +758,16 @@ async def bench_big_list(s: Settings, tmp: Path, results: Results, errlog: IO[st
     gateway_raw = rawclient.StdioRates(
         [PYTHON, *gateway_args(raw_config)], "big__echo", cwd=str(ROOT), stderr=errlog
     )
-    raw: tuple[list[float], list[float]] = ([], [])
+
+    async def list_raw(client: rawclient.StdioRates) -> None:
+        listed = len((await client.request("tools/list")).get("tools") or [])
+        if listed != expected:
+            raise RuntimeError(f"raw tools/list: {listed} tools, not {expected}")
+
     async with rawclient.opened(direct_raw, gateway_raw):
-        for i in range(s.list_reps + 2):  # the first two of each are warm-up
-            order = ((direct_raw, raw[0]), (gateway_raw, raw[1]))
-            for client, out in order if i % 2 == 0 else order[::-1]:
-                seconds, listed = await client.timed("tools/list")
-                if len(listed.get("tools") or []) != expected:
-                    raise RuntimeError(
-                        f"raw tools/list: {len(listed.get('tools') or [])} tools, not {expected}"
-                    )
-                if i >= 2:
-                    out.append(seconds)
+        raw = await latencies(
+            partial(list_raw, direct_raw), partial(list_raw, gateway_raw), s.list_reps, 2, collect_every=1
+        )
     rd, rg = summary(raw[0]), summary(raw[1])
     results.add(
         Row(
